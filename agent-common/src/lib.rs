@@ -1,0 +1,253 @@
+//! Types shared by the kernel programs (`agent-ebpf`) and the userspace agent (`egret`).
+//!
+//! Every record the kernel writes to the ring buffer starts with an [`EventHeader`]; its
+//! [`EventHeader::kind`] (a stable numeric id, see [`EventKind`]) says which payload struct
+//! follows. All structs are `#[repr(C)]`, contain no implicit padding (padding is explicit and
+//! zeroed), and their sizes and field offsets are pinned by compile-time asserts below, so a
+//! change to the layout is a build error rather than garbage at run time.
+//!
+//! With the `user` feature the crate also provides the userspace half: `aya::Pod` impls and a
+//! checked decoder ([`decode`]) from the raw ring-buffer bytes.
+#![no_std]
+
+#[cfg(feature = "user")]
+mod decode;
+#[cfg(feature = "user")]
+pub use decode::{decode, DecodeError, Event};
+
+/// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
+pub const COMM_LEN: usize = 16;
+/// Bytes of the executable path captured at `execve` time (including the terminating NUL).
+pub const EXEC_PATH_LEN: usize = 256;
+/// Arguments are captured while they start within this many bytes of the argument buffer, so
+/// at least this much of the argument vector is kept (NUL-separated).
+pub const EXEC_ARGS_START_LIMIT: usize = 1024;
+/// Bytes of the argument buffer: the start limit plus room for one whole last argument.
+pub const EXEC_ARGS_LEN: usize = EXEC_ARGS_START_LIMIT + EXEC_ARG_LEN;
+/// Maximum number of arguments captured at `execve` time.
+pub const EXEC_MAX_ARGS: usize = 32;
+/// Maximum bytes of one captured argument (including its NUL); longer ones are cut.
+pub const EXEC_ARG_LEN: usize = 256;
+
+/// `AF_INET` / `AF_INET6` as the kernel uses them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Flags in [`ExecArgsEvent::flags`].
+pub const EXEC_FLAG_PATH_TRUNCATED: u32 = 1 << 0;
+pub const EXEC_FLAG_ARGS_TRUNCATED: u32 = 1 << 1;
+/// The path or arguments could not be read from user memory at all.
+pub const EXEC_FLAG_READ_FAILED: u32 = 1 << 2;
+
+/// Indices into the per-CPU `COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A record could not be reserved in the ring buffer (it was full): the event is lost.
+    RingBufFull = 0,
+    /// Datagrams folded into an already-reported UDP flow (not lost, aggregated).
+    UdpAggregated = 1,
+    /// A UDP flow entry could not be stored (map update failed).
+    UdpFlowUpdateFailed = 2,
+}
+/// Number of entries in the `COUNTERS` array.
+pub const COUNTER_COUNT: u32 = 3;
+
+/// Stable numeric event ids. Never renumber: add new kinds at the end.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// `connect()` on an IPv4/IPv6 socket (TCP or connected UDP): [`ConnectEvent`].
+    Connect = 1,
+    /// First datagram of a UDP flow (socket, destination) sent with an address: [`ConnectEvent`].
+    Send = 2,
+    /// Path and arguments captured at `execve`/`execveat` entry: [`ExecArgsEvent`].
+    ExecArgs = 3,
+    /// A successful exec (`sched_process_exec`): [`ExecEvent`].
+    Exec = 4,
+    /// A new process (not a thread) was created: [`ForkEvent`].
+    Fork = 5,
+    /// A process's group leader exited: [`ExitEvent`].
+    Exit = 6,
+    /// A socket that sent UDP datagrams was released: [`SockReleaseEvent`].
+    SockRelease = 7,
+}
+
+impl EventKind {
+    pub const fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => Self::Connect,
+            2 => Self::Send,
+            3 => Self::ExecArgs,
+            4 => Self::Exec,
+            5 => Self::Fork,
+            6 => Self::Exit,
+            7 => Self::SockRelease,
+            _ => return None,
+        })
+    }
+}
+
+/// Common header of every ring-buffer record: who did it, when, where.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// [`EventKind`] as `u16`.
+    pub kind: u16,
+    /// Layout version of this record; bump when a payload changes incompatibly.
+    pub version: u16,
+    /// Size in bytes of the whole record (header + payload).
+    pub size: u32,
+    /// `bpf_ktime_get_boot_ns()` when the event happened.
+    pub ktime_ns: u64,
+    /// Thread group id (the userspace "pid") of the current task.
+    pub tgid: u32,
+    /// Thread id of the current task.
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// cgroup v2 id (inode number of the cgroup directory) of the current task.
+    pub cgroup_id: u64,
+    /// `comm` of the current task, NUL-padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Record layout version written by this build.
+pub const EVENT_VERSION: u16 = 1;
+
+/// `connect4/6` and `sendmsg4/6`: one outbound connection or UDP flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectEvent {
+    pub header: EventHeader,
+    /// `bpf_get_socket_cookie()`: stable id of the socket for its lifetime.
+    pub cookie: u64,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// Destination port, host byte order.
+    pub port: u16,
+    /// `SOCK_STREAM`, `SOCK_DGRAM`, ...
+    pub sock_type: u16,
+    /// `IPPROTO_TCP`, `IPPROTO_UDP`, ... (0 when the kernel did not say).
+    pub protocol: u16,
+    /// Destination address in network byte order: IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    /// For [`EventKind::Send`]: datagrams of the previous period of this flow that were
+    /// never reported (the flow went idle and restarted); 0 otherwise.
+    pub prev_datagrams: u64,
+}
+
+/// Captured at `sys_enter_execve`/`sys_enter_execveat`: what the process asked to run.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecArgsEvent {
+    pub header: EventHeader,
+    /// `EXEC_FLAG_*`.
+    pub flags: u32,
+    /// Number of arguments captured in [`Self::args`].
+    pub argc: u32,
+    /// Bytes used in [`Self::args`].
+    pub args_len: u32,
+    /// Bytes used in [`Self::path`] (without NUL).
+    pub path_len: u32,
+    pub path: [u8; EXEC_PATH_LEN],
+    /// NUL-separated arguments.
+    pub args: [u8; EXEC_ARGS_LEN],
+}
+
+/// `sched_process_exec`: the exec succeeded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    pub header: EventHeader,
+    /// Thread id that called exec (differs from `header.tgid` when a non-leader thread execs).
+    pub old_tid: u32,
+    /// Bytes used in [`Self::filename`].
+    pub filename_len: u32,
+    /// The binary's path as the kernel resolved it (`bprm->filename`).
+    pub filename: [u8; EXEC_PATH_LEN],
+}
+
+/// `task_newtask` without `CLONE_THREAD`: a new process. The header describes the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkEvent {
+    pub header: EventHeader,
+    pub child_tgid: u32,
+    pub _pad: u32,
+    pub clone_flags: u64,
+}
+
+/// `sched_process_exit` of a thread-group leader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitEvent {
+    pub header: EventHeader,
+}
+
+/// `cgroup/sock_release` of a socket that has UDP flows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockReleaseEvent {
+    pub header: EventHeader,
+    pub cookie: u64,
+}
+
+/// Key of the kernel's UDP flow map: one (socket, destination) pair.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UdpFlowKey {
+    pub cookie: u64,
+    pub family: u16,
+    pub port: u16,
+    pub _pad: u32,
+    pub addr: [u8; 16],
+}
+
+/// Value of the kernel's UDP flow map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpFlowValue {
+    /// Datagrams sent in the current period (since the event that opened it).
+    pub datagrams: u64,
+    /// `bpf_ktime_get_boot_ns()` of the first datagram of the current period.
+    pub first_ns: u64,
+    /// `bpf_ktime_get_boot_ns()` of the latest datagram.
+    pub last_ns: u64,
+}
+
+/// Marker so a socket cookie is only reported at release when it had UDP flows.
+pub type UdpSocketMark = u8;
+
+// ---- Compile-time layout asserts: the kernel and userspace must agree byte for byte. ----
+macro_rules! assert_layout {
+    ($t:ty, size = $size:expr, $($field:ident @ $off:expr),* $(,)?) => {
+        const _: () = assert!(core::mem::size_of::<$t>() == $size);
+        $(const _: () = assert!(core::mem::offset_of!($t, $field) == $off);)*
+    };
+}
+
+assert_layout!(EventHeader, size = 56,
+    kind @ 0, version @ 2, size @ 4, ktime_ns @ 8, tgid @ 16, tid @ 20, uid @ 24, gid @ 28,
+    cgroup_id @ 32, comm @ 40);
+assert_layout!(ConnectEvent, size = 96,
+    header @ 0, cookie @ 56, family @ 64, port @ 66, sock_type @ 68, protocol @ 70, addr @ 72,
+    prev_datagrams @ 88);
+assert_layout!(ExecArgsEvent, size = 56 + 16 + EXEC_PATH_LEN + EXEC_ARGS_LEN,
+    header @ 0, flags @ 56, argc @ 60, args_len @ 64, path_len @ 68, path @ 72,
+    args @ 72 + EXEC_PATH_LEN);
+assert_layout!(ExecEvent, size = 56 + 8 + EXEC_PATH_LEN,
+    header @ 0, old_tid @ 56, filename_len @ 60, filename @ 64);
+assert_layout!(ForkEvent, size = 72, header @ 0, child_tgid @ 56, clone_flags @ 64);
+assert_layout!(ExitEvent, size = 56, header @ 0);
+assert_layout!(SockReleaseEvent, size = 64, header @ 0, cookie @ 56);
+assert_layout!(UdpFlowKey, size = 32, cookie @ 0, family @ 8, port @ 10, addr @ 16);
+assert_layout!(UdpFlowValue, size = 24, datagrams @ 0, first_ns @ 8, last_ns @ 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are `#[repr(C)]`, `Copy`, contain only integers and byte arrays, and
+    // have no implicit padding (asserted above), so any bit pattern is a valid value.
+    unsafe impl aya::Pod for super::UdpFlowKey {}
+    unsafe impl aya::Pod for super::UdpFlowValue {}
+}

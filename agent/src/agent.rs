@@ -1,0 +1,364 @@
+//! The agent: loads the programs, drains the ring buffer in batches, joins each event with
+//! process and cgroup identity, and writes JSON lines until asked to stop.
+
+use std::{future::Future, path::PathBuf, pin::pin, time::Duration};
+
+use agent_common::{
+    decode, ConnectEvent, Counter, Event, EventHeader, ExecArgsEvent, ExecEvent, ExitEvent,
+    ForkEvent, SockReleaseEvent, UdpFlowKey, EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_PATH_TRUNCATED,
+};
+use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
+
+use crate::{
+    cgroup::{self, CgroupError, CgroupResolver},
+    clock::{boot_ns_now, WallClock},
+    ecs::{ConnectionDoc, MetricDoc, Metrics, UdpSummary},
+    kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps},
+    output::{OutputError, Sink},
+    process::{split_nul, ExecArgs, ProcessTable},
+    record::{comm_str, Action, ConnectionRecord},
+    udp::{FlowReport, UdpFlows},
+    users::UserNames,
+};
+
+/// Everything `egret run` can be told.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// cgroup v2 directory to attach to; `None` = the root of the cgroup2 mount.
+    pub cgroup: Option<PathBuf>,
+    /// `-` for stdout, else a file appended to.
+    pub output: String,
+    pub ring_buffer_size: u32,
+    pub drain_interval: Duration,
+    /// `None`: a metric line only at shutdown.
+    pub metrics_interval: Option<Duration>,
+    pub udp_idle: Duration,
+    pub udp_report_interval: Duration,
+    pub process_exit_grace: Duration,
+    pub max_processes: usize,
+    /// Created (with egret's pid) once the programs are attached and the drain loop runs.
+    pub ready_file: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            cgroup: None,
+            output: "-".to_owned(),
+            ring_buffer_size: 16 * 1024 * 1024,
+            drain_interval: Duration::from_millis(20),
+            metrics_interval: Some(Duration::from_secs(10)),
+            udp_idle: Duration::from_secs(5),
+            udp_report_interval: Duration::from_secs(60),
+            process_exit_grace: Duration::from_secs(30),
+            max_processes: 65536,
+            ready_file: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("{0} is not a cgroup v2 directory (find the cgroup2 mount in /proc/self/mounts)")]
+    NotCgroup2(String),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("watching the ring buffer: {0}")]
+    Poll(#[source] std::io::Error),
+    #[error("writing the ready file {path}: {source}")]
+    ReadyFile { path: String, source: std::io::Error },
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Per-event state: the tables events are joined with, and the output.
+struct Pipeline {
+    processes: ProcessTable,
+    cgroups: CgroupResolver,
+    users: UserNames,
+    udp: UdpFlows,
+    clock: WallClock,
+    sink: Sink,
+    host_name: String,
+    sequence: u64,
+    metrics: Metrics,
+    udp_idle_ns: u64,
+    udp_report_interval_ns: u64,
+}
+
+impl Pipeline {
+    fn next_sequence(&mut self) -> u64 {
+        self.sequence += 1;
+        self.sequence
+    }
+
+    /// Handles one ring-buffer record. Never fails: problems are counted.
+    fn handle(&mut self, bytes: &[u8], maps: &KernelLookups) {
+        self.metrics.events_received += 1;
+        let event = match decode(bytes) {
+            Ok(event) => event,
+            Err(err) => {
+                self.metrics.decode_errors += 1;
+                self.metrics.events_dropped_userspace += 1;
+                log::warn!("dropping an undecodable record: {err}");
+                return;
+            }
+        };
+        match event {
+            Event::Connect(ev) => self.on_connection(Action::Connect, &ev),
+            Event::Send(ev) => self.on_connection(Action::Send, &ev),
+            Event::ExecArgs(ev) => self.on_exec_args(&ev),
+            Event::Exec(ev) => self.on_exec(&ev),
+            Event::Fork(ev) => self.on_fork(&ev),
+            Event::Exit(ev) => self.on_exit(&ev),
+            Event::SockRelease(ev) => self.on_sock_release(&ev, maps),
+        }
+    }
+
+    fn resolve(&mut self, action: Action, ev: &ConnectEvent) -> Option<ConnectionRecord> {
+        let EventHeader { tgid, uid, cgroup_id, comm, .. } = &ev.header;
+        let process = self.processes.resolve(*tgid, &comm_str(comm));
+        let cgroup = self.cgroups.resolve(*cgroup_id);
+        let user_name = self.users.name(*uid).map(str::to_owned);
+        ConnectionRecord::new(action, ev, process, cgroup, user_name)
+    }
+
+    fn on_connection(&mut self, action: Action, ev: &ConnectEvent) {
+        let Some(record) = self.resolve(action, ev) else {
+            self.metrics.decode_errors += 1;
+            self.metrics.events_dropped_userspace += 1;
+            return;
+        };
+        match action {
+            Action::Connect => self.write_connection(&record, None),
+            Action::Send => {
+                let ConnectEvent { cookie, family, port, addr, prev_datagrams, .. } = *ev;
+                let key = UdpFlowKey { cookie, family, port, _pad: 0, addr };
+                if let Some(ended) = self.udp.open(key, record, prev_datagrams) {
+                    self.write_flow(&ended);
+                }
+            }
+        }
+    }
+
+    fn on_exec_args(&mut self, ev: &ExecArgsEvent) {
+        let ExecArgsEvent { header, flags, argc: _, args_len, path_len, path, args } = ev;
+        let path_bytes = path.get(..*path_len as usize).unwrap_or(path);
+        let args_bytes = args.get(..*args_len as usize).unwrap_or(args);
+        self.processes.on_exec_args(
+            header.tid,
+            ExecArgs {
+                path: String::from_utf8_lossy(path_bytes).into_owned(),
+                args: split_nul(args_bytes),
+                truncated: flags & (EXEC_FLAG_ARGS_TRUNCATED | EXEC_FLAG_PATH_TRUNCATED) != 0,
+                ktime_ns: header.ktime_ns,
+            },
+        );
+    }
+
+    fn on_exec(&mut self, ev: &ExecEvent) {
+        let ExecEvent { header, old_tid, filename_len, filename } = ev;
+        let name = filename.get(..*filename_len as usize).unwrap_or(filename);
+        let name = String::from_utf8_lossy(name);
+        self.processes.on_exec(header.tgid, *old_tid, &name, &comm_str(&header.comm), header.ktime_ns);
+    }
+
+    fn on_fork(&mut self, ev: &ForkEvent) {
+        let ForkEvent { header, child_tgid, _pad: _, clone_flags: _ } = ev;
+        self.processes.on_fork(header.tgid, *child_tgid, &comm_str(&header.comm), header.ktime_ns);
+    }
+
+    fn on_exit(&mut self, ev: &ExitEvent) {
+        let ExitEvent { header } = ev;
+        self.processes.on_exit(header.tgid, header.ktime_ns);
+    }
+
+    fn on_sock_release(&mut self, ev: &SockReleaseEvent, maps: &KernelLookups) {
+        let SockReleaseEvent { header: _, cookie } = ev;
+        for report in self.udp.release(*cookie, |key| maps.udp_flow(key)) {
+            self.write_flow(&report);
+        }
+    }
+
+    fn write_flow(&mut self, report: &FlowReport) {
+        self.write_connection(&report.record, Some(report.summary));
+    }
+
+    fn write_connection(&mut self, record: &ConnectionRecord, udp: Option<UdpSummary>) {
+        let sequence = self.next_sequence();
+        let doc = ConnectionDoc::new(record, udp, sequence, &self.clock, &self.host_name);
+        match self.sink.write_line(&doc) {
+            Ok(()) => self.metrics.lines_written += 1,
+            Err(err) => self.write_failed(&err),
+        }
+    }
+
+    fn write_failed(&mut self, err: &OutputError) {
+        self.metrics.write_errors += 1;
+        self.metrics.events_dropped_userspace += 1;
+        // One log line per power of two, so a full disk does not flood the log.
+        if self.metrics.write_errors.is_power_of_two() {
+            log::error!("{err} ({} write errors so far)", self.metrics.write_errors);
+        }
+    }
+
+    /// Once a second: flows that went idle or are due a report, expiry, flush.
+    fn tick(&mut self, maps: &KernelLookups) {
+        let now = boot_ns_now();
+        let reports =
+            self.udp.tick(now, self.udp_idle_ns, self.udp_report_interval_ns, |key| maps.udp_flow(key));
+        for report in &reports {
+            self.write_flow(report);
+        }
+        self.processes.expire(now);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Err(err) = self.sink.flush() {
+            self.write_failed(&err);
+        }
+    }
+
+    fn write_metrics(&mut self, maps: &KernelLookups) {
+        let stats = self.processes.stats;
+        let metrics = Metrics {
+            events_lost_kernel: maps.counter(Counter::RingBufFull),
+            udp_datagrams_aggregated: maps.counter(Counter::UdpAggregated),
+            udp_flow_update_failures: maps.counter(Counter::UdpFlowUpdateFailed),
+            process_table_size: self.processes.len() as u64,
+            process_table_misses: stats.misses,
+            process_table_evicted: stats.evicted,
+            exec_without_args: stats.exec_without_args,
+            cgroups_cached: self.cgroups.len() as u64,
+            udp_flows_open: self.udp.len() as u64,
+            udp_flows_evicted: self.udp.stats.evicted,
+            // The metric line itself is counted once written.
+            lines_written: self.metrics.lines_written + 1,
+            ..self.metrics
+        };
+        let sequence = self.next_sequence();
+        let timestamp = self.clock.rfc3339(boot_ns_now());
+        match self.sink.write_line(&MetricDoc::new(metrics, sequence, timestamp, &self.host_name)) {
+            Ok(()) => self.metrics.lines_written += 1,
+            Err(err) => self.write_failed(&err),
+        }
+        self.clock.refresh();
+    }
+}
+
+/// Drains every record currently in the ring buffer.
+fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
+    let KernelMaps { events, lookups } = maps;
+    while let Some(item) = events.next() {
+        pipeline.handle(&item, lookups);
+    }
+}
+
+/// Runs egret until `shutdown` completes; then detaches, drains what is left, writes a final
+/// metric line and flushes. Returns the final metrics.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Metrics, AgentError> {
+    let mount = cgroup::cgroup2_mount()?;
+    let cgroup_dir = config.cgroup.clone().unwrap_or_else(|| mount.clone());
+    if !cgroup::is_cgroup2_dir(&cgroup_dir) {
+        return Err(AgentError::NotCgroup2(cgroup_dir.display().to_string()));
+    }
+    let sink = Sink::open(&config.output)?;
+
+    let mut processes = ProcessTable::new(config.max_processes, duration_ns(config.process_exit_grace));
+    let (kernel, mut maps) = kernel::load_and_attach(
+        KernelConfig { ring_buffer_size: config.ring_buffer_size, udp_idle_ns: duration_ns(config.udp_idle) },
+        &cgroup_dir,
+    )?;
+    // Seed after attaching: a process that starts in between is seen by the tracepoints, one
+    // that exits in between no longer matters.
+    let seeded = processes.seed_from_proc();
+    log::info!("attached to cgroup {}; {seeded} processes seeded from /proc", cgroup_dir.display());
+
+    let mut pipeline = Pipeline {
+        processes,
+        cgroups: CgroupResolver::new(mount, 65536),
+        users: UserNames::new(4096),
+        udp: UdpFlows::default(),
+        clock: WallClock::new(),
+        sink,
+        host_name: nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sequence: 0,
+        metrics: Metrics::default(),
+        udp_idle_ns: duration_ns(config.udp_idle),
+        udp_report_interval_ns: duration_ns(config.udp_report_interval),
+    };
+
+    let result = event_loop(&config, &mut maps, &mut pipeline, shutdown).await;
+
+    // Detach first so nothing new arrives, then drain what the kernel already wrote.
+    drop(kernel);
+    drain(&mut maps, &mut pipeline);
+    let flows = pipeline.udp.drain(|key| maps.lookups.udp_flow(key));
+    for report in &flows {
+        pipeline.write_flow(report);
+    }
+    pipeline.write_metrics(&maps.lookups);
+    pipeline.flush();
+    if let Some(path) = &config.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    result?;
+    Ok(pipeline.metrics)
+}
+
+async fn event_loop(
+    config: &Config,
+    maps: &mut KernelMaps,
+    pipeline: &mut Pipeline,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    // A duplicate of the ring buffer's fd, owned by the AsyncFd, so readiness can be awaited
+    // while the ring buffer itself is borrowed mutably for draining.
+    let ring_fd = std::os::fd::AsFd::as_fd(&maps.events).try_clone_to_owned().map_err(AgentError::Poll)?;
+    // SAFETY: the AsyncFd owns `ring_fd`, so the descriptor stays open while registered.
+    let ring_fd = unsafe { AsyncFd::register_with_interest(ring_fd, tokio::io::Interest::READABLE) }
+        .map_err(|err| AgentError::Poll(err.into()))?;
+    let mut drain_tick = tokio::time::interval(config.drain_interval);
+    drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut second_tick = tokio::time::interval(Duration::from_secs(1));
+    second_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let metrics_every = config.metrics_interval.unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
+    let mut metrics_tick = tokio::time::interval_at(tokio::time::Instant::now() + metrics_every, metrics_every);
+    metrics_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    if let Some(path) = &config.ready_file {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|source| AgentError::ReadyFile { path: path.display().to_string(), source })?;
+    }
+    let mut shutdown = pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            guard = ring_fd.readable() => {
+                let mut guard = guard.map_err(AgentError::Poll)?;
+                drain(maps, pipeline);
+                guard.clear_ready();
+            }
+            _ = drain_tick.tick() => drain(maps, pipeline),
+            _ = second_tick.tick() => {
+                drain(maps, pipeline);
+                pipeline.tick(&maps.lookups);
+            }
+            _ = metrics_tick.tick() => {
+                drain(maps, pipeline);
+                pipeline.write_metrics(&maps.lookups);
+                pipeline.flush();
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,367 @@
+//! Rendering records as Elastic Common Schema documents, one JSON object per line.
+//!
+//! Field names follow ECS where ECS has the field and live under `egret.*` otherwise. The
+//! structs borrow from the record so rendering allocates little beyond the output itself.
+//! `docs/events.md` documents every field.
+
+use serde::Serialize;
+
+use crate::{clock::WallClock, record::ConnectionRecord};
+
+#[derive(Serialize)]
+pub struct EventFields<'a> {
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub category: &'static [&'static str],
+    #[serde(rename = "type", skip_serializing_if = "<[_]>::is_empty")]
+    pub types: &'static [&'static str],
+    pub action: &'a str,
+    pub module: &'static str,
+    pub dataset: &'static str,
+    pub sequence: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Id {
+    pub id: u32,
+}
+
+#[derive(Serialize)]
+pub struct Pid {
+    pub pid: u32,
+}
+
+#[derive(Serialize)]
+pub struct UserFields<'a> {
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub struct GroupFields {
+    pub id: String,
+}
+
+#[derive(Serialize)]
+pub struct ProcessFields<'a> {
+    pub pid: u32,
+    pub thread: Id,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Pid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<&'a str>,
+    pub name: &'a str,
+    pub args: &'a [String],
+    pub args_count: usize,
+    pub command_line: String,
+    pub user: UserFields<'a>,
+    pub group: GroupFields,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct Endpoint {
+    pub ip: String,
+    pub port: u16,
+}
+
+#[derive(Serialize)]
+pub struct NetworkFields {
+    pub transport: &'static str,
+    #[serde(rename = "type")]
+    pub network_type: &'static str,
+    pub direction: &'static str,
+    pub iana_number: String,
+}
+
+#[derive(Serialize)]
+pub struct HostFields<'a> {
+    pub name: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct CgroupFields<'a> {
+    pub id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub struct UnitFields<'a> {
+    pub unit: &'a str,
+}
+
+#[derive(Serialize)]
+pub struct CookieFields {
+    pub cookie: u64,
+}
+
+#[derive(Serialize)]
+pub struct UdpFields {
+    pub datagrams: u64,
+}
+
+#[derive(Serialize)]
+pub struct EgretProcessFields {
+    pub args_truncated: bool,
+}
+
+#[derive(Serialize)]
+pub struct EgretFields<'a> {
+    pub cgroup: CgroupFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub systemd: Option<UnitFields<'a>>,
+    pub socket: CookieFields,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub udp: Option<UdpFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<EgretProcessFields>,
+}
+
+/// A `connect` or `send` line.
+#[derive(Serialize)]
+pub struct ConnectionDoc<'a> {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventFields<'a>,
+    pub process: ProcessFields<'a>,
+    pub destination: Endpoint,
+    pub network: NetworkFields,
+    pub host: HostFields<'a>,
+    pub egret: EgretFields<'a>,
+}
+
+/// For `send` lines: the flow's datagram count and its first and last datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpSummary {
+    pub datagrams: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+}
+
+impl<'a> ConnectionDoc<'a> {
+    pub fn new(
+        record: &'a ConnectionRecord,
+        udp: Option<UdpSummary>,
+        sequence: u64,
+        clock: &WallClock,
+        host_name: &'a str,
+    ) -> Self {
+        let ConnectionRecord {
+            action,
+            ktime_ns,
+            tid,
+            uid,
+            gid,
+            user_name,
+            process,
+            cgroup,
+            cookie,
+            ip,
+            port,
+            transport,
+        } = record;
+        Self {
+            timestamp: clock.rfc3339(*ktime_ns),
+            event: EventFields {
+                kind: "event",
+                category: &["network"],
+                types: &["connection", "start"],
+                action: action.name(),
+                module: "egret",
+                dataset: "egret.network",
+                sequence,
+                start: udp.map(|u| clock.rfc3339(u.first_ns)),
+                end: udp.map(|u| clock.rfc3339(u.last_ns)),
+            },
+            process: ProcessFields {
+                pid: process.pid,
+                thread: Id { id: *tid },
+                parent: process.ppid.map(|pid| Pid { pid }),
+                executable: process.executable.as_deref(),
+                name: &process.name,
+                args: &process.args,
+                args_count: process.args.len(),
+                command_line: process.command_line(),
+                user: UserFields { id: uid.to_string(), name: user_name.as_deref() },
+                group: GroupFields { id: gid.to_string() },
+                start: process.start_ns.map(|ns| clock.rfc3339(ns)),
+            },
+            destination: Endpoint { ip: ip.to_string(), port: *port },
+            network: NetworkFields {
+                transport: transport.name(),
+                network_type: if ip.is_ipv4() { "ipv4" } else { "ipv6" },
+                direction: "egress",
+                iana_number: transport.iana_number().to_string(),
+            },
+            host: HostFields { name: host_name },
+            egret: EgretFields {
+                cgroup: CgroupFields { id: cgroup.id, path: cgroup.path.as_deref() },
+                systemd: cgroup.systemd_unit.as_deref().map(|unit| UnitFields { unit }),
+                socket: CookieFields { cookie: *cookie },
+                udp: udp.map(|u| UdpFields { datagrams: u.datagrams }),
+                process: process.args_truncated.then_some(EgretProcessFields { args_truncated: true }),
+            },
+        }
+    }
+}
+
+/// Agent counters, as reported in `metric` lines.
+#[derive(Serialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    /// Records read from the ring buffer.
+    pub events_received: u64,
+    /// Records the kernel could not reserve (ring buffer full): lost.
+    pub events_lost_kernel: u64,
+    /// Records received but not written: undecodable, or the output failed.
+    pub events_dropped_userspace: u64,
+    pub decode_errors: u64,
+    pub write_errors: u64,
+    /// JSON lines written (events and metrics).
+    pub lines_written: u64,
+    pub process_table_size: u64,
+    pub process_table_misses: u64,
+    pub process_table_evicted: u64,
+    pub exec_without_args: u64,
+    pub cgroups_cached: u64,
+    pub udp_flows_open: u64,
+    /// Flows whose kernel entry was evicted before they were reported (counts may be short).
+    pub udp_flows_evicted: u64,
+    /// Datagrams counted into an open flow in the kernel instead of producing an event.
+    pub udp_datagrams_aggregated: u64,
+    pub udp_flow_update_failures: u64,
+}
+
+#[derive(Serialize)]
+pub struct MetricEgret {
+    pub metrics: Metrics,
+}
+
+#[derive(Serialize)]
+pub struct MetricDoc<'a> {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventFields<'a>,
+    pub host: HostFields<'a>,
+    pub egret: MetricEgret,
+}
+
+impl<'a> MetricDoc<'a> {
+    pub fn new(metrics: Metrics, sequence: u64, timestamp: String, host_name: &'a str) -> Self {
+        Self {
+            timestamp,
+            event: EventFields {
+                kind: "metric",
+                category: &[],
+                types: &[],
+                action: "stats",
+                module: "egret",
+                dataset: "egret.stats",
+                sequence,
+                start: None,
+                end: None,
+            },
+            host: HostFields { name: host_name },
+            egret: MetricEgret { metrics },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{
+        cgroup::CgroupInfo,
+        process::ProcessInfo,
+        record::{Action, Transport},
+    };
+
+    fn record(action: Action) -> ConnectionRecord {
+        ConnectionRecord {
+            action,
+            ktime_ns: 1_000_000_000,
+            tid: 4243,
+            uid: 1000,
+            gid: 100,
+            user_name: Some("alice".into()),
+            process: Arc::new(ProcessInfo {
+                pid: 4242,
+                ppid: Some(1),
+                executable: Some("/usr/bin/curl".into()),
+                name: "curl".into(),
+                args: vec!["curl".into(), "-v".into(), "http://x".into()],
+                args_truncated: false,
+                start_ns: Some(500_000_000),
+            }),
+            cgroup: Arc::new(CgroupInfo {
+                id: 77,
+                path: Some("/system.slice/app.service".into()),
+                systemd_unit: Some("app.service".into()),
+            }),
+            cookie: 9,
+            ip: "93.184.216.34".parse().unwrap(),
+            port: 443,
+            transport: Transport::Tcp,
+        }
+    }
+
+    #[test]
+    fn renders_a_connect_line_with_nested_ecs_fields() {
+        let clock = WallClock::with_offset(1_795_305_600_000_000_000);
+        let rec = record(Action::Connect);
+        let doc = ConnectionDoc::new(&rec, None, 3, &clock, "host1");
+        let v = serde_json::to_value(&doc).unwrap();
+        assert_eq!(v["@timestamp"], "2026-11-22T00:00:01.000000000Z");
+        assert_eq!(v["event"]["kind"], "event");
+        assert_eq!(v["event"]["type"], serde_json::json!(["connection", "start"]));
+        assert_eq!(v["event"]["action"], "connect");
+        assert_eq!(v["event"]["sequence"], 3);
+        assert!(v["event"].get("start").is_none());
+        assert_eq!(v["process"]["pid"], 4242);
+        assert_eq!(v["process"]["thread"]["id"], 4243);
+        assert_eq!(v["process"]["parent"]["pid"], 1);
+        assert_eq!(v["process"]["args_count"], 3);
+        assert_eq!(v["process"]["command_line"], "curl -v http://x");
+        assert_eq!(v["process"]["user"]["id"], "1000");
+        assert_eq!(v["process"]["user"]["name"], "alice");
+        assert_eq!(v["process"]["group"]["id"], "100");
+        assert_eq!(v["process"]["start"], "2026-11-22T00:00:00.500000000Z");
+        assert_eq!(v["destination"]["ip"], "93.184.216.34");
+        assert_eq!(v["destination"]["port"], 443);
+        assert_eq!(v["network"]["transport"], "tcp");
+        assert_eq!(v["network"]["type"], "ipv4");
+        assert_eq!(v["network"]["iana_number"], "6");
+        assert_eq!(v["egret"]["systemd"]["unit"], "app.service");
+        assert_eq!(v["egret"]["cgroup"]["path"], "/system.slice/app.service");
+        assert!(v["egret"].get("udp").is_none());
+    }
+
+    #[test]
+    fn renders_a_send_line_with_the_flow() {
+        let clock = WallClock::with_offset(0);
+        let rec = record(Action::Send);
+        let udp = UdpSummary { datagrams: 1000, first_ns: 1, last_ns: 2 };
+        let v = serde_json::to_value(ConnectionDoc::new(&rec, Some(udp), 4, &clock, "h")).unwrap();
+        assert_eq!(v["event"]["action"], "send");
+        assert_eq!(v["egret"]["udp"]["datagrams"], 1000);
+        assert_eq!(v["event"]["start"], "1970-01-01T00:00:00.000000001Z");
+        assert_eq!(v["event"]["end"], "1970-01-01T00:00:00.000000002Z");
+    }
+
+    #[test]
+    fn renders_a_metric_line() {
+        let metrics = Metrics { events_received: 5, ..Metrics::default() };
+        let v = serde_json::to_value(MetricDoc::new(metrics, 9, "t".into(), "h")).unwrap();
+        assert_eq!(v["event"]["kind"], "metric");
+        assert!(v["event"].get("category").is_none());
+        assert_eq!(v["egret"]["metrics"]["events_received"], 5);
+    }
+}

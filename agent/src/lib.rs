@@ -1,0 +1,21 @@
+//! egret: an eBPF host egress monitor.
+//!
+//! Kernel programs (`agent-ebpf`) see every outbound connection and UDP flow of a cgroup
+//! subtree and every exec/fork/exit on the host; this library loads them ([`kernel`]), keeps
+//! process and cgroup identity ([`process`], [`cgroup`], [`users`]), aggregates UDP flows
+//! ([`udp`]) and writes one ECS JSON line per event ([`ecs`], [`output`]). [`agent::run`] ties
+//! it together.
+
+pub mod agent;
+pub mod cgroup;
+pub mod clock;
+pub mod ecs;
+pub mod kernel;
+pub mod output;
+pub mod process;
+pub mod record;
+pub mod tracefs;
+pub mod udp;
+pub mod users;
+
+pub use agent::{run, AgentError, Config};

@@ -1,0 +1,171 @@
+//! The `egret` command line.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use egret::Config;
+
+/// egret: every outbound connection of this host, as one JSON line each, with the process,
+/// user, cgroup and systemd unit that made it.
+#[derive(Debug, Parser)]
+#[command(name = "egret", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attach the kernel programs and write one JSON line per outbound connection until
+    /// SIGINT/SIGTERM. Needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// cgroup v2 directory to monitor (with everything below it). Default: the root of the
+    /// cgroup2 mount found in /proc/self/mounts, i.e. the whole host.
+    #[arg(long, value_name = "DIR")]
+    cgroup: Option<PathBuf>,
+
+    /// Where to write JSON lines: `-` for stdout, or a file that is appended to. Lines are
+    /// flushed at least every second and on shutdown.
+    #[arg(long, value_name = "PATH", default_value = "-")]
+    output: String,
+
+    /// Log verbosity (logs go to stderr, never to the event output).
+    #[arg(long, value_enum, default_value = "info")]
+    log_level: LogLevel,
+
+    /// Kernel ring buffer size in bytes (a power of two, at least 4096). Larger survives longer
+    /// bursts; every event that does not fit is counted in `events_lost_kernel`.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    ring_buffer_size: u32,
+
+    /// How often the ring buffer is drained when the kernel does not wake egret (it wakes it
+    /// only when a quarter of the buffer is full, to keep the per-event cost low).
+    #[arg(long, value_name = "MS", default_value_t = 20)]
+    drain_interval_ms: u64,
+
+    /// Seconds between `metric` lines (0: only the one at shutdown).
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    metrics_interval: u64,
+
+    /// A UDP flow (socket, destination) with no datagram for this many seconds ends: its `send`
+    /// line is written and the next datagram starts a new flow.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    udp_idle: u64,
+
+    /// A busy UDP flow gets a `send` line at least this often (seconds).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    udp_report_interval: u64,
+
+    /// Seconds an exited process stays in the process table, for late events.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    process_exit_grace: u64,
+
+    /// Most processes kept in the process table.
+    #[arg(long, value_name = "N", default_value_t = 65536)]
+    max_processes: usize,
+
+    /// Create this file (containing egret's pid) once the programs are attached; remove it on
+    /// exit. For supervisors and tests that must not start work before egret sees it.
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<PathBuf>,
+}
+
+impl RunArgs {
+    fn config(&self) -> anyhow::Result<Config> {
+        let RunArgs {
+            cgroup,
+            output,
+            log_level: _,
+            ring_buffer_size,
+            drain_interval_ms,
+            metrics_interval,
+            udp_idle,
+            udp_report_interval,
+            process_exit_grace,
+            max_processes,
+            ready_file,
+        } = self;
+        anyhow::ensure!(*drain_interval_ms > 0, "--drain-interval-ms must be at least 1");
+        anyhow::ensure!(*udp_idle > 0, "--udp-idle must be at least 1 second");
+        anyhow::ensure!(*udp_report_interval > 0, "--udp-report-interval must be at least 1 second");
+        Ok(Config {
+            cgroup: cgroup.clone(),
+            output: output.clone(),
+            ring_buffer_size: *ring_buffer_size,
+            drain_interval: Duration::from_millis(*drain_interval_ms),
+            metrics_interval: (*metrics_interval > 0).then(|| Duration::from_secs(*metrics_interval)),
+            udp_idle: Duration::from_secs(*udp_idle),
+            udp_report_interval: Duration::from_secs(*udp_report_interval),
+            process_exit_grace: Duration::from_secs(*process_exit_grace),
+            max_processes: *max_processes,
+            ready_file: ready_file.clone(),
+        })
+    }
+}
+
+fn init_logging(level: LogLevel) {
+    let filter = match level {
+        LogLevel::Error => log::LevelFilter::Error,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Trace => log::LevelFilter::Trace,
+    };
+    env_logger::Builder::new()
+        .filter_level(filter)
+        .target(env_logger::Target::Stderr)
+        .format_timestamp_micros()
+        .init();
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(int), Ok(term)) => (int, term),
+        (Err(err), _) | (_, Err(err)) => {
+            log::error!("cannot install signal handlers ({err}); stop egret with SIGKILL");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = int.recv() => log::info!("SIGINT: detaching and flushing"),
+        _ = term.recv() => log::info!("SIGTERM: detaching and flushing"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            init_logging(args.log_level);
+            let config = args.config()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let metrics = runtime.block_on(egret::run(config, shutdown_signal()))?;
+            log::info!(
+                "stopped: {} events received, {} lost in the kernel, {} dropped in userspace",
+                metrics.events_received,
+                metrics.events_lost_kernel,
+                metrics.events_dropped_userspace
+            );
+            Ok(())
+        }
+    }
+}

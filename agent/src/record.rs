@@ -1,0 +1,180 @@
+//! A connection event joined with everything egret knows about who made it: the in-memory
+//! form of one `connect`/`send` line, before it is rendered as ECS JSON (`ecs.rs`).
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
+
+use agent_common::{ConnectEvent, EventHeader, AF_INET, AF_INET6};
+
+use crate::{cgroup::CgroupInfo, process::ProcessInfo};
+
+/// `network.transport`, from the socket's protocol (or its type when the protocol is 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+    Icmp,
+    Ipv6Icmp,
+    UdpLite,
+    Other(u16),
+}
+
+impl Transport {
+    const SOCK_STREAM: u16 = 1;
+    const SOCK_DGRAM: u16 = 2;
+
+    pub fn from_socket(sock_type: u16, protocol: u16) -> Self {
+        match (protocol, sock_type) {
+            (6, _) | (0, Self::SOCK_STREAM) => Self::Tcp,
+            (17, _) | (0, Self::SOCK_DGRAM) => Self::Udp,
+            (1, _) => Self::Icmp,
+            (58, _) => Self::Ipv6Icmp,
+            (136, _) => Self::UdpLite,
+            (other, _) => Self::Other(other),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Icmp => "icmp",
+            Self::Ipv6Icmp => "ipv6-icmp",
+            Self::UdpLite => "udplite",
+            Self::Other(_) => "unknown",
+        }
+    }
+
+    /// IANA protocol number, as ECS `network.iana_number` (a string).
+    pub fn iana_number(self) -> u16 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+            Self::Icmp => 1,
+            Self::Ipv6Icmp => 58,
+            Self::UdpLite => 136,
+            Self::Other(n) => n,
+        }
+    }
+}
+
+/// The destination address of an event; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes IPv4.
+/// `None` for an address family the kernel programs do not hook.
+pub fn destination_ip(family: u16, addr: &[u8; 16]) -> Option<IpAddr> {
+    match family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))),
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(*addr);
+            Some(match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `comm` bytes up to the first NUL.
+pub fn comm_str(comm: &[u8]) -> String {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(comm.get(..end).unwrap_or_default()).into_owned()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Connect,
+    Send,
+}
+
+impl Action {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Send => "send",
+        }
+    }
+}
+
+/// One connection or UDP flow, fully resolved.
+#[derive(Debug, Clone)]
+pub struct ConnectionRecord {
+    pub action: Action,
+    pub ktime_ns: u64,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub user_name: Option<String>,
+    pub process: Arc<ProcessInfo>,
+    pub cgroup: Arc<CgroupInfo>,
+    pub cookie: u64,
+    pub ip: IpAddr,
+    pub port: u16,
+    pub transport: Transport,
+}
+
+impl ConnectionRecord {
+    /// Builds the record from a kernel event and its resolved process and cgroup.
+    /// `None` when the address family is not IPv4/IPv6 (never produced by the programs).
+    pub fn new(
+        action: Action,
+        event: &ConnectEvent,
+        process: Arc<ProcessInfo>,
+        cgroup: Arc<CgroupInfo>,
+        user_name: Option<String>,
+    ) -> Option<Self> {
+        let ConnectEvent { header, cookie, family, port, sock_type, protocol, addr, prev_datagrams: _ } =
+            event;
+        let EventHeader { ktime_ns, tid, uid, gid, .. } = header;
+        Some(Self {
+            action,
+            ktime_ns: *ktime_ns,
+            tid: *tid,
+            uid: *uid,
+            gid: *gid,
+            user_name,
+            process,
+            cgroup,
+            cookie: *cookie,
+            ip: destination_ip(*family, addr)?,
+            port: *port,
+            transport: Transport::from_socket(*sock_type, *protocol),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_v4_mapped_v6_to_v4() {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12..].copy_from_slice(&[93, 184, 216, 34]);
+        assert_eq!(destination_ip(AF_INET6, &addr), Some("93.184.216.34".parse().unwrap()));
+        let mut v4 = [0u8; 16];
+        v4[..4].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(destination_ip(AF_INET, &v4), Some("127.0.0.1".parse().unwrap()));
+        let loopback6 = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(destination_ip(AF_INET6, &loopback6), Some("::1".parse().unwrap()));
+        assert_eq!(destination_ip(1, &v4), None);
+    }
+
+    #[test]
+    fn names_transports() {
+        assert_eq!(Transport::from_socket(1, 6), Transport::Tcp);
+        assert_eq!(Transport::from_socket(1, 0), Transport::Tcp);
+        assert_eq!(Transport::from_socket(2, 17), Transport::Udp);
+        assert_eq!(Transport::from_socket(2, 1).name(), "icmp");
+        assert_eq!(Transport::from_socket(5, 132), Transport::Other(132));
+    }
+
+    #[test]
+    fn comm_stops_at_nul() {
+        assert_eq!(comm_str(b"curl\0\0\0\0\0\0\0\0\0\0\0\0"), "curl");
+        assert_eq!(comm_str(b"0123456789abcdef"), "0123456789abcdef");
+    }
+}

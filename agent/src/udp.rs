@@ -1,0 +1,299 @@
+//! UDP flows: one `send` line per (socket, destination), with the number of datagrams.
+//!
+//! The kernel emits a `Send` event for the first datagram of a flow and counts the rest in its
+//! `UDP_FLOWS` map. This tracker keeps the resolved identity from that first event and writes
+//! the line when the flow ends: its socket is released, it has been idle for `idle_ns`, or egret
+//! stops. A flow that stays busy gets an interim line every `report_interval_ns` with the
+//! datagrams since the previous line, so nothing waits forever.
+
+use std::collections::HashMap;
+
+use agent_common::{UdpFlowKey, UdpFlowValue};
+
+use crate::{ecs::UdpSummary, record::ConnectionRecord};
+
+#[derive(Debug)]
+struct OpenFlow {
+    record: ConnectionRecord,
+    /// Datagrams already written in earlier lines.
+    reported: u64,
+    /// Latest kernel count and last datagram seen.
+    seen: u64,
+    first_ns: u64,
+    last_ns: u64,
+    last_report_ns: u64,
+}
+
+/// A line to write.
+#[derive(Debug, Clone)]
+pub struct FlowReport {
+    pub record: ConnectionRecord,
+    pub summary: UdpSummary,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct UdpStats {
+    /// Flows whose kernel entry disappeared (LRU eviction) before they were reported.
+    pub evicted: u64,
+}
+
+/// Open flows. `lookup` closures read the kernel's current count for a flow.
+#[derive(Debug, Default)]
+pub struct UdpFlows {
+    open: HashMap<UdpFlowKey, OpenFlow>,
+    by_cookie: HashMap<u64, Vec<UdpFlowKey>>,
+    pub stats: UdpStats,
+}
+
+impl UdpFlows {
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// A `Send` event opened a flow. If the same flow was still open here (the kernel saw it
+    /// idle and restarted it), the old period ends with the kernel's final count for it.
+    pub fn open(&mut self, key: UdpFlowKey, record: ConnectionRecord, prev_datagrams: u64) -> Option<FlowReport> {
+        let ended = self.open.remove(&key).and_then(|old| finish(old, prev_datagrams));
+        let now = record.ktime_ns;
+        let keys = self.by_cookie.entry(key.cookie).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+        self.open.insert(
+            key,
+            OpenFlow { record, reported: 0, seen: 1, first_ns: now, last_ns: now, last_report_ns: now },
+        );
+        ended
+    }
+
+    /// The socket was released: every flow of it ends.
+    pub fn release(
+        &mut self,
+        cookie: u64,
+        lookup: impl Fn(&UdpFlowKey) -> Option<UdpFlowValue>,
+    ) -> Vec<FlowReport> {
+        let keys = self.by_cookie.remove(&cookie).unwrap_or_default();
+        keys.iter()
+            .filter_map(|key| {
+                let mut flow = self.open.remove(key)?;
+                self.refresh(&mut flow, key, &lookup);
+                let seen = flow.seen;
+                finish(flow, seen)
+            })
+            .collect()
+    }
+
+    /// Periodic check: ends idle flows, reports busy ones every `report_interval_ns`.
+    pub fn tick(
+        &mut self,
+        now_ns: u64,
+        idle_ns: u64,
+        report_interval_ns: u64,
+        lookup: impl Fn(&UdpFlowKey) -> Option<UdpFlowValue>,
+    ) -> Vec<FlowReport> {
+        let mut reports = Vec::new();
+        let mut ended = Vec::new();
+        let keys: Vec<UdpFlowKey> = self.open.keys().copied().collect();
+        for key in keys {
+            let Some(mut flow) = self.open.remove(&key) else { continue };
+            let present = self.refresh(&mut flow, &key, &lookup);
+            if !present || now_ns.saturating_sub(flow.last_ns) >= idle_ns {
+                ended.push(key);
+                let seen = flow.seen;
+                reports.extend(finish(flow, seen));
+                continue;
+            }
+            if now_ns.saturating_sub(flow.last_report_ns) >= report_interval_ns && flow.seen > flow.reported {
+                reports.push(interim(&mut flow, now_ns));
+            }
+            self.open.insert(key, flow);
+        }
+        for key in ended {
+            self.forget_cookie(&key);
+        }
+        reports
+    }
+
+    /// Ends every flow (shutdown).
+    pub fn drain(&mut self, lookup: impl Fn(&UdpFlowKey) -> Option<UdpFlowValue>) -> Vec<FlowReport> {
+        let flows: Vec<(UdpFlowKey, OpenFlow)> = self.open.drain().collect();
+        self.by_cookie.clear();
+        flows
+            .into_iter()
+            .filter_map(|(key, mut flow)| {
+                self.refresh(&mut flow, &key, &lookup);
+                let seen = flow.seen;
+                finish(flow, seen)
+            })
+            .collect()
+    }
+
+    /// Reads the kernel's count. Returns `false` when the kernel entry is gone or belongs to a
+    /// newer period (its first datagram is later than ours).
+    fn refresh(
+        &mut self,
+        flow: &mut OpenFlow,
+        key: &UdpFlowKey,
+        lookup: &impl Fn(&UdpFlowKey) -> Option<UdpFlowValue>,
+    ) -> bool {
+        match lookup(key) {
+            Some(UdpFlowValue { datagrams, first_ns, last_ns }) if first_ns <= flow.first_ns => {
+                flow.seen = flow.seen.max(datagrams);
+                flow.last_ns = flow.last_ns.max(last_ns);
+                true
+            }
+            Some(_) => false,
+            None => {
+                self.stats.evicted += 1;
+                false
+            }
+        }
+    }
+
+    fn forget_cookie(&mut self, key: &UdpFlowKey) {
+        if let Some(keys) = self.by_cookie.get_mut(&key.cookie) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.by_cookie.remove(&key.cookie);
+            }
+        }
+    }
+}
+
+/// The final line of a flow, unless everything was already reported.
+fn finish(flow: OpenFlow, total: u64) -> Option<FlowReport> {
+    let datagrams = total.max(flow.seen).saturating_sub(flow.reported);
+    (datagrams > 0 || flow.reported == 0).then(|| FlowReport {
+        summary: UdpSummary { datagrams, first_ns: flow.first_ns, last_ns: flow.last_ns },
+        record: flow.record,
+    })
+}
+
+fn interim(flow: &mut OpenFlow, now_ns: u64) -> FlowReport {
+    let datagrams = flow.seen - flow.reported;
+    flow.reported = flow.seen;
+    flow.last_report_ns = now_ns;
+    FlowReport {
+        record: flow.record.clone(),
+        summary: UdpSummary { datagrams, first_ns: flow.first_ns, last_ns: flow.last_ns },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{cell::RefCell, sync::Arc};
+
+    use super::*;
+    use crate::{
+        cgroup::CgroupInfo,
+        process::ProcessInfo,
+        record::{Action, Transport},
+    };
+
+    fn key(cookie: u64, port: u16) -> UdpFlowKey {
+        UdpFlowKey { cookie, family: 2, port, _pad: 0, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] }
+    }
+
+    fn record(ktime_ns: u64, cookie: u64, port: u16) -> ConnectionRecord {
+        ConnectionRecord {
+            action: Action::Send,
+            ktime_ns,
+            tid: 1,
+            uid: 0,
+            gid: 0,
+            user_name: None,
+            process: Arc::new(ProcessInfo::from_comm(1, "dig")),
+            cgroup: Arc::new(CgroupInfo { id: 1, path: None, systemd_unit: None }),
+            cookie,
+            ip: "127.0.0.1".parse().unwrap(),
+            port,
+            transport: Transport::Udp,
+        }
+    }
+
+    /// A fake kernel map.
+    struct Kernel(RefCell<HashMap<UdpFlowKey, UdpFlowValue>>);
+    impl Kernel {
+        fn new() -> Self {
+            Self(RefCell::new(HashMap::new()))
+        }
+        fn set(&self, key: UdpFlowKey, datagrams: u64, first_ns: u64, last_ns: u64) {
+            self.0.borrow_mut().insert(key, UdpFlowValue { datagrams, first_ns, last_ns });
+        }
+        fn lookup(&self) -> impl Fn(&UdpFlowKey) -> Option<UdpFlowValue> + '_ {
+            |k| self.0.borrow().get(k).copied()
+        }
+    }
+
+    #[test]
+    fn one_line_with_the_count_when_the_socket_closes() {
+        let kernel = Kernel::new();
+        let mut flows = UdpFlows::default();
+        assert!(flows.open(key(7, 53), record(100, 7, 53), 0).is_none());
+        kernel.set(key(7, 53), 1000, 100, 900);
+        assert!(flows.tick(950, 5_000, 60_000, kernel.lookup()).is_empty());
+        let lines = flows.release(7, kernel.lookup());
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].summary, UdpSummary { datagrams: 1000, first_ns: 100, last_ns: 900 });
+        assert!(flows.is_empty());
+        assert!(flows.release(7, kernel.lookup()).is_empty());
+    }
+
+    #[test]
+    fn idle_flows_end_and_busy_flows_report_periodically() {
+        let kernel = Kernel::new();
+        let mut flows = UdpFlows::default();
+        flows.open(key(1, 53), record(0, 1, 53), 0);
+        flows.open(key(2, 123), record(0, 2, 123), 0);
+        kernel.set(key(1, 53), 5, 0, 10);
+        kernel.set(key(2, 123), 50, 0, 990);
+        // At 1000: flow 1 idle for 990 >= 500 → ends; flow 2 busy, interval 1000 reached.
+        let lines = flows.tick(1_000, 500, 1_000, kernel.lookup());
+        assert_eq!(lines.len(), 2);
+        let by_port = |p: u16| lines.iter().find(|l| l.record.port == p).map(|l| l.summary.datagrams);
+        assert_eq!(by_port(53), Some(5));
+        assert_eq!(by_port(123), Some(50));
+        assert_eq!(flows.len(), 1);
+        kernel.set(key(2, 123), 70, 0, 1_200);
+        let lines = flows.release(2, kernel.lookup());
+        assert_eq!(lines[0].summary.datagrams, 20, "only what the interim line did not report");
+    }
+
+    #[test]
+    fn a_restarted_flow_ends_the_old_period_with_the_kernels_previous_count() {
+        let mut flows = UdpFlows::default();
+        flows.open(key(3, 53), record(0, 3, 53), 0);
+        let ended = flows.open(key(3, 53), record(9_000, 3, 53), 42).expect("old period ends");
+        assert_eq!(ended.summary.datagrams, 42);
+        assert_eq!(flows.len(), 1);
+    }
+
+    #[test]
+    fn evicted_flows_are_reported_with_what_was_seen_and_counted() {
+        let kernel = Kernel::new();
+        let mut flows = UdpFlows::default();
+        flows.open(key(4, 53), record(0, 4, 53), 0);
+        let lines = flows.tick(10, 5_000, 60_000, kernel.lookup());
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].summary.datagrams, 1);
+        assert_eq!(flows.stats.evicted, 1);
+    }
+
+    #[test]
+    fn drain_ends_everything() {
+        let kernel = Kernel::new();
+        let mut flows = UdpFlows::default();
+        flows.open(key(5, 53), record(0, 5, 53), 0);
+        flows.open(key(6, 53), record(0, 6, 53), 0);
+        kernel.set(key(5, 53), 3, 0, 1);
+        kernel.set(key(6, 53), 4, 0, 1);
+        let mut counts: Vec<u64> = flows.drain(kernel.lookup()).iter().map(|l| l.summary.datagrams).collect();
+        counts.sort_unstable();
+        assert_eq!(counts, [3, 4]);
+        assert!(flows.is_empty());
+    }
+}
