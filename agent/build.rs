@@ -6,18 +6,28 @@ use std::{env, path::PathBuf};
 use anyhow::{anyhow, Context as _};
 
 fn main() -> anyhow::Result<()> {
-    let manifest_dir = env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?;
+    let manifest_dir =
+        env::var_os("CARGO_MANIFEST_DIR").ok_or_else(|| anyhow!("CARGO_MANIFEST_DIR not set"))?;
     let ebpf_dir = PathBuf::from(manifest_dir).join("..").join("agent-ebpf");
     let ebpf_dir = ebpf_dir
         .canonicalize()
         .with_context(|| format!("kernel programs not found at {}", ebpf_dir.display()))?;
-    let root_dir = ebpf_dir.to_str().ok_or_else(|| anyhow!("non UTF-8 path {}", ebpf_dir.display()))?;
+    let root_dir = ebpf_dir
+        .to_str()
+        .ok_or_else(|| anyhow!("non UTF-8 path {}", ebpf_dir.display()))?;
     // agent-ebpf is its own cargo workspace (it is excluded from the userspace one): aya-build
     // runs `cargo build --package agent-ebpf` in the current directory, so run it from there.
     env::set_current_dir(&ebpf_dir).with_context(|| format!("cd {}", ebpf_dir.display()))?;
-    println!("cargo:rerun-if-changed={}", ebpf_dir.join("..").join("agent-common").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        ebpf_dir.join("..").join("agent-common").display()
+    );
     aya_build::build_ebpf(
-        [aya_build::Package { name: "agent-ebpf", root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "agent-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::Nightly,
     )
 }

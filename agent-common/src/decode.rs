@@ -13,6 +13,10 @@ use crate::{
 
 /// One decoded record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "no_std without alloc; an event is decoded once and handled in place"
+)]
 pub enum Event {
     Connect(ConnectEvent),
     Send(ConnectEvent),
@@ -39,13 +43,21 @@ pub enum DecodeError {
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::ShortHeader { len } => write!(f, "record of {len} bytes is shorter than a header"),
+            Self::ShortHeader { len } => {
+                write!(f, "record of {len} bytes is shorter than a header")
+            }
             Self::UnknownKind { kind } => write!(f, "unknown event kind {kind}"),
             Self::Version { kind, version } => {
-                write!(f, "event kind {kind} has layout version {version}, expected {EVENT_VERSION}")
+                write!(
+                    f,
+                    "event kind {kind} has layout version {version}, expected {EVENT_VERSION}"
+                )
             }
             Self::ShortRecord { kind, len, want } => {
-                write!(f, "event kind {kind}: record of {len} bytes, expected {want}")
+                write!(
+                    f,
+                    "event kind {kind}: record of {len} bytes, expected {want}"
+                )
             }
         }
     }
@@ -55,7 +67,11 @@ impl fmt::Display for DecodeError {
 fn read<T: Copy>(bytes: &[u8], kind: u16) -> Result<T, DecodeError> {
     let want = size_of::<T>();
     if bytes.len() < want {
-        return Err(DecodeError::ShortRecord { kind, len: bytes.len(), want });
+        return Err(DecodeError::ShortRecord {
+            kind,
+            len: bytes.len(),
+            want,
+        });
     }
     // SAFETY: the length was checked above; every `T` used here is a `#[repr(C)]` struct of
     // integers and byte arrays for which any bit pattern is valid; `read_unaligned` does not
@@ -159,14 +175,22 @@ mod tests {
             _pad: 0,
             clone_flags: 0x11,
         };
-        let exit = ExitEvent { header: header(EventKind::Exit, size_of::<ExitEvent>()) };
+        let exit = ExitEvent {
+            header: header(EventKind::Exit, size_of::<ExitEvent>()),
+        };
         let release = SockReleaseEvent {
             header: header(EventKind::SockRelease, size_of::<SockReleaseEvent>()),
             cookie: 77,
         };
         let cases = [
-            (encode(&connect(EventKind::Connect)), Event::Connect(connect(EventKind::Connect))),
-            (encode(&connect(EventKind::Send)), Event::Send(connect(EventKind::Send))),
+            (
+                encode(&connect(EventKind::Connect)),
+                Event::Connect(connect(EventKind::Connect)),
+            ),
+            (
+                encode(&connect(EventKind::Send)),
+                Event::Send(connect(EventKind::Send)),
+            ),
             (encode(&exec_args), Event::ExecArgs(exec_args)),
             (encode(&exec), Event::Exec(exec)),
             (encode(&fork), Event::Fork(fork)),
@@ -181,23 +205,42 @@ mod tests {
     #[test]
     fn rejects_short_and_unknown_records() {
         let bytes = encode(&connect(EventKind::Connect));
-        assert_eq!(decode(&bytes[..10]), Err(DecodeError::ShortHeader { len: 10 }));
+        assert_eq!(
+            decode(&bytes[..10]),
+            Err(DecodeError::ShortHeader { len: 10 })
+        );
         assert_eq!(
             decode(&bytes[..60]),
-            Err(DecodeError::ShortRecord { kind: 1, len: 60, want: size_of::<ConnectEvent>() })
+            Err(DecodeError::ShortRecord {
+                kind: 1,
+                len: 60,
+                want: size_of::<ConnectEvent>()
+            })
         );
         let mut unknown = bytes.clone();
         unknown[0] = 200;
-        assert_eq!(decode(&unknown), Err(DecodeError::UnknownKind { kind: 200 }));
+        assert_eq!(
+            decode(&unknown),
+            Err(DecodeError::UnknownKind { kind: 200 })
+        );
         let mut old = bytes;
         old[2] = 99;
-        assert_eq!(decode(&old), Err(DecodeError::Version { kind: 1, version: 99 }));
+        assert_eq!(
+            decode(&old),
+            Err(DecodeError::Version {
+                kind: 1,
+                version: 99
+            })
+        );
     }
 
     #[test]
     fn decodes_from_unaligned_buffers() {
         let mut bytes = std::vec![0u8];
         bytes.extend(encode(&connect(EventKind::Send)));
-        assert_eq!(decode(&bytes[1..]), Ok(Event::Send(connect(EventKind::Send))));
+        assert_eq!(
+            decode(&bytes[1..]),
+            Ok(Event::Send(connect(EventKind::Send)))
+        );
     }
 }

@@ -15,11 +15,14 @@
 // `atomic_xadd`: the BPF target's core has no `AtomicU64::fetch_add`; this lowers to the BPF
 // atomic add instruction.
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "atomic_xadd is the only way to an atomic add on bpf")]
+#![expect(
+    internal_features,
+    reason = "atomic_xadd is the only way to an atomic add on bpf"
+)]
 
 use core::{
-    mem::size_of,
     intrinsics::{atomic_xadd, AtomicOrdering},
+    mem::size_of,
     ptr::{addr_of, addr_of_mut, read_volatile},
 };
 
@@ -158,7 +161,13 @@ fn dest4(ctx: &SockAddrContext) -> Dest {
     addr[1] = b;
     addr[2] = c;
     addr[3] = d;
-    Dest { family: AF_INET, port: u16::from_be(port as u16), sock_type: sock_type as u16, protocol: protocol as u16, addr }
+    Dest {
+        family: AF_INET,
+        port: u16::from_be(port as u16),
+        sock_type: sock_type as u16,
+        protocol: protocol as u16,
+        addr,
+    }
 }
 
 /// The destination of an IPv6 hook (`connect6`, `sendmsg6`).
@@ -188,7 +197,13 @@ fn dest6(ctx: &SockAddrContext) -> Dest {
         addr[i * 4 + 3] = d;
         i += 1;
     }
-    Dest { family: AF_INET6, port: u16::from_be(port as u16), sock_type: sock_type as u16, protocol: protocol as u16, addr }
+    Dest {
+        family: AF_INET6,
+        port: u16::from_be(port as u16),
+        sock_type: sock_type as u16,
+        protocol: protocol as u16,
+        addr,
+    }
 }
 
 fn emit_connect(kind: EventKind, dest: &Dest, cookie: u64, prev: u64) {
@@ -236,7 +251,13 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
 
 /// Counts a datagram in its flow; emits a `Send` event when the datagram opens a flow.
 fn on_sendmsg(cookie: u64, dest: &Dest) {
-    let key = UdpFlowKey { cookie, family: dest.family, port: dest.port, _pad: 0, addr: dest.addr };
+    let key = UdpFlowKey {
+        cookie,
+        family: dest.family,
+        port: dest.port,
+        _pad: 0,
+        addr: dest.addr,
+    };
     let now = now_ns();
     // SAFETY: a read of a constant the loader may have rewritten.
     let idle_ns = unsafe { read_volatile(&UDP_IDLE_NS) };
@@ -247,7 +268,10 @@ fn on_sendmsg(cookie: u64, dest: &Dest) {
         unsafe {
             let last = (*flow).last_ns;
             if now.saturating_sub(last) < idle_ns {
-                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(addr_of_mut!((*flow).datagrams), 1);
+                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
+                    addr_of_mut!((*flow).datagrams),
+                    1,
+                );
                 (*flow).last_ns = now;
                 count(Counter::UdpAggregated);
                 return;
@@ -259,7 +283,11 @@ fn on_sendmsg(cookie: u64, dest: &Dest) {
             (*flow).last_ns = now;
         }
     } else {
-        let value = UdpFlowValue { datagrams: 1, first_ns: now, last_ns: now };
+        let value = UdpFlowValue {
+            datagrams: 1,
+            first_ns: now,
+            last_ns: now,
+        };
         if UDP_FLOWS.insert(&key, &value, BPF_ANY as u64).is_err() {
             count(Counter::UdpFlowUpdateFailed);
         }
@@ -294,7 +322,12 @@ pub fn sock_release(ctx: SockContext) -> i32 {
             let event = entry.as_mut_ptr();
             // SAFETY: valid reservation.
             let header = unsafe { addr_of_mut!((*event).header) };
-            fill_header(header, EventKind::SockRelease, size_of::<SockReleaseEvent>(), now_ns());
+            fill_header(
+                header,
+                EventKind::SockRelease,
+                size_of::<SockReleaseEvent>(),
+                now_ns(),
+            );
             unsafe { (*event).cookie = cookie };
             entry.submit(submit_flags());
         }
@@ -314,16 +347,22 @@ fn capture_exec(filename: *const u8, argv: *const *const u8) {
     let event = entry.as_mut_ptr();
     // SAFETY: valid reservation of an `ExecArgsEvent`; all writes below stay inside it.
     unsafe {
-        fill_header(addr_of_mut!((*event).header), EventKind::ExecArgs, size_of::<ExecArgsEvent>(), now_ns());
+        fill_header(
+            addr_of_mut!((*event).header),
+            EventKind::ExecArgs,
+            size_of::<ExecArgsEvent>(),
+            now_ns(),
+        );
         let mut flags = 0u32;
         let path = addr_of_mut!((*event).path) as *mut u8;
-        let path_len = match bpf_probe_read_user_str(path.cast(), EXEC_PATH_LEN as u32, filename.cast()) {
-            n if n > 0 => n as u32 - 1,
-            _ => {
-                flags |= EXEC_FLAG_READ_FAILED;
-                0
-            }
-        };
+        let path_len =
+            match bpf_probe_read_user_str(path.cast(), EXEC_PATH_LEN as u32, filename.cast()) {
+                n if n > 0 => n as u32 - 1,
+                _ => {
+                    flags |= EXEC_FLAG_READ_FAILED;
+                    0
+                }
+            };
         if path_len as usize >= EXEC_PATH_LEN - 1 {
             flags |= EXEC_FLAG_PATH_TRUNCATED;
         }
@@ -348,7 +387,11 @@ fn capture_exec(filename: *const u8, argv: *const *const u8) {
                 flags |= EXEC_FLAG_ARGS_TRUNCATED;
                 break;
             }
-            let n = bpf_probe_read_user_str(args.add(off as usize).cast(), EXEC_ARG_LEN as u32, arg.cast());
+            let n = bpf_probe_read_user_str(
+                args.add(off as usize).cast(),
+                EXEC_ARG_LEN as u32,
+                arg.cast(),
+            );
             if n <= 0 {
                 flags |= EXEC_FLAG_READ_FAILED;
                 break;
@@ -380,7 +423,10 @@ pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
     // Offsets from syscalls/sys_enter_execve/format (checked by userspace at start-up).
     // SAFETY: reads of the tracepoint's fixed fields.
     let (filename, argv) = unsafe {
-        (ctx.read_at::<u64>(16).unwrap_or(0), ctx.read_at::<u64>(24).unwrap_or(0))
+        (
+            ctx.read_at::<u64>(16).unwrap_or(0),
+            ctx.read_at::<u64>(24).unwrap_or(0),
+        )
     };
     capture_exec(filename as *const u8, argv as *const *const u8);
     0
@@ -390,7 +436,10 @@ pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
     // SAFETY: reads of the tracepoint's fixed fields.
     let (filename, argv) = unsafe {
-        (ctx.read_at::<u64>(24).unwrap_or(0), ctx.read_at::<u64>(32).unwrap_or(0))
+        (
+            ctx.read_at::<u64>(24).unwrap_or(0),
+            ctx.read_at::<u64>(32).unwrap_or(0),
+        )
     };
     capture_exec(filename as *const u8, argv as *const *const u8);
     0
@@ -405,7 +454,12 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
     let event = entry.as_mut_ptr();
     // SAFETY: valid reservation; tracepoint fields at the offsets of its format file.
     unsafe {
-        fill_header(addr_of_mut!((*event).header), EventKind::Exec, size_of::<ExecEvent>(), now_ns());
+        fill_header(
+            addr_of_mut!((*event).header),
+            EventKind::Exec,
+            size_of::<ExecEvent>(),
+            now_ns(),
+        );
         let data_loc = ctx.read_at::<u32>(8).unwrap_or(0);
         let name_off = (data_loc & 0xffff) as usize;
         (*event).old_tid = ctx.read_at::<i32>(16).unwrap_or(0) as u32;
@@ -425,7 +479,10 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
     // SAFETY: tracepoint fields at the offsets of task/task_newtask/format.
     let (child, clone_flags) = unsafe {
-        (ctx.read_at::<i32>(8).unwrap_or(0), ctx.read_at::<u64>(32).unwrap_or(0))
+        (
+            ctx.read_at::<i32>(8).unwrap_or(0),
+            ctx.read_at::<u64>(32).unwrap_or(0),
+        )
     };
     if clone_flags & CLONE_THREAD != 0 {
         return 0;
@@ -437,7 +494,12 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
     let event = entry.as_mut_ptr();
     // SAFETY: valid reservation.
     unsafe {
-        fill_header(addr_of_mut!((*event).header), EventKind::Fork, size_of::<ForkEvent>(), now_ns());
+        fill_header(
+            addr_of_mut!((*event).header),
+            EventKind::Fork,
+            size_of::<ForkEvent>(),
+            now_ns(),
+        );
         (*event).child_tgid = child as u32;
         (*event)._pad = 0;
         (*event).clone_flags = clone_flags;
@@ -458,7 +520,12 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     };
     let event = entry.as_mut_ptr();
     // SAFETY: valid reservation.
-    fill_header(unsafe { addr_of_mut!((*event).header) }, EventKind::Exit, size_of::<ExitEvent>(), now_ns());
+    fill_header(
+        unsafe { addr_of_mut!((*event).header) },
+        EventKind::Exit,
+        size_of::<ExitEvent>(),
+        now_ns(),
+    );
     entry.submit(submit_flags());
     0
 }

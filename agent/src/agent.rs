@@ -70,7 +70,10 @@ pub enum AgentError {
     #[error("watching the ring buffer: {0}")]
     Poll(#[source] std::io::Error),
     #[error("writing the ready file {path}: {source}")]
-    ReadyFile { path: String, source: std::io::Error },
+    ReadyFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 fn duration_ns(d: Duration) -> u64 {
@@ -122,7 +125,13 @@ impl Pipeline {
     }
 
     fn resolve(&mut self, action: Action, ev: &ConnectEvent) -> Option<ConnectionRecord> {
-        let EventHeader { tgid, uid, cgroup_id, comm, .. } = &ev.header;
+        let EventHeader {
+            tgid,
+            uid,
+            cgroup_id,
+            comm,
+            ..
+        } = &ev.header;
         let process = self.processes.resolve(*tgid, &comm_str(comm));
         let cgroup = self.cgroups.resolve(*cgroup_id);
         let user_name = self.users.name(*uid).map(str::to_owned);
@@ -138,8 +147,21 @@ impl Pipeline {
         match action {
             Action::Connect => self.write_connection(&record, None),
             Action::Send => {
-                let ConnectEvent { cookie, family, port, addr, prev_datagrams, .. } = *ev;
-                let key = UdpFlowKey { cookie, family, port, _pad: 0, addr };
+                let ConnectEvent {
+                    cookie,
+                    family,
+                    port,
+                    addr,
+                    prev_datagrams,
+                    ..
+                } = *ev;
+                let key = UdpFlowKey {
+                    cookie,
+                    family,
+                    port,
+                    _pad: 0,
+                    addr,
+                };
                 if let Some(ended) = self.udp.open(key, record, prev_datagrams) {
                     self.write_flow(&ended);
                 }
@@ -148,7 +170,15 @@ impl Pipeline {
     }
 
     fn on_exec_args(&mut self, ev: &ExecArgsEvent) {
-        let ExecArgsEvent { header, flags, argc: _, args_len, path_len, path, args } = ev;
+        let ExecArgsEvent {
+            header,
+            flags,
+            argc: _,
+            args_len,
+            path_len,
+            path,
+            args,
+        } = ev;
         let path_bytes = path.get(..*path_len as usize).unwrap_or(path);
         let args_bytes = args.get(..*args_len as usize).unwrap_or(args);
         self.processes.on_exec_args(
@@ -163,15 +193,36 @@ impl Pipeline {
     }
 
     fn on_exec(&mut self, ev: &ExecEvent) {
-        let ExecEvent { header, old_tid, filename_len, filename } = ev;
+        let ExecEvent {
+            header,
+            old_tid,
+            filename_len,
+            filename,
+        } = ev;
         let name = filename.get(..*filename_len as usize).unwrap_or(filename);
         let name = String::from_utf8_lossy(name);
-        self.processes.on_exec(header.tgid, *old_tid, &name, &comm_str(&header.comm), header.ktime_ns);
+        self.processes.on_exec(
+            header.tgid,
+            *old_tid,
+            &name,
+            &comm_str(&header.comm),
+            header.ktime_ns,
+        );
     }
 
     fn on_fork(&mut self, ev: &ForkEvent) {
-        let ForkEvent { header, child_tgid, _pad: _, clone_flags: _ } = ev;
-        self.processes.on_fork(header.tgid, *child_tgid, &comm_str(&header.comm), header.ktime_ns);
+        let ForkEvent {
+            header,
+            child_tgid,
+            _pad: _,
+            clone_flags: _,
+        } = ev;
+        self.processes.on_fork(
+            header.tgid,
+            *child_tgid,
+            &comm_str(&header.comm),
+            header.ktime_ns,
+        );
     }
 
     fn on_exit(&mut self, ev: &ExitEvent) {
@@ -211,8 +262,11 @@ impl Pipeline {
     /// Once a second: flows that went idle or are due a report, expiry, flush.
     fn tick(&mut self, maps: &KernelLookups) {
         let now = boot_ns_now();
-        let reports =
-            self.udp.tick(now, self.udp_idle_ns, self.udp_report_interval_ns, |key| maps.udp_flow(key));
+        let reports = self
+            .udp
+            .tick(now, self.udp_idle_ns, self.udp_report_interval_ns, |key| {
+                maps.udp_flow(key)
+            });
         for report in &reports {
             self.write_flow(report);
         }
@@ -245,7 +299,12 @@ impl Pipeline {
         };
         let sequence = self.next_sequence();
         let timestamp = self.clock.rfc3339(boot_ns_now());
-        match self.sink.write_line(&MetricDoc::new(metrics, sequence, timestamp, &self.host_name)) {
+        match self.sink.write_line(&MetricDoc::new(
+            metrics,
+            sequence,
+            timestamp,
+            &self.host_name,
+        )) {
             Ok(()) => self.metrics.lines_written += 1,
             Err(err) => self.write_failed(&err),
         }
@@ -263,7 +322,10 @@ fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
 
 /// Runs egret until `shutdown` completes; then detaches, drains what is left, writes a final
 /// metric line and flushes. Returns the final metrics.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<Metrics, AgentError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Metrics, AgentError> {
     let mount = cgroup::cgroup2_mount()?;
     let cgroup_dir = config.cgroup.clone().unwrap_or_else(|| mount.clone());
     if !cgroup::is_cgroup2_dir(&cgroup_dir) {
@@ -271,15 +333,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<M
     }
     let sink = Sink::open(&config.output)?;
 
-    let mut processes = ProcessTable::new(config.max_processes, duration_ns(config.process_exit_grace));
+    let mut processes =
+        ProcessTable::new(config.max_processes, duration_ns(config.process_exit_grace));
     let (kernel, mut maps) = kernel::load_and_attach(
-        KernelConfig { ring_buffer_size: config.ring_buffer_size, udp_idle_ns: duration_ns(config.udp_idle) },
+        KernelConfig {
+            ring_buffer_size: config.ring_buffer_size,
+            udp_idle_ns: duration_ns(config.udp_idle),
+        },
         &cgroup_dir,
     )?;
     // Seed after attaching: a process that starts in between is seen by the tracepoints, one
     // that exits in between no longer matters.
     let seeded = processes.seed_from_proc();
-    log::info!("attached to cgroup {}; {seeded} processes seeded from /proc", cgroup_dir.display());
+    log::info!(
+        "attached to cgroup {}; {seeded} processes seeded from /proc",
+        cgroup_dir.display()
+    );
 
     let mut pipeline = Pipeline {
         processes,
@@ -323,21 +392,31 @@ async fn event_loop(
 ) -> Result<(), AgentError> {
     // A duplicate of the ring buffer's fd, owned by the AsyncFd, so readiness can be awaited
     // while the ring buffer itself is borrowed mutably for draining.
-    let ring_fd = std::os::fd::AsFd::as_fd(&maps.events).try_clone_to_owned().map_err(AgentError::Poll)?;
+    let ring_fd = std::os::fd::AsFd::as_fd(&maps.events)
+        .try_clone_to_owned()
+        .map_err(AgentError::Poll)?;
     // SAFETY: the AsyncFd owns `ring_fd`, so the descriptor stays open while registered.
-    let ring_fd = unsafe { AsyncFd::register_with_interest(ring_fd, tokio::io::Interest::READABLE) }
-        .map_err(|err| AgentError::Poll(err.into()))?;
+    let ring_fd =
+        unsafe { AsyncFd::register_with_interest(ring_fd, tokio::io::Interest::READABLE) }
+            .map_err(|err| AgentError::Poll(err.into()))?;
     let mut drain_tick = tokio::time::interval(config.drain_interval);
     drain_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut second_tick = tokio::time::interval(Duration::from_secs(1));
     second_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let metrics_every = config.metrics_interval.unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
-    let mut metrics_tick = tokio::time::interval_at(tokio::time::Instant::now() + metrics_every, metrics_every);
+    let metrics_every = config
+        .metrics_interval
+        .unwrap_or(Duration::from_secs(u64::from(u32::MAX)));
+    let mut metrics_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + metrics_every, metrics_every);
     metrics_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     if let Some(path) = &config.ready_file {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .map_err(|source| AgentError::ReadyFile { path: path.display().to_string(), source })?;
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
+            AgentError::ReadyFile {
+                path: path.display().to_string(),
+                source,
+            }
+        })?;
     }
     let mut shutdown = pin!(shutdown);
     loop {

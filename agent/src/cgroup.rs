@@ -58,15 +58,27 @@ fn unescape_mount_path(s: &str) -> String {
 /// The cgroup2 mount point of this host, from `/proc/self/mounts`.
 pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     let path = "/proc/self/mounts";
-    let text = fs::read_to_string(path)
-        .map_err(|source| CgroupError::Io { path: path.to_owned(), source })?;
-    cgroup2_mount_from(&text).ok_or_else(|| CgroupError::NoCgroup2 { mounts: path.to_owned() })
+    let text = fs::read_to_string(path).map_err(|source| CgroupError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    cgroup2_mount_from(&text).ok_or_else(|| CgroupError::NoCgroup2 {
+        mounts: path.to_owned(),
+    })
 }
 
 /// Unit name suffixes systemd uses; `.slice` is left out on purpose (a slice groups units).
 const UNIT_SUFFIXES: &[&str] = &[
-    ".service", ".scope", ".socket", ".mount", ".swap", ".timer", ".path", ".target",
-    ".automount", ".device",
+    ".service",
+    ".scope",
+    ".socket",
+    ".mount",
+    ".swap",
+    ".timer",
+    ".path",
+    ".target",
+    ".automount",
+    ".device",
 ];
 
 /// The systemd unit a cgroup path belongs to: the first path component (from the root) that is
@@ -108,7 +120,13 @@ impl CgroupResolver {
 
     pub fn new(mount: PathBuf, max_entries: usize) -> Self {
         let mount_dir = fs::File::open(&mount).ok();
-        Self { mount, mount_dir, cache: HashMap::new(), misses: HashMap::new(), max_entries }
+        Self {
+            mount,
+            mount_dir,
+            cache: HashMap::new(),
+            misses: HashMap::new(),
+            max_entries,
+        }
     }
 
     pub fn mount(&self) -> &Path {
@@ -119,15 +137,20 @@ impl CgroupResolver {
     pub fn id_of(path: &Path) -> Result<u64, CgroupError> {
         fs::metadata(path)
             .map(|m| m.ino())
-            .map_err(|source| CgroupError::Io { path: path.display().to_string(), source })
+            .map_err(|source| CgroupError::Io {
+                path: path.display().to_string(),
+                source,
+            })
     }
 
     /// Path of `dir` relative to the mount, starting with `/`.
     pub fn relative(&self, dir: &Path) -> Result<String, CgroupError> {
-        let rel = dir.strip_prefix(&self.mount).map_err(|_| CgroupError::OutsideMount {
-            path: dir.display().to_string(),
-            mount: self.mount.display().to_string(),
-        })?;
+        let rel = dir
+            .strip_prefix(&self.mount)
+            .map_err(|_| CgroupError::OutsideMount {
+                path: dir.display().to_string(),
+                mount: self.mount.display().to_string(),
+            })?;
         Ok(format!("/{}", rel.display()))
     }
 
@@ -183,7 +206,11 @@ impl CgroupResolver {
             f_handle: [u8; 8],
         }
         let mount_dir = self.mount_dir.as_ref()?;
-        let mut handle = Handle { handle_bytes: 8, handle_type: FILEID_KERNFS, f_handle: id.to_ne_bytes() };
+        let mut handle = Handle {
+            handle_bytes: 8,
+            handle_type: FILEID_KERNFS,
+            f_handle: id.to_ne_bytes(),
+        };
         // SAFETY: `handle` is a valid `struct file_handle` with 8 bytes of payload; the mount fd
         // is open for the duration of the call.
         let fd = unsafe {
@@ -205,9 +232,13 @@ impl CgroupResolver {
     fn walk_for(&self, id: u64) -> Option<String> {
         let mut stack = vec![self.mount.clone()];
         while let Some(dir) = stack.pop() {
-            let Ok(entries) = fs::read_dir(&dir) else { continue };
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
-                let Ok(file_type) = entry.file_type() else { continue };
+                let Ok(file_type) = entry.file_type() else {
+                    continue;
+                };
                 if !file_type.is_dir() {
                     continue;
                 }
@@ -224,14 +255,19 @@ impl CgroupResolver {
 
 /// Opens a cgroup directory for attaching programs, with a clear error.
 pub fn open_cgroup_dir(path: &Path) -> Result<fs::File, CgroupError> {
-    fs::File::open(path).map_err(|source| CgroupError::Io { path: path.display().to_string(), source })
+    fs::File::open(path).map_err(|source| CgroupError::Io {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 /// `true` when `path` is a directory of a cgroup2 filesystem (it has `cgroup.procs` and the
 /// filesystem magic is cgroup2).
 pub fn is_cgroup2_dir(path: &Path) -> bool {
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else { return false };
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
     let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
     // SAFETY: valid C string and out-pointer.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), stat.as_mut_ptr()) };
@@ -240,7 +276,10 @@ pub fn is_cgroup2_dir(path: &Path) -> bool {
     }
     // SAFETY: statfs succeeded and filled the struct.
     let stat = unsafe { stat.assume_init() };
-    #[expect(clippy::unnecessary_cast, reason = "f_type's integer type differs between libcs")]
+    #[expect(
+        clippy::unnecessary_cast,
+        reason = "f_type's integer type differs between libcs"
+    )]
     let magic = stat.f_type as i64;
     magic == CGROUP2_SUPER_MAGIC && path.join("cgroup.procs").exists()
 }
@@ -254,10 +293,19 @@ mod tests {
         let hybrid = "tmpfs /sys/fs/cgroup tmpfs rw 0 0\n\
                       cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
                       cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n";
-        assert_eq!(cgroup2_mount_from(hybrid), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(
+            cgroup2_mount_from(hybrid),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
         let unified = "cgroup2 /sys/fs/cgroup cgroup2 rw,nosuid 0 0\n";
-        assert_eq!(cgroup2_mount_from(unified), Some(PathBuf::from("/sys/fs/cgroup")));
-        assert_eq!(cgroup2_mount_from("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"), None);
+        assert_eq!(
+            cgroup2_mount_from(unified),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            cgroup2_mount_from("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"),
+            None
+        );
         assert_eq!(
             cgroup2_mount_from("none /mnt/my\\040cgroups cgroup2 rw 0 0\n"),
             Some(PathBuf::from("/mnt/my cgroups"))
@@ -266,7 +314,10 @@ mod tests {
 
     #[test]
     fn names_systemd_units() {
-        assert_eq!(systemd_unit("/system.slice/nginx.service"), Some("nginx.service"));
+        assert_eq!(
+            systemd_unit("/system.slice/nginx.service"),
+            Some("nginx.service")
+        );
         assert_eq!(
             systemd_unit("/user.slice/user-1000.slice/session-3.scope"),
             Some("session-3.scope")
@@ -279,8 +330,14 @@ mod tests {
             systemd_unit("/system.slice/docker-0123abcd.scope"),
             Some("docker-0123abcd.scope")
         );
-        assert_eq!(systemd_unit("/system.slice/_cgroup.service"), Some("cgroup.service"));
-        assert_eq!(systemd_unit("/egret-e2e-x/egret-e2e-1.service"), Some("egret-e2e-1.service"));
+        assert_eq!(
+            systemd_unit("/system.slice/_cgroup.service"),
+            Some("cgroup.service")
+        );
+        assert_eq!(
+            systemd_unit("/egret-e2e-x/egret-e2e-1.service"),
+            Some("egret-e2e-1.service")
+        );
         assert_eq!(systemd_unit("/system.slice"), None);
         assert_eq!(systemd_unit("/"), None);
         assert_eq!(systemd_unit("/kubepods/besteffort/pod1234/abcdef"), None);
@@ -289,7 +346,9 @@ mod tests {
 
     #[test]
     fn resolves_the_mount_root_and_a_child() -> Result<(), CgroupError> {
-        let Ok(mount) = cgroup2_mount() else { return Ok(()) };
+        let Ok(mount) = cgroup2_mount() else {
+            return Ok(());
+        };
         let mut resolver = CgroupResolver::new(mount.clone(), 16);
         let root = resolver.resolve(CgroupResolver::id_of(&mount)?);
         assert_eq!(root.path.as_deref(), Some("/"));

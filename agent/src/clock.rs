@@ -3,7 +3,10 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid out-pointer; these clocks always exist on Linux.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
@@ -51,7 +54,8 @@ impl WallClock {
 
     /// RFC 3339, UTC, nanoseconds: `2026-11-22T06:00:00.123456789Z`.
     pub fn rfc3339(&self, boot_ns: u64) -> String {
-        self.to_utc(boot_ns).to_rfc3339_opts(SecondsFormat::Nanos, true)
+        self.to_utc(boot_ns)
+            .to_rfc3339_opts(SecondsFormat::Nanos, true)
     }
 }
 
@@ -69,8 +73,14 @@ mod tests {
     fn converts_with_nanoseconds() {
         // 2026-11-22T00:00:00Z = 1795305600 s.
         let clock = WallClock::with_offset(1_795_305_600_000_000_000 - 5_000_000_000);
-        assert_eq!(clock.rfc3339(5_000_000_001), "2026-11-22T00:00:00.000000001Z");
-        assert_eq!(clock.rfc3339(6_123_456_789), "2026-11-22T00:00:01.123456789Z");
+        assert_eq!(
+            clock.rfc3339(5_000_000_001),
+            "2026-11-22T00:00:00.000000001Z"
+        );
+        assert_eq!(
+            clock.rfc3339(6_123_456_789),
+            "2026-11-22T00:00:01.123456789Z"
+        );
     }
 
     #[test]

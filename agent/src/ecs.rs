@@ -189,11 +189,19 @@ impl<'a> ConnectionDoc<'a> {
                 args: &process.args,
                 args_count: process.args.len(),
                 command_line: process.command_line(),
-                user: UserFields { id: uid.to_string(), name: user_name.as_deref() },
-                group: GroupFields { id: gid.to_string() },
+                user: UserFields {
+                    id: uid.to_string(),
+                    name: user_name.as_deref(),
+                },
+                group: GroupFields {
+                    id: gid.to_string(),
+                },
                 start: process.start_ns.map(|ns| clock.rfc3339(ns)),
             },
-            destination: Endpoint { ip: ip.to_string(), port: *port },
+            destination: Endpoint {
+                ip: ip.to_string(),
+                port: *port,
+            },
             network: NetworkFields {
                 transport: transport.name(),
                 network_type: if ip.is_ipv4() { "ipv4" } else { "ipv6" },
@@ -202,11 +210,21 @@ impl<'a> ConnectionDoc<'a> {
             },
             host: HostFields { name: host_name },
             egret: EgretFields {
-                cgroup: CgroupFields { id: cgroup.id, path: cgroup.path.as_deref() },
-                systemd: cgroup.systemd_unit.as_deref().map(|unit| UnitFields { unit }),
+                cgroup: CgroupFields {
+                    id: cgroup.id,
+                    path: cgroup.path.as_deref(),
+                },
+                systemd: cgroup
+                    .systemd_unit
+                    .as_deref()
+                    .map(|unit| UnitFields { unit }),
                 socket: CookieFields { cookie: *cookie },
-                udp: udp.map(|u| UdpFields { datagrams: u.datagrams }),
-                process: process.args_truncated.then_some(EgretProcessFields { args_truncated: true }),
+                udp: udp.map(|u| UdpFields {
+                    datagrams: u.datagrams,
+                }),
+                process: process.args_truncated.then_some(EgretProcessFields {
+                    args_truncated: true,
+                }),
             },
         }
     }
@@ -321,7 +339,10 @@ mod tests {
         let v = serde_json::to_value(&doc).unwrap();
         assert_eq!(v["@timestamp"], "2026-11-22T00:00:01.000000000Z");
         assert_eq!(v["event"]["kind"], "event");
-        assert_eq!(v["event"]["type"], serde_json::json!(["connection", "start"]));
+        assert_eq!(
+            v["event"]["type"],
+            serde_json::json!(["connection", "start"])
+        );
         assert_eq!(v["event"]["action"], "connect");
         assert_eq!(v["event"]["sequence"], 3);
         assert!(v["event"].get("start").is_none());
@@ -348,7 +369,11 @@ mod tests {
     fn renders_a_send_line_with_the_flow() {
         let clock = WallClock::with_offset(0);
         let rec = record(Action::Send);
-        let udp = UdpSummary { datagrams: 1000, first_ns: 1, last_ns: 2 };
+        let udp = UdpSummary {
+            datagrams: 1000,
+            first_ns: 1,
+            last_ns: 2,
+        };
         let v = serde_json::to_value(ConnectionDoc::new(&rec, Some(udp), 4, &clock, "h")).unwrap();
         assert_eq!(v["event"]["action"], "send");
         assert_eq!(v["egret"]["udp"]["datagrams"], 1000);
@@ -358,7 +383,10 @@ mod tests {
 
     #[test]
     fn renders_a_metric_line() {
-        let metrics = Metrics { events_received: 5, ..Metrics::default() };
+        let metrics = Metrics {
+            events_received: 5,
+            ..Metrics::default()
+        };
         let v = serde_json::to_value(MetricDoc::new(metrics, 9, "t".into(), "h")).unwrap();
         assert_eq!(v["event"]["kind"], "metric");
         assert!(v["event"].get("category").is_none());

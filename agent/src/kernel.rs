@@ -23,9 +23,15 @@ pub enum KernelError {
     #[error("map `{name}` is missing from the object")]
     MissingMap { name: &'static str },
     #[error("program `{name}`: {source}")]
-    Program { name: &'static str, source: ProgramError },
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
     #[error("map `{name}`: {source}")]
-    Map { name: &'static str, source: MapError },
+    Map {
+        name: &'static str,
+        source: MapError,
+    },
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
     #[error("--ring-buffer-size {0} must be a power of two and at least 4096 (one page)")]
@@ -85,8 +91,14 @@ fn program_err(name: &'static str) -> impl FnOnce(ProgramError) -> KernelError {
 
 /// Loads the programs, attaches the socket hooks to `cgroup` (a cgroup v2 directory) and the
 /// tracepoints host-wide, and returns the maps.
-pub fn load_and_attach(config: KernelConfig, cgroup: &Path) -> Result<(Kernel, KernelMaps), KernelError> {
-    let KernelConfig { ring_buffer_size, udp_idle_ns } = config;
+pub fn load_and_attach(
+    config: KernelConfig,
+    cgroup: &Path,
+) -> Result<(Kernel, KernelMaps), KernelError> {
+    let KernelConfig {
+        ring_buffer_size,
+        udp_idle_ns,
+    } = config;
     if ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
         return Err(KernelError::RingSize(ring_buffer_size));
     }
@@ -104,13 +116,25 @@ pub fn load_and_attach(config: KernelConfig, cgroup: &Path) -> Result<(Kernel, K
 
     // Take the maps first: they stay usable after the programs are detached (final drain).
     let maps = KernelMaps {
-        events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?)
-            .map_err(|source| KernelError::Map { name: "EVENTS", source })?,
+        events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|source| {
+            KernelError::Map {
+                name: "EVENTS",
+                source,
+            }
+        })?,
         lookups: KernelLookups {
-            counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)
-                .map_err(|source| KernelError::Map { name: "COUNTERS", source })?,
-            udp_flows: HashMap::try_from(take_map(&mut ebpf, "UDP_FLOWS")?)
-                .map_err(|source| KernelError::Map { name: "UDP_FLOWS", source })?,
+            counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(
+                |source| KernelError::Map {
+                    name: "COUNTERS",
+                    source,
+                },
+            )?,
+            udp_flows: HashMap::try_from(take_map(&mut ebpf, "UDP_FLOWS")?).map_err(|source| {
+                KernelError::Map {
+                    name: "UDP_FLOWS",
+                    source,
+                }
+            })?,
         },
     };
 
@@ -129,11 +153,15 @@ pub fn load_and_attach(config: KernelConfig, cgroup: &Path) -> Result<(Kernel, K
     for name in CGROUP_SOCK_ADDR {
         let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
         program.load().map_err(program_err(name))?;
-        program.attach(&cgroup_dir, mode).map_err(program_err(name))?;
+        program
+            .attach(&cgroup_dir, mode)
+            .map_err(program_err(name))?;
     }
     let release: &mut CgroupSock = program_mut(&mut ebpf, "sock_release")?;
     release.load().map_err(program_err("sock_release"))?;
-    release.attach(&cgroup_dir, mode).map_err(program_err("sock_release"))?;
+    release
+        .attach(&cgroup_dir, mode)
+        .map_err(program_err("sock_release"))?;
 
     Ok((Kernel { _ebpf: ebpf }, maps))
 }
@@ -144,7 +172,9 @@ pub fn load_and_attach(config: KernelConfig, cgroup: &Path) -> Result<(Kernel, K
 /// means "multiple" there; older kernels use `BPF_PROG_ATTACH` and need the flag.
 fn cgroup_attach_mode() -> CgroupAttachMode {
     match aya::util::KernelVersion::current() {
-        Ok(version) if version >= aya::util::KernelVersion::new(5, 7, 0) => CgroupAttachMode::Single,
+        Ok(version) if version >= aya::util::KernelVersion::new(5, 7, 0) => {
+            CgroupAttachMode::Single
+        }
         _ => CgroupAttachMode::AllowMultiple,
     }
 }
@@ -157,14 +187,19 @@ fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut 
 where
     &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
-    let program = ebpf.program_mut(name).ok_or(KernelError::MissingProgram { name })?;
+    let program = ebpf
+        .program_mut(name)
+        .ok_or(KernelError::MissingProgram { name })?;
     program.try_into().map_err(program_err(name))
 }
 
 /// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK. Raising it can fail (no
 /// CAP_SYS_RESOURCE) and is not needed on newer kernels, so failure is only logged.
 fn raise_memlock() {
-    let rlim = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
     // SAFETY: valid pointer to an initialised rlimit.
     let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
     if ret != 0 {

@@ -99,15 +99,22 @@ impl RunArgs {
             max_processes,
             ready_file,
         } = self;
-        anyhow::ensure!(*drain_interval_ms > 0, "--drain-interval-ms must be at least 1");
+        anyhow::ensure!(
+            *drain_interval_ms > 0,
+            "--drain-interval-ms must be at least 1"
+        );
         anyhow::ensure!(*udp_idle > 0, "--udp-idle must be at least 1 second");
-        anyhow::ensure!(*udp_report_interval > 0, "--udp-report-interval must be at least 1 second");
+        anyhow::ensure!(
+            *udp_report_interval > 0,
+            "--udp-report-interval must be at least 1 second"
+        );
         Ok(Config {
             cgroup: cgroup.clone(),
             output: output.clone(),
             ring_buffer_size: *ring_buffer_size,
             drain_interval: Duration::from_millis(*drain_interval_ms),
-            metrics_interval: (*metrics_interval > 0).then(|| Duration::from_secs(*metrics_interval)),
+            metrics_interval: (*metrics_interval > 0)
+                .then(|| Duration::from_secs(*metrics_interval)),
             udp_idle: Duration::from_secs(*udp_idle),
             udp_report_interval: Duration::from_secs(*udp_report_interval),
             process_exit_grace: Duration::from_secs(*process_exit_grace),
@@ -135,7 +142,10 @@ fn init_logging(level: LogLevel) {
 /// Completes on the first SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(int), Ok(term)) => (int, term),
         (Err(err), _) | (_, Err(err)) => {
             log::error!("cannot install signal handlers ({err}); stop egret with SIGKILL");

@@ -33,11 +33,21 @@ impl Sink {
                 .create(true)
                 .append(true)
                 .open(PathBuf::from(path))
-                .map_err(|source| OutputError::Open { path: path.to_owned(), source })?;
+                .map_err(|source| OutputError::Open {
+                    path: path.to_owned(),
+                    source,
+                })?;
             Box::new(file)
         };
-        let target = if path == "-" { "stdout".to_owned() } else { path.to_owned() };
-        Ok(Self { target, out: BufWriter::with_capacity(256 * 1024, out) })
+        let target = if path == "-" {
+            "stdout".to_owned()
+        } else {
+            path.to_owned()
+        };
+        Ok(Self {
+            target,
+            out: BufWriter::with_capacity(256 * 1024, out),
+        })
     }
 
     /// Writes one JSON object and a newline.
@@ -45,11 +55,17 @@ impl Sink {
         serde_json::to_writer(&mut self.out, doc)
             .map_err(io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(|source| OutputError::Write { target: self.target.clone(), source })
+            .map_err(|source| OutputError::Write {
+                target: self.target.clone(),
+                source,
+            })
     }
 
     pub fn flush(&mut self) -> Result<(), OutputError> {
-        self.out.flush().map_err(|source| OutputError::Write { target: self.target.clone(), source })
+        self.out.flush().map_err(|source| OutputError::Write {
+            target: self.target.clone(),
+            source,
+        })
     }
 }
 
@@ -75,6 +91,9 @@ mod tests {
     #[test]
     fn names_the_file_it_cannot_open() {
         let err = Sink::open("/nonexistent-dir/x.jsonl").err().unwrap();
-        assert!(err.to_string().contains("/nonexistent-dir/x.jsonl"), "{err}");
+        assert!(
+            err.to_string().contains("/nonexistent-dir/x.jsonl"),
+            "{err}"
+        );
     }
 }

@@ -134,15 +134,27 @@ impl ProcessTable {
         if !self.procs.contains_key(&info.pid) && self.procs.len() >= self.max_entries {
             self.make_room();
         }
-        self.procs.insert(info.pid, Entry { info, exited_ns: None });
+        self.procs.insert(
+            info.pid,
+            Entry {
+                info,
+                exited_ns: None,
+            },
+        );
     }
 
     /// Seeds the table from `/proc`. Returns how many processes were read.
     pub fn seed_from_proc(&mut self) -> usize {
-        let Ok(dir) = fs::read_dir("/proc") else { return 0 };
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return 0;
+        };
         let mut n = 0;
         for entry in dir.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
                 continue;
             };
             if let Some(info) = read_proc(pid) {
@@ -156,7 +168,8 @@ impl ProcessTable {
     pub fn on_exec_args(&mut self, tid: u32, args: ExecArgs) {
         if self.pending.len() >= PENDING_EXEC_MAX {
             let now = args.ktime_ns;
-            self.pending.retain(|_, p| now.saturating_sub(p.ktime_ns) < PENDING_EXEC_MAX_AGE_NS);
+            self.pending
+                .retain(|_, p| now.saturating_sub(p.ktime_ns) < PENDING_EXEC_MAX_AGE_NS);
             if self.pending.len() >= PENDING_EXEC_MAX {
                 self.pending.clear();
             }
@@ -169,7 +182,9 @@ impl ProcessTable {
         let previous = self.procs.get(&pid).map(|entry| Arc::clone(&entry.info));
         let captured = self.pending.remove(&old_tid);
         let (args, args_truncated) = match captured {
-            Some(ExecArgs { args, truncated, .. }) => (args, truncated),
+            Some(ExecArgs {
+                args, truncated, ..
+            }) => (args, truncated),
             None => {
                 self.stats.exec_without_args += 1;
                 (read_cmdline(pid).unwrap_or_default(), false)
@@ -184,7 +199,11 @@ impl ProcessTable {
                 .map(|p| p.to_string_lossy().into_owned())
                 .or_else(|| (!filename.is_empty()).then(|| filename.to_owned()))
         };
-        let name = executable.as_deref().map(basename).filter(|s| !s.is_empty()).unwrap_or(comm);
+        let name = executable
+            .as_deref()
+            .map(basename)
+            .filter(|s| !s.is_empty())
+            .unwrap_or(comm);
         let info = ProcessInfo {
             pid,
             ppid: previous.as_ref().and_then(|p| p.ppid),
@@ -192,7 +211,10 @@ impl ProcessTable {
             executable,
             args,
             args_truncated,
-            start_ns: previous.as_ref().and_then(|p| p.start_ns).or(Some(ktime_ns)),
+            start_ns: previous
+                .as_ref()
+                .and_then(|p| p.start_ns)
+                .or(Some(ktime_ns)),
         };
         self.insert(Arc::new(info));
     }
@@ -201,7 +223,12 @@ impl ProcessTable {
     pub fn on_fork(&mut self, parent: u32, child: u32, parent_comm: &str, ktime_ns: u64) {
         let parent_info = self.get(parent);
         let info = match parent_info {
-            Some(p) => ProcessInfo { pid: child, ppid: Some(parent), start_ns: Some(ktime_ns), ..(*p).clone() },
+            Some(p) => ProcessInfo {
+                pid: child,
+                ppid: Some(parent),
+                start_ns: Some(ktime_ns),
+                ..(*p).clone()
+            },
             None => ProcessInfo {
                 ppid: Some(parent),
                 start_ns: Some(ktime_ns),
@@ -232,7 +259,8 @@ impl ProcessTable {
                 self.procs.remove(&pid);
             }
         }
-        self.pending.retain(|_, p| now_ns.saturating_sub(p.ktime_ns) < PENDING_EXEC_MAX_AGE_NS);
+        self.pending
+            .retain(|_, p| now_ns.saturating_sub(p.ktime_ns) < PENDING_EXEC_MAX_AGE_NS);
     }
 
     /// Frees one slot: the oldest exited process, else the oldest-started live one.
@@ -266,7 +294,9 @@ pub fn split_nul(raw: &[u8]) -> Vec<String> {
     if raw.is_empty() {
         return Vec::new();
     }
-    raw.split(|b| *b == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    raw.split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }
 
 /// Reads one process from `/proc`; `None` if it is gone or is a kernel thread without a
@@ -277,7 +307,11 @@ fn read_proc(pid: u32) -> Option<ProcessInfo> {
     let executable = process.exe().ok().map(|p| p.to_string_lossy().into_owned());
     let args = read_cmdline(pid).unwrap_or_default();
     let ticks = procfs::ticks_per_second().max(1);
-    let name = executable.as_deref().map(basename).unwrap_or(stat.comm.as_str()).to_owned();
+    let name = executable
+        .as_deref()
+        .map(basename)
+        .unwrap_or(stat.comm.as_str())
+        .to_owned();
     Some(ProcessInfo {
         pid,
         ppid: u32::try_from(stat.ppid).ok(),
@@ -314,10 +348,16 @@ mod tests {
         }));
         table.on_fork(10, 11, "bash", 100);
         let child = table.get(11);
-        assert_eq!(child.as_ref().and_then(|c| c.executable.as_deref()), Some("/bin/bash"));
+        assert_eq!(
+            child.as_ref().and_then(|c| c.executable.as_deref()),
+            Some("/bin/bash")
+        );
         assert_eq!(child.as_ref().and_then(|c| c.ppid), Some(10));
 
-        table.on_exec_args(11, exec_args("/usr/bin/curl", &["curl", "-v", "http://x"], 150));
+        table.on_exec_args(
+            11,
+            exec_args("/usr/bin/curl", &["curl", "-v", "http://x"], 150),
+        );
         table.on_exec(11, 11, "/usr/bin/curl", "curl", 160);
         let child = table.get(11).expect("fixture");
         assert_eq!(child.executable.as_deref(), Some("/usr/bin/curl"));

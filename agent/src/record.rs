@@ -64,7 +64,9 @@ impl Transport {
 /// `None` for an address family the kernel programs do not hook.
 pub fn destination_ip(family: u16, addr: &[u8; 16]) -> Option<IpAddr> {
     match family {
-        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]))),
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+            addr[0], addr[1], addr[2], addr[3],
+        ))),
         AF_INET6 => {
             let v6 = Ipv6Addr::from(*addr);
             Some(match v6.to_ipv4_mapped() {
@@ -124,9 +126,23 @@ impl ConnectionRecord {
         cgroup: Arc<CgroupInfo>,
         user_name: Option<String>,
     ) -> Option<Self> {
-        let ConnectEvent { header, cookie, family, port, sock_type, protocol, addr, prev_datagrams: _ } =
-            event;
-        let EventHeader { ktime_ns, tid, uid, gid, .. } = header;
+        let ConnectEvent {
+            header,
+            cookie,
+            family,
+            port,
+            sock_type,
+            protocol,
+            addr,
+            prev_datagrams: _,
+        } = event;
+        let EventHeader {
+            ktime_ns,
+            tid,
+            uid,
+            gid,
+            ..
+        } = header;
         Some(Self {
             action,
             ktime_ns: *ktime_ns,
@@ -154,12 +170,21 @@ mod tests {
         addr[10] = 0xff;
         addr[11] = 0xff;
         addr[12..].copy_from_slice(&[93, 184, 216, 34]);
-        assert_eq!(destination_ip(AF_INET6, &addr), Some("93.184.216.34".parse().unwrap()));
+        assert_eq!(
+            destination_ip(AF_INET6, &addr),
+            Some("93.184.216.34".parse().unwrap())
+        );
         let mut v4 = [0u8; 16];
         v4[..4].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(destination_ip(AF_INET, &v4), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(
+            destination_ip(AF_INET, &v4),
+            Some("127.0.0.1".parse().unwrap())
+        );
         let loopback6 = Ipv6Addr::LOCALHOST.octets();
-        assert_eq!(destination_ip(AF_INET6, &loopback6), Some("::1".parse().unwrap()));
+        assert_eq!(
+            destination_ip(AF_INET6, &loopback6),
+            Some("::1".parse().unwrap())
+        );
         assert_eq!(destination_ip(1, &v4), None);
     }
 

@@ -10,13 +10,22 @@ pub enum TracefsError {
     #[error("reading {path}: {source}")]
     Io { path: String, source: io::Error },
     #[error("{path}: field `{field}` is at offset {found:?} size {found_size:?}, the kernel programs expect offset {offset} size {size}")]
-    Layout { path: String, field: &'static str, offset: usize, size: usize, found: Option<usize>, found_size: Option<usize> },
+    Layout {
+        path: String,
+        field: &'static str,
+        offset: usize,
+        size: usize,
+        found: Option<usize>,
+        found_size: Option<usize>,
+    },
 }
 
 const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
 
 fn is_populated(path: &Path) -> bool {
-    fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false)
+    fs::read_dir(path)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
 }
 
 /// Returns the tracefs directory, mounting tracefs on `/sys/kernel/tracing` if no populated
@@ -26,8 +35,14 @@ pub fn ensure_mounted() -> Result<&'static str, TracefsError> {
         return Ok(found);
     }
     let target = CANDIDATES[0];
-    nix::mount::mount(Some("tracefs"), target, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>)
-        .map_err(TracefsError::Mount)?;
+    nix::mount::mount(
+        Some("tracefs"),
+        target,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(TracefsError::Mount)?;
     log::info!("mounted tracefs on {target}");
     Ok(target)
 }
@@ -44,25 +59,48 @@ pub fn field_layout(format: &str, field: &str) -> Option<(usize, usize)> {
             return None;
         }
         let num = |key: &str| -> Option<usize> {
-            rest.split(';').find_map(|part| part.trim().strip_prefix(key)?.trim().parse().ok())
+            rest.split(';')
+                .find_map(|part| part.trim().strip_prefix(key)?.trim().parse().ok())
         };
         Some((num("offset:")?, num("size:")?))
     })
 }
 
-/// Fields the kernel programs read, by tracepoint: (category, event, [(field, offset, size)]).
-pub const EXPECTED: &[(&str, &str, &[(&str, usize, usize)])] = &[
-    ("syscalls", "sys_enter_execve", &[("filename", 16, 8), ("argv", 24, 8)]),
-    ("syscalls", "sys_enter_execveat", &[("filename", 24, 8), ("argv", 32, 8)]),
-    ("sched", "sched_process_exec", &[("filename", 8, 4), ("old_pid", 16, 4)]),
-    ("task", "task_newtask", &[("pid", 8, 4), ("clone_flags", 32, 8)]),
+/// A field the programs read: (name, offset, size).
+pub type FieldLayout = (&'static str, usize, usize);
+
+/// Fields the kernel programs read, by tracepoint: (category, event, fields).
+pub const EXPECTED: &[(&str, &str, &[FieldLayout])] = &[
+    (
+        "syscalls",
+        "sys_enter_execve",
+        &[("filename", 16, 8), ("argv", 24, 8)],
+    ),
+    (
+        "syscalls",
+        "sys_enter_execveat",
+        &[("filename", 24, 8), ("argv", 32, 8)],
+    ),
+    (
+        "sched",
+        "sched_process_exec",
+        &[("filename", 8, 4), ("old_pid", 16, 4)],
+    ),
+    (
+        "task",
+        "task_newtask",
+        &[("pid", 8, 4), ("clone_flags", 32, 8)],
+    ),
 ];
 
 /// Checks every tracepoint's format against [`EXPECTED`].
 pub fn check_layouts(tracefs: &str) -> Result<(), TracefsError> {
     for (category, event, fields) in EXPECTED {
         let path = format!("{tracefs}/events/{category}/{event}/format");
-        let format = fs::read_to_string(&path).map_err(|source| TracefsError::Io { path: path.clone(), source })?;
+        let format = fs::read_to_string(&path).map_err(|source| TracefsError::Io {
+            path: path.clone(),
+            source,
+        })?;
         for &(field, offset, size) in *fields {
             let found = field_layout(&format, field);
             if found != Some((offset, size)) {

@@ -56,8 +56,16 @@ impl UdpFlows {
 
     /// A `Send` event opened a flow. If the same flow was still open here (the kernel saw it
     /// idle and restarted it), the old period ends with the kernel's final count for it.
-    pub fn open(&mut self, key: UdpFlowKey, record: ConnectionRecord, prev_datagrams: u64) -> Option<FlowReport> {
-        let ended = self.open.remove(&key).and_then(|old| finish(old, prev_datagrams));
+    pub fn open(
+        &mut self,
+        key: UdpFlowKey,
+        record: ConnectionRecord,
+        prev_datagrams: u64,
+    ) -> Option<FlowReport> {
+        let ended = self
+            .open
+            .remove(&key)
+            .and_then(|old| finish(old, prev_datagrams));
         let now = record.ktime_ns;
         let keys = self.by_cookie.entry(key.cookie).or_default();
         if !keys.contains(&key) {
@@ -65,7 +73,14 @@ impl UdpFlows {
         }
         self.open.insert(
             key,
-            OpenFlow { record, reported: 0, seen: 1, first_ns: now, last_ns: now, last_report_ns: now },
+            OpenFlow {
+                record,
+                reported: 0,
+                seen: 1,
+                first_ns: now,
+                last_ns: now,
+                last_report_ns: now,
+            },
         );
         ended
     }
@@ -99,7 +114,9 @@ impl UdpFlows {
         let mut ended = Vec::new();
         let keys: Vec<UdpFlowKey> = self.open.keys().copied().collect();
         for key in keys {
-            let Some(mut flow) = self.open.remove(&key) else { continue };
+            let Some(mut flow) = self.open.remove(&key) else {
+                continue;
+            };
             let present = self.refresh(&mut flow, &key, &lookup);
             if !present || now_ns.saturating_sub(flow.last_ns) >= idle_ns {
                 ended.push(key);
@@ -107,7 +124,9 @@ impl UdpFlows {
                 reports.extend(finish(flow, seen));
                 continue;
             }
-            if now_ns.saturating_sub(flow.last_report_ns) >= report_interval_ns && flow.seen > flow.reported {
+            if now_ns.saturating_sub(flow.last_report_ns) >= report_interval_ns
+                && flow.seen > flow.reported
+            {
                 reports.push(interim(&mut flow, now_ns));
             }
             self.open.insert(key, flow);
@@ -119,7 +138,10 @@ impl UdpFlows {
     }
 
     /// Ends every flow (shutdown).
-    pub fn drain(&mut self, lookup: impl Fn(&UdpFlowKey) -> Option<UdpFlowValue>) -> Vec<FlowReport> {
+    pub fn drain(
+        &mut self,
+        lookup: impl Fn(&UdpFlowKey) -> Option<UdpFlowValue>,
+    ) -> Vec<FlowReport> {
         let flows: Vec<(UdpFlowKey, OpenFlow)> = self.open.drain().collect();
         self.by_cookie.clear();
         flows
@@ -141,7 +163,11 @@ impl UdpFlows {
         lookup: &impl Fn(&UdpFlowKey) -> Option<UdpFlowValue>,
     ) -> bool {
         match lookup(key) {
-            Some(UdpFlowValue { datagrams, first_ns, last_ns }) if first_ns <= flow.first_ns => {
+            Some(UdpFlowValue {
+                datagrams,
+                first_ns,
+                last_ns,
+            }) if first_ns <= flow.first_ns => {
                 flow.seen = flow.seen.max(datagrams);
                 flow.last_ns = flow.last_ns.max(last_ns);
                 true
@@ -167,8 +193,13 @@ impl UdpFlows {
 /// The final line of a flow, unless everything was already reported.
 fn finish(flow: OpenFlow, total: u64) -> Option<FlowReport> {
     let datagrams = total.max(flow.seen).saturating_sub(flow.reported);
-    (datagrams > 0 || flow.reported == 0).then(|| FlowReport {
-        summary: UdpSummary { datagrams, first_ns: flow.first_ns, last_ns: flow.last_ns },
+    let summary = UdpSummary {
+        datagrams,
+        first_ns: flow.first_ns,
+        last_ns: flow.last_ns,
+    };
+    (datagrams > 0 || flow.reported == 0).then_some(FlowReport {
+        summary,
         record: flow.record,
     })
 }
@@ -179,7 +210,11 @@ fn interim(flow: &mut OpenFlow, now_ns: u64) -> FlowReport {
     flow.last_report_ns = now_ns;
     FlowReport {
         record: flow.record.clone(),
-        summary: UdpSummary { datagrams, first_ns: flow.first_ns, last_ns: flow.last_ns },
+        summary: UdpSummary {
+            datagrams,
+            first_ns: flow.first_ns,
+            last_ns: flow.last_ns,
+        },
     }
 }
 
@@ -195,7 +230,13 @@ mod tests {
     };
 
     fn key(cookie: u64, port: u16) -> UdpFlowKey {
-        UdpFlowKey { cookie, family: 2, port, _pad: 0, addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0] }
+        UdpFlowKey {
+            cookie,
+            family: 2,
+            port,
+            _pad: 0,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        }
     }
 
     fn record(ktime_ns: u64, cookie: u64, port: u16) -> ConnectionRecord {
@@ -207,7 +248,11 @@ mod tests {
             gid: 0,
             user_name: None,
             process: Arc::new(ProcessInfo::from_comm(1, "dig")),
-            cgroup: Arc::new(CgroupInfo { id: 1, path: None, systemd_unit: None }),
+            cgroup: Arc::new(CgroupInfo {
+                id: 1,
+                path: None,
+                systemd_unit: None,
+            }),
             cookie,
             ip: "127.0.0.1".parse().unwrap(),
             port,
@@ -222,7 +267,14 @@ mod tests {
             Self(RefCell::new(HashMap::new()))
         }
         fn set(&self, key: UdpFlowKey, datagrams: u64, first_ns: u64, last_ns: u64) {
-            self.0.borrow_mut().insert(key, UdpFlowValue { datagrams, first_ns, last_ns });
+            self.0.borrow_mut().insert(
+                key,
+                UdpFlowValue {
+                    datagrams,
+                    first_ns,
+                    last_ns,
+                },
+            );
         }
         fn lookup(&self) -> impl Fn(&UdpFlowKey) -> Option<UdpFlowValue> + '_ {
             |k| self.0.borrow().get(k).copied()
@@ -238,7 +290,14 @@ mod tests {
         assert!(flows.tick(950, 5_000, 60_000, kernel.lookup()).is_empty());
         let lines = flows.release(7, kernel.lookup());
         assert_eq!(lines.len(), 1);
-        assert_eq!(lines[0].summary, UdpSummary { datagrams: 1000, first_ns: 100, last_ns: 900 });
+        assert_eq!(
+            lines[0].summary,
+            UdpSummary {
+                datagrams: 1000,
+                first_ns: 100,
+                last_ns: 900
+            }
+        );
         assert!(flows.is_empty());
         assert!(flows.release(7, kernel.lookup()).is_empty());
     }
@@ -254,20 +313,30 @@ mod tests {
         // At 1000: flow 1 idle for 990 >= 500 → ends; flow 2 busy, interval 1000 reached.
         let lines = flows.tick(1_000, 500, 1_000, kernel.lookup());
         assert_eq!(lines.len(), 2);
-        let by_port = |p: u16| lines.iter().find(|l| l.record.port == p).map(|l| l.summary.datagrams);
+        let by_port = |p: u16| {
+            lines
+                .iter()
+                .find(|l| l.record.port == p)
+                .map(|l| l.summary.datagrams)
+        };
         assert_eq!(by_port(53), Some(5));
         assert_eq!(by_port(123), Some(50));
         assert_eq!(flows.len(), 1);
         kernel.set(key(2, 123), 70, 0, 1_200);
         let lines = flows.release(2, kernel.lookup());
-        assert_eq!(lines[0].summary.datagrams, 20, "only what the interim line did not report");
+        assert_eq!(
+            lines[0].summary.datagrams, 20,
+            "only what the interim line did not report"
+        );
     }
 
     #[test]
     fn a_restarted_flow_ends_the_old_period_with_the_kernels_previous_count() {
         let mut flows = UdpFlows::default();
         flows.open(key(3, 53), record(0, 3, 53), 0);
-        let ended = flows.open(key(3, 53), record(9_000, 3, 53), 42).expect("old period ends");
+        let ended = flows
+            .open(key(3, 53), record(9_000, 3, 53), 42)
+            .expect("old period ends");
         assert_eq!(ended.summary.datagrams, 42);
         assert_eq!(flows.len(), 1);
     }
@@ -291,7 +360,11 @@ mod tests {
         flows.open(key(6, 53), record(0, 6, 53), 0);
         kernel.set(key(5, 53), 3, 0, 1);
         kernel.set(key(6, 53), 4, 0, 1);
-        let mut counts: Vec<u64> = flows.drain(kernel.lookup()).iter().map(|l| l.summary.datagrams).collect();
+        let mut counts: Vec<u64> = flows
+            .drain(kernel.lookup())
+            .iter()
+            .map(|l| l.summary.datagrams)
+            .collect();
         counts.sort_unstable();
         assert_eq!(counts, [3, 4]);
         assert!(flows.is_empty());

@@ -12,7 +12,10 @@ pub struct UserNames {
 
 impl UserNames {
     pub fn new(max_entries: usize) -> Self {
-        Self { cache: HashMap::new(), max_entries }
+        Self {
+            cache: HashMap::new(),
+            max_entries,
+        }
     }
 
     pub fn name(&mut self, uid: u32) -> Option<&str> {
@@ -20,7 +23,10 @@ impl UserNames {
             if self.cache.len() >= self.max_entries {
                 self.cache.clear();
             }
-            let name = User::from_uid(Uid::from_raw(uid)).ok().flatten().map(|user| user.name);
+            let name = User::from_uid(Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|user| user.name);
             self.cache.insert(uid, name);
         }
         self.cache.get(&uid).and_then(Option::as_deref)
