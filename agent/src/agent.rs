@@ -6,6 +6,7 @@ use std::{future::Future, path::PathBuf, pin::pin, time::Duration};
 use agent_common::{
     decode, ConnectEvent, Counter, Event, EventHeader, ExecArgsEvent, ExecEvent, ExitEvent,
     ForkEvent, SockReleaseEvent, UdpFlowKey, EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_PATH_TRUNCATED,
+    EXEC_FLAG_READ_FAILED,
 };
 use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 
@@ -179,8 +180,12 @@ impl Pipeline {
             path,
             args,
         } = ev;
-        let path_bytes = path.get(..*path_len as usize).unwrap_or(path);
         let args_bytes = args.get(..*args_len as usize).unwrap_or(args);
+        if flags & EXEC_FLAG_READ_FAILED != 0 && args_bytes.is_empty() {
+            // The kernel could not read argv (not resident): let the exec fall back to /proc.
+            return;
+        }
+        let path_bytes = path.get(..*path_len as usize).unwrap_or(path);
         self.processes.on_exec_args(
             header.tid,
             ExecArgs {

@@ -1,0 +1,335 @@
+//! Running the real egret binary and reading what it writes.
+
+use crate::json::field_str;
+use crate::skip;
+use crate::TestCgroup;
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long egret may take to load its programs and write the ready file.
+pub const START_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long egret may take to exit after SIGTERM.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default time to wait for an expected line.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `egret run` process with its own scratch directory.
+pub struct Egret {
+    child: Option<Child>,
+    exit: Option<ExitStatus>,
+    dir: PathBuf,
+    keep_dir: bool,
+}
+
+fn tail(path: &Path, max_lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(s) => {
+            let lines: Vec<&str> = s.lines().collect();
+            let from = lines.len().saturating_sub(max_lines);
+            lines.get(from..).unwrap_or_default().join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+impl Egret {
+    /// Starts `egret run --cgroup <cgroup> ...` and waits for its ready file.
+    pub fn start(cgroup: &Path, extra_args: &[&str]) -> Result<Self> {
+        Self::start_with(&skip::require_egret_bin()?, cgroup, extra_args)
+    }
+
+    /// [`Self::start`] with an explicit binary (the harness tests use a fake one).
+    pub fn start_with(bin: &Path, cgroup: &Path, extra_args: &[&str]) -> Result<Self> {
+        let name = cgroup
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = name.strip_prefix("egret-e2e-").unwrap_or(&name);
+        let dir =
+            std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let stderr = File::create(dir.join("stderr.log")).context("create stderr.log")?;
+        let stdout = File::create(dir.join("stdout.log")).context("create stdout.log")?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--cgroup")
+            .arg(cgroup)
+            .arg("--output")
+            .arg(dir.join("events.jsonl"))
+            .arg("--ready-file")
+            .arg(dir.join("ready"))
+            .args(["--metrics-interval", "1", "--log-level", "debug"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
+        let mut me = Self {
+            child: Some(child),
+            exit: None,
+            dir,
+            keep_dir: true,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if me.dir.join("ready").exists() {
+                return Ok(me);
+            }
+            if let Some(status) = me.try_wait()? {
+                bail!(
+                    "egret exited ({status}) before becoming ready; scratch dir {}\n--- stderr ---\n{}",
+                    me.dir.display(),
+                    tail(&me.dir.join("stderr.log"), 60)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "egret not ready after {START_TIMEOUT:?}; scratch dir {}\n--- stderr ---\n{}",
+                    me.dir.display(),
+                    tail(&me.dir.join("stderr.log"), 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The scratch directory (events.jsonl, stderr.log, ready).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn events_path(&self) -> PathBuf {
+        self.dir.join("events.jsonl")
+    }
+
+    /// egret's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if let Some(s) = self.exit {
+            return Ok(Some(s));
+        }
+        if let Some(child) = self.child.as_mut() {
+            if let Some(s) = child.try_wait().context("wait for egret")? {
+                self.exit = Some(s);
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether egret is still running.
+    pub fn running(&mut self) -> Result<bool> {
+        Ok(self.try_wait()?.is_none())
+    }
+
+    /// The last lines of egret's stderr, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        tail(&self.dir.join("stderr.log"), 40)
+    }
+
+    /// Sends SIGTERM and waits for exit (SIGKILL + error after [`STOP_TIMEOUT`]).
+    /// Returns the exit status; does not judge it.
+    pub fn stop(&mut self) -> Result<ExitStatus> {
+        if let Some(s) = self.try_wait()? {
+            return Ok(s);
+        }
+        let pid = self.pid().ok_or_else(|| anyhow!("egret not started"))?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("SIGTERM egret")?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(s) = self.try_wait()? {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                if let Some(child) = self.child.as_mut() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                bail!(
+                    "egret did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed)\n--- stderr ---\n{}",
+                    self.stderr_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// All complete lines written so far, parsed. Every complete line must be
+    /// JSON (a trailing partial line, still being written, is ignored).
+    pub fn events(&self) -> Result<Vec<Value>> {
+        let path = self.events_path();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+        };
+        let complete = match text.rfind('\n') {
+            Some(i) => text.get(..=i).unwrap_or_default(),
+            None => "",
+        };
+        complete
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str::<Value>(line).with_context(|| {
+                    format!("line {} of {} is not JSON: {line:?}", i + 1, path.display())
+                })
+            })
+            .collect()
+    }
+
+    /// Polls the output until a line satisfies `pred`; errors after `timeout`
+    /// or when egret exits.
+    pub fn wait_for(
+        &mut self,
+        mut pred: impl FnMut(&Value) -> bool,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events()?;
+            if let Some(v) = events.iter().find(|v| pred(v)) {
+                return Ok(v.clone());
+            }
+            if let Some(status) = self.try_wait()? {
+                bail!(
+                    "egret exited ({status}) while waiting for a line; {} lines so far\n--- stderr ---\n{}",
+                    events.len(),
+                    self.stderr_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                let last: Vec<String> = events
+                    .iter()
+                    .rev()
+                    .filter(|v| field_str(v, "event.kind") != Some("metric"))
+                    .take(15)
+                    .map(Value::to_string)
+                    .collect();
+                bail!(
+                    "no matching line within {timeout:?}; {} lines written ({} non-metric); last non-metric lines (newest first):\n{}",
+                    events.len(),
+                    events.iter().filter(|v| field_str(v, "event.kind") != Some("metric")).count(),
+                    last.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Like [`Self::wait_for`] but collects every line matching `pred` once at
+    /// least `count` are there.
+    pub fn wait_for_count(
+        &mut self,
+        mut pred: impl FnMut(&Value) -> bool,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<Value> = self.events()?.into_iter().filter(|v| pred(v)).collect();
+            if found.len() >= count {
+                return Ok(found);
+            }
+            if let Some(status) = self.try_wait()? {
+                bail!(
+                    "egret exited ({status}) while waiting; stderr:\n{}",
+                    self.stderr_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {count} expected lines within {timeout:?}",
+                    found.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Marks the run as good: the scratch directory is removed on drop.
+    pub fn discard_dir_on_drop(&mut self) {
+        self.keep_dir = false;
+    }
+}
+
+impl Drop for Egret {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if self.exit.is_none() && matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if self.keep_dir || std::thread::panicking() {
+            eprintln!(
+                "egret-e2e: keeping {} (events.jsonl, stderr.log)\n--- last lines of events.jsonl ---\n{}\n--- last lines of stderr.log ---\n{}",
+                self.dir.display(),
+                tail(&self.events_path(), 10),
+                tail(&self.dir.join("stderr.log"), 20)
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Everything most tests need: a test cgroup and an egret watching it.
+/// Fields drop in order: egret first, then the cgroup.
+pub struct Harness {
+    pub egret: Egret,
+    pub cgroup: TestCgroup,
+}
+
+impl Harness {
+    /// Checks prerequisites, creates the cgroup, starts egret. `Ok(None)` means
+    /// "skip this test" (already reported; only outside CI, and only for a missing
+    /// prerequisite: root, the binary, cgroup v2). egret itself failing to start is a test
+    /// failure everywhere, so a broken agent never looks green.
+    pub fn setup(name: &str, extra_args: &[&str]) -> Result<Option<Self>> {
+        let Some(cgroup) = skip::prerequisite(Self::prepare(name))? else {
+            return Ok(None);
+        };
+        let egret = Egret::start(cgroup.path(), extra_args)?;
+        Ok(Some(Self { egret, cgroup }))
+    }
+
+    fn prepare(name: &str) -> Result<TestCgroup> {
+        skip::require_root()?;
+        skip::require_egret_bin()?;
+        crate::cgroup2_mount()?;
+        TestCgroup::create(name)
+    }
+
+    /// Runs `cmd` inside the test cgroup (30 s limit) and requires exit status 0.
+    pub fn run(&self, cmd: &mut Command) -> Result<crate::RunOutput> {
+        run_in(&self.cgroup, cmd)
+    }
+
+    /// Stops egret, requires a clean exit, and discards the scratch directory.
+    pub fn finish(mut self) -> Result<()> {
+        let status = self.egret.stop()?;
+        if !status.success() {
+            bail!(
+                "egret exited with {status}\n--- stderr ---\n{}",
+                self.egret.stderr_tail()
+            );
+        }
+        self.egret.discard_dir_on_drop();
+        Ok(())
+    }
+}
+
+/// Runs `cmd` inside `cgroup` (30 s limit) and requires exit status 0.
+pub fn run_in(cgroup: &TestCgroup, cmd: &mut Command) -> Result<crate::RunOutput> {
+    cgroup.command(cmd)?;
+    crate::run_with_timeout(cmd, Duration::from_secs(30))?.ensure_success()
+}

@@ -1,0 +1,44 @@
+//! End-to-end test harness for egret.
+//!
+//! The tests run the real `egret` binary (which loads the real kernel programs)
+//! against cgroups and network namespaces that the tests create themselves.
+//! Nothing here touches the root cgroup or sends traffic anywhere except
+//! loopback and namespaces created by the test.
+
+pub mod agent;
+pub mod cgroup;
+pub mod expect;
+pub mod json;
+pub mod netns;
+pub mod run;
+pub mod skip;
+
+pub use agent::{run_in, Egret, Harness, LINE_TIMEOUT};
+pub use cgroup::{cgroup2_mount, TestCgroup};
+pub use json::{field, field_str, field_u64, parse_timestamp};
+pub use netns::NetNs;
+pub use run::{drop_privileges, run_with_timeout, RunOutput, TcpServer, UdpServer};
+pub use skip::{egret_bin, is_ci, prerequisite};
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A process-unique, monotonically increasing number used to build unique names.
+pub fn unique() -> usize {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A string that is unique across processes and calls: `<pid>-<counter>`.
+pub fn unique_suffix() -> String {
+    format!("{}-{}", std::process::id(), unique())
+}
+
+/// A random-ish marker (pid, counter and clock nanoseconds) to put in argv.
+pub fn marker() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("marker-{}-{nanos:x}", unique_suffix())
+}

@@ -1,0 +1,207 @@
+//! Test-owned network namespaces connected to the root namespace by a veth pair.
+//!
+//! Each instance uses its own subnet `198.18.X.0/24` (host side `.1`, namespace
+//! side `.2`) and `2001:db8:e2e:X::/64` (`::1` / `::2`), X chosen so that it is
+//! not in use on this host.
+
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+const IP: &str = "/usr/sbin/ip";
+static SUBNET_LOCK: Mutex<()> = Mutex::new(());
+
+fn ip(args: &[&str]) -> Result<Output> {
+    let out = Command::new(IP)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {IP} {args:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(out)
+}
+
+/// A network namespace plus veth pair; dropped → both deleted.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+    host_if: String,
+    ns_if: String,
+    subnet: u8,
+    v6: bool,
+}
+
+impl NetNs {
+    /// Creates namespace `egret-e2e-<name>-<pid>-<n>` with a veth pair, addresses up.
+    pub fn create(name: &str) -> Result<Self> {
+        crate::skip::require_program(IP)?;
+        let n = crate::unique();
+        let pid = std::process::id();
+        let ns_name = format!("egret-e2e-{name}-{pid}-{n}");
+        let host_if = format!("eg{pid:x}{n}h");
+        let ns_if = format!("eg{pid:x}{n}p");
+        if host_if.len() > 15 {
+            bail!("interface name {host_if} too long");
+        }
+        let _guard = SUBNET_LOCK
+            .lock()
+            .map_err(|_| anyhow::anyhow!("subnet lock poisoned"))?;
+        let used = String::from_utf8_lossy(&ip(&["-o", "addr", "show"])?.stdout).into_owned();
+        let start = usize::try_from(pid % 250).unwrap_or(0) + n;
+        let subnet = (0..254usize)
+            .map(|i| u8::try_from((start + i) % 254 + 1).unwrap_or(1))
+            .find(|x| !used.contains(&format!(" 198.18.{x}.")))
+            .context("no free 198.18.X.0/24 subnet")?;
+
+        ip(&["netns", "add", &ns_name])?;
+        // From here on, Drop cleans up whatever was created.
+        let mut me = Self {
+            name: ns_name,
+            host_if,
+            ns_if,
+            subnet,
+            v6: false,
+        };
+        let (ns, h, p) = (me.name.clone(), me.host_if.clone(), me.ns_if.clone());
+        ip(&[
+            "link", "add", &h, "type", "veth", "peer", "name", &p, "netns", &ns,
+        ])?;
+        ip(&["addr", "add", &format!("{}/24", me.host_v4()), "dev", &h])?;
+        ip(&["link", "set", &h, "up"])?;
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{}/24", me.ns_v4()),
+            "dev",
+            &p,
+        ])?;
+        ip(&["-n", &ns, "link", "set", &p, "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        me.v6 = ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{}/64", me.host_v6()),
+            "dev",
+            &h,
+            "nodad",
+        ])
+        .is_ok()
+            && ip(&[
+                "-n",
+                &ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", me.ns_v6()),
+                "dev",
+                &p,
+                "nodad",
+            ])
+            .is_ok();
+
+        // Safety net for the network rule: traffic to the namespace address must
+        // leave through our veth, never through a default route.
+        let route = ip(&["route", "get", &me.ns_v4().to_string()])?;
+        let route = String::from_utf8_lossy(&route.stdout);
+        if !route.contains(&format!("dev {h} ")) {
+            bail!("route to {} does not use {h}: {route}", me.ns_v4());
+        }
+        Ok(me)
+    }
+
+    /// Namespace name (as listed by `ip netns`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Host-side veth interface name (root namespace).
+    pub fn host_if(&self) -> &str {
+        &self.host_if
+    }
+
+    /// Address of the host side of the veth (root namespace).
+    pub fn host_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.subnet, 1)
+    }
+
+    /// Address of the namespace side of the veth.
+    pub fn ns_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, self.subnet, 2)
+    }
+
+    pub fn host_v6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0xe2e, u16::from(self.subnet), 0, 0, 0, 1)
+    }
+
+    pub fn ns_v6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0x2001, 0xdb8, 0xe2e, u16::from(self.subnet), 0, 0, 0, 2)
+    }
+
+    /// Whether the IPv6 addresses could be configured.
+    pub fn has_v6(&self) -> bool {
+        self.v6
+    }
+
+    fn ns_file(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.name)
+    }
+
+    /// Runs `f` on a fresh thread that has joined this namespace. Sockets
+    /// created there stay in the namespace when handed back.
+    pub fn in_ns<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let file = File::open(self.ns_file())
+            .with_context(|| format!("open {}", self.ns_file().display()))?;
+        std::thread::spawn(move || -> Result<T> {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("setns(CLONE_NEWNET)")?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("namespace thread panicked"))?
+    }
+
+    /// A TCP listener bound inside the namespace.
+    pub fn tcp_listener(&self, addr: SocketAddr) -> Result<TcpListener> {
+        self.in_ns(move || {
+            TcpListener::bind(addr).with_context(|| format!("bind tcp {addr} in netns"))
+        })
+    }
+
+    /// A UDP socket bound inside the namespace.
+    pub fn udp_socket(&self, addr: SocketAddr) -> Result<UdpSocket> {
+        self.in_ns(move || {
+            UdpSocket::bind(addr).with_context(|| format!("bind udp {addr} in netns"))
+        })
+    }
+
+    /// A command that runs `program` inside the namespace (`ip netns exec`).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(IP);
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.host_if]);
+        if let Err(e) = ip(&["netns", "del", &self.name]) {
+            eprintln!("egret-e2e: deleting netns {}: {e:#}", self.name);
+        }
+    }
+}

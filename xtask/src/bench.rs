@@ -1,0 +1,360 @@
+//! `cargo xtask bench`: egret's overhead on tight loopback TCP-connect / UDP-send loops.
+//!
+//! Each round runs a load generator inside a fresh cgroup, once without egret
+//! (baseline) and once with `egret run --cgroup <that cgroup>` watching it.
+
+mod parse;
+mod report;
+
+use std::fs::File;
+use std::io::{BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use clap::ValueEnum;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::cgroup::BenchCgroup;
+use crate::cmd::{self, describe, target_dir, wait_timeout};
+use crate::interrupt;
+use crate::setup::setup;
+use parse::{LogSummary, Sample};
+
+/// How long egret may take to attach and write its ready file.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause after the load so egret drains its buffers and emits a metric line (interval 1 s).
+const SETTLE: Duration = Duration::from_millis(1500);
+/// How long egret may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(clap::Args)]
+pub struct BenchOptions {
+    /// Baseline + with-egret rounds per workload (the median is reported).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
+    /// Length of each load-generator run, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    duration_ms: u64,
+    /// Workloads to run (repeatable; default: all).
+    #[arg(long = "workload", value_enum)]
+    workloads: Vec<Workload>,
+    /// Skip setup and the release build; use the binaries already in target/release.
+    #[arg(long)]
+    no_build: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    Tcp,
+    Udp,
+}
+
+impl Workload {
+    fn loop_command(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp-loop",
+            Self::Udp => "udp-loop",
+        }
+    }
+
+    /// The `event.action` egret logs for one operation of this workload.
+    fn action(self) -> &'static str {
+        match self {
+            Self::Tcp => "connect",
+            Self::Udp => "send",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp connect",
+            Self::Udp => "udp send",
+        }
+    }
+}
+
+/// One baseline + with-egret pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub baseline: Sample,
+    pub with_egret: Sample,
+    pub log: LogSummary,
+    pub egret_peak_rss_kib: Option<u64>,
+}
+
+pub struct WorkloadResult {
+    pub workload: Workload,
+    pub rounds: Vec<Round>,
+}
+
+/// The binaries under test and where their files go.
+struct Tools {
+    egret: PathBuf,
+    testclient: PathBuf,
+    work_dir: PathBuf,
+}
+
+impl Tools {
+    fn locate() -> Result<Self> {
+        let release = target_dir().join("release");
+        let tools = Self {
+            egret: release.join("egret"),
+            testclient: release.join("egret-testclient"),
+            work_dir: target_dir().join("bench"),
+        };
+        for binary in [&tools.egret, &tools.testclient] {
+            if !binary.is_file() {
+                bail!("{} was not built", binary.display());
+            }
+        }
+        std::fs::create_dir_all(&tools.work_dir)
+            .with_context(|| format!("creating {}", tools.work_dir.display()))?;
+        Ok(tools)
+    }
+}
+
+/// `cargo xtask bench [--rounds N] [--duration-ms MS] [--workload tcp|udp]... [--no-build]`.
+pub fn bench(options: &BenchOptions) -> Result<()> {
+    if !cmd::is_root() {
+        bail!("bench needs root (it creates a cgroup and loads eBPF programs); run it as root");
+    }
+    if !options.no_build {
+        setup()?;
+        cmd::cargo_build(&["-p", "egret", "-p", "egret-e2e", "--bins"], true)?;
+    }
+    let tools = Tools::locate()?;
+    interrupt::install()?;
+    let results = {
+        let cgroup = BenchCgroup::create()?;
+        measure(options, &tools, &cgroup)?
+    };
+    report::report(
+        &results,
+        options.rounds,
+        options.duration_ms,
+        &tools.work_dir,
+    )
+}
+
+fn measure(
+    options: &BenchOptions,
+    tools: &Tools,
+    cgroup: &BenchCgroup,
+) -> Result<Vec<WorkloadResult>> {
+    let workloads = match options.workloads.as_slice() {
+        [] => vec![Workload::Tcp, Workload::Udp],
+        chosen => chosen.to_vec(),
+    };
+    let mut results: Vec<_> = workloads
+        .into_iter()
+        .map(|workload| WorkloadResult {
+            workload,
+            rounds: Vec::new(),
+        })
+        .collect();
+    for round in 1..=options.rounds {
+        for result in &mut results {
+            let measured = measure_round(tools, cgroup, result.workload, options.duration_ms)?;
+            eprintln!(
+                "xtask: round {round}/{} {}: baseline {:.0} ops/s, with egret {:.0} ops/s",
+                options.rounds,
+                result.workload.label(),
+                measured.baseline.rate(),
+                measured.with_egret.rate()
+            );
+            result.rounds.push(measured);
+        }
+    }
+    Ok(results)
+}
+
+fn measure_round(
+    tools: &Tools,
+    cgroup: &BenchCgroup,
+    workload: Workload,
+    duration_ms: u64,
+) -> Result<Round> {
+    interrupt::check()?;
+    let baseline = run_load(tools, cgroup, workload, duration_ms)?;
+    interrupt::check()?;
+    let files = EgretFiles::prepare(&tools.work_dir, workload)?;
+    let mut egret = Egret::start(tools, cgroup, &files)?;
+    egret.wait_ready(&files)?;
+    let with_egret = run_load(tools, cgroup, workload, duration_ms)?;
+    std::thread::sleep(SETTLE);
+    let egret_peak_rss_kib = egret.peak_rss_kib();
+    egret.stop(&files)?;
+    let output =
+        File::open(&files.output).with_context(|| format!("opening {}", files.output.display()))?;
+    let log = parse::summarize_log(BufReader::new(output), workload.action())?;
+    // Hundreds of MB per UDP round; only kept when parsing fails. A failed removal is harmless.
+    let _ = std::fs::remove_file(&files.output);
+    Ok(Round {
+        baseline,
+        with_egret,
+        log,
+        egret_peak_rss_kib,
+    })
+}
+
+/// Runs `egret-testclient <tcp-loop|udp-loop>` inside the bench cgroup.
+fn run_load(
+    tools: &Tools,
+    cgroup: &BenchCgroup,
+    workload: Workload,
+    duration_ms: u64,
+) -> Result<Sample> {
+    let mut command = Command::new(&tools.testclient);
+    command
+        .arg(workload.loop_command())
+        .arg("--duration-ms")
+        .arg(duration_ms.to_string());
+    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    cgroup.place_child(&mut command)?;
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("starting `{}`", describe(&command)))?;
+    let timeout = Duration::from_millis(duration_ms) + Duration::from_secs(30);
+    let Some(status) = wait_timeout(&mut child, timeout)? else {
+        kill_and_reap(&mut child);
+        bail!("`{}` did not finish within {timeout:?}", describe(&command));
+    };
+    let mut stdout = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        pipe.read_to_string(&mut stdout)
+            .context("reading load generator output")?;
+    }
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(&command));
+    }
+    parse::parse_ops_line(&stdout)
+}
+
+fn kill_and_reap(child: &mut Child) {
+    // Errors mean it already exited, which is what we want.
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Files of one egret run, reused (overwritten) by every round of a workload.
+struct EgretFiles {
+    output: PathBuf,
+    ready: PathBuf,
+    log: PathBuf,
+}
+
+impl EgretFiles {
+    fn prepare(dir: &Path, workload: Workload) -> Result<Self> {
+        let name = workload.loop_command();
+        let files = Self {
+            output: dir.join(format!("egret-{name}.jsonl")),
+            ready: dir.join(format!("egret-{name}.ready")),
+            log: dir.join(format!("egret-{name}.log")),
+        };
+        for path in [&files.output, &files.ready] {
+            match std::fs::remove_file(path) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(err).with_context(|| format!("removing {}", path.display()));
+                }
+                _ => {}
+            }
+        }
+        Ok(files)
+    }
+
+    /// The last lines egret wrote to stdout/stderr, for error messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<_> = text.lines().collect();
+        let tail = lines
+            .get(lines.len().saturating_sub(30)..)
+            .unwrap_or_default();
+        format!(
+            "egret output ({}):\n{}",
+            self.log.display(),
+            tail.join("\n")
+        )
+    }
+}
+
+/// A running `egret run`; killed on drop unless stopped cleanly.
+struct Egret {
+    child: Child,
+}
+
+impl Egret {
+    fn start(tools: &Tools, cgroup: &BenchCgroup, files: &EgretFiles) -> Result<Self> {
+        let log = File::create(&files.log)
+            .with_context(|| format!("creating {}", files.log.display()))?;
+        let mut command = Command::new(&tools.egret);
+        command.arg("run").arg("--cgroup").arg(cgroup.path());
+        command.arg("--output").arg(&files.output);
+        command.arg("--ready-file").arg(&files.ready);
+        command.args(["--metrics-interval", "1"]);
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        eprintln!("xtask: $ {}", describe(&command));
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting `{}`", describe(&command)))?;
+        Ok(Self { child })
+    }
+
+    fn wait_ready(&mut self, files: &EgretFiles) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !files.ready.exists() {
+            interrupt::check()?;
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "egret exited before it was ready ({status})\n{}",
+                    files.log_tail()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "egret not ready after {READY_TIMEOUT:?}\n{}",
+                    files.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        parse::parse_vm_hwm_kib(&status)
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    fn stop(mut self, files: &EgretFiles) -> Result<()> {
+        let pid = Pid::from_raw(i32::try_from(self.child.id())?);
+        // ESRCH means it already exited; the wait below reports how.
+        let _ = kill(pid, Signal::SIGTERM);
+        let Some(status) = wait_timeout(&mut self.child, STOP_TIMEOUT)? else {
+            bail!(
+                "egret did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{}",
+                files.log_tail()
+            );
+        };
+        if !status.success() {
+            bail!("egret failed ({status})\n{}", files.log_tail());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Egret {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            kill_and_reap(&mut self.child);
+        }
+    }
+}

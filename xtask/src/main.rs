@@ -1,0 +1,126 @@
+//! `cargo xtask <cmd>`: developer tasks for egret.
+//!
+//! Every task that builds something first runs `setup`, which makes sure this
+//! machine can build the eBPF programs (nightly + rust-src + a bpf-linker built
+//! against the nightly's LLVM).
+
+mod bench;
+mod cgroup;
+mod cmd;
+mod interrupt;
+mod run;
+mod setup;
+mod test;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xtask",
+    bin_name = "cargo xtask",
+    about = "egret developer tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make this machine able to build the eBPF programs (nightly, rust-src, bpf-linker).
+    Setup,
+    /// Build the agent (`cargo build -p egret`), which also builds the eBPF object.
+    Build {
+        /// Build with the release profile.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build (release by default) and exec `egret run ARGS...` as root.
+    Run {
+        /// Use the release build (the default).
+        #[arg(long, conflicts_with = "debug")]
+        release: bool,
+        /// Use the debug build instead of the release build.
+        #[arg(long)]
+        debug: bool,
+        /// Arguments passed to `egret run`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// fmt, clippy, build, then `cargo test --workspace` (unit + end-to-end tests).
+    Test {
+        /// Skip `cargo fmt --check` and `cargo clippy`.
+        #[arg(long)]
+        no_lint: bool,
+        /// Extra arguments for `cargo test` (e.g. a test-name filter).
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Measure egret's overhead on loopback TCP connect / UDP send loops.
+    Bench(bench::BenchOptions),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Setup => setup::setup().map(|_| ()),
+        Command::Build { release } => run::build(release),
+        Command::Run { debug, args, .. } => run::run(!debug, &args),
+        Command::Test { no_lint, args } => test::test(no_lint, &args),
+        Command::Bench(options) => bench::bench(&options),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("cargo xtask").chain(args.iter().copied()))
+            .map(|cli| cli.command)
+    }
+
+    #[test]
+    fn test_passes_everything_after_double_dash_to_cargo_test() -> Result<(), clap::Error> {
+        let Command::Test { no_lint, args } =
+            parse(&["test", "--no-lint", "--", "filter", "--", "--nocapture"])?
+        else {
+            panic!("not the test command");
+        };
+        assert!(no_lint);
+        assert_eq!(args, ["filter", "--", "--nocapture"]);
+        Ok(())
+    }
+
+    #[test]
+    fn run_defaults_to_release_and_forwards_args() -> Result<(), clap::Error> {
+        let Command::Run { debug, args, .. } =
+            parse(&["run", "--", "--cgroup", "/sys/fs/cgroup/x"])?
+        else {
+            panic!("not the run command");
+        };
+        assert!(!debug);
+        assert_eq!(args, ["--cgroup", "/sys/fs/cgroup/x"]);
+        assert!(parse(&["run", "--release", "--debug"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn bench_rejects_zero_rounds() {
+        assert!(parse(&["bench", "--rounds", "0"]).is_err());
+        assert!(parse(&["bench", "--rounds", "2", "--workload", "tcp"]).is_ok());
+    }
+}

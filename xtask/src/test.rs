@@ -1,0 +1,88 @@
+//! `cargo xtask test`: lint, build, then run every test (unit and end-to-end).
+
+use std::ffi::OsString;
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::cmd::{cargo, is_root, run, target_dir};
+use crate::setup::setup;
+
+struct Step {
+    name: &'static str,
+    command: Command,
+}
+
+fn step(name: &'static str, args: &[&str]) -> Step {
+    let mut command = cargo();
+    command.args(args);
+    Step { name, command }
+}
+
+fn steps(no_lint: bool, test_args: &[OsString]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if !no_lint {
+        steps.push(step("fmt", &["fmt", "--all", "--check"]));
+        steps.push(step(
+            "clippy",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ));
+    }
+    steps.push(step("build egret", &["build", "-p", "egret"]));
+    steps.push(step(
+        "build egret-e2e bins",
+        &["build", "-p", "egret-e2e", "--bins"],
+    ));
+    let mut test = step("test", &["test", "--workspace"]);
+    test.command.args(test_args);
+    test.command
+        .env("EGRET_BIN", target_dir().join("debug").join("egret"));
+    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+        test.command.env("CI", "true");
+    }
+    steps.push(test);
+    steps
+}
+
+/// `cargo xtask test [--no-lint] [-- CARGO_TEST_ARGS...]`.
+pub fn test(no_lint: bool, test_args: &[OsString]) -> Result<()> {
+    setup()?;
+    if !is_root() {
+        eprintln!(
+            "xtask: warning: not root, so the end-to-end tests will fail or skip (run as root)"
+        );
+    }
+    let steps = steps(no_lint, test_args);
+    let names: Vec<_> = steps.iter().map(|s| s.name).collect();
+    for (index, mut step) in steps.into_iter().enumerate() {
+        if let Err(err) = run(&mut step.command) {
+            print_summary(&names, index, false);
+            return Err(err);
+        }
+    }
+    print_summary(&names, names.len(), true);
+    Ok(())
+}
+
+/// One line per step: `ok` before `reached`, then `FAILED` (unless all passed), then `not run`.
+fn print_summary(names: &[&str], reached: usize, passed: bool) {
+    eprintln!("xtask test summary:");
+    for (index, name) in names.iter().enumerate() {
+        let verdict = match index.cmp(&reached) {
+            std::cmp::Ordering::Less => "ok",
+            std::cmp::Ordering::Equal if !passed => "FAILED",
+            _ => "not run",
+        };
+        eprintln!("  {verdict:<8} {name}");
+    }
+    if passed {
+        eprintln!("xtask test: all steps passed");
+    }
+}
