@@ -418,14 +418,15 @@ fn capture_exec(filename: *const u8, argv: *const *const u8) {
     entry.submit(submit_flags());
 }
 
-#[tracepoint]
-pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-    // Offsets from syscalls/sys_enter_execve/format (checked by userspace at start-up).
+/// Reads the `filename` and `argv` pointers of a `sys_enter_execve(at)` tracepoint at the
+/// offsets of its format file (checked by userspace at start-up) and captures them.
+#[inline(always)]
+fn capture_exec_at(ctx: &TracePointContext, filename_off: usize, argv_off: usize) -> u32 {
     // SAFETY: reads of the tracepoint's fixed fields.
     let (filename, argv) = unsafe {
         (
-            ctx.read_at::<u64>(16).unwrap_or(0),
-            ctx.read_at::<u64>(24).unwrap_or(0),
+            ctx.read_at::<u64>(filename_off).unwrap_or(0),
+            ctx.read_at::<u64>(argv_off).unwrap_or(0),
         )
     };
     capture_exec(filename as *const u8, argv as *const *const u8);
@@ -433,16 +434,13 @@ pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
+pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
+    capture_exec_at(&ctx, 16, 24)
+}
+
+#[tracepoint]
 pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-    // SAFETY: reads of the tracepoint's fixed fields.
-    let (filename, argv) = unsafe {
-        (
-            ctx.read_at::<u64>(24).unwrap_or(0),
-            ctx.read_at::<u64>(32).unwrap_or(0),
-        )
-    };
-    capture_exec(filename as *const u8, argv as *const *const u8);
-    0
+    capture_exec_at(&ctx, 24, 32)
 }
 
 #[tracepoint]

@@ -306,6 +306,7 @@ mod tests {
             cgroup2_mount_from("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"),
             None
         );
+        assert_eq!(cgroup2_mount_from(""), None);
         assert_eq!(
             cgroup2_mount_from("none /mnt/my\\040cgroups cgroup2 rw 0 0\n"),
             Some(PathBuf::from("/mnt/my cgroups"))

@@ -10,48 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Undoes the octal escapes used in `/proc/self/mounts` (`\040` for a space, ...).
-fn unescape_mount_field(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'\\' {
-            if let Some(oct) = bytes.get(i + 1..i + 4) {
-                if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                    let v = oct
-                        .iter()
-                        .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                    if let Ok(v) = u8::try_from(v) {
-                        out.push(v);
-                        i += 4;
-                        continue;
-                    }
-                }
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Finds the first `cgroup2` mount point in the text of `/proc/self/mounts`.
-pub fn parse_cgroup2_mount(mounts: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let _source = fields.next()?;
-        let target = fields.next()?;
-        let fstype = fields.next()?;
-        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount_field(target)))
-    })
-}
-
-/// The cgroup v2 mount point of this machine, from `/proc/self/mounts`.
+/// The cgroup v2 mount point of this machine, from `/proc/self/mounts` (the agent's own
+/// parser, so the tests and egret agree on where cgroups live).
 pub fn cgroup2_mount() -> Result<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").context("read /proc/self/mounts")?;
-    parse_cgroup2_mount(&mounts)
-        .ok_or_else(|| anyhow!("no cgroup2 filesystem is mounted (see /proc/self/mounts)"))
+    Ok(egret::cgroup::cgroup2_mount()?)
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -261,35 +223,6 @@ impl Drop for TestCgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_cgroup2_in_hybrid_layout() {
-        let mounts = "sysfs /sys sysfs rw 0 0\n\
-                      tmpfs /sys/fs/cgroup tmpfs ro 0 0\n\
-                      cgroup2 /sys/fs/cgroup/unified cgroup2 rw,relatime 0 0\n\
-                      cgroup /sys/fs/cgroup/memory cgroup rw,memory 0 0\n";
-        assert_eq!(
-            parse_cgroup2_mount(mounts),
-            Some(PathBuf::from("/sys/fs/cgroup/unified"))
-        );
-    }
-
-    #[test]
-    fn finds_cgroup2_unified_and_escaped() {
-        assert_eq!(
-            parse_cgroup2_mount("cgroup2 /sys/fs/cgroup cgroup2 rw 0 0\n"),
-            Some(PathBuf::from("/sys/fs/cgroup"))
-        );
-        assert_eq!(
-            parse_cgroup2_mount("none /mnt/my\\040cg cgroup2 rw 0 0\n"),
-            Some(PathBuf::from("/mnt/my cg"))
-        );
-        assert_eq!(
-            parse_cgroup2_mount("cgroup /sys/fs/cgroup/cpu cgroup rw 0 0\n"),
-            None
-        );
-        assert_eq!(parse_cgroup2_mount(""), None);
-    }
 
     #[test]
     fn rejects_bad_names() {
