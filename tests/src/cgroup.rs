@@ -1,6 +1,6 @@
 //! Test-owned cgroup v2 directories.
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
