@@ -145,6 +145,8 @@ mod tests {
             protocol: 6,
             addr: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
             prev_datagrams: 9,
+            verdict: crate::VERDICT_BLOCKED,
+            _pad: 0,
         }
     }
 

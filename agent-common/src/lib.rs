@@ -113,7 +113,7 @@ pub struct EventHeader {
 }
 
 /// Record layout version written by this build.
-pub const EVENT_VERSION: u16 = 1;
+pub const EVENT_VERSION: u16 = 2;
 
 /// `connect4/6` and `sendmsg4/6`: one outbound connection or UDP flow.
 #[repr(C)]
@@ -135,7 +135,17 @@ pub struct ConnectEvent {
     /// For [`EventKind::Send`]: datagrams of the previous period of this flow that were
     /// never reported (the flow went idle and restarted); 0 otherwise.
     pub prev_datagrams: u64,
+    /// What the kernel decided: `VERDICT_*`.
+    pub verdict: u32,
+    pub _pad: u32,
 }
+
+/// The kernel did not evaluate the policy (audit mode): the connection went ahead.
+pub const VERDICT_NONE: u32 = 0;
+/// Block mode: a rule approved it; the connection went ahead.
+pub const VERDICT_ALLOWED: u32 = 1;
+/// Block mode: no rule approved it; the call failed with EPERM.
+pub const VERDICT_BLOCKED: u32 = 2;
 
 /// Captured at `sys_enter_execve`/`sys_enter_execveat`: what the process asked to run.
 #[repr(C)]
@@ -214,7 +224,73 @@ pub struct UdpFlowValue {
     pub first_ns: u64,
     /// `bpf_ktime_get_boot_ns()` of the latest datagram.
     pub last_ns: u64,
+    /// `VERDICT_*` of the current period: a change (policy reload) starts a new period.
+    pub verdict: u32,
+    pub _pad: u32,
 }
+
+// ---- Policy maps (block mode) ----
+
+/// Protocol bits in [`PolicyEntry::protocols`].
+pub const PROTO_TCP: u8 = 1 << 0;
+pub const PROTO_UDP: u8 = 1 << 1;
+/// Any other transport (ICMP ping sockets, ...).
+pub const PROTO_OTHER: u8 = 1 << 2;
+pub const PROTO_ANY: u8 = PROTO_TCP | PROTO_UDP | PROTO_OTHER;
+
+/// Most entries one address prefix can carry (its own rules and those of every shorter prefix
+/// that contains it). The compiler rejects a policy that needs more.
+pub const POLICY_ENTRIES_MAX: usize = 16;
+/// Most prefixes per address family in one policy.
+pub const POLICY_PREFIXES_MAX: u32 = 16384;
+/// Most cgroup selector groups (a rule's `cgroups:` list, or its `systemd_units:` list) in one
+/// block-mode policy: each gets one bit of a `u64`.
+pub const POLICY_SCOPES_MAX: usize = 64;
+/// cgroup ids tracked for scoped rules.
+pub const POLICY_CGROUPS_MAX: u32 = 65536;
+/// Deepest cgroup level the kernel walks when matching scoped rules.
+pub const POLICY_CGROUP_LEVELS: usize = 16;
+
+/// One (ports, protocols, cgroup scope) combination that approves an address prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PolicyEntry {
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// `PROTO_*` bits.
+    pub protocols: u8,
+    pub _pad: [u8; 3],
+    /// Scope bits that must ALL be set in the caller's cgroup mask; 0 = any cgroup.
+    pub scopes: u64,
+}
+
+/// Value of the LPM tries: the entries that approve the prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyValue {
+    pub count: u32,
+    pub _pad: u32,
+    pub entries: [PolicyEntry; POLICY_ENTRIES_MAX],
+}
+
+/// LPM trie key data for IPv4 (network byte order); the prefix length is aya's `Key` header.
+pub type PolicyAddr4 = [u8; 4];
+/// LPM trie key data for IPv6 (network byte order).
+pub type PolicyAddr6 = [u8; 16];
+
+/// The policy program state: which of the two map sets (0 or 1) is live, and per set its mode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct PolicyState {
+    /// Index (0 or 1) of the live map set.
+    pub active: u32,
+    /// `POLICY_MODE_*` of set 0 and set 1.
+    pub mode: [u32; 2],
+    pub _pad: u32,
+}
+
+pub const POLICY_MODE_AUDIT: u32 = 0;
+pub const POLICY_MODE_BLOCK: u32 = 1;
 
 /// Marker so a socket cookie is only reported at release when it had UDP flows.
 pub type UdpSocketMark = u8;
@@ -230,9 +306,9 @@ macro_rules! assert_layout {
 assert_layout!(EventHeader, size = 56,
     kind @ 0, version @ 2, size @ 4, ktime_ns @ 8, tgid @ 16, tid @ 20, uid @ 24, gid @ 28,
     cgroup_id @ 32, comm @ 40);
-assert_layout!(ConnectEvent, size = 96,
+assert_layout!(ConnectEvent, size = 104,
     header @ 0, cookie @ 56, family @ 64, port @ 66, sock_type @ 68, protocol @ 70, addr @ 72,
-    prev_datagrams @ 88);
+    prev_datagrams @ 88, verdict @ 96);
 assert_layout!(ExecArgsEvent, size = 56 + 16 + EXEC_PATH_LEN + EXEC_ARGS_LEN,
     header @ 0, flags @ 56, argc @ 60, args_len @ 64, path_len @ 68, path @ 72,
     args @ 72 + EXEC_PATH_LEN);
@@ -242,7 +318,10 @@ assert_layout!(ForkEvent, size = 72, header @ 0, child_tgid @ 56, clone_flags @ 
 assert_layout!(ExitEvent, size = 56, header @ 0);
 assert_layout!(SockReleaseEvent, size = 64, header @ 0, cookie @ 56);
 assert_layout!(UdpFlowKey, size = 32, cookie @ 0, family @ 8, port @ 10, addr @ 16);
-assert_layout!(UdpFlowValue, size = 24, datagrams @ 0, first_ns @ 8, last_ns @ 16);
+assert_layout!(UdpFlowValue, size = 32, datagrams @ 0, first_ns @ 8, last_ns @ 16, verdict @ 24);
+assert_layout!(PolicyEntry, size = 16, port_lo @ 0, port_hi @ 2, protocols @ 4, scopes @ 8);
+assert_layout!(PolicyValue, size = 8 + 16 * POLICY_ENTRIES_MAX, count @ 0, entries @ 8);
+assert_layout!(PolicyState, size = 16, active @ 0, mode @ 4);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -250,4 +329,6 @@ mod pod {
     // have no implicit padding (asserted above), so any bit pattern is a valid value.
     unsafe impl aya::Pod for super::UdpFlowKey {}
     unsafe impl aya::Pod for super::UdpFlowValue {}
+    unsafe impl aya::Pod for super::PolicyValue {}
+    unsafe impl aya::Pod for super::PolicyState {}
 }

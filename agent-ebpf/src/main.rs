@@ -7,7 +7,8 @@
 //! - `sys_enter_execve`/`sys_enter_execveat`: path and argv captured before they are gone.
 //! - `sched_process_exec`, `task_newtask`, `sched_process_exit`: the process table's life cycle.
 //!
-//! Every program only records and returns "allow": decisions live in userspace for now. All
+//! The socket programs refuse (EPERM) what the block-mode policy does not approve (`policy.rs`);
+//! everything else only records. All
 //! events go to one ring buffer (`EVENTS`) submitted without a wakeup unless the buffer holds
 //! more than `WAKEUP_BYTES`; userspace drains it on a short timer.
 #![no_std]
@@ -20,6 +21,8 @@
     reason = "atomic_xadd is the only way to an atomic add on bpf"
 )]
 
+mod policy;
+
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
     mem::size_of,
@@ -30,7 +33,7 @@ use agent_common::{
     ConnectEvent, Counter, EventHeader, EventKind, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent,
     SockReleaseEvent, UdpFlowKey, UdpFlowValue, UdpSocketMark, AF_INET, AF_INET6, COUNTER_COUNT,
     EVENT_VERSION, EXEC_ARGS_START_LIMIT, EXEC_ARG_LEN, EXEC_FLAG_ARGS_TRUNCATED,
-    EXEC_FLAG_PATH_TRUNCATED, EXEC_FLAG_READ_FAILED, EXEC_MAX_ARGS, EXEC_PATH_LEN,
+    EXEC_FLAG_PATH_TRUNCATED, EXEC_FLAG_READ_FAILED, EXEC_MAX_ARGS, EXEC_PATH_LEN, VERDICT_BLOCKED,
 };
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -50,6 +53,8 @@ use aya_ebpf::{
 
 /// Verdict of a `cgroup_sock_addr`/`cgroup_sock` program: let the operation go on.
 const ALLOW: i32 = 1;
+/// Verdict of a `cgroup_sock_addr` program: refuse the operation (EPERM).
+const DENY: i32 = 0;
 const CLONE_THREAD: u64 = 0x0001_0000;
 
 /// Ring buffer for every event. Userspace sets the size (`--ring-buffer-size`).
@@ -125,12 +130,12 @@ fn now_ns() -> u64 {
 
 /// What the programs read from a `bpf_sock_addr` context.
 #[derive(Clone, Copy)]
-struct Dest {
-    family: u16,
-    port: u16,
-    sock_type: u16,
-    protocol: u16,
-    addr: [u8; 16],
+pub(crate) struct Dest {
+    pub(crate) family: u16,
+    pub(crate) port: u16,
+    pub(crate) sock_type: u16,
+    pub(crate) protocol: u16,
+    pub(crate) addr: [u8; 16],
 }
 
 /// Reads one `u32` context field. Volatile, so LLVM neither merges nor offsets the context
@@ -206,7 +211,7 @@ fn dest6(ctx: &SockAddrContext) -> Dest {
     }
 }
 
-fn emit_connect(kind: EventKind, dest: &Dest, cookie: u64, prev: u64) {
+fn emit_connect(kind: EventKind, dest: &Dest, cookie: u64, prev: u64, verdict: u32) {
     let Some(mut entry) = EVENTS.reserve::<ConnectEvent>(0) else {
         count(Counter::RingBufFull);
         return;
@@ -228,6 +233,8 @@ fn emit_connect(kind: EventKind, dest: &Dest, cookie: u64, prev: u64) {
         (*event).protocol = dest.protocol;
         (*event).addr = dest.addr;
         (*event).prev_datagrams = prev;
+        (*event).verdict = verdict;
+        (*event)._pad = 0;
     }
     entry.submit(submit_flags());
 }
@@ -237,20 +244,38 @@ fn socket_cookie(ctx: &SockAddrContext) -> u64 {
     unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
 }
 
+/// Return value of a `cgroup_sock_addr` program for a verdict: refusal makes the syscall fail
+/// with EPERM before any packet is sent.
+#[inline(always)]
+fn decision(verdict: u32) -> i32 {
+    if verdict == VERDICT_BLOCKED {
+        DENY
+    } else {
+        ALLOW
+    }
+}
+
+#[inline(always)]
+fn on_connect(ctx: &SockAddrContext, dest: &Dest) -> i32 {
+    let verdict = policy::evaluate(dest);
+    emit_connect(EventKind::Connect, dest, socket_cookie(ctx), 0, verdict);
+    decision(verdict)
+}
+
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
-    emit_connect(EventKind::Connect, &dest4(&ctx), socket_cookie(&ctx), 0);
-    ALLOW
+    on_connect(&ctx, &dest4(&ctx))
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
-    emit_connect(EventKind::Connect, &dest6(&ctx), socket_cookie(&ctx), 0);
-    ALLOW
+    on_connect(&ctx, &dest6(&ctx))
 }
 
-/// Counts a datagram in its flow; emits a `Send` event when the datagram opens a flow.
-fn on_sendmsg(cookie: u64, dest: &Dest) {
+/// Counts a datagram in its flow; emits a `Send` event when the datagram opens a flow (or the
+/// flow's verdict changed after a policy reload). Returns the verdict.
+fn on_sendmsg(cookie: u64, dest: &Dest) -> u32 {
+    let verdict = policy::evaluate(dest);
     let key = UdpFlowKey {
         cookie,
         family: dest.family,
@@ -267,45 +292,47 @@ fn on_sendmsg(cookie: u64, dest: &Dest) {
         // update it with atomic adds, the times are advisory.
         unsafe {
             let last = (*flow).last_ns;
-            if now.saturating_sub(last) < idle_ns {
+            if now.saturating_sub(last) < idle_ns && (*flow).verdict == verdict {
                 atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
                     addr_of_mut!((*flow).datagrams),
                     1,
                 );
                 (*flow).last_ns = now;
                 count(Counter::UdpAggregated);
-                return;
+                return verdict;
             }
             // The flow went idle: report what the old period never reported, open a new one.
             prev = (*flow).datagrams;
             (*flow).datagrams = 1;
             (*flow).first_ns = now;
             (*flow).last_ns = now;
+            (*flow).verdict = verdict;
         }
     } else {
         let value = UdpFlowValue {
             datagrams: 1,
             first_ns: now,
             last_ns: now,
+            verdict,
+            _pad: 0,
         };
         if UDP_FLOWS.insert(&key, &value, BPF_ANY as u64).is_err() {
             count(Counter::UdpFlowUpdateFailed);
         }
         let _ = UDP_SOCKETS.insert(&cookie, &1, BPF_ANY as u64);
     }
-    emit_connect(EventKind::Send, dest, cookie, prev);
+    emit_connect(EventKind::Send, dest, cookie, prev, verdict);
+    verdict
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    on_sendmsg(socket_cookie(&ctx), &dest4(&ctx));
-    ALLOW
+    decision(on_sendmsg(socket_cookie(&ctx), &dest4(&ctx)))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    on_sendmsg(socket_cookie(&ctx), &dest6(&ctx));
-    ALLOW
+    decision(on_sendmsg(socket_cookie(&ctx), &dest6(&ctx)))
 }
 
 #[cgroup_sock(sock_release)]

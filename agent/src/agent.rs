@@ -11,13 +11,20 @@ use agent_common::{
 use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 
 use crate::{
+    alerts::Alerts,
     cgroup::{self, CgroupError, CgroupResolver},
     clock::{boot_ns_now, WallClock},
     ecs::{ConnectionDoc, MetricDoc, Metrics, UdpSummary},
-    kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps},
+    kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps, OnExit, PolicyMaps},
     output::{OutputError, Sink},
+    policy::{
+        compile::{self, CompiledPolicy},
+        matcher::{Connection, Matcher, Verdict},
+        parse, Mode, Policy, PolicyErrors,
+    },
     process::{split_nul, ExecArgs, ProcessTable},
     record::{comm_str, Action, ConnectionRecord},
+    record::{PolicyOutcome, PolicyVerdict},
     udp::{FlowReport, UdpFlows},
     users::UserNames,
 };
@@ -39,6 +46,15 @@ pub struct Config {
     pub max_processes: usize,
     /// Created (with egret's pid) once the programs are attached and the drain loop runs.
     pub ready_file: Option<PathBuf>,
+    /// The allowlist; `None` = the built-in default (audit, loopback approved, nothing else).
+    pub policy: Option<PathBuf>,
+    /// Alert lines also go here.
+    pub alerts: Option<String>,
+    pub alert_window: Duration,
+    /// Reload the policy when its file changes.
+    pub watch: bool,
+    pub on_exit: OnExit,
+    pub pin_path: PathBuf,
 }
 
 impl Default for Config {
@@ -54,6 +70,12 @@ impl Default for Config {
             process_exit_grace: Duration::from_secs(30),
             max_processes: 65536,
             ready_file: None,
+            policy: None,
+            alerts: None,
+            alert_window: Duration::from_secs(60),
+            watch: false,
+            on_exit: OnExit::Detach,
+            pin_path: PathBuf::from("/sys/fs/bpf/egret"),
         }
     }
 }
@@ -75,6 +97,83 @@ pub enum AgentError {
         path: String,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Policy(#[from] PolicyErrors),
+}
+
+/// Loads (or takes the built-in) policy and compiles it; every error, not just the first.
+pub fn load_policy(
+    path: Option<&std::path::Path>,
+) -> Result<(Policy, CompiledPolicy), PolicyErrors> {
+    let policy = match path {
+        Some(path) => parse::load_policy(path)?,
+        None => parse::default_policy(),
+    };
+    let errors = parse::block_mode_errors(&policy);
+    if !errors.is_empty() {
+        return Err(PolicyErrors {
+            file: policy.source.clone(),
+            errors,
+        });
+    }
+    let compiled = compile::compile(&policy)?;
+    Ok((policy, compiled))
+}
+
+/// The policy in force and what is derived from it.
+struct ActivePolicy {
+    policy: Policy,
+    matcher: Matcher,
+    compiled: CompiledPolicy,
+}
+
+impl ActivePolicy {
+    fn new(policy: Policy, compiled: CompiledPolicy) -> Self {
+        Self {
+            matcher: Matcher::new(&policy),
+            policy,
+            compiled,
+        }
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{} ({} mode, {} rules)",
+            self.policy.source,
+            self.policy.mode.name(),
+            self.policy.rules.len()
+        )
+    }
+}
+
+/// `--watch`: notices when the policy file changes (checked once a second).
+struct FileWatch {
+    path: PathBuf,
+    last: Option<(std::time::SystemTime, u64, u64)>,
+}
+
+impl FileWatch {
+    fn new(path: PathBuf) -> Self {
+        let mut watch = Self { path, last: None };
+        watch.last = watch.stamp();
+        watch
+    }
+
+    fn stamp(&self) -> Option<(std::time::SystemTime, u64, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(&self.path).ok()?;
+        Some((meta.modified().ok()?, meta.len(), meta.ino()))
+    }
+
+    /// `true` once per change.
+    fn changed(&mut self) -> bool {
+        let now = self.stamp();
+        if now.is_some() && now != self.last {
+            self.last = now;
+            return true;
+        }
+        false
+    }
 }
 
 fn duration_ns(d: Duration) -> u64 {
@@ -94,6 +193,11 @@ struct Pipeline {
     metrics: Metrics,
     udp_idle_ns: u64,
     udp_report_interval_ns: u64,
+    policy: ActivePolicy,
+    policy_path: Option<PathBuf>,
+    alerts: Alerts,
+    alert_window_secs: u64,
+    alert_sink: Option<Sink>,
 }
 
 impl Pipeline {
@@ -140,11 +244,18 @@ impl Pipeline {
     }
 
     fn on_connection(&mut self, action: Action, ev: &ConnectEvent) {
-        let Some(record) = self.resolve(action, ev) else {
+        let Some(mut record) = self.resolve(action, ev) else {
             self.metrics.decode_errors += 1;
             self.metrics.events_dropped_userspace += 1;
             return;
         };
+        self.apply_policy(&mut record);
+        let alert = record
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.verdict != PolicyVerdict::Approved)
+            .then(|| self.alerts.occurrence(&record))
+            .flatten();
         match action {
             Action::Connect => self.write_connection(&record, None),
             Action::Send => {
@@ -163,10 +274,118 @@ impl Pipeline {
                     _pad: 0,
                     addr,
                 };
+                // The flow's own line is written when it ends; its alert goes out now.
                 if let Some(ended) = self.udp.open(key, record, prev_datagrams) {
                     self.write_flow(&ended);
                 }
             }
+        }
+        if let Some(alert) = alert {
+            self.write_alert(&alert.record, alert.repeats);
+        }
+    }
+
+    /// The policy's verdict: the kernel's refusal, else the userspace matcher's (which also
+    /// names the approving rule).
+    fn apply_policy(&self, record: &mut ConnectionRecord) {
+        let mode = self.policy.policy.mode;
+        let outcome = if record.blocked() {
+            PolicyOutcome {
+                verdict: PolicyVerdict::Blocked,
+                rule: None,
+                mode,
+            }
+        } else {
+            let connection = Connection {
+                ip: record.ip,
+                port: record.port,
+                protocol: record.transport.protocol(),
+                executable: record.process.executable.as_deref(),
+                systemd_unit: record.cgroup.systemd_unit.as_deref(),
+                cgroup_path: record.cgroup.path.as_deref(),
+            };
+            match self.policy.matcher.evaluate(&connection) {
+                Verdict::Approved { rule } => PolicyOutcome {
+                    verdict: PolicyVerdict::Approved,
+                    rule: Some(rule.to_owned()),
+                    mode,
+                },
+                Verdict::Unapproved => PolicyOutcome {
+                    verdict: PolicyVerdict::Unapproved,
+                    rule: None,
+                    mode,
+                },
+            }
+        };
+        record.policy = Some(outcome);
+    }
+
+    fn write_alert(&mut self, record: &ConnectionRecord, repeats: u64) {
+        let sequence = self.next_sequence();
+        let doc = ConnectionDoc::alert(
+            record,
+            repeats,
+            self.alert_window_secs,
+            sequence,
+            &self.clock,
+            &self.host_name,
+        );
+        let main = self.sink.write_line(&doc);
+        let extra = self.alert_sink.as_mut().map(|sink| sink.write_line(&doc));
+        drop(doc);
+        match main {
+            Ok(()) => {
+                self.metrics.lines_written += 1;
+                self.metrics.alerts += 1;
+            }
+            Err(err) => self.write_failed(&err),
+        }
+        if let Some(Err(err)) = extra {
+            self.metrics.write_errors += 1;
+            if self.metrics.write_errors.is_power_of_two() {
+                log::error!("{err}");
+            }
+        }
+    }
+
+    /// Loads the policy file again; an invalid one is refused and the old one stays.
+    fn reload(&mut self, maps: &mut PolicyMaps, why: &str) {
+        let Some(path) = self.policy_path.clone() else {
+            log::info!("{why}: no --policy file, the built-in policy stays");
+            return;
+        };
+        let (policy, compiled) = match load_policy(Some(&path)) {
+            Ok(loaded) => loaded,
+            Err(errors) => {
+                self.metrics.policy_reload_failures += 1;
+                log::error!(
+                    "{why}: new policy refused, {} stays in force:\n{errors}",
+                    self.policy.summary()
+                );
+                return;
+            }
+        };
+        let ids = compile::scope_ids(&compiled, self.cgroups.mount());
+        if let Err(err) = maps.install(&compiled, &ids) {
+            self.metrics.policy_reload_failures += 1;
+            log::error!("{why}: {err}; {} stays in force", self.policy.summary());
+            return;
+        }
+        self.policy = ActivePolicy::new(policy, compiled);
+        self.metrics.policy_reloads += 1;
+        log::info!("{why}: policy {} in force", self.policy.summary());
+    }
+
+    /// Scoped rules: cgroups created since the policy was installed get their bits.
+    fn refresh_scopes(&mut self, maps: &mut PolicyMaps) {
+        if !self.policy.compiled.has_scopes() {
+            return;
+        }
+        let ids = compile::scope_ids(&self.policy.compiled, self.cgroups.mount());
+        match maps.add_scopes(&ids) {
+            Ok(0) => {}
+            Ok(n) => log::debug!("{n} new cgroups matched scoped rules"),
+            Err(err) => log::error!("updating scoped rules: {err}"),
         }
     }
 
@@ -265,16 +484,21 @@ impl Pipeline {
     }
 
     /// Once a second: flows that went idle or are due a report, expiry, flush.
-    fn tick(&mut self, maps: &KernelLookups) {
+    fn tick(&mut self, maps: &mut KernelMaps) {
         let now = boot_ns_now();
+        let lookups = &maps.lookups;
         let reports = self
             .udp
             .tick(now, self.udp_idle_ns, self.udp_report_interval_ns, |key| {
-                maps.udp_flow(key)
+                lookups.udp_flow(key)
             });
         for report in &reports {
             self.write_flow(report);
         }
+        for alert in self.alerts.tick(now) {
+            self.write_alert(&alert.record, alert.repeats);
+        }
+        self.refresh_scopes(&mut maps.policy);
         self.processes.expire(now);
         self.flush();
     }
@@ -282,6 +506,10 @@ impl Pipeline {
     fn flush(&mut self) {
         if let Err(err) = self.sink.flush() {
             self.write_failed(&err);
+        }
+        if let Some(Err(err)) = self.alert_sink.as_mut().map(Sink::flush) {
+            self.metrics.write_errors += 1;
+            log::error!("{err}");
         }
     }
 
@@ -298,6 +526,7 @@ impl Pipeline {
             cgroups_cached: self.cgroups.len() as u64,
             udp_flows_open: self.udp.len() as u64,
             udp_flows_evicted: self.udp.stats.evicted,
+            alerts_suppressed: self.alerts.suppressed_total,
             // The metric line itself is counted once written.
             lines_written: self.metrics.lines_written + 1,
             ..self.metrics
@@ -319,7 +548,11 @@ impl Pipeline {
 
 /// Drains every record currently in the ring buffer.
 fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
-    let KernelMaps { events, lookups } = maps;
+    let KernelMaps {
+        events,
+        lookups,
+        policy: _,
+    } = maps;
     while let Some(item) = events.next() {
         pipeline.handle(&item, lookups);
     }
@@ -336,17 +569,35 @@ pub async fn run(
     if !cgroup::is_cgroup2_dir(&cgroup_dir) {
         return Err(AgentError::NotCgroup2(cgroup_dir.display().to_string()));
     }
+    let (policy, compiled) = load_policy(config.policy.as_deref())?;
     let sink = Sink::open(&config.output)?;
+    let alert_sink = config.alerts.as_deref().map(Sink::open).transpose()?;
 
     let mut processes =
         ProcessTable::new(config.max_processes, duration_ns(config.process_exit_grace));
+    let scope_ids = compile::scope_ids(&compiled, &mount);
     let (kernel, mut maps) = kernel::load_and_attach(
-        KernelConfig {
+        &KernelConfig {
             ring_buffer_size: config.ring_buffer_size,
             udp_idle_ns: duration_ns(config.udp_idle),
+            on_exit: config.on_exit,
+            pin_path: config.pin_path.clone(),
         },
         &cgroup_dir,
+        &compiled,
+        &scope_ids,
     )?;
+    if kernel.took_over > 0 {
+        log::info!(
+            "took over {} pinned programs of an earlier egret",
+            kernel.took_over
+        );
+    }
+    let active = ActivePolicy::new(policy, compiled);
+    log::info!("policy {} in force", active.summary());
+    if active.policy.mode == Mode::Block && config.cgroup.is_none() {
+        log::warn!("block mode on the whole host: anything the policy does not approve is refused");
+    }
     // Seed after attaching: a process that starts in between is seen by the tracepoints, one
     // that exits in between no longer matters.
     let seeded = processes.seed_from_proc();
@@ -369,11 +620,22 @@ pub async fn run(
         metrics: Metrics::default(),
         udp_idle_ns: duration_ns(config.udp_idle),
         udp_report_interval_ns: duration_ns(config.udp_report_interval),
+        policy: active,
+        policy_path: config.policy.clone(),
+        alerts: Alerts::new(duration_ns(config.alert_window), 65536),
+        alert_window_secs: config.alert_window.as_secs(),
+        alert_sink,
     };
 
     let result = event_loop(&config, &mut maps, &mut pipeline, shutdown).await;
 
     // Detach first so nothing new arrives, then drain what the kernel already wrote.
+    if let Some(dir) = &kernel.pinned_at {
+        log::info!(
+            "--on-exit keep: the socket programs stay attached and enforce the last policy (pinned at {}) until the next egret takes over",
+            dir.display()
+        );
+    }
     drop(kernel);
     drain(&mut maps, &mut pipeline);
     let flows = pipeline.udp.drain(|key| maps.lookups.udp_flow(key));
@@ -423,10 +685,20 @@ async fn event_loop(
             }
         })?;
     }
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(AgentError::Poll)?;
+    let mut watch = config
+        .watch
+        .then(|| config.policy.clone().map(FileWatch::new))
+        .flatten();
     let mut shutdown = pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            _ = hangup.recv() => {
+                drain(maps, pipeline);
+                pipeline.reload(&mut maps.policy, "SIGHUP");
+            }
             guard = ring_fd.readable() => {
                 let mut guard = guard.map_err(AgentError::Poll)?;
                 drain(maps, pipeline);
@@ -435,7 +707,10 @@ async fn event_loop(
             _ = drain_tick.tick() => drain(maps, pipeline),
             _ = second_tick.tick() => {
                 drain(maps, pipeline);
-                pipeline.tick(&maps.lookups);
+                if watch.as_mut().is_some_and(FileWatch::changed) {
+                    pipeline.reload(&mut maps.policy, "policy file changed");
+                }
+                pipeline.tick(maps);
             }
             _ = metrics_tick.tick() => {
                 drain(maps, pipeline);

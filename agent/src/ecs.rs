@@ -6,11 +6,18 @@
 
 use serde::Serialize;
 
-use crate::{clock::WallClock, record::ConnectionRecord};
+use crate::{
+    clock::WallClock,
+    record::{ConnectionRecord, PolicyVerdict},
+};
 
 #[derive(Serialize)]
 pub struct EventFields<'a> {
     pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<&'static str>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub category: &'static [&'static str],
     #[serde(rename = "type", skip_serializing_if = "<[_]>::is_empty")]
@@ -113,8 +120,29 @@ pub struct EgretProcessFields {
 }
 
 #[derive(Serialize)]
+pub struct PolicyFields {
+    pub verdict: &'static str,
+    pub mode: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct AlertFields {
+    pub repeats: u64,
+    pub window_seconds: u64,
+}
+
+#[derive(Serialize)]
+pub struct RuleFields<'a> {
+    pub name: &'a str,
+}
+
+#[derive(Serialize)]
 pub struct EgretFields<'a> {
     pub cgroup: CgroupFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertFields>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub systemd: Option<UnitFields<'a>>,
     pub socket: CookieFields,
@@ -124,12 +152,16 @@ pub struct EgretFields<'a> {
     pub process: Option<EgretProcessFields>,
 }
 
-/// A `connect` or `send` line.
+/// A `connect` or `send` line, or an alert about one.
 #[derive(Serialize)]
 pub struct ConnectionDoc<'a> {
     #[serde(rename = "@timestamp")]
     pub timestamp: String,
     pub event: EventFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleFields<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     pub process: ProcessFields<'a>,
     pub destination: Endpoint,
     pub network: NetworkFields,
@@ -166,11 +198,29 @@ impl<'a> ConnectionDoc<'a> {
             ip,
             port,
             transport,
+            kernel_verdict: _,
+            policy: _,
         } = record;
+        let policy_fields = record.policy.as_ref().map(|p| PolicyFields {
+            verdict: p.verdict.name(),
+            mode: p.mode.name(),
+        });
         Self {
             timestamp: clock.rfc3339(*ktime_ns),
+            rule: record
+                .policy
+                .as_ref()
+                .and_then(|p| p.rule.as_deref())
+                .map(|name| RuleFields { name }),
+            message: None,
             event: EventFields {
                 kind: "event",
+                severity: None,
+                outcome: Some(if record.blocked() {
+                    "failure"
+                } else {
+                    "success"
+                }),
                 category: &["network"],
                 types: &["connection", "start"],
                 action: action.name(),
@@ -214,6 +264,8 @@ impl<'a> ConnectionDoc<'a> {
                     id: cgroup.id,
                     path: cgroup.path.as_deref(),
                 },
+                policy: policy_fields,
+                alert: None,
                 systemd: cgroup
                     .systemd_unit
                     .as_deref()
@@ -228,6 +280,86 @@ impl<'a> ConnectionDoc<'a> {
             },
         }
     }
+}
+
+/// Severity of an alert about a connection that went ahead although no rule approved it.
+pub const SEVERITY_UNAPPROVED: u8 = 73;
+/// Severity of an alert about a connection the kernel refused (block mode).
+pub const SEVERITY_BLOCKED: u8 = 47;
+
+impl<'a> ConnectionDoc<'a> {
+    /// The alert line for an unapproved or blocked connection: the connection's own fields,
+    /// plus `rule.name` = `unapproved-destination`, a sentence, severity and the repeat count.
+    pub fn alert(
+        record: &'a ConnectionRecord,
+        repeats: u64,
+        window_seconds: u64,
+        sequence: u64,
+        clock: &WallClock,
+        host_name: &'a str,
+    ) -> Self {
+        let mut doc = Self::new(record, None, sequence, clock, host_name);
+        let blocked = record.policy.as_ref().map(|p| p.verdict) == Some(PolicyVerdict::Blocked);
+        doc.event.kind = "alert";
+        doc.event.dataset = "egret.alert";
+        doc.event.severity = Some(if blocked {
+            SEVERITY_BLOCKED
+        } else {
+            SEVERITY_UNAPPROVED
+        });
+        doc.event.types = if blocked {
+            &["connection", "denied"]
+        } else {
+            &["connection", "start"]
+        };
+        doc.rule = Some(RuleFields {
+            name: "unapproved-destination",
+        });
+        doc.message = Some(alert_message(record, blocked, repeats, window_seconds));
+        doc.egret.alert = Some(AlertFields {
+            repeats,
+            window_seconds,
+        });
+        doc
+    }
+}
+
+fn alert_message(
+    record: &ConnectionRecord,
+    blocked: bool,
+    repeats: u64,
+    window_seconds: u64,
+) -> String {
+    let process = &record.process;
+    let what = match (record.action, blocked) {
+        (crate::record::Action::Connect, false) => "connected to",
+        (crate::record::Action::Send, false) => "sent datagrams to",
+        (crate::record::Action::Connect, true) => "was refused a connection to",
+        (crate::record::Action::Send, true) => "was refused sending to",
+    };
+    let exe = process
+        .executable
+        .as_deref()
+        .unwrap_or("executable unknown");
+    let dest = match record.ip {
+        std::net::IpAddr::V4(ip) => format!("{ip}:{}", record.port),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", record.port),
+    };
+    let mut message = format!(
+        "{} (pid {}, {exe}) {what} {dest}/{}, not approved by policy",
+        process.name,
+        process.pid,
+        record.transport.name()
+    );
+    if let Some(unit) = &record.cgroup.systemd_unit {
+        message.push_str(&format!(" (unit {unit})"));
+    }
+    if repeats > 0 {
+        message.push_str(&format!(
+            "; {repeats} more time(s) within {window_seconds} s"
+        ));
+    }
+    message
 }
 
 /// Agent counters, as reported in `metric` lines.
@@ -254,6 +386,14 @@ pub struct Metrics {
     /// Datagrams counted into an open flow in the kernel instead of producing an event.
     pub udp_datagrams_aggregated: u64,
     pub udp_flow_update_failures: u64,
+    /// Policies loaded after start-up (SIGHUP, `--watch`).
+    pub policy_reloads: u64,
+    /// New policies refused because they were invalid (the old one stayed in force).
+    pub policy_reload_failures: u64,
+    /// Alert lines written.
+    pub alerts: u64,
+    /// Unapproved occurrences folded into an alert's repeat count.
+    pub alerts_suppressed: u64,
 }
 
 #[derive(Serialize)]
@@ -276,6 +416,8 @@ impl<'a> MetricDoc<'a> {
             timestamp,
             event: EventFields {
                 kind: "metric",
+                severity: None,
+                outcome: None,
                 category: &[],
                 types: &[],
                 action: "stats",
@@ -328,6 +470,8 @@ mod tests {
             ip: "93.184.216.34".parse().unwrap(),
             port: 443,
             transport: Transport::Tcp,
+            kernel_verdict: 0,
+            policy: None,
         }
     }
 

@@ -1,15 +1,32 @@
 //! Loading the kernel programs, attaching them, and handing out their maps.
 
-use std::{fs::File, path::Path};
+use std::{
+    collections::HashMap as StdHashMap,
+    fs::{self, File},
+    io,
+    path::{Path, PathBuf},
+};
 
-use agent_common::{Counter, UdpFlowKey, UdpFlowValue};
+use agent_common::{
+    Counter, PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue, UdpFlowKey, UdpFlowValue,
+    POLICY_MODE_AUDIT, POLICY_MODE_BLOCK,
+};
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, TracePoint},
+    maps::{
+        lpm_trie::{Key, LpmTrie},
+        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
+    },
+    programs::{
+        links::{FdLink, PinnedLink},
+        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, TracePoint,
+    },
     Ebpf, EbpfError, EbpfLoader,
 };
 
-use crate::tracefs::{self, TracefsError};
+use crate::{
+    policy::compile::CompiledPolicy,
+    tracefs::{self, TracefsError},
+};
 
 /// The compiled kernel programs (built by `build.rs`).
 static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/egret"));
@@ -36,19 +53,169 @@ pub enum KernelError {
     Tracefs(#[from] TracefsError),
     #[error("--ring-buffer-size {0} must be a power of two and at least 4096 (one page)")]
     RingSize(u32),
+    #[error("writing the policy into the kernel ({what}): {source}")]
+    PolicyMap {
+        what: &'static str,
+        source: MapError,
+    },
+    #[error("pinning under {path}: {source}")]
+    Pin { path: String, source: io::Error },
+    #[error(
+        "{path} is not on a bpf filesystem and mounting bpffs on /sys/fs/bpf failed: {source}"
+    )]
+    Bpffs { path: String, source: nix::Error },
+}
+
+/// What happens to the programs when egret exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnExit {
+    /// The programs go away with egret (also on SIGKILL): traffic flows unchecked.
+    #[default]
+    Detach,
+    /// The socket programs stay attached, pinned under the pin path, and keep enforcing the
+    /// last policy until the next egret on the same cgroup takes them over.
+    Keep,
 }
 
 /// Settings the kernel programs read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct KernelConfig {
     pub ring_buffer_size: u32,
     pub udp_idle_ns: u64,
+    pub on_exit: OnExit,
+    /// bpffs directory for pinned links (`--pin-path`); egret uses `<pin>/cgroup-<id>/`.
+    pub pin_path: PathBuf,
 }
 
 /// Maps userspace reads while the programs run (and after they are detached).
 pub struct KernelMaps {
     pub events: RingBuf<MapData>,
     pub lookups: KernelLookups,
+    pub policy: PolicyMaps,
+}
+
+/// One complete compiled policy in the kernel.
+pub struct PolicySet {
+    v4: LpmTrie<MapData, PolicyAddr4, PolicyValue>,
+    v6: LpmTrie<MapData, PolicyAddr6, PolicyValue>,
+    scopes: HashMap<MapData, u64, u64>,
+}
+
+impl PolicySet {
+    fn clear(&mut self) -> Result<(), KernelError> {
+        clear_lpm(&mut self.v4).map_err(policy_err("clearing IPv4 prefixes"))?;
+        clear_lpm(&mut self.v6).map_err(policy_err("clearing IPv6 prefixes"))?;
+        let old: Vec<u64> = self.scopes.keys().filter_map(Result::ok).collect();
+        for id in old {
+            self.scopes
+                .remove(&id)
+                .map_err(policy_err("clearing cgroup scopes"))?;
+        }
+        Ok(())
+    }
+
+    fn fill(
+        &mut self,
+        compiled: &CompiledPolicy,
+        scope_ids: &StdHashMap<u64, u64>,
+    ) -> Result<(), KernelError> {
+        for (prefix, value) in &compiled.v4 {
+            self.v4
+                .insert(&Key::new(u32::from(prefix.len), prefix.addr), value, 0)
+                .map_err(policy_err("IPv4 prefix"))?;
+        }
+        for (prefix, value) in &compiled.v6 {
+            self.v6
+                .insert(&Key::new(u32::from(prefix.len), prefix.addr), value, 0)
+                .map_err(policy_err("IPv6 prefix"))?;
+        }
+        self.add_scopes(scope_ids).map(|_| ())
+    }
+
+    fn add_scopes(&mut self, scope_ids: &StdHashMap<u64, u64>) -> Result<usize, KernelError> {
+        let mut added = 0;
+        for (id, bits) in scope_ids {
+            if self.scopes.get(id, 0).ok() != Some(*bits) {
+                self.scopes
+                    .insert(id, bits, 0)
+                    .map_err(policy_err("cgroup scope"))?;
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+}
+
+/// The two policy map sets and the switch between them (see `agent-ebpf/src/policy.rs`).
+pub struct PolicyMaps {
+    state: Array<MapData, PolicyState>,
+    sets: [PolicySet; 2],
+    current: PolicyState,
+}
+
+fn policy_err(what: &'static str) -> impl FnOnce(MapError) -> KernelError {
+    move |source| KernelError::PolicyMap { what, source }
+}
+
+impl PolicyMaps {
+    fn set_mut(&mut self, index: u32) -> &mut PolicySet {
+        let [zero, one] = &mut self.sets;
+        if index & 1 == 0 {
+            zero
+        } else {
+            one
+        }
+    }
+
+    /// Installs `compiled` in the idle set and then switches to it with one map update, so
+    /// every connect sees either the whole old policy or the whole new one. The set left idle
+    /// is cleared at the next install, long after any program that read the old switch value
+    /// has finished.
+    pub fn install(
+        &mut self,
+        compiled: &CompiledPolicy,
+        scope_ids: &StdHashMap<u64, u64>,
+    ) -> Result<(), KernelError> {
+        let idle = (self.current.active ^ 1) & 1;
+        let set = self.set_mut(idle);
+        set.clear()?;
+        set.fill(compiled, scope_ids)?;
+        let mode = if compiled.block {
+            POLICY_MODE_BLOCK
+        } else {
+            POLICY_MODE_AUDIT
+        };
+        let [mode0, mode1] = self.current.mode;
+        let next = PolicyState {
+            active: idle,
+            mode: if idle == 0 {
+                [mode, mode1]
+            } else {
+                [mode0, mode]
+            },
+            _pad: 0,
+        };
+        self.state
+            .set(0, next, 0)
+            .map_err(policy_err("switching policy"))?;
+        self.current = next;
+        Ok(())
+    }
+
+    /// Adds cgroups that appeared since the policy was installed to the live set (scope bits
+    /// only ever grow for a live policy; a reload rebuilds them).
+    pub fn add_scopes(&mut self, scope_ids: &StdHashMap<u64, u64>) -> Result<usize, KernelError> {
+        let active = self.current.active;
+        self.set_mut(active).add_scopes(scope_ids)
+    }
+}
+
+fn clear_lpm<K: aya::Pod, V: aya::Pod>(trie: &mut LpmTrie<MapData, K, V>) -> Result<(), MapError> {
+    let keys: Vec<Key<K>> = trie.keys().filter_map(Result::ok).collect();
+    for key in keys {
+        trie.remove(&key)?;
+    }
+    Ok(())
 }
 
 /// The maps event handlers consult while the ring buffer is being drained.
@@ -71,9 +238,15 @@ impl KernelLookups {
     }
 }
 
-/// The loaded, attached programs. Dropping it detaches them all.
+/// The loaded, attached programs. Dropping it detaches them, except links pinned for
+/// `--on-exit keep`, which stay until a later egret takes them over.
 pub struct Kernel {
     _ebpf: Ebpf,
+    _pinned: Vec<PinnedLink>,
+    /// Where the links are pinned (`--on-exit keep`).
+    pub pinned_at: Option<PathBuf>,
+    /// Pinned links of an earlier egret that this one replaced.
+    pub took_over: usize,
 }
 
 const CGROUP_SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
@@ -89,18 +262,23 @@ fn program_err(name: &'static str) -> impl FnOnce(ProgramError) -> KernelError {
     move |source| KernelError::Program { name, source }
 }
 
-/// Loads the programs, attaches the socket hooks to `cgroup` (a cgroup v2 directory) and the
-/// tracepoints host-wide, and returns the maps.
+/// Loads the programs, installs `policy`, attaches the socket hooks to `cgroup` (a cgroup v2
+/// directory) and the tracepoints host-wide, takes over the pinned links of an earlier egret on
+/// the same cgroup, and returns the maps.
 pub fn load_and_attach(
-    config: KernelConfig,
+    config: &KernelConfig,
     cgroup: &Path,
+    policy: &CompiledPolicy,
+    scope_ids: &StdHashMap<u64, u64>,
 ) -> Result<(Kernel, KernelMaps), KernelError> {
     let KernelConfig {
         ring_buffer_size,
         udp_idle_ns,
+        on_exit,
+        pin_path,
     } = config;
-    if ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
-        return Err(KernelError::RingSize(ring_buffer_size));
+    if *ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
+        return Err(KernelError::RingSize(*ring_buffer_size));
     }
     raise_memlock();
     let tracefs_dir = tracefs::ensure_mounted()?;
@@ -108,35 +286,38 @@ pub fn load_and_attach(
 
     let wakeup_bytes = u64::from(ring_buffer_size / 4);
     let mut ebpf = EbpfLoader::new()
-        .override_global("UDP_IDLE_NS", &udp_idle_ns, true)
+        .override_global("UDP_IDLE_NS", udp_idle_ns, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-        .map_max_entries("EVENTS", ring_buffer_size)
+        .map_max_entries("EVENTS", *ring_buffer_size)
         .load(PROGRAMS)
         .map_err(KernelError::Load)?;
 
     // Take the maps first: they stay usable after the programs are detached (final drain).
-    let maps = KernelMaps {
-        events: RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(|source| {
-            KernelError::Map {
-                name: "EVENTS",
-                source,
-            }
-        })?,
+    let mut maps = KernelMaps {
+        events: typed(&mut ebpf, "EVENTS")?,
         lookups: KernelLookups {
-            counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?).map_err(
-                |source| KernelError::Map {
-                    name: "COUNTERS",
-                    source,
+            counters: typed(&mut ebpf, "COUNTERS")?,
+            udp_flows: typed(&mut ebpf, "UDP_FLOWS")?,
+        },
+        policy: PolicyMaps {
+            state: typed(&mut ebpf, "POLICY_STATE")?,
+            sets: [
+                PolicySet {
+                    v4: typed(&mut ebpf, "POLICY_V4_0")?,
+                    v6: typed(&mut ebpf, "POLICY_V6_0")?,
+                    scopes: typed(&mut ebpf, "SCOPES_0")?,
                 },
-            )?,
-            udp_flows: HashMap::try_from(take_map(&mut ebpf, "UDP_FLOWS")?).map_err(|source| {
-                KernelError::Map {
-                    name: "UDP_FLOWS",
-                    source,
-                }
-            })?,
+                PolicySet {
+                    v4: typed(&mut ebpf, "POLICY_V4_1")?,
+                    v6: typed(&mut ebpf, "POLICY_V6_1")?,
+                    scopes: typed(&mut ebpf, "SCOPES_1")?,
+                },
+            ],
+            current: PolicyState::default(),
         },
     };
+    // The policy is in force before the first program is attached: no unchecked window.
+    maps.policy.install(policy, scope_ids)?;
 
     // Tracepoints first, so the process table is fed before the first connect is seen.
     for (name, category) in TRACEPOINTS {
@@ -149,13 +330,23 @@ pub fn load_and_attach(
         name: "cgroup",
         source: ProgramError::IOError(source),
     })?;
+    let pin_dir = pin_path.join(format!("cgroup-{}", cgroup_id(cgroup)?));
     let mode = cgroup_attach_mode();
+    let mut pinned = Vec::new();
     for name in CGROUP_SOCK_ADDR {
         let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
         program.load().map_err(program_err(name))?;
-        program
+        let link_id = program
             .attach(&cgroup_dir, mode)
             .map_err(program_err(name))?;
+        if *on_exit == OnExit::Keep {
+            let link = program.take_link(link_id).map_err(program_err(name))?;
+            let link = FdLink::try_from(link).map_err(|source| KernelError::Program {
+                name,
+                source: ProgramError::IOError(io::Error::other(source.to_string())),
+            })?;
+            pinned.push((name, link));
+        }
     }
     let release: &mut CgroupSock = program_mut(&mut ebpf, "sock_release")?;
     release.load().map_err(program_err("sock_release"))?;
@@ -163,7 +354,118 @@ pub fn load_and_attach(
         .attach(&cgroup_dir, mode)
         .map_err(program_err("sock_release"))?;
 
-    Ok((Kernel { _ebpf: ebpf }, maps))
+    // Ours are attached (so nothing is unchecked in between): now retire an earlier egret's.
+    let took_over = take_over(&pin_dir)?;
+    let mut kept = Vec::new();
+    let pinned_at = if pinned.is_empty() {
+        None
+    } else {
+        ensure_bpffs(pin_path)?;
+        fs::create_dir_all(&pin_dir).map_err(|source| pin_error(&pin_dir, source))?;
+        for (name, link) in pinned {
+            let path = pin_dir.join(name);
+            let link = link
+                .pin(&path)
+                .map_err(|e| pin_error(&path, io::Error::other(e.to_string())))?;
+            kept.push(link);
+        }
+        Some(pin_dir)
+    };
+    Ok((
+        Kernel {
+            _ebpf: ebpf,
+            _pinned: kept,
+            pinned_at,
+            took_over,
+        },
+        maps,
+    ))
+}
+
+fn pin_error(path: &Path, source: io::Error) -> KernelError {
+    KernelError::Pin {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn cgroup_id(cgroup: &Path) -> Result<u64, KernelError> {
+    use std::os::unix::fs::MetadataExt as _;
+    fs::metadata(cgroup)
+        .map(|m| m.ino())
+        .map_err(|source| KernelError::Program {
+            name: "cgroup",
+            source: ProgramError::IOError(source),
+        })
+}
+
+/// Detaches and unpins every link an earlier egret pinned in `dir`. Returns how many.
+fn take_over(dir: &Path) -> Result<usize, KernelError> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let link = PinnedLink::from_pin(&path)
+            .map_err(|e| pin_error(&path, io::Error::other(e.to_string())))?;
+        let link = link.unpin().map_err(|source| pin_error(&path, source))?;
+        drop(link); // closing the last fd detaches it
+        n += 1;
+    }
+    let _ = fs::remove_dir(dir);
+    Ok(n)
+}
+
+/// Makes sure `path` (or the directory it will be created in) is on a bpf filesystem,
+/// mounting bpffs on `/sys/fs/bpf` when that is where it should live and nothing is mounted.
+fn ensure_bpffs(path: &Path) -> Result<(), KernelError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    if fs_magic(existing) == Some(BPF_FS_MAGIC) {
+        return Ok(());
+    }
+    let default = Path::new("/sys/fs/bpf");
+    if path.starts_with(default) && fs_magic(default) != Some(BPF_FS_MAGIC) {
+        nix::mount::mount(
+            Some("bpf"),
+            default,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .map_err(|source| KernelError::Bpffs {
+            path: path.display().to_string(),
+            source,
+        })?;
+        log::info!("mounted bpffs on /sys/fs/bpf");
+        return Ok(());
+    }
+    Err(KernelError::Pin {
+        path: path.display().to_string(),
+        source: io::Error::other("not on a bpf filesystem"),
+    })
+}
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    #[expect(
+        clippy::useless_conversion,
+        reason = "f_type is i64 on x86_64 but narrower on other targets"
+    )]
+    nix::sys::statfs::statfs(path)
+        .ok()
+        .map(|s| i64::from(s.filesystem_type().0))
+}
+
+/// Takes a map out of the object as its typed userspace handle.
+fn typed<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    T::try_from(take_map(ebpf, name)?).map_err(|source| KernelError::Map { name, source })
 }
 
 /// egret must coexist with other cgroup programs (systemd's, a CNI's, another egret's).
@@ -205,7 +507,7 @@ fn raise_memlock() {
     if ret != 0 {
         log::debug!(
             "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
-            std::io::Error::last_os_error()
+            io::Error::last_os_error()
         );
     }
 }

@@ -7,11 +7,13 @@
 //! it together.
 
 pub mod agent;
+pub mod alerts;
 pub mod cgroup;
 pub mod clock;
 pub mod ecs;
 pub mod kernel;
 pub mod output;
+pub mod policy;
 pub mod process;
 pub mod record;
 pub mod tracefs;

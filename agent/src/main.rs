@@ -20,6 +20,28 @@ enum Command {
     /// Attach the kernel programs and write one JSON line per outbound connection until
     /// SIGINT/SIGTERM. Needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).
     Run(RunArgs),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check a policy file: exit 0 and a one-line summary, or exit 1 and every error as
+    /// `FILE:LINE:COLUMN: PATH: MESSAGE`.
+    Check {
+        /// The policy file (YAML; see docs/policy.md).
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OnExitArg {
+    /// Programs go away with egret (also on SIGKILL): traffic flows unchecked.
+    Detach,
+    /// Programs stay attached (pinned under --pin-path) and keep enforcing the last policy
+    /// until the next egret on the same cgroup takes them over.
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -82,6 +104,33 @@ struct RunArgs {
     /// exit. For supervisors and tests that must not start work before egret sees it.
     #[arg(long, value_name = "PATH")]
     ready_file: Option<PathBuf>,
+
+    /// Allowlist policy (YAML, docs/policy.md). Default: the built-in policy (audit mode,
+    /// loopback approved, nothing else), so every other destination is reported.
+    #[arg(long, value_name = "PATH")]
+    policy: Option<PathBuf>,
+
+    /// Also write alert lines (unapproved destinations) to this file (appended).
+    #[arg(long, value_name = "PATH")]
+    alerts: Option<String>,
+
+    /// Alerts for the same (executable, cgroup, destination, port, transport) within this
+    /// many seconds are folded into one, with a repeat count.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    alert_window: u64,
+
+    /// Reload the policy when its file changes (checked every second). SIGHUP always reloads.
+    /// An invalid new policy is refused and the old one stays in force.
+    #[arg(long)]
+    watch: bool,
+
+    /// What happens to the programs when egret exits (or is killed).
+    #[arg(long, value_enum, default_value = "detach")]
+    on_exit: OnExitArg,
+
+    /// bpffs directory where `--on-exit keep` pins the programs (per cgroup).
+    #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/egret")]
+    pin_path: PathBuf,
 }
 
 impl RunArgs {
@@ -98,7 +147,17 @@ impl RunArgs {
             process_exit_grace,
             max_processes,
             ready_file,
+            policy,
+            alerts,
+            alert_window,
+            watch,
+            on_exit,
+            pin_path,
         } = self;
+        anyhow::ensure!(
+            *alert_window > 0,
+            "--alert-window must be at least 1 second"
+        );
         anyhow::ensure!(
             *drain_interval_ms > 0,
             "--drain-interval-ms must be at least 1"
@@ -120,6 +179,15 @@ impl RunArgs {
             process_exit_grace: Duration::from_secs(*process_exit_grace),
             max_processes: *max_processes,
             ready_file: ready_file.clone(),
+            policy: policy.clone(),
+            alerts: alerts.clone(),
+            alert_window: Duration::from_secs(*alert_window),
+            watch: *watch,
+            on_exit: match on_exit {
+                OnExitArg::Detach => egret::kernel::OnExit::Detach,
+                OnExitArg::Keep => egret::kernel::OnExit::Keep,
+            },
+            pin_path: pin_path.clone(),
         })
     }
 }
@@ -158,9 +226,29 @@ async fn shutdown_signal() {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// `egret policy check`: the parser's summary, after the same compilation `egret run` does.
+fn policy_check(path: &std::path::Path) -> std::process::ExitCode {
+    let result = egret::policy::parse::check(path)
+        .and_then(|summary| egret::agent::load_policy(Some(path)).map(|_| summary));
+    match result {
+        Ok(summary) => {
+            println!("{summary}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in &errors.errors {
+                eprintln!("{error}");
+            }
+            eprintln!("{}: {} error(s)", errors.file, errors.errors.len());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Policy(PolicyCommand::Check { path }) => Ok(policy_check(&path)),
         Command::Run(args) => {
             init_logging(args.log_level);
             let config = args.config()?;
@@ -175,7 +263,7 @@ fn main() -> anyhow::Result<()> {
                 metrics.events_lost_kernel,
                 metrics.events_dropped_userspace
             );
-            Ok(())
+            Ok(std::process::ExitCode::SUCCESS)
         }
     }
 }

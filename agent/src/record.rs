@@ -8,10 +8,14 @@ use std::{
 
 use agent_common::{ConnectEvent, EventHeader, AF_INET, AF_INET6};
 
-use crate::{cgroup::CgroupInfo, process::ProcessInfo};
+use crate::{
+    cgroup::CgroupInfo,
+    policy::{Mode, Protocol},
+    process::ProcessInfo,
+};
 
 /// `network.transport`, from the socket's protocol (or its type when the protocol is 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Transport {
     Tcp,
     Udp,
@@ -33,6 +37,15 @@ impl Transport {
             (58, _) => Self::Ipv6Icmp,
             (136, _) => Self::UdpLite,
             (other, _) => Self::Other(other),
+        }
+    }
+
+    /// The policy protocol this transport is, if policies can name it.
+    pub fn protocol(self) -> Option<Protocol> {
+        match self {
+            Self::Tcp => Some(Protocol::Tcp),
+            Self::Udp => Some(Protocol::Udp),
+            Self::Icmp | Self::Ipv6Icmp | Self::UdpLite | Self::Other(_) => None,
         }
     }
 
@@ -99,6 +112,34 @@ impl Action {
     }
 }
 
+/// `egret.policy.verdict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyVerdict {
+    Approved,
+    Unapproved,
+    /// Refused in the kernel (block mode).
+    Blocked,
+}
+
+impl PolicyVerdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Approved => "approved",
+            Self::Unapproved => "unapproved",
+            Self::Blocked => "blocked",
+        }
+    }
+}
+
+/// What the policy said about a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyOutcome {
+    pub verdict: PolicyVerdict,
+    /// The approving rule (`loopback` for the built-in loopback approval).
+    pub rule: Option<String>,
+    pub mode: Mode,
+}
+
 /// One connection or UDP flow, fully resolved.
 #[derive(Debug, Clone)]
 pub struct ConnectionRecord {
@@ -114,9 +155,18 @@ pub struct ConnectionRecord {
     pub ip: IpAddr,
     pub port: u16,
     pub transport: Transport,
+    /// `VERDICT_*` from the kernel.
+    pub kernel_verdict: u32,
+    /// Set by the agent once the policy has been consulted.
+    pub policy: Option<PolicyOutcome>,
 }
 
 impl ConnectionRecord {
+    /// The kernel refused it (block mode).
+    pub fn blocked(&self) -> bool {
+        self.kernel_verdict == agent_common::VERDICT_BLOCKED
+    }
+
     /// Builds the record from a kernel event and its resolved process and cgroup.
     /// `None` when the address family is not IPv4/IPv6 (never produced by the programs).
     pub fn new(
@@ -135,6 +185,8 @@ impl ConnectionRecord {
             protocol,
             addr,
             prev_datagrams: _,
+            verdict,
+            _pad: _,
         } = event;
         let EventHeader {
             ktime_ns,
@@ -156,6 +208,8 @@ impl ConnectionRecord {
             ip: destination_ip(*family, addr)?,
             port: *port,
             transport: Transport::from_socket(*sock_type, *protocol),
+            kernel_verdict: *verdict,
+            policy: None,
         })
     }
 }

@@ -167,6 +167,8 @@ impl UdpFlows {
                 datagrams,
                 first_ns,
                 last_ns,
+                verdict: _,
+                _pad: _,
             }) if first_ns <= flow.first_ns => {
                 flow.seen = flow.seen.max(datagrams);
                 flow.last_ns = flow.last_ns.max(last_ns);
@@ -257,6 +259,8 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             port,
             transport: Transport::Udp,
+            kernel_verdict: 0,
+            policy: None,
         }
     }
 
@@ -273,6 +277,8 @@ mod tests {
                     datagrams,
                     first_ns,
                     last_ns,
+                    verdict: 0,
+                    _pad: 0,
                 },
             );
         }

@@ -134,6 +134,49 @@ impl Egret {
         tail(&self.dir.join("stderr.log"), 40)
     }
 
+    /// Sends `signal` to egret (which must still be running).
+    pub fn signal(&mut self, signal: nix::sys::signal::Signal) -> Result<()> {
+        if let Some(s) = self.try_wait()? {
+            bail!(
+                "egret already exited ({s}); cannot send {signal}\n--- stderr ---\n{}",
+                self.stderr_tail()
+            );
+        }
+        let pid = self.pid().ok_or_else(|| anyhow!("egret not started"))?;
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
+        nix::sys::signal::kill(pid, signal).with_context(|| format!("{signal} egret"))
+    }
+
+    /// SIGHUP: reload the policy.
+    pub fn sighup(&mut self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGHUP)
+    }
+
+    /// SIGKILL, then waits until the process is gone (reaped). egret gets no chance to clean
+    /// up: whatever it leaves attached or pinned stays.
+    pub fn kill9(&mut self) -> Result<ExitStatus> {
+        if let Some(s) = self.try_wait()? {
+            bail!(
+                "egret already exited ({s}) before SIGKILL\n--- stderr ---\n{}",
+                self.stderr_tail()
+            );
+        }
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("egret not started"))?;
+        child.kill().context("SIGKILL egret")?;
+        let status = child.wait().context("reap egret")?;
+        self.exit = Some(status);
+        Ok(status)
+    }
+
+    /// Everything egret wrote to stderr so far.
+    pub fn stderr_text(&self) -> Result<String> {
+        let path = self.dir.join("stderr.log");
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
+    }
+
     /// Sends SIGTERM and waits for exit (SIGKILL + error after [`STOP_TIMEOUT`]).
     /// Returns the exit status; does not judge it.
     pub fn stop(&mut self) -> Result<ExitStatus> {
@@ -295,11 +338,22 @@ impl Harness {
     /// prerequisite: root, the binary, cgroup v2). egret itself failing to start is a test
     /// failure everywhere, so a broken agent never looks green.
     pub fn setup(name: &str, extra_args: &[&str]) -> Result<Option<Self>> {
-        let Some(cgroup) = skip::prerequisite(Self::prepare(name))? else {
+        let Some(cgroup) = Self::cgroup(name)? else {
             return Ok(None);
         };
+        Self::start(cgroup, extra_args).map(Some)
+    }
+
+    /// The first half of [`Self::setup`]: prerequisites and the test cgroup, for tests that
+    /// must know the cgroup (or prepare files) before egret starts. `Ok(None)`: skip.
+    pub fn cgroup(name: &str) -> Result<Option<TestCgroup>> {
+        skip::prerequisite(Self::prepare(name))
+    }
+
+    /// The second half of [`Self::setup`]: egret watching `cgroup`.
+    pub fn start(cgroup: TestCgroup, extra_args: &[&str]) -> Result<Self> {
         let egret = Egret::start(cgroup.path(), extra_args)?;
-        Ok(Some(Self { egret, cgroup }))
+        Ok(Self { egret, cgroup })
     }
 
     fn prepare(name: &str) -> Result<TestCgroup> {

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod expect;
 pub mod json;
 pub mod netns;
+pub mod policy;
 pub mod run;
 pub mod skip;
 
@@ -17,6 +18,7 @@ pub use agent::{run_in, Egret, Harness, LINE_TIMEOUT};
 pub use cgroup::{cgroup2_mount, TestCgroup};
 pub use json::{field, field_str, field_u64, parse_timestamp};
 pub use netns::NetNs;
+pub use policy::{PinPath, PolicyDir};
 pub use run::{drop_privileges, run_with_timeout, RunOutput, TcpServer, UdpServer};
 pub use skip::{egret_bin, is_ci, prerequisite};
 

@@ -7,18 +7,32 @@
 //! egret-testclient sleep-then-tcp <MS> <ADDR> <PORT> [ignored...]
 //! egret-testclient tcp-loop [--addr 127.0.0.1] [--duration-ms N]
 //! egret-testclient udp-loop [--addr 127.0.0.1] [--duration-ms N]
+//! egret-testclient connect-loop [--duration-ms N | --count N] [--interval-ms N]
+//!                               [--status-file PATH] [--stop-file PATH] [--udp] ADDR PORT...
 //! ```
 //! Extra trailing arguments of the one-shot commands are ignored so tests can
-//! put a unique marker into argv. Exits non-zero with a message on failure.
+//! put a unique marker into argv. Exits non-zero with a message on failure; when
+//! the failure is a system call's error, stdout gets one line `errno=<N>` (1 is
+//! EPERM, what a policy in block mode returns).
+//!
+//! `connect-loop` connects (TCP, or with `--udp` sends one datagram from a new
+//! socket) to every PORT in turn, a round every `--interval-ms` (default 10), for
+//! `--duration-ms` (default 1000) or `--count` rounds or until `--stop-file` exists,
+//! and counts per port what
+//! happened. At the end, and every 100 ms into `--status-file` (replaced
+//! atomically), it writes one line per port: `port=<P> ok=<N> eperm=<N> other=<N>`.
 
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: egret-testclient (tcp|udp-connect) ADDR PORT [..] | udp-send ADDR PORT [--count N] [..] | \
-                     sleep-then-tcp MS ADDR PORT [..] | (tcp-loop|udp-loop) [--addr A] [--duration-ms N]";
+                     sleep-then-tcp MS ADDR PORT [..] | (tcp-loop|udp-loop) [--addr A] [--duration-ms N] | \
+                     connect-loop [--duration-ms N | --count N] [--interval-ms N] [--status-file PATH] [--stop-file PATH] [--udp] ADDR PORT...";
 
 fn dest(args: &[String]) -> Result<SocketAddr> {
     let (Some(addr), Some(port)) = (args.first(), args.get(1)) else {
@@ -158,7 +172,196 @@ fn udp_loop(addr: IpAddr, duration: Duration) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+/// What happened to one port's connects in `connect-loop`.
+#[derive(Debug, Clone, Copy, Default)]
+struct PortCounts {
+    port: u16,
+    ok: u64,
+    eperm: u64,
+    other: u64,
+}
+
+struct LoopOptions {
+    addr: IpAddr,
+    ports: Vec<u16>,
+    duration: Option<Duration>,
+    rounds: Option<u64>,
+    interval: Duration,
+    status_file: Option<PathBuf>,
+    stop_file: Option<PathBuf>,
+    udp: bool,
+}
+
+fn parse_number<T: std::str::FromStr>(name: &str, value: Option<&String>) -> Result<T> {
+    let value = value.with_context(|| format!("{name} needs a value\n{USAGE}"))?;
+    value
+        .parse()
+        .map_err(|_| anyhow::anyhow!("bad {name} {value:?}"))
+}
+
+fn connect_loop_options(args: &[String]) -> Result<LoopOptions> {
+    let mut positional = Vec::new();
+    let mut duration = None;
+    let mut rounds = None;
+    let mut interval = Duration::from_millis(10);
+    let mut status_file = None;
+    let mut stop_file = None;
+    let mut udp = false;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--duration-ms" => {
+                duration = Some(Duration::from_millis(parse_number(arg, it.next())?));
+            }
+            "--count" => rounds = Some(parse_number(arg, it.next())?),
+            "--interval-ms" => interval = Duration::from_millis(parse_number(arg, it.next())?),
+            "--status-file" => {
+                let path = it
+                    .next()
+                    .with_context(|| format!("--status-file needs a value\n{USAGE}"))?;
+                status_file = Some(PathBuf::from(path));
+            }
+            "--stop-file" => {
+                let path = it
+                    .next()
+                    .with_context(|| format!("--stop-file needs a value\n{USAGE}"))?;
+                stop_file = Some(PathBuf::from(path));
+            }
+            "--udp" => udp = true,
+            other if other.starts_with("--") => bail!("unknown option {other:?}\n{USAGE}"),
+            other => positional.push(other),
+        }
+    }
+    let Some((addr, ports)) = positional.split_first() else {
+        bail!("missing ADDR PORT...\n{USAGE}");
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .with_context(|| format!("bad address {addr:?}"))?;
+    let ports = ports
+        .iter()
+        .map(|p| p.parse::<u16>().with_context(|| format!("bad port {p:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    if ports.is_empty() {
+        bail!("connect-loop needs at least one PORT\n{USAGE}");
+    }
+    if duration.is_none() && rounds.is_none() && stop_file.is_none() {
+        duration = Some(Duration::from_millis(1000));
+    }
+    Ok(LoopOptions {
+        addr,
+        ports,
+        duration,
+        rounds,
+        interval,
+        status_file,
+        stop_file,
+        udp,
+    })
+}
+
+fn report_counts(counts: &[PortCounts]) -> String {
+    counts
+        .iter()
+        .map(|c| {
+            format!(
+                "port={} ok={} eperm={} other={}\n",
+                c.port, c.ok, c.eperm, c.other
+            )
+        })
+        .collect()
+}
+
+/// Replaces `path` atomically (write a sibling, rename over it).
+fn write_status(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("write {tmp:?}"))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename {tmp:?} to {}", path.display()))
+}
+
+fn connect_once(to: SocketAddr, udp: bool) -> std::io::Result<()> {
+    if udp {
+        let s = UdpSocket::bind(unspecified(to))?;
+        s.send_to(b"x", to)?;
+    } else {
+        let s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
+        set_linger_zero(&s);
+    }
+    Ok(())
+}
+
+fn connect_loop(o: &LoopOptions) -> Result<()> {
+    let mut counts: Vec<PortCounts> = o
+        .ports
+        .iter()
+        .map(|&port| PortCounts {
+            port,
+            ..PortCounts::default()
+        })
+        .collect();
+    let start = Instant::now();
+    let mut last_status: Option<Instant> = None;
+    let mut round: u64 = 0;
+    loop {
+        if o.rounds.is_some_and(|n| round >= n)
+            || o.duration.is_some_and(|d| start.elapsed() >= d)
+            || o.stop_file.as_deref().is_some_and(Path::exists)
+        {
+            break;
+        }
+        for c in &mut counts {
+            match connect_once(SocketAddr::new(o.addr, c.port), o.udp) {
+                Ok(()) => c.ok += 1,
+                Err(e) if e.raw_os_error() == Some(libc::EPERM) => c.eperm += 1,
+                Err(e) => {
+                    c.other += 1;
+                    if c.other <= 3 {
+                        eprintln!("connect-loop: port {}: {e}", c.port);
+                    }
+                }
+            }
+        }
+        round += 1;
+        if let Some(path) = &o.status_file {
+            if last_status.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+                write_status(path, &report_counts(&counts))?;
+                last_status = Some(Instant::now());
+            }
+        }
+        if !o.interval.is_zero() {
+            std::thread::sleep(o.interval);
+        }
+    }
+    let text = report_counts(&counts);
+    if let Some(path) = &o.status_file {
+        write_status(path, &text)?;
+    }
+    print!("{text}");
+    Ok(())
+}
+
+/// The OS error number behind a failure, if a system call failed.
+fn errno_of(err: &anyhow::Error) -> Option<i32> {
+    err.chain()
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .and_then(std::io::Error::raw_os_error)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            if let Some(errno) = errno_of(&err) {
+                println!("errno={errno}");
+            }
+            eprintln!("egret-testclient: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let Some((cmd, rest)) = argv.split_first() else {
         bail!("{USAGE}");
@@ -190,6 +393,7 @@ fn main() -> Result<()> {
             let (addr, d) = loop_params(rest)?;
             udp_loop(addr, d)
         }
+        "connect-loop" => connect_loop(&connect_loop_options(rest)?),
         other => bail!("unknown subcommand {other:?}\n{USAGE}"),
     }
 }

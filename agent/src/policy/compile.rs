@@ -1,0 +1,623 @@
+//! Block mode: compiling a policy into the kernel's maps.
+//!
+//! Every address prefix named by a rule becomes one LPM-trie entry per family. Its value lists
+//! the (port range, protocols, cgroup scope) combinations that approve it: its own rules' and
+//! those of every shorter prefix containing it, because the kernel looks up only the longest
+//! match. Rules scoped to `cgroups:` or `systemd_units:` get one scope bit per selector list;
+//! the kernel ORs the bits of the caller's cgroup and its ancestors and requires all of an
+//! entry's bits. [`scope_ids`] finds the cgroups that carry each bit.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+    path::Path,
+};
+
+use agent_common::{
+    PolicyEntry, PolicyValue, POLICY_ENTRIES_MAX, POLICY_PREFIXES_MAX, POLICY_SCOPES_MAX,
+    PROTO_ANY, PROTO_TCP, PROTO_UDP,
+};
+
+use super::{
+    Destination, Glob, Loopback, Mode, Policy, PolicyError, PolicyErrors, Position, Protocol, Rule,
+};
+
+/// What one scope bit stands for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ScopeSelector {
+    /// The cgroup at one of these paths, or below it.
+    Cgroups(Vec<String>),
+    /// A cgroup whose systemd unit (first non-slice unit in its path) matches one of these.
+    Units(Vec<Glob>),
+}
+
+/// A prefix in network byte order with its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix4 {
+    pub addr: [u8; 4],
+    pub len: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Prefix6 {
+    pub addr: [u8; 16],
+    pub len: u8,
+}
+
+/// A policy as the kernel holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledPolicy {
+    pub block: bool,
+    pub v4: Vec<(Prefix4, PolicyValue)>,
+    pub v6: Vec<(Prefix6, PolicyValue)>,
+    /// Bit `i` of an entry's `scopes` is `scopes[i]`.
+    pub scopes: Vec<ScopeSelector>,
+}
+
+impl CompiledPolicy {
+    /// Audit mode: the kernel only records.
+    pub fn audit() -> Self {
+        Self {
+            block: false,
+            v4: Vec::new(),
+            v6: Vec::new(),
+            scopes: Vec::new(),
+        }
+    }
+
+    pub fn has_scopes(&self) -> bool {
+        !self.scopes.is_empty()
+    }
+}
+
+fn error(policy: &Policy, position: Position, path: String, message: String) -> PolicyError {
+    PolicyError {
+        file: policy.source.clone(),
+        position,
+        path,
+        message,
+    }
+}
+
+fn protocol_bits(protocols: &[Protocol]) -> u8 {
+    if protocols.is_empty() {
+        return PROTO_ANY;
+    }
+    protocols.iter().fold(0, |bits, p| {
+        bits | match p {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+        }
+    })
+}
+
+fn entry(port_lo: u16, port_hi: u16, protocols: u8, scopes: u64) -> PolicyEntry {
+    PolicyEntry {
+        port_lo,
+        port_hi,
+        protocols,
+        _pad: [0; 3],
+        scopes,
+    }
+}
+
+/// Prefix bits as a big-endian integer (for containment tests).
+fn bits4(p: &Prefix4) -> u32 {
+    u32::from_be_bytes(p.addr)
+}
+
+fn bits6(p: &Prefix6) -> u128 {
+    u128::from_be_bytes(p.addr)
+}
+
+fn contains4(outer: &Prefix4, inner: &Prefix4) -> bool {
+    outer.len <= inner.len && {
+        let mask = if outer.len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(outer.len))
+        };
+        bits4(outer) & mask == bits4(inner) & mask
+    }
+}
+
+fn contains6(outer: &Prefix6, inner: &Prefix6) -> bool {
+    outer.len <= inner.len && {
+        let mask = if outer.len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(outer.len))
+        };
+        bits6(outer) & mask == bits6(inner) & mask
+    }
+}
+
+/// Merges entries that differ only in adjacent or overlapping port ranges.
+fn compact(entries: &mut Vec<PolicyEntry>) {
+    entries.sort_by_key(|e| (e.protocols, e.scopes, e.port_lo, e.port_hi));
+    entries.dedup();
+    let mut out: Vec<PolicyEntry> = Vec::with_capacity(entries.len());
+    for e in entries.drain(..) {
+        match out.last_mut() {
+            Some(last)
+                if last.protocols == e.protocols
+                    && last.scopes == e.scopes
+                    && u32::from(e.port_lo) <= u32::from(last.port_hi) + 1 =>
+            {
+                last.port_hi = last.port_hi.max(e.port_hi);
+            }
+            _ => out.push(e),
+        }
+    }
+    *entries = out;
+}
+
+fn value(entries: &[PolicyEntry]) -> Option<PolicyValue> {
+    let mut value = PolicyValue {
+        count: u32::try_from(entries.len()).ok()?,
+        _pad: 0,
+        entries: [PolicyEntry::default(); POLICY_ENTRIES_MAX],
+    };
+    for (slot, e) in value.entries.iter_mut().zip(entries) {
+        *slot = *e;
+    }
+    (entries.len() <= POLICY_ENTRIES_MAX).then_some(value)
+}
+
+/// Own entries per prefix, with the rules that contributed (for error messages).
+struct Table<P> {
+    own: BTreeMap<P, (Vec<PolicyEntry>, Vec<String>)>,
+}
+
+impl<P: Ord + Copy> Table<P> {
+    fn new() -> Self {
+        Self {
+            own: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, prefix: P, e: PolicyEntry, rule: &str) {
+        let slot = self.own.entry(prefix).or_default();
+        slot.0.push(e);
+        if !slot.1.iter().any(|r| r == rule) {
+            slot.1.push(rule.to_owned());
+        }
+    }
+
+    /// Each prefix with its own entries and those of every prefix containing it.
+    fn merged(&self, contains: impl Fn(&P, &P) -> bool) -> Vec<(P, Vec<PolicyEntry>, Vec<String>)> {
+        self.own
+            .keys()
+            .map(|p| {
+                let mut entries = Vec::new();
+                let mut rules = Vec::new();
+                for (q, (own, names)) in &self.own {
+                    if contains(q, p) {
+                        entries.extend_from_slice(own);
+                        rules.extend(names.iter().cloned());
+                    }
+                }
+                compact(&mut entries);
+                rules.sort();
+                rules.dedup();
+                (*p, entries, rules)
+            })
+            .collect()
+    }
+}
+
+/// Compiles `policy` for the kernel. Audit mode compiles to [`CompiledPolicy::audit`].
+pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
+    if policy.mode == Mode::Audit {
+        return Ok(CompiledPolicy::audit());
+    }
+    let mut errors = Vec::new();
+    let mut scopes = Vec::new();
+    let mut v4 = Table::<Prefix4>::new();
+    let mut v6 = Table::<Prefix6>::new();
+
+    if policy.loopback == Loopback::Approve {
+        v4.add(
+            Prefix4 {
+                addr: [127, 0, 0, 0],
+                len: 8,
+            },
+            entry(0, u16::MAX, PROTO_ANY, 0),
+            "loopback",
+        );
+        let mut one = [0u8; 16];
+        one[15] = 1;
+        v6.add(
+            Prefix6 {
+                addr: one,
+                len: 128,
+            },
+            entry(0, u16::MAX, PROTO_ANY, 0),
+            "loopback",
+        );
+    }
+
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let Rule {
+            name,
+            position,
+            to,
+            ports,
+            protocols,
+            processes,
+            systemd_units,
+            cgroups,
+            to_positions: _,
+            processes_position,
+        } = rule;
+        let here = |what: &str| format!("rules[{index}]{what}");
+        if !processes.is_empty() {
+            errors.push(error(
+                policy,
+                processes_position.unwrap_or(*position),
+                here(".processes"),
+                "executable selectors cannot be enforced exactly in the kernel; use audit mode, or scope the rule with cgroups/systemd_units".to_owned(),
+            ));
+            continue;
+        }
+        let mut rule_scopes = 0u64;
+        for selector in [
+            (!cgroups.is_empty()).then(|| ScopeSelector::Cgroups(cgroups.clone())),
+            (!systemd_units.is_empty()).then(|| ScopeSelector::Units(systemd_units.clone())),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if scopes.len() >= POLICY_SCOPES_MAX {
+                errors.push(error(
+                    policy,
+                    *position,
+                    here(""),
+                    format!("block mode supports at most {POLICY_SCOPES_MAX} cgroups/systemd_units selector lists; merge scoped rules"),
+                ));
+                break;
+            }
+            rule_scopes |= 1u64 << scopes.len();
+            scopes.push(selector);
+        }
+        let protocols = protocol_bits(protocols);
+        let ranges: Vec<(u16, u16)> = if ports.is_empty() {
+            vec![(0, u16::MAX)]
+        } else {
+            ports.iter().map(|r| (r.lo, r.hi)).collect()
+        };
+        for (i, destination) in to.iter().enumerate() {
+            let Destination::Prefix(prefix) = destination else {
+                errors.push(error(
+                    policy,
+                    rule.to_position(i),
+                    here(&format!(".to[{i}]")),
+                    "domain names are not enforced yet (DNS correlation is a later feature); block mode cannot use them".to_owned(),
+                ));
+                continue;
+            };
+            for &(lo, hi) in &ranges {
+                let e = entry(lo, hi, protocols, rule_scopes);
+                match prefix.addr {
+                    IpAddr::V4(a) => v4.add(
+                        Prefix4 {
+                            addr: a.octets(),
+                            len: prefix.len,
+                        },
+                        e,
+                        name,
+                    ),
+                    IpAddr::V6(a) => v6.add(
+                        Prefix6 {
+                            addr: a.octets(),
+                            len: prefix.len,
+                        },
+                        e,
+                        name,
+                    ),
+                }
+            }
+        }
+    }
+
+    let mut compiled = CompiledPolicy {
+        block: true,
+        v4: Vec::new(),
+        v6: Vec::new(),
+        scopes,
+    };
+    for (prefix, entries, rules) in v4.merged(contains4) {
+        match value(&entries) {
+            Some(v) => compiled.v4.push((prefix, v)),
+            None => errors.push(too_many(
+                policy,
+                &format!("{}/{}", std::net::Ipv4Addr::from(prefix.addr), prefix.len),
+                entries.len(),
+                &rules,
+            )),
+        }
+    }
+    for (prefix, entries, rules) in v6.merged(contains6) {
+        match value(&entries) {
+            Some(v) => compiled.v6.push((prefix, v)),
+            None => errors.push(too_many(
+                policy,
+                &format!("{}/{}", std::net::Ipv6Addr::from(prefix.addr), prefix.len),
+                entries.len(),
+                &rules,
+            )),
+        }
+    }
+    for (family, n) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
+        if n > POLICY_PREFIXES_MAX as usize {
+            errors.push(error(
+                policy,
+                Position::default(),
+                "rules".to_owned(),
+                format!("{n} {family} prefixes; block mode supports at most {POLICY_PREFIXES_MAX}"),
+            ));
+        }
+    }
+    if errors.is_empty() {
+        Ok(compiled)
+    } else {
+        Err(PolicyErrors {
+            file: policy.source.clone(),
+            errors,
+        })
+    }
+}
+
+fn too_many(policy: &Policy, prefix: &str, n: usize, rules: &[String]) -> PolicyError {
+    error(
+        policy,
+        Position::default(),
+        "rules".to_owned(),
+        format!(
+            "address {prefix} is covered by {n} distinct (ports, protocols, cgroups) combinations from rules {}; block mode supports at most {POLICY_ENTRIES_MAX} per address: merge port lists or rules",
+            rules.join(", ")
+        ),
+    )
+}
+
+/// The cgroups that carry each scope bit: cgroup id → bits. Descendants inherit in the
+/// kernel (it walks the caller's ancestors), so only the top cgroup of each match is listed.
+pub fn scope_ids(compiled: &CompiledPolicy, mount: &Path) -> HashMap<u64, u64> {
+    let mut ids = HashMap::new();
+    if !compiled.has_scopes() {
+        return ids;
+    }
+    let mut stack = vec![(mount.to_path_buf(), "/".to_owned())];
+    while let Some((dir, rel)) = stack.pop() {
+        let bits = scope_bits(&compiled.scopes, &rel);
+        if bits != 0 {
+            if let Ok(meta) = std::fs::metadata(&dir) {
+                use std::os::unix::fs::MetadataExt as _;
+                *ids.entry(meta.ino()).or_insert(0) |= bits;
+            }
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if !entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let child_rel = if rel == "/" {
+                format!("/{name}")
+            } else {
+                format!("{rel}/{name}")
+            };
+            stack.push((entry.path(), child_rel));
+        }
+    }
+    ids
+}
+
+/// Scope bits a cgroup path itself carries.
+pub fn scope_bits(scopes: &[ScopeSelector], rel: &str) -> u64 {
+    let last = rel.rsplit('/').next().unwrap_or("");
+    let unit = crate::cgroup::systemd_unit(rel);
+    scopes.iter().enumerate().fold(0u64, |bits, (i, selector)| {
+        let hit = match selector {
+            ScopeSelector::Cgroups(paths) => paths.iter().any(|p| p == rel),
+            // The cgroup that *is* the unit (its first non-slice unit component is itself).
+            ScopeSelector::Units(globs) => {
+                unit.is_some_and(|u| u == last.strip_prefix('_').unwrap_or(last))
+                    && globs
+                        .iter()
+                        .any(|g| g.matcher.is_match(last.strip_prefix('_').unwrap_or(last)))
+            }
+        };
+        if hit {
+            bits | (1u64 << i)
+        } else {
+            bits
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{PortRange, Prefix};
+
+    fn glob(text: &str) -> Glob {
+        Glob {
+            text: text.to_owned(),
+            matcher: globset::GlobBuilder::new(text)
+                .literal_separator(true)
+                .build()
+                .unwrap()
+                .compile_matcher(),
+        }
+    }
+
+    fn rule(name: &str, to: &[&str], ports: &[(u16, u16)], protocols: &[Protocol]) -> Rule {
+        let to = to
+            .iter()
+            .map(|t| {
+                let (addr, len) = t.split_once('/').unwrap();
+                Destination::Prefix(Prefix {
+                    addr: addr.parse().unwrap(),
+                    len: len.parse().unwrap(),
+                })
+            })
+            .collect();
+        Rule {
+            position: Position { line: 1, column: 1 },
+            ports: ports.iter().map(|&(lo, hi)| PortRange { lo, hi }).collect(),
+            protocols: protocols.to_vec(),
+            ..Rule::new(name, to)
+        }
+    }
+
+    fn policy(rules: Vec<Rule>, loopback: Loopback) -> Policy {
+        Policy {
+            mode: Mode::Block,
+            loopback,
+            rules,
+            source: "p.yaml".to_owned(),
+        }
+    }
+
+    fn find4(c: &CompiledPolicy, addr: [u8; 4], len: u8) -> Vec<PolicyEntry> {
+        let (_, v) =
+            c.v4.iter()
+                .find(|(p, _)| p.addr == addr && p.len == len)
+                .unwrap();
+        v.entries[..v.count as usize].to_vec()
+    }
+
+    #[test]
+    fn audit_mode_compiles_to_nothing() {
+        let mut p = policy(
+            vec![rule("a", &["10.0.0.0/8"], &[], &[])],
+            Loopback::Approve,
+        );
+        p.mode = Mode::Audit;
+        assert_eq!(compile(&p).unwrap(), CompiledPolicy::audit());
+    }
+
+    #[test]
+    fn longer_prefixes_inherit_the_entries_of_shorter_ones() {
+        let p = policy(
+            vec![
+                rule("wide", &["10.0.0.0/8"], &[(443, 443)], &[Protocol::Tcp]),
+                rule("narrow", &["10.1.0.0/16"], &[(53, 53)], &[Protocol::Udp]),
+            ],
+            Loopback::Audit,
+        );
+        let c = compile(&p).unwrap();
+        assert_eq!(c.v4.len(), 2);
+        assert_eq!(find4(&c, [10, 0, 0, 0], 8), [entry(443, 443, PROTO_TCP, 0)]);
+        let mut narrow = find4(&c, [10, 1, 0, 0], 16);
+        narrow.sort_by_key(|e| e.port_lo);
+        assert_eq!(
+            narrow,
+            [entry(53, 53, PROTO_UDP, 0), entry(443, 443, PROTO_TCP, 0)]
+        );
+    }
+
+    #[test]
+    fn loopback_is_approved_unless_audited() {
+        let c = compile(&policy(vec![], Loopback::Approve)).unwrap();
+        assert_eq!(
+            find4(&c, [127, 0, 0, 0], 8),
+            [entry(0, u16::MAX, PROTO_ANY, 0)]
+        );
+        assert_eq!(c.v6.len(), 1);
+        let c = compile(&policy(vec![], Loopback::Audit)).unwrap();
+        assert!(c.v4.is_empty() && c.v6.is_empty());
+    }
+
+    #[test]
+    fn adjacent_port_ranges_merge() {
+        let p = policy(
+            vec![rule(
+                "r",
+                &["192.0.2.0/24"],
+                &[(80, 80), (81, 90), (100, 200), (150, 160)],
+                &[Protocol::Tcp],
+            )],
+            Loopback::Audit,
+        );
+        let c = compile(&p).unwrap();
+        assert_eq!(
+            find4(&c, [192, 0, 2, 0], 24),
+            [entry(80, 90, PROTO_TCP, 0), entry(100, 200, PROTO_TCP, 0)]
+        );
+    }
+
+    #[test]
+    fn rejects_executable_selectors_and_domains_in_block_mode() {
+        let mut r = rule("git", &["203.0.113.0/24"], &[(22, 22)], &[]);
+        r.processes = vec![glob("/usr/bin/git")];
+        let mut d = rule("api", &[], &[], &[]);
+        d.to = vec![Destination::Domain(crate::policy::DomainPattern {
+            name: "example.com".into(),
+            wildcard: false,
+        })];
+        let err = compile(&policy(vec![r, d], Loopback::Approve)).unwrap_err();
+        assert_eq!(err.errors.len(), 2);
+        assert!(
+            err.errors[0].message.contains("executable selectors"),
+            "{err}"
+        );
+        assert!(err.errors[1].message.contains("domain names"), "{err}");
+    }
+
+    #[test]
+    fn too_many_combinations_for_one_address_is_an_error_naming_the_rules() {
+        let rules = (0..20u16)
+            .map(|i| {
+                rule(
+                    &format!("r{i}"),
+                    &["0.0.0.0/0"],
+                    &[(1000 + i * 10, 1000 + i * 10)],
+                    &[],
+                )
+            })
+            .collect();
+        let err = compile(&policy(rules, Loopback::Audit)).unwrap_err();
+        assert!(err.errors[0].message.contains("0.0.0.0/0"), "{err}");
+        assert!(err.errors[0].message.contains("r19"), "{err}");
+    }
+
+    #[test]
+    fn scoped_rules_get_one_bit_per_selector_list() {
+        let mut r = rule("pay", &["198.51.100.10/32"], &[], &[]);
+        r.cgroups = vec!["/system.slice/payments.service".into()];
+        r.systemd_units = vec![glob("payments.service")];
+        let c = compile(&policy(vec![r], Loopback::Audit)).unwrap();
+        assert_eq!(c.scopes.len(), 2);
+        assert_eq!(find4(&c, [198, 51, 100, 10], 32)[0].scopes, 0b11);
+        assert_eq!(
+            scope_bits(&c.scopes, "/system.slice/payments.service"),
+            0b11
+        );
+        assert_eq!(
+            scope_bits(&c.scopes, "/system.slice/payments.service/sub"),
+            0
+        );
+        assert_eq!(scope_bits(&c.scopes, "/system.slice/other.service"), 0);
+    }
+
+    #[test]
+    fn a_thousand_rules_compile() {
+        let rules = (0..1000u32)
+            .map(|i| {
+                let to = format!("10.{}.{}.0/24", i / 256, i % 256);
+                rule(
+                    &format!("r{i}"),
+                    &[to.as_str()],
+                    &[(443, 443)],
+                    &[Protocol::Tcp],
+                )
+            })
+            .collect();
+        let c = compile(&policy(rules, Loopback::Approve)).unwrap();
+        assert_eq!(c.v4.len(), 1001);
+    }
+}

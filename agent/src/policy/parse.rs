@@ -1,0 +1,1533 @@
+//! Reading a policy: YAML text to [`Policy`], with every error located.
+//!
+//! The YAML is loaded with positions ([`saphyr::MarkedYaml`]) and then walked once; every
+//! problem found becomes a [`PolicyError`] at the offending node (key or value), and walking
+//! goes on, so one run reports every mistake in the file, in document order. A YAML syntax
+//! error stops the YAML loader, so it is reported alone.
+//!
+//! The format is documented in `docs/policy.md`.
+
+use std::{
+    collections::HashMap,
+    io::Read as _,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
+
+use super::{
+    Destination, DomainPattern, Glob, Loopback, Mode, Policy, PolicyError, PolicyErrors, PortRange,
+    Position, Prefix, Protocol, Rule, DEFAULT_POLICY_YAML,
+};
+
+/// Policy files larger than this are refused (a policy is a few KiB; this stops a mistaken path
+/// such as `/dev/zero` from eating memory).
+pub const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Keys of the top-level mapping.
+const TOP_KEYS: &[&str] = &["mode", "loopback", "rules"];
+/// Keys of a rule.
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "to",
+    "ports",
+    "protocols",
+    "processes",
+    "systemd_units",
+    "cgroups",
+];
+/// The name verdicts use for the built-in loopback approval; no rule may take it.
+pub const LOOPBACK_RULE_NAME: &str = "loopback";
+/// Unit name suffixes systemd knows (`systemd.unit(5)`).
+const UNIT_SUFFIXES: &[&str] = &[
+    ".service",
+    ".socket",
+    ".device",
+    ".mount",
+    ".automount",
+    ".swap",
+    ".target",
+    ".path",
+    ".timer",
+    ".slice",
+    ".scope",
+];
+
+const PROCESSES_IN_BLOCK_MODE: &str = "executable selectors cannot be enforced exactly in the \
+     kernel; use audit mode, or scope the rule with cgroups/systemd_units";
+const DOMAINS_NOT_ENFORCED: &str =
+    "domain names are not enforced yet (DNS correlation is a later feature)";
+
+/// Parses a policy. `file` names the source in errors and becomes [`Policy::source`].
+///
+/// # Errors
+/// Every problem found: YAML syntax (reported alone, as the YAML loader stops there), wrong
+/// shapes, unknown keys, invalid values, duplicate rule names.
+pub fn parse_policy(text: &str, file: &str) -> Result<Policy, PolicyErrors> {
+    let mut cx = Cx {
+        file,
+        errors: Vec::new(),
+    };
+    let policy = match MarkedYaml::load_from_str(text) {
+        Ok(docs) => cx.document(&docs),
+        Err(e) => {
+            let mark = e.marker();
+            cx.error(
+                Position {
+                    line: mark.line(),
+                    column: mark.col().saturating_add(1),
+                },
+                "(syntax)",
+                format!("invalid YAML: {}", e.info()),
+            );
+            None
+        }
+    };
+    match policy {
+        Some(policy) if cx.errors.is_empty() => Ok(policy),
+        _ => {
+            let mut errors = cx.errors;
+            // Stable: errors at the same place keep the order they were found in.
+            errors.sort_by_key(|e| (e.position.line, e.position.column));
+            Err(PolicyErrors {
+                file: file.to_owned(),
+                errors,
+            })
+        }
+    }
+}
+
+/// Reads and parses the policy file at `path` (named in errors as given).
+///
+/// # Errors
+/// A read error (one [`PolicyError`] at 0:0 with an empty path), or every problem
+/// [`parse_policy`] finds.
+pub fn load_policy(path: &Path) -> Result<Policy, PolicyErrors> {
+    let file = path.display().to_string();
+    let text = read_policy_file(path, &file)?;
+    parse_policy(&text, &file)
+}
+
+/// The policy used without `--policy`: [`DEFAULT_POLICY_YAML`], source `<default>`.
+pub fn default_policy() -> Policy {
+    parse_policy(DEFAULT_POLICY_YAML, "<default>").unwrap_or_else(|_| Policy {
+        mode: Mode::Audit,
+        loopback: Loopback::Approve,
+        rules: Vec::new(),
+        source: "<default>".to_owned(),
+    })
+}
+
+/// What a valid policy still cannot do in block mode: rules with `processes:` (the kernel
+/// cannot tell reliably which executable a socket belongs to) and domain names in `to:` (not
+/// enforced until DNS correlation exists). Empty in audit mode. Sorted by position.
+pub fn block_mode_errors(policy: &Policy) -> Vec<PolicyError> {
+    if policy.mode != Mode::Block {
+        return Vec::new();
+    }
+    let mut errors = Vec::new();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        if let Some(position) = rule.processes_position.or_else(|| {
+            // A rule built in code has no positions: point at the rule.
+            (!rule.processes.is_empty()).then_some(rule.position)
+        }) {
+            errors.push(PolicyError {
+                file: policy.source.clone(),
+                position,
+                path: format!("rules[{i}].processes"),
+                message: PROCESSES_IN_BLOCK_MODE.to_owned(),
+            });
+        }
+        for (j, to) in rule.to.iter().enumerate() {
+            if let Destination::Domain(domain) = to {
+                errors.push(PolicyError {
+                    file: policy.source.clone(),
+                    position: rule.to_position(j),
+                    path: format!("rules[{i}].to[{j}]"),
+                    message: format!(
+                        "domain `{domain}`: {DOMAINS_NOT_ENFORCED}; in block mode name its \
+                         addresses instead"
+                    ),
+                });
+            }
+        }
+    }
+    errors.sort_by_key(|e| (e.position.line, e.position.column));
+    errors
+}
+
+/// Things worth telling a person about a valid policy (`egret policy check` prints them):
+/// accepted entries that approve nothing yet.
+pub fn notes(policy: &Policy) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        for (j, to) in rule.to.iter().enumerate() {
+            if let Destination::Domain(domain) = to {
+                notes.push(format!(
+                    "rules[{i}].to[{j}]: domain `{domain}` is accepted but not enforced yet (DNS \
+                     correlation is a later feature)"
+                ));
+            }
+        }
+    }
+    notes
+}
+
+/// `egret policy check PATH`: loads the policy and applies [`block_mode_errors`].
+///
+/// # Errors
+/// Every error, as [`load_policy`] and [`block_mode_errors`] report them.
+pub fn check(path: &Path) -> Result<String, PolicyErrors> {
+    let file = path.display().to_string();
+    let text = read_policy_file(path, &file)?;
+    check_text(&text, &file)
+}
+
+/// [`check`] for text already read; `file` names it.
+///
+/// # Errors
+/// As [`check`].
+pub fn check_text(text: &str, file: &str) -> Result<String, PolicyErrors> {
+    let policy = parse_policy(text, file)?;
+    let errors = block_mode_errors(&policy);
+    if errors.is_empty() {
+        Ok(summary(&policy))
+    } else {
+        Err(PolicyErrors {
+            file: file.to_owned(),
+            errors,
+        })
+    }
+}
+
+/// One line describing a valid policy:
+/// `policy.yaml: ok: mode block, loopback approved, 4 rules (7 address prefixes)`.
+pub fn summary(policy: &Policy) -> String {
+    let (mut prefixes, mut domains) = (0_usize, 0_usize);
+    for to in policy.rules.iter().flat_map(|r| &r.to) {
+        match to {
+            Destination::Prefix(_) => prefixes = prefixes.saturating_add(1),
+            Destination::Domain(_) => domains = domains.saturating_add(1),
+        }
+    }
+    let loopback = match policy.loopback {
+        Loopback::Approve => "approved",
+        Loopback::Audit => "audited",
+    };
+    let mut line = format!(
+        "{}: ok: mode {}, loopback {loopback}, {}",
+        policy.source,
+        policy.mode.name(),
+        plural(policy.rules.len(), "rule", "rules"),
+    );
+    if !policy.rules.is_empty() {
+        line.push_str(" (");
+        line.push_str(&plural(prefixes, "address prefix", "address prefixes"));
+        if domains > 0 {
+            line.push_str(", ");
+            line.push_str(&plural(
+                domains,
+                "domain entry not yet enforced",
+                "domain entries not yet enforced",
+            ));
+        }
+        line.push(')');
+    }
+    line
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+fn read_policy_file(path: &Path, file: &str) -> Result<String, PolicyErrors> {
+    let read_error = |message: String| PolicyErrors {
+        file: file.to_owned(),
+        errors: vec![PolicyError {
+            file: file.to_owned(),
+            position: Position::default(),
+            path: String::new(),
+            message,
+        }],
+    };
+    let f = std::fs::File::open(path).map_err(|e| read_error(format!("cannot open: {e}")))?;
+    let mut text = String::new();
+    f.take(MAX_POLICY_BYTES.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|e| read_error(format!("cannot read: {e}")))?;
+    if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_POLICY_BYTES {
+        return Err(read_error(format!(
+            "larger than {MAX_POLICY_BYTES} bytes: not a policy file"
+        )));
+    }
+    Ok(text)
+}
+
+/// The walk's state: where errors go.
+struct Cx<'f> {
+    file: &'f str,
+    errors: Vec<PolicyError>,
+}
+
+/// A YAML node with any tag looked through.
+fn untag<'a, 'i>(mut node: &'a MarkedYaml<'i>) -> &'a MarkedYaml<'i> {
+    while let YamlData::Tagged(_, inner) = &node.data {
+        node = inner;
+    }
+    node
+}
+
+fn position(node: &MarkedYaml<'_>) -> Position {
+    Position {
+        line: node.span.start.line(),
+        column: node.span.start.col().saturating_add(1),
+    }
+}
+
+/// What a node is, for "found ..." in messages.
+fn describe(node: &MarkedYaml<'_>) -> String {
+    match &untag(node).data {
+        YamlData::Value(Scalar::Null) => "nothing (null)".to_owned(),
+        YamlData::Value(Scalar::Boolean(b)) => format!("boolean `{b}`"),
+        YamlData::Value(Scalar::Integer(i)) => format!("integer `{i}`"),
+        YamlData::Value(Scalar::FloatingPoint(f)) => format!("number `{f}`"),
+        YamlData::Value(Scalar::String(s)) => format!("`{s}`"),
+        YamlData::Representation(s, _, _) => format!("`{s}`"),
+        YamlData::Sequence(_) => "a list".to_owned(),
+        YamlData::Mapping(_) => "a mapping".to_owned(),
+        YamlData::Alias(_) => "an alias".to_owned(),
+        YamlData::Tagged(..) | YamlData::BadValue => "an invalid value".to_owned(),
+    }
+}
+
+fn as_str<'a>(node: &'a MarkedYaml<'_>) -> Option<&'a str> {
+    match &untag(node).data {
+        YamlData::Value(Scalar::String(s)) | YamlData::Representation(s, _, _) => Some(s),
+        _ => None,
+    }
+}
+
+fn one_of(keys: &[&str]) -> String {
+    keys.join(", ")
+}
+
+impl Cx<'_> {
+    fn error(&mut self, position: Position, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(PolicyError {
+            file: self.file.to_owned(),
+            position,
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The entries of a mapping as (key text, key node, value node), in document order;
+    /// keys that are not strings, or not in `allowed`, are errors and left out.
+    fn entries<'a, 'i>(
+        &mut self,
+        map: &'a saphyr::AnnotatedMapping<'i, MarkedYaml<'i>>,
+        path: &str,
+        allowed: &[&str],
+    ) -> Vec<(&'a str, &'a MarkedYaml<'i>, &'a MarkedYaml<'i>)> {
+        let mut out = Vec::new();
+        for (key, value) in map {
+            let key_path = |k: &str| {
+                if path.is_empty() {
+                    k.to_owned()
+                } else {
+                    format!("{path}.{k}")
+                }
+            };
+            match as_str(key) {
+                Some(k) if allowed.contains(&k) => out.push((k, key, value)),
+                Some(k) => self.error(
+                    position(key),
+                    key_path(k),
+                    format!("unknown key `{k}`; expected one of: {}", one_of(allowed)),
+                ),
+                None => self.error(
+                    position(key),
+                    if path.is_empty() { "(document)" } else { path },
+                    format!(
+                        "expected a key (one of: {}), found {}",
+                        one_of(allowed),
+                        describe(key)
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    fn document(&mut self, docs: &[MarkedYaml<'_>]) -> Option<Policy> {
+        let [root] = docs else {
+            match docs.get(1) {
+                Some(second) => self.error(
+                    position(second),
+                    "(document)",
+                    format!(
+                        "expected one YAML document, found {} (`---` starts another)",
+                        docs.len()
+                    ),
+                ),
+                None => self.error(
+                    Position { line: 1, column: 1 },
+                    "(document)",
+                    format!(
+                        "expected a mapping with keys {}, found an empty document",
+                        one_of(TOP_KEYS)
+                    ),
+                ),
+            }
+            return None;
+        };
+        let YamlData::Mapping(map) = &untag(root).data else {
+            self.error(
+                position(root),
+                "(document)",
+                format!(
+                    "expected a mapping with keys {}, found {}",
+                    one_of(TOP_KEYS),
+                    describe(root)
+                ),
+            );
+            return None;
+        };
+        let mut policy = Policy {
+            mode: Mode::default(),
+            loopback: Loopback::default(),
+            rules: Vec::new(),
+            source: self.file.to_owned(),
+        };
+        for (key, _, value) in self.entries(map, "", TOP_KEYS) {
+            match key {
+                "mode" => match as_str(value) {
+                    Some("audit") => policy.mode = Mode::Audit,
+                    Some("block") => policy.mode = Mode::Block,
+                    _ => self.error(
+                        position(value),
+                        "mode",
+                        format!("expected `audit` or `block`, found {}", describe(value)),
+                    ),
+                },
+                "loopback" => match as_str(value) {
+                    Some("approve") => policy.loopback = Loopback::Approve,
+                    Some("audit") => policy.loopback = Loopback::Audit,
+                    _ => self.error(
+                        position(value),
+                        "loopback",
+                        format!("expected `approve` or `audit`, found {}", describe(value)),
+                    ),
+                },
+                _ => policy.rules = self.rules(value),
+            }
+        }
+        Some(policy)
+    }
+
+    fn rules(&mut self, node: &MarkedYaml<'_>) -> Vec<Rule> {
+        let YamlData::Sequence(items) = &untag(node).data else {
+            self.error(
+                position(node),
+                "rules",
+                format!(
+                    "expected a list of rules (`[]` for none), found {}",
+                    describe(node)
+                ),
+            );
+            return Vec::new();
+        };
+        let mut names: HashMap<String, Position> = HashMap::new();
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| self.rule(i, item, &mut names))
+            .collect()
+    }
+
+    fn rule(
+        &mut self,
+        index: usize,
+        node: &MarkedYaml<'_>,
+        names: &mut HashMap<String, Position>,
+    ) -> Option<Rule> {
+        let path = format!("rules[{index}]");
+        let YamlData::Mapping(map) = &untag(node).data else {
+            self.error(
+                position(node),
+                path,
+                format!(
+                    "expected a rule (a mapping with keys {}), found {}",
+                    one_of(RULE_KEYS),
+                    describe(node)
+                ),
+            );
+            return None;
+        };
+        let mut rule = Rule::new(String::new(), Vec::new());
+        rule.position = position(node);
+        let errors_before = self.errors.len();
+        let (mut has_name, mut has_to) = (false, false);
+        for (key, key_node, value) in self.entries(map, &path, RULE_KEYS) {
+            let key_path = format!("{path}.{key}");
+            match key {
+                "name" => {
+                    has_name = true;
+                    self.rule_name(&mut rule, &key_path, value, names);
+                }
+                "to" => {
+                    has_to = true;
+                    self.rule_to(&mut rule, &key_path, value);
+                }
+                "ports" => {
+                    rule.ports = self.list(&key_path, value, port_range);
+                }
+                "protocols" => rule.protocols = self.list(&key_path, value, protocol),
+                "processes" => {
+                    rule.processes_position = Some(position(key_node));
+                    rule.processes = self.list(&key_path, value, process_glob);
+                }
+                "systemd_units" => rule.systemd_units = self.list(&key_path, value, unit_glob),
+                _ => rule.cgroups = self.list(&key_path, value, cgroup_path),
+            }
+        }
+        if !has_name {
+            self.error(
+                rule.position,
+                &path,
+                "missing key `name`: every rule needs a unique name (it is reported with each \
+                 connection the rule approves)",
+            );
+        }
+        if !has_to {
+            self.error(
+                rule.position,
+                &path,
+                "missing key `to`: a rule must list its destinations; for any address use \
+                 [\"0.0.0.0/0\", \"::/0\"]",
+            );
+        }
+        (self.errors.len() == errors_before).then_some(rule)
+    }
+
+    fn rule_name(
+        &mut self,
+        rule: &mut Rule,
+        path: &str,
+        value: &MarkedYaml<'_>,
+        names: &mut HashMap<String, Position>,
+    ) {
+        let here = position(value);
+        match as_str(value) {
+            Some(name) if name.trim().is_empty() => {
+                self.error(
+                    here,
+                    path,
+                    "expected a non-empty name, found an empty string",
+                );
+            }
+            Some(LOOPBACK_RULE_NAME) => self.error(
+                here,
+                path,
+                format!(
+                    "`{LOOPBACK_RULE_NAME}` is reserved for the built-in loopback approval; \
+                     choose another name"
+                ),
+            ),
+            Some(name) => {
+                if let Some(first) = names.get(name) {
+                    self.error(
+                        here,
+                        path,
+                        format!(
+                            "duplicate rule name `{name}` (first used at line {}); rule names \
+                             must be unique",
+                            first.line
+                        ),
+                    );
+                } else {
+                    names.insert(name.to_owned(), here);
+                }
+                name.clone_into(&mut rule.name);
+            }
+            None => self.error(
+                here,
+                path,
+                format!("expected a rule name (a string), found {}", describe(value)),
+            ),
+        }
+    }
+
+    fn rule_to(&mut self, rule: &mut Rule, path: &str, value: &MarkedYaml<'_>) {
+        let YamlData::Sequence(items) = &untag(value).data else {
+            self.error(
+                position(value),
+                path,
+                format!(
+                    "expected a list of destinations (addresses, CIDR prefixes, domain names), \
+                     found {}; for any address use [\"0.0.0.0/0\", \"::/0\"]",
+                    describe(value)
+                ),
+            );
+            return;
+        };
+        if items.is_empty() {
+            self.error(
+                position(value),
+                path,
+                "empty list: a rule must name at least one destination; for any address use \
+                 [\"0.0.0.0/0\", \"::/0\"]",
+            );
+            return;
+        }
+        for (j, item) in items.iter().enumerate() {
+            let here = position(item);
+            let parsed = match as_str(item) {
+                Some(text) => destination(text),
+                None => Err(format!(
+                    "expected an IP address, CIDR prefix or domain name (a string), found {}",
+                    describe(item)
+                )),
+            };
+            match parsed {
+                Ok(d) => {
+                    rule.to.push(d);
+                    rule.to_positions.push(here);
+                }
+                Err(message) => self.error(here, format!("{path}[{j}]"), message),
+            }
+        }
+    }
+
+    /// A selector list: a non-empty sequence, each entry parsed by `entry` (which gets the
+    /// entry node and returns the value or a message). Invalid entries are errors and left
+    /// out.
+    fn list<T>(
+        &mut self,
+        path: &str,
+        node: &MarkedYaml<'_>,
+        entry: impl Fn(&MarkedYaml<'_>) -> Result<T, String>,
+    ) -> Vec<T> {
+        let YamlData::Sequence(items) = &untag(node).data else {
+            let hint = if matches!(untag(node).data, YamlData::Value(Scalar::Null)) {
+                "; omit the key to mean any"
+            } else {
+                " (write a single value as `[value]`)"
+            };
+            self.error(
+                position(node),
+                path,
+                format!("expected a list, found {}{hint}", describe(node)),
+            );
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.error(
+                position(node),
+                path,
+                "empty list matches nothing; omit the key to mean any",
+            );
+            return Vec::new();
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (j, item) in items.iter().enumerate() {
+            match entry(item) {
+                Ok(v) => out.push(v),
+                Err(message) => self.error(position(item), format!("{path}[{j}]"), message),
+            }
+        }
+        out
+    }
+}
+
+fn port_number(text: &str) -> Result<u16, String> {
+    let text = text.trim();
+    match text.parse::<u32>() {
+        Ok(0) => Err("port 0 is not a port: expected 1-65535".to_owned()),
+        Ok(n) => {
+            u16::try_from(n).map_err(|_| format!("port {n} is out of range: expected 1-65535"))
+        }
+        Err(_) => Err(format!("`{text}` is not a port number (1-65535)")),
+    }
+}
+
+fn port_range(node: &MarkedYaml<'_>) -> Result<PortRange, String> {
+    match &untag(node).data {
+        YamlData::Value(Scalar::Integer(n)) => match u16::try_from(*n) {
+            Ok(0) => Err("port 0 is not a port: expected 1-65535".to_owned()),
+            Ok(p) => Ok(PortRange { lo: p, hi: p }),
+            Err(_) => Err(format!("port {n} is out of range: expected 1-65535")),
+        },
+        _ => match as_str(node) {
+            Some(text) => match text.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (port_number(lo)?, port_number(hi)?);
+                    if lo <= hi {
+                        Ok(PortRange { lo, hi })
+                    } else {
+                        Err(format!(
+                            "port range {lo}-{hi} is reversed; did you mean {hi}-{lo}?"
+                        ))
+                    }
+                }
+                None => port_number(text).map(|p| PortRange { lo: p, hi: p }),
+            },
+            None => Err(format!(
+                "expected a port (443) or a port range (\"8000-8100\"), found {}",
+                describe(node)
+            )),
+        },
+    }
+}
+
+fn protocol(node: &MarkedYaml<'_>) -> Result<Protocol, String> {
+    match as_str(node).map(str::to_ascii_lowercase).as_deref() {
+        Some("tcp") => Ok(Protocol::Tcp),
+        Some("udp") => Ok(Protocol::Udp),
+        _ => Err(format!("expected `tcp` or `udp`, found {}", describe(node))),
+    }
+}
+
+fn compile_glob(text: &str) -> Result<Glob, String> {
+    globset::GlobBuilder::new(text)
+        .literal_separator(true)
+        .build()
+        .map(|g| Glob {
+            text: text.to_owned(),
+            matcher: g.compile_matcher(),
+        })
+        .map_err(|e| format!("invalid glob `{text}`: {}", e.kind()))
+}
+
+fn process_glob(node: &MarkedYaml<'_>) -> Result<Glob, String> {
+    match as_str(node) {
+        Some(text) if text.starts_with('/') => compile_glob(text),
+        Some(text) => Err(format!(
+            "expected an absolute executable path or glob (starting with `/`, like \
+             `/usr/bin/git`), found `{text}`"
+        )),
+        None => Err(format!(
+            "expected an executable path or glob (a string), found {}",
+            describe(node)
+        )),
+    }
+}
+
+fn unit_glob(node: &MarkedYaml<'_>) -> Result<Glob, String> {
+    let Some(text) = as_str(node) else {
+        return Err(format!(
+            "expected a systemd unit name or glob (a string), found {}",
+            describe(node)
+        ));
+    };
+    if text.is_empty() {
+        return Err("expected a systemd unit name, found an empty string".to_owned());
+    }
+    if text.contains('/') {
+        return Err(format!(
+            "`{text}` contains `/`: a systemd unit is a name like `payments.service` (for a \
+             cgroup path use `cgroups`)"
+        ));
+    }
+    if !text.ends_with('*') && !UNIT_SUFFIXES.iter().any(|s| text.ends_with(s)) {
+        return Err(format!(
+            "`{text}` does not end in a unit type ({}) or `*`; did you mean `{text}.service`?",
+            UNIT_SUFFIXES.join(", ")
+        ));
+    }
+    compile_glob(text)
+}
+
+fn cgroup_path(node: &MarkedYaml<'_>) -> Result<String, String> {
+    let Some(text) = as_str(node) else {
+        return Err(format!(
+            "expected a cgroup path (a string), found {}",
+            describe(node)
+        ));
+    };
+    if !text.starts_with('/') {
+        return Err(format!(
+            "expected a cgroup path below the cgroup2 mount, starting with `/` (like \
+             `/system.slice/payments.service`), found `{text}`"
+        ));
+    }
+    if let Some(rest) = text.strip_prefix("/sys/fs/cgroup/") {
+        return Err(format!(
+            "cgroup paths are relative to the cgroup2 mount: write `/{rest}`, not `{text}`"
+        ));
+    }
+    let trimmed = text.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok("/".to_owned());
+    }
+    for component in trimmed.split('/').skip(1) {
+        match component {
+            "" => return Err(format!("`{text}` has an empty component (`//`)")),
+            "." | ".." => {
+                return Err(format!(
+                    "`{text}` has a `{component}` component: write the cgroup's plain path"
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// One entry of `to:`.
+pub fn destination(text: &str) -> Result<Destination, String> {
+    let text = text.trim();
+    if text.contains("://") {
+        return Err(format!(
+            "`{text}` is a URL: write only the host name or address (and put the port in \
+             `ports`)"
+        ));
+    }
+    if let Some((addr, len)) = text.split_once('/') {
+        return cidr(text, addr, len).map(Destination::Prefix);
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        let len = if ip.is_ipv4() { 32 } else { 128 };
+        return Ok(Destination::Prefix(normalise(Prefix { addr: ip, len })));
+    }
+    domain(text)
+        .map(Destination::Domain)
+        .map_err(|why| format!("`{text}` is not an IP address, CIDR prefix or domain name: {why}"))
+}
+
+fn cidr(text: &str, addr: &str, len: &str) -> Result<Prefix, String> {
+    let ip: IpAddr = addr.parse().map_err(|_| {
+        format!(
+            "`{text}`: `{addr}` is not an IP address (expected a CIDR prefix like `10.0.0.0/8`)"
+        )
+    })?;
+    let max: u8 = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u8 = len
+        .parse()
+        .ok()
+        .filter(|l| *l <= max)
+        .ok_or_else(|| format!("`{text}`: prefix length `{len}` is not 0-{max}"))?;
+    let prefix = Prefix { addr: ip, len };
+    let network = network(prefix);
+    if network != ip {
+        return Err(format!(
+            "{text} has host bits set; did you mean {network}/{len}?"
+        ));
+    }
+    Ok(normalise(prefix))
+}
+
+/// `prefix.addr` with the host bits cleared.
+fn network(prefix: Prefix) -> IpAddr {
+    match prefix.addr {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX
+                .checked_shl(32u32.saturating_sub(u32::from(prefix.len)))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX
+                .checked_shl(128u32.saturating_sub(u32::from(prefix.len)))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
+    }
+}
+
+/// An IPv6 prefix inside `::ffff:0:0/96` (IPv4-mapped) becomes the IPv4 prefix it maps.
+fn normalise(prefix: Prefix) -> Prefix {
+    match prefix.addr {
+        IpAddr::V6(a) if prefix.len >= 96 => match a.to_ipv4_mapped() {
+            Some(v4) => Prefix {
+                addr: IpAddr::V4(v4),
+                len: prefix.len.saturating_sub(96),
+            },
+            None => prefix,
+        },
+        _ => prefix,
+    }
+}
+
+/// A domain name or `*.` wildcard, normalised (lower case, no trailing dot).
+fn domain(text: &str) -> Result<DomainPattern, String> {
+    let lower = text.to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    if name.is_empty() {
+        return Err("it is empty".to_owned());
+    }
+    let (wildcard, base) = match name.strip_prefix("*.") {
+        Some(base) => (true, base),
+        None => (false, name),
+    };
+    if name.len() > 253 {
+        return Err(format!("longer than 253 characters ({})", name.len()));
+    }
+    if base.contains('*') {
+        return Err("`*` is allowed only as the whole first label (`*.example.com`)".to_owned());
+    }
+    let labels: Vec<&str> = base.split('.').collect();
+    if labels.len().saturating_add(usize::from(wildcard)) < 2 {
+        return Err(
+            "a domain name needs at least two labels (`example.com`); for a single-label \
+             name use its addresses"
+                .to_owned(),
+        );
+    }
+    for label in &labels {
+        if label.is_empty() {
+            return Err("it has an empty label (`..`, or a leading `.`)".to_owned());
+        }
+        if label.len() > 63 {
+            return Err(format!("label `{label}` is longer than 63 characters"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Err(format!(
+                "character `{c}` is not allowed (letters, digits and `-` only)"
+            ));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(format!("label `{label}` starts or ends with `-`"));
+        }
+    }
+    if labels
+        .last()
+        .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()))
+    {
+        return Err("the last label is all digits (is it a mistyped address?)".to_owned());
+    }
+    Ok(DomainPattern {
+        name: base.to_owned(),
+        wildcard,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<PolicyError> {
+        match parse_policy(text, "p.yaml") {
+            Ok(p) => panic!("expected errors, parsed {p:?}"),
+            Err(e) => {
+                assert_eq!(e.file, "p.yaml");
+                e.errors
+            }
+        }
+    }
+
+    /// The one error of `text`, as (line, column, path, message).
+    fn one_error(text: &str) -> (usize, usize, String, String) {
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        let e = &errs[0];
+        (
+            e.position.line,
+            e.position.column,
+            e.path.clone(),
+            e.message.clone(),
+        )
+    }
+
+    fn ok(text: &str) -> Policy {
+        match parse_policy(text, "p.yaml") {
+            Ok(p) => p,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn prefix(text: &str) -> Destination {
+        let (a, l) = text.split_once('/').unwrap();
+        Destination::Prefix(Prefix {
+            addr: a.parse().unwrap(),
+            len: l.parse().unwrap(),
+        })
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let p = ok(r#"
+mode: block
+loopback: audit
+rules:
+  - name: package-mirror
+    to: ["10.20.0.0/16", "2001:db8::/32", "192.0.2.7"]
+    ports: [443, "8000-8100"]
+    protocols: [tcp]
+  - name: dns
+    to: ["10.96.0.10"]
+    ports: [53]
+    protocols: [UDP, tcp]
+  - name: units
+    to: ["::ffff:198.51.100.0/120", "::ffff:198.51.100.9", "api.Stripe.com.", "*.stripe.com"]
+    systemd_units: ["payments.service", "backup-*"]
+    cgroups: ["/system.slice/payments.service/", "/"]
+"#);
+        assert_eq!(p.mode, Mode::Block);
+        assert_eq!(p.loopback, Loopback::Audit);
+        assert_eq!(p.source, "p.yaml");
+        assert_eq!(p.rules.len(), 3);
+        let r = &p.rules[0];
+        assert_eq!(r.name, "package-mirror");
+        assert_eq!(r.position, Position { line: 5, column: 5 });
+        assert_eq!(
+            r.to,
+            vec![
+                prefix("10.20.0.0/16"),
+                prefix("2001:db8::/32"),
+                prefix("192.0.2.7/32")
+            ]
+        );
+        assert_eq!(
+            r.to_positions,
+            vec![
+                Position {
+                    line: 6,
+                    column: 10
+                },
+                Position {
+                    line: 6,
+                    column: 26
+                },
+                Position {
+                    line: 6,
+                    column: 43
+                },
+            ]
+        );
+        assert_eq!(
+            r.ports,
+            vec![
+                PortRange { lo: 443, hi: 443 },
+                PortRange { lo: 8000, hi: 8100 }
+            ]
+        );
+        assert_eq!(r.protocols, vec![Protocol::Tcp]);
+        assert_eq!(p.rules[1].protocols, vec![Protocol::Udp, Protocol::Tcp]);
+        let r = &p.rules[2];
+        assert_eq!(
+            r.to,
+            vec![
+                prefix("198.51.100.0/24"),
+                prefix("198.51.100.9/32"),
+                Destination::Domain(DomainPattern {
+                    name: "api.stripe.com".into(),
+                    wildcard: false
+                }),
+                Destination::Domain(DomainPattern {
+                    name: "stripe.com".into(),
+                    wildcard: true
+                }),
+            ]
+        );
+        assert_eq!(r.cgroups, vec!["/system.slice/payments.service", "/"]);
+        assert_eq!(r.systemd_units.len(), 2);
+        assert!(r.processes_position.is_none());
+    }
+
+    #[test]
+    fn default_policy_is_audit_with_loopback_and_no_rules() {
+        let p = default_policy();
+        assert_eq!(p.mode, Mode::Audit);
+        assert_eq!(p.loopback, Loopback::Approve);
+        assert!(p.rules.is_empty());
+        assert_eq!(p.source, "<default>");
+        // It really parses (not the fallback).
+        assert!(parse_policy(DEFAULT_POLICY_YAML, "<default>").is_ok());
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let (l, c, path, msg) =
+            one_error("rules:\n  - name: a\n    to: [\"10.0.0.0/8\"]\n    port: [443]\n");
+        assert_eq!((l, c), (4, 5));
+        assert_eq!(path, "rules[0].port");
+        assert_eq!(
+            msg,
+            "unknown key `port`; expected one of: name, to, ports, protocols, processes, \
+             systemd_units, cgroups"
+        );
+        let (l, c, path, msg) = one_error("mode: audit\nrule: []\n");
+        assert_eq!((l, c, path.as_str()), (2, 1, "rule"));
+        assert!(
+            msg.contains("expected one of: mode, loopback, rules"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn host_bits_are_located() {
+        let (l, c, path, msg) =
+            one_error("rules:\n  - name: a\n    to: [\"192.0.2.0/24\", \"10.0.0.1/8\"]\n");
+        assert_eq!((l, c), (3, 26));
+        assert_eq!(path, "rules[0].to[1]");
+        assert_eq!(
+            msg,
+            "10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"
+        );
+        let (_, _, _, msg) = one_error("rules:\n  - name: a\n    to: [\"2001:db8::1/32\"]\n");
+        assert_eq!(
+            msg,
+            "2001:db8::1/32 has host bits set; did you mean 2001:db8::/32?"
+        );
+    }
+
+    #[test]
+    fn port_zero_and_reversed_range_are_located() {
+        let (l, c, path, msg) =
+            one_error("rules:\n  - name: a\n    to: [\"10.0.0.0/8\"]\n    ports: [443, 0]\n");
+        assert_eq!((l, c, path.as_str()), (4, 18, "rules[0].ports[1]"));
+        assert!(msg.contains("port 0"), "{msg}");
+        let (l, c, path, msg) = one_error(
+            "rules:\n  - name: a\n    to: [\"10.0.0.0/8\"]\n    ports:\n      - \"8100-8000\"\n",
+        );
+        assert_eq!((l, c, path.as_str()), (5, 9, "rules[0].ports[0]"));
+        assert_eq!(
+            msg,
+            "port range 8100-8000 is reversed; did you mean 8000-8100?"
+        );
+    }
+
+    #[test]
+    fn port_forms() {
+        let p = ok("rules:\n  - name: a\n    to: [\"10.0.0.0/8\"]\n    ports: [1, 65535, \"22\", 8000-8100, \" 9 - 10 \"]\n");
+        assert_eq!(
+            p.rules[0].ports,
+            vec![
+                PortRange { lo: 1, hi: 1 },
+                PortRange {
+                    lo: 65535,
+                    hi: 65535
+                },
+                PortRange { lo: 22, hi: 22 },
+                PortRange { lo: 8000, hi: 8100 },
+                PortRange { lo: 9, hi: 10 },
+            ]
+        );
+        for bad in [
+            "65536", "-1", "\"0-5\"", "\"http\"", "1.5", "true", "\"1-\"", "[1]",
+        ] {
+            let text =
+                format!("rules:\n  - name: a\n    to: [\"10.0.0.0/8\"]\n    ports: [{bad}]\n");
+            let (l, c, path, _) = one_error(&text);
+            assert_eq!((l, c, path.as_str()), (4, 13, "rules[0].ports[0]"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_protocol_is_located() {
+        let (l, c, path, msg) = one_error(
+            "rules:\n  - name: a\n    to: [\"10.0.0.0/8\"]\n    protocols: [tcp, icmp]\n",
+        );
+        assert_eq!((l, c, path.as_str()), (4, 22, "rules[0].protocols[1]"));
+        assert_eq!(msg, "expected `tcp` or `udp`, found `icmp`");
+    }
+
+    #[test]
+    fn duplicate_name_is_reported_at_the_second() {
+        let (l, c, path, msg) = one_error(
+            "rules:\n  - name: web\n    to: [\"10.0.0.0/8\"]\n  - name: web\n    to: [\"10.0.0.0/8\"]\n",
+        );
+        assert_eq!((l, c, path.as_str()), (4, 11, "rules[1].name"));
+        assert!(
+            msg.contains("duplicate rule name `web` (first used at line 2)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_to_and_name_are_located_at_the_rule() {
+        let (l, c, path, msg) = one_error("rules:\n  - name: a\n    ports: [443]\n");
+        assert_eq!((l, c, path.as_str()), (2, 5, "rules[0]"));
+        assert!(msg.contains("missing key `to`"), "{msg}");
+        assert!(msg.contains("0.0.0.0/0") && msg.contains("::/0"), "{msg}");
+        let (l, c, path, msg) = one_error("rules:\n  - name: a\n    to: []\n");
+        assert_eq!((l, c, path.as_str()), (3, 9, "rules[0].to"));
+        assert!(msg.contains("0.0.0.0/0"), "{msg}");
+        let (l, c, path, msg) = one_error("rules:\n  - to: [\"10.0.0.0/8\"]\n");
+        assert_eq!((l, c, path.as_str()), (2, 5, "rules[0]"));
+        assert!(msg.contains("missing key `name`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_domains_are_located() {
+        for bad in [
+            "*foo.com",
+            "a.*.com",
+            "http://x.example",
+            "localhost",
+            "-a.com",
+            "a-.com",
+            "a_b.com",
+            "a..com",
+            "*.",
+            "10.0.0.300",
+            "",
+        ] {
+            let text = format!("rules:\n  - name: a\n    to:\n      - \"{bad}\"\n");
+            let (l, c, path, msg) = one_error(&text);
+            assert_eq!(
+                (l, c, path.as_str()),
+                (4, 9, "rules[0].to[0]"),
+                "{bad}: {msg}"
+            );
+        }
+        let long_label = "a".repeat(64);
+        let text = format!("rules:\n  - name: a\n    to: [{long_label}.com]\n");
+        let (_, _, _, msg) = one_error(&text);
+        assert!(msg.contains("longer than 63"), "{msg}");
+        let long_name = format!("{}com", "abcdefghi.".repeat(26));
+        let (_, _, _, msg) = one_error(&format!("rules:\n  - name: a\n    to: [{long_name}]\n"));
+        assert!(msg.contains("longer than 253"), "{msg}");
+    }
+
+    #[test]
+    fn addresses_and_prefixes() {
+        let cases = [
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("::/0", "::/0"),
+            ("::1", "::1/128"),
+            ("::ffff:10.1.2.3", "10.1.2.3/32"),
+            ("::ffff:0:0/96", "0.0.0.0/0"),
+            ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+            ("2001:db8::/32", "2001:db8::/32"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(destination(input).unwrap(), prefix(want), "{input}");
+        }
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/x",
+            "10.0.0/8",
+            "fe80::1%eth0",
+        ] {
+            assert!(destination(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn selectors() {
+        let p = ok(r#"
+rules:
+  - name: a
+    to: ["10.0.0.0/8"]
+    processes: ["/usr/bin/git", "/usr/lib/git-core/*", "/opt/**/bin/*"]
+    systemd_units: ["payments.service", "backup-*", "sshd@?.service"]
+    cgroups: ["/a/b", "/"]
+"#);
+        let r = &p.rules[0];
+        assert_eq!(r.processes_position, Some(Position { line: 5, column: 5 }));
+        let procs: Vec<&str> = r.processes.iter().map(|g| g.text.as_str()).collect();
+        assert_eq!(
+            procs,
+            ["/usr/bin/git", "/usr/lib/git-core/*", "/opt/**/bin/*"]
+        );
+        assert!(r.processes[1]
+            .matcher
+            .is_match("/usr/lib/git-core/git-remote-https"));
+        assert!(!r.processes[1].matcher.is_match("/usr/lib/git-core/x/y"));
+        assert!(r.processes[2].matcher.is_match("/opt/a/b/bin/tool"));
+        let errs = errors(
+            r#"
+rules:
+  - name: a
+    to: ["10.0.0.0/8"]
+    processes: ["git", "/usr/bin/[", 3]
+    systemd_units: ["payments", "a/b.service", ""]
+    cgroups: ["system.slice", "/a/../b", "/a//b", "/sys/fs/cgroup/x", "/./a"]
+    ports: []
+    protocols: tcp
+"#,
+        );
+        let got: Vec<(usize, usize, &str)> = errs
+            .iter()
+            .map(|e| (e.position.line, e.position.column, e.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (5, 17, "rules[0].processes[0]"),
+                (5, 24, "rules[0].processes[1]"),
+                (5, 38, "rules[0].processes[2]"),
+                (6, 21, "rules[0].systemd_units[0]"),
+                (6, 33, "rules[0].systemd_units[1]"),
+                (6, 48, "rules[0].systemd_units[2]"),
+                (7, 15, "rules[0].cgroups[0]"),
+                (7, 31, "rules[0].cgroups[1]"),
+                (7, 42, "rules[0].cgroups[2]"),
+                (7, 51, "rules[0].cgroups[3]"),
+                (7, 71, "rules[0].cgroups[4]"),
+                (8, 12, "rules[0].ports"),
+                (9, 16, "rules[0].protocols"),
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[11].message.contains("omit the key to mean any"));
+    }
+
+    #[test]
+    fn yaml_syntax_error_is_located() {
+        let errs = errors("mode: audit\nrules:\n  - name: a\n    to: [\"10.0.0.0/8\"\n");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, "(syntax)");
+        assert!(
+            errs[0].message.starts_with("invalid YAML: "),
+            "{}",
+            errs[0].message
+        );
+        assert_eq!(errs[0].position, Position { line: 5, column: 1 });
+        let (l, c, path, msg) = one_error("mode: audit\n  rules: []\n");
+        assert_eq!((l, c, path.as_str()), (2, 8, "(syntax)"));
+        assert!(msg.contains("mapping values are not allowed"), "{msg}");
+        let (l, c, _, msg) = one_error("mode: audit\nmode: block\n");
+        assert_eq!((l, c), (2, 1));
+        assert!(msg.contains("duplicated key"), "{msg}");
+        let (l, c, _, _) = one_error("rules:\n  - name: a\n   bad: [\n");
+        assert!(l >= 3 && c >= 1);
+    }
+
+    #[test]
+    fn document_shape() {
+        let (l, c, path, _) = one_error("");
+        assert_eq!((l, c, path.as_str()), (1, 1, "(document)"));
+        let (l, c, _, msg) = one_error("- a\n- b\n");
+        assert_eq!((l, c), (1, 1));
+        assert!(msg.contains("found a list"), "{msg}");
+        let (l, _, _, msg) = one_error("mode: audit\n---\nmode: block\n");
+        assert_eq!(l, 3);
+        assert!(msg.contains("one YAML document"), "{msg}");
+        let (_, _, path, msg) = one_error("mode: Audit\n");
+        assert_eq!(path, "mode");
+        assert_eq!(msg, "expected `audit` or `block`, found `Audit`");
+        let (_, _, path, _) = one_error("loopback: yes\n");
+        assert_eq!(path, "loopback");
+        let (_, _, path, _) = one_error("rules: {}\n");
+        assert_eq!(path, "rules");
+        let (l, c, path, _) = one_error("rules:\n  - \"web\"\n");
+        assert_eq!((l, c, path.as_str()), (2, 5, "rules[0]"));
+        // No `rules` at all: nothing but loopback is approved.
+        assert!(ok("mode: block\n").rules.is_empty());
+        assert_eq!(ok("rules: []\n").mode, Mode::Audit);
+    }
+
+    #[test]
+    fn reserved_and_empty_names() {
+        let (_, _, path, msg) = one_error("rules:\n  - name: loopback\n    to: [\"::1\"]\n");
+        assert_eq!(path, "rules[0].name");
+        assert!(msg.contains("reserved"), "{msg}");
+        let (_, _, _, msg) = one_error("rules:\n  - name: \"\"\n    to: [\"::1\"]\n");
+        assert!(msg.contains("non-empty"), "{msg}");
+        let (_, _, _, msg) = one_error("rules:\n  - name: 42\n    to: [\"::1\"]\n");
+        assert!(msg.contains("integer `42`"), "{msg}");
+    }
+
+    #[test]
+    fn every_error_is_reported_in_document_order() {
+        let text = r#"mode: enforce
+loopback: approve
+rules:
+  - name: a
+    to: ["10.0.0.1/8", "ok.example.com"]
+    ports: [0, "90-80"]
+    protocol: [tcp]
+  - name: a
+    to: ["bad..name"]
+    protocols: [sctp]
+  - ports: [22]
+"#;
+        let errs = errors(text);
+        let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        let want_prefixes = [
+            "p.yaml:1:7: mode: ",
+            "p.yaml:5:10: rules[0].to[0]: ",
+            "p.yaml:6:13: rules[0].ports[0]: ",
+            "p.yaml:6:16: rules[0].ports[1]: ",
+            "p.yaml:7:5: rules[0].protocol: unknown key `protocol`",
+            "p.yaml:8:11: rules[1].name: duplicate rule name `a`",
+            "p.yaml:9:10: rules[1].to[0]: ",
+            "p.yaml:10:17: rules[1].protocols[0]: ",
+            "p.yaml:11:5: rules[2]: missing key `name`",
+            "p.yaml:11:5: rules[2]: missing key `to`",
+        ];
+        assert_eq!(got.len(), want_prefixes.len(), "{got:#?}");
+        for (g, w) in got.iter().zip(want_prefixes) {
+            assert!(g.starts_with(w), "{g} does not start with {w}");
+        }
+    }
+
+    #[test]
+    fn block_mode_rejects_processes_and_domains() {
+        let text = r#"mode: block
+rules:
+  - name: git
+    to: ["203.0.113.0/24"]
+    processes: ["/usr/bin/git"]
+  - name: pay
+    to: ["198.51.100.10", "api.stripe.com", "*.stripe.com"]
+    cgroups: ["/system.slice/payments.service"]
+"#;
+        let p = ok(text);
+        let errs = block_mode_errors(&p);
+        let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(got[0].starts_with("p.yaml:5:5: rules[0].processes: executable selectors"));
+        assert!(got[1].starts_with("p.yaml:7:27: rules[1].to[1]: domain `api.stripe.com`"));
+        assert!(got[2].starts_with("p.yaml:7:45: rules[1].to[2]: domain `*.stripe.com`"));
+        assert!(check_text(text, "p.yaml").is_err());
+        // The same policy in audit mode is fine, with notes about the domains.
+        let audit = text.replace("mode: block", "mode: audit");
+        let p = ok(&audit);
+        assert!(block_mode_errors(&p).is_empty());
+        assert_eq!(
+            notes(&p),
+            vec![
+                "rules[1].to[1]: domain `api.stripe.com` is accepted but not enforced yet (DNS \
+                 correlation is a later feature)",
+                "rules[1].to[2]: domain `*.stripe.com` is accepted but not enforced yet (DNS \
+                 correlation is a later feature)",
+            ]
+        );
+        assert_eq!(
+            check_text(&audit, "policy.yaml").unwrap(),
+            "policy.yaml: ok: mode audit, loopback approved, 2 rules (2 address prefixes, 2 \
+             domain entries not yet enforced)"
+        );
+    }
+
+    #[test]
+    fn summaries() {
+        assert_eq!(
+            summary(&default_policy()),
+            "<default>: ok: mode audit, loopback approved, 0 rules"
+        );
+        let p = ok("mode: block\nloopback: audit\nrules:\n  - name: a\n    to: [\"::/0\"]\n");
+        assert_eq!(
+            summary(&p),
+            "p.yaml: ok: mode block, loopback audited, 1 rule (1 address prefix)"
+        );
+    }
+
+    #[test]
+    fn load_and_check_files() {
+        let dir = std::env::temp_dir().join(format!("egret-policy-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.yaml");
+        std::fs::write(
+            &good,
+            "mode: block\nrules:\n  - name: a\n    to: [\"10.0.0.0/8\"]\n",
+        )
+        .unwrap();
+        let p = load_policy(&good).unwrap();
+        assert_eq!(p.source, good.display().to_string());
+        let line = check(&good).unwrap();
+        assert_eq!(
+            line,
+            format!(
+                "{}: ok: mode block, loopback approved, 1 rule (1 address prefix)",
+                good.display()
+            )
+        );
+        let missing = dir.join("missing.yaml");
+        let e = load_policy(&missing).unwrap_err();
+        assert_eq!(e.errors.len(), 1);
+        assert_eq!(e.errors[0].position, Position::default());
+        assert_eq!(e.errors[0].path, "");
+        assert!(
+            e.errors[0].message.contains("cannot open"),
+            "{}",
+            e.errors[0].message
+        );
+        assert!(check(&missing).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Every ```yaml block in docs/policy.md passes `policy check` (for a `kind: ConfigMap`
+    /// block: every policy it carries), unless its first line starts with `# invalid`. A yaml
+    /// block followed by a ```text block whose first line is `$ egret policy check FILE`: the
+    /// rest of that block is exactly what the check prints (the summary line, or every error).
+    #[test]
+    fn docs_examples_are_honest() {
+        let doc = include_str!("../../../docs/policy.md");
+        let mut blocks: Vec<(String, String)> = Vec::new();
+        let mut lines = doc.lines();
+        while let Some(line) = lines.next() {
+            if let Some(lang) = line.strip_prefix("```") {
+                let mut body = String::new();
+                for l in lines.by_ref() {
+                    if l.starts_with("```") {
+                        break;
+                    }
+                    body.push_str(l);
+                    body.push('\n');
+                }
+                blocks.push((lang.trim().to_owned(), body));
+            }
+        }
+        let (mut valid, mut invalid, mut outputs) = (0, 0, 0);
+        for (i, (lang, body)) in blocks.iter().enumerate() {
+            if lang != "yaml" {
+                continue;
+            }
+            if body.contains("kind: ConfigMap") {
+                let docs = MarkedYaml::load_from_str(body).unwrap();
+                let data = &docs[0].data["data"];
+                let YamlData::Mapping(files) = &data.data else {
+                    panic!("data: {data:?}")
+                };
+                for (name, text) in files {
+                    let name = as_str(name).unwrap();
+                    let text = as_str(text).unwrap();
+                    if let Err(e) = check_text(text, name) {
+                        panic!("ConfigMap policy {name} in docs/policy.md:\n{e}\n{text}");
+                    }
+                    valid += 1;
+                }
+                continue;
+            }
+            let output = blocks
+                .get(i + 1)
+                .filter(|(lang, next)| lang == "text" && next.starts_with("$ egret policy check "));
+            let file = output
+                .and_then(|(_, next)| next.lines().next())
+                .and_then(|cmd| cmd.rsplit(' ').next())
+                .unwrap_or("example.yaml");
+            let result = check_text(body, file);
+            if body.starts_with("# invalid") {
+                assert!(result.is_err(), "marked invalid but valid:\n{body}");
+                invalid += 1;
+            } else if let Err(e) = &result {
+                panic!("docs/policy.md example fails `policy check`:\n{e}\n{body}");
+            } else {
+                valid += 1;
+            }
+            if let Some((_, next)) = output {
+                let want: Vec<&str> = next.lines().skip(1).collect();
+                let got: Vec<String> = match result {
+                    Ok(line) => vec![line],
+                    // As `egret policy check` prints them: every error, then the count.
+                    Err(e) => e
+                        .errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .chain([format!("{}: {} error(s)", e.file, e.errors.len())])
+                        .collect(),
+                };
+                assert_eq!(got, want, "output shown in docs/policy.md for:\n{body}");
+                outputs += 1;
+            }
+        }
+        assert!(
+            valid >= 5 && invalid >= 1 && outputs >= 2,
+            "{valid} {invalid} {outputs}"
+        );
+    }
+}
