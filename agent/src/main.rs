@@ -228,11 +228,15 @@ async fn shutdown_signal() {
 
 /// `egret policy check`: the parser's summary, after the same compilation `egret run` does.
 fn policy_check(path: &std::path::Path) -> std::process::ExitCode {
-    let result = egret::policy::parse::check(path)
-        .and_then(|summary| egret::agent::load_policy(Some(path)).map(|_| summary));
+    let result = egret::policy::parse::check(path).and_then(|summary| {
+        egret::agent::load_policy(Some(path)).map(|(policy, _)| (summary, policy))
+    });
     match result {
-        Ok(summary) => {
+        Ok((summary, policy)) => {
             println!("{summary}");
+            for note in egret::policy::parse::notes(&policy) {
+                println!("note: {note}");
+            }
             std::process::ExitCode::SUCCESS
         }
         Err(errors) => {

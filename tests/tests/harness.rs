@@ -149,6 +149,77 @@ fn testclient_loops() -> Result<()> {
 }
 
 #[test]
+fn testclient_connect_loop_counts_and_errno() -> Result<()> {
+    let open = TcpServer::start(addr("127.0.0.1:0")?)?;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let closed_port = closed.local_addr()?.port();
+    drop(closed);
+    let dir = egret_e2e::PolicyDir::create("harness-loop")?;
+    let status = dir.path().join("status");
+    let (p_open, p_closed) = (open.port().to_string(), closed_port.to_string());
+    let out = run_with_timeout(
+        &mut client(&[
+            "connect-loop",
+            "--count",
+            "3",
+            "--interval-ms",
+            "0",
+            "--status-file",
+            &status.display().to_string(),
+            "127.0.0.1",
+            &p_open,
+            &p_closed,
+        ]),
+        T,
+    )?
+    .ensure_success()?;
+    let counts = egret_e2e::policy::parse_loop_counts(&out.stdout)?;
+    let want_open = egret_e2e::policy::PortCounts {
+        ok: 3,
+        eperm: 0,
+        other: 0,
+    };
+    let want_closed = egret_e2e::policy::PortCounts {
+        ok: 0,
+        eperm: 0,
+        other: 3,
+    };
+    ensure!(
+        counts.get(&open.port()) == Some(&want_open)
+            && counts.get(&closed_port) == Some(&want_closed),
+        "connect-loop counts: {counts:?}"
+    );
+    ensure!(
+        egret_e2e::policy::read_loop_status(&status)? == counts,
+        "status file differs from stdout"
+    );
+    // A stop file ends a loop with no duration or count.
+    let stop = dir.path().join("stop");
+    std::fs::write(&stop, "")?;
+    run_with_timeout(
+        &mut client(&[
+            "connect-loop",
+            "--stop-file",
+            &stop.display().to_string(),
+            "127.0.0.1",
+            &p_open,
+        ]),
+        T,
+    )?
+    .ensure_success()?;
+    // A failed system call names its errno on stdout (ECONNREFUSED here).
+    let out = run_with_timeout(&mut client(&["tcp", "127.0.0.1", &p_closed]), T)?;
+    ensure!(
+        !out.status.success() && out.stdout.trim() == format!("errno={}", libc::ECONNREFUSED),
+        "want errno={} on stdout, got {:?} ({})",
+        libc::ECONNREFUSED,
+        out.stdout,
+        out.status
+    );
+    Ok(())
+}
+
+#[test]
 fn testclient_fails_loudly() -> Result<()> {
     for args in [
         &["tcp"][..],

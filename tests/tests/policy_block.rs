@@ -1,0 +1,617 @@
+//! The allowlist policy in block mode: the kernel refuses unapproved connections with EPERM,
+//! reloads (SIGHUP, `--watch`, invalid policies) take effect under load without refusing what
+//! both policies allow, and `--on-exit keep` keeps enforcing after egret dies.
+//!
+//! Every policy here sets `loopback: audit`, so loopback destinations need a rule.
+
+use anyhow::{bail, ensure, Context, Result};
+use egret_e2e::expect::{has_arg, is_flow, is_metric};
+use egret_e2e::policy::{check_alert, check_verdict, is_alert, read_loop_status, AlertWant};
+use egret_e2e::{
+    field_str, field_u64, marker, run_with_timeout, Egret, Harness, PinPath, PolicyDir, RunOutput,
+    TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
+};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
+const CLIENT_NAME: &str = "egret-testclient";
+
+fn sa(s: &str) -> Result<SocketAddr> {
+    s.parse().with_context(|| format!("parse {s}"))
+}
+
+fn client(args: &[&str]) -> Command {
+    let mut c = Command::new(CLIENT);
+    c.args(args);
+    c
+}
+
+/// Runs the client in `cg` and returns its output whatever the exit status.
+fn try_run(cg: &TestCgroup, args: &[&str]) -> Result<RunOutput> {
+    let mut cmd = client(args);
+    cg.command(&mut cmd)?;
+    run_with_timeout(&mut cmd, Duration::from_secs(30))
+}
+
+/// The client must fail with EPERM (`errno=1`).
+fn expect_eperm(cg: &TestCgroup, args: &[&str]) -> Result<RunOutput> {
+    let out = try_run(cg, args)?;
+    ensure!(
+        !out.status.success() && out.stdout.lines().any(|l| l.trim() == "errno=1"),
+        "{args:?} should fail with EPERM (errno=1), got {}\nstdout: {}\nstderr: {}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    Ok(out)
+}
+
+/// The client must succeed.
+fn expect_ok(cg: &TestCgroup, args: &[&str]) -> Result<RunOutput> {
+    let out = try_run(cg, args)?;
+    ensure!(
+        out.status.success(),
+        "{args:?} should succeed, got {}\nstdout: {}\nstderr: {}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    Ok(out)
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+fn wait_until(mut cond: impl FnMut() -> Result<bool>, timeout: Duration) -> Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond()? {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn block_mode_refuses_unapproved_tcp_and_udp() -> Result<()> {
+    let Some(cg) = Harness::cgroup("blk-refuse")? else {
+        return Ok(());
+    };
+    let dir = PolicyDir::create("refuse")?;
+    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let a6 = TcpServer::start(sa("[::1]:0")?)?;
+    let b6 = TcpServer::start(sa("[::1]:0")?)?;
+    let ua = UdpServer::start(sa("127.0.0.1:0")?)?;
+    let ub = UdpServer::start(sa("127.0.0.1:0")?)?;
+    let ub6 = UdpServer::start(sa("[::1]:0")?)?;
+    let policy = format!(
+        "mode: block
+loopback: audit
+rules:
+  - name: tcp-a
+    to: [\"127.0.0.1/32\", \"::1/128\"]
+    ports: [{}, {}]
+    protocols: [tcp]
+  - name: udp-a
+    to: [\"127.0.0.1/32\"]
+    ports: [{}]
+    protocols: [udp]
+",
+        a.port(),
+        a6.port(),
+        ua.port()
+    );
+    let policy = dir.write("policy.yaml", &policy)?;
+    let policy_arg = policy.display().to_string();
+    let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+    let (cg_path, cg_id) = (h.cgroup.relative_path(), h.cgroup.id()?);
+
+    // Approved TCP, v4 and v6: works, and says which rule.
+    for (ip, port) in [("127.0.0.1", a.port()), ("::1", a6.port())] {
+        let m = marker();
+        expect_ok(&h.cgroup, &["tcp", ip, &port.to_string(), &m])?;
+        let ev = h.egret.wait_for(
+            |v| is_flow(v, "connect", "tcp", port) && has_arg(v, &m),
+            LINE_TIMEOUT,
+        )?;
+        check_verdict(&ev, "approved", "block", Some("tcp-a"))?;
+    }
+
+    // Unapproved TCP, v4 and v6: EPERM before any packet; blocked/failure; an alert.
+    for (ip, server) in [("127.0.0.1", &b), ("::1", &b6)] {
+        let port = server.port();
+        let m = marker();
+        let out = expect_eperm(&h.cgroup, &["tcp", ip, &port.to_string(), &m])?;
+        let ev = h.egret.wait_for(
+            |v| is_flow(v, "connect", "tcp", port) && has_arg(v, &m),
+            LINE_TIMEOUT,
+        )?;
+        check_verdict(&ev, "blocked", "block", None)?;
+        let alert = h
+            .egret
+            .wait_for(|v| is_alert(v, "connect", "tcp", port), LINE_TIMEOUT)?;
+        check_alert(
+            &alert,
+            &AlertWant {
+                action: "connect",
+                transport: "tcp",
+                ip,
+                port,
+                verdict: "blocked",
+                pid: out.pid,
+                process_name: CLIENT_NAME,
+                cgroup_path: &cg_path,
+                cgroup_id: cg_id,
+            },
+        )?;
+        ensure!(
+            server.accepted() == 0,
+            "a refused connect reached the server on {ip} port {port}"
+        );
+    }
+
+    // Approved UDP works.
+    let m = marker();
+    expect_ok(
+        &h.cgroup,
+        &["udp-send", "127.0.0.1", &ua.port().to_string(), &m],
+    )?;
+    let ev = h
+        .egret
+        .wait_for(|v| is_flow(v, "send", "udp", ua.port()), LINE_TIMEOUT)?;
+    check_verdict(&ev, "approved", "block", Some("udp-a"))?;
+    ensure!(
+        wait_until(|| Ok(ua.received() >= 1), LINE_TIMEOUT)?,
+        "approved datagram not received"
+    );
+
+    // Unapproved UDP sendto, v4 and v6: EPERM, nothing sent; a blocked send line; an alert.
+    for (ip, server) in [("127.0.0.1", &ub), ("::1", &ub6)] {
+        let port = server.port();
+        let m = marker();
+        let out = expect_eperm(
+            &h.cgroup,
+            &["udp-send", ip, &port.to_string(), "--count", "3", &m],
+        )?;
+        let ev = h
+            .egret
+            .wait_for(|v| is_flow(v, "send", "udp", port), LINE_TIMEOUT)?;
+        check_verdict(&ev, "blocked", "block", None)?;
+        let alert = h
+            .egret
+            .wait_for(|v| is_alert(v, "send", "udp", port), LINE_TIMEOUT)?;
+        check_alert(
+            &alert,
+            &AlertWant {
+                action: "send",
+                transport: "udp",
+                ip,
+                port,
+                verdict: "blocked",
+                pid: out.pid,
+                process_name: CLIENT_NAME,
+                cgroup_path: &cg_path,
+                cgroup_id: cg_id,
+            },
+        )?;
+    }
+    // Connected UDP to an unapproved port: connect() itself is refused.
+    let m = marker();
+    expect_eperm(
+        &h.cgroup,
+        &["udp-connect", "127.0.0.1", &ub.port().to_string(), &m],
+    )?;
+    let ev = h.egret.wait_for(
+        |v| is_flow(v, "connect", "udp", ub.port()) && has_arg(v, &m),
+        LINE_TIMEOUT,
+    )?;
+    check_verdict(&ev, "blocked", "block", None)?;
+    std::thread::sleep(Duration::from_millis(300));
+    ensure!(
+        ub.received() == 0 && ub6.received() == 0,
+        "refused datagrams arrived ({} v4, {} v6)",
+        ub.received(),
+        ub6.received()
+    );
+    h.finish()
+}
+
+/// A `connect-loop` running in the background inside a test cgroup.
+struct Loop {
+    child: Child,
+    status: PathBuf,
+    stop: PathBuf,
+}
+
+impl Loop {
+    fn start(cg: &TestCgroup, dir: &Path, ip: &str, ports: &[u16]) -> Result<Self> {
+        let status = dir.join("loop.status");
+        let stop = dir.join("loop.stop");
+        let mut cmd = Command::new(CLIENT);
+        cmd.args(["connect-loop", "--interval-ms", "10", "--status-file"])
+            .arg(&status)
+            .arg("--stop-file")
+            .arg(&stop)
+            .arg(ip)
+            .args(ports.iter().map(u16::to_string))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cg.command(&mut cmd)?;
+        let child = cmd.spawn().context("spawn connect-loop")?;
+        Ok(Self {
+            child,
+            status,
+            stop,
+        })
+    }
+
+    fn counts(&self) -> Result<BTreeMap<u16, egret_e2e::policy::PortCounts>> {
+        read_loop_status(&self.status)
+    }
+
+    fn get(&self, port: u16) -> Result<egret_e2e::policy::PortCounts> {
+        Ok(self.counts()?.get(&port).copied().unwrap_or_default())
+    }
+
+    /// Stops the loop; returns its final counts (from its stdout).
+    fn finish(mut self) -> Result<BTreeMap<u16, egret_e2e::policy::PortCounts>> {
+        std::fs::write(&self.stop, "").context("create stop file")?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                bail!("connect-loop did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let (mut stdout, mut stderr) = (String::new(), String::new());
+        if let Some(mut pipe) = self.child.stdout.take() {
+            pipe.read_to_string(&mut stdout)?;
+        }
+        if let Some(mut pipe) = self.child.stderr.take() {
+            pipe.read_to_string(&mut stderr)?;
+        }
+        ensure!(status.success(), "connect-loop failed: {status}\n{stderr}");
+        egret_e2e::policy::parse_loop_counts(&stdout)
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop, "");
+        if matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn block_policy(ports: &[u16]) -> String {
+    let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+    format!(
+        "mode: block\nloopback: audit\nrules:\n  - name: allowed\n    to: [\"127.0.0.1/32\"]\n    ports: [{}]\n    protocols: [tcp]\n",
+        ports.join(", ")
+    )
+}
+
+/// How a policy change is delivered.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Rename the new file over the old one, then SIGHUP (egret runs without --watch).
+    Sighup,
+    /// Rename over it, no signal (egret runs with --watch).
+    WatchRename,
+    /// Truncate and rewrite in place, no signal (egret runs with --watch).
+    WatchInPlace,
+}
+
+fn deliver(
+    egret: &mut Egret,
+    dir: &PolicyDir,
+    file: &str,
+    yaml: &str,
+    how: Delivery,
+) -> Result<()> {
+    match how {
+        Delivery::Sighup => {
+            dir.write(file, yaml)?;
+            egret.sighup()
+        }
+        Delivery::WatchRename => dir.write(file, yaml).map(|_| ()),
+        Delivery::WatchInPlace => dir.write_in_place(file, yaml).map(|_| ()),
+    }
+}
+
+/// Under a steady connect loop to A and B: P1 (A, B) → P2 (A only) → [invalid] → P3 (A, B,
+/// more). A is never refused; B is refused once P2 is in force and until P3 is.
+fn reload_under_load(name: &str, watch: bool) -> Result<()> {
+    let Some(cg) = Harness::cgroup(name)? else {
+        return Ok(());
+    };
+    let dir = PolicyDir::create(name)?;
+    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let other = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let (pa, pb) = (a.port(), b.port());
+    let file = "policy.yaml";
+    let policy = dir.write(file, &block_policy(&[pa, pb]))?;
+    let policy_arg = policy.display().to_string();
+    let mut args = vec!["--policy", policy_arg.as_str()];
+    if watch {
+        args.push("--watch");
+    }
+    let mut h = Harness::start(cg, &args)?;
+    let lp = Loop::start(&h.cgroup, dir.path(), "127.0.0.1", &[pa, pb])?;
+    ensure!(
+        wait_until(
+            || Ok(lp.get(pa)?.ok > 0 && lp.get(pb)?.ok > 0),
+            LINE_TIMEOUT
+        )?,
+        "P1 approves A and B, yet the loop did not get through to both: {:?}",
+        lp.counts()?
+    );
+
+    // P2: only A.
+    let (first, second) = if watch {
+        (Delivery::WatchRename, Delivery::WatchInPlace)
+    } else {
+        (Delivery::Sighup, Delivery::Sighup)
+    };
+    deliver(&mut h.egret, &dir, file, &block_policy(&[pa]), first)?;
+    ensure!(
+        wait_until(|| Ok(lp.get(pb)?.eperm > 0), LINE_TIMEOUT)?,
+        "B still not refused {LINE_TIMEOUT:?} after the stricter policy: {:?}\n--- egret stderr ---\n{}",
+        lp.counts()?,
+        h.egret.stderr_tail()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let s1 = lp.get(pb)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let s2 = lp.get(pb)?;
+    ensure!(
+        s2.ok == s1.ok && s2.eperm > s1.eperm,
+        "with P2 in force B must be refused every time: {s1:?} then {s2:?}"
+    );
+
+    if !watch {
+        // An invalid policy is refused; the old one stays in force.
+        let stderr_before = h.egret.stderr_text()?.len();
+        let invalid = format!(
+            "mode: block\nloopback: audit\nrules:\n  - name: allowed\n    to: [\"127.0.0.1/32\"]\n    ports: [{pa}, {pb}, 70000]\n"
+        );
+        deliver(&mut h.egret, &dir, file, &invalid, Delivery::Sighup)?;
+        h.egret.wait_for(
+            |v| {
+                is_metric(v)
+                    && field_u64(v, "egret.metrics.policy_reload_failures").is_some_and(|n| n >= 1)
+            },
+            LINE_TIMEOUT,
+        )?;
+        ensure!(h.egret.running()?, "egret exited after an invalid policy");
+        let stderr = h.egret.stderr_text()?;
+        let new = stderr.get(stderr_before..).unwrap_or_default();
+        ensure!(
+            new.contains(file),
+            "after the invalid policy egret's stderr should name {file} with the error; new stderr:\n{new}"
+        );
+        let s3 = lp.get(pb)?;
+        std::thread::sleep(Duration::from_millis(1000));
+        let s4 = lp.get(pb)?;
+        ensure!(
+            s4.ok == s3.ok && s4.eperm > s3.eperm,
+            "after the refused invalid policy B must still be refused: {s3:?} then {s4:?}"
+        );
+    }
+
+    // P3: looser again.
+    let before = lp.get(pb)?;
+    deliver(
+        &mut h.egret,
+        &dir,
+        file,
+        &block_policy(&[pa, pb, other.port()]),
+        second,
+    )?;
+    ensure!(
+        wait_until(|| Ok(lp.get(pb)?.ok > before.ok), LINE_TIMEOUT)?,
+        "B still refused {LINE_TIMEOUT:?} after the looser policy: {:?}\n--- egret stderr ---\n{}",
+        lp.counts()?,
+        h.egret.stderr_tail()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let s5 = lp.get(pb)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let s6 = lp.get(pb)?;
+    ensure!(
+        s6.eperm == s5.eperm && s6.ok > s5.ok,
+        "with P3 in force B must get through every time: {s5:?} then {s6:?}"
+    );
+
+    let counts = lp.finish()?;
+    let ca = counts.get(&pa).copied().unwrap_or_default();
+    let cb = counts.get(&pb).copied().unwrap_or_default();
+    ensure!(
+        ca.eperm == 0 && ca.other == 0 && ca.ok > 0,
+        "every policy approves A, yet: {ca:?}"
+    );
+    ensure!(cb.other == 0, "B failed other than with EPERM: {cb:?}");
+
+    // What egret wrote agrees: some B lines blocked, no A line blocked; reloads counted.
+    let want_reloads = 2;
+    let metric = h.egret.wait_for(
+        |v| {
+            is_metric(v)
+                && field_u64(v, "egret.metrics.policy_reloads").is_some_and(|n| n >= want_reloads)
+        },
+        LINE_TIMEOUT,
+    )?;
+    if !watch {
+        ensure!(
+            field_u64(&metric, "egret.metrics.policy_reload_failures").is_some_and(|n| n >= 1),
+            "policy_reload_failures should be at least 1\nline: {metric}"
+        );
+    }
+    let all = h.egret.events()?;
+    let verdict = |v: &serde_json::Value| field_str(v, "egret.policy.verdict").map(str::to_owned);
+    let a_blocked = all
+        .iter()
+        .filter(|v| is_flow(v, "connect", "tcp", pa) && verdict(v).as_deref() == Some("blocked"))
+        .count();
+    let b_blocked = all
+        .iter()
+        .filter(|v| is_flow(v, "connect", "tcp", pb) && verdict(v).as_deref() == Some("blocked"))
+        .count();
+    ensure!(a_blocked == 0, "{a_blocked} lines say A was blocked");
+    ensure!(b_blocked > 0, "no line says B was blocked");
+    h.finish()
+}
+
+#[test]
+fn reload_on_sighup_under_load_and_invalid_policy_is_refused() -> Result<()> {
+    reload_under_load("blk-sighup", false)
+}
+
+#[test]
+fn reload_on_watch_under_load() -> Result<()> {
+    reload_under_load("blk-watch", true)
+}
+
+/// Whether a TCP connect from `cg` to 127.0.0.1:`port` gets through (`Ok(true)`), is refused
+/// with EPERM (`Ok(false)`), or fails otherwise (error).
+fn tcp_allowed(cg: &TestCgroup, port: u16) -> Result<bool> {
+    let out = try_run(cg, &["tcp", "127.0.0.1", &port.to_string()])?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    ensure!(
+        out.stdout.lines().any(|l| l.trim() == "errno=1"),
+        "connect to port {port} failed other than with EPERM: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    Ok(false)
+}
+
+fn eventually(cg: &TestCgroup, port: u16, allowed: bool) -> Result<bool> {
+    wait_until(|| Ok(tcp_allowed(cg, port)? == allowed), LINE_TIMEOUT)
+}
+
+#[test]
+fn on_exit_keep_enforces_after_sigkill_until_taken_over() -> Result<()> {
+    let Some(cg) = Harness::cgroup("blk-keep")? else {
+        return Ok(());
+    };
+    let pin = PinPath::new("keep")?;
+    let dir = PolicyDir::create("keep")?;
+    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let (pa, pb) = (a.port(), b.port());
+    let strict = dir.write("strict.yaml", &block_policy(&[pa]))?;
+    let loose = dir.write("loose.yaml", &block_policy(&[pa, pb]))?;
+    let (strict, loose, pin_arg) = (
+        strict.display().to_string(),
+        loose.display().to_string(),
+        pin.arg(),
+    );
+
+    let mut first = Egret::start(
+        cg.path(),
+        &[
+            "--policy",
+            &strict,
+            "--on-exit",
+            "keep",
+            "--pin-path",
+            &pin_arg,
+        ],
+    )?;
+    ensure!(tcp_allowed(&cg, pa)?, "A refused while approved");
+    ensure!(!tcp_allowed(&cg, pb)?, "B not refused in block mode");
+    first.kill9()?;
+    first.discard_dir_on_drop();
+    ensure!(
+        !pin.entries().is_empty(),
+        "--on-exit keep pinned nothing under {}",
+        pin.path().display()
+    );
+    // Nobody runs egret now; the pinned programs still enforce the strict policy.
+    std::thread::sleep(Duration::from_millis(1000));
+    ensure!(
+        !tcp_allowed(&cg, pb)?,
+        "after SIGKILL with --on-exit keep, B must still be refused"
+    );
+    ensure!(
+        tcp_allowed(&cg, pa)?,
+        "after SIGKILL with --on-exit keep, A must still work"
+    );
+
+    // The next egret (default: detach) takes over, with a policy that approves B.
+    let mut second = Egret::start(cg.path(), &["--policy", &loose, "--pin-path", &pin_arg])?;
+    ensure!(
+        eventually(&cg, pb, true)?,
+        "the new egret approves B, but B is still refused (the kept programs were not replaced)\n--- stderr ---\n{}",
+        second.stderr_tail()
+    );
+    ensure!(tcp_allowed(&cg, pa)?, "A refused under the new egret");
+    let m = marker();
+    let out = try_run(&cg, &["tcp", "127.0.0.1", &pb.to_string(), &m])?;
+    ensure!(out.status.success(), "B refused under the new egret");
+    let ev = second.wait_for(
+        |v| is_flow(v, "connect", "tcp", pb) && has_arg(v, &m),
+        LINE_TIMEOUT,
+    )?;
+    check_verdict(&ev, "approved", "block", Some("allowed"))?;
+    let status = second.stop()?;
+    ensure!(
+        status.success(),
+        "second egret exited with {status}\n{}",
+        second.stderr_tail()
+    );
+    second.discard_dir_on_drop();
+    // Detached at exit: nothing enforces anything now.
+    ensure!(
+        eventually(&cg, pb, true)?,
+        "after the detach-mode egret stopped, B is refused"
+    );
+    ensure!(tcp_allowed(&cg, pa)?, "A refused after egret stopped");
+    drop(pin);
+    Ok(())
+}
+
+#[test]
+fn on_exit_detach_fails_open_after_sigkill() -> Result<()> {
+    let Some(cg) = Harness::cgroup("blk-detach")? else {
+        return Ok(());
+    };
+    let pin = PinPath::new("detach")?;
+    let dir = PolicyDir::create("detach")?;
+    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let (pa, pb) = (a.port(), b.port());
+    let strict = dir.write("strict.yaml", &block_policy(&[pa]))?;
+    let (strict, pin_arg) = (strict.display().to_string(), pin.arg());
+    let mut egret = Egret::start(cg.path(), &["--policy", &strict, "--pin-path", &pin_arg])?;
+    ensure!(tcp_allowed(&cg, pa)?, "A refused while approved");
+    ensure!(!tcp_allowed(&cg, pb)?, "B not refused in block mode");
+    egret.kill9()?;
+    egret.discard_dir_on_drop();
+    ensure!(
+        eventually(&cg, pb, true)?,
+        "default --on-exit detach: after SIGKILL B must work (programs detached); pins left: {:?}",
+        pin.entries()
+    );
+    ensure!(tcp_allowed(&cg, pa)?, "A refused after egret died");
+    Ok(())
+}
