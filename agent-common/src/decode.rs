@@ -7,7 +7,7 @@
 use core::{fmt, mem::size_of, ptr};
 
 use crate::{
-    ConnectEvent, EventHeader, EventKind, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent,
+    ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent,
     SockReleaseEvent, EVENT_VERSION,
 };
 
@@ -25,6 +25,7 @@ pub enum Event {
     Fork(ForkEvent),
     Exit(ExitEvent),
     SockRelease(SockReleaseEvent),
+    Dns(DnsEvent),
 }
 
 /// Why a record could not be decoded. The agent counts these and goes on.
@@ -100,6 +101,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Fork => Event::Fork(read(bytes, kind)?),
         EventKind::Exit => Event::Exit(read(bytes, kind)?),
         EventKind::SockRelease => Event::SockRelease(read(bytes, kind)?),
+        EventKind::Dns => Event::Dns(read(bytes, kind)?),
     })
 }
 
@@ -147,6 +149,7 @@ mod tests {
             prev_datagrams: 9,
             verdict: crate::VERDICT_BLOCKED,
             _pad: 0,
+            netns: 4026531840,
         }
     }
 
@@ -180,6 +183,24 @@ mod tests {
         let exit = ExitEvent {
             header: header(EventKind::Exit, size_of::<ExitEvent>()),
         };
+        let mut payload = [0u8; crate::DNS_PAYLOAD_MAX];
+        payload[..4].copy_from_slice(&[0x12, 0x34, 0x81, 0x80]);
+        let dns = DnsEvent {
+            header: header(EventKind::Dns, size_of::<DnsEvent>()),
+            cookie: 77,
+            netns: 4026531840,
+            family: crate::AF_INET,
+            sport: 53,
+            transport: 17,
+            flags: crate::DNS_FLAG_CUT,
+            _pad: 0,
+            msg_len: 4,
+            captured: 4,
+            approved: 0b101,
+            _pad2: 0,
+            saddr: [127, 0, 0, 53, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            payload,
+        };
         let release = SockReleaseEvent {
             header: header(EventKind::SockRelease, size_of::<SockReleaseEvent>()),
             cookie: 77,
@@ -198,6 +219,7 @@ mod tests {
             (encode(&fork), Event::Fork(fork)),
             (encode(&exit), Event::Exit(exit)),
             (encode(&release), Event::SockRelease(release)),
+            (encode(&dns), Event::Dns(dns)),
         ];
         for (bytes, want) in cases {
             assert_eq!(decode(&bytes), Ok(want));

@@ -10,6 +10,8 @@
 //! checked decoder ([`decode`]) from the raw ring-buffer bytes.
 #![no_std]
 
+pub mod dns;
+
 #[cfg(feature = "user")]
 mod decode;
 #[cfg(feature = "user")]
@@ -71,6 +73,8 @@ pub enum EventKind {
     Exit = 6,
     /// A socket that sent UDP datagrams was released: [`SockReleaseEvent`].
     SockRelease = 7,
+    /// A DNS response arrived for a monitored socket: [`DnsEvent`].
+    Dns = 8,
 }
 
 impl EventKind {
@@ -83,6 +87,7 @@ impl EventKind {
             5 => Self::Fork,
             6 => Self::Exit,
             7 => Self::SockRelease,
+            8 => Self::Dns,
             _ => return None,
         })
     }
@@ -138,6 +143,8 @@ pub struct ConnectEvent {
     /// What the kernel decided: `VERDICT_*`.
     pub verdict: u32,
     pub _pad: u32,
+    /// `bpf_get_netns_cookie()` of the socket's network namespace.
+    pub netns: u64,
 }
 
 /// The kernel did not evaluate the policy (audit mode): the connection went ahead.
@@ -278,7 +285,8 @@ pub type PolicyAddr4 = [u8; 4];
 /// LPM trie key data for IPv6 (network byte order).
 pub type PolicyAddr6 = [u8; 16];
 
-/// The policy program state: which of the two map sets (0 or 1) is live, and per set its mode.
+/// The policy program state: which of the two map sets (0 or 1) is live, and per set its mode
+/// and number of domain rules.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct PolicyState {
@@ -286,11 +294,88 @@ pub struct PolicyState {
     pub active: u32,
     /// `POLICY_MODE_*` of set 0 and set 1.
     pub mode: [u32; 2],
-    pub _pad: u32,
+    /// Domain rules in set 0 and set 1 (≤ [`DNS_RULES_MAX`]).
+    pub domain_rules: [u32; 2],
+    /// Bit `i` set: set `i` has cgroup-scoped entries (the caller's cgroup mask is needed).
+    pub scoped: u32,
 }
 
 pub const POLICY_MODE_AUDIT: u32 = 0;
 pub const POLICY_MODE_BLOCK: u32 = 1;
+
+// ---- DNS ----
+
+/// Bytes of a DNS message the kernel copies to userspace (the common EDNS buffer size).
+/// Longer messages are cut (`DNS_FLAG_CUT`); their answers past this point are not seen.
+pub const DNS_PAYLOAD_MAX: usize = 1232;
+/// Most domain rules (rules with at least one name in `to:`) in one block-mode policy.
+pub const DNS_RULES_MAX: usize = 16;
+/// Most answer records the kernel walks in one response.
+pub const DNS_ANSWERS_MAX: usize = 16;
+/// Most learned (network namespace, address, rule) entries the kernel keeps per policy set.
+pub const DNS_ALLOW_MAX: u32 = 32768;
+/// Most approved names (exact and wildcard bases) per policy set.
+pub const DNS_NAMES_MAX: u32 = 16384;
+
+/// [`DnsEvent::flags`]: the message was longer than [`DNS_PAYLOAD_MAX`] and was cut.
+pub const DNS_FLAG_CUT: u8 = 1 << 0;
+/// The kernel could not parse the question or an answer (userspace parses again anyway).
+pub const DNS_FLAG_KERNEL_PARSE_FAILED: u8 = 1 << 1;
+
+/// A DNS response delivered to a socket of the monitored cgroup (`cgroup_skb/ingress`). The
+/// header's task fields are zero: the packet is handled in softirq, not by the receiver.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEvent {
+    pub header: EventHeader,
+    /// Cookie of the receiving socket: ties the answer to the socket (and so the process) that
+    /// sent the query.
+    pub cookie: u64,
+    /// Network namespace cookie of the receiving socket.
+    pub netns: u64,
+    pub family: u16,
+    /// The resolver's port (53 unless configured otherwise).
+    pub sport: u16,
+    /// 17 (UDP) or 6 (TCP).
+    pub transport: u8,
+    /// `DNS_FLAG_*`.
+    pub flags: u8,
+    pub _pad: u16,
+    /// Length of the DNS message.
+    pub msg_len: u32,
+    /// Bytes of it in [`Self::payload`].
+    pub captured: u32,
+    /// Domain rules (bit i = rule i of the block-mode policy) that approved the question;
+    /// their answers' addresses were put in the kernel's allow map before delivery.
+    pub approved: u32,
+    pub _pad2: u32,
+    /// The resolver's address (network byte order; IPv4 in the first 4 bytes).
+    pub saddr: [u8; 16],
+    pub payload: [u8; DNS_PAYLOAD_MAX],
+}
+
+/// Key of the kernel's learned-address map: one entry per (namespace, address, domain rule);
+/// the value is the `bpf_ktime_get_boot_ns` time until which the rule approves the address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DnsAllowKey {
+    pub netns: u64,
+    pub family: u16,
+    /// Index of the domain rule (0..DNS_RULES_MAX).
+    pub rule: u8,
+    pub _pad: [u8; 5],
+    /// Network byte order; IPv4 in the first 4 bytes, the rest zero.
+    pub addr: [u8; 16],
+}
+
+/// Value of the approved-names map, keyed by [`dns::name_hash`]: the domain rules that approve
+/// exactly this name, and those that approve every name strictly below it (`*.name`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DnsNameValue {
+    pub exact: u32,
+    pub wildcard: u32,
+}
 
 /// Marker so a socket cookie is only reported at release when it had UDP flows.
 pub type UdpSocketMark = u8;
@@ -306,9 +391,14 @@ macro_rules! assert_layout {
 assert_layout!(EventHeader, size = 56,
     kind @ 0, version @ 2, size @ 4, ktime_ns @ 8, tgid @ 16, tid @ 20, uid @ 24, gid @ 28,
     cgroup_id @ 32, comm @ 40);
-assert_layout!(ConnectEvent, size = 104,
+assert_layout!(ConnectEvent, size = 112,
     header @ 0, cookie @ 56, family @ 64, port @ 66, sock_type @ 68, protocol @ 70, addr @ 72,
-    prev_datagrams @ 88, verdict @ 96);
+    prev_datagrams @ 88, verdict @ 96, netns @ 104);
+assert_layout!(DnsEvent, size = 56 + 56 + DNS_PAYLOAD_MAX,
+    header @ 0, cookie @ 56, netns @ 64, family @ 72, sport @ 74, transport @ 76, flags @ 77,
+    msg_len @ 80, captured @ 84, approved @ 88, saddr @ 96, payload @ 112);
+assert_layout!(DnsAllowKey, size = 32, netns @ 0, family @ 8, rule @ 10, addr @ 16);
+assert_layout!(DnsNameValue, size = 8, exact @ 0, wildcard @ 4);
 assert_layout!(ExecArgsEvent, size = 56 + 16 + EXEC_PATH_LEN + EXEC_ARGS_LEN,
     header @ 0, flags @ 56, argc @ 60, args_len @ 64, path_len @ 68, path @ 72,
     args @ 72 + EXEC_PATH_LEN);
@@ -321,7 +411,7 @@ assert_layout!(UdpFlowKey, size = 32, cookie @ 0, family @ 8, port @ 10, addr @ 
 assert_layout!(UdpFlowValue, size = 32, datagrams @ 0, first_ns @ 8, last_ns @ 16, verdict @ 24);
 assert_layout!(PolicyEntry, size = 16, port_lo @ 0, port_hi @ 2, protocols @ 4, scopes @ 8);
 assert_layout!(PolicyValue, size = 8 + 16 * POLICY_ENTRIES_MAX, count @ 0, entries @ 8);
-assert_layout!(PolicyState, size = 16, active @ 0, mode @ 4);
+assert_layout!(PolicyState, size = 24, active @ 0, mode @ 4, domain_rules @ 12, scoped @ 20);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -331,4 +421,6 @@ mod pod {
     unsafe impl aya::Pod for super::UdpFlowValue {}
     unsafe impl aya::Pod for super::PolicyValue {}
     unsafe impl aya::Pod for super::PolicyState {}
+    unsafe impl aya::Pod for super::DnsAllowKey {}
+    unsafe impl aya::Pod for super::DnsNameValue {}
 }

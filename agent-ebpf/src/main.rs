@@ -16,11 +16,14 @@
 // `atomic_xadd`: the BPF target's core has no `AtomicU64::fetch_add`; this lowers to the BPF
 // atomic add instruction.
 #![feature(core_intrinsics)]
+// `asm!` barriers keep verifier-visible bounds checks (dns.rs).
+#![feature(asm_experimental_arch)]
 #![expect(
     internal_features,
     reason = "atomic_xadd is the only way to an atomic add on bpf"
 )]
 
+mod dns;
 mod policy;
 
 use core::{
@@ -41,8 +44,8 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_user,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_boot_ns,
-            bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+            bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie,
+            bpf_ktime_get_boot_ns, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
         },
     },
     macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
@@ -59,7 +62,7 @@ const CLONE_THREAD: u64 = 0x0001_0000;
 
 /// Ring buffer for every event. Userspace sets the size (`--ring-buffer-size`).
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
 /// Per-CPU counters, indexed by [`Counter`].
 #[map]
@@ -83,7 +86,7 @@ static UDP_IDLE_NS: u64 = 5_000_000_000;
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 4 * 1024 * 1024;
 
-fn count(counter: Counter) {
+pub(crate) fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, and BPF programs do not migrate CPUs while running.
         unsafe { *slot += 1 };
@@ -91,7 +94,7 @@ fn count(counter: Counter) {
 }
 
 /// Flags for submitting a record: wake the reader only when the buffer is filling up.
-fn submit_flags() -> u64 {
+pub(crate) fn submit_flags() -> u64 {
     // SAFETY: a read of a constant the loader may have rewritten.
     let threshold = unsafe { read_volatile(&WAKEUP_BYTES) };
     if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= threshold {
@@ -123,7 +126,7 @@ fn fill_header(header: *mut EventHeader, kind: EventKind, size: usize, now: u64)
     }
 }
 
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     // SAFETY: helper without arguments.
     unsafe { bpf_ktime_get_boot_ns() }
 }
@@ -136,6 +139,8 @@ pub(crate) struct Dest {
     pub(crate) sock_type: u16,
     pub(crate) protocol: u16,
     pub(crate) addr: [u8; 16],
+    /// `bpf_get_netns_cookie()` of the socket's namespace.
+    pub(crate) netns: u64,
 }
 
 /// Reads one `u32` context field. Volatile, so LLVM neither merges nor offsets the context
@@ -144,6 +149,13 @@ pub(crate) struct Dest {
 fn ctx_u32(field: *const u32) -> u32 {
     // SAFETY: `field` points at a field of the program's context.
     unsafe { read_volatile(field) }
+}
+
+/// The socket's network namespace cookie.
+#[inline(always)]
+fn netns_cookie(ctx: &SockAddrContext) -> u64 {
+    // SAFETY: `bpf_get_netns_cookie` accepts a sock_addr context.
+    unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }
 }
 
 /// The destination of an IPv4 hook (`connect4`, `sendmsg4`). Only the `*4` hooks may read
@@ -172,6 +184,7 @@ fn dest4(ctx: &SockAddrContext) -> Dest {
         sock_type: sock_type as u16,
         protocol: protocol as u16,
         addr,
+        netns: netns_cookie(ctx),
     }
 }
 
@@ -208,6 +221,7 @@ fn dest6(ctx: &SockAddrContext) -> Dest {
         sock_type: sock_type as u16,
         protocol: protocol as u16,
         addr,
+        netns: netns_cookie(ctx),
     }
 }
 
@@ -235,6 +249,7 @@ fn emit_connect(kind: EventKind, dest: &Dest, cookie: u64, prev: u64, verdict: u
         (*event).prev_datagrams = prev;
         (*event).verdict = verdict;
         (*event)._pad = 0;
+        (*event).netns = dest.netns;
     }
     entry.submit(submit_flags());
 }

@@ -24,7 +24,8 @@ use aya_ebpf::{
     },
 };
 
-use crate::Dest;
+use crate::{dns, Dest};
+use agent_common::{DnsAllowKey, DnsNameValue, AF_INET6};
 
 #[map]
 static POLICY_STATE: Array<PolicyState> = Array::with_max_entries(1, 0);
@@ -85,31 +86,23 @@ fn cgroup_mask(set: u32) -> u64 {
     mask
 }
 
-/// `true` when some entry of `value` approves this port, protocol and caller.
+/// `true` when some entry of `value` approves this port and protocol for a caller whose
+/// cgroup carries the scope bits `cgroups`.
 #[inline(always)]
-fn approves(value: &PolicyValue, port: u16, proto: u8, set: u32) -> bool {
+pub fn approves(value: &PolicyValue, port: u16, proto: u8, cgroups: u64) -> bool {
     let count = value.count as usize;
-    // The caller's cgroup mask, computed on first need (no closures: an outlined closure that
-    // returns a reference into this frame is rejected by the verifier).
-    let mut mask = 0u64;
-    let mut have_mask = false;
     let mut i = 0;
     while i < POLICY_ENTRIES_MAX {
         if i >= count {
             break;
         }
         let entry = &value.entries[i];
-        if port >= entry.port_lo && port <= entry.port_hi && entry.protocols & proto != 0 {
-            if entry.scopes == 0 {
-                return true;
-            }
-            if !have_mask {
-                mask = cgroup_mask(set);
-                have_mask = true;
-            }
-            if mask & entry.scopes == entry.scopes {
-                return true;
-            }
+        if port >= entry.port_lo
+            && port <= entry.port_hi
+            && entry.protocols & proto != 0
+            && cgroups & entry.scopes == entry.scopes
+        {
+            return true;
         }
         i += 1;
     }
@@ -152,6 +145,20 @@ fn lookup6(set: u32, addr: PolicyAddr6) -> Option<&'static PolicyValue> {
     }
 }
 
+/// The live set when the live policy is in block mode.
+#[inline(always)]
+pub fn block_set() -> Option<u32> {
+    let state = POLICY_STATE.get(0)?;
+    let set = state.active & 1;
+    (state.mode[set as usize] == POLICY_MODE_BLOCK).then_some(set)
+}
+
+/// The approved-names entry for a name hash in `set`.
+#[inline(always)]
+pub fn dns_name(set: u32, hash: u64) -> Option<DnsNameValue> {
+    dns::names_get(set, hash)
+}
+
 /// The verdict for a connection or datagram to `dest`: [`VERDICT_NONE`] in audit mode,
 /// else [`VERDICT_ALLOWED`] or [`VERDICT_BLOCKED`].
 #[inline(always)]
@@ -163,19 +170,54 @@ pub fn evaluate(dest: &Dest) -> u32 {
     if state.mode[set as usize] != POLICY_MODE_BLOCK {
         return VERDICT_NONE;
     }
-    let value = if dest.family == AF_INET {
-        lookup4(
-            set,
+    // IPv4-mapped IPv6 destinations are IPv4 destinations.
+    let (family, addr) = match (dest.family, mapped_v4(&dest.addr)) {
+        (AF_INET, _) => (
+            AF_INET,
             [dest.addr[0], dest.addr[1], dest.addr[2], dest.addr[3]],
-        )
-    } else {
-        match mapped_v4(&dest.addr) {
-            Some(v4) => lookup4(set, v4),
-            None => lookup6(set, dest.addr),
-        }
+        ),
+        (_, Some(v4)) => (AF_INET, v4),
+        _ => (AF_INET6, [0; 4]),
     };
-    match value {
-        Some(value) if approves(value, dest.port, protocol_bit(dest), set) => VERDICT_ALLOWED,
-        _ => VERDICT_BLOCKED,
+    let value = if family == AF_INET {
+        lookup4(set, addr)
+    } else {
+        lookup6(set, dest.addr)
+    };
+    let proto = protocol_bit(dest);
+    // The caller's cgroup scope bits, only when the policy has scoped rules.
+    let cgroups = if state.scoped & (1 << set) != 0 {
+        cgroup_mask(set)
+    } else {
+        0
+    };
+    if let Some(value) = value {
+        if approves(value, dest.port, proto, cgroups) {
+            return VERDICT_ALLOWED;
+        }
     }
+    // Addresses learned from approved DNS answers (domain rules).
+    let rules = state.domain_rules[set as usize];
+    if rules == 0 {
+        return VERDICT_BLOCKED;
+    }
+    let mut key = DnsAllowKey {
+        netns: dest.netns,
+        family,
+        rule: 0,
+        _pad: [0; 5],
+        addr: [0; 16],
+    };
+    if family == AF_INET {
+        key.addr[0] = addr[0];
+        key.addr[1] = addr[1];
+        key.addr[2] = addr[2];
+        key.addr[3] = addr[3];
+    } else {
+        key.addr = dest.addr;
+    }
+    if dns::learned_approves(set, key, rules, dest.port, proto, cgroups) {
+        return VERDICT_ALLOWED;
+    }
+    VERDICT_BLOCKED
 }

@@ -55,6 +55,13 @@ pub struct Config {
     pub watch: bool,
     pub on_exit: OnExit,
     pub pin_path: PathBuf,
+    /// Resolver port whose responses are captured.
+    pub dns_port: u16,
+    /// Bounds on how long an answer's addresses stay associated with its names.
+    pub dns_ttl_floor: Duration,
+    pub dns_ttl_ceiling: Duration,
+    /// Write a `dns` line per answer observed.
+    pub dns_events: bool,
 }
 
 impl Default for Config {
@@ -76,6 +83,10 @@ impl Default for Config {
             watch: false,
             on_exit: OnExit::Detach,
             pin_path: PathBuf::from("/sys/fs/bpf/egret"),
+            dns_port: 53,
+            dns_ttl_floor: Duration::from_secs(5),
+            dns_ttl_ceiling: Duration::from_secs(3600),
+            dns_events: false,
         }
     }
 }
@@ -226,6 +237,7 @@ impl Pipeline {
             Event::Fork(ev) => self.on_fork(&ev),
             Event::Exit(ev) => self.on_exit(&ev),
             Event::SockRelease(ev) => self.on_sock_release(&ev, maps),
+            Event::Dns(ev) => self.on_dns(&ev),
         }
     }
 
@@ -366,7 +378,7 @@ impl Pipeline {
             }
         };
         let ids = compile::scope_ids(&compiled, self.cgroups.mount());
-        if let Err(err) = maps.install(&compiled, &ids) {
+        if let Err(err) = maps.install(&compiled, &ids, &[]) {
             self.metrics.policy_reload_failures += 1;
             log::error!("{why}: {err}; {} stays in force", self.policy.summary());
             return;
@@ -387,6 +399,10 @@ impl Pipeline {
             Ok(n) => log::debug!("{n} new cgroups matched scoped rules"),
             Err(err) => log::error!("updating scoped rules: {err}"),
         }
+    }
+
+    fn on_dns(&mut self, ev: &agent_common::DnsEvent) {
+        let _ = ev;
     }
 
     fn on_exec_args(&mut self, ev: &ExecArgsEvent) {
@@ -582,6 +598,9 @@ pub async fn run(
             udp_idle_ns: duration_ns(config.udp_idle),
             on_exit: config.on_exit,
             pin_path: config.pin_path.clone(),
+            dns_port: config.dns_port,
+            dns_ttl_floor_ns: duration_ns(config.dns_ttl_floor),
+            dns_ttl_ceiling_ns: duration_ns(config.dns_ttl_ceiling),
         },
         &cgroup_dir,
         &compiled,

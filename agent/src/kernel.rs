@@ -8,8 +8,8 @@ use std::{
 };
 
 use agent_common::{
-    Counter, PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue, UdpFlowKey, UdpFlowValue,
-    POLICY_MODE_AUDIT, POLICY_MODE_BLOCK,
+    Counter, DnsAllowKey, DnsNameValue, PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue,
+    UdpFlowKey, UdpFlowValue, POLICY_MODE_AUDIT, POLICY_MODE_BLOCK,
 };
 use aya::{
     maps::{
@@ -18,7 +18,8 @@ use aya::{
     },
     programs::{
         links::{FdLink, PinnedLink},
-        CgroupAttachMode, CgroupSock, CgroupSockAddr, ProgramError, TracePoint,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError,
+        TracePoint,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
@@ -85,6 +86,11 @@ pub struct KernelConfig {
     pub on_exit: OnExit,
     /// bpffs directory for pinned links (`--pin-path`); egret uses `<pin>/cgroup-<id>/`.
     pub pin_path: PathBuf,
+    /// The resolver port whose responses are captured (`--dns-port`).
+    pub dns_port: u16,
+    /// Bounds on answer TTLs for learned addresses (`--dns-ttl-floor`, `--dns-ttl-ceiling`).
+    pub dns_ttl_floor_ns: u64,
+    pub dns_ttl_ceiling_ns: u64,
 }
 
 /// Maps userspace reads while the programs run (and after they are detached).
@@ -99,6 +105,9 @@ pub struct PolicySet {
     v4: LpmTrie<MapData, PolicyAddr4, PolicyValue>,
     v6: LpmTrie<MapData, PolicyAddr6, PolicyValue>,
     scopes: HashMap<MapData, u64, u64>,
+    dns_names: HashMap<MapData, u64, DnsNameValue>,
+    dns_allow: HashMap<MapData, DnsAllowKey, u64>,
+    domain_rules: Array<MapData, PolicyValue>,
 }
 
 impl PolicySet {
@@ -129,7 +138,27 @@ impl PolicySet {
                 .insert(&Key::new(u32::from(prefix.len), prefix.addr), value, 0)
                 .map_err(policy_err("IPv6 prefix"))?;
         }
+        for (hash, value) in &compiled.dns_names {
+            self.dns_names
+                .insert(hash, value, 0)
+                .map_err(policy_err("approved name"))?;
+        }
+        for (index, value) in compiled.domain_rules.iter().enumerate() {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            self.domain_rules
+                .set(index, value, 0)
+                .map_err(policy_err("domain rule"))?;
+        }
         self.add_scopes(scope_ids).map(|_| ())
+    }
+
+    fn learn(&mut self, learned: &[(DnsAllowKey, u64)]) -> Result<(), KernelError> {
+        for (key, value) in learned {
+            self.dns_allow
+                .insert(key, value, 0)
+                .map_err(policy_err("learned address"))?;
+        }
+        Ok(())
     }
 
     fn add_scopes(&mut self, scope_ids: &StdHashMap<u64, u64>) -> Result<usize, KernelError> {
@@ -171,21 +200,32 @@ impl PolicyMaps {
     /// every connect sees either the whole old policy or the whole new one. The set left idle
     /// is cleared at the next install, long after any program that read the old switch value
     /// has finished.
+    /// `learned`: addresses the new policy's domain rules approve from answers seen before
+    /// (the applications hold them in their own caches), carried over so they stay reachable.
     pub fn install(
         &mut self,
         compiled: &CompiledPolicy,
         scope_ids: &StdHashMap<u64, u64>,
+        learned: &[(DnsAllowKey, u64)],
     ) -> Result<(), KernelError> {
         let idle = (self.current.active ^ 1) & 1;
         let set = self.set_mut(idle);
         set.clear()?;
         set.fill(compiled, scope_ids)?;
+        set.learn(learned)?;
         let mode = if compiled.block {
             POLICY_MODE_BLOCK
         } else {
             POLICY_MODE_AUDIT
         };
-        let [mode0, mode1] = self.current.mode;
+        let rules = u32::try_from(compiled.domain_rules.len()).unwrap_or(u32::MAX);
+        let PolicyState {
+            active: _,
+            mode: [mode0, mode1],
+            domain_rules: [rules0, rules1],
+            scoped,
+        } = self.current;
+        let bit = 1u32 << idle;
         let next = PolicyState {
             active: idle,
             mode: if idle == 0 {
@@ -193,7 +233,16 @@ impl PolicyMaps {
             } else {
                 [mode0, mode]
             },
-            _pad: 0,
+            domain_rules: if idle == 0 {
+                [rules, rules1]
+            } else {
+                [rules0, rules]
+            },
+            scoped: if compiled.has_scopes() {
+                scoped | bit
+            } else {
+                scoped & !bit
+            },
         };
         self.state
             .set(0, next, 0)
@@ -276,6 +325,9 @@ pub fn load_and_attach(
         udp_idle_ns,
         on_exit,
         pin_path,
+        dns_port,
+        dns_ttl_floor_ns,
+        dns_ttl_ceiling_ns,
     } = config;
     if *ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
         return Err(KernelError::RingSize(*ring_buffer_size));
@@ -288,6 +340,9 @@ pub fn load_and_attach(
     let mut ebpf = EbpfLoader::new()
         .override_global("UDP_IDLE_NS", udp_idle_ns, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+        .override_global("DNS_PORT", dns_port, true)
+        .override_global("DNS_TTL_FLOOR_NS", dns_ttl_floor_ns, true)
+        .override_global("DNS_TTL_CEILING_NS", dns_ttl_ceiling_ns, true)
         .map_max_entries("EVENTS", *ring_buffer_size)
         .load(PROGRAMS)
         .map_err(KernelError::Load)?;
@@ -306,18 +361,24 @@ pub fn load_and_attach(
                     v4: typed(&mut ebpf, "POLICY_V4_0")?,
                     v6: typed(&mut ebpf, "POLICY_V6_0")?,
                     scopes: typed(&mut ebpf, "SCOPES_0")?,
+                    dns_names: typed(&mut ebpf, "DNS_NAMES_0")?,
+                    dns_allow: typed(&mut ebpf, "DNS_ALLOW_0")?,
+                    domain_rules: typed(&mut ebpf, "DOMAIN_RULES_0")?,
                 },
                 PolicySet {
                     v4: typed(&mut ebpf, "POLICY_V4_1")?,
                     v6: typed(&mut ebpf, "POLICY_V6_1")?,
                     scopes: typed(&mut ebpf, "SCOPES_1")?,
+                    dns_names: typed(&mut ebpf, "DNS_NAMES_1")?,
+                    dns_allow: typed(&mut ebpf, "DNS_ALLOW_1")?,
+                    domain_rules: typed(&mut ebpf, "DOMAIN_RULES_1")?,
                 },
             ],
             current: PolicyState::default(),
         },
     };
     // The policy is in force before the first program is attached: no unchecked window.
-    maps.policy.install(policy, scope_ids)?;
+    maps.policy.install(policy, scope_ids, &[])?;
 
     // Tracepoints first, so the process table is fed before the first connect is seen.
     for (name, category) in TRACEPOINTS {
@@ -347,6 +408,21 @@ pub fn load_and_attach(
             })?;
             pinned.push((name, link));
         }
+    }
+    // DNS answers: attached before the socket programs' links are pinned so a kept policy's
+    // learned addresses keep being learned too.
+    let dns: &mut CgroupSkb = program_mut(&mut ebpf, "dns_ingress")?;
+    dns.load().map_err(program_err("dns_ingress"))?;
+    let link_id = dns
+        .attach(&cgroup_dir, CgroupSkbAttachType::Ingress, mode)
+        .map_err(program_err("dns_ingress"))?;
+    if *on_exit == OnExit::Keep {
+        let link = dns.take_link(link_id).map_err(program_err("dns_ingress"))?;
+        let link = FdLink::try_from(link).map_err(|source| KernelError::Program {
+            name: "dns_ingress",
+            source: ProgramError::IOError(io::Error::other(source.to_string())),
+        })?;
+        pinned.push(("dns_ingress", link));
     }
     let release: &mut CgroupSock = program_mut(&mut ebpf, "sock_release")?;
     release.load().map_err(program_err("sock_release"))?;

@@ -19,7 +19,7 @@ struct Cli {
 enum Command {
     /// Attach the kernel programs and write one JSON line per outbound connection until
     /// SIGINT/SIGTERM. Needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -131,6 +131,22 @@ struct RunArgs {
     /// bpffs directory where `--on-exit keep` pins the programs (per cgroup).
     #[arg(long, value_name = "DIR", default_value = "/sys/fs/bpf/egret")]
     pin_path: PathBuf,
+
+    /// Resolver port whose responses egret reads to name destinations (UDP and TCP).
+    #[arg(long, value_name = "PORT", default_value_t = 53)]
+    dns_port: u16,
+
+    /// Shortest time (seconds) an answer's addresses stay tied to its name, whatever its TTL.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    dns_ttl_floor: u64,
+
+    /// Longest time (seconds) an answer's addresses stay tied to its name, whatever its TTL.
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    dns_ttl_ceiling: u64,
+
+    /// Also write a `dns` line for every DNS answer observed (chatty).
+    #[arg(long)]
+    dns_events: bool,
 }
 
 impl RunArgs {
@@ -153,7 +169,16 @@ impl RunArgs {
             watch,
             on_exit,
             pin_path,
+            dns_port,
+            dns_ttl_floor,
+            dns_ttl_ceiling,
+            dns_events,
         } = self;
+        anyhow::ensure!(*dns_port > 0, "--dns-port must be a port (1-65535)");
+        anyhow::ensure!(
+            dns_ttl_floor <= dns_ttl_ceiling,
+            "--dns-ttl-floor ({dns_ttl_floor}) must not exceed --dns-ttl-ceiling ({dns_ttl_ceiling})"
+        );
         anyhow::ensure!(
             *alert_window > 0,
             "--alert-window must be at least 1 second"
@@ -188,6 +213,10 @@ impl RunArgs {
                 OnExitArg::Keep => egret::kernel::OnExit::Keep,
             },
             pin_path: pin_path.clone(),
+            dns_port: *dns_port,
+            dns_ttl_floor: Duration::from_secs(*dns_ttl_floor),
+            dns_ttl_ceiling: Duration::from_secs(*dns_ttl_ceiling),
+            dns_events: *dns_events,
         })
     }
 }

@@ -187,6 +187,7 @@ impl ConnectionRecord {
             prev_datagrams: _,
             verdict,
             _pad: _,
+            netns: _,
         } = event;
         let EventHeader {
             ktime_ns,

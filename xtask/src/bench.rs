@@ -2,10 +2,15 @@
 //!
 //! Each round runs a load generator inside a fresh cgroup, once without egret
 //! (baseline) and once with `egret run --cgroup <that cgroup>` watching it.
+//! The `tcp-policy` workload runs the TCP loop under a generated block-mode policy of
+//! `--policy-rules` rules (the last of which approves the loop) and shares the `tcp`
+//! workload's baseline.
 
 mod parse;
+mod policy;
 mod report;
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufReader, Read as _};
 use std::path::{Path, PathBuf};
@@ -42,22 +47,28 @@ pub struct BenchOptions {
     /// Workloads to run (repeatable; default: all).
     #[arg(long = "workload", value_enum)]
     workloads: Vec<Workload>,
+    /// Rules in the generated block-mode policy of the `tcp-policy` workload.
+    #[arg(long, default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(policy::MAX_RULES)))]
+    policy_rules: u32,
     /// Skip setup and the release build; use the binaries already in target/release.
     #[arg(long)]
     no_build: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Workload {
     Tcp,
     Udp,
+    /// The TCP loop with egret enforcing a large block-mode policy.
+    TcpPolicy,
 }
 
 impl Workload {
     fn loop_command(self) -> &'static str {
         match self {
-            Self::Tcp => "tcp-loop",
+            Self::Tcp | Self::TcpPolicy => "tcp-loop",
             Self::Udp => "udp-loop",
         }
     }
@@ -65,15 +76,25 @@ impl Workload {
     /// The `event.action` egret logs for one operation of this workload.
     fn action(self) -> &'static str {
         match self {
-            Self::Tcp => "connect",
+            Self::Tcp | Self::TcpPolicy => "connect",
             Self::Udp => "send",
         }
     }
 
-    fn label(self) -> &'static str {
+    /// Base name of this workload's files.
+    fn file_stem(self) -> &'static str {
         match self {
-            Self::Tcp => "tcp connect",
-            Self::Udp => "udp send",
+            Self::Tcp => "tcp-loop",
+            Self::Udp => "udp-loop",
+            Self::TcpPolicy => "tcp-policy",
+        }
+    }
+
+    fn label(self, policy_rules: u32) -> String {
+        match self {
+            Self::Tcp => "tcp connect".to_owned(),
+            Self::Udp => "udp send".to_owned(),
+            Self::TcpPolicy => format!("tcp connect, block mode, {policy_rules} rules"),
         }
     }
 }
@@ -89,6 +110,9 @@ pub struct Round {
 
 pub struct WorkloadResult {
     pub workload: Workload,
+    pub label: String,
+    /// Rules of the enforced policy (`tcp-policy` only).
+    pub policy_rules: Option<u32>,
     pub rounds: Vec<Round>,
 }
 
@@ -129,9 +153,15 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
     }
     let tools = Tools::locate()?;
     interrupt::install()?;
+    let workloads = chosen_workloads(&options.workloads);
+    let policy = if workloads.contains(&Workload::TcpPolicy) {
+        Some(write_policy(&tools, options.policy_rules)?)
+    } else {
+        None
+    };
     let results = {
         let cgroup = BenchCgroup::create()?;
-        measure(options, &tools, &cgroup)?
+        measure(options, &workloads, policy.as_deref(), &tools, &cgroup)?
     };
     report::report(
         &results,
@@ -141,30 +171,95 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
     )
 }
 
+/// The workloads to run, in a fixed order (`tcp` before `tcp-policy`, whose baseline it
+/// provides), each once. Default: all.
+fn chosen_workloads(chosen: &[Workload]) -> Vec<Workload> {
+    let mut workloads = match chosen {
+        [] => vec![Workload::Tcp, Workload::Udp, Workload::TcpPolicy],
+        chosen => chosen.to_vec(),
+    };
+    workloads.sort();
+    workloads.dedup();
+    workloads
+}
+
+/// Writes the generated policy to the work directory and has `egret policy check` accept it.
+fn write_policy(tools: &Tools, rules: u32) -> Result<PathBuf> {
+    let path = tools.work_dir.join(format!("policy-{rules}-rules.yaml"));
+    std::fs::write(&path, policy::generate(rules)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    let mut command = Command::new(&tools.egret);
+    command.arg("policy").arg("check").arg(&path);
+    let output = command
+        .output()
+        .with_context(|| format!("running `{}`", describe(&command)))?;
+    if !output.status.success() {
+        bail!(
+            "`{}` rejected the generated policy ({}):\n{}{}",
+            describe(&command),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    eprintln!(
+        "xtask: {}",
+        String::from_utf8_lossy(&output.stdout).trim_end()
+    );
+    Ok(path)
+}
+
 fn measure(
     options: &BenchOptions,
+    workloads: &[Workload],
+    policy: Option<&Path>,
     tools: &Tools,
     cgroup: &BenchCgroup,
 ) -> Result<Vec<WorkloadResult>> {
-    let workloads = match options.workloads.as_slice() {
-        [] => vec![Workload::Tcp, Workload::Udp],
-        chosen => chosen.to_vec(),
-    };
     let mut results: Vec<_> = workloads
-        .into_iter()
-        .map(|workload| WorkloadResult {
+        .iter()
+        .map(|&workload| WorkloadResult {
             workload,
+            label: workload.label(options.policy_rules),
+            policy_rules: (workload == Workload::TcpPolicy).then_some(options.policy_rules),
             rounds: Vec::new(),
         })
         .collect();
     for round in 1..=options.rounds {
+        // This round's `tcp` baseline, reused by `tcp-policy` (the same load without egret).
+        let mut tcp_baseline = None;
         for result in &mut results {
-            let measured = measure_round(tools, cgroup, result.workload, options.duration_ms)?;
+            let mut egret_args = Vec::new();
+            let shared_baseline = match result.workload {
+                Workload::TcpPolicy => {
+                    let policy = policy.context("tcp-policy workload without a policy file")?;
+                    egret_args.push(OsString::from("--policy"));
+                    egret_args.push(policy.as_os_str().to_owned());
+                    tcp_baseline
+                }
+                Workload::Tcp | Workload::Udp => None,
+            };
+            let measured = measure_round(
+                tools,
+                cgroup,
+                result.workload,
+                options.duration_ms,
+                shared_baseline,
+                &egret_args,
+            )?;
+            if result.workload == Workload::Tcp {
+                tcp_baseline = Some(measured.baseline);
+            }
             eprintln!(
-                "xtask: round {round}/{} {}: baseline {:.0} ops/s, with egret {:.0} ops/s",
+                "xtask: round {round}/{} {}: baseline {:.0} ops/s{}, with egret {:.0} ops/s",
                 options.rounds,
-                result.workload.label(),
+                result.label,
                 measured.baseline.rate(),
+                if shared_baseline.is_some() {
+                    " (the tcp workload's)"
+                } else {
+                    ""
+                },
                 measured.with_egret.rate()
             );
             result.rounds.push(measured);
@@ -178,12 +273,17 @@ fn measure_round(
     cgroup: &BenchCgroup,
     workload: Workload,
     duration_ms: u64,
+    baseline: Option<Sample>,
+    egret_args: &[OsString],
 ) -> Result<Round> {
     interrupt::check()?;
-    let baseline = run_load(tools, cgroup, workload, duration_ms)?;
+    let baseline = match baseline {
+        Some(sample) => sample,
+        None => run_load(tools, cgroup, workload, duration_ms)?,
+    };
     interrupt::check()?;
     let files = EgretFiles::prepare(&tools.work_dir, workload)?;
-    let mut egret = Egret::start(tools, cgroup, &files)?;
+    let mut egret = Egret::start(tools, cgroup, &files, egret_args)?;
     egret.wait_ready(&files)?;
     let with_egret = run_load(tools, cgroup, workload, duration_ms)?;
     std::thread::sleep(SETTLE);
@@ -250,7 +350,7 @@ struct EgretFiles {
 
 impl EgretFiles {
     fn prepare(dir: &Path, workload: Workload) -> Result<Self> {
-        let name = workload.loop_command();
+        let name = workload.file_stem();
         let files = Self {
             output: dir.join(format!("egret-{name}.jsonl")),
             ready: dir.join(format!("egret-{name}.ready")),
@@ -288,7 +388,12 @@ struct Egret {
 }
 
 impl Egret {
-    fn start(tools: &Tools, cgroup: &BenchCgroup, files: &EgretFiles) -> Result<Self> {
+    fn start(
+        tools: &Tools,
+        cgroup: &BenchCgroup,
+        files: &EgretFiles,
+        extra_args: &[OsString],
+    ) -> Result<Self> {
         let log = File::create(&files.log)
             .with_context(|| format!("creating {}", files.log.display()))?;
         let mut command = Command::new(&tools.egret);
@@ -296,6 +401,7 @@ impl Egret {
         command.arg("--output").arg(&files.output);
         command.arg("--ready-file").arg(&files.ready);
         command.args(["--metrics-interval", "1"]);
+        command.args(extra_args);
         command
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -123,4 +123,12 @@ mod tests {
         assert!(parse(&["bench", "--rounds", "0"]).is_err());
         assert!(parse(&["bench", "--rounds", "2", "--workload", "tcp"]).is_ok());
     }
+
+    #[test]
+    fn bench_policy_options() {
+        assert!(parse(&["bench", "--workload", "tcp-policy", "--policy-rules", "50"]).is_ok());
+        assert!(parse(&["bench", "--policy-rules", "0"]).is_err());
+        assert!(parse(&["bench", "--policy-rules", "65537"]).is_err());
+        assert!(parse(&["bench", "--policy-rules", "65536"]).is_ok());
+    }
 }

@@ -14,8 +14,8 @@ use std::{
 };
 
 use agent_common::{
-    PolicyEntry, PolicyValue, POLICY_ENTRIES_MAX, POLICY_PREFIXES_MAX, POLICY_SCOPES_MAX,
-    PROTO_ANY, PROTO_TCP, PROTO_UDP,
+    dns::dotted_name_hash, DnsNameValue, PolicyEntry, PolicyValue, DNS_RULES_MAX,
+    POLICY_ENTRIES_MAX, POLICY_PREFIXES_MAX, POLICY_SCOPES_MAX, PROTO_ANY, PROTO_TCP, PROTO_UDP,
 };
 
 use super::{
@@ -52,6 +52,11 @@ pub struct CompiledPolicy {
     pub v6: Vec<(Prefix6, PolicyValue)>,
     /// Bit `i` of an entry's `scopes` is `scopes[i]`.
     pub scopes: Vec<ScopeSelector>,
+    /// Domain rule `i` (a rule naming domains in `to:`): its (ports, protocols, scope) entries.
+    pub domain_rules: Vec<PolicyValue>,
+    /// Approved names by [`dotted_name_hash`]: which domain rules approve the name exactly
+    /// and which approve every name below it.
+    pub dns_names: Vec<(u64, DnsNameValue)>,
 }
 
 impl CompiledPolicy {
@@ -62,7 +67,29 @@ impl CompiledPolicy {
             v4: Vec::new(),
             v6: Vec::new(),
             scopes: Vec::new(),
+            domain_rules: Vec::new(),
+            dns_names: Vec::new(),
         }
+    }
+
+    /// The domain rules (bit mask) approving `name` (`api.example.com`), computed the way the
+    /// kernel does: the exact name, then each parent domain for wildcards.
+    pub fn approving_domain_rules(&self, name: &str) -> u32 {
+        let lookup = |hash: Option<u64>| {
+            hash.and_then(|h| {
+                self.dns_names
+                    .iter()
+                    .find(|(k, _)| *k == h)
+                    .map(|(_, v)| *v)
+            })
+        };
+        let mut mask = lookup(dotted_name_hash(name)).map_or(0, |v| v.exact);
+        let mut rest = name;
+        while let Some((_, parent)) = rest.split_once('.') {
+            mask |= lookup(dotted_name_hash(parent)).map_or(0, |v| v.wildcard);
+            rest = parent;
+        }
+        mask
     }
 
     pub fn has_scopes(&self) -> bool {
@@ -215,6 +242,8 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
     let mut scopes = Vec::new();
     let mut v4 = Table::<Prefix4>::new();
     let mut v6 = Table::<Prefix6>::new();
+    let mut domain_rules: Vec<PolicyValue> = Vec::new();
+    let mut names: BTreeMap<u64, DnsNameValue> = BTreeMap::new();
 
     if policy.loopback == Loopback::Approve {
         v4.add(
@@ -286,35 +315,67 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
         } else {
             ports.iter().map(|r| (r.lo, r.hi)).collect()
         };
-        for (i, destination) in to.iter().enumerate() {
-            let Destination::Prefix(prefix) = destination else {
+        let mut domains = Vec::new();
+        for destination in to {
+            match destination {
+                Destination::Prefix(prefix) => {
+                    for &(lo, hi) in &ranges {
+                        let e = entry(lo, hi, protocols, rule_scopes);
+                        match prefix.addr {
+                            IpAddr::V4(a) => v4.add(
+                                Prefix4 {
+                                    addr: a.octets(),
+                                    len: prefix.len,
+                                },
+                                e,
+                                name,
+                            ),
+                            IpAddr::V6(a) => v6.add(
+                                Prefix6 {
+                                    addr: a.octets(),
+                                    len: prefix.len,
+                                },
+                                e,
+                                name,
+                            ),
+                        }
+                    }
+                }
+                Destination::Domain(domain) => domains.push(domain),
+            }
+        }
+        if !domains.is_empty() {
+            let bit = domain_rules.len();
+            if bit >= DNS_RULES_MAX {
                 errors.push(error(
                     policy,
-                    rule.to_position(i),
-                    here(&format!(".to[{i}]")),
-                    "domain names are not enforced yet (DNS correlation is a later feature); block mode cannot use them".to_owned(),
+                    *position,
+                    here(".to"),
+                    format!("block mode supports at most {DNS_RULES_MAX} rules with domain names; list more names in fewer rules"),
                 ));
                 continue;
-            };
-            for &(lo, hi) in &ranges {
-                let e = entry(lo, hi, protocols, rule_scopes);
-                match prefix.addr {
-                    IpAddr::V4(a) => v4.add(
-                        Prefix4 {
-                            addr: a.octets(),
-                            len: prefix.len,
-                        },
-                        e,
-                        name,
-                    ),
-                    IpAddr::V6(a) => v6.add(
-                        Prefix6 {
-                            addr: a.octets(),
-                            len: prefix.len,
-                        },
-                        e,
-                        name,
-                    ),
+            }
+            let mut entries: Vec<PolicyEntry> = ranges
+                .iter()
+                .map(|&(lo, hi)| entry(lo, hi, protocols, rule_scopes))
+                .collect();
+            compact(&mut entries);
+            match value(&entries) {
+                Some(v) => domain_rules.push(v),
+                None => {
+                    errors.push(error(policy, *position, here(".ports"), format!("a rule with domain names supports at most {POLICY_ENTRIES_MAX} port ranges in block mode")));
+                    continue;
+                }
+            }
+            for domain in domains {
+                let Some(hash) = dotted_name_hash(&domain.name) else {
+                    continue;
+                };
+                let slot = names.entry(hash).or_default();
+                if domain.wildcard {
+                    slot.wildcard |= 1 << bit;
+                } else {
+                    slot.exact |= 1 << bit;
                 }
             }
         }
@@ -325,6 +386,8 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
         v4: Vec::new(),
         v6: Vec::new(),
         scopes,
+        domain_rules,
+        dns_names: names.into_iter().collect(),
     };
     for (prefix, entries, rules) in v4.merged(contains4) {
         match value(&entries) {

@@ -52,15 +52,21 @@ pub struct Metrics {
 /// What one egret output file says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LogSummary {
-    /// Lines whose `event.action` is the workload's action (`connect` / `send`).
+    /// Event lines (`event.kind == "event"`) whose `event.action` is the workload's action
+    /// (`connect` / `send`).
     pub events: u64,
+    /// Of those, lines with `egret.policy.verdict == "approved"`.
+    pub approved: u64,
+    /// Of those, lines with `egret.policy.verdict == "blocked"` (refused in the kernel).
+    pub blocked: u64,
     /// The last metric line, if any.
     pub metrics: Option<Metrics>,
     /// Lines that were not JSON.
     pub unparsable_lines: u64,
 }
 
-/// Counts `event.action == action` lines and keeps the last metric line.
+/// Counts `event.action == action` event lines (and their policy verdicts) and keeps the last
+/// metric line.
 pub fn summarize_log(reader: impl BufRead, action: &str) -> Result<LogSummary> {
     let mut summary = LogSummary::default();
     for line in reader.lines() {
@@ -72,8 +78,15 @@ pub fn summarize_log(reader: impl BufRead, action: &str) -> Result<LogSummary> {
             summary.unparsable_lines += 1;
             continue;
         };
-        if lookup_str(&value, "event.action") == Some(action) {
+        if lookup_str(&value, "event.kind") == Some("event")
+            && lookup_str(&value, "event.action") == Some(action)
+        {
             summary.events += 1;
+            match lookup_str(&value, "egret.policy.verdict") {
+                Some("approved") => summary.approved += 1,
+                Some("blocked") => summary.blocked += 1,
+                _ => {}
+            }
         }
         if lookup_str(&value, "event.kind") == Some("metric") {
             summary.metrics = Some(metrics_of(&value)?);
@@ -218,6 +231,22 @@ not json
         };
         assert_eq!(summary.metrics, Some(last));
         assert_eq!(summarize_log("".as_bytes(), "send")?, LogSummary::default());
+        Ok(())
+    }
+
+    #[test]
+    fn counts_policy_verdicts_and_ignores_alerts() -> Result<()> {
+        let log = r#"{"event":{"kind":"event","action":"connect"},"egret":{"policy":{"verdict":"approved"}}}
+{"event":{"kind":"event","action":"connect"},"egret":{"policy":{"verdict":"blocked"}}}
+{"event":{"kind":"event","action":"connect"},"egret":{"policy":{"verdict":"unapproved"}}}
+{"event":{"kind":"alert","action":"connect"},"egret":{"policy":{"verdict":"blocked"}}}
+{"event":{"kind":"event","action":"send"},"egret":{"policy":{"verdict":"blocked"}}}
+"#;
+        let summary = summarize_log(log.as_bytes(), "connect")?;
+        assert_eq!(
+            (summary.events, summary.approved, summary.blocked),
+            (3, 1, 1)
+        );
         Ok(())
     }
 

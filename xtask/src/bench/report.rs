@@ -8,12 +8,16 @@ use serde::Serialize;
 use super::parse::{median, Metrics};
 use super::{Round, Workload, WorkloadResult};
 
-/// With egret, the TCP connect loop must keep at least this share of its baseline rate.
+/// With egret, the TCP connect loop must keep at least this share of its baseline rate (also
+/// when egret enforces a block-mode policy).
 const MIN_TCP_RATIO: f64 = 0.90;
 
 #[derive(Serialize)]
 struct Summary<'a> {
     workload: Workload,
+    label: String,
+    /// Rules of the enforced block-mode policy (`tcp-policy` only).
+    policy_rules: Option<u32>,
     action: &'static str,
     baseline_ops_per_sec: f64,
     egret_ops_per_sec: f64,
@@ -22,6 +26,9 @@ struct Summary<'a> {
     ops_with_egret: u64,
     /// `event.action` lines egret logged for them (all rounds).
     events_logged: u64,
+    /// Of those, lines with policy verdict `approved` / `blocked` (all rounds).
+    events_approved: u64,
+    events_blocked: u64,
     /// Sums over rounds of each egret run's last metric line; null if a run wrote none.
     events_received: Option<u64>,
     events_lost_kernel: Option<u64>,
@@ -77,12 +84,16 @@ fn summarize(result: &WorkloadResult) -> Summary<'_> {
     let egret_ops_per_sec = median(&with_egret).unwrap_or(0.0);
     Summary {
         workload: result.workload,
+        label: result.label.clone(),
+        policy_rules: result.policy_rules,
         action: result.workload.action(),
         baseline_ops_per_sec,
         egret_ops_per_sec,
         ratio: ratio(egret_ops_per_sec, baseline_ops_per_sec),
         ops_with_egret: rounds.iter().map(|r| r.with_egret.ops).sum(),
         events_logged: rounds.iter().map(|r| r.log.events).sum(),
+        events_approved: rounds.iter().map(|r| r.log.approved).sum(),
+        events_blocked: rounds.iter().map(|r| r.log.blocked).sum(),
         events_received: sum_metric(rounds, |m| m.events_received),
         events_lost_kernel: sum_metric(rounds, |m| m.events_lost_kernel),
         events_dropped_userspace: sum_metric(rounds, |m| m.events_dropped_userspace),
@@ -118,8 +129,14 @@ fn show_rss(kib: Option<u64>) -> String {
 }
 
 fn print_table(workloads: &[Summary<'_>]) {
+    let width = workloads
+        .iter()
+        .map(|s| s.label.len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
     println!(
-        "{:<12} {:>14} {:>14} {:>6} {:>21} {:>12} {:>13} {:>14}",
+        "{:<width$} {:>14} {:>14} {:>6} {:>21} {:>12} {:>13} {:>14} {:>8}",
         "workload",
         "baseline ops/s",
         "egret ops/s",
@@ -127,12 +144,13 @@ fn print_table(workloads: &[Summary<'_>]) {
         "events/ops",
         "lost(kernel)",
         "dropped(user)",
-        "egret peak RSS"
+        "egret peak RSS",
+        "blocked"
     );
     for s in workloads {
         println!(
-            "{:<12} {:>14.0} {:>14.0} {:>6.3} {:>21} {:>12} {:>13} {:>14}",
-            s.workload.label(),
+            "{:<width$} {:>14.0} {:>14.0} {:>6.3} {:>21} {:>12} {:>13} {:>14} {:>8}",
+            s.label,
             s.baseline_ops_per_sec,
             s.egret_ops_per_sec,
             s.ratio,
@@ -140,6 +158,11 @@ fn print_table(workloads: &[Summary<'_>]) {
             show(s.events_lost_kernel),
             show(s.events_dropped_userspace),
             show_rss(s.egret_peak_rss_kib),
+            if s.policy_rules.is_some() {
+                s.events_blocked.to_string()
+            } else {
+                "-".to_owned()
+            },
         );
     }
 }
@@ -148,8 +171,8 @@ fn print_table(workloads: &[Summary<'_>]) {
 fn target_misses(workloads: &[Summary<'_>]) -> Vec<String> {
     let mut misses = Vec::new();
     for s in workloads {
-        let label = s.workload.label();
-        if s.workload == Workload::Tcp && s.ratio < MIN_TCP_RATIO {
+        let label = &s.label;
+        if matches!(s.workload, Workload::Tcp | Workload::TcpPolicy) && s.ratio < MIN_TCP_RATIO {
             misses.push(format!(
                 "{label}: ratio {:.3} < {MIN_TCP_RATIO:.2}",
                 s.ratio
@@ -168,6 +191,14 @@ fn target_misses(workloads: &[Summary<'_>]) -> Vec<String> {
                 s.ops_with_egret
             ));
         }
+        if s.policy_rules.is_some() && s.events_approved < s.events_logged {
+            misses.push(format!(
+                "{label}: {} of {} connect lines not approved ({} blocked); the 127.0.0.0/8 rule should approve every one",
+                s.events_logged - s.events_approved,
+                s.events_logged,
+                s.events_blocked
+            ));
+        }
     }
     misses
 }
@@ -175,10 +206,7 @@ fn target_misses(workloads: &[Summary<'_>]) -> Vec<String> {
 fn print_verdict(results: &Results<'_>) {
     for s in &results.workloads {
         if s.events_received.is_none() {
-            println!(
-                "warning: {}: an egret run wrote no metric line",
-                s.workload.label()
-            );
+            println!("warning: {}: an egret run wrote no metric line", s.label);
         }
     }
     if results.target_missed.is_empty() {
@@ -207,6 +235,8 @@ mod tests {
             },
             log: LogSummary {
                 events,
+                approved: 0,
+                blocked: 0,
                 metrics: Some(Metrics {
                     events_received: events,
                     events_lost_kernel: lost,
@@ -222,6 +252,8 @@ mod tests {
     fn summary_uses_medians_and_sums() {
         let result = WorkloadResult {
             workload: Workload::Tcp,
+            label: Workload::Tcp.label(0),
+            policy_rules: None,
             rounds: vec![
                 round(100, 95, 95, 0),
                 round(200, 50, 50, 0),
@@ -246,6 +278,8 @@ mod tests {
     fn losses_miss_the_target() {
         let result = WorkloadResult {
             workload: Workload::Udp,
+            label: Workload::Udp.label(0),
+            policy_rules: None,
             rounds: vec![round(100, 100, 90, 10)],
         };
         let misses = target_misses(&[summarize(&result)]);
@@ -254,6 +288,30 @@ mod tests {
             vec![
                 "udp send: 10 events lost in the kernel".to_owned(),
                 "udp send: 10 of 100 operations missing from the log".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn policy_workload_needs_every_connect_approved() {
+        let mut good = round(100, 95, 95, 0);
+        good.log.approved = 95;
+        let mut bad = round(100, 95, 95, 0);
+        bad.log.approved = 90;
+        bad.log.blocked = 5;
+        let result = |r: Round| WorkloadResult {
+            workload: Workload::TcpPolicy,
+            label: Workload::TcpPolicy.label(1000),
+            policy_rules: Some(1000),
+            rounds: vec![r],
+        };
+        assert!(target_misses(&[summarize(&result(good))]).is_empty());
+        assert_eq!(
+            target_misses(&[summarize(&result(bad))]),
+            vec![
+                "tcp connect, block mode, 1000 rules: 5 of 95 connect lines not approved (5 blocked); \
+                 the 127.0.0.0/8 rule should approve every one"
+                    .to_owned()
             ]
         );
     }

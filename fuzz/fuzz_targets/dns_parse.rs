@@ -1,0 +1,100 @@
+//! Arbitrary bytes into the DNS parser: it must never panic, and what it accepts must satisfy
+//! the invariants the agent relies on.
+#![no_main]
+
+use std::net::IpAddr;
+
+use egret::dns::{
+    parse_message, resolution, wire::MAX_CNAME_HOPS, DnsCache, Message, Name, RData,
+};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(message) = parse_message(data) else {
+        return;
+    };
+    for question in &message.questions {
+        check_name(&question.name);
+    }
+    for record in &message.answers {
+        check_name(&record.name);
+        if let RData::Cname(target) = &record.data {
+            check_name(target);
+        }
+    }
+
+    let resolved = resolution(&message);
+    if !message.response || message.opcode != 0 || message.rcode != 0 {
+        assert!(resolved.is_empty(), "mappings from a non-answer");
+    }
+    for (i, r) in resolved.iter().enumerate() {
+        let question = message.questions.first().expect("a mapping needs a question");
+        assert_eq!(r.name, question.name);
+        assert_eq!(r.chain.first(), Some(&question.name), "chain starts with the question");
+        assert!(r.chain.len() <= MAX_CNAME_HOPS + 1);
+        for (k, name) in r.chain.iter().enumerate() {
+            check_name(name);
+            assert!(!r.chain[..k].contains(name), "chain repeats {name}");
+        }
+        for pair in r.chain.windows(2) {
+            let [from, to] = pair else { unreachable!() };
+            assert!(
+                message.answers.iter().any(|record| record.name == *from
+                    && record.data == RData::Cname(to.clone())),
+                "chain link {from} -> {to} has no CNAME"
+            );
+        }
+        let owner = r.chain.last().expect("non-empty chain");
+        assert!(
+            has_address_record(&message, owner, r.address, r.ttl),
+            "{} for {owner} is not from an A/AAAA record",
+            r.address
+        );
+        assert!(
+            resolved[..i].iter().all(|other| other.address != r.address),
+            "{} resolved twice",
+            r.address
+        );
+    }
+
+    // The cache takes whatever the parser accepted.
+    let mut cache = DnsCache::default();
+    for r in &resolved {
+        cache.insert(1, r.address, &r.name, &r.chain, r.ttl, Some(7), 0);
+    }
+    for r in &resolved {
+        let found = cache.lookup(1, r.address, Some(7), 0);
+        assert_eq!(found.domain.as_ref(), Some(&r.name));
+        assert!(r.chain.iter().all(|name| found.names.contains(name)));
+        assert!(found.names.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+        assert!(cache.lookup(2, r.address, Some(7), 0).names.is_empty());
+    }
+});
+
+/// Names are lower case, printable, at most 255 bytes on the wire, and round-trip through text.
+fn check_name(name: &Name) {
+    let text = name.as_str();
+    assert!(text.bytes().all(|b| (0x21..=0x7e).contains(&b)), "unprintable {text:?}");
+    assert!(!text.bytes().any(|b| b.is_ascii_uppercase()), "upper case {text:?}");
+    let wire = name.wire();
+    assert!(wire.len() <= 255, "{text:?} is {} bytes on the wire", wire.len());
+    // Dotted and unescaped: the labels and the dots between them.
+    let dotted = wire.len().saturating_sub(2);
+    assert!(dotted <= 253);
+    if !text.contains('\\') {
+        assert_eq!(text.len(), dotted, "{text:?}");
+    }
+    assert_eq!(Name::from_dotted(text).as_ref(), Ok(name), "{text:?} does not round-trip");
+}
+
+fn has_address_record(message: &Message, owner: &Name, address: IpAddr, ttl: u32) -> bool {
+    message.answers.iter().any(|record| {
+        record.name == *owner
+            && record.ttl >= ttl
+            && match record.data {
+                RData::A(v4) => IpAddr::V4(v4) == address,
+                RData::Aaaa(v6) => IpAddr::V6(v6) == address,
+                RData::Cname(_) | RData::Other { .. } => false,
+            }
+    })
+}
