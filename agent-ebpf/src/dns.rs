@@ -95,6 +95,8 @@ struct Located {
     off: u32,
     /// Length of the DNS message (within this packet).
     len: u32,
+    /// The message continues past this packet (a TCP answer split over segments).
+    partial: bool,
 }
 
 #[inline(always)]
@@ -131,10 +133,10 @@ fn locate(ctx: &SkBuffContext) -> Option<Located> {
         return None;
     }
     let total = ctx.len();
-    let (off, len) = match proto {
+    let (off, len, partial) = match proto {
         IPPROTO_UDP => {
             let off = l4 + 8;
-            (off, total.checked_sub(off)?)
+            (off, total.checked_sub(off)?, false)
         }
         IPPROTO_TCP => {
             let doff = u32::from(load::<u8>(ctx, l4 + 12)? >> 4) * 4;
@@ -142,7 +144,8 @@ fn locate(ctx: &SkBuffContext) -> Option<Located> {
             // The first segment of a response starts with the 2-byte message length.
             let msg_len = u32::from(u16::from_be(load(ctx, payload)?));
             let off = payload + 2;
-            (off, msg_len.min(total.checked_sub(off)?))
+            let here = total.checked_sub(off)?;
+            (off, msg_len.min(here), msg_len > here)
         }
         _ => return None,
     };
@@ -160,6 +163,7 @@ fn locate(ctx: &SkBuffContext) -> Option<Located> {
         saddr,
         off,
         len,
+        partial,
     })
 }
 
@@ -194,7 +198,7 @@ fn handle(ctx: &SkBuffContext) {
         (*event)._pad2 = 0;
         (*event).msg_len = at.len;
         (*event).saddr = at.saddr;
-        let mut flags = 0u8;
+        let mut flags = if at.partial { DNS_FLAG_CUT } else { 0u8 };
         let mut captured = at.len;
         if captured > DNS_PAYLOAD_MAX as u32 {
             captured = DNS_PAYLOAD_MAX as u32;

@@ -1,12 +1,12 @@
 //! The agent: loads the programs, drains the ring buffer in batches, joins each event with
 //! process and cgroup identity, and writes JSON lines until asked to stop.
 
-use std::{future::Future, path::PathBuf, pin::pin, time::Duration};
+use std::{collections::HashMap, future::Future, path::PathBuf, pin::pin, time::Duration};
 
 use agent_common::{
-    decode, ConnectEvent, Counter, Event, EventHeader, ExecArgsEvent, ExecEvent, ExitEvent,
-    ForkEvent, SockReleaseEvent, UdpFlowKey, EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_PATH_TRUNCATED,
-    EXEC_FLAG_READ_FAILED,
+    decode, ConnectEvent, Counter, DnsAllowKey, Event, EventHeader, ExecArgsEvent, ExecEvent,
+    ExitEvent, ForkEvent, SockReleaseEvent, UdpFlowKey, EXEC_FLAG_ARGS_TRUNCATED,
+    EXEC_FLAG_PATH_TRUNCATED, EXEC_FLAG_READ_FAILED,
 };
 use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 
@@ -14,6 +14,15 @@ use crate::{
     alerts::Alerts,
     cgroup::{self, CgroupError, CgroupResolver},
     clock::{boot_ns_now, WallClock},
+    dns::{
+        parse_cut_message, parse_message, resolution, CacheConfig, DnsCache, DnsStats, Message,
+        RData, Record,
+    },
+    ecs::{
+        dns_class_name, dns_rcode_name, dns_type_name, AskerFields, DnsAnswerFields, DnsDoc,
+        DnsFields, DnsNetworkFields, DnsQuestionFields, EgretDnsFields, EgretDnsLine, Endpoint,
+        EventFields, HostFields,
+    },
     ecs::{ConnectionDoc, MetricDoc, Metrics, UdpSummary},
     kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps, OnExit, PolicyMaps},
     output::{OutputError, Sink},
@@ -24,7 +33,7 @@ use crate::{
     },
     process::{split_nul, ExecArgs, ProcessTable},
     record::{comm_str, Action, ConnectionRecord},
-    record::{PolicyOutcome, PolicyVerdict},
+    record::{DnsNames, PolicyOutcome, PolicyVerdict},
     udp::{FlowReport, UdpFlows},
     users::UserNames,
 };
@@ -209,6 +218,81 @@ struct Pipeline {
     alerts: Alerts,
     alert_window_secs: u64,
     alert_sink: Option<Sink>,
+    dns: DnsState,
+}
+
+/// Names learned from observed DNS answers.
+struct DnsState {
+    cache: DnsCache,
+    stats: DnsStats,
+    /// Write a `dns` line per answer.
+    events: bool,
+    port: u16,
+    /// Sockets that sent to the resolver port: cookie → pid, to name who asked.
+    askers: HashMap<u64, u32>,
+}
+
+impl DnsState {
+    const ASKERS_MAX: usize = 65536;
+
+    fn remember_asker(&mut self, cookie: u64, pid: u32) {
+        if self.askers.len() >= Self::ASKERS_MAX && !self.askers.contains_key(&cookie) {
+            self.askers.clear();
+        }
+        self.askers.insert(cookie, pid);
+    }
+
+    /// What the cache knows about a connection's destination.
+    fn names_for(&self, record: &ConnectionRecord) -> Option<DnsNames> {
+        let lookup = self.cache.lookup(
+            record.netns,
+            record.ip,
+            Some(record.process.pid),
+            record.ktime_ns,
+        );
+        if lookup.names.is_empty() {
+            return None;
+        }
+        let text = |names: Vec<crate::dns::Name>| names.iter().map(ToString::to_string).collect();
+        Some(DnsNames {
+            domain: lookup.domain.map(|d| d.to_string()),
+            names: text(lookup.names),
+            questions: text(lookup.questions),
+        })
+    }
+
+    /// The kernel allow-map entries a (new) block-mode policy's domain rules give to answers
+    /// already seen: the applications hold those addresses in their own caches.
+    fn learned(&self, compiled: &CompiledPolicy, now_ns: u64) -> Vec<(DnsAllowKey, u64)> {
+        if compiled.domain_rules.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (netns, address, name, expires_ns) in self.cache.live_questions(now_ns) {
+            let mask = compiled.approving_domain_rules(name.as_str());
+            let (family, addr) = match address.to_canonical() {
+                std::net::IpAddr::V4(v4) => {
+                    let mut addr = [0u8; 16];
+                    addr[..4].copy_from_slice(&v4.octets());
+                    (agent_common::AF_INET, addr)
+                }
+                std::net::IpAddr::V6(v6) => (agent_common::AF_INET6, v6.octets()),
+            };
+            for rule in 0..u8::try_from(agent_common::DNS_RULES_MAX).unwrap_or(u8::MAX) {
+                if mask & (1 << rule) != 0 {
+                    let key = DnsAllowKey {
+                        netns,
+                        family,
+                        rule,
+                        _pad: [0; 5],
+                        addr,
+                    };
+                    out.push((key, expires_ns));
+                }
+            }
+        }
+        out
+    }
 }
 
 impl Pipeline {
@@ -261,6 +345,16 @@ impl Pipeline {
             self.metrics.events_dropped_userspace += 1;
             return;
         };
+        let ConnectEvent {
+            header,
+            cookie,
+            port,
+            ..
+        } = *ev;
+        if port == self.dns.port {
+            self.dns.remember_asker(cookie, header.tgid);
+        }
+        record.dns = self.dns.names_for(&record);
         self.apply_policy(&mut record);
         let alert = record
             .policy
@@ -315,6 +409,7 @@ impl Pipeline {
                 executable: record.process.executable.as_deref(),
                 systemd_unit: record.cgroup.systemd_unit.as_deref(),
                 cgroup_path: record.cgroup.path.as_deref(),
+                dns_names: record.dns.as_ref().map_or(&[], |d| d.questions.as_slice()),
             };
             match self.policy.matcher.evaluate(&connection) {
                 Verdict::Approved { rule } => PolicyOutcome {
@@ -378,7 +473,8 @@ impl Pipeline {
             }
         };
         let ids = compile::scope_ids(&compiled, self.cgroups.mount());
-        if let Err(err) = maps.install(&compiled, &ids, &[]) {
+        let learned = self.dns.learned(&compiled, boot_ns_now());
+        if let Err(err) = maps.install(&compiled, &ids, &learned) {
             self.metrics.policy_reload_failures += 1;
             log::error!("{why}: {err}; {} stays in force", self.policy.summary());
             return;
@@ -401,8 +497,88 @@ impl Pipeline {
         }
     }
 
+    /// A DNS response the kernel saw: learn its mappings; maybe write a `dns` line.
     fn on_dns(&mut self, ev: &agent_common::DnsEvent) {
-        let _ = ev;
+        let agent_common::DnsEvent {
+            header,
+            cookie,
+            netns,
+            family: _,
+            sport,
+            transport,
+            flags,
+            _pad: _,
+            msg_len: _,
+            captured,
+            approved,
+            _pad2: _,
+            saddr,
+            payload,
+        } = ev;
+        self.dns.stats.messages += 1;
+        let cut = flags & agent_common::DNS_FLAG_CUT != 0;
+        if cut {
+            self.dns.stats.cut += 1;
+        }
+        let bytes = payload.get(..*captured as usize).unwrap_or_default();
+        // A cut message keeps the answers that are whole before the cut.
+        let parsed = if cut {
+            parse_cut_message(bytes)
+        } else {
+            parse_message(bytes)
+        };
+        let message = match parsed {
+            Ok(message) => message,
+            Err(err) => {
+                self.dns.stats.malformed += 1;
+                log::debug!("skipping a malformed DNS response: {err}");
+                return;
+            }
+        };
+        let pid = self.dns.askers.get(cookie).copied();
+        let resolved = resolution(&message);
+        for r in &resolved {
+            self.dns.cache.insert(
+                *netns,
+                r.address,
+                &r.name,
+                &r.chain,
+                r.ttl,
+                pid,
+                header.ktime_ns,
+            );
+        }
+        self.dns.stats.answers += resolved.len() as u64;
+        if self.dns.events {
+            let resolver = match ev.family {
+                agent_common::AF_INET => {
+                    std::net::IpAddr::from([saddr[0], saddr[1], saddr[2], saddr[3]])
+                }
+                _ => std::net::IpAddr::from(*saddr),
+            };
+            let asker = pid.map(|pid| self.processes.resolve(pid, ""));
+            let sequence = self.next_sequence();
+            let doc = dns_doc(DnsLine {
+                message: &message,
+                resolved_ips: resolved.iter().map(|r| r.address.to_string()).collect(),
+                resolver,
+                port: *sport,
+                transport: *transport,
+                netns: *netns,
+                cookie: *cookie,
+                cut,
+                approved: *approved,
+                asker: asker.as_deref(),
+                ktime_ns: header.ktime_ns,
+                sequence,
+                clock: &self.clock,
+                host_name: &self.host_name,
+            });
+            match self.sink.write_line(&doc) {
+                Ok(()) => self.metrics.lines_written += 1,
+                Err(err) => self.write_failed(&err),
+            }
+        }
     }
 
     fn on_exec_args(&mut self, ev: &ExecArgsEvent) {
@@ -516,6 +692,7 @@ impl Pipeline {
         }
         self.refresh_scopes(&mut maps.policy);
         self.processes.expire(now);
+        self.dns.cache.expire(now);
         self.flush();
     }
 
@@ -543,6 +720,12 @@ impl Pipeline {
             udp_flows_open: self.udp.len() as u64,
             udp_flows_evicted: self.udp.stats.evicted,
             alerts_suppressed: self.alerts.suppressed_total,
+            dns_messages: self.dns.stats.messages,
+            dns_malformed: self.dns.stats.malformed,
+            dns_cut: self.dns.stats.cut,
+            dns_mappings: self.dns.stats.answers,
+            dns_cache_size: self.dns.cache.len() as u64,
+            dns_cache_evicted: self.dns.cache.stats.evicted,
             // The metric line itself is counted once written.
             lines_written: self.metrics.lines_written + 1,
             ..self.metrics
@@ -644,6 +827,17 @@ pub async fn run(
         alerts: Alerts::new(duration_ns(config.alert_window), 65536),
         alert_window_secs: config.alert_window.as_secs(),
         alert_sink,
+        dns: DnsState {
+            cache: DnsCache::new(CacheConfig {
+                ttl_floor: config.dns_ttl_floor,
+                ttl_ceiling: config.dns_ttl_ceiling,
+                ..CacheConfig::default()
+            }),
+            stats: DnsStats::default(),
+            events: config.dns_events,
+            port: config.dns_port,
+            askers: HashMap::new(),
+        },
     };
 
     let result = event_loop(&config, &mut maps, &mut pipeline, shutdown).await;
@@ -739,4 +933,122 @@ async fn event_loop(
         }
     }
     Ok(())
+}
+
+/// Everything a `dns` line is made of.
+struct DnsLine<'a> {
+    message: &'a Message,
+    resolved_ips: Vec<String>,
+    resolver: std::net::IpAddr,
+    port: u16,
+    transport: u8,
+    netns: u64,
+    cookie: u64,
+    cut: bool,
+    approved: u32,
+    asker: Option<&'a crate::process::ProcessInfo>,
+    ktime_ns: u64,
+    sequence: u64,
+    clock: &'a WallClock,
+    host_name: &'a str,
+}
+
+fn dns_doc(line: DnsLine<'_>) -> DnsDoc<'_> {
+    let DnsLine {
+        message,
+        resolved_ips,
+        resolver,
+        port,
+        transport,
+        netns,
+        cookie,
+        cut,
+        approved,
+        asker,
+        ktime_ns,
+        sequence,
+        clock,
+        host_name,
+    } = line;
+    let Message {
+        id,
+        response: _,
+        opcode: _,
+        rcode,
+        truncated,
+        questions,
+        answers,
+    } = message;
+    let answer = |record: &Record| {
+        let Record {
+            name,
+            rtype,
+            class: _,
+            ttl,
+            data,
+        } = record;
+        DnsAnswerFields {
+            name: name.to_string(),
+            rtype: dns_type_name(*rtype),
+            ttl: *ttl,
+            data: match data {
+                RData::A(ip) => ip.to_string(),
+                RData::Aaaa(ip) => ip.to_string(),
+                RData::Cname(target) => target.to_string(),
+                RData::Other { rtype: _, len } => format!("({len} bytes)"),
+            },
+        }
+    };
+    let mut header_flags = vec!["QR"];
+    if *truncated {
+        header_flags.push("TC");
+    }
+    DnsDoc {
+        timestamp: clock.rfc3339(ktime_ns),
+        event: EventFields::dns_answer(sequence),
+        dns: DnsFields {
+            id: *id,
+            kind: "answer",
+            response_code: dns_rcode_name(*rcode),
+            question: questions.first().map(|q| DnsQuestionFields {
+                name: q.name.as_str(),
+                qtype: dns_type_name(q.qtype),
+                class: dns_class_name(q.qclass),
+            }),
+            answers: answers.iter().map(answer).collect(),
+            resolved_ip: resolved_ips,
+            header_flags,
+        },
+        source: Endpoint {
+            ip: resolver.to_canonical().to_string(),
+            port,
+            domain: None,
+        },
+        process: asker.map(|p| AskerFields {
+            pid: p.pid,
+            name: &p.name,
+            executable: p.executable.as_deref(),
+            args: &p.args,
+        }),
+        network: DnsNetworkFields {
+            transport: if transport == 6 { "tcp" } else { "udp" },
+            network_type: if resolver.to_canonical().is_ipv4() {
+                "ipv4"
+            } else {
+                "ipv6"
+            },
+            protocol: "dns",
+            direction: "ingress",
+        },
+        host: HostFields { name: host_name },
+        egret: EgretDnsLine {
+            socket: crate::ecs::CookieFields { cookie },
+            dns: EgretDnsFields {
+                netns,
+                cut,
+                approved_rules: (0..32).filter(|i| approved & (1 << i) != 0).collect(),
+            },
+            cgroup: None,
+        },
+    }
 }

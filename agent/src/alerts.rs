@@ -175,6 +175,8 @@ mod tests {
             transport: Transport::Tcp,
             kernel_verdict: 0,
             policy: None,
+            netns: 0,
+            dns: None,
         }
     }
 

@@ -73,9 +73,16 @@ pub struct ProcessFields<'a> {
 }
 
 #[derive(Serialize)]
-pub struct Endpoint {
+pub struct Endpoint<'a> {
     pub ip: String,
     pub port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+pub struct DnsNamesFields<'a> {
+    pub names: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -144,6 +151,8 @@ pub struct EgretFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub alert: Option<AlertFields>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsNamesFields<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub systemd: Option<UnitFields<'a>>,
     pub socket: CookieFields,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -163,7 +172,7 @@ pub struct ConnectionDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub process: ProcessFields<'a>,
-    pub destination: Endpoint,
+    pub destination: Endpoint<'a>,
     pub network: NetworkFields,
     pub host: HostFields<'a>,
     pub egret: EgretFields<'a>,
@@ -200,6 +209,8 @@ impl<'a> ConnectionDoc<'a> {
             transport,
             kernel_verdict: _,
             policy: _,
+            netns: _,
+            dns,
         } = record;
         let policy_fields = record.policy.as_ref().map(|p| PolicyFields {
             verdict: p.verdict.name(),
@@ -251,6 +262,7 @@ impl<'a> ConnectionDoc<'a> {
             destination: Endpoint {
                 ip: ip.to_string(),
                 port: *port,
+                domain: dns.as_ref().and_then(|d| d.domain.as_deref()),
             },
             network: NetworkFields {
                 transport: transport.name(),
@@ -266,6 +278,10 @@ impl<'a> ConnectionDoc<'a> {
                 },
                 policy: policy_fields,
                 alert: None,
+                dns: dns
+                    .as_ref()
+                    .filter(|d| !d.names.is_empty())
+                    .map(|d| DnsNamesFields { names: &d.names }),
                 systemd: cgroup
                     .systemd_unit
                     .as_deref()
@@ -362,6 +378,148 @@ fn alert_message(
     message
 }
 
+#[derive(Serialize)]
+pub struct DnsQuestionFields<'a> {
+    pub name: &'a str,
+    #[serde(rename = "type")]
+    pub qtype: String,
+    pub class: String,
+}
+
+#[derive(Serialize)]
+pub struct DnsAnswerFields {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub ttl: u32,
+    pub data: String,
+}
+
+#[derive(Serialize)]
+pub struct DnsFields<'a> {
+    pub id: u16,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub response_code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub question: Option<DnsQuestionFields<'a>>,
+    pub answers: Vec<DnsAnswerFields>,
+    pub resolved_ip: Vec<String>,
+    pub header_flags: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+pub struct EgretDnsFields {
+    pub netns: u64,
+    /// The message was longer than the kernel copies; its tail was not seen.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cut: bool,
+    /// Block mode: the domain rules (by index) whose names the kernel approved the answer for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub approved_rules: Vec<u32>,
+}
+
+#[derive(Serialize)]
+pub struct EgretDnsLine<'a> {
+    pub socket: CookieFields,
+    pub dns: EgretDnsFields,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<CgroupFields<'a>>,
+}
+
+/// The process that asked (owner of the socket that received the answer).
+#[derive(Serialize)]
+pub struct AskerFields<'a> {
+    pub pid: u32,
+    pub name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<&'a str>,
+    pub args: &'a [String],
+}
+
+/// DNS type names for the common record types (`TYPE<n>` otherwise, as in RFC 3597).
+pub fn dns_type_name(rtype: u16) -> String {
+    match rtype {
+        1 => "A".into(),
+        2 => "NS".into(),
+        5 => "CNAME".into(),
+        6 => "SOA".into(),
+        12 => "PTR".into(),
+        15 => "MX".into(),
+        16 => "TXT".into(),
+        28 => "AAAA".into(),
+        33 => "SRV".into(),
+        64 => "SVCB".into(),
+        65 => "HTTPS".into(),
+        255 => "ANY".into(),
+        n => format!("TYPE{n}"),
+    }
+}
+
+pub fn dns_class_name(class: u16) -> String {
+    match class {
+        1 => "IN".into(),
+        3 => "CH".into(),
+        n => format!("CLASS{n}"),
+    }
+}
+
+pub fn dns_rcode_name(rcode: u8) -> String {
+    match rcode {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        n => format!("RCODE{n}"),
+    }
+}
+
+#[derive(Serialize)]
+pub struct DnsNetworkFields {
+    pub transport: &'static str,
+    #[serde(rename = "type")]
+    pub network_type: &'static str,
+    pub protocol: &'static str,
+    pub direction: &'static str,
+}
+
+/// A `dns` line (`--dns-events`): one answer the kernel saw, and who asked.
+#[derive(Serialize)]
+pub struct DnsDoc<'a> {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub event: EventFields<'a>,
+    pub dns: DnsFields<'a>,
+    /// The resolver.
+    pub source: Endpoint<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<AskerFields<'a>>,
+    pub network: DnsNetworkFields,
+    pub host: HostFields<'a>,
+    pub egret: EgretDnsLine<'a>,
+}
+
+impl EventFields<'_> {
+    /// The `event` object of a `dns` line.
+    pub fn dns_answer(sequence: u64) -> Self {
+        Self {
+            kind: "event",
+            severity: None,
+            outcome: None,
+            category: &["network"],
+            types: &["protocol", "info"],
+            action: "dns-answer",
+            module: "egret",
+            dataset: "egret.dns",
+            sequence,
+            start: None,
+            end: None,
+        }
+    }
+}
+
 /// Agent counters, as reported in `metric` lines.
 #[derive(Serialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Metrics {
@@ -394,6 +552,18 @@ pub struct Metrics {
     pub alerts: u64,
     /// Unapproved occurrences folded into an alert's repeat count.
     pub alerts_suppressed: u64,
+    /// DNS responses received from the kernel.
+    pub dns_messages: u64,
+    /// DNS responses that did not parse (skipped, nothing learned from them).
+    pub dns_malformed: u64,
+    /// DNS responses longer than the kernel's copy (their tail was not seen).
+    pub dns_cut: u64,
+    /// (address, name) mappings learned from answers.
+    pub dns_mappings: u64,
+    /// Entries in the address → names cache.
+    pub dns_cache_size: u64,
+    /// Cache entries dropped before their TTL because of the size bound.
+    pub dns_cache_evicted: u64,
 }
 
 #[derive(Serialize)]
@@ -472,6 +642,8 @@ mod tests {
             transport: Transport::Tcp,
             kernel_verdict: 0,
             policy: None,
+            netns: 0,
+            dns: None,
         }
     }
 

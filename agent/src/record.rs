@@ -140,6 +140,18 @@ pub struct PolicyOutcome {
     pub mode: Mode,
 }
 
+/// What observed DNS says about a connection's destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsNames {
+    /// `destination.domain`: the name this process resolved to the address (or the only name
+    /// anyone asked for it).
+    pub domain: Option<String>,
+    /// `egret.dns.names`: every name known for the address.
+    pub names: Vec<String>,
+    /// Names asked as questions (what domain rules are matched against).
+    pub questions: Vec<String>,
+}
+
 /// One connection or UDP flow, fully resolved.
 #[derive(Debug, Clone)]
 pub struct ConnectionRecord {
@@ -159,6 +171,10 @@ pub struct ConnectionRecord {
     pub kernel_verdict: u32,
     /// Set by the agent once the policy has been consulted.
     pub policy: Option<PolicyOutcome>,
+    /// Network namespace cookie of the socket.
+    pub netns: u64,
+    /// Set by the agent from its DNS cache.
+    pub dns: Option<DnsNames>,
 }
 
 impl ConnectionRecord {
@@ -187,7 +203,7 @@ impl ConnectionRecord {
             prev_datagrams: _,
             verdict,
             _pad: _,
-            netns: _,
+            netns,
         } = event;
         let EventHeader {
             ktime_ns,
@@ -211,6 +227,8 @@ impl ConnectionRecord {
             transport: Transport::from_socket(*sock_type, *protocol),
             kernel_verdict: *verdict,
             policy: None,
+            netns: *netns,
+            dns: None,
         })
     }
 }

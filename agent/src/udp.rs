@@ -261,6 +261,8 @@ mod tests {
             transport: Transport::Udp,
             kernel_verdict: 0,
             policy: None,
+            netns: 0,
+            dns: None,
         }
     }
 

@@ -5,14 +5,34 @@
 use std::net::IpAddr;
 
 use egret::dns::{
-    parse_message, resolution, wire::MAX_CNAME_HOPS, DnsCache, Message, Name, RData,
+    parse_cut_message, parse_message, resolution, wire::MAX_CNAME_HOPS, DnsCache, Message, Name,
+    RData,
 };
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    // A cut message: whatever it yields must hold the same invariants.
+    let cut = parse_cut_message(data);
+    if let Ok(cut) = &cut {
+        check_message(cut);
+    }
     let Ok(message) = parse_message(data) else {
         return;
     };
+    // On a whole message the cut parser agrees with the strict one, and on any prefix of it
+    // it keeps a prefix of the answers (never a record the whole message does not have).
+    assert_eq!(cut.as_ref(), Ok(&message));
+    let len = data.len() - usize::from(data.last().copied().unwrap_or(0)).min(data.len());
+    if let Ok(prefix) = parse_cut_message(&data[..len]) {
+        assert_eq!(prefix.questions, message.questions);
+        assert!(message.answers.starts_with(&prefix.answers));
+    }
+    check_message(&message);
+});
+
+/// Names are well-formed, and every mapping comes from an A/AAAA answer at the end of a CNAME
+/// chain that starts with the question.
+fn check_message(message: &Message) {
     for question in &message.questions {
         check_name(&question.name);
     }
@@ -23,14 +43,21 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    let resolved = resolution(&message);
+    let resolved = resolution(message);
     if !message.response || message.opcode != 0 || message.rcode != 0 {
         assert!(resolved.is_empty(), "mappings from a non-answer");
     }
     for (i, r) in resolved.iter().enumerate() {
-        let question = message.questions.first().expect("a mapping needs a question");
+        let question = message
+            .questions
+            .first()
+            .expect("a mapping needs a question");
         assert_eq!(r.name, question.name);
-        assert_eq!(r.chain.first(), Some(&question.name), "chain starts with the question");
+        assert_eq!(
+            r.chain.first(),
+            Some(&question.name),
+            "chain starts with the question"
+        );
         assert!(r.chain.len() <= MAX_CNAME_HOPS + 1);
         for (k, name) in r.chain.iter().enumerate() {
             check_name(name);
@@ -39,14 +66,16 @@ fuzz_target!(|data: &[u8]| {
         for pair in r.chain.windows(2) {
             let [from, to] = pair else { unreachable!() };
             assert!(
-                message.answers.iter().any(|record| record.name == *from
-                    && record.data == RData::Cname(to.clone())),
+                message
+                    .answers
+                    .iter()
+                    .any(|record| record.name == *from && record.data == RData::Cname(to.clone())),
                 "chain link {from} -> {to} has no CNAME"
             );
         }
         let owner = r.chain.last().expect("non-empty chain");
         assert!(
-            has_address_record(&message, owner, r.address, r.ttl),
+            has_address_record(message, owner, r.address, r.ttl),
             "{} for {owner} is not from an A/AAAA record",
             r.address
         );
@@ -66,25 +95,42 @@ fuzz_target!(|data: &[u8]| {
         let found = cache.lookup(1, r.address, Some(7), 0);
         assert_eq!(found.domain.as_ref(), Some(&r.name));
         assert!(r.chain.iter().all(|name| found.names.contains(name)));
-        assert!(found.names.windows(2).all(|w| w[0] < w[1]), "sorted, unique");
+        assert!(
+            found.names.windows(2).all(|w| w[0] < w[1]),
+            "sorted, unique"
+        );
         assert!(cache.lookup(2, r.address, Some(7), 0).names.is_empty());
     }
-});
+}
 
 /// Names are lower case, printable, at most 255 bytes on the wire, and round-trip through text.
 fn check_name(name: &Name) {
     let text = name.as_str();
-    assert!(text.bytes().all(|b| (0x21..=0x7e).contains(&b)), "unprintable {text:?}");
-    assert!(!text.bytes().any(|b| b.is_ascii_uppercase()), "upper case {text:?}");
+    assert!(
+        text.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+        "unprintable {text:?}"
+    );
+    assert!(
+        !text.bytes().any(|b| b.is_ascii_uppercase()),
+        "upper case {text:?}"
+    );
     let wire = name.wire();
-    assert!(wire.len() <= 255, "{text:?} is {} bytes on the wire", wire.len());
+    assert!(
+        wire.len() <= 255,
+        "{text:?} is {} bytes on the wire",
+        wire.len()
+    );
     // Dotted and unescaped: the labels and the dots between them.
     let dotted = wire.len().saturating_sub(2);
     assert!(dotted <= 253);
     if !text.contains('\\') {
         assert_eq!(text.len(), dotted, "{text:?}");
     }
-    assert_eq!(Name::from_dotted(text).as_ref(), Ok(name), "{text:?} does not round-trip");
+    assert_eq!(
+        Name::from_dotted(text).as_ref(),
+        Ok(name),
+        "{text:?} does not round-trip"
+    );
 }
 
 fn has_address_record(message: &Message, owner: &Name, address: IpAddr, ttl: u32) -> bool {

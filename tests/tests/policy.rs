@@ -465,12 +465,13 @@ fn default_policy_approves_loopback_only() -> Result<()> {
     let server = TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), 0))?)?;
     let ip = ns.ns_v4().to_string();
     let mut targets = vec![(ip.clone(), server.port(), "connect", "tcp")];
-    let _s6;
-    if ns.has_v6() {
+    let s6 = if ns.has_v6() {
         let s6 = TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
         targets.push((ns.ns_v6().to_string(), s6.port(), "connect", "tcp"));
-        _s6 = s6;
-    }
+        Some(s6)
+    } else {
+        None
+    };
     let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
     targets.push((ip.clone(), usock.local_addr()?.port(), "send", "udp"));
     for (ip, port, action, transport) in &targets {
@@ -518,7 +519,7 @@ fn default_policy_approves_loopback_only() -> Result<()> {
         loopback_alerts.is_empty(),
         "loopback is approved by default, yet alerts: {loopback_alerts:?}"
     );
-    drop(usock);
+    drop((usock, s6));
     h.finish()
 }
 

@@ -202,6 +202,29 @@ rules:
             },
         )?;
     }
+    // IPv4-mapped IPv6 (an AF_INET6 socket to ::ffff:127.0.0.1) is judged as the IPv4 address.
+    let mapped = "::ffff:127.0.0.1";
+    let m = marker();
+    expect_ok(&h.cgroup, &["tcp", mapped, &a.port().to_string(), &m])?;
+    let ev = h.egret.wait_for(
+        |v| is_flow(v, "connect", "tcp", a.port()) && has_arg(v, &m),
+        LINE_TIMEOUT,
+    )?;
+    check_verdict(&ev, "approved", "block", Some("tcp-a"))?;
+    let m = marker();
+    expect_eperm(&h.cgroup, &["tcp", mapped, &b.port().to_string(), &m])?;
+    let ev = h.egret.wait_for(
+        |v| is_flow(v, "connect", "tcp", b.port()) && has_arg(v, &m),
+        LINE_TIMEOUT,
+    )?;
+    check_verdict(&ev, "blocked", "block", None)?;
+    expect_ok(&h.cgroup, &["udp-send", mapped, &ua.port().to_string()])?;
+    expect_eperm(&h.cgroup, &["udp-send", mapped, &ub.port().to_string()])?;
+    ensure!(
+        b.accepted() == 0,
+        "a refused IPv4-mapped connect reached the server"
+    );
+
     // Connected UDP to an unapproved port: connect() itself is refused.
     let m = marker();
     expect_eperm(
@@ -219,6 +242,147 @@ rules:
         "refused datagrams arrived ({} v4, {} v6)",
         ub.received(),
         ub6.received()
+    );
+    h.finish()
+}
+
+#[test]
+fn block_mode_non_loopback_destinations_and_default_loopback() -> Result<()> {
+    let Some(ns) = egret_e2e::prerequisite(
+        egret_e2e::skip::require_root().and_then(|()| egret_e2e::NetNs::create("blkns")),
+    )?
+    else {
+        return Ok(());
+    };
+    let Some(cg) = Harness::cgroup("blk-netns")? else {
+        return Ok(());
+    };
+    let dir = PolicyDir::create("netns")?;
+    let ip = ns.ns_v4().to_string();
+    let listen = |port: u16| -> Result<TcpServer> {
+        TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), port))?)
+    };
+    let allowed = listen(0)?;
+    let refused = listen(0)?;
+    let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
+    let uport = usock.local_addr()?.port();
+    let lo = TcpServer::start(sa("127.0.0.1:0")?)?;
+    // `loopback` not given: loopback is approved (rule name `loopback`) even in block mode.
+    let policy = format!(
+        "mode: block\nrules:\n  - name: ns-web\n    to: [\"{ip}/32\"]\n    ports: [{}]\n    protocols: [tcp]\n",
+        allowed.port()
+    );
+    let policy = dir.write("policy.yaml", &policy)?;
+    let policy_arg = policy.display().to_string();
+    let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+
+    let cases: [(&str, u16, Option<&str>); 3] = [
+        ("127.0.0.1", lo.port(), Some("loopback")),
+        (ip.as_str(), allowed.port(), Some("ns-web")),
+        (ip.as_str(), refused.port(), None),
+    ];
+    for (dest, port, rule) in cases {
+        let m = marker();
+        let args = ["tcp", dest, &port.to_string(), &m];
+        if rule.is_some() {
+            expect_ok(&h.cgroup, &args)?;
+        } else {
+            expect_eperm(&h.cgroup, &args)?;
+        }
+        let ev = h.egret.wait_for(
+            |v| is_flow(v, "connect", "tcp", port) && has_arg(v, &m),
+            LINE_TIMEOUT,
+        )?;
+        let verdict = if rule.is_some() {
+            "approved"
+        } else {
+            "blocked"
+        };
+        check_verdict(&ev, verdict, "block", rule)?;
+    }
+    ensure!(
+        refused.accepted() == 0,
+        "a refused connect reached the namespace"
+    );
+    expect_eperm(&h.cgroup, &["udp-send", &ip, &uport.to_string()])?;
+    if ns.has_v6() {
+        let s6 = TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
+        expect_eperm(
+            &h.cgroup,
+            &["tcp", &ns.ns_v6().to_string(), &s6.port().to_string()],
+        )?;
+    }
+    drop(usock);
+    h.finish()
+}
+
+/// Connects from `cg` to 127.0.0.1:`port` at once, and if that is refused, again until it
+/// works (10 s): `Ok(None)` if the first try worked, else how long until one did.
+fn first_try_or_delay(cg: &TestCgroup, port: u16) -> Result<Option<Result<Duration, String>>> {
+    let start = Instant::now();
+    if tcp_allowed(cg, port)? {
+        return Ok(None);
+    }
+    let later = wait_until(|| tcp_allowed(cg, port), LINE_TIMEOUT)?;
+    Ok(Some(if later {
+        Ok(start.elapsed())
+    } else {
+        Err(format!("still refused after {LINE_TIMEOUT:?}"))
+    }))
+}
+
+#[test]
+fn block_scoped_rules_cover_cgroups_created_later() -> Result<()> {
+    let Some(cg) = Harness::cgroup("blk-late")? else {
+        return Ok(());
+    };
+    let dir = PolicyDir::create("late")?;
+    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let unit = format!("egret-e2e-late-{}.service", egret_e2e::unique_suffix());
+    let policy = format!(
+        "mode: block
+loopback: audit
+rules:
+  - name: by-cgroup
+    to: [\"127.0.0.1/32\"]
+    ports: [{port}]
+    cgroups: [\"{parent}/late-cg\"]
+  - name: by-unit
+    to: [\"127.0.0.1/32\"]
+    ports: [{port}]
+    systemd_units: [\"{unit}\"]
+",
+        port = a.port(),
+        parent = cg.relative_path()
+    );
+    let policy = dir.write("policy.yaml", &policy)?;
+    let policy_arg = policy.display().to_string();
+    let h = Harness::start(cg, &["--policy", &policy_arg])?;
+    ensure!(
+        !tcp_allowed(&h.cgroup, a.port())?,
+        "the parent cgroup is not in scope, yet A works from it"
+    );
+    // The scoped cgroups appear only now, like a service (re)started after egret loaded the
+    // policy; the service connects right away.
+    let mut problems = Vec::new();
+    for (name, rule) in [("late-cg", "by-cgroup"), (unit.as_str(), "by-unit")] {
+        let late = h.cgroup.child(name)?;
+        match first_try_or_delay(&late, a.port())? {
+            None => {}
+            Some(Ok(after)) => problems.push(format!(
+                "{} (rule {rule}): the first connect right after the cgroup was created got EPERM; approved only {after:?} later",
+                late.relative_path()
+            )),
+            Some(Err(e)) => problems.push(format!(
+                "{} (rule {rule}): refused, {e}",
+                late.relative_path()
+            )),
+        }
+    }
+    ensure!(
+        problems.is_empty(),
+        "scoped block-mode rules do not cover new cgroups at once:\n{}",
+        problems.join("\n")
     );
     h.finish()
 }
@@ -487,6 +651,55 @@ fn reload_on_watch_under_load() -> Result<()> {
     reload_under_load("blk-watch", true)
 }
 
+/// Publishes `yaml` the way the kubelet updates a mounted ConfigMap: the file is
+/// `policy.yaml -> ..data/policy.yaml`, and `..data` is a symlink to a versioned directory
+/// that is swapped by renaming a new symlink over it.
+fn configmap_publish(dir: &Path, version: u32, yaml: &str) -> Result<PathBuf> {
+    let versioned = dir.join(format!("..v{version}"));
+    std::fs::create_dir(&versioned)?;
+    std::fs::write(versioned.join("policy.yaml"), yaml)?;
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..v{version}"), &tmp)?;
+    std::fs::rename(&tmp, dir.join("..data"))?;
+    let link = dir.join("policy.yaml");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/policy.yaml", &link)?;
+    }
+    if version > 1 {
+        std::fs::remove_dir_all(dir.join(format!("..v{}", version - 1)))?;
+    }
+    Ok(link)
+}
+
+#[test]
+fn watch_follows_a_configmap_style_symlink_swap() -> Result<()> {
+    let Some(cg) = Harness::cgroup("blk-cm")? else {
+        return Ok(());
+    };
+    let dir = PolicyDir::create("configmap")?;
+    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let (pa, pb) = (a.port(), b.port());
+    let link = configmap_publish(dir.path(), 1, &block_policy(&[pa]))?;
+    let policy_arg = link.display().to_string();
+    let h = Harness::start(cg, &["--policy", &policy_arg, "--watch"])?;
+    ensure!(tcp_allowed(&h.cgroup, pa)?, "A refused while approved");
+    ensure!(!tcp_allowed(&h.cgroup, pb)?, "B not refused in block mode");
+    configmap_publish(dir.path(), 2, &block_policy(&[pa, pb]))?;
+    ensure!(
+        eventually(&h.cgroup, pb, true)?,
+        "--watch did not pick up the new policy behind the swapped ..data symlink within {LINE_TIMEOUT:?}\n--- stderr ---\n{}",
+        h.egret.stderr_tail()
+    );
+    configmap_publish(dir.path(), 3, &block_policy(&[pa]))?;
+    ensure!(
+        eventually(&h.cgroup, pb, false)?,
+        "--watch did not pick up the second swap within {LINE_TIMEOUT:?}"
+    );
+    ensure!(tcp_allowed(&h.cgroup, pa)?, "A refused");
+    h.finish()
+}
+
 /// Whether a TCP connect from `cg` to 127.0.0.1:`port` gets through (`Ok(true)`), is refused
 /// with EPERM (`Ok(false)`), or fails otherwise (error).
 fn tcp_allowed(cg: &TestCgroup, port: u16) -> Result<bool> {
@@ -509,7 +722,7 @@ fn eventually(cg: &TestCgroup, port: u16, allowed: bool) -> Result<bool> {
 }
 
 #[test]
-fn on_exit_keep_enforces_after_sigkill_until_taken_over() -> Result<()> {
+fn on_exit_keep_enforces_after_exit_until_taken_over() -> Result<()> {
     let Some(cg) = Harness::cgroup("blk-keep")? else {
         return Ok(());
     };
@@ -517,26 +730,29 @@ fn on_exit_keep_enforces_after_sigkill_until_taken_over() -> Result<()> {
     let dir = PolicyDir::create("keep")?;
     let a = TcpServer::start(sa("127.0.0.1:0")?)?;
     let b = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let (pa, pb) = (a.port(), b.port());
-    let strict = dir.write("strict.yaml", &block_policy(&[pa]))?;
-    let loose = dir.write("loose.yaml", &block_policy(&[pa, pb]))?;
-    let (strict, loose, pin_arg) = (
-        strict.display().to_string(),
-        loose.display().to_string(),
-        pin.arg(),
-    );
+    let c = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let (pa, pb, pc) = (a.port(), b.port(), c.port());
+    let arg = |p: PathBuf| p.display().to_string();
+    let only_a = arg(dir.write("a.yaml", &block_policy(&[pa]))?);
+    let a_b = arg(dir.write("ab.yaml", &block_policy(&[pa, pb]))?);
+    let a_c = arg(dir.write("ac.yaml", &block_policy(&[pa, pc]))?);
+    let pin_arg = pin.arg();
+    let keep = |policy: &str| -> Result<Egret> {
+        Egret::start(
+            cg.path(),
+            &[
+                "--policy",
+                policy,
+                "--on-exit",
+                "keep",
+                "--pin-path",
+                &pin_arg,
+            ],
+        )
+    };
 
-    let mut first = Egret::start(
-        cg.path(),
-        &[
-            "--policy",
-            &strict,
-            "--on-exit",
-            "keep",
-            "--pin-path",
-            &pin_arg,
-        ],
-    )?;
+    // 1. keep + SIGKILL: the strict policy stays in force with nobody running.
+    let mut first = keep(&only_a)?;
     ensure!(tcp_allowed(&cg, pa)?, "A refused while approved");
     ensure!(!tcp_allowed(&cg, pb)?, "B not refused in block mode");
     first.kill9()?;
@@ -546,7 +762,6 @@ fn on_exit_keep_enforces_after_sigkill_until_taken_over() -> Result<()> {
         "--on-exit keep pinned nothing under {}",
         pin.path().display()
     );
-    // Nobody runs egret now; the pinned programs still enforce the strict policy.
     std::thread::sleep(Duration::from_millis(1000));
     ensure!(
         !tcp_allowed(&cg, pb)?,
@@ -557,17 +772,20 @@ fn on_exit_keep_enforces_after_sigkill_until_taken_over() -> Result<()> {
         "after SIGKILL with --on-exit keep, A must still work"
     );
 
-    // The next egret (default: detach) takes over, with a policy that approves B.
-    let mut second = Egret::start(cg.path(), &["--policy", &loose, "--pin-path", &pin_arg])?;
+    // 2. The next egret (keep again, approving B) takes over; a clean exit keeps its policy.
+    let mut second = keep(&a_b)?;
     ensure!(
         eventually(&cg, pb, true)?,
         "the new egret approves B, but B is still refused (the kept programs were not replaced)\n--- stderr ---\n{}",
         second.stderr_tail()
     );
-    ensure!(tcp_allowed(&cg, pa)?, "A refused under the new egret");
+    ensure!(
+        !tcp_allowed(&cg, pc)?,
+        "C not refused under the second egret"
+    );
     let m = marker();
     let out = try_run(&cg, &["tcp", "127.0.0.1", &pb.to_string(), &m])?;
-    ensure!(out.status.success(), "B refused under the new egret");
+    ensure!(out.status.success(), "B refused under the second egret");
     let ev = second.wait_for(
         |v| is_flow(v, "connect", "tcp", pb) && has_arg(v, &m),
         LINE_TIMEOUT,
@@ -580,12 +798,44 @@ fn on_exit_keep_enforces_after_sigkill_until_taken_over() -> Result<()> {
         second.stderr_tail()
     );
     second.discard_dir_on_drop();
-    // Detached at exit: nothing enforces anything now.
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(
+        !tcp_allowed(&cg, pc)?,
+        "after a clean exit with --on-exit keep, C must still be refused"
+    );
+    ensure!(
+        tcp_allowed(&cg, pb)? && tcp_allowed(&cg, pa)?,
+        "after a clean exit with --on-exit keep, A and B must still work"
+    );
+
+    // 3. A default (detach) egret takes over, approving C but not B; when it stops, nothing
+    //    is attached any more.
+    let mut third = Egret::start(cg.path(), &["--policy", &a_c, "--pin-path", &pin_arg])?;
+    ensure!(
+        eventually(&cg, pc, true)?,
+        "the third egret approves C, but C is still refused\n--- stderr ---\n{}",
+        third.stderr_tail()
+    );
+    ensure!(
+        !tcp_allowed(&cg, pb)?,
+        "the third egret does not approve B, yet B works (the kept programs were not replaced)"
+    );
+    let status = third.stop()?;
+    ensure!(
+        status.success(),
+        "third egret exited with {status}\n{}",
+        third.stderr_tail()
+    );
+    third.discard_dir_on_drop();
     ensure!(
         eventually(&cg, pb, true)?,
-        "after the detach-mode egret stopped, B is refused"
+        "after the detach-mode egret stopped, B is still refused (pins left: {:?})",
+        pin.entries()
     );
-    ensure!(tcp_allowed(&cg, pa)?, "A refused after egret stopped");
+    ensure!(
+        tcp_allowed(&cg, pa)? && tcp_allowed(&cg, pc)?,
+        "after egret stopped A or C is refused"
+    );
     drop(pin);
     Ok(())
 }

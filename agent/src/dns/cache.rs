@@ -1,7 +1,9 @@
 //! Address → names, learned from observed DNS answers, honouring their TTL.
 //!
 //! Entries are kept per (network namespace, address): a container's resolver may answer
-//! differently from the host's, so namespaces never see each other's entries. Addresses are
+//! differently from the host's, so namespaces never see each other's entries. The namespace is
+//! whatever `u64` identifies it (the kernel's netns cookie of the receiving socket), the same
+//! for inserts and lookups. Addresses are
 //! stored canonical (an IPv4-mapped IPv6 address is the IPv4 address), like `destination.ip`.
 //!
 //! For each address the cache keeps every name that resolved to it (one CDN address serves
@@ -70,6 +72,9 @@ pub struct Lookup {
     pub domain: Option<Name>,
     /// Every live name of the address (asked names and `CNAME` chain names), sorted.
     pub names: Vec<Name>,
+    /// The live names that were asked as questions, sorted: what policy domain entries are
+    /// matched against (the kernel approves by the question too).
+    pub questions: Vec<Name>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -169,7 +174,17 @@ impl DnsCache {
         let mut names: Vec<Name> = live().map(|known| known.name.clone()).collect();
         names.sort();
         names.dedup();
-        Lookup { domain, names }
+        let mut questions: Vec<Name> = live()
+            .filter(|known| known.question)
+            .map(|known| known.name.clone())
+            .collect();
+        questions.sort();
+        questions.dedup();
+        Lookup {
+            domain,
+            names,
+            questions,
+        }
     }
 
     /// Every live (namespace, address, name, expiry in ns) — to re-populate kernel allow maps
@@ -180,6 +195,21 @@ impl DnsCache {
             .flat_map(move |(&(netns, address), list)| {
                 list.iter()
                     .filter(move |known| known.expires_ns > now_ns)
+                    .map(move |known| (netns, address, &known.name, known.expires_ns))
+            })
+    }
+
+    /// Every live (namespace, address, question name, expiry in ns): the pairs a block-mode
+    /// policy's domain rules approve in the kernel.
+    pub fn live_questions(
+        &self,
+        now_ns: u64,
+    ) -> impl Iterator<Item = (u64, IpAddr, &Name, u64)> + '_ {
+        self.entries
+            .iter()
+            .flat_map(move |(&(netns, address), list)| {
+                list.iter()
+                    .filter(move |known| known.question && known.expires_ns > now_ns)
                     .map(move |known| (netns, address, &known.name, known.expires_ns))
             })
     }
@@ -476,6 +506,13 @@ mod tests {
                 name("www.example.com.cdn.net")
             ]
         );
+        assert_eq!(found.questions, [name("www.example.com")]);
+        let questions: Vec<_> = cache
+            .live_questions(T0)
+            .map(|(_, _, n, _)| n.clone())
+            .collect();
+        assert_eq!(questions, [name("www.example.com")]);
+        assert_eq!(cache.live_pairs(T0).count(), 3);
         assert_eq!(cache.len(), 3);
         // Chain names are not "asked": another question makes the domain ambiguous.
         answer(&mut cache, "192.0.2.80", "other.example", 20, 9, T0);

@@ -6,7 +6,8 @@
 //! was resolved from, so a connection line can say which name the process meant
 //! (`destination.domain`) and every name known for the address (`egret.dns.names`).
 //!
-//! - [`wire`]: a small, strict DNS message parser ([`parse_message`]) and [`resolution`], which
+//! - [`wire`]: a small, strict DNS message parser ([`parse_message`], and [`parse_cut_message`]
+//!   for messages the kernel cut at its copy limit) and [`resolution`], which
 //!   turns a response into (address, question name, `CNAME` chain, TTL) mappings, using only
 //!   records connected to the question. Untrusted bytes can make it return an error, never
 //!   panic, loop or allocate much; a malformed message yields no mapping at all.
@@ -23,35 +24,66 @@ pub mod wire;
 
 pub use cache::{CacheConfig, CacheStats, DnsCache, Lookup};
 pub use wire::{
-    parse_message, resolution, DnsError, Message, Name, Question, RData, Record, Resolved,
+    parse_cut_message, parse_message, resolution, DnsError, Message, Name, Question, RData, Record,
+    Resolved,
 };
 
 /// Counters for the agent's metric lines.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DnsStats {
-    /// DNS messages received from the kernel (queries and answers).
+    /// DNS messages received from the kernel.
     pub messages: u64,
     /// Messages that did not parse; they were skipped.
     pub malformed: u64,
+    /// Messages the kernel cut (`DNS_FLAG_CUT`): only their answers before the cut were used.
+    pub cut: u64,
     /// Address mappings learned from answers ([`Resolved`] entries recorded in the cache).
     pub answers: u64,
 }
 
-/// Handles one DNS message the kernel saw: parses it, and records every address its answer
-/// resolves the question to, in namespace `netns`, asked by `pid` (the receiving socket's
-/// process), at `now_ns` (`CLOCK_BOOTTIME`). Returns the number of mappings recorded (0 for a
-/// query, an error response or an answer without addresses). A malformed message is counted in
+/// One DNS message as the kernel delivered it.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// Network namespace of the receiving socket (the kernel's netns cookie): mappings are
+    /// kept per namespace.
+    pub netns: u64,
+    /// The process the receiving socket belongs to, if known: it asked the question.
+    pub pid: Option<u32>,
+    /// The DNS message (over TCP, without the 2-byte length prefix).
+    pub payload: &'a [u8],
+    /// The kernel copied only the beginning of the message (`DNS_FLAG_CUT`): keep the answers
+    /// that are whole ([`wire::parse_cut_message`]).
+    pub cut: bool,
+    /// When it arrived (`CLOCK_BOOTTIME` ns): TTLs count from here.
+    pub now_ns: u64,
+}
+
+/// Handles one DNS message: parses it, and records in `cache` every address its answer
+/// resolves the question to. Returns the number of mappings recorded (0 for a query, an error
+/// response or an answer without addresses). A malformed message is counted in
 /// [`DnsStats::malformed`] and its error returned (for a debug log); nothing is recorded from it.
 pub fn observe(
     cache: &mut DnsCache,
     stats: &mut DnsStats,
-    netns: u64,
-    pid: Option<u32>,
-    payload: &[u8],
-    now_ns: u64,
+    observed: &Observed<'_>,
 ) -> Result<usize, DnsError> {
+    let Observed {
+        netns,
+        pid,
+        payload,
+        cut,
+        now_ns,
+    } = *observed;
     stats.messages = stats.messages.saturating_add(1);
-    let message = match parse_message(payload) {
+    if cut {
+        stats.cut = stats.cut.saturating_add(1);
+    }
+    let parsed = if cut {
+        parse_cut_message(payload)
+    } else {
+        parse_message(payload)
+    };
+    let message = match parsed {
         Ok(message) => message,
         Err(error) => {
             stats.malformed = stats.malformed.saturating_add(1);
@@ -90,16 +122,27 @@ mod tests {
             b'e', 3, b'c', b'o', b'm', 0, 0, 1, 0, 1, 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0,
             4, 93, 184, 215, 14,
         ];
+        let seen = |payload, cut| Observed {
+            netns: 9,
+            pid: Some(42),
+            payload,
+            cut,
+            now_ns: 0,
+        };
+        assert_eq!(observe(&mut cache, &mut stats, &seen(answer, false)), Ok(1));
+        let cut_answer = &answer[..answer.len() - 1];
+        assert!(observe(&mut cache, &mut stats, &seen(cut_answer, false)).is_err());
         assert_eq!(
-            observe(&mut cache, &mut stats, 9, Some(42), answer, 0),
-            Ok(1)
+            observe(&mut cache, &mut stats, &seen(cut_answer, true)),
+            Ok(0)
         );
-        assert!(observe(&mut cache, &mut stats, 9, Some(42), &answer[..20], 0).is_err());
+        assert!(observe(&mut cache, &mut stats, &seen(&answer[..20], true)).is_err());
         assert_eq!(
             stats,
             DnsStats {
-                messages: 2,
-                malformed: 1,
+                messages: 4,
+                malformed: 2,
+                cut: 2,
                 answers: 1
             }
         );

@@ -5,6 +5,8 @@
 //! `RDLENGTH` bounds-checked) but neither decoded nor kept, and the message must end exactly
 //! where the last record ends: a message cut short anywhere, or with bytes after its last
 //! record, is an error. Every error ([`DnsError`]) says what was wrong and at which byte offset.
+//! [`parse_cut_message`] is for messages known to be cut (the kernel copies at most 1232
+//! bytes): it keeps the answer records that are whole before the cut.
 //!
 //! Untrusted input cannot make the parser loop, recurse or allocate much:
 //!
@@ -354,6 +356,21 @@ pub enum RData {
 
 /// Parses one DNS message (a UDP payload). See the module docs for what is checked.
 pub fn parse_message(bytes: &[u8]) -> Result<Message, DnsError> {
+    parse(bytes, false)
+}
+
+/// Parses the beginning of a message that was cut short (the kernel copies at most
+/// `DNS_PAYLOAD_MAX` bytes and flags longer messages `DNS_FLAG_CUT`): the header and the
+/// question section must be whole; then the answer records that lie wholly within `bytes` are
+/// kept, up to the first one the cut reaches, which is dropped with every record after it. The
+/// authority and additional sections are not looked at. Everything before the cut is checked as
+/// strictly as by [`parse_message`]: a malformed record there (one that is wrong, not just cut)
+/// still fails the whole message. On a whole message it returns what [`parse_message`] returns.
+pub fn parse_cut_message(bytes: &[u8]) -> Result<Message, DnsError> {
+    parse(bytes, true)
+}
+
+fn parse(bytes: &[u8], cut: bool) -> Result<Message, DnsError> {
     let id = read_u16(bytes, 0)?;
     let flags = read_u16(bytes, 2)?;
     let qdcount = read_u16(bytes, 4)?;
@@ -361,7 +378,12 @@ pub fn parse_message(bytes: &[u8]) -> Result<Message, DnsError> {
     let nscount = read_u16(bytes, 8)?;
     let arcount = read_u16(bytes, 10)?;
 
-    let records = u32::from(ancount) + u32::from(nscount) + u32::from(arcount);
+    // A cut message need only hold its questions; a whole one, every record.
+    let records = if cut {
+        0
+    } else {
+        u32::from(ancount) + u32::from(nscount) + u32::from(arcount)
+    };
     let need = usize::from(qdcount) * QUESTION_MIN
         + usize::try_from(records)
             .unwrap_or(usize::MAX)
@@ -388,21 +410,29 @@ pub fn parse_message(bytes: &[u8]) -> Result<Message, DnsError> {
         });
         at = end + 4;
     }
-    let mut answers = Vec::with_capacity(usize::from(ancount));
+    let room = bytes.len().saturating_sub(at) / RECORD_MIN;
+    let mut answers = Vec::with_capacity(usize::from(ancount).min(room));
     for _ in 0..ancount {
-        let (record, end) = read_record(bytes, at, true)?;
-        answers.push(record);
-        at = end;
+        match read_record(bytes, at, true) {
+            Ok((record, end)) => {
+                answers.push(record);
+                at = end;
+            }
+            Err(DnsError::Truncated { .. }) if cut => break,
+            Err(error) => return Err(error),
+        }
     }
-    for _ in 0..u32::from(nscount) + u32::from(arcount) {
-        let (_, end) = read_record(bytes, at, false)?;
-        at = end;
-    }
-    if at != bytes.len() {
-        return Err(DnsError::TrailingBytes {
-            at,
-            len: bytes.len().saturating_sub(at),
-        });
+    if !cut {
+        for _ in 0..u32::from(nscount) + u32::from(arcount) {
+            let (_, end) = read_record(bytes, at, false)?;
+            at = end;
+        }
+        if at != bytes.len() {
+            return Err(DnsError::TrailingBytes {
+                at,
+                len: bytes.len().saturating_sub(at),
+            });
+        }
     }
 
     Ok(Message {
@@ -1152,6 +1182,66 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn cut_messages_keep_the_whole_answers_before_the_cut() {
+        for (what, message) in valid_messages() {
+            let whole = parse_message(&message).unwrap();
+            assert_eq!(parse_cut_message(&message).as_ref(), Ok(&whole), "{what}");
+            let questions_end = 12
+                + whole
+                    .questions
+                    .iter()
+                    .map(|q| q.name.wire().len() + 4)
+                    .sum::<usize>();
+            for len in 0..message.len() {
+                match parse_cut_message(&message[..len]) {
+                    Ok(cut) => {
+                        assert!(len >= questions_end, "{what} cut to {len}");
+                        assert_eq!(cut.questions, whole.questions);
+                        assert!(
+                            whole.answers.starts_with(&cut.answers),
+                            "{what} cut to {len}: answers not a prefix"
+                        );
+                    }
+                    Err(_) => assert!(len < questions_end, "{what} cut to {len} failed"),
+                }
+            }
+        }
+        // The CNAME chain cut after its first A record: one address, the full chain.
+        let message = cname_chain_message();
+        let cut = parse_cut_message(&message[..message.len() - 1]).unwrap();
+        assert_eq!(cut.answers.len(), 3);
+        let resolved = resolution(&cut);
+        assert_eq!(resolved.len(), 1);
+        assert_eq!(resolved[0].address, v4([192, 0, 2, 1]));
+    }
+
+    #[test]
+    fn cut_messages_are_still_checked_before_the_cut() {
+        let mut b = Builder::response();
+        b.question(&n("example.com"), TYPE_A)
+            .answer(&ptr(Q), TYPE_A, 60, &[1, 2, 3])
+            .answer(&ptr(Q), TYPE_A, 60, &[1, 2, 3, 4]);
+        let message = b.build();
+        assert!(matches!(
+            parse_cut_message(&message[..message.len() - 2]),
+            Err(DnsError::BadRdata { .. })
+        ));
+        // Counts far beyond the bytes: no error, no large allocation, what fits.
+        let mut message = EXAMPLE_COM.to_vec();
+        message[6..8].copy_from_slice(&[0xff, 0xff]);
+        let cut = parse_cut_message(&message).unwrap();
+        assert_eq!(cut.answers.len(), 2, "the OPT record is read as an answer");
+        assert_eq!(cut.answers[1].data, RData::Other { rtype: 41, len: 0 });
+        assert_eq!(resolution(&cut).len(), 1);
+        assert!(cut.answers.capacity() < 16);
+        // The questions must be whole.
+        assert!(matches!(
+            parse_cut_message(&EXAMPLE_COM[..20]),
+            Err(DnsError::TooManyRecords { .. } | DnsError::Truncated { .. })
+        ));
     }
 
     #[test]

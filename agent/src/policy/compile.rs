@@ -614,21 +614,71 @@ mod tests {
     }
 
     #[test]
-    fn rejects_executable_selectors_and_domains_in_block_mode() {
+    fn rejects_executable_selectors_in_block_mode() {
         let mut r = rule("git", &["203.0.113.0/24"], &[(22, 22)], &[]);
         r.processes = vec![glob("/usr/bin/git")];
-        let mut d = rule("api", &[], &[], &[]);
-        d.to = vec![Destination::Domain(crate::policy::DomainPattern {
-            name: "example.com".into(),
-            wildcard: false,
-        })];
-        let err = compile(&policy(vec![r, d], Loopback::Approve)).unwrap_err();
-        assert_eq!(err.errors.len(), 2);
+        let err = compile(&policy(vec![r], Loopback::Approve)).unwrap_err();
+        assert_eq!(err.errors.len(), 1);
         assert!(
             err.errors[0].message.contains("executable selectors"),
             "{err}"
         );
-        assert!(err.errors[1].message.contains("domain names"), "{err}");
+    }
+
+    #[test]
+    fn domain_rules_compile_to_name_hashes_and_rule_entries() {
+        use crate::policy::DomainPattern;
+        let domain = |name: &str, wildcard: bool| {
+            Destination::Domain(DomainPattern {
+                name: name.to_owned(),
+                wildcard,
+            })
+        };
+        let mut api = rule("api", &[], &[(443, 443)], &[Protocol::Tcp]);
+        api.to = vec![
+            domain("api.example.com", false),
+            domain("example.net", true),
+        ];
+        let mut dns = rule("dns", &["10.96.0.10/32"], &[(53, 53)], &[]);
+        dns.to.push(domain("resolver.example.com", false));
+        let c = compile(&policy(vec![api, dns], Loopback::Approve)).unwrap();
+        assert_eq!(c.domain_rules.len(), 2);
+        assert_eq!(c.domain_rules[0].entries[0], entry(443, 443, PROTO_TCP, 0));
+        assert_eq!(c.approving_domain_rules("api.example.com"), 0b01);
+        assert_eq!(c.approving_domain_rules("a.b.example.net"), 0b01);
+        assert_eq!(
+            c.approving_domain_rules("example.net"),
+            0,
+            "a wildcard is not the apex"
+        );
+        assert_eq!(c.approving_domain_rules("resolver.example.com"), 0b10);
+        assert_eq!(c.approving_domain_rules("example.com"), 0);
+        assert_eq!(
+            find4(&c, [10, 96, 0, 10], 32),
+            [entry(53, 53, PROTO_ANY, 0)]
+        );
+    }
+
+    #[test]
+    fn at_most_sixteen_domain_rules() {
+        use crate::policy::DomainPattern;
+        let rules = (0..17)
+            .map(|i| {
+                let mut r = rule(&format!("r{i}"), &[], &[], &[]);
+                r.to = vec![Destination::Domain(DomainPattern {
+                    name: format!("n{i}.example.com"),
+                    wildcard: false,
+                })];
+                r
+            })
+            .collect();
+        let err = compile(&policy(rules, Loopback::Approve)).unwrap_err();
+        assert!(
+            err.errors[0]
+                .message
+                .contains("at most 16 rules with domain names"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,18 @@
 
 use std::{collections::HashMap, hash::Hash, net::IpAddr};
 
-use super::{Destination, Loopback, Policy, Protocol, Rule};
+use super::{Destination, DomainPattern, Loopback, Policy, Protocol, Rule};
+
+/// `name` (lower-case, no trailing dot) is `pattern`, or for `*.` strictly below it.
+pub fn domain_matches(pattern: &DomainPattern, name: &str) -> bool {
+    if pattern.wildcard {
+        name.len() > pattern.name.len()
+            && name.ends_with(pattern.name.as_str())
+            && name.as_bytes().get(name.len() - pattern.name.len() - 1) == Some(&b'.')
+    } else {
+        name == pattern.name
+    }
+}
 
 /// What is known about one outbound connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +36,9 @@ pub struct Connection<'a> {
     pub systemd_unit: Option<&'a str>,
     /// `egret.cgroup.path`; `None` never matches a rule that names cgroups.
     pub cgroup_path: Option<&'a str>,
+    /// Names (questions of DNS answers, still within their TTL) the address was learned from:
+    /// a rule's domain entries approve the connection when one of them matches.
+    pub dns_names: &'a [String],
 }
 
 /// The policy's answer for one connection.
@@ -131,21 +145,28 @@ pub struct Matcher {
     rules: Vec<Rule>,
     v4: PrefixIndex<u32>,
     v6: PrefixIndex<u128>,
+    /// Rules with domain entries, in file order, with those entries.
+    domain_rules: Vec<(usize, Vec<DomainPattern>)>,
 }
 
 impl Matcher {
     pub fn new(policy: &Policy) -> Self {
         let mut v4 = PrefixIndex::new();
         let mut v6 = PrefixIndex::new();
+        let mut domain_rules = Vec::new();
         for (i, rule) in policy.rules.iter().enumerate() {
+            let mut domains = Vec::new();
             for to in &rule.to {
-                // Domain names approve nothing until DNS correlation exists.
-                if let Destination::Prefix(p) = to {
-                    match p.addr {
+                match to {
+                    Destination::Prefix(p) => match p.addr {
                         IpAddr::V4(a) => v4.insert(u32::from(a), p.len.min(32), i),
                         IpAddr::V6(a) => v6.insert(u128::from(a), p.len.min(128), i),
-                    }
+                    },
+                    Destination::Domain(d) => domains.push(d.clone()),
                 }
+            }
+            if !domains.is_empty() {
+                domain_rules.push((i, domains));
             }
         }
         Self {
@@ -153,6 +174,7 @@ impl Matcher {
             rules: policy.rules.clone(),
             v4,
             v6,
+            domain_rules,
         }
     }
 
@@ -168,11 +190,23 @@ impl Matcher {
                 .get(i)
                 .is_some_and(|rule| selectors_match(rule, conn))
         };
-        let found = match ip {
+        let by_prefix = match ip {
             IpAddr::V4(a) => self.v4.first(u32::from(a), accept),
             IpAddr::V6(a) => self.v6.first(u128::from(a), accept),
         };
-        match found.and_then(|i| self.rules.get(i)) {
+        // Domain rules before the prefix match in file order may still win.
+        let by_name = self
+            .domain_rules
+            .iter()
+            .take_while(|(i, _)| by_prefix.is_none_or(|p| *i < p))
+            .find(|(i, domains)| {
+                domains
+                    .iter()
+                    .any(|d| conn.dns_names.iter().any(|n| domain_matches(d, n)))
+                    && accept(*i)
+            })
+            .map(|(i, _)| *i);
+        match by_name.or(by_prefix).and_then(|i| self.rules.get(i)) {
             Some(rule) => Verdict::Approved { rule: &rule.name },
             None => Verdict::Unapproved,
         }
@@ -232,6 +266,7 @@ mod tests {
             executable: Some("/usr/bin/curl"),
             systemd_unit: Some("app.service"),
             cgroup_path: Some("/system.slice/app.service"),
+            dns_names: &[],
         }
     }
 
@@ -527,6 +562,7 @@ mod tests {
                 executable: None,
                 systemd_unit: None,
                 cgroup_path: Some(cgroups[rng.below(4) as usize]),
+                dns_names: &[],
             };
             let want = naive(&policy, &c);
             assert_eq!(m.evaluate(&c), want, "{c:?}");
@@ -534,5 +570,60 @@ mod tests {
         }
         // The test means something only if both verdicts are common.
         assert!((2_000..18_000).contains(&approved), "{approved}");
+    }
+
+    #[test]
+    fn domain_entries_approve_learned_names() {
+        use crate::policy::parse::parse_policy;
+        let policy = parse_policy(
+            "mode: audit\nloopback: audit\nrules:\n  - name: first\n    to: [\"10.0.0.0/8\"]\n    ports: [22]\n  - name: api\n    to: [\"api.example.com\", \"*.cdn.example.net\"]\n    ports: [443]\n  - name: wide\n    to: [\"10.0.0.0/8\"]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let m = Matcher::new(&policy);
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let conn = |port: u16, dns: &'static [String]| Connection {
+            ip: "10.1.2.3".parse().unwrap(),
+            port,
+            protocol: Some(Protocol::Tcp),
+            executable: None,
+            systemd_unit: None,
+            cgroup_path: None,
+            dns_names: dns,
+        };
+        let api: &'static [String] = Box::leak(names(&["api.example.com"]).into_boxed_slice());
+        let cdn: &'static [String] = Box::leak(names(&["a.b.cdn.example.net"]).into_boxed_slice());
+        let apex: &'static [String] = Box::leak(names(&["cdn.example.net"]).into_boxed_slice());
+        assert_eq!(
+            m.evaluate(&conn(443, api)).rule(),
+            Some("api"),
+            "a domain rule earlier in the file wins"
+        );
+        assert_eq!(
+            m.evaluate(&conn(443, cdn)).rule(),
+            Some("api"),
+            "wildcards match any depth"
+        );
+        assert_eq!(
+            m.evaluate(&conn(443, apex)).rule(),
+            Some("wide"),
+            "not the apex"
+        );
+        assert_eq!(m.evaluate(&conn(22, api)).rule(), Some("first"));
+        assert_eq!(m.evaluate(&conn(443, &[])).rule(), Some("wide"));
+        assert!(domain_matches(
+            &DomainPattern {
+                name: "example.com".into(),
+                wildcard: true
+            },
+            "a.example.com"
+        ));
+        assert!(!domain_matches(
+            &DomainPattern {
+                name: "example.com".into(),
+                wildcard: true
+            },
+            "aexample.com"
+        ));
     }
 }

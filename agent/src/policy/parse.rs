@@ -56,8 +56,6 @@ const UNIT_SUFFIXES: &[&str] = &[
 
 const PROCESSES_IN_BLOCK_MODE: &str = "executable selectors cannot be enforced exactly in the \
      kernel; use audit mode, or scope the rule with cgroups/systemd_units";
-const DOMAINS_NOT_ENFORCED: &str =
-    "domain names are not enforced yet (DNS correlation is a later feature)";
 
 /// Parses a policy. `file` names the source in errors and becomes [`Policy::source`].
 ///
@@ -119,9 +117,8 @@ pub fn default_policy() -> Policy {
     })
 }
 
-/// What a valid policy still cannot do in block mode: rules with `processes:` (the kernel
-/// cannot tell reliably which executable a socket belongs to) and domain names in `to:` (not
-/// enforced until DNS correlation exists). Empty in audit mode. Sorted by position.
+/// What a valid policy cannot do in block mode: rules with `processes:` (the kernel cannot tell
+/// reliably which executable a socket belongs to). Empty in audit mode. Sorted by position.
 pub fn block_mode_errors(policy: &Policy) -> Vec<PolicyError> {
     if policy.mode != Mode::Block {
         return Vec::new();
@@ -139,39 +136,27 @@ pub fn block_mode_errors(policy: &Policy) -> Vec<PolicyError> {
                 message: PROCESSES_IN_BLOCK_MODE.to_owned(),
             });
         }
-        for (j, to) in rule.to.iter().enumerate() {
-            if let Destination::Domain(domain) = to {
-                errors.push(PolicyError {
-                    file: policy.source.clone(),
-                    position: rule.to_position(j),
-                    path: format!("rules[{i}].to[{j}]"),
-                    message: format!(
-                        "domain `{domain}`: {DOMAINS_NOT_ENFORCED}; in block mode name its \
-                         addresses instead"
-                    ),
-                });
-            }
-        }
     }
     errors.sort_by_key(|e| (e.position.line, e.position.column));
     errors
 }
 
-/// Things worth telling a person about a valid policy (`egret policy check` prints them):
-/// accepted entries that approve nothing yet.
+/// Things worth telling a person about a valid policy (`egret policy check` prints them).
 pub fn notes(policy: &Policy) -> Vec<String> {
-    let mut notes = Vec::new();
-    for (i, rule) in policy.rules.iter().enumerate() {
-        for (j, to) in rule.to.iter().enumerate() {
-            if let Destination::Domain(domain) = to {
-                notes.push(format!(
-                    "rules[{i}].to[{j}]: domain `{domain}` is accepted but not enforced yet (DNS \
-                     correlation is a later feature)"
-                ));
-            }
-        }
+    let domains = policy
+        .rules
+        .iter()
+        .flat_map(|r| &r.to)
+        .filter(|to| matches!(to, Destination::Domain(_)))
+        .count();
+    if domains == 0 {
+        return Vec::new();
     }
-    notes
+    vec![format!(
+        "{}: approve the addresses the host's DNS answers give for those names, while their TTL \
+         lasts (docs/dns.md)",
+        plural(domains, "domain entry", "domain entries")
+    )]
 }
 
 /// `egret policy check PATH`: loads the policy and applies [`block_mode_errors`].
@@ -226,11 +211,7 @@ pub fn summary(policy: &Policy) -> String {
         line.push_str(&plural(prefixes, "address prefix", "address prefixes"));
         if domains > 0 {
             line.push_str(", ");
-            line.push_str(&plural(
-                domains,
-                "domain entry not yet enforced",
-                "domain entries not yet enforced",
-            ));
+            line.push_str(&plural(domains, "domain entry", "domain entries"));
         }
         line.push(')');
     }
@@ -1365,7 +1346,7 @@ rules:
     }
 
     #[test]
-    fn block_mode_rejects_processes_and_domains() {
+    fn block_mode_rejects_processes_but_not_domains() {
         let text = r#"mode: block
 rules:
   - name: git
@@ -1378,28 +1359,24 @@ rules:
         let p = ok(text);
         let errs = block_mode_errors(&p);
         let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        assert_eq!(got.len(), 3, "{got:#?}");
+        assert_eq!(got.len(), 1, "{got:#?}");
         assert!(got[0].starts_with("p.yaml:5:5: rules[0].processes: executable selectors"));
-        assert!(got[1].starts_with("p.yaml:7:27: rules[1].to[1]: domain `api.stripe.com`"));
-        assert!(got[2].starts_with("p.yaml:7:45: rules[1].to[2]: domain `*.stripe.com`"));
         assert!(check_text(text, "p.yaml").is_err());
-        // The same policy in audit mode is fine, with notes about the domains.
-        let audit = text.replace("mode: block", "mode: audit");
-        let p = ok(&audit);
+        // Without the process rule, block mode is fine, with a note about the domains.
+        let without_git = text.replace("    processes: [\"/usr/bin/git\"]\n", "");
+        let p = ok(&without_git);
         assert!(block_mode_errors(&p).is_empty());
         assert_eq!(
             notes(&p),
             vec![
-                "rules[1].to[1]: domain `api.stripe.com` is accepted but not enforced yet (DNS \
-                 correlation is a later feature)",
-                "rules[1].to[2]: domain `*.stripe.com` is accepted but not enforced yet (DNS \
-                 correlation is a later feature)",
+                "2 domain entries: approve the addresses the host's DNS answers give for those \
+                 names, while their TTL lasts (docs/dns.md)"
             ]
         );
         assert_eq!(
-            check_text(&audit, "policy.yaml").unwrap(),
-            "policy.yaml: ok: mode audit, loopback approved, 2 rules (2 address prefixes, 2 \
-             domain entries not yet enforced)"
+            check_text(&without_git, "policy.yaml").unwrap(),
+            "policy.yaml: ok: mode block, loopback approved, 2 rules (2 address prefixes, 2 \
+             domain entries)"
         );
     }
 
