@@ -1,12 +1,14 @@
 //! The agent: loads the programs, drains the ring buffer in batches, joins each event with
 //! process and cgroup identity, and writes JSON lines until asked to stop.
 
-use std::{collections::HashMap, future::Future, path::PathBuf, pin::pin, time::Duration};
+use std::{future::Future, path::PathBuf, pin::pin, time::Duration};
+
+pub use crate::policy::active::load_policy;
 
 use agent_common::{
-    decode, ConnectEvent, Counter, DnsAllowKey, Event, EventHeader, ExecArgsEvent, ExecEvent,
-    ExitEvent, ForkEvent, SockReleaseEvent, UdpFlowKey, EXEC_FLAG_ARGS_TRUNCATED,
-    EXEC_FLAG_PATH_TRUNCATED, EXEC_FLAG_READ_FAILED,
+    decode, ConnectEvent, Counter, Event, EventHeader, ExecArgsEvent, ExecEvent, ExitEvent,
+    ForkEvent, SockReleaseEvent, UdpFlowKey, EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_PATH_TRUNCATED,
+    EXEC_FLAG_READ_FAILED,
 };
 use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 
@@ -15,25 +17,22 @@ use crate::{
     cgroup::{self, CgroupError, CgroupResolver},
     clock::{boot_ns_now, WallClock},
     dns::{
-        parse_cut_message, parse_message, resolution, CacheConfig, DnsCache, DnsStats, Message,
-        RData, Record,
-    },
-    ecs::{
-        dns_class_name, dns_rcode_name, dns_type_name, AskerFields, DnsAnswerFields, DnsDoc,
-        DnsFields, DnsNetworkFields, DnsQuestionFields, EgretDnsFields, EgretDnsLine, Endpoint,
-        EventFields, HostFields,
+        parse_cut_message, parse_message, resolution,
+        state::{dns_doc, DnsLine, DnsState},
+        CacheConfig,
     },
     ecs::{ConnectionDoc, MetricDoc, Metrics, UdpSummary},
     kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps, OnExit, PolicyMaps},
     output::{OutputError, Sink},
     policy::{
-        compile::{self, CompiledPolicy},
-        matcher::{Connection, Matcher, Verdict},
-        parse, Mode, Policy, PolicyErrors,
+        active::{ActivePolicy, FileWatch},
+        compile,
+        matcher::{Connection, Verdict},
+        Mode, PolicyErrors,
     },
     process::{split_nul, ExecArgs, ProcessTable},
     record::{comm_str, Action, ConnectionRecord},
-    record::{DnsNames, PolicyOutcome, PolicyVerdict},
+    record::{PolicyOutcome, PolicyVerdict},
     udp::{FlowReport, UdpFlows},
     users::UserNames,
 };
@@ -121,81 +120,6 @@ pub enum AgentError {
     Policy(#[from] PolicyErrors),
 }
 
-/// Loads (or takes the built-in) policy and compiles it; every error, not just the first.
-pub fn load_policy(
-    path: Option<&std::path::Path>,
-) -> Result<(Policy, CompiledPolicy), PolicyErrors> {
-    let policy = match path {
-        Some(path) => parse::load_policy(path)?,
-        None => parse::default_policy(),
-    };
-    let errors = parse::block_mode_errors(&policy);
-    if !errors.is_empty() {
-        return Err(PolicyErrors {
-            file: policy.source.clone(),
-            errors,
-        });
-    }
-    let compiled = compile::compile(&policy)?;
-    Ok((policy, compiled))
-}
-
-/// The policy in force and what is derived from it.
-struct ActivePolicy {
-    policy: Policy,
-    matcher: Matcher,
-    compiled: CompiledPolicy,
-}
-
-impl ActivePolicy {
-    fn new(policy: Policy, compiled: CompiledPolicy) -> Self {
-        Self {
-            matcher: Matcher::new(&policy),
-            policy,
-            compiled,
-        }
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "{} ({} mode, {} rules)",
-            self.policy.source,
-            self.policy.mode.name(),
-            self.policy.rules.len()
-        )
-    }
-}
-
-/// `--watch`: notices when the policy file changes (checked once a second).
-struct FileWatch {
-    path: PathBuf,
-    last: Option<(std::time::SystemTime, u64, u64)>,
-}
-
-impl FileWatch {
-    fn new(path: PathBuf) -> Self {
-        let mut watch = Self { path, last: None };
-        watch.last = watch.stamp();
-        watch
-    }
-
-    fn stamp(&self) -> Option<(std::time::SystemTime, u64, u64)> {
-        use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(&self.path).ok()?;
-        Some((meta.modified().ok()?, meta.len(), meta.ino()))
-    }
-
-    /// `true` once per change.
-    fn changed(&mut self) -> bool {
-        let now = self.stamp();
-        if now.is_some() && now != self.last {
-            self.last = now;
-            return true;
-        }
-        false
-    }
-}
-
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
@@ -219,80 +143,6 @@ struct Pipeline {
     alert_window_secs: u64,
     alert_sink: Option<Sink>,
     dns: DnsState,
-}
-
-/// Names learned from observed DNS answers.
-struct DnsState {
-    cache: DnsCache,
-    stats: DnsStats,
-    /// Write a `dns` line per answer.
-    events: bool,
-    port: u16,
-    /// Sockets that sent to the resolver port: cookie → pid, to name who asked.
-    askers: HashMap<u64, u32>,
-}
-
-impl DnsState {
-    const ASKERS_MAX: usize = 65536;
-
-    fn remember_asker(&mut self, cookie: u64, pid: u32) {
-        if self.askers.len() >= Self::ASKERS_MAX && !self.askers.contains_key(&cookie) {
-            self.askers.clear();
-        }
-        self.askers.insert(cookie, pid);
-    }
-
-    /// What the cache knows about a connection's destination.
-    fn names_for(&self, record: &ConnectionRecord) -> Option<DnsNames> {
-        let lookup = self.cache.lookup(
-            record.netns,
-            record.ip,
-            Some(record.process.pid),
-            record.ktime_ns,
-        );
-        if lookup.names.is_empty() {
-            return None;
-        }
-        let text = |names: Vec<crate::dns::Name>| names.iter().map(ToString::to_string).collect();
-        Some(DnsNames {
-            domain: lookup.domain.map(|d| d.to_string()),
-            names: text(lookup.names),
-            questions: text(lookup.questions),
-        })
-    }
-
-    /// The kernel allow-map entries a (new) block-mode policy's domain rules give to answers
-    /// already seen: the applications hold those addresses in their own caches.
-    fn learned(&self, compiled: &CompiledPolicy, now_ns: u64) -> Vec<(DnsAllowKey, u64)> {
-        if compiled.domain_rules.is_empty() {
-            return Vec::new();
-        }
-        let mut out = Vec::new();
-        for (netns, address, name, expires_ns) in self.cache.live_questions(now_ns) {
-            let mask = compiled.approving_domain_rules(name.as_str());
-            let (family, addr) = match address.to_canonical() {
-                std::net::IpAddr::V4(v4) => {
-                    let mut addr = [0u8; 16];
-                    addr[..4].copy_from_slice(&v4.octets());
-                    (agent_common::AF_INET, addr)
-                }
-                std::net::IpAddr::V6(v6) => (agent_common::AF_INET6, v6.octets()),
-            };
-            for rule in 0..u8::try_from(agent_common::DNS_RULES_MAX).unwrap_or(u8::MAX) {
-                if mask & (1 << rule) != 0 {
-                    let key = DnsAllowKey {
-                        netns,
-                        family,
-                        rule,
-                        _pad: [0; 5],
-                        addr,
-                    };
-                    out.push((key, expires_ns));
-                }
-            }
-        }
-        out
-    }
 }
 
 impl Pipeline {
@@ -827,17 +677,15 @@ pub async fn run(
         alerts: Alerts::new(duration_ns(config.alert_window), 65536),
         alert_window_secs: config.alert_window.as_secs(),
         alert_sink,
-        dns: DnsState {
-            cache: DnsCache::new(CacheConfig {
+        dns: DnsState::new(
+            CacheConfig {
                 ttl_floor: config.dns_ttl_floor,
                 ttl_ceiling: config.dns_ttl_ceiling,
                 ..CacheConfig::default()
-            }),
-            stats: DnsStats::default(),
-            events: config.dns_events,
-            port: config.dns_port,
-            askers: HashMap::new(),
-        },
+            },
+            config.dns_events,
+            config.dns_port,
+        ),
     };
 
     let result = event_loop(&config, &mut maps, &mut pipeline, shutdown).await;
@@ -933,122 +781,4 @@ async fn event_loop(
         }
     }
     Ok(())
-}
-
-/// Everything a `dns` line is made of.
-struct DnsLine<'a> {
-    message: &'a Message,
-    resolved_ips: Vec<String>,
-    resolver: std::net::IpAddr,
-    port: u16,
-    transport: u8,
-    netns: u64,
-    cookie: u64,
-    cut: bool,
-    approved: u32,
-    asker: Option<&'a crate::process::ProcessInfo>,
-    ktime_ns: u64,
-    sequence: u64,
-    clock: &'a WallClock,
-    host_name: &'a str,
-}
-
-fn dns_doc(line: DnsLine<'_>) -> DnsDoc<'_> {
-    let DnsLine {
-        message,
-        resolved_ips,
-        resolver,
-        port,
-        transport,
-        netns,
-        cookie,
-        cut,
-        approved,
-        asker,
-        ktime_ns,
-        sequence,
-        clock,
-        host_name,
-    } = line;
-    let Message {
-        id,
-        response: _,
-        opcode: _,
-        rcode,
-        truncated,
-        questions,
-        answers,
-    } = message;
-    let answer = |record: &Record| {
-        let Record {
-            name,
-            rtype,
-            class: _,
-            ttl,
-            data,
-        } = record;
-        DnsAnswerFields {
-            name: name.to_string(),
-            rtype: dns_type_name(*rtype),
-            ttl: *ttl,
-            data: match data {
-                RData::A(ip) => ip.to_string(),
-                RData::Aaaa(ip) => ip.to_string(),
-                RData::Cname(target) => target.to_string(),
-                RData::Other { rtype: _, len } => format!("({len} bytes)"),
-            },
-        }
-    };
-    let mut header_flags = vec!["QR"];
-    if *truncated {
-        header_flags.push("TC");
-    }
-    DnsDoc {
-        timestamp: clock.rfc3339(ktime_ns),
-        event: EventFields::dns_answer(sequence),
-        dns: DnsFields {
-            id: *id,
-            kind: "answer",
-            response_code: dns_rcode_name(*rcode),
-            question: questions.first().map(|q| DnsQuestionFields {
-                name: q.name.as_str(),
-                qtype: dns_type_name(q.qtype),
-                class: dns_class_name(q.qclass),
-            }),
-            answers: answers.iter().map(answer).collect(),
-            resolved_ip: resolved_ips,
-            header_flags,
-        },
-        source: Endpoint {
-            ip: resolver.to_canonical().to_string(),
-            port,
-            domain: None,
-        },
-        process: asker.map(|p| AskerFields {
-            pid: p.pid,
-            name: &p.name,
-            executable: p.executable.as_deref(),
-            args: &p.args,
-        }),
-        network: DnsNetworkFields {
-            transport: if transport == 6 { "tcp" } else { "udp" },
-            network_type: if resolver.to_canonical().is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            },
-            protocol: "dns",
-            direction: "ingress",
-        },
-        host: HostFields { name: host_name },
-        egret: EgretDnsLine {
-            socket: crate::ecs::CookieFields { cookie },
-            dns: EgretDnsFields {
-                netns,
-                cut,
-                approved_rules: (0..32).filter(|i| approved & (1 << i) != 0).collect(),
-            },
-            cgroup: None,
-        },
-    }
 }

@@ -20,6 +20,7 @@
 //! ([`agent_common::dns`]) runs over.
 
 pub mod cache;
+pub mod state;
 pub mod wire;
 
 pub use cache::{CacheConfig, CacheStats, DnsCache, Lookup};

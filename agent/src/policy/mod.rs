@@ -5,6 +5,7 @@
 //! and the rule name for every approved connection); [`compile`] turns the rules into the
 //! kernel maps that refuse connections in block mode.
 
+pub mod active;
 pub mod compile;
 pub mod matcher;
 pub mod parse;
