@@ -260,6 +260,10 @@ impl Pipeline {
                 systemd_unit: record.cgroup.systemd_unit.as_deref(),
                 cgroup_path: record.cgroup.path.as_deref(),
                 dns_names: record.dns.as_ref().map_or(&[], |d| d.questions.as_slice()),
+                container_name: None,
+                container_image: None,
+                pod_namespace: None,
+                pod_name: None,
             };
             match self.policy.matcher.evaluate(&connection) {
                 Verdict::Approved { rule } => PolicyOutcome {

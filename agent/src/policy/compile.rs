@@ -29,6 +29,43 @@ pub enum ScopeSelector {
     Cgroups(Vec<String>),
     /// A cgroup whose systemd unit (first non-slice unit in its path) matches one of these.
     Units(Vec<Glob>),
+    /// A container's cgroup, when the container's name or image matches one of these.
+    Containers(Vec<Glob>),
+    /// A container's cgroup, when its pod's namespace matches one of these.
+    Namespaces(Vec<Glob>),
+    /// A container's cgroup, when its pod's name matches one of these.
+    Pods(Vec<Glob>),
+}
+
+/// What the container selectors look at, for one container.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Workload<'a> {
+    pub container_name: Option<&'a str>,
+    pub container_image: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub pod: Option<&'a str>,
+}
+
+/// Scope bits a container's cgroup carries (its `containers`/`namespaces`/`pods` selectors).
+pub fn workload_bits(scopes: &[ScopeSelector], workload: &Workload<'_>) -> u64 {
+    let any = |globs: &[Glob], value: Option<&str>| {
+        value.is_some_and(|v| globs.iter().any(|g| g.matcher.is_match(v)))
+    };
+    scopes.iter().enumerate().fold(0u64, |bits, (i, selector)| {
+        let hit = match selector {
+            ScopeSelector::Cgroups(_) | ScopeSelector::Units(_) => false,
+            ScopeSelector::Containers(globs) => {
+                any(globs, workload.container_name) || any(globs, workload.container_image)
+            }
+            ScopeSelector::Namespaces(globs) => any(globs, workload.namespace),
+            ScopeSelector::Pods(globs) => any(globs, workload.pod),
+        };
+        if hit {
+            bits | (1u64 << i)
+        } else {
+            bits
+        }
+    })
 }
 
 /// A prefix in network byte order with its length.
@@ -276,6 +313,9 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
             processes,
             systemd_units,
             cgroups,
+            containers,
+            namespaces,
+            pods,
             to_positions: _,
             processes_position,
         } = rule;
@@ -293,6 +333,9 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
         for selector in [
             (!cgroups.is_empty()).then(|| ScopeSelector::Cgroups(cgroups.clone())),
             (!systemd_units.is_empty()).then(|| ScopeSelector::Units(systemd_units.clone())),
+            (!containers.is_empty()).then(|| ScopeSelector::Containers(containers.clone())),
+            (!namespaces.is_empty()).then(|| ScopeSelector::Namespaces(namespaces.clone())),
+            (!pods.is_empty()).then(|| ScopeSelector::Pods(pods.clone())),
         ]
         .into_iter()
         .flatten()
@@ -486,6 +529,9 @@ pub fn scope_bits(scopes: &[ScopeSelector], rel: &str) -> u64 {
         let hit = match selector {
             ScopeSelector::Cgroups(paths) => paths.iter().any(|p| p == rel),
             // The cgroup that *is* the unit (its first non-slice unit component is itself).
+            ScopeSelector::Containers(_)
+            | ScopeSelector::Namespaces(_)
+            | ScopeSelector::Pods(_) => false,
             ScopeSelector::Units(globs) => {
                 unit.is_some_and(|u| u == last.strip_prefix('_').unwrap_or(last))
                     && globs
@@ -732,5 +778,39 @@ mod tests {
             .collect();
         let c = compile(&policy(rules, Loopback::Approve)).unwrap();
         assert_eq!(c.v4.len(), 1001);
+    }
+
+    #[test]
+    fn container_selectors_get_scope_bits_matched_per_workload() {
+        let mut r = rule("team-a", &["10.0.0.0/8"], &[], &[]);
+        r.namespaces = vec![glob("team-a")];
+        r.containers = vec![glob("web-*"), glob("registry.example/app:*")];
+        let c = compile(&policy(vec![r], Loopback::Audit)).unwrap();
+        assert_eq!(c.scopes.len(), 2);
+        assert_eq!(find4(&c, [10, 0, 0, 0], 8)[0].scopes, 0b11);
+        let both = Workload {
+            container_name: Some("web-1"),
+            container_image: None,
+            namespace: Some("team-a"),
+            pod: Some("p"),
+        };
+        assert_eq!(workload_bits(&c.scopes, &both), 0b11);
+        let by_image = Workload {
+            container_name: Some("x"),
+            container_image: Some("registry.example/app:1.2"),
+            namespace: Some("team-b"),
+            pod: None,
+        };
+        assert_eq!(
+            workload_bits(&c.scopes, &by_image),
+            0b01,
+            "containers come first in the scope list"
+        );
+        assert_eq!(workload_bits(&c.scopes, &Workload::default()), 0);
+        assert_eq!(
+            scope_bits(&c.scopes, "/kubepods/pod1/abc"),
+            0,
+            "paths never carry workload bits"
+        );
     }
 }

@@ -39,6 +39,12 @@ pub struct Connection<'a> {
     /// Names (questions of DNS answers, still within their TTL) the address was learned from:
     /// a rule's domain entries approve the connection when one of them matches.
     pub dns_names: &'a [String],
+    /// `container.name`, `container.image.name`; `None` never matches `containers`.
+    pub container_name: Option<&'a str>,
+    pub container_image: Option<&'a str>,
+    /// `orchestrator.namespace` and `orchestrator.resource.name` of the pod.
+    pub pod_namespace: Option<&'a str>,
+    pub pod_name: Option<&'a str>,
 }
 
 /// The policy's answer for one connection.
@@ -220,7 +226,15 @@ impl Matcher {
 
 /// Every selector of `rule` other than `to` matches `conn` (an empty list matches anything).
 fn selectors_match(rule: &Rule, conn: &Connection<'_>) -> bool {
-    (rule.ports.is_empty() || rule.ports.iter().any(|r| r.contains(conn.port)))
+    let glob = |globs: &[super::Glob], value: Option<&str>| {
+        value.is_some_and(|v| globs.iter().any(|g| g.matcher.is_match(v)))
+    };
+    (rule.containers.is_empty()
+        || glob(&rule.containers, conn.container_name)
+        || glob(&rule.containers, conn.container_image))
+        && (rule.namespaces.is_empty() || glob(&rule.namespaces, conn.pod_namespace))
+        && (rule.pods.is_empty() || glob(&rule.pods, conn.pod_name))
+        && (rule.ports.is_empty() || rule.ports.iter().any(|r| r.contains(conn.port)))
         && (rule.protocols.is_empty() || conn.protocol.is_some_and(|p| rule.protocols.contains(&p)))
         && (rule.processes.is_empty()
             || conn
@@ -267,6 +281,10 @@ mod tests {
             systemd_unit: Some("app.service"),
             cgroup_path: Some("/system.slice/app.service"),
             dns_names: &[],
+            container_name: None,
+            container_image: None,
+            pod_namespace: None,
+            pod_name: None,
         }
     }
 
@@ -563,6 +581,10 @@ mod tests {
                 systemd_unit: None,
                 cgroup_path: Some(cgroups[rng.below(4) as usize]),
                 dns_names: &[],
+                container_name: None,
+                container_image: None,
+                pod_namespace: None,
+                pod_name: None,
             };
             let want = naive(&policy, &c);
             assert_eq!(m.evaluate(&c), want, "{c:?}");
@@ -590,6 +612,10 @@ mod tests {
             systemd_unit: None,
             cgroup_path: None,
             dns_names: dns,
+            container_name: None,
+            container_image: None,
+            pod_namespace: None,
+            pod_name: None,
         };
         let api: &'static [String] = Box::leak(names(&["api.example.com"]).into_boxed_slice());
         let cdn: &'static [String] = Box::leak(names(&["a.b.cdn.example.net"]).into_boxed_slice());

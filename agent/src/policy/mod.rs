@@ -167,6 +167,13 @@ pub struct Rule {
     /// cgroup paths below the cgroup2 mount (`/system.slice/payments.service`): the cgroup and
     /// everything below it.
     pub cgroups: Vec<String>,
+    /// Container name or image globs (`web-*`, `registry.example/app:*`): the connection comes
+    /// from a container whose name or image matches.
+    pub containers: Vec<Glob>,
+    /// Kubernetes namespace globs: the connection comes from a pod in a matching namespace.
+    pub namespaces: Vec<Glob>,
+    /// Kubernetes pod name globs.
+    pub pods: Vec<Glob>,
     /// Where each entry of `to` is in the file (same length and order as `to`; empty for a
     /// rule built in code), for messages such as [`parse::block_mode_errors`].
     pub to_positions: Vec<Position>,
@@ -187,6 +194,9 @@ impl Rule {
             processes: Vec::new(),
             systemd_units: Vec::new(),
             cgroups: Vec::new(),
+            containers: Vec::new(),
+            namespaces: Vec::new(),
+            pods: Vec::new(),
             to_positions: Vec::new(),
             processes_position: None,
         }

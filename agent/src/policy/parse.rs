@@ -36,6 +36,9 @@ const RULE_KEYS: &[&str] = &[
     "processes",
     "systemd_units",
     "cgroups",
+    "containers",
+    "namespaces",
+    "pods",
 ];
 /// The name verdicts use for the built-in loopback approval; no rule may take it.
 pub const LOOPBACK_RULE_NAME: &str = "loopback";
@@ -474,6 +477,9 @@ impl Cx<'_> {
                     rule.processes = self.list(&key_path, value, process_glob);
                 }
                 "systemd_units" => rule.systemd_units = self.list(&key_path, value, unit_glob),
+                "containers" => rule.containers = self.list(&key_path, value, name_glob),
+                "namespaces" => rule.namespaces = self.list(&key_path, value, name_glob),
+                "pods" => rule.pods = self.list(&key_path, value, name_glob),
                 _ => rule.cgroups = self.list(&key_path, value, cgroup_path),
             }
         }
@@ -720,6 +726,20 @@ fn unit_glob(node: &MarkedYaml<'_>) -> Result<Glob, String> {
             "`{text}` does not end in a unit type ({}) or `*`; did you mean `{text}.service`?",
             UNIT_SUFFIXES.join(", ")
         ));
+    }
+    compile_glob(text)
+}
+
+/// A container name or image, a Kubernetes namespace or pod name: a non-empty glob.
+fn name_glob(node: &MarkedYaml<'_>) -> Result<Glob, String> {
+    let Some(text) = as_str(node) else {
+        return Err(format!(
+            "expected a name or glob (a string), found {}",
+            describe(node)
+        ));
+    };
+    if text.trim().is_empty() {
+        return Err("expected a name or glob, found an empty string".to_owned());
     }
     compile_glob(text)
 }
@@ -1034,7 +1054,7 @@ rules:
         assert_eq!(
             msg,
             "unknown key `port`; expected one of: name, to, ports, protocols, processes, \
-             systemd_units, cgroups"
+             systemd_units, cgroups, containers, namespaces, pods"
         );
         let (l, c, path, msg) = one_error("mode: audit\nrule: []\n");
         assert_eq!((l, c, path.as_str()), (2, 1, "rule"));
