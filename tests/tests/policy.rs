@@ -626,6 +626,21 @@ rules:
         );
     }
 
+    // A file that cannot be read: one error at 0:0.
+    let missing = dir.path().join("missing.yaml");
+    let missing_s = missing.display().to_string();
+    let out = policy_check(&missing)?;
+    ensure!(
+        out.status.code() == Some(1)
+            && out
+                .stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{missing_s}:0:0: "))),
+        "missing file: want exit 1 and `{missing_s}:0:0: ...`, got {}\nstderr: {}",
+        out.status,
+        out.stderr
+    );
+
     // Block mode refuses `processes:` (audit only), pointing at it.
     let proc_text = "mode: block
 loopback: approve

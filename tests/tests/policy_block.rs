@@ -395,11 +395,19 @@ struct Loop {
 }
 
 impl Loop {
-    fn start(cg: &TestCgroup, dir: &Path, ip: &str, ports: &[u16]) -> Result<Self> {
+    /// Connects to every port of `ports` on `ip`, a round every `interval_ms`.
+    fn start(
+        cg: &TestCgroup,
+        dir: &Path,
+        ip: &str,
+        ports: &[u16],
+        interval_ms: u32,
+    ) -> Result<Self> {
         let status = dir.join("loop.status");
         let stop = dir.join("loop.stop");
         let mut cmd = Command::new(CLIENT);
-        cmd.args(["connect-loop", "--interval-ms", "10", "--status-file"])
+        cmd.args(["connect-loop", "--interval-ms", &interval_ms.to_string()])
+            .arg("--status-file")
             .arg(&status)
             .arg("--stop-file")
             .arg(&stop)
@@ -516,7 +524,7 @@ fn reload_under_load(name: &str, watch: bool) -> Result<()> {
         args.push("--watch");
     }
     let mut h = Harness::start(cg, &args)?;
-    let lp = Loop::start(&h.cgroup, dir.path(), "127.0.0.1", &[pa, pb])?;
+    let lp = Loop::start(&h.cgroup, dir.path(), "127.0.0.1", &[pa, pb], 10)?;
     ensure!(
         wait_until(
             || Ok(lp.get(pa)?.ok > 0 && lp.get(pb)?.ok > 0),
@@ -697,6 +705,55 @@ fn watch_follows_a_configmap_style_symlink_swap() -> Result<()> {
         "--watch did not pick up the second swap within {LINE_TIMEOUT:?}"
     );
     ensure!(tcp_allowed(&h.cgroup, pa)?, "A refused");
+    h.finish()
+}
+
+#[test]
+fn rapid_reloads_never_refuse_what_every_policy_approves() -> Result<()> {
+    let Some(cg) = Harness::cgroup("blk-flap")? else {
+        return Ok(());
+    };
+    let dir = PolicyDir::create("flap")?;
+    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let (pa, pb) = (a.port(), b.port());
+    let file = "policy.yaml";
+    let policy = dir.write(file, &block_policy(&[pa, pb]))?;
+    let policy_arg = policy.display().to_string();
+    let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+    // A fast loop (a round every millisecond) while the policy flips 20 times, every 150 ms.
+    let lp = Loop::start(&h.cgroup, dir.path(), "127.0.0.1", &[pa, pb], 1)?;
+    ensure!(
+        wait_until(|| Ok(lp.get(pa)?.ok > 0), LINE_TIMEOUT)?,
+        "the loop never got through to A"
+    );
+    for i in 0..20 {
+        let ports: &[u16] = if i % 2 == 0 { &[pa] } else { &[pa, pb] };
+        deliver(
+            &mut h.egret,
+            &dir,
+            file,
+            &block_policy(ports),
+            Delivery::Sighup,
+        )?;
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let counts = lp.finish()?;
+    let ca = counts.get(&pa).copied().unwrap_or_default();
+    let cb = counts.get(&pb).copied().unwrap_or_default();
+    eprintln!("connect-loop during 20 reloads: A {ca:?}, B {cb:?}");
+    ensure!(
+        ca.eperm == 0 && ca.other == 0,
+        "A is approved by every policy, yet during 20 reloads: {ca:?} (B: {cb:?})"
+    );
+    ensure!(
+        cb.eperm > 0 && cb.ok > 0,
+        "B should have been both refused and approved: {cb:?}"
+    );
+    h.egret.wait_for(
+        |v| is_metric(v) && field_u64(v, "egret.metrics.policy_reloads").is_some_and(|n| n >= 20),
+        LINE_TIMEOUT,
+    )?;
     h.finish()
 }
 
