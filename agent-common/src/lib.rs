@@ -303,6 +303,31 @@ pub struct PolicyState {
 pub const POLICY_MODE_AUDIT: u32 = 0;
 pub const POLICY_MODE_BLOCK: u32 = 1;
 
+/// Longest cgroup path (bytes, relative to the cgroup2 root) the kernel hashes when a cgroup is
+/// created; deeper paths get their scope bits from userspace's rescan instead.
+pub const CGROUP_PATH_HASH_MAX: usize = 255;
+
+/// Hash of a cgroup path or name (FNV-1a 64, case-sensitive), as the `cgroup_mkdir` tracepoint
+/// computes it: the whole path (`/system.slice/payments.service`) for `cgroups:` selectors and
+/// its last component (`payments.service`) for exact `systemd_units:` names.
+pub const fn path_hash_step(hash: u64, byte: u8) -> u64 {
+    (hash ^ byte as u64).wrapping_mul(dns::NAME_HASH_PRIME)
+}
+
+/// [`path_hash_step`] over a whole string.
+pub fn path_hash(text: &str) -> u64 {
+    let bytes = text.as_bytes();
+    let mut hash = dns::NAME_HASH_SEED;
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(&b) = bytes.get(i) {
+            hash = path_hash_step(hash, b);
+        }
+        i += 1;
+    }
+    hash
+}
+
 // ---- DNS ----
 
 /// Bytes of a DNS message the kernel copies to userspace (the common EDNS buffer size).

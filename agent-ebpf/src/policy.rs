@@ -10,18 +10,21 @@
 //! `SCOPES[id]` over the caller's cgroup and its ancestors, computed only when needed.
 
 use agent_common::{
-    PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue, AF_INET, POLICY_CGROUPS_MAX,
-    POLICY_CGROUP_LEVELS, POLICY_ENTRIES_MAX, POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER,
-    PROTO_TCP, PROTO_UDP, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_NONE,
+    dns::NAME_HASH_SEED, path_hash_step, PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue,
+    AF_INET, CGROUP_PATH_HASH_MAX, POLICY_CGROUPS_MAX, POLICY_CGROUP_LEVELS, POLICY_ENTRIES_MAX,
+    POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER, PROTO_TCP, PROTO_UDP, VERDICT_ALLOWED,
+    VERDICT_BLOCKED, VERDICT_NONE,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::generated::bpf_get_current_ancestor_cgroup_id,
-    macros::map,
+    helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_probe_read_kernel_str},
+    macros::{map, tracepoint},
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap,
+        Array, HashMap, PerCpuArray,
     },
+    programs::TracePointContext,
+    EbpfContext as _,
 };
 
 use crate::{dns, Dest};
@@ -48,6 +51,98 @@ static POLICY_V6_1: LpmTrie<PolicyAddr6, PolicyValue> =
 static SCOPES_0: HashMap<u64, u64> = HashMap::with_max_entries(POLICY_CGROUPS_MAX, 0);
 #[map]
 static SCOPES_1: HashMap<u64, u64> = HashMap::with_max_entries(POLICY_CGROUPS_MAX, 0);
+
+/// Scope bits by cgroup path hash (`cgroups:` selectors) and by last-component hash (exact
+/// `systemd_units:` names): a cgroup created while the policy is live gets its bits in
+/// `cgroup_mkdir`, before `mkdir()` returns, so no process can be in it without them.
+#[map]
+static SCOPE_PATHS_0: HashMap<u64, u64> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+#[map]
+static SCOPE_PATHS_1: HashMap<u64, u64> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+#[map]
+static SCOPE_UNITS_0: HashMap<u64, u64> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+#[map]
+static SCOPE_UNITS_1: HashMap<u64, u64> = HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+
+/// Scratch for the path of a new cgroup.
+#[map]
+static PATH_SCRATCH: PerCpuArray<[u8; CGROUP_PATH_HASH_MAX + 1]> =
+    PerCpuArray::with_max_entries(1, 0);
+
+/// `cgroup/cgroup_mkdir`: a new cgroup v2 directory gets the scope bits its path and name earn.
+#[tracepoint]
+pub fn cgroup_mkdir(ctx: TracePointContext) -> u32 {
+    let _ = on_mkdir(&ctx);
+    0
+}
+
+fn on_mkdir(ctx: &TracePointContext) -> Option<()> {
+    // Offsets from cgroup/cgroup_mkdir/format (checked by userspace at start-up).
+    // SAFETY: reads of the tracepoint's fixed fields.
+    let (root, id, data_loc) = unsafe {
+        (
+            ctx.read_at::<i32>(8).ok()?,
+            ctx.read_at::<u64>(16).ok()?,
+            ctx.read_at::<u32>(24).ok()?,
+        )
+    };
+    if root != 0 {
+        return None; // a cgroup v1 hierarchy
+    }
+    let state = POLICY_STATE.get(0)?;
+    let set = state.active & 1;
+    if state.scoped & (1 << set) == 0 {
+        return None;
+    }
+    let buf = PATH_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: per-CPU scratch, used only by this invocation.
+    let buf = unsafe { &mut *buf };
+    let off = (data_loc & 0xffff) as usize;
+    // SAFETY: the tracepoint's dynamic field, read as a bounded string.
+    let n = unsafe {
+        bpf_probe_read_kernel_str(
+            buf.as_mut_ptr().cast(),
+            buf.len() as u32,
+            (ctx.as_ptr() as *const u8).add(off).cast(),
+        )
+    };
+    if n <= 1 {
+        return None;
+    }
+    let mut whole = NAME_HASH_SEED;
+    let mut last = NAME_HASH_SEED;
+    let mut i = 0;
+    while i < CGROUP_PATH_HASH_MAX {
+        let b = *buf.get(i)?;
+        if b == 0 {
+            break;
+        }
+        whole = path_hash_step(whole, b);
+        last = if b == b'/' {
+            NAME_HASH_SEED
+        } else {
+            path_hash_step(last, b)
+        };
+        i += 1;
+    }
+    if i >= CGROUP_PATH_HASH_MAX {
+        return None; // too long to hash here: userspace's rescan covers it
+    }
+    // SAFETY: plain `u64` values, copied out.
+    let bits = unsafe {
+        let (paths, units) = if set == 0 {
+            (&SCOPE_PATHS_0, &SCOPE_UNITS_0)
+        } else {
+            (&SCOPE_PATHS_1, &SCOPE_UNITS_1)
+        };
+        paths.get(&whole).copied().unwrap_or(0) | units.get(&last).copied().unwrap_or(0)
+    };
+    if bits != 0 {
+        let scopes = if set == 0 { &SCOPES_0 } else { &SCOPES_1 };
+        let _ = scopes.insert(&id, &bits, 0);
+    }
+    Some(())
+}
 
 /// Protocol bit of a socket, from its protocol (or its type when the protocol is 0).
 #[inline(always)]

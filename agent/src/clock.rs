@@ -27,7 +27,9 @@ pub struct WallClock {
 
 impl WallClock {
     pub fn new() -> Self {
-        let mut clock = Self { offset_ns: 0 };
+        let mut clock = Self {
+            offset_ns: i128::MIN / 2,
+        };
         clock.refresh();
         clock
     }
@@ -42,7 +44,12 @@ impl WallClock {
         let before = clock_ns(libc::CLOCK_BOOTTIME);
         let real = clock_ns(libc::CLOCK_REALTIME);
         let after = clock_ns(libc::CLOCK_BOOTTIME);
-        self.offset_ns = real - (before + after) / 2;
+        let offset = real - (before + after) / 2;
+        // Re-anchor only for a real step (NTP, suspend): measurement noise of a few hundred ns
+        // would otherwise shift timestamps between lines of the same instant.
+        if (offset - self.offset_ns).abs() > 1_000_000 {
+            self.offset_ns = offset;
+        }
     }
 
     pub fn to_utc(&self, boot_ns: u64) -> DateTime<Utc> {

@@ -108,6 +108,8 @@ pub struct PolicySet {
     dns_names: HashMap<MapData, u64, DnsNameValue>,
     dns_allow: HashMap<MapData, DnsAllowKey, u64>,
     domain_rules: Array<MapData, PolicyValue>,
+    scope_paths: HashMap<MapData, u64, u64>,
+    scope_units: HashMap<MapData, u64, u64>,
 }
 
 impl PolicySet {
@@ -137,6 +139,16 @@ impl PolicySet {
             self.v6
                 .insert(&Key::new(u32::from(prefix.len), prefix.addr), value, 0)
                 .map_err(policy_err("IPv6 prefix"))?;
+        }
+        for (hash, bits) in &compiled.scope_paths {
+            self.scope_paths
+                .insert(hash, bits, 0)
+                .map_err(policy_err("cgroup path"))?;
+        }
+        for (hash, bits) in &compiled.scope_units {
+            self.scope_units
+                .insert(hash, bits, 0)
+                .map_err(policy_err("systemd unit"))?;
         }
         for (hash, value) in &compiled.dns_names {
             self.dns_names
@@ -299,7 +311,8 @@ pub struct Kernel {
 }
 
 const CGROUP_SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
-const TRACEPOINTS: [(&str, &str); 5] = [
+const TRACEPOINTS: [(&str, &str); 6] = [
+    ("cgroup_mkdir", "cgroup"),
     ("sys_enter_execve", "syscalls"),
     ("sys_enter_execveat", "syscalls"),
     ("sched_process_exec", "sched"),
@@ -364,6 +377,8 @@ pub fn load_and_attach(
                     dns_names: typed(&mut ebpf, "DNS_NAMES_0")?,
                     dns_allow: typed(&mut ebpf, "DNS_ALLOW_0")?,
                     domain_rules: typed(&mut ebpf, "DOMAIN_RULES_0")?,
+                    scope_paths: typed(&mut ebpf, "SCOPE_PATHS_0")?,
+                    scope_units: typed(&mut ebpf, "SCOPE_UNITS_0")?,
                 },
                 PolicySet {
                     v4: typed(&mut ebpf, "POLICY_V4_1")?,
@@ -372,6 +387,8 @@ pub fn load_and_attach(
                     dns_names: typed(&mut ebpf, "DNS_NAMES_1")?,
                     dns_allow: typed(&mut ebpf, "DNS_ALLOW_1")?,
                     domain_rules: typed(&mut ebpf, "DOMAIN_RULES_1")?,
+                    scope_paths: typed(&mut ebpf, "SCOPE_PATHS_1")?,
+                    scope_units: typed(&mut ebpf, "SCOPE_UNITS_1")?,
                 },
             ],
             current: PolicyState::default(),
@@ -381,10 +398,20 @@ pub fn load_and_attach(
     maps.policy.install(policy, scope_ids, &[])?;
 
     // Tracepoints first, so the process table is fed before the first connect is seen.
+    let mut pinned = Vec::new();
     for (name, category) in TRACEPOINTS {
         let program: &mut TracePoint = program_mut(&mut ebpf, name)?;
         program.load().map_err(program_err(name))?;
-        program.attach(category, name).map_err(program_err(name))?;
+        let link_id = program.attach(category, name).map_err(program_err(name))?;
+        // New cgroups must keep getting their scope bits while egret is down.
+        if *on_exit == OnExit::Keep && name == "cgroup_mkdir" {
+            let link = program.take_link(link_id).map_err(program_err(name))?;
+            let link = FdLink::try_from(link).map_err(|source| KernelError::Program {
+                name,
+                source: ProgramError::IOError(io::Error::other(source.to_string())),
+            })?;
+            pinned.push((name, link));
+        }
     }
 
     let cgroup_dir = File::open(cgroup).map_err(|source| KernelError::Program {
@@ -393,7 +420,6 @@ pub fn load_and_attach(
     })?;
     let pin_dir = pin_path.join(format!("cgroup-{}", cgroup_id(cgroup)?));
     let mode = cgroup_attach_mode();
-    let mut pinned = Vec::new();
     for name in CGROUP_SOCK_ADDR {
         let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
         program.load().map_err(program_err(name))?;

@@ -14,7 +14,7 @@ use std::{
 };
 
 use agent_common::{
-    dns::dotted_name_hash, DnsNameValue, PolicyEntry, PolicyValue, DNS_RULES_MAX,
+    dns::dotted_name_hash, path_hash, DnsNameValue, PolicyEntry, PolicyValue, DNS_RULES_MAX,
     POLICY_ENTRIES_MAX, POLICY_PREFIXES_MAX, POLICY_SCOPES_MAX, PROTO_ANY, PROTO_TCP, PROTO_UDP,
 };
 
@@ -94,6 +94,10 @@ pub struct CompiledPolicy {
     /// Approved names by [`dotted_name_hash`]: which domain rules approve the name exactly
     /// and which approve every name below it.
     pub dns_names: Vec<(u64, DnsNameValue)>,
+    /// Scope bits by [`path_hash`] of a `cgroups:` path and of an exact `systemd_units:` name:
+    /// the kernel gives them to a cgroup the moment it is created.
+    pub scope_paths: Vec<(u64, u64)>,
+    pub scope_units: Vec<(u64, u64)>,
 }
 
 impl CompiledPolicy {
@@ -106,6 +110,8 @@ impl CompiledPolicy {
             scopes: Vec::new(),
             domain_rules: Vec::new(),
             dns_names: Vec::new(),
+            scope_paths: Vec::new(),
+            scope_units: Vec::new(),
         }
     }
 
@@ -431,7 +437,10 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
         scopes,
         domain_rules,
         dns_names: names.into_iter().collect(),
+        scope_paths: Vec::new(),
+        scope_units: Vec::new(),
     };
+    (compiled.scope_paths, compiled.scope_units) = creation_hashes(&compiled.scopes);
     for (prefix, entries, rules) in v4.merged(contains4) {
         match value(&entries) {
             Some(v) => compiled.v4.push((prefix, v)),
@@ -519,6 +528,36 @@ pub fn scope_ids(compiled: &CompiledPolicy, mount: &Path) -> HashMap<u64, u64> {
         }
     }
     ids
+}
+
+/// The (hash → bits) tables the kernel's `cgroup_mkdir` tracepoint uses: whole paths of
+/// `cgroups:` selectors, and exact (glob-free) `systemd_units:` names. Glob unit names are
+/// matched by userspace's rescan only.
+fn creation_hashes(scopes: &[ScopeSelector]) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    let mut paths: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut units: BTreeMap<u64, u64> = BTreeMap::new();
+    for (i, selector) in scopes.iter().enumerate() {
+        let bit = 1u64 << i;
+        match selector {
+            ScopeSelector::Cgroups(list) => {
+                for path in list {
+                    *paths.entry(path_hash(path)).or_default() |= bit;
+                }
+            }
+            ScopeSelector::Units(globs) => {
+                for glob in globs
+                    .iter()
+                    .filter(|g| !g.text.contains(['*', '?', '[', '{']))
+                {
+                    *units.entry(path_hash(&glob.text)).or_default() |= bit;
+                }
+            }
+            ScopeSelector::Containers(_)
+            | ScopeSelector::Namespaces(_)
+            | ScopeSelector::Pods(_) => {}
+        }
+    }
+    (paths.into_iter().collect(), units.into_iter().collect())
 }
 
 /// Scope bits a cgroup path itself carries.
