@@ -7,8 +7,8 @@
 use core::{fmt, mem::size_of, ptr};
 
 use crate::{
-    ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent,
-    SockReleaseEvent, EVENT_VERSION,
+    CgroupMkdirEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent, ExecEvent,
+    ExitEvent, ForkEvent, SockReleaseEvent, EVENT_VERSION,
 };
 
 /// One decoded record.
@@ -26,6 +26,7 @@ pub enum Event {
     Exit(ExitEvent),
     SockRelease(SockReleaseEvent),
     Dns(DnsEvent),
+    CgroupMkdir(CgroupMkdirEvent),
 }
 
 /// Why a record could not be decoded. The agent counts these and goes on.
@@ -102,6 +103,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Exit => Event::Exit(read(bytes, kind)?),
         EventKind::SockRelease => Event::SockRelease(read(bytes, kind)?),
         EventKind::Dns => Event::Dns(read(bytes, kind)?),
+        EventKind::CgroupMkdir => Event::CgroupMkdir(read(bytes, kind)?),
     })
 }
 
@@ -201,6 +203,15 @@ mod tests {
             saddr: [127, 0, 0, 53, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             payload,
         };
+        let mut cg_path = [0u8; crate::CGROUP_PATH_HASH_MAX + 1];
+        cg_path[..8].copy_from_slice(b"/docker/");
+        let mkdir = CgroupMkdirEvent {
+            header: header(EventKind::CgroupMkdir, size_of::<CgroupMkdirEvent>()),
+            id: 4242,
+            path_len: 8,
+            _pad: 0,
+            path: cg_path,
+        };
         let release = SockReleaseEvent {
             header: header(EventKind::SockRelease, size_of::<SockReleaseEvent>()),
             cookie: 77,
@@ -220,6 +231,7 @@ mod tests {
             (encode(&exit), Event::Exit(exit)),
             (encode(&release), Event::SockRelease(release)),
             (encode(&dns), Event::Dns(dns)),
+            (encode(&mkdir), Event::CgroupMkdir(mkdir)),
         ];
         for (bytes, want) in cases {
             assert_eq!(decode(&bytes), Ok(want));

@@ -75,6 +75,8 @@ pub enum EventKind {
     SockRelease = 7,
     /// A DNS response arrived for a monitored socket: [`DnsEvent`].
     Dns = 8,
+    /// A cgroup v2 directory was created: [`CgroupMkdirEvent`].
+    CgroupMkdir = 9,
 }
 
 impl EventKind {
@@ -88,6 +90,7 @@ impl EventKind {
             6 => Self::Exit,
             7 => Self::SockRelease,
             8 => Self::Dns,
+            9 => Self::CgroupMkdir,
             _ => return None,
         })
     }
@@ -208,6 +211,23 @@ pub struct ExitEvent {
 pub struct SockReleaseEvent {
     pub header: EventHeader,
     pub cookie: u64,
+}
+
+/// `cgroup/cgroup_mkdir` on the cgroup2 hierarchy: a new cgroup (a container starting, a
+/// service restarting). Userspace starts identifying a container's cgroup before its first
+/// connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupMkdirEvent {
+    pub header: EventHeader,
+    /// The new cgroup's id.
+    pub id: u64,
+    /// Bytes used in [`Self::path`].
+    pub path_len: u32,
+    pub _pad: u32,
+    /// Path relative to the cgroup2 root (`/kubepods/besteffort/pod…/<id>`), cut at
+    /// [`CGROUP_PATH_HASH_MAX`] bytes.
+    pub path: [u8; CGROUP_PATH_HASH_MAX + 1],
 }
 
 /// Key of the kernel's UDP flow map: one (socket, destination) pair.
@@ -422,6 +442,8 @@ assert_layout!(ConnectEvent, size = 112,
 assert_layout!(DnsEvent, size = 56 + 56 + DNS_PAYLOAD_MAX,
     header @ 0, cookie @ 56, netns @ 64, family @ 72, sport @ 74, transport @ 76, flags @ 77,
     msg_len @ 80, captured @ 84, approved @ 88, saddr @ 96, payload @ 112);
+assert_layout!(CgroupMkdirEvent, size = 56 + 16 + CGROUP_PATH_HASH_MAX + 1,
+    header @ 0, id @ 56, path_len @ 64, path @ 72);
 assert_layout!(DnsAllowKey, size = 32, netns @ 0, family @ 8, rule @ 10, addr @ 16);
 assert_layout!(DnsNameValue, size = 8, exact @ 0, wildcard @ 4);
 assert_layout!(ExecArgsEvent, size = 56 + 16 + EXEC_PATH_LEN + EXEC_ARGS_LEN,

@@ -105,7 +105,7 @@ pub(crate) fn submit_flags() -> u64 {
 }
 
 /// Fills the common header from the current task.
-fn fill_header(header: *mut EventHeader, kind: EventKind, size: usize, now: u64) {
+pub(crate) fn fill_header(header: *mut EventHeader, kind: EventKind, size: usize, now: u64) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let comm = bpf_get_current_comm().unwrap_or([0; 16]);

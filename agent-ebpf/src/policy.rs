@@ -9,11 +9,13 @@
 //! contain it, so one lookup decides. Scoped entries need the caller's cgroup mask: the OR of
 //! `SCOPES[id]` over the caller's cgroup and its ancestors, computed only when needed.
 
+use core::{mem::size_of, ptr::addr_of_mut};
+
 use agent_common::{
-    dns::NAME_HASH_SEED, path_hash_step, PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue,
-    AF_INET, CGROUP_PATH_HASH_MAX, POLICY_CGROUPS_MAX, POLICY_CGROUP_LEVELS, POLICY_ENTRIES_MAX,
-    POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER, PROTO_TCP, PROTO_UDP, VERDICT_ALLOWED,
-    VERDICT_BLOCKED, VERDICT_NONE,
+    dns::NAME_HASH_SEED, path_hash_step, CgroupMkdirEvent, Counter, EventKind, PolicyAddr4,
+    PolicyAddr6, PolicyState, PolicyValue, AF_INET, CGROUP_PATH_HASH_MAX, POLICY_CGROUPS_MAX,
+    POLICY_CGROUP_LEVELS, POLICY_ENTRIES_MAX, POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER,
+    PROTO_TCP, PROTO_UDP, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_NONE,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -89,6 +91,33 @@ fn on_mkdir(ctx: &TracePointContext) -> Option<()> {
     if root != 0 {
         return None; // a cgroup v1 hierarchy
     }
+    let off = (data_loc & 0xffff) as usize;
+    // Tell userspace first (a container's identity is fetched from its runtime).
+    if let Some(mut entry) = crate::EVENTS.reserve::<CgroupMkdirEvent>(0) {
+        let event = entry.as_mut_ptr();
+        // SAFETY: a valid reservation of a `CgroupMkdirEvent`; the path is read as a bounded
+        // string from the tracepoint's dynamic field.
+        unsafe {
+            crate::fill_header(
+                addr_of_mut!((*event).header),
+                EventKind::CgroupMkdir,
+                size_of::<CgroupMkdirEvent>(),
+                crate::now_ns(),
+            );
+            (*event).id = id;
+            (*event)._pad = 0;
+            let path = addr_of_mut!((*event).path) as *mut u8;
+            let n = bpf_probe_read_kernel_str(
+                path.cast(),
+                (CGROUP_PATH_HASH_MAX + 1) as u32,
+                (ctx.as_ptr() as *const u8).add(off).cast(),
+            );
+            (*event).path_len = if n > 0 { n as u32 - 1 } else { 0 };
+        }
+        entry.submit(crate::submit_flags());
+    } else {
+        crate::count(Counter::RingBufFull);
+    }
     let state = POLICY_STATE.get(0)?;
     let set = state.active & 1;
     if state.scoped & (1 << set) == 0 {
@@ -97,7 +126,6 @@ fn on_mkdir(ctx: &TracePointContext) -> Option<()> {
     let buf = PATH_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: per-CPU scratch, used only by this invocation.
     let buf = unsafe { &mut *buf };
-    let off = (data_loc & 0xffff) as usize;
     // SAFETY: the tracepoint's dynamic field, read as a bounded string.
     let n = unsafe {
         bpf_probe_read_kernel_str(

@@ -16,6 +16,7 @@ use crate::{
     alerts::Alerts,
     cgroup::{self, CgroupError, CgroupResolver},
     clock::{boot_ns_now, WallClock},
+    container::{ContainerResolver, Lookup, RuntimeConfig},
     dns::{
         parse_cut_message, parse_message, resolution,
         state::{dns_doc, DnsLine, DnsState},
@@ -70,6 +71,8 @@ pub struct Config {
     pub dns_ttl_ceiling: Duration,
     /// Write a `dns` line per answer observed.
     pub dns_events: bool,
+    /// Container runtimes to ask for container and pod identity.
+    pub runtimes: RuntimeConfig,
 }
 
 impl Default for Config {
@@ -95,6 +98,7 @@ impl Default for Config {
             dns_ttl_floor: Duration::from_secs(5),
             dns_ttl_ceiling: Duration::from_secs(3600),
             dns_events: false,
+            runtimes: RuntimeConfig::default(),
         }
     }
 }
@@ -143,7 +147,26 @@ struct Pipeline {
     alert_window_secs: u64,
     alert_sink: Option<Sink>,
     dns: DnsState,
+    containers: ContainerResolver,
+    /// Connections from a container whose identity is being fetched, held up to the grace
+    /// period so their lines carry it.
+    held: Vec<Held>,
+    /// cgroup id → scope bits earned by identified containers (block mode), to install.
+    container_scopes: std::collections::HashMap<u64, u64>,
+    /// New container cgroups being identified ahead of their first connection:
+    /// (cgroup path, cgroup id, when seen).
+    new_containers: Vec<(String, u64, std::time::Instant)>,
 }
+
+/// A connection waiting (briefly) for its container's identity.
+struct Held {
+    since: std::time::Instant,
+    record: ConnectionRecord,
+    flow: Option<(UdpFlowKey, u64)>,
+}
+
+/// Most connections held for container identity at once; beyond, lines go out with the id only.
+const HELD_MAX: usize = 4096;
 
 impl Pipeline {
     fn next_sequence(&mut self) -> u64 {
@@ -172,6 +195,7 @@ impl Pipeline {
             Event::Exit(ev) => self.on_exit(&ev),
             Event::SockRelease(ev) => self.on_sock_release(&ev, maps),
             Event::Dns(ev) => self.on_dns(&ev),
+            Event::CgroupMkdir(ev) => self.on_cgroup_mkdir(&ev),
         }
     }
 
@@ -198,13 +222,45 @@ impl Pipeline {
         let ConnectEvent {
             header,
             cookie,
+            family,
             port,
+            addr,
+            prev_datagrams,
             ..
         } = *ev;
         if port == self.dns.port {
             self.dns.remember_asker(cookie, header.tgid);
         }
         record.dns = self.dns.names_for(&record);
+        let flow = (action == Action::Send).then_some((
+            UdpFlowKey {
+                cookie,
+                family,
+                port,
+                _pad: 0,
+                addr,
+            },
+            prev_datagrams,
+        ));
+        let now = std::time::Instant::now();
+        record.container = match record.cgroup.path.as_deref() {
+            Some(path) => self.containers.lookup(path, now),
+            None => Lookup::NotAContainer,
+        };
+        if matches!(record.container, Lookup::Pending(_)) && self.held.len() < HELD_MAX {
+            self.held.push(Held {
+                since: now,
+                record,
+                flow,
+            });
+            return;
+        }
+        self.finish_connection(record, flow);
+    }
+
+    /// Writes a connection (or opens its UDP flow) once its identity is complete.
+    fn finish_connection(&mut self, mut record: ConnectionRecord, flow: Option<(UdpFlowKey, u64)>) {
+        self.learn_container_scope(&record);
         self.apply_policy(&mut record);
         let alert = record
             .policy
@@ -212,25 +268,10 @@ impl Pipeline {
             .is_some_and(|p| p.verdict != PolicyVerdict::Approved)
             .then(|| self.alerts.occurrence(&record))
             .flatten();
-        match action {
-            Action::Connect => self.write_connection(&record, None),
-            Action::Send => {
-                let ConnectEvent {
-                    cookie,
-                    family,
-                    port,
-                    addr,
-                    prev_datagrams,
-                    ..
-                } = *ev;
-                let key = UdpFlowKey {
-                    cookie,
-                    family,
-                    port,
-                    _pad: 0,
-                    addr,
-                };
-                // The flow's own line is written when it ends; its alert goes out now.
+        match flow {
+            None => self.write_connection(&record, None),
+            // The flow's own line is written when it ends; its alert goes out now.
+            Some((key, prev_datagrams)) => {
                 if let Some(ended) = self.udp.open(key, record, prev_datagrams) {
                     self.write_flow(&ended);
                 }
@@ -238,6 +279,96 @@ impl Pipeline {
         }
         if let Some(alert) = alert {
             self.write_alert(&alert.record, alert.repeats);
+        }
+    }
+
+    /// A cgroup was created: if it is a container's, start identifying it now, so a
+    /// container-scoped rule applies from (nearly) its first connection.
+    fn on_cgroup_mkdir(&mut self, ev: &agent_common::CgroupMkdirEvent) {
+        let agent_common::CgroupMkdirEvent {
+            header: _,
+            id,
+            path_len,
+            _pad: _,
+            path,
+        } = ev;
+        let path = String::from_utf8_lossy(path.get(..*path_len as usize).unwrap_or_default())
+            .into_owned();
+        if path.starts_with('/') {
+            self.cgroups.remember(*id, &path);
+        }
+        if crate::container::parse(&path).is_none() || self.new_containers.len() >= HELD_MAX {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let _ = self.containers.lookup(&path, now);
+        self.new_containers.push((path, *id, now));
+    }
+
+    /// Held connections whose container is now known (or whose grace ran out) go out; new
+    /// containers that got identified earn their scope bits.
+    fn release_held(&mut self) {
+        if self.held.is_empty() && self.new_containers.is_empty() {
+            return;
+        }
+        self.containers.poll_results();
+        let now = std::time::Instant::now();
+        let watching = std::mem::take(&mut self.new_containers);
+        for (path, id, since) in watching {
+            match self.containers.lookup(&path, now) {
+                Lookup::Known(info) => self.learn_workload_scope(id, &info),
+                Lookup::Pending(_) if now.duration_since(since) < Duration::from_secs(10) => {
+                    self.new_containers.push((path, id, since));
+                }
+                Lookup::Pending(_) | Lookup::Unknown(_) | Lookup::NotAContainer => {}
+            }
+        }
+        let held = std::mem::take(&mut self.held);
+        for mut h in held {
+            let path = h.record.cgroup.path.clone().unwrap_or_default();
+            let lookup = self.containers.settle(&path, h.since, now);
+            if matches!(lookup, Lookup::Pending(_)) {
+                self.held.push(h);
+            } else {
+                h.record.container = lookup;
+                self.finish_connection(h.record, h.flow);
+            }
+        }
+    }
+
+    /// Block mode: an identified container's cgroup earns the scope bits of the `containers`,
+    /// `namespaces` and `pods` selectors it matches (installed after the drain).
+    fn learn_container_scope(&mut self, record: &ConnectionRecord) {
+        if let Lookup::Known(info) = &record.container {
+            let info = std::sync::Arc::clone(info);
+            self.learn_workload_scope(record.cgroup.id, &info);
+        }
+    }
+
+    fn learn_workload_scope(&mut self, cgroup_id: u64, info: &crate::container::ContainerInfo) {
+        if !self.policy.compiled.has_scopes() {
+            return;
+        }
+        let workload = compile::Workload {
+            container_name: info.name.as_deref(),
+            container_image: info.image.as_deref(),
+            namespace: info.pod.as_ref().map(|p| p.namespace.as_str()),
+            pod: info.pod.as_ref().map(|p| p.name.as_str()),
+        };
+        let bits = compile::workload_bits(&self.policy.compiled.scopes, &workload);
+        if bits != 0 {
+            self.container_scopes.insert(cgroup_id, bits);
+        }
+    }
+
+    /// Installs the scope bits of containers identified since the last call.
+    fn apply_container_scopes(&mut self, maps: &mut PolicyMaps) {
+        if self.container_scopes.is_empty() {
+            return;
+        }
+        let scopes = std::mem::take(&mut self.container_scopes);
+        if let Err(err) = maps.add_scopes(&scopes) {
+            log::error!("updating container-scoped rules: {err}");
         }
     }
 
@@ -252,6 +383,10 @@ impl Pipeline {
                 mode,
             }
         } else {
+            let container = match &record.container {
+                Lookup::Known(info) => Some(info.as_ref()),
+                Lookup::Pending(_) | Lookup::Unknown(_) | Lookup::NotAContainer => None,
+            };
             let connection = Connection {
                 ip: record.ip,
                 port: record.port,
@@ -260,10 +395,14 @@ impl Pipeline {
                 systemd_unit: record.cgroup.systemd_unit.as_deref(),
                 cgroup_path: record.cgroup.path.as_deref(),
                 dns_names: record.dns.as_ref().map_or(&[], |d| d.questions.as_slice()),
-                container_name: None,
-                container_image: None,
-                pod_namespace: None,
-                pod_name: None,
+                container_name: container.and_then(|c| c.name.as_deref()),
+                container_image: container.and_then(|c| c.image.as_deref()),
+                pod_namespace: container
+                    .and_then(|c| c.pod.as_ref())
+                    .map(|p| p.namespace.as_str()),
+                pod_name: container
+                    .and_then(|c| c.pod.as_ref())
+                    .map(|p| p.name.as_str()),
             };
             match self.policy.matcher.evaluate(&connection) {
                 Verdict::Approved { rule } => PolicyOutcome {
@@ -547,6 +686,8 @@ impl Pipeline {
         self.refresh_scopes(&mut maps.policy);
         self.processes.expire(now);
         self.dns.cache.expire(now);
+        self.containers.expire(std::time::Instant::now());
+        self.release_held();
         self.flush();
     }
 
@@ -580,6 +721,13 @@ impl Pipeline {
             dns_mappings: self.dns.stats.answers,
             dns_cache_size: self.dns.cache.len() as u64,
             dns_cache_evicted: self.dns.cache.stats.evicted,
+            containers_cached: self.containers.len() as u64,
+            container_fetches: self.containers.stats.fetches,
+            container_fetch_errors: self.containers.stats.fetch_errors,
+            container_malformed: self.containers.stats.malformed,
+            container_not_found: self.containers.stats.not_found,
+            container_requests_dropped: self.containers.stats.requests_dropped,
+            containers_held: self.held.len() as u64,
             // The metric line itself is counted once written.
             lines_written: self.metrics.lines_written + 1,
             ..self.metrics
@@ -604,11 +752,15 @@ fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
     let KernelMaps {
         events,
         lookups,
-        policy: _,
+        policy,
     } = maps;
     while let Some(item) = events.next() {
         pipeline.handle(&item, lookups);
     }
+    // Connections whose container identity arrived go out; identified containers' cgroups
+    // get their scope bits.
+    pipeline.release_held();
+    pipeline.apply_container_scopes(policy);
 }
 
 /// Runs egret until `shutdown` completes; then detaches, drains what is left, writes a final
@@ -648,6 +800,11 @@ pub async fn run(
             "took over {} pinned programs of an earlier egret",
             kernel.took_over
         );
+    }
+    let (containers, fetcher) = ContainerResolver::new(config.runtimes.clone());
+    tokio::spawn(fetcher);
+    for warning in containers.startup_warnings() {
+        log::warn!("{warning}");
     }
     let active = ActivePolicy::new(policy, compiled);
     log::info!("policy {} in force", active.summary());
@@ -690,6 +847,10 @@ pub async fn run(
             config.dns_events,
             config.dns_port,
         ),
+        containers,
+        held: Vec::new(),
+        container_scopes: std::collections::HashMap::new(),
+        new_containers: Vec::new(),
     };
 
     let result = event_loop(&config, &mut maps, &mut pipeline, shutdown).await;
@@ -703,6 +864,14 @@ pub async fn run(
     }
     drop(kernel);
     drain(&mut maps, &mut pipeline);
+    // Whatever is still waiting for a container's identity goes out with what is known.
+    for h in std::mem::take(&mut pipeline.held) {
+        let mut record = h.record;
+        if let Lookup::Pending(reference) = record.container {
+            record.container = Lookup::Unknown(reference);
+        }
+        pipeline.finish_connection(record, h.flow);
+    }
     let flows = pipeline.udp.drain(|key| maps.lookups.udp_flow(key));
     for report in &flows {
         pipeline.write_flow(report);

@@ -177,6 +177,7 @@ mod tests {
             policy: None,
             netns: 0,
             dns: None,
+            container: crate::container::Lookup::NotAContainer,
         }
     }
 

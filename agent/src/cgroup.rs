@@ -182,6 +182,21 @@ impl CgroupResolver {
         info
     }
 
+    /// Records a cgroup's path as the kernel reported it at creation (`cgroup_mkdir`), so the
+    /// cgroup is named even if it is removed before its first event is processed.
+    pub fn remember(&mut self, id: u64, path: &str) {
+        if self.cache.len() >= self.max_entries {
+            self.cache.clear();
+        }
+        self.misses.remove(&id);
+        let info = CgroupInfo {
+            id,
+            systemd_unit: systemd_unit(path).map(str::to_owned),
+            path: Some(path.to_owned()),
+        };
+        self.cache.insert(id, Arc::new(info));
+    }
+
     /// Number of cached cgroups.
     pub fn len(&self) -> usize {
         self.cache.len()

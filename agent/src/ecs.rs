@@ -153,6 +153,8 @@ pub struct EgretFields<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsNamesFields<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<crate::container::fields::K8s<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub systemd: Option<UnitFields<'a>>,
     pub socket: CookieFields,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -175,6 +177,10 @@ pub struct ConnectionDoc<'a> {
     pub destination: Endpoint<'a>,
     pub network: NetworkFields,
     pub host: HostFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::container::fields::Container<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<crate::container::fields::Orchestrator<'a>>,
     pub egret: EgretFields<'a>,
 }
 
@@ -211,7 +217,17 @@ impl<'a> ConnectionDoc<'a> {
             policy: _,
             netns: _,
             dns,
+            container,
         } = record;
+        let (container, orchestrator, k8s) = match crate::container::ContainerFields::new(container)
+        {
+            Some(crate::container::ContainerFields {
+                container,
+                orchestrator,
+                k8s,
+            }) => (Some(container), orchestrator, k8s),
+            None => (None, None, None),
+        };
         let policy_fields = record.policy.as_ref().map(|p| PolicyFields {
             verdict: p.verdict.name(),
             mode: p.mode.name(),
@@ -271,7 +287,10 @@ impl<'a> ConnectionDoc<'a> {
                 iana_number: transport.iana_number().to_string(),
             },
             host: HostFields { name: host_name },
+            container,
+            orchestrator,
             egret: EgretFields {
+                k8s,
                 cgroup: CgroupFields {
                     id: cgroup.id,
                     path: cgroup.path.as_deref(),
@@ -564,6 +583,18 @@ pub struct Metrics {
     pub dns_cache_size: u64,
     /// Cache entries dropped before their TTL because of the size bound.
     pub dns_cache_evicted: u64,
+    /// Containers whose identity is cached.
+    pub containers_cached: u64,
+    /// Requests to container runtimes, and those that failed or returned nonsense.
+    pub container_fetches: u64,
+    pub container_fetch_errors: u64,
+    pub container_malformed: u64,
+    /// Container ids a runtime did not know (yet).
+    pub container_not_found: u64,
+    /// Lookups not sent because the request queue was full.
+    pub container_requests_dropped: u64,
+    /// Connections waiting for their container's identity right now.
+    pub containers_held: u64,
 }
 
 #[derive(Serialize)]
@@ -644,6 +675,7 @@ mod tests {
             policy: None,
             netns: 0,
             dns: None,
+            container: crate::container::Lookup::NotAContainer,
         }
     }
 

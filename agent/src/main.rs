@@ -147,6 +147,41 @@ struct RunArgs {
     /// Also write a `dns` line for every DNS answer observed (chatty).
     #[arg(long)]
     dns_events: bool,
+
+    /// containerd's gRPC socket (`none` to not ask containerd).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    containerd_socket: PathBuf,
+
+    /// Docker Engine API socket (`none` to not ask Docker).
+    #[arg(long, value_name = "PATH", default_value = "/var/run/docker.sock")]
+    docker_socket: PathBuf,
+
+    /// Podman's Docker-compatible API socket (`none` to not ask podman).
+    #[arg(long, value_name = "PATH", default_value = "/run/podman/podman.sock")]
+    podman_socket: PathBuf,
+
+    /// CRI-O's CRI socket (`none` to not ask CRI-O).
+    #[arg(long, value_name = "PATH", default_value = "/var/run/crio/crio.sock")]
+    crio_socket: PathBuf,
+
+    /// Container label copied into `container.labels` (repeatable; a trailing `*` is a
+    /// prefix). Default: a few common application labels.
+    #[arg(long = "container-label", value_name = "KEY")]
+    container_labels: Vec<String>,
+
+    /// Milliseconds a connection from a container egret has not identified yet may wait for
+    /// the runtime's answer before its line is written with the container id only.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    container_grace_ms: u64,
+}
+
+/// `none` turns a runtime off.
+fn socket(path: &std::path::Path) -> Option<PathBuf> {
+    (path.as_os_str() != "none").then(|| path.to_path_buf())
 }
 
 impl RunArgs {
@@ -173,6 +208,12 @@ impl RunArgs {
             dns_ttl_floor,
             dns_ttl_ceiling,
             dns_events,
+            containerd_socket,
+            docker_socket,
+            podman_socket,
+            crio_socket,
+            container_labels,
+            container_grace_ms,
         } = self;
         anyhow::ensure!(*dns_port > 0, "--dns-port must be a port (1-65535)");
         anyhow::ensure!(
@@ -217,6 +258,19 @@ impl RunArgs {
             dns_ttl_floor: Duration::from_secs(*dns_ttl_floor),
             dns_ttl_ceiling: Duration::from_secs(*dns_ttl_ceiling),
             dns_events: *dns_events,
+            runtimes: egret::container::RuntimeConfig {
+                containerd_socket: socket(containerd_socket),
+                docker_socket: socket(docker_socket),
+                podman_socket: socket(podman_socket),
+                crio_socket: socket(crio_socket),
+                label_allowlist: if container_labels.is_empty() {
+                    egret::container::RuntimeConfig::default().label_allowlist
+                } else {
+                    container_labels.clone()
+                },
+                grace: Duration::from_millis(*container_grace_ms),
+                ..egret::container::RuntimeConfig::default()
+            },
         })
     }
 }

@@ -175,6 +175,8 @@ pub struct ConnectionRecord {
     pub netns: u64,
     /// Set by the agent from its DNS cache.
     pub dns: Option<DnsNames>,
+    /// Set by the agent from the container runtimes.
+    pub container: crate::container::Lookup,
 }
 
 impl ConnectionRecord {
@@ -229,6 +231,7 @@ impl ConnectionRecord {
             policy: None,
             netns: *netns,
             dns: None,
+            container: crate::container::Lookup::NotAContainer,
         })
     }
 }

@@ -7,15 +7,18 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod dns;
 pub mod expect;
 pub mod json;
 pub mod netns;
 pub mod policy;
 pub mod run;
+pub mod runtime;
 pub mod skip;
 
 pub use agent::{run_in, Egret, Harness, LINE_TIMEOUT};
 pub use cgroup::{cgroup2_mount, TestCgroup};
+pub use dns::{AcceptServer, DnsServer};
 pub use json::{field, field_str, field_u64, parse_timestamp};
 pub use netns::NetNs;
 pub use policy::{PinPath, PolicyDir};

@@ -533,7 +533,10 @@ pub fn scope_ids(compiled: &CompiledPolicy, mount: &Path) -> HashMap<u64, u64> {
 /// The (hash → bits) tables the kernel's `cgroup_mkdir` tracepoint uses: whole paths of
 /// `cgroups:` selectors, and exact (glob-free) `systemd_units:` names. Glob unit names are
 /// matched by userspace's rescan only.
-fn creation_hashes(scopes: &[ScopeSelector]) -> (Vec<(u64, u64)>, Vec<(u64, u64)>) {
+/// (hash, scope bits) pairs for one kernel table.
+type HashBits = Vec<(u64, u64)>;
+
+fn creation_hashes(scopes: &[ScopeSelector]) -> (HashBits, HashBits) {
     let mut paths: BTreeMap<u64, u64> = BTreeMap::new();
     let mut units: BTreeMap<u64, u64> = BTreeMap::new();
     for (i, selector) in scopes.iter().enumerate() {

@@ -1,0 +1,226 @@
+//! The ECS form of a [`Lookup`]: `container.*` and `orchestrator.*` at the top level of a
+//! line, and the Kubernetes fields ECS lacks under `egret.k8s.*`. Borrowed from the lookup,
+//! ready to be placed in a line's document with `#[serde(skip_serializing_if = "Option::is_none")]`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{ContainerRef, Lookup};
+
+/// The three groups of fields for one line.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ContainerFields<'a> {
+    /// `container`.
+    pub container: Container<'a>,
+    /// `orchestrator`: present when the pod is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<Orchestrator<'a>>,
+    /// `egret.k8s`: present when a pod uid or container name is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<K8s<'a>>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Container<'a> {
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<&'a BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Image<'a> {
+    pub name: &'a str,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Orchestrator<'a> {
+    /// `kubernetes`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub namespace: &'a str,
+    pub resource: Resource<'a>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Resource<'a> {
+    /// `pod`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub name: &'a str,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct K8s<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodUid<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerName<'a>>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct PodUid<'a> {
+    pub uid: &'a str,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct ContainerName<'a> {
+    pub name: &'a str,
+}
+
+fn k8s<'a>(uid: Option<&'a str>, container_name: Option<&'a str>) -> Option<K8s<'a>> {
+    (uid.is_some() || container_name.is_some()).then(|| K8s {
+        pod: uid.map(|uid| PodUid { uid }),
+        container: container_name.map(|name| ContainerName { name }),
+    })
+}
+
+/// What the cgroup path alone says: id, runtime hint, pod uid.
+fn from_reference(reference: &ContainerRef) -> ContainerFields<'_> {
+    ContainerFields {
+        container: Container {
+            id: &reference.id,
+            name: None,
+            image: None,
+            runtime: reference.runtime.name(),
+            labels: None,
+        },
+        orchestrator: None,
+        k8s: k8s(reference.pod_uid.as_deref(), None),
+    }
+}
+
+impl<'a> ContainerFields<'a> {
+    /// The fields for a lookup; `None` when the process is not in a container. `Pending` is
+    /// rendered like `Unknown` (the caller decided not to wait longer).
+    pub fn new(lookup: &'a Lookup) -> Option<Self> {
+        match lookup {
+            Lookup::NotAContainer => None,
+            Lookup::Pending(reference) | Lookup::Unknown(reference) => {
+                Some(from_reference(reference))
+            }
+            Lookup::Known(info) => {
+                let pod = info.pod.as_ref();
+                Some(Self {
+                    container: Container {
+                        id: &info.id,
+                        name: info.name.as_deref(),
+                        image: info.image.as_deref().map(|name| Image { name }),
+                        runtime: Some(info.runtime),
+                        labels: (!info.labels.is_empty()).then_some(&info.labels),
+                    },
+                    orchestrator: pod.map(|pod| Orchestrator {
+                        kind: "kubernetes",
+                        namespace: &pod.namespace,
+                        resource: Resource {
+                            kind: "pod",
+                            name: &pod.name,
+                        },
+                    }),
+                    k8s: pod.and_then(|pod| k8s(pod.uid.as_deref(), pod.container_name.as_deref())),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::container::{ContainerInfo, PodInfo, RuntimeHint};
+
+    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+
+    #[test]
+    fn kubernetes_container() {
+        let lookup = Lookup::Known(Arc::new(ContainerInfo {
+            id: ID.to_owned(),
+            name: Some("web".to_owned()),
+            image: Some("docker.io/library/nginx:1.25".to_owned()),
+            runtime: "containerd",
+            labels: [("app".to_owned(), "web".to_owned())].into_iter().collect(),
+            pod: Some(PodInfo {
+                name: "web-7d4b9c8f6-x2x9z".to_owned(),
+                namespace: "shop".to_owned(),
+                uid: Some("4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8".to_owned()),
+                container_name: Some("web".to_owned()),
+            }),
+        }));
+        let fields = ContainerFields::new(&lookup);
+        assert_eq!(
+            serde_json::to_value(&fields).unwrap(),
+            json!({
+                "container": {"id": ID, "name": "web",
+                              "image": {"name": "docker.io/library/nginx:1.25"},
+                              "runtime": "containerd", "labels": {"app": "web"}},
+                "orchestrator": {"type": "kubernetes", "namespace": "shop",
+                                 "resource": {"type": "pod", "name": "web-7d4b9c8f6-x2x9z"}},
+                "k8s": {"pod": {"uid": "4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8"},
+                        "container": {"name": "web"}}
+            })
+        );
+    }
+
+    #[test]
+    fn plain_container() {
+        let lookup = Lookup::Known(Arc::new(ContainerInfo {
+            id: ID.to_owned(),
+            name: Some("web".to_owned()),
+            image: None,
+            runtime: "docker",
+            labels: Default::default(),
+            pod: None,
+        }));
+        assert_eq!(
+            serde_json::to_value(ContainerFields::new(&lookup)).unwrap(),
+            json!({"container": {"id": ID, "name": "web", "runtime": "docker"}})
+        );
+    }
+
+    #[test]
+    fn unknown_and_pending() {
+        let reference = ContainerRef {
+            id: ID.to_owned(),
+            runtime: RuntimeHint::Containerd,
+            pod_uid: Some("4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8".to_owned()),
+            namespace_hint: None,
+            rootless_uid: None,
+        };
+        let expected = json!({
+            "container": {"id": ID, "runtime": "containerd"},
+            "k8s": {"pod": {"uid": "4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8"}}
+        });
+        let unknown = Lookup::Unknown(reference.clone());
+        assert_eq!(
+            serde_json::to_value(ContainerFields::new(&unknown)).unwrap(),
+            expected
+        );
+        let pending = Lookup::Pending(reference);
+        assert_eq!(
+            serde_json::to_value(ContainerFields::new(&pending)).unwrap(),
+            expected
+        );
+        let bare = Lookup::Unknown(ContainerRef {
+            id: ID.to_owned(),
+            runtime: RuntimeHint::Unknown,
+            pod_uid: None,
+            namespace_hint: None,
+            rootless_uid: None,
+        });
+        assert_eq!(
+            serde_json::to_value(ContainerFields::new(&bare)).unwrap(),
+            json!({"container": {"id": ID}})
+        );
+        assert_eq!(ContainerFields::new(&Lookup::NotAContainer), None);
+    }
+}

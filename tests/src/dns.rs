@@ -1,0 +1,278 @@
+//! Pieces for the DNS tests: the `egret-dns` test server as a process the test owns, a TCP
+//! listener that accepts on every loopback address, the `resolve-connect` counts, and accessors
+//! for the DNS fields of egret's lines.
+
+use crate::json::{field, field_str, field_u64};
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// How long the DNS server may take to bind and print `ready`.
+pub const DNS_READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running `egret-dns server`, started by the test (so outside the test cgroup), on
+/// 127.0.0.1 and a free port. Killed and reaped on drop.
+pub struct DnsServer {
+    child: Child,
+    port: u16,
+}
+
+impl DnsServer {
+    /// Runs `<bin> server --port 0 <args...>` and waits for its `ready <port>` line.
+    pub fn start(bin: &Path, args: &[&str]) -> Result<Self> {
+        let mut cmd = Command::new(bin);
+        cmd.args(["server", "--port", "0"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
+        let stdout = child.stdout.take();
+        let (tx, rx) = mpsc::channel();
+        // Reads the ready line, then keeps draining stdout until the server exits.
+        std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(line);
+            }
+        });
+        let mut me = Self { child, port: 0 };
+        let line = match rx.recv_timeout(DNS_READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let status = me.child.try_wait().ok().flatten();
+                bail!(
+                    "egret-dns server not ready within {DNS_READY_TIMEOUT:?} (exit status {status:?}); args {args:?}"
+                );
+            }
+        };
+        me.port = line
+            .strip_prefix("ready ")
+            .and_then(|p| p.trim().parse().ok())
+            .with_context(|| format!("egret-dns server said {line:?}, not \"ready <port>\""))?;
+        Ok(me)
+    }
+
+    /// The port it answers on (UDP, and TCP when started with `--tcp`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`, for `--server`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP listener (for example on `0.0.0.0:0`, which every 127.x.y.z reaches) with a thread
+/// that accepts connections and drops them at once, as fast as they come.
+pub struct AcceptServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AcceptServer {
+    pub fn start(bind: SocketAddr) -> Result<Self> {
+        let listener = TcpListener::bind(bind).with_context(|| format!("bind tcp {bind}"))?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (stop2, accepted2) = (stop.clone(), accepted.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    return;
+                }
+                if conn.is_ok() {
+                    accepted2.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            stop,
+            accepted,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for AcceptServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the blocking accept (from the test process, outside any test cgroup).
+        let wake = if self.addr.ip().is_unspecified() {
+            SocketAddr::new(
+                if self.addr.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                },
+                self.addr.port(),
+            )
+        } else {
+            self.addr
+        };
+        if TcpStream::connect_timeout(&wake, Duration::from_secs(2)).is_ok() {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// The line `egret-dns resolve-connect` prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResolveCounts {
+    pub iterations: u64,
+    pub ok: u64,
+    pub eperm: u64,
+    pub other: u64,
+    pub probe_ok: u64,
+    pub probe_eperm: u64,
+}
+
+/// Parses the `iterations=.. ok=.. eperm=.. other=.. probe_ok=.. probe_eperm=..` line (other
+/// lines, such as `reconnect=..`, are ignored).
+pub fn parse_resolve_counts(text: &str) -> Result<ResolveCounts> {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("iterations="))
+        .with_context(|| format!("no iterations= line in {text:?}"))?;
+    let mut c = ResolveCounts::default();
+    let mut seen = 0;
+    for word in line.split_whitespace() {
+        let (k, v) = word
+            .split_once('=')
+            .with_context(|| format!("bad resolve-connect line {line:?}"))?;
+        let n: u64 = v
+            .parse()
+            .with_context(|| format!("bad number in {line:?}"))?;
+        let slot = match k {
+            "iterations" => &mut c.iterations,
+            "ok" => &mut c.ok,
+            "eperm" => &mut c.eperm,
+            "other" => &mut c.other,
+            "probe_ok" => &mut c.probe_ok,
+            "probe_eperm" => &mut c.probe_eperm,
+            _ => bail!("unknown key {k:?} in {line:?}"),
+        };
+        *slot = n;
+        seen += 1;
+    }
+    ensure!(seen == 6, "incomplete resolve-connect line {line:?}");
+    Ok(c)
+}
+
+/// The value of `key=` in a `key=value` line of `text` (e.g. `reconnect`).
+pub fn output_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .map(str::trim)
+}
+
+/// True for a `dns` line (`event.action` `dns-answer`) whose question is `name`.
+pub fn is_dns_answer(v: &Value, name: &str) -> bool {
+    field_str(v, "event.action") == Some("dns-answer")
+        && field_str(v, "dns.question.name") == Some(name)
+}
+
+/// True for any `dns` line.
+pub fn is_any_dns_line(v: &Value) -> bool {
+    field_str(v, "event.action") == Some("dns-answer")
+        || field_str(v, "event.dataset") == Some("egret.dns")
+}
+
+/// `destination.domain` of a connection line.
+pub fn domain(v: &Value) -> Option<&str> {
+    field_str(v, "destination.domain")
+}
+
+/// `egret.dns.names` of a connection line (empty when absent).
+pub fn dns_names(v: &Value) -> Vec<&str> {
+    field(v, "egret.dns.names")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The strings of the array at `path` (empty when absent).
+pub fn str_array<'a>(v: &'a Value, path: &str) -> Vec<&'a str> {
+    field(v, path)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// `egret.metrics.<name>` of the last metric line in `events`.
+pub fn last_metric(events: &[Value], name: &str) -> Option<u64> {
+    events
+        .iter()
+        .rev()
+        .find(|v| field_str(v, "event.kind") == Some("metric"))
+        .and_then(|v| field_u64(v, &format!("egret.metrics.{name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn counts_parse() -> Result<()> {
+        let c = parse_resolve_counts(
+            "iterations=5 ok=4 eperm=1 other=0 probe_ok=0 probe_eperm=4\nreconnect=ok\n",
+        )?;
+        assert_eq!(c.iterations, 5);
+        assert_eq!(c.eperm, 1);
+        assert_eq!(c.probe_eperm, 4);
+        assert_eq!(output_value("x\nreconnect=ok\n", "reconnect"), Some("ok"));
+        assert!(parse_resolve_counts("iterations=5 ok=4").is_err());
+        assert!(parse_resolve_counts("hello").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn accessors() {
+        let v = json!({"event": {"action": "dns-answer", "kind": "metric"},
+            "dns": {"question": {"name": "a.test"}},
+            "destination": {"domain": "a.test"},
+            "egret": {"dns": {"names": ["a.test", "b.test"]}, "metrics": {"dns_malformed": 3}}});
+        assert!(is_dns_answer(&v, "a.test"));
+        assert!(!is_dns_answer(&v, "b.test"));
+        assert_eq!(domain(&v), Some("a.test"));
+        assert_eq!(dns_names(&v), vec!["a.test", "b.test"]);
+        assert_eq!(last_metric(&[v], "dns_malformed"), Some(3));
+    }
+}

@@ -1,0 +1,241 @@
+//! Processes, mounts and cgroup v1 copies: what the runtimes leave behind and how it is found.
+
+use anyhow::{bail, Context, Result};
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The cgroup v2 path of `pid` (the `0::` line of `/proc/<pid>/cgroup`), e.g.
+/// `/egret-e2e-ctr-1-0/kubepods/besteffort/pod<uid>/<id>`.
+pub fn cgroup_v2_path(pid: u32) -> Result<String> {
+    let path = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_string)
+        .with_context(|| format!("no cgroup v2 (0::) line in {path}:\n{text}"))
+}
+
+/// Whether `pid` exists (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Pids of the processes whose command line contains `needle` and whose name (`comm`)
+/// starts with one of `comms` (never this process).
+pub(crate) fn pids_with_cmdline(needle: &str, comms: &[&str]) -> Vec<i32> {
+    let me = std::process::id();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| comms.iter().any(|p| c.trim().starts_with(p)))
+        })
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    String::from_utf8_lossy(&c)
+                        .replace('\0', " ")
+                        .contains(needle)
+                })
+                .unwrap_or(false)
+        })
+        .filter_map(|pid| i32::try_from(pid).ok())
+        .collect()
+}
+
+/// SIGKILLs the processes named `comms*` whose command line contains `needle` (daemons and
+/// shims a runtime of this test started, found by its private scratch path; egret, whose
+/// command line may name the same socket, is not among the names) and waits briefly until
+/// they are gone.
+pub(crate) fn kill_leftovers(needle: &str, comms: &[&str]) {
+    let pids = pids_with_cmdline(needle, comms);
+    for &pid in &pids {
+        eprintln!("egret-e2e: killing leftover runtime process {pid} ({needle})");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|&p| u32::try_from(p).is_ok_and(pid_alive)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Decodes the octal escapes (`\040`) of a `/proc/self/mountinfo` path.
+fn unescape_mount_path(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'\\' {
+            if let Some(oct) = s.get(i + 1..i + 4) {
+                if let Ok(v) = u8::from_str_radix(oct, 8) {
+                    out.push(v);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .map(|p| PathBuf::from(unescape_mount_path(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// Lazily unmounts everything mounted at or below `dir` (container root filesystems,
+/// overlay snapshots, shm), deepest first, repeating for stacked mounts.
+pub(crate) fn unmount_below(dir: &Path) {
+    for _ in 0..8 {
+        let mounts = mounts_below(dir);
+        if mounts.is_empty() {
+            return;
+        }
+        for m in mounts {
+            if let Err(e) = nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
+                eprintln!("egret-e2e: umount {}: {e}", m.display());
+            }
+        }
+    }
+}
+
+/// The mount points of the cgroup v1 hierarchies (`cgroup` file system type).
+fn cgroup_v1_mounts() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_src, dir, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup").then(|| PathBuf::from(unescape_mount_path(dir)))
+        })
+        .collect()
+}
+
+/// On a hybrid host runc creates a container's cgroup path in every cgroup v1 hierarchy
+/// too (`/sys/fs/cgroup/memory/<test cgroup>/kubepods/...`), and nobody removes the parents.
+/// This guard removes the v1 copies of one test cgroup's path on drop; declare it before the
+/// runtime so that it drops after the containers are gone.
+#[derive(Debug)]
+pub struct V1Mirrors {
+    rel: PathBuf,
+}
+
+impl V1Mirrors {
+    /// `rel`: the test cgroup's path relative to the cgroup root (`/egret-e2e-...`).
+    pub fn new(rel: &str) -> Result<Self> {
+        let rel = PathBuf::from(rel.trim_start_matches('/'));
+        let ok = rel.components().count() >= 1
+            && rel
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+            && rel.to_string_lossy().starts_with("egret-e2e-");
+        if !ok {
+            bail!("refusing to manage cgroup v1 copies of {}", rel.display());
+        }
+        Ok(Self { rel })
+    }
+
+    /// For a test cgroup.
+    pub fn of(cgroup: &crate::TestCgroup) -> Result<Self> {
+        Self::new(&cgroup.relative_path())
+    }
+
+    /// The v1 directories of this cgroup that exist now.
+    pub fn existing(&self) -> Vec<PathBuf> {
+        cgroup_v1_mounts()
+            .into_iter()
+            .map(|m| m.join(&self.rel))
+            .filter(|d| d.is_dir())
+            .collect()
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) -> Result<()> {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(|e| e.ok()) {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path())?;
+            }
+        }
+    }
+    // Whatever is still in it (a process that escaped the runtime's cleanup) goes first.
+    if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            if u32::try_from(pid).ok() != Some(std::process::id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).with_context(|| format!("rmdir {}", dir.display())),
+        }
+    }
+}
+
+impl Drop for V1Mirrors {
+    fn drop(&mut self) {
+        for dir in self.existing() {
+            if let Err(e) = remove_cgroup_tree(&dir) {
+                eprintln!(
+                    "egret-e2e: removing cgroup v1 copy {}: {e:#}",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mount_path(r"/tmp/a\040b"), "/tmp/a b");
+        assert_eq!(unescape_mount_path(r"/x\\y"), r"/x\\y");
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+    }
+
+    #[test]
+    fn v1_mirrors_only_for_test_cgroups() {
+        assert!(V1Mirrors::new("/egret-e2e-ctr-1-0").is_ok());
+        assert!(V1Mirrors::new("/").is_err());
+        assert!(V1Mirrors::new("/system.slice").is_err());
+        assert!(V1Mirrors::new("/egret-e2e-x/../y").is_err());
+    }
+}

@@ -1,0 +1,791 @@
+//! Container and Kubernetes identity on connection lines, from real runtimes.
+//!
+//! Each test starts its own containerd or dockerd (private sockets, roots and state; see
+//! `egret_e2e::runtime`), runs busybox containers below its own test cgroup, and starts egret
+//! on that cgroup with the runtime's socket (`--containerd-socket`, `--docker-socket`).
+//! Kubernetes is what the kubelet and the CRI plugin leave on a container: its labels, the
+//! CRI annotations, and the cgroup `.../kubepods/besteffort/pod<uid>/<container id>`; no
+//! kubelet runs.
+//!
+//! The `harness_*` tests check the runtime harness itself (no egret): cgroup placement,
+//! image import, networking and teardown.
+//!
+//! Missing runtime packages are installed when we are root (`apt-get install -y containerd
+//! runc docker.io busybox-static`); when that is impossible the tests skip, or fail under
+//! `CI=true`.
+
+use anyhow::{ensure, Context, Result};
+use egret_e2e::expect::is_flow;
+use egret_e2e::policy::check_verdict;
+use egret_e2e::runtime::containerd::K8S_NAMESPACE;
+use egret_e2e::runtime::{
+    cgroup_v2_path, ensure_installed, go, pid_alive, wait_for_go_then, ContainerVeth, Containerd,
+    Dockerd, KubePod, RunSpec, Runtime, Tools, V1Mirrors, IMAGE_REF,
+};
+use egret_e2e::{
+    cgroup2_mount, field, field_str, prerequisite, skip, Harness, PolicyDir, TcpServer, TestCgroup,
+    LINE_TIMEOUT,
+};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// How long one container may run.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn sa(s: &str) -> Result<SocketAddr> {
+    s.parse().with_context(|| format!("parse {s}"))
+}
+
+/// Root and the runtime packages (installed when missing); `Ok(None)`: skip.
+fn tools(runtimes: &[Runtime]) -> Result<Option<Tools>> {
+    prerequisite(skip::require_root().and_then(|()| ensure_installed(runtimes)))
+}
+
+/// busybox: a TCP connection to `host port` (the test server reads and closes); prints
+/// `nc=<status>`. (Not `wget -T`: the static busybox's wget crashes on its error path when
+/// a timeout is set and there is no locale or NSS data, as in this image.)
+fn connect(target: &str) -> String {
+    format!("nc -w 5 {target} </dev/null; echo nc=$?")
+}
+
+/// `host port` for busybox `nc`.
+fn target(addr: SocketAddr) -> String {
+    format!("{} {}", addr.ip(), addr.port())
+}
+
+/// `field == want`, with the line in the error.
+fn eq(v: &Value, path: &str, want: &str) -> Result<()> {
+    let got = field_str(v, path);
+    ensure!(
+        got == Some(want),
+        "{path}: want {want:?}, got {got:?}\nline: {v}"
+    );
+    Ok(())
+}
+
+fn absent(v: &Value, path: &str) -> Result<()> {
+    ensure!(
+        field(v, path).is_none(),
+        "{path} should be absent, got {:?}\nline: {v}",
+        field(v, path)
+    );
+    Ok(())
+}
+
+fn is_64_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The container fields every runtime fills.
+fn check_container(v: &Value, id: &str, runtime: &str, name: &str) -> Result<()> {
+    ensure!(is_64_hex(id), "container id {id:?} is not 64 hex");
+    eq(v, "container.id", id)?;
+    eq(v, "container.runtime", runtime)?;
+    eq(v, "container.name", name)?;
+    eq(v, "container.image.name", IMAGE_REF)?;
+    Ok(())
+}
+
+/// The Kubernetes fields of a container of `pod` named `container`.
+fn check_k8s(v: &Value, pod: &KubePod, container: &str) -> Result<()> {
+    eq(v, "orchestrator.type", "kubernetes")?;
+    eq(v, "orchestrator.namespace", &pod.namespace)?;
+    eq(v, "orchestrator.resource.type", "pod")?;
+    eq(v, "orchestrator.resource.name", &pod.name)?;
+    eq(v, "egret.k8s.pod.uid", &pod.uid)?;
+    eq(v, "egret.k8s.container.name", container)?;
+    Ok(())
+}
+
+/// A test cgroup and a private containerd with the image imported into `k8s.io`; egret not
+/// started yet (containers can be started first).
+struct CtrPrep {
+    cg: TestCgroup,
+    rt: Containerd,
+    v1: V1Mirrors,
+}
+
+impl CtrPrep {
+    fn setup(name: &str) -> Result<Option<Self>> {
+        let Some(cg) = Harness::cgroup(name)? else {
+            return Ok(None);
+        };
+        let Some(tools) = tools(&[Runtime::Containerd])? else {
+            return Ok(None);
+        };
+        let v1 = V1Mirrors::of(&cg)?;
+        let rt = Containerd::start_with(&tools)?;
+        rt.import_image(K8S_NAMESPACE)?;
+        Ok(Some(Self { cg, rt, v1 }))
+    }
+
+    fn cgroup_rel(&self) -> String {
+        self.cg.relative_path()
+    }
+
+    /// egret on the cgroup with `--containerd-socket` and `extra`.
+    fn start_egret(self, extra: &[&str]) -> Result<CtrEnv> {
+        let Self { cg, rt, v1 } = self;
+        let sock = rt.socket().display().to_string();
+        let mut args = vec!["--containerd-socket", sock.as_str()];
+        args.extend_from_slice(extra);
+        match Harness::start(cg, &args) {
+            Ok(h) => Ok(CtrEnv { h, rt, _v1: v1 }),
+            Err(e) => {
+                drop(rt);
+                drop(v1);
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A test cgroup, a private containerd with the image imported into `k8s.io`, and egret
+/// watching the cgroup with `--containerd-socket`. Fields drop in order: egret and the
+/// cgroup, then containerd (containers, daemon, mounts), then the v1 cgroup copies.
+struct CtrEnv {
+    h: Harness,
+    rt: Containerd,
+    _v1: V1Mirrors,
+}
+
+impl CtrEnv {
+    fn setup(name: &str, extra: &[&str]) -> Result<Option<Self>> {
+        match CtrPrep::setup(name)? {
+            Some(prep) => prep.start_egret(extra).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn cgroup_rel(&self) -> String {
+        self.h.cgroup.relative_path()
+    }
+
+    fn finish(self) -> Result<()> {
+        let Self { h, rt, _v1 } = self;
+        let r = h.finish();
+        drop(rt);
+        r
+    }
+}
+
+#[test]
+fn containerd_kubernetes_pod_identity() -> Result<()> {
+    let Some(mut env) = CtrEnv::setup("ctr-k8s", &[])? else {
+        return Ok(());
+    };
+    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let port = server.port();
+    let pod = KubePod::new("web-6d9f7c5b8-x2x7q", "shop");
+    let spec = RunSpec::new(
+        "web",
+        &[
+            "sh",
+            "-c",
+            &format!("{}; sleep 60", connect(&format!("127.0.0.1 {port}"))),
+        ],
+    )
+    .in_pod(&pod, "web", &env.cgroup_rel());
+    let c = env.rt.start_container(K8S_NAMESPACE, &spec)?;
+    let ev = env
+        .h
+        .egret
+        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
+    check_container(&ev, &c.id, "containerd", "web")?;
+    check_k8s(&ev, &pod, "web")?;
+    eq(
+        &ev,
+        "egret.cgroup.path",
+        &format!("{}/{}", pod.cgroup_parent(&env.cgroup_rel()), c.id),
+    )?;
+    eq(&ev, "destination.ip", "127.0.0.1")?;
+    env.rt.remove(K8S_NAMESPACE, &c.id)?;
+    env.finish()
+}
+
+#[test]
+fn containerd_short_lived_container_keeps_identity() -> Result<()> {
+    let Some(mut env) = CtrEnv::setup("ctr-short", &[])? else {
+        return Ok(());
+    };
+    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let port = server.port();
+    let pod = KubePod::new("job-28311-abcde", "batch");
+    // Starts, connects, exits: `ctr run --rm` returns only once the container is gone.
+    let spec = RunSpec::new(
+        "once",
+        &[
+            "sh",
+            "-c",
+            &format!("{}; exit 0", connect(&format!("127.0.0.1 {port}"))),
+        ],
+    )
+    .in_pod(&pod, "once", &env.cgroup_rel());
+    let run = env
+        .rt
+        .run(K8S_NAMESPACE, &spec, RUN_TIMEOUT)?
+        .ensure_success()?;
+    ensure!(
+        server.accepted() >= 1,
+        "the server saw no connection; container said: {} {}",
+        run.stdout,
+        run.stderr
+    );
+    let ev = env
+        .h
+        .egret
+        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
+    check_container(&ev, &run.id, "containerd", "once")?;
+    check_k8s(&ev, &pod, "once")?;
+    eq(
+        &ev,
+        "egret.cgroup.path",
+        &format!("{}/{}", pod.cgroup_parent(&env.cgroup_rel()), run.id),
+    )?;
+    env.finish()
+}
+
+#[test]
+fn containerd_container_started_before_egret() -> Result<()> {
+    let Some(prep) = CtrPrep::setup("ctr-before")? else {
+        return Ok(());
+    };
+    let pod = KubePod::new("cache-0", "infra");
+    // Running before egret starts; connects only when told to.
+    let spec = RunSpec::new(
+        "cache",
+        &[
+            "sh",
+            "-c",
+            &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
+        ],
+    )
+    .in_pod(&pod, "cache", &prep.cgroup_rel());
+    let c = prep.rt.start_container(K8S_NAMESPACE, &spec)?;
+    let mut env = prep.start_egret(&[])?;
+    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let port = server.port();
+    go(c.pid, &target(server.addr()))?;
+    let ev = env
+        .h
+        .egret
+        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
+    check_container(&ev, &c.id, "containerd", "cache")?;
+    check_k8s(&ev, &pod, "cache")?;
+    env.rt.remove(K8S_NAMESPACE, &c.id)?;
+    env.finish()
+}
+
+#[test]
+fn containerd_own_network_namespace_via_veth() -> Result<()> {
+    let Some(mut env) = CtrEnv::setup("ctr-netns", &[])? else {
+        return Ok(());
+    };
+    // As in Kubernetes: the pod's sandbox holds the network namespace, the app container
+    // joins it. A veth connects the namespace to a server on the host end.
+    let mut pod = KubePod::new("api-5f8d-qq9zt", "shop");
+    let sandbox = env
+        .rt
+        .start_sandbox(K8S_NAMESPACE, &mut pod, &env.cgroup_rel(), false)?;
+    let veth = ContainerVeth::create(sandbox.pid)?;
+    let server = TcpServer::start(SocketAddr::new(veth.host_v4().into(), 0))?;
+    let port = server.port();
+    let spec = RunSpec::new(
+        "api",
+        &[
+            "sh",
+            "-c",
+            &format!("{}; sleep 60", connect(&target(server.addr()))),
+        ],
+    )
+    .in_pod(&pod, "api", &env.cgroup_rel())
+    .join_network_of(sandbox.pid);
+    let c = env.rt.start_container(K8S_NAMESPACE, &spec)?;
+    let ev = env
+        .h
+        .egret
+        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
+    eq(&ev, "destination.ip", &veth.host_v4().to_string())?;
+    check_container(&ev, &c.id, "containerd", "api")?;
+    check_k8s(&ev, &pod, "api")?;
+    eq(
+        &ev,
+        "egret.cgroup.path",
+        &format!("{}/{}", pod.cgroup_parent(&env.cgroup_rel()), c.id),
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.accepted() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ensure!(
+        server.accepted() >= 1,
+        "the server on the veth saw no connection"
+    );
+    env.rt.remove(K8S_NAMESPACE, &c.id)?;
+    env.rt.remove(K8S_NAMESPACE, &sandbox.id)?;
+    drop(veth);
+    env.finish()
+}
+
+#[test]
+fn containerd_block_mode_namespace_rule() -> Result<()> {
+    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let port = server.port();
+    let dir = PolicyDir::create("ctr-ns")?;
+    let policy = dir.write(
+        "policy.yaml",
+        &format!(
+            "mode: block
+loopback: audit
+rules:
+  - name: team-a
+    to: [\"127.0.0.1/32\"]
+    ports: [{port}]
+    namespaces: [\"team-a\"]
+"
+        ),
+    )?;
+    let policy = policy.display().to_string();
+    let Some(mut env) = CtrEnv::setup("ctr-block", &["--policy", &policy])? else {
+        return Ok(());
+    };
+    let target = format!("127.0.0.1:{port}");
+    // busybox nc: exits 0 once the server closes; EPERM from connect() fails it.
+    let script = format!("nc -w 5 127.0.0.1 {port} </dev/null; echo nc=$?");
+
+    let pod_a = KubePod::new("client-a-7c9d-aaaaa", "team-a");
+    let spec_a =
+        RunSpec::new("client", &["sh", "-c", &script]).in_pod(&pod_a, "client", &env.cgroup_rel());
+    let before = server.accepted();
+    let a = env
+        .rt
+        .run(K8S_NAMESPACE, &spec_a, RUN_TIMEOUT)?
+        .ensure_success()?;
+    ensure!(
+        a.stdout.contains("nc=0") && server.accepted() > before,
+        "team-a's connection to {target} should succeed\nstdout: {}\nstderr: {}",
+        a.stdout,
+        a.stderr
+    );
+    let ev_a = env.h.egret.wait_for(
+        |v| is_flow(v, "connect", "tcp", port) && field_str(v, "container.id") == Some(&a.id),
+        LINE_TIMEOUT,
+    )?;
+    check_verdict(&ev_a, "approved", "block", Some("team-a"))?;
+    check_k8s(&ev_a, &pod_a, "client")?;
+
+    let pod_b = KubePod::new("client-b-7c9d-bbbbb", "team-b");
+    let spec_b =
+        RunSpec::new("client", &["sh", "-c", &script]).in_pod(&pod_b, "client", &env.cgroup_rel());
+    let before = server.accepted();
+    let b = env
+        .rt
+        .run(K8S_NAMESPACE, &spec_b, RUN_TIMEOUT)?
+        .ensure_success()?;
+    ensure!(
+        !b.stdout.contains("nc=0") && b.stderr.contains("Operation not permitted"),
+        "team-b's connection to {target} should be refused with EPERM\nstdout: {}\nstderr: {}",
+        b.stdout,
+        b.stderr
+    );
+    ensure!(
+        server.accepted() == before,
+        "the server accepted team-b's connection"
+    );
+    let ev_b = env.h.egret.wait_for(
+        |v| is_flow(v, "connect", "tcp", port) && field_str(v, "container.id") == Some(&b.id),
+        LINE_TIMEOUT,
+    )?;
+    check_verdict(&ev_b, "blocked", "block", None)?;
+    check_k8s(&ev_b, &pod_b, "client")?;
+    env.finish()
+}
+
+/// The cgroup parent of Docker containers below test cgroup `cg`: `<cg>/docker`, so that a
+/// container's cgroup is `<cg>/docker/<id>`, as `/docker/<id>` is on a host whose dockerd
+/// uses the cgroupfs driver and its default parent.
+fn docker_parent(cg: &TestCgroup) -> String {
+    format!("{}/docker", cg.relative_path())
+}
+
+/// A test cgroup, a private dockerd whose containers go below it, and egret watching it
+/// with `--docker-socket`.
+struct DockerEnv {
+    h: Harness,
+    rt: Dockerd,
+    _v1: V1Mirrors,
+}
+
+impl DockerEnv {
+    fn setup(name: &str, extra: &[&str]) -> Result<Option<Self>> {
+        let Some(cg) = Harness::cgroup(name)? else {
+            return Ok(None);
+        };
+        let Some(tools) = tools(&[Runtime::Docker])? else {
+            return Ok(None);
+        };
+        let v1 = V1Mirrors::of(&cg)?;
+        let rt = Dockerd::start_with(&tools, Some(&docker_parent(&cg)))?;
+        rt.load_image()?;
+        let sock = rt.socket().display().to_string();
+        let mut args = vec!["--docker-socket", sock.as_str()];
+        args.extend_from_slice(extra);
+        let h = Harness::start(cg, &args)?;
+        Ok(Some(Self { h, rt, _v1: v1 }))
+    }
+
+    fn finish(self) -> Result<()> {
+        let Self { h, rt, _v1 } = self;
+        let r = h.finish();
+        drop(rt);
+        r
+    }
+}
+
+#[test]
+fn docker_container_identity() -> Result<()> {
+    let Some(mut env) = DockerEnv::setup("docker", &[])? else {
+        return Ok(());
+    };
+    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let port = server.port();
+    let name = format!("egret-web-{}", egret_e2e::unique_suffix());
+    let spec = RunSpec::new(
+        &name,
+        &[
+            "sh",
+            "-c",
+            &format!("{}; sleep 60", connect(&format!("127.0.0.1 {port}"))),
+        ],
+    )
+    .label("app", "web");
+    let c = env.rt.start_container(&spec)?;
+    let ev = env
+        .h
+        .egret
+        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
+    check_container(&ev, &c.id, "docker", &name)?;
+    eq(
+        &ev,
+        "egret.cgroup.path",
+        &format!("{}/{}", docker_parent(&env.h.cgroup), c.id),
+    )?;
+    absent(&ev, "orchestrator.type")?;
+
+    // A second container that connects and exits at once keeps its identity too.
+    let server2 = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let port2 = server2.port();
+    let name2 = format!("egret-once-{}", egret_e2e::unique_suffix());
+    let spec2 = RunSpec::new(
+        &name2,
+        &[
+            "sh",
+            "-c",
+            &format!("{}; exit 0", connect(&format!("127.0.0.1 {port2}"))),
+        ],
+    );
+    let run = env.rt.run(&spec2, RUN_TIMEOUT)?.ensure_success()?;
+    let ev2 = env
+        .h
+        .egret
+        .wait_for(|v| is_flow(v, "connect", "tcp", port2), LINE_TIMEOUT)?;
+    check_container(&ev2, &run.id, "docker", &name2)?;
+    env.rt.remove(&c.id)?;
+    env.finish()
+}
+
+// ---- The runtime harness itself (no egret) ----
+
+/// Waits until `server` has accepted more than `before` connections.
+fn wait_accepted(server: &TcpServer, before: u64) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.accepted() <= before {
+        ensure!(
+            Instant::now() < deadline,
+            "the test server saw no new connection"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The container's first process is in `want` (relative to the cgroup2 mount) in the
+/// unified hierarchy, below `cg`.
+fn check_placement(pid: u32, want: &str, cg: &TestCgroup) -> Result<()> {
+    let got = cgroup_v2_path(pid)?;
+    ensure!(
+        got == want,
+        "pid {pid} is in cgroup v2 {got:?}, want {want:?}"
+    );
+    ensure!(
+        got.starts_with(&format!("{}/", cg.relative_path())),
+        "{got} is not below the test cgroup {}",
+        cg.relative_path()
+    );
+    let procs = std::fs::read_to_string(
+        cgroup2_mount()?
+            .join(want.trim_start_matches('/'))
+            .join("cgroup.procs"),
+    )?;
+    ensure!(
+        procs.lines().any(|l| l.trim() == pid.to_string()),
+        "pid {pid} not in {want}/cgroup.procs: {procs:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn harness_containerd_runs_kubelet_style_containers_below_the_test_cgroup() -> Result<()> {
+    let Some(cg) = prerequisite(skip::require_root().and_then(|()| TestCgroup::create("ctr-h")))?
+    else {
+        return Ok(());
+    };
+    let Some(tools) = tools(&[Runtime::Containerd])? else {
+        return Ok(());
+    };
+    let v1 = V1Mirrors::of(&cg)?;
+    let rt = Containerd::start_with(&tools)?;
+    let (dir, daemon) = (rt.dir().to_path_buf(), rt.pid());
+    let import = rt.import_image(K8S_NAMESPACE)?;
+    eprintln!(
+        "containerd: started in {:?} (snapshotter {}), image import {import:?}",
+        rt.started_in(),
+        rt.snapshotter()
+    );
+
+    // A long-running kubelet-style container: placement and labels.
+    let pod = KubePod::new("harness-1", "harness");
+    let t0 = Instant::now();
+    let spec =
+        RunSpec::new("sleeper", &["sleep", "60"]).in_pod(&pod, "sleeper", &cg.relative_path());
+    let c = rt.start_container(K8S_NAMESPACE, &spec)?;
+    eprintln!("containerd: detached container up in {:?}", t0.elapsed());
+    let want = format!("{}/{}", pod.cgroup_parent(&cg.relative_path()), c.id);
+    check_placement(c.pid, &want, &cg)?;
+    ensure!(c.cgroup.as_deref() == Some(want.as_str()), "{:?}", c.cgroup);
+    let info = rt
+        .ctr_cmd(K8S_NAMESPACE)
+        .args(["containers", "info", &c.id])
+        .output()?;
+    let info: Value = serde_json::from_slice(&info.stdout)?;
+    ensure!(
+        field_str(&info, "Image") == Some(IMAGE_REF),
+        "image: {:?}",
+        field(&info, "Image")
+    );
+    let labels = field(&info, "Labels").context("no Labels")?;
+    for (k, v) in pod.labels("sleeper") {
+        ensure!(
+            labels.get(&k).and_then(Value::as_str) == Some(v.as_str()),
+            "label {k}: {:?}",
+            labels.get(&k)
+        );
+    }
+    let v1_dirs = v1.existing();
+    eprintln!("containerd: cgroup v2 {want}; v1 copies: {v1_dirs:?}");
+
+    // Host network, connect to a loopback server, exit.
+    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let t0 = Instant::now();
+    let spec = RunSpec::new(
+        "once",
+        &[
+            "sh",
+            "-c",
+            &format!("cat /proc/self/cgroup; {}", connect(&target(server.addr()))),
+        ],
+    )
+    .in_pod(&pod, "once", &cg.relative_path());
+    let run = rt
+        .run(K8S_NAMESPACE, &spec, RUN_TIMEOUT)?
+        .ensure_success()?;
+    eprintln!(
+        "containerd: run --rm (start, connect, exit) took {:?}",
+        t0.elapsed()
+    );
+    wait_accepted(&server, 0)
+        .with_context(|| format!("container output: {}\n{}", run.stdout, run.stderr))?;
+    let want_once = format!("0::{}/{}", pod.cgroup_parent(&cg.relative_path()), run.id);
+    ensure!(
+        run.stdout.lines().any(|l| l.trim() == want_once),
+        "the container saw itself in another cgroup (want {want_once}):\n{}",
+        run.stdout
+    );
+
+    // Own network namespace: a veth in, a server on the host end.
+    let spec = RunSpec::new(
+        "netns",
+        &[
+            "sh",
+            "-c",
+            &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
+        ],
+    )
+    .own_network()
+    .in_pod(&pod, "netns", &cg.relative_path());
+    let n = rt.start_container(K8S_NAMESPACE, &spec)?;
+    let own = std::fs::read_link(format!("/proc/{}/ns/net", n.pid))?;
+    let host = std::fs::read_link("/proc/self/ns/net")?;
+    ensure!(
+        own != host,
+        "the container shares the host's network namespace"
+    );
+    let veth = ContainerVeth::create(n.pid)?;
+    let server2 = TcpServer::start(SocketAddr::new(veth.host_v4().into(), 0))?;
+    go(n.pid, &target(server2.addr()))?;
+    wait_accepted(&server2, 0)?;
+
+    // A pod sandbox holding the namespace, and an app container joining it.
+    let mut pod2 = KubePod::new("harness-2", "harness");
+    let sandbox = rt.start_sandbox(K8S_NAMESPACE, &mut pod2, &cg.relative_path(), false)?;
+    check_placement(
+        sandbox.pid,
+        &format!("{}/{}", pod2.cgroup_parent(&cg.relative_path()), sandbox.id),
+        &cg,
+    )?;
+    let veth2 = ContainerVeth::create(sandbox.pid)?;
+    let server3 = TcpServer::start(SocketAddr::new(veth2.host_v4().into(), 0))?;
+    let spec = RunSpec::new(
+        "app",
+        &[
+            "sh",
+            "-c",
+            &format!("{}; sleep 60", connect(&target(server3.addr()))),
+        ],
+    )
+    .in_pod(&pod2, "app", &cg.relative_path())
+    .join_network_of(sandbox.pid);
+    let app = rt.start_container(K8S_NAMESPACE, &spec)?;
+    ensure!(
+        std::fs::read_link(format!("/proc/{}/ns/net", app.pid))?
+            == std::fs::read_link(format!("/proc/{}/ns/net", sandbox.pid))?,
+        "the app container did not join the sandbox's network namespace"
+    );
+    wait_accepted(&server3, 0)?;
+    let info = rt
+        .ctr_cmd(K8S_NAMESPACE)
+        .args(["containers", "info", &app.id])
+        .output()?;
+    let info: Value = serde_json::from_slice(&info.stdout)?;
+    let sid = field(&info, "Spec")
+        .and_then(|s| s.get("annotations"))
+        .and_then(|a| a.get("io.kubernetes.cri.sandbox-id"))
+        .and_then(Value::as_str);
+    ensure!(
+        sid == Some(sandbox.id.as_str()),
+        "sandbox-id annotation: {sid:?}"
+    );
+    drop(veth2);
+
+    // Teardown: containers, daemon, shims, mounts, files, v1 cgroup copies.
+    rt.remove(K8S_NAMESPACE, &n.id)?;
+    drop(veth);
+    let t0 = Instant::now();
+    drop(rt);
+    eprintln!("containerd: teardown took {:?}", t0.elapsed());
+    ensure!(!pid_alive(c.pid), "container process {} survived", c.pid);
+    if let Some(p) = daemon {
+        ensure!(!pid_alive(p), "containerd {p} survived");
+    }
+    ensure!(!dir.exists(), "{} was not removed", dir.display());
+    drop(cg);
+    drop(v1);
+    ensure!(
+        v1_dirs.iter().all(|d| !d.exists()),
+        "cgroup v1 copies left: {v1_dirs:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn harness_dockerd_runs_containers_below_the_test_cgroup() -> Result<()> {
+    let Some(cg) = prerequisite(skip::require_root().and_then(|()| TestCgroup::create("dkr-h")))?
+    else {
+        return Ok(());
+    };
+    let Some(tools) = tools(&[Runtime::Docker])? else {
+        return Ok(());
+    };
+    let v1 = V1Mirrors::of(&cg)?;
+    let rt = Dockerd::start_with(&tools, Some(&docker_parent(&cg)))?;
+    let (dir, daemon) = (rt.dir().to_path_buf(), rt.pid());
+    let load = rt.load_image()?;
+    eprintln!(
+        "dockerd: started in {:?} (storage {}), image load {load:?}",
+        rt.started_in(),
+        rt.storage_driver()
+    );
+
+    let t0 = Instant::now();
+    let name = format!("egret-h-{}", egret_e2e::unique_suffix());
+    let c = rt.start_container(&RunSpec::new(&name, &["sleep", "60"]).label("app", "harness"))?;
+    eprintln!("dockerd: detached container up in {:?}", t0.elapsed());
+    let want = format!("{}/{}", docker_parent(&cg), c.id);
+    check_placement(c.pid, &want, &cg)?;
+    let v1_dirs = v1.existing();
+    eprintln!("dockerd: cgroup v2 {want}; v1 copies: {v1_dirs:?}");
+    let labels = rt
+        .docker_cmd()
+        .args([
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}} {{.Config.Image}} {{.Name}}",
+            &c.id,
+        ])
+        .output()?;
+    let labels = String::from_utf8_lossy(&labels.stdout);
+    ensure!(
+        labels.contains(r#""app":"harness""#)
+            && labels.contains(IMAGE_REF)
+            && labels.contains(&format!("/{name}")),
+        "docker inspect: {labels}"
+    );
+
+    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let t0 = Instant::now();
+    let name2 = format!("egret-h2-{}", egret_e2e::unique_suffix());
+    let run = rt
+        .run(
+            &RunSpec::new(
+                &name2,
+                &[
+                    "sh",
+                    "-c",
+                    &format!("cat /proc/self/cgroup; {}", connect(&target(server.addr()))),
+                ],
+            ),
+            RUN_TIMEOUT,
+        )?
+        .ensure_success()?;
+    eprintln!(
+        "dockerd: run --rm (start, connect, exit) took {:?}",
+        t0.elapsed()
+    );
+    wait_accepted(&server, 0)
+        .with_context(|| format!("container output: {}\n{}", run.stdout, run.stderr))?;
+    let want_once = format!("0::{}/{}", docker_parent(&cg), run.id);
+    ensure!(
+        run.stdout.lines().any(|l| l.trim() == want_once),
+        "the container saw itself in another cgroup (want {want_once}):\n{}",
+        run.stdout
+    );
+
+    let t0 = Instant::now();
+    drop(rt);
+    eprintln!("dockerd: teardown took {:?}", t0.elapsed());
+    ensure!(!pid_alive(c.pid), "container process {} survived", c.pid);
+    if let Some(p) = daemon {
+        ensure!(!pid_alive(p), "dockerd {p} survived");
+    }
+    ensure!(!dir.exists(), "{} was not removed", dir.display());
+    drop(cg);
+    drop(v1);
+    ensure!(
+        v1_dirs.iter().all(|d| !d.exists()),
+        "cgroup v1 copies left: {v1_dirs:?}"
+    );
+    Ok(())
+}
