@@ -5,7 +5,7 @@
 //!                  [--cname ALIAS=TARGET]... [--rotate NAME=CIDR]... [--malformed NAME]... [--tcp]
 //! egret-dns resolve --server IP:PORT NAME [--aaaa] [--tcp]
 //! egret-dns resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa]
-//!                  [--tcp-dns] [--probe IP] [--probe-port PORT] [--reconnect-after-ms MS]
+//!                  [--tcp-dns] [--all] [--probe IP] [--probe-port PORT] [--reconnect-after-ms MS]
 //! egret-dns connect IP PORT [--udp] [ignored...]
 //! ```
 //!
@@ -28,7 +28,8 @@
 //!
 //! `resolve-connect` runs `--count` (default 1) iterations of: resolve NAME (a new UDP socket
 //! per query, or a TCP connection with `--tcp-dns`), then at once connect to the first address
-//! (TCP; with `--udp` one datagram `sendto` from an unconnected socket). With `--probe IP` each
+//! (TCP; with `--udp` one datagram `sendto` from an unconnected socket), or with `--all` to every
+//! address of the answer, in order (each refused one is named on stderr). With `--probe IP` each
 //! successful iteration is followed by a TCP connect to `IP:--probe-port` (default `--port`), an
 //! address no answer ever contained. It prints one line
 //! `iterations=N ok=N eperm=N other=N probe_ok=N probe_eperm=N` (`other` includes failed
@@ -51,7 +52,7 @@ use std::time::{Duration, SystemTime};
 const USAGE: &str = "usage: egret-dns server --port P [--bind IP] [--ttl N] [--a NAME=IP].. [--aaaa NAME=IP].. \
                      [--cname ALIAS=TARGET].. [--rotate NAME=CIDR].. [--malformed NAME].. [--tcp] | \
                      resolve --server IP:PORT NAME [--aaaa] [--tcp] | \
-                     resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa] [--tcp-dns] \
+                     resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa] [--tcp-dns] [--all] \
                      [--probe IP] [--probe-port PORT] [--reconnect-after-ms MS] | \
                      connect IP PORT [--udp]";
 
@@ -856,7 +857,7 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
             "--probe-port",
             "--reconnect-after-ms",
         ],
-        &["--udp", "--aaaa", "--tcp-dns"],
+        &["--udp", "--aaaa", "--tcp-dns", "--all"],
         false,
     )?;
     let server = server_arg(&args)?;
@@ -872,7 +873,11 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
         Some(_) => Some(args.number("--reconnect-after-ms", None)?),
         None => None,
     };
-    let (udp, tcp_dns) = (args.flag("--udp"), args.flag("--tcp-dns"));
+    let (udp, tcp_dns, all) = (
+        args.flag("--udp"),
+        args.flag("--tcp-dns"),
+        args.flag("--all"),
+    );
     let qtype = if args.flag("--aaaa") {
         TYPE_AAAA
     } else {
@@ -883,31 +888,37 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
     let mut last = None;
     let mut reported = 0;
     for i in 0..count {
-        let ip = match resolve(server, name, qtype, tcp_dns, i) {
-            Ok(found) => found.first().copied(),
+        let found = match resolve(server, name, qtype, tcp_dns, i) {
+            Ok(found) => found,
             Err(e) => {
                 if reported < 5 {
                     eprintln!("egret-dns: iteration {i}: {e:#}");
                     reported += 1;
                 }
-                None
+                main.other += 1;
+                continue;
             }
         };
-        let Some(ip) = ip else {
-            main.other += 1;
-            continue;
+        let targets = if all {
+            found.as_slice()
+        } else {
+            found.get(..1).unwrap_or_default()
         };
-        let to = SocketAddr::new(ip, port);
-        last = Some(to);
-        let r = connect_once(to, udp);
-        if let Err(e) = &r {
-            if reported < 5 && e.raw_os_error() != Some(libc::EPERM) {
-                eprintln!("egret-dns: iteration {i}: {to}: {e}");
-                reported += 1;
+        let mut first = None;
+        for ip in targets {
+            let to = SocketAddr::new(*ip, port);
+            last = Some(to);
+            let r = connect_once(to, udp);
+            if let Err(e) = &r {
+                if all || (reported < 5 && e.raw_os_error() != Some(libc::EPERM)) {
+                    eprintln!("egret-dns: iteration {i}: {to}: {e}");
+                    reported += 1;
+                }
             }
+            main.add(&r);
+            first.get_or_insert(r.is_ok());
         }
-        main.add(&r);
-        if let (Ok(()), Some(probe)) = (&r, probe) {
+        if let (Some(true), Some(probe)) = (first, probe) {
             let r = connect_once(SocketAddr::new(probe, probe_port), false);
             // Anything but EPERM means the kernel let the probe through.
             probes.add(&r.or_else(|e| {
