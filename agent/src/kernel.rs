@@ -263,6 +263,12 @@ impl PolicyMaps {
         Ok(())
     }
 
+    /// Adds learned answer addresses to the live set.
+    pub fn learn(&mut self, learned: &[(DnsAllowKey, u64)]) -> Result<(), KernelError> {
+        let active = self.current.active;
+        self.set_mut(active).learn(learned)
+    }
+
     /// Adds cgroups that appeared since the policy was installed to the live set (scope bits
     /// only ever grow for a live policy; a reload rebuilds them).
     pub fn add_scopes(&mut self, scope_ids: &StdHashMap<u64, u64>) -> Result<usize, KernelError> {

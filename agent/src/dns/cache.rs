@@ -235,7 +235,8 @@ impl DnsCache {
         self.len == 0
     }
 
-    fn ttl_ns(&self, ttl: u32) -> u64 {
+    /// A TTL in ns, clamped to the floor and ceiling.
+    pub fn ttl_ns(&self, ttl: u32) -> u64 {
         let kept = Duration::from_secs(u64::from(ttl))
             .max(self.config.ttl_floor)
             .min(self.config.ttl_ceiling);

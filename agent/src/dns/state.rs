@@ -68,6 +68,24 @@ impl DnsState {
         })
     }
 
+    /// The kernel allow-map entries for the addresses of one answer (a block-mode policy's
+    /// domain rules approving its question), valid until the clamped TTL.
+    pub fn learned_for(
+        &self,
+        compiled: &CompiledPolicy,
+        netns: u64,
+        resolved: &[super::Resolved],
+        now_ns: u64,
+    ) -> Vec<(DnsAllowKey, u64)> {
+        let mut out = Vec::new();
+        for r in resolved {
+            let mask = compiled.approving_domain_rules(r.name.as_str());
+            let expires_ns = now_ns.saturating_add(self.cache.ttl_ns(r.ttl));
+            push_keys(&mut out, netns, r.address, mask, expires_ns);
+        }
+        out
+    }
+
     /// The kernel allow-map entries a (new) block-mode policy's domain rules give to answers
     /// already seen: the applications hold those addresses in their own caches.
     pub fn learned(&self, compiled: &CompiledPolicy, now_ns: u64) -> Vec<(DnsAllowKey, u64)> {
@@ -77,28 +95,41 @@ impl DnsState {
         let mut out = Vec::new();
         for (netns, address, name, expires_ns) in self.cache.live_questions(now_ns) {
             let mask = compiled.approving_domain_rules(name.as_str());
-            let (family, addr) = match address.to_canonical() {
-                std::net::IpAddr::V4(v4) => {
-                    let mut addr = [0u8; 16];
-                    addr[..4].copy_from_slice(&v4.octets());
-                    (agent_common::AF_INET, addr)
-                }
-                std::net::IpAddr::V6(v6) => (agent_common::AF_INET6, v6.octets()),
-            };
-            for rule in 0..u8::try_from(agent_common::DNS_RULES_MAX).unwrap_or(u8::MAX) {
-                if mask & (1 << rule) != 0 {
-                    let key = DnsAllowKey {
-                        netns,
-                        family,
-                        rule,
-                        _pad: [0; 5],
-                        addr,
-                    };
-                    out.push((key, expires_ns));
-                }
-            }
+            push_keys(&mut out, netns, address, mask, expires_ns);
         }
         out
+    }
+}
+
+/// One allow-map entry per domain rule in `mask`.
+fn push_keys(
+    out: &mut Vec<(DnsAllowKey, u64)>,
+    netns: u64,
+    address: std::net::IpAddr,
+    mask: u32,
+    expires_ns: u64,
+) {
+    let (family, addr) = match address.to_canonical() {
+        std::net::IpAddr::V4(v4) => {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&v4.octets());
+            (agent_common::AF_INET, addr)
+        }
+        std::net::IpAddr::V6(v6) => (agent_common::AF_INET6, v6.octets()),
+    };
+    for rule in 0..u8::try_from(agent_common::DNS_RULES_MAX).unwrap_or(u8::MAX) {
+        if mask & (1 << rule) != 0 {
+            out.push((
+                DnsAllowKey {
+                    netns,
+                    family,
+                    rule,
+                    _pad: [0; 5],
+                    addr,
+                },
+                expires_ns,
+            ));
+        }
     }
 }
 
@@ -167,7 +198,7 @@ pub fn dns_doc(line: DnsLine<'_>) -> DnsDoc<'_> {
             },
         }
     };
-    let mut header_flags = vec!["QR"];
+    let mut header_flags = Vec::new();
     if *truncated {
         header_flags.push("TC");
     }
