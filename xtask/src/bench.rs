@@ -1,11 +1,16 @@
-//! `cargo xtask bench`: egret's overhead on tight loopback TCP-connect / UDP-send loops.
+//! `cargo xtask bench`: egret's overhead on tight loopback TCP-connect / UDP-send loops, and
+//! on a resolve-then-connect loop.
 //!
 //! Each round runs a load generator inside a fresh cgroup, once without egret
 //! (baseline) and once with `egret run --cgroup <that cgroup>` watching it.
 //! The `tcp-policy` workload runs the TCP loop under a generated block-mode policy of
 //! `--policy-rules` rules (the last of which approves the loop) and shares the `tcp`
-//! workload's baseline.
+//! workload's baseline. The `dns` workload resolves a name (a fresh UDP query to a local
+//! `egret-dns server`) and connects to the answer, in a loop; `dns-block` runs the same loop
+//! under a block-mode policy that approves the connects only by that name, and shares the
+//! `dns` workload's baseline.
 
+mod dns;
 mod parse;
 mod policy;
 mod report;
@@ -27,6 +32,7 @@ use crate::cgroup::BenchCgroup;
 use crate::cmd::{self, describe, target_dir, wait_timeout};
 use crate::interrupt;
 use crate::setup::setup;
+use dns::ClientCounts;
 use parse::{LogSummary, Sample};
 
 /// How long egret may take to attach and write its ready file.
@@ -44,7 +50,8 @@ pub struct BenchOptions {
     /// Length of each load-generator run, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     duration_ms: u64,
-    /// Workloads to run (repeatable; default: all).
+    /// Workloads to run (repeatable; default: all, in the order tcp, udp, tcp-policy, dns,
+    /// dns-block).
     #[arg(long = "workload", value_enum)]
     workloads: Vec<Workload>,
     /// Rules in the generated block-mode policy of the `tcp-policy` workload.
@@ -63,20 +70,17 @@ pub enum Workload {
     Udp,
     /// The TCP loop with egret enforcing a large block-mode policy.
     TcpPolicy,
+    /// Resolve a name (fresh UDP query), then connect to its address; default audit policy.
+    Dns,
+    /// The `dns` loop with egret in block mode, the connects approved only by a domain rule.
+    DnsBlock,
 }
 
 impl Workload {
-    fn loop_command(self) -> &'static str {
-        match self {
-            Self::Tcp | Self::TcpPolicy => "tcp-loop",
-            Self::Udp => "udp-loop",
-        }
-    }
-
     /// The `event.action` egret logs for one operation of this workload.
     fn action(self) -> &'static str {
         match self {
-            Self::Tcp | Self::TcpPolicy => "connect",
+            Self::Tcp | Self::TcpPolicy | Self::Dns | Self::DnsBlock => "connect",
             Self::Udp => "send",
         }
     }
@@ -87,6 +91,8 @@ impl Workload {
             Self::Tcp => "tcp-loop",
             Self::Udp => "udp-loop",
             Self::TcpPolicy => "tcp-policy",
+            Self::Dns => "dns",
+            Self::DnsBlock => "dns-block",
         }
     }
 
@@ -95,7 +101,24 @@ impl Workload {
             Self::Tcp => "tcp connect".to_owned(),
             Self::Udp => "udp send".to_owned(),
             Self::TcpPolicy => format!("tcp connect, block mode, {policy_rules} rules"),
+            Self::Dns => "dns resolve + tcp connect".to_owned(),
+            Self::DnsBlock => "dns resolve + tcp connect, block mode, domain rule".to_owned(),
         }
+    }
+
+    /// Whether egret enforces a block-mode policy that should approve every operation.
+    fn enforces(self) -> bool {
+        matches!(self, Self::TcpPolicy | Self::DnsBlock)
+    }
+
+    /// Whether this is a resolve-then-connect workload.
+    fn resolves(self) -> bool {
+        matches!(self, Self::Dns | Self::DnsBlock)
+    }
+
+    /// The name every connect line should carry in `destination.domain`.
+    fn expected_domain(self) -> Option<&'static str> {
+        self.resolves().then_some(dns::NAME)
     }
 }
 
@@ -104,8 +127,30 @@ impl Workload {
 pub struct Round {
     pub baseline: Sample,
     pub with_egret: Sample,
+    /// What the resolve-and-connect client reported (`dns` workloads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_client: Option<ClientCounts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egret_client: Option<ClientCounts>,
     pub log: LogSummary,
     pub egret_peak_rss_kib: Option<u64>,
+}
+
+/// One load-generator run.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    sample: Sample,
+    /// The client's counts (`dns` workloads only).
+    client: Option<ClientCounts>,
+}
+
+/// How a round's load is generated.
+#[derive(Clone, Copy)]
+enum Load<'a> {
+    /// `egret-testclient <command>` for `--duration-ms`.
+    TestClient(&'static str),
+    /// `egret-dns resolve-connect` for `count` iterations against `rig`.
+    ResolveConnect { rig: &'a dns::Rig, count: u64 },
 }
 
 pub struct WorkloadResult {
@@ -113,6 +158,8 @@ pub struct WorkloadResult {
     pub label: String,
     /// Rules of the enforced policy (`tcp-policy` only).
     pub policy_rules: Option<u32>,
+    /// Resolve + connect iterations per run (`dns` workloads only).
+    pub dns_iterations: Option<u64>,
     pub rounds: Vec<Round>,
 }
 
@@ -120,18 +167,25 @@ pub struct WorkloadResult {
 struct Tools {
     egret: PathBuf,
     testclient: PathBuf,
+    /// `egret-dns` (checked only when a `dns` workload runs).
+    egret_dns: PathBuf,
     work_dir: PathBuf,
 }
 
 impl Tools {
-    fn locate() -> Result<Self> {
+    fn locate(workloads: &[Workload]) -> Result<Self> {
         let release = target_dir().join("release");
         let tools = Self {
             egret: release.join("egret"),
             testclient: release.join("egret-testclient"),
+            egret_dns: release.join("egret-dns"),
             work_dir: target_dir().join("bench"),
         };
-        for binary in [&tools.egret, &tools.testclient] {
+        let mut needed = vec![&tools.egret, &tools.testclient];
+        if workloads.iter().any(|w| w.resolves()) {
+            needed.push(&tools.egret_dns);
+        }
+        for binary in needed {
             if !binary.is_file() {
                 bail!("{} was not built", binary.display());
             }
@@ -142,7 +196,7 @@ impl Tools {
     }
 }
 
-/// `cargo xtask bench [--rounds N] [--duration-ms MS] [--workload tcp|udp]... [--no-build]`.
+/// `cargo xtask bench [--rounds N] [--duration-ms MS] [--workload W]... [--no-build]`.
 pub fn bench(options: &BenchOptions) -> Result<()> {
     if !cmd::is_root() {
         bail!("bench needs root (it creates a cgroup and loads eBPF programs); run it as root");
@@ -151,9 +205,9 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
         setup()?;
         cmd::cargo_build(&["-p", "egret", "-p", "egret-e2e", "--bins"], true)?;
     }
-    let tools = Tools::locate()?;
-    interrupt::install()?;
     let workloads = chosen_workloads(&options.workloads);
+    let tools = Tools::locate(&workloads)?;
+    interrupt::install()?;
     let policy = if workloads.contains(&Workload::TcpPolicy) {
         Some(write_policy(&tools, options.policy_rules)?)
     } else {
@@ -171,11 +225,11 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
     )
 }
 
-/// The workloads to run, in a fixed order (`tcp` before `tcp-policy`, whose baseline it
-/// provides), each once. Default: all.
+/// The workloads to run, in a fixed order (`tcp` before `tcp-policy` and `dns` before
+/// `dns-block`, whose baselines they provide), each once. Default: all.
 fn chosen_workloads(chosen: &[Workload]) -> Vec<Workload> {
     let mut workloads = match chosen {
-        [] => vec![Workload::Tcp, Workload::Udp, Workload::TcpPolicy],
+        [] => Workload::value_variants().to_vec(),
         chosen => chosen.to_vec(),
     };
     workloads.sort();
@@ -188,8 +242,23 @@ fn write_policy(tools: &Tools, rules: u32) -> Result<PathBuf> {
     let path = tools.work_dir.join(format!("policy-{rules}-rules.yaml"));
     std::fs::write(&path, policy::generate(rules)?)
         .with_context(|| format!("writing {}", path.display()))?;
+    check_policy(tools, &path)?;
+    Ok(path)
+}
+
+/// Writes the `dns-block` policy for a resolver on `dns_port` and has egret accept it.
+fn write_dns_policy(tools: &Tools, dns_port: u16) -> Result<PathBuf> {
+    let path = tools.work_dir.join("policy-dns-block.yaml");
+    std::fs::write(&path, dns::block_policy(dns_port))
+        .with_context(|| format!("writing {}", path.display()))?;
+    check_policy(tools, &path)?;
+    Ok(path)
+}
+
+/// Runs `egret policy check` on a generated policy; fails unless egret accepts it.
+fn check_policy(tools: &Tools, path: &Path) -> Result<()> {
     let mut command = Command::new(&tools.egret);
-    command.arg("policy").arg("check").arg(&path);
+    command.arg("policy").arg("check").arg(path);
     let output = command
         .output()
         .with_context(|| format!("running `{}`", describe(&command)))?;
@@ -206,7 +275,7 @@ fn write_policy(tools: &Tools, rules: u32) -> Result<PathBuf> {
         "xtask: {}",
         String::from_utf8_lossy(&output.stdout).trim_end()
     );
-    Ok(path)
+    Ok(())
 }
 
 fn measure(
@@ -222,43 +291,92 @@ fn measure(
             workload,
             label: workload.label(options.policy_rules),
             policy_rules: (workload == Workload::TcpPolicy).then_some(options.policy_rules),
+            dns_iterations: None,
             rounds: Vec::new(),
         })
         .collect();
+    // Iterations of every resolve-and-connect run, sized once so that a run lasts about
+    // `--duration-ms` without egret.
+    let dns_count = if workloads.iter().any(|w| w.resolves()) {
+        interrupt::check()?;
+        let rig = dns::Rig::start(&tools.egret_dns)?;
+        let count = rig.calibrate(&tools.egret_dns, cgroup, options.duration_ms)?;
+        eprintln!(
+            "xtask: dns: {count} resolve + connect iterations per run (about {} ms without egret)",
+            options.duration_ms
+        );
+        Some(count)
+    } else {
+        None
+    };
     for round in 1..=options.rounds {
-        // This round's `tcp` baseline, reused by `tcp-policy` (the same load without egret).
+        // This round's `tcp` / `dns` baselines, reused by `tcp-policy` / `dns-block` (the same
+        // load without egret).
         let mut tcp_baseline = None;
+        let mut dns_baseline = None;
         for result in &mut results {
             let mut egret_args = Vec::new();
-            let shared_baseline = match result.workload {
-                Workload::TcpPolicy => {
+            // Started before the baseline, stopped (dropped) at the end of the round.
+            let rig = match result.workload {
+                Workload::Dns | Workload::DnsBlock => Some(dns::Rig::start(&tools.egret_dns)?),
+                Workload::Tcp | Workload::Udp | Workload::TcpPolicy => None,
+            };
+            let (load, shared_baseline) = match (result.workload, &rig, dns_count) {
+                (Workload::Tcp | Workload::Udp, _, _) => {
+                    (Load::TestClient(test_client_command(result.workload)), None)
+                }
+                (Workload::TcpPolicy, _, _) => {
                     let policy = policy.context("tcp-policy workload without a policy file")?;
                     egret_args.push(OsString::from("--policy"));
                     egret_args.push(policy.as_os_str().to_owned());
-                    tcp_baseline
+                    (Load::TestClient("tcp-loop"), tcp_baseline)
                 }
-                Workload::Tcp | Workload::Udp => None,
+                (Workload::Dns | Workload::DnsBlock, Some(rig), Some(count)) => {
+                    egret_args.push(OsString::from("--dns-port"));
+                    egret_args.push(OsString::from(rig.dns_port.to_string()));
+                    let shared = if result.workload == Workload::DnsBlock {
+                        let policy = write_dns_policy(tools, rig.dns_port)?;
+                        egret_args.push(OsString::from("--policy"));
+                        egret_args.push(policy.into_os_string());
+                        dns_baseline
+                    } else {
+                        None
+                    };
+                    result.dns_iterations = Some(count);
+                    (Load::ResolveConnect { rig, count }, shared)
+                }
+                (Workload::Dns | Workload::DnsBlock, _, _) => {
+                    bail!("{} workload without its DNS server", result.label)
+                }
             };
             let measured = measure_round(
                 tools,
                 cgroup,
                 result.workload,
+                load,
                 options.duration_ms,
                 shared_baseline,
                 &egret_args,
             )?;
-            if result.workload == Workload::Tcp {
-                tcp_baseline = Some(measured.baseline);
+            drop(rig);
+            let baseline = Measured {
+                sample: measured.baseline,
+                client: measured.baseline_client,
+            };
+            match result.workload {
+                Workload::Tcp => tcp_baseline = Some(baseline),
+                Workload::Dns => dns_baseline = Some(baseline),
+                Workload::Udp | Workload::TcpPolicy | Workload::DnsBlock => {}
             }
             eprintln!(
                 "xtask: round {round}/{} {}: baseline {:.0} ops/s{}, with egret {:.0} ops/s",
                 options.rounds,
                 result.label,
                 measured.baseline.rate(),
-                if shared_baseline.is_some() {
-                    " (the tcp workload's)"
-                } else {
-                    ""
+                match (shared_baseline.is_some(), result.workload) {
+                    (true, Workload::DnsBlock) => " (the dns workload's)",
+                    (true, _) => " (the tcp workload's)",
+                    (false, _) => "",
                 },
                 measured.with_egret.rate()
             );
@@ -268,50 +386,91 @@ fn measure(
     Ok(results)
 }
 
+/// The `egret-testclient` loop of a TCP/UDP workload.
+fn test_client_command(workload: Workload) -> &'static str {
+    match workload {
+        Workload::Udp => "udp-loop",
+        Workload::Tcp | Workload::TcpPolicy | Workload::Dns | Workload::DnsBlock => "tcp-loop",
+    }
+}
+
 fn measure_round(
     tools: &Tools,
     cgroup: &BenchCgroup,
     workload: Workload,
+    load: Load<'_>,
     duration_ms: u64,
-    baseline: Option<Sample>,
+    baseline: Option<Measured>,
     egret_args: &[OsString],
 ) -> Result<Round> {
     interrupt::check()?;
     let baseline = match baseline {
-        Some(sample) => sample,
-        None => run_load(tools, cgroup, workload, duration_ms)?,
+        Some(measured) => measured,
+        None => run_load(tools, cgroup, load, duration_ms)?,
     };
     interrupt::check()?;
     let files = EgretFiles::prepare(&tools.work_dir, workload)?;
     let mut egret = Egret::start(tools, cgroup, &files, egret_args)?;
     egret.wait_ready(&files)?;
-    let with_egret = run_load(tools, cgroup, workload, duration_ms)?;
+    let with_egret = run_load(tools, cgroup, load, duration_ms)?;
     std::thread::sleep(SETTLE);
     let egret_peak_rss_kib = egret.peak_rss_kib();
     egret.stop(&files)?;
     let output =
         File::open(&files.output).with_context(|| format!("opening {}", files.output.display()))?;
-    let log = parse::summarize_log(BufReader::new(output), workload.action())?;
+    let log = parse::summarize_log(
+        BufReader::new(output),
+        workload.action(),
+        workload.expected_domain(),
+    )?;
     // Hundreds of MB per UDP round; only kept when parsing fails. A failed removal is harmless.
     let _ = std::fs::remove_file(&files.output);
     Ok(Round {
-        baseline,
-        with_egret,
+        baseline: baseline.sample,
+        with_egret: with_egret.sample,
+        baseline_client: baseline.client,
+        egret_client: with_egret.client,
         log,
         egret_peak_rss_kib,
     })
 }
 
-/// Runs `egret-testclient <tcp-loop|udp-loop>` inside the bench cgroup.
+/// Runs the load inside the bench cgroup.
 fn run_load(
     tools: &Tools,
     cgroup: &BenchCgroup,
-    workload: Workload,
+    load: Load<'_>,
+    duration_ms: u64,
+) -> Result<Measured> {
+    match load {
+        Load::TestClient(loop_command) => Ok(Measured {
+            sample: run_test_client(tools, cgroup, loop_command, duration_ms)?,
+            client: None,
+        }),
+        Load::ResolveConnect { rig, count } => {
+            // Generous: egret slows the loop down, and a failing resolution waits for its
+            // timeouts.
+            let timeout =
+                Duration::from_millis(duration_ms.saturating_mul(10)) + Duration::from_secs(30);
+            let (sample, client) = rig.run_client(&tools.egret_dns, cgroup, count, timeout)?;
+            Ok(Measured {
+                sample,
+                client: Some(client),
+            })
+        }
+    }
+}
+
+/// Runs `egret-testclient <tcp-loop|udp-loop>` inside the bench cgroup.
+fn run_test_client(
+    tools: &Tools,
+    cgroup: &BenchCgroup,
+    loop_command: &str,
     duration_ms: u64,
 ) -> Result<Sample> {
     let mut command = Command::new(&tools.testclient);
     command
-        .arg(workload.loop_command())
+        .arg(loop_command)
         .arg("--duration-ms")
         .arg(duration_ms.to_string());
     command.stdout(Stdio::piped()).stderr(Stdio::inherit());
@@ -462,5 +621,33 @@ impl Drop for Egret {
         if matches!(self.child.try_wait(), Ok(None)) {
             kill_and_reap(&mut self.child);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_run_in_a_fixed_order_with_dns_last() {
+        assert_eq!(
+            chosen_workloads(&[]),
+            [
+                Workload::Tcp,
+                Workload::Udp,
+                Workload::TcpPolicy,
+                Workload::Dns,
+                Workload::DnsBlock
+            ]
+        );
+        assert_eq!(
+            chosen_workloads(&[
+                Workload::DnsBlock,
+                Workload::Tcp,
+                Workload::Dns,
+                Workload::Tcp
+            ]),
+            [Workload::Tcp, Workload::Dns, Workload::DnsBlock]
+        );
     }
 }

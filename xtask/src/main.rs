@@ -59,7 +59,7 @@ enum Command {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
-    /// Measure egret's overhead on loopback TCP connect / UDP send loops.
+    /// Measure egret's overhead on loopback TCP connect / UDP send / resolve + connect loops.
     Bench(bench::BenchOptions),
 }
 
@@ -130,5 +130,20 @@ mod tests {
         assert!(parse(&["bench", "--policy-rules", "0"]).is_err());
         assert!(parse(&["bench", "--policy-rules", "65537"]).is_err());
         assert!(parse(&["bench", "--policy-rules", "65536"]).is_ok());
+    }
+
+    #[test]
+    fn bench_dns_workloads() {
+        assert!(parse(&[
+            "bench",
+            "--workload",
+            "dns",
+            "--workload",
+            "dns-block",
+            "--rounds",
+            "1"
+        ])
+        .is_ok());
+        assert!(parse(&["bench", "--workload", "dns_block"]).is_err());
     }
 }

@@ -3,7 +3,7 @@
 use std::io::BufRead;
 
 use anyhow::{bail, Context as _, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One load-generator run: `ops=<N> elapsed_ns=<T>`.
@@ -47,6 +47,8 @@ pub struct Metrics {
     pub events_received: u64,
     pub events_lost_kernel: u64,
     pub events_dropped_userspace: u64,
+    /// DNS responses egret received from the kernel.
+    pub dns_messages: u64,
 }
 
 /// What one egret output file says.
@@ -59,40 +61,142 @@ pub struct LogSummary {
     pub approved: u64,
     /// Of those, lines with `egret.policy.verdict == "blocked"` (refused in the kernel).
     pub blocked: u64,
+    /// Of those, lines whose `destination.domain` is the expected name (0 when none is).
+    pub with_domain: u64,
     /// The last metric line, if any.
     pub metrics: Option<Metrics>,
     /// Lines that were not JSON.
     pub unparsable_lines: u64,
 }
 
-/// Counts `event.action == action` event lines (and their policy verdicts) and keeps the last
-/// metric line.
-pub fn summarize_log(reader: impl BufRead, action: &str) -> Result<LogSummary> {
+/// The fields of one egret line the summary needs.
+struct LineFields<'a> {
+    kind: Option<&'a str>,
+    action: Option<&'a str>,
+    verdict: Option<&'a str>,
+    domain: Option<&'a str>,
+}
+
+/// The same fields, deserialized without building a JSON tree (allocation-free; the
+/// benchmark's logs run to hundreds of MB). Strings are borrowed, so a value with an escape
+/// fails this parse and the line takes the general path.
+#[derive(Deserialize)]
+struct FastLine<'a> {
+    #[serde(borrow, default)]
+    event: Option<FastEvent<'a>>,
+    #[serde(borrow, default)]
+    destination: Option<FastDestination<'a>>,
+    #[serde(borrow, default)]
+    egret: Option<FastEgret<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FastEvent<'a> {
+    #[serde(borrow, default)]
+    kind: Option<&'a str>,
+    #[serde(borrow, default)]
+    action: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct FastDestination<'a> {
+    #[serde(borrow, default)]
+    domain: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct FastEgret<'a> {
+    #[serde(borrow, default)]
+    policy: Option<FastPolicy<'a>>,
+}
+
+#[derive(Deserialize)]
+struct FastPolicy<'a> {
+    #[serde(borrow, default)]
+    verdict: Option<&'a str>,
+}
+
+/// Dotted keys on the way to a field the summary reads (`{"egret.policy": {..}}`,
+/// `{"event.kind": ..}`); a line that has one takes the general path. Cheap to test (std's
+/// substring search); a value such as `"egret.network"` does not match.
+const DOTTED_KEYS: [&str; 5] = [
+    "\"event.kind\"",
+    "\"event.action\"",
+    "\"egret.policy",
+    "\"policy.verdict\"",
+    "\"destination.domain\"",
+];
+
+/// The fast path: an event line as egret writes it (nested objects). `None` for anything
+/// else (metric lines, flattened keys, escapes, not JSON), which the general path handles.
+fn fast_fields(line: &str) -> Option<LineFields<'_>> {
+    if DOTTED_KEYS.iter().any(|key| line.contains(key)) {
+        return None;
+    }
+    let parsed: FastLine<'_> = serde_json::from_str(line).ok()?;
+    let event = parsed.event?;
+    let kind = event.kind?;
+    if kind == "metric" {
+        return None;
+    }
+    Some(LineFields {
+        kind: Some(kind),
+        action: event.action,
+        verdict: parsed.egret.and_then(|e| e.policy).and_then(|p| p.verdict),
+        domain: parsed.destination.and_then(|d| d.domain),
+    })
+}
+
+/// Counts `event.action == action` event lines (their policy verdicts, and those whose
+/// `destination.domain` is `domain`) and keeps the last metric line.
+pub fn summarize_log(
+    reader: impl BufRead,
+    action: &str,
+    domain: Option<&str>,
+) -> Result<LogSummary> {
     let mut summary = LogSummary::default();
     for line in reader.lines() {
         let line = line.context("reading egret output")?;
         if line.trim().is_empty() {
             continue;
         }
+        if let Some(fields) = fast_fields(&line) {
+            summary.count(&fields, action, domain);
+            continue;
+        }
         let Ok(value) = serde_json::from_str::<Value>(&line) else {
             summary.unparsable_lines += 1;
             continue;
         };
-        if lookup_str(&value, "event.kind") == Some("event")
-            && lookup_str(&value, "event.action") == Some(action)
-        {
-            summary.events += 1;
-            match lookup_str(&value, "egret.policy.verdict") {
-                Some("approved") => summary.approved += 1,
-                Some("blocked") => summary.blocked += 1,
-                _ => {}
-            }
-        }
-        if lookup_str(&value, "event.kind") == Some("metric") {
+        let fields = LineFields {
+            kind: lookup_str(&value, "event.kind"),
+            action: lookup_str(&value, "event.action"),
+            verdict: lookup_str(&value, "egret.policy.verdict"),
+            domain: lookup_str(&value, "destination.domain"),
+        };
+        summary.count(&fields, action, domain);
+        if fields.kind == Some("metric") {
             summary.metrics = Some(metrics_of(&value)?);
         }
     }
     Ok(summary)
+}
+
+impl LogSummary {
+    fn count(&mut self, fields: &LineFields<'_>, action: &str, domain: Option<&str>) {
+        if fields.kind != Some("event") || fields.action != Some(action) {
+            return;
+        }
+        self.events += 1;
+        match fields.verdict {
+            Some("approved") => self.approved += 1,
+            Some("blocked") => self.blocked += 1,
+            _ => {}
+        }
+        if domain.is_some() && fields.domain == domain {
+            self.with_domain += 1;
+        }
+    }
 }
 
 fn metrics_of(value: &Value) -> Result<Metrics> {
@@ -109,6 +213,7 @@ fn metrics_of(value: &Value) -> Result<Metrics> {
         events_received: field("events_received")?,
         events_lost_kernel: field("events_lost_kernel")?,
         events_dropped_userspace: field("events_dropped_userspace")?,
+        dns_messages: field("dns_messages")?,
     })
 }
 
@@ -216,21 +321,25 @@ mod tests {
         let log = r#"{"event":{"kind":"event","action":"connect"}}
 {"event":{"kind":"event","action":"connect"}}
 {"event":{"kind":"event","action":"send"}}
-{"event":{"kind":"metric"},"egret":{"metrics":{"events_received":1,"events_lost_kernel":0,"events_dropped_userspace":0}}}
+{"event":{"kind":"metric"},"egret":{"metrics":{"events_received":1,"events_lost_kernel":0,"events_dropped_userspace":0,"dns_messages":0}}}
 not json
 
-{"event":{"kind":"metric"},"egret":{"metrics":{"events_received":3,"events_lost_kernel":2,"events_dropped_userspace":1}}}
+{"event":{"kind":"metric"},"egret":{"metrics":{"events_received":3,"events_lost_kernel":2,"events_dropped_userspace":1,"dns_messages":4}}}
 "#;
-        let summary = summarize_log(log.as_bytes(), "connect")?;
+        let summary = summarize_log(log.as_bytes(), "connect", None)?;
         assert_eq!(summary.events, 2);
         assert_eq!(summary.unparsable_lines, 1);
         let last = Metrics {
             events_received: 3,
             events_lost_kernel: 2,
             events_dropped_userspace: 1,
+            dns_messages: 4,
         };
         assert_eq!(summary.metrics, Some(last));
-        assert_eq!(summarize_log("".as_bytes(), "send")?, LogSummary::default());
+        assert_eq!(
+            summarize_log("".as_bytes(), "send", None)?,
+            LogSummary::default()
+        );
         Ok(())
     }
 
@@ -242,7 +351,7 @@ not json
 {"event":{"kind":"alert","action":"connect"},"egret":{"policy":{"verdict":"blocked"}}}
 {"event":{"kind":"event","action":"send"},"egret":{"policy":{"verdict":"blocked"}}}
 "#;
-        let summary = summarize_log(log.as_bytes(), "connect")?;
+        let summary = summarize_log(log.as_bytes(), "connect", None)?;
         assert_eq!(
             (summary.events, summary.approved, summary.blocked),
             (3, 1, 1)
@@ -251,9 +360,47 @@ not json
     }
 
     #[test]
+    fn counts_connect_lines_with_the_expected_domain() -> Result<()> {
+        let log = r#"{"event":{"kind":"event","action":"connect"},"destination":{"ip":"127.0.0.1","domain":"svc.bench.test"}}
+{"event":{"kind":"event","action":"connect"},"destination":{"ip":"127.0.0.1","domain":"other.test"}}
+{"event":{"kind":"event","action":"connect"},"destination":{"ip":"127.0.0.1"}}
+{"event":{"kind":"event","action":"send"},"destination":{"ip":"127.0.0.1","domain":"svc.bench.test"}}
+{"event":{"kind":"event","action":"connect"},"destination.domain":"svc.bench.test"}
+"#;
+        let summary = summarize_log(log.as_bytes(), "connect", Some("svc.bench.test"))?;
+        assert_eq!((summary.events, summary.with_domain), (4, 2));
+        let summary = summarize_log(log.as_bytes(), "connect", None)?;
+        assert_eq!((summary.events, summary.with_domain), (4, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn flattened_keys_and_escapes_take_the_general_path() -> Result<()> {
+        let log = r#"{"event":{"kind":"event","action":"connect"},"egret.policy.verdict":"blocked"}
+{"event":{"kind":"event","action":"connect"},"egret":{"policy.verdict":"approved"}}
+{"event":{"kind":"event","action":"conn\u0065ct"},"destination":{"domain":"svc.bench.test"}}
+{"event":{"kind":"event","action":"connect"},"process":{"command_line":"a \"b\" c"},"destination":{"domain":"svc.bench.test"}}
+"#;
+        assert!(fast_fields(log.lines().next().unwrap_or_default()).is_none());
+        let egret_line = r#"{"event":{"kind":"event","action":"send","dataset":"egret.network"},"egret":{"policy":{"verdict":"approved"}}}"#;
+        assert!(fast_fields(egret_line).is_some());
+        let summary = summarize_log(log.as_bytes(), "connect", Some("svc.bench.test"))?;
+        assert_eq!(
+            (
+                summary.events,
+                summary.approved,
+                summary.blocked,
+                summary.with_domain
+            ),
+            (4, 1, 1, 2)
+        );
+        Ok(())
+    }
+
+    #[test]
     fn metric_line_missing_a_field_is_an_error() {
         let log = r#"{"event":{"kind":"metric"},"egret":{"metrics":{"events_received":1}}}"#;
-        assert!(summarize_log(log.as_bytes(), "connect").is_err());
+        assert!(summarize_log(log.as_bytes(), "connect", None).is_err());
     }
 
     #[test]

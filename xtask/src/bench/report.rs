@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use super::dns::{self, ClientCounts};
 use super::parse::{median, Metrics};
 use super::{Round, Workload, WorkloadResult};
 
@@ -22,6 +23,8 @@ struct Summary<'a> {
     baseline_ops_per_sec: f64,
     egret_ops_per_sec: f64,
     ratio: f64,
+    /// What egret adds to one operation, in µs: `1e6 / egret − 1e6 / baseline` (medians).
+    added_us_per_op: f64,
     /// Operations performed while egret watched (all rounds).
     ops_with_egret: u64,
     /// `event.action` lines egret logged for them (all rounds).
@@ -34,7 +37,45 @@ struct Summary<'a> {
     events_lost_kernel: Option<u64>,
     events_dropped_userspace: Option<u64>,
     egret_peak_rss_kib: Option<u64>,
+    /// The resolve-and-connect workloads' own checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<DnsSummary>,
     rounds: &'a [Round],
+}
+
+/// What a `dns` / `dns-block` workload's client and egret reported (sums over rounds).
+#[derive(Serialize)]
+struct DnsSummary {
+    name: &'static str,
+    /// Resolve + connect iterations per run.
+    iterations_per_run: u64,
+    baseline_client: ClientCounts,
+    egret_client: ClientCounts,
+    /// DNS answers egret received (`dns_messages` of each run's last metric line); null if
+    /// a run wrote no metric line.
+    dns_messages: Option<u64>,
+    /// Connect lines whose `destination.domain` is `name`.
+    connect_lines_with_domain: u64,
+}
+
+/// The cost of a DNS answer to egret, derived from the `dns`, `tcp` (and `udp`, `dns-block`)
+/// workloads of one run; all in µs added per operation (medians).
+#[derive(Serialize, Debug, PartialEq)]
+struct AnswerCost {
+    /// Per iteration of the `dns` loop: one UDP query (new socket), one answer, one connect.
+    dns_added_us_per_resolve_connect: f64,
+    /// Per connect of the `tcp` loop.
+    tcp_added_us_per_connect: f64,
+    /// `dns` − `tcp`: one answer, with the query that asked for it.
+    added_us_per_answer: f64,
+    /// Per send of the `udp` loop (new socket per datagram, like each query), when it ran.
+    udp_added_us_per_send: Option<f64>,
+    /// `dns` − `tcp` − `udp`: the answer alone.
+    added_us_per_answer_without_query: Option<f64>,
+    /// Per iteration of the `dns-block` loop, against the `dns` baseline, when it ran.
+    dns_block_added_us_per_resolve_connect: Option<f64>,
+    /// `dns-block` − `dns`: what block mode with a domain rule adds per iteration.
+    block_mode_added_us_per_resolve_connect: Option<f64>,
 }
 
 #[derive(Serialize)]
@@ -44,6 +85,8 @@ struct Results<'a> {
     kernel: String,
     cpus: usize,
     workloads: Vec<Summary<'a>>,
+    /// Null unless the `dns` and `tcp` workloads both ran.
+    dns_answer_cost: Option<AnswerCost>,
     target_missed: Vec<String>,
 }
 
@@ -56,6 +99,8 @@ pub fn report(
 ) -> Result<()> {
     let workloads: Vec<_> = results.iter().map(summarize).collect();
     print_table(&workloads);
+    let dns_answer_cost = answer_cost(&workloads);
+    print_dns(&workloads, dns_answer_cost.as_ref());
     let target_missed = target_misses(&workloads);
     let document = Results {
         rounds,
@@ -66,6 +111,7 @@ pub fn report(
             .to_owned(),
         cpus: std::thread::available_parallelism().map_or(0, usize::from),
         workloads,
+        dns_answer_cost,
         target_missed,
     };
     let path = work_dir.join("results.json");
@@ -90,6 +136,7 @@ fn summarize(result: &WorkloadResult) -> Summary<'_> {
         baseline_ops_per_sec,
         egret_ops_per_sec,
         ratio: ratio(egret_ops_per_sec, baseline_ops_per_sec),
+        added_us_per_op: added_us(egret_ops_per_sec, baseline_ops_per_sec),
         ops_with_egret: rounds.iter().map(|r| r.with_egret.ops).sum(),
         events_logged: rounds.iter().map(|r| r.log.events).sum(),
         events_approved: rounds.iter().map(|r| r.log.approved).sum(),
@@ -98,8 +145,55 @@ fn summarize(result: &WorkloadResult) -> Summary<'_> {
         events_lost_kernel: sum_metric(rounds, |m| m.events_lost_kernel),
         events_dropped_userspace: sum_metric(rounds, |m| m.events_dropped_userspace),
         egret_peak_rss_kib: rounds.iter().filter_map(|r| r.egret_peak_rss_kib).max(),
+        dns: result.dns_iterations.map(|iterations_per_run| {
+            let mut baseline_client = ClientCounts::default();
+            let mut egret_client = ClientCounts::default();
+            for round in rounds {
+                baseline_client.add(&round.baseline_client.unwrap_or_default());
+                egret_client.add(&round.egret_client.unwrap_or_default());
+            }
+            DnsSummary {
+                name: dns::NAME,
+                iterations_per_run,
+                baseline_client,
+                egret_client,
+                dns_messages: sum_metric(rounds, |m| m.dns_messages),
+                connect_lines_with_domain: rounds.iter().map(|r| r.log.with_domain).sum(),
+            }
+        }),
         rounds,
     }
+}
+
+/// µs added per operation: `1e6 / with − 1e6 / without` (0 without both rates).
+fn added_us(with: f64, without: f64) -> f64 {
+    if with > 0.0 && without > 0.0 {
+        1e6 / with - 1e6 / without
+    } else {
+        0.0
+    }
+}
+
+fn answer_cost(workloads: &[Summary<'_>]) -> Option<AnswerCost> {
+    let added = |workload: Workload| {
+        workloads
+            .iter()
+            .find(|s| s.workload == workload)
+            .map(|s| s.added_us_per_op)
+    };
+    let dns = added(Workload::Dns)?;
+    let tcp = added(Workload::Tcp)?;
+    let udp = added(Workload::Udp);
+    let dns_block = added(Workload::DnsBlock);
+    Some(AnswerCost {
+        dns_added_us_per_resolve_connect: dns,
+        tcp_added_us_per_connect: tcp,
+        added_us_per_answer: dns - tcp,
+        udp_added_us_per_send: udp,
+        added_us_per_answer_without_query: udp.map(|udp| dns - tcp - udp),
+        dns_block_added_us_per_resolve_connect: dns_block,
+        block_mode_added_us_per_resolve_connect: dns_block.map(|block| block - dns),
+    })
 }
 
 fn ratio(with: f64, without: f64) -> f64 {
@@ -158,11 +252,64 @@ fn print_table(workloads: &[Summary<'_>]) {
             show(s.events_lost_kernel),
             show(s.events_dropped_userspace),
             show_rss(s.egret_peak_rss_kib),
-            if s.policy_rules.is_some() {
+            if s.workload.enforces() {
                 s.events_blocked.to_string()
             } else {
                 "-".to_owned()
             },
+        );
+    }
+}
+
+/// The resolve-and-connect workloads' checks and the derived cost of a DNS answer.
+fn print_dns(workloads: &[Summary<'_>], cost: Option<&AnswerCost>) {
+    for s in workloads {
+        let Some(dns) = &s.dns else { continue };
+        let c = &dns.egret_client;
+        println!(
+            "{}: {} iterations/run; with egret: ok {} eperm {} other {}, {} DNS answers seen, \
+             {}/{} connect lines with destination.domain {}; +{:.2} µs per resolve + connect",
+            s.label,
+            dns.iterations_per_run,
+            c.ok,
+            c.eperm,
+            c.other,
+            show(dns.dns_messages),
+            dns.connect_lines_with_domain,
+            s.events_logged,
+            dns.name,
+            s.added_us_per_op,
+        );
+    }
+    let Some(cost) = cost else {
+        if workloads.iter().any(|s| s.workload == Workload::Dns) {
+            println!("(run the tcp workload with dns to derive the cost of one DNS answer)");
+        }
+        return;
+    };
+    println!(
+        "added cost per DNS answer (with its query): {:.2} µs = {:.2} µs per resolve + connect \
+         (dns) − {:.2} µs per connect (tcp)",
+        cost.added_us_per_answer,
+        cost.dns_added_us_per_resolve_connect,
+        cost.tcp_added_us_per_connect
+    );
+    if let (Some(answer), Some(udp)) = (
+        cost.added_us_per_answer_without_query,
+        cost.udp_added_us_per_send,
+    ) {
+        println!(
+            "  without the query's send (new UDP socket, {udp:.2} µs in the udp workload): \
+             {answer:.2} µs per answer"
+        );
+    }
+    if let (Some(block), Some(extra)) = (
+        cost.dns_block_added_us_per_resolve_connect,
+        cost.block_mode_added_us_per_resolve_connect,
+    ) {
+        println!(
+            "  block mode with a domain rule: {block:.2} µs per resolve + connect, \
+             {extra:+.2} µs over audit"
         );
     }
 }
@@ -191,16 +338,68 @@ fn target_misses(workloads: &[Summary<'_>]) -> Vec<String> {
                 s.ops_with_egret
             ));
         }
-        if s.policy_rules.is_some() && s.events_approved < s.events_logged {
+        if s.workload.enforces() && s.events_approved < s.events_logged {
+            let approver = match s.workload {
+                Workload::DnsBlock => format!(
+                    "the {} rule should approve every one through the learned answers",
+                    dns::SERVICE_RULE
+                ),
+                _ => "the 127.0.0.0/8 rule should approve every one".to_owned(),
+            };
             misses.push(format!(
-                "{label}: {} of {} connect lines not approved ({} blocked); the 127.0.0.0/8 rule should approve every one",
+                "{label}: {} of {} connect lines not approved ({} blocked); {approver}",
                 s.events_logged - s.events_approved,
                 s.events_logged,
                 s.events_blocked
             ));
         }
+        if let Some(dns) = &s.dns {
+            dns_misses(s, dns, &mut misses);
+        }
     }
     misses
+}
+
+fn dns_misses(s: &Summary<'_>, dns: &DnsSummary, misses: &mut Vec<String>) {
+    let label = &s.label;
+    for (when, c) in [
+        ("without egret", &dns.baseline_client),
+        ("with egret", &dns.egret_client),
+    ] {
+        if !c.all_ok() {
+            misses.push(format!(
+                "{label}: {when}, {} of {} iterations did not connect (eperm {}, other {})",
+                c.iterations.saturating_sub(c.ok),
+                c.iterations,
+                c.eperm,
+                c.other
+            ));
+        }
+        if let Some(overflows) = c.listen_overflows.filter(|&n| n > 0) {
+            misses.push(format!(
+                "{label}: {when}, the listener's accept queue overflowed {overflows} times \
+                 (each a connect waiting ~1 s for its SYN retransmission): the rate is distorted"
+            ));
+        }
+    }
+    // A retried query gets a second answer: more than one per iteration is fine.
+    if let Some(seen) = dns
+        .dns_messages
+        .filter(|&n| n < dns.egret_client.iterations)
+    {
+        misses.push(format!(
+            "{label}: egret saw {seen} DNS answers for {} resolutions",
+            dns.egret_client.iterations
+        ));
+    }
+    if dns.connect_lines_with_domain < s.events_logged {
+        misses.push(format!(
+            "{label}: {} of {} connect lines without destination.domain {}",
+            s.events_logged - dns.connect_lines_with_domain,
+            s.events_logged,
+            dns.name
+        ));
+    }
 }
 
 fn print_verdict(results: &Results<'_>) {
@@ -233,14 +432,18 @@ mod tests {
                 ops: egret_ops,
                 elapsed_ns: second,
             },
+            baseline_client: None,
+            egret_client: None,
             log: LogSummary {
                 events,
                 approved: 0,
                 blocked: 0,
+                with_domain: 0,
                 metrics: Some(Metrics {
                     events_received: events,
                     events_lost_kernel: lost,
                     events_dropped_userspace: 0,
+                    dns_messages: 0,
                 }),
                 unparsable_lines: 0,
             },
@@ -254,6 +457,7 @@ mod tests {
             workload: Workload::Tcp,
             label: Workload::Tcp.label(0),
             policy_rules: None,
+            dns_iterations: None,
             rounds: vec![
                 round(100, 95, 95, 0),
                 round(200, 50, 50, 0),
@@ -280,6 +484,7 @@ mod tests {
             workload: Workload::Udp,
             label: Workload::Udp.label(0),
             policy_rules: None,
+            dns_iterations: None,
             rounds: vec![round(100, 100, 90, 10)],
         };
         let misses = target_misses(&[summarize(&result)]);
@@ -303,6 +508,7 @@ mod tests {
             workload: Workload::TcpPolicy,
             label: Workload::TcpPolicy.label(1000),
             policy_rules: Some(1000),
+            dns_iterations: None,
             rounds: vec![r],
         };
         assert!(target_misses(&[summarize(&result(good))]).is_empty());
@@ -314,6 +520,124 @@ mod tests {
                     .to_owned()
             ]
         );
+    }
+
+    fn dns_round(baseline_ops: u64, egret_ops: u64, client: ClientCounts) -> Round {
+        let mut r = round(baseline_ops, egret_ops, egret_ops, 0);
+        let all_ok = |n| ClientCounts {
+            iterations: n,
+            ok: n,
+            eperm: 0,
+            other: 0,
+            listen_overflows: Some(0),
+        };
+        r.baseline_client = Some(all_ok(baseline_ops));
+        r.egret_client = Some(client);
+        r.log.with_domain = egret_ops;
+        r.log.approved = egret_ops;
+        if let Some(m) = r.log.metrics.as_mut() {
+            m.dns_messages = egret_ops;
+        }
+        r
+    }
+
+    fn dns_result(workload: Workload, rounds: Vec<Round>) -> WorkloadResult {
+        WorkloadResult {
+            workload,
+            label: workload.label(0),
+            policy_rules: None,
+            dns_iterations: Some(100),
+            rounds,
+        }
+    }
+
+    #[test]
+    fn dns_workloads_check_the_client_answers_and_names() {
+        let good = ClientCounts {
+            iterations: 100,
+            ok: 100,
+            eperm: 0,
+            other: 0,
+            listen_overflows: Some(0),
+        };
+        let result = dns_result(Workload::DnsBlock, vec![dns_round(100, 100, good)]);
+        assert!(target_misses(&[summarize(&result)]).is_empty());
+
+        let refused = ClientCounts {
+            eperm: 3,
+            ok: 97,
+            listen_overflows: Some(2),
+            ..good
+        };
+        let mut bad = dns_round(100, 100, refused);
+        bad.log.with_domain = 90;
+        bad.log.approved = 97;
+        bad.log.blocked = 3;
+        if let Some(m) = bad.log.metrics.as_mut() {
+            m.dns_messages = 99;
+        }
+        let label = Workload::DnsBlock.label(0);
+        assert_eq!(
+            target_misses(&[summarize(&dns_result(Workload::DnsBlock, vec![bad]))]),
+            vec![
+                format!(
+                    "{label}: 3 of 100 connect lines not approved (3 blocked); \
+                     the bench-service rule should approve every one through the learned answers"
+                ),
+                format!(
+                    "{label}: with egret, 3 of 100 iterations did not connect (eperm 3, other 0)"
+                ),
+                format!(
+                    "{label}: with egret, the listener's accept queue overflowed 2 times \
+                     (each a connect waiting ~1 s for its SYN retransmission): the rate is distorted"
+                ),
+                format!("{label}: egret saw 99 DNS answers for 100 resolutions"),
+                format!(
+                    "{label}: 10 of 100 connect lines without destination.domain svc.bench.test"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn derives_the_cost_of_an_answer() {
+        let ok = |n| ClientCounts {
+            iterations: n,
+            ok: n,
+            eperm: 0,
+            other: 0,
+            listen_overflows: Some(0),
+        };
+        // tcp: 100 000 → 80 000 ops/s: +2.5 µs per connect.
+        let tcp = WorkloadResult {
+            workload: Workload::Tcp,
+            label: Workload::Tcp.label(0),
+            policy_rules: None,
+            dns_iterations: None,
+            rounds: vec![round(100_000, 80_000, 80_000, 0)],
+        };
+        // dns: 20 000 → 16 000 ops/s: +12.5 µs per resolve + connect.
+        let dns = dns_result(Workload::Dns, vec![dns_round(20_000, 16_000, ok(16_000))]);
+        // dns-block: 20 000 → 10 000 ops/s: +50 µs.
+        let block = dns_result(
+            Workload::DnsBlock,
+            vec![dns_round(20_000, 10_000, ok(10_000))],
+        );
+        let summaries = [summarize(&tcp), summarize(&dns), summarize(&block)];
+        assert_eq!(
+            answer_cost(&summaries),
+            Some(AnswerCost {
+                dns_added_us_per_resolve_connect: 12.5,
+                tcp_added_us_per_connect: 2.5,
+                added_us_per_answer: 10.0,
+                udp_added_us_per_send: None,
+                added_us_per_answer_without_query: None,
+                dns_block_added_us_per_resolve_connect: Some(50.0),
+                block_mode_added_us_per_resolve_connect: Some(37.5),
+            })
+        );
+        assert_eq!(answer_cost(&summaries[1..]), None);
+        assert_eq!(added_us(0.0, 10.0), 0.0);
     }
 
     #[test]

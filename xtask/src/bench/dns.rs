@@ -1,0 +1,489 @@
+//! The `dns` and `dns-block` workloads: resolve a name with a fresh UDP query, then connect
+//! at once to the address of the answer, in a loop (`egret-dns resolve-connect`).
+//!
+//! Each round gets its own rig: an `egret-dns server` answering [`NAME`] with 127.0.0.1 and a
+//! TCP listener (a thread of xtask) that accepts and drops the connections. Both run outside
+//! the bench cgroup; only the client runs inside it. The rig is torn down when dropped.
+
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd as _;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use serde::Serialize;
+
+use super::kill_and_reap;
+use super::parse::Sample;
+use crate::cgroup::BenchCgroup;
+use crate::cmd::{describe, wait_timeout};
+
+/// The name the client resolves; the server answers it with 127.0.0.1.
+pub const NAME: &str = "svc.bench.test";
+/// TTL of the server's answers (seconds).
+const TTL_SECS: u32 = 60;
+/// Name of the policy rule that approves the connects (block mode).
+pub const SERVICE_RULE: &str = "bench-service";
+/// How long the server may take to print `ready`.
+const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Iterations of the calibration run.
+const CALIBRATION_COUNT: u64 = 2_000;
+/// Bounds of the calibrated iteration count.
+const MIN_COUNT: u64 = 1_000;
+const MAX_COUNT: u64 = 2_000_000;
+/// Accept queue of the listener (the kernel caps it at `net.core.somaxconn`): the accepting
+/// thread competes for two CPUs with egret, the client and the server, and a full queue drops
+/// SYNs, which then wait a whole second for their retransmission.
+const LISTEN_BACKLOG: i32 = 4096;
+
+/// What `egret-dns resolve-connect` reports:
+/// `iterations=N ok=N eperm=N other=N probe_ok=N probe_eperm=N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClientCounts {
+    pub iterations: u64,
+    /// Connects that succeeded.
+    pub ok: u64,
+    /// Connects refused with EPERM (by egret's block mode).
+    pub eperm: u64,
+    /// Other failures, failed resolutions included.
+    pub other: u64,
+    /// Not from the client: how much `TcpExtListenOverflows` grew during the run (SYNs dropped
+    /// on a full accept queue, each connect delayed by a retransmission). `None` when
+    /// /proc/net/netstat could not be read.
+    pub listen_overflows: Option<u64>,
+}
+
+impl ClientCounts {
+    /// Whether every iteration resolved and connected.
+    pub fn all_ok(&self) -> bool {
+        self.ok == self.iterations && self.eperm == 0 && self.other == 0
+    }
+
+    pub fn add(&mut self, other: &Self) {
+        self.iterations += other.iterations;
+        self.ok += other.ok;
+        self.eperm += other.eperm;
+        self.other += other.other;
+        self.listen_overflows = match (self.listen_overflows, other.listen_overflows) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
+        };
+    }
+}
+
+impl Default for ClientCounts {
+    fn default() -> Self {
+        Self {
+            iterations: 0,
+            ok: 0,
+            eperm: 0,
+            other: 0,
+            listen_overflows: Some(0),
+        }
+    }
+}
+
+/// Finds the counts line in the client's stdout.
+pub fn parse_client_output(stdout: &str) -> Result<ClientCounts> {
+    stdout
+        .lines()
+        .find_map(|line| {
+            let field = |key: &str| -> Option<u64> {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            };
+            Some(ClientCounts {
+                iterations: field("iterations")?,
+                ok: field("ok")?,
+                eperm: field("eperm")?,
+                other: field("other")?,
+                listen_overflows: None,
+            })
+        })
+        .with_context(|| {
+            format!("no `iterations=N ok=N eperm=N other=N` line in egret-dns output {stdout:?}")
+        })
+}
+
+/// The iteration count that makes a run last about `duration_ms` at `rate` iterations/s.
+pub fn count_for(rate: f64, duration_ms: u64) -> u64 {
+    let count = rate * duration_ms as f64 / 1000.0;
+    if !count.is_finite() || count < MIN_COUNT as f64 {
+        return MIN_COUNT;
+    }
+    // Rounded to a thousand, for readable tables.
+    let count = (count / 1000.0).round() as u64 * 1000;
+    count.clamp(MIN_COUNT, MAX_COUNT)
+}
+
+/// The block-mode policy of the `dns-block` workload: loopback is not approved as such, the
+/// resolver (UDP `port` on 127.0.0.1) is approved by address, and the connects only by the
+/// name, so every one of them is approved through the addresses the kernel learned from the
+/// answers.
+pub fn block_policy(port: u16) -> String {
+    let mut yaml = String::from(
+        "# Generated by `cargo xtask bench --workload dns-block`.\n\
+         mode: block\nloopback: audit\nrules:\n",
+    );
+    // `write!` into a String cannot fail.
+    let _ = write!(
+        yaml,
+        "  - name: resolver\n    to: [\"127.0.0.1/32\"]\n    ports: [{port}]\n    protocols: [udp]\n\
+         \x20 - name: {SERVICE_RULE}\n    to: [\"{NAME}\"]\n    protocols: [tcp]\n"
+    );
+    yaml
+}
+
+/// The DNS server and the TCP listener of one round; both are stopped on drop.
+pub struct Rig {
+    server: Child,
+    /// The server's UDP port (egret's `--dns-port`).
+    pub dns_port: u16,
+    listener: Listener,
+}
+
+impl Rig {
+    pub fn start(egret_dns: &Path) -> Result<Self> {
+        let listener = Listener::start()?;
+        let mut command = Command::new(egret_dns);
+        command.args(["server", "--port", "0", "--bind", "127.0.0.1"]);
+        command
+            .arg("--a")
+            .arg(format!("{NAME}={}", Ipv4Addr::LOCALHOST));
+        command.arg("--ttl").arg(TTL_SECS.to_string());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut server = command
+            .spawn()
+            .with_context(|| format!("starting `{}`", describe(&command)))?;
+        match wait_server_ready(&mut server) {
+            Ok(dns_port) => Ok(Self {
+                server,
+                dns_port,
+                listener,
+            }),
+            Err(err) => {
+                kill_and_reap(&mut server);
+                Err(err).with_context(|| format!("`{}`", describe(&command)))
+            }
+        }
+    }
+
+    /// The address the client connects to.
+    pub fn service_port(&self) -> u16 {
+        self.listener.addr.port()
+    }
+
+    /// Runs `egret-dns resolve-connect` (`count` iterations) inside the bench cgroup; the
+    /// elapsed time is measured around the process.
+    pub fn run_client(
+        &self,
+        egret_dns: &Path,
+        cgroup: &BenchCgroup,
+        count: u64,
+        timeout: Duration,
+    ) -> Result<(Sample, ClientCounts)> {
+        let mut command = Command::new(egret_dns);
+        command
+            .arg("resolve-connect")
+            .arg("--server")
+            .arg(SocketAddr::from((Ipv4Addr::LOCALHOST, self.dns_port)).to_string())
+            .arg(NAME)
+            .arg("--port")
+            .arg(self.service_port().to_string())
+            .arg("--count")
+            .arg(count.to_string());
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        cgroup.place_child(&mut command)?;
+        let overflows_before = listen_overflows();
+        let start = Instant::now();
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting `{}`", describe(&command)))?;
+        // Its output is one short line, read after it exits (it cannot fill the pipe).
+        let Some(status) = wait_timeout(&mut child, timeout)? else {
+            kill_and_reap(&mut child);
+            bail!("`{}` did not finish within {timeout:?}", describe(&command));
+        };
+        let elapsed = start.elapsed();
+        let overflows_after = listen_overflows();
+        let mut stdout = String::new();
+        if let Some(mut pipe) = child.stdout.take() {
+            pipe.read_to_string(&mut stdout)
+                .context("reading egret-dns output")?;
+        }
+        if !status.success() {
+            bail!("`{}` failed ({status})", describe(&command));
+        }
+        let mut counts = parse_client_output(&stdout)?;
+        counts.listen_overflows = overflows_after
+            .zip(overflows_before)
+            .map(|(after, before)| after.saturating_sub(before));
+        if counts.iterations != count {
+            bail!(
+                "`{}` ran {} iterations, not {count}",
+                describe(&command),
+                counts.iterations
+            );
+        }
+        let sample = Sample {
+            ops: count,
+            elapsed_ns: u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+        };
+        Ok((sample, counts))
+    }
+
+    /// A short run without egret, to size the measured runs to about `duration_ms`.
+    pub fn calibrate(
+        &self,
+        egret_dns: &Path,
+        cgroup: &BenchCgroup,
+        duration_ms: u64,
+    ) -> Result<u64> {
+        let (sample, counts) = self.run_client(
+            egret_dns,
+            cgroup,
+            CALIBRATION_COUNT,
+            Duration::from_secs(60),
+        )?;
+        if !counts.all_ok() {
+            bail!(
+                "calibration run without egret failed: {counts:?} (every iteration should resolve and connect)"
+            );
+        }
+        Ok(count_for(sample.rate(), duration_ms))
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.server);
+        // The listener stops in its own drop.
+    }
+}
+
+/// Reads the server's `ready <port>` line, giving up after [`SERVER_READY_TIMEOUT`].
+fn wait_server_ready(server: &mut Child) -> Result<u16> {
+    let stdout = server.stdout.take().context("no stdout pipe")?;
+    let (sender, receiver) = mpsc::channel();
+    // Ends when the line is read or the server dies (the pipe closes).
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        // The receiver may have given up; nothing to do then.
+        let _ = sender.send(read);
+    });
+    let line = match receiver.recv_timeout(SERVER_READY_TIMEOUT) {
+        Ok(read) => read.context("reading the DNS server's output")?,
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            bail!("the DNS server did not print `ready` within {SERVER_READY_TIMEOUT:?}")
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the DNS server's reader died"),
+    };
+    parse_ready(&line).with_context(|| {
+        let status = server.try_wait().ok().flatten();
+        format!("the DNS server printed {line:?} instead of `ready <port>` (exit: {status:?})")
+    })
+}
+
+/// `TcpExt: ListenOverflows` of this network namespace.
+fn listen_overflows() -> Option<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    parse_netstat(&netstat, "TcpExt", "ListenOverflows")
+}
+
+/// A counter from `/proc/net/netstat` text: a line of names, then a line of values, per group.
+fn parse_netstat(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter_map(|line| line.strip_prefix(&prefix));
+    let names = lines.next()?;
+    let values = lines.next()?;
+    let index = names.split_whitespace().position(|n| n == name)?;
+    values.split_whitespace().nth(index)?.parse().ok()
+}
+
+fn parse_ready(line: &str) -> Option<u16> {
+    line.trim()
+        .strip_prefix("ready ")?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&port| port != 0)
+}
+
+/// A thread accepting (and at once closing) connections on 127.0.0.1:<free port>.
+struct Listener {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Listener {
+    fn start() -> Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .context("binding the bench TCP listener")?;
+        // Again, with a deeper queue (Linux lets listen() resize a listening socket's queue).
+        // SAFETY: listen() on a socket this function owns, with integer arguments.
+        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("listen() on the bench listener");
+        }
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("bench-listener".to_owned())
+                .spawn(move || {
+                    for connection in listener.incoming() {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        // Accepted and dropped (closed); errors (a connection reset before it
+                        // was accepted) are ignored.
+                        drop(connection);
+                    }
+                })
+                .context("starting the bench listener thread")?
+        };
+        Ok(Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the blocked accept(); without that connection the thread cannot be joined
+        // and is left to end with the process.
+        let woke = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).is_ok();
+        if let Some(thread) = self.thread.take() {
+            if woke {
+                // A panic in the thread has nothing to report here.
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_client_output() -> Result<()> {
+        let counts =
+            parse_client_output("iterations=20 ok=18 eperm=1 other=1 probe_ok=0 probe_eperm=0\n")?;
+        assert_eq!(
+            counts,
+            ClientCounts {
+                iterations: 20,
+                ok: 18,
+                eperm: 1,
+                other: 1,
+                listen_overflows: None,
+            }
+        );
+        assert!(!counts.all_ok());
+        let good = parse_client_output("noise\niterations=5 ok=5 eperm=0 other=0\n")?;
+        assert!(good.all_ok());
+        assert!(parse_client_output("iterations=5 ok=5\n").is_err());
+        assert!(parse_client_output("").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn sums_counts() {
+        let mut total = ClientCounts::default();
+        let one = ClientCounts {
+            iterations: 3,
+            ok: 2,
+            eperm: 1,
+            other: 0,
+            listen_overflows: Some(1),
+        };
+        total.add(&one);
+        total.add(&one);
+        assert_eq!(
+            total,
+            ClientCounts {
+                iterations: 6,
+                ok: 4,
+                eperm: 2,
+                other: 0,
+                listen_overflows: Some(2),
+            }
+        );
+        total.add(&ClientCounts {
+            listen_overflows: None,
+            ..one
+        });
+        assert_eq!(total.listen_overflows, None);
+    }
+
+    #[test]
+    fn counts_fill_the_duration() {
+        assert_eq!(count_for(20_000.0, 2000), 40_000);
+        assert_eq!(count_for(12_345.0, 2000), 25_000);
+        assert_eq!(count_for(10.0, 2000), MIN_COUNT);
+        assert_eq!(count_for(f64::NAN, 2000), MIN_COUNT);
+        assert_eq!(count_for(f64::INFINITY, 2000), MIN_COUNT);
+        assert_eq!(count_for(1e12, 2000), MAX_COUNT);
+    }
+
+    #[test]
+    fn parses_netstat_counters() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\n\
+                    TcpExt: 0 71 72\n\
+                    IpExt: InNoRoutes ListenOverflows\n\
+                    IpExt: 5 6\n";
+        assert_eq!(parse_netstat(text, "TcpExt", "ListenOverflows"), Some(71));
+        assert_eq!(parse_netstat(text, "TcpExt", "ListenDrops"), Some(72));
+        assert_eq!(parse_netstat(text, "IpExt", "ListenOverflows"), Some(6));
+        assert_eq!(parse_netstat(text, "TcpExt", "Nope"), None);
+        assert_eq!(parse_netstat("", "TcpExt", "ListenOverflows"), None);
+    }
+
+    #[test]
+    fn parses_ready_line() {
+        assert_eq!(parse_ready("ready 5353\n"), Some(5353));
+        assert_eq!(parse_ready("ready 0\n"), None);
+        assert_eq!(parse_ready("ready\n"), None);
+        assert_eq!(parse_ready(""), None);
+    }
+
+    #[test]
+    fn block_policy_approves_the_resolver_by_address_and_the_service_by_name() {
+        let yaml = block_policy(5353);
+        assert!(yaml.contains("\nmode: block\nloopback: audit\nrules:\n"));
+        assert!(yaml.contains(
+            "  - name: resolver\n    to: [\"127.0.0.1/32\"]\n    ports: [5353]\n    protocols: [udp]\n"
+        ));
+        assert!(yaml.ends_with(
+            "  - name: bench-service\n    to: [\"svc.bench.test\"]\n    protocols: [tcp]\n"
+        ));
+    }
+
+    #[test]
+    fn listener_accepts_and_stops() -> Result<()> {
+        let listener = Listener::start()?;
+        for _ in 0..3 {
+            TcpStream::connect(listener.addr)?;
+        }
+        drop(listener);
+        Ok(())
+    }
+}
