@@ -375,28 +375,7 @@ pub fn load_and_attach(
         },
         policy: PolicyMaps {
             state: typed(&mut ebpf, "POLICY_STATE")?,
-            sets: [
-                PolicySet {
-                    v4: typed(&mut ebpf, "POLICY_V4_0")?,
-                    v6: typed(&mut ebpf, "POLICY_V6_0")?,
-                    scopes: typed(&mut ebpf, "SCOPES_0")?,
-                    dns_names: typed(&mut ebpf, "DNS_NAMES_0")?,
-                    dns_allow: typed(&mut ebpf, "DNS_ALLOW_0")?,
-                    domain_rules: typed(&mut ebpf, "DOMAIN_RULES_0")?,
-                    scope_paths: typed(&mut ebpf, "SCOPE_PATHS_0")?,
-                    scope_units: typed(&mut ebpf, "SCOPE_UNITS_0")?,
-                },
-                PolicySet {
-                    v4: typed(&mut ebpf, "POLICY_V4_1")?,
-                    v6: typed(&mut ebpf, "POLICY_V6_1")?,
-                    scopes: typed(&mut ebpf, "SCOPES_1")?,
-                    dns_names: typed(&mut ebpf, "DNS_NAMES_1")?,
-                    dns_allow: typed(&mut ebpf, "DNS_ALLOW_1")?,
-                    domain_rules: typed(&mut ebpf, "DOMAIN_RULES_1")?,
-                    scope_paths: typed(&mut ebpf, "SCOPE_PATHS_1")?,
-                    scope_units: typed(&mut ebpf, "SCOPE_UNITS_1")?,
-                },
-            ],
+            sets: [policy_set(&mut ebpf, 0)?, policy_set(&mut ebpf, 1)?],
             current: PolicyState::default(),
         },
     };
@@ -566,6 +545,49 @@ fn fs_magic(path: &Path) -> Option<i64> {
     nix::sys::statfs::statfs(path)
         .ok()
         .map(|s| i64::from(s.filesystem_type().0))
+}
+
+/// Names of the maps of policy set 0 and set 1 (`agent-ebpf/src/policy.rs`, `dns.rs`).
+const POLICY_SET_MAPS: [[&str; 8]; 2] = [
+    [
+        "POLICY_V4_0",
+        "POLICY_V6_0",
+        "SCOPES_0",
+        "DNS_NAMES_0",
+        "DNS_ALLOW_0",
+        "DOMAIN_RULES_0",
+        "SCOPE_PATHS_0",
+        "SCOPE_UNITS_0",
+    ],
+    [
+        "POLICY_V4_1",
+        "POLICY_V6_1",
+        "SCOPES_1",
+        "DNS_NAMES_1",
+        "DNS_ALLOW_1",
+        "DOMAIN_RULES_1",
+        "SCOPE_PATHS_1",
+        "SCOPE_UNITS_1",
+    ],
+];
+
+/// Takes the maps of one policy set out of the object.
+fn policy_set(ebpf: &mut Ebpf, set: usize) -> Result<PolicySet, KernelError> {
+    let [v4, v6, scopes, dns_names, dns_allow, domain_rules, scope_paths, scope_units] =
+        POLICY_SET_MAPS
+            .get(set)
+            .copied()
+            .ok_or(KernelError::MissingMap { name: "policy set" })?;
+    Ok(PolicySet {
+        v4: typed(ebpf, v4)?,
+        v6: typed(ebpf, v6)?,
+        scopes: typed(ebpf, scopes)?,
+        dns_names: typed(ebpf, dns_names)?,
+        dns_allow: typed(ebpf, dns_allow)?,
+        domain_rules: typed(ebpf, domain_rules)?,
+        scope_paths: typed(ebpf, scope_paths)?,
+        scope_units: typed(ebpf, scope_units)?,
+    })
 }
 
 /// Takes a map out of the object as its typed userspace handle.

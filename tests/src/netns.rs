@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-const IP: &str = "/usr/sbin/ip";
-static SUBNET_LOCK: Mutex<()> = Mutex::new(());
+pub(crate) const IP: &str = "/usr/sbin/ip";
+/// Held while choosing a free test subnet (shared with container veths).
+pub(crate) static SUBNET_LOCK: Mutex<()> = Mutex::new(());
 
-fn ip(args: &[&str]) -> Result<Output> {
+/// Runs `ip ARGS`; a failure is an error with its stderr.
+pub(crate) fn ip(args: &[&str]) -> Result<Output> {
     let out = Command::new(IP)
         .args(args)
         .output()

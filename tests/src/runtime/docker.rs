@@ -12,7 +12,7 @@ use super::image::{build_busybox_image, IMAGE_REF};
 use super::install::{ensure_installed, Runtime, Tools};
 use super::{
     cli, log_tail, proc, wait_until, ContainerRun, RunSpec, RunningContainer, Scratch,
-    DAEMON_START_TIMEOUT, DAEMON_STOP_TIMEOUT,
+    DAEMON_START_TIMEOUT,
 };
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -377,27 +377,8 @@ impl Dockerd {
     }
 
     fn stop_daemon(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let deadline = Instant::now() + DAEMON_STOP_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) | Err(_) => break,
-                Ok(None) if Instant::now() > deadline => {
-                    eprintln!("egret-e2e: dockerd did not stop within {DAEMON_STOP_TIMEOUT:?}; killing it");
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            }
+        if let Some(child) = self.child.take() {
+            proc::stop_daemon(child, "dockerd");
         }
     }
 }

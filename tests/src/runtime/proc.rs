@@ -220,6 +220,34 @@ impl Drop for V1Mirrors {
     }
 }
 
+/// Stops a daemon started by a runtime harness: SIGTERM, then SIGKILL after
+/// [`super::DAEMON_STOP_TIMEOUT`].
+pub fn stop_daemon(mut child: std::process::Child, name: &str) {
+    use std::time::{Duration, Instant};
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = Instant::now() + super::DAEMON_STOP_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() > deadline => {
+                eprintln!(
+                    "egret-e2e: {name} did not stop within {:?}; killing it",
+                    super::DAEMON_STOP_TIMEOUT
+                );
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

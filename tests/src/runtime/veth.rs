@@ -8,27 +8,8 @@
 
 use anyhow::{bail, Context, Result};
 use std::net::Ipv4Addr;
-use std::process::{Command, Output};
-use std::sync::Mutex;
 
-const IP: &str = "/usr/sbin/ip";
-static SUBNET_LOCK: Mutex<()> = Mutex::new(());
-
-fn ip(args: &[&str]) -> Result<Output> {
-    let out = Command::new(IP)
-        .args(args)
-        .output()
-        .with_context(|| format!("run {IP} {args:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(out)
-}
+use crate::netns::{ip, IP, SUBNET_LOCK};
 
 /// A veth pair whose peer is inside a container's network namespace.
 #[derive(Debug)]
