@@ -652,4 +652,68 @@ mod tests {
             "aexample.com"
         ));
     }
+
+    #[test]
+    fn container_namespace_and_pod_selectors_in_audit_mode() {
+        use crate::policy::parse::parse_policy;
+        let policy = parse_policy(
+            "mode: audit\nloopback: audit\nrules:\n  - name: team-a\n    to: [\"10.0.0.0/8\"]\n    namespaces: [\"team-a\"]\n  - name: web\n    to: [\"10.0.0.0/8\"]\n    containers: [\"web-*\", \"registry.example/app:*\"]\n    pods: [\"frontend-*\"]\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let m = Matcher::new(&policy);
+        let conn = |name: Option<&'static str>,
+                    image: Option<&'static str>,
+                    ns: Option<&'static str>,
+                    pod: Option<&'static str>| Connection {
+            ip: "10.1.2.3".parse().unwrap(),
+            port: 443,
+            protocol: Some(Protocol::Tcp),
+            executable: None,
+            systemd_unit: None,
+            cgroup_path: None,
+            dns_names: &[],
+            container_name: name,
+            container_image: image,
+            pod_namespace: ns,
+            pod_name: pod,
+        };
+        assert_eq!(
+            m.evaluate(&conn(None, None, Some("team-a"), Some("x")))
+                .rule(),
+            Some("team-a")
+        );
+        assert_eq!(
+            m.evaluate(&conn(None, None, Some("team-b"), Some("x")))
+                .rule(),
+            None
+        );
+        assert_eq!(
+            m.evaluate(&conn(Some("web-1"), None, None, Some("frontend-7")))
+                .rule(),
+            Some("web")
+        );
+        assert_eq!(
+            m.evaluate(&conn(
+                Some("x"),
+                Some("registry.example/app:2"),
+                None,
+                Some("frontend-1")
+            ))
+            .rule(),
+            Some("web"),
+            "a container matches by its image too"
+        );
+        assert_eq!(
+            m.evaluate(&conn(Some("web-1"), None, None, Some("backend-1")))
+                .rule(),
+            None,
+            "all selectors must match"
+        );
+        assert_eq!(
+            m.evaluate(&conn(None, None, None, None)).rule(),
+            None,
+            "not a container"
+        );
+    }
 }
