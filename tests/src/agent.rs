@@ -208,25 +208,7 @@ impl Egret {
     /// All complete lines written so far, parsed. Every complete line must be
     /// JSON (a trailing partial line, still being written, is ignored).
     pub fn events(&self) -> Result<Vec<Value>> {
-        let path = self.events_path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-        };
-        let complete = match text.rfind('\n') {
-            Some(i) => text.get(..=i).unwrap_or_default(),
-            None => "",
-        };
-        complete
-            .lines()
-            .enumerate()
-            .map(|(i, line)| {
-                serde_json::from_str::<Value>(line).with_context(|| {
-                    format!("line {} of {} is not JSON: {line:?}", i + 1, path.display())
-                })
-            })
-            .collect()
+        crate::json::read_jsonl(&self.events_path())
     }
 
     /// Polls the output until a line satisfies `pred`; errors after `timeout`

@@ -2,6 +2,7 @@
 
 use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::Value;
+use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Dotted-path access into nested objects: `field(v, "process.user.id")`.
@@ -86,6 +87,29 @@ pub fn parse_timestamp(s: &str) -> Result<SystemTime> {
     let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + se;
     let secs = u64::try_from(secs).with_context(|| format!("{s:?} is before 1970"))?;
     Ok(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(u64::try_from(nanos)?))
+}
+
+/// Reads a JSON Lines file: every complete line must be JSON (a trailing partial line, still
+/// being written, is ignored); an absent file has no lines.
+pub fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+    };
+    let complete = match text.rfind('\n') {
+        Some(i) => text.get(..=i).unwrap_or_default(),
+        None => "",
+    };
+    complete
+        .lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str::<Value>(line).with_context(|| {
+                format!("line {} of {} is not JSON: {line:?}", i + 1, path.display())
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -304,27 +304,7 @@ pub fn check_alert(v: &Value, w: &AlertWant<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Reads a JSON Lines file (complete lines only; absent file: no lines).
-pub fn read_jsonl(path: &Path) -> Result<Vec<Value>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-    };
-    let complete = match text.rfind('\n') {
-        Some(i) => text.get(..=i).unwrap_or_default(),
-        None => "",
-    };
-    complete
-        .lines()
-        .enumerate()
-        .map(|(i, line)| {
-            serde_json::from_str::<Value>(line).with_context(|| {
-                format!("line {} of {} is not JSON: {line:?}", i + 1, path.display())
-            })
-        })
-        .collect()
-}
+pub use crate::json::read_jsonl;
 
 #[cfg(test)]
 mod tests {

@@ -120,9 +120,7 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, GrpcError> {
-        let connection = tokio::time::timeout(timeout, Connection::connect(socket))
-            .await
-            .map_err(|_| GrpcError::Timeout(timeout))??;
+        let connection = Connection::connect_within(socket, timeout).await?;
         Ok(Self {
             connection,
             timeout,

@@ -7,7 +7,7 @@
 //! structs with only the fields egret reads (unknown fields are skipped), so building needs no
 //! `protoc`. Every size is bounded; nothing here panics on what the peer sends.
 
-use std::{io, path::Path};
+use std::{io, path::Path, time::Duration};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
 use h2::client::SendRequest;
@@ -42,7 +42,7 @@ pub enum GrpcError {
     #[error("the response message did not decode: {0}")]
     Decode(#[from] prost::DecodeError),
     #[error("no answer within {0:?}")]
-    Timeout(std::time::Duration),
+    Timeout(Duration),
 }
 
 impl GrpcError {
@@ -80,6 +80,13 @@ impl Drop for Connection {
 }
 
 impl Connection {
+    /// [`Self::connect`], bounded by `timeout`.
+    pub async fn connect_within(path: &Path, timeout: Duration) -> Result<Self, GrpcError> {
+        tokio::time::timeout(timeout, Self::connect(path))
+            .await
+            .map_err(|_| GrpcError::Timeout(timeout))?
+    }
+
     /// Connects to the unix socket at `path` and performs the HTTP/2 handshake. Must run on a
     /// tokio runtime (the connection is driven by a spawned task).
     pub async fn connect(path: &Path) -> Result<Self, GrpcError> {
