@@ -7,8 +7,8 @@
 use core::{fmt, mem::size_of, ptr};
 
 use crate::{
-    CgroupMkdirEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent, ExecEvent,
-    ExitEvent, ForkEvent, SockReleaseEvent, EVENT_VERSION,
+    CgroupMkdirEvent, ConnEndEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent,
+    ExecEvent, ExitEvent, ForkEvent, SockReleaseEvent, EVENT_VERSION,
 };
 
 /// One decoded record.
@@ -27,6 +27,7 @@ pub enum Event {
     SockRelease(SockReleaseEvent),
     Dns(DnsEvent),
     CgroupMkdir(CgroupMkdirEvent),
+    ConnEnd(ConnEndEvent),
 }
 
 /// Why a record could not be decoded. The agent counts these and goes on.
@@ -104,6 +105,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::SockRelease => Event::SockRelease(read(bytes, kind)?),
         EventKind::Dns => Event::Dns(read(bytes, kind)?),
         EventKind::CgroupMkdir => Event::CgroupMkdir(read(bytes, kind)?),
+        EventKind::ConnEnd => Event::ConnEnd(read(bytes, kind)?),
     })
 }
 
@@ -216,7 +218,28 @@ mod tests {
             header: header(EventKind::SockRelease, size_of::<SockReleaseEvent>()),
             cookie: 77,
         };
+        let end = ConnEndEvent {
+            header: header(EventKind::ConnEnd, size_of::<ConnEndEvent>()),
+            cookie: 78,
+            connect_ns: 100,
+            established_ns: 150,
+            bytes_acked: 1002,
+            bytes_received: 2001,
+            netns: 4026531840,
+            flags: crate::CONN_FLAG_SYN_SENT | crate::CONN_FLAG_ESTABLISHED,
+            error: 0,
+            total_retrans: 1,
+            srtt_us: 40,
+            old_state: crate::TCP_FIN_WAIT2,
+            family: crate::AF_INET,
+            local_port: 40000,
+            remote_port: 443,
+            _pad: [0; 6],
+            local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            remote_addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
         let cases = [
+            (encode(&end), Event::ConnEnd(end)),
             (
                 encode(&connect(EventKind::Connect)),
                 Event::Connect(connect(EventKind::Connect)),

@@ -51,9 +51,15 @@ pub enum Counter {
     UdpAggregated = 1,
     /// A UDP flow entry could not be stored (map update failed).
     UdpFlowUpdateFailed = 2,
+    /// A TCP connection's state entry could not be stored (map update failed): its end line
+    /// lacks the kernel's connect time and identity.
+    ConnUpdateFailed = 3,
+    /// A TCP connection closed whose state entry was gone (evicted from the LRU map, or the
+    /// connection predates the programs): its end line has no connect time.
+    ConnStateMissing = 4,
 }
 /// Number of entries in the `COUNTERS` array.
-pub const COUNTER_COUNT: u32 = 3;
+pub const COUNTER_COUNT: u32 = 5;
 
 /// Stable numeric event ids. Never renumber: add new kinds at the end.
 #[repr(u16)]
@@ -77,6 +83,9 @@ pub enum EventKind {
     Dns = 8,
     /// A cgroup v2 directory was created: [`CgroupMkdirEvent`].
     CgroupMkdir = 9,
+    /// An outbound TCP connection ended (closed, refused, timed out, or failed before any
+    /// packet): [`ConnEndEvent`].
+    ConnEnd = 10,
 }
 
 impl EventKind {
@@ -91,6 +100,7 @@ impl EventKind {
             7 => Self::SockRelease,
             8 => Self::Dns,
             9 => Self::CgroupMkdir,
+            10 => Self::ConnEnd,
             _ => return None,
         })
     }
@@ -230,6 +240,105 @@ pub struct CgroupMkdirEvent {
     pub path: [u8; CGROUP_PATH_HASH_MAX + 1],
 }
 
+// ---- TCP connection life cycle (sock_ops) ----
+
+/// `connect()` reached the TCP layer: a SYN was sent (`BPF_SOCK_OPS_TCP_CONNECT_CB`).
+pub const CONN_FLAG_SYN_SENT: u32 = 1 << 0;
+/// The handshake completed (`BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB`).
+pub const CONN_FLAG_ESTABLISHED: u32 = 1 << 1;
+/// A RST arrived (`tcp:tcp_receive_reset`): refused in `SYN_SENT`, reset afterwards.
+pub const CONN_FLAG_RESET: u32 = 1 << 2;
+/// The application released the socket before the handshake completed (gave up).
+pub const CONN_FLAG_RELEASED: u32 = 1 << 3;
+/// This side sent its FIN (entered `FIN_WAIT1` or `LAST_ACK`).
+pub const CONN_FLAG_FIN_SENT: u32 = 1 << 4;
+/// The peer's FIN was received by the socket (entered `CLOSE_WAIT`/`CLOSING`, or a FIN seen
+/// while in `FIN_WAIT1/2`).
+pub const CONN_FLAG_PEER_FIN: u32 = 1 << 5;
+/// At close, everything sent (including a FIN) was acknowledged (`snd_una == snd_nxt`).
+pub const CONN_FLAG_ALL_ACKED: u32 = 1 << 6;
+/// No state entry was found at close (evicted, or opened before the programs were attached):
+/// the connect time and the connecting task are unknown.
+pub const CONN_FLAG_STATE_LOST: u32 = 1 << 7;
+/// `connect()` failed before any packet was sent; [`ConnEndEvent::error`] is its errno.
+pub const CONN_FLAG_SYNC_FAILURE: u32 = 1 << 8;
+/// The error came from an ICMP error report (`sock:inet_sk_error_report`) before the close.
+pub const CONN_FLAG_ICMP_ERROR: u32 = 1 << 9;
+
+/// TCP states as `include/net/tcp_states.h` numbers them.
+pub const TCP_ESTABLISHED: u32 = 1;
+pub const TCP_SYN_SENT: u32 = 2;
+pub const TCP_FIN_WAIT1: u32 = 4;
+pub const TCP_FIN_WAIT2: u32 = 5;
+pub const TCP_CLOSE: u32 = 7;
+pub const TCP_CLOSE_WAIT: u32 = 8;
+pub const TCP_LAST_ACK: u32 = 9;
+pub const TCP_CLOSING: u32 = 11;
+
+/// Value of the kernel's per-connection map (`CONNS`, LRU, keyed by socket cookie): what the
+/// kernel learns between `connect()` and the close.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ConnState {
+    /// `bpf_ktime_get_boot_ns()` at `connect()`.
+    pub connect_ns: u64,
+    /// When the handshake completed; 0 = not (yet).
+    pub established_ns: u64,
+    /// Latest counters copied by the egress program (only with progress reporting on).
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    /// When the counters above were copied; 0 = never.
+    pub sampled_ns: u64,
+    /// The connecting task (the close may run in any context).
+    pub cgroup_id: u64,
+    pub tgid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// `CONN_FLAG_*`.
+    pub flags: u32,
+    pub total_retrans: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// The end of an outbound TCP connection. The header names the task that called `connect()`
+/// (from the connection's state entry; zero when [`CONN_FLAG_STATE_LOST`]), its time is the
+/// close.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEndEvent {
+    pub header: EventHeader,
+    pub cookie: u64,
+    /// `bpf_ktime_get_boot_ns()` at `connect()`; 0 = unknown.
+    pub connect_ns: u64,
+    /// When the handshake completed; 0 = never.
+    pub established_ns: u64,
+    /// `tcp_sock.bytes_acked`: bytes sent and acknowledged, plus one each for SYN and FIN.
+    pub bytes_acked: u64,
+    /// `tcp_sock.bytes_received`: bytes received, plus one for a received FIN.
+    pub bytes_received: u64,
+    /// `bpf_get_netns_cookie()` of the socket's namespace (0 for a synchronous failure).
+    pub netns: u64,
+    /// `CONN_FLAG_*`.
+    pub flags: u32,
+    /// errno of a failure (`ECONNREFUSED`, `ETIMEDOUT`, ...); 0 = none known.
+    pub error: u32,
+    pub total_retrans: u32,
+    /// Smoothed round-trip time in microseconds.
+    pub srtt_us: u32,
+    /// TCP state the socket left for `TCP_CLOSE`.
+    pub old_state: u32,
+    /// [`AF_INET`] or [`AF_INET6`]; 0 when the addresses are unknown (synchronous failure).
+    pub family: u16,
+    /// Host byte order.
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: [u8; 6],
+    /// Network byte order; IPv4 in the first 4 bytes.
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+}
+
 /// Key of the kernel's UDP flow map: one (socket, destination) pair.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -253,7 +362,16 @@ pub struct UdpFlowValue {
     pub last_ns: u64,
     /// `VERDICT_*` of the current period: a change (policy reload) starts a new period.
     pub verdict: u32,
-    pub _pad: u32,
+    /// 1 when the flow is a connected socket (`connect()`): its datagrams are counted on the
+    /// egress path, not by `sendmsg`.
+    pub connected: u32,
+    /// UDP payload bytes and datagrams that left (cgroup egress), since the flow entry was
+    /// created; never reset.
+    pub bytes_out: u64,
+    pub packets_out: u64,
+    /// UDP payload bytes and datagrams received from the destination (cgroup ingress).
+    pub bytes_in: u64,
+    pub packets_in: u64,
 }
 
 // ---- Policy maps (block mode) ----
@@ -455,7 +573,16 @@ assert_layout!(ForkEvent, size = 72, header @ 0, child_tgid @ 56, clone_flags @ 
 assert_layout!(ExitEvent, size = 56, header @ 0);
 assert_layout!(SockReleaseEvent, size = 64, header @ 0, cookie @ 56);
 assert_layout!(UdpFlowKey, size = 32, cookie @ 0, family @ 8, port @ 10, addr @ 16);
-assert_layout!(UdpFlowValue, size = 32, datagrams @ 0, first_ns @ 8, last_ns @ 16, verdict @ 24);
+assert_layout!(UdpFlowValue, size = 64, datagrams @ 0, first_ns @ 8, last_ns @ 16, verdict @ 24,
+    connected @ 28, bytes_out @ 32, packets_out @ 40, bytes_in @ 48, packets_in @ 56);
+assert_layout!(ConnState, size = 88, connect_ns @ 0, established_ns @ 8, bytes_acked @ 16,
+    bytes_received @ 24, sampled_ns @ 32, cgroup_id @ 40, tgid @ 48, tid @ 52, uid @ 56,
+    gid @ 60, flags @ 64, total_retrans @ 68, comm @ 72);
+assert_layout!(ConnEndEvent, size = 168,
+    header @ 0, cookie @ 56, connect_ns @ 64, established_ns @ 72, bytes_acked @ 80,
+    bytes_received @ 88, netns @ 96, flags @ 104, error @ 108, total_retrans @ 112,
+    srtt_us @ 116, old_state @ 120, family @ 124, local_port @ 126, remote_port @ 128,
+    local_addr @ 136, remote_addr @ 152);
 assert_layout!(PolicyEntry, size = 16, port_lo @ 0, port_hi @ 2, protocols @ 4, scopes @ 8);
 assert_layout!(PolicyValue, size = 8 + 16 * POLICY_ENTRIES_MAX, count @ 0, entries @ 8);
 assert_layout!(PolicyState, size = 24, active @ 0, mode @ 4, domain_rules @ 12, scoped @ 20);
@@ -466,6 +593,7 @@ mod pod {
     // have no implicit padding (asserted above), so any bit pattern is a valid value.
     unsafe impl aya::Pod for super::UdpFlowKey {}
     unsafe impl aya::Pod for super::UdpFlowValue {}
+    unsafe impl aya::Pod for super::ConnState {}
     unsafe impl aya::Pod for super::PolicyValue {}
     unsafe impl aya::Pod for super::PolicyState {}
     unsafe impl aya::Pod for super::DnsAllowKey {}

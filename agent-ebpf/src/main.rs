@@ -23,6 +23,7 @@
     reason = "atomic_xadd is the only way to an atomic add on bpf"
 )]
 
+mod conn;
 mod dns;
 mod policy;
 
@@ -70,7 +71,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT,
 
 /// Open UDP flows: (socket cookie, destination) -> datagram count and times.
 #[map]
-static UDP_FLOWS: LruHashMap<UdpFlowKey, UdpFlowValue> = LruHashMap::with_max_entries(65536, 0);
+pub(crate) static UDP_FLOWS: LruHashMap<UdpFlowKey, UdpFlowValue> = LruHashMap::with_max_entries(65536, 0);
 
 /// Sockets that have UDP flows, so `sock_release` reports only those.
 #[map]
@@ -273,8 +274,45 @@ fn decision(verdict: u32) -> i32 {
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, dest: &Dest) -> i32 {
     let verdict = policy::evaluate(dest);
-    emit_connect(EventKind::Connect, dest, socket_cookie(ctx), 0, verdict);
+    let cookie = socket_cookie(ctx);
+    if verdict != VERDICT_BLOCKED {
+        conn::on_tcp_connect(cookie, dest.sock_type);
+        if dest.sock_type == SOCK_DGRAM {
+            open_connected_udp(cookie, dest, verdict);
+        }
+    }
+    emit_connect(EventKind::Connect, dest, cookie, 0, verdict);
     decision(verdict)
+}
+
+const SOCK_DGRAM: u16 = 2;
+
+/// A connected UDP socket: its datagrams skip `sendmsg4/6`, so its flow entry is created here
+/// and the egress program counts them.
+fn open_connected_udp(cookie: u64, dest: &Dest, verdict: u32) {
+    let key = UdpFlowKey {
+        cookie,
+        family: dest.family,
+        port: dest.port,
+        _pad: 0,
+        addr: dest.addr,
+    };
+    let now = now_ns();
+    let value = UdpFlowValue {
+        datagrams: 0,
+        first_ns: now,
+        last_ns: now,
+        verdict,
+        connected: 1,
+        bytes_out: 0,
+        packets_out: 0,
+        bytes_in: 0,
+        packets_in: 0,
+    };
+    if UDP_FLOWS.insert(&key, &value, BPF_ANY as u64).is_err() {
+        count(Counter::UdpFlowUpdateFailed);
+    }
+    let _ = UDP_SOCKETS.insert(&cookie, &1, BPF_ANY as u64);
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -329,7 +367,11 @@ fn on_sendmsg(cookie: u64, dest: &Dest) -> u32 {
             first_ns: now,
             last_ns: now,
             verdict,
-            _pad: 0,
+            connected: 0,
+            bytes_out: 0,
+            packets_out: 0,
+            bytes_in: 0,
+            packets_in: 0,
         };
         if UDP_FLOWS.insert(&key, &value, BPF_ANY as u64).is_err() {
             count(Counter::UdpFlowUpdateFailed);
@@ -354,6 +396,7 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 pub fn sock_release(ctx: SockContext) -> i32 {
     // SAFETY: `bpf_get_socket_cookie` accepts a sock context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    conn::on_release(cookie);
     // SAFETY: the value is a plain byte that is only checked for presence.
     if unsafe { UDP_SOCKETS.get(&cookie) }.is_none() {
         return ALLOW;

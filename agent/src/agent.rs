@@ -6,9 +6,9 @@ use std::{future::Future, path::PathBuf, pin::pin, time::Duration};
 pub use crate::policy::active::load_policy;
 
 use agent_common::{
-    decode, ConnectEvent, Counter, Event, EventHeader, ExecArgsEvent, ExecEvent, ExitEvent,
-    ForkEvent, SockReleaseEvent, UdpFlowKey, EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_PATH_TRUNCATED,
-    EXEC_FLAG_READ_FAILED,
+    decode, ConnEndEvent, ConnectEvent, Counter, Event, EventHeader, ExecArgsEvent, ExecEvent,
+    ExitEvent, ForkEvent, SockReleaseEvent, UdpFlowKey, EXEC_FLAG_ARGS_TRUNCATED,
+    EXEC_FLAG_PATH_TRUNCATED, EXEC_FLAG_READ_FAILED,
 };
 use tokio::{io::unix::AsyncFd, time::MissedTickBehavior};
 
@@ -16,6 +16,7 @@ use crate::{
     alerts::Alerts,
     cgroup::{self, CgroupError, CgroupResolver},
     clock::{boot_ns_now, WallClock},
+    conn::{self, ConnEnd, Failures, OpenConns, Outcome},
     container::{ContainerResolver, Lookup, RuntimeConfig},
     dns::{
         parse_cut_message, parse_message, resolution,
@@ -32,7 +33,7 @@ use crate::{
         Mode, PolicyErrors,
     },
     process::{split_nul, ExecArgs, ProcessTable},
-    record::{comm_str, Action, ConnectionRecord},
+    record::{comm_str, Action, ConnectionRecord, Transport},
     record::{PolicyOutcome, PolicyVerdict},
     udp::{FlowReport, UdpFlows},
     users::UserNames,
@@ -73,6 +74,13 @@ pub struct Config {
     pub dns_events: bool,
     /// Container runtimes to ask for container and pod identity.
     pub runtimes: RuntimeConfig,
+    /// A `connection-progress` line for every TCP connection open this long, again every
+    /// interval; `None` = off.
+    pub progress_interval: Option<Duration>,
+    /// Alert when a process's connects to one destination fail this many times within
+    /// `failure_alert_window`; 0 = off.
+    pub failure_alert_count: u64,
+    pub failure_alert_window: Duration,
 }
 
 impl Default for Config {
@@ -99,6 +107,9 @@ impl Default for Config {
             dns_ttl_ceiling: Duration::from_secs(3600),
             dns_events: false,
             runtimes: RuntimeConfig::default(),
+            progress_interval: None,
+            failure_alert_count: 5,
+            failure_alert_window: Duration::from_secs(60),
         }
     }
 }
@@ -160,14 +171,36 @@ struct Pipeline {
     /// New container cgroups being identified ahead of their first connection:
     /// (cgroup path, cgroup id, when seen).
     new_containers: Vec<(String, u64, std::time::Instant)>,
+    /// Started TCP connections waiting for their end.
+    tcp: OpenConns,
+    failures: Failures,
+    progress_interval_ns: Option<u64>,
+    /// When open connections were last checked for ends that never came.
+    lost_check_ns: u64,
+}
+
+/// A UDP flow a connection line opens: a `send` (its first datagram, `prev_datagrams` of the
+/// previous period) or a connected socket's `connect`.
+#[derive(Clone, Copy)]
+struct FlowOpen {
+    key: UdpFlowKey,
+    prev_datagrams: u64,
+    connected: bool,
 }
 
 /// A connection waiting (briefly) for its container's identity.
 struct Held {
     since: std::time::Instant,
     record: ConnectionRecord,
-    flow: Option<(UdpFlowKey, u64)>,
+    flow: Option<FlowOpen>,
+    /// Its end, when it came while the start was held.
+    end: Option<ConnEndEvent>,
 }
+
+/// Open connections are checked this often for ends that never came (lost records).
+const LOST_CHECK_NS: u64 = 30_000_000_000;
+/// Most started TCP connections remembered at once (the kernel's map holds as many).
+const OPEN_CONNS_MAX: usize = 262_144;
 
 /// Most connections held for container identity at once; beyond, lines go out with the id only.
 const HELD_MAX: usize = 4096;
@@ -200,6 +233,7 @@ impl Pipeline {
             Event::SockRelease(ev) => self.on_sock_release(&ev, maps),
             Event::Dns(ev) => self.on_dns(&ev),
             Event::CgroupMkdir(ev) => self.on_cgroup_mkdir(&ev),
+            Event::ConnEnd(ev) => self.on_conn_end(&ev),
         }
     }
 
@@ -236,8 +270,10 @@ impl Pipeline {
             self.dns.remember_asker(cookie, header.tgid);
         }
         record.dns = self.dns.names_for(&record);
-        let flow = (action == Action::Send).then_some((
-            UdpFlowKey {
+        let connected_udp =
+            action == Action::Connect && record.transport == Transport::Udp && !record.blocked();
+        let flow = (action == Action::Send || connected_udp).then_some(FlowOpen {
+            key: UdpFlowKey {
                 cookie,
                 family,
                 port,
@@ -245,7 +281,8 @@ impl Pipeline {
                 addr,
             },
             prev_datagrams,
-        ));
+            connected: connected_udp,
+        });
         let now = std::time::Instant::now();
         record.container = match record.cgroup.path.as_deref() {
             Some(path) => self.containers.lookup(path, now),
@@ -256,6 +293,7 @@ impl Pipeline {
                 since: now,
                 record,
                 flow,
+                end: None,
             });
             return;
         }
@@ -263,7 +301,7 @@ impl Pipeline {
     }
 
     /// Writes a connection (or opens its UDP flow) once its identity is complete.
-    fn finish_connection(&mut self, mut record: ConnectionRecord, flow: Option<(UdpFlowKey, u64)>) {
+    fn finish_connection(&mut self, mut record: ConnectionRecord, flow: Option<FlowOpen>) {
         self.learn_container_scope(&record);
         self.apply_policy(&mut record);
         let alert = record
@@ -273,10 +311,38 @@ impl Pipeline {
             .then(|| self.alerts.occurrence(&record))
             .flatten();
         match flow {
-            None => self.write_connection(&record, None),
+            None => {
+                self.write_connection(&record, None);
+                if record.transport == Transport::Tcp && record.action == Action::Connect {
+                    if record.blocked() {
+                        // Refused in the kernel: it ends where it started.
+                        let end = conn::blocked(record.ktime_ns);
+                        self.write_end(&record, &end, true);
+                    } else {
+                        self.tcp.insert(record);
+                    }
+                }
+            }
+            // A connected socket's `connect` line goes out now; its datagrams are summed up
+            // in `send` lines like any flow's.
+            Some(FlowOpen {
+                key,
+                prev_datagrams: _,
+                connected: true,
+            }) => {
+                self.write_connection(&record, None);
+                record.action = Action::Send;
+                if let Some(ended) = self.udp.open(key, record, 0, 0) {
+                    self.write_flow(&ended);
+                }
+            }
             // The flow's own line is written when it ends; its alert goes out now.
-            Some((key, prev_datagrams)) => {
-                if let Some(ended) = self.udp.open(key, record, prev_datagrams) {
+            Some(FlowOpen {
+                key,
+                prev_datagrams,
+                connected: false,
+            }) => {
+                if let Some(ended) = self.udp.open(key, record, prev_datagrams, 1) {
                     self.write_flow(&ended);
                 }
             }
@@ -336,6 +402,9 @@ impl Pipeline {
             } else {
                 h.record.container = lookup;
                 self.finish_connection(h.record, h.flow);
+                if let Some(end) = h.end {
+                    self.on_conn_end(&end);
+                }
             }
         }
     }
@@ -673,6 +742,193 @@ impl Pipeline {
         }
     }
 
+    /// A TCP connection ended: its end line (joined to the start by socket cookie), and a
+    /// failure alert when its process keeps failing to reach the destination.
+    fn on_conn_end(&mut self, ev: &ConnEndEvent) {
+        if let Some(held) = self.held.iter_mut().find(|h| {
+            h.record.cookie == ev.cookie
+                && h.record.transport == Transport::Tcp
+                && h.record.action == Action::Connect
+        }) {
+            held.end = Some(*ev);
+            return;
+        }
+        let (record, start_seen) = match self.tcp.remove(ev.cookie) {
+            Some(open) => (open.record, true),
+            None => match self.record_from_end(ev) {
+                Some(record) => (record, false),
+                None => {
+                    self.metrics.events_dropped_userspace += 1;
+                    return;
+                }
+            },
+        };
+        if !start_seen {
+            self.metrics.tcp_ends_without_start += 1;
+        }
+        let end = conn::summarize(ev, Some(record.ktime_ns));
+        self.write_end(&record, &end, start_seen);
+        match end.outcome {
+            Outcome::Failure => {
+                if let Some(alert) = self.failures.record(&record, end.error, end.end_ns) {
+                    self.write_failure_alert(&record, alert.count, alert.error);
+                }
+            }
+            Outcome::Success => self.failures.succeeded(&record),
+            Outcome::Unknown => {}
+        }
+    }
+
+    /// The identity of a connection whose start egret did not see, from what the kernel kept
+    /// (the connecting task) and the socket's addresses. `None` without a destination.
+    fn record_from_end(&mut self, ev: &ConnEndEvent) -> Option<ConnectionRecord> {
+        let event = ConnectEvent {
+            header: ev.header,
+            cookie: ev.cookie,
+            family: ev.family,
+            port: ev.remote_port,
+            sock_type: 1,
+            protocol: 6,
+            addr: ev.remote_addr,
+            prev_datagrams: 0,
+            verdict: agent_common::VERDICT_NONE,
+            _pad: 0,
+            netns: ev.netns,
+        };
+        crate::record::destination_ip(ev.family, &ev.remote_addr)?;
+        let mut record = self.resolve(Action::Connect, &event)?;
+        record.dns = self.dns.names_for(&record);
+        record.container = match record.cgroup.path.as_deref() {
+            Some(path) => self.containers.lookup(path, std::time::Instant::now()),
+            None => Lookup::NotAContainer,
+        };
+        if let Lookup::Pending(reference) = record.container {
+            record.container = Lookup::Unknown(reference);
+        }
+        self.apply_policy(&mut record);
+        if record.ktime_ns == ev.header.ktime_ns && ev.connect_ns != 0 {
+            record.ktime_ns = ev.connect_ns;
+        }
+        Some(record)
+    }
+
+    fn write_end(&mut self, record: &ConnectionRecord, end: &ConnEnd, start_seen: bool) {
+        let sequence = self.next_sequence();
+        let doc = ConnectionDoc::end(
+            record,
+            end,
+            start_seen,
+            false,
+            sequence,
+            &self.clock,
+            &self.host_name,
+        );
+        match self.sink.write_line(&doc) {
+            Ok(()) => {
+                self.metrics.lines_written += 1;
+                self.metrics.tcp_connection_ends += 1;
+            }
+            Err(err) => self.write_failed(&err),
+        }
+    }
+
+    fn write_progress(&mut self, record: &ConnectionRecord, progress: &ConnEnd) {
+        let sequence = self.next_sequence();
+        let doc = ConnectionDoc::end(
+            record,
+            progress,
+            true,
+            true,
+            sequence,
+            &self.clock,
+            &self.host_name,
+        );
+        match self.sink.write_line(&doc) {
+            Ok(()) => self.metrics.lines_written += 1,
+            Err(err) => self.write_failed(&err),
+        }
+    }
+
+    fn write_failure_alert(&mut self, record: &ConnectionRecord, count: u64, error: Option<u32>) {
+        let sequence = self.next_sequence();
+        let doc = ConnectionDoc::failure_alert(
+            record,
+            count,
+            self.failures.window_secs(),
+            error,
+            sequence,
+            &self.clock,
+            &self.host_name,
+        );
+        let main = self.sink.write_line(&doc);
+        let extra = self.alert_sink.as_mut().map(|sink| sink.write_line(&doc));
+        drop(doc);
+        match main {
+            Ok(()) => {
+                self.metrics.lines_written += 1;
+                self.metrics.failure_alerts += 1;
+            }
+            Err(err) => self.write_failed(&err),
+        }
+        if let Some(Err(err)) = extra {
+            self.metrics.write_errors += 1;
+            if self.metrics.write_errors.is_power_of_two() {
+                log::error!("{err}");
+            }
+        }
+    }
+
+    /// Progress lines for connections open longer than the interval; ends for connections
+    /// whose end record never came (their kernel entry is gone on two checks in a row).
+    fn tick_connections(&mut self, now: u64, lookups: &KernelLookups) {
+        let check_lost = now.saturating_sub(self.lost_check_ns) >= LOST_CHECK_NS;
+        if check_lost {
+            self.lost_check_ns = now;
+        }
+        if self.progress_interval_ns.is_none() && !check_lost {
+            return;
+        }
+        let mut progress = Vec::new();
+        let mut lost = Vec::new();
+        for (cookie, open) in self.tcp.iter_mut() {
+            // Ticks come once a second: half a tick early is on time.
+            let due = self.progress_interval_ns.is_some_and(|every| {
+                now.saturating_sub(open.last_progress_ns) >= every.saturating_sub(500_000_000)
+            });
+            let old = now.saturating_sub(open.record.ktime_ns) >= LOST_CHECK_NS;
+            if !due && !(check_lost && old) {
+                continue;
+            }
+            match lookups.conn(*cookie) {
+                Some(state) => {
+                    open.misses = 0;
+                    if due {
+                        open.last_progress_ns = now;
+                        progress.push((
+                            open.record.clone(),
+                            conn::progress(&state, open.record.ktime_ns, now),
+                        ));
+                    }
+                }
+                None if check_lost && old => {
+                    open.misses += 1;
+                    if open.misses >= 2 {
+                        lost.push(*cookie);
+                    }
+                }
+                None => {}
+            }
+        }
+        for (record, p) in progress {
+            self.write_progress(&record, &p);
+        }
+        for open in self.tcp.take(&lost) {
+            self.metrics.tcp_connections_lost += 1;
+            let end = conn::lost(open.record.ktime_ns, now);
+            self.write_end(&open.record, &end, true);
+        }
+    }
+
     fn write_flow(&mut self, report: &FlowReport) {
         self.write_connection(&report.record, Some(report.summary));
     }
@@ -710,6 +966,7 @@ impl Pipeline {
         for alert in self.alerts.tick(now) {
             self.write_alert(&alert.record, alert.repeats);
         }
+        self.tick_connections(now, lookups);
         self.refresh_scopes(&mut maps.policy);
         self.processes.expire(now);
         self.dns.cache.expire(now);
@@ -755,6 +1012,10 @@ impl Pipeline {
             container_not_found: self.containers.stats.not_found,
             container_requests_dropped: self.containers.stats.requests_dropped,
             containers_held: self.held.len() as u64,
+            tcp_connections_open: self.tcp.len() as u64,
+            tcp_connections_evicted: self.tcp.evicted,
+            tcp_state_missing: maps.counter(Counter::ConnStateMissing),
+            tcp_state_update_failures: maps.counter(Counter::ConnUpdateFailed),
             // The metric line itself is counted once written.
             lines_written: self.metrics.lines_written + 1,
             ..self.metrics
@@ -818,6 +1079,7 @@ pub async fn run(
             dns_port: config.dns_port,
             dns_ttl_floor_ns: duration_ns(config.dns_ttl_floor),
             dns_ttl_ceiling_ns: duration_ns(config.dns_ttl_ceiling),
+            tcp_progress: config.progress_interval.is_some(),
         },
         &cgroup_dir,
         &compiled,
@@ -880,6 +1142,14 @@ pub async fn run(
         container_scopes: std::collections::HashMap::new(),
         new_containers: Vec::new(),
         dns_learned: Vec::new(),
+        tcp: OpenConns::new(OPEN_CONNS_MAX),
+        failures: Failures::new(
+            config.failure_alert_count,
+            duration_ns(config.failure_alert_window),
+            65536,
+        ),
+        progress_interval_ns: config.progress_interval.map(duration_ns),
+        lost_check_ns: boot_ns_now(),
     };
 
     let result = event_loop(&config, &mut maps, &mut pipeline, shutdown).await;
@@ -900,6 +1170,17 @@ pub async fn run(
             record.container = Lookup::Unknown(reference);
         }
         pipeline.finish_connection(record, h.flow);
+        if let Some(end) = h.end {
+            pipeline.on_conn_end(&end);
+        }
+    }
+    // Connections still open: a last progress line each, with what the kernel knows.
+    let now = boot_ns_now();
+    for open in pipeline.tcp.drain() {
+        if let Some(state) = maps.lookups.conn(open.record.cookie) {
+            let p = conn::progress(&state, open.record.ktime_ns, now);
+            pipeline.write_progress(&open.record, &p);
+        }
     }
     let flows = pipeline.udp.drain(|key| maps.lookups.udp_flow(key));
     for report in &flows {

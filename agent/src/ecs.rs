@@ -30,6 +30,9 @@ pub struct EventFields<'a> {
     pub start: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<String>,
+    /// Nanoseconds (end lines: from `connect()` to the close).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -78,6 +81,57 @@ pub struct Endpoint<'a> {
     pub port: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<&'a str>,
+    /// Payload bytes the destination sent (end, progress and UDP lines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+}
+
+/// This host's side: its address and port (TCP end lines) and the payload bytes it sent.
+#[derive(Serialize, Default)]
+pub struct SourceFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct ErrorFields {
+    pub code: String,
+    pub message: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct ConnectionIdFields {
+    pub id: String,
+    /// End lines: false when egret never saw the start (it predates egret, or was forgotten).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_seen: Option<bool>,
+}
+
+#[derive(Serialize, Default)]
+pub struct TcpFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_latency_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retransmits: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srtt_us: Option<u32>,
+    /// Reset (RST) after the handshake.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+}
+
+#[derive(Serialize)]
+pub struct FailureFields {
+    pub count: u64,
+    pub window_seconds: u64,
 }
 
 #[derive(Serialize)]
@@ -158,6 +212,12 @@ pub struct EgretFields<'a> {
     pub systemd: Option<UnitFields<'a>>,
     pub socket: CookieFields,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionIdFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failures: Option<FailureFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub udp: Option<UdpFields>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<EgretProcessFields>,
@@ -173,7 +233,11 @@ pub struct ConnectionDoc<'a> {
     pub rule: Option<RuleFields<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorFields>,
     pub process: ProcessFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceFields>,
     pub destination: Endpoint<'a>,
     pub network: NetworkFields,
     pub host: HostFields<'a>,
@@ -190,6 +254,12 @@ pub struct UdpSummary {
     pub datagrams: u64,
     pub first_ns: u64,
     pub last_ns: u64,
+    /// Payload bytes and datagrams since the flow's previous line.
+    pub traffic: crate::udp::Traffic,
+    /// The flow's final line (else a periodic one).
+    pub last: bool,
+    /// The flow's first line (no `connect` line started it).
+    pub first: bool,
 }
 
 impl<'a> ConnectionDoc<'a> {
@@ -240,6 +310,12 @@ impl<'a> ConnectionDoc<'a> {
                 .and_then(|p| p.rule.as_deref())
                 .map(|name| RuleFields { name }),
             message: None,
+            error: None,
+            source: udp.map(|u| SourceFields {
+                bytes: Some(u.traffic.bytes_out),
+                packets: Some(u.datagrams),
+                ..SourceFields::default()
+            }),
             event: EventFields {
                 kind: "event",
                 severity: None,
@@ -249,13 +325,17 @@ impl<'a> ConnectionDoc<'a> {
                     "success"
                 }),
                 category: &["network"],
-                types: &["connection", "start"],
+                types: match udp {
+                    None => &["connection", "start"],
+                    Some(u) => u.types(),
+                },
                 action: action.name(),
                 module: "egret",
                 dataset: "egret.network",
                 sequence,
                 start: udp.map(|u| clock.rfc3339(u.first_ns)),
                 end: udp.map(|u| clock.rfc3339(u.last_ns)),
+                duration: None,
             },
             process: ProcessFields {
                 pid: process.pid,
@@ -279,6 +359,8 @@ impl<'a> ConnectionDoc<'a> {
                 ip: ip.to_string(),
                 port: *port,
                 domain: dns.as_ref().and_then(|d| d.domain.as_deref()),
+                bytes: udp.map(|u| u.traffic.bytes_in),
+                packets: udp.map(|u| u.traffic.packets_in),
             },
             network: NetworkFields {
                 transport: transport.name(),
@@ -306,6 +388,15 @@ impl<'a> ConnectionDoc<'a> {
                     .as_deref()
                     .map(|unit| UnitFields { unit }),
                 socket: CookieFields { cookie: *cookie },
+                connection: Some(ConnectionIdFields {
+                    id: match transport {
+                        crate::record::Transport::Tcp => crate::conn::connection_id(*cookie),
+                        _ => format!("{}-{ip}-{port}", crate::conn::connection_id(*cookie)),
+                    },
+                    start_seen: None,
+                }),
+                tcp: None,
+                failures: None,
                 udp: udp.map(|u| UdpFields {
                     datagrams: u.datagrams,
                 }),
@@ -316,6 +407,135 @@ impl<'a> ConnectionDoc<'a> {
         }
     }
 }
+
+impl UdpSummary {
+    /// `event.type` of a UDP flow line: its first line starts the flow, its last ends it,
+    /// lines in between are progress.
+    fn types(self) -> &'static [&'static str] {
+        match (self.first, self.last) {
+            (true, true) => &["connection", "start", "end"],
+            (true, false) => &["connection", "start"],
+            (false, false) => &["connection", "info"],
+            (false, true) => &["connection", "end"],
+        }
+    }
+}
+
+impl<'a> ConnectionDoc<'a> {
+    /// A TCP connection's end line (or, with `progress`, a line while it is open): the start
+    /// line's identity plus outcome, duration, latency, bytes and the error.
+    pub fn end(
+        record: &'a ConnectionRecord,
+        end: &crate::conn::ConnEnd,
+        start_seen: bool,
+        progress: bool,
+        sequence: u64,
+        clock: &WallClock,
+        host_name: &'a str,
+    ) -> Self {
+        let crate::conn::ConnEnd {
+            outcome,
+            error,
+            duration_ns,
+            connect_latency_us,
+            bytes_sent,
+            bytes_received,
+            retransmits,
+            srtt_us,
+            source,
+            reset,
+            state_lost: _,
+            end_ns,
+        } = end;
+        let mut doc = Self::new(record, None, sequence, clock, host_name);
+        doc.timestamp = clock.rfc3339(*end_ns);
+        if progress {
+            doc.event.types = &["connection", "info"];
+            doc.event.action = "connection-progress";
+            doc.event.outcome = None;
+        } else {
+            doc.event.types = &["connection", "end"];
+            doc.event.action = "connection-end";
+            doc.event.outcome = Some(outcome.name());
+            doc.event.end = Some(clock.rfc3339(*end_ns));
+        }
+        doc.event.start = Some(clock.rfc3339(record.ktime_ns));
+        doc.event.duration = *duration_ns;
+        doc.error = error
+            .filter(|_| *outcome == crate::conn::Outcome::Failure || *reset)
+            .map(|errno| ErrorFields {
+                code: crate::conn::errno_name(errno),
+                message: crate::conn::errno_message(errno),
+            });
+        doc.source = Some(SourceFields {
+            ip: source.map(|(ip, _)| ip.to_string()),
+            port: source.map(|(_, port)| port),
+            bytes: *bytes_sent,
+            packets: None,
+        });
+        doc.destination.bytes = *bytes_received;
+        doc.egret.tcp = Some(TcpFields {
+            connect_latency_us: *connect_latency_us,
+            retransmits: *retransmits,
+            srtt_us: *srtt_us,
+            reset: *reset,
+        });
+        if let Some(connection) = doc.egret.connection.as_mut() {
+            connection.start_seen = (!progress).then_some(start_seen);
+        }
+        doc
+    }
+
+    /// The alert for a process whose connects to one destination keep failing.
+    pub fn failure_alert(
+        record: &'a ConnectionRecord,
+        count: u64,
+        window_seconds: u64,
+        error: Option<u32>,
+        sequence: u64,
+        clock: &WallClock,
+        host_name: &'a str,
+    ) -> Self {
+        let mut doc = Self::new(record, None, sequence, clock, host_name);
+        doc.event.kind = "alert";
+        doc.event.dataset = "egret.alert";
+        doc.event.severity = Some(SEVERITY_FAILURES);
+        doc.event.types = &["connection", "error"];
+        doc.event.action = "connection-failures";
+        doc.event.outcome = Some("failure");
+        doc.rule = Some(RuleFields {
+            name: "connection-failures",
+        });
+        let process = &record.process;
+        let exe = process
+            .executable
+            .as_deref()
+            .unwrap_or("executable unknown");
+        let dest = match record.ip {
+            std::net::IpAddr::V4(ip) => format!("{ip}:{}", record.port),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", record.port),
+        };
+        let why = error.map_or("failed", crate::conn::errno_message);
+        doc.message = Some(format!(
+            "{} (pid {}, {exe}): {count} connects to {dest}/{} failed within {window_seconds}s (last: {why})",
+            process.name,
+            process.pid,
+            record.transport.name()
+        ));
+        doc.error = error.map(|errno| ErrorFields {
+            code: crate::conn::errno_name(errno),
+            message: crate::conn::errno_message(errno),
+        });
+        doc.egret.failures = Some(FailureFields {
+            count,
+            window_seconds,
+        });
+        doc
+    }
+}
+
+/// Severity of an alert about repeated connect failures.
+pub const SEVERITY_FAILURES: u8 = 50;
 
 /// Severity of an alert about a connection that went ahead although no rule approved it.
 pub const SEVERITY_UNAPPROVED: u8 = 73;
@@ -535,6 +755,7 @@ impl EventFields<'_> {
             sequence,
             start: None,
             end: None,
+            duration: None,
         }
     }
 }
@@ -595,6 +816,22 @@ pub struct Metrics {
     pub container_requests_dropped: u64,
     /// Connections waiting for their container's identity right now.
     pub containers_held: u64,
+    /// Outbound TCP connections started and not yet ended.
+    pub tcp_connections_open: u64,
+    /// `connection-end` lines written.
+    pub tcp_connection_ends: u64,
+    /// End lines of connections whose start egret had not seen (older than egret, or forgotten).
+    pub tcp_ends_without_start: u64,
+    /// Connections closed out with outcome `unknown` because their end record never came.
+    pub tcp_connections_lost: u64,
+    /// Started connections forgotten because too many were open at once.
+    pub tcp_connections_evicted: u64,
+    /// Closes the kernel saw without the connection's state entry (LRU eviction).
+    pub tcp_state_missing: u64,
+    /// Connection state entries the kernel could not store.
+    pub tcp_state_update_failures: u64,
+    /// Repeated-failure alerts written.
+    pub failure_alerts: u64,
 }
 
 #[derive(Serialize)]
@@ -627,6 +864,7 @@ impl<'a> MetricDoc<'a> {
                 sequence,
                 start: None,
                 end: None,
+                duration: None,
             },
             host: HostFields { name: host_name },
             egret: MetricEgret { metrics },
@@ -721,12 +959,66 @@ mod tests {
             datagrams: 1000,
             first_ns: 1,
             last_ns: 2,
+            traffic: crate::udp::Traffic {
+                bytes_out: 64_000,
+                bytes_in: 640,
+                packets_in: 10,
+            },
+            last: true,
+            first: true,
         };
         let v = serde_json::to_value(ConnectionDoc::new(&rec, Some(udp), 4, &clock, "h")).unwrap();
         assert_eq!(v["event"]["action"], "send");
+        assert_eq!(
+            v["event"]["type"],
+            serde_json::json!(["connection", "start", "end"])
+        );
         assert_eq!(v["egret"]["udp"]["datagrams"], 1000);
+        assert_eq!(v["source"]["bytes"], 64_000);
+        assert_eq!(v["source"]["packets"], 1000);
+        assert_eq!(v["destination"]["bytes"], 640);
+        assert_eq!(v["destination"]["packets"], 10);
         assert_eq!(v["event"]["start"], "1970-01-01T00:00:00.000000001Z");
         assert_eq!(v["event"]["end"], "1970-01-01T00:00:00.000000002Z");
+    }
+
+    #[test]
+    fn renders_an_end_line_that_joins_its_start() {
+        let clock = WallClock::with_offset(0);
+        let rec = record(Action::Connect);
+        let start = serde_json::to_value(ConnectionDoc::new(&rec, None, 1, &clock, "h")).unwrap();
+        let end = crate::conn::ConnEnd {
+            outcome: crate::conn::Outcome::Failure,
+            error: Some(111),
+            duration_ns: Some(1_500),
+            connect_latency_us: None,
+            bytes_sent: Some(0),
+            bytes_received: Some(0),
+            retransmits: Some(0),
+            srtt_us: None,
+            source: Some(("127.0.0.1".parse().unwrap(), 40_000)),
+            reset: false,
+            state_lost: false,
+            end_ns: 2_000,
+        };
+        let v = serde_json::to_value(ConnectionDoc::end(&rec, &end, true, false, 2, &clock, "h"))
+            .unwrap();
+        assert_eq!(v["event"]["type"], serde_json::json!(["connection", "end"]));
+        assert_eq!(v["event"]["action"], "connection-end");
+        assert_eq!(v["event"]["outcome"], "failure");
+        assert_eq!(v["event"]["duration"], 1_500);
+        assert_eq!(v["error"]["code"], "ECONNREFUSED");
+        assert_eq!(v["error"]["message"], "connection refused");
+        assert_eq!(v["source"]["ip"], "127.0.0.1");
+        assert_eq!(v["source"]["port"], 40_000);
+        assert_eq!(v["source"]["bytes"], 0);
+        assert_eq!(v["egret"]["connection"]["start_seen"], true);
+        assert_eq!(
+            v["egret"]["connection"]["id"],
+            start["egret"]["connection"]["id"]
+        );
+        assert_eq!(v["process"], start["process"]);
+        assert_eq!(v["destination"]["ip"], start["destination"]["ip"]);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::{
 };
 
 use agent_common::{
-    Counter, DnsAllowKey, DnsNameValue, PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue,
-    UdpFlowKey, UdpFlowValue, POLICY_MODE_AUDIT, POLICY_MODE_BLOCK,
+    ConnState, Counter, DnsAllowKey, DnsNameValue, PolicyAddr4, PolicyAddr6, PolicyState,
+    PolicyValue, UdpFlowKey, UdpFlowValue, POLICY_MODE_AUDIT, POLICY_MODE_BLOCK,
 };
 use aya::{
     maps::{
@@ -19,7 +19,7 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError,
-        TracePoint,
+        SockOps, TracePoint,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
@@ -91,6 +91,8 @@ pub struct KernelConfig {
     /// Bounds on answer TTLs for learned addresses (`--dns-ttl-floor`, `--dns-ttl-ceiling`).
     pub dns_ttl_floor_ns: u64,
     pub dns_ttl_ceiling_ns: u64,
+    /// Copy TCP counters on egress for progress lines (`--progress-interval`).
+    pub tcp_progress: bool,
 }
 
 /// Maps userspace reads while the programs run (and after they are detached).
@@ -289,6 +291,8 @@ fn clear_lpm<K: aya::Pod, V: aya::Pod>(trie: &mut LpmTrie<MapData, K, V>) -> Res
 pub struct KernelLookups {
     pub counters: PerCpuArray<MapData, u64>,
     pub udp_flows: HashMap<MapData, UdpFlowKey, UdpFlowValue>,
+    /// Open outbound TCP connections (by socket cookie).
+    pub conns: HashMap<MapData, u64, ConnState>,
 }
 
 impl KernelLookups {
@@ -302,6 +306,11 @@ impl KernelLookups {
 
     pub fn udp_flow(&self, key: &UdpFlowKey) -> Option<UdpFlowValue> {
         self.udp_flows.get(key, 0).ok()
+    }
+
+    /// The kernel's state of an open TCP connection.
+    pub fn conn(&self, cookie: u64) -> Option<ConnState> {
+        self.conns.get(&cookie, 0).ok()
     }
 }
 
@@ -347,6 +356,7 @@ pub fn load_and_attach(
         dns_port,
         dns_ttl_floor_ns,
         dns_ttl_ceiling_ns,
+        tcp_progress,
     } = config;
     if *ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
         return Err(KernelError::RingSize(*ring_buffer_size));
@@ -355,13 +365,28 @@ pub fn load_and_attach(
     let tracefs_dir = tracefs::ensure_mounted()?;
     tracefs::check_layouts(tracefs_dir)?;
 
+    let optional: Vec<(&str, &str)> = tracefs::OPTIONAL
+        .iter()
+        .filter_map(|&(category, event, fields)| {
+            match tracefs::check(tracefs_dir, &[(category, event, fields)]) {
+                Ok(()) => Some((event, category)),
+                Err(err) => {
+                    log::warn!("not using tracepoint {category}:{event} ({err}): failed connects are reported less precisely");
+                    None
+                }
+            }
+        })
+        .collect();
+
     let wakeup_bytes = u64::from(ring_buffer_size / 4);
+    let tcp_progress = u32::from(*tcp_progress);
     let mut ebpf = EbpfLoader::new()
         .override_global("UDP_IDLE_NS", udp_idle_ns, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
         .override_global("DNS_PORT", dns_port, true)
         .override_global("DNS_TTL_FLOOR_NS", dns_ttl_floor_ns, true)
         .override_global("DNS_TTL_CEILING_NS", dns_ttl_ceiling_ns, true)
+        .override_global("TCP_PROGRESS", &tcp_progress, true)
         .map_max_entries("EVENTS", *ring_buffer_size)
         .load(PROGRAMS)
         .map_err(KernelError::Load)?;
@@ -372,6 +397,7 @@ pub fn load_and_attach(
         lookups: KernelLookups {
             counters: typed(&mut ebpf, "COUNTERS")?,
             udp_flows: typed(&mut ebpf, "UDP_FLOWS")?,
+            conns: typed(&mut ebpf, "CONNS")?,
         },
         policy: PolicyMaps {
             state: typed(&mut ebpf, "POLICY_STATE")?,
@@ -384,7 +410,7 @@ pub fn load_and_attach(
 
     // Tracepoints first, so the process table is fed before the first connect is seen.
     let mut pinned = Vec::new();
-    for (name, category) in TRACEPOINTS {
+    for (name, category) in TRACEPOINTS.into_iter().chain(optional) {
         let program: &mut TracePoint = program_mut(&mut ebpf, name)?;
         program.load().map_err(program_err(name))?;
         let link_id = program.attach(category, name).map_err(program_err(name))?;
@@ -440,6 +466,22 @@ pub fn load_and_attach(
     release
         .attach(&cgroup_dir, mode)
         .map_err(program_err("sock_release"))?;
+    // The life of each connection: not pinned, they only feed egret's own lines.
+    for (name, attach_type) in [
+        ("conn_egress", CgroupSkbAttachType::Egress),
+        ("conn_ingress", CgroupSkbAttachType::Ingress),
+    ] {
+        let program: &mut CgroupSkb = program_mut(&mut ebpf, name)?;
+        program.load().map_err(program_err(name))?;
+        program
+            .attach(&cgroup_dir, attach_type, mode)
+            .map_err(program_err(name))?;
+    }
+    let sock_ops: &mut SockOps = program_mut(&mut ebpf, "sock_ops")?;
+    sock_ops.load().map_err(program_err("sock_ops"))?;
+    sock_ops
+        .attach(&cgroup_dir, mode)
+        .map_err(program_err("sock_ops"))?;
 
     // Ours are attached (so nothing is unchecked in between): now retire an earlier egret's.
     let took_over = take_over(&pin_dir)?;

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod alerts;
 pub mod cgroup;
 pub mod clock;
+pub mod conn;
 pub mod container;
 pub mod dns;
 pub mod ecs;

@@ -177,6 +177,20 @@ struct RunArgs {
     /// the runtime's answer before its line is written with the container id only.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     container_grace_ms: u64,
+
+    /// Seconds between `connection-progress` lines for each open TCP connection (bytes so
+    /// far); 0 = off. On, the egress program copies each TCP socket's counters per packet.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    progress_interval: u64,
+
+    /// Alert when a process's connects to one destination fail this many times in a row
+    /// within --failure-alert-window (0 = no such alerts).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    failure_alert_count: u64,
+
+    /// Window (seconds) for --failure-alert-count.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    failure_alert_window: u64,
 }
 
 /// `none` turns a runtime off.
@@ -214,7 +228,14 @@ impl RunArgs {
             crio_socket,
             container_labels,
             container_grace_ms,
+            progress_interval,
+            failure_alert_count,
+            failure_alert_window,
         } = self;
+        anyhow::ensure!(
+            *failure_alert_window > 0,
+            "--failure-alert-window must be at least 1 second"
+        );
         anyhow::ensure!(*dns_port > 0, "--dns-port must be a port (1-65535)");
         anyhow::ensure!(
             dns_ttl_floor <= dns_ttl_ceiling,
@@ -271,6 +292,10 @@ impl RunArgs {
                 grace: Duration::from_millis(*container_grace_ms),
                 ..egret::container::RuntimeConfig::default()
             },
+            progress_interval: (*progress_interval > 0)
+                .then(|| Duration::from_secs(*progress_interval)),
+            failure_alert_count: *failure_alert_count,
+            failure_alert_window: Duration::from_secs(*failure_alert_window),
         })
     }
 }

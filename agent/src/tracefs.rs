@@ -93,9 +93,32 @@ pub const EXPECTED: &[(&str, &str, &[FieldLayout])] = &[
     ),
 ];
 
+/// Tracepoints that refine connection end lines (the exact failure of a connect). On a kernel
+/// where one is missing or laid out differently, egret goes on without it: failures are then
+/// reported as timeouts or aborts instead of "refused" / "host unreachable".
+pub const OPTIONAL: &[(&str, &str, &[FieldLayout])] = &[
+    ("tcp", "tcp_receive_reset", &[("sock_cookie", 64, 8)]),
+    (
+        "sock",
+        "inet_sk_error_report",
+        &[
+            ("error", 8, 4),
+            ("sport", 12, 2),
+            ("dport", 14, 2),
+            ("protocol", 18, 2),
+        ],
+    ),
+    ("syscalls", "sys_exit_connect", &[("ret", 16, 8)]),
+];
+
 /// Checks every tracepoint's format against [`EXPECTED`].
 pub fn check_layouts(tracefs: &str) -> Result<(), TracefsError> {
-    for (category, event, fields) in EXPECTED {
+    check(tracefs, EXPECTED)
+}
+
+/// Checks one tracepoint list; the error names the first field that does not match.
+pub fn check(tracefs: &str, expected: &[(&str, &str, &[FieldLayout])]) -> Result<(), TracefsError> {
+    for (category, event, fields) in expected {
         let path = format!("{tracefs}/events/{category}/{event}/format");
         let format = fs::read_to_string(&path).map_err(|source| TracefsError::Io {
             path: path.clone(),

@@ -5,6 +5,11 @@
 //! the line when the flow ends: its socket is released, it has been idle for `idle_ns`, or egret
 //! stops. A flow that stays busy gets an interim line every `report_interval_ns` with the
 //! datagrams since the previous line, so nothing waits forever.
+//!
+//! A connected UDP socket (`connect()`) opens its flow with the `connect` event instead; its
+//! datagrams are counted on the egress path. Every flow's payload bytes in both directions are
+//! counted on the packet path (cumulative in the kernel; each line carries what is new since the
+//! previous line of the flow).
 
 use std::collections::HashMap;
 
@@ -22,6 +27,33 @@ struct OpenFlow {
     first_ns: u64,
     last_ns: u64,
     last_report_ns: u64,
+    /// Latest cumulative byte/packet counts read from the kernel, and what earlier lines took.
+    bytes: Traffic,
+    bytes_reported: Traffic,
+    /// A line of this flow already said `start` (or its `connect` line did).
+    started: bool,
+}
+
+/// Payload bytes and datagrams in each direction.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Traffic {
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub packets_in: u64,
+}
+
+impl Traffic {
+    fn since(self, earlier: Self) -> Self {
+        Self {
+            bytes_out: self.bytes_out.saturating_sub(earlier.bytes_out),
+            bytes_in: self.bytes_in.saturating_sub(earlier.bytes_in),
+            packets_in: self.packets_in.saturating_sub(earlier.packets_in),
+        }
+    }
+
+    fn is_zero(self) -> bool {
+        self == Self::default()
+    }
 }
 
 /// A line to write.
@@ -54,18 +86,22 @@ impl UdpFlows {
         self.open.is_empty()
     }
 
-    /// A `Send` event opened a flow. If the same flow was still open here (the kernel saw it
-    /// idle and restarted it), the old period ends with the kernel's final count for it.
+    /// A `Send` event (or a connected socket's `connect`, with no datagram yet: `first` = 0)
+    /// opened a flow. If the same flow was still open here (the kernel saw it idle and restarted
+    /// it), the old period ends with the kernel's final count for it.
     pub fn open(
         &mut self,
         key: UdpFlowKey,
         record: ConnectionRecord,
         prev_datagrams: u64,
+        first: u64,
     ) -> Option<FlowReport> {
-        let ended = self
-            .open
-            .remove(&key)
-            .and_then(|old| finish(old, prev_datagrams));
+        let mut baseline = Traffic::default();
+        let ended = self.open.remove(&key).and_then(|old| {
+            // The kernel's byte counts go on across periods: the new one starts from here.
+            baseline = old.bytes;
+            finish(old, prev_datagrams)
+        });
         let now = record.ktime_ns;
         let keys = self.by_cookie.entry(key.cookie).or_default();
         if !keys.contains(&key) {
@@ -76,10 +112,13 @@ impl UdpFlows {
             OpenFlow {
                 record,
                 reported: 0,
-                seen: 1,
+                seen: first,
                 first_ns: now,
                 last_ns: now,
                 last_report_ns: now,
+                bytes: baseline,
+                bytes_reported: baseline,
+                started: first == 0,
             },
         );
         ended
@@ -125,7 +164,7 @@ impl UdpFlows {
                 continue;
             }
             if now_ns.saturating_sub(flow.last_report_ns) >= report_interval_ns
-                && flow.seen > flow.reported
+                && (flow.seen > flow.reported || flow.bytes != flow.bytes_reported)
             {
                 reports.push(interim(&mut flow, now_ns));
             }
@@ -168,10 +207,19 @@ impl UdpFlows {
                 first_ns,
                 last_ns,
                 verdict: _,
-                _pad: _,
+                connected: _,
+                bytes_out,
+                packets_out: _,
+                bytes_in,
+                packets_in,
             }) if first_ns <= flow.first_ns => {
                 flow.seen = flow.seen.max(datagrams);
                 flow.last_ns = flow.last_ns.max(last_ns);
+                flow.bytes = Traffic {
+                    bytes_out: flow.bytes.bytes_out.max(bytes_out),
+                    bytes_in: flow.bytes.bytes_in.max(bytes_in),
+                    packets_in: flow.bytes.packets_in.max(packets_in),
+                };
                 true
             }
             Some(_) => false,
@@ -192,15 +240,22 @@ impl UdpFlows {
     }
 }
 
-/// The final line of a flow, unless everything was already reported.
+/// The final line of a flow, unless it has nothing to add: everything was reported already,
+/// or it is a connected socket that never sent or received a datagram (a route lookup).
 fn finish(flow: OpenFlow, total: u64) -> Option<FlowReport> {
     let datagrams = total.max(flow.seen).saturating_sub(flow.reported);
+    let traffic = flow.bytes.since(flow.bytes_reported);
     let summary = UdpSummary {
         datagrams,
         first_ns: flow.first_ns,
         last_ns: flow.last_ns,
+        traffic,
+        last: true,
+        first: !flow.started,
     };
-    (datagrams > 0 || flow.reported == 0).then_some(FlowReport {
+    let never_used = total.max(flow.seen) == 0 && flow.bytes.is_zero();
+    let news = datagrams > 0 || !traffic.is_zero();
+    (!never_used && (news || flow.reported == 0)).then_some(FlowReport {
         summary,
         record: flow.record,
     })
@@ -208,14 +263,21 @@ fn finish(flow: OpenFlow, total: u64) -> Option<FlowReport> {
 
 fn interim(flow: &mut OpenFlow, now_ns: u64) -> FlowReport {
     let datagrams = flow.seen - flow.reported;
+    let traffic = flow.bytes.since(flow.bytes_reported);
     flow.reported = flow.seen;
+    flow.bytes_reported = flow.bytes;
     flow.last_report_ns = now_ns;
+    let first = !flow.started;
+    flow.started = true;
     FlowReport {
         record: flow.record.clone(),
         summary: UdpSummary {
             datagrams,
             first_ns: flow.first_ns,
             last_ns: flow.last_ns,
+            traffic,
+            last: false,
+            first,
         },
     }
 }
@@ -281,7 +343,11 @@ mod tests {
                     first_ns,
                     last_ns,
                     verdict: 0,
-                    _pad: 0,
+                    connected: 0,
+                    bytes_out: datagrams * 10,
+                    packets_out: datagrams,
+                    bytes_in: 0,
+                    packets_in: 0,
                 },
             );
         }
@@ -294,7 +360,7 @@ mod tests {
     fn one_line_with_the_count_when_the_socket_closes() {
         let kernel = Kernel::new();
         let mut flows = UdpFlows::default();
-        assert!(flows.open(key(7, 53), record(100, 7, 53), 0).is_none());
+        assert!(flows.open(key(7, 53), record(100, 7, 53), 0, 1).is_none());
         kernel.set(key(7, 53), 1000, 100, 900);
         assert!(flows.tick(950, 5_000, 60_000, kernel.lookup()).is_empty());
         let lines = flows.release(7, kernel.lookup());
@@ -304,7 +370,14 @@ mod tests {
             UdpSummary {
                 datagrams: 1000,
                 first_ns: 100,
-                last_ns: 900
+                last_ns: 900,
+                traffic: Traffic {
+                    bytes_out: 10_000,
+                    bytes_in: 0,
+                    packets_in: 0
+                },
+                last: true,
+                first: true,
             }
         );
         assert!(flows.is_empty());
@@ -315,8 +388,8 @@ mod tests {
     fn idle_flows_end_and_busy_flows_report_periodically() {
         let kernel = Kernel::new();
         let mut flows = UdpFlows::default();
-        flows.open(key(1, 53), record(0, 1, 53), 0);
-        flows.open(key(2, 123), record(0, 2, 123), 0);
+        flows.open(key(1, 53), record(0, 1, 53), 0, 1);
+        flows.open(key(2, 123), record(0, 2, 123), 0, 1);
         kernel.set(key(1, 53), 5, 0, 10);
         kernel.set(key(2, 123), 50, 0, 990);
         // At 1000: flow 1 idle for 990 >= 500 → ends; flow 2 busy, interval 1000 reached.
@@ -342,9 +415,9 @@ mod tests {
     #[test]
     fn a_restarted_flow_ends_the_old_period_with_the_kernels_previous_count() {
         let mut flows = UdpFlows::default();
-        flows.open(key(3, 53), record(0, 3, 53), 0);
+        flows.open(key(3, 53), record(0, 3, 53), 0, 1);
         let ended = flows
-            .open(key(3, 53), record(9_000, 3, 53), 42)
+            .open(key(3, 53), record(9_000, 3, 53), 42, 1)
             .expect("old period ends");
         assert_eq!(ended.summary.datagrams, 42);
         assert_eq!(flows.len(), 1);
@@ -354,7 +427,7 @@ mod tests {
     fn evicted_flows_are_reported_with_what_was_seen_and_counted() {
         let kernel = Kernel::new();
         let mut flows = UdpFlows::default();
-        flows.open(key(4, 53), record(0, 4, 53), 0);
+        flows.open(key(4, 53), record(0, 4, 53), 0, 1);
         let lines = flows.tick(10, 5_000, 60_000, kernel.lookup());
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0].summary.datagrams, 1);
@@ -362,11 +435,36 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_split_between_interim_and_final_lines() {
+        let kernel = Kernel::new();
+        let mut flows = UdpFlows::default();
+        flows.open(key(8, 9000), record(0, 8, 9000), 0, 0);
+        kernel.set(key(8, 9000), 4, 0, 990);
+        let lines = flows.tick(1_000, 500, 1_000, kernel.lookup());
+        assert_eq!(lines[0].summary.traffic.bytes_out, 40);
+        assert!(!lines[0].summary.last);
+        kernel.set(key(8, 9000), 6, 0, 1_100);
+        let lines = flows.release(8, kernel.lookup());
+        assert_eq!(lines[0].summary.datagrams, 2);
+        assert_eq!(lines[0].summary.traffic.bytes_out, 20);
+        assert!(lines[0].summary.last);
+    }
+
+    #[test]
+    fn a_connected_socket_that_never_sent_writes_no_summary() {
+        let kernel = Kernel::new();
+        let mut flows = UdpFlows::default();
+        flows.open(key(9, 53), record(0, 9, 53), 0, 0);
+        kernel.set(key(9, 53), 0, 0, 0);
+        assert!(flows.release(9, kernel.lookup()).is_empty());
+    }
+
+    #[test]
     fn drain_ends_everything() {
         let kernel = Kernel::new();
         let mut flows = UdpFlows::default();
-        flows.open(key(5, 53), record(0, 5, 53), 0);
-        flows.open(key(6, 53), record(0, 6, 53), 0);
+        flows.open(key(5, 53), record(0, 5, 53), 0, 1);
+        flows.open(key(6, 53), record(0, 6, 53), 0, 1);
         kernel.set(key(5, 53), 3, 0, 1);
         kernel.set(key(6, 53), 4, 0, 1);
         let mut counts: Vec<u64> = flows

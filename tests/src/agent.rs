@@ -350,6 +350,12 @@ impl Harness {
         run_in(&self.cgroup, cmd)
     }
 
+    /// Runs `cmd` in the test cgroup (30 s limit) whatever its exit status.
+    pub fn try_run(&self, cmd: &mut Command) -> Result<crate::RunOutput> {
+        self.cgroup.command(cmd)?;
+        crate::run_with_timeout(cmd, Duration::from_secs(30))
+    }
+
     /// Stops egret, requires a clean exit, and discards the scratch directory.
     pub fn finish(mut self) -> Result<()> {
         let status = self.egret.stop()?;

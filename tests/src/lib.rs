@@ -22,7 +22,7 @@ pub use dns::{AcceptServer, DnsServer};
 pub use json::{field, field_str, field_u64, parse_timestamp};
 pub use netns::NetNs;
 pub use policy::{PinPath, PolicyDir};
-pub use run::{drop_privileges, run_with_timeout, RunOutput, TcpServer, UdpServer};
+pub use run::{drop_privileges, run_with_timeout, ExchangeServer, RunOutput, TcpServer, UdpServer};
 pub use skip::{egret_bin, is_ci, prerequisite};
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -123,6 +123,11 @@ impl NetNs {
         Ok(me)
     }
 
+    /// The veth end inside the namespace.
+    pub fn ns_if(&self) -> &str {
+        &self.ns_if
+    }
+
     /// Namespace name (as listed by `ip netns`).
     pub fn name(&self) -> &str {
         &self.name
@@ -189,6 +194,25 @@ impl NetNs {
         self.in_ns(move || {
             UdpSocket::bind(addr).with_context(|| format!("bind udp {addr} in netns"))
         })
+    }
+
+    /// Runs `program args...` inside the namespace; an error carries its stderr.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<()> {
+        let out = self
+            .command(program)
+            .args(args)
+            .output()
+            .with_context(|| format!("run {program} {args:?} in netns {}", self.name))?;
+        if !out.status.success() {
+            bail!(
+                "`{program} {}` in netns {} failed ({}): {}",
+                args.join(" "),
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     /// A command that runs `program` inside the namespace (`ip netns exec`).

@@ -177,6 +177,72 @@ impl Drop for TcpServer {
     }
 }
 
+/// A TCP server for exact byte counts: for each connection it reads `expect` bytes (or, with
+/// `until_eof`, until the client shuts its side down), then writes `reply` bytes and closes.
+pub struct ExchangeServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ExchangeServer {
+    pub fn start(bind: SocketAddr, expect: usize, reply: usize, until_eof: bool) -> Result<Self> {
+        let listener = TcpListener::bind(bind).with_context(|| format!("bind tcp {bind}"))?;
+        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let (stop2, received2) = (stop.clone(), received.clone());
+        let thread = std::thread::spawn(move || {
+            use std::io::Write;
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((mut s, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let _ = s.set_nonblocking(false);
+                let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut got = Vec::new();
+                let ok = if until_eof {
+                    s.read_to_end(&mut got).is_ok()
+                } else {
+                    got.resize(expect, 0);
+                    s.read_exact(&mut got).is_ok()
+                };
+                if ok {
+                    received2.fetch_add(got.len() as u64, Ordering::Relaxed);
+                    let _ = s.write_all(&vec![b's'; reply]);
+                }
+            }
+        });
+        Ok(Self {
+            addr,
+            stop,
+            received,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Bytes received from clients so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ExchangeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A UDP socket on a test-chosen address with a thread that drains datagrams.
 pub struct UdpServer {
     addr: SocketAddr,
@@ -187,6 +253,11 @@ pub struct UdpServer {
 
 impl UdpServer {
     pub fn start(bind: SocketAddr) -> Result<Self> {
+        Self::start_echo(bind, 0)
+    }
+
+    /// Answers every datagram with `reply` bytes (0: no answer).
+    pub fn start_echo(bind: SocketAddr, reply: usize) -> Result<Self> {
         let sock = UdpSocket::bind(bind).with_context(|| format!("bind udp {bind}"))?;
         let addr = sock.local_addr()?;
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -195,9 +266,13 @@ impl UdpServer {
         let (stop2, received2) = (stop.clone(), received.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
+            let answer = vec![b'r'; reply];
             while !stop2.load(Ordering::Relaxed) {
-                if sock.recv_from(&mut buf).is_ok() {
+                if let Ok((_, from)) = sock.recv_from(&mut buf) {
                     received2.fetch_add(1, Ordering::Relaxed);
+                    if reply > 0 {
+                        let _ = sock.send_to(&answer, from);
+                    }
                 }
             }
         });

@@ -222,6 +222,8 @@ pub fn dns_doc(line: DnsLine<'_>) -> DnsDoc<'_> {
             ip: resolver.to_canonical().to_string(),
             port,
             domain: None,
+            bytes: None,
+            packets: None,
         },
         process: asker.map(|p| AskerFields {
             pid: p.pid,

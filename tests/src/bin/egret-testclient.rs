@@ -3,7 +3,9 @@
 //! ```text
 //! egret-testclient tcp <ADDR> <PORT> [ignored...]
 //! egret-testclient udp-connect <ADDR> <PORT> [ignored...]
-//! egret-testclient udp-send <ADDR> <PORT> [--count N] [ignored...]
+//! egret-testclient udp-send <ADDR> <PORT> [--count N] [--size BYTES] [ignored...]
+//! egret-testclient udp-exchange <ADDR> <PORT> --count N --size BYTES [--interval-ms MS] [ignored...]
+//! egret-testclient tcp-exchange <ADDR> <PORT> --send BYTES [--hold-ms MS] [--half-close] [ignored...]
 //! egret-testclient sleep-then-tcp <MS> <ADDR> <PORT> [ignored...]
 //! egret-testclient tcp-loop [--addr 127.0.0.1] [--duration-ms N]
 //! egret-testclient udp-loop [--addr 127.0.0.1] [--duration-ms N]
@@ -14,6 +16,11 @@
 //! put a unique marker into argv. Exits non-zero with a message on failure; when
 //! the failure is a system call's error, stdout gets one line `errno=<N>` (1 is
 //! EPERM, what a policy in block mode returns).
+//!
+//! `tcp-exchange` connects, sends BYTES, waits MS, then (with `--half-close`) shuts its side
+//! down first, reads until the server closes and prints `received=<N>`. `udp-exchange` sends N
+//! datagrams of BYTES from a connected socket and reads one reply after each, printing
+//! `replies=<N>`.
 //!
 //! `connect-loop` connects (TCP, or with `--udp` sends one datagram from a new
 //! socket) to every PORT in turn, a round every `--interval-ms` (default 10), for
@@ -30,7 +37,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-const USAGE: &str = "usage: egret-testclient (tcp|udp-connect) ADDR PORT [..] | udp-send ADDR PORT [--count N] [..] | \
+const USAGE: &str = "usage: egret-testclient (tcp|udp-connect) ADDR PORT [..] | udp-send ADDR PORT [--count N] [--size B] [..] | \
+                     udp-exchange ADDR PORT --count N --size B [..] | tcp-exchange ADDR PORT --send B [--hold-ms MS] [--half-close] [..] | \
                      sleep-then-tcp MS ADDR PORT [..] | (tcp-loop|udp-loop) [--addr A] [--duration-ms N] | \
                      connect-loop [--duration-ms N | --count N] [--interval-ms N] [--status-file PATH] [--stop-file PATH] [--udp] ADDR PORT...";
 
@@ -51,6 +59,16 @@ fn opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .map(String::as_str)
+}
+
+/// A numeric `--name N` option, or `default`.
+fn num_opt<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T> {
+    match opt(args, name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad {name} {v:?}\n{USAGE}")),
+    }
 }
 
 fn unspecified(like: SocketAddr) -> SocketAddr {
@@ -75,13 +93,49 @@ fn udp_connect(to: SocketAddr) -> Result<()> {
     Ok(())
 }
 
-fn udp_send(to: SocketAddr, count: u64) -> Result<()> {
+fn udp_send(to: SocketAddr, count: u64, size: usize) -> Result<()> {
     // An unbound socket: the first send_to autobinds it.
     let s = UdpSocket::bind(unspecified(to)).context("create udp socket")?;
+    let payload = vec![b'x'; size];
     for i in 0..count {
-        s.send_to(b"x", to)
+        s.send_to(&payload, to)
             .with_context(|| format!("send_to {to} (datagram {i})"))?;
     }
+    Ok(())
+}
+
+fn udp_exchange(to: SocketAddr, count: u64, size: usize, interval: Duration) -> Result<()> {
+    let s = UdpSocket::bind(unspecified(to)).context("create udp socket")?;
+    s.connect(to).with_context(|| format!("connect udp {to}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let payload = vec![b'u'; size];
+    let mut buf = [0u8; 65536];
+    let mut replies = 0u64;
+    for i in 0..count {
+        s.send(&payload)
+            .with_context(|| format!("send to {to} (datagram {i})"))?;
+        if s.recv(&mut buf).is_ok() {
+            replies += 1;
+        }
+        std::thread::sleep(interval);
+    }
+    println!("replies={replies}");
+    Ok(())
+}
+
+fn tcp_exchange(to: SocketAddr, send: usize, hold: Duration, half_close: bool) -> Result<()> {
+    use std::io::Read;
+    let mut s = TcpStream::connect(to).with_context(|| format!("connect {to}"))?;
+    s.write_all(&vec![b't'; send])
+        .with_context(|| format!("send {send} bytes"))?;
+    std::thread::sleep(hold);
+    if half_close {
+        s.shutdown(std::net::Shutdown::Write)
+            .context("shutdown(SHUT_WR)")?;
+    }
+    let mut received = Vec::new();
+    s.read_to_end(&mut received).context("read until EOF")?;
+    println!("received={}", received.len());
     Ok(())
 }
 
@@ -369,13 +423,23 @@ fn run() -> Result<()> {
     match cmd.as_str() {
         "tcp" => tcp(dest(rest)?),
         "udp-connect" => udp_connect(dest(rest)?),
-        "udp-send" => {
-            let count = opt(rest, "--count").unwrap_or("1");
-            let count: u64 = count
-                .parse()
-                .with_context(|| format!("bad --count {count:?}"))?;
-            udp_send(dest(rest)?, count)
-        }
+        "udp-send" => udp_send(
+            dest(rest)?,
+            num_opt(rest, "--count", 1)?,
+            num_opt(rest, "--size", 1)?,
+        ),
+        "udp-exchange" => udp_exchange(
+            dest(rest)?,
+            num_opt(rest, "--count", 1)?,
+            num_opt(rest, "--size", 1)?,
+            Duration::from_millis(num_opt(rest, "--interval-ms", 0)?),
+        ),
+        "tcp-exchange" => tcp_exchange(
+            dest(rest)?,
+            num_opt(rest, "--send", 0)?,
+            Duration::from_millis(num_opt(rest, "--hold-ms", 0)?),
+            rest.iter().any(|a| a == "--half-close"),
+        ),
         "sleep-then-tcp" => {
             let (Some(ms), Some(tail)) = (rest.first(), rest.get(1..)) else {
                 bail!("missing MS\n{USAGE}");
