@@ -72,6 +72,10 @@ struct SkError {
     ktime_ns: u64,
 }
 
+/// Zero: connection ends are off (`--connection-ends off`); connects are not followed.
+#[unsafe(no_mangle)]
+static CONN_TRACKING: u32 = 1;
+
 /// Non-zero: copy TCP counters into `CONNS` on egress, for progress lines. Set by userspace
 /// (`--progress-interval`).
 #[unsafe(no_mangle)]
@@ -90,7 +94,8 @@ const IPPROTO_UDP: u8 = 17;
 /// `connect4/6` of a TCP socket the policy let through: start following it.
 #[inline(always)]
 pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16) {
-    if sock_type != SOCK_STREAM {
+    // SAFETY: a read of a constant the loader may have rewritten.
+    if sock_type != SOCK_STREAM || unsafe { read_volatile(&CONN_TRACKING) } == 0 {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();

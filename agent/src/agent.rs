@@ -81,6 +81,9 @@ pub struct Config {
     /// `failure_alert_window`; 0 = off.
     pub failure_alert_count: u64,
     pub failure_alert_window: Duration,
+    /// Follow each TCP connection to its end and count UDP bytes (sock_ops and packet-path
+    /// programs); off: start lines only, the lowest overhead.
+    pub connection_ends: bool,
 }
 
 impl Default for Config {
@@ -110,6 +113,7 @@ impl Default for Config {
             progress_interval: None,
             failure_alert_count: 5,
             failure_alert_window: Duration::from_secs(60),
+            connection_ends: true,
         }
     }
 }
@@ -177,6 +181,8 @@ struct Pipeline {
     progress_interval_ns: Option<u64>,
     /// When open connections were last checked for ends that never came.
     lost_check_ns: u64,
+    /// `--connection-ends on`.
+    track_tcp: bool,
 }
 
 /// A UDP flow a connection line opens: a `send` (its first datagram, `prev_datagrams` of the
@@ -318,7 +324,7 @@ impl Pipeline {
                         // Refused in the kernel: it ends where it started.
                         let end = conn::blocked(record.ktime_ns);
                         self.write_end(&record, &end, true);
-                    } else {
+                    } else if self.track_tcp {
                         self.tcp.insert(record);
                     }
                 }
@@ -896,7 +902,7 @@ impl Pipeline {
                 now.saturating_sub(open.last_progress_ns) >= every.saturating_sub(500_000_000)
             });
             let old = now.saturating_sub(open.record.ktime_ns) >= LOST_CHECK_NS;
-            if !due && !(check_lost && old) {
+            if !(due || (check_lost && old)) {
                 continue;
             }
             match lookups.conn(*cookie) {
@@ -1079,7 +1085,8 @@ pub async fn run(
             dns_port: config.dns_port,
             dns_ttl_floor_ns: duration_ns(config.dns_ttl_floor),
             dns_ttl_ceiling_ns: duration_ns(config.dns_ttl_ceiling),
-            tcp_progress: config.progress_interval.is_some(),
+            tcp_progress: config.progress_interval.is_some() && config.connection_ends,
+            connection_ends: config.connection_ends,
         },
         &cgroup_dir,
         &compiled,
@@ -1150,6 +1157,7 @@ pub async fn run(
         ),
         progress_interval_ns: config.progress_interval.map(duration_ns),
         lost_check_ns: boot_ns_now(),
+        track_tcp: config.connection_ends,
     };
 
     let result = event_loop(&config, &mut maps, &mut pipeline, shutdown).await;

@@ -93,6 +93,8 @@ pub struct KernelConfig {
     pub dns_ttl_ceiling_ns: u64,
     /// Copy TCP counters on egress for progress lines (`--progress-interval`).
     pub tcp_progress: bool,
+    /// Follow each connection to its end, count UDP bytes (`--connection-ends on`).
+    pub connection_ends: bool,
 }
 
 /// Maps userspace reads while the programs run (and after they are detached).
@@ -357,6 +359,7 @@ pub fn load_and_attach(
         dns_ttl_floor_ns,
         dns_ttl_ceiling_ns,
         tcp_progress,
+        connection_ends,
     } = config;
     if *ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
         return Err(KernelError::RingSize(*ring_buffer_size));
@@ -367,6 +370,7 @@ pub fn load_and_attach(
 
     let optional: Vec<(&str, &str)> = tracefs::OPTIONAL
         .iter()
+        .filter(|_| *connection_ends)
         .filter_map(|&(category, event, fields)| {
             match tracefs::check(tracefs_dir, &[(category, event, fields)]) {
                 Ok(()) => Some((event, category)),
@@ -380,6 +384,7 @@ pub fn load_and_attach(
 
     let wakeup_bytes = u64::from(ring_buffer_size / 4);
     let tcp_progress = u32::from(*tcp_progress);
+    let conn_tracking = u32::from(*connection_ends);
     let mut ebpf = EbpfLoader::new()
         .override_global("UDP_IDLE_NS", udp_idle_ns, true)
         .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
@@ -387,6 +392,7 @@ pub fn load_and_attach(
         .override_global("DNS_TTL_FLOOR_NS", dns_ttl_floor_ns, true)
         .override_global("DNS_TTL_CEILING_NS", dns_ttl_ceiling_ns, true)
         .override_global("TCP_PROGRESS", &tcp_progress, true)
+        .override_global("CONN_TRACKING", &conn_tracking, true)
         .map_max_entries("EVENTS", *ring_buffer_size)
         .load(PROGRAMS)
         .map_err(KernelError::Load)?;
@@ -467,21 +473,23 @@ pub fn load_and_attach(
         .attach(&cgroup_dir, mode)
         .map_err(program_err("sock_release"))?;
     // The life of each connection: not pinned, they only feed egret's own lines.
-    for (name, attach_type) in [
-        ("conn_egress", CgroupSkbAttachType::Egress),
-        ("conn_ingress", CgroupSkbAttachType::Ingress),
-    ] {
-        let program: &mut CgroupSkb = program_mut(&mut ebpf, name)?;
-        program.load().map_err(program_err(name))?;
-        program
-            .attach(&cgroup_dir, attach_type, mode)
-            .map_err(program_err(name))?;
+    if *connection_ends {
+        for (name, attach_type) in [
+            ("conn_egress", CgroupSkbAttachType::Egress),
+            ("conn_ingress", CgroupSkbAttachType::Ingress),
+        ] {
+            let program: &mut CgroupSkb = program_mut(&mut ebpf, name)?;
+            program.load().map_err(program_err(name))?;
+            program
+                .attach(&cgroup_dir, attach_type, mode)
+                .map_err(program_err(name))?;
+        }
+        let sock_ops: &mut SockOps = program_mut(&mut ebpf, "sock_ops")?;
+        sock_ops.load().map_err(program_err("sock_ops"))?;
+        sock_ops
+            .attach(&cgroup_dir, mode)
+            .map_err(program_err("sock_ops"))?;
     }
-    let sock_ops: &mut SockOps = program_mut(&mut ebpf, "sock_ops")?;
-    sock_ops.load().map_err(program_err("sock_ops"))?;
-    sock_ops
-        .attach(&cgroup_dir, mode)
-        .map_err(program_err("sock_ops"))?;
 
     // Ours are attached (so nothing is unchecked in between): now retire an earlier egret's.
     let took_over = take_over(&pin_dir)?;

@@ -191,6 +191,17 @@ struct RunArgs {
     /// Window (seconds) for --failure-alert-count.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     failure_alert_window: u64,
+
+    /// `on`: follow every TCP connection to its end (`connection-end` lines: outcome, latency,
+    /// duration, bytes) and count UDP bytes. `off`: start lines only, the lowest overhead.
+    #[arg(long, value_enum, default_value = "on")]
+    connection_ends: Switch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 /// `none` turns a runtime off.
@@ -231,6 +242,7 @@ impl RunArgs {
             progress_interval,
             failure_alert_count,
             failure_alert_window,
+            connection_ends,
         } = self;
         anyhow::ensure!(
             *failure_alert_window > 0,
@@ -296,6 +308,7 @@ impl RunArgs {
                 .then(|| Duration::from_secs(*progress_interval)),
             failure_alert_count: *failure_alert_count,
             failure_alert_window: Duration::from_secs(*failure_alert_window),
+            connection_ends: *connection_ends == Switch::On,
         })
     }
 }

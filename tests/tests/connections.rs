@@ -11,7 +11,6 @@ use egret_e2e::{
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
-use std::time::Duration;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
 
@@ -399,4 +398,29 @@ fn repeated_failures_raise_one_alert() -> Result<()> {
         "the message names the process and the destination: {message}"
     );
     h.finish()
+}
+
+/// `--connection-ends off`: start lines only, as before this feature.
+#[test]
+fn connection_ends_can_be_turned_off() -> Result<()> {
+    let Some(mut h) = Harness::setup("conn-off", &["--connection-ends", "off"])? else {
+        return Ok(());
+    };
+    let server = ExchangeServer::start(sa("127.0.0.1:0")?, 10, 10, false)?;
+    let port = server.port();
+    h.run(&mut client(&[
+        "tcp-exchange",
+        "127.0.0.1",
+        &port.to_string(),
+        "--send",
+        "10",
+    ]))?;
+    h.egret
+        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
+    let mut egret = h.egret;
+    egret.stop()?;
+    let ends = egret.events()?.iter().filter(|v| is_end(v, port)).count();
+    ensure!(ends == 0, "{ends} end lines with --connection-ends off");
+    egret.discard_dir_on_drop();
+    Ok(())
 }

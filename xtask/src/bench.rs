@@ -8,7 +8,10 @@
 //! workload's baseline. The `dns` workload resolves a name (a fresh UDP query to a local
 //! `egret-dns server`) and connects to the answer, in a loop; `dns-block` runs the same loop
 //! under a block-mode policy that approves the connects only by that name, and shares the
-//! `dns` workload's baseline.
+//! `dns` workload's baseline. `tcp-starts-only` runs the TCP loop with `--connection-ends off`
+//! (start lines only: what the connection-end programs cost is the gap to `tcp`), and
+//! `tcp-progress` with everything on (`--progress-interval 10`: per-packet counter copies);
+//! both share the `tcp` workload's baseline.
 
 mod dns;
 mod parse;
@@ -51,7 +54,7 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 2000)]
     duration_ms: u64,
     /// Workloads to run (repeatable; default: all, in the order tcp, udp, tcp-policy, dns,
-    /// dns-block).
+    /// dns-block, tcp-starts-only, tcp-progress).
     #[arg(long = "workload", value_enum)]
     workloads: Vec<Workload>,
     /// Rules in the generated block-mode policy of the `tcp-policy` workload.
@@ -74,13 +77,22 @@ pub enum Workload {
     Dns,
     /// The `dns` loop with egret in block mode, the connects approved only by a domain rule.
     DnsBlock,
+    /// The TCP loop with `--connection-ends off`: start lines only.
+    TcpStartsOnly,
+    /// The TCP loop with everything on: end lines and `--progress-interval 10`.
+    TcpProgress,
 }
 
 impl Workload {
     /// The `event.action` egret logs for one operation of this workload.
     fn action(self) -> &'static str {
         match self {
-            Self::Tcp | Self::TcpPolicy | Self::Dns | Self::DnsBlock => "connect",
+            Self::Tcp
+            | Self::TcpPolicy
+            | Self::Dns
+            | Self::DnsBlock
+            | Self::TcpStartsOnly
+            | Self::TcpProgress => "connect",
             Self::Udp => "send",
         }
     }
@@ -93,6 +105,8 @@ impl Workload {
             Self::TcpPolicy => "tcp-policy",
             Self::Dns => "dns",
             Self::DnsBlock => "dns-block",
+            Self::TcpStartsOnly => "tcp-starts-only",
+            Self::TcpProgress => "tcp-progress",
         }
     }
 
@@ -103,6 +117,8 @@ impl Workload {
             Self::TcpPolicy => format!("tcp connect, block mode, {policy_rules} rules"),
             Self::Dns => "dns resolve + tcp connect".to_owned(),
             Self::DnsBlock => "dns resolve + tcp connect, block mode, domain rule".to_owned(),
+            Self::TcpStartsOnly => "tcp connect, start lines only".to_owned(),
+            Self::TcpProgress => "tcp connect, progress lines on".to_owned(),
         }
     }
 
@@ -114,6 +130,11 @@ impl Workload {
     /// Whether this is a resolve-then-connect workload.
     fn resolves(self) -> bool {
         matches!(self, Self::Dns | Self::DnsBlock)
+    }
+
+    /// Whether every connect should also get a `connection-end` line.
+    fn ends(self) -> bool {
+        matches!(self, Self::Tcp | Self::TcpPolicy | Self::TcpProgress)
     }
 
     /// The name every connect line should carry in `destination.domain`.
@@ -319,11 +340,25 @@ fn measure(
             // Started before the baseline, stopped (dropped) at the end of the round.
             let rig = match result.workload {
                 Workload::Dns | Workload::DnsBlock => Some(dns::Rig::start(&tools.egret_dns)?),
-                Workload::Tcp | Workload::Udp | Workload::TcpPolicy => None,
+                Workload::Tcp
+                | Workload::Udp
+                | Workload::TcpPolicy
+                | Workload::TcpStartsOnly
+                | Workload::TcpProgress => None,
             };
             let (load, shared_baseline) = match (result.workload, &rig, dns_count) {
                 (Workload::Tcp | Workload::Udp, _, _) => {
                     (Load::TestClient(test_client_command(result.workload)), None)
+                }
+                (Workload::TcpStartsOnly, _, _) => {
+                    egret_args.push(OsString::from("--connection-ends"));
+                    egret_args.push(OsString::from("off"));
+                    (Load::TestClient("tcp-loop"), tcp_baseline)
+                }
+                (Workload::TcpProgress, _, _) => {
+                    egret_args.push(OsString::from("--progress-interval"));
+                    egret_args.push(OsString::from("10"));
+                    (Load::TestClient("tcp-loop"), tcp_baseline)
                 }
                 (Workload::TcpPolicy, _, _) => {
                     let policy = policy.context("tcp-policy workload without a policy file")?;
@@ -366,7 +401,11 @@ fn measure(
             match result.workload {
                 Workload::Tcp => tcp_baseline = Some(baseline),
                 Workload::Dns => dns_baseline = Some(baseline),
-                Workload::Udp | Workload::TcpPolicy | Workload::DnsBlock => {}
+                Workload::Udp
+                | Workload::TcpPolicy
+                | Workload::DnsBlock
+                | Workload::TcpStartsOnly
+                | Workload::TcpProgress => {}
             }
             eprintln!(
                 "xtask: round {round}/{} {}: baseline {:.0} ops/s{}, with egret {:.0} ops/s",
@@ -390,7 +429,12 @@ fn measure(
 fn test_client_command(workload: Workload) -> &'static str {
     match workload {
         Workload::Udp => "udp-loop",
-        Workload::Tcp | Workload::TcpPolicy | Workload::Dns | Workload::DnsBlock => "tcp-loop",
+        Workload::Tcp
+        | Workload::TcpPolicy
+        | Workload::Dns
+        | Workload::DnsBlock
+        | Workload::TcpStartsOnly
+        | Workload::TcpProgress => "tcp-loop",
     }
 }
 

@@ -63,6 +63,8 @@ pub struct LogSummary {
     pub blocked: u64,
     /// Of those, lines whose `destination.domain` is the expected name (0 when none is).
     pub with_domain: u64,
+    /// `connection-end` lines (TCP connections followed to their end).
+    pub ends: u64,
     /// The last metric line, if any.
     pub metrics: Option<Metrics>,
     /// Lines that were not JSON.
@@ -184,6 +186,9 @@ pub fn summarize_log(
 
 impl LogSummary {
     fn count(&mut self, fields: &LineFields<'_>, action: &str, domain: Option<&str>) {
+        if fields.kind == Some("event") && fields.action == Some("connection-end") {
+            self.ends += 1;
+        }
         if fields.kind != Some("event") || fields.action != Some(action) {
             return;
         }

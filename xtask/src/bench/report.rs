@@ -31,6 +31,8 @@ struct Summary<'a> {
     events_logged: u64,
     /// Of those, lines with policy verdict `approved` / `blocked` (all rounds).
     events_approved: u64,
+    /// `connection-end` lines (all rounds).
+    ends_logged: u64,
     events_blocked: u64,
     /// Sums over rounds of each egret run's last metric line; null if a run wrote none.
     events_received: Option<u64>,
@@ -140,6 +142,7 @@ fn summarize(result: &WorkloadResult) -> Summary<'_> {
         ops_with_egret: rounds.iter().map(|r| r.with_egret.ops).sum(),
         events_logged: rounds.iter().map(|r| r.log.events).sum(),
         events_approved: rounds.iter().map(|r| r.log.approved).sum(),
+        ends_logged: rounds.iter().map(|r| r.log.ends).sum(),
         events_blocked: rounds.iter().map(|r| r.log.blocked).sum(),
         events_received: sum_metric(rounds, |m| m.events_received),
         events_lost_kernel: sum_metric(rounds, |m| m.events_lost_kernel),
@@ -230,12 +233,13 @@ fn print_table(workloads: &[Summary<'_>]) {
         .unwrap_or(0)
         .max(12);
     println!(
-        "{:<width$} {:>14} {:>14} {:>6} {:>21} {:>12} {:>13} {:>14} {:>8}",
+        "{:<width$} {:>14} {:>14} {:>6} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
         "workload",
         "baseline ops/s",
         "egret ops/s",
         "ratio",
         "events/ops",
+        "ends",
         "lost(kernel)",
         "dropped(user)",
         "egret peak RSS",
@@ -243,12 +247,17 @@ fn print_table(workloads: &[Summary<'_>]) {
     );
     for s in workloads {
         println!(
-            "{:<width$} {:>14.0} {:>14.0} {:>6.3} {:>21} {:>12} {:>13} {:>14} {:>8}",
+            "{:<width$} {:>14.0} {:>14.0} {:>6.3} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
             s.label,
             s.baseline_ops_per_sec,
             s.egret_ops_per_sec,
             s.ratio,
             format!("{}/{}", s.events_logged, s.ops_with_egret),
+            if s.workload.ends() {
+                s.ends_logged.to_string()
+            } else {
+                "-".to_owned()
+            },
             show(s.events_lost_kernel),
             show(s.events_dropped_userspace),
             show_rss(s.egret_peak_rss_kib),
@@ -319,7 +328,11 @@ fn target_misses(workloads: &[Summary<'_>]) -> Vec<String> {
     let mut misses = Vec::new();
     for s in workloads {
         let label = &s.label;
-        if matches!(s.workload, Workload::Tcp | Workload::TcpPolicy) && s.ratio < MIN_TCP_RATIO {
+        if matches!(
+            s.workload,
+            Workload::Tcp | Workload::TcpPolicy | Workload::TcpProgress
+        ) && s.ratio < MIN_TCP_RATIO
+        {
             misses.push(format!(
                 "{label}: ratio {:.3} < {MIN_TCP_RATIO:.2}",
                 s.ratio
@@ -330,6 +343,13 @@ fn target_misses(workloads: &[Summary<'_>]) -> Vec<String> {
         }
         if let Some(dropped) = s.events_dropped_userspace.filter(|&n| n > 0) {
             misses.push(format!("{label}: {dropped} events dropped in userspace"));
+        }
+        if s.workload.ends() && s.ends_logged < s.events_logged {
+            misses.push(format!(
+                "{label}: {} of {} connections without a connection-end line",
+                s.events_logged - s.ends_logged,
+                s.events_logged
+            ));
         }
         if s.events_logged < s.ops_with_egret {
             let missing = s.ops_with_egret - s.events_logged;
@@ -439,6 +459,7 @@ mod tests {
                 approved: 0,
                 blocked: 0,
                 with_domain: 0,
+                ends: events,
                 metrics: Some(Metrics {
                     events_received: events,
                     events_lost_kernel: lost,
