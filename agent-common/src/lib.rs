@@ -264,6 +264,9 @@ pub const CONN_FLAG_STATE_LOST: u32 = 1 << 7;
 pub const CONN_FLAG_SYNC_FAILURE: u32 = 1 << 8;
 /// The error came from an ICMP error report (`sock:inet_sk_error_report`) before the close.
 pub const CONN_FLAG_ICMP_ERROR: u32 = 1 << 9;
+/// The connection was open before egret started: userspace found it (sock_diag) and put its
+/// entry in `CONNS`; its end is reported when the application releases the socket.
+pub const CONN_FLAG_PREEXISTING: u32 = 1 << 10;
 
 /// TCP states as `include/net/tcp_states.h` numbers them.
 pub const TCP_ESTABLISHED: u32 = 1;

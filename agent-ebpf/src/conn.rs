@@ -19,7 +19,7 @@
 use agent_common::{
     ConnEndEvent, ConnState, Counter, EventHeader, EventKind, UdpFlowKey, AF_INET, AF_INET6,
     CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT, CONN_FLAG_ICMP_ERROR,
-    CONN_FLAG_PEER_FIN, CONN_FLAG_RELEASED, CONN_FLAG_RESET, CONN_FLAG_STATE_LOST,
+    CONN_FLAG_PEER_FIN, CONN_FLAG_PREEXISTING, CONN_FLAG_RELEASED, CONN_FLAG_RESET, CONN_FLAG_STATE_LOST,
     CONN_FLAG_SYNC_FAILURE, CONN_FLAG_SYN_SENT, EVENT_VERSION, TCP_CLOSE, TCP_CLOSE_WAIT,
     TCP_CLOSING, TCP_FIN_WAIT1, TCP_LAST_ACK,
 };
@@ -124,17 +124,58 @@ pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16) {
 }
 
 /// `sock_release`: the application closed the socket. Before the handshake completed, that
-/// is the application giving up.
+/// is the application giving up. A connection older than egret (no state callbacks) ends here.
 #[inline(always)]
-pub(crate) fn on_release(cookie: u64) {
-    if let Some(state) = CONNS.get_ptr_mut(&cookie) {
-        // SAFETY: a live map value; flags are only ever OR-ed.
-        unsafe {
-            if (*state).flags & CONN_FLAG_ESTABLISHED == 0 {
-                (*state).flags |= CONN_FLAG_RELEASED;
-            }
+pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
+    let Some(state) = CONNS.get_ptr_mut(&cookie) else {
+        return;
+    };
+    // SAFETY: a live map value; flags are only ever OR-ed.
+    let flags = unsafe {
+        if (*state).flags & CONN_FLAG_ESTABLISHED == 0 {
+            (*state).flags |= CONN_FLAG_RELEASED;
         }
+        (*state).flags
+    };
+    if flags & CONN_FLAG_PREEXISTING == 0 {
+        return;
     }
+    // SAFETY: copied out before removal.
+    let state = unsafe { *state };
+    let _ = CONNS.remove(&cookie);
+    let Some(mut entry) = EVENTS.reserve::<ConnEndEvent>(0) else {
+        count(Counter::RingBufFull);
+        return;
+    };
+    let event = entry.as_mut_ptr();
+    let now = now_ns();
+    // SAFETY: valid reservation of a `ConnEndEvent`; the header names the releasing task.
+    unsafe {
+        crate::fill_header(
+            addr_of_mut!((*event).header),
+            EventKind::ConnEnd,
+            size_of::<ConnEndEvent>(),
+            now,
+        );
+        (*event).cookie = cookie;
+        (*event).connect_ns = 0;
+        (*event).established_ns = 0;
+        (*event).bytes_acked = state.bytes_acked;
+        (*event).bytes_received = state.bytes_received;
+        (*event).netns = 0;
+        (*event).flags = flags;
+        (*event).error = 0;
+        (*event).total_retrans = state.total_retrans;
+        (*event).srtt_us = 0;
+        (*event).old_state = tcp_state;
+        (*event).family = 0;
+        (*event).local_port = 0;
+        (*event).remote_port = 0;
+        (*event)._pad = [0; 6];
+        (*event).local_addr = [0; 16];
+        (*event).remote_addr = [0; 16];
+    }
+    entry.submit(submit_flags());
 }
 
 #[inline(always)]

@@ -396,7 +396,9 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 pub fn sock_release(ctx: SockContext) -> i32 {
     // SAFETY: `bpf_get_socket_cookie` accepts a sock context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    conn::on_release(cookie);
+    // SAFETY: `state` is readable in every cgroup sock program.
+    let tcp_state = unsafe { read_volatile(addr_of!((*ctx.sock).state)) };
+    conn::on_release(cookie, tcp_state);
     // SAFETY: the value is a plain byte that is only checked for presence.
     if unsafe { UDP_SOCKETS.get(&cookie) }.is_none() {
         return ALLOW;

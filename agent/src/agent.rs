@@ -183,6 +183,8 @@ struct Pipeline {
     lost_check_ns: u64,
     /// `--connection-ends on`.
     track_tcp: bool,
+    /// Connections open before egret started, followed to their release (by socket cookie).
+    preexisting: std::collections::HashMap<u64, crate::sockdiag::DiagSock>,
 }
 
 /// A UDP flow a connection line opens: a `send` (its first datagram, `prev_datagrams` of the
@@ -759,6 +761,10 @@ impl Pipeline {
             held.end = Some(*ev);
             return;
         }
+        if ev.flags & agent_common::CONN_FLAG_PREEXISTING != 0 {
+            self.on_preexisting_end(ev);
+            return;
+        }
         let (record, start_seen) = match self.tcp.remove(ev.cookie) {
             Some(open) => (open.record, true),
             None => match self.record_from_end(ev) {
@@ -783,6 +789,41 @@ impl Pipeline {
             Outcome::Success => self.failures.succeeded(&record),
             Outcome::Unknown => {}
         }
+    }
+
+    /// A connection open before egret started was released by its application: its end line,
+    /// with the addresses sock_diag reported and the releasing process's identity. Its start
+    /// (and so its duration) and its bytes are unknown: no state callback ever ran for it.
+    fn on_preexisting_end(&mut self, ev: &ConnEndEvent) {
+        let Some(existing) = self.preexisting.remove(&ev.cookie) else {
+            self.metrics.events_dropped_userspace += 1;
+            return;
+        };
+        let (family, addr) = match existing.remote.ip() {
+            std::net::IpAddr::V4(v4) => {
+                let mut a = [0u8; 16];
+                a[..4].copy_from_slice(&v4.octets());
+                (agent_common::AF_INET, a)
+            }
+            std::net::IpAddr::V6(v6) => (agent_common::AF_INET6, v6.octets()),
+        };
+        let mut end_ev = *ev;
+        end_ev.family = family;
+        end_ev.remote_addr = addr;
+        end_ev.remote_port = existing.remote.port();
+        let Some(record) = self.record_from_end(&end_ev) else {
+            self.metrics.events_dropped_userspace += 1;
+            return;
+        };
+        self.metrics.tcp_ends_without_start += 1;
+        let mut end = conn::summarize(ev, None);
+        end.outcome = Outcome::Success;
+        end.source = Some((existing.local.ip(), existing.local.port()));
+        end.bytes_sent = None;
+        end.bytes_received = None;
+        end.retransmits = None;
+        end.connect_latency_us = None;
+        self.write_end(&record, &end, false);
     }
 
     /// The identity of a connection whose start egret did not see, from what the kernel kept
@@ -1041,6 +1082,43 @@ impl Pipeline {
     }
 }
 
+/// Finds the outbound TCP connections open before egret started (sock_diag, every network
+/// namespace) and gives each a kernel entry, so its release is reported.
+fn follow_preexisting(
+    lookups: &mut KernelLookups,
+) -> std::collections::HashMap<u64, crate::sockdiag::DiagSock> {
+    let (found, errors) = crate::sockdiag::scan_all();
+    for err in &errors {
+        log::warn!("looking for connections open before egret started: {err}");
+    }
+    let state = agent_common::ConnState {
+        flags: agent_common::CONN_FLAG_PREEXISTING
+            | agent_common::CONN_FLAG_SYN_SENT
+            | agent_common::CONN_FLAG_ESTABLISHED,
+        ..agent_common::ConnState::default()
+    };
+    let mut followed = std::collections::HashMap::new();
+    for sock in found {
+        match lookups.follow_existing(sock.cookie, &state) {
+            Ok(true) => {
+                followed.insert(sock.cookie, sock);
+            }
+            Ok(false) => {}
+            Err(err) => {
+                log::warn!("following a connection open before egret started: {err}");
+                break;
+            }
+        }
+    }
+    if !followed.is_empty() {
+        log::info!(
+            "following {} outbound TCP connections that were open before egret started",
+            followed.len()
+        );
+    }
+    followed
+}
+
 /// Drains every record currently in the ring buffer.
 fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
     let KernelMaps {
@@ -1158,7 +1236,11 @@ pub async fn run(
         progress_interval_ns: config.progress_interval.map(duration_ns),
         lost_check_ns: boot_ns_now(),
         track_tcp: config.connection_ends,
+        preexisting: std::collections::HashMap::new(),
     };
+    if config.connection_ends {
+        pipeline.preexisting = follow_preexisting(&mut maps.lookups);
+    }
 
     let result = event_loop(&config, &mut maps, &mut pipeline, shutdown).await;
 

@@ -459,7 +459,8 @@ impl<'a> ConnectionDoc<'a> {
             doc.event.outcome = Some(outcome.name());
             doc.event.end = Some(clock.rfc3339(*end_ns));
         }
-        doc.event.start = Some(clock.rfc3339(record.ktime_ns));
+        // Without a duration the start is unknown (a connection older than egret).
+        doc.event.start = duration_ns.map(|_| clock.rfc3339(record.ktime_ns));
         doc.event.duration = *duration_ns;
         doc.error = error
             .filter(|_| *outcome == crate::conn::Outcome::Failure || *reset)

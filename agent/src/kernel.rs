@@ -314,6 +314,19 @@ impl KernelLookups {
     pub fn conn(&self, cookie: u64) -> Option<ConnState> {
         self.conns.get(&cookie, 0).ok()
     }
+
+    /// Starts following a connection that was open before egret (unless the kernel already
+    /// follows it: a connect seen since the programs were attached wins).
+    pub fn follow_existing(&mut self, cookie: u64, state: &ConnState) -> Result<bool, MapError> {
+        const BPF_NOEXIST: u64 = 1;
+        match self.conns.insert(cookie, state, BPF_NOEXIST) {
+            Ok(()) => Ok(true),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
+    }
 }
 
 /// The loaded, attached programs. Dropping it detaches them, except links pinned for

@@ -19,6 +19,7 @@ pub mod output;
 pub mod policy;
 pub mod process;
 pub mod record;
+pub mod sockdiag;
 pub mod tracefs;
 pub mod udp;
 pub mod users;

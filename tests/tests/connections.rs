@@ -424,3 +424,56 @@ fn connection_ends_can_be_turned_off() -> Result<()> {
     egret.discard_dir_on_drop();
     Ok(())
 }
+
+/// A connection opened before egret started is found (sock_diag) and closed out when its
+/// application releases it: an end line with its addresses and `start_seen: false`.
+#[test]
+fn a_connection_older_than_egret_is_closed_out() -> Result<()> {
+    let Some(cgroup) = Harness::cgroup("conn-older")? else {
+        return Ok(());
+    };
+    let server = ExchangeServer::start(sa("127.0.0.1:0")?, 0, 10, true)?;
+    let port = server.port();
+    let go = std::env::temp_dir().join(format!("egret-e2e-older-go-{}", std::process::id()));
+    let _ = std::fs::remove_file(&go);
+    let go_arg = go.to_string_lossy().into_owned();
+    let mut cmd = client(&[
+        "tcp-exchange",
+        "127.0.0.1",
+        &port.to_string(),
+        "--send",
+        "10",
+        "--hold-until-file",
+        &go_arg,
+        "--half-close",
+    ]);
+    cmd.stdout(std::process::Stdio::piped());
+    cgroup.command(&mut cmd)?;
+    let mut child = cmd.spawn().context("spawn client")?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut h = Harness::start(cgroup, &[])?;
+    std::fs::write(&go, b"go")?;
+    let status = child.wait()?;
+    let _ = std::fs::remove_file(&go);
+    ensure!(status.success(), "client: {status}");
+    let end = h.egret.wait_for(|v| is_end(v, port), LINE_TIMEOUT)?;
+    expect_str(&end, "event.outcome", "success")?;
+    expect_str(&end, "source.ip", "127.0.0.1")?;
+    expect_str(&end, "destination.ip", "127.0.0.1")?;
+    ensure!(
+        field(&end, "egret.connection.start_seen") == Some(&Value::Bool(false)),
+        "start_seen\nline: {end}"
+    );
+    ensure!(
+        field_u64(&end, "process.pid") == Some(u64::from(child.id())),
+        "the releasing process\nline: {end}"
+    );
+    ensure!(
+        h.egret
+            .events()?
+            .iter()
+            .all(|v| !is_flow(v, "connect", "tcp", port)),
+        "no start line for a connection egret did not see start"
+    );
+    h.finish()
+}

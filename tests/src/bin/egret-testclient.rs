@@ -5,7 +5,8 @@
 //! egret-testclient udp-connect <ADDR> <PORT> [ignored...]
 //! egret-testclient udp-send <ADDR> <PORT> [--count N] [--size BYTES] [ignored...]
 //! egret-testclient udp-exchange <ADDR> <PORT> --count N --size BYTES [--interval-ms MS] [ignored...]
-//! egret-testclient tcp-exchange <ADDR> <PORT> --send BYTES [--hold-ms MS] [--half-close] [ignored...]
+//! egret-testclient tcp-exchange <ADDR> <PORT> --send BYTES [--hold-ms MS] [--hold-until-file PATH]
+//!                               [--half-close] [ignored...]
 //! egret-testclient sleep-then-tcp <MS> <ADDR> <PORT> [ignored...]
 //! egret-testclient tcp-loop [--addr 127.0.0.1] [--duration-ms N]
 //! egret-testclient udp-loop [--addr 127.0.0.1] [--duration-ms N]
@@ -17,7 +18,7 @@
 //! the failure is a system call's error, stdout gets one line `errno=<N>` (1 is
 //! EPERM, what a policy in block mode returns).
 //!
-//! `tcp-exchange` connects, sends BYTES, waits MS, then (with `--half-close`) shuts its side
+//! `tcp-exchange` connects, sends BYTES, waits MS (and until PATH exists, at most 2 min), then (with `--half-close`) shuts its side
 //! down first, reads until the server closes and prints `received=<N>`. `udp-exchange` sends N
 //! datagrams of BYTES from a connected socket and reads one reply after each, printing
 //! `replies=<N>`.
@@ -123,12 +124,24 @@ fn udp_exchange(to: SocketAddr, count: u64, size: usize, interval: Duration) -> 
     Ok(())
 }
 
-fn tcp_exchange(to: SocketAddr, send: usize, hold: Duration, half_close: bool) -> Result<()> {
+fn tcp_exchange(
+    to: SocketAddr,
+    send: usize,
+    hold: Duration,
+    until: Option<&Path>,
+    half_close: bool,
+) -> Result<()> {
     use std::io::Read;
     let mut s = TcpStream::connect(to).with_context(|| format!("connect {to}"))?;
     s.write_all(&vec![b't'; send])
         .with_context(|| format!("send {send} bytes"))?;
     std::thread::sleep(hold);
+    if let Some(path) = until {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !path.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     if half_close {
         s.shutdown(std::net::Shutdown::Write)
             .context("shutdown(SHUT_WR)")?;
@@ -438,6 +451,7 @@ fn run() -> Result<()> {
             dest(rest)?,
             num_opt(rest, "--send", 0)?,
             Duration::from_millis(num_opt(rest, "--hold-ms", 0)?),
+            opt(rest, "--hold-until-file").map(Path::new),
             rest.iter().any(|a| a == "--half-close"),
         ),
         "sleep-then-tcp" => {
