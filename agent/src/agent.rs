@@ -73,6 +73,8 @@ pub struct Config {
     pub dns_events: bool,
     /// Container runtimes to ask for container and pod identity.
     pub runtimes: RuntimeConfig,
+    /// The Prometheus endpoint (`None`: none).
+    pub metrics_listen: Option<crate::metrics::Listen>,
 }
 
 impl Default for Config {
@@ -99,6 +101,7 @@ impl Default for Config {
             dns_ttl_ceiling: Duration::from_secs(3600),
             dns_events: false,
             runtimes: RuntimeConfig::default(),
+            metrics_listen: crate::metrics::Listen::from_arg(None),
         }
     }
 }
@@ -122,6 +125,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Policy(#[from] PolicyErrors),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 fn duration_ns(d: Duration) -> u64 {
@@ -160,6 +165,8 @@ struct Pipeline {
     /// New container cgroups being identified ahead of their first connection:
     /// (cgroup path, cgroup id, when seen).
     new_containers: Vec<(String, u64, std::time::Instant)>,
+    /// Lines by kind and verdict, ring buffer fill, the Prometheus endpoint.
+    telemetry: crate::metrics::Telemetry,
 }
 
 /// A connection waiting (briefly) for its container's identity.
@@ -452,6 +459,8 @@ impl Pipeline {
             Ok(()) => {
                 self.metrics.lines_written += 1;
                 self.metrics.alerts += 1;
+                let verdict = record.policy.as_ref().map(|p| p.verdict);
+                self.telemetry.line("alert", record.action.name(), verdict);
             }
             Err(err) => self.write_failed(&err),
         }
@@ -595,7 +604,10 @@ impl Pipeline {
                 host_name: &self.host_name,
             });
             match self.sink.write_line(&doc) {
-                Ok(()) => self.metrics.lines_written += 1,
+                Ok(()) => {
+                    self.metrics.lines_written += 1;
+                    self.telemetry.line("event", "dns-answer", None);
+                }
                 Err(err) => self.write_failed(&err),
             }
         }
@@ -681,7 +693,11 @@ impl Pipeline {
         let sequence = self.next_sequence();
         let doc = ConnectionDoc::new(record, udp, sequence, &self.clock, &self.host_name);
         match self.sink.write_line(&doc) {
-            Ok(()) => self.metrics.lines_written += 1,
+            Ok(()) => {
+                self.metrics.lines_written += 1;
+                let verdict = record.policy.as_ref().map(|p| p.verdict);
+                self.telemetry.line("event", record.action.name(), verdict);
+            }
             Err(err) => self.write_failed(&err),
         }
     }
@@ -728,9 +744,10 @@ impl Pipeline {
         }
     }
 
-    fn write_metrics(&mut self, maps: &KernelLookups) {
+    /// The counters now: the pipeline's own, the tables' and the kernel's.
+    fn snapshot(&self, maps: &KernelLookups) -> Metrics {
         let stats = self.processes.stats;
-        let metrics = Metrics {
+        Metrics {
             events_lost_kernel: maps.counter(Counter::RingBufFull),
             udp_datagrams_aggregated: maps.counter(Counter::UdpAggregated),
             udp_flow_update_failures: maps.counter(Counter::UdpFlowUpdateFailed),
@@ -755,9 +772,21 @@ impl Pipeline {
             container_not_found: self.containers.stats.not_found,
             container_requests_dropped: self.containers.stats.requests_dropped,
             containers_held: self.held.len() as u64,
+            ..self.metrics
+        }
+    }
+
+    /// Hands the counters to the Prometheus endpoint.
+    fn publish(&mut self, maps: &KernelLookups) {
+        let metrics = self.snapshot(maps);
+        self.telemetry.publish(metrics, self.policy.policy.mode);
+    }
+
+    fn write_metrics(&mut self, maps: &KernelLookups) {
+        let metrics = Metrics {
             // The metric line itself is counted once written.
             lines_written: self.metrics.lines_written + 1,
-            ..self.metrics
+            ..self.snapshot(maps)
         };
         let sequence = self.next_sequence();
         let timestamp = self.clock.rfc3339(boot_ns_now());
@@ -781,6 +810,7 @@ fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
         lookups,
         policy,
     } = maps;
+    pipeline.telemetry.before_drain();
     while let Some(item) = events.next() {
         pipeline.handle(&item, lookups);
     }
@@ -789,6 +819,9 @@ fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
     pipeline.release_held();
     pipeline.apply_container_scopes(policy);
     pipeline.apply_dns_learned(policy);
+    if pipeline.telemetry.wanted() {
+        pipeline.publish(lookups);
+    }
 }
 
 /// Runs egret until `shutdown` completes; then detaches, drains what is left, writes a final
@@ -803,6 +836,12 @@ pub async fn run(
         return Err(AgentError::NotCgroup2(cgroup_dir.display().to_string()));
     }
     let (policy, compiled) = load_policy(config.policy.as_deref())?;
+    // Listening before the programs load: a taken address stops egret before it attaches.
+    let mut telemetry = crate::metrics::Telemetry::start(
+        config.metrics_listen,
+        config.ring_buffer_size,
+        config.drain_interval,
+    )?;
     let sink = Sink::open(&config.output)?;
     let alert_sink = config.alerts.as_deref().map(Sink::open).transpose()?;
 
@@ -829,6 +868,7 @@ pub async fn run(
             kernel.took_over
         );
     }
+    telemetry.watch_ring(std::os::fd::AsFd::as_fd(&maps.events));
     let (containers, fetcher) = ContainerResolver::new(config.runtimes.clone());
     tokio::spawn(fetcher);
     for warning in containers.startup_warnings() {
@@ -880,6 +920,7 @@ pub async fn run(
         container_scopes: std::collections::HashMap::new(),
         new_containers: Vec::new(),
         dns_learned: Vec::new(),
+        telemetry,
     };
 
     let result = event_loop(&config, &mut maps, &mut pipeline, shutdown).await;
@@ -948,6 +989,7 @@ async fn event_loop(
             }
         })?;
     }
+    pipeline.telemetry.set_ready(true);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(AgentError::Poll)?;
     let mut watch = config
@@ -982,5 +1024,6 @@ async fn event_loop(
             }
         }
     }
+    pipeline.telemetry.set_ready(false);
     Ok(())
 }

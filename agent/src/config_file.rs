@@ -241,7 +241,10 @@ impl ConfigFile {
             .iter()
             .filter(|s| {
                 !matches!(
-                    given.try_get_raw(&s.id).ok().and_then(|_| given.value_source(&s.id)),
+                    given
+                        .try_get_raw(&s.id)
+                        .ok()
+                        .and_then(|_| given.value_source(&s.id)),
                     Some(ValueSource::CommandLine | ValueSource::EnvVariable)
                 )
             })
@@ -684,13 +687,6 @@ impl Cx<'_> {
 
 #[cfg(test)]
 mod tests {
-    #![expect(
-        clippy::unwrap_used,
-        clippy::expect_used,
-        clippy::indexing_slicing,
-        reason = "tests"
-    )]
-
     use super::*;
     use clap::{Arg, ArgAction};
 
@@ -724,11 +720,7 @@ mod tests {
                     .value_name("KEY")
                     .action(ArgAction::Append),
             )
-            .arg(
-                Arg::new("verbose")
-                    .long("verbose")
-                    .action(ArgAction::Count),
-            )
+            .arg(Arg::new("verbose").long("verbose").action(ArgAction::Count))
             .arg(
                 Arg::new("rotate")
                     .long("rotate")
@@ -991,7 +983,10 @@ rotate: 5
             "c.yaml:2:19: ring-buffer-size: --ring-buffer-size (8192) must exceed --output"
         );
         let e = file.locate("--watch needs --policy");
-        assert_eq!(e.to_string(), "c.yaml:0:0: (settings): --watch needs --policy");
+        assert_eq!(
+            e.to_string(),
+            "c.yaml:0:0: (settings): --watch needs --policy"
+        );
     }
 
     #[test]

@@ -163,8 +163,6 @@ impl Exposition {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, reason = "tests")]
-
     use super::*;
 
     #[test]
@@ -206,7 +204,14 @@ mod tests {
     #[test]
     fn float_values() {
         let mut out = String::new();
-        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1.5, -2.0, 1_700_000_000.25] {
+        for v in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1.5,
+            -2.0,
+            1_700_000_000.25,
+        ] {
             write_value(Value::Float(v), &mut out);
             out.push(' ');
         }

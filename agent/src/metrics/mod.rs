@@ -50,11 +50,11 @@ pub fn parse_metrics_addr(text: &str) -> Result<MetricsAddr, String> {
     if text == "none" {
         return Ok(MetricsAddr::Off);
     }
-    text.parse::<SocketAddr>().map(MetricsAddr::At).map_err(|_| {
-        format!(
-            "expected IP:PORT (`127.0.0.1:9477`, `[::1]:9477`, `0.0.0.0:9477`) or `none`, found `{text}`"
-        )
-    })
+    text.parse::<SocketAddr>()
+        .map(MetricsAddr::At)
+        .map_err(|_| {
+            "expected IP:PORT (`127.0.0.1:9477`, `[::1]:9477`, `0.0.0.0:9477`) or `none`".to_owned()
+        })
 }
 
 /// Where to listen, and whether failing to is fatal.
@@ -278,12 +278,19 @@ impl Telemetry {
     pub fn watch_ring(&mut self, fd: BorrowedFd<'_>) {
         match RingProbe::new(fd) {
             Ok(probe) => self.ring = Some(probe),
-            Err(err) => log::warn!("cannot map the ring buffer's positions: {err}; its fill is not reported"),
+            Err(err) => log::warn!(
+                "cannot map the ring buffer's positions: {err}; its fill is not reported"
+            ),
         }
     }
 
     /// A line was written.
-    pub fn line(&mut self, kind: &'static str, action: &'static str, verdict: Option<PolicyVerdict>) {
+    pub fn line(
+        &mut self,
+        kind: &'static str,
+        action: &'static str,
+        verdict: Option<PolicyVerdict>,
+    ) {
         self.events.add(EventKey {
             kind,
             action,
@@ -336,8 +343,6 @@ impl Telemetry {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
-
     use super::*;
 
     #[test]
@@ -351,7 +356,14 @@ mod tests {
             parse_metrics_addr("[::1]:80").unwrap(),
             MetricsAddr::At(SocketAddr::V6(_))
         ));
-        for bad in ["", "localhost:9477", "127.0.0.1", ":9477", "127.0.0.1:99999", "None"] {
+        for bad in [
+            "",
+            "localhost:9477",
+            "127.0.0.1",
+            ":9477",
+            "127.0.0.1:99999",
+            "None",
+        ] {
             let err = parse_metrics_addr(bad).unwrap_err();
             assert!(err.contains("expected IP:PORT"), "{bad}: {err}");
         }
@@ -363,9 +375,11 @@ mod tests {
             })
         );
         assert_eq!(Listen::from_arg(Some(MetricsAddr::Off)), None);
-        assert!(Listen::from_arg(Some(MetricsAddr::At(DEFAULT_METRICS_ADDR)))
-            .unwrap()
-            .required);
+        assert!(
+            Listen::from_arg(Some(MetricsAddr::At(DEFAULT_METRICS_ADDR)))
+                .unwrap()
+                .required
+        );
     }
 
     #[test]
@@ -415,7 +429,9 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert!(err.to_string().starts_with(&format!("--metrics-addr {addr}: cannot listen: ")));
+        assert!(err
+            .to_string()
+            .starts_with(&format!("--metrics-addr {addr}: cannot listen: ")));
         let t = Telemetry::start(
             Some(Listen {
                 addr,

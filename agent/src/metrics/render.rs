@@ -30,17 +30,21 @@ impl ProcessStats {
         let stat = me.stat().ok();
         let ticks = procfs::ticks_per_second();
         Self {
-            cpu_seconds: stat.as_ref().filter(|_| ticks > 0).map(|s| {
-                s.utime.saturating_add(s.stime) as f64 / ticks as f64
-            }),
+            cpu_seconds: stat
+                .as_ref()
+                .filter(|_| ticks > 0)
+                .map(|s| s.utime.saturating_add(s.stime) as f64 / ticks as f64),
             resident_bytes: stat
                 .as_ref()
                 .map(|s| s.rss.saturating_mul(procfs::page_size())),
             open_fds: me.fd_count().ok().and_then(|n| u64::try_from(n).ok()),
-            max_fds: me.limits().ok().and_then(|l| match l.max_open_files.soft_limit {
-                procfs::process::LimitValue::Value(v) => Some(v),
-                procfs::process::LimitValue::Unlimited => None,
-            }),
+            max_fds: me
+                .limits()
+                .ok()
+                .and_then(|l| match l.max_open_files.soft_limit {
+                    procfs::process::LimitValue::Value(v) => Some(v),
+                    procfs::process::LimitValue::Unlimited => None,
+                }),
         }
     }
 }
@@ -386,8 +390,6 @@ fn about(e: &mut Exposition, info: &StaticInfo, process: &ProcessStats) {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
-
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
@@ -452,11 +454,7 @@ mod tests {
                 assert!(!help.is_empty(), "{name} has no help");
                 assert!(families.insert(name.to_owned()), "{name} twice");
                 let ty = lines.next().unwrap();
-                let (ty_name, kind) = ty
-                    .strip_prefix("# TYPE ")
-                    .unwrap()
-                    .split_once(' ')
-                    .unwrap();
+                let (ty_name, kind) = ty.strip_prefix("# TYPE ").unwrap().split_once(' ').unwrap();
                 assert_eq!(ty_name, name);
                 assert!(kind == "counter" || kind == "gauge", "{ty}");
                 if kind == "counter" {
@@ -479,7 +477,10 @@ mod tests {
                 }
             }
             let value: f64 = value.parse().unwrap();
-            assert!(series.insert(key.to_owned(), value).is_none(), "{key} twice");
+            assert!(
+                series.insert(key.to_owned(), value).is_none(),
+                "{key} twice"
+            );
         }
         series
     }

@@ -86,8 +86,6 @@ impl Drop for RingProbe {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
-
     use std::{io::Write as _, os::fd::AsFd as _};
 
     use super::*;

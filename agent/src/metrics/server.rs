@@ -119,7 +119,10 @@ impl Response {
 /// What a request asks for, once its head is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Get { path: String, head_only: bool },
+    Get {
+        path: String,
+        head_only: bool,
+    },
     /// Another method.
     Method,
     /// Not HTTP/1.x.
@@ -251,8 +254,6 @@ async fn metrics_page(shared: &Shared) -> String {
 
 #[cfg(test)]
 mod tests {
-    #![expect(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
-
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
@@ -301,7 +302,10 @@ mod tests {
         let mut r = Response::text(200, "ok\n");
         r.head_only = true;
         let text = String::from_utf8(r.encode()).unwrap();
-        assert!(text.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"), "{text}");
+        assert!(
+            text.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -353,7 +357,10 @@ mod tests {
         let r = exchange(addr, b"GET /ready HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         let r = exchange(addr, b"GET /healthz HTTP/1.0\r\n\r\n").await;
-        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"), "{r}");
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\nok\n"),
+            "{r}"
+        );
         let r = exchange(addr, b"DELETE /metrics HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 405 "), "{r}");
         let r = exchange(addr, b"GET /nope HTTP/1.1\r\n\r\n").await;
@@ -379,14 +386,19 @@ mod tests {
         };
         let r = exchange(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(
-            r.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            r.starts_with(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            ),
             "{r}"
         );
         assert!(r.contains("\negret_events_received_total 77\n"), "{r}");
         let tx = loop_side.await.unwrap();
         // Nobody answers: the last snapshot, after the freshness wait.
         let r = exchange(addr, b"HEAD /metrics HTTP/1.1\r\n\r\n").await;
-        assert!(r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\n"), "{r}");
+        assert!(
+            r.starts_with("HTTP/1.1 200 OK\r\n") && r.ends_with("\r\n\r\n"),
+            "{r}"
+        );
         drop(tx);
         let r = exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").await;
         assert!(r.contains("\negret_events_received_total 77\n"), "{r}");
