@@ -1,6 +1,7 @@
 //! A real Prometheus server (Debian's `prometheus` package) scraping egret, and a tiny HTTP
 //! client for egret's endpoint and Prometheus' API.
 
+use crate::json::{field, field_str};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -174,20 +175,24 @@ impl Prometheus {
         let v: Value =
             serde_json::from_str(&r.body).with_context(|| format!("{path}: {}", r.body))?;
         ensure!(
-            v["status"] == "success" && v["data"]["resultType"] == "vector",
+            field_str(&v, "status") == Some("success")
+                && field_str(&v, "data.resultType") == Some("vector"),
             "{path}: {}",
             r.body
         );
         let mut out = Vec::new();
-        for item in v["data"]["result"].as_array().into_iter().flatten() {
-            let labels = item["metric"]
-                .as_object()
+        for item in field(&v, "data.result")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let labels = field(item, "metric")
+                .and_then(Value::as_object)
                 .into_iter()
                 .flatten()
                 .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
                 .collect();
-            let value = item["value"][1]
-                .as_str()
+            let value = field_str(item, "value.1")
                 .and_then(|s| s.parse().ok())
                 .with_context(|| format!("{path}: no value in {item}"))?;
             out.push(Sample { labels, value });

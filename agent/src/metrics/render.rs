@@ -549,6 +549,27 @@ mod tests {
     }
 
     #[test]
+    fn docs_name_every_metric() {
+        let docs = include_str!("../../../docs/metrics.md");
+        let process = ProcessStats {
+            cpu_seconds: Some(1.0),
+            resident_bytes: Some(1),
+            open_fds: Some(1),
+            max_fds: Some(1),
+        };
+        let page = render(&snapshot(), &info(), &process);
+        for line in page.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(
+                    docs.contains(&format!("`{name}`")) || docs.contains(&format!("`{name}{{")),
+                    "docs/metrics.md does not describe {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn before_the_first_snapshot() {
         let page = render(&Snapshot::default(), &info(), &ProcessStats::default());
         let series = parse(&page);
