@@ -697,6 +697,7 @@ mod tests {
             .arg(
                 Arg::new("output")
                     .long("output")
+                    .visible_alias("out")
                     .value_name("PATH")
                     .default_value("-"),
             )
@@ -918,6 +919,18 @@ mod tests {
         let e = one_error("output: a\noutput: b\n");
         assert!(e.starts_with("c.yaml:2:1: (syntax): invalid YAML: "), "{e}");
         assert!(e.contains("duplicated key"), "{e}");
+    }
+
+    #[test]
+    fn an_alias_is_the_same_flag() {
+        let m = merge("out: /x\n", &[]).unwrap();
+        assert_eq!(m.get_one::<String>("output").unwrap(), "/x");
+        let m = merge("out: /x\n", &["--output", "/y"]).unwrap();
+        assert_eq!(m.get_one::<String>("output").unwrap(), "/y");
+        assert_eq!(
+            one_error("output: /x\nout: /y\n"),
+            "c.yaml:2:1: out: `output` is set twice (also as `output` at 1:1)"
+        );
     }
 
     #[test]
