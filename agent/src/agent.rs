@@ -453,14 +453,15 @@ impl Pipeline {
             &self.host_name,
         );
         let main = self.sink.write_line(&doc);
+        if main.is_ok() {
+            self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
+        }
         let extra = self.alert_sink.as_mut().map(|sink| sink.write_line(&doc));
         drop(doc);
         match main {
             Ok(()) => {
                 self.metrics.lines_written += 1;
                 self.metrics.alerts += 1;
-                let verdict = record.policy.as_ref().map(|p| p.verdict);
-                self.telemetry.line("alert", record.action.name(), verdict);
             }
             Err(err) => self.write_failed(&err),
         }
@@ -606,7 +607,7 @@ impl Pipeline {
             match self.sink.write_line(&doc) {
                 Ok(()) => {
                     self.metrics.lines_written += 1;
-                    self.telemetry.line("event", "dns-answer", None);
+                    self.telemetry.line(&doc.event, None);
                 }
                 Err(err) => self.write_failed(&err),
             }
@@ -695,8 +696,7 @@ impl Pipeline {
         match self.sink.write_line(&doc) {
             Ok(()) => {
                 self.metrics.lines_written += 1;
-                let verdict = record.policy.as_ref().map(|p| p.verdict);
-                self.telemetry.line("event", record.action.name(), verdict);
+                self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
             }
             Err(err) => self.write_failed(&err),
         }

@@ -27,7 +27,10 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::{ecs::Metrics, policy::Mode, record::PolicyVerdict};
+use crate::{
+    ecs::{EventFields, Metrics, PolicyFields},
+    policy::Mode,
+};
 
 pub use ring::RingProbe;
 
@@ -99,19 +102,31 @@ pub struct EventCounts {
 }
 
 /// One combination of labels of `egret_events_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventKey {
+    /// `event.kind`.
     pub kind: &'static str,
-    pub action: &'static str,
-    /// `none` when the line has no verdict (`dns` lines).
+    /// `event.action`.
+    pub action: String,
+    /// `egret.policy.verdict`; `none` when the line has none (`dns` lines).
     pub verdict: &'static str,
 }
 
 impl EventCounts {
-    pub fn add(&mut self, key: EventKey) {
-        match self.counts.iter_mut().find(|(k, _)| *k == key) {
+    /// Counts one line (allocating only for a combination not seen before).
+    pub fn add(&mut self, kind: &'static str, action: &str, verdict: &'static str) {
+        let found = self
+            .counts
+            .iter_mut()
+            .find(|(k, _)| k.kind == kind && k.action == action && k.verdict == verdict);
+        match found {
             Some((_, n)) => *n = n.saturating_add(1),
             None => {
+                let key = EventKey {
+                    kind,
+                    action: action.to_owned(),
+                    verdict,
+                };
                 self.counts.push((key, 1));
                 self.counts.sort_unstable();
             }
@@ -119,8 +134,8 @@ impl EventCounts {
     }
 
     /// Every combination seen, in a stable order.
-    pub fn iter(&self) -> impl Iterator<Item = (EventKey, u64)> + '_ {
-        self.counts.iter().copied()
+    pub fn iter(&self) -> impl Iterator<Item = (&EventKey, u64)> + '_ {
+        self.counts.iter().map(|(k, n)| (k, *n))
     }
 }
 
@@ -284,18 +299,14 @@ impl Telemetry {
         }
     }
 
-    /// A line was written.
-    pub fn line(
-        &mut self,
-        kind: &'static str,
-        action: &'static str,
-        verdict: Option<PolicyVerdict>,
-    ) {
-        self.events.add(EventKey {
-            kind,
-            action,
-            verdict: verdict.map_or("none", PolicyVerdict::name),
-        });
+    /// A line with this `event` object (and policy verdict, if it has one) was written:
+    /// every writer calls this once its line is out.
+    pub fn line(&mut self, event: &EventFields<'_>, policy: Option<&PolicyFields>) {
+        self.events.add(
+            event.kind,
+            event.action,
+            policy.map_or("none", |p| p.verdict),
+        );
     }
 
     /// Before a drain: how much the kernel wrote since the last one.
@@ -385,22 +396,20 @@ mod tests {
     #[test]
     fn event_counts_by_labels() {
         let mut counts = EventCounts::default();
-        let key = |kind, action, verdict| EventKey {
-            kind,
-            action,
-            verdict,
-        };
-        counts.add(key("event", "send", "approved"));
-        counts.add(key("event", "connect", "unapproved"));
-        counts.add(key("event", "connect", "unapproved"));
-        counts.add(key("alert", "connect", "unapproved"));
-        let all: Vec<_> = counts.iter().collect();
+        counts.add("event", "send", "approved");
+        counts.add("event", "connect", "unapproved");
+        counts.add("event", "connect", "unapproved");
+        counts.add("alert", "connect", "unapproved");
+        let all: Vec<_> = counts
+            .iter()
+            .map(|(k, n)| (k.kind, k.action.as_str(), k.verdict, n))
+            .collect();
         assert_eq!(
             all,
             [
-                (key("alert", "connect", "unapproved"), 1),
-                (key("event", "connect", "unapproved"), 2),
-                (key("event", "send", "approved"), 1),
+                ("alert", "connect", "unapproved", 1),
+                ("event", "connect", "unapproved", 2),
+                ("event", "send", "approved", 1),
             ]
         );
     }
@@ -410,9 +419,18 @@ mod tests {
         let mut t = Telemetry::start(None, 4096, Duration::from_millis(20)).unwrap();
         assert_eq!(t.local_addr(), None);
         assert!(!t.wanted());
-        t.line("event", "connect", Some(PolicyVerdict::Blocked));
+        let event = EventFields::dns_answer(1);
+        t.line(&event, None);
+        t.line(
+            &event,
+            Some(&PolicyFields {
+                verdict: "blocked",
+                mode: "block",
+            }),
+        );
         t.publish(Metrics::default(), Mode::Block);
-        assert_eq!(t.events().iter().next().unwrap().0.verdict, "blocked");
+        let verdicts: Vec<_> = t.events().iter().map(|(k, n)| (k.verdict, n)).collect();
+        assert_eq!(verdicts, [("blocked", 1), ("none", 1)]);
     }
 
     #[tokio::test]

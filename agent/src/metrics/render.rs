@@ -74,7 +74,7 @@ fn events(e: &mut Exposition, snapshot: &Snapshot) {
             NAME,
             &[
                 ("kind", key.kind),
-                ("action", key.action),
+                ("action", &key.action),
                 ("verdict", key.verdict),
             ],
             count,
@@ -393,7 +393,7 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use super::*;
-    use crate::metrics::{exposition, EventCounts, EventKey, RingFill};
+    use crate::metrics::{exposition, EventCounts, RingFill};
 
     fn snapshot() -> Snapshot {
         let mut events = EventCounts::default();
@@ -405,11 +405,7 @@ mod tests {
             ("event", "dns-answer", "none", 4),
         ] {
             for _ in 0..n {
-                events.add(EventKey {
-                    kind,
-                    action,
-                    verdict,
-                });
+                events.add(kind, action, verdict);
             }
         }
         Snapshot {
