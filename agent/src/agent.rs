@@ -84,6 +84,8 @@ pub struct Config {
     /// Follow each TCP connection to its end and count UDP bytes (sock_ops and packet-path
     /// programs); off: start lines only, the lowest overhead.
     pub connection_ends: bool,
+    /// The Prometheus endpoint (`None`: none).
+    pub metrics_listen: Option<crate::metrics::Listen>,
 }
 
 impl Default for Config {
@@ -114,6 +116,7 @@ impl Default for Config {
             failure_alert_count: 5,
             failure_alert_window: Duration::from_secs(60),
             connection_ends: true,
+            metrics_listen: crate::metrics::Listen::from_arg(None),
         }
     }
 }
@@ -137,6 +140,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Policy(#[from] PolicyErrors),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 fn duration_ns(d: Duration) -> u64 {
@@ -185,6 +190,8 @@ struct Pipeline {
     track_tcp: bool,
     /// Connections open before egret started, followed to their release (by socket cookie).
     preexisting: std::collections::HashMap<u64, crate::sockdiag::DiagSock>,
+    /// Lines by kind and verdict, ring buffer fill, the Prometheus endpoint.
+    telemetry: crate::metrics::Telemetry,
 }
 
 /// A UDP flow a connection line opens: a `send` (its first datagram, `prev_datagrams` of the
@@ -523,6 +530,9 @@ impl Pipeline {
             &self.host_name,
         );
         let main = self.sink.write_line(&doc);
+        if main.is_ok() {
+            self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
+        }
         let extra = self.alert_sink.as_mut().map(|sink| sink.write_line(&doc));
         drop(doc);
         match main {
@@ -672,7 +682,10 @@ impl Pipeline {
                 host_name: &self.host_name,
             });
             match self.sink.write_line(&doc) {
-                Ok(()) => self.metrics.lines_written += 1,
+                Ok(()) => {
+                    self.metrics.lines_written += 1;
+                    self.telemetry.line(&doc.event, None);
+                }
                 Err(err) => self.write_failed(&err),
             }
         }
@@ -874,6 +887,7 @@ impl Pipeline {
             Ok(()) => {
                 self.metrics.lines_written += 1;
                 self.metrics.tcp_connection_ends += 1;
+                self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
             }
             Err(err) => self.write_failed(&err),
         }
@@ -891,7 +905,10 @@ impl Pipeline {
             &self.host_name,
         );
         match self.sink.write_line(&doc) {
-            Ok(()) => self.metrics.lines_written += 1,
+            Ok(()) => {
+                self.metrics.lines_written += 1;
+                self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
+            }
             Err(err) => self.write_failed(&err),
         }
     }
@@ -909,6 +926,9 @@ impl Pipeline {
         );
         let main = self.sink.write_line(&doc);
         let extra = self.alert_sink.as_mut().map(|sink| sink.write_line(&doc));
+        if main.is_ok() {
+            self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
+        }
         drop(doc);
         match main {
             Ok(()) => {
@@ -984,7 +1004,10 @@ impl Pipeline {
         let sequence = self.next_sequence();
         let doc = ConnectionDoc::new(record, udp, sequence, &self.clock, &self.host_name);
         match self.sink.write_line(&doc) {
-            Ok(()) => self.metrics.lines_written += 1,
+            Ok(()) => {
+                self.metrics.lines_written += 1;
+                self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
+            }
             Err(err) => self.write_failed(&err),
         }
     }
@@ -1032,9 +1055,10 @@ impl Pipeline {
         }
     }
 
-    fn write_metrics(&mut self, maps: &KernelLookups) {
+    /// The counters now: the pipeline's own, the tables' and the kernel's.
+    fn snapshot(&self, maps: &KernelLookups) -> Metrics {
         let stats = self.processes.stats;
-        let metrics = Metrics {
+        Metrics {
             events_lost_kernel: maps.counter(Counter::RingBufFull),
             udp_datagrams_aggregated: maps.counter(Counter::UdpAggregated),
             udp_flow_update_failures: maps.counter(Counter::UdpFlowUpdateFailed),
@@ -1063,9 +1087,21 @@ impl Pipeline {
             tcp_connections_evicted: self.tcp.evicted,
             tcp_state_missing: maps.counter(Counter::ConnStateMissing),
             tcp_state_update_failures: maps.counter(Counter::ConnUpdateFailed),
+            ..self.metrics
+        }
+    }
+
+    /// Hands the counters to the Prometheus endpoint.
+    fn publish(&mut self, maps: &KernelLookups) {
+        let metrics = self.snapshot(maps);
+        self.telemetry.publish(metrics, self.policy.policy.mode);
+    }
+
+    fn write_metrics(&mut self, maps: &KernelLookups) {
+        let metrics = Metrics {
             // The metric line itself is counted once written.
             lines_written: self.metrics.lines_written + 1,
-            ..self.metrics
+            ..self.snapshot(maps)
         };
         let sequence = self.next_sequence();
         let timestamp = self.clock.rfc3339(boot_ns_now());
@@ -1126,6 +1162,7 @@ fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
         lookups,
         policy,
     } = maps;
+    pipeline.telemetry.before_drain();
     while let Some(item) = events.next() {
         pipeline.handle(&item, lookups);
     }
@@ -1134,6 +1171,9 @@ fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
     pipeline.release_held();
     pipeline.apply_container_scopes(policy);
     pipeline.apply_dns_learned(policy);
+    if pipeline.telemetry.wanted() {
+        pipeline.publish(lookups);
+    }
 }
 
 /// Runs egret until `shutdown` completes; then detaches, drains what is left, writes a final
@@ -1148,6 +1188,12 @@ pub async fn run(
         return Err(AgentError::NotCgroup2(cgroup_dir.display().to_string()));
     }
     let (policy, compiled) = load_policy(config.policy.as_deref())?;
+    // Listening before the programs load: a taken address stops egret before it attaches.
+    let mut telemetry = crate::metrics::Telemetry::start(
+        config.metrics_listen,
+        config.ring_buffer_size,
+        config.drain_interval,
+    )?;
     let sink = Sink::open(&config.output)?;
     let alert_sink = config.alerts.as_deref().map(Sink::open).transpose()?;
 
@@ -1176,6 +1222,7 @@ pub async fn run(
             kernel.took_over
         );
     }
+    telemetry.watch_ring(std::os::fd::AsFd::as_fd(&maps.events));
     let (containers, fetcher) = ContainerResolver::new(config.runtimes.clone());
     tokio::spawn(fetcher);
     for warning in containers.startup_warnings() {
@@ -1237,6 +1284,7 @@ pub async fn run(
         lost_check_ns: boot_ns_now(),
         track_tcp: config.connection_ends,
         preexisting: std::collections::HashMap::new(),
+        telemetry,
     };
     if config.connection_ends {
         pipeline.preexisting = follow_preexisting(&mut maps.lookups);
@@ -1319,6 +1367,7 @@ async fn event_loop(
             }
         })?;
     }
+    pipeline.telemetry.set_ready(true);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .map_err(AgentError::Poll)?;
     let mut watch = config
@@ -1353,5 +1402,6 @@ async fn event_loop(
             }
         }
     }
+    pipeline.telemetry.set_ready(false);
     Ok(())
 }

@@ -23,6 +23,19 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Work with `egret run --config` files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a config file as `egret run --config FILE` would read it: exit 0 and a one-line
+    /// summary, or exit 1 and every error as `FILE:LINE:COLUMN: KEY: MESSAGE`.
+    Check {
+        /// The config file (YAML; see docs/config.md).
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,6 +209,16 @@ struct RunArgs {
     /// duration, bytes) and count UDP bytes. `off`: start lines only, the lowest overhead.
     #[arg(long, value_enum, default_value = "on")]
     connection_ends: Switch,
+
+    /// Prometheus endpoint (/metrics, /healthz, /ready): `IP:PORT`, or `none`. Default:
+    /// 127.0.0.1:9477, skipped with a warning if taken; an address given must be free.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = egret::metrics::parse_metrics_addr)]
+    metrics_addr: Option<egret::metrics::MetricsAddr>,
+
+    /// Read `run` flags from this YAML file (docs/config.md); flags given on the command line
+    /// win. `egret config check FILE` validates one.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -243,6 +266,8 @@ impl RunArgs {
             failure_alert_count,
             failure_alert_window,
             connection_ends,
+            metrics_addr,
+            config: _,
         } = self;
         anyhow::ensure!(
             *failure_alert_window > 0,
@@ -309,6 +334,7 @@ impl RunArgs {
             failure_alert_count: *failure_alert_count,
             failure_alert_window: Duration::from_secs(*failure_alert_window),
             connection_ends: *connection_ends == Switch::On,
+            metrics_listen: egret::metrics::Listen::from_arg(*metrics_addr),
         })
     }
 }
@@ -370,11 +396,92 @@ fn policy_check(path: &std::path::Path) -> std::process::ExitCode {
     }
 }
 
+/// Flags a config file may not set.
+const NOT_IN_CONFIG: &[&str] = &["config"];
+
+/// `egret run`'s command, as clap knows it.
+fn run_command() -> anyhow::Result<clap::Command> {
+    use clap::CommandFactory as _;
+    Cli::command()
+        .find_subcommand("run")
+        .cloned()
+        .context("the `run` subcommand is missing")
+}
+
+/// `egret run`'s arguments with a config file read in: its settings, then `command_line`
+/// (the arguments after `run`), which win. Also returns the file, to locate later errors.
+fn with_config_file(
+    path: &std::path::Path,
+    command_line: &[std::ffi::OsString],
+) -> anyhow::Result<(Box<RunArgs>, egret::config_file::ConfigFile)> {
+    use clap::FromArgMatches as _;
+    let command = run_command()?;
+    let given = command
+        .clone()
+        .try_get_matches_from(std::iter::once("egret run".into()).chain(command_line.to_vec()))?;
+    let file = egret::config_file::ConfigFile::load(path, &command, NOT_IN_CONFIG)?;
+    let merged = file.merge(&command, "egret run", &given, command_line)?;
+    let args = RunArgs::from_arg_matches(&merged)?;
+    // Checks across flags, located at the key they name.
+    if let Err(err) = args.config() {
+        return Err(egret::config_file::ConfigErrors {
+            file: file.file().to_owned(),
+            errors: vec![file.locate(&err.to_string())],
+        }
+        .into());
+    }
+    Ok((Box::new(args), file))
+}
+
+/// `egret config check`: what `egret run --config FILE` (with no other flag) would use.
+fn config_check(path: &std::path::Path) -> std::process::ExitCode {
+    match with_config_file(path, &[]) {
+        Ok((_, file)) => {
+            let keys: Vec<&str> = file.keys().collect();
+            println!(
+                "{}: ok: {} setting(s){}",
+                path.display(),
+                keys.len(),
+                if keys.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", keys.join(", "))
+                }
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            match err.downcast_ref::<egret::config_file::ConfigErrors>() {
+                Some(errors) => {
+                    for error in &errors.errors {
+                        eprintln!("{error}");
+                    }
+                    eprintln!("{}: {} error(s)", errors.file, errors.errors.len());
+                }
+                None => eprintln!("{}: {err:#}", path.display()),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(PolicyCommand::Check { path }) => Ok(policy_check(&path)),
+        Command::Config(ConfigCommand::Check { path }) => Ok(config_check(&path)),
         Command::Run(args) => {
+            let args = match &args.config {
+                Some(path) => {
+                    let command_line: Vec<std::ffi::OsString> = std::env::args_os()
+                        .skip(1)
+                        .skip_while(|arg| arg != "run")
+                        .skip(1)
+                        .collect();
+                    with_config_file(path, &command_line)?.0
+                }
+                None => args,
+            };
             init_logging(args.log_level);
             let config = args.config()?;
             let runtime = tokio::runtime::Builder::new_current_thread()

@@ -52,8 +52,6 @@ impl Egret {
         let dir =
             std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
         std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        let stderr = File::create(dir.join("stderr.log")).context("create stderr.log")?;
-        let stdout = File::create(dir.join("stdout.log")).context("create stdout.log")?;
         let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--cgroup")
@@ -63,10 +61,31 @@ impl Egret {
             .arg("--ready-file")
             .arg(dir.join("ready"))
             .args(["--metrics-interval", "1", "--log-level", "debug"])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+            .args(extra_args);
+        Self::spawn(cmd, dir)
+    }
+
+    /// Starts egret with exactly the arguments `args` returns, given the scratch directory
+    /// (for tests that set the output and ready file some other way, e.g. a config file):
+    /// they must make egret write `<dir>/events.jsonl` and create `<dir>/ready`.
+    pub fn start_custom(
+        name: &str,
+        args: impl FnOnce(&Path) -> Result<Vec<std::ffi::OsString>>,
+    ) -> Result<Self> {
+        let bin = skip::require_egret_bin()?;
+        let dir =
+            std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.args(args(&dir)?);
+        Self::spawn(cmd, dir)
+    }
+
+    /// Runs `cmd` with stdout and stderr logged in `dir` and waits for `<dir>/ready`.
+    fn spawn(mut cmd: Command, dir: PathBuf) -> Result<Self> {
+        let stderr = File::create(dir.join("stderr.log")).context("create stderr.log")?;
+        let stdout = File::create(dir.join("stdout.log")).context("create stdout.log")?;
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
         let mut me = Self {
             child: Some(child),

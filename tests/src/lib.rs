@@ -12,6 +12,7 @@ pub mod expect;
 pub mod json;
 pub mod netns;
 pub mod policy;
+pub mod prometheus;
 pub mod run;
 pub mod runtime;
 pub mod skip;

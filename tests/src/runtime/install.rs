@@ -195,6 +195,38 @@ fn apt_get(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Makes sure `program` is there (looked for at `preferred`, then on `PATH`): when it is
+/// missing and we are root on a system with `apt-get`, installs Debian's `package` (without
+/// starting its services). Errors name what is missing and the command that installs it.
+pub fn ensure_program(program: &str, package: &str, preferred: &[&str]) -> Result<PathBuf> {
+    if let Some(found) = find_program(program, preferred) {
+        return Ok(found);
+    }
+    let _guard = INSTALL_LOCK
+        .lock()
+        .map_err(|_| anyhow::anyhow!("install lock poisoned"))?;
+    if let Some(found) = find_program(program, preferred) {
+        return Ok(found);
+    }
+    let how = format!("apt-get install -y {package}");
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "missing {program}; install it with `{how}`"
+    );
+    ensure!(
+        find_program("apt-get", &[]).is_some(),
+        "missing {program} and there is no apt-get; install the equivalent of `{how}`"
+    );
+    let _no_start = NoServiceStart::new();
+    let install = ["install", "-y", "-o", "DPkg::Lock::Timeout=300", package];
+    if let Err(first) = apt_get(&install) {
+        eprintln!("egret-e2e: {first:#}; updating the package lists and retrying");
+        apt_get(&["update"]).context("apt-get update")?;
+        apt_get(&install).with_context(|| format!("`{how}`"))?;
+    }
+    find_program(program, preferred).with_context(|| format!("still no {program} after `{how}`"))
+}
+
 /// Makes sure the programs of `runtimes` (and the static busybox) are there: when one is
 /// missing and we are root on a system with `apt-get`, installs the packages
 /// (`apt-get install -y containerd runc docker.io busybox-static`, after `apt-get update` if
