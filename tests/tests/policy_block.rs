@@ -8,8 +8,8 @@ use anyhow::{bail, ensure, Context, Result};
 use egret_e2e::expect::{has_arg, is_flow, is_metric};
 use egret_e2e::policy::{check_alert, check_verdict, is_alert, read_loop_status, AlertWant};
 use egret_e2e::{
-    field_str, field_u64, marker, run_with_timeout, Egret, Harness, PinPath, PolicyDir, RunOutput,
-    TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
+    field, field_str, field_u64, marker, run_with_timeout, Egret, Harness, PinPath, PolicyDir,
+    RunOutput, TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
 };
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -134,6 +134,18 @@ rules:
             LINE_TIMEOUT,
         )?;
         check_verdict(&ev, "blocked", "block", None)?;
+        // Its end line: a failure with EPERM, nothing sent, the same connection id.
+        let end = h.egret.wait_for(
+            |v| is_flow(v, "connection-end", "tcp", port) && has_arg(v, &m),
+            LINE_TIMEOUT,
+        )?;
+        ensure!(
+            field_str(&end, "event.outcome") == Some("failure")
+                && field_str(&end, "error.code") == Some("EPERM")
+                && field_u64(&end, "source.bytes") == Some(0)
+                && field(&end, "egret.connection.id") == field(&ev, "egret.connection.id"),
+            "end line of a blocked connect\nstart: {ev}\nend: {end}"
+        );
         let alert = h
             .egret
             .wait_for(|v| is_alert(v, "connect", "tcp", port), LINE_TIMEOUT)?;
