@@ -192,6 +192,8 @@ struct Pipeline {
     preexisting: std::collections::HashMap<u64, crate::sockdiag::DiagSock>,
     /// Lines by kind and verdict, ring buffer fill, the Prometheus endpoint.
     telemetry: crate::metrics::Telemetry,
+    /// `process` objects rendered once for repeated lines of the same process.
+    process_json: crate::ecs::ProcessJson,
 }
 
 /// A UDP flow a connection line opens: a `send` (its first datagram, `prev_datagrams` of the
@@ -874,6 +876,7 @@ impl Pipeline {
 
     fn write_end(&mut self, record: &ConnectionRecord, end: &ConnEnd, start_seen: bool) {
         let sequence = self.next_sequence();
+        let rendered = self.process_json.get(record, &self.clock);
         let doc = ConnectionDoc::end(
             record,
             end,
@@ -882,6 +885,7 @@ impl Pipeline {
             sequence,
             &self.clock,
             &self.host_name,
+            rendered,
         );
         match self.sink.write_line(&doc) {
             Ok(()) => {
@@ -895,6 +899,7 @@ impl Pipeline {
 
     fn write_progress(&mut self, record: &ConnectionRecord, progress: &ConnEnd) {
         let sequence = self.next_sequence();
+        let rendered = self.process_json.get(record, &self.clock);
         let doc = ConnectionDoc::end(
             record,
             progress,
@@ -903,6 +908,7 @@ impl Pipeline {
             sequence,
             &self.clock,
             &self.host_name,
+            rendered,
         );
         match self.sink.write_line(&doc) {
             Ok(()) => {
@@ -1002,7 +1008,15 @@ impl Pipeline {
 
     fn write_connection(&mut self, record: &ConnectionRecord, udp: Option<UdpSummary>) {
         let sequence = self.next_sequence();
-        let doc = ConnectionDoc::new(record, udp, sequence, &self.clock, &self.host_name);
+        let rendered = self.process_json.get(record, &self.clock);
+        let doc = ConnectionDoc::with_process(
+            record,
+            udp,
+            sequence,
+            &self.clock,
+            &self.host_name,
+            rendered,
+        );
         match self.sink.write_line(&doc) {
             Ok(()) => {
                 self.metrics.lines_written += 1;
@@ -1115,6 +1129,7 @@ impl Pipeline {
             Err(err) => self.write_failed(&err),
         }
         self.clock.refresh();
+        self.process_json.clear();
     }
 }
 
@@ -1285,6 +1300,7 @@ pub async fn run(
         track_tcp: config.connection_ends,
         preexisting: std::collections::HashMap::new(),
         telemetry,
+        process_json: crate::ecs::ProcessJson::default(),
     };
     if config.connection_ends {
         pipeline.preexisting = follow_preexisting(&mut maps.lookups);

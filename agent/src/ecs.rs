@@ -5,6 +5,7 @@
 //! `docs/events.md` documents every field.
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::{
     clock::WallClock,
@@ -223,6 +224,116 @@ pub struct EgretFields<'a> {
     pub process: Option<EgretProcessFields>,
 }
 
+/// `process` of a line: rendered for this line, or the JSON already rendered for an earlier
+/// line of the same process, thread and user.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum ProcessOut<'a> {
+    Fields(ProcessFields<'a>),
+    Rendered(&'a RawValue),
+}
+
+impl<'a> ProcessFields<'a> {
+    pub fn of(
+        process: &'a crate::process::ProcessInfo,
+        tid: u32,
+        uid: u32,
+        gid: u32,
+        user_name: &'a Option<String>,
+        clock: &WallClock,
+    ) -> Self {
+        Self {
+            pid: process.pid,
+            thread: Id { id: tid },
+            parent: process.ppid.map(|pid| Pid { pid }),
+            executable: process.executable.as_deref(),
+            name: &process.name,
+            args: &process.args,
+            args_count: process.args.len(),
+            command_line: process.command_line(),
+            user: UserFields {
+                id: uid.to_string(),
+                name: user_name.as_deref(),
+            },
+            group: GroupFields {
+                id: gid.to_string(),
+            },
+            start: process.start_ns.map(|ns| clock.rfc3339(ns)),
+        }
+    }
+}
+
+/// The `process` objects of the last few (process, thread, user) combinations, rendered once:
+/// a process that connects thousands of times (and every end line) reuses them instead of
+/// escaping its arguments again. Cleared when the wall clock is re-anchored (the start time
+/// string may move).
+#[derive(Default)]
+pub struct ProcessJson {
+    entries: Vec<ProcessJsonEntry>,
+    next: usize,
+}
+
+struct ProcessJsonEntry {
+    process: std::sync::Arc<crate::process::ProcessInfo>,
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    json: Box<RawValue>,
+}
+
+/// Entries kept (a linear scan: small on purpose).
+const PROCESS_JSON_ENTRIES: usize = 32;
+
+impl ProcessJson {
+    /// The rendered `process` object of `record`'s process (rendered now if new).
+    pub fn get(&mut self, record: &ConnectionRecord, clock: &WallClock) -> Option<&RawValue> {
+        let found = self.entries.iter().position(|e| {
+            std::sync::Arc::ptr_eq(&e.process, &record.process)
+                && e.tid == record.tid
+                && e.uid == record.uid
+                && e.gid == record.gid
+        });
+        let index = match found {
+            Some(i) => i,
+            None => {
+                let fields = ProcessFields::of(
+                    &record.process,
+                    record.tid,
+                    record.uid,
+                    record.gid,
+                    &record.user_name,
+                    clock,
+                );
+                let json = serde_json::value::to_raw_value(&fields).ok()?;
+                let entry = ProcessJsonEntry {
+                    process: std::sync::Arc::clone(&record.process),
+                    tid: record.tid,
+                    uid: record.uid,
+                    gid: record.gid,
+                    json,
+                };
+                if self.entries.len() < PROCESS_JSON_ENTRIES {
+                    self.entries.push(entry);
+                    self.entries.len() - 1
+                } else {
+                    let i = self.next % PROCESS_JSON_ENTRIES;
+                    self.next = self.next.wrapping_add(1);
+                    if let Some(slot) = self.entries.get_mut(i) {
+                        *slot = entry;
+                    }
+                    i
+                }
+            }
+        };
+        self.entries.get(index).map(|e| e.json.as_ref())
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.next = 0;
+    }
+}
+
 /// A `connect` or `send` line, or an alert about one.
 #[derive(Serialize)]
 pub struct ConnectionDoc<'a> {
@@ -235,7 +346,7 @@ pub struct ConnectionDoc<'a> {
     pub message: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorFields>,
-    pub process: ProcessFields<'a>,
+    pub process: ProcessOut<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceFields>,
     pub destination: Endpoint<'a>,
@@ -269,6 +380,18 @@ impl<'a> ConnectionDoc<'a> {
         sequence: u64,
         clock: &WallClock,
         host_name: &'a str,
+    ) -> Self {
+        Self::with_process(record, udp, sequence, clock, host_name, None)
+    }
+
+    /// [`Self::new`] with the `process` object already rendered (see [`ProcessJson`]).
+    pub fn with_process(
+        record: &'a ConnectionRecord,
+        udp: Option<UdpSummary>,
+        sequence: u64,
+        clock: &WallClock,
+        host_name: &'a str,
+        rendered: Option<&'a RawValue>,
     ) -> Self {
         let ConnectionRecord {
             action,
@@ -337,23 +460,11 @@ impl<'a> ConnectionDoc<'a> {
                 end: udp.map(|u| clock.rfc3339(u.last_ns)),
                 duration: None,
             },
-            process: ProcessFields {
-                pid: process.pid,
-                thread: Id { id: *tid },
-                parent: process.ppid.map(|pid| Pid { pid }),
-                executable: process.executable.as_deref(),
-                name: &process.name,
-                args: &process.args,
-                args_count: process.args.len(),
-                command_line: process.command_line(),
-                user: UserFields {
-                    id: uid.to_string(),
-                    name: user_name.as_deref(),
-                },
-                group: GroupFields {
-                    id: gid.to_string(),
-                },
-                start: process.start_ns.map(|ns| clock.rfc3339(ns)),
+            process: match rendered {
+                Some(raw) => ProcessOut::Rendered(raw),
+                None => ProcessOut::Fields(ProcessFields::of(
+                    process, *tid, *uid, *gid, user_name, clock,
+                )),
             },
             destination: Endpoint {
                 ip: ip.to_string(),
@@ -424,6 +535,10 @@ impl UdpSummary {
 impl<'a> ConnectionDoc<'a> {
     /// A TCP connection's end line (or, with `progress`, a line while it is open): the start
     /// line's identity plus outcome, duration, latency, bytes and the error.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per line kind; a struct would only rename the arguments"
+    )]
     pub fn end(
         record: &'a ConnectionRecord,
         end: &crate::conn::ConnEnd,
@@ -432,6 +547,7 @@ impl<'a> ConnectionDoc<'a> {
         sequence: u64,
         clock: &WallClock,
         host_name: &'a str,
+        rendered: Option<&'a RawValue>,
     ) -> Self {
         let crate::conn::ConnEnd {
             outcome,
@@ -447,7 +563,7 @@ impl<'a> ConnectionDoc<'a> {
             state_lost: _,
             end_ns,
         } = end;
-        let mut doc = Self::new(record, None, sequence, clock, host_name);
+        let mut doc = Self::with_process(record, None, sequence, clock, host_name, rendered);
         doc.timestamp = clock.rfc3339(*end_ns);
         if progress {
             doc.event.types = &["connection", "info"];
@@ -1002,8 +1118,10 @@ mod tests {
             state_lost: false,
             end_ns: 2_000,
         };
-        let v = serde_json::to_value(ConnectionDoc::end(&rec, &end, true, false, 2, &clock, "h"))
-            .unwrap();
+        let v = serde_json::to_value(ConnectionDoc::end(
+            &rec, &end, true, false, 2, &clock, "h", None,
+        ))
+        .unwrap();
         assert_eq!(v["event"]["type"], serde_json::json!(["connection", "end"]));
         assert_eq!(v["event"]["action"], "connection-end");
         assert_eq!(v["event"]["outcome"], "failure");
@@ -1020,6 +1138,34 @@ mod tests {
         );
         assert_eq!(v["process"], start["process"]);
         assert_eq!(v["destination"]["ip"], start["destination"]["ip"]);
+    }
+
+    #[test]
+    fn a_rendered_process_is_reused_and_identical() {
+        let clock = WallClock::with_offset(0);
+        let rec = record(Action::Connect);
+        let fresh = serde_json::to_value(ConnectionDoc::new(&rec, None, 1, &clock, "h")).unwrap();
+        let mut cache = ProcessJson::default();
+        let first = cache.get(&rec, &clock).unwrap().get().to_owned();
+        assert_eq!(
+            cache.get(&rec, &clock).unwrap().get(),
+            first,
+            "served from the cache"
+        );
+        let raw = cache.get(&rec, &clock).unwrap();
+        let reused = serde_json::to_value(ConnectionDoc::with_process(
+            &rec,
+            None,
+            1,
+            &clock,
+            "h",
+            Some(raw),
+        ))
+        .unwrap();
+        assert_eq!(fresh, reused);
+        let mut other = rec.clone();
+        other.tid += 1;
+        assert_ne!(cache.get(&other, &clock).unwrap().get(), first);
     }
 
     #[test]
