@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Attach the kernel programs and write one JSON line per outbound connection until
-    /// SIGINT/SIGTERM. Needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).
+    /// SIGINT/SIGTERM. Needs uid 0 with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN (+ CAP_SYS_PTRACE).
     Run(Box<RunArgs>),
     /// Work with policy files.
     #[command(subcommand)]
