@@ -34,7 +34,7 @@ static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
-    #[error("loading the kernel programs: {0} (egret needs root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN + CAP_SYS_ADMIN)")]
+    #[error("loading the kernel programs: {0} (egret needs uid 0 with CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN; docs/deploy.md)")]
     Load(#[source] EbpfError),
     #[error("program `{name}` is missing from the object")]
     MissingProgram { name: &'static str },

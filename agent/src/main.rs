@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Attach the kernel programs and write one JSON line per outbound connection until
-    /// SIGINT/SIGTERM. Needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).
+    /// SIGINT/SIGTERM. Needs uid 0 with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN (+ CAP_SYS_PTRACE).
     Run(Box<RunArgs>),
     /// Work with policy files.
     #[command(subcommand)]
@@ -26,6 +26,12 @@ enum Command {
     /// Work with `egret run --config` files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Exit 0 when FILE, the `--ready-file` of an `egret run`, exists and names a running
+    /// process; else exit 1. A readiness probe for images without a shell (docs/deploy.md).
+    Ready {
+        /// The `--ready-file` path.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -465,11 +471,33 @@ fn config_check(path: &std::path::Path) -> std::process::ExitCode {
     }
 }
 
+/// `egret ready FILE`: the ready file exists and holds the pid of a live process (seen in this
+/// pid namespace, so the probe must share egret's).
+fn ready_check(file: &std::path::Path) -> std::process::ExitCode {
+    let pid = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    match pid {
+        Some(pid) if std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            std::process::ExitCode::SUCCESS
+        }
+        Some(pid) => {
+            eprintln!("{}: egret (pid {pid}) is not running", file.display());
+            std::process::ExitCode::FAILURE
+        }
+        None => {
+            eprintln!("{}: not ready (no ready file with a pid)", file.display());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(PolicyCommand::Check { path }) => Ok(policy_check(&path)),
         Command::Config(ConfigCommand::Check { path }) => Ok(config_check(&path)),
+        Command::Ready { file } => Ok(ready_check(&file)),
         Command::Run(args) => {
             let args = match &args.config {
                 Some(path) => {

@@ -40,6 +40,24 @@ pub enum SockDiagError {
     Malformed(&'static str),
     #[error("entering the network namespace of pid {pid}: {source}")]
     Setns { pid: u32, source: nix::Error },
+    #[error("{0} other network namespaces not searched: entering one needs CAP_SYS_ADMIN, which egret does not have (connections older than egret there get no end line)")]
+    NoSysAdmin(usize),
+}
+
+/// Whether this process may enter other network namespaces (CAP_SYS_ADMIN in its effective
+/// set). Without it egret does not even try: a hardened unit's system call filter may not allow
+/// `setns`.
+fn may_setns() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }
 
 /// One TCP socket of a dump.
@@ -242,16 +260,24 @@ pub fn scan_all() -> (Vec<DiagSock>, Vec<SockDiagError>) {
     }
     let mut found = Vec::new();
     let mut errors = Vec::new();
+    let may_enter = may_setns();
+    let mut skipped = 0;
     for (ns, pid) in seen {
         let result = if own.as_ref().ok() == Some(&ns) {
             dump()
-        } else {
+        } else if may_enter {
             in_netns_of(pid)
+        } else {
+            skipped += 1;
+            continue;
         };
         match result {
             Ok(socks) => found.extend(outbound(&socks)),
             Err(err) => errors.push(err),
         }
+    }
+    if skipped > 0 {
+        errors.push(SockDiagError::NoSysAdmin(skipped));
     }
     (found, errors)
 }

@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod deploy;
 pub mod dns;
 pub mod expect;
 pub mod json;

@@ -7,6 +7,7 @@
 mod bench;
 mod cgroup;
 mod cmd;
+mod install;
 mod interrupt;
 mod run;
 mod setup;
@@ -59,6 +60,8 @@ enum Command {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Build the release binary; install it, the systemd unit and the default /etc/egret.
+    Install(install::InstallOptions),
     /// Measure egret's overhead on loopback TCP connect / UDP send / resolve + connect loops.
     Bench(bench::BenchOptions),
 }
@@ -81,6 +84,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run { debug, args, .. } => run::run(!debug, &args),
         Command::Test { no_lint, args } => test::test(no_lint, &args),
         Command::Bench(options) => bench::bench(&options),
+        Command::Install(options) => install::install(&options),
     }
 }
 

@@ -198,33 +198,77 @@ fn apt_get(args: &[&str]) -> Result<()> {
 /// Makes sure `program` is there (looked for at `preferred`, then on `PATH`): when it is
 /// missing and we are root on a system with `apt-get`, installs Debian's `package` (without
 /// starting its services). Errors name what is missing and the command that installs it.
-pub fn ensure_program(program: &str, package: &str, preferred: &[&str]) -> Result<PathBuf> {
-    if let Some(found) = find_program(program, preferred) {
-        return Ok(found);
+pub fn ensure_program(
+    program: &'static str,
+    package: &'static str,
+    preferred: &'static [&'static str],
+) -> Result<PathBuf> {
+    ensure_programs(&[(program, package, preferred)])?
+        .pop()
+        .with_context(|| format!("{program} not found"))
+}
+
+/// A program a test needs: its name, the Debian package that provides it, and the paths tried
+/// before `PATH`.
+pub type Program = (&'static str, &'static str, &'static [&'static str]);
+
+/// Finds every one of `programs`, installing the packages of the missing ones as
+/// [`ensure_installed`] does (root, `apt-get`, no service started). Returns their paths, in
+/// order.
+pub fn ensure_programs(programs: &[Program]) -> Result<Vec<PathBuf>> {
+    let gone = || -> Vec<(&'static str, &'static str)> {
+        programs
+            .iter()
+            .filter(|(name, _, pref)| find_program(name, pref).is_none())
+            .map(|(name, pkg, _)| (*name, *pkg))
+            .collect()
+    };
+    install_missing(gone)?;
+    programs
+        .iter()
+        .map(|(name, _, pref)| {
+            find_program(name, pref).with_context(|| format!("{name} not found"))
+        })
+        .collect()
+}
+
+/// Installs the packages of what `missing` reports (re-checked under the install lock), as
+/// root with `apt-get`, starting no service; errors name what is missing and the command.
+fn install_missing(missing: impl Fn() -> Vec<(&'static str, &'static str)>) -> Result<()> {
+    if missing().is_empty() {
+        return Ok(());
     }
     let _guard = INSTALL_LOCK
         .lock()
         .map_err(|_| anyhow::anyhow!("install lock poisoned"))?;
-    if let Some(found) = find_program(program, preferred) {
-        return Ok(found);
+    let gone = missing();
+    if gone.is_empty() {
+        return Ok(());
     }
-    let how = format!("apt-get install -y {package}");
+    let mut pkgs: Vec<&str> = gone.iter().map(|(_, p)| *p).collect();
+    pkgs.sort_unstable();
+    pkgs.dedup();
+    let names: Vec<&str> = gone.iter().map(|(n, _)| *n).collect();
+    let how = format!("apt-get install -y {}", pkgs.join(" "));
     ensure!(
         nix::unistd::geteuid().is_root(),
-        "missing {program}; install it with `{how}`"
+        "missing {names:?}; install them with `{how}`"
     );
     ensure!(
         find_program("apt-get", &[]).is_some(),
-        "missing {program} and there is no apt-get; install the equivalent of `{how}`"
+        "missing {names:?} and there is no apt-get; install the equivalent of `{how}`"
     );
     let _no_start = NoServiceStart::new();
-    let install = ["install", "-y", "-o", "DPkg::Lock::Timeout=300", package];
+    let mut install = vec!["install", "-y", "-o", "DPkg::Lock::Timeout=300"];
+    install.extend(pkgs.iter().copied());
     if let Err(first) = apt_get(&install) {
         eprintln!("egret-e2e: {first:#}; updating the package lists and retrying");
         apt_get(&["update"]).context("apt-get update")?;
         apt_get(&install).with_context(|| format!("`{how}`"))?;
     }
-    find_program(program, preferred).with_context(|| format!("still no {program} after `{how}`"))
+    let still = missing();
+    ensure!(still.is_empty(), "still missing {still:?} after `{how}`");
+    Ok(())
 }
 
 /// Makes sure the programs of `runtimes` (and the static busybox) are there: when one is
@@ -232,38 +276,7 @@ pub fn ensure_program(program: &str, package: &str, preferred: &[&str]) -> Resul
 /// (`apt-get install -y containerd runc docker.io busybox-static`, after `apt-get update` if
 /// the first try fails). Errors name what is missing and the command that installs it.
 pub fn ensure_installed(runtimes: &[Runtime]) -> Result<Tools> {
-    let gone = missing(runtimes);
-    if !gone.is_empty() {
-        let _guard = INSTALL_LOCK
-            .lock()
-            .map_err(|_| anyhow::anyhow!("install lock poisoned"))?;
-        let gone = missing(runtimes);
-        if !gone.is_empty() {
-            let mut pkgs: Vec<&str> = gone.iter().map(|(_, p)| *p).collect();
-            pkgs.sort_unstable();
-            pkgs.dedup();
-            let names: Vec<&str> = gone.iter().map(|(n, _)| *n).collect();
-            let how = format!("apt-get install -y {}", pkgs.join(" "));
-            ensure!(
-                nix::unistd::geteuid().is_root(),
-                "missing {names:?}; install them with `{how}`"
-            );
-            ensure!(
-                find_program("apt-get", &[]).is_some(),
-                "missing {names:?} and there is no apt-get; install the equivalent of `{how}`"
-            );
-            let _no_start = NoServiceStart::new();
-            let mut install = vec!["install", "-y", "-o", "DPkg::Lock::Timeout=300"];
-            install.extend(pkgs.iter().copied());
-            if let Err(first) = apt_get(&install) {
-                eprintln!("egret-e2e: {first:#}; updating the package lists and retrying");
-                apt_get(&["update"]).context("apt-get update")?;
-                apt_get(&install).with_context(|| format!("`{how}`"))?;
-            }
-            let still = missing(runtimes);
-            ensure!(still.is_empty(), "still missing {still:?} after `{how}`");
-        }
-    }
+    install_missing(|| missing(runtimes))?;
     let get = |list: &[(&str, &str, &[&str])], name: &str| -> Result<PathBuf> {
         let (_, _, pref) = list
             .iter()

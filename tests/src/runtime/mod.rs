@@ -19,13 +19,15 @@ pub mod containerd;
 pub mod docker;
 pub mod image;
 pub mod install;
+pub mod podman;
 mod proc;
 mod veth;
 
 pub use containerd::Containerd;
 pub use docker::Dockerd;
 pub use image::{build_busybox_image, BuiltImage, IMAGE_REF};
-pub use install::{ensure_installed, Runtime, Tools};
+pub use install::{ensure_installed, ensure_programs, Program, Runtime, Tools};
+pub use podman::Podman;
 pub use proc::{cgroup_v2_path, pid_alive, V1Mirrors};
 pub use veth::ContainerVeth;
 
