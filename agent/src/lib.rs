@@ -18,6 +18,7 @@ pub mod output;
 pub mod policy;
 pub mod process;
 pub mod record;
+pub mod report;
 pub mod tracefs;
 pub mod udp;
 pub mod users;

@@ -23,6 +23,9 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Summarise egret's JSON lines (top destinations per process, unit, container and pod;
+    /// text, JSON or HTML), or suggest a policy approving what they show (docs/report.md).
+    Report(Box<egret::report::ReportArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -336,6 +339,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(PolicyCommand::Check { path }) => Ok(policy_check(&path)),
+        Command::Report(args) => Ok(egret::report::command(&args)?),
         Command::Run(args) => {
             init_logging(args.log_level);
             let config = args.config()?;
