@@ -230,8 +230,23 @@ impl Group {
     }
 }
 
-/// Time buckets: `width_s` seconds each, aligned to the epoch; the width doubles (merging
-/// pairs of buckets) whenever the data would need more than [`MAX_BUCKETS`].
+/// Bucket widths in seconds, each a multiple of the one before (so buckets merge exactly);
+/// past the last, widths double.
+pub const WIDTHS: [i64; 13] = [
+    1, 2, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21_600, 43_200, 86_400,
+];
+
+/// The width after `width`: the next of [`WIDTHS`], else twice it.
+pub fn next_width(width: i64) -> i64 {
+    WIDTHS
+        .iter()
+        .copied()
+        .find(|w| *w > width)
+        .unwrap_or_else(|| width.saturating_mul(2))
+}
+
+/// Time buckets: `width_s` seconds each, aligned to the epoch; the width grows (to the next
+/// of [`WIDTHS`], merging buckets) whenever the data would need more than [`MAX_BUCKETS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Buckets {
     pub width_s: i64,
@@ -447,13 +462,15 @@ impl Aggregate {
                 self.buckets.max = Some(hi);
                 return;
             }
-            self.buckets.width_s = self.buckets.width_s.saturating_mul(2);
-            self.buckets.min = self.buckets.min.map(|m| m.div_euclid(2));
-            self.buckets.max = self.buckets.max.map(|m| m.div_euclid(2));
+            let width = next_width(self.buckets.width_s);
+            let factor = (width / self.buckets.width_s.max(1)).max(1);
+            self.buckets.width_s = width;
+            self.buckets.min = self.buckets.min.map(|m| m.div_euclid(factor));
+            self.buckets.max = self.buckets.max.map(|m| m.div_euclid(factor));
             for d in self.overall.dests.values_mut() {
                 let old = std::mem::take(&mut d.series);
                 for (index, n) in old {
-                    let slot = d.series.entry(index.div_euclid(2)).or_insert(0);
+                    let slot = d.series.entry(index.div_euclid(factor)).or_insert(0);
                     *slot = slot.saturating_add(n);
                 }
             }
@@ -585,8 +602,8 @@ pub(crate) mod tests {
             a.connection(&obs(1_000_000 + s, "/x", "10.0.0.1", port));
         }
         assert!(a.buckets.len() <= MAX_BUCKETS, "{:?}", a.buckets);
-        assert!(a.buckets.len() > MAX_BUCKETS / 4, "{:?}", a.buckets);
-        assert_eq!(a.buckets.width_s.count_ones(), 1, "a power of two");
+        assert!(a.buckets.len() > MAX_BUCKETS / 5, "{:?}", a.buckets);
+        assert_eq!(a.buckets.width_s, 60, "one-minute bars for an hour");
         let total: u64 = a
             .overall
             .dests
@@ -603,6 +620,16 @@ pub(crate) mod tests {
         a.connection(&obs(1, "/x", "10.0.0.1", 1));
         assert!(a.buckets.len() <= MAX_BUCKETS);
         assert_eq!(a.overall.counts.first_ns, Some(1_000_000_000));
+    }
+
+    #[test]
+    fn widths_divide_each_other() {
+        let mut w = 1;
+        for _ in 0..20 {
+            let next = next_width(w);
+            assert!(next > w && next % w == 0 && next / w <= 5, "{w} -> {next}");
+            w = next;
+        }
     }
 
     #[test]

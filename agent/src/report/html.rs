@@ -57,9 +57,10 @@ svg .axis { stroke:#9aa3b0; stroke-width:1; }
 .legend { list-style:none; margin:10px 0 0; padding:0; display:flex; flex-wrap:wrap; gap:6px 18px; }
 .legend li { display:flex; align-items:center; gap:6px; font-size:12.5px; }
 .swatch { display:inline-block; width:11px; height:11px; border-radius:2px; flex:none; }
-table { width:100%; border-collapse:collapse; background:var(--card); }
-th, td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line); vertical-align:top; }
-th { font-size:11.5px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); font-weight:600; background:#fafbfc; }
+table { width:100%; border-collapse:collapse; background:var(--card); table-layout:fixed; }
+col.port { width:62px; } col.proto { width:74px; } col.num { width:122px; } col.small { width:88px; } col.time { width:176px; }
+th, td { text-align:left; padding:6px 9px; border-bottom:1px solid var(--line); vertical-align:top; }
+th { font-size:11px; white-space:nowrap; overflow:hidden; text-overflow:ellipsis; text-transform:uppercase; letter-spacing:.03em; color:var(--muted); font-weight:600; background:#fafbfc; }
 td.n, th.n { text-align:right; font-variant-numeric:tabular-nums; }
 td.t { white-space:nowrap; color:var(--muted); font-variant-numeric:tabular-nums; }
 td.d { word-break:break-all; }
@@ -105,15 +106,16 @@ fn nice_step(raw: u64) -> u64 {
     }
 }
 
-/// Axis label for a bucket start: finer when the chart spans less time.
-fn tick_label(ns: i64, span_s: i64, width_s: i64) -> String {
+/// Axis label for a bucket start, `step_s` seconds after the previous label: the date when
+/// the chart spans days, seconds only when labels are less than a minute apart.
+fn tick_label(ns: i64, span_s: i64, step_s: i64) -> String {
     let t = rfc3339_seconds(ns); // 2026-11-22T06:01:41Z
     let date = t.get(5..10).unwrap_or_default();
     let hms = t.get(11..19).unwrap_or_default();
     let hm = t.get(11..16).unwrap_or_default();
     if span_s > 86_400 {
         format!("{date} {hm}")
-    } else if width_s >= 60 {
+    } else if step_s >= 60 {
         hm.to_owned()
     } else {
         hms.to_owned()
@@ -127,7 +129,7 @@ fn chart(out: &mut String, t: &TimelineDoc) {
         return;
     }
     let (w, h) = (1080.0_f64, 300.0_f64);
-    let (left, right, top, bottom) = (58.0, 14.0, 14.0, 44.0);
+    let (left, right, top, bottom) = (58.0, 26.0, 14.0, 44.0);
     let plot_w = w - left - right;
     let plot_h = h - top - bottom;
     let totals: Vec<u64> = (0..t.buckets)
@@ -172,7 +174,8 @@ fn chart(out: &mut String, t: &TimelineDoc) {
     } else {
         0.0
     };
-    let bar_w = (slot - gap).max(0.5);
+    // Few buckets: bars no wider than 40 px, centred in their slots.
+    let bar_w = (slot - gap).clamp(0.5, 40.0);
     let start_ns = t
         .start
         .as_deref()
@@ -185,7 +188,7 @@ fn chart(out: &mut String, t: &TimelineDoc) {
         if *total == 0 {
             continue;
         }
-        let x = left + slot * (i as f64) + gap / 2.0;
+        let x = left + slot * (i as f64) + (slot - bar_w) / 2.0;
         let when = rfc3339_seconds(bucket_ns(i));
         let _ = write!(out, "<g class=\"bar\" data-total=\"{total}\">");
         let mut base = 0_u64;
@@ -223,7 +226,7 @@ fn chart(out: &mut String, t: &TimelineDoc) {
         }
         out.push_str("</g>\n");
     }
-    // Axes and x labels (about seven, on bucket boundaries).
+    // Axes, and x labels at round times (at most eight).
     let _ = writeln!(
         out,
         "<line class=\"axis\" x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>",
@@ -234,8 +237,12 @@ fn chart(out: &mut String, t: &TimelineDoc) {
     let span_s = t
         .bucket_seconds
         .saturating_mul(i64::try_from(t.buckets).unwrap_or(i64::MAX));
-    let every = t.buckets.div_ceil(7).max(1);
-    for i in (0..=t.buckets).step_by(every) {
+    let tick_s = tick_seconds(span_s, t.bucket_seconds);
+    for i in 0..=t.buckets {
+        let at = bucket_ns(i);
+        if at.div_euclid(1_000_000_000).rem_euclid(tick_s.max(1)) != 0 {
+            continue;
+        }
         let x = left + slot * (i as f64);
         let _ = writeln!(
             out,
@@ -244,7 +251,7 @@ fn chart(out: &mut String, t: &TimelineDoc) {
             top + plot_h,
             top + plot_h + 5.0,
             top + plot_h + 19.0,
-            esc(&tick_label(bucket_ns(i), span_s, t.bucket_seconds))
+            esc(&tick_label(at, span_s, tick_s))
         );
     }
     let _ = writeln!(
@@ -272,6 +279,26 @@ fn chart(out: &mut String, t: &TimelineDoc) {
         );
     }
     out.push_str("</ul>\n");
+}
+
+/// Seconds between x labels: a multiple of the bucket width from a list of round durations,
+/// so that at most eight labels fit.
+fn tick_seconds(span_s: i64, width_s: i64) -> i64 {
+    const ROUND: [i64; 16] = [
+        1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 10_800, 21_600, 43_200, 86_400,
+    ];
+    let width_s = width_s.max(1);
+    ROUND
+        .iter()
+        .copied()
+        .filter(|t| t % width_s == 0)
+        .find(|t| span_s / t <= 8)
+        .unwrap_or_else(|| {
+            // Days, in whole bucket widths.
+            let days = (span_s / 8).max(86_400);
+            let whole = (days.saturating_add(width_s - 1) / width_s).max(1);
+            whole.saturating_mul(width_s)
+        })
 }
 
 /// `64 s`, `8 min 32 s`, `2 h 16 min`.
@@ -312,7 +339,9 @@ fn dest_table(
     colour_of: &dyn Fn(&DestDoc) -> Option<&'static str>,
 ) {
     out.push_str(
-        "<table class=\"dests\"><thead><tr><th>Destination</th><th class=\"n\">Port</th>\
+        "<table class=\"dests\"><colgroup><col><col class=\"port\"><col class=\"proto\">\
+         <col class=\"num\"><col class=\"num\"><col class=\"small\"><col class=\"small\">\
+         <col class=\"time\"><col class=\"time\"></colgroup><thead><tr><th>Destination</th><th class=\"n\">Port</th>\
          <th>Proto</th><th class=\"n\">Connections</th><th class=\"n\">Unapproved</th>\
          <th class=\"n\">Blocked</th><th class=\"n\">Alerts</th><th>First seen (UTC)</th>\
          <th>Last seen (UTC)</th></tr></thead><tbody>\n",
@@ -411,7 +440,7 @@ fn card(out: &mut String, n: u64, label: &str, warn: bool) {
     );
 }
 
-/// Groups whose tables start unfolded, per dimension.
+/// Groups whose tables start unfolded, per dimension (and every group with alerts).
 const OPEN_GROUPS: usize = 3;
 
 /// The whole page.
@@ -528,7 +557,8 @@ pub fn render(r: &ReportDoc) -> String {
             out.push_str("<p class=\"empty\">None in this input.</p>\n");
         }
         for (i, g) in groups.iter().enumerate() {
-            group(&mut out, g, i < OPEN_GROUPS, &colour_of);
+            let open = i < OPEN_GROUPS || g.alerts > 0 || g.unapproved > 0 || g.blocked > 0;
+            group(&mut out, g, open, &colour_of);
         }
         out.push_str("</section>\n");
     }
@@ -588,7 +618,11 @@ mod tests {
         assert_eq!(bucket_words(3600), "1 h");
         let ns = 1_795_327_301_000_000_000; // 2026-11-22T06:01:41Z
         assert_eq!(tick_label(ns, 600, 4), "06:01:41");
-        assert_eq!(tick_label(ns, 7200, 64), "06:01");
+        assert_eq!(tick_label(ns, 7200, 60), "06:01");
+        assert_eq!(tick_seconds(6 * 3600, 300), 3600);
+        assert_eq!(tick_seconds(100, 1), 30);
+        assert_eq!(tick_seconds(3600, 30), 600);
+        assert_eq!(tick_seconds(30 * 86_400, 86_400), 345_600);
         assert_eq!(tick_label(ns, 200_000, 2048), "11-22 06:01");
     }
 }
