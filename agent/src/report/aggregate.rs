@@ -5,7 +5,8 @@
 //! with the number of lines.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    borrow::Cow,
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
 };
 
@@ -17,43 +18,73 @@ pub const MAX_ADDRESSES: usize = 16;
 /// spans more.
 pub const MAX_BUCKETS: i64 = 120;
 
+/// What a destination is called: the name the process resolved, else the address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DestName {
+    Domain(Box<str>),
+    Addr(IpAddr),
+}
+
+impl DestName {
+    pub fn text(&self) -> String {
+        match self {
+            Self::Domain(d) => d.to_string(),
+            Self::Addr(ip) => ip.to_string(),
+        }
+    }
+
+    pub fn is_domain(&self) -> bool {
+        matches!(self, Self::Domain(_))
+    }
+}
+
 /// A destination as reports show it: a name where egret knew one, else the address; the
-/// port and transport.
+/// port and transport. Small: one of these is kept per (group, destination).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DestKey {
-    /// `destination.domain`, or the address.
-    pub name: String,
-    /// `name` is a domain name (not an address).
-    pub is_domain: bool,
+    pub name: DestName,
     pub port: u16,
-    pub transport: String,
+    pub transport: Cow<'static, str>,
+}
+
+/// The transports egret writes, without an allocation each.
+fn intern_transport(t: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 6] = ["tcp", "udp", "icmp", "ipv6-icmp", "udplite", "unknown"];
+    KNOWN
+        .iter()
+        .find(|k| **k == t)
+        .map_or_else(|| Cow::Owned(t.to_owned()), |k| Cow::Borrowed(*k))
+}
+
+/// `api.example.com:443/tcp`, `[2001:db8::1]:443/tcp`.
+pub fn dest_label(name: &str, is_domain: bool, port: u16, transport: &str) -> String {
+    if !is_domain && name.contains(':') {
+        format!("[{name}]:{port}/{transport}")
+    } else {
+        format!("{name}:{port}/{transport}")
+    }
 }
 
 impl DestKey {
     pub fn of(o: &Observation<'_>) -> Self {
-        match &o.domain {
-            Some(d) => Self {
-                name: d.to_ascii_lowercase(),
-                is_domain: true,
-                port: o.port,
-                transport: o.transport.clone().into_owned(),
+        Self {
+            name: match &o.domain {
+                Some(d) => DestName::Domain(d.to_ascii_lowercase().into_boxed_str()),
+                None => DestName::Addr(o.ip),
             },
-            None => Self {
-                name: o.ip.to_string(),
-                is_domain: false,
-                port: o.port,
-                transport: o.transport.clone().into_owned(),
-            },
+            port: o.port,
+            transport: intern_transport(&o.transport),
         }
     }
 
     /// `api.example.com:443/tcp`, `[2001:db8::1]:443/tcp`.
     pub fn label(&self) -> String {
-        if !self.is_domain && self.name.contains(':') {
-            format!("[{}]:{}/{}", self.name, self.port, self.transport)
-        } else {
-            format!("{}:{}/{}", self.name, self.port, self.transport)
-        }
+        dest_label(
+            &self.name.text(),
+            self.name.is_domain(),
+            self.port,
+            &self.transport,
+        )
     }
 }
 
@@ -171,8 +202,9 @@ impl Counts {
 #[derive(Debug, Clone, Default)]
 pub struct DestStats {
     pub counts: Counts,
-    /// Distinct addresses seen (at most [`MAX_ADDRESSES`]).
-    pub addresses: BTreeSet<IpAddr>,
+    /// For a destination named by its domain: distinct addresses seen (at most
+    /// [`MAX_ADDRESSES`], in the order seen).
+    pub addresses: Vec<IpAddr>,
     /// More distinct addresses were seen than kept.
     pub more_addresses: bool,
     /// Connections per time bucket (only kept for the overall group).
@@ -180,10 +212,13 @@ pub struct DestStats {
 }
 
 impl DestStats {
-    fn address(&mut self, ip: IpAddr) {
+    fn address(&mut self, key: &DestKey, ip: IpAddr) {
+        if !key.name.is_domain() || self.addresses.contains(&ip) {
+            return;
+        }
         if self.addresses.len() < MAX_ADDRESSES {
-            self.addresses.insert(ip);
-        } else if !self.addresses.contains(&ip) {
+            self.addresses.push(ip);
+        } else {
             self.more_addresses = true;
         }
     }
@@ -205,7 +240,7 @@ impl Group {
         self.counts.connection(o);
         let d = self.dest(key);
         d.counts.connection(o);
-        d.address(o.ip);
+        d.address(key, o.ip);
         d
     }
 
@@ -213,7 +248,7 @@ impl Group {
         self.counts.alert(o);
         let d = self.dest(key);
         d.counts.alert(o);
-        d.address(o.ip);
+        d.address(key, o.ip);
     }
 
     /// Destinations, most connections first (then most alerts, then by name, port, transport).
@@ -540,8 +575,7 @@ pub(crate) mod tests {
         let dests = g.sorted_dests();
         assert_eq!(dests.len(), 1);
         let (key, d) = dests[0];
-        assert_eq!(key.name, "api.example.com");
-        assert!(key.is_domain);
+        assert_eq!(key.name, DestName::Domain("api.example.com".into()));
         assert_eq!(key.label(), "api.example.com:443/tcp");
         assert_eq!(d.counts.connections, 2);
         assert_eq!(d.counts.unapproved, 2);

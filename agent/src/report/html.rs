@@ -523,13 +523,8 @@ pub fn render(r: &ReportDoc) -> String {
         })
         .collect();
     let colour_of = |d: &DestDoc| -> Option<&'static str> {
-        let label = super::aggregate::DestKey {
-            name: d.destination.clone(),
-            is_domain: d.domain.is_some(),
-            port: d.port,
-            transport: d.transport.clone(),
-        }
-        .label();
+        let label =
+            super::aggregate::dest_label(&d.destination, d.domain.is_some(), d.port, &d.transport);
         series.iter().find(|(l, _)| *l == label).map(|(_, c)| *c)
     };
 

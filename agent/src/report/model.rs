@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::{
-    aggregate::{Aggregate, Counts, DestKey, DestStats, Dimension, Group},
+    aggregate::{Aggregate, Counts, DestKey, DestName, DestStats, Dimension, Group},
     timespec::rfc3339,
 };
 
@@ -168,12 +168,19 @@ fn dest_doc(key: &DestKey, d: &DestStats) -> DestDoc {
         last_ns,
     } = d.counts;
     DestDoc {
-        destination: key.name.clone(),
-        domain: key.is_domain.then(|| key.name.clone()),
-        addresses: d.addresses.iter().map(ToString::to_string).collect(),
+        destination: key.name.text(),
+        domain: key.name.is_domain().then(|| key.name.text()),
+        addresses: match key.name {
+            DestName::Addr(ip) => vec![ip.to_string()],
+            DestName::Domain(_) => {
+                let mut a = d.addresses.clone();
+                a.sort_unstable();
+                a.iter().map(ToString::to_string).collect()
+            }
+        },
         addresses_truncated: d.more_addresses,
         port: key.port,
-        transport: key.transport.clone(),
+        transport: key.transport.to_string(),
         connections,
         datagrams,
         alerts,
@@ -242,9 +249,9 @@ fn timeline(a: &Aggregate) -> TimelineDoc {
         .take(MAX_SERIES)
         .map(|(k, d)| SeriesDoc {
             destination: k.label(),
-            name: k.name.clone(),
+            name: k.name.text(),
             port: k.port,
-            transport: k.transport.clone(),
+            transport: k.transport.to_string(),
             counts: counts(d),
         })
         .collect();
