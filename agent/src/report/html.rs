@@ -150,9 +150,12 @@ fn chart(out: &mut String, t: &TimelineDoc) {
         "<svg id=\"timeline\" role=\"img\" aria-label=\"Connections over time by destination\" \
          viewBox=\"0 0 {w} {h}\" width=\"100%\" preserveAspectRatio=\"xMidYMid meet\">"
     );
-    // Horizontal grid and y labels.
-    let mut v = 0_u64;
-    while v <= y_max {
+    // Horizontal grid and y labels (at most five: y_max is at most four steps, rounded up).
+    for k in 0..=8_u64 {
+        let v = step.saturating_mul(k);
+        if v > y_max || (k > 0 && v == step.saturating_mul(k - 1)) {
+            break;
+        }
         let y = top + plot_h - scale(v);
         let _ = writeln!(
             out,
@@ -162,10 +165,6 @@ fn chart(out: &mut String, t: &TimelineDoc) {
             left - 8.0,
             y + 4.0
         );
-        v = v.saturating_add(step);
-        if step == 0 {
-            break;
-        }
     }
     let n = t.buckets as f64;
     let slot = plot_w / n;

@@ -419,3 +419,71 @@ fn stdin_and_empty_input() {
         "{text}"
     );
 }
+
+#[test]
+fn no_input_makes_it_panic() {
+    // Every prefix of valid lines, and valid lines with extreme values, through every format.
+    let dir = Dir::new("fuzz");
+    let good = conn(
+        "2026-11-22T06:00:00.123456789Z",
+        "/usr/bin/curl",
+        "2001:db8::1",
+        443,
+        "udp",
+        r#","destination":{"ip":"2001:db8::1","port":443,"domain":"a.example"},"egret":{"udp":{"datagrams":18446744073709551615},"systemd":{"unit":"x.service"}},"container":{"id":"c"},"orchestrator":{"namespace":"n"}"#,
+    );
+    let mut lines: Vec<String> = (0..good.len())
+        .filter(|i| good.is_char_boundary(*i))
+        .map(|i| good[..i].to_owned())
+        .collect();
+    for (from, to) in [
+        ("2026-11-22T06:00:00.123456789Z", "0001-01-01T00:00:00Z"),
+        (
+            "2026-11-22T06:00:00.123456789Z",
+            "9999-12-31T23:59:59.999999999Z",
+        ),
+        (
+            "2026-11-22T06:00:00.123456789Z",
+            "2262-04-11T23:47:16.854775807Z",
+        ),
+        (
+            "2026-11-22T06:00:00.123456789Z",
+            "1677-09-21T00:12:43.145224192Z",
+        ),
+        ("\"port\":443", "\"port\":0"),
+        ("\"port\":443", "\"port\":65535"),
+        ("\"port\":443", "\"port\":-1"),
+        ("\"port\":443", "\"port\":1e3"),
+        ("\"sequence\":1", "\"sequence\":18446744073709551615"),
+        ("\"udp\",\"type\"", "\"\",\"type\""),
+        ("a.example", ""),
+        ("a.example", "*.example"),
+        ("[\"connection\",\"start\"]", "\"start\""),
+        ("[\"connection\",\"start\"]", "null"),
+        ("\"kind\":\"event\"", "\"kind\":\"alert\""),
+        ("\"kind\":\"event\"", "\"kind\":7"),
+    ] {
+        lines.push(good.replace(from, to));
+    }
+    lines.push("[".repeat(10_000));
+    lines.push(format!(
+        "{{\"event\":{}}}",
+        "{\"a\":".repeat(200) + &"}".repeat(200)
+    ));
+    let file = dir.file("fuzz.jsonl", &lines);
+    for format in [Format::Text, Format::Json, Format::Html] {
+        let mut a = args(vec![file.clone()]);
+        a.format = format;
+        a.max_warnings = 0;
+        let (_, _, outcome) = run_ok(&a);
+        assert!(outcome.bad_lines > 0);
+    }
+    let mut a = args(vec![file]);
+    a.suggest_policy = true;
+    a.loopback = LoopbackChoice::Audit;
+    let (yaml, _, _) = run_ok(&a);
+    assert!(
+        crate::policy::parse::parse_policy(&yaml, "s.yaml").is_ok(),
+        "{yaml}"
+    );
+}
