@@ -19,18 +19,13 @@ pub struct Chromium {
 }
 
 impl Chromium {
-    /// Finds Chromium (`chromium`, `chromium-browser`), installing Debian's `chromium`
-    /// package when neither is there.
+    /// Finds Chromium (`/usr/bin/chromium`, `/usr/bin/chromium-browser`, `chromium` on `PATH`),
+    /// installing Debian's `chromium` package when none is there.
     pub fn find_or_install() -> Result<Self> {
-        let bin = crate::runtime::install::find_program("chromium-browser", &[]).map_or_else(
-            || {
-                crate::runtime::install::ensure_program(
-                    "chromium",
-                    "chromium",
-                    &["/usr/bin/chromium"],
-                )
-            },
-            Ok,
+        let bin = crate::runtime::install::ensure_program(
+            "chromium",
+            "chromium",
+            &["/usr/bin/chromium", "/usr/bin/chromium-browser"],
         )?;
         let profile =
             std::env::temp_dir().join(format!("egret-e2e-chromium-{}", crate::unique_suffix()));

@@ -286,6 +286,9 @@ pub enum Line<'a> {
     Ignored,
 }
 
+/// `rule.name` of the alerts about unapproved and blocked destinations.
+pub const POLICY_ALERT_RULE: &str = "unapproved-destination";
+
 /// Parses one line. `Err` is the message for a line that is not JSON, or lacks (or has a
 /// malformed) field its kind needs.
 pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
@@ -327,7 +330,11 @@ pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
                 Ok(Line::Ignored)
             }
         }
-        "alert" => observation(doc).map(Line::Alert),
+        // Policy alerts only: other alerts (`connection-failures`) are about something else.
+        "alert" => match doc.rule.as_ref().and_then(|r| r.name.as_deref()) {
+            None | Some(POLICY_ALERT_RULE) => observation(doc).map(Line::Alert),
+            Some(_) => Ok(Line::Ignored),
+        },
         "metric" => {
             let metrics = doc.egret.and_then(|e| e.metrics).unwrap_or_default();
             Ok(Line::Metric {
@@ -482,6 +489,24 @@ mod tests {
         assert!(matches!(classify(end.as_bytes()), Ok(Line::Ignored)));
         let alert = CONNECT.replace(r#""kind":"event""#, r#""kind":"alert""#);
         assert!(matches!(classify(alert.as_bytes()), Ok(Line::Alert(_))));
+        let policy_alert = alert.replace(
+            r#""host""#,
+            r#""rule":{"name":"unapproved-destination"},"host""#,
+        );
+        assert!(matches!(
+            classify(policy_alert.as_bytes()),
+            Ok(Line::Alert(_))
+        ));
+        let failures = alert.replace(
+            r#""host""#,
+            r#""rule":{"name":"connection-failures"},"host""#,
+        );
+        assert!(matches!(classify(failures.as_bytes()), Ok(Line::Ignored)));
+        let progress = CONNECT.replace(
+            r#""type":["connection","start"],"action":"connect""#,
+            r#""type":["connection","info"],"action":"connection-progress""#,
+        );
+        assert!(matches!(classify(progress.as_bytes()), Ok(Line::Ignored)));
         let dns = r#"{"event":{"kind":"event","type":["protocol","info"],"action":"dns-answer"},"dns":{}}"#;
         assert!(matches!(classify(dns.as_bytes()), Ok(Line::Ignored)));
         let metric = r#"{"event":{"kind":"metric"},"host":{"name":"h"},"egret":{"metrics":{"events_lost_kernel":3}}}"#;

@@ -60,7 +60,7 @@ const DOCKER_PROGRAMS: &[(&str, &str, &[&str])] = &[
 static INSTALL_LOCK: Mutex<()> = Mutex::new(());
 
 /// Finds `name`: the preferred paths, then `PATH` (plus the sbin directories).
-pub fn find_program(name: &str, preferred: &[&str]) -> Option<PathBuf> {
+fn find_program(name: &str, preferred: &[&str]) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     let found = preferred
         .iter()
@@ -195,46 +195,36 @@ fn apt_get(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// Installs Debian packages for the missing programs `names` (as root, with `apt-get`,
-/// without starting services; after `apt-get update` if the first try fails). Call it with
-/// [`INSTALL_LOCK`] held. Returns the command, for messages; errors name it.
-fn apt_install(names: &[&str], pkgs: &[&str]) -> Result<String> {
-    let how = format!("apt-get install -y {}", pkgs.join(" "));
+/// Makes sure `program` is there (looked for at `preferred`, then on `PATH`): when it is
+/// missing and we are root on a system with `apt-get`, installs Debian's `package` (without
+/// starting its services). Errors name what is missing and the command that installs it.
+pub fn ensure_program(program: &str, package: &str, preferred: &[&str]) -> Result<PathBuf> {
+    if let Some(found) = find_program(program, preferred) {
+        return Ok(found);
+    }
+    let _guard = INSTALL_LOCK
+        .lock()
+        .map_err(|_| anyhow::anyhow!("install lock poisoned"))?;
+    if let Some(found) = find_program(program, preferred) {
+        return Ok(found);
+    }
+    let how = format!("apt-get install -y {package}");
     ensure!(
         nix::unistd::geteuid().is_root(),
-        "missing {names:?}; install them with `{how}`"
+        "missing {program}; install it with `{how}`"
     );
     ensure!(
         find_program("apt-get", &[]).is_some(),
-        "missing {names:?} and there is no apt-get; install the equivalent of `{how}`"
+        "missing {program} and there is no apt-get; install the equivalent of `{how}`"
     );
     let _no_start = NoServiceStart::new();
-    let mut install = vec!["install", "-y", "-o", "DPkg::Lock::Timeout=300"];
-    install.extend(pkgs.iter().copied());
+    let install = ["install", "-y", "-o", "DPkg::Lock::Timeout=300", package];
     if let Err(first) = apt_get(&install) {
         eprintln!("egret-e2e: {first:#}; updating the package lists and retrying");
         apt_get(&["update"]).context("apt-get update")?;
         apt_get(&install).with_context(|| format!("`{how}`"))?;
     }
-    Ok(how)
-}
-
-/// Finds `program` (preferred paths first, then `PATH`); when it is missing, installs the
-/// Debian package `package` as [`ensure_installed`] does. A missing program that cannot be
-/// installed is an error for [`crate::prerequisite`].
-pub fn ensure_program(program: &str, package: &str, preferred: &[&str]) -> Result<PathBuf> {
-    if let Some(p) = find_program(program, preferred) {
-        return Ok(p);
-    }
-    let _guard = INSTALL_LOCK
-        .lock()
-        .map_err(|_| anyhow::anyhow!("install lock poisoned"))?;
-    if let Some(p) = find_program(program, preferred) {
-        return Ok(p);
-    }
-    let how = apt_install(&[program], &[package])?;
-    find_program(program, preferred)
-        .with_context(|| format!("{program} still missing after `{how}`"))
+    find_program(program, preferred).with_context(|| format!("still no {program} after `{how}`"))
 }
 
 /// Makes sure the programs of `runtimes` (and the static busybox) are there: when one is
@@ -253,7 +243,23 @@ pub fn ensure_installed(runtimes: &[Runtime]) -> Result<Tools> {
             pkgs.sort_unstable();
             pkgs.dedup();
             let names: Vec<&str> = gone.iter().map(|(n, _)| *n).collect();
-            let how = apt_install(&names, &pkgs)?;
+            let how = format!("apt-get install -y {}", pkgs.join(" "));
+            ensure!(
+                nix::unistd::geteuid().is_root(),
+                "missing {names:?}; install them with `{how}`"
+            );
+            ensure!(
+                find_program("apt-get", &[]).is_some(),
+                "missing {names:?} and there is no apt-get; install the equivalent of `{how}`"
+            );
+            let _no_start = NoServiceStart::new();
+            let mut install = vec!["install", "-y", "-o", "DPkg::Lock::Timeout=300"];
+            install.extend(pkgs.iter().copied());
+            if let Err(first) = apt_get(&install) {
+                eprintln!("egret-e2e: {first:#}; updating the package lists and retrying");
+                apt_get(&["update"]).context("apt-get update")?;
+                apt_get(&install).with_context(|| format!("`{how}`"))?;
+            }
             let still = missing(runtimes);
             ensure!(still.is_empty(), "still missing {still:?} after `{how}`");
         }
