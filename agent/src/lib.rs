@@ -21,6 +21,7 @@ pub mod output;
 pub mod policy;
 pub mod process;
 pub mod record;
+pub mod report;
 pub mod sockdiag;
 pub mod tracefs;
 pub mod udp;

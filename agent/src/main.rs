@@ -32,6 +32,9 @@ enum Command {
         /// The `--ready-file` path.
         file: PathBuf,
     },
+    /// Summarise egret's JSON lines (top destinations per process, unit, container and pod;
+    /// text, JSON or HTML), or suggest a policy approving what they show (docs/report.md).
+    Report(Box<egret::report::ReportArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -498,6 +501,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Policy(PolicyCommand::Check { path }) => Ok(policy_check(&path)),
         Command::Config(ConfigCommand::Check { path }) => Ok(config_check(&path)),
         Command::Ready { file } => Ok(ready_check(&file)),
+        Command::Report(args) => Ok(egret::report::command(&args)?),
         Command::Run(args) => {
             let args = match &args.config {
                 Some(path) => {

@@ -1,0 +1,556 @@
+//! Reading egret's JSON Lines output: one line at a time (bounded), parsed into the few fields
+//! a report needs.
+//!
+//! Every field is optional at the parsing level and unknown fields are ignored, so lines of
+//! newer or older egret versions (new fields, new event types) still parse; what a line of a
+//! given kind must have is checked in [`classify`], which says what is missing.
+
+use std::{borrow::Cow, io::BufRead, net::IpAddr};
+
+use serde::Deserialize;
+
+/// Lines longer than this are skipped (and reported): no egret line comes near it, and it
+/// bounds the memory one line can take.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Reads lines (split on `\n`, a trailing `\r` removed) from a [`BufRead`], holding at most
+/// [`MAX_LINE_BYTES`] of one line in memory.
+pub struct LineReader<R> {
+    inner: R,
+    line_no: u64,
+    buf: Vec<u8>,
+}
+
+/// One line: its number (1-based) and its bytes, or the length of a line that was too long.
+pub type NumberedLine<'a> = (u64, Result<&'a [u8], usize>);
+
+impl<R: BufRead> LineReader<R> {
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            line_no: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line, `None` at the end of the input.
+    ///
+    /// # Errors
+    /// Read errors of the underlying reader.
+    pub fn next_line(&mut self) -> std::io::Result<Option<NumberedLine<'_>>> {
+        self.buf.clear();
+        let mut len = 0_usize;
+        let mut seen_any = false;
+        loop {
+            let available = match self.inner.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                if !seen_any {
+                    return Ok(None);
+                }
+                break;
+            }
+            seen_any = true;
+            let newline = available.iter().position(|&b| b == b'\n');
+            let (chunk, consumed) = match newline {
+                Some(at) => (available.split_at(at).0, at.saturating_add(1)),
+                None => (available, available.len()),
+            };
+            len = len.saturating_add(chunk.len());
+            if len <= MAX_LINE_BYTES {
+                self.buf.extend_from_slice(chunk);
+            } else if !self.buf.is_empty() {
+                self.buf = Vec::new();
+            }
+            self.inner.consume(consumed);
+            if newline.is_some() {
+                break;
+            }
+        }
+        self.line_no = self.line_no.saturating_add(1);
+        if len > MAX_LINE_BYTES {
+            return Ok(Some((self.line_no, Err(len))));
+        }
+        if self.buf.last() == Some(&b'\r') {
+            self.buf.pop();
+        }
+        Ok(Some((self.line_no, Ok(&self.buf))))
+    }
+}
+
+/// `"x"` or `["x", "y"]` (ECS allows both for keyword arrays).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<'a> {
+    #[serde(borrow)]
+    One(Cow<'a, str>),
+    #[serde(borrow)]
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl OneOrMany<'_> {
+    fn contains(&self, want: &str) -> bool {
+        match self {
+            Self::One(s) => s == want,
+            Self::Many(v) => v.iter().any(|s| s == want),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EventDoc<'a> {
+    #[serde(borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    action: Option<Cow<'a, str>>,
+    #[serde(rename = "type", borrow)]
+    types: Option<OneOrMany<'a>>,
+    sequence: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NameDoc<'a> {
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ProcessDoc<'a> {
+    #[serde(borrow)]
+    executable: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DestinationDoc<'a> {
+    #[serde(borrow)]
+    ip: Option<Cow<'a, str>>,
+    port: Option<u16>,
+    #[serde(borrow)]
+    domain: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct NetworkDoc<'a> {
+    #[serde(borrow)]
+    transport: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ContainerDoc<'a> {
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    image: Option<NameDoc<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OrchestratorDoc<'a> {
+    #[serde(borrow)]
+    namespace: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    resource: Option<NameDoc<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UnitDoc<'a> {
+    #[serde(borrow)]
+    unit: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PolicyDoc<'a> {
+    #[serde(borrow)]
+    verdict: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct UdpDoc {
+    datagrams: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PodDoc<'a> {
+    #[serde(borrow)]
+    uid: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct K8sDoc<'a> {
+    #[serde(borrow)]
+    pod: Option<PodDoc<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MetricsDoc {
+    events_lost_kernel: Option<u64>,
+    events_dropped_userspace: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EgretDoc<'a> {
+    #[serde(borrow)]
+    systemd: Option<UnitDoc<'a>>,
+    #[serde(borrow)]
+    policy: Option<PolicyDoc<'a>>,
+    udp: Option<UdpDoc>,
+    #[serde(borrow)]
+    k8s: Option<K8sDoc<'a>>,
+    metrics: Option<MetricsDoc>,
+}
+
+/// The fields of a line a report reads; everything else is skipped.
+#[derive(Debug, Default, Deserialize)]
+struct Doc<'a> {
+    #[serde(rename = "@timestamp", borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    event: Option<EventDoc<'a>>,
+    #[serde(borrow)]
+    rule: Option<NameDoc<'a>>,
+    #[serde(borrow)]
+    process: Option<ProcessDoc<'a>>,
+    #[serde(borrow)]
+    destination: Option<DestinationDoc<'a>>,
+    #[serde(borrow)]
+    network: Option<NetworkDoc<'a>>,
+    #[serde(borrow)]
+    host: Option<NameDoc<'a>>,
+    #[serde(borrow)]
+    container: Option<ContainerDoc<'a>>,
+    #[serde(borrow)]
+    orchestrator: Option<OrchestratorDoc<'a>>,
+    #[serde(borrow)]
+    egret: Option<EgretDoc<'a>>,
+}
+
+/// The policy's verdict on a connection (`egret.policy.verdict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approved,
+    Unapproved,
+    Blocked,
+}
+
+/// A connection line (`connect` start line or UDP `send` line) or an alert line, reduced to
+/// what a report uses. Strings borrow from the line where they can.
+#[derive(Debug, Clone)]
+pub struct Observation<'a> {
+    /// `@timestamp`, nanoseconds since the Unix epoch.
+    pub ts_ns: i64,
+    pub ip: IpAddr,
+    pub port: u16,
+    /// `network.transport`, lower-case as egret writes it (`tcp`, `udp`, ...).
+    pub transport: Cow<'a, str>,
+    /// `destination.domain`: the name the process resolved.
+    pub domain: Option<Cow<'a, str>>,
+    pub executable: Option<Cow<'a, str>>,
+    pub process_name: Option<Cow<'a, str>>,
+    pub unit: Option<Cow<'a, str>>,
+    pub container_id: Option<Cow<'a, str>>,
+    pub container_name: Option<Cow<'a, str>>,
+    pub container_image: Option<Cow<'a, str>>,
+    pub pod_namespace: Option<Cow<'a, str>>,
+    pub pod_name: Option<Cow<'a, str>>,
+    pub pod_uid: Option<Cow<'a, str>>,
+    pub verdict: Option<Verdict>,
+    /// `rule.name` (for a connection line: the approving rule; `loopback` for the built-in one).
+    pub rule: Option<Cow<'a, str>>,
+    /// `egret.udp.datagrams` of a `send` line.
+    pub datagrams: Option<u64>,
+    pub host: Option<Cow<'a, str>>,
+    pub sequence: Option<u64>,
+}
+
+/// What a line is.
+#[derive(Debug)]
+pub enum Line<'a> {
+    /// A connection, counted once: a start line or a UDP `send` line.
+    Connection(Observation<'a>),
+    /// An alert about an unapproved or blocked connection.
+    Alert(Observation<'a>),
+    /// A metric line's loss counters (totals since that egret started).
+    Metric {
+        host: Option<Cow<'a, str>>,
+        lost_kernel: Option<u64>,
+        dropped_userspace: Option<u64>,
+    },
+    /// Anything else egret writes (DNS lines, connection end lines, kinds this version does
+    /// not know): not used.
+    Ignored,
+}
+
+/// `rule.name` of the alerts about unapproved and blocked destinations.
+pub const POLICY_ALERT_RULE: &str = "unapproved-destination";
+
+/// Parses one line. `Err` is the message for a line that is not JSON, or lacks (or has a
+/// malformed) field its kind needs.
+pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => "not a JSON object".to_owned(),
+                Err(e) => format!("not JSON: {e}"),
+            },
+        );
+    }
+    let doc: Doc<'_> = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            format!("unexpected field value: {e}")
+        } else {
+            format!("not JSON: {e}")
+        }
+    })?;
+    let event = doc.event.as_ref();
+    let Some(kind) = event.and_then(|e| e.kind.as_deref()) else {
+        return Err("missing field event.kind".to_owned());
+    };
+    let action = event.and_then(|e| e.action.as_deref());
+    let types = event.and_then(|e| e.types.as_ref());
+    let has_type = |t: &str| types.is_some_and(|types| types.contains(t));
+    match kind {
+        "event" => {
+            let counted = if has_type("end") {
+                false
+            } else {
+                has_type("start") || action == Some("send")
+            };
+            // A start line that is not about a destination (a future kind of event) is not a
+            // connection.
+            if counted && doc.destination.is_some() {
+                observation(doc).map(Line::Connection)
+            } else {
+                Ok(Line::Ignored)
+            }
+        }
+        // Policy alerts only: other alerts (`connection-failures`) are about something else.
+        "alert" => match doc.rule.as_ref().and_then(|r| r.name.as_deref()) {
+            None | Some(POLICY_ALERT_RULE) => observation(doc).map(Line::Alert),
+            Some(_) => Ok(Line::Ignored),
+        },
+        "metric" => {
+            let metrics = doc.egret.and_then(|e| e.metrics).unwrap_or_default();
+            Ok(Line::Metric {
+                host: doc.host.and_then(|h| h.name),
+                lost_kernel: metrics.events_lost_kernel,
+                dropped_userspace: metrics.events_dropped_userspace,
+            })
+        }
+        _ => Ok(Line::Ignored),
+    }
+}
+
+/// Parses an RFC 3339 time to nanoseconds since the epoch.
+pub fn parse_rfc3339_ns(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()?
+        .timestamp_nanos_opt()
+}
+
+fn observation(doc: Doc<'_>) -> Result<Observation<'_>, String> {
+    let Doc {
+        timestamp,
+        event,
+        rule,
+        process,
+        destination,
+        network,
+        host,
+        container,
+        orchestrator,
+        egret,
+    } = doc;
+    let timestamp = timestamp.ok_or("missing field @timestamp")?;
+    let ts_ns = parse_rfc3339_ns(&timestamp)
+        .ok_or_else(|| format!("@timestamp `{timestamp}` is not an RFC 3339 time"))?;
+    let destination = destination.ok_or("missing field destination")?;
+    let ip_text = destination.ip.ok_or("missing field destination.ip")?;
+    let ip: IpAddr = ip_text
+        .parse()
+        .map_err(|_| format!("destination.ip `{ip_text}` is not an IP address"))?;
+    let port = destination.port.ok_or("missing field destination.port")?;
+    let transport = network
+        .and_then(|n| n.transport)
+        .ok_or("missing field network.transport")?;
+    let process = process.unwrap_or_default();
+    let container = container.unwrap_or_default();
+    let orchestrator = orchestrator.unwrap_or_default();
+    let egret = egret.unwrap_or_default();
+    let verdict = match egret.policy.and_then(|p| p.verdict).as_deref() {
+        Some("approved") => Some(Verdict::Approved),
+        Some("unapproved") => Some(Verdict::Unapproved),
+        Some("blocked") => Some(Verdict::Blocked),
+        _ => None,
+    };
+    Ok(Observation {
+        ts_ns,
+        ip: ip.to_canonical(),
+        port,
+        transport: match transport {
+            Cow::Borrowed(t) if !t.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Borrowed(t),
+            t => Cow::Owned(t.to_ascii_lowercase()),
+        },
+        domain: destination.domain.filter(|d| !d.is_empty()),
+        executable: process.executable.filter(|e| !e.is_empty()),
+        process_name: process.name.filter(|n| !n.is_empty()),
+        unit: egret.systemd.and_then(|s| s.unit).filter(|u| !u.is_empty()),
+        container_id: container.id.filter(|i| !i.is_empty()),
+        container_name: container.name.filter(|n| !n.is_empty()),
+        container_image: container
+            .image
+            .and_then(|i| i.name)
+            .filter(|n| !n.is_empty()),
+        pod_namespace: orchestrator.namespace.filter(|n| !n.is_empty()),
+        pod_name: orchestrator
+            .resource
+            .and_then(|r| r.name)
+            .filter(|n| !n.is_empty()),
+        pod_uid: egret
+            .k8s
+            .and_then(|k| k.pod)
+            .and_then(|p| p.uid)
+            .filter(|u| !u.is_empty()),
+        verdict,
+        rule: rule.and_then(|r| r.name),
+        datagrams: egret.udp.and_then(|u| u.datagrams),
+        host: host.and_then(|h| h.name),
+        sequence: event.and_then(|e| e.sequence),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(input: &[u8]) -> Vec<(u64, Result<Vec<u8>, usize>)> {
+        let mut r = LineReader::new(std::io::BufReader::with_capacity(7, input));
+        let mut out = Vec::new();
+        while let Some((n, l)) = r.next_line().unwrap() {
+            out.push((n, l.map(<[u8]>::to_vec)));
+        }
+        out
+    }
+
+    #[test]
+    fn splits_lines_across_buffer_refills() {
+        let got = lines(b"first line\r\nsecond\n\nlast without newline");
+        assert_eq!(
+            got,
+            vec![
+                (1, Ok(b"first line".to_vec())),
+                (2, Ok(b"second".to_vec())),
+                (3, Ok(Vec::new())),
+                (4, Ok(b"last without newline".to_vec())),
+            ]
+        );
+        assert!(lines(b"").is_empty());
+        assert_eq!(lines(b"\n"), vec![(1, Ok(Vec::new()))]);
+    }
+
+    #[test]
+    fn too_long_lines_are_skipped_not_held() {
+        let mut input = vec![b'x'; MAX_LINE_BYTES + 10];
+        input.extend_from_slice(b"\nok\n");
+        let got = lines(&input);
+        assert_eq!(
+            got,
+            vec![(1, Err(MAX_LINE_BYTES + 10)), (2, Ok(b"ok".to_vec()))]
+        );
+    }
+
+    const CONNECT: &str = r#"{"@timestamp":"2026-11-22T06:01:41.920432283Z","event":{"kind":"event","category":["network"],"type":["connection","start"],"action":"connect","sequence":1},"process":{"pid":1,"executable":"/usr/bin/curl","name":"curl"},"destination":{"ip":"::ffff:10.0.0.1","port":443,"domain":"api.example.com"},"network":{"transport":"tcp"},"host":{"name":"vm"},"egret":{"systemd":{"unit":"app.service"},"policy":{"verdict":"unapproved","mode":"audit"},"chain":{"new":"field"}},"brand_new":[1,2,3]}"#;
+
+    #[test]
+    fn a_connection_line_with_unknown_fields() {
+        let Ok(Line::Connection(o)) = classify(CONNECT.as_bytes()) else {
+            panic!("not a connection");
+        };
+        assert_eq!(o.ip, "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(o.port, 443);
+        assert_eq!(o.transport, "tcp");
+        assert_eq!(o.domain.as_deref(), Some("api.example.com"));
+        assert_eq!(o.executable.as_deref(), Some("/usr/bin/curl"));
+        assert_eq!(o.unit.as_deref(), Some("app.service"));
+        assert_eq!(o.verdict, Some(Verdict::Unapproved));
+        assert_eq!(o.sequence, Some(1));
+        assert_eq!(o.ts_ns, 1_795_327_301_920_432_283);
+    }
+
+    #[test]
+    fn kinds() {
+        let end = CONNECT.replace(r#"["connection","start"]"#, r#"["connection","end"]"#);
+        assert!(matches!(classify(end.as_bytes()), Ok(Line::Ignored)));
+        let alert = CONNECT.replace(r#""kind":"event""#, r#""kind":"alert""#);
+        assert!(matches!(classify(alert.as_bytes()), Ok(Line::Alert(_))));
+        let policy_alert = alert.replace(
+            r#""host""#,
+            r#""rule":{"name":"unapproved-destination"},"host""#,
+        );
+        assert!(matches!(
+            classify(policy_alert.as_bytes()),
+            Ok(Line::Alert(_))
+        ));
+        let failures = alert.replace(
+            r#""host""#,
+            r#""rule":{"name":"connection-failures"},"host""#,
+        );
+        assert!(matches!(classify(failures.as_bytes()), Ok(Line::Ignored)));
+        let progress = CONNECT.replace(
+            r#""type":["connection","start"],"action":"connect""#,
+            r#""type":["connection","info"],"action":"connection-progress""#,
+        );
+        assert!(matches!(classify(progress.as_bytes()), Ok(Line::Ignored)));
+        let dns = r#"{"event":{"kind":"event","type":["protocol","info"],"action":"dns-answer"},"dns":{}}"#;
+        assert!(matches!(classify(dns.as_bytes()), Ok(Line::Ignored)));
+        let metric = r#"{"event":{"kind":"metric"},"host":{"name":"h"},"egret":{"metrics":{"events_lost_kernel":3}}}"#;
+        assert!(matches!(
+            classify(metric.as_bytes()),
+            Ok(Line::Metric {
+                lost_kernel: Some(3),
+                dropped_userspace: None,
+                ..
+            })
+        ));
+        let future = r#"{"event":{"kind":"state","type":"start"}}"#;
+        assert!(matches!(classify(future.as_bytes()), Ok(Line::Ignored)));
+        let send = r#"{"@timestamp":"2026-11-22T06:01:41Z","event":{"kind":"event","action":"send"},"destination":{"ip":"10.0.0.1","port":53},"network":{"transport":"UDP"},"egret":{"udp":{"datagrams":7}}}"#;
+        let Ok(Line::Connection(o)) = classify(send.as_bytes()) else {
+            panic!("send line");
+        };
+        assert_eq!((o.transport.as_ref(), o.datagrams), ("udp", Some(7)));
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        let msg = |s: &str| classify(s.as_bytes()).err().unwrap_or_default();
+        assert!(msg("not json at all").starts_with("not JSON"));
+        assert_eq!(msg("[1,2]"), "not a JSON object");
+        assert_eq!(msg("42"), "not a JSON object");
+        assert!(msg(r#"{"event":"#).starts_with("not JSON"));
+        assert_eq!(msg(r#"{"a":1}"#), "missing field event.kind");
+        let no_ip = CONNECT.replace(r#""ip":"::ffff:10.0.0.1","#, "");
+        assert_eq!(msg(&no_ip), "missing field destination.ip");
+        let bad_ip = CONNECT.replace("::ffff:10.0.0.1", "10.0.0.999");
+        assert_eq!(
+            msg(&bad_ip),
+            "destination.ip `10.0.0.999` is not an IP address"
+        );
+        let bad_ts = CONNECT.replace("2026-11-22T06:01:41.920432283Z", "yesterday");
+        assert_eq!(
+            msg(&bad_ts),
+            "@timestamp `yesterday` is not an RFC 3339 time"
+        );
+        let bad_port = CONNECT.replace(r#""port":443"#, r#""port":70000"#);
+        assert!(msg(&bad_port).starts_with("unexpected field value"));
+        let no_transport = CONNECT.replace(r#""transport":"tcp""#, r#""x":1"#);
+        assert_eq!(msg(&no_transport), "missing field network.transport");
+        assert!(classify(b"{\"event\":{\"kind\":\"\xff\"}}").is_err());
+    }
+}

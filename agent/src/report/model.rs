@@ -1,0 +1,332 @@
+//! The report as data: the `--format json` schema (documented in `docs/report.md`), from
+//! which the text and HTML renderings are made too.
+
+use serde::Serialize;
+
+use super::{
+    aggregate::{Aggregate, Counts, DestKey, DestName, DestStats, Dimension, Group},
+    timespec::rfc3339,
+};
+
+/// `schema` of the JSON document. A change that removes, renames or retypes a field gets a
+/// new version; new fields may be added within a version.
+pub const SCHEMA: &str = "egret-report/1";
+
+/// At most this many destinations get their own series in the timeline (the rest are summed
+/// in `other`).
+pub const MAX_SERIES: usize = 8;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ReportDoc {
+    pub schema: &'static str,
+    pub generated_at: String,
+    pub range: RangeDoc,
+    pub input: InputDoc,
+    pub totals: TotalsDoc,
+    /// `--top`: destinations listed per group.
+    pub top: usize,
+    /// The busiest destinations over everything, at most `top`.
+    pub destinations: Vec<DestDoc>,
+    pub groups: GroupsDoc,
+    pub timeline: TimelineDoc,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RangeDoc {
+    /// `--since`, resolved (RFC 3339), or null.
+    pub since: Option<String>,
+    /// `--until`, resolved (RFC 3339), or null.
+    pub until: Option<String>,
+    /// The earliest and latest connection or alert counted; null when none was.
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FileDoc {
+    pub path: String,
+    pub lines: u64,
+    pub bad_lines: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InputDoc {
+    pub files: Vec<FileDoc>,
+    pub lines: u64,
+    pub connection_lines: u64,
+    pub alert_lines: u64,
+    pub duplicate_alert_lines: u64,
+    pub metric_lines: u64,
+    pub ignored_lines: u64,
+    pub blank_lines: u64,
+    pub out_of_range: u64,
+    pub bad_lines: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TotalsDoc {
+    pub connections: u64,
+    pub datagrams: u64,
+    pub alerts: u64,
+    pub unapproved: u64,
+    pub blocked: u64,
+    /// Distinct destinations (name or address, port, transport).
+    pub destinations: usize,
+    pub events_lost_kernel: u64,
+    pub events_dropped_userspace: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DestDoc {
+    /// `domain` when known, else the address.
+    pub destination: String,
+    pub domain: Option<String>,
+    /// Distinct addresses seen for it (at most 16, sorted).
+    pub addresses: Vec<String>,
+    /// More addresses were seen than listed.
+    pub addresses_truncated: bool,
+    pub port: u16,
+    pub transport: String,
+    pub connections: u64,
+    pub datagrams: u64,
+    pub alerts: u64,
+    pub unapproved: u64,
+    pub blocked: u64,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupDoc {
+    pub name: String,
+    pub connections: u64,
+    pub datagrams: u64,
+    pub alerts: u64,
+    pub unapproved: u64,
+    pub blocked: u64,
+    pub first_seen: Option<String>,
+    pub last_seen: Option<String>,
+    /// Distinct destinations of the group (`destinations` lists at most `top`).
+    pub destinations_total: usize,
+    pub destinations: Vec<DestDoc>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupsDoc {
+    pub process: Vec<GroupDoc>,
+    pub systemd_unit: Vec<GroupDoc>,
+    pub container: Vec<GroupDoc>,
+    pub pod: Vec<GroupDoc>,
+}
+
+impl GroupsDoc {
+    pub fn get(&self, dim: Dimension) -> &[GroupDoc] {
+        match dim {
+            Dimension::Process => &self.process,
+            Dimension::Unit => &self.systemd_unit,
+            Dimension::Container => &self.container,
+            Dimension::Pod => &self.pod,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SeriesDoc {
+    /// `name:port/transport` (`[v6]:port/transport`).
+    pub destination: String,
+    pub name: String,
+    pub port: u16,
+    pub transport: String,
+    /// Connections per bucket.
+    pub counts: Vec<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TimelineDoc {
+    /// Start of the first bucket (RFC 3339), null when there is no data.
+    pub start: Option<String>,
+    pub bucket_seconds: i64,
+    pub buckets: usize,
+    /// The busiest destinations (at most 8), most connections first.
+    pub series: Vec<SeriesDoc>,
+    /// Connections per bucket to every other destination.
+    pub other: Vec<u64>,
+}
+
+fn opt_time(ns: Option<i64>) -> Option<String> {
+    ns.map(rfc3339)
+}
+
+fn dest_doc(key: &DestKey, d: &DestStats) -> DestDoc {
+    let Counts {
+        connections,
+        datagrams,
+        alerts,
+        unapproved,
+        blocked,
+        first_ns,
+        last_ns,
+    } = d.counts;
+    DestDoc {
+        destination: key.name.text(),
+        domain: key.name.is_domain().then(|| key.name.text()),
+        addresses: match key.name {
+            DestName::Addr(ip) => vec![ip.to_string()],
+            DestName::Domain(_) => {
+                let mut a = d.addresses.clone();
+                a.sort_unstable();
+                a.iter().map(ToString::to_string).collect()
+            }
+        },
+        addresses_truncated: d.more_addresses,
+        port: key.port,
+        transport: key.transport.to_string(),
+        connections,
+        datagrams,
+        alerts,
+        unapproved,
+        blocked,
+        first_seen: opt_time(first_ns),
+        last_seen: opt_time(last_ns),
+    }
+}
+
+fn group_doc(name: &str, g: &Group, top: usize) -> GroupDoc {
+    let Counts {
+        connections,
+        datagrams,
+        alerts,
+        unapproved,
+        blocked,
+        first_ns,
+        last_ns,
+    } = g.counts;
+    GroupDoc {
+        name: name.to_owned(),
+        connections,
+        datagrams,
+        alerts,
+        unapproved,
+        blocked,
+        first_seen: opt_time(first_ns),
+        last_seen: opt_time(last_ns),
+        destinations_total: g.dests.len(),
+        destinations: g
+            .sorted_dests()
+            .into_iter()
+            .take(top)
+            .map(|(k, d)| dest_doc(k, d))
+            .collect(),
+    }
+}
+
+fn timeline(a: &Aggregate) -> TimelineDoc {
+    let b = a.buckets;
+    let (Some(min), len) = (b.min, usize::try_from(b.len()).unwrap_or(0)) else {
+        return TimelineDoc {
+            start: None,
+            bucket_seconds: b.width_s,
+            buckets: 0,
+            series: Vec::new(),
+            other: Vec::new(),
+        };
+    };
+    let counts = |d: &DestStats| -> Vec<u64> {
+        let mut v = vec![0_u64; len];
+        for (index, n) in &d.series {
+            if let Some(slot) = usize::try_from(index.saturating_sub(min))
+                .ok()
+                .and_then(|i| v.get_mut(i))
+            {
+                *slot = slot.saturating_add(*n);
+            }
+        }
+        v
+    };
+    let sorted = a.overall.sorted_dests();
+    let series = sorted
+        .iter()
+        .take(MAX_SERIES)
+        .map(|(k, d)| SeriesDoc {
+            destination: k.label(),
+            name: k.name.text(),
+            port: k.port,
+            transport: k.transport.to_string(),
+            counts: counts(d),
+        })
+        .collect();
+    let mut other = vec![0_u64; len];
+    for (_, d) in sorted.iter().skip(MAX_SERIES) {
+        for (slot, n) in other.iter_mut().zip(counts(d)) {
+            *slot = slot.saturating_add(n);
+        }
+    }
+    TimelineDoc {
+        start: Some(rfc3339(b.start_ns(min))),
+        bucket_seconds: b.width_s,
+        buckets: len,
+        series,
+        other,
+    }
+}
+
+/// The report document for `a`, listing at most `top` destinations per group.
+pub fn build(a: &Aggregate, top: usize, generated_at_ns: i64) -> ReportDoc {
+    let groups = |dim| -> Vec<GroupDoc> {
+        a.groups(dim)
+            .into_iter()
+            .map(|(name, g)| group_doc(name, g, top))
+            .collect()
+    };
+    let i = &a.input;
+    let overall = group_doc("", &a.overall, top);
+    ReportDoc {
+        schema: SCHEMA,
+        generated_at: rfc3339(generated_at_ns),
+        range: RangeDoc {
+            since: opt_time(a.since_ns),
+            until: opt_time(a.until_ns),
+            first_seen: overall.first_seen.clone(),
+            last_seen: overall.last_seen.clone(),
+        },
+        input: InputDoc {
+            files: i
+                .files
+                .iter()
+                .map(|f| FileDoc {
+                    path: f.path.clone(),
+                    lines: f.lines,
+                    bad_lines: f.bad_lines,
+                })
+                .collect(),
+            lines: i.lines,
+            connection_lines: i.connection_lines,
+            alert_lines: i.alert_lines,
+            duplicate_alert_lines: i.duplicate_alert_lines,
+            metric_lines: i.metric_lines,
+            ignored_lines: i.ignored_lines,
+            blank_lines: i.blank_lines,
+            out_of_range: i.out_of_range,
+            bad_lines: i.bad_lines,
+        },
+        totals: TotalsDoc {
+            connections: overall.connections,
+            datagrams: overall.datagrams,
+            alerts: overall.alerts,
+            unapproved: overall.unapproved,
+            blocked: overall.blocked,
+            destinations: overall.destinations_total,
+            events_lost_kernel: a.events_lost_kernel(),
+            events_dropped_userspace: a.events_dropped_userspace(),
+        },
+        top,
+        destinations: overall.destinations,
+        groups: GroupsDoc {
+            process: groups(Dimension::Process),
+            systemd_unit: groups(Dimension::Unit),
+            container: groups(Dimension::Container),
+            pod: groups(Dimension::Pod),
+        },
+        timeline: timeline(a),
+    }
+}

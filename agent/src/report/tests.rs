@@ -1,0 +1,489 @@
+//! [`run`](super::run) on files: formats, the time range, bad lines, hostile strings.
+
+use std::path::PathBuf;
+
+use super::*;
+
+const NOW: i64 = 1_795_330_800_000_000_000; // 2026-11-22T07:00:00Z
+
+/// Adds `patch`'s members to `base`, recursively.
+fn merge(base: &mut serde_json::Value, patch: serde_json::Value) {
+    match (base, patch) {
+        (serde_json::Value::Object(b), serde_json::Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// A connection line, with `extra` merged in.
+fn conn(ts: &str, exe: &str, ip: &str, port: u16, transport: &str, extra: &str) -> String {
+    let action = if transport == "udp" {
+        "send"
+    } else {
+        "connect"
+    };
+    let mut v = serde_json::json!({
+        "@timestamp": ts,
+        "event": {"kind": "event", "category": ["network"], "type": ["connection", "start"],
+                  "action": action, "module": "egret", "dataset": "egret.network", "sequence": 1},
+        "process": {"pid": 7, "executable": exe, "name": "x"},
+        "destination": {"ip": ip, "port": port},
+        "network": {"transport": transport, "type": "ipv4"},
+        "host": {"name": "vm"},
+        "egret": {"cgroup": {"id": 1}, "socket": {"cookie": 1}}
+    });
+    if !extra.is_empty() {
+        merge(
+            &mut v,
+            serde_json::from_str(&format!("{{{}}}", extra.trim_start_matches(','))).unwrap(),
+        );
+    }
+    v.to_string()
+}
+
+/// An alert line about a connection line made by [`conn`] with the same arguments.
+fn alert(ts: &str, exe: &str, ip: &str, port: u16, seq: u64, extra: &str) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&conn(ts, exe, ip, port, "tcp", extra)).unwrap();
+    merge(
+        &mut v,
+        serde_json::json!({
+            "event": {"kind": "alert", "severity": 73, "dataset": "egret.alert", "sequence": seq},
+            "rule": {"name": "unapproved-destination"},
+            "message": "x connected to ..., not approved by policy",
+            "egret": {"policy": {"verdict": "unapproved", "mode": "audit"},
+                      "alert": {"repeats": 0, "window_seconds": 60}}
+        }),
+    );
+    v.to_string()
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let d = std::env::temp_dir().join(format!(
+            "egret-report-unit-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Self(d)
+    }
+
+    fn file(&self, name: &str, lines: &[String]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        p
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn args(files: Vec<PathBuf>) -> ReportArgs {
+    ReportArgs {
+        files,
+        since: None,
+        until: None,
+        top: 10,
+        format: Format::Json,
+        suggest_policy: false,
+        loopback: LoopbackChoice::Auto,
+        include_blocked: false,
+        out: None,
+        strict: false,
+        max_warnings: 100,
+    }
+}
+
+fn run_ok(a: &ReportArgs) -> (String, String, Outcome) {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let outcome = run(a, NOW, &mut out, &mut err).unwrap_or_else(|e| panic!("{e}"));
+    (
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+        outcome,
+    )
+}
+
+fn sample(dir: &Dir) -> PathBuf {
+    dir.file(
+        "events.jsonl",
+        &[
+            conn("2026-11-22T06:00:00Z", "/usr/bin/curl", "10.0.0.1", 443, "tcp",
+                r#","destination":{"ip":"10.0.0.1","port":443,"domain":"api.example.com"},"egret":{"systemd":{"unit":"app.service"},"policy":{"verdict":"unapproved"}}"#),
+            alert("2026-11-22T06:00:00.1Z", "/usr/bin/curl", "10.0.0.1", 443, 2,
+                r#","destination":{"ip":"10.0.0.1","port":443,"domain":"api.example.com"},"egret":{"systemd":{"unit":"app.service"}}"#),
+            conn("2026-11-22T06:10:00Z", "/usr/bin/curl", "10.0.0.2", 443, "tcp",
+                r#","destination":{"ip":"10.0.0.2","port":443,"domain":"api.example.com"},"egret":{"systemd":{"unit":"app.service"},"policy":{"verdict":"unapproved"}}"#),
+            conn("2026-11-22T06:20:00Z", "/usr/bin/dig", "10.0.0.53", 53, "udp",
+                r#","egret":{"udp":{"datagrams":12}}"#),
+            r#"{"@timestamp":"2026-11-22T06:20:01Z","event":{"kind":"metric","action":"stats"},"host":{"name":"vm"},"egret":{"metrics":{"events_lost_kernel":0}}}"#.to_owned(),
+            r#"{"@timestamp":"2026-11-22T06:20:02Z","event":{"kind":"event","type":["connection","end"],"action":"connect"},"destination":{"ip":"10.0.0.1","port":443},"network":{"transport":"tcp"}}"#.to_owned(),
+            r#"{"event":{"kind":"event","type":["protocol","info"],"action":"dns-answer"},"dns":{"question":{"name":"api.example.com"}}}"#.to_owned(),
+        ],
+    )
+}
+
+#[test]
+fn json_report_counts_connections_alerts_and_groups() {
+    let dir = Dir::new("json");
+    let events = sample(&dir);
+    let (out, err, outcome) = run_ok(&args(vec![events]));
+    assert_eq!(err, "");
+    assert_eq!(outcome.bad_lines, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["schema"], "egret-report/1");
+    assert_eq!(v["totals"]["connections"], 3);
+    assert_eq!(v["totals"]["alerts"], 1);
+    assert_eq!(v["totals"]["unapproved"], 2);
+    assert_eq!(v["totals"]["datagrams"], 12);
+    assert_eq!(v["totals"]["destinations"], 2);
+    assert_eq!(v["input"]["lines"], 7);
+    assert_eq!(v["input"]["connection_lines"], 3);
+    assert_eq!(v["input"]["alert_lines"], 1);
+    assert_eq!(v["input"]["metric_lines"], 1);
+    assert_eq!(v["input"]["ignored_lines"], 2);
+    let top = &v["destinations"][0];
+    assert_eq!(top["destination"], "api.example.com");
+    assert_eq!(top["domain"], "api.example.com");
+    assert_eq!(
+        top["addresses"],
+        serde_json::json!(["10.0.0.1", "10.0.0.2"])
+    );
+    assert_eq!(top["connections"], 2);
+    assert_eq!(top["alerts"], 1);
+    assert_eq!(top["first_seen"], "2026-11-22T06:00:00Z");
+    assert_eq!(top["last_seen"], "2026-11-22T06:10:00Z");
+    let dig = &v["destinations"][1];
+    assert_eq!(dig["destination"], "10.0.0.53");
+    assert!(dig["domain"].is_null());
+    assert_eq!(dig["transport"], "udp");
+    let units = v["groups"]["systemd_unit"].as_array().unwrap();
+    assert_eq!(units.len(), 1);
+    assert_eq!(units[0]["name"], "app.service");
+    assert_eq!(units[0]["connections"], 2);
+    assert_eq!(units[0]["alerts"], 1);
+    let procs = v["groups"]["process"].as_array().unwrap();
+    assert_eq!(procs[0]["name"], "/usr/bin/curl");
+    assert_eq!(procs[1]["name"], "/usr/bin/dig");
+    assert_eq!(v["groups"]["container"], serde_json::json!([]));
+    assert_eq!(v["range"]["first_seen"], "2026-11-22T06:00:00Z");
+    assert_eq!(v["range"]["last_seen"], "2026-11-22T06:20:00Z");
+    let t = &v["timeline"];
+    let total: u64 = t["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| {
+            s["counts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_u64().unwrap())
+        })
+        .sum();
+    assert_eq!(total, 3);
+    assert_eq!(
+        t["buckets"].as_u64().unwrap() as usize,
+        t["other"].as_array().unwrap().len()
+    );
+}
+
+#[test]
+fn time_range_and_top() {
+    let dir = Dir::new("range");
+    let events = sample(&dir);
+    let mut a = args(vec![events.clone()]);
+    a.since = Some("2026-11-22T06:05:00Z".to_owned());
+    a.until = Some("30m".to_owned()); // 06:30
+    a.top = 1;
+    let (out, _, _) = run_ok(&a);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["totals"]["connections"], 2);
+    assert_eq!(v["totals"]["alerts"], 0, "the alert is before --since");
+    assert_eq!(v["input"]["out_of_range"], 2);
+    assert_eq!(v["range"]["since"], "2026-11-22T06:05:00Z");
+    assert_eq!(v["range"]["until"], "2026-11-22T06:30:00Z");
+    assert_eq!(v["destinations"].as_array().unwrap().len(), 1);
+    assert_eq!(v["top"], 1);
+
+    a.since = Some("1h".to_owned());
+    a.until = Some("2h".to_owned());
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    assert!(matches!(
+        run(&a, NOW, &mut o, &mut e),
+        Err(ReportError::EmptyRange { .. })
+    ));
+    a.until = Some("last tuesday".to_owned());
+    let err = run(&a, NOW, &mut o, &mut e).unwrap_err().to_string();
+    assert!(err.starts_with("invalid --until `last tuesday`"), "{err}");
+}
+
+#[test]
+fn bad_lines_are_reported_with_file_and_line_and_the_rest_is_counted() {
+    let dir = Dir::new("bad");
+    let good = conn(
+        "2026-11-22T06:00:00Z",
+        "/usr/bin/curl",
+        "10.0.0.1",
+        443,
+        "tcp",
+        "",
+    );
+    let events = dir.file(
+        "mixed.jsonl",
+        &[
+            good.clone(),
+            "this is not json".to_owned(),
+            String::new(),
+            r#"{"event":{"kind":"event","type":["connection","start"],"action":"connect"},"destination":{"port":1},"network":{"transport":"tcp"},"@timestamp":"2026-11-22T06:00:00Z"}"#.to_owned(),
+            good[..good.len() / 2].to_owned(),
+            good.clone(),
+        ],
+    );
+    let (out, err, outcome) = run_ok(&args(vec![events.clone()]));
+    let path = events.display().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 4, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{path}:2: not JSON")),
+        "{err}"
+    );
+    assert_eq!(lines[1], format!("{path}:4: missing field destination.ip"));
+    assert!(
+        lines[2].starts_with(&format!("{path}:5: not JSON")),
+        "{err}"
+    );
+    assert_eq!(lines[3], "egret report: warning: 3 bad line(s) skipped");
+    assert_eq!(outcome.bad_lines, 3);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["totals"]["connections"], 2);
+    assert_eq!(v["input"]["bad_lines"], 3);
+    assert_eq!(v["input"]["blank_lines"], 1);
+    assert_eq!(v["input"]["files"][0]["bad_lines"], 3);
+    assert_eq!(v["input"]["files"][0]["lines"], 6);
+
+    // --max-warnings bounds what is printed, not what is counted.
+    let mut a = args(vec![events]);
+    a.max_warnings = 1;
+    let (_, err, outcome) = run_ok(&a);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(err.contains("(2 not shown"), "{err}");
+    assert_eq!(outcome.bad_lines, 3);
+}
+
+#[test]
+fn a_missing_file_is_an_error_before_any_output() {
+    let dir = Dir::new("missing");
+    let events = sample(&dir);
+    let missing = dir.0.join("nope.jsonl");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let e = run(
+        &args(vec![events, missing.clone()]),
+        NOW,
+        &mut out,
+        &mut err,
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "cannot open {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+    assert!(out.is_empty() && err.is_empty());
+    let e = run(&args(vec![dir.0.clone()]), NOW, &mut out, &mut err).unwrap_err();
+    assert!(e.to_string().ends_with("is a directory"), "{e}");
+}
+
+#[test]
+fn text_report() {
+    let dir = Dir::new("text");
+    let events = sample(&dir);
+    let mut a = args(vec![events]);
+    a.format = Format::Text;
+    let (out, _, _) = run_ok(&a);
+    assert!(
+        out.starts_with(
+            "egret report: 3 connections to 2 destinations, 1 alert (2 unapproved, 0 blocked)\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("\nTOP DESTINATIONS\n"), "{out}");
+    assert!(
+        out.contains("\nBY SYSTEMD UNIT\n\napp.service: 2 connections, 1 destination, 1 alert\n"),
+        "{out}"
+    );
+    let row = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("api.example.com"))
+        .unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "api.example.com",
+            "443",
+            "tcp",
+            "2",
+            "2",
+            "0",
+            "1",
+            "2026-11-22T06:00:00Z",
+            "2026-11-22T06:10:00Z"
+        ]
+    );
+    assert!(out.contains("\nBY CONTAINER\n  (none)\n"), "{out}");
+}
+
+#[test]
+fn hostile_strings_do_not_inject_html_or_terminal_escapes() {
+    let dir = Dir::new("hostile");
+    let evil = "/tmp/<script>alert(1)</script>\u{1b}[2J\"'&";
+    let events = dir.file(
+        "evil.jsonl",
+        &[conn(
+            "2026-11-22T06:00:00Z",
+            evil,
+            "10.0.0.1",
+            443,
+            "tcp",
+            r#","destination":{"ip":"10.0.0.1","port":443,"domain":"<img src=x onerror=alert(1)>"},"container":{"name":"</style><script>x()</script>"}"#,
+        )],
+    );
+    let mut a = args(vec![events.clone()]);
+    a.format = Format::Html;
+    let (page, _, _) = run_ok(&a);
+    assert!(!page.contains("<script"), "no script element at all");
+    assert!(!page.contains("<img"));
+    assert!(!page.contains("</style><"));
+    assert!(page.contains("/tmp/&lt;script&gt;alert(1)&lt;/script&gt;\\u{1b}[2J&quot;&#39;&amp;"));
+    assert!(page.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    assert!(page.contains("<svg id=\"timeline\""));
+    assert!(page.contains("<rect class=\"seg\""));
+    assert!(page.contains("Content-Security-Policy"));
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "nothing fetched"
+    );
+
+    a.format = Format::Text;
+    let (text, _, _) = run_ok(&a);
+    assert!(
+        !text.contains('\u{1b}'),
+        "no raw escape in the terminal output"
+    );
+    assert!(text.contains("\\u{1b}[2J"));
+}
+
+#[test]
+fn suggest_policy_writes_a_valid_policy() {
+    let dir = Dir::new("suggest");
+    let events = sample(&dir);
+    let mut a = args(vec![events]);
+    a.suggest_policy = true;
+    a.out = Some(dir.0.join("policy.yaml"));
+    let (out, err, outcome) = run_ok(&a);
+    assert_eq!((out.as_str(), err.as_str()), ("", ""));
+    assert_eq!(outcome.connections, 3);
+    let yaml = std::fs::read_to_string(dir.0.join("policy.yaml")).unwrap();
+    let summary = crate::policy::parse::check(&dir.0.join("policy.yaml")).unwrap();
+    assert!(summary.contains("ok: mode audit"), "{summary}");
+    assert!(yaml.contains("to: [\"api.example.com\"]"), "{yaml}");
+    assert!(yaml.contains("systemd_units: [\"app.service\"]"), "{yaml}");
+    assert!(yaml.contains("to: [\"10.0.0.53\"]"), "{yaml}");
+}
+
+#[test]
+fn stdin_and_empty_input() {
+    let dir = Dir::new("empty");
+    let empty = dir.file("empty.jsonl", &[]);
+    let mut a = args(vec![empty]);
+    a.format = Format::Html;
+    let (page, _, _) = run_ok(&a);
+    assert!(page.contains("No connections in the range."));
+    a.format = Format::Text;
+    let (text, _, _) = run_ok(&a);
+    assert!(
+        text.starts_with("egret report: 0 connections to 0 destinations"),
+        "{text}"
+    );
+}
+
+#[test]
+fn no_input_makes_it_panic() {
+    // Every prefix of valid lines, and valid lines with extreme values, through every format.
+    let dir = Dir::new("fuzz");
+    let good = conn(
+        "2026-11-22T06:00:00.123456789Z",
+        "/usr/bin/curl",
+        "2001:db8::1",
+        443,
+        "udp",
+        r#","destination":{"ip":"2001:db8::1","port":443,"domain":"a.example"},"egret":{"udp":{"datagrams":18446744073709551615},"systemd":{"unit":"x.service"}},"container":{"id":"c"},"orchestrator":{"namespace":"n"}"#,
+    );
+    let mut lines: Vec<String> = (0..good.len())
+        .filter(|i| good.is_char_boundary(*i))
+        .map(|i| good[..i].to_owned())
+        .collect();
+    for (from, to) in [
+        ("2026-11-22T06:00:00.123456789Z", "0001-01-01T00:00:00Z"),
+        (
+            "2026-11-22T06:00:00.123456789Z",
+            "9999-12-31T23:59:59.999999999Z",
+        ),
+        (
+            "2026-11-22T06:00:00.123456789Z",
+            "2262-04-11T23:47:16.854775807Z",
+        ),
+        (
+            "2026-11-22T06:00:00.123456789Z",
+            "1677-09-21T00:12:43.145224192Z",
+        ),
+        ("\"port\":443", "\"port\":0"),
+        ("\"port\":443", "\"port\":65535"),
+        ("\"port\":443", "\"port\":-1"),
+        ("\"port\":443", "\"port\":1e3"),
+        ("\"sequence\":1", "\"sequence\":18446744073709551615"),
+        ("\"udp\",\"type\"", "\"\",\"type\""),
+        ("a.example", ""),
+        ("a.example", "*.example"),
+        ("[\"connection\",\"start\"]", "\"start\""),
+        ("[\"connection\",\"start\"]", "null"),
+        ("\"kind\":\"event\"", "\"kind\":\"alert\""),
+        ("\"kind\":\"event\"", "\"kind\":7"),
+    ] {
+        lines.push(good.replace(from, to));
+    }
+    lines.push("[".repeat(10_000));
+    lines.push(format!(
+        "{{\"event\":{}}}",
+        "{\"a\":".repeat(200) + &"}".repeat(200)
+    ));
+    let file = dir.file("fuzz.jsonl", &lines);
+    for format in [Format::Text, Format::Json, Format::Html] {
+        let mut a = args(vec![file.clone()]);
+        a.format = format;
+        a.max_warnings = 0;
+        let (_, _, outcome) = run_ok(&a);
+        assert!(outcome.bad_lines > 0);
+    }
+    let mut a = args(vec![file]);
+    a.suggest_policy = true;
+    a.loopback = LoopbackChoice::Audit;
+    let (yaml, _, _) = run_ok(&a);
+    assert!(
+        crate::policy::parse::parse_policy(&yaml, "s.yaml").is_ok(),
+        "{yaml}"
+    );
+}
