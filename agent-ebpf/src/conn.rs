@@ -48,7 +48,7 @@ use core::{
     ptr::{addr_of, addr_of_mut, read_volatile},
 };
 
-use crate::{count, now_ns, submit_flags, EVENTS, UDP_FLOWS};
+use crate::{count, dns::load, now_ns, submit_flags, EVENTS, UDP_FLOWS};
 
 /// Open outbound TCP connections, by socket cookie.
 #[map]
@@ -537,11 +537,6 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 }
 
 // ---- Byte counts on the packet path ----
-
-#[inline(always)]
-fn load<T>(ctx: &SkBuffContext, offset: u32) -> Option<T> {
-    ctx.load::<T>(offset as usize).ok()
-}
 
 /// The IP protocol of a packet and, for UDP, (family, peer address, peer port, payload
 /// length); `outbound` picks the destination as the peer, else the source.

@@ -100,7 +100,7 @@ struct Located {
 }
 
 #[inline(always)]
-fn load<T>(ctx: &SkBuffContext, offset: u32) -> Option<T> {
+pub(crate) fn load<T>(ctx: &SkBuffContext, offset: u32) -> Option<T> {
     ctx.load::<T>(offset as usize).ok()
 }
 

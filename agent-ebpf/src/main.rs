@@ -297,22 +297,31 @@ fn open_connected_udp(cookie: u64, dest: &Dest, verdict: u32) {
         _pad: 0,
         addr: dest.addr,
     };
-    let now = now_ns();
-    let value = UdpFlowValue {
-        datagrams: 0,
+    store_flow(&key, &new_flow(0, now_ns(), verdict, 1));
+}
+
+/// A flow's first entry: `datagrams` so far, no bytes yet (the egress program counts them).
+#[inline(always)]
+fn new_flow(datagrams: u64, now: u64, verdict: u32, connected: u32) -> UdpFlowValue {
+    UdpFlowValue {
+        datagrams,
         first_ns: now,
         last_ns: now,
         verdict,
-        connected: 1,
+        connected,
         bytes_out: 0,
         packets_out: 0,
         bytes_in: 0,
         packets_in: 0,
-    };
-    if UDP_FLOWS.insert(&key, &value, BPF_ANY as u64).is_err() {
+    }
+}
+
+/// Stores a new flow and marks its socket, so its release is reported.
+fn store_flow(key: &UdpFlowKey, value: &UdpFlowValue) {
+    if UDP_FLOWS.insert(key, value, BPF_ANY as u64).is_err() {
         count(Counter::UdpFlowUpdateFailed);
     }
-    let _ = UDP_SOCKETS.insert(&cookie, &1, BPF_ANY as u64);
+    let _ = UDP_SOCKETS.insert(&key.cookie, &1, BPF_ANY as u64);
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -362,21 +371,7 @@ fn on_sendmsg(cookie: u64, dest: &Dest) -> u32 {
             (*flow).verdict = verdict;
         }
     } else {
-        let value = UdpFlowValue {
-            datagrams: 1,
-            first_ns: now,
-            last_ns: now,
-            verdict,
-            connected: 0,
-            bytes_out: 0,
-            packets_out: 0,
-            bytes_in: 0,
-            packets_in: 0,
-        };
-        if UDP_FLOWS.insert(&key, &value, BPF_ANY as u64).is_err() {
-            count(Counter::UdpFlowUpdateFailed);
-        }
-        let _ = UDP_SOCKETS.insert(&cookie, &1, BPF_ANY as u64);
+        store_flow(&key, &new_flow(1, now, verdict, 0));
     }
     emit_connect(EventKind::Send, dest, cookie, prev, verdict);
     verdict

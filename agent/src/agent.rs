@@ -875,36 +875,30 @@ impl Pipeline {
     }
 
     fn write_end(&mut self, record: &ConnectionRecord, end: &ConnEnd, start_seen: bool) {
-        let sequence = self.next_sequence();
-        let rendered = self.process_json.get(record, &self.clock);
-        let doc = ConnectionDoc::end(
-            record,
-            end,
-            start_seen,
-            false,
-            sequence,
-            &self.clock,
-            &self.host_name,
-            rendered,
-        );
-        match self.sink.write_line(&doc) {
-            Ok(()) => {
-                self.metrics.lines_written += 1;
-                self.metrics.tcp_connection_ends += 1;
-                self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
-            }
-            Err(err) => self.write_failed(&err),
+        if self.write_life_line(record, end, start_seen, false) {
+            self.metrics.tcp_connection_ends += 1;
         }
     }
 
     fn write_progress(&mut self, record: &ConnectionRecord, progress: &ConnEnd) {
+        self.write_life_line(record, progress, true, true);
+    }
+
+    /// An end or progress line; true when it was written.
+    fn write_life_line(
+        &mut self,
+        record: &ConnectionRecord,
+        facts: &ConnEnd,
+        start_seen: bool,
+        progress: bool,
+    ) -> bool {
         let sequence = self.next_sequence();
         let rendered = self.process_json.get(record, &self.clock);
         let doc = ConnectionDoc::end(
             record,
+            facts,
+            start_seen,
             progress,
-            true,
-            true,
             sequence,
             &self.clock,
             &self.host_name,
@@ -914,8 +908,12 @@ impl Pipeline {
             Ok(()) => {
                 self.metrics.lines_written += 1;
                 self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
+                true
             }
-            Err(err) => self.write_failed(&err),
+            Err(err) => {
+                self.write_failed(&err);
+                false
+            }
         }
     }
 

@@ -18,7 +18,10 @@ use std::{ffi::OsString, io::Read as _, path::Path};
 use clap::{parser::ValueSource, ArgAction, ArgMatches, Command};
 use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
 
-use crate::policy::Position;
+use crate::policy::{
+    parse::{describe, position, untag},
+    Position,
+};
 
 /// Config files larger than this are refused (a mistaken path such as `/dev/zero`).
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -417,37 +420,6 @@ fn read_config_file(path: &Path, file: &str) -> Result<String, ConfigErrors> {
         )));
     }
     Ok(text)
-}
-
-/// A YAML node with any tag looked through.
-fn untag<'a, 'i>(mut node: &'a MarkedYaml<'i>) -> &'a MarkedYaml<'i> {
-    while let YamlData::Tagged(_, inner) = &node.data {
-        node = inner;
-    }
-    node
-}
-
-fn position(node: &MarkedYaml<'_>) -> Position {
-    Position {
-        line: node.span.start.line(),
-        column: node.span.start.col().saturating_add(1),
-    }
-}
-
-/// What a node is, for "found ..." in messages.
-fn describe(node: &MarkedYaml<'_>) -> String {
-    match &untag(node).data {
-        YamlData::Value(Scalar::Null) => "nothing (null)".to_owned(),
-        YamlData::Value(Scalar::Boolean(b)) => format!("boolean `{b}`"),
-        YamlData::Value(Scalar::Integer(i)) => format!("integer `{i}`"),
-        YamlData::Value(Scalar::FloatingPoint(f)) => format!("number `{f}`"),
-        YamlData::Value(Scalar::String(s)) => format!("`{s}`"),
-        YamlData::Representation(s, _, _) => format!("`{s}`"),
-        YamlData::Sequence(_) => "a list".to_owned(),
-        YamlData::Mapping(_) => "a mapping".to_owned(),
-        YamlData::Alias(_) => "an alias".to_owned(),
-        YamlData::Tagged(..) | YamlData::BadValue => "an invalid value".to_owned(),
-    }
 }
 
 /// A scalar as the text of a command-line value; `None` for null, lists and mappings.

@@ -57,6 +57,7 @@ fn egret_report_ok(args: &[&str]) -> Result<String> {
 }
 
 /// A connection as `egret report` counts it: a start line (`connect`) or a UDP `send` line.
+/// A line that starts a connection: a `connect` line, or a UDP flow's first `send` line.
 fn is_connection(v: &Value) -> bool {
     field_str(v, "event.kind") == Some("event")
         && matches!(field_str(v, "event.action"), Some("connect" | "send"))

@@ -259,14 +259,14 @@ struct Cx<'f> {
 }
 
 /// A YAML node with any tag looked through.
-fn untag<'a, 'i>(mut node: &'a MarkedYaml<'i>) -> &'a MarkedYaml<'i> {
+pub(crate) fn untag<'a, 'i>(mut node: &'a MarkedYaml<'i>) -> &'a MarkedYaml<'i> {
     while let YamlData::Tagged(_, inner) = &node.data {
         node = inner;
     }
     node
 }
 
-fn position(node: &MarkedYaml<'_>) -> Position {
+pub(crate) fn position(node: &MarkedYaml<'_>) -> Position {
     Position {
         line: node.span.start.line(),
         column: node.span.start.col().saturating_add(1),
@@ -274,7 +274,7 @@ fn position(node: &MarkedYaml<'_>) -> Position {
 }
 
 /// What a node is, for "found ..." in messages.
-fn describe(node: &MarkedYaml<'_>) -> String {
+pub(crate) fn describe(node: &MarkedYaml<'_>) -> String {
     match &untag(node).data {
         YamlData::Value(Scalar::Null) => "nothing (null)".to_owned(),
         YamlData::Value(Scalar::Boolean(b)) => format!("boolean `{b}`"),

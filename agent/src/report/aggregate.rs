@@ -182,14 +182,17 @@ impl Counts {
     }
 
     fn connection(&mut self, o: &Observation<'_>) {
-        self.connections = self.connections.saturating_add(1);
         self.datagrams = self.datagrams.saturating_add(o.datagrams.unwrap_or(0));
+        self.seen(o.ts_ns);
+        if !o.new {
+            return;
+        }
+        self.connections = self.connections.saturating_add(1);
         match o.verdict {
             Some(Verdict::Unapproved) => self.unapproved = self.unapproved.saturating_add(1),
             Some(Verdict::Blocked) => self.blocked = self.blocked.saturating_add(1),
             Some(Verdict::Approved) | None => {}
         }
-        self.seen(o.ts_ns);
     }
 
     fn alert(&mut self, o: &Observation<'_>) {
@@ -427,7 +430,7 @@ impl Aggregate {
         let index = self.buckets.index(o.ts_ns);
         let d = self.overall.connection(&key, o);
         let slot = d.series.entry(index).or_insert(0);
-        *slot = slot.saturating_add(1);
+        *slot = slot.saturating_add(u64::from(o.new));
         for dim in Dimension::ALL {
             if let (Some(name), Some(groups)) = (dim.group_of(o), self.groups.get_mut(dim.index()))
             {
@@ -538,6 +541,7 @@ pub(crate) mod tests {
             verdict: None,
             rule: None,
             datagrams: None,
+            new: true,
             host: Some(Cow::Borrowed("h")),
             sequence: None,
         }

@@ -264,6 +264,9 @@ pub struct Observation<'a> {
     pub rule: Option<Cow<'a, str>>,
     /// `egret.udp.datagrams` of a `send` line.
     pub datagrams: Option<u64>,
+    /// The line starts a connection (counted); false for a UDP flow's later `send` lines
+    /// (`event.type` `info`/`end`), which only add datagrams.
+    pub new: bool,
     pub host: Option<Cow<'a, str>>,
     pub sequence: Option<u64>,
 }
@@ -317,15 +320,17 @@ pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
     let has_type = |t: &str| types.is_some_and(|types| types.contains(t));
     match kind {
         "event" => {
-            let counted = if has_type("end") {
-                false
-            } else {
-                has_type("start") || action == Some("send")
+            // A TCP connection counts at its `connect` line; a UDP flow at its first `send`
+            // line (type `start`, or no type: older egret), its later ones add datagrams. End
+            // and progress lines are about connections already counted.
+            let (counted, new) = match action {
+                Some("send") => (true, types.is_none() || has_type("start")),
+                _ => (has_type("start") && !has_type("end"), true),
             };
             // A start line that is not about a destination (a future kind of event) is not a
             // connection.
             if counted && doc.destination.is_some() {
-                observation(doc).map(Line::Connection)
+                observation(doc).map(|o| Line::Connection(Observation { new, ..o }))
             } else {
                 Ok(Line::Ignored)
             }
@@ -420,6 +425,7 @@ fn observation(doc: Doc<'_>) -> Result<Observation<'_>, String> {
         verdict,
         rule: rule.and_then(|r| r.name),
         datagrams: egret.udp.and_then(|u| u.datagrams),
+        new: true,
         host: host.and_then(|h| h.name),
         sequence: event.and_then(|e| e.sequence),
     })

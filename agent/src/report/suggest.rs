@@ -376,7 +376,7 @@ impl Suggester {
             self.blocked_skipped = self.blocked_skipped.saturating_add(1);
             return;
         }
-        self.connections = self.connections.saturating_add(1);
+        self.connections = self.connections.saturating_add(u64::from(o.new));
         self.first_ns = Some(self.first_ns.map_or(o.ts_ns, |f| f.min(o.ts_ns)));
         self.last_ns = Some(self.last_ns.map_or(o.ts_ns, |l| l.max(o.ts_ns)));
         let dest = match o.domain.as_deref() {

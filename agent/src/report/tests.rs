@@ -487,3 +487,27 @@ fn no_input_makes_it_panic() {
         "{yaml}"
     );
 }
+
+/// A UDP flow written over several lines (start, info, end) is one connection with the sum of
+/// their datagrams; a connected socket's flow counts at its `connect` line.
+#[test]
+fn a_flow_over_several_send_lines_counts_once() {
+    let send = |types: &str, n: u64| {
+        format!(
+            r#"{{"@timestamp":"2026-11-22T06:00:0{n}Z","event":{{"kind":"event","type":{types},"action":"send"}},"destination":{{"ip":"10.0.0.1","port":53}},"network":{{"transport":"udp"}},"process":{{"executable":"/bin/dig","name":"dig"}},"egret":{{"udp":{{"datagrams":{n}}}}}}}"#
+        )
+    };
+    let input = [
+        send(r#"["connection","start"]"#, 1),
+        send(r#"["connection","info"]"#, 2),
+        send(r#"["connection","end"]"#, 3),
+        send(r#"["connection","start","end"]"#, 4),
+    ]
+    .join("\n");
+    let dir = Dir::new("flow-lines");
+    let file = dir.file("events.jsonl", &[input]);
+    let (out, _, _) = run_ok(&args(vec![file]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["totals"]["connections"], 2, "{report}");
+    assert_eq!(report["totals"]["datagrams"], 10, "{report}");
+}
