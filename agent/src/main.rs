@@ -23,6 +23,15 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Check the hash chain (`egret.chain`) of output files: exit 0 and a summary when
+    /// intact, else exit 1 and the first broken, removed, inserted or reordered line as
+    /// `FILE:LINE: WHAT`. Rotated sets are checked in rotation order whatever the argument
+    /// order (docs/output.md).
+    Verify {
+        /// Output files, e.g. `/var/log/egret/events.jsonl*`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -114,6 +123,38 @@ struct RunArgs {
     #[arg(long, value_name = "PATH")]
     alerts: Option<String>,
 
+    /// Rotate the output (and alerts) file before a line would make it larger than this
+    /// (bytes; K, M, G suffixes, binary). Default: no rotation by size.
+    #[arg(long, value_name = "SIZE")]
+    output_max_bytes: Option<egret::output::rotate::ByteSize>,
+
+    /// Rotate the output (and alerts) file once its first line is this old (30s, 15m, 1h,
+    /// 1d, 1w). Default: no rotation by age.
+    #[arg(long, value_name = "DURATION")]
+    output_max_age: Option<egret::output::rotate::Age>,
+
+    /// Rotated files kept per output file; older ones are deleted at rotation.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    output_retain: usize,
+
+    /// Also delete rotated files closed longer ago than this (1d, 1w...).
+    #[arg(long, value_name = "DURATION")]
+    output_retain_age: Option<egret::output::rotate::Age>,
+
+    /// Also send every line to the local syslog daemon (RFC 5424 over a unix datagram
+    /// socket; message = the JSON line).
+    #[arg(long)]
+    syslog: bool,
+
+    /// The syslog daemon's socket.
+    #[arg(long, value_name = "PATH", default_value = "/dev/log")]
+    syslog_socket: PathBuf,
+
+    /// Syslog facility: kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron,
+    /// authpriv, ftp, ntp, audit, alert, clock, local0-local7, or 0-23.
+    #[arg(long, value_name = "NAME", default_value = "daemon")]
+    syslog_facility: egret::output::syslog::Facility,
+
     /// Alerts for the same (executable, cgroup, destination, port, transport) within this
     /// many seconds are folded into one, with a repeat count.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
@@ -200,6 +241,13 @@ impl RunArgs {
             ready_file,
             policy,
             alerts,
+            output_max_bytes,
+            output_max_age,
+            output_retain,
+            output_retain_age,
+            syslog,
+            syslog_socket,
+            syslog_facility,
             alert_window,
             watch,
             on_exit,
@@ -247,6 +295,16 @@ impl RunArgs {
             ready_file: ready_file.clone(),
             policy: policy.clone(),
             alerts: alerts.clone(),
+            output_files: egret::output::FileOptions {
+                max_bytes: output_max_bytes.map(|size| size.0),
+                max_age: output_max_age.map(|age| age.0),
+                retain: *output_retain,
+                retain_age: output_retain_age.map(|age| age.0),
+            },
+            syslog: syslog.then(|| egret::output::SyslogConfig {
+                socket: syslog_socket.clone(),
+                facility: *syslog_facility,
+            }),
             alert_window: Duration::from_secs(*alert_window),
             watch: *watch,
             on_exit: match on_exit {
@@ -332,10 +390,23 @@ fn policy_check(path: &std::path::Path) -> std::process::ExitCode {
     }
 }
 
+/// `egret verify`: the report on stdout when intact, on stderr (exit 1) when broken.
+fn verify(files: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
+    let report = egret::output::verify::verify(files)?;
+    if report.intact() {
+        println!("{report}");
+        Ok(std::process::ExitCode::SUCCESS)
+    } else {
+        eprintln!("{report}");
+        Ok(std::process::ExitCode::FAILURE)
+    }
+}
+
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(PolicyCommand::Check { path }) => Ok(policy_check(&path)),
+        Command::Verify { files } => verify(&files),
         Command::Run(args) => {
             init_logging(args.log_level);
             let config = args.config()?;
