@@ -5,7 +5,6 @@ use crate::skip;
 use crate::TestCgroup;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -23,6 +22,9 @@ pub struct Egret {
     exit: Option<ExitStatus>,
     dir: PathBuf,
     keep_dir: bool,
+    /// How it was started, for [`Self::restart`].
+    bin: PathBuf,
+    cgroup: PathBuf,
 }
 
 fn tail(path: &Path, max_lines: usize) -> String {
@@ -52,9 +54,44 @@ impl Egret {
         let dir =
             std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
         std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        let stderr = File::create(dir.join("stderr.log")).context("create stderr.log")?;
-        let stdout = File::create(dir.join("stdout.log")).context("create stdout.log")?;
-        let mut cmd = Command::new(bin);
+        let mut me = Self {
+            child: None,
+            exit: None,
+            dir,
+            keep_dir: true,
+            bin: bin.to_path_buf(),
+            cgroup: cgroup.to_path_buf(),
+        };
+        me.spawn(extra_args)?;
+        Ok(me)
+    }
+
+    /// Starts egret again after it exited (or was killed), with the same scratch directory
+    /// and output file (stderr.log is appended to), and waits for its ready file.
+    pub fn restart(&mut self, extra_args: &[&str]) -> Result<()> {
+        if let Some(child) = self.child.as_mut() {
+            if self.exit.is_none() && child.try_wait()?.is_none() {
+                bail!("egret is still running; stop it before restarting it");
+            }
+        }
+        self.child = None;
+        self.exit = None;
+        let _ = std::fs::remove_file(self.dir.join("ready"));
+        self.spawn(extra_args)
+    }
+
+    fn spawn(&mut self, extra_args: &[&str]) -> Result<()> {
+        let dir = &self.dir;
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .with_context(|| format!("open {name}"))
+        };
+        let (stderr, stdout) = (log("stderr.log")?, log("stdout.log")?);
+        let cgroup = &self.cgroup;
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("run")
             .arg("--cgroup")
             .arg(cgroup)
@@ -68,16 +105,12 @@ impl Egret {
             .stdout(stdout)
             .stderr(stderr);
         let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
-        let mut me = Self {
-            child: Some(child),
-            exit: None,
-            dir,
-            keep_dir: true,
-        };
+        self.child = Some(child);
+        let me = self;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if me.dir.join("ready").exists() {
-                return Ok(me);
+                return Ok(());
             }
             if let Some(status) = me.try_wait()? {
                 bail!(

@@ -130,6 +130,8 @@ struct Line {
     /// egret's output line: the chain value and file it says it continues from.
     output: Option<(ChainHash, Option<String>)>,
     sequence: Option<u64>,
+    /// egret's output line of a rotation: the run (and its `event.sequence`) goes on.
+    rotation: bool,
 }
 
 fn parse_line(number: u64, bytes: &[u8]) -> Line {
@@ -143,6 +145,7 @@ fn parse_line(number: u64, bytes: &[u8]) -> Line {
                 stored: Err("not a JSON object".to_owned()),
                 output: None,
                 sequence: None,
+                rotation: false,
             }
         }
         Err(e) => {
@@ -151,6 +154,7 @@ fn parse_line(number: u64, bytes: &[u8]) -> Line {
                 stored: Err(e),
                 output: None,
                 sequence: None,
+                rotation: false,
             }
         }
     };
@@ -171,8 +175,10 @@ fn parse_line(number: u64, bytes: &[u8]) -> Line {
     Line {
         number,
         stored: chain::content(bytes).map_err(|e| e.to_string()),
-        output,
         sequence: value.pointer("/event/sequence").and_then(Value::as_u64),
+        rotation: output.is_some()
+            && value.pointer("/event/action").and_then(Value::as_str) == Some("rotate"),
+        output,
     }
 }
 
@@ -215,7 +221,9 @@ struct Member {
 
 /// Groups the arguments into rotated sets, each in rotation order.
 fn sets(paths: &[PathBuf]) -> Vec<Vec<Member>> {
-    let mut groups: Vec<(PathBuf, Vec<(u8, String, Member)>)> = Vec::new();
+    /// (live file, members with their sort key: 0 rotated / 1 live, suffix).
+    type Group = (PathBuf, Vec<(u8, String, Member)>);
+    let mut groups: Vec<Group> = Vec::new();
     for path in paths {
         let name = path
             .file_name()
@@ -256,7 +264,7 @@ struct Seen {
 struct Chain {
     /// The last line that checked out.
     last: Option<Seen>,
-    /// Its `event.sequence` (None after egret's output lines, whose runs restart it).
+    /// Its `event.sequence` (None after a restart: sequences start again).
     last_sequence: Option<u64>,
     window: VecDeque<Seen>,
 }
@@ -423,10 +431,11 @@ fn check_file(
         if let Some(file) = report.files.last_mut() {
             file.lines += 1;
         }
-        let sequence = if line.output.is_some() {
-            None
-        } else {
-            line.sequence
+        // A restart begins a new run of event.sequence; a rotation does not.
+        let sequence = match (&line.output, line.rotation) {
+            (None, _) => line.sequence,
+            (Some(_), true) => chain.last_sequence,
+            (Some(_), false) => None,
         };
         chain.accept(
             Seen {

@@ -250,3 +250,14 @@ fn separate_sets_are_separate_chains() {
     assert!(report.intact(), "{report}");
     assert_eq!(report.last.len(), 2);
 }
+
+#[test]
+fn a_line_removed_right_after_a_rotation_is_named_by_its_sequence() {
+    let (_dir, files) = rotated_set("after-rotation");
+    let mut lines = raw_lines(&files[1]);
+    lines.remove(1);
+    write_lines(&files[1], &lines);
+    let p = broken(&files);
+    assert_eq!((p.file.as_str(), p.line), (shown(&files[1]).as_str(), 2));
+    assert!(p.what.starts_with("removed: 1 line(s)"), "{p}");
+}
