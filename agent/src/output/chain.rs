@@ -13,6 +13,8 @@
 //! whose `egret` object is empty loses it first). [`content`] undoes exactly that, so a
 //! verifier recomputes the hash from the bytes of the line alone. docs/output.md says the same.
 
+use std::cell::Cell;
+
 use sha2::{Digest, Sha256};
 
 /// Hex digits in a chain value.
@@ -80,7 +82,7 @@ impl std::fmt::Debug for ChainHash {
 
 /// Where the top-level `egret` member of a JSON object line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct EgretMember {
+pub struct EgretMember {
     /// Offset of the `"` that opens the key.
     key: usize,
     /// Offset of the `{` that opens the value.
@@ -91,7 +93,7 @@ struct EgretMember {
 
 /// The structure of a compact JSON object line, as far as the chain needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Shape {
+pub struct Shape {
     /// The last top-level member named `egret` whose value is an object.
     egret: Option<EgretMember>,
     /// Offset of the line's final `}`.
@@ -118,20 +120,29 @@ fn shape(line: &[u8]) -> Option<Shape> {
         has_members: false,
     };
     let mut first = true;
-    for (i, &b) in line.iter().enumerate() {
+    let mut i = 0usize;
+    while let Some(&b) = line.get(i) {
         if in_string {
             if escaped {
                 escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-                if depth == 1 {
-                    key = Some((string_start, i));
-                }
+                i += 1;
+                continue;
             }
+            match b {
+                b'\\' => escaped = true,
+                b'"' => {
+                    in_string = false;
+                    if depth == 1 {
+                        key = Some((string_start, i));
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
             continue;
         }
+        let here = i;
+        i += 1;
         if first {
             if b.is_ascii_whitespace() {
                 continue;
@@ -152,7 +163,7 @@ fn shape(line: &[u8]) -> Option<Shape> {
         match b {
             b'"' => {
                 in_string = true;
-                string_start = i;
+                string_start = here;
                 if depth == 1 {
                     shape.has_members = true;
                 }
@@ -166,7 +177,7 @@ fn shape(line: &[u8]) -> Option<Shape> {
             b'{' | b'[' => {
                 if depth == 1 && b == b'{' {
                     if let Some(k) = pending_egret.take() {
-                        egret_open = Some((k, i));
+                        egret_open = Some((k, here));
                     }
                 }
                 pending_egret = None;
@@ -179,12 +190,12 @@ fn shape(line: &[u8]) -> Option<Shape> {
                         shape.egret = Some(EgretMember {
                             key: k,
                             open,
-                            close: i,
+                            close: here,
                         });
                     }
                 }
                 if depth == 0 {
-                    shape.end = i;
+                    shape.end = here;
                 }
             }
             b if b.is_ascii_whitespace() => {}
@@ -196,6 +207,183 @@ fn shape(line: &[u8]) -> Option<Shape> {
         }
     }
     (depth == 0 && !first && !in_string).then_some(shape)
+}
+
+/// A `Vec` writer that publishes its length, so the formatter knows where it is.
+struct Tracked<'a> {
+    buf: &'a mut Vec<u8>,
+    pos: &'a Cell<usize>,
+}
+
+impl std::io::Write for Tracked<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        self.pos.set(self.buf.len());
+        Ok(bytes.len())
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(bytes);
+        self.pos.set(self.buf.len());
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// serde_json's compact formatter, noting the [`Shape`] of the line as it writes it, so
+/// chaining a line costs no second pass over its bytes.
+struct ShapeFormatter<'a> {
+    pos: &'a Cell<usize>,
+    st: &'a mut ShapeState,
+}
+
+struct ShapeState {
+    depth: usize,
+    /// Reading a top-level key: (its offset, it matches "egret" so far, bytes read).
+    key: Option<(usize, bool, usize)>,
+    /// The top-level key just read is `egret`: its offset.
+    egret_key: Option<usize>,
+    /// The value being written is the top-level `egret`: (key offset, `{` offset).
+    egret_open: Option<(usize, usize)>,
+    shape: Shape,
+    top_level_seen: bool,
+}
+
+impl serde_json::ser::Formatter for ShapeFormatter<'_> {
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.st.depth == 0 {
+            self.st.top_level_seen = true;
+        }
+        if self.st.depth == 1 {
+            self.st.egret_open = self.st.egret_key.take().map(|key| (key, self.pos.get()));
+        }
+        self.st.depth += 1;
+        w.write_all(b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        match self.st.depth {
+            1 => self.st.shape.end = self.pos.get(),
+            2 => {
+                if let Some((key, open)) = self.st.egret_open.take() {
+                    self.st.shape.egret = Some(EgretMember {
+                        key,
+                        open,
+                        close: self.pos.get(),
+                    });
+                }
+            }
+            _ => {}
+        }
+        self.st.depth = self.st.depth.saturating_sub(1);
+        w.write_all(b"}")
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.st.depth += 1;
+        w.write_all(b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.st.depth = self.st.depth.saturating_sub(1);
+        w.write_all(b"]")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        if self.st.depth == 1 {
+            self.st.shape.has_members = true;
+            self.st.egret_key = None;
+            self.st.key = Some((self.pos.get(), true, 0));
+        }
+        Ok(())
+    }
+
+    fn end_object_key<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        if self.st.depth == 1 {
+            if let Some((at, true, 5)) = self.st.key.take() {
+                self.st.egret_key = Some(at);
+            }
+            self.st.key = None;
+        }
+        Ok(())
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        if self.st.depth == 1 {
+            self.st.egret_key = None;
+        }
+        Ok(())
+    }
+
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        if let Some((_, matches, len)) = self.st.key.as_mut() {
+            let end = *len + fragment.len();
+            *matches = *matches && b"egret".get(*len..end) == Some(fragment.as_bytes());
+            *len = end;
+        }
+        w.write_all(fragment.as_bytes())
+    }
+
+    fn write_char_escape<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        escape: serde_json::ser::CharEscape,
+    ) -> std::io::Result<()> {
+        if let Some((_, matches, _)) = self.st.key.as_mut() {
+            *matches = false;
+        }
+        serde_json::ser::CompactFormatter.write_char_escape(w, escape)
+    }
+}
+
+/// Serialises `doc` as one compact JSON line (no newline) into `out`, which is cleared
+/// first: the same bytes as `serde_json::to_writer`. Returns the line's shape if it is an
+/// object, for [`append_serialized`].
+pub fn serialize(
+    doc: &impl serde::Serialize,
+    out: &mut Vec<u8>,
+) -> Result<Option<Shape>, serde_json::Error> {
+    out.clear();
+    let pos = Cell::new(0);
+    let mut st = ShapeState {
+        depth: 0,
+        key: None,
+        egret_key: None,
+        egret_open: None,
+        shape: Shape {
+            egret: None,
+            end: 0,
+            has_members: false,
+        },
+        top_level_seen: false,
+    };
+    let formatter = ShapeFormatter {
+        pos: &pos,
+        st: &mut st,
+    };
+    let writer = Tracked {
+        buf: out,
+        pos: &pos,
+    };
+    let mut serializer = serde_json::Serializer::with_formatter(writer, formatter);
+    doc.serialize(&mut serializer)?;
+    drop(serializer);
+    let object = st.top_level_seen && out.first() == Some(&b'{') && out.last() == Some(&b'}');
+    Ok(object.then_some(st.shape))
 }
 
 /// Removes the member spanning `start..end` from a top-level object, with one adjacent comma.
@@ -220,7 +408,16 @@ fn remove_member(line: &[u8], start: usize, end: usize) -> Option<Vec<u8>> {
 /// chain value that follows `prev`, and a newline. Returns that value. `None` (nothing
 /// appended) if `doc` is not a JSON object.
 pub fn append_chained(out: &mut Vec<u8>, prev: &ChainHash, doc: &[u8]) -> Option<ChainHash> {
-    let shape = shape(doc)?;
+    append_serialized(out, prev, doc, shape(doc)?)
+}
+
+/// [`append_chained`] for a line whose shape [`serialize`] recorded.
+pub fn append_serialized(
+    out: &mut Vec<u8>,
+    prev: &ChainHash,
+    doc: &[u8],
+    shape: Shape,
+) -> Option<ChainHash> {
     match shape.egret {
         Some(egret) if egret.close > egret.open + 1 => {
             let hash = prev.next(doc);
@@ -424,5 +621,49 @@ mod tests {
         let a = ChainHash::GENESIS.next(br#"{"a":1}"#);
         assert_ne!(a, ChainHash::GENESIS.next(br#"{"a":2}"#));
         assert_ne!(a.next(b"{}"), ChainHash::GENESIS.next(b"{}"));
+    }
+
+    #[test]
+    fn the_serializer_records_the_same_shape_as_the_scanner() {
+        let docs = [
+            serde_json::json!({"a": 1, "egret": {"x": [1, {"y": "}"}], "z": {}}, "b": [{"egret": {}}]}),
+            serde_json::json!({"egret": {}, "a": "q\"uote"}),
+            serde_json::json!({"a": {"egret": {"x": 1}}}),
+            serde_json::json!({}),
+            serde_json::json!({"egret": 5, "eg\"ret": {"x": 1}}),
+            serde_json::json!({"egr": {"x": 1}, "egrets": {"x": 2}, "egret": {"chain": 1, "k": "v"}}),
+            serde_json::json!([1, 2]),
+        ];
+        for doc in docs {
+            let mut out = Vec::new();
+            let recorded = serialize(&doc, &mut out).unwrap();
+            assert_eq!(out, serde_json::to_vec(&doc).unwrap());
+            let scanned = shape(&out).filter(|_| doc.is_object());
+            assert_eq!(recorded, scanned, "{doc}");
+        }
+        // A struct, as the agent's documents are.
+        #[derive(serde::Serialize)]
+        struct Doc {
+            event: u8,
+            egret: Inner,
+            after: &'static str,
+        }
+        #[derive(serde::Serialize)]
+        struct Inner {
+            cgroup: u8,
+        }
+        let doc = Doc {
+            event: 1,
+            egret: Inner { cgroup: 2 },
+            after: "x",
+        };
+        let mut out = Vec::new();
+        let recorded = serialize(&doc, &mut out).unwrap().unwrap();
+        assert_eq!(Some(recorded), shape(&out));
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        let h1 = append_serialized(&mut a, &ChainHash::GENESIS, &out, recorded).unwrap();
+        let h2 = append_chained(&mut b, &ChainHash::GENESIS, &out).unwrap();
+        assert_eq!((a, h1), (b, h2));
     }
 }

@@ -320,14 +320,20 @@ impl ChainedFile {
                 },
             },
         };
-        let bytes = serde_json::to_vec(&doc).map_err(|e| io_err(&self.path, e.into()))?;
-        self.push(&bytes)?;
+        let mut bytes = Vec::new();
+        let shape = chain::serialize(&doc, &mut bytes).map_err(|e| io_err(&self.path, e.into()))?;
+        self.push(&bytes, shape)?;
         Ok(())
     }
 
-    /// Chains `doc` onto the pending lines.
-    fn push(&mut self, doc: &[u8]) -> Result<(), OutputError> {
-        let hash = chain::append_chained(&mut self.pending, &self.last, doc).ok_or_else(|| {
+    /// Chains `doc` onto the pending lines (`shape` from [`chain::serialize`], else the
+    /// line is scanned).
+    fn push(&mut self, doc: &[u8], shape: Option<chain::Shape>) -> Result<(), OutputError> {
+        let hash = match shape {
+            Some(shape) => chain::append_serialized(&mut self.pending, &self.last, doc, shape),
+            None => chain::append_chained(&mut self.pending, &self.last, doc),
+        }
+        .ok_or_else(|| {
             io_err(
                 &self.path,
                 io::Error::new(
@@ -340,10 +346,15 @@ impl ChainedFile {
         Ok(())
     }
 
-    /// Appends one line (a compact JSON object, no newline), rotating first if it is due.
-    /// Returns the range of [`Self::pending`] holding what was appended: the line, after
-    /// the first line of a new file if it rotated.
-    pub fn append(&mut self, doc: &[u8]) -> Result<Range<usize>, OutputError> {
+    /// Appends one line (a compact JSON object, no newline; `shape` as
+    /// [`chain::serialize`] returned it, or `None` to scan the line), rotating first if it
+    /// is due. Returns the range of [`Self::pending`] holding what was appended: the line,
+    /// after the first line of a new file if it rotated.
+    pub fn append(
+        &mut self,
+        doc: &[u8],
+        shape: Option<chain::Shape>,
+    ) -> Result<Range<usize>, OutputError> {
         if self.pending.len() >= MAX_PENDING {
             // One more try before refusing the line.
             if self.write_out().is_err() {
@@ -363,7 +374,7 @@ impl ChainedFile {
                 }
             };
         let from = if rotated { 0 } else { self.pending.len() };
-        self.push(doc)?;
+        self.push(doc, shape)?;
         self.has_lines = true;
         Ok(from..self.pending.len())
     }

@@ -116,14 +116,13 @@ impl Sink {
     /// Writes one JSON object and a newline. An error means the line is lost (and was not
     /// sent to syslog either); `Ok` means it is on its way (see [`Self::flush`]).
     pub fn write_line(&mut self, doc: &impl Serialize) -> Result<(), OutputError> {
-        self.line.clear();
-        serde_json::to_writer(&mut self.line, doc).map_err(|err| OutputError::Write {
+        let shape = chain::serialize(doc, &mut self.line).map_err(|err| OutputError::Write {
             target: self.target_name.clone(),
             source: err.into(),
         })?;
         match &mut self.target {
             Target::File(file) => {
-                let range = file.append(&self.line)?;
+                let range = file.append(&self.line, shape)?;
                 if let Some(syslog) = self.syslog.as_mut() {
                     send_lines(syslog, file.pending().get(range).unwrap_or_default());
                 }

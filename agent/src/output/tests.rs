@@ -442,3 +442,121 @@ fn syslog_gets_the_same_lines_as_the_file() {
         assert!(frame.ends_with(want.as_str()), "{frame}\nwant {want}");
     }
 }
+
+/// Lines per second written to a file: the sink as egret uses it (chained, fdatasync every
+/// 20,000 lines here) against the pre-chain sink (a 256 KiB `BufWriter`, no chain, no sync),
+/// on the README's example connection line. Run with
+/// `cargo test -p egret --release output::tests::throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check: run it by hand"]
+fn throughput() {
+    use std::io::Write as _;
+    use std::time::Instant;
+    const LINES: u64 = 200_000;
+    let doc: Value = serde_json::from_str(include_str!("bench-line.json")).unwrap();
+    let line_len = serde_json::to_vec(&doc).unwrap().len();
+    let dir = TempDir::new("throughput");
+
+    let mut best = [f64::MAX; 5];
+    for round in 0..5 {
+        // Serialising alone (what every sink pays).
+        let t = Instant::now();
+        let mut buf = Vec::new();
+        for _ in 0..LINES {
+            buf.clear();
+            serde_json::to_writer(&mut buf, &doc).unwrap();
+        }
+        best[0] = best[0].min(t.elapsed().as_secs_f64());
+
+        // Before: serialise into a BufWriter on a file.
+        let plain = dir.join(&format!("plain-{round}.jsonl"));
+        let t = Instant::now();
+        let mut out =
+            std::io::BufWriter::with_capacity(256 * 1024, std::fs::File::create(&plain).unwrap());
+        for i in 0..LINES {
+            serde_json::to_writer(&mut out, &doc).unwrap();
+            out.write_all(b"\n").unwrap();
+            if i % 20_000 == 0 {
+                out.flush().unwrap();
+            }
+        }
+        out.flush().unwrap();
+        drop(out);
+        best[1] = best[1].min(t.elapsed().as_secs_f64());
+
+        // Now: the chained sink, synced as often as the agent's once-a-second flush would
+        // at 20,000 lines/s.
+        let chained = dir.join(&format!("chained-{round}.jsonl"));
+        let t = Instant::now();
+        let mut sink =
+            Sink::open(chained.to_str().unwrap(), &FileOptions::default(), None).unwrap();
+        for i in 0..LINES {
+            sink.write_line(&doc).unwrap();
+            if i % 20_000 == 0 {
+                sink.flush().unwrap();
+            }
+        }
+        sink.flush().unwrap();
+        drop(sink);
+        best[2] = best[2].min(t.elapsed().as_secs_f64());
+        // The chain alone: serialise (noting the line's shape) and chain into memory.
+        let t = Instant::now();
+        let mut prev = ChainHash::GENESIS;
+        let mut out = Vec::new();
+        for _ in 0..LINES {
+            let shape = super::chain::serialize(&doc, &mut buf).unwrap().unwrap();
+            out.clear();
+            prev = super::chain::append_serialized(&mut out, &prev, &buf, shape).unwrap();
+        }
+        best[3] = best[3].min(t.elapsed().as_secs_f64());
+
+        // The chained file without fdatasync (what the chain costs on the write path).
+        let nosync = dir.join(&format!("nosync-{round}.jsonl"));
+        let t = Instant::now();
+        let mut file =
+            super::file::ChainedFile::open(&nosync, &FileOptions::default(), "vm").unwrap();
+        for _ in 0..LINES {
+            let shape = super::chain::serialize(&doc, &mut buf).unwrap();
+            file.append(&buf, shape).unwrap();
+            file.write_out_if_full();
+        }
+        file.write_out().unwrap();
+        best[4] = best[4].min(t.elapsed().as_secs_f64());
+        drop(file);
+        let _ = std::fs::remove_file(&plain);
+        let _ = std::fs::remove_file(&chained);
+        let _ = std::fs::remove_file(&nosync);
+    }
+    let rate = |secs: f64| LINES as f64 / secs;
+    let per_line_us = |secs: f64| secs / LINES as f64 * 1e6;
+    println!("line: {line_len} bytes, {LINES} lines, best of 5 rounds");
+    println!(
+        "serialise only:            {:>10.0} lines/s  {:.2} µs/line",
+        rate(best[0]),
+        per_line_us(best[0])
+    );
+    println!(
+        "plain file (before):       {:>10.0} lines/s  {:.2} µs/line",
+        rate(best[1]),
+        per_line_us(best[1])
+    );
+    println!(
+        "serialise + chain (memory): {:>9.0} lines/s  {:.2} µs/line",
+        rate(best[3]),
+        per_line_us(best[3])
+    );
+    println!(
+        "chained file, no sync:     {:>10.0} lines/s  {:.2} µs/line  ({:+.2} µs/line, ratio {:.3})",
+        rate(best[4]),
+        per_line_us(best[4]),
+        per_line_us(best[4]) - per_line_us(best[1]),
+        best[1] / best[4]
+    );
+    println!(
+        "chained file + fdatasync:  {:>10.0} lines/s  {:.2} µs/line  ({:+.2} µs/line, ratio {:.3})",
+        rate(best[2]),
+        per_line_us(best[2]),
+        per_line_us(best[2]) - per_line_us(best[1]),
+        best[1] / best[2]
+    );
+}
