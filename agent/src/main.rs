@@ -390,15 +390,22 @@ fn policy_check(path: &std::path::Path) -> std::process::ExitCode {
     }
 }
 
-/// `egret verify`: the report on stdout when intact, on stderr (exit 1) when broken.
-fn verify(files: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
-    let report = egret::output::verify::verify(files)?;
-    if report.intact() {
-        println!("{report}");
-        Ok(std::process::ExitCode::SUCCESS)
-    } else {
-        eprintln!("{report}");
-        Ok(std::process::ExitCode::FAILURE)
+/// `egret verify`: the report on stdout when intact (exit 0), on stderr when broken (exit
+/// 1); exit 2 when a file cannot be read.
+fn verify(files: &[PathBuf]) -> std::process::ExitCode {
+    match egret::output::verify::verify(files) {
+        Ok(report) if report.intact() => {
+            println!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            eprintln!("{report}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("egret verify: {err}");
+            std::process::ExitCode::from(2)
+        }
     }
 }
 
@@ -406,7 +413,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(PolicyCommand::Check { path }) => Ok(policy_check(&path)),
-        Command::Verify { files } => verify(&files),
+        Command::Verify { files } => Ok(verify(&files)),
         Command::Run(args) => {
             init_logging(args.log_level);
             let config = args.config()?;

@@ -619,3 +619,151 @@ fn syslog_gets_an_rfc5424_frame_per_line() -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
+
+/// rsyslogd run by the test on its own socket and files; killed on drop.
+struct Rsyslogd {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Drop for Rsyslogd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+
+/// Interoperability: Debian's rsyslog parses egret's messages as RFC 5424. Optional: it runs
+/// where rsyslog is installed (`apt-get install rsyslog`) and says SKIP elsewhere, CI
+/// included, since rsyslog is not part of egret's set-up.
+#[test]
+fn rsyslog_parses_the_messages_as_rfc5424() -> Result<()> {
+    if !Path::new(RSYSLOGD).exists() {
+        eprintln!("SKIP: {RSYSLOGD} not installed (optional interoperability check)");
+        return Ok(());
+    }
+    let Some(cgroup) = Harness::cgroup("out-rsyslog")? else {
+        return Ok(());
+    };
+    let dir =
+        std::env::temp_dir().join(format!("egret-e2e-rsyslog-{}", egret_e2e::unique_suffix()));
+    std::fs::create_dir_all(&dir)?;
+    let socket = dir.join("log.sock");
+    let received = dir.join("received.log");
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"global(workDirectory="{dir}")
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="{socket}" UseSpecialParser="off" ParseHostname="on")
+template(name="fields" type="list") {{
+  property(name="pri") constant(value="|")
+  property(name="protocol-version") constant(value="|")
+  property(name="syslogfacility-text") constant(value="|")
+  property(name="hostname") constant(value="|")
+  property(name="app-name") constant(value="|")
+  property(name="procid") constant(value="|")
+  property(name="msgid") constant(value="|")
+  property(name="structured-data") constant(value="|")
+  property(name="msg") constant(value="\n")
+}}
+*.* action(type="omfile" file="{received}" template="fields")
+"#,
+            dir = dir.display(),
+            socket = socket.display(),
+            received = received.display()
+        ),
+    )?;
+    let child = Command::new(RSYSLOGD)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start rsyslogd")?;
+    let rsyslogd = Rsyslogd {
+        child,
+        dir: dir.clone(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        ensure!(
+            Instant::now() < deadline,
+            "rsyslogd did not create {}",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let socket_arg = socket.display().to_string();
+    let mut h = Harness::start(
+        cgroup,
+        &[
+            "--syslog",
+            "--syslog-socket",
+            &socket_arg,
+            "--syslog-facility",
+            "local4",
+        ],
+    )?;
+    let server = TcpServer::start(loopback()?)?;
+    let port = server.port();
+    let m = marker();
+    h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]))?;
+    h.egret.wait_for(|v| has_arg(v, &m), LINE_TIMEOUT)?;
+    let pid = h.egret.pid().context("pid")?.to_string();
+    let status = h.egret.stop()?;
+    ensure!(
+        status.success(),
+        "egret exited with {status}\n{}",
+        h.egret.stderr_tail()
+    );
+    let file: HashSet<String> = raw_lines(&h.egret.events_path())?.into_iter().collect();
+
+    let deadline = Instant::now() + LINE_TIMEOUT;
+    let text = loop {
+        let text = std::fs::read_to_string(&received).unwrap_or_default();
+        if text.contains(&m) {
+            break text;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "rsyslog did not write the connection's message:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut connects = 0;
+    for record in text.lines() {
+        let parts: Vec<&str> = record.splitn(9, '|').collect();
+        let [pri, version, facility, _host, app, procid, msgid, sd, msg] = parts.as_slice() else {
+            bail!("rsyslog record {record:?}");
+        };
+        let line: Value = serde_json::from_str(msg).with_context(|| format!("MSG {msg:?}"))?;
+        let kind = field_str(&line, "event.kind").context("event.kind")?;
+        let want_pri = if kind == "alert" { "164" } else { "166" };
+        ensure!(
+            (*pri, *version, *facility, *app, *procid, *msgid, *sd)
+                == (want_pri, "1", "local4", "egret", pid.as_str(), kind, "-"),
+            "rsyslog parsed {record:?}"
+        );
+        ensure!(
+            file.contains(*msg),
+            "a message that is not a line of the file: {msg}"
+        );
+        if has_arg(&line, &m) {
+            connects += 1;
+        }
+    }
+    ensure!(connects == 1, "{connects} messages for the connection");
+    h.egret.discard_dir_on_drop();
+    drop(h);
+    drop(rsyslogd);
+    Ok(())
+}

@@ -371,17 +371,19 @@ pub fn serialize(
         },
         top_level_seen: false,
     };
-    let formatter = ShapeFormatter {
-        pos: &pos,
-        st: &mut st,
-    };
-    let writer = Tracked {
-        buf: out,
-        pos: &pos,
-    };
-    let mut serializer = serde_json::Serializer::with_formatter(writer, formatter);
-    doc.serialize(&mut serializer)?;
-    drop(serializer);
+    {
+        // The serializer borrows `out` and `st` until the end of this block.
+        let formatter = ShapeFormatter {
+            pos: &pos,
+            st: &mut st,
+        };
+        let writer = Tracked {
+            buf: out,
+            pos: &pos,
+        };
+        let mut serializer = serde_json::Serializer::with_formatter(writer, formatter);
+        doc.serialize(&mut serializer)?;
+    }
     let object = st.top_level_seen && out.first() == Some(&b'{') && out.last() == Some(&b'}');
     Ok(object.then_some(st.shape))
 }
