@@ -269,6 +269,10 @@ impl RunArgs {
             "--dns-ttl-floor ({dns_ttl_floor}) must not exceed --dns-ttl-ceiling ({dns_ttl_ceiling})"
         );
         anyhow::ensure!(
+            alerts.as_deref() != Some(output.as_str()) || output == "-",
+            "--alerts must name another file than --output (each file has its own chain)"
+        );
+        anyhow::ensure!(
             *alert_window > 0,
             "--alert-window must be at least 1 second"
         );

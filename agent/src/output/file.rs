@@ -288,7 +288,9 @@ impl ChainedFile {
             ),
         };
         me.push_output_line("start", &message, &predecessor, repaired)?;
-        me.prune();
+        if options.max_bytes.is_some() || options.max_age.is_some() {
+            me.prune();
+        }
         Ok(me)
     }
 
