@@ -545,15 +545,17 @@ fn explain(line: &Line, anchor: &ChainHash, chain: &Chain, reader: &mut Reader) 
             seen.file, seen.line
         );
     }
-    match (chain.last_sequence, line.sequence) {
-        (Some(before), Some(now)) if now > before + 1 => format!(
+    let generic = "edited, or lines before it removed: the line does not match its egret.chain";
+    let (Some(before), Some(now)) = (chain.last_sequence, line.sequence) else {
+        return generic.to_owned();
+    };
+    match now.checked_sub(before) {
+        Some(1) => "edited: the line's content does not match its egret.chain".to_owned(),
+        Some(gap) if gap > 1 => format!(
             "removed: {} line(s) before this one are missing (event.sequence jumps from {before} to {now})",
-            now - before - 1
+            gap - 1
         ),
-        (Some(before), Some(now)) if now == before + 1 => {
-            "edited: the line's content does not match its egret.chain".to_owned()
-        }
-        _ => "edited, or lines before it removed: the line does not match its egret.chain".to_owned(),
+        _ => generic.to_owned(),
     }
 }
 
