@@ -3,7 +3,9 @@
 //!
 //! Files are grouped into rotated sets (`events.jsonl.<stamp>…` with `events.jsonl`), each
 //! set checked as one chain in rotation order (rotated names sorted, the live file last),
-//! whatever the order of the arguments; any other file is a set of its own. Within a set:
+//! whatever the order of the arguments. Other files are checked in the order given, a file
+//! that does not continue the one before it starting a chain of its own (with a note).
+//! Within a set:
 //!
 //! - every line is a JSON object whose `egret.chain` is the hash of the previous line's
 //!   chain value and the line's content ([`super::chain`]);
@@ -219,8 +221,18 @@ struct Member {
     name: String,
 }
 
-/// Groups the arguments into rotated sets, each in rotation order.
-fn sets(paths: &[PathBuf]) -> Vec<Vec<Member>> {
+/// Files checked as one chain.
+struct Set {
+    members: Vec<Member>,
+    /// A rotated set: each file must continue the one before it. Otherwise (files given
+    /// one after the other that are not egret's rotated names) a file whose first line does
+    /// not continue the previous file starts a chain of its own, with a note.
+    strict: bool,
+}
+
+/// Groups the arguments into rotated sets, each in rotation order; the other files, in the
+/// order given, form lenient sets.
+fn sets(paths: &[PathBuf]) -> Vec<Set> {
     /// (live file, members with their sort key: 0 rotated / 1 live, suffix).
     type Group = (PathBuf, Vec<(u8, String, Member)>);
     let mut groups: Vec<Group> = Vec::new();
@@ -243,13 +255,20 @@ fn sets(paths: &[PathBuf]) -> Vec<Vec<Member>> {
             None => groups.push((key, vec![(order.0, order.1, member)])),
         }
     }
-    groups
-        .into_iter()
-        .map(|(_, mut members)| {
-            members.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-            members.into_iter().map(|(_, _, m)| m).collect()
-        })
-        .collect()
+    let mut sets: Vec<Set> = Vec::new();
+    for (_, mut members) in groups {
+        let rotated = members.iter().any(|(kind, _, _)| *kind == 0);
+        members.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let members: Vec<Member> = members.into_iter().map(|(_, _, m)| m).collect();
+        match sets.last_mut() {
+            Some(last) if !rotated && !last.strict => last.members.extend(members),
+            _ => sets.push(Set {
+                members,
+                strict: rotated,
+            }),
+        }
+    }
+    sets
 }
 
 /// A line that checked out, remembered to explain later breaks.
@@ -267,6 +286,8 @@ struct Chain {
     /// Its `event.sequence` (None after a restart: sequences start again).
     last_sequence: Option<u64>,
     window: VecDeque<Seen>,
+    /// Every file must continue the one before it (a rotated set).
+    strict: bool,
 }
 
 impl Chain {
@@ -295,10 +316,11 @@ pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
             last: None,
             last_sequence: None,
             window: VecDeque::new(),
+            strict: set.strict,
         };
-        let count = set.len();
-        for (index, member) in set.iter().enumerate() {
-            let previous = index.checked_sub(1).and_then(|i| set.get(i));
+        let count = set.members.len();
+        for (index, member) in set.members.iter().enumerate() {
+            let previous = index.checked_sub(1).and_then(|i| set.members.get(i));
             let is_last = index + 1 == count;
             let problem = check_file(member, previous, is_last, &mut chain, &mut report)?;
             if let Some(problem) = problem {
@@ -306,7 +328,7 @@ pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
                 return Ok(report);
             }
         }
-        if let (Some(last), Some(member)) = (&chain.last, set.last()) {
+        if let (Some(last), Some(member)) = (&chain.last, set.members.last()) {
             report.last.push((member.shown.clone(), last.hash));
         }
     }
@@ -379,6 +401,17 @@ fn check_file(
                 return Ok(problem(member, n, what));
             };
             match (&chain.last, previous) {
+                (Some(last), Some(prev_member)) if !chain.strict && *from != last.hash => {
+                    report.notes.push(format!(
+                        "{}:1: does not continue {} (it continues from {}): checked as a chain of its own",
+                        member.shown,
+                        prev_member.shown,
+                        from_file.as_deref().unwrap_or("a new chain")
+                    ));
+                    report.last.push((prev_member.shown.clone(), last.hash));
+                    chain.last_sequence = None;
+                    *from
+                }
                 (Some(last), Some(prev_member)) => {
                     if *from != last.hash {
                         return Ok(problem(

@@ -301,3 +301,43 @@ fn any_changed_byte_is_found_and_nothing_panics() {
     }
     assert!(verify(&files).unwrap().intact());
 }
+
+#[test]
+fn renamed_copies_are_checked_in_the_order_given() {
+    let (dir, files) = rotated_set("copies");
+    // Copied off the host under other names.
+    let copies: Vec<PathBuf> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let copy = dir.join(&format!("copy-{i}.json"));
+            std::fs::copy(f, &copy).unwrap();
+            copy
+        })
+        .collect();
+    let report = verify(&copies).unwrap();
+    assert!(report.intact(), "{report}");
+    assert!(!report.to_string().contains("chain of its own"), "{report}");
+    // One missing: the next one starts a chain of its own, and says so.
+    let without: Vec<PathBuf> = copies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, f)| f.clone())
+        .collect();
+    let report = verify(&without).unwrap();
+    assert!(report.intact(), "{report}");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains(&format!("{}:1: does not continue", shown(&copies[2])))),
+        "{report}"
+    );
+    // But within a copy, an edit is still found.
+    let mut lines = raw_lines(&copies[1]);
+    lines[3] = lines[3].replace("8080", "8081");
+    write_lines(&copies[1], &lines);
+    let p = broken(&copies);
+    assert_eq!((p.file.as_str(), p.line), (shown(&copies[1]).as_str(), 4));
+}
