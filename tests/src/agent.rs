@@ -5,6 +5,7 @@ use crate::skip;
 use crate::TestCgroup;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -22,9 +23,6 @@ pub struct Egret {
     exit: Option<ExitStatus>,
     dir: PathBuf,
     keep_dir: bool,
-    /// How it was started, for [`Self::restart`].
-    bin: PathBuf,
-    cgroup: PathBuf,
 }
 
 fn tail(path: &Path, max_lines: usize) -> String {
@@ -54,44 +52,9 @@ impl Egret {
         let dir =
             std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
         std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        let mut me = Self {
-            child: None,
-            exit: None,
-            dir,
-            keep_dir: true,
-            bin: bin.to_path_buf(),
-            cgroup: cgroup.to_path_buf(),
-        };
-        me.spawn(extra_args)?;
-        Ok(me)
-    }
-
-    /// Starts egret again after it exited (or was killed), with the same scratch directory
-    /// and output file (stderr.log is appended to), and waits for its ready file.
-    pub fn restart(&mut self, extra_args: &[&str]) -> Result<()> {
-        if let Some(child) = self.child.as_mut() {
-            if self.exit.is_none() && child.try_wait()?.is_none() {
-                bail!("egret is still running; stop it before restarting it");
-            }
-        }
-        self.child = None;
-        self.exit = None;
-        let _ = std::fs::remove_file(self.dir.join("ready"));
-        self.spawn(extra_args)
-    }
-
-    fn spawn(&mut self, extra_args: &[&str]) -> Result<()> {
-        let dir = &self.dir;
-        let log = |name: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join(name))
-                .with_context(|| format!("open {name}"))
-        };
-        let (stderr, stdout) = (log("stderr.log")?, log("stdout.log")?);
-        let cgroup = &self.cgroup;
-        let mut cmd = Command::new(&self.bin);
+        let stderr = File::create(dir.join("stderr.log")).context("create stderr.log")?;
+        let stdout = File::create(dir.join("stdout.log")).context("create stdout.log")?;
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--cgroup")
             .arg(cgroup)
@@ -105,12 +68,16 @@ impl Egret {
             .stdout(stdout)
             .stderr(stderr);
         let child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
-        self.child = Some(child);
-        let me = self;
+        let mut me = Self {
+            child: Some(child),
+            exit: None,
+            dir,
+            keep_dir: true,
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if me.dir.join("ready").exists() {
-                return Ok(());
+                return Ok(me);
             }
             if let Some(status) = me.try_wait()? {
                 bail!(
@@ -316,6 +283,55 @@ impl Egret {
     /// Marks the run as good: the scratch directory is removed on drop.
     pub fn discard_dir_on_drop(&mut self) {
         self.keep_dir = false;
+    }
+
+    /// Starts egret again, on `cgroup`, after it exited or was killed: same scratch
+    /// directory, same output file, stderr.log appended to. Waits for the ready file.
+    pub fn restart(&mut self, cgroup: &Path, extra_args: &[&str]) -> Result<()> {
+        if self.try_wait()?.is_none() {
+            bail!("egret is still running; stop it before restarting it");
+        }
+        let _ = std::fs::remove_file(self.dir.join("ready"));
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(name))
+                .with_context(|| format!("open {name}"))
+        };
+        let (stdout, stderr) = (log("stdout.log")?, log("stderr.log")?);
+        let mut cmd = Command::new(skip::require_egret_bin()?);
+        cmd.arg("run")
+            .arg("--cgroup")
+            .arg(cgroup)
+            .arg("--output")
+            .arg(self.events_path())
+            .arg("--ready-file")
+            .arg(self.dir.join("ready"))
+            .args(["--metrics-interval", "1", "--log-level", "debug"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        self.child = Some(cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?);
+        self.exit = None;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.dir.join("ready").exists() {
+            if let Some(status) = self.try_wait()? {
+                bail!(
+                    "restarted egret exited ({status}) before becoming ready\n--- stderr ---\n{}",
+                    self.stderr_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "restarted egret not ready after {START_TIMEOUT:?}\n--- stderr ---\n{}",
+                    self.stderr_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 }
 

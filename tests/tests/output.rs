@@ -308,7 +308,7 @@ fn sigkill_then_restart_cuts_the_torn_line_and_the_chain_continues() -> Result<(
         .context("no chained line before the kill")?
         .to_owned();
 
-    h.egret.restart(&[])?;
+    h.egret.restart(h.cgroup.path(), &[])?;
     let m = marker();
     h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]))?;
     h.egret.wait_for(|v| has_arg(v, &m), LINE_TIMEOUT)?;
