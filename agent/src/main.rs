@@ -17,12 +17,6 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Attach the kernel programs and write one JSON line per outbound connection until
-    /// SIGINT/SIGTERM. Needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).
-    Run(Box<RunArgs>),
-    /// Work with policy files.
-    #[command(subcommand)]
-    Policy(PolicyCommand),
     /// Check the hash chain (`egret.chain`) of output files: exit 0 and a summary when
     /// intact, else exit 1 and the first broken, removed, inserted or reordered line as
     /// `FILE:LINE: WHAT`. Rotated sets are checked in rotation order whatever the argument
@@ -32,6 +26,12 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Attach the kernel programs and write one JSON line per outbound connection until
+    /// SIGINT/SIGTERM. Needs root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN).
+    Run(Box<RunArgs>),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -371,6 +371,25 @@ async fn shutdown_signal() {
     }
 }
 
+/// `egret verify`: the report on stdout when intact (exit 0), on stderr when broken (exit
+/// 1); exit 2 when a file cannot be read.
+fn verify(files: &[PathBuf]) -> std::process::ExitCode {
+    match egret::output::verify::verify(files) {
+        Ok(report) if report.intact() => {
+            println!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            eprintln!("{report}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("egret verify: {err}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 /// `egret policy check`: the parser's summary, after the same compilation `egret run` does.
 fn policy_check(path: &std::path::Path) -> std::process::ExitCode {
     let result = egret::policy::parse::check(path).and_then(|summary| {
@@ -394,30 +413,10 @@ fn policy_check(path: &std::path::Path) -> std::process::ExitCode {
     }
 }
 
-/// `egret verify`: the report on stdout when intact (exit 0), on stderr when broken (exit
-/// 1); exit 2 when a file cannot be read.
-fn verify(files: &[PathBuf]) -> std::process::ExitCode {
-    match egret::output::verify::verify(files) {
-        Ok(report) if report.intact() => {
-            println!("{report}");
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(report) => {
-            eprintln!("{report}");
-            std::process::ExitCode::FAILURE
-        }
-        Err(err) => {
-            eprintln!("egret verify: {err}");
-            std::process::ExitCode::from(2)
-        }
-    }
-}
-
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Policy(PolicyCommand::Check { path }) => Ok(policy_check(&path)),
-        Command::Verify { files } => Ok(verify(&files)),
         Command::Run(args) => {
             init_logging(args.log_level);
             let config = args.config()?;
@@ -434,5 +433,6 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Verify { files } => Ok(verify(&files)),
     }
 }
