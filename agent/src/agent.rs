@@ -60,6 +60,10 @@ pub struct Config {
     pub policy: Option<PathBuf>,
     /// Alert lines also go here.
     pub alerts: Option<String>,
+    /// Rotation and retention of the `output` and `alerts` files.
+    pub output_files: crate::output::FileOptions,
+    /// Every line also goes to syslog.
+    pub syslog: Option<crate::output::SyslogConfig>,
     pub alert_window: Duration,
     /// Reload the policy when its file changes.
     pub watch: bool,
@@ -103,6 +107,8 @@ impl Default for Config {
             ready_file: None,
             policy: None,
             alerts: None,
+            output_files: crate::output::FileOptions::default(),
+            syslog: None,
             alert_window: Duration::from_secs(60),
             watch: false,
             on_exit: OnExit::Detach,
@@ -1057,9 +1063,14 @@ impl Pipeline {
         self.flush();
     }
 
+    /// Writes out and (files) fdatasyncs. A failed flush loses nothing yet (the sink keeps
+    /// the lines and tries again), so it counts as a write error, not as dropped lines.
     fn flush(&mut self) {
         if let Err(err) = self.sink.flush() {
-            self.write_failed(&err);
+            self.metrics.write_errors += 1;
+            if self.metrics.write_errors.is_power_of_two() {
+                log::error!("{err} ({} write errors so far)", self.metrics.write_errors);
+            }
         }
         if let Some(Err(err)) = self.alert_sink.as_mut().map(Sink::flush) {
             self.metrics.write_errors += 1;
@@ -1207,8 +1218,12 @@ pub async fn run(
         config.ring_buffer_size,
         config.drain_interval,
     )?;
-    let sink = Sink::open(&config.output)?;
-    let alert_sink = config.alerts.as_deref().map(Sink::open).transpose()?;
+    let sink = Sink::open(&config.output, &config.output_files, config.syslog.as_ref())?;
+    let alert_sink = config
+        .alerts
+        .as_deref()
+        .map(|path| Sink::open(path, &config.output_files, None))
+        .transpose()?;
 
     let mut processes =
         ProcessTable::new(config.max_processes, duration_ns(config.process_exit_grace));

@@ -17,6 +17,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check the hash chain (`egret.chain`) of output files: exit 0 and a summary when
+    /// intact, else exit 1 and the first broken, removed, inserted or reordered line as
+    /// `FILE:LINE: WHAT`. Rotated sets are checked in rotation order whatever the argument
+    /// order (docs/output.md).
+    Verify {
+        /// Output files, e.g. `/var/log/egret/events.jsonl*`.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Attach the kernel programs and write one JSON line per outbound connection until
     /// SIGINT/SIGTERM. Needs uid 0 with CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN (+ CAP_SYS_PTRACE).
     Run(Box<RunArgs>),
@@ -135,6 +144,38 @@ struct RunArgs {
     /// Also write alert lines (unapproved destinations) to this file (appended).
     #[arg(long, value_name = "PATH")]
     alerts: Option<String>,
+
+    /// Rotate the output (and alerts) file before a line would make it larger than this
+    /// (bytes; K, M, G suffixes, binary). Default: no rotation by size.
+    #[arg(long, value_name = "SIZE")]
+    output_max_bytes: Option<egret::output::rotate::ByteSize>,
+
+    /// Rotate the output (and alerts) file once its first line is this old (30s, 15m, 1h,
+    /// 1d, 1w). Default: no rotation by age.
+    #[arg(long, value_name = "DURATION")]
+    output_max_age: Option<egret::output::rotate::Age>,
+
+    /// Rotated files kept per output file; older ones are deleted at rotation.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    output_retain: usize,
+
+    /// Also delete rotated files closed longer ago than this (1d, 1w...).
+    #[arg(long, value_name = "DURATION")]
+    output_retain_age: Option<egret::output::rotate::Age>,
+
+    /// Also send every line to the local syslog daemon (RFC 5424 over a unix datagram
+    /// socket; message = the JSON line).
+    #[arg(long)]
+    syslog: bool,
+
+    /// The syslog daemon's socket.
+    #[arg(long, value_name = "PATH", default_value = "/dev/log")]
+    syslog_socket: PathBuf,
+
+    /// Syslog facility: kern, user, mail, daemon, auth, syslog, lpr, news, uucp, cron,
+    /// authpriv, ftp, ntp, audit, alert, clock, local0-local7, or 0-23.
+    #[arg(long, value_name = "NAME", default_value = "daemon")]
+    syslog_facility: egret::output::syslog::Facility,
 
     /// Alerts for the same (executable, cgroup, destination, port, transport) within this
     /// many seconds are folded into one, with a repeat count.
@@ -257,6 +298,13 @@ impl RunArgs {
             ready_file,
             policy,
             alerts,
+            output_max_bytes,
+            output_max_age,
+            output_retain,
+            output_retain_age,
+            syslog,
+            syslog_socket,
+            syslog_facility,
             alert_window,
             watch,
             on_exit,
@@ -288,6 +336,10 @@ impl RunArgs {
             "--dns-ttl-floor ({dns_ttl_floor}) must not exceed --dns-ttl-ceiling ({dns_ttl_ceiling})"
         );
         anyhow::ensure!(
+            alerts.as_deref() != Some(output.as_str()) || output == "-",
+            "--alerts must name another file than --output (each file has its own chain)"
+        );
+        anyhow::ensure!(
             *alert_window > 0,
             "--alert-window must be at least 1 second"
         );
@@ -314,6 +366,16 @@ impl RunArgs {
             ready_file: ready_file.clone(),
             policy: policy.clone(),
             alerts: alerts.clone(),
+            output_files: egret::output::FileOptions {
+                max_bytes: output_max_bytes.map(|size| size.0),
+                max_age: output_max_age.map(|age| age.0),
+                retain: *output_retain,
+                retain_age: output_retain_age.map(|age| age.0),
+            },
+            syslog: syslog.then(|| egret::output::SyslogConfig {
+                socket: syslog_socket.clone(),
+                facility: *syslog_facility,
+            }),
             alert_window: Duration::from_secs(*alert_window),
             watch: *watch,
             on_exit: match on_exit {
@@ -379,6 +441,25 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = int.recv() => log::info!("SIGINT: detaching and flushing"),
         _ = term.recv() => log::info!("SIGTERM: detaching and flushing"),
+    }
+}
+
+/// `egret verify`: the report on stdout when intact (exit 0), on stderr when broken (exit
+/// 1); exit 2 when a file cannot be read.
+fn verify(files: &[PathBuf]) -> std::process::ExitCode {
+    match egret::output::verify::verify(files) {
+        Ok(report) if report.intact() => {
+            println!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            eprintln!("{report}");
+            std::process::ExitCode::FAILURE
+        }
+        Err(err) => {
+            eprintln!("egret verify: {err}");
+            std::process::ExitCode::from(2)
+        }
     }
 }
 
@@ -529,5 +610,6 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             );
             Ok(std::process::ExitCode::SUCCESS)
         }
+        Command::Verify { files } => Ok(verify(&files)),
     }
 }

@@ -303,6 +303,55 @@ impl Egret {
     pub fn discard_dir_on_drop(&mut self) {
         self.keep_dir = false;
     }
+
+    /// Starts egret again, on `cgroup`, after it exited or was killed: same scratch
+    /// directory, same output file, stderr.log appended to. Waits for the ready file.
+    pub fn restart(&mut self, cgroup: &Path, extra_args: &[&str]) -> Result<()> {
+        if self.try_wait()?.is_none() {
+            bail!("egret is still running; stop it before restarting it");
+        }
+        let _ = std::fs::remove_file(self.dir.join("ready"));
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(name))
+                .with_context(|| format!("open {name}"))
+        };
+        let (stdout, stderr) = (log("stdout.log")?, log("stderr.log")?);
+        let mut cmd = Command::new(skip::require_egret_bin()?);
+        cmd.arg("run")
+            .arg("--cgroup")
+            .arg(cgroup)
+            .arg("--output")
+            .arg(self.events_path())
+            .arg("--ready-file")
+            .arg(self.dir.join("ready"))
+            .args(["--metrics-interval", "1", "--log-level", "debug"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        self.child = Some(cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?);
+        self.exit = None;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.dir.join("ready").exists() {
+            if let Some(status) = self.try_wait()? {
+                bail!(
+                    "restarted egret exited ({status}) before becoming ready\n--- stderr ---\n{}",
+                    self.stderr_tail()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "restarted egret not ready after {START_TIMEOUT:?}\n--- stderr ---\n{}",
+                    self.stderr_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Egret {

@@ -1,0 +1,205 @@
+//! Where lines go: stdout, a file, and optionally the local syslog daemon.
+//!
+//! - stdout (`-`), or a path that is not a regular file (a FIFO, `/dev/null`): buffered and
+//!   flushed at least every second and at shutdown, lines as they are.
+//! - a regular file ([`file::ChainedFile`]): every line carries `egret.chain`
+//!   ([`chain`]), a torn tail left by a crash is cut on start ([`repair`]), the file rotates
+//!   by size and age with retention ([`rotate`]), and every flush ends with `fdatasync`.
+//! - syslog ([`syslog`]): every line also goes to the local daemon as an RFC 5424 message.
+//!
+//! `egret verify` ([`verify`]) checks a file's chain. docs/output.md has the whole story.
+
+pub mod chain;
+pub mod file;
+pub mod repair;
+pub mod rotate;
+pub mod syslog;
+pub mod verify;
+
+use std::{
+    fs::OpenOptions,
+    io::{self, BufWriter, Write},
+    path::Path,
+};
+
+use serde::Serialize;
+
+pub use file::{FileOptions, OUTPUT_DATASET};
+pub use syslog::SyslogConfig;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    #[error("opening output {path}: {source}")]
+    Open { path: String, source: io::Error },
+    #[error("writing to {target}: {source}")]
+    Write { target: String, source: io::Error },
+    #[error("rotating {path}: {source}")]
+    Rotate { path: String, source: io::Error },
+    #[error("{target} cannot be written and {bytes} bytes of lines wait: line refused")]
+    Backlog { target: String, bytes: usize },
+}
+
+enum Target {
+    Stdout(BufWriter<io::Stdout>),
+    /// A path that is not a regular file: no chain, no repair, no rotation.
+    Stream(BufWriter<std::fs::File>),
+    File(Box<file::ChainedFile>),
+}
+
+/// A line-oriented JSON sink.
+pub struct Sink {
+    target_name: String,
+    target: Target,
+    syslog: Option<syslog::Syslog>,
+    /// The line being written, serialised.
+    line: Vec<u8>,
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+impl Sink {
+    /// `-` is stdout; a regular file (created if missing) is appended to as described in
+    /// the module documentation, with `options`; any other path is written as a stream.
+    /// With `syslog`, every line also goes there.
+    pub fn open(
+        path: &str,
+        options: &FileOptions,
+        syslog: Option<&SyslogConfig>,
+    ) -> Result<Self, OutputError> {
+        let host = host_name();
+        let syslog = syslog
+            .map(|config| syslog::Syslog::open(config, &host))
+            .transpose()?;
+        let regular = std::fs::metadata(path).map_or(true, |m| m.is_file());
+        let target = if path == "-" {
+            Target::Stdout(BufWriter::with_capacity(256 * 1024, io::stdout()))
+        } else if !regular {
+            if options.max_bytes.is_some() || options.max_age.is_some() {
+                log::warn!("{path} is not a regular file: it is not rotated, repaired or chained");
+            }
+            let file = OpenOptions::new()
+                .append(true)
+                .open(path)
+                .map_err(|source| OutputError::Open {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            Target::Stream(BufWriter::with_capacity(256 * 1024, file))
+        } else {
+            Target::File(Box::new(file::ChainedFile::open(
+                Path::new(path),
+                options,
+                &host,
+            )?))
+        };
+        let mut sink = Self {
+            target_name: if path == "-" { "stdout" } else { path }.to_owned(),
+            target,
+            syslog,
+            line: Vec::with_capacity(4096),
+        };
+        if let Target::File(file) = &mut sink.target {
+            // The file's first line of this run goes to syslog too, and is synced at once
+            // (it records what the start repaired).
+            if let Some(syslog) = sink.syslog.as_mut() {
+                send_lines(syslog, file.pending());
+            }
+            file.sync()?;
+        }
+        Ok(sink)
+    }
+
+    /// Writes one JSON object and a newline. An error means the line is lost (and was not
+    /// sent to syslog either); `Ok` means it is on its way (see [`Self::flush`]).
+    pub fn write_line(&mut self, doc: &impl Serialize) -> Result<(), OutputError> {
+        let shape = chain::serialize(doc, &mut self.line).map_err(|err| OutputError::Write {
+            target: self.target_name.clone(),
+            source: err.into(),
+        })?;
+        match &mut self.target {
+            Target::File(file) => {
+                let range = file.append(&self.line, shape)?;
+                if let Some(syslog) = self.syslog.as_mut() {
+                    send_lines(syslog, file.pending().get(range).unwrap_or_default());
+                }
+                file.write_out_if_full();
+                Ok(())
+            }
+            Target::Stdout(out) => {
+                write_plain(out, &self.line, &self.target_name)?;
+                if let Some(syslog) = self.syslog.as_mut() {
+                    syslog.send(&self.line);
+                }
+                Ok(())
+            }
+            Target::Stream(out) => {
+                write_plain(out, &self.line, &self.target_name)?;
+                if let Some(syslog) = self.syslog.as_mut() {
+                    syslog.send(&self.line);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes out what is buffered; for a file also `fdatasync`: every line written before
+    /// is then acknowledged (survives a crash or power cut). The agent calls this at least
+    /// every second and at shutdown. On error nothing is lost yet: a file keeps its lines
+    /// and tries again at the next flush.
+    pub fn flush(&mut self) -> Result<(), OutputError> {
+        match &mut self.target {
+            Target::File(file) => file.sync(),
+            Target::Stdout(out) => out.flush().map_err(|source| OutputError::Write {
+                target: self.target_name.clone(),
+                source,
+            }),
+            Target::Stream(out) => out.flush().map_err(|source| OutputError::Write {
+                target: self.target_name.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// Lines syslog did not take so far (0 without `--syslog`).
+    pub fn syslog_dropped(&self) -> u64 {
+        self.syslog.as_ref().map_or(0, |s| s.dropped)
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Some(syslog) = &self.syslog {
+            if syslog.dropped > 0 {
+                log::warn!(
+                    "syslog {}: {} of {} lines were not sent",
+                    syslog.path().display(),
+                    syslog.dropped,
+                    syslog.dropped + syslog.sent
+                );
+            }
+        }
+    }
+}
+
+fn write_plain(out: &mut impl Write, line: &[u8], target: &str) -> Result<(), OutputError> {
+    out.write_all(line)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|source| OutputError::Write {
+            target: target.to_owned(),
+            source,
+        })
+}
+
+/// Sends each newline-terminated line of `lines` to syslog.
+fn send_lines(syslog: &mut syslog::Syslog, lines: &[u8]) {
+    for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        syslog.send(line);
+    }
+}
+
+#[cfg(test)]
+mod tests;

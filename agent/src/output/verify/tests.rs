@@ -1,0 +1,343 @@
+//! `egret verify` on sets written by the real sink, then tampered with.
+
+use std::path::{Path, PathBuf};
+
+use super::verify;
+use crate::output::{
+    tests::{raw_lines, write_events, TempDir},
+    FileOptions,
+};
+
+fn write_lines(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
+/// One file: its output line and `count` events with sequences 1..=count.
+fn one_file(name: &str, count: u64) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(name);
+    let path = dir.join("events.jsonl");
+    write_events(&path, &FileOptions::default(), 1, count);
+    (dir, path)
+}
+
+/// A rotated set of several files; returns them in rotation order.
+fn rotated_set(name: &str) -> (TempDir, Vec<PathBuf>) {
+    let dir = TempDir::new(name);
+    let path = dir.join("events.jsonl");
+    let options = FileOptions {
+        max_bytes: Some(2500),
+        retain: 100,
+        ..FileOptions::default()
+    };
+    write_events(&path, &options, 1, 40);
+    let mut files = dir.files("events.jsonl.");
+    files.push(path);
+    assert!(files.len() >= 3);
+    (dir, files)
+}
+
+fn broken(paths: &[PathBuf]) -> super::Problem {
+    let report = verify(paths).unwrap();
+    let problem = report.problem.clone();
+    problem.unwrap_or_else(|| panic!("verify passed:\n{report}"))
+}
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[test]
+fn an_untouched_file_is_intact() {
+    let (_dir, path) = one_file("intact", 10);
+    let report = verify(std::slice::from_ref(&path)).unwrap();
+    assert!(report.intact(), "{report}");
+    assert_eq!(report.lines, 11);
+    let text = report.to_string();
+    assert!(text.contains("intact: 1 files, 11 lines"), "{text}");
+    assert!(text.contains("a chain starts here"), "{text}");
+}
+
+#[test]
+fn an_edited_line_is_named() {
+    let (_dir, path) = one_file("edit", 10);
+    let mut lines = raw_lines(&path);
+    lines[5] = lines[5].replace("127.0.0.1", "10.0.0.1");
+    write_lines(&path, &lines);
+    let p = broken(std::slice::from_ref(&path));
+    assert_eq!((p.file.as_str(), p.line), (shown(&path).as_str(), 6));
+    assert!(p.what.starts_with("edited"), "{p}");
+}
+
+#[test]
+fn a_removed_line_is_named() {
+    let (_dir, path) = one_file("delete", 10);
+    let mut lines = raw_lines(&path);
+    lines.remove(4);
+    write_lines(&path, &lines);
+    let p = broken(std::slice::from_ref(&path));
+    assert_eq!(p.line, 5);
+    assert!(p.what.starts_with("removed: 1 line(s)"), "{p}");
+    assert!(p.what.contains("from 3 to 5"), "{p}");
+}
+
+#[test]
+fn an_inserted_line_is_named() {
+    let (_dir, path) = one_file("insert", 10);
+    let mut lines = raw_lines(&path);
+    let copy = lines[2].clone();
+    lines.insert(6, copy);
+    write_lines(&path, &lines);
+    let p = broken(std::slice::from_ref(&path));
+    assert_eq!(p.line, 7);
+    assert!(p.what.starts_with("inserted: this line"), "{p}");
+}
+
+#[test]
+fn an_inserted_line_hashed_to_fit_is_named() {
+    let (_dir, path) = one_file("insert-fit", 6);
+    let mut lines = raw_lines(&path);
+    // A forged line chained onto line 3, inserted after it.
+    let (prev, _) = crate::output::chain::content(lines[2].as_bytes()).unwrap();
+    let mut forged = Vec::new();
+    crate::output::chain::append_chained(
+        &mut forged,
+        &prev,
+        br#"{"event":{"kind":"event","sequence":3},"egret":{"forged":true}}"#,
+    )
+    .unwrap();
+    forged.pop();
+    lines.insert(3, String::from_utf8(forged).unwrap());
+    write_lines(&path, &lines);
+    let p = broken(std::slice::from_ref(&path));
+    assert_eq!(p.line, 5);
+    assert!(p.what.contains(":3, so the lines after that one"), "{p}");
+}
+
+#[test]
+fn reordered_lines_are_named() {
+    let (_dir, path) = one_file("reorder", 10);
+    let mut lines = raw_lines(&path);
+    lines.swap(4, 5);
+    write_lines(&path, &lines);
+    let p = broken(std::slice::from_ref(&path));
+    assert_eq!(p.line, 5);
+    assert_eq!(p.what, "reordered: this line belongs right after line 6");
+}
+
+#[test]
+fn a_damaged_line_is_named_and_nothing_panics() {
+    let (_dir, path) = one_file("damage", 5);
+    let mut lines = raw_lines(&path);
+    lines[3] = lines[3][..40].to_owned();
+    write_lines(&path, &lines);
+    let p = broken(std::slice::from_ref(&path));
+    assert_eq!(p.line, 4);
+    assert!(p.what.starts_with("not JSON"), "{p}");
+    // Binary junk, an empty file, a file that is not egret's: reports, never panics.
+    std::fs::write(&path, [0xffu8, 0, b'\n', 0x80, b'{', b'\n']).unwrap();
+    assert!(broken(std::slice::from_ref(&path))
+        .what
+        .starts_with("not JSON"));
+    std::fs::write(&path, "").unwrap();
+    assert!(verify(std::slice::from_ref(&path)).unwrap().intact());
+    std::fs::write(&path, "{\"a\":1}\n").unwrap();
+    assert!(broken(std::slice::from_ref(&path))
+        .what
+        .contains("no egret.chain"));
+    std::fs::write(&path, "[1,2]\n").unwrap();
+    assert!(broken(std::slice::from_ref(&path))
+        .what
+        .contains("not a JSON object"));
+    assert!(verify(&[path.with_file_name("missing")]).is_err());
+}
+
+#[test]
+fn a_removed_first_line_is_named() {
+    let (_dir, path) = one_file("first", 5);
+    let mut lines = raw_lines(&path);
+    lines.remove(0);
+    write_lines(&path, &lines);
+    let p = broken(std::slice::from_ref(&path));
+    assert_eq!(p.line, 1);
+    assert!(p.what.contains("starts with its output line"), "{p}");
+}
+
+#[test]
+fn an_unterminated_last_line_is_a_note() {
+    let (_dir, path) = one_file("partial", 3);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"@timestamp\":\"2026");
+    std::fs::write(&path, text).unwrap();
+    let report = verify(std::slice::from_ref(&path)).unwrap();
+    assert!(report.intact(), "{report}");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains(":5: 19 bytes without a newline")),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_rotated_set_is_intact_in_any_argument_order() {
+    let (_dir, files) = rotated_set("set");
+    let mut args = files.clone();
+    args.rotate_left(2);
+    let report = verify(&args).unwrap();
+    assert!(report.intact(), "{report}");
+    let order: Vec<&str> = report.files.iter().map(|f| f.file.as_str()).collect();
+    let want: Vec<String> = files.iter().map(|f| shown(f)).collect();
+    assert_eq!(order, want);
+}
+
+#[test]
+fn lines_removed_from_the_end_of_a_rotated_file_are_named() {
+    let (_dir, files) = rotated_set("truncate");
+    let mut lines = raw_lines(&files[0]);
+    lines.pop();
+    lines.pop();
+    write_lines(&files[0], &lines);
+    let p = broken(&files);
+    assert_eq!((p.file.as_str(), p.line), (shown(&files[1]).as_str(), 1));
+    assert!(
+        p.what.contains("2 lines after it were removed") || p.what.contains("removed from the end"),
+        "{p}"
+    );
+}
+
+#[test]
+fn a_missing_file_in_a_set_is_named() {
+    let (_dir, files) = rotated_set("missing");
+    let without: Vec<PathBuf> = files
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, f)| f.clone())
+        .collect();
+    let p = broken(&without);
+    assert_eq!((p.file.as_str(), p.line), (shown(&files[2]).as_str(), 1));
+    let missing = files[1].file_name().unwrap().to_str().unwrap();
+    assert!(
+        p.what.contains(missing) && p.what.contains("not among the files given"),
+        "{p}"
+    );
+}
+
+#[test]
+fn lines_moved_between_files_are_named() {
+    let (_dir, files) = rotated_set("moved");
+    let mut a = raw_lines(&files[0]);
+    let mut b = raw_lines(&files[1]);
+    let moved = a.pop().unwrap();
+    b.insert(1, moved);
+    write_lines(&files[0], &a);
+    write_lines(&files[1], &b);
+    let p = broken(&files);
+    assert_eq!((p.file.as_str(), p.line), (shown(&files[1]).as_str(), 1));
+}
+
+#[test]
+fn separate_sets_are_separate_chains() {
+    let dir = TempDir::new("two-sets");
+    let events = dir.join("events.jsonl");
+    let alerts = dir.join("alerts.jsonl");
+    write_events(&events, &FileOptions::default(), 1, 3);
+    write_events(&alerts, &FileOptions::default(), 1, 2);
+    let report = verify(&[events, alerts]).unwrap();
+    assert!(report.intact(), "{report}");
+    assert_eq!(report.last.len(), 2);
+}
+
+#[test]
+fn a_line_removed_right_after_a_rotation_is_named_by_its_sequence() {
+    let (_dir, files) = rotated_set("after-rotation");
+    let mut lines = raw_lines(&files[1]);
+    lines.remove(1);
+    write_lines(&files[1], &lines);
+    let p = broken(&files);
+    assert_eq!((p.file.as_str(), p.line), (shown(&files[1]).as_str(), 2));
+    assert!(p.what.starts_with("removed: 1 line(s)"), "{p}");
+}
+
+#[test]
+fn any_changed_byte_is_found_and_nothing_panics() {
+    let (_dir, files) = rotated_set("flips");
+    let original: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..300 {
+        let which = (next() % files.len() as u64) as usize;
+        let bytes = &original[which];
+        // Any byte but the file's final newline (without it, the last line is one being
+        // written: a note, not a break).
+        let at = (next() % (bytes.len() as u64 - 1)) as usize;
+        let mut changed = bytes.clone();
+        let new = match next() % 4 {
+            0 => b'\n',
+            1 => 0xff,
+            2 => changed[at] ^ 0x01,
+            _ => b'"',
+        };
+        if changed[at] == new {
+            continue;
+        }
+        changed[at] = new;
+        std::fs::write(&files[which], &changed).unwrap();
+        let report = verify(&files).unwrap();
+        assert!(
+            !report.intact(),
+            "byte {at} of {} set to {new:#x} went unnoticed:\n{report}",
+            files[which].display()
+        );
+        std::fs::write(&files[which], bytes).unwrap();
+    }
+    assert!(verify(&files).unwrap().intact());
+}
+
+#[test]
+fn renamed_copies_are_checked_in_the_order_given() {
+    let (dir, files) = rotated_set("copies");
+    // Copied off the host under other names.
+    let copies: Vec<PathBuf> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let copy = dir.join(&format!("copy-{i}.json"));
+            std::fs::copy(f, &copy).unwrap();
+            copy
+        })
+        .collect();
+    let report = verify(&copies).unwrap();
+    assert!(report.intact(), "{report}");
+    assert!(!report.to_string().contains("chain of its own"), "{report}");
+    // One missing: the next one starts a chain of its own, and says so.
+    let without: Vec<PathBuf> = copies
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 1)
+        .map(|(_, f)| f.clone())
+        .collect();
+    let report = verify(&without).unwrap();
+    assert!(report.intact(), "{report}");
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains(&format!("{}:1: does not continue", shown(&copies[2])))),
+        "{report}"
+    );
+    // But within a copy, an edit is still found.
+    let mut lines = raw_lines(&copies[1]);
+    lines[3] = lines[3].replace("8080", "8081");
+    write_lines(&copies[1], &lines);
+    let p = broken(&copies);
+    assert_eq!((p.file.as_str(), p.line), (shown(&copies[1]).as_str(), 4));
+}
