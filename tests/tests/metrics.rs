@@ -21,12 +21,15 @@ fn client(args: &[&str]) -> Command {
 }
 
 /// (kind, action, verdict) → lines, counted from what egret wrote, as `egret_events_total`
-/// labels them.
+/// labels them. The output file's own bookkeeping lines (`egret.output`: where a file's hash
+/// chain starts) are not events and not counted.
 fn written_counts(lines: &[Value]) -> BTreeMap<(String, String, String), u64> {
     let mut counts = BTreeMap::new();
     for v in lines {
         let kind = field_str(v, "event.kind").unwrap_or_default();
-        if kind != "event" && kind != "alert" {
+        if (kind != "event" && kind != "alert")
+            || field_str(v, "event.dataset") == Some("egret.output")
+        {
             continue;
         }
         let key = (
