@@ -196,10 +196,11 @@ pub fn check_host(v: &Value) -> Result<()> {
 /// `event.sequence` strictly increases over the event lines, in file order.
 pub fn check_sequence_increasing(lines: &[Value]) -> Result<()> {
     let mut last: Option<u64> = None;
-    for v in lines
-        .iter()
-        .filter(|v| field_str(v, "event.kind") == Some("event"))
-    {
+    // The output file's own `egret.output` lines (where its hash chain starts) have none.
+    for v in lines.iter().filter(|v| {
+        field_str(v, "event.kind") == Some("event")
+            && field_str(v, "event.dataset") != Some("egret.output")
+    }) {
         let Some(seq) = field_u64(v, "event.sequence") else {
             bail!("event line without event.sequence: {v}");
         };

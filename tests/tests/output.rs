@@ -759,11 +759,14 @@ template(name="fields" type="list") {{
             file.contains(*msg),
             "a message that is not a line of the file: {msg}"
         );
-        if has_arg(&line, &m) {
+        if has_arg(&line, &m) && field_str(&line, "event.action") == Some("connect") {
             connects += 1;
         }
     }
-    ensure!(connects == 1, "{connects} messages for the connection");
+    ensure!(
+        connects == 1,
+        "{connects} start messages for the connection"
+    );
     h.egret.discard_dir_on_drop();
     drop(h);
     drop(daemon);

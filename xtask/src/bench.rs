@@ -53,8 +53,8 @@ pub struct BenchOptions {
     /// Length of each load-generator run, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     duration_ms: u64,
-    /// Workloads to run (repeatable; default: all, in the order tcp, udp, tcp-policy, dns,
-    /// dns-block, tcp-starts-only, tcp-progress).
+    /// Workloads to run (repeatable; default: all, in the order tcp, tcp-starts-only,
+    /// tcp-progress, udp, tcp-policy, dns, dns-block).
     #[arg(long = "workload", value_enum)]
     workloads: Vec<Workload>,
     /// Rules in the generated block-mode policy of the `tcp-policy` workload.
@@ -70,6 +70,10 @@ pub struct BenchOptions {
 #[serde(rename_all = "kebab-case")]
 pub enum Workload {
     Tcp,
+    /// The TCP loop with `--connection-ends off`: start lines only.
+    TcpStartsOnly,
+    /// The TCP loop with everything on: end lines and `--progress-interval 10`.
+    TcpProgress,
     Udp,
     /// The TCP loop with egret enforcing a large block-mode policy.
     TcpPolicy,
@@ -77,10 +81,6 @@ pub enum Workload {
     Dns,
     /// The `dns` loop with egret in block mode, the connects approved only by a domain rule.
     DnsBlock,
-    /// The TCP loop with `--connection-ends off`: start lines only.
-    TcpStartsOnly,
-    /// The TCP loop with everything on: end lines and `--progress-interval 10`.
-    TcpProgress,
 }
 
 impl Workload {
@@ -678,6 +678,8 @@ mod tests {
             chosen_workloads(&[]),
             [
                 Workload::Tcp,
+                Workload::TcpStartsOnly,
+                Workload::TcpProgress,
                 Workload::Udp,
                 Workload::TcpPolicy,
                 Workload::Dns,
