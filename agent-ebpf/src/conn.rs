@@ -10,8 +10,9 @@
 //!   that follows it on the same CPU; `sys_exit_connect` reports a `connect()` that failed before
 //!   any packet (no route, ...), with its errno.
 //! - `sock_release` (main.rs) calls [`on_release`]: the application gave up before the handshake.
-//! - `conn_egress`/`conn_ingress` (`cgroup_skb`): UDP payload bytes per flow in both directions,
-//!   and, only when progress reporting is on, a copy of a TCP socket's counters into `CONNS`.
+//! - `conn_egress` (`cgroup_skb`) and [`count_ingress`] (called by the ingress program): UDP
+//!   payload bytes per flow in both directions, and, only when progress reporting is on, a copy
+//!   of a TCP socket's counters into `CONNS`.
 //!
 //! Everything is bounded: `CONNS` and `CONNECTING` are LRU maps; an entry lost to eviction only
 //! costs the end line its connect time (counted in `Counter::ConnStateMissing`).
@@ -38,7 +39,7 @@ use aya_ebpf::{
         },
     },
     macros::{cgroup_skb, map, sock_ops, tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{SkBuffContext, SockOpsContext, TracePointContext},
     EbpfContext as _,
 };
@@ -54,9 +55,11 @@ use crate::{count, dns::load, now_ns, submit_flags, EVENTS, UDP_FLOWS};
 #[map]
 static CONNS: LruHashMap<u64, ConnState> = LruHashMap::with_max_entries(262_144, 0);
 
-/// Threads inside `connect()` on a TCP socket: thread id → socket cookie.
+/// Threads inside `connect()` on a TCP socket: thread id → socket cookie. A plain (faster)
+/// hash: every entry is removed when its `connect()` returns; when full, a connect's early
+/// failure is reported at the socket's close without its errno instead.
 #[map]
-static CONNECTING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16_384, 0);
+static CONNECTING: HashMap<u32, u64> = HashMap::with_max_entries(16_384, 0);
 
 /// The last ICMP error reported on this CPU, for the close that follows it in the same call.
 #[map]
@@ -137,9 +140,17 @@ pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
         }
         (*state).flags
     };
-    if flags & CONN_FLAG_PREEXISTING == 0 {
+    // A connection older than egret ends here; so does a `connect()` that never reached the
+    // TCP layer and whose failure `sys_exit_connect` did not report.
+    let never_sent = flags & CONN_FLAG_SYN_SENT == 0;
+    if flags & CONN_FLAG_PREEXISTING == 0 && !never_sent {
         return;
     }
+    let flags = if never_sent && flags & CONN_FLAG_PREEXISTING == 0 {
+        flags | CONN_FLAG_SYNC_FAILURE
+    } else {
+        flags
+    };
     // SAFETY: copied out before removal.
     let state = unsafe { *state };
     let _ = CONNS.remove(&cookie);
@@ -158,7 +169,7 @@ pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
             now,
         );
         (*event).cookie = cookie;
-        (*event).connect_ns = 0;
+        (*event).connect_ns = state.connect_ns;
         (*event).established_ns = 0;
         (*event).bytes_acked = state.bytes_acked;
         (*event).bytes_received = state.bytes_received;
@@ -593,13 +604,17 @@ pub fn conn_egress(ctx: SkBuffContext) -> i32 {
     1
 }
 
-/// Ingress: UDP bytes received from a flow's destination.
-#[cgroup_skb(ingress)]
-pub fn conn_ingress(ctx: SkBuffContext) -> i32 {
-    if let (_, Some((family, addr, port, payload))) = udp_peer(&ctx, false) {
-        count_udp(&ctx, family, addr, port, payload, false);
+/// Ingress: UDP bytes received from a flow's destination. Called by the ingress program
+/// (`dns_ingress`) first, so every received packet runs one program, not two.
+#[inline(never)]
+pub(crate) fn count_ingress(ctx: &SkBuffContext) {
+    // SAFETY: a read of a constant the loader may have rewritten.
+    if unsafe { read_volatile(&CONN_TRACKING) } == 0 {
+        return;
     }
-    1
+    if let (_, Some((family, addr, port, payload))) = udp_peer(ctx, false) {
+        count_udp(ctx, family, addr, port, payload, false);
+    }
 }
 
 fn count_udp(ctx: &SkBuffContext, family: u16, addr: [u8; 16], port: u16, payload: u64, out: bool) {

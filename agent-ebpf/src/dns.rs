@@ -81,6 +81,7 @@ fn opaque(mut value: u64) -> u64 {
 
 #[cgroup_skb(ingress)]
 pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
+    crate::conn::count_ingress(&ctx);
     handle(&ctx);
     1
 }

@@ -141,7 +141,8 @@ pub fn summarize(ev: &ConnEndEvent, start_ns: Option<u64>) -> ConnEnd {
     if has(CONN_FLAG_SYNC_FAILURE) {
         return ConnEnd {
             outcome: Outcome::Failure,
-            error: Some(error),
+            // 0: the failure was seen only at the socket's close (errno unknown).
+            error: (error != 0).then_some(error),
             duration_ns: start.map(|s| end_ns.saturating_sub(s)),
             connect_latency_us: None,
             bytes_sent: Some(0),

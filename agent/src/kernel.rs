@@ -487,16 +487,12 @@ pub fn load_and_attach(
         .map_err(program_err("sock_release"))?;
     // The life of each connection: not pinned, they only feed egret's own lines.
     if *connection_ends {
-        for (name, attach_type) in [
-            ("conn_egress", CgroupSkbAttachType::Egress),
-            ("conn_ingress", CgroupSkbAttachType::Ingress),
-        ] {
-            let program: &mut CgroupSkb = program_mut(&mut ebpf, name)?;
-            program.load().map_err(program_err(name))?;
-            program
-                .attach(&cgroup_dir, attach_type, mode)
-                .map_err(program_err(name))?;
-        }
+        // (Received UDP bytes are counted by the ingress program, `dns_ingress`.)
+        let egress: &mut CgroupSkb = program_mut(&mut ebpf, "conn_egress")?;
+        egress.load().map_err(program_err("conn_egress"))?;
+        egress
+            .attach(&cgroup_dir, CgroupSkbAttachType::Egress, mode)
+            .map_err(program_err("conn_egress"))?;
         let sock_ops: &mut SockOps = program_mut(&mut ebpf, "sock_ops")?;
         sock_ops.load().map_err(program_err("sock_ops"))?;
         sock_ops
