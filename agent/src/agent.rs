@@ -537,23 +537,42 @@ impl Pipeline {
             &self.clock,
             &self.host_name,
         );
-        let main = self.sink.write_line(&doc);
-        if main.is_ok() {
-            self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
+        if Self::write_alert_doc(
+            &mut self.sink,
+            self.alert_sink.as_mut(),
+            &mut self.metrics,
+            &mut self.telemetry,
+            &doc,
+        ) {
+            self.metrics.alerts += 1;
         }
-        let extra = self.alert_sink.as_mut().map(|sink| sink.write_line(&doc));
-        drop(doc);
+    }
+
+    /// Writes an alert line to the output and to `--alerts`; true when the output took it.
+    fn write_alert_doc(
+        sink: &mut Sink,
+        alert_sink: Option<&mut Sink>,
+        metrics: &mut Metrics,
+        telemetry: &mut crate::metrics::Telemetry,
+        doc: &ConnectionDoc<'_>,
+    ) -> bool {
+        let main = sink.write_line(doc);
+        let extra = alert_sink.map(|sink| sink.write_line(doc));
+        if let Some(Err(err)) = extra {
+            metrics.write_errors += 1;
+            if metrics.write_errors.is_power_of_two() {
+                log::error!("{err}");
+            }
+        }
         match main {
             Ok(()) => {
-                self.metrics.lines_written += 1;
-                self.metrics.alerts += 1;
+                telemetry.line(&doc.event, doc.egret.policy.as_ref());
+                metrics.lines_written += 1;
+                true
             }
-            Err(err) => self.write_failed(&err),
-        }
-        if let Some(Err(err)) = extra {
-            self.metrics.write_errors += 1;
-            if self.metrics.write_errors.is_power_of_two() {
-                log::error!("{err}");
+            Err(err) => {
+                write_failed(metrics, &err);
+                false
             }
         }
     }
@@ -934,24 +953,14 @@ impl Pipeline {
             &self.clock,
             &self.host_name,
         );
-        let main = self.sink.write_line(&doc);
-        let extra = self.alert_sink.as_mut().map(|sink| sink.write_line(&doc));
-        if main.is_ok() {
-            self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
-        }
-        drop(doc);
-        match main {
-            Ok(()) => {
-                self.metrics.lines_written += 1;
-                self.metrics.failure_alerts += 1;
-            }
-            Err(err) => self.write_failed(&err),
-        }
-        if let Some(Err(err)) = extra {
-            self.metrics.write_errors += 1;
-            if self.metrics.write_errors.is_power_of_two() {
-                log::error!("{err}");
-            }
+        if Self::write_alert_doc(
+            &mut self.sink,
+            self.alert_sink.as_mut(),
+            &mut self.metrics,
+            &mut self.telemetry,
+            &doc,
+        ) {
+            self.metrics.failure_alerts += 1;
         }
     }
 
@@ -1031,12 +1040,7 @@ impl Pipeline {
     }
 
     fn write_failed(&mut self, err: &OutputError) {
-        self.metrics.write_errors += 1;
-        self.metrics.events_dropped_userspace += 1;
-        // One log line per power of two, so a full disk does not flood the log.
-        if self.metrics.write_errors.is_power_of_two() {
-            log::error!("{err} ({} write errors so far)", self.metrics.write_errors);
-        }
+        write_failed(&mut self.metrics, err);
     }
 
     /// Once a second: flows that went idle or are due a report, expiry, flush.
@@ -1139,6 +1143,16 @@ impl Pipeline {
         }
         self.clock.refresh();
         self.process_json.clear();
+    }
+}
+
+/// A line that could not be written: counted as dropped; logged once per power of two, so a
+/// full disk does not flood the log.
+fn write_failed(metrics: &mut Metrics, err: &OutputError) {
+    metrics.write_errors += 1;
+    metrics.events_dropped_userspace += 1;
+    if metrics.write_errors.is_power_of_two() {
+        log::error!("{err} ({} write errors so far)", metrics.write_errors);
     }
 }
 

@@ -13,13 +13,13 @@
 //!
 //! The format is documented in `docs/config.md`.
 
-use std::{ffi::OsString, io::Read as _, path::Path};
+use std::{ffi::OsString, path::Path};
 
 use clap::{parser::ValueSource, ArgAction, ArgMatches, Command};
 use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
 
 use crate::policy::{
-    parse::{describe, position, untag},
+    parse::{describe, position, read_bounded, untag},
     Position,
 };
 
@@ -400,7 +400,7 @@ fn errors(file: &str, mut errors: Vec<ConfigError>) -> ConfigErrors {
 }
 
 fn read_config_file(path: &Path, file: &str) -> Result<String, ConfigErrors> {
-    let read_error = |message: String| ConfigErrors {
+    read_bounded(path, MAX_CONFIG_BYTES, "config").map_err(|message| ConfigErrors {
         file: file.to_owned(),
         errors: vec![ConfigError {
             file: file.to_owned(),
@@ -408,18 +408,7 @@ fn read_config_file(path: &Path, file: &str) -> Result<String, ConfigErrors> {
             key: "(file)".to_owned(),
             message,
         }],
-    };
-    let f = std::fs::File::open(path).map_err(|e| read_error(format!("cannot open: {e}")))?;
-    let mut text = String::new();
-    f.take(MAX_CONFIG_BYTES.saturating_add(1))
-        .read_to_string(&mut text)
-        .map_err(|e| read_error(format!("cannot read: {e}")))?;
-    if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_CONFIG_BYTES {
-        return Err(read_error(format!(
-            "larger than {MAX_CONFIG_BYTES} bytes: not a config file"
-        )));
-    }
-    Ok(text)
+    })
 }
 
 /// A scalar as the text of a command-line value; `None` for null, lists and mappings.

@@ -230,7 +230,7 @@ fn plural(n: usize, one: &str, many: &str) -> String {
 }
 
 fn read_policy_file(path: &Path, file: &str) -> Result<String, PolicyErrors> {
-    let read_error = |message: String| PolicyErrors {
+    read_bounded(path, MAX_POLICY_BYTES, "policy").map_err(|message| PolicyErrors {
         file: file.to_owned(),
         errors: vec![PolicyError {
             file: file.to_owned(),
@@ -238,16 +238,19 @@ fn read_policy_file(path: &Path, file: &str) -> Result<String, PolicyErrors> {
             path: String::new(),
             message,
         }],
-    };
-    let f = std::fs::File::open(path).map_err(|e| read_error(format!("cannot open: {e}")))?;
+    })
+}
+
+/// Reads a small YAML file whole; the error is the message for its `FILE:0:0:` line
+/// (`cannot open`, `cannot read`, or larger than `max` bytes: "not a {what} file").
+pub(crate) fn read_bounded(path: &Path, max: u64, what: &str) -> Result<String, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut text = String::new();
-    f.take(MAX_POLICY_BYTES.saturating_add(1))
+    f.take(max.saturating_add(1))
         .read_to_string(&mut text)
-        .map_err(|e| read_error(format!("cannot read: {e}")))?;
-    if u64::try_from(text.len()).unwrap_or(u64::MAX) > MAX_POLICY_BYTES {
-        return Err(read_error(format!(
-            "larger than {MAX_POLICY_BYTES} bytes: not a policy file"
-        )));
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if u64::try_from(text.len()).unwrap_or(u64::MAX) > max {
+        return Err(format!("larger than {max} bytes: not a {what} file"));
     }
     Ok(text)
 }
