@@ -286,6 +286,7 @@ fn on_connect(ctx: &SockAddrContext, dest: &Dest) -> i32 {
 }
 
 const SOCK_DGRAM: u16 = 2;
+const IPPROTO_TCP: u32 = 6;
 
 /// A connected UDP socket: its datagrams skip `sendmsg4/6`, so its flow entry is created here
 /// and the egress program counts them.
@@ -391,9 +392,17 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 pub fn sock_release(ctx: SockContext) -> i32 {
     // SAFETY: `bpf_get_socket_cookie` accepts a sock context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    // SAFETY: `state` is readable in every cgroup sock program.
-    let tcp_state = unsafe { read_volatile(addr_of!((*ctx.sock).state)) };
-    conn::on_release(cookie, tcp_state);
+    // SAFETY: `protocol` and `state` are readable in every cgroup sock program.
+    let (protocol, tcp_state) = unsafe {
+        (
+            read_volatile(addr_of!((*ctx.sock).protocol)),
+            read_volatile(addr_of!((*ctx.sock).state)),
+        )
+    };
+    // Only TCP sockets have connection entries: a UDP release skips the lookup.
+    if protocol == IPPROTO_TCP {
+        conn::on_release(cookie, tcp_state);
+    }
     // SAFETY: the value is a plain byte that is only checked for presence.
     if unsafe { UDP_SOCKETS.get(&cookie) }.is_none() {
         return ALLOW;
