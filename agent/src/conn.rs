@@ -5,20 +5,21 @@
 //!
 //! The kernel reports the end (`ConnEndEvent`, by socket cookie); this module joins it to the
 //! start line's record, turns the socket's raw counters into payload bytes, and names the error.
-//! Everything here is pure bookkeeping with unit tests; `agent.rs` feeds it and writes the lines.
+//! Everything here is pure bookkeeping with unit tests; the pipeline's life-cycle stage
+//! (`pipeline/lifecycle.rs`) feeds it and writes the lines.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::IpAddr,
+    net::{IpAddr, SocketAddr},
     sync::OnceLock,
 };
 
 use agent_common::{
-    ConnEndEvent, CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT,
+    ConnEndEvent, ConnectEvent, CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT,
     CONN_FLAG_PEER_FIN, CONN_FLAG_RESET, CONN_FLAG_STATE_LOST, CONN_FLAG_SYNC_FAILURE,
 };
 
-use crate::record::{destination_ip, ConnectionRecord};
+use crate::record::{destination_ip, kernel_address, ConnectionRecord};
 
 /// How a connection ended, for `event.outcome`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +216,51 @@ pub fn lost(start_ns: u64, now_ns: u64) -> ConnEnd {
         reset: false,
         state_lost: true,
         end_ns: now_ns,
+    }
+}
+
+/// The end of a connection open before egret started, released by its application: the
+/// socket's local address from sock_diag; its start, bytes and latency are unknown (no state
+/// callback ever ran for it).
+pub fn preexisting_end(ev: &ConnEndEvent, local: SocketAddr) -> ConnEnd {
+    ConnEnd {
+        outcome: Outcome::Success,
+        source: Some((local.ip(), local.port())),
+        bytes_sent: None,
+        bytes_received: None,
+        retransmits: None,
+        connect_latency_us: None,
+        ..summarize(ev, None)
+    }
+}
+
+/// `ev` with the remote address sock_diag reported (the kernel's record of a connection older
+/// than egret has none).
+pub fn with_remote(ev: &ConnEndEvent, remote: SocketAddr) -> ConnEndEvent {
+    let (family, addr) = kernel_address(remote.ip());
+    ConnEndEvent {
+        family,
+        remote_addr: addr,
+        remote_port: remote.port(),
+        ..*ev
+    }
+}
+
+/// The `connect` event an end record stands for when egret did not see the start: the
+/// connecting task (the header) and the socket's remote address.
+pub fn start_event(ev: &ConnEndEvent) -> ConnectEvent {
+    ConnectEvent {
+        header: ev.header,
+        cookie: ev.cookie,
+        family: ev.family,
+        port: ev.remote_port,
+        sock_type: 1,
+        protocol: 6,
+        addr: ev.remote_addr,
+        prev_datagrams: 0,
+        verdict: agent_common::VERDICT_NONE,
+        _pad: 0,
+        netns: ev.netns,
     }
 }
 

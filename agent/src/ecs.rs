@@ -9,7 +9,15 @@ use serde_json::value::RawValue;
 
 use crate::{
     clock::WallClock,
+    dns::{
+        state::Answer,
+        wire::{Message, RData, Record},
+        Learned,
+    },
+    metrics::Metrics,
+    process::ProcessInfo,
     record::{ConnectionRecord, PolicyVerdict},
+    udp::UdpSummary,
 };
 
 #[derive(Serialize)]
@@ -235,7 +243,7 @@ pub enum ProcessOut<'a> {
 
 impl<'a> ProcessFields<'a> {
     pub fn of(
-        process: &'a crate::process::ProcessInfo,
+        process: &'a ProcessInfo,
         tid: u32,
         uid: u32,
         gid: u32,
@@ -274,7 +282,7 @@ pub struct ProcessJson {
 }
 
 struct ProcessJsonEntry {
-    process: std::sync::Arc<crate::process::ProcessInfo>,
+    process: std::sync::Arc<ProcessInfo>,
     tid: u32,
     uid: u32,
     gid: u32,
@@ -357,20 +365,6 @@ pub struct ConnectionDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub orchestrator: Option<crate::container::fields::Orchestrator<'a>>,
     pub egret: EgretFields<'a>,
-}
-
-/// For `send` lines: the flow's datagram count and its first and last datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UdpSummary {
-    pub datagrams: u64,
-    pub first_ns: u64,
-    pub last_ns: u64,
-    /// Payload bytes and datagrams since the flow's previous line.
-    pub traffic: crate::udp::Traffic,
-    /// The flow's final line (else a periodic one).
-    pub last: bool,
-    /// The flow's first line (no `connect` line started it).
-    pub first: bool,
 }
 
 impl<'a> ConnectionDoc<'a> {
@@ -515,19 +509,6 @@ impl<'a> ConnectionDoc<'a> {
                     args_truncated: true,
                 }),
             },
-        }
-    }
-}
-
-impl UdpSummary {
-    /// `event.type` of a UDP flow line: its first line starts the flow, its last ends it,
-    /// lines in between are progress.
-    fn types(self) -> &'static [&'static str] {
-        match (self.first, self.last) {
-            (true, true) => &["connection", "start", "end"],
-            (true, false) => &["connection", "start"],
-            (false, false) => &["connection", "info"],
-            (false, true) => &["connection", "end"],
         }
     }
 }
@@ -857,6 +838,110 @@ pub struct DnsDoc<'a> {
     pub egret: EgretDnsLine<'a>,
 }
 
+impl<'a> DnsDoc<'a> {
+    /// The `dns` line for one answer, and the process that asked, if known.
+    pub fn new(
+        answer: &'a Answer,
+        asker: Option<&'a ProcessInfo>,
+        sequence: u64,
+        clock: &WallClock,
+        host_name: &'a str,
+    ) -> Self {
+        let Answer {
+            learned: Learned { message, resolved },
+            asker: _,
+            resolver,
+            port,
+            transport,
+            netns,
+            cookie,
+            cut,
+            approved,
+            ktime_ns,
+        } = answer;
+        let Message {
+            id,
+            response: _,
+            opcode: _,
+            rcode,
+            truncated,
+            questions,
+            answers,
+        } = message;
+        let answer = |record: &Record| {
+            let Record {
+                name,
+                rtype,
+                class: _,
+                ttl,
+                data,
+            } = record;
+            DnsAnswerFields {
+                name: name.to_string(),
+                rtype: dns_type_name(*rtype),
+                ttl: *ttl,
+                data: match data {
+                    RData::A(ip) => ip.to_string(),
+                    RData::Aaaa(ip) => ip.to_string(),
+                    RData::Cname(target) => target.to_string(),
+                    RData::Other { rtype: _, len } => format!("({len} bytes)"),
+                },
+            }
+        };
+        let mut header_flags = Vec::new();
+        if *truncated {
+            header_flags.push("TC");
+        }
+        let resolver = resolver.to_canonical();
+        Self {
+            timestamp: clock.rfc3339(*ktime_ns),
+            event: EventFields::dns_answer(sequence),
+            dns: DnsFields {
+                id: *id,
+                kind: "answer",
+                response_code: dns_rcode_name(*rcode),
+                question: questions.first().map(|q| DnsQuestionFields {
+                    name: q.name.as_str(),
+                    qtype: dns_type_name(q.qtype),
+                    class: dns_class_name(q.qclass),
+                }),
+                answers: answers.iter().map(answer).collect(),
+                resolved_ip: resolved.iter().map(|r| r.address.to_string()).collect(),
+                header_flags,
+            },
+            source: Endpoint {
+                ip: resolver.to_string(),
+                port: *port,
+                domain: None,
+                bytes: None,
+                packets: None,
+            },
+            process: asker.map(|p| AskerFields {
+                pid: p.pid,
+                name: &p.name,
+                executable: p.executable.as_deref(),
+                args: &p.args,
+            }),
+            network: DnsNetworkFields {
+                transport: if *transport == 6 { "tcp" } else { "udp" },
+                network_type: if resolver.is_ipv4() { "ipv4" } else { "ipv6" },
+                protocol: "dns",
+                direction: "ingress",
+            },
+            host: HostFields { name: host_name },
+            egret: EgretDnsLine {
+                socket: CookieFields { cookie: *cookie },
+                dns: EgretDnsFields {
+                    netns: *netns,
+                    cut: *cut,
+                    approved_rules: (0..32).filter(|i| approved & (1 << i) != 0).collect(),
+                },
+                cgroup: None,
+            },
+        }
+    }
+}
+
 impl EventFields<'_> {
     /// The `event` object of a `dns` line.
     pub fn dns_answer(sequence: u64) -> Self {
@@ -875,80 +960,6 @@ impl EventFields<'_> {
             duration: None,
         }
     }
-}
-
-/// Agent counters, as reported in `metric` lines.
-#[derive(Serialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Metrics {
-    /// Records read from the ring buffer.
-    pub events_received: u64,
-    /// Records the kernel could not reserve (ring buffer full): lost.
-    pub events_lost_kernel: u64,
-    /// Records received but not written: undecodable, or the output failed.
-    pub events_dropped_userspace: u64,
-    pub decode_errors: u64,
-    pub write_errors: u64,
-    /// JSON lines written (events and metrics).
-    pub lines_written: u64,
-    pub process_table_size: u64,
-    pub process_table_misses: u64,
-    pub process_table_evicted: u64,
-    pub exec_without_args: u64,
-    pub cgroups_cached: u64,
-    pub udp_flows_open: u64,
-    /// Flows whose kernel entry was evicted before they were reported (counts may be short).
-    pub udp_flows_evicted: u64,
-    /// Datagrams counted into an open flow in the kernel instead of producing an event.
-    pub udp_datagrams_aggregated: u64,
-    pub udp_flow_update_failures: u64,
-    /// Policies loaded after start-up (SIGHUP, `--watch`).
-    pub policy_reloads: u64,
-    /// New policies refused because they were invalid (the old one stayed in force).
-    pub policy_reload_failures: u64,
-    /// Alert lines written.
-    pub alerts: u64,
-    /// Unapproved occurrences folded into an alert's repeat count.
-    pub alerts_suppressed: u64,
-    /// DNS responses received from the kernel.
-    pub dns_messages: u64,
-    /// DNS responses that did not parse (skipped, nothing learned from them).
-    pub dns_malformed: u64,
-    /// DNS responses longer than the kernel's copy (their tail was not seen).
-    pub dns_cut: u64,
-    /// (address, name) mappings learned from answers.
-    pub dns_mappings: u64,
-    /// Entries in the address → names cache.
-    pub dns_cache_size: u64,
-    /// Cache entries dropped before their TTL because of the size bound.
-    pub dns_cache_evicted: u64,
-    /// Containers whose identity is cached.
-    pub containers_cached: u64,
-    /// Requests to container runtimes, and those that failed or returned nonsense.
-    pub container_fetches: u64,
-    pub container_fetch_errors: u64,
-    pub container_malformed: u64,
-    /// Container ids a runtime did not know (yet).
-    pub container_not_found: u64,
-    /// Lookups not sent because the request queue was full.
-    pub container_requests_dropped: u64,
-    /// Connections waiting for their container's identity right now.
-    pub containers_held: u64,
-    /// Outbound TCP connections started and not yet ended.
-    pub tcp_connections_open: u64,
-    /// `connection-end` lines written.
-    pub tcp_connection_ends: u64,
-    /// End lines of connections whose start egret had not seen (older than egret, or forgotten).
-    pub tcp_ends_without_start: u64,
-    /// Connections closed out with outcome `unknown` because their end record never came.
-    pub tcp_connections_lost: u64,
-    /// Started connections forgotten because too many were open at once.
-    pub tcp_connections_evicted: u64,
-    /// Closes the kernel saw without the connection's state entry (LRU eviction).
-    pub tcp_state_missing: u64,
-    /// Connection state entries the kernel could not store.
-    pub tcp_state_update_failures: u64,
-    /// Repeated-failure alerts written.
-    pub failure_alerts: u64,
 }
 
 #[derive(Serialize)]

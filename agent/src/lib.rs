@@ -18,6 +18,7 @@ pub mod ecs;
 pub mod kernel;
 pub mod metrics;
 pub mod output;
+pub mod pipeline;
 pub mod policy;
 pub mod process;
 pub mod record;

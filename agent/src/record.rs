@@ -91,6 +91,19 @@ pub fn destination_ip(family: u16, addr: &[u8; 16]) -> Option<IpAddr> {
     }
 }
 
+/// The kernel's form of an address (family and 16 bytes, IPv4 in the first 4): the inverse of
+/// [`destination_ip`]. An IPv4-mapped IPv6 address is written as IPv4.
+pub fn kernel_address(ip: IpAddr) -> (u16, [u8; 16]) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&v4.octets());
+            (AF_INET, addr)
+        }
+        IpAddr::V6(v6) => (AF_INET6, v6.octets()),
+    }
+}
+
 /// `comm` bytes up to the first NUL.
 pub fn comm_str(comm: &[u8]) -> String {
     let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
@@ -262,6 +275,15 @@ mod tests {
             Some("::1".parse().unwrap())
         );
         assert_eq!(destination_ip(1, &v4), None);
+        for ip in ["127.0.0.1", "::1", "2001:db8::7"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let (family, addr) = kernel_address(ip);
+            assert_eq!(destination_ip(family, &addr), Some(ip));
+        }
+        assert_eq!(
+            kernel_address("::ffff:10.1.2.3".parse().unwrap()),
+            kernel_address("10.1.2.3".parse().unwrap())
+        );
     }
 
     #[test]

@@ -15,7 +15,34 @@ use std::collections::HashMap;
 
 use agent_common::{UdpFlowKey, UdpFlowValue};
 
-use crate::{ecs::UdpSummary, record::ConnectionRecord};
+use crate::record::ConnectionRecord;
+
+/// For `send` lines: the flow's datagram count and its first and last datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UdpSummary {
+    pub datagrams: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Payload bytes and datagrams since the flow's previous line.
+    pub traffic: Traffic,
+    /// The flow's final line (else a periodic one).
+    pub last: bool,
+    /// The flow's first line (no `connect` line started it).
+    pub first: bool,
+}
+
+impl UdpSummary {
+    /// `event.type` of a UDP flow line: its first line starts the flow, its last ends it,
+    /// lines in between are progress.
+    pub fn types(self) -> &'static [&'static str] {
+        match (self.first, self.last) {
+            (true, true) => &["connection", "start", "end"],
+            (true, false) => &["connection", "start"],
+            (false, false) => &["connection", "info"],
+            (false, true) => &["connection", "end"],
+        }
+    }
+}
 
 #[derive(Debug)]
 struct OpenFlow {

@@ -14,6 +14,9 @@
 //! - [`cache`]: [`DnsCache`], address → names per network namespace, honouring the TTLs
 //!   (clamped), remembering which pids asked, bounded in size.
 //! - [`observe`]: one message end to end (parse, count in [`DnsStats`], record the mappings).
+//! - [`state`]: [`state::DnsState`], the destination stage's DNS state: the cache, who asked,
+//!   and [`state::DnsState::on_event`], which turns the kernel's DNS record into an
+//!   [`state::Answer`].
 //!
 //! Names ([`Name`]) are lower-case presentation form with non-printable bytes escaped, so they
 //! are safe to log; [`Name::labels`] gives the bytes the kernel's name hash
@@ -59,15 +62,23 @@ pub struct Observed<'a> {
     pub now_ns: u64,
 }
 
+/// What one message taught: the message itself and the (address, name) mappings of its answer,
+/// each already recorded in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Learned {
+    pub message: Message,
+    pub resolved: Vec<Resolved>,
+}
+
 /// Handles one DNS message: parses it, and records in `cache` every address its answer
-/// resolves the question to. Returns the number of mappings recorded (0 for a query, an error
-/// response or an answer without addresses). A malformed message is counted in
-/// [`DnsStats::malformed`] and its error returned (for a debug log); nothing is recorded from it.
+/// resolves the question to (none for a query, an error response or an answer without
+/// addresses). A malformed message is counted in [`DnsStats::malformed`] and its error returned
+/// (for a debug log); nothing is recorded from it.
 pub fn observe(
     cache: &mut DnsCache,
     stats: &mut DnsStats,
     observed: &Observed<'_>,
-) -> Result<usize, DnsError> {
+) -> Result<Learned, DnsError> {
     let Observed {
         netns,
         pid,
@@ -101,11 +112,10 @@ pub fn observe(
     {
         cache.insert(netns, *address, name, chain, *ttl, pid, now_ns);
     }
-    let count = resolved.len();
     stats.answers = stats
         .answers
-        .saturating_add(u64::try_from(count).unwrap_or(u64::MAX));
-    Ok(count)
+        .saturating_add(u64::try_from(resolved.len()).unwrap_or(u64::MAX));
+    Ok(Learned { message, resolved })
 }
 
 #[cfg(test)]
@@ -130,14 +140,14 @@ mod tests {
             cut,
             now_ns: 0,
         };
-        assert_eq!(observe(&mut cache, &mut stats, &seen(answer, false)), Ok(1));
+        let mut mappings = |payload, cut| {
+            observe(&mut cache, &mut stats, &seen(payload, cut)).map(|l| l.resolved.len())
+        };
+        assert_eq!(mappings(answer, false), Ok(1));
         let cut_answer = &answer[..answer.len() - 1];
-        assert!(observe(&mut cache, &mut stats, &seen(cut_answer, false)).is_err());
-        assert_eq!(
-            observe(&mut cache, &mut stats, &seen(cut_answer, true)),
-            Ok(0)
-        );
-        assert!(observe(&mut cache, &mut stats, &seen(&answer[..20], true)).is_err());
+        assert!(mappings(cut_answer, false).is_err());
+        assert_eq!(mappings(cut_answer, true), Ok(0));
+        assert!(mappings(&answer[..20], true).is_err());
         assert_eq!(
             stats,
             DnsStats {

@@ -1,22 +1,36 @@
-//! The agent's DNS state: the cache fed by the kernel's DNS events, who asked, and the `dns`
-//! line builder.
+//! The agent's DNS state: the cache fed by the kernel's DNS records, who asked, and what an
+//! answer approves in the kernel (block mode).
 
-use std::collections::HashMap;
+use std::{collections::HashMap, net::IpAddr};
 
-use agent_common::DnsAllowKey;
+use agent_common::{DnsAllowKey, DnsEvent, DNS_FLAG_CUT};
 
-use super::{CacheConfig, DnsCache, DnsStats, Message, Name, RData, Record};
+use super::{observe, CacheConfig, DnsCache, DnsStats, Learned, Name, Observed};
 use crate::{
-    clock::WallClock,
-    ecs::{
-        dns_class_name, dns_rcode_name, dns_type_name, AskerFields, CookieFields, DnsAnswerFields,
-        DnsDoc, DnsFields, DnsNetworkFields, DnsQuestionFields, EgretDnsFields, EgretDnsLine,
-        Endpoint, EventFields, HostFields,
-    },
     policy::compile::CompiledPolicy,
-    process::ProcessInfo,
-    record::{ConnectionRecord, DnsNames},
+    record::{destination_ip, kernel_address, ConnectionRecord, DnsNames},
 };
+
+/// One DNS answer the kernel delivered, parsed and learned from.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub learned: Learned,
+    /// The process that owns the receiving socket (it asked), when egret saw it ask.
+    pub asker: Option<u32>,
+    /// The resolver that answered, and its port.
+    pub resolver: IpAddr,
+    pub port: u16,
+    /// IANA protocol number of the transport (6 TCP, 17 UDP).
+    pub transport: u8,
+    pub netns: u64,
+    /// Cookie of the receiving socket.
+    pub cookie: u64,
+    /// The kernel copied only the beginning of the message.
+    pub cut: bool,
+    /// Block mode: the domain rules (bit per rule) whose names the kernel approved it for.
+    pub approved: u32,
+    pub ktime_ns: u64,
+}
 
 /// Names learned from observed DNS answers.
 pub struct DnsState {
@@ -47,6 +61,57 @@ impl DnsState {
             self.askers.clear();
         }
         self.askers.insert(cookie, pid);
+    }
+
+    /// A DNS record from the kernel: learns its answer's mappings. `None` for a message that
+    /// does not parse (counted in the stats, logged at debug level).
+    pub fn on_event(&mut self, ev: &DnsEvent) -> Option<Answer> {
+        let DnsEvent {
+            header,
+            cookie,
+            netns,
+            family,
+            sport,
+            transport,
+            flags,
+            _pad: _,
+            msg_len: _,
+            captured,
+            approved,
+            _pad2: _,
+            saddr,
+            payload,
+        } = ev;
+        let asker = self.askers.get(cookie).copied();
+        let cut = flags & DNS_FLAG_CUT != 0;
+        let observed = Observed {
+            netns: *netns,
+            pid: asker,
+            payload: payload.get(..*captured as usize).unwrap_or_default(),
+            cut,
+            now_ns: header.ktime_ns,
+        };
+        let learned = match observe(&mut self.cache, &mut self.stats, &observed) {
+            Ok(learned) => learned,
+            Err(err) => {
+                log::debug!("skipping a malformed DNS response: {err}");
+                return None;
+            }
+        };
+        // The programs hand over IPv4 or IPv6; anything else is read as IPv6.
+        let resolver = destination_ip(*family, saddr).unwrap_or(IpAddr::from(*saddr));
+        Some(Answer {
+            learned,
+            asker,
+            resolver,
+            port: *sport,
+            transport: *transport,
+            netns: *netns,
+            cookie: *cookie,
+            cut,
+            approved: *approved,
+            ktime_ns: header.ktime_ns,
+        })
     }
 
     /// What the cache knows about a connection's destination.
@@ -105,18 +170,11 @@ impl DnsState {
 fn push_keys(
     out: &mut Vec<(DnsAllowKey, u64)>,
     netns: u64,
-    address: std::net::IpAddr,
+    address: IpAddr,
     mask: u32,
     expires_ns: u64,
 ) {
-    let (family, addr) = match address.to_canonical() {
-        std::net::IpAddr::V4(v4) => {
-            let mut addr = [0u8; 16];
-            addr[..4].copy_from_slice(&v4.octets());
-            (agent_common::AF_INET, addr)
-        }
-        std::net::IpAddr::V6(v6) => (agent_common::AF_INET6, v6.octets()),
-    };
+    let (family, addr) = kernel_address(address);
     for rule in 0..u8::try_from(agent_common::DNS_RULES_MAX).unwrap_or(u8::MAX) {
         if mask & (1 << rule) != 0 {
             out.push((
@@ -130,126 +188,5 @@ fn push_keys(
                 expires_ns,
             ));
         }
-    }
-}
-
-/// Everything a `dns` line is made of.
-pub struct DnsLine<'a> {
-    pub message: &'a Message,
-    pub resolved_ips: Vec<String>,
-    pub resolver: std::net::IpAddr,
-    pub port: u16,
-    pub transport: u8,
-    pub netns: u64,
-    pub cookie: u64,
-    pub cut: bool,
-    pub approved: u32,
-    pub asker: Option<&'a ProcessInfo>,
-    pub ktime_ns: u64,
-    pub sequence: u64,
-    pub clock: &'a WallClock,
-    pub host_name: &'a str,
-}
-
-/// The `dns` line for one answer.
-pub fn dns_doc(line: DnsLine<'_>) -> DnsDoc<'_> {
-    let DnsLine {
-        message,
-        resolved_ips,
-        resolver,
-        port,
-        transport,
-        netns,
-        cookie,
-        cut,
-        approved,
-        asker,
-        ktime_ns,
-        sequence,
-        clock,
-        host_name,
-    } = line;
-    let Message {
-        id,
-        response: _,
-        opcode: _,
-        rcode,
-        truncated,
-        questions,
-        answers,
-    } = message;
-    let answer = |record: &Record| {
-        let Record {
-            name,
-            rtype,
-            class: _,
-            ttl,
-            data,
-        } = record;
-        DnsAnswerFields {
-            name: name.to_string(),
-            rtype: dns_type_name(*rtype),
-            ttl: *ttl,
-            data: match data {
-                RData::A(ip) => ip.to_string(),
-                RData::Aaaa(ip) => ip.to_string(),
-                RData::Cname(target) => target.to_string(),
-                RData::Other { rtype: _, len } => format!("({len} bytes)"),
-            },
-        }
-    };
-    let mut header_flags = Vec::new();
-    if *truncated {
-        header_flags.push("TC");
-    }
-    DnsDoc {
-        timestamp: clock.rfc3339(ktime_ns),
-        event: EventFields::dns_answer(sequence),
-        dns: DnsFields {
-            id: *id,
-            kind: "answer",
-            response_code: dns_rcode_name(*rcode),
-            question: questions.first().map(|q| DnsQuestionFields {
-                name: q.name.as_str(),
-                qtype: dns_type_name(q.qtype),
-                class: dns_class_name(q.qclass),
-            }),
-            answers: answers.iter().map(answer).collect(),
-            resolved_ip: resolved_ips,
-            header_flags,
-        },
-        source: Endpoint {
-            ip: resolver.to_canonical().to_string(),
-            port,
-            domain: None,
-            bytes: None,
-            packets: None,
-        },
-        process: asker.map(|p| AskerFields {
-            pid: p.pid,
-            name: &p.name,
-            executable: p.executable.as_deref(),
-            args: &p.args,
-        }),
-        network: DnsNetworkFields {
-            transport: if transport == 6 { "tcp" } else { "udp" },
-            network_type: if resolver.to_canonical().is_ipv4() {
-                "ipv4"
-            } else {
-                "ipv6"
-            },
-            protocol: "dns",
-            direction: "ingress",
-        },
-        host: HostFields { name: host_name },
-        egret: EgretDnsLine {
-            socket: CookieFields { cookie },
-            dns: EgretDnsFields {
-                netns,
-                cut,
-                approved_rules: (0..32).filter(|i| approved & (1 << i) != 0).collect(),
-            },
-            cgroup: None,
-        },
     }
 }

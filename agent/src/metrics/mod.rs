@@ -10,6 +10,7 @@
 //!
 //! Metric names and meanings: `docs/metrics.md`.
 
+mod counters;
 pub mod exposition;
 pub mod render;
 pub mod ring;
@@ -28,10 +29,11 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
-    ecs::{EventFields, Metrics, PolicyFields},
+    ecs::{EventFields, PolicyFields},
     policy::Mode,
 };
 
+pub use counters::Metrics;
 pub use ring::RingProbe;
 
 /// Where the endpoint listens unless told otherwise: loopback only.

@@ -9,7 +9,7 @@ use super::{
     exposition::{Exposition, Kind},
     Snapshot, StaticInfo,
 };
-use crate::{ecs::Metrics, policy::Mode};
+use crate::{metrics::Metrics, policy::Mode};
 
 /// The process's own resource use, read when scraped (`process_*`, as the Prometheus client
 /// libraries name them).

@@ -1,0 +1,81 @@
+//! The agent's counters: what every `metric` line and the Prometheus endpoint report.
+//!
+//! Each stage of the pipeline keeps its own counts; [`crate::pipeline::Pipeline`] gathers them
+//! into one [`Metrics`] (with every field named, so a new counter does not compile until it is
+//! filled), and [`super::render`] exports every field to Prometheus the same way.
+
+use serde::Serialize;
+
+/// Agent counters, as reported in `metric` lines.
+#[derive(Serialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    /// Records read from the ring buffer.
+    pub events_received: u64,
+    /// Records the kernel could not reserve (ring buffer full): lost.
+    pub events_lost_kernel: u64,
+    /// Records received but not written: undecodable, or the output failed.
+    pub events_dropped_userspace: u64,
+    pub decode_errors: u64,
+    pub write_errors: u64,
+    /// JSON lines written (events and metrics).
+    pub lines_written: u64,
+    pub process_table_size: u64,
+    pub process_table_misses: u64,
+    pub process_table_evicted: u64,
+    pub exec_without_args: u64,
+    pub cgroups_cached: u64,
+    pub udp_flows_open: u64,
+    /// Flows whose kernel entry was evicted before they were reported (counts may be short).
+    pub udp_flows_evicted: u64,
+    /// Datagrams counted into an open flow in the kernel instead of producing an event.
+    pub udp_datagrams_aggregated: u64,
+    pub udp_flow_update_failures: u64,
+    /// Policies loaded after start-up (SIGHUP, `--watch`).
+    pub policy_reloads: u64,
+    /// New policies refused because they were invalid (the old one stayed in force).
+    pub policy_reload_failures: u64,
+    /// Alert lines written.
+    pub alerts: u64,
+    /// Unapproved occurrences folded into an alert's repeat count.
+    pub alerts_suppressed: u64,
+    /// DNS responses received from the kernel.
+    pub dns_messages: u64,
+    /// DNS responses that did not parse (skipped, nothing learned from them).
+    pub dns_malformed: u64,
+    /// DNS responses longer than the kernel's copy (their tail was not seen).
+    pub dns_cut: u64,
+    /// (address, name) mappings learned from answers.
+    pub dns_mappings: u64,
+    /// Entries in the address → names cache.
+    pub dns_cache_size: u64,
+    /// Cache entries dropped before their TTL because of the size bound.
+    pub dns_cache_evicted: u64,
+    /// Containers whose identity is cached.
+    pub containers_cached: u64,
+    /// Requests to container runtimes, and those that failed or returned nonsense.
+    pub container_fetches: u64,
+    pub container_fetch_errors: u64,
+    pub container_malformed: u64,
+    /// Container ids a runtime did not know (yet).
+    pub container_not_found: u64,
+    /// Lookups not sent because the request queue was full.
+    pub container_requests_dropped: u64,
+    /// Connections waiting for their container's identity right now.
+    pub containers_held: u64,
+    /// Outbound TCP connections started and not yet ended.
+    pub tcp_connections_open: u64,
+    /// `connection-end` lines written.
+    pub tcp_connection_ends: u64,
+    /// End lines of connections whose start egret had not seen (older than egret, or forgotten).
+    pub tcp_ends_without_start: u64,
+    /// Connections closed out with outcome `unknown` because their end record never came.
+    pub tcp_connections_lost: u64,
+    /// Started connections forgotten because too many were open at once.
+    pub tcp_connections_evicted: u64,
+    /// Closes the kernel saw without the connection's state entry (LRU eviction).
+    pub tcp_state_missing: u64,
+    /// Connection state entries the kernel could not store.
+    pub tcp_state_update_failures: u64,
+    /// Repeated-failure alerts written.
+    pub failure_alerts: u64,
+}

@@ -1,0 +1,290 @@
+//! The emit stage: the one way a line leaves egret.
+//!
+//! Every stage that has something to say hands the [`Emitter`] a [`Line`]: what happened, with
+//! borrowed facts. The emitter numbers it (`event.sequence`), renders it as an ECS document
+//! (`crate::ecs`), writes it to the output (and alert lines also to `--alerts`), counts it for
+//! the metric line and for Prometheus, and counts a line that could not be written as dropped.
+//! Nothing else holds a sink.
+
+use crate::{
+    clock::{boot_ns_now, WallClock},
+    conn::ConnEnd,
+    dns::state::Answer,
+    ecs::{ConnectionDoc, DnsDoc, EventFields, MetricDoc, PolicyFields, ProcessJson},
+    metrics::{Metrics, Telemetry},
+    output::{OutputError, Sink},
+    process::ProcessInfo,
+    record::ConnectionRecord,
+    udp::UdpSummary,
+};
+
+/// One line to write.
+#[derive(Debug, Clone, Copy)]
+pub enum Line<'a> {
+    /// A `connect` line, or a UDP flow's `send` line (with the flow's summary).
+    Connection {
+        record: &'a ConnectionRecord,
+        udp: Option<UdpSummary>,
+    },
+    /// A TCP connection's `connection-end` line.
+    End {
+        record: &'a ConnectionRecord,
+        facts: &'a ConnEnd,
+        /// False when egret never saw the start (older than egret, or forgotten).
+        start_seen: bool,
+    },
+    /// A `connection-progress` line of a TCP connection still open.
+    Progress {
+        record: &'a ConnectionRecord,
+        facts: &'a ConnEnd,
+    },
+    /// An alert about an unapproved or blocked destination, `repeats` folded into it.
+    Alert {
+        record: &'a ConnectionRecord,
+        repeats: u64,
+        window_secs: u64,
+    },
+    /// An alert about a process whose connects to one destination keep failing.
+    FailureAlert {
+        record: &'a ConnectionRecord,
+        count: u64,
+        window_secs: u64,
+        error: Option<u32>,
+    },
+    /// A `dns` line (`--dns-events`): one answer, and the process that asked, if known.
+    Dns {
+        answer: &'a Answer,
+        asker: Option<&'a ProcessInfo>,
+    },
+    /// The `metric` line: every counter (its own line is counted in `lines_written`).
+    Metric(&'a Metrics),
+}
+
+/// What the emitter counted; part of every metric line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EmitStats {
+    /// Lines written (events, alerts and metric lines).
+    pub lines_written: u64,
+    /// Writes and flushes that failed, on any sink.
+    pub write_errors: u64,
+    /// Lines lost because the output refused them.
+    pub dropped: u64,
+    /// Policy alert lines written.
+    pub alerts: u64,
+    /// Repeated-failure alert lines written.
+    pub failure_alerts: u64,
+    /// `connection-end` lines written.
+    pub tcp_connection_ends: u64,
+}
+
+/// The sinks, and what is counted as lines go out.
+struct Outputs {
+    sink: Sink,
+    alert_sink: Option<Sink>,
+    telemetry: Telemetry,
+    stats: EmitStats,
+}
+
+/// Owns the output: sinks, sequence numbers, the wall clock, the host name, rendered
+/// `process` objects, and the counters of what was written.
+pub struct Emitter {
+    outputs: Outputs,
+    sequence: u64,
+    clock: WallClock,
+    host_name: String,
+    /// `process` objects rendered once for repeated lines of the same process.
+    process_json: ProcessJson,
+}
+
+impl Emitter {
+    /// `alert_sink`: `--alerts`, which gets alert lines too.
+    pub fn new(sink: Sink, alert_sink: Option<Sink>, telemetry: Telemetry) -> Self {
+        Self {
+            outputs: Outputs {
+                sink,
+                alert_sink,
+                telemetry,
+                stats: EmitStats::default(),
+            },
+            sequence: 0,
+            clock: WallClock::new(),
+            host_name: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            process_json: ProcessJson::default(),
+        }
+    }
+
+    pub fn stats(&self) -> EmitStats {
+        self.outputs.stats
+    }
+
+    pub fn telemetry(&mut self) -> &mut Telemetry {
+        &mut self.outputs.telemetry
+    }
+
+    /// Writes one line. Returns whether the output took it (a refused line is counted as
+    /// dropped, and its failure logged once per power of two so a full disk does not flood
+    /// the log).
+    pub fn emit(&mut self, line: Line<'_>) -> bool {
+        self.sequence += 1;
+        let sequence = self.sequence;
+        let Self {
+            outputs,
+            sequence: _,
+            clock,
+            host_name,
+            process_json,
+        } = self;
+        match line {
+            Line::Connection { record, udp } => {
+                let rendered = process_json.get(record, clock);
+                let doc =
+                    ConnectionDoc::with_process(record, udp, sequence, clock, host_name, rendered);
+                outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), false)
+            }
+            Line::End {
+                record,
+                facts,
+                start_seen,
+            } => {
+                let rendered = process_json.get(record, clock);
+                let doc = ConnectionDoc::end(
+                    record, facts, start_seen, false, sequence, clock, host_name, rendered,
+                );
+                let written = outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), false);
+                if written {
+                    outputs.stats.tcp_connection_ends += 1;
+                }
+                written
+            }
+            Line::Progress { record, facts } => {
+                let rendered = process_json.get(record, clock);
+                let doc = ConnectionDoc::end(
+                    record, facts, true, true, sequence, clock, host_name, rendered,
+                );
+                outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), false)
+            }
+            Line::Alert {
+                record,
+                repeats,
+                window_secs,
+            } => {
+                let doc =
+                    ConnectionDoc::alert(record, repeats, window_secs, sequence, clock, host_name);
+                let written = outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), true);
+                if written {
+                    outputs.stats.alerts += 1;
+                }
+                written
+            }
+            Line::FailureAlert {
+                record,
+                count,
+                window_secs,
+                error,
+            } => {
+                let doc = ConnectionDoc::failure_alert(
+                    record,
+                    count,
+                    window_secs,
+                    error,
+                    sequence,
+                    clock,
+                    host_name,
+                );
+                let written = outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), true);
+                if written {
+                    outputs.stats.failure_alerts += 1;
+                }
+                written
+            }
+            Line::Dns { answer, asker } => {
+                let doc = DnsDoc::new(answer, asker, sequence, clock, host_name);
+                outputs.deliver(&doc, &doc.event, None, false)
+            }
+            Line::Metric(metrics) => {
+                let metrics = Metrics {
+                    // The metric line itself is counted once written.
+                    lines_written: outputs.stats.lines_written + 1,
+                    ..*metrics
+                };
+                let doc =
+                    MetricDoc::new(metrics, sequence, clock.rfc3339(boot_ns_now()), host_name);
+                let written = match outputs.sink.write_line(&doc) {
+                    Ok(()) => {
+                        outputs.stats.lines_written += 1;
+                        true
+                    }
+                    Err(err) => {
+                        outputs.refused(&err);
+                        false
+                    }
+                };
+                // Once per metric line: follow clock steps, and render processes afresh (their
+                // start time strings depend on the clock).
+                clock.refresh();
+                process_json.clear();
+                written
+            }
+        }
+    }
+
+    /// Writes out and (files) fdatasyncs. A failed flush loses nothing yet (the sink keeps
+    /// the lines and tries again), so it counts as a write error, not as dropped lines.
+    pub fn flush(&mut self) {
+        let outputs = &mut self.outputs;
+        if let Err(err) = outputs.sink.flush() {
+            outputs.stats.write_errors += 1;
+            if outputs.stats.write_errors.is_power_of_two() {
+                log::error!("{err} ({} write errors so far)", outputs.stats.write_errors);
+            }
+        }
+        if let Some(Err(err)) = outputs.alert_sink.as_mut().map(Sink::flush) {
+            outputs.stats.write_errors += 1;
+            log::error!("{err}");
+        }
+    }
+}
+
+impl Outputs {
+    /// Writes a rendered line (an alert also to `--alerts`) and counts it. True when the
+    /// output took it.
+    fn deliver(
+        &mut self,
+        doc: &impl serde::Serialize,
+        event: &EventFields<'_>,
+        policy: Option<&PolicyFields>,
+        alert: bool,
+    ) -> bool {
+        let main = self.sink.write_line(doc);
+        if alert {
+            if let Some(Err(err)) = self.alert_sink.as_mut().map(|sink| sink.write_line(doc)) {
+                self.stats.write_errors += 1;
+                if self.stats.write_errors.is_power_of_two() {
+                    log::error!("{err}");
+                }
+            }
+        }
+        match main {
+            Ok(()) => {
+                self.stats.lines_written += 1;
+                self.telemetry.line(event, policy);
+                true
+            }
+            Err(err) => {
+                self.refused(&err);
+                false
+            }
+        }
+    }
+
+    /// A line the output refused: counted as dropped; logged once per power of two.
+    fn refused(&mut self, err: &OutputError) {
+        self.stats.write_errors += 1;
+        self.stats.dropped += 1;
+        if self.stats.write_errors.is_power_of_two() {
+            log::error!("{err} ({} write errors so far)", self.stats.write_errors);
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The identity stage: who made a connection. It keeps the tables the process events feed
+//! (exec, fork, exit: [`ProcessTable`]), the cgroup and user names, and the container and pod
+//! identity from the runtimes, and joins them to each connection event as a
+//! [`ConnectionRecord`].
+//!
+//! A container's identity comes from its runtime a little after its first process runs, so a
+//! connection from a container egret has not identified yet waits here (with whatever the
+//! later stages attached to it, the `P` of [`Identity`]) for up to the container grace period;
+//! [`Identity::release`] hands back those whose identity arrived or whose grace ran out. A new
+//! container cgroup (`cgroup_mkdir`) is looked up at once, ahead of its first connection, so
+//! container-scoped rules can apply from the start.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use agent_common::{
+    CgroupMkdirEvent, ConnectEvent, EventHeader, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent,
+    EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_PATH_TRUNCATED, EXEC_FLAG_READ_FAILED,
+};
+
+use crate::{
+    cgroup::CgroupResolver,
+    container::{ContainerInfo, ContainerResolver, ContainerStats, Lookup},
+    process::{split_nul, ExecArgs, ProcessInfo, ProcessTable, TableStats},
+    record::{comm_str, Action, ConnectionRecord},
+    users::UserNames,
+};
+
+/// Most connections waiting for container identity at once; beyond, lines go out with the
+/// container id only. Also the bound on new containers being identified ahead of time.
+const WAITING_MAX: usize = 4096;
+/// How long a new container cgroup is looked up ahead of its first connection.
+const NEW_CONTAINER_WATCH: Duration = Duration::from_secs(10);
+
+/// A connection waiting (briefly) for its container's identity.
+#[derive(Debug)]
+struct Waiting<P> {
+    since: Instant,
+    record: ConnectionRecord,
+    /// What the later stages need to finish it.
+    payload: P,
+}
+
+/// A new container cgroup being identified before its first connection.
+#[derive(Debug)]
+struct NewContainer {
+    path: String,
+    cgroup_id: u64,
+    since: Instant,
+}
+
+/// What [`Identity::release`] hands back.
+#[derive(Debug)]
+pub struct Released<P> {
+    /// New containers identified: their cgroup id and identity.
+    pub identified: Vec<(u64, Arc<ContainerInfo>)>,
+    /// Waiting connections whose container lookup settled, in arrival order.
+    pub ready: Vec<(ConnectionRecord, P)>,
+}
+
+/// The identity stage's numbers for the metric line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityStats {
+    pub processes: usize,
+    pub process_table: TableStats,
+    pub cgroups: usize,
+    pub containers: usize,
+    pub container_stats: ContainerStats,
+    pub waiting: usize,
+}
+
+pub struct Identity<P> {
+    processes: ProcessTable,
+    cgroups: CgroupResolver,
+    users: UserNames,
+    containers: ContainerResolver,
+    waiting: Vec<Waiting<P>>,
+    new_containers: Vec<NewContainer>,
+}
+
+impl<P> Identity<P> {
+    pub fn new(
+        processes: ProcessTable,
+        cgroups: CgroupResolver,
+        containers: ContainerResolver,
+    ) -> Self {
+        Self {
+            processes,
+            cgroups,
+            users: UserNames::new(4096),
+            containers,
+            waiting: Vec::new(),
+            new_containers: Vec::new(),
+        }
+    }
+
+    /// The cgroup2 mount, to which cgroup paths are relative.
+    pub fn cgroup_mount(&self) -> &std::path::Path {
+        self.cgroups.mount()
+    }
+
+    pub fn stats(&self) -> IdentityStats {
+        IdentityStats {
+            processes: self.processes.len(),
+            process_table: self.processes.stats,
+            cgroups: self.cgroups.len(),
+            containers: self.containers.len(),
+            container_stats: self.containers.stats,
+            waiting: self.waiting.len(),
+        }
+    }
+
+    /// A connection or datagram event joined with its process, cgroup and user. `None` for
+    /// an address family the programs never produce.
+    pub fn connection(&mut self, action: Action, ev: &ConnectEvent) -> Option<ConnectionRecord> {
+        let EventHeader {
+            tgid,
+            uid,
+            cgroup_id,
+            comm,
+            ..
+        } = &ev.header;
+        let process = self.processes.resolve(*tgid, &comm_str(comm));
+        let cgroup = self.cgroups.resolve(*cgroup_id);
+        let user_name = self.users.name(*uid).map(str::to_owned);
+        ConnectionRecord::new(action, ev, process, cgroup, user_name)
+    }
+
+    /// The process with this pid (from `/proc` or a bare entry when the table lacks it).
+    pub fn process(&mut self, pid: u32) -> Arc<ProcessInfo> {
+        self.processes.resolve(pid, "")
+    }
+
+    /// Adds the container identity to `record`. Returns it with `payload` when it is complete
+    /// (or cannot be): a container still being identified keeps them waiting (`None`).
+    pub fn complete(
+        &mut self,
+        mut record: ConnectionRecord,
+        payload: P,
+        now: Instant,
+    ) -> Option<(ConnectionRecord, P)> {
+        record.container = match record.cgroup.path.as_deref() {
+            Some(path) => self.containers.lookup(path, now),
+            None => Lookup::NotAContainer,
+        };
+        if matches!(record.container, Lookup::Pending(_)) && self.waiting.len() < WAITING_MAX {
+            self.waiting.push(Waiting {
+                since: now,
+                record,
+                payload,
+            });
+            return None;
+        }
+        Some((record, payload))
+    }
+
+    /// Adds the container identity known now, without waiting (a connection whose start was
+    /// not seen: its end is being written).
+    pub fn complete_now(&mut self, record: &mut ConnectionRecord) {
+        record.container = match record.cgroup.path.as_deref() {
+            Some(path) => self.containers.lookup(path, Instant::now()),
+            None => Lookup::NotAContainer,
+        };
+        if let Lookup::Pending(reference) = &record.container {
+            record.container = Lookup::Unknown(reference.clone());
+        }
+    }
+
+    /// The payload of a waiting connection that `matches`, to add to it.
+    pub fn waiting_mut(&mut self, matches: impl Fn(&ConnectionRecord) -> bool) -> Option<&mut P> {
+        self.waiting
+            .iter_mut()
+            .find(|w| matches(&w.record))
+            .map(|w| &mut w.payload)
+    }
+
+    /// New containers whose identity arrived, and waiting connections whose container is now
+    /// known (or whose grace ran out).
+    pub fn release(&mut self, now: Instant) -> Released<P> {
+        let mut released = Released {
+            identified: Vec::new(),
+            ready: Vec::new(),
+        };
+        if self.waiting.is_empty() && self.new_containers.is_empty() {
+            return released;
+        }
+        self.containers.poll_results();
+        for new in std::mem::take(&mut self.new_containers) {
+            match self.containers.lookup(&new.path, now) {
+                Lookup::Known(info) => released.identified.push((new.cgroup_id, info)),
+                Lookup::Pending(_) if now.duration_since(new.since) < NEW_CONTAINER_WATCH => {
+                    self.new_containers.push(new);
+                }
+                Lookup::Pending(_) | Lookup::Unknown(_) | Lookup::NotAContainer => {}
+            }
+        }
+        for mut waiting in std::mem::take(&mut self.waiting) {
+            let path = waiting.record.cgroup.path.as_deref().unwrap_or_default();
+            match self.containers.settle(path, waiting.since, now) {
+                Lookup::Pending(_) => self.waiting.push(waiting),
+                settled => {
+                    waiting.record.container = settled;
+                    released.ready.push((waiting.record, waiting.payload));
+                }
+            }
+        }
+        released
+    }
+
+    /// Every waiting connection, with what is known of its container (shutdown).
+    pub fn release_all(&mut self) -> Vec<(ConnectionRecord, P)> {
+        std::mem::take(&mut self.waiting)
+            .into_iter()
+            .map(|mut waiting| {
+                if let Lookup::Pending(reference) = &waiting.record.container {
+                    waiting.record.container = Lookup::Unknown(reference.clone());
+                }
+                (waiting.record, waiting.payload)
+            })
+            .collect()
+    }
+
+    /// The kernel captured an exec's path and arguments (before the exec replaced them).
+    pub fn on_exec_args(&mut self, ev: &ExecArgsEvent) {
+        let ExecArgsEvent {
+            header,
+            flags,
+            argc: _,
+            args_len,
+            path_len,
+            path,
+            args,
+        } = ev;
+        let args_bytes = args.get(..*args_len as usize).unwrap_or(args);
+        if flags & EXEC_FLAG_READ_FAILED != 0 && args_bytes.is_empty() {
+            // The kernel could not read argv (not resident): let the exec fall back to /proc.
+            return;
+        }
+        let path_bytes = path.get(..*path_len as usize).unwrap_or(path);
+        self.processes.on_exec_args(
+            header.tid,
+            ExecArgs {
+                path: String::from_utf8_lossy(path_bytes).into_owned(),
+                args: split_nul(args_bytes),
+                truncated: flags & (EXEC_FLAG_ARGS_TRUNCATED | EXEC_FLAG_PATH_TRUNCATED) != 0,
+                ktime_ns: header.ktime_ns,
+            },
+        );
+    }
+
+    pub fn on_exec(&mut self, ev: &ExecEvent) {
+        let ExecEvent {
+            header,
+            old_tid,
+            filename_len,
+            filename,
+        } = ev;
+        let name = filename.get(..*filename_len as usize).unwrap_or(filename);
+        let name = String::from_utf8_lossy(name);
+        self.processes.on_exec(
+            header.tgid,
+            *old_tid,
+            &name,
+            &comm_str(&header.comm),
+            header.ktime_ns,
+        );
+    }
+
+    pub fn on_fork(&mut self, ev: &ForkEvent) {
+        let ForkEvent {
+            header,
+            child_tgid,
+            _pad: _,
+            clone_flags: _,
+        } = ev;
+        self.processes.on_fork(
+            header.tgid,
+            *child_tgid,
+            &comm_str(&header.comm),
+            header.ktime_ns,
+        );
+    }
+
+    pub fn on_exit(&mut self, ev: &ExitEvent) {
+        let ExitEvent { header } = ev;
+        self.processes.on_exit(header.tgid, header.ktime_ns);
+    }
+
+    /// A cgroup was created: remember its path, and if it is a container's, start
+    /// identifying it now, so a container-scoped rule applies from (nearly) its first
+    /// connection.
+    pub fn on_cgroup_mkdir(&mut self, ev: &CgroupMkdirEvent) {
+        let CgroupMkdirEvent {
+            header: _,
+            id,
+            path_len,
+            _pad: _,
+            path,
+        } = ev;
+        let path = String::from_utf8_lossy(path.get(..*path_len as usize).unwrap_or_default())
+            .into_owned();
+        if path.starts_with('/') {
+            self.cgroups.remember(*id, &path);
+        }
+        if crate::container::parse(&path).is_none() || self.new_containers.len() >= WAITING_MAX {
+            return;
+        }
+        let now = Instant::now();
+        let _ = self.containers.lookup(&path, now);
+        self.new_containers.push(NewContainer {
+            path,
+            cgroup_id: *id,
+            since: now,
+        });
+    }
+
+    /// Forgets exited processes and unused containers past their grace.
+    pub fn expire(&mut self, now_ns: u64, now: Instant) {
+        self.processes.expire(now_ns);
+        self.containers.expire(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use agent_common::{EventKind, AF_INET, EVENT_VERSION};
+
+    use super::*;
+    use crate::container::RuntimeConfig;
+
+    /// The stage, and the container fetcher it sends requests to (kept, never run: no
+    /// runtime answers, and a dropped fetcher would make every lookup fail at once).
+    fn identity() -> (Identity<u32>, impl std::future::Future<Output = ()>) {
+        let config = RuntimeConfig {
+            containerd_socket: None,
+            docker_socket: None,
+            podman_socket: None,
+            crio_socket: None,
+            ..RuntimeConfig::default()
+        };
+        let (containers, fetcher) = ContainerResolver::new(config);
+        let identity = Identity::new(
+            ProcessTable::new(16, 1_000_000_000),
+            CgroupResolver::new(PathBuf::from("/nonexistent-cgroup2"), 16),
+            containers,
+        );
+        (identity, fetcher)
+    }
+
+    fn header(kind: EventKind, tgid: u32) -> EventHeader {
+        EventHeader {
+            kind: kind as u16,
+            version: EVENT_VERSION,
+            size: 0,
+            ktime_ns: 1_000,
+            tgid,
+            tid: tgid,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 1,
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    fn connect(tgid: u32) -> ConnectEvent {
+        let mut addr = [0; 16];
+        addr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        ConnectEvent {
+            header: header(EventKind::Connect, tgid),
+            cookie: 7,
+            family: AF_INET,
+            port: 443,
+            sock_type: 1,
+            protocol: 6,
+            addr,
+            prev_datagrams: 0,
+            verdict: agent_common::VERDICT_NONE,
+            _pad: 0,
+            netns: 1,
+        }
+    }
+
+    #[test]
+    fn a_connection_is_named_after_the_exec_that_preceded_it() {
+        let (mut identity, _fetcher) = identity();
+        let mut args = [0; agent_common::EXEC_ARGS_LEN];
+        args[..12].copy_from_slice(b"curl\0-s\0x.io");
+        identity.on_exec_args(&ExecArgsEvent {
+            header: header(EventKind::ExecArgs, 4242),
+            flags: 0,
+            argc: 3,
+            args_len: 12,
+            path_len: 13,
+            path: {
+                let mut path = [0; agent_common::EXEC_PATH_LEN];
+                path[..13].copy_from_slice(b"/usr/bin/curl");
+                path
+            },
+            args,
+        });
+        let mut filename = [0; agent_common::EXEC_PATH_LEN];
+        filename[..13].copy_from_slice(b"/usr/bin/curl");
+        identity.on_exec(&ExecEvent {
+            header: header(EventKind::Exec, 4242),
+            old_tid: 4242,
+            filename_len: 13,
+            filename,
+        });
+        let record = identity
+            .connection(Action::Connect, &connect(4242))
+            .expect("an IPv4 connect");
+        assert_eq!(record.process.executable.as_deref(), Some("/usr/bin/curl"));
+        assert_eq!(record.process.args, ["curl", "-s", "x.io"]);
+        assert_eq!(record.ip.to_string(), "10.0.0.1");
+        assert_eq!(record.port, 443);
+        assert_eq!(identity.stats().process_table.exec_without_args, 0);
+        // A host cgroup is no container: nothing waits.
+        let (record, payload) = identity
+            .complete(record, 5, Instant::now())
+            .expect("not a container");
+        assert_eq!(record.container, Lookup::NotAContainer);
+        assert_eq!(payload, 5);
+    }
+
+    #[test]
+    fn an_unknown_address_family_is_no_connection() {
+        let (mut identity, _fetcher) = identity();
+        let mut ev = connect(1);
+        ev.family = 1;
+        assert!(identity.connection(Action::Connect, &ev).is_none());
+    }
+
+    #[test]
+    fn a_container_connection_waits_for_its_identity_then_goes_out_unknown() {
+        let (mut identity, _fetcher) = identity();
+        let mut record = identity
+            .connection(Action::Connect, &connect(1))
+            .expect("record");
+        let id = "a".repeat(64);
+        record.cgroup = Arc::new(crate::cgroup::CgroupInfo {
+            id: 9,
+            path: Some(format!("/system.slice/docker-{id}.scope")),
+            systemd_unit: None,
+        });
+        let start = Instant::now();
+        assert!(identity.complete(record, 1, start).is_none(), "waits");
+        assert_eq!(identity.stats().waiting, 1);
+        *identity
+            .waiting_mut(|r| r.cookie == 7)
+            .expect("found by cookie") += 10;
+        // No runtime answers (no sockets): once the grace is over it goes out as unknown.
+        let later = start + RuntimeConfig::default().grace + Duration::from_millis(1);
+        let released = identity.release(later);
+        let [(record, payload)] = released.ready.as_slice() else {
+            panic!("one released: {released:?}");
+        };
+        assert!(matches!(record.container, Lookup::Unknown(_)));
+        assert_eq!(*payload, 11);
+        assert_eq!(identity.stats().waiting, 0);
+    }
+}

@@ -1,0 +1,298 @@
+//! The judgement stage: what the policy says about each connection, and the alerts.
+//!
+//! - The verdict: `blocked` when the kernel refused the connection, else the userspace
+//!   matcher's `approved` (naming the rule) or `unapproved`.
+//! - Alerts for unapproved and blocked destinations, folded per window ([`Alerts`]), and
+//!   alerts for a process whose connects to one destination keep failing ([`Failures`]).
+//! - What block mode needs in the kernel beyond the policy itself: the scope bits of
+//!   identified containers and of new cgroups, and the answer addresses the kernel could not
+//!   approve itself. They are collected while a drain runs and installed after it
+//!   ([`Judgement::install_pending`]).
+//! - Reloading the policy (SIGHUP, `--watch`): an invalid one is refused and the old one stays.
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use agent_common::DnsAllowKey;
+
+use super::{
+    emit::{Emitter, Line},
+    kernel_view::PolicyKernel,
+};
+use crate::{
+    alerts::{Alert, Alerts},
+    conn::{ConnEnd, Failures, Outcome},
+    container::{ContainerInfo, Lookup},
+    dns::state::{Answer, DnsState},
+    policy::{
+        active::{load_policy, ActivePolicy},
+        compile,
+        matcher::{Connection, Verdict},
+        Mode,
+    },
+    record::{ConnectionRecord, PolicyOutcome, PolicyVerdict},
+};
+
+/// The judgement stage's numbers for the metric line.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JudgementStats {
+    /// Policies loaded after start-up.
+    pub policy_reloads: u64,
+    /// New policies refused (the old one stayed in force).
+    pub policy_reload_failures: u64,
+    /// Unapproved occurrences folded into an alert's repeat count.
+    pub alerts_suppressed: u64,
+}
+
+pub struct Judgement {
+    policy: ActivePolicy,
+    /// `--policy`, read again on reload; `None`: the built-in policy.
+    policy_path: Option<PathBuf>,
+    alerts: Alerts,
+    alert_window_secs: u64,
+    failures: Failures,
+    /// Block mode: cgroup id → scope bits earned by identified containers, to install.
+    container_scopes: HashMap<u64, u64>,
+    /// Block mode: approvals of answer addresses the kernel did not write itself (past its
+    /// bound of records per answer, or in the cut tail of a long message), to install.
+    dns_learned: Vec<(DnsAllowKey, u64)>,
+    reloads: u64,
+    reload_failures: u64,
+}
+
+impl Judgement {
+    pub fn new(
+        policy: ActivePolicy,
+        policy_path: Option<PathBuf>,
+        alerts: Alerts,
+        alert_window_secs: u64,
+        failures: Failures,
+    ) -> Self {
+        Self {
+            policy,
+            policy_path,
+            alerts,
+            alert_window_secs,
+            failures,
+            container_scopes: HashMap::new(),
+            dns_learned: Vec::new(),
+            reloads: 0,
+            reload_failures: 0,
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.policy.policy.mode
+    }
+
+    pub fn stats(&self) -> JudgementStats {
+        JudgementStats {
+            policy_reloads: self.reloads,
+            policy_reload_failures: self.reload_failures,
+            alerts_suppressed: self.alerts.suppressed_total,
+        }
+    }
+
+    /// Judges a connection whose identity is complete: its verdict, and the alert to write
+    /// (after its own line) if it is not approved and not folded into an earlier alert.
+    pub fn judge(&mut self, record: &mut ConnectionRecord) -> Option<Alert> {
+        if let Lookup::Known(info) = &record.container {
+            let info = Arc::clone(info);
+            self.learn_workload_scope(record.cgroup.id, &info);
+        }
+        self.verdict(record);
+        record
+            .policy
+            .as_ref()
+            .is_some_and(|p| p.verdict != PolicyVerdict::Approved)
+            .then(|| self.alerts.occurrence(record))
+            .flatten()
+    }
+
+    /// The alert line for an [`Alert`].
+    pub fn alert_line<'a>(&self, alert: &'a Alert) -> Line<'a> {
+        Line::Alert {
+            record: &alert.record,
+            repeats: alert.repeats,
+            window_secs: self.alert_window_secs,
+        }
+    }
+
+    /// The policy's verdict: the kernel's refusal, else the userspace matcher's (which also
+    /// names the approving rule).
+    pub fn verdict(&self, record: &mut ConnectionRecord) {
+        let mode = self.policy.policy.mode;
+        let outcome = if record.blocked() {
+            PolicyOutcome {
+                verdict: PolicyVerdict::Blocked,
+                rule: None,
+                mode,
+            }
+        } else {
+            match self.policy.matcher.evaluate(&connection(record)) {
+                Verdict::Approved { rule } => PolicyOutcome {
+                    verdict: PolicyVerdict::Approved,
+                    rule: Some(rule.to_owned()),
+                    mode,
+                },
+                Verdict::Unapproved => PolicyOutcome {
+                    verdict: PolicyVerdict::Unapproved,
+                    rule: None,
+                    mode,
+                },
+            }
+        };
+        record.policy = Some(outcome);
+    }
+
+    /// A TCP connection ended: a failure alert when its process keeps failing to reach the
+    /// destination; a success resets the count.
+    pub fn connection_ended(
+        &mut self,
+        record: &ConnectionRecord,
+        end: &ConnEnd,
+        out: &mut Emitter,
+    ) {
+        match end.outcome {
+            Outcome::Failure => {
+                if let Some(alert) = self.failures.record(record, end.error, end.end_ns) {
+                    out.emit(Line::FailureAlert {
+                        record,
+                        count: alert.count,
+                        window_secs: self.failures.window_secs(),
+                        error: alert.error,
+                    });
+                }
+            }
+            Outcome::Success => self.failures.succeeded(record),
+            Outcome::Unknown => {}
+        }
+    }
+
+    /// Block mode: an identified container's cgroup earns the scope bits of the `containers`,
+    /// `namespaces` and `pods` selectors it matches (installed after the drain).
+    pub fn learn_workload_scope(&mut self, cgroup_id: u64, info: &ContainerInfo) {
+        if !self.policy.compiled.has_scopes() {
+            return;
+        }
+        let workload = compile::Workload {
+            container_name: info.name.as_deref(),
+            container_image: info.image.as_deref(),
+            namespace: info.pod.as_ref().map(|p| p.namespace.as_str()),
+            pod: info.pod.as_ref().map(|p| p.name.as_str()),
+        };
+        let bits = compile::workload_bits(&self.policy.compiled.scopes, &workload);
+        if bits != 0 {
+            self.container_scopes.insert(cgroup_id, bits);
+        }
+    }
+
+    /// A DNS answer was learned. The kernel approves an approved answer's addresses before
+    /// delivery, within its parsing bounds (`DNS_ANSWERS_MAX` records, compressed owner names,
+    /// the first 1232 bytes); what lies past them is approved here, right after the drain: not
+    /// race-free for those addresses (docs/dns.md), but never left out.
+    pub fn learn_answer(&mut self, answer: &Answer, dns: &DnsState) {
+        let compiled = &self.policy.compiled;
+        if compiled.block && !compiled.domain_rules.is_empty() {
+            self.dns_learned.extend(dns.learned_for(
+                compiled,
+                answer.netns,
+                &answer.learned.resolved,
+                answer.ktime_ns,
+            ));
+        }
+    }
+
+    /// Installs what the drain collected: container scope bits and answer approvals.
+    pub fn install_pending(&mut self, maps: &mut impl PolicyKernel) {
+        if !self.container_scopes.is_empty() {
+            let scopes = std::mem::take(&mut self.container_scopes);
+            if let Err(err) = maps.add_scopes(&scopes) {
+                log::error!("updating container-scoped rules: {err}");
+            }
+        }
+        if !self.dns_learned.is_empty() {
+            let learned = std::mem::take(&mut self.dns_learned);
+            if let Err(err) = maps.learn(&learned) {
+                log::error!("adding answer addresses to the kernel: {err}");
+            }
+        }
+    }
+
+    /// Alert windows that ended: their summary alerts.
+    pub fn tick_alerts(&mut self, now_ns: u64, out: &mut Emitter) {
+        for alert in self.alerts.tick(now_ns) {
+            out.emit(self.alert_line(&alert));
+        }
+    }
+
+    /// Scoped rules: cgroups created since the policy was installed get their bits.
+    pub fn refresh_scopes(&self, maps: &mut impl PolicyKernel, cgroup_mount: &std::path::Path) {
+        if !self.policy.compiled.has_scopes() {
+            return;
+        }
+        let ids = compile::scope_ids(&self.policy.compiled, cgroup_mount);
+        match maps.add_scopes(&ids) {
+            Ok(0) => {}
+            Ok(n) => log::debug!("{n} new cgroups matched scoped rules"),
+            Err(err) => log::error!("updating scoped rules: {err}"),
+        }
+    }
+
+    /// Loads the policy file again; an invalid one is refused and the old one stays.
+    pub fn reload(
+        &mut self,
+        maps: &mut impl PolicyKernel,
+        why: &str,
+        cgroup_mount: &std::path::Path,
+        dns: &DnsState,
+        now_ns: u64,
+    ) {
+        let Some(path) = self.policy_path.clone() else {
+            log::info!("{why}: no --policy file, the built-in policy stays");
+            return;
+        };
+        let (policy, compiled) = match load_policy(Some(&path)) {
+            Ok(loaded) => loaded,
+            Err(errors) => {
+                self.reload_failures += 1;
+                log::error!(
+                    "{why}: new policy refused, {} stays in force:\n{errors}",
+                    self.policy.summary()
+                );
+                return;
+            }
+        };
+        let ids = compile::scope_ids(&compiled, cgroup_mount);
+        let learned = dns.learned(&compiled, now_ns);
+        if let Err(err) = maps.install(&compiled, &ids, &learned) {
+            self.reload_failures += 1;
+            log::error!("{why}: {err}; {} stays in force", self.policy.summary());
+            return;
+        }
+        self.policy = ActivePolicy::new(policy, compiled);
+        self.reloads += 1;
+        log::info!("{why}: policy {} in force", self.policy.summary());
+    }
+}
+
+/// What the matcher looks at.
+fn connection(record: &ConnectionRecord) -> Connection<'_> {
+    let container = match &record.container {
+        Lookup::Known(info) => Some(info.as_ref()),
+        Lookup::Pending(_) | Lookup::Unknown(_) | Lookup::NotAContainer => None,
+    };
+    let pod = container.and_then(|c| c.pod.as_ref());
+    Connection {
+        ip: record.ip,
+        port: record.port,
+        protocol: record.transport.protocol(),
+        executable: record.process.executable.as_deref(),
+        systemd_unit: record.cgroup.systemd_unit.as_deref(),
+        cgroup_path: record.cgroup.path.as_deref(),
+        dns_names: record.dns.as_ref().map_or(&[], |d| d.questions.as_slice()),
+        container_name: container.and_then(|c| c.name.as_deref()),
+        container_image: container.and_then(|c| c.image.as_deref()),
+        pod_namespace: pod.map(|p| p.namespace.as_str()),
+        pod_name: pod.map(|p| p.name.as_str()),
+    }
+}

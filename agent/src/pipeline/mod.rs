@@ -1,0 +1,348 @@
+//! The pipeline: every record the kernel writes passes through stages with one job each, and
+//! every line leaves through the one [`Emitter`].
+//!
+//! ```text
+//! ring buffer ─▶ decode ─▶ identity ─▶ destination ─▶ judgement ─▶ life cycle ─▶ emit ─▶ sinks
+//!                 bytes →   process,     DNS names     verdict,      start, end,    render,
+//!                 Event     cgroup,                    alerts        UDP flows      write, count
+//!                           container
+//! ```
+//!
+//! - [`decode`]: bytes → [`agent_common::Event`]; counts what does not decode.
+//! - [`identity`]: the process table (exec, fork, exit), cgroups, users, containers; turns a
+//!   connection event into a [`ConnectionRecord`], holding it while its container is identified.
+//! - [`destination`]: DNS answers teach names; each record gets the names of its address.
+//! - [`judgement`]: the policy's verdict, alert folding, failure alerts, what block mode must
+//!   install in the kernel, policy reloads.
+//! - [`lifecycle`]: TCP connections from start to end (progress, lost ends, connections older
+//!   than egret) and UDP flows.
+//! - [`emit`]: the [`Emitter`] renders, numbers, writes and counts every line.
+//!
+//! This module only wires them: which stage an event goes to, and in which order. The stages
+//! never call each other; what one needs from another passes through here. `docs/architecture.md`
+//! shows where to add an event kind or an output field.
+
+pub mod decode;
+pub mod destination;
+pub mod emit;
+pub mod identity;
+pub mod judgement;
+pub mod kernel_view;
+pub mod lifecycle;
+
+use std::time::Instant;
+
+use agent_common::{ConnEndEvent, ConnectEvent, Counter, DnsEvent, Event};
+
+use crate::{
+    clock::boot_ns_now,
+    conn,
+    metrics::Metrics,
+    record::{destination_ip, Action, ConnectionRecord, Transport},
+};
+use decode::Decoder;
+use destination::{Destination, DestinationStats};
+use emit::{EmitStats, Emitter, Line};
+use identity::{Identity, IdentityStats, Released};
+use judgement::{Judgement, JudgementStats};
+use kernel_view::{KernelView, PolicyKernel};
+use lifecycle::{Lifecycle, LifecycleStats, Pending, Start};
+
+/// The stages, wired.
+pub struct Pipeline {
+    decode: Decoder,
+    identity: Identity<Pending>,
+    destination: Destination,
+    judgement: Judgement,
+    lifecycle: Lifecycle,
+    emitter: Emitter,
+}
+
+impl Pipeline {
+    pub fn new(
+        identity: Identity<Pending>,
+        destination: Destination,
+        judgement: Judgement,
+        lifecycle: Lifecycle,
+        emitter: Emitter,
+    ) -> Self {
+        Self {
+            decode: Decoder::default(),
+            identity,
+            destination,
+            judgement,
+            lifecycle,
+            emitter,
+        }
+    }
+
+    pub fn emitter(&mut self) -> &mut Emitter {
+        &mut self.emitter
+    }
+
+    /// One ring-buffer record, through every stage it concerns. Never fails: problems are
+    /// counted.
+    pub fn handle(&mut self, bytes: &[u8], kernel: &impl KernelView) {
+        let Some(event) = self.decode.decode(bytes) else {
+            return;
+        };
+        match event {
+            Event::Connect(ev) => self.on_connection(Action::Connect, &ev),
+            Event::Send(ev) => self.on_connection(Action::Send, &ev),
+            Event::ExecArgs(ev) => self.identity.on_exec_args(&ev),
+            Event::Exec(ev) => self.identity.on_exec(&ev),
+            Event::Fork(ev) => self.identity.on_fork(&ev),
+            Event::Exit(ev) => self.identity.on_exit(&ev),
+            Event::CgroupMkdir(ev) => self.identity.on_cgroup_mkdir(&ev),
+            Event::Dns(ev) => self.on_dns(&ev),
+            Event::SockRelease(ev) => {
+                self.lifecycle
+                    .on_sock_release(&ev, kernel, &mut self.emitter)
+            }
+            Event::ConnEnd(ev) => self.on_conn_end(&ev),
+        }
+    }
+
+    /// A connect or a flow's first datagram: identity, names, and — once its container is
+    /// known — verdict and start.
+    fn on_connection(&mut self, action: Action, ev: &ConnectEvent) {
+        let Some(mut record) = self.identity.connection(action, ev) else {
+            self.decode.unusable();
+            return;
+        };
+        self.destination.note_query(&record);
+        self.destination.name(&mut record);
+        let pending = Pending::new(Start::of(ev, &record));
+        if let Some((record, pending)) = self.identity.complete(record, pending, Instant::now()) {
+            self.start(record, pending.start);
+        }
+    }
+
+    /// A connection whose identity is complete: judged, started, and its alert (if any)
+    /// written after its own line.
+    fn start(&mut self, mut record: ConnectionRecord, start: Start) {
+        let alert = self.judgement.judge(&mut record);
+        self.lifecycle.start(record, start, &mut self.emitter);
+        if let Some(alert) = alert {
+            self.emitter.emit(self.judgement.alert_line(&alert));
+        }
+    }
+
+    fn on_dns(&mut self, ev: &DnsEvent) {
+        let Some(answer) = self.destination.on_dns(ev) else {
+            return;
+        };
+        self.judgement.learn_answer(&answer, self.destination.dns());
+        if self.destination.writes_answers() {
+            let asker = answer.asker.map(|pid| self.identity.process(pid));
+            self.emitter.emit(Line::Dns {
+                answer: &answer,
+                asker: asker.as_deref(),
+            });
+        }
+    }
+
+    fn on_conn_end(&mut self, ev: &ConnEndEvent) {
+        // Its start is still waiting for the container's identity: the end follows it out.
+        let waiting = self.identity.waiting_mut(|r| {
+            r.cookie == ev.cookie && r.transport == Transport::Tcp && r.action == Action::Connect
+        });
+        if let Some(pending) = waiting {
+            pending.end = Some(*ev);
+            return;
+        }
+        let Self {
+            identity,
+            destination,
+            judgement,
+            lifecycle,
+            emitter,
+            ..
+        } = self;
+        let recover = |ev: &ConnEndEvent| recover_start(identity, destination, judgement, ev);
+        if let Some((record, end)) = lifecycle.on_conn_end(ev, recover, emitter) {
+            judgement.connection_ended(&record, &end, emitter);
+        }
+    }
+
+    /// After a drain: connections whose container identity arrived go out, identified
+    /// containers earn their scope bits, and block mode's pending kernel updates are installed.
+    pub fn after_drain(&mut self, policy: &mut impl PolicyKernel, kernel: &impl KernelView) {
+        self.release_waiting();
+        self.judgement.install_pending(policy);
+        if self.emitter.telemetry().wanted() {
+            let metrics = self.snapshot(kernel);
+            let mode = self.judgement.mode();
+            self.emitter.telemetry().publish(metrics, mode);
+        }
+    }
+
+    fn release_waiting(&mut self) {
+        let Released { identified, ready } = self.identity.release(Instant::now());
+        for (cgroup_id, info) in &identified {
+            self.judgement.learn_workload_scope(*cgroup_id, info);
+        }
+        for (record, pending) in ready {
+            self.finish_waiting(record, pending);
+        }
+    }
+
+    fn finish_waiting(&mut self, record: ConnectionRecord, pending: Pending) {
+        let Pending { start, end } = pending;
+        self.start(record, start);
+        if let Some(end) = end {
+            self.on_conn_end(&end);
+        }
+    }
+
+    /// Once a second: flows and alert windows that ended, progress and lost connections, new
+    /// cgroups for scoped rules, expiry, then a flush.
+    pub fn tick(&mut self, kernel: &impl KernelView, policy: &mut impl PolicyKernel) {
+        let now = boot_ns_now();
+        self.lifecycle.tick_udp(now, kernel, &mut self.emitter);
+        self.judgement.tick_alerts(now, &mut self.emitter);
+        self.lifecycle.tick_tcp(now, kernel, &mut self.emitter);
+        self.judgement
+            .refresh_scopes(policy, self.identity.cgroup_mount());
+        self.identity.expire(now, Instant::now());
+        self.destination.expire(now);
+        self.release_waiting();
+        self.emitter.flush();
+    }
+
+    /// Loads the policy file again (SIGHUP, `--watch`).
+    pub fn reload(&mut self, policy: &mut impl PolicyKernel, why: &str) {
+        self.judgement.reload(
+            policy,
+            why,
+            self.identity.cgroup_mount(),
+            self.destination.dns(),
+            boot_ns_now(),
+        );
+    }
+
+    /// The programs are detached and the ring buffer drained: everything still open goes
+    /// out (waiting connections with what is known, open connections' last progress, UDP
+    /// flows), then the final metric line, and a flush.
+    pub fn shutdown(&mut self, kernel: &impl KernelView) {
+        for (record, pending) in self.identity.release_all() {
+            self.finish_waiting(record, pending);
+        }
+        self.lifecycle
+            .shutdown(boot_ns_now(), kernel, &mut self.emitter);
+        self.write_metrics(kernel);
+        self.emitter.flush();
+    }
+
+    pub fn write_metrics(&mut self, kernel: &impl KernelView) {
+        let metrics = self.snapshot(kernel);
+        self.emitter.emit(Line::Metric(&metrics));
+    }
+
+    /// Every counter now: the stages' own and the kernel's. Each field is named (no
+    /// `..Default`), so a counter added to [`Metrics`] does not compile until it is filled.
+    pub fn snapshot(&self, kernel: &impl KernelView) -> Metrics {
+        let decode = self.decode.stats;
+        let IdentityStats {
+            processes,
+            process_table,
+            cgroups,
+            containers,
+            container_stats,
+            waiting,
+        } = self.identity.stats();
+        let DestinationStats {
+            dns,
+            cache_size,
+            cache_evicted,
+        } = self.destination.stats();
+        let JudgementStats {
+            policy_reloads,
+            policy_reload_failures,
+            alerts_suppressed,
+        } = self.judgement.stats();
+        let LifecycleStats {
+            udp_flows_open,
+            udp_flows_evicted,
+            tcp_connections_open,
+            tcp_connections_evicted,
+            tcp_ends_without_start,
+            tcp_connections_lost,
+            dropped,
+        } = self.lifecycle.stats();
+        let EmitStats {
+            lines_written,
+            write_errors,
+            dropped: refused,
+            alerts,
+            failure_alerts,
+            tcp_connection_ends,
+        } = self.emitter.stats();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Metrics {
+            events_received: decode.received,
+            events_lost_kernel: kernel.counter(Counter::RingBufFull),
+            events_dropped_userspace: decode.errors + dropped + refused,
+            decode_errors: decode.errors,
+            write_errors,
+            lines_written,
+            process_table_size: count(processes),
+            process_table_misses: process_table.misses,
+            process_table_evicted: process_table.evicted,
+            exec_without_args: process_table.exec_without_args,
+            cgroups_cached: count(cgroups),
+            udp_flows_open: count(udp_flows_open),
+            udp_flows_evicted,
+            udp_datagrams_aggregated: kernel.counter(Counter::UdpAggregated),
+            udp_flow_update_failures: kernel.counter(Counter::UdpFlowUpdateFailed),
+            policy_reloads,
+            policy_reload_failures,
+            alerts,
+            alerts_suppressed,
+            dns_messages: dns.messages,
+            dns_malformed: dns.malformed,
+            dns_cut: dns.cut,
+            dns_mappings: dns.answers,
+            dns_cache_size: count(cache_size),
+            dns_cache_evicted: cache_evicted,
+            containers_cached: count(containers),
+            container_fetches: container_stats.fetches,
+            container_fetch_errors: container_stats.fetch_errors,
+            container_malformed: container_stats.malformed,
+            container_not_found: container_stats.not_found,
+            container_requests_dropped: container_stats.requests_dropped,
+            containers_held: count(waiting),
+            tcp_connections_open: count(tcp_connections_open),
+            tcp_connection_ends,
+            tcp_ends_without_start,
+            tcp_connections_lost,
+            tcp_connections_evicted,
+            tcp_state_missing: kernel.counter(Counter::ConnStateMissing),
+            tcp_state_update_failures: kernel.counter(Counter::ConnUpdateFailed),
+            failure_alerts,
+        }
+    }
+}
+
+/// The identity of a connection whose start egret did not see, from what the kernel kept (the
+/// connecting task) and the socket's addresses: named, with the container known now, and
+/// judged (no alert: the start is long past). `None` without a destination address.
+fn recover_start(
+    identity: &mut Identity<Pending>,
+    destination: &Destination,
+    judgement: &Judgement,
+    ev: &ConnEndEvent,
+) -> Option<ConnectionRecord> {
+    destination_ip(ev.family, &ev.remote_addr)?;
+    let mut record = identity.connection(Action::Connect, &conn::start_event(ev))?;
+    destination.name(&mut record);
+    identity.complete_now(&mut record);
+    judgement.verdict(&mut record);
+    if record.ktime_ns == ev.header.ktime_ns && ev.connect_ns != 0 {
+        record.ktime_ns = ev.connect_ns;
+    }
+    Some(record)
+}
+
+#[cfg(test)]
+mod tests;

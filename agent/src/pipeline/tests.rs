@@ -1,0 +1,572 @@
+//! The pipeline on synthetic kernel records: in-memory maps, a temporary output file, no
+//! kernel. Each test feeds records as the ring buffer would deliver them and reads the lines
+//! egret wrote.
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use agent_common::{
+    CgroupMkdirEvent, ConnEndEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent,
+    ExecEvent, SockReleaseEvent, UdpFlowKey, UdpFlowValue, CGROUP_PATH_HASH_MAX,
+    CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT, CONN_FLAG_RESET,
+    CONN_FLAG_SYN_SENT, DNS_PAYLOAD_MAX, EVENT_VERSION, EXEC_ARGS_LEN, EXEC_PATH_LEN, TCP_SYN_SENT,
+    VERDICT_NONE,
+};
+use serde_json::Value;
+
+use super::{
+    destination::Destination,
+    emit::Emitter,
+    identity::Identity,
+    judgement::Judgement,
+    kernel_view::fake::{FakeKernel, FakePolicy},
+    lifecycle::Lifecycle,
+    Pipeline,
+};
+use crate::{
+    alerts::Alerts,
+    cgroup::CgroupResolver,
+    conn::Failures,
+    container::{ContainerResolver, RuntimeConfig},
+    dns::CacheConfig,
+    metrics::Telemetry,
+    output::{FileOptions, Sink, OUTPUT_DATASET},
+    policy::active::{load_policy, ActivePolicy},
+    process::ProcessTable,
+    record::kernel_address,
+};
+
+/// A pid no real process has, so nothing is read from this machine's `/proc`.
+const PID: u32 = 4_000_000_001;
+const SECOND: u64 = 1_000_000_000;
+
+/// A pipeline writing to a temporary file, with in-memory kernel maps.
+struct Rig {
+    pipeline: Pipeline,
+    /// The container fetcher, kept (never run: no runtime answers) so lookups stay pending.
+    _fetcher: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    kernel: FakeKernel,
+    policy: FakePolicy,
+    dir: PathBuf,
+    output: PathBuf,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a test may change in the rig.
+struct Setup {
+    policy: Option<&'static str>,
+    dns_events: bool,
+    failure_alert_count: u64,
+    container_grace: Duration,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            policy: None,
+            dns_events: false,
+            failure_alert_count: 5,
+            container_grace: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Rig {
+    fn new() -> Self {
+        Self::with(Setup::default())
+    }
+
+    fn with(setup: Setup) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("egret-pipeline-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let output = dir.join("out.jsonl");
+        let policy_path = setup.policy.map(|yaml| {
+            let path = dir.join("policy.yaml");
+            std::fs::write(&path, yaml).unwrap();
+            path
+        });
+        let (policy, compiled) = load_policy(policy_path.as_deref()).unwrap();
+        let (containers, fetcher) = ContainerResolver::new(RuntimeConfig {
+            containerd_socket: None,
+            docker_socket: None,
+            podman_socket: None,
+            crio_socket: None,
+            grace: setup.container_grace,
+            ..RuntimeConfig::default()
+        });
+        let sink = Sink::open(output.to_str().unwrap(), &FileOptions::default(), None).unwrap();
+        let telemetry = Telemetry::start(None, 4096, Duration::from_millis(20)).unwrap();
+        let pipeline = Pipeline::new(
+            Identity::new(
+                ProcessTable::new(64, 30 * SECOND),
+                CgroupResolver::new(dir.clone(), 64),
+                containers,
+            ),
+            Destination::new(CacheConfig::default(), setup.dns_events, 53),
+            Judgement::new(
+                ActivePolicy::new(policy, compiled),
+                policy_path,
+                Alerts::new(60 * SECOND, 64),
+                60,
+                Failures::new(setup.failure_alert_count, 60 * SECOND, 64),
+            ),
+            Lifecycle::new(5 * SECOND, 60 * SECOND, true, None, 0),
+            Emitter::new(sink, None, telemetry),
+        );
+        Self {
+            pipeline,
+            _fetcher: Box::pin(fetcher),
+            kernel: FakeKernel::default(),
+            policy: FakePolicy::default(),
+            dir,
+            output,
+        }
+    }
+
+    /// One record, as the ring buffer delivers it, then what a drain does after its records.
+    fn feed<T: Copy>(&mut self, event: &T) {
+        self.pipeline.handle(&bytes(event), &self.kernel);
+        self.pipeline.after_drain(&mut self.policy, &self.kernel);
+    }
+
+    /// The process `PID` runs `/usr/bin/curl -s x.io` (the kernel's exec records).
+    fn exec_curl(&mut self) {
+        let mut args = [0; EXEC_ARGS_LEN];
+        args[..12].copy_from_slice(b"curl\0-s\0x.io");
+        let mut path = [0; EXEC_PATH_LEN];
+        path[..13].copy_from_slice(b"/usr/bin/curl");
+        self.feed(&ExecArgsEvent {
+            header: header(EventKind::ExecArgs, 0),
+            flags: 0,
+            argc: 3,
+            args_len: 12,
+            path_len: 13,
+            path,
+            args,
+        });
+        self.feed(&ExecEvent {
+            header: header(EventKind::Exec, 0),
+            old_tid: PID,
+            filename_len: 13,
+            filename: path,
+        });
+    }
+
+    /// Every event line written so far (the output file's own bookkeeping lines left out).
+    fn lines(&mut self) -> Vec<Value> {
+        self.pipeline.emitter().flush();
+        read_lines(&self.output)
+    }
+
+    fn metrics(&self) -> crate::metrics::Metrics {
+        self.pipeline.snapshot(&self.kernel)
+    }
+}
+
+fn read_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|v| v["event"]["dataset"] != OUTPUT_DATASET)
+        .collect()
+}
+
+/// The bytes of a `#[repr(C)]` record, as the kernel writes it.
+fn bytes<T: Copy>(value: &T) -> Vec<u8> {
+    // SAFETY: the shared record types are `#[repr(C)]` with explicit padding: every byte is
+    // initialised, and the slice lives no longer than `value`.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+}
+
+fn header(kind: EventKind, ktime_ns: u64) -> EventHeader {
+    EventHeader {
+        kind: kind as u16,
+        version: EVENT_VERSION,
+        size: 0,
+        ktime_ns,
+        tgid: PID,
+        tid: PID,
+        uid: 0,
+        gid: 0,
+        cgroup_id: 1,
+        comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+    }
+}
+
+/// A `connect()` (TCP) or first datagram (UDP, `Send`) to `ip:port`.
+fn connect(kind: EventKind, cookie: u64, ip: &str, port: u16, ktime_ns: u64) -> ConnectEvent {
+    let (family, addr) = kernel_address(ip.parse::<IpAddr>().unwrap());
+    let udp = kind == EventKind::Send;
+    ConnectEvent {
+        header: header(kind, ktime_ns),
+        cookie,
+        family,
+        port,
+        sock_type: if udp { 2 } else { 1 },
+        protocol: if udp { 17 } else { 6 },
+        addr,
+        prev_datagrams: 0,
+        verdict: VERDICT_NONE,
+        _pad: 0,
+        netns: 1,
+    }
+}
+
+/// The kernel's end record of connection `cookie` to `ip:port`.
+fn conn_end(cookie: u64, ip: &str, port: u16, flags: u32, error: u32) -> ConnEndEvent {
+    let (family, remote_addr) = kernel_address(ip.parse::<IpAddr>().unwrap());
+    let (_, local_addr) = kernel_address("192.0.2.1".parse::<IpAddr>().unwrap());
+    ConnEndEvent {
+        header: header(EventKind::ConnEnd, 3 * SECOND),
+        cookie,
+        connect_ns: SECOND,
+        established_ns: if flags & CONN_FLAG_ESTABLISHED != 0 {
+            SECOND + 250_000
+        } else {
+            0
+        },
+        bytes_acked: 1002,
+        bytes_received: 300,
+        netns: 1,
+        flags,
+        error,
+        total_retrans: 0,
+        srtt_us: 30,
+        old_state: TCP_SYN_SENT,
+        family,
+        local_port: 40_000,
+        remote_port: port,
+        _pad: [0; 6],
+        local_addr,
+        remote_addr,
+    }
+}
+
+const CLOSED: u32 =
+    CONN_FLAG_SYN_SENT | CONN_FLAG_ESTABLISHED | CONN_FLAG_FIN_SENT | CONN_FLAG_ALL_ACKED;
+
+/// `example.com A 93.184.215.14`, TTL 3600, as received on a socket with `cookie`.
+fn dns_answer(cookie: u64) -> DnsEvent {
+    let answer: &[u8] = &[
+        0xb4, 0xa6, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l',
+        b'e', 3, b'c', b'o', b'm', 0, 0, 1, 0, 1, 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4,
+        93, 184, 215, 14,
+    ];
+    let mut payload = [0; DNS_PAYLOAD_MAX];
+    payload[..answer.len()].copy_from_slice(answer);
+    let (family, saddr) = kernel_address("10.0.0.53".parse::<IpAddr>().unwrap());
+    DnsEvent {
+        header: header(EventKind::Dns, SECOND),
+        cookie,
+        netns: 1,
+        family,
+        sport: 53,
+        transport: 17,
+        flags: 0,
+        _pad: 0,
+        msg_len: answer.len() as u32,
+        captured: answer.len() as u32,
+        approved: 0,
+        _pad2: 0,
+        saddr,
+        payload,
+    }
+}
+
+fn field<'a>(line: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(line, |v, key| &v[key])
+}
+
+fn actions(lines: &[Value]) -> Vec<&str> {
+    lines
+        .iter()
+        .map(|l| field(l, "event.action").as_str().unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn a_tcp_connection_gets_a_start_and_an_end_line_joined_by_its_id() {
+    let mut rig = Rig::new();
+    rig.exec_curl();
+    rig.feed(&connect(EventKind::Connect, 7, "127.0.0.1", 8080, SECOND));
+    rig.feed(&conn_end(7, "127.0.0.1", 8080, CLOSED, 0));
+    let lines = rig.lines();
+    assert_eq!(actions(&lines), ["connect", "connection-end"]);
+    let [start, end] = lines.as_slice() else {
+        unreachable!()
+    };
+    assert_eq!(field(start, "process.executable"), "/usr/bin/curl");
+    assert_eq!(field(start, "process.command_line"), "curl -s x.io");
+    assert_eq!(field(start, "destination.ip"), "127.0.0.1");
+    assert_eq!(field(start, "egret.policy.verdict"), "approved");
+    assert_eq!(field(start, "rule.name"), "loopback");
+    assert_eq!(
+        field(end, "egret.connection.id"),
+        field(start, "egret.connection.id")
+    );
+    assert_eq!(field(end, "egret.connection.start_seen"), true);
+    assert_eq!(field(end, "event.outcome"), "success");
+    assert_eq!(field(end, "source.bytes"), 1000);
+    assert_eq!(field(end, "destination.bytes"), 300);
+    assert_eq!(field(end, "event.sequence"), 2);
+    let metrics = rig.metrics();
+    assert_eq!(metrics.events_received, 4);
+    assert_eq!(metrics.tcp_connection_ends, 1);
+    assert_eq!(metrics.tcp_connections_open, 0);
+    assert_eq!(metrics.lines_written, 2);
+    assert_eq!(metrics.alerts, 0);
+}
+
+#[test]
+fn an_unapproved_destination_alerts_once_per_window() {
+    let mut rig = Rig::new();
+    for cookie in 1..=3 {
+        rig.feed(&connect(
+            EventKind::Connect,
+            cookie,
+            "203.0.113.9",
+            443,
+            SECOND + cookie,
+        ));
+    }
+    let lines = rig.lines();
+    // An alert line carries the connection's own action.
+    assert_eq!(actions(&lines), ["connect"; 4]);
+    let kinds: Vec<&str> = lines
+        .iter()
+        .map(|l| field(l, "event.kind").as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(kinds, ["event", "alert", "event", "event"]);
+    assert_eq!(field(&lines[0], "egret.policy.verdict"), "unapproved");
+    assert_eq!(field(&lines[1], "rule.name"), "unapproved-destination");
+    assert_eq!(field(&lines[1], "egret.alert.repeats"), 0);
+    let metrics = rig.metrics();
+    assert_eq!((metrics.alerts, metrics.alerts_suppressed), (1, 2));
+}
+
+#[test]
+fn a_udp_flow_is_written_when_its_socket_is_released() {
+    let mut rig = Rig::new();
+    let send = connect(EventKind::Send, 9, "127.0.0.1", 5353, SECOND);
+    rig.feed(&send);
+    assert!(rig.lines().is_empty(), "a flow's line waits for its end");
+    let key = UdpFlowKey {
+        cookie: 9,
+        family: send.family,
+        port: 5353,
+        _pad: 0,
+        addr: send.addr,
+    };
+    rig.kernel.udp_flows.insert(
+        key,
+        UdpFlowValue {
+            datagrams: 4,
+            first_ns: SECOND,
+            last_ns: 2 * SECOND,
+            verdict: VERDICT_NONE,
+            connected: 0,
+            bytes_out: 400,
+            packets_out: 4,
+            bytes_in: 40,
+            packets_in: 1,
+        },
+    );
+    rig.feed(&SockReleaseEvent {
+        header: header(EventKind::SockRelease, 3 * SECOND),
+        cookie: 9,
+    });
+    let lines = rig.lines();
+    assert_eq!(actions(&lines), ["send"]);
+    assert_eq!(field(&lines[0], "egret.udp.datagrams"), 4);
+    assert_eq!(field(&lines[0], "source.bytes"), 400);
+    assert_eq!(field(&lines[0], "destination.bytes"), 40);
+    assert_eq!(
+        field(&lines[0], "event.type"),
+        &serde_json::json!(["connection", "start", "end"])
+    );
+    assert_eq!(rig.metrics().udp_flows_open, 0);
+}
+
+#[test]
+fn a_dns_answer_names_the_connection_that_follows_it() {
+    let mut rig = Rig::with(Setup {
+        dns_events: true,
+        ..Setup::default()
+    });
+    rig.exec_curl();
+    // The query (its first datagram) makes the socket's process the asker.
+    rig.feed(&connect(EventKind::Send, 5, "10.0.0.53", 53, SECOND));
+    rig.feed(&dns_answer(5));
+    rig.feed(&connect(
+        EventKind::Connect,
+        6,
+        "93.184.215.14",
+        443,
+        2 * SECOND,
+    ));
+    let lines = rig.lines();
+    // The query's own line waits for its flow to end; the query and the connect are
+    // unapproved, so each has an alert at once (an alert line has its connection's action).
+    assert_eq!(
+        actions(&lines),
+        ["send", "dns-answer", "connect", "connect"]
+    );
+    let dns = &lines[1];
+    assert_eq!(field(dns, "dns.question.name"), "example.com");
+    assert_eq!(
+        field(dns, "dns.resolved_ip"),
+        &serde_json::json!(["93.184.215.14"])
+    );
+    assert_eq!(field(dns, "source.ip"), "10.0.0.53");
+    assert_eq!(field(dns, "process.executable"), "/usr/bin/curl");
+    let connect = lines
+        .iter()
+        .find(|l| field(l, "event.action") == "connect")
+        .unwrap();
+    assert_eq!(field(connect, "destination.domain"), "example.com");
+    assert_eq!(
+        field(connect, "egret.dns.names"),
+        &serde_json::json!(["example.com"])
+    );
+    let metrics = rig.metrics();
+    assert_eq!((metrics.dns_messages, metrics.dns_mappings), (1, 1));
+}
+
+#[test]
+fn block_mode_approves_the_answers_of_a_domain_rule_in_the_kernel() {
+    let mut rig = Rig::with(Setup {
+        policy: Some("mode: block\nrules:\n  - name: web\n    to: [example.com]\n"),
+        ..Setup::default()
+    });
+    rig.feed(&dns_answer(5));
+    assert_eq!(rig.policy.learned.len(), 1, "{:?}", rig.policy.learned);
+    let (key, expires) = rig.policy.learned[0];
+    assert_eq!(
+        crate::record::destination_ip(key.family, &key.addr),
+        Some("93.184.215.14".parse().unwrap())
+    );
+    assert!(expires > SECOND);
+}
+
+#[test]
+fn records_that_cannot_be_used_are_counted_as_dropped() {
+    let mut rig = Rig::new();
+    rig.pipeline.handle(&[1, 2, 3], &rig.kernel);
+    let mut bad = connect(EventKind::Connect, 1, "127.0.0.1", 80, SECOND);
+    bad.family = 1;
+    rig.feed(&bad);
+    assert!(rig.lines().is_empty());
+    let metrics = rig.metrics();
+    assert_eq!(metrics.decode_errors, 2);
+    assert_eq!(metrics.events_dropped_userspace, 2);
+    assert_eq!(metrics.events_received, 2);
+}
+
+#[test]
+fn an_end_without_a_start_is_written_from_what_the_kernel_kept() {
+    let mut rig = Rig::new();
+    rig.feed(&conn_end(11, "127.0.0.1", 9000, CLOSED, 0));
+    let lines = rig.lines();
+    assert_eq!(actions(&lines), ["connection-end"]);
+    assert_eq!(field(&lines[0], "egret.connection.start_seen"), false);
+    assert_eq!(field(&lines[0], "destination.port"), 9000);
+    // The connect time the kernel kept, not the close.
+    assert_eq!(field(&lines[0], "event.duration"), 2 * SECOND);
+    assert_eq!(rig.metrics().tcp_ends_without_start, 1);
+}
+
+#[test]
+fn connects_that_keep_failing_raise_one_failure_alert() {
+    let mut rig = Rig::with(Setup {
+        failure_alert_count: 3,
+        ..Setup::default()
+    });
+    for cookie in 1..=4 {
+        rig.feed(&connect(
+            EventKind::Connect,
+            cookie,
+            "127.0.0.1",
+            5432,
+            SECOND,
+        ));
+        rig.feed(&conn_end(
+            cookie,
+            "127.0.0.1",
+            5432,
+            CONN_FLAG_SYN_SENT | CONN_FLAG_RESET,
+            111,
+        ));
+    }
+    let lines = rig.lines();
+    let alerts: Vec<&Value> = lines
+        .iter()
+        .filter(|l| field(l, "event.kind") == "alert")
+        .collect();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(field(alerts[0], "rule.name"), "connection-failures");
+    assert_eq!(field(alerts[0], "egret.failures.count"), 3);
+    assert_eq!(field(alerts[0], "error.code"), "ECONNREFUSED");
+    assert_eq!(rig.metrics().failure_alerts, 1);
+}
+
+#[test]
+fn a_container_connection_waits_for_its_identity_and_its_end_follows_it() {
+    let mut rig = Rig::with(Setup {
+        container_grace: Duration::ZERO,
+        ..Setup::default()
+    });
+    let path = format!("/system.slice/docker-{}.scope", "a".repeat(64));
+    let mut mkdir = CgroupMkdirEvent {
+        header: header(EventKind::CgroupMkdir, SECOND),
+        id: 1,
+        path_len: path.len() as u32,
+        _pad: 0,
+        path: [0; CGROUP_PATH_HASH_MAX + 1],
+    };
+    mkdir.path[..path.len()].copy_from_slice(path.as_bytes());
+    rig.feed(&mkdir);
+    // Record and end in one drain: the start waits, the end joins it, both go out after.
+    rig.pipeline.handle(
+        &bytes(&connect(EventKind::Connect, 3, "127.0.0.1", 80, SECOND)),
+        &rig.kernel,
+    );
+    rig.pipeline.handle(
+        &bytes(&conn_end(3, "127.0.0.1", 80, CLOSED, 0)),
+        &rig.kernel,
+    );
+    assert_eq!(rig.metrics().containers_held, 1);
+    assert!(rig.lines().is_empty());
+    rig.pipeline.after_drain(&mut rig.policy, &rig.kernel);
+    let lines = rig.lines();
+    assert_eq!(actions(&lines), ["connect", "connection-end"]);
+    assert_eq!(
+        field(&lines[0], "container.id").as_str(),
+        Some("a".repeat(64).as_str())
+    );
+    assert_eq!(field(&lines[1], "egret.connection.start_seen"), true);
+    assert_eq!(rig.metrics().containers_held, 0);
+}
+
+#[test]
+fn shutdown_writes_what_is_open_and_a_final_metric_line() {
+    let mut rig = Rig::new();
+    rig.feed(&connect(EventKind::Send, 9, "127.0.0.1", 5353, SECOND));
+    rig.pipeline.shutdown(&rig.kernel);
+    let lines = read_lines(&rig.output);
+    assert_eq!(actions(&lines), ["send", "stats"]);
+    let metrics = field(&lines[1], "egret.metrics");
+    assert_eq!(metrics["lines_written"], 2);
+    assert_eq!(metrics["udp_flows_open"], 0);
+    assert_eq!(field(&lines[1], "event.sequence"), 2);
+}
