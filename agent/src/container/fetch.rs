@@ -241,8 +241,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+    use crate::container::tests::ID;
 
     fn reference(runtime: RuntimeHint) -> ContainerRef {
         ContainerRef {
