@@ -20,7 +20,7 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::{
-    fetch::{self, FetchError, Outcome, Sockets},
+    fetch::{self, FetchError, Outcome},
     path::{self, ContainerRef},
     ContainerInfo, Lookup, RuntimeConfig,
 };
@@ -129,7 +129,6 @@ impl ContainerResolver {
             not_found_retry,
             error_retry,
         } = config;
-        let sockets = Sockets::from_config(&config);
         let mut warnings = Vec::new();
         for (name, socket, consequence) in [
             (
@@ -177,7 +176,7 @@ impl ContainerResolver {
             last_error: None,
             stats: ContainerStats::default(),
         };
-        let fetcher = fetch::run(request_rx, result_tx, Arc::new(sockets), call_timeout);
+        let fetcher = fetch::run(request_rx, result_tx, Arc::new(config));
         (resolver, fetcher)
     }
 
@@ -424,7 +423,7 @@ mod tests {
         container::{
             docker::tests::inspect_json,
             path::tests::container,
-            tests::{ID, ID2},
+            tests::{no_sockets, ID, ID2},
             RuntimeContainer, RuntimeHint,
         },
         output::tests::TempDir,
@@ -432,16 +431,6 @@ mod tests {
 
     fn docker_path(id: &str) -> String {
         format!("/system.slice/docker-{id}.scope")
-    }
-
-    fn no_sockets() -> RuntimeConfig {
-        RuntimeConfig {
-            containerd_socket: None,
-            docker_socket: None,
-            podman_socket: None,
-            crio_socket: None,
-            ..RuntimeConfig::default()
-        }
     }
 
     fn found(id: &str) -> RuntimeContainer {

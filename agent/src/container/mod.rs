@@ -249,6 +249,17 @@ pub(crate) mod tests {
     pub(crate) const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
     pub(crate) const ID2: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
+    /// The defaults with every runtime turned off.
+    pub(crate) fn no_sockets() -> RuntimeConfig {
+        RuntimeConfig {
+            containerd_socket: None,
+            docker_socket: None,
+            podman_socket: None,
+            crio_socket: None,
+            ..RuntimeConfig::default()
+        }
+    }
+
     /// A label map, for runtime fixtures.
     pub(crate) fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -19,6 +19,8 @@ pub const MAX_SERIES: usize = 8;
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ReportDoc {
     pub schema: &'static str,
+    /// Nanoseconds since the epoch, like every time kept as a number here; the JSON has them
+    /// in RFC 3339.
     #[serde(serialize_with = "serialize_rfc3339")]
     pub generated_at: i64,
     pub range: RangeDoc,
