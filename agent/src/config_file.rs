@@ -16,12 +16,9 @@
 use std::{ffi::OsString, path::Path};
 
 use clap::{parser::ValueSource, ArgAction, ArgMatches, Command};
-use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
+use saphyr::{MarkedYaml, Scalar, YamlData};
 
-use crate::policy::{
-    parse::{describe, position, read_bounded, untag},
-    Position,
-};
+use crate::yaml::{describe, load, position, read_bounded, single_document, untag, Position};
 
 /// Config files larger than this are refused (a mistaken path such as `/dev/zero`).
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -187,19 +184,11 @@ impl ConfigFile {
             settings: Vec::new(),
             fatal: false,
         };
-        match MarkedYaml::load_from_str(text) {
+        match load(text) {
             Ok(docs) => cx.document(&docs),
-            Err(e) => {
-                let mark = e.marker();
+            Err((position, message)) => {
                 cx.fatal = true;
-                cx.error(
-                    Position {
-                        line: mark.line(),
-                        column: mark.col().saturating_add(1),
-                    },
-                    "(syntax)",
-                    format!("invalid YAML: {}", e.info()),
-                );
+                cx.error(position, "(syntax)", message);
             }
         }
         if cx.fatal {
@@ -392,7 +381,7 @@ fn first_line(err: &clap::Error) -> String {
 
 fn errors(file: &str, mut errors: Vec<ConfigError>) -> ConfigErrors {
     // Stable: errors at the same place keep the order they were found in.
-    errors.sort_by_key(|e| (e.position.line, e.position.column));
+    errors.sort_by_key(|e| e.position);
     ConfigErrors {
         file: file.to_owned(),
         errors,
@@ -473,20 +462,13 @@ impl Cx<'_> {
     }
 
     fn document(&mut self, docs: &[MarkedYaml<'_>]) {
-        let root = match docs {
+        let root = match single_document(docs) {
+            Ok(Some(root)) => root,
             // An empty file sets nothing.
-            [] => return,
-            [root] => root,
-            [_, second, ..] => {
+            Ok(None) => return,
+            Err((position, message)) => {
                 self.fatal = true;
-                self.error(
-                    position(second),
-                    "(document)",
-                    format!(
-                        "expected one YAML document, found {} (`---` starts another)",
-                        docs.len()
-                    ),
-                );
+                self.error(position, "(document)", message);
                 return;
             }
         };

@@ -27,5 +27,6 @@ pub mod sockdiag;
 pub mod tracefs;
 pub mod udp;
 pub mod users;
+pub mod yaml;
 
 pub use agent::{run, AgentError, Config};

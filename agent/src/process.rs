@@ -145,18 +145,8 @@ impl ProcessTable {
 
     /// Seeds the table from `/proc`. Returns how many processes were read.
     pub fn seed_from_proc(&mut self) -> usize {
-        let Ok(dir) = fs::read_dir("/proc") else {
-            return 0;
-        };
         let mut n = 0;
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
+        for pid in live_pids() {
             if let Some(info) = read_proc(pid) {
                 self.insert(Arc::new(info));
                 n += 1;
@@ -283,6 +273,15 @@ impl ProcessTable {
     }
 }
 
+/// The pids `/proc` lists now (none when it cannot be read).
+pub fn live_pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
 fn read_cmdline(pid: u32) -> Option<Vec<String>> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     Some(split_nul(&raw))
@@ -368,10 +367,16 @@ mod tests {
         assert_eq!(child.start_ns, Some(100), "start is the fork, not the exec");
     }
 
+    /// A table (100 entries, exits kept 1 µs) where pid 1 forked `pid` (`comm`) at 5 ns.
+    fn forked(pid: u32, comm: &str) -> ProcessTable {
+        let mut table = ProcessTable::new(100, 1_000);
+        table.on_fork(1, pid, comm, 5);
+        table
+    }
+
     #[test]
     fn exec_from_a_thread_uses_the_threads_capture() {
-        let mut table = ProcessTable::new(100, 1_000);
-        table.on_fork(1, 20, "app", 5);
+        let mut table = forked(20, "app");
         table.on_exec_args(23, exec_args("/usr/bin/env", &["env"], 10));
         table.on_exec(20, 23, "/usr/bin/env", "env", 11);
         assert_eq!(table.get(20).expect("fixture").args, ["env"]);
@@ -379,8 +384,7 @@ mod tests {
 
     #[test]
     fn exited_processes_resolve_during_the_grace_period_only() {
-        let mut table = ProcessTable::new(100, 1_000);
-        table.on_fork(1, 30, "sh", 5);
+        let mut table = forked(30, "sh");
         table.on_exit(30, 100);
         table.expire(600);
         assert!(table.get(30).is_some());
@@ -390,8 +394,7 @@ mod tests {
 
     #[test]
     fn a_reused_pid_is_not_expired_by_the_old_exit() {
-        let mut table = ProcessTable::new(100, 1_000);
-        table.on_fork(1, 40, "a", 5);
+        let mut table = forked(40, "a");
         table.on_exit(40, 100);
         table.on_fork(1, 40, "b", 200);
         table.expire(5_000);

@@ -244,18 +244,9 @@ pub fn outbound(socks: &[DiagSock]) -> Vec<DiagSock> {
 pub fn scan_all() -> (Vec<DiagSock>, Vec<SockDiagError>) {
     let mut seen: HashMap<(u64, u64), u32> = HashMap::new();
     let own = std::fs::metadata("/proc/self/ns/net").map(|m| (m.dev(), m.ino()));
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
-                seen.entry((m.dev(), m.ino())).or_insert(pid);
-            }
+    for pid in crate::process::live_pids() {
+        if let Ok(m) = std::fs::metadata(format!("/proc/{pid}/ns/net")) {
+            seen.entry((m.dev(), m.ino())).or_insert(pid);
         }
     }
     let mut found = Vec::new();

@@ -20,7 +20,7 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::{
-    fetch::{self, FetchError, Outcome, Sockets},
+    fetch::{self, FetchError, Outcome},
     path::{self, ContainerRef},
     ContainerInfo, Lookup, RuntimeConfig,
 };
@@ -129,7 +129,6 @@ impl ContainerResolver {
             not_found_retry,
             error_retry,
         } = config;
-        let sockets = Sockets::from_config(&config);
         let mut warnings = Vec::new();
         for (name, socket, consequence) in [
             (
@@ -177,7 +176,7 @@ impl ContainerResolver {
             last_error: None,
             stats: ContainerStats::default(),
         };
-        let fetcher = fetch::run(request_rx, result_tx, Arc::new(sockets), call_timeout);
+        let fetcher = fetch::run(request_rx, result_tx, Arc::new(config));
         (resolver, fetcher)
     }
 
@@ -420,25 +419,18 @@ mod tests {
     };
 
     use super::*;
-    use crate::container::{
-        docker::tests::inspect_json, grpc::tests::TempDir, RuntimeContainer, RuntimeHint,
+    use crate::{
+        container::{
+            docker::tests::inspect_json,
+            path::tests::container,
+            tests::{no_sockets, ID, ID2},
+            RuntimeContainer, RuntimeHint,
+        },
+        output::tests::TempDir,
     };
-
-    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
-    const ID2: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
     fn docker_path(id: &str) -> String {
         format!("/system.slice/docker-{id}.scope")
-    }
-
-    fn no_sockets() -> RuntimeConfig {
-        RuntimeConfig {
-            containerd_socket: None,
-            docker_socket: None,
-            podman_socket: None,
-            crio_socket: None,
-            ..RuntimeConfig::default()
-        }
     }
 
     fn found(id: &str) -> RuntimeContainer {
@@ -453,19 +445,24 @@ mod tests {
     }
 
     fn reference(id: &str) -> ContainerRef {
-        ContainerRef {
-            id: id.to_owned(),
-            runtime: RuntimeHint::Docker,
-            pod_uid: None,
-            namespace_hint: None,
-            rootless_uid: None,
-        }
+        container(id, RuntimeHint::Docker)
     }
 
     /// A resolver whose fetch task is not running (but not dropped either: its requests
     /// queue up): tests feed outcomes by hand.
     fn offline(config: RuntimeConfig) -> (ContainerResolver, impl Future<Output = ()>) {
         ContainerResolver::new(config)
+    }
+
+    /// An [`offline`] resolver that asked about `ID` at `now` and got `result`.
+    fn answered(
+        result: Result<Option<RuntimeContainer>, FetchError>,
+        now: Instant,
+    ) -> (ContainerResolver, impl Future<Output = ()>) {
+        let (mut resolver, fetcher) = offline(no_sockets());
+        resolver.lookup(&docker_path(ID), now);
+        resolver.apply(reference(ID), result, now);
+        (resolver, fetcher)
     }
 
     #[test]
@@ -528,11 +525,9 @@ mod tests {
 
     #[test]
     fn not_found_is_retried_after_a_short_while() {
-        let (mut resolver, _fetcher) = offline(no_sockets());
         let now = Instant::now();
+        let (mut resolver, _fetcher) = answered(Ok(None), now);
         let path = docker_path(ID);
-        resolver.lookup(&path, now);
-        resolver.apply(reference(ID), Ok(None), now);
         assert_eq!(resolver.stats.not_found, 1);
         assert_eq!(resolver.lookup(&path, now), Lookup::Unknown(reference(ID)));
         let soon = now + Duration::from_secs(1);
@@ -548,11 +543,9 @@ mod tests {
 
     #[test]
     fn errors_are_counted_and_retried_later() {
-        let (mut resolver, _fetcher) = offline(no_sockets());
         let now = Instant::now();
+        let (mut resolver, _fetcher) = answered(Err(FetchError::NoRuntime), now);
         let path = docker_path(ID);
-        resolver.lookup(&path, now);
-        resolver.apply(reference(ID), Err(FetchError::NoRuntime), now);
         assert_eq!(resolver.stats.fetch_errors, 1);
         assert!(resolver.last_error().is_some());
         assert_eq!(
@@ -567,11 +560,9 @@ mod tests {
 
     #[test]
     fn known_containers_stay_while_used_and_keep_after_exit() {
-        let (mut resolver, _fetcher) = offline(no_sockets());
         let start = Instant::now();
+        let (mut resolver, _fetcher) = answered(Ok(Some(found(ID))), start);
         let path = docker_path(ID);
-        resolver.lookup(&path, start);
-        resolver.apply(reference(ID), Ok(Some(found(ID))), start);
         let keep = Duration::from_secs(300);
         // Used every minute for ten minutes: stays.
         for minute in 1..=10 {

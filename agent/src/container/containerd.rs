@@ -8,7 +8,7 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    grpc::{Connection, GrpcError},
+    grpc::{found, Connection, GrpcError},
     RuntimeContainer,
 };
 
@@ -89,23 +89,7 @@ pub(crate) trait ContainerdApi {
     async fn namespaces(&mut self) -> Result<Vec<String>, GrpcError>;
 }
 
-/// A connection to containerd; every call bounded by `timeout`.
-pub struct Client {
-    connection: Connection,
-    timeout: Duration,
-}
-
-impl Client {
-    pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, GrpcError> {
-        let connection = Connection::connect_within(socket, timeout).await?;
-        Ok(Self {
-            connection,
-            timeout,
-        })
-    }
-}
-
-impl ContainerdApi for Client {
+impl ContainerdApi for Connection {
     async fn get(
         &mut self,
         namespace: &str,
@@ -113,32 +97,18 @@ impl ContainerdApi for Client {
     ) -> Result<Option<proto::Container>, GrpcError> {
         let request = proto::GetContainerRequest { id: id.to_owned() };
         let metadata = [(NAMESPACE_HEADER, namespace)];
-        let call = self
-            .connection
-            .unary::<_, proto::GetContainerResponse>(GET, &metadata, &request);
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(GrpcError::Timeout(self.timeout)),
-            Ok(Err(err)) if err.is_not_found() => Ok(None),
-            Ok(Err(err)) => Err(err),
-            Ok(Ok(proto::GetContainerResponse { container: None })) => Err(GrpcError::Malformed(
-                "Containers.Get answered without a container",
-            )),
-            Ok(Ok(proto::GetContainerResponse {
-                container: Some(container),
-            })) => Ok(Some(container)),
-        }
+        found(
+            self.unary(GET, &metadata, &request).await,
+            |proto::GetContainerResponse { container }| container,
+            "Containers.Get answered without a container",
+        )
     }
 
     async fn namespaces(&mut self) -> Result<Vec<String>, GrpcError> {
         let request = proto::ListNamespacesRequest::default();
-        let call = self.connection.unary::<_, proto::ListNamespacesResponse>(
-            LIST_NAMESPACES,
-            &[],
-            &request,
-        );
-        let proto::ListNamespacesResponse { namespaces } = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| GrpcError::Timeout(self.timeout))??;
+        let proto::ListNamespacesResponse { namespaces } = self
+            .unary::<_, proto::ListNamespacesResponse>(LIST_NAMESPACES, &[], &request)
+            .await?;
         Ok(namespaces
             .into_iter()
             .map(|proto::Namespace { name, labels: _ }| name)
@@ -253,8 +223,8 @@ pub async fn lookup(
     namespace_hint: Option<&str>,
     timeout: Duration,
 ) -> Result<Option<RuntimeContainer>, GrpcError> {
-    let mut client = Client::connect(socket, timeout).await?;
-    let found = find(&mut client, id, namespace_hint).await?;
+    let mut connection = Connection::connect(socket, timeout).await?;
+    let found = find(&mut connection, id, namespace_hint).await?;
     Ok(found.map(|(_, container)| to_runtime(container)))
 }
 
@@ -270,19 +240,10 @@ mod tests {
     use tokio::net::UnixListener;
 
     use super::*;
-    use crate::container::grpc::{
-        tests::{serve, Handler, TempDir},
-        NOT_FOUND,
-    };
-
-    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::container::grpc::tests::{serve, Handler};
+    use crate::container::grpc::NOT_FOUND;
+    use crate::container::tests::{labels, ID};
+    use crate::output::tests::TempDir;
 
     /// A kubelet-created container as the CRI plugin stores it.
     fn cri_container() -> proto::Container {
@@ -384,32 +345,21 @@ mod tests {
 
     #[tokio::test]
     async fn then_every_listed_namespace_once() -> Result<(), GrpcError> {
+        let every_namespace = [
+            "get k8s.io",
+            "get default",
+            "list",
+            "get moby",
+            "get buildkit",
+        ];
         let mut fake = fake_with("buildkit");
         let found = find(&mut fake, ID, Some("k8s.io")).await?;
         assert_eq!(found.map(|(ns, _)| ns).as_deref(), Some("buildkit"));
-        assert_eq!(
-            fake.calls,
-            [
-                "get k8s.io",
-                "get default",
-                "list",
-                "get moby",
-                "get buildkit"
-            ]
-        );
+        assert_eq!(fake.calls, every_namespace);
         let mut fake = fake_with("nowhere");
         fake.namespaces.retain(|ns| ns != "nowhere");
         assert!(find(&mut fake, ID, None).await?.is_none());
-        assert_eq!(
-            fake.calls,
-            [
-                "get k8s.io",
-                "get default",
-                "list",
-                "get moby",
-                "get buildkit"
-            ]
-        );
+        assert_eq!(fake.calls, every_namespace);
         Ok(())
     }
 

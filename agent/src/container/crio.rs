@@ -8,7 +8,7 @@
 use std::{path::Path, time::Duration};
 
 use super::{
-    grpc::{Connection, GrpcError},
+    grpc::{found, Connection, GrpcError},
     PodInfo, RuntimeContainer,
 };
 
@@ -112,36 +112,7 @@ pub(crate) trait CriApi {
     ) -> Result<Option<proto::PodSandboxStatus>, GrpcError>;
 }
 
-/// A connection to a CRI runtime; every call bounded by `timeout`.
-pub struct Client {
-    connection: Connection,
-    timeout: Duration,
-}
-
-impl Client {
-    pub async fn connect(socket: &Path, timeout: Duration) -> Result<Self, GrpcError> {
-        let connection = Connection::connect_within(socket, timeout).await?;
-        Ok(Self {
-            connection,
-            timeout,
-        })
-    }
-
-    async fn call<Q, A>(&mut self, method: &str, request: &Q) -> Result<Option<A>, GrpcError>
-    where
-        Q: prost::Message,
-        A: prost::Message + Default,
-    {
-        let call = self.connection.unary::<Q, A>(method, &[], request);
-        match tokio::time::timeout(self.timeout, call).await {
-            Err(_) => Err(GrpcError::Timeout(self.timeout)),
-            Ok(Err(err)) if err.is_not_found() => Ok(None),
-            Ok(result) => result.map(Some),
-        }
-    }
-}
-
-impl CriApi for Client {
+impl CriApi for Connection {
     async fn container_status(
         &mut self,
         id: &str,
@@ -150,18 +121,11 @@ impl CriApi for Client {
             container_id: id.to_owned(),
             verbose: false,
         };
-        match self
-            .call::<_, proto::ContainerStatusResponse>(CONTAINER_STATUS, &request)
-            .await?
-        {
-            None => Ok(None),
-            Some(proto::ContainerStatusResponse { status: None }) => Err(GrpcError::Malformed(
-                "ContainerStatus answered without a status",
-            )),
-            Some(proto::ContainerStatusResponse {
-                status: Some(status),
-            }) => Ok(Some(status)),
-        }
+        found(
+            self.unary(CONTAINER_STATUS, &[], &request).await,
+            |proto::ContainerStatusResponse { status }| status,
+            "ContainerStatus answered without a status",
+        )
     }
 
     async fn sandbox_status(
@@ -172,18 +136,11 @@ impl CriApi for Client {
             pod_sandbox_id: id.to_owned(),
             verbose: false,
         };
-        match self
-            .call::<_, proto::PodSandboxStatusResponse>(POD_SANDBOX_STATUS, &request)
-            .await?
-        {
-            None => Ok(None),
-            Some(proto::PodSandboxStatusResponse { status: None }) => Err(GrpcError::Malformed(
-                "PodSandboxStatus answered without a status",
-            )),
-            Some(proto::PodSandboxStatusResponse {
-                status: Some(status),
-            }) => Ok(Some(status)),
-        }
+        found(
+            self.unary(POD_SANDBOX_STATUS, &[], &request).await,
+            |proto::PodSandboxStatusResponse { status }| status,
+            "PodSandboxStatus answered without a status",
+        )
     }
 }
 
@@ -270,8 +227,8 @@ pub async fn lookup(
     id: &str,
     timeout: Duration,
 ) -> Result<Option<RuntimeContainer>, GrpcError> {
-    let mut client = Client::connect(socket, timeout).await?;
-    find(&mut client, id).await
+    let mut connection = Connection::connect(socket, timeout).await?;
+    find(&mut connection, id).await
 }
 
 #[cfg(test)]
@@ -283,20 +240,10 @@ mod tests {
     use tokio::net::UnixListener;
 
     use super::*;
-    use crate::container::grpc::{
-        tests::{serve, Handler, TempDir},
-        NOT_FOUND,
-    };
-
-    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
-    const SANDBOX: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
-
-    fn labels(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::container::grpc::tests::{serve, Handler};
+    use crate::container::grpc::NOT_FOUND;
+    use crate::container::tests::{labels, ID, ID2 as SANDBOX};
+    use crate::output::tests::TempDir;
 
     fn status() -> proto::ContainerStatus {
         proto::ContainerStatus {

@@ -185,8 +185,7 @@ pub async fn inspect(socket: &Path, id: &str) -> Result<Option<DockerContainer>,
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    pub(crate) const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+    use crate::container::tests::ID;
 
     /// Shaped like `docker inspect` of a running container (trimmed, but with the nesting and
     /// the null fields a real one has).

@@ -49,26 +49,6 @@ impl FetchError {
     }
 }
 
-/// The runtime sockets, from the configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Sockets {
-    pub containerd: Option<PathBuf>,
-    pub docker: Option<PathBuf>,
-    pub podman: Option<PathBuf>,
-    pub crio: Option<PathBuf>,
-}
-
-impl Sockets {
-    pub fn from_config(config: &RuntimeConfig) -> Self {
-        Self {
-            containerd: config.containerd_socket.clone(),
-            docker: config.docker_socket.clone(),
-            podman: config.podman_socket.clone(),
-            crio: config.crio_socket.clone(),
-        }
-    }
-}
-
 /// One place to ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -86,20 +66,20 @@ pub enum Source {
 /// - containerd layouts: containerd; for a `/<namespace>/<id>` guess also the Docker socket;
 /// - CRI-O layouts: CRI-O;
 /// - a bare id: containerd, Docker, then CRI-O.
-pub fn plan(reference: &ContainerRef, sockets: &Sockets) -> Vec<Source> {
+pub fn plan(reference: &ContainerRef, config: &RuntimeConfig) -> Vec<Source> {
     let rootless = |file: &str| {
         reference
             .rootless_uid
             .map(|uid| PathBuf::from(format!("/run/user/{uid}/{file}")))
     };
-    let docker = || sockets.docker.clone().map(Source::Docker);
-    let containerd = || sockets.containerd.clone().map(Source::Containerd);
-    let crio = || sockets.crio.clone().map(Source::CriO);
+    let docker = || config.docker_socket.clone().map(Source::Docker);
+    let containerd = || config.containerd_socket.clone().map(Source::Containerd);
+    let crio = || config.crio_socket.clone().map(Source::CriO);
     let sources: Vec<Option<Source>> = match reference.runtime {
         RuntimeHint::Docker => vec![rootless("docker.sock").map(Source::Docker), docker()],
         RuntimeHint::Podman => vec![
             rootless("podman/podman.sock").map(Source::Docker),
-            sockets.podman.clone().map(Source::Docker),
+            config.podman_socket.clone().map(Source::Docker),
             docker(),
         ],
         RuntimeHint::Containerd if reference.namespace_hint.is_some() => {
@@ -163,17 +143,17 @@ async fn ask(
     }
 }
 
-/// Asks the planned sources in turn until one knows the container. `Ok(None)` when at least
-/// one answered and none knew it; the last error when none answered.
+/// Asks the planned sources in turn, each call bounded by `config.call_timeout`, until one
+/// knows the container. `Ok(None)` when at least one answered and none knew it; the last
+/// error when none answered.
 pub async fn fetch(
     reference: &ContainerRef,
-    sockets: &Sockets,
-    call_timeout: Duration,
+    config: &RuntimeConfig,
 ) -> Result<Option<RuntimeContainer>, FetchError> {
     let mut answered = false;
     let mut last_error = None;
-    for source in plan(reference, sockets) {
-        match ask(&source, reference, call_timeout).await {
+    for source in plan(reference, config) {
+        match ask(&source, reference, config.call_timeout).await {
             Ok(Some(found)) => return Ok(Some(found)),
             Ok(None) => answered = true,
             Err(err) => {
@@ -207,11 +187,10 @@ pub fn deadline(call_timeout: Duration) -> Duration {
 pub async fn run(
     mut requests: mpsc::Receiver<ContainerRef>,
     results: mpsc::UnboundedSender<Outcome>,
-    sockets: Arc<Sockets>,
-    call_timeout: Duration,
+    config: Arc<RuntimeConfig>,
 ) {
     let mut tasks = JoinSet::new();
-    let whole = deadline(call_timeout);
+    let whole = deadline(config.call_timeout);
     loop {
         tokio::select! {
             joined = tasks.join_next(), if !tasks.is_empty() => {
@@ -224,9 +203,9 @@ pub async fn run(
                     break;
                 };
                 let results = results.clone();
-                let sockets = Arc::clone(&sockets);
+                let config = Arc::clone(&config);
                 tasks.spawn(async move {
-                    let result = tokio::time::timeout(whole, fetch(&reference, &sockets, call_timeout))
+                    let result = tokio::time::timeout(whole, fetch(&reference, &config))
                         .await
                         .unwrap_or(Err(FetchError::Deadline(whole)));
                     // The resolver may be gone; then nobody needs the answer.
@@ -241,21 +220,13 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+    use crate::container::{
+        path::tests::container,
+        tests::{no_sockets, ID},
+    };
 
     fn reference(runtime: RuntimeHint) -> ContainerRef {
-        ContainerRef {
-            id: ID.to_owned(),
-            runtime,
-            pod_uid: None,
-            namespace_hint: None,
-            rootless_uid: None,
-        }
-    }
-
-    fn sockets() -> Sockets {
-        Sockets::from_config(&RuntimeConfig::default())
+        container(ID, runtime)
     }
 
     fn docker(path: &str) -> Source {
@@ -269,7 +240,7 @@ mod tests {
 
     #[test]
     fn plans_by_hint() {
-        let sockets = sockets();
+        let sockets = RuntimeConfig::default();
         assert_eq!(
             plan(&reference(RuntimeHint::Docker), &sockets),
             [docker(DOCKER)]
@@ -308,7 +279,7 @@ mod tests {
 
     #[test]
     fn plans_rootless_sockets_first() {
-        let sockets = sockets();
+        let sockets = RuntimeConfig::default();
         let rootless = |runtime| ContainerRef {
             rootless_uid: Some(1000),
             ..reference(runtime)
@@ -329,10 +300,10 @@ mod tests {
 
     #[test]
     fn plans_skip_disabled_and_duplicate_sockets() {
-        let only_docker = Sockets {
-            docker: Some(DOCKER.into()),
-            podman: Some(DOCKER.into()),
-            ..Sockets::default()
+        let only_docker = RuntimeConfig {
+            docker_socket: Some(DOCKER.into()),
+            podman_socket: Some(DOCKER.into()),
+            ..no_sockets()
         };
         assert_eq!(
             plan(&reference(RuntimeHint::Podman), &only_docker),
@@ -347,27 +318,20 @@ mod tests {
 
     #[tokio::test]
     async fn fetch_reports_why_nothing_answered() {
-        let none = Sockets::default();
+        let none = RuntimeConfig {
+            call_timeout: Duration::from_secs(1),
+            ..no_sockets()
+        };
         assert!(matches!(
-            fetch(
-                &reference(RuntimeHint::Docker),
-                &none,
-                Duration::from_secs(1)
-            )
-            .await,
+            fetch(&reference(RuntimeHint::Docker), &none).await,
             Err(FetchError::NoRuntime)
         ));
-        let missing = Sockets {
-            docker: Some("/nonexistent/egret-docker.sock".into()),
-            containerd: Some("/nonexistent/egret-containerd.sock".into()),
-            ..Sockets::default()
+        let missing = RuntimeConfig {
+            docker_socket: Some("/nonexistent/egret-docker.sock".into()),
+            containerd_socket: Some("/nonexistent/egret-containerd.sock".into()),
+            ..none
         };
-        let err = fetch(
-            &reference(RuntimeHint::Unknown),
-            &missing,
-            Duration::from_secs(1),
-        )
-        .await;
+        let err = fetch(&reference(RuntimeHint::Unknown), &missing).await;
         // The last source's error.
         assert!(matches!(err, Err(FetchError::Docker { .. })), "{err:?}");
         assert!(err.is_err_and(|e| !e.is_malformed()));

@@ -27,15 +27,17 @@ pub struct Container<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub image: Option<Image<'a>>,
+    pub image: Option<Name<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<&'a BTreeMap<String, String>>,
 }
 
+/// `{"name": ...}`: a container's image (`container.image`), its name in the pod spec
+/// (`egret.k8s.container`).
 #[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Image<'a> {
+pub struct Name<'a> {
     pub name: &'a str,
 }
 
@@ -61,7 +63,7 @@ pub struct K8s<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodUid<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerName<'a>>,
+    pub container: Option<Name<'a>>,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -69,15 +71,10 @@ pub struct PodUid<'a> {
     pub uid: &'a str,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct ContainerName<'a> {
-    pub name: &'a str,
-}
-
 fn k8s<'a>(uid: Option<&'a str>, container_name: Option<&'a str>) -> Option<K8s<'a>> {
     (uid.is_some() || container_name.is_some()).then(|| K8s {
         pod: uid.map(|uid| PodUid { uid }),
-        container: container_name.map(|name| ContainerName { name }),
+        container: container_name.map(|name| Name { name }),
     })
 }
 
@@ -111,7 +108,7 @@ impl<'a> ContainerFields<'a> {
                     container: Container {
                         id: &info.id,
                         name: info.name.as_deref(),
-                        image: info.image.as_deref().map(|name| Image { name }),
+                        image: info.image.as_deref().map(|name| Name { name }),
                         runtime: Some(info.runtime),
                         labels: (!info.labels.is_empty()).then_some(&info.labels),
                     },
@@ -137,9 +134,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::container::{ContainerInfo, PodInfo, RuntimeHint};
-
-    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+    use crate::container::{
+        path::tests::container, tests::ID, ContainerInfo, PodInfo, RuntimeHint,
+    };
 
     #[test]
     fn kubernetes_container() {
@@ -190,11 +187,8 @@ mod tests {
     #[test]
     fn unknown_and_pending() {
         let reference = ContainerRef {
-            id: ID.to_owned(),
-            runtime: RuntimeHint::Containerd,
             pod_uid: Some("4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8".to_owned()),
-            namespace_hint: None,
-            rootless_uid: None,
+            ..container(ID, RuntimeHint::Containerd)
         };
         let expected = json!({
             "container": {"id": ID, "runtime": "containerd"},
@@ -210,13 +204,7 @@ mod tests {
             serde_json::to_value(ContainerFields::new(&pending)).unwrap(),
             expected
         );
-        let bare = Lookup::Unknown(ContainerRef {
-            id: ID.to_owned(),
-            runtime: RuntimeHint::Unknown,
-            pod_uid: None,
-            namespace_hint: None,
-            rootless_uid: None,
-        });
+        let bare = Lookup::Unknown(container(ID, RuntimeHint::Unknown));
         assert_eq!(
             serde_json::to_value(ContainerFields::new(&bare)).unwrap(),
             json!({"container": {"id": ID}})

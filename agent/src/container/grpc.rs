@@ -10,7 +10,7 @@
 use std::{io, path::Path, time::Duration};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
-use h2::client::SendRequest;
+use h2::{client::SendRequest, RecvStream};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use tokio::{net::UnixStream, task::JoinHandle};
 
@@ -67,10 +67,12 @@ impl GrpcError {
     }
 }
 
-/// One HTTP/2 connection; the task driving it stops when this is dropped.
+/// One HTTP/2 connection to a runtime, every call bounded by `timeout`; the task driving it
+/// stops when this is dropped.
 pub struct Connection {
     send: SendRequest<Bytes>,
     driver: JoinHandle<()>,
+    timeout: Duration,
 }
 
 impl Drop for Connection {
@@ -80,39 +82,42 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// [`Self::connect`], bounded by `timeout`.
-    pub async fn connect_within(path: &Path, timeout: Duration) -> Result<Self, GrpcError> {
-        tokio::time::timeout(timeout, Self::connect(path))
+    /// Connects to the unix socket at `path` and performs the HTTP/2 handshake, within
+    /// `timeout` (the bound of each call too). Must run on a tokio runtime (the connection is
+    /// driven by a spawned task).
+    pub async fn connect(path: &Path, timeout: Duration) -> Result<Self, GrpcError> {
+        let handshake = async {
+            let stream = UnixStream::connect(path)
+                .await
+                .map_err(|source| GrpcError::Connect {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            let handshake = h2::client::Builder::new()
+                .initial_window_size(1 << 20)
+                .initial_connection_window_size(1 << 20)
+                .max_header_list_size(64 * 1024)
+                .handshake::<_, Bytes>(stream)
+                .await?;
+            Ok::<_, GrpcError>(handshake)
+        };
+        let (send, connection) = tokio::time::timeout(timeout, handshake)
             .await
-            .map_err(|_| GrpcError::Timeout(timeout))?
-    }
-
-    /// Connects to the unix socket at `path` and performs the HTTP/2 handshake. Must run on a
-    /// tokio runtime (the connection is driven by a spawned task).
-    pub async fn connect(path: &Path) -> Result<Self, GrpcError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| GrpcError::Connect {
-                path: path.display().to_string(),
-                source,
-            })?;
-        let (send, connection) = h2::client::Builder::new()
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(1 << 20)
-            .max_header_list_size(64 * 1024)
-            .handshake::<_, Bytes>(stream)
-            .await?;
+            .map_err(|_| GrpcError::Timeout(timeout))??;
         let driver = tokio::spawn(async move {
             if let Err(err) = connection.await {
                 log::debug!("runtime gRPC connection ended: {err}");
             }
         });
-        Ok(Self { send, driver })
+        Ok(Self {
+            send,
+            driver,
+            timeout,
+        })
     }
 
     /// One unary call: `method` is the full path (`/containerd.services.containers.v1.Containers/Get`),
-    /// `metadata` extra request headers (lowercase names). No timeout here: callers wrap the
-    /// call in one.
+    /// `metadata` extra request headers (lowercase names).
     pub async fn unary<Q, A>(
         &mut self,
         method: &str,
@@ -123,50 +128,81 @@ impl Connection {
         Q: prost::Message,
         A: prost::Message + Default,
     {
-        let mut builder = Request::builder()
-            .method(Method::POST)
-            .uri(format!("http://localhost{method}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("user-agent", "egret");
-        for (name, value) in metadata {
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| GrpcError::Metadata((*value).to_owned()))?;
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| GrpcError::Metadata((*name).to_owned()))?;
-            builder = builder.header(name, value);
-        }
-        let http_request = builder.body(())?;
-        let mut send = self.send.clone().ready().await?;
-        let (response, mut body) = send.send_request(http_request, false)?;
-        body.send_data(frame(request), true)?;
-        let (parts, mut stream) = response.await?.into_parts();
-        if parts.status != StatusCode::OK {
-            return Err(GrpcError::HttpStatus(parts.status.as_u16()));
-        }
-        // A trailers-only answer carries the status in the headers.
-        if let Some(status) = status_of(&parts.headers)? {
-            if status.0 != 0 {
-                return Err(status.into_error());
-            }
-        }
-        let mut message = BytesMut::new();
-        while let Some(chunk) = stream.data().await {
-            let chunk = chunk?;
-            stream.flow_control().release_capacity(chunk.len())?;
-            if message.len().saturating_add(chunk.len()) > MAX_MESSAGE + 5 {
-                return Err(GrpcError::TooLarge { limit: MAX_MESSAGE });
-            }
-            message.extend_from_slice(&chunk);
-        }
-        let trailers = stream.trailers().await?.unwrap_or_default();
-        let status = status_of(&trailers)?
-            .or(status_of(&parts.headers)?)
-            .ok_or(GrpcError::Malformed("no grpc-status"))?;
+        let http_request = http_request(method, metadata)?;
+        let call = async {
+            let mut send = self.send.clone().ready().await?;
+            let (response, mut body) = send.send_request(http_request, false)?;
+            body.send_data(frame(request), true)?;
+            answer(response.await?).await
+        };
+        let message = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| GrpcError::Timeout(self.timeout))??;
+        Ok(A::decode(unframe(&message)?)?)
+    }
+}
+
+/// The headers of a call to `method` (the body, one message, follows).
+fn http_request(method: &str, metadata: &[(&'static str, &str)]) -> Result<Request<()>, GrpcError> {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://localhost{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("user-agent", "egret");
+    for (name, value) in metadata {
+        let value =
+            HeaderValue::from_str(value).map_err(|_| GrpcError::Metadata((*value).to_owned()))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| GrpcError::Metadata((*name).to_owned()))?;
+        builder = builder.header(name, value);
+    }
+    Ok(builder.body(())?)
+}
+
+/// The framed message of a successful answer (its status `0`), read within the size bound.
+async fn answer(response: http::Response<RecvStream>) -> Result<BytesMut, GrpcError> {
+    let (parts, mut stream) = response.into_parts();
+    if parts.status != StatusCode::OK {
+        return Err(GrpcError::HttpStatus(parts.status.as_u16()));
+    }
+    // A trailers-only answer carries the status in the headers.
+    if let Some(status) = status_of(&parts.headers)? {
         if status.0 != 0 {
             return Err(status.into_error());
         }
-        Ok(A::decode(unframe(&message)?)?)
+    }
+    let mut message = BytesMut::new();
+    while let Some(chunk) = stream.data().await {
+        let chunk = chunk?;
+        stream.flow_control().release_capacity(chunk.len())?;
+        if message.len().saturating_add(chunk.len()) > MAX_MESSAGE + 5 {
+            return Err(GrpcError::TooLarge { limit: MAX_MESSAGE });
+        }
+        message.extend_from_slice(&chunk);
+    }
+    let trailers = stream.trailers().await?.unwrap_or_default();
+    let status = status_of(&trailers)?
+        .or(status_of(&parts.headers)?)
+        .ok_or(GrpcError::Malformed("no grpc-status"))?;
+    if status.0 != 0 {
+        return Err(status.into_error());
+    }
+    Ok(message)
+}
+
+/// The answer to a call asking about one thing, with that thing taken out by `take`: `None`
+/// when the runtime answered `NOT_FOUND`; an answer without it is malformed (`missing` says
+/// so).
+pub fn found<A, T>(
+    answer: Result<A, GrpcError>,
+    take: impl FnOnce(A) -> Option<T>,
+    missing: &'static str,
+) -> Result<Option<T>, GrpcError> {
+    match answer {
+        Err(err) if err.is_not_found() => Ok(None),
+        Err(err) => Err(err),
+        Ok(answer) => take(answer).map(Some).ok_or(GrpcError::Malformed(missing)),
     }
 }
 
@@ -252,35 +288,12 @@ pub fn unframe(body: &[u8]) -> Result<&[u8], GrpcError> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::{collections::HashMap, future::Future, path::PathBuf, pin::Pin, sync::Arc};
+    use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
     use tokio::net::UnixListener;
 
     use super::*;
-
-    /// A scratch directory for sockets, removed on drop.
-    pub(crate) struct TempDir(pub PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(tag: &str) -> Self {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static COUNTER: AtomicU32 = AtomicU32::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "egret-{tag}-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::output::tests::TempDir;
 
     /// What a fake gRPC method answers: `Ok(body message bytes)` or `Err((code, message))`.
     pub(crate) type Reply = Result<Vec<u8>, (u32, String)>;
@@ -373,6 +386,17 @@ pub(crate) mod tests {
         })
     }
 
+    /// The error of an [`Echo`] call the server must refuse.
+    async fn refused(
+        conn: &mut Connection,
+        method: &str,
+        metadata: &[(&'static str, &str)],
+    ) -> GrpcError {
+        conn.unary::<_, Echo>(method, metadata, &Echo::default())
+            .await
+            .unwrap_err()
+    }
+
     #[tokio::test]
     async fn unary_calls_against_an_h2_server() {
         let dir = TempDir::new("grpc");
@@ -392,7 +416,9 @@ pub(crate) mod tests {
         );
         serve(listener, handlers);
 
-        let mut conn = Connection::connect(&socket).await.unwrap();
+        let mut conn = Connection::connect(&socket, Duration::from_secs(5))
+            .await
+            .unwrap();
         let answer: Echo = conn
             .unary(
                 "/test.Echo/Echo",
@@ -410,31 +436,19 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(again.text, "");
-        let missing = conn
-            .unary::<_, Echo>("/test.Echo/Missing", &[], &Echo::default())
-            .await
-            .unwrap_err();
+        let missing = refused(&mut conn, "/test.Echo/Missing", &[]).await;
         assert!(missing.is_not_found(), "{missing}");
-        let unimplemented = conn
-            .unary::<_, Echo>("/test.Echo/Nope", &[], &Echo::default())
-            .await
-            .unwrap_err();
+        let unimplemented = refused(&mut conn, "/test.Echo/Nope", &[]).await;
         assert!(matches!(unimplemented, GrpcError::Status { code: 12, .. }));
-        let garbage = conn
-            .unary::<_, Echo>("/test.Echo/Garbage", &[], &Echo::default())
-            .await
-            .unwrap_err();
+        let garbage = refused(&mut conn, "/test.Echo/Garbage", &[]).await;
         assert!(garbage.is_malformed(), "{garbage}");
-        let bad_metadata = conn
-            .unary::<_, Echo>("/test.Echo/Echo", &[("x-suffix", "a\nb")], &Echo::default())
-            .await
-            .unwrap_err();
+        let bad_metadata = refused(&mut conn, "/test.Echo/Echo", &[("x-suffix", "a\nb")]).await;
         assert!(matches!(bad_metadata, GrpcError::Metadata(_)));
     }
 
     #[tokio::test]
     async fn connect_errors_are_typed() {
-        let err = Connection::connect(Path::new("/nonexistent/egret.sock"))
+        let err = Connection::connect(Path::new("/nonexistent/egret.sock"), Duration::from_secs(5))
             .await
             .err()
             .unwrap();

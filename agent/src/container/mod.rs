@@ -109,7 +109,8 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// What egret reports about a container.
+/// What egret reports about a container (made by [`ContainerInfo::new`] from what its
+/// runtime said, a [`RuntimeContainer`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerInfo {
     pub id: String,
@@ -117,10 +118,16 @@ pub struct ContainerInfo {
     pub image: Option<String>,
     /// `docker`, `containerd`, `cri-o` or `podman`.
     pub runtime: &'static str,
-    /// The allow-listed labels.
+    /// The allow-listed labels (every label, in a [`RuntimeContainer`]).
     pub labels: BTreeMap<String, String>,
+    /// The pod (in a [`RuntimeContainer`], only pod identity given outside the labels: a CRI
+    /// sandbox's metadata).
     pub pod: Option<PodInfo>,
 }
+
+/// What a runtime said about a container, before [`ContainerInfo::new`] applies the
+/// allow-list and fills the pod from the kubelet's labels.
+pub type RuntimeContainer = ContainerInfo;
 
 /// The Kubernetes pod a container belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,19 +161,6 @@ impl Lookup {
             Self::NotAContainer => None,
         }
     }
-}
-
-/// What a runtime said about a container, before the allow-list is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuntimeContainer {
-    pub id: String,
-    pub name: Option<String>,
-    pub image: Option<String>,
-    pub runtime: &'static str,
-    /// Every label.
-    pub labels: BTreeMap<String, String>,
-    /// Pod identity given outside the labels (a CRI sandbox's metadata).
-    pub pod: Option<PodInfo>,
 }
 
 /// The labels the kubelet puts on every container (whatever the runtime).
@@ -211,48 +205,63 @@ fn shortened(value: &str) -> String {
 impl ContainerInfo {
     /// The reported form of what a runtime said: the allow-listed labels, and the pod from the
     /// runtime or the kubelet's labels (its uid from the cgroup path if the labels lack it).
-    pub fn new(found: RuntimeContainer, reference: &ContainerRef, allowlist: &[String]) -> Self {
-        let RuntimeContainer {
-            id,
-            name,
-            image,
-            runtime,
-            labels,
-            pod,
-        } = found;
-        let pod = pod.or_else(|| pod_from_labels(&labels)).map(|mut pod| {
-            if pod.uid.is_none() {
-                pod.uid.clone_from(&reference.pod_uid);
-            }
-            pod
-        });
-        let labels = labels
+    pub fn new(
+        mut found: RuntimeContainer,
+        reference: &ContainerRef,
+        allowlist: &[String],
+    ) -> Self {
+        let pod = found
+            .pod
+            .take()
+            .or_else(|| pod_from_labels(&found.labels))
+            .map(|mut pod| {
+                if pod.uid.is_none() {
+                    pod.uid.clone_from(&reference.pod_uid);
+                }
+                pod
+            });
+        let labels = found
+            .labels
             .iter()
             .filter(|(key, _)| allowed(key, allowlist))
             .map(|(key, value)| (key.clone(), shortened(value)))
             .collect();
         // A libpod cgroup is Podman's even when its Docker-compatible API was on the Docker
         // socket path.
-        let runtime = match (reference.runtime, runtime) {
+        let runtime = match (reference.runtime, found.runtime) {
             (RuntimeHint::Podman, "docker") => "podman",
             (_, runtime) => runtime,
         };
         Self {
-            id,
-            name,
-            image,
             runtime,
             labels,
             pod,
+            ..found
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    /// Container ids for fixtures (the second is also a CRI-O pod sandbox's).
+    pub(crate) const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
+    pub(crate) const ID2: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+    /// The defaults with every runtime turned off.
+    pub(crate) fn no_sockets() -> RuntimeConfig {
+        RuntimeConfig {
+            containerd_socket: None,
+            docker_socket: None,
+            podman_socket: None,
+            crio_socket: None,
+            ..RuntimeConfig::default()
+        }
+    }
+
+    /// A label map, for runtime fixtures.
+    pub(crate) fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -261,11 +270,8 @@ mod tests {
 
     fn reference(runtime: RuntimeHint) -> ContainerRef {
         ContainerRef {
-            id: "a".repeat(64),
-            runtime,
             pod_uid: Some("4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8".to_owned()),
-            namespace_hint: None,
-            rootless_uid: None,
+            ..path::tests::container(&"a".repeat(64), runtime)
         }
     }
 

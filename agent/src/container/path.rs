@@ -230,15 +230,15 @@ pub fn parse(path: &str) -> Option<ContainerRef> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::container::tests::{ID, ID2};
 
-    const ID: &str = "3f4e5d6c7b8a99887766554433221100ffeeddccbbaa00112233445566778899";
-    const ID2: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
     const UID: &str = "4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8";
     const UID_US: &str = "4c8f1a2b_3d4e_5f60_7182_93a4b5c6d7e8";
 
-    fn container(id: &str, runtime: RuntimeHint) -> ContainerRef {
+    /// What a path outside any pod, namespace or user service names.
+    pub(crate) fn container(id: &str, runtime: RuntimeHint) -> ContainerRef {
         ContainerRef {
             id: id.to_owned(),
             runtime,
@@ -255,15 +255,26 @@ mod tests {
         }
     }
 
+    /// Every one of `paths` parses to `expected`.
+    fn assert_parses(expected: Option<ContainerRef>, paths: &[String]) {
+        for path in paths {
+            assert_eq!(parse(path), expected, "{path}");
+        }
+    }
+
     #[test]
     fn docker_layouts() {
-        let docker = Some(container(ID, RuntimeHint::Docker));
-        // cgroup v1 (and v2 with the cgroupfs driver).
-        assert_eq!(parse(&format!("/docker/{ID}")), docker);
-        // cgroup v2, systemd driver.
-        assert_eq!(parse(&format!("/system.slice/docker-{ID}.scope")), docker);
-        // docker-in-docker / buildkit parent.
-        assert_eq!(parse(&format!("/moby/{ID}")), docker);
+        assert_parses(
+            Some(container(ID, RuntimeHint::Docker)),
+            &[
+                // cgroup v1 (and v2 with the cgroupfs driver).
+                format!("/docker/{ID}"),
+                // cgroup v2, systemd driver.
+                format!("/system.slice/docker-{ID}.scope"),
+                // docker-in-docker / buildkit parent.
+                format!("/moby/{ID}"),
+            ],
+        );
         // Rootless Docker under the user's systemd.
         assert_eq!(
             parse(&format!(
@@ -292,41 +303,33 @@ mod tests {
             parse(&format!("/system.slice/nerdctl-{ID}.scope")),
             Some(container(ID, RuntimeHint::Containerd))
         );
-        // Not a namespace name: a unit, bad separators.
-        assert_eq!(
-            parse(&format!("/system.slice/{ID}")),
-            Some(container(ID, RuntimeHint::Unknown))
-        );
-        assert_eq!(
-            parse(&format!("/a..b/{ID}")),
-            Some(container(ID, RuntimeHint::Unknown))
-        );
-        assert_eq!(
-            parse(&format!("/-x/{ID}")),
-            Some(container(ID, RuntimeHint::Unknown))
-        );
-        // Only directly below the root.
-        assert_eq!(
-            parse(&format!("/a/b/{ID}")),
-            Some(container(ID, RuntimeHint::Unknown))
-        );
-        // A bare id at the top.
-        assert_eq!(
-            parse(&format!("/{ID}")),
-            Some(container(ID, RuntimeHint::Unknown))
+        assert_parses(
+            Some(container(ID, RuntimeHint::Unknown)),
+            &[
+                // Not a namespace name: a unit, bad separators.
+                format!("/system.slice/{ID}"),
+                format!("/a..b/{ID}"),
+                format!("/-x/{ID}"),
+                // Only directly below the root.
+                format!("/a/b/{ID}"),
+                // A bare id at the top.
+                format!("/{ID}"),
+            ],
         );
     }
 
     #[test]
     fn kubepods_cgroupfs_layouts() {
-        for qos in ["besteffort/", "burstable/", ""] {
-            let path = format!("/kubepods/{qos}pod{UID}/{ID}");
-            assert_eq!(
-                parse(&path),
-                Some(in_pod(ID, RuntimeHint::Unknown)),
-                "{path}"
-            );
-        }
+        assert_parses(
+            Some(in_pod(ID, RuntimeHint::Unknown)),
+            &[
+                format!("/kubepods/besteffort/pod{UID}/{ID}"),
+                format!("/kubepods/burstable/pod{UID}/{ID}"),
+                format!("/kubepods/pod{UID}/{ID}"),
+                // kind / minikube style nesting under another root.
+                format!("/kubelet/kubepods/besteffort/pod{UID}/{ID}"),
+            ],
+        );
         // CRI-O with the cgroupfs manager.
         assert_eq!(
             parse(&format!("/kubepods/burstable/pod{UID}/crio-{ID}")),
@@ -335,11 +338,6 @@ mod tests {
         assert_eq!(
             parse(&format!("/kubepods/burstable/pod{UID}/crio-conmon-{ID}")),
             None
-        );
-        // kind / minikube style nesting under another root.
-        assert_eq!(
-            parse(&format!("/kubelet/kubepods/besteffort/pod{UID}/{ID}")),
-            Some(in_pod(ID, RuntimeHint::Unknown))
         );
         // Static pods have a hash as uid.
         assert_eq!(
@@ -359,9 +357,21 @@ mod tests {
         let burstable = format!(
             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_US}.slice"
         );
-        assert_eq!(
-            parse(&format!("{burstable}/cri-containerd-{ID}.scope")),
-            Some(in_pod(ID, RuntimeHint::Containerd))
+        let besteffort = format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_US}.slice"
+        );
+        assert_parses(
+            Some(in_pod(ID, RuntimeHint::Containerd)),
+            &[
+                format!("{burstable}/cri-containerd-{ID}.scope"),
+                format!("{besteffort}/cri-containerd-{ID}.scope"),
+                // Guaranteed pods sit directly under kubepods.slice.
+                format!("/kubepods.slice/kubepods-pod{UID_US}.slice/cri-containerd-{ID}.scope"),
+                // kind: a kubelet cgroup root.
+                format!(
+                    "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_US}.slice/cri-containerd-{ID}.scope"
+                ),
+            ],
         );
         assert_eq!(
             parse(&format!("{burstable}/crio-{ID}.scope")),
@@ -370,27 +380,6 @@ mod tests {
         assert_eq!(
             parse(&format!("{burstable}/docker-{ID}.scope")),
             Some(in_pod(ID, RuntimeHint::Docker))
-        );
-        let besteffort = format!(
-            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{UID_US}.slice"
-        );
-        assert_eq!(
-            parse(&format!("{besteffort}/cri-containerd-{ID}.scope")),
-            Some(in_pod(ID, RuntimeHint::Containerd))
-        );
-        // Guaranteed pods sit directly under kubepods.slice.
-        assert_eq!(
-            parse(&format!(
-                "/kubepods.slice/kubepods-pod{UID_US}.slice/cri-containerd-{ID}.scope"
-            )),
-            Some(in_pod(ID, RuntimeHint::Containerd))
-        );
-        // kind: a kubelet cgroup root.
-        assert_eq!(
-            parse(&format!(
-                "/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod{UID_US}.slice/cri-containerd-{ID}.scope"
-            )),
-            Some(in_pod(ID, RuntimeHint::Containerd))
         );
         // The pause (sandbox) container is a container of the pod like any other.
         assert_eq!(
@@ -411,31 +400,33 @@ mod tests {
 
     #[test]
     fn crio_layouts() {
-        assert_eq!(
-            parse(&format!("/system.slice/crio-{ID}.scope")),
-            Some(container(ID, RuntimeHint::CriO))
+        assert_parses(
+            Some(container(ID, RuntimeHint::CriO)),
+            &[
+                format!("/system.slice/crio-{ID}.scope"),
+                // CRI-O puts the container's processes one level down with cgroup v2.
+                format!("/system.slice/crio-{ID}.scope/container"),
+            ],
         );
         assert_eq!(
             parse(&format!("/system.slice/crio-conmon-{ID}.scope")),
             None
         );
-        // CRI-O puts the container's processes one level down with cgroup v2.
-        assert_eq!(
-            parse(&format!("/system.slice/crio-{ID}.scope/container")),
-            Some(container(ID, RuntimeHint::CriO))
-        );
     }
 
     #[test]
     fn podman_layouts() {
-        let podman = Some(container(ID, RuntimeHint::Podman));
-        assert_eq!(parse(&format!("/machine.slice/libpod-{ID}.scope")), podman);
-        assert_eq!(
-            parse(&format!("/machine.slice/libpod-{ID}.scope/container")),
-            podman
+        assert_parses(
+            Some(container(ID, RuntimeHint::Podman)),
+            &[
+                format!("/machine.slice/libpod-{ID}.scope"),
+                format!("/machine.slice/libpod-{ID}.scope/container"),
+                format!("/libpod_parent/libpod-{ID}"),
+                format!("/libpod_parent/{ID}"),
+                // A podman pod's infra container is a container.
+                format!("/machine.slice/machine-libpod_pod_{ID2}.slice/libpod-{ID}.scope"),
+            ],
         );
-        assert_eq!(parse(&format!("/libpod_parent/libpod-{ID}")), podman);
-        assert_eq!(parse(&format!("/libpod_parent/{ID}")), podman);
         assert_eq!(
             parse(&format!(
                 "/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"
@@ -445,30 +436,26 @@ mod tests {
                 ..container(ID, RuntimeHint::Podman)
             })
         );
-        assert_eq!(
-            parse(&format!("/machine.slice/libpod-conmon-{ID}.scope")),
-            None
-        );
-        assert_eq!(parse(&format!("/libpod_parent/libpod-conmon-{ID}")), None);
-        // A podman pod's infra container is a container.
-        assert_eq!(
-            parse(&format!(
-                "/machine.slice/machine-libpod_pod_{ID2}.slice/libpod-{ID}.scope"
-            )),
-            podman
+        assert_parses(
+            None,
+            &[
+                format!("/machine.slice/libpod-conmon-{ID}.scope"),
+                format!("/libpod_parent/libpod-conmon-{ID}"),
+            ],
         );
     }
 
     #[test]
     fn nested_cgroups_belong_to_the_outer_container() {
-        let docker = Some(container(ID, RuntimeHint::Docker));
-        assert_eq!(parse(&format!("/docker/{ID}/child")), docker);
-        assert_eq!(parse(&format!("/docker/{ID}/a/b/c")), docker);
-        assert_eq!(
-            parse(&format!("/system.slice/docker-{ID}.scope/init")),
-            docker
+        assert_parses(
+            Some(container(ID, RuntimeHint::Docker)),
+            &[
+                format!("/docker/{ID}/child"),
+                format!("/docker/{ID}/a/b/c"),
+                format!("/system.slice/docker-{ID}.scope/init"),
+                format!("/docker/{ID}/docker/{ID2}"),
+            ],
         );
-        assert_eq!(parse(&format!("/docker/{ID}/docker/{ID2}")), docker);
         assert_eq!(
             parse(&format!("/default/{ID}/inner")),
             Some(ContainerRef {

@@ -402,9 +402,22 @@ mod tests {
 
     /// Inserts a direct answer (`name` resolved to `address`, no CNAME).
     fn answer(cache: &mut DnsCache, address: &str, text: &str, ttl: u32, pid: u32, now: u64) {
+        answer_in(cache, NS, address, text, ttl, pid, now);
+    }
+
+    /// [`answer`] in network namespace `ns`.
+    fn answer_in(
+        cache: &mut DnsCache,
+        ns: u64,
+        address: &str,
+        text: &str,
+        ttl: u32,
+        pid: u32,
+        now: u64,
+    ) {
         let n = name(text);
         cache.insert(
-            NS,
+            ns,
             ip(address),
             &n,
             std::slice::from_ref(&n),
@@ -653,30 +666,15 @@ mod tests {
     #[test]
     fn namespaces_are_separate() {
         let mut cache = DnsCache::default();
-        let n = name("db.internal");
-        cache.insert(
-            1,
-            ip("10.0.0.5"),
-            &n,
-            std::slice::from_ref(&n),
-            60,
-            Some(1),
-            T0,
+        answer_in(&mut cache, 1, "10.0.0.5", "db.internal", 60, 1, T0);
+        answer_in(&mut cache, 2, "10.0.0.5", "db.internal.corp", 60, 1, T0);
+        assert_eq!(
+            cache.lookup(1, ip("10.0.0.5"), Some(1), T0).domain,
+            Some(name("db.internal"))
         );
-        let other = name("db.internal.corp");
-        cache.insert(
-            2,
-            ip("10.0.0.5"),
-            &other,
-            std::slice::from_ref(&other),
-            60,
-            Some(1),
-            T0,
-        );
-        assert_eq!(cache.lookup(1, ip("10.0.0.5"), Some(1), T0).domain, Some(n));
         assert_eq!(
             cache.lookup(2, ip("10.0.0.5"), Some(1), T0).domain,
-            Some(other)
+            Some(name("db.internal.corp"))
         );
         assert_eq!(
             cache.lookup(3, ip("10.0.0.5"), Some(1), T0),

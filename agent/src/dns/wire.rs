@@ -780,6 +780,21 @@ mod tests {
         parts.concat()
     }
 
+    /// Parses a response asking `names` (`A` questions), with no answers.
+    fn parse_questions(names: &[&[u8]]) -> Result<Message, DnsError> {
+        let mut b = Builder::response();
+        for name in names {
+            b.question(name, TYPE_A);
+        }
+        parse_message(&b.build())
+    }
+
+    /// What parsing a message with a compression pointer at `at` to `target` answers, its name
+    /// starting at `start`.
+    fn forward_pointer(at: usize, target: usize, start: usize) -> Result<Message, DnsError> {
+        Err(DnsError::ForwardPointer { at, target, start })
+    }
+
     fn name(text: &str) -> Name {
         Name::from_dotted(text).unwrap()
     }
@@ -1153,9 +1168,7 @@ mod tests {
             "d".repeat(61),
         ]
         .join(".");
-        let mut b = Builder::response();
-        b.question(&n(&long), TYPE_A);
-        let msg = parse_message(&b.build()).unwrap();
+        let msg = parse_questions(&[&n(&long)]).unwrap();
         assert_eq!(msg.questions[0].name.as_str().len(), 253);
         assert_eq!(msg.questions[0].name.wire(), n(&long));
     }
@@ -1259,19 +1272,15 @@ mod tests {
 
     #[test]
     fn label_length_64_and_reserved_label_types() {
-        let mut b = Builder::response();
         let mut label = vec![64];
         label.extend_from_slice(&[b'a'; 64]);
         label.push(0);
-        b.question(&label, TYPE_A);
         assert_eq!(
-            parse_message(&b.build()),
+            parse_questions(&[&label]),
             Err(DnsError::BadLabelType { at: 12, byte: 64 })
         );
-        let mut b = Builder::response();
-        b.question(&[3, b'w', b'w', b'w', 0x80, 0x00, 0], TYPE_A);
         assert_eq!(
-            parse_message(&b.build()),
+            parse_questions(&[&[3, b'w', b'w', b'w', 0x80, 0x00, 0]]),
             Err(DnsError::BadLabelType { at: 16, byte: 0x80 })
         );
     }
@@ -1279,10 +1288,8 @@ mod tests {
     #[test]
     fn name_longer_than_255_bytes() {
         let long = vec!["a".repeat(63); 4].join(".");
-        let mut b = Builder::response();
-        b.question(&n(&long), TYPE_A);
         assert!(matches!(
-            parse_message(&b.build()),
+            parse_questions(&[&n(&long)]),
             Err(DnsError::NameTooLong { at: 12, .. })
         ));
 
@@ -1303,42 +1310,19 @@ mod tests {
 
     #[test]
     fn pointer_to_itself_is_a_loop_and_refused() {
-        let mut b = Builder::response();
-        b.question(&ptr(Q), TYPE_A);
-        assert_eq!(
-            parse_message(&b.build()),
-            Err(DnsError::ForwardPointer {
-                at: 12,
-                target: 12,
-                start: 12
-            })
-        );
+        assert_eq!(parse_questions(&[&ptr(Q)]), forward_pointer(12, 12, 12));
     }
 
     #[test]
     fn pointer_back_into_its_own_name_is_refused() {
         // `\x01a` then a pointer back to the `\x01a`: earlier than the pointer, but not earlier
         // than the name, so it would loop.
-        let mut b = Builder::response();
-        b.question(&cat(&[&labels("a"), &ptr(Q)]), TYPE_A);
-        assert_eq!(
-            parse_message(&b.build()),
-            Err(DnsError::ForwardPointer {
-                at: 14,
-                target: 12,
-                start: 12
-            })
-        );
+        let looping = cat(&[&labels("a"), &ptr(Q)]);
+        assert_eq!(parse_questions(&[&looping]), forward_pointer(14, 12, 12));
         // Two names pointing at each other: the first one's pointer goes forward.
-        let mut b = Builder::response();
-        b.question(&ptr(Q + 6), TYPE_A).question(&ptr(Q), TYPE_A);
         assert_eq!(
-            parse_message(&b.build()),
-            Err(DnsError::ForwardPointer {
-                at: 12,
-                target: 18,
-                start: 12
-            })
+            parse_questions(&[&ptr(Q + 6), &ptr(Q)]),
+            forward_pointer(12, 18, 12)
         );
         // A suffix reached by a pointer may not point at or after itself either.
         let mut b = Builder::response();
@@ -1357,14 +1341,7 @@ mod tests {
         let mut b = Builder::response();
         b.question(&n("example.com"), TYPE_A)
             .answer(&ptr(200), TYPE_A, 60, &[1, 2, 3, 4]);
-        assert_eq!(
-            parse_message(&b.build()),
-            Err(DnsError::ForwardPointer {
-                at: 29,
-                target: 200,
-                start: 29
-            })
-        );
+        assert_eq!(parse_message(&b.build()), forward_pointer(29, 200, 29));
     }
 
     #[test]

@@ -423,13 +423,8 @@ pub fn append_serialized(
     match shape.egret {
         Some(egret) if egret.close > egret.open + 1 => {
             let hash = prev.next(doc);
-            out.reserve(doc.len() + HEX_LEN + 12);
-            out.extend_from_slice(doc.get(..egret.close)?);
-            out.extend_from_slice(b",\"chain\":\"");
-            out.extend_from_slice(hash.as_bytes());
-            out.push(b'"');
-            out.extend_from_slice(doc.get(egret.close..)?);
-            out.push(b'\n');
+            let member: [&[u8]; 3] = [b",\"chain\":\"", hash.as_bytes(), b"\""];
+            append_line_with(out, doc, egret.close, &member)?;
             Some(hash)
         }
         Some(egret) => {
@@ -439,19 +434,27 @@ pub fn append_serialized(
         }
         None => {
             let hash = prev.next(doc);
-            out.reserve(doc.len() + HEX_LEN + 22);
-            out.extend_from_slice(doc.get(..shape.end)?);
-            if shape.has_members {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"\"egret\":{\"chain\":\"");
-            out.extend_from_slice(hash.as_bytes());
-            out.extend_from_slice(b"\"}");
-            out.extend_from_slice(doc.get(shape.end..)?);
-            out.push(b'\n');
+            let comma: &[u8] = if shape.has_members { b"," } else { b"" };
+            let egret: [&[u8]; 4] = [comma, b"\"egret\":{\"chain\":\"", hash.as_bytes(), b"\"}"];
+            append_line_with(out, doc, shape.end, &egret)?;
             Some(hash)
         }
     }
+}
+
+/// Appends to `out` the line `doc` with `pieces` inserted at byte `at`, and a newline. `None`
+/// (nothing appended) if `at` is not inside `doc`.
+fn append_line_with(out: &mut Vec<u8>, doc: &[u8], at: usize, pieces: &[&[u8]]) -> Option<()> {
+    let (head, tail) = (doc.get(..at)?, doc.get(at..)?);
+    let inserted: usize = pieces.iter().map(|piece| piece.len()).sum();
+    out.reserve(doc.len() + inserted + 1);
+    out.extend_from_slice(head);
+    for piece in pieces {
+        out.extend_from_slice(piece);
+    }
+    out.extend_from_slice(tail);
+    out.push(b'\n');
+    Some(())
 }
 
 /// Why a line's chain member cannot be taken off.

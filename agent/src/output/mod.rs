@@ -202,4 +202,4 @@ fn send_lines(syslog: &mut syslog::Syslog, lines: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

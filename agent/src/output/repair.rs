@@ -123,24 +123,33 @@ pub fn first_line(file: &File) -> io::Result<Option<Vec<u8>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::tests::TempDir;
     use std::io::Write as _;
 
     fn scan_bytes(name: &str, bytes: &[u8]) -> Tail {
-        let path =
-            std::env::temp_dir().join(format!("egret-repair-test-{}-{name}", std::process::id()));
+        let dir = TempDir::new(name);
+        let path = dir.join("events.jsonl");
         let mut f = File::create(&path).unwrap();
         f.write_all(bytes).unwrap();
         let f = File::open(&path).unwrap();
-        let tail = scan(&f, bytes.len() as u64).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        tail
+        scan(&f, bytes.len() as u64).unwrap()
+    }
+
+    /// What [`scan`] finds in a file whose kept lines are JSON.
+    fn intact_up_to(keep: u64, cut_bytes: u64, cut_lines: u64, last_line: &[u8]) -> Tail {
+        Tail {
+            keep,
+            cut_bytes,
+            cut_lines,
+            last_line: Some(last_line.to_vec()),
+            last_line_damaged: false,
+        }
     }
 
     #[test]
     fn an_intact_file_is_kept_whole() {
         let t = scan_bytes("intact", b"{\"a\":1}\n{\"b\":2}\n");
-        assert_eq!((t.keep, t.cut_bytes, t.cut_lines), (16, 0, 0));
-        assert_eq!(t.last_line.as_deref(), Some(&b"{\"b\":2}"[..]));
+        assert_eq!(t, intact_up_to(16, 0, 0, b"{\"b\":2}"));
         let t = scan_bytes("empty", b"");
         assert_eq!(t, Tail::default());
     }
@@ -148,10 +157,9 @@ mod tests {
     #[test]
     fn an_unterminated_fragment_is_cut_even_if_it_is_json() {
         let t = scan_bytes("torn", b"{\"a\":1}\n{\"b\":2,\"c\":[1,");
-        assert_eq!((t.keep, t.cut_bytes, t.cut_lines), (8, 14, 0));
-        assert_eq!(t.last_line.as_deref(), Some(&b"{\"a\":1}"[..]));
+        assert_eq!(t, intact_up_to(8, 14, 0, b"{\"a\":1}"));
         let t = scan_bytes("no-newline", b"{\"a\":1}\n{\"b\":2}");
-        assert_eq!((t.keep, t.cut_bytes), (8, 7));
+        assert_eq!(t, intact_up_to(8, 7, 0, b"{\"a\":1}"));
         let t = scan_bytes("only-fragment", b"{\"a\":");
         assert_eq!((t.keep, t.cut_bytes, t.last_line), (0, 5, None));
     }
@@ -185,13 +193,13 @@ mod tests {
 
     #[test]
     fn reads_the_first_line() {
-        let path = std::env::temp_dir().join(format!("egret-first-line-{}", std::process::id()));
+        let dir = TempDir::new("first-line");
+        let path = dir.join("events.jsonl");
         std::fs::write(&path, "{\"a\":1}\n{\"b\":2}\n").unwrap();
         let f = File::open(&path).unwrap();
         assert_eq!(first_line(&f).unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
         std::fs::write(&path, "{\"a\":").unwrap();
         let f = File::open(&path).unwrap();
         assert_eq!(first_line(&f).unwrap(), None);
-        std::fs::remove_file(&path).unwrap();
     }
 }

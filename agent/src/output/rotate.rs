@@ -205,27 +205,32 @@ pub enum ParseError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ByteSize(pub u64);
 
+/// A positive quantity written `<number><unit>` (`s` trimmed): the number times the factor
+/// `unit` gives its unit; `None` for an unknown unit, zero or an overflow.
+fn scaled(s: &str, unit: impl Fn(&str) -> Option<u64>) -> Option<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, suffix) = t.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    number.checked_mul(unit(suffix)?).filter(|n| *n != 0)
+}
+
 impl FromStr for ByteSize {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseError::Size(s.to_owned());
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (number, unit) = t.split_at(split);
-        let number: u64 = number.parse().map_err(|_| err())?;
-        let shift = match unit.trim() {
-            "" | "B" => 0,
-            "K" | "k" | "KiB" => 10,
-            "M" | "m" | "MiB" => 20,
-            "G" | "g" | "GiB" => 30,
-            _ => return Err(err()),
+        let unit = |suffix: &str| -> Option<u64> {
+            match suffix.trim() {
+                "" | "B" => Some(1),
+                "K" | "k" | "KiB" => Some(1 << 10),
+                "M" | "m" | "MiB" => Some(1 << 20),
+                "G" | "g" | "GiB" => Some(1 << 30),
+                _ => None,
+            }
         };
-        let bytes = number.checked_mul(1 << shift).ok_or_else(err)?;
-        if bytes == 0 {
-            return Err(err());
-        }
-        Ok(Self(bytes))
+        scaled(s, unit)
+            .map(Self)
+            .ok_or_else(|| ParseError::Size(s.to_owned()))
     }
 }
 
@@ -238,30 +243,26 @@ impl FromStr for Age {
     type Err = ParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParseError::Duration(s.to_owned());
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (number, unit) = t.split_at(split);
-        let number: u64 = number.parse().map_err(|_| err())?;
-        let unit_secs = match unit {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 7 * 86_400,
-            _ => return Err(err()),
+        let unit_secs = |suffix: &str| -> Option<u64> {
+            match suffix {
+                "" | "s" => Some(1),
+                "m" => Some(60),
+                "h" => Some(3600),
+                "d" => Some(86_400),
+                "w" => Some(7 * 86_400),
+                _ => None,
+            }
         };
-        let secs = number.checked_mul(unit_secs).ok_or_else(err)?;
-        if secs == 0 {
-            return Err(err());
-        }
-        Ok(Self(Duration::from_secs(secs)))
+        scaled(s, unit_secs)
+            .map(|secs| Self(Duration::from_secs(secs)))
+            .ok_or_else(|| ParseError::Duration(s.to_owned()))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::tests::TempDir;
 
     fn at(stamp: &str) -> SystemTime {
         parse_stamp(stamp).unwrap()
@@ -328,8 +329,8 @@ mod tests {
 
     #[test]
     fn lists_and_expires_rotated_files() {
-        let dir = std::env::temp_dir().join(format!("egret-rotate-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = TempDir::new("rotate");
+        let dir = &scratch.0;
         let live = dir.join("events.jsonl");
         for name in [
             "events.jsonl",
@@ -366,7 +367,6 @@ mod tests {
         assert!(expired(&rotated, 10, None, now).is_empty());
         let next = next_path(&live, at("20261122T060141Z")).unwrap();
         assert_eq!(next, dir.join("events.jsonl.20261122T060141Z.002"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Sink, file, rotation and repair tests on real files in a scratch directory.
+//! Sink, file, rotation and repair tests on real files in a scratch directory; and the
+//! scratch directory other modules' tests use too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +16,7 @@ impl TempDir {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
-            std::env::temp_dir().join(format!("egret-output-{name}-{}-{n}", std::process::id()));
+            std::env::temp_dir().join(format!("egret-unit-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
@@ -23,6 +24,13 @@ impl TempDir {
 
     pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
+    }
+
+    /// The file `name` holding `lines`, each ended by a newline.
+    pub fn write_lines(&self, name: &str, lines: &[String]) -> PathBuf {
+        let path = self.join(name);
+        write_lines(&path, lines);
+        path
     }
 
     /// The names of the files in the directory, sorted.
@@ -61,6 +69,13 @@ pub fn event(sequence: u64) -> Value {
     })
 }
 
+/// Writes `lines` to `path`, each ended by a newline.
+pub fn write_lines(path: &Path, lines: &[String]) {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    std::fs::write(path, text).unwrap();
+}
+
 pub fn lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -86,6 +101,24 @@ pub fn write_events(path: &Path, options: &FileOptions, first: u64, count: u64) 
     sink.flush().unwrap();
 }
 
+/// Options that rotate a file at `max_bytes`, keeping `retain` rotated files.
+pub fn rotating(max_bytes: u64, retain: usize) -> FileOptions {
+    FileOptions {
+        max_bytes: Some(max_bytes),
+        retain,
+        ..FileOptions::default()
+    }
+}
+
+/// A scratch directory holding `events.jsonl`: `count` events from sequence 1, written with
+/// `options`.
+pub fn written(name: &str, options: &FileOptions, count: u64) -> (TempDir, PathBuf) {
+    let dir = TempDir::new(name);
+    let path = dir.join("events.jsonl");
+    write_events(&path, options, 1, count);
+    (dir, path)
+}
+
 fn chain_of(v: &Value) -> &str {
     v["egret"]["chain"].as_str().unwrap()
 }
@@ -100,9 +133,7 @@ fn sequences(paths: &[PathBuf]) -> Vec<u64> {
 
 #[test]
 fn every_line_is_chained_and_a_restart_continues_the_chain() {
-    let dir = TempDir::new("chain");
-    let path = dir.join("events.jsonl");
-    write_events(&path, &FileOptions::default(), 1, 3);
+    let (_dir, path) = written("chain", &FileOptions::default(), 3);
     let first = lines(&path);
     assert_eq!(first.len(), 4);
     assert_eq!(first[0]["event"]["dataset"], "egret.output");
@@ -146,9 +177,7 @@ fn every_line_is_chained_and_a_restart_continues_the_chain() {
 
 #[test]
 fn a_torn_last_line_is_cut_and_recorded() {
-    let dir = TempDir::new("torn");
-    let path = dir.join("events.jsonl");
-    write_events(&path, &FileOptions::default(), 1, 2);
+    let (_dir, path) = written("torn", &FileOptions::default(), 2);
     let intact = std::fs::read(&path).unwrap();
     let torn = b"{\"@timestamp\":\"2026-11-22T06:01:41Z\",\"event\":{\"kin";
     let mut bytes = intact.clone();
@@ -174,9 +203,7 @@ fn a_torn_last_line_is_cut_and_recorded() {
 
 #[test]
 fn a_power_cut_tail_of_zeros_and_junk_lines_is_cut() {
-    let dir = TempDir::new("zeros");
-    let path = dir.join("events.jsonl");
-    write_events(&path, &FileOptions::default(), 1, 2);
+    let (_dir, path) = written("zeros", &FileOptions::default(), 2);
     let mut bytes = std::fs::read(&path).unwrap();
     let good = bytes.len();
     bytes.extend_from_slice(&[0u8; 500]);
@@ -210,14 +237,7 @@ fn a_file_that_is_all_fragment_starts_a_new_chain() {
 
 #[test]
 fn rotates_by_size_with_whole_lines_and_links_the_files() {
-    let dir = TempDir::new("size");
-    let path = dir.join("events.jsonl");
-    let options = FileOptions {
-        max_bytes: Some(2000),
-        retain: 100,
-        ..FileOptions::default()
-    };
-    write_events(&path, &options, 1, 60);
+    let (dir, path) = written("size", &rotating(2000, 100), 60);
     let files = dir.files("events.jsonl");
     assert!(files.len() > 5, "{:?}", dir.names());
     // Rotated files first (by name), the live file last.
@@ -261,11 +281,7 @@ fn rotates_by_size_with_whole_lines_and_links_the_files() {
 fn a_line_larger_than_the_limit_gets_a_file_of_its_own() {
     let dir = TempDir::new("big");
     let path = dir.join("events.jsonl");
-    let options = FileOptions {
-        max_bytes: Some(1000),
-        ..FileOptions::default()
-    };
-    let mut sink = Sink::open(path.to_str().unwrap(), &options, None).unwrap();
+    let mut sink = Sink::open(path.to_str().unwrap(), &rotating(1000, 10), None).unwrap();
     sink.write_line(&event(1)).unwrap();
     sink.write_line(&json!({"big": "x".repeat(3000), "event": {"sequence": 2}}))
         .unwrap();
@@ -283,14 +299,8 @@ fn a_line_larger_than_the_limit_gets_a_file_of_its_own() {
 
 #[test]
 fn retention_keeps_the_newest_rotated_files() {
-    let dir = TempDir::new("retain");
-    let path = dir.join("events.jsonl");
-    let options = FileOptions {
-        max_bytes: Some(1500),
-        retain: 2,
-        ..FileOptions::default()
-    };
-    write_events(&path, &options, 1, 40);
+    let options = rotating(1500, 2);
+    let (dir, path) = written("retain", &options, 40);
     let files = dir.files("events.jsonl");
     assert_eq!(files.len(), 3, "{:?}", dir.names());
     let report = verify::verify(&files).unwrap();
@@ -333,9 +343,7 @@ fn rotates_by_age() {
 
 #[test]
 fn an_age_limit_counts_from_the_first_line_across_restarts() {
-    let dir = TempDir::new("age-restart");
-    let path = dir.join("events.jsonl");
-    write_events(&path, &FileOptions::default(), 1, 1);
+    let (dir, path) = written("age-restart", &FileOptions::default(), 1);
     // Make the file's first line an hour old.
     let text = std::fs::read_to_string(&path).unwrap();
     let old = chrono::Utc::now() - chrono::Duration::hours(1);
@@ -354,13 +362,8 @@ fn an_age_limit_counts_from_the_first_line_across_restarts() {
 
 #[test]
 fn an_empty_live_file_continues_from_the_newest_rotated_one() {
-    let dir = TempDir::new("after-rotation");
-    let path = dir.join("events.jsonl");
-    let options = FileOptions {
-        max_bytes: Some(1500),
-        ..FileOptions::default()
-    };
-    write_events(&path, &options, 1, 20);
+    let options = rotating(1500, 10);
+    let (dir, path) = written("after-rotation", &options, 20);
     // A crash right after the rename: the live file is gone.
     std::fs::remove_file(&path).unwrap();
     write_events(&path, &options, 21, 1);
@@ -529,34 +532,34 @@ fn throughput() {
     }
     let rate = |secs: f64| LINES as f64 / secs;
     let per_line_us = |secs: f64| secs / LINES as f64 * 1e6;
+    // The rates line up after the longest label.
+    let row = |label: &str, secs: f64| {
+        let width = 37_usize.saturating_sub(label.chars().count());
+        format!(
+            "{label}{:>width$.0} lines/s  {:.2} µs/line",
+            rate(secs),
+            per_line_us(secs)
+        )
+    };
+    let against_plain = |secs: f64| {
+        format!(
+            "  ({:+.2} µs/line, ratio {:.3})",
+            per_line_us(secs) - per_line_us(best[1]),
+            best[1] / secs
+        )
+    };
     println!("line: {line_len} bytes, {LINES} lines, best of 5 rounds");
+    println!("{}", row("serialise only:", best[0]));
+    println!("{}", row("plain file (before):", best[1]));
+    println!("{}", row("serialise + chain (memory):", best[3]));
     println!(
-        "serialise only:            {:>10.0} lines/s  {:.2} µs/line",
-        rate(best[0]),
-        per_line_us(best[0])
+        "{}{}",
+        row("chained file, no sync:", best[4]),
+        against_plain(best[4])
     );
     println!(
-        "plain file (before):       {:>10.0} lines/s  {:.2} µs/line",
-        rate(best[1]),
-        per_line_us(best[1])
-    );
-    println!(
-        "serialise + chain (memory): {:>9.0} lines/s  {:.2} µs/line",
-        rate(best[3]),
-        per_line_us(best[3])
-    );
-    println!(
-        "chained file, no sync:     {:>10.0} lines/s  {:.2} µs/line  ({:+.2} µs/line, ratio {:.3})",
-        rate(best[4]),
-        per_line_us(best[4]),
-        per_line_us(best[4]) - per_line_us(best[1]),
-        best[1] / best[4]
-    );
-    println!(
-        "chained file + fdatasync:  {:>10.0} lines/s  {:.2} µs/line  ({:+.2} µs/line, ratio {:.3})",
-        rate(best[2]),
-        per_line_us(best[2]),
-        per_line_us(best[2]) - per_line_us(best[1]),
-        best[1] / best[2]
+        "{}{}",
+        row("chained file + fdatasync:", best[2]),
+        against_plain(best[2])
     );
 }

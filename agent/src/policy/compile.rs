@@ -19,7 +19,8 @@ use agent_common::{
 };
 
 use super::{
-    Destination, Glob, Loopback, Mode, Policy, PolicyError, PolicyErrors, Position, Protocol, Rule,
+    Destination, Glob, Loopback, Mode, Policy, PolicyError, PolicyErrors, Position, Prefix,
+    Protocol, Rule,
 };
 
 /// What one scope bit stands for.
@@ -171,34 +172,27 @@ fn entry(port_lo: u16, port_hi: u16, protocols: u8, scopes: u64) -> PolicyEntry 
     }
 }
 
-/// Prefix bits as a big-endian integer (for containment tests).
-fn bits4(p: &Prefix4) -> u32 {
-    u32::from_be_bytes(p.addr)
+/// A key of one of the kernel's prefix maps ([`Prefix4`], [`Prefix6`]), as the policy's
+/// [`Prefix`] it stands for: for containment tests and messages.
+trait KernelPrefix: Ord + Copy {
+    fn prefix(self) -> Prefix;
 }
 
-fn bits6(p: &Prefix6) -> u128 {
-    u128::from_be_bytes(p.addr)
-}
-
-fn contains4(outer: &Prefix4, inner: &Prefix4) -> bool {
-    outer.len <= inner.len && {
-        let mask = if outer.len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(outer.len))
-        };
-        bits4(outer) & mask == bits4(inner) & mask
+impl KernelPrefix for Prefix4 {
+    fn prefix(self) -> Prefix {
+        Prefix {
+            addr: IpAddr::from(self.addr),
+            len: self.len,
+        }
     }
 }
 
-fn contains6(outer: &Prefix6, inner: &Prefix6) -> bool {
-    outer.len <= inner.len && {
-        let mask = if outer.len == 0 {
-            0
-        } else {
-            u128::MAX << (128 - u32::from(outer.len))
-        };
-        bits6(outer) & mask == bits6(inner) & mask
+impl KernelPrefix for Prefix6 {
+    fn prefix(self) -> Prefix {
+        Prefix {
+            addr: IpAddr::from(self.addr),
+            len: self.len,
+        }
     }
 }
 
@@ -239,7 +233,7 @@ struct Table<P> {
     own: BTreeMap<P, (Vec<PolicyEntry>, Vec<String>)>,
 }
 
-impl<P: Ord + Copy> Table<P> {
+impl<P: KernelPrefix> Table<P> {
     fn new() -> Self {
         Self {
             own: BTreeMap::new(),
@@ -255,14 +249,14 @@ impl<P: Ord + Copy> Table<P> {
     }
 
     /// Each prefix with its own entries and those of every prefix containing it.
-    fn merged(&self, contains: impl Fn(&P, &P) -> bool) -> Vec<(P, Vec<PolicyEntry>, Vec<String>)> {
+    fn merged(&self) -> Vec<(P, Vec<PolicyEntry>, Vec<String>)> {
         self.own
             .keys()
             .map(|p| {
                 let mut entries = Vec::new();
                 let mut rules = Vec::new();
                 for (q, (own, names)) in &self.own {
-                    if contains(q, p) {
+                    if q.prefix().covers(p.prefix()) {
                         entries.extend_from_slice(own);
                         rules.extend(names.iter().cloned());
                     }
@@ -273,6 +267,24 @@ impl<P: Ord + Copy> Table<P> {
                 (*p, entries, rules)
             })
             .collect()
+    }
+
+    /// The kernel map: each prefix with its merged entries. A prefix with more entries than
+    /// the kernel holds is an error instead.
+    fn kernel_map(&self, policy: &Policy, errors: &mut Vec<PolicyError>) -> Vec<(P, PolicyValue)> {
+        let mut map = Vec::new();
+        for (prefix, entries, rules) in self.merged() {
+            match value(&entries) {
+                Some(v) => map.push((prefix, v)),
+                None => errors.push(too_many(
+                    policy,
+                    &prefix.prefix().to_string(),
+                    entries.len(),
+                    &rules,
+                )),
+            }
+        }
+        map
     }
 }
 
@@ -432,8 +444,8 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
 
     let mut compiled = CompiledPolicy {
         block: true,
-        v4: Vec::new(),
-        v6: Vec::new(),
+        v4: v4.kernel_map(policy, &mut errors),
+        v6: v6.kernel_map(policy, &mut errors),
         scopes,
         domain_rules,
         dns_names: names.into_iter().collect(),
@@ -441,28 +453,6 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
         scope_units: Vec::new(),
     };
     (compiled.scope_paths, compiled.scope_units) = creation_hashes(&compiled.scopes);
-    for (prefix, entries, rules) in v4.merged(contains4) {
-        match value(&entries) {
-            Some(v) => compiled.v4.push((prefix, v)),
-            None => errors.push(too_many(
-                policy,
-                &format!("{}/{}", std::net::Ipv4Addr::from(prefix.addr), prefix.len),
-                entries.len(),
-                &rules,
-            )),
-        }
-    }
-    for (prefix, entries, rules) in v6.merged(contains6) {
-        match value(&entries) {
-            Some(v) => compiled.v6.push((prefix, v)),
-            None => errors.push(too_many(
-                policy,
-                &format!("{}/{}", std::net::Ipv6Addr::from(prefix.addr), prefix.len),
-                entries.len(),
-                &rules,
-            )),
-        }
-    }
     for (family, n) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
         if n > POLICY_PREFIXES_MAX as usize {
             errors.push(error(

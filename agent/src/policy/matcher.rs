@@ -292,6 +292,21 @@ mod tests {
         m.evaluate(c).rule().map(str::to_owned)
     }
 
+    /// For each `(value, approved)` case: a connection to `ip` with `value` put in by `set`
+    /// is approved by `m`, or not, as the case says.
+    fn assert_approvals<T: Copy + std::fmt::Debug>(
+        m: &Matcher,
+        ip: &str,
+        set: impl Fn(&mut Connection<'static>, T),
+        cases: &[(T, bool)],
+    ) {
+        for &(value, approved) in cases {
+            let mut c = conn(ip);
+            set(&mut c, value);
+            assert_eq!(m.evaluate(&c).is_approved(), approved, "{value:?}");
+        }
+    }
+
     #[test]
     fn loopback_approve_and_audit() {
         let m = Matcher::new(&policy("rules: []\n"));
@@ -319,19 +334,20 @@ mod tests {
         let m = Matcher::new(&policy(
             "rules:\n  - name: a\n    to: [\"10.0.0.0/8\"]\n    ports: [22, \"8000-8100\"]\n",
         ));
-        for (port, ok) in [
-            (22, true),
-            (23, false),
-            (7999, false),
-            (8000, true),
-            (8050, true),
-            (8100, true),
-            (8101, false),
-        ] {
-            let mut c = conn("10.1.2.3");
-            c.port = port;
-            assert_eq!(m.evaluate(&c).is_approved(), ok, "{port}");
-        }
+        assert_approvals(
+            &m,
+            "10.1.2.3",
+            |c, port| c.port = port,
+            &[
+                (22, true),
+                (23, false),
+                (7999, false),
+                (8000, true),
+                (8050, true),
+                (8100, true),
+                (8101, false),
+            ],
+        );
     }
 
     #[test]
@@ -355,18 +371,19 @@ mod tests {
         let m = Matcher::new(&policy(
             "rules:\n  - name: git\n    to: [\"0.0.0.0/0\"]\n    processes: [\"/usr/bin/git\", \"/usr/lib/git-core/*\"]\n",
         ));
-        let mut c = conn("203.0.113.5");
-        for (exe, ok) in [
-            (Some("/usr/bin/git"), true),
-            (Some("/usr/lib/git-core/git-remote-https"), true),
-            (Some("/usr/lib/git-core/sub/x"), false),
-            (Some("/usr/bin/gitk"), false),
-            (Some("/usr/bin/curl"), false),
-            (None, false),
-        ] {
-            c.executable = exe;
-            assert_eq!(m.evaluate(&c).is_approved(), ok, "{exe:?}");
-        }
+        assert_approvals(
+            &m,
+            "203.0.113.5",
+            |c, exe| c.executable = exe,
+            &[
+                (Some("/usr/bin/git"), true),
+                (Some("/usr/lib/git-core/git-remote-https"), true),
+                (Some("/usr/lib/git-core/sub/x"), false),
+                (Some("/usr/bin/gitk"), false),
+                (Some("/usr/bin/curl"), false),
+                (None, false),
+            ],
+        );
     }
 
     #[test]
@@ -374,17 +391,18 @@ mod tests {
         let m = Matcher::new(&policy(
             "rules:\n  - name: u\n    to: [\"::/0\", \"0.0.0.0/0\"]\n    systemd_units: [\"payments.service\", \"backup-*.service\"]\n",
         ));
-        let mut c = conn("2001:db8::1");
-        for (unit, ok) in [
-            (Some("payments.service"), true),
-            (Some("backup-daily.service"), true),
-            (Some("backup-daily.timer"), false),
-            (Some("app.service"), false),
-            (None, false),
-        ] {
-            c.systemd_unit = unit;
-            assert_eq!(m.evaluate(&c).is_approved(), ok, "{unit:?}");
-        }
+        assert_approvals(
+            &m,
+            "2001:db8::1",
+            |c, unit| c.systemd_unit = unit,
+            &[
+                (Some("payments.service"), true),
+                (Some("backup-daily.service"), true),
+                (Some("backup-daily.timer"), false),
+                (Some("app.service"), false),
+                (None, false),
+            ],
+        );
     }
 
     #[test]
@@ -398,17 +416,18 @@ mod tests {
         let m = Matcher::new(&policy(
             "rules:\n  - name: c\n    to: [\"10.0.0.0/8\"]\n    cgroups: [\"/system.slice/payments.service\"]\n",
         ));
-        let mut c = conn("10.0.0.1");
-        for (path, ok) in [
-            (Some("/system.slice/payments.service"), true),
-            (Some("/system.slice/payments.service/worker"), true),
-            (Some("/system.slice/payments.service2"), false),
-            (Some("/system.slice"), false),
-            (None, false),
-        ] {
-            c.cgroup_path = path;
-            assert_eq!(m.evaluate(&c).is_approved(), ok, "{path:?}");
-        }
+        assert_approvals(
+            &m,
+            "10.0.0.1",
+            |c, path| c.cgroup_path = path,
+            &[
+                (Some("/system.slice/payments.service"), true),
+                (Some("/system.slice/payments.service/worker"), true),
+                (Some("/system.slice/payments.service2"), false),
+                (Some("/system.slice"), false),
+                (None, false),
+            ],
+        );
         let root = Matcher::new(&policy(
             "rules:\n  - name: c\n    to: [\"10.0.0.0/8\"]\n    cgroups: [\"/\"]\n",
         ));
@@ -605,17 +624,12 @@ mod tests {
         let m = Matcher::new(&policy);
         let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
         let conn = |port: u16, dns: &'static [String]| Connection {
-            ip: "10.1.2.3".parse().unwrap(),
             port,
-            protocol: Some(Protocol::Tcp),
+            dns_names: dns,
             executable: None,
             systemd_unit: None,
             cgroup_path: None,
-            dns_names: dns,
-            container_name: None,
-            container_image: None,
-            pod_namespace: None,
-            pod_name: None,
+            ..conn("10.1.2.3")
         };
         let api: &'static [String] = Box::leak(names(&["api.example.com"]).into_boxed_slice());
         let cdn: &'static [String] = Box::leak(names(&["a.b.cdn.example.net"]).into_boxed_slice());
@@ -666,17 +680,14 @@ mod tests {
                     image: Option<&'static str>,
                     ns: Option<&'static str>,
                     pod: Option<&'static str>| Connection {
-            ip: "10.1.2.3".parse().unwrap(),
-            port: 443,
-            protocol: Some(Protocol::Tcp),
             executable: None,
             systemd_unit: None,
             cgroup_path: None,
-            dns_names: &[],
             container_name: name,
             container_image: image,
             pod_namespace: ns,
             pod_name: pod,
+            ..conn("10.1.2.3")
         };
         assert_eq!(
             m.evaluate(&conn(None, None, Some("team-a"), Some("x")))

@@ -10,14 +10,10 @@ pub mod compile;
 pub mod matcher;
 pub mod parse;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Where something is in a policy file (1-based).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Position {
-    pub line: usize,
-    pub column: usize,
-}
+pub use crate::yaml::Position;
 
 /// `audit` reports unapproved destinations; `block` also refuses them in the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -83,24 +79,44 @@ pub struct Prefix {
 }
 
 impl Prefix {
-    /// Whether `ip` is inside this prefix. An IPv4 prefix never contains an IPv6 address and
-    /// the other way round (pass IPv4-mapped addresses unmapped).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+    /// `addr` with the host bits (those after the first `len`) cleared.
+    pub fn network(self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
                 let mask = u32::MAX
                     .checked_shl(32u32.saturating_sub(u32::from(self.len)))
                     .unwrap_or(0);
-                u32::from(ip) & mask == u32::from(net)
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
             }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            IpAddr::V6(a) => {
                 let mask = u128::MAX
                     .checked_shl(128u32.saturating_sub(u32::from(self.len)))
                     .unwrap_or(0);
-                u128::from(ip) & mask == u128::from(net)
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
             }
-            _ => false,
         }
+    }
+
+    /// Whether `ip` is inside this prefix. An IPv4 prefix never contains an IPv6 address and
+    /// the other way round (pass IPv4-mapped addresses unmapped).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Self {
+            addr: ip,
+            len: self.len,
+        }
+        .network()
+            == self.addr
+    }
+
+    /// Whether every address of `inner` is inside this prefix (compared on this prefix's
+    /// leading bits, host bits or not).
+    pub fn covers(self, inner: Self) -> bool {
+        let inner_network = Self {
+            addr: inner.addr,
+            len: self.len,
+        }
+        .network();
+        self.len <= inner.len && self.network() == inner_network
     }
 }
 

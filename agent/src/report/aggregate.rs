@@ -6,11 +6,17 @@
 
 use std::{
     borrow::Cow,
+    cmp::Ordering,
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
 };
 
-use super::input::{Observation, Verdict};
+use serde::Serialize;
+
+use super::{
+    input::{Observation, Verdict},
+    timespec::serialize_rfc3339,
+};
 
 /// At most this many distinct addresses are kept per destination (for display).
 pub const MAX_ADDRESSES: usize = 16;
@@ -158,8 +164,9 @@ impl Dimension {
     }
 }
 
-/// Counters shared by destinations and groups.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Counters shared by destinations and groups: in the report, members of each destination
+/// and group object (`docs/report.md`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Counts {
     /// Connection lines (a UDP `send` line is one).
     pub connections: u64,
@@ -171,11 +178,26 @@ pub struct Counts {
     pub unapproved: u64,
     /// Connection lines with verdict `blocked` (refused by the kernel).
     pub blocked: u64,
+    #[serde(rename = "first_seen", serialize_with = "serialize_rfc3339")]
     pub first_ns: Option<i64>,
+    #[serde(rename = "last_seen", serialize_with = "serialize_rfc3339")]
     pub last_ns: Option<i64>,
 }
 
 impl Counts {
+    /// Alerts, or connections the policy did not approve: what a reader should look at.
+    pub fn need_attention(&self) -> bool {
+        self.alerts > 0 || self.unapproved > 0 || self.blocked > 0
+    }
+
+    /// Busiest first: most connections, then most alerts.
+    fn busiest_first(&self, other: &Self) -> Ordering {
+        other
+            .connections
+            .cmp(&self.connections)
+            .then(other.alerts.cmp(&self.alerts))
+    }
+
     fn seen(&mut self, ts: i64) {
         self.first_ns = Some(self.first_ns.map_or(ts, |f| f.min(ts)));
         self.last_ns = Some(self.last_ns.map_or(ts, |l| l.max(ts)));
@@ -257,13 +279,7 @@ impl Group {
     /// Destinations, most connections first (then most alerts, then by name, port, transport).
     pub fn sorted_dests(&self) -> Vec<(&DestKey, &DestStats)> {
         let mut v: Vec<_> = self.dests.iter().collect();
-        v.sort_by(|(ka, a), (kb, b)| {
-            b.counts
-                .connections
-                .cmp(&a.counts.connections)
-                .then(b.counts.alerts.cmp(&a.counts.alerts))
-                .then_with(|| ka.cmp(kb))
-        });
+        v.sort_by(|(ka, a), (kb, b)| a.counts.busiest_first(&b.counts).then_with(|| ka.cmp(kb)));
         v
     }
 }
@@ -329,16 +345,17 @@ impl Buckets {
     }
 }
 
-/// Per-file counts of lines.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Per-file counts of lines; in the report's `input.files` (`docs/report.md`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FileCounts {
     pub path: String,
     pub lines: u64,
     pub bad_lines: u64,
 }
 
-/// What was read, and what was done with it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What was read, and what was done with it: the report's `input` (`docs/report.md`), its
+/// members in this order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct InputCounts {
     pub files: Vec<FileCounts>,
     pub lines: u64,
@@ -350,9 +367,9 @@ pub struct InputCounts {
     pub metric_lines: u64,
     /// Lines of kinds a report does not use (DNS lines, connection end lines, new kinds).
     pub ignored_lines: u64,
+    pub blank_lines: u64,
     /// Connection and alert lines outside `--since`/`--until`.
     pub out_of_range: u64,
-    pub blank_lines: u64,
     pub bad_lines: u64,
 }
 
@@ -413,13 +430,7 @@ impl Aggregate {
             .get(dim.index())
             .map(|m| m.iter().collect())
             .unwrap_or_default();
-        v.sort_by(|(na, a), (nb, b)| {
-            b.counts
-                .connections
-                .cmp(&a.counts.connections)
-                .then(b.counts.alerts.cmp(&a.counts.alerts))
-                .then_with(|| na.cmp(nb))
-        });
+        v.sort_by(|(na, a), (nb, b)| a.counts.busiest_first(&b.counts).then_with(|| na.cmp(nb)));
         v
     }
 

@@ -8,6 +8,7 @@ use super::{
     aggregate::Dimension,
     model::{DestDoc, GroupDoc, ReportDoc, TimelineDoc},
     timespec::rfc3339_seconds,
+    wording::{count, losses, not_listed, plural, seen},
 };
 
 /// Series colours (colour-blind friendly, after Okabe-Ito), then grey for "other".
@@ -79,18 +80,6 @@ details table { border-top:1px solid var(--line); }
 footer { margin-top:34px; color:var(--muted); font-size:12px; }
 footer code { word-break:break-all; }
 "#;
-
-fn plural(n: u64, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
-
-fn usize_u64(n: usize) -> u64 {
-    u64::try_from(n).unwrap_or(u64::MAX)
-}
 
 /// The smallest of 1, 2, 5, 10, 20, 50, ... that is at least `raw`.
 fn nice_step(raw: u64) -> u64 {
@@ -319,17 +308,8 @@ fn bucket_words(s: i64) -> String {
     }
 }
 
-fn time_cell(t: Option<&String>) -> String {
-    t.map_or_else(
-        || "-".to_owned(),
-        |t| {
-            match (t.find('.'), t.ends_with('Z')) {
-                (Some(dot), true) => format!("{}Z", t.get(..dot).unwrap_or(t)),
-                _ => t.clone(),
-            }
-            .replacen('T', " ", 1)
-        },
-    )
+fn time_cell(ns: Option<i64>) -> String {
+    seen(ns).replacen('T', " ", 1)
 }
 
 fn dest_table(
@@ -346,7 +326,7 @@ fn dest_table(
          <th>Last seen (UTC)</th></tr></thead><tbody>\n",
     );
     for d in dests {
-        let warn = d.alerts > 0 || d.unapproved > 0 || d.blocked > 0;
+        let warn = d.counts.need_attention();
         let _ = write!(
             out,
             "<tr class=\"dest{}\"><td class=\"d\">",
@@ -359,9 +339,9 @@ fn dest_table(
             );
         }
         out.push_str(&esc(&d.destination));
-        if d.blocked > 0 {
+        if d.counts.blocked > 0 {
             out.push_str("<span class=\"tag\">blocked</span>");
-        } else if d.unapproved > 0 || d.alerts > 0 {
+        } else if d.counts.unapproved > 0 || d.counts.alerts > 0 {
             out.push_str("<span class=\"tag\">unapproved</span>");
         }
         if d.domain.is_some() && !d.addresses.is_empty() {
@@ -377,30 +357,22 @@ fn dest_table(
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"t\">{}</td><td class=\"t\">{}</td></tr>",
             d.port,
             esc(&d.transport),
-            d.connections,
-            d.unapproved,
-            d.blocked,
-            d.alerts,
-            esc(&time_cell(d.first_seen.as_ref())),
-            esc(&time_cell(d.last_seen.as_ref()))
+            d.counts.connections,
+            d.counts.unapproved,
+            d.counts.blocked,
+            d.counts.alerts,
+            esc(&time_cell(d.counts.first_ns)),
+            esc(&time_cell(d.counts.last_ns))
         );
     }
     out.push_str("</tbody></table>\n");
 }
 
 fn more(out: &mut String, total: usize, connections: u64, shown: &[DestDoc]) {
-    let hidden = total.saturating_sub(shown.len());
-    if hidden > 0 {
-        let shown_connections: u64 = shown.iter().map(|d| d.connections).sum();
+    if let Some(left_out) = not_listed(total, connections, shown) {
         let _ = writeln!(
             out,
-            "<p class=\"more\">… {} ({}) not listed: raise <code>--top</code> to see them</p>",
-            plural(usize_u64(hidden), "more destination", "more destinations"),
-            plural(
-                connections.saturating_sub(shown_connections),
-                "connection",
-                "connections"
-            )
+            "<p class=\"more\">… {left_out} not listed: raise <code>--top</code> to see them</p>"
         );
     }
 }
@@ -417,16 +389,17 @@ fn group(
          <span class=\"gmeta\">{} · {} · {}</span></summary>",
         if open { " open" } else { "" },
         esc(&g.name),
-        plural(g.connections, "connection", "connections"),
-        plural(
-            usize_u64(g.destinations_total),
-            "destination",
-            "destinations"
-        ),
-        plural(g.alerts, "alert", "alerts"),
+        plural(g.counts.connections, "connection", "connections"),
+        plural(count(g.destinations_total), "destination", "destinations"),
+        plural(g.counts.alerts, "alert", "alerts"),
     );
     dest_table(out, &g.destinations, colour_of);
-    more(out, g.destinations_total, g.connections, &g.destinations);
+    more(
+        out,
+        g.destinations_total,
+        g.counts.connections,
+        &g.destinations,
+    );
     out.push_str("</details>\n");
 }
 
@@ -455,8 +428,8 @@ pub fn render(r: &ReportDoc) -> String {
     out.push_str(
         "</style>\n</head>\n<body>\n<main>\n<header>\n<h1><span>egret</span> egress report</h1>\n",
     );
-    let first = time_cell(r.range.first_seen.as_ref());
-    let last = time_cell(r.range.last_seen.as_ref());
+    let first = time_cell(r.range.first_seen);
+    let last = time_cell(r.range.last_seen);
     let _ = write!(
         out,
         "<p class=\"sub\">Connections seen {} to {} UTC",
@@ -474,19 +447,19 @@ pub fn render(r: &ReportDoc) -> String {
     let _ = writeln!(
         out,
         " · generated {}</p>\n</header>",
-        esc(&time_cell(Some(&r.generated_at)))
+        esc(&time_cell(Some(r.generated_at)))
     );
 
     let t = &r.totals;
     out.push_str("<section class=\"cards\">\n");
     card(&mut out, t.connections, "connections", false);
-    card(&mut out, usize_u64(t.destinations), "destinations", false);
+    card(&mut out, count(t.destinations), "destinations", false);
     card(&mut out, t.alerts, "alerts", true);
     card(&mut out, t.unapproved, "unapproved", true);
     card(&mut out, t.blocked, "blocked", true);
     card(
         &mut out,
-        usize_u64(r.groups.process.len()),
+        count(r.groups.process.len()),
         "executables",
         false,
     );
@@ -494,13 +467,8 @@ pub fn render(r: &ReportDoc) -> String {
         card(&mut out, r.input.bad_lines, "bad input lines", true);
     }
     out.push_str("</section>\n");
-    if t.events_lost_kernel > 0 || t.events_dropped_userspace > 0 {
-        let _ = writeln!(
-            out,
-            "<p class=\"notice\">egret reported {} lost in the kernel and {} dropped in userspace: counts may be short.</p>",
-            plural(t.events_lost_kernel, "event", "events"),
-            plural(t.events_dropped_userspace, "event", "events")
-        );
+    if let Some(losses) = losses(t) {
+        let _ = writeln!(out, "<p class=\"notice\">{losses}.</p>");
     }
 
     out.push_str(
@@ -551,7 +519,7 @@ pub fn render(r: &ReportDoc) -> String {
             out.push_str("<p class=\"empty\">None in this input.</p>\n");
         }
         for (i, g) in groups.iter().enumerate() {
-            let open = i < OPEN_GROUPS || g.alerts > 0 || g.unapproved > 0 || g.blocked > 0;
+            let open = i < OPEN_GROUPS || g.counts.need_attention();
             group(&mut out, g, open, &colour_of);
         }
         out.push_str("</section>\n");

@@ -14,6 +14,7 @@ pub mod model;
 pub mod suggest;
 pub mod text;
 pub mod timespec;
+pub mod wording;
 
 use std::{
     fs::File,

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use super::{
-    aggregate::{Aggregate, Counts, DestKey, DestName, DestStats, Dimension, Group},
-    timespec::rfc3339,
+    aggregate::{Aggregate, Counts, DestKey, DestName, DestStats, Dimension, Group, InputCounts},
+    timespec::{rfc3339, serialize_rfc3339},
 };
 
 /// `schema` of the JSON document. A change that removes, renames or retypes a field gets a
@@ -19,9 +19,12 @@ pub const MAX_SERIES: usize = 8;
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ReportDoc {
     pub schema: &'static str,
-    pub generated_at: String,
+    /// Nanoseconds since the epoch, like every time kept as a number here; the JSON has them
+    /// in RFC 3339.
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub generated_at: i64,
     pub range: RangeDoc,
-    pub input: InputDoc,
+    pub input: InputCounts,
     pub totals: TotalsDoc,
     /// `--top`: destinations listed per group.
     pub top: usize,
@@ -38,29 +41,10 @@ pub struct RangeDoc {
     /// `--until`, resolved (RFC 3339), or null.
     pub until: Option<String>,
     /// The earliest and latest connection or alert counted; null when none was.
-    pub first_seen: Option<String>,
-    pub last_seen: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FileDoc {
-    pub path: String,
-    pub lines: u64,
-    pub bad_lines: u64,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct InputDoc {
-    pub files: Vec<FileDoc>,
-    pub lines: u64,
-    pub connection_lines: u64,
-    pub alert_lines: u64,
-    pub duplicate_alert_lines: u64,
-    pub metric_lines: u64,
-    pub ignored_lines: u64,
-    pub blank_lines: u64,
-    pub out_of_range: u64,
-    pub bad_lines: u64,
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub first_seen: Option<i64>,
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub last_seen: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -87,25 +71,15 @@ pub struct DestDoc {
     pub addresses_truncated: bool,
     pub port: u16,
     pub transport: String,
-    pub connections: u64,
-    pub datagrams: u64,
-    pub alerts: u64,
-    pub unapproved: u64,
-    pub blocked: u64,
-    pub first_seen: Option<String>,
-    pub last_seen: Option<String>,
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct GroupDoc {
     pub name: String,
-    pub connections: u64,
-    pub datagrams: u64,
-    pub alerts: u64,
-    pub unapproved: u64,
-    pub blocked: u64,
-    pub first_seen: Option<String>,
-    pub last_seen: Option<String>,
+    #[serde(flatten)]
+    pub counts: Counts,
     /// Distinct destinations of the group (`destinations` lists at most `top`).
     pub destinations_total: usize,
     pub destinations: Vec<DestDoc>,
@@ -158,15 +132,6 @@ fn opt_time(ns: Option<i64>) -> Option<String> {
 }
 
 fn dest_doc(key: &DestKey, d: &DestStats) -> DestDoc {
-    let Counts {
-        connections,
-        datagrams,
-        alerts,
-        unapproved,
-        blocked,
-        first_ns,
-        last_ns,
-    } = d.counts;
     DestDoc {
         destination: key.name.text(),
         domain: key.name.is_domain().then(|| key.name.text()),
@@ -181,35 +146,14 @@ fn dest_doc(key: &DestKey, d: &DestStats) -> DestDoc {
         addresses_truncated: d.more_addresses,
         port: key.port,
         transport: key.transport.to_string(),
-        connections,
-        datagrams,
-        alerts,
-        unapproved,
-        blocked,
-        first_seen: opt_time(first_ns),
-        last_seen: opt_time(last_ns),
+        counts: d.counts,
     }
 }
 
 fn group_doc(name: &str, g: &Group, top: usize) -> GroupDoc {
-    let Counts {
-        connections,
-        datagrams,
-        alerts,
-        unapproved,
-        blocked,
-        first_ns,
-        last_ns,
-    } = g.counts;
     GroupDoc {
         name: name.to_owned(),
-        connections,
-        datagrams,
-        alerts,
-        unapproved,
-        blocked,
-        first_seen: opt_time(first_ns),
-        last_seen: opt_time(last_ns),
+        counts: g.counts,
         destinations_total: g.dests.len(),
         destinations: g
             .sorted_dests()
@@ -278,43 +222,23 @@ pub fn build(a: &Aggregate, top: usize, generated_at_ns: i64) -> ReportDoc {
             .map(|(name, g)| group_doc(name, g, top))
             .collect()
     };
-    let i = &a.input;
     let overall = group_doc("", &a.overall, top);
     ReportDoc {
         schema: SCHEMA,
-        generated_at: rfc3339(generated_at_ns),
+        generated_at: generated_at_ns,
         range: RangeDoc {
             since: opt_time(a.since_ns),
             until: opt_time(a.until_ns),
-            first_seen: overall.first_seen.clone(),
-            last_seen: overall.last_seen.clone(),
+            first_seen: overall.counts.first_ns,
+            last_seen: overall.counts.last_ns,
         },
-        input: InputDoc {
-            files: i
-                .files
-                .iter()
-                .map(|f| FileDoc {
-                    path: f.path.clone(),
-                    lines: f.lines,
-                    bad_lines: f.bad_lines,
-                })
-                .collect(),
-            lines: i.lines,
-            connection_lines: i.connection_lines,
-            alert_lines: i.alert_lines,
-            duplicate_alert_lines: i.duplicate_alert_lines,
-            metric_lines: i.metric_lines,
-            ignored_lines: i.ignored_lines,
-            blank_lines: i.blank_lines,
-            out_of_range: i.out_of_range,
-            bad_lines: i.bad_lines,
-        },
+        input: a.input.clone(),
         totals: TotalsDoc {
-            connections: overall.connections,
-            datagrams: overall.datagrams,
-            alerts: overall.alerts,
-            unapproved: overall.unapproved,
-            blocked: overall.blocked,
+            connections: overall.counts.connections,
+            datagrams: overall.counts.datagrams,
+            alerts: overall.counts.alerts,
+            unapproved: overall.counts.unapproved,
+            blocked: overall.counts.blocked,
             destinations: overall.destinations_total,
             events_lost_kernel: a.events_lost_kernel(),
             events_dropped_userspace: a.events_dropped_userspace(),

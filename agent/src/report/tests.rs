@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::output::tests::TempDir;
 
 const NOW: i64 = 1_795_330_800_000_000_000; // 2026-11-22T07:00:00Z
 
@@ -44,6 +45,11 @@ fn conn(ts: &str, exe: &str, ip: &str, port: u16, transport: &str, extra: &str) 
     v.to_string()
 }
 
+/// A connection line of `curl` to port 443.
+fn curl(ts: &str, ip: &str, transport: &str, extra: &str) -> String {
+    conn(ts, "/usr/bin/curl", ip, 443, transport, extra)
+}
+
 /// An alert line about a connection line made by [`conn`] with the same arguments.
 fn alert(ts: &str, exe: &str, ip: &str, port: u16, seq: u64, extra: &str) -> String {
     let mut v: serde_json::Value =
@@ -59,33 +65,6 @@ fn alert(ts: &str, exe: &str, ip: &str, port: u16, seq: u64, extra: &str) -> Str
         }),
     );
     v.to_string()
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!(
-            "egret-report-unit-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-
-    fn file(&self, name: &str, lines: &[String]) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
-        p
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn args(files: Vec<PathBuf>) -> ReportArgs {
@@ -114,16 +93,14 @@ fn run_ok(a: &ReportArgs) -> (String, String, Outcome) {
     )
 }
 
-fn sample(dir: &Dir) -> PathBuf {
-    dir.file(
+fn sample(dir: &TempDir) -> PathBuf {
+    dir.write_lines(
         "events.jsonl",
         &[
-            conn("2026-11-22T06:00:00Z", "/usr/bin/curl", "10.0.0.1", 443, "tcp",
-                r#","destination":{"ip":"10.0.0.1","port":443,"domain":"api.example.com"},"egret":{"systemd":{"unit":"app.service"},"policy":{"verdict":"unapproved"}}"#),
+            curl("2026-11-22T06:00:00Z", "10.0.0.1", "tcp", r#","destination":{"ip":"10.0.0.1","port":443,"domain":"api.example.com"},"egret":{"systemd":{"unit":"app.service"},"policy":{"verdict":"unapproved"}}"#),
             alert("2026-11-22T06:00:00.1Z", "/usr/bin/curl", "10.0.0.1", 443, 2,
                 r#","destination":{"ip":"10.0.0.1","port":443,"domain":"api.example.com"},"egret":{"systemd":{"unit":"app.service"}}"#),
-            conn("2026-11-22T06:10:00Z", "/usr/bin/curl", "10.0.0.2", 443, "tcp",
-                r#","destination":{"ip":"10.0.0.2","port":443,"domain":"api.example.com"},"egret":{"systemd":{"unit":"app.service"},"policy":{"verdict":"unapproved"}}"#),
+            curl("2026-11-22T06:10:00Z", "10.0.0.2", "tcp", r#","destination":{"ip":"10.0.0.2","port":443,"domain":"api.example.com"},"egret":{"systemd":{"unit":"app.service"},"policy":{"verdict":"unapproved"}}"#),
             conn("2026-11-22T06:20:00Z", "/usr/bin/dig", "10.0.0.53", 53, "udp",
                 r#","egret":{"udp":{"datagrams":12}}"#),
             r#"{"@timestamp":"2026-11-22T06:20:01Z","event":{"kind":"metric","action":"stats"},"host":{"name":"vm"},"egret":{"metrics":{"events_lost_kernel":0}}}"#.to_owned(),
@@ -135,7 +112,7 @@ fn sample(dir: &Dir) -> PathBuf {
 
 #[test]
 fn json_report_counts_connections_alerts_and_groups() {
-    let dir = Dir::new("json");
+    let dir = TempDir::new("json");
     let events = sample(&dir);
     let (out, err, outcome) = run_ok(&args(vec![events]));
     assert_eq!(err, "");
@@ -200,7 +177,7 @@ fn json_report_counts_connections_alerts_and_groups() {
 
 #[test]
 fn time_range_and_top() {
-    let dir = Dir::new("range");
+    let dir = TempDir::new("range");
     let events = sample(&dir);
     let mut a = args(vec![events.clone()]);
     a.since = Some("2026-11-22T06:05:00Z".to_owned());
@@ -230,16 +207,9 @@ fn time_range_and_top() {
 
 #[test]
 fn bad_lines_are_reported_with_file_and_line_and_the_rest_is_counted() {
-    let dir = Dir::new("bad");
-    let good = conn(
-        "2026-11-22T06:00:00Z",
-        "/usr/bin/curl",
-        "10.0.0.1",
-        443,
-        "tcp",
-        "",
-    );
-    let events = dir.file(
+    let dir = TempDir::new("bad");
+    let good = curl("2026-11-22T06:00:00Z", "10.0.0.1", "tcp", "");
+    let events = dir.write_lines(
         "mixed.jsonl",
         &[
             good.clone(),
@@ -283,7 +253,7 @@ fn bad_lines_are_reported_with_file_and_line_and_the_rest_is_counted() {
 
 #[test]
 fn a_missing_file_is_an_error_before_any_output() {
-    let dir = Dir::new("missing");
+    let dir = TempDir::new("missing");
     let events = sample(&dir);
     let missing = dir.0.join("nope.jsonl");
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -308,7 +278,7 @@ fn a_missing_file_is_an_error_before_any_output() {
 
 #[test]
 fn text_report() {
-    let dir = Dir::new("text");
+    let dir = TempDir::new("text");
     let events = sample(&dir);
     let mut a = args(vec![events]);
     a.format = Format::Text;
@@ -348,9 +318,9 @@ fn text_report() {
 
 #[test]
 fn hostile_strings_do_not_inject_html_or_terminal_escapes() {
-    let dir = Dir::new("hostile");
+    let dir = TempDir::new("hostile");
     let evil = "/tmp/<script>alert(1)</script>\u{1b}[2J\"'&";
-    let events = dir.file(
+    let events = dir.write_lines(
         "evil.jsonl",
         &[conn(
             "2026-11-22T06:00:00Z",
@@ -388,7 +358,7 @@ fn hostile_strings_do_not_inject_html_or_terminal_escapes() {
 
 #[test]
 fn suggest_policy_writes_a_valid_policy() {
-    let dir = Dir::new("suggest");
+    let dir = TempDir::new("suggest");
     let events = sample(&dir);
     let mut a = args(vec![events]);
     a.suggest_policy = true;
@@ -406,8 +376,8 @@ fn suggest_policy_writes_a_valid_policy() {
 
 #[test]
 fn stdin_and_empty_input() {
-    let dir = Dir::new("empty");
-    let empty = dir.file("empty.jsonl", &[]);
+    let dir = TempDir::new("empty");
+    let empty = dir.write_lines("empty.jsonl", &[]);
     let mut a = args(vec![empty]);
     a.format = Format::Html;
     let (page, _, _) = run_ok(&a);
@@ -423,12 +393,10 @@ fn stdin_and_empty_input() {
 #[test]
 fn no_input_makes_it_panic() {
     // Every prefix of valid lines, and valid lines with extreme values, through every format.
-    let dir = Dir::new("fuzz");
-    let good = conn(
+    let dir = TempDir::new("fuzz");
+    let good = curl(
         "2026-11-22T06:00:00.123456789Z",
-        "/usr/bin/curl",
         "2001:db8::1",
-        443,
         "udp",
         r#","destination":{"ip":"2001:db8::1","port":443,"domain":"a.example"},"egret":{"udp":{"datagrams":18446744073709551615},"systemd":{"unit":"x.service"}},"container":{"id":"c"},"orchestrator":{"namespace":"n"}"#,
     );
@@ -470,7 +438,7 @@ fn no_input_makes_it_panic() {
         "{{\"event\":{}}}",
         "{\"a\":".repeat(200) + &"}".repeat(200)
     ));
-    let file = dir.file("fuzz.jsonl", &lines);
+    let file = dir.write_lines("fuzz.jsonl", &lines);
     for format in [Format::Text, Format::Json, Format::Html] {
         let mut a = args(vec![file.clone()]);
         a.format = format;
@@ -504,8 +472,8 @@ fn a_flow_over_several_send_lines_counts_once() {
         send(r#"["connection","start","end"]"#, 4),
     ]
     .join("\n");
-    let dir = Dir::new("flow-lines");
-    let file = dir.file("events.jsonl", &[input]);
+    let dir = TempDir::new("flow-lines");
+    let file = dir.write_lines("events.jsonl", &[input]);
     let (out, _, _) = run_ok(&args(vec![file]));
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["totals"]["connections"], 2, "{report}");

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use super::{
     aggregate::Dimension,
     model::{DestDoc, GroupDoc, ReportDoc},
+    wording::{count, losses, not_listed, plural, seen},
 };
 
 /// Longest name shown in a table cell (longer ones are cut with `…`; JSON has them whole).
@@ -42,17 +43,6 @@ fn cell(s: &str) -> String {
     }
 }
 
-fn time(t: Option<&String>) -> String {
-    // RFC 3339 to the second: the JSON output keeps the nanoseconds.
-    t.map_or_else(
-        || "-".to_owned(),
-        |t| match (t.find('.'), t.ends_with('Z')) {
-            (Some(dot), true) => format!("{}Z", t.get(..dot).unwrap_or(t)),
-            _ => t.clone(),
-        },
-    )
-}
-
 const HEADERS: [&str; 9] = [
     "DESTINATION",
     "PORT",
@@ -75,12 +65,12 @@ fn table(out: &mut String, dests: &[DestDoc]) {
                 cell(&d.destination),
                 d.port.to_string(),
                 cell(&d.transport),
-                d.connections.to_string(),
-                d.unapproved.to_string(),
-                d.blocked.to_string(),
-                d.alerts.to_string(),
-                time(d.first_seen.as_ref()),
-                time(d.last_seen.as_ref()),
+                d.counts.connections.to_string(),
+                d.counts.unapproved.to_string(),
+                d.counts.blocked.to_string(),
+                d.counts.alerts.to_string(),
+                seen(d.counts.first_ns),
+                seen(d.counts.last_ns),
             ]
         })
         .collect();
@@ -114,47 +104,28 @@ fn table(out: &mut String, dests: &[DestDoc]) {
     }
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
-    if n == 1 {
-        format!("1 {one}")
-    } else {
-        format!("{n} {many}")
-    }
-}
-
 fn group(out: &mut String, g: &GroupDoc) {
-    let total = u64::try_from(g.destinations_total).unwrap_or(u64::MAX);
     let _ = writeln!(
         out,
         "\n{}: {}, {}, {}",
         terminal_safe(&g.name),
-        plural(g.connections, "connection", "connections"),
-        plural(total, "destination", "destinations"),
-        plural(g.alerts, "alert", "alerts"),
+        plural(g.counts.connections, "connection", "connections"),
+        plural(count(g.destinations_total), "destination", "destinations"),
+        plural(g.counts.alerts, "alert", "alerts"),
     );
     table(out, &g.destinations);
-    more(out, g.destinations_total, g.connections, &g.destinations);
+    more(
+        out,
+        g.destinations_total,
+        g.counts.connections,
+        &g.destinations,
+    );
 }
 
 /// `… 3 more destinations (12 connections)` under a cut table.
 fn more(out: &mut String, total: usize, connections: u64, shown: &[DestDoc]) {
-    let hidden = total.saturating_sub(shown.len());
-    if hidden > 0 {
-        let shown_connections: u64 = shown.iter().map(|d| d.connections).sum();
-        let _ = writeln!(
-            out,
-            "  … {} ({})",
-            plural(
-                u64::try_from(hidden).unwrap_or(u64::MAX),
-                "more destination",
-                "more destinations"
-            ),
-            plural(
-                connections.saturating_sub(shown_connections),
-                "connection",
-                "connections"
-            )
-        );
+    if let Some(left_out) = not_listed(total, connections, shown) {
+        let _ = writeln!(out, "  … {left_out}");
     }
 }
 
@@ -166,11 +137,7 @@ pub fn render(r: &ReportDoc) -> String {
         out,
         "egret report: {} to {}, {} ({} unapproved, {} blocked)",
         plural(t.connections, "connection", "connections"),
-        plural(
-            u64::try_from(t.destinations).unwrap_or(u64::MAX),
-            "destination",
-            "destinations"
-        ),
+        plural(count(t.destinations), "destination", "destinations"),
         plural(t.alerts, "alert", "alerts"),
         t.unapproved,
         t.blocked
@@ -178,8 +145,8 @@ pub fn render(r: &ReportDoc) -> String {
     let _ = write!(
         out,
         "seen:  {} .. {}",
-        time(r.range.first_seen.as_ref()),
-        time(r.range.last_seen.as_ref())
+        seen(r.range.first_seen),
+        seen(r.range.last_seen)
     );
     if r.range.since.is_some() || r.range.until.is_some() {
         let _ = write!(
@@ -194,11 +161,7 @@ pub fn render(r: &ReportDoc) -> String {
     let _ = writeln!(
         out,
         "input: {}, {} ({} connection, {} alert, {} bad, {} outside the range, {} not used)",
-        plural(
-            u64::try_from(i.files.len()).unwrap_or(u64::MAX),
-            "file",
-            "files"
-        ),
+        plural(count(i.files.len()), "file", "files"),
         plural(i.lines, "line", "lines"),
         i.connection_lines,
         i.alert_lines,
@@ -209,13 +172,8 @@ pub fn render(r: &ReportDoc) -> String {
             .saturating_add(i.blank_lines)
             .saturating_add(i.duplicate_alert_lines)
     );
-    if t.events_lost_kernel > 0 || t.events_dropped_userspace > 0 {
-        let _ = writeln!(
-            out,
-            "warning: egret reported {} lost in the kernel and {} dropped in userspace: counts may be short",
-            plural(t.events_lost_kernel, "event", "events"),
-            plural(t.events_dropped_userspace, "event", "events")
-        );
+    if let Some(losses) = losses(t) {
+        let _ = writeln!(out, "warning: {losses}");
     }
     let _ = writeln!(out, "\nTOP DESTINATIONS");
     if r.destinations.is_empty() {
@@ -250,12 +208,5 @@ mod tests {
         let long = "x".repeat(100);
         assert_eq!(cell(&long).chars().count(), MAX_CELL_CHARS);
         assert!(cell(&long).ends_with('…'));
-    }
-
-    #[test]
-    fn times_are_shown_to_the_second() {
-        let t = "2026-11-22T06:01:41.920432283Z".to_owned();
-        assert_eq!(time(Some(&t)), "2026-11-22T06:01:41Z");
-        assert_eq!(time(None), "-");
     }
 }

@@ -76,6 +76,19 @@ pub fn rfc3339_seconds(ns: i64) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// Writes a time in nanoseconds since the epoch (or `None`) as [`rfc3339`] (or `null`): how
+/// a report's JSON holds its times.
+pub fn serialize_rfc3339<T, S>(ns: &T, serializer: S) -> Result<S::Ok, S::Error>
+where
+    T: Copy + Into<Option<i64>>,
+    S: serde::Serializer,
+{
+    match (*ns).into() {
+        Some(ns) => serializer.serialize_str(&rfc3339(ns)),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// The current time in nanoseconds since the epoch.
 pub fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX)

@@ -4,34 +4,18 @@ use std::path::{Path, PathBuf};
 
 use super::verify;
 use crate::output::{
-    tests::{raw_lines, write_events, TempDir},
+    tests::{raw_lines, rotating, write_events, write_lines, written, TempDir},
     FileOptions,
 };
 
-fn write_lines(path: &Path, lines: &[String]) {
-    let mut text = lines.join("\n");
-    text.push('\n');
-    std::fs::write(path, text).unwrap();
-}
-
 /// One file: its output line and `count` events with sequences 1..=count.
 fn one_file(name: &str, count: u64) -> (TempDir, PathBuf) {
-    let dir = TempDir::new(name);
-    let path = dir.join("events.jsonl");
-    write_events(&path, &FileOptions::default(), 1, count);
-    (dir, path)
+    written(name, &FileOptions::default(), count)
 }
 
 /// A rotated set of several files; returns them in rotation order.
 fn rotated_set(name: &str) -> (TempDir, Vec<PathBuf>) {
-    let dir = TempDir::new(name);
-    let path = dir.join("events.jsonl");
-    let options = FileOptions {
-        max_bytes: Some(2500),
-        retain: 100,
-        ..FileOptions::default()
-    };
-    write_events(&path, &options, 1, 40);
+    let (dir, path) = written(name, &rotating(2500, 100), 40);
     let mut files = dir.files("events.jsonl.");
     files.push(path);
     assert!(files.len() >= 3);
@@ -42,6 +26,21 @@ fn broken(paths: &[PathBuf]) -> super::Problem {
     let report = verify(paths).unwrap();
     let problem = report.problem.clone();
     problem.unwrap_or_else(|| panic!("verify passed:\n{report}"))
+}
+
+/// One file of `count` events whose lines `tamper` changed (what it returns is not used):
+/// what verify finds wrong.
+fn tampered<R>(
+    name: &str,
+    count: u64,
+    tamper: impl FnOnce(&mut Vec<String>) -> R,
+) -> (TempDir, PathBuf, super::Problem) {
+    let (dir, path) = one_file(name, count);
+    let mut lines = raw_lines(&path);
+    tamper(&mut lines);
+    write_lines(&path, &lines);
+    let problem = broken(std::slice::from_ref(&path));
+    (dir, path, problem)
 }
 
 fn shown(path: &Path) -> String {
@@ -61,22 +60,16 @@ fn an_untouched_file_is_intact() {
 
 #[test]
 fn an_edited_line_is_named() {
-    let (_dir, path) = one_file("edit", 10);
-    let mut lines = raw_lines(&path);
-    lines[5] = lines[5].replace("127.0.0.1", "10.0.0.1");
-    write_lines(&path, &lines);
-    let p = broken(std::slice::from_ref(&path));
+    let (_dir, path, p) = tampered("edit", 10, |lines| {
+        lines[5] = lines[5].replace("127.0.0.1", "10.0.0.1")
+    });
     assert_eq!((p.file.as_str(), p.line), (shown(&path).as_str(), 6));
     assert!(p.what.starts_with("edited"), "{p}");
 }
 
 #[test]
 fn a_removed_line_is_named() {
-    let (_dir, path) = one_file("delete", 10);
-    let mut lines = raw_lines(&path);
-    lines.remove(4);
-    write_lines(&path, &lines);
-    let p = broken(std::slice::from_ref(&path));
+    let (_dir, _, p) = tampered("delete", 10, |lines| lines.remove(4));
     assert_eq!(p.line, 5);
     assert!(p.what.starts_with("removed: 1 line(s)"), "{p}");
     assert!(p.what.contains("from 3 to 5"), "{p}");
@@ -84,55 +77,43 @@ fn a_removed_line_is_named() {
 
 #[test]
 fn an_inserted_line_is_named() {
-    let (_dir, path) = one_file("insert", 10);
-    let mut lines = raw_lines(&path);
-    let copy = lines[2].clone();
-    lines.insert(6, copy);
-    write_lines(&path, &lines);
-    let p = broken(std::slice::from_ref(&path));
+    let (_dir, _, p) = tampered("insert", 10, |lines| {
+        let copy = lines[2].clone();
+        lines.insert(6, copy);
+    });
     assert_eq!(p.line, 7);
     assert!(p.what.starts_with("inserted: this line"), "{p}");
 }
 
 #[test]
 fn an_inserted_line_hashed_to_fit_is_named() {
-    let (_dir, path) = one_file("insert-fit", 6);
-    let mut lines = raw_lines(&path);
-    // A forged line chained onto line 3, inserted after it.
-    let (prev, _) = crate::output::chain::content(lines[2].as_bytes()).unwrap();
-    let mut forged = Vec::new();
-    crate::output::chain::append_chained(
-        &mut forged,
-        &prev,
-        br#"{"event":{"kind":"event","sequence":3},"egret":{"forged":true}}"#,
-    )
-    .unwrap();
-    forged.pop();
-    lines.insert(3, String::from_utf8(forged).unwrap());
-    write_lines(&path, &lines);
-    let p = broken(std::slice::from_ref(&path));
+    let (_dir, _, p) = tampered("insert-fit", 6, |lines| {
+        // A forged line chained onto line 3, inserted after it.
+        let (prev, _) = crate::output::chain::content(lines[2].as_bytes()).unwrap();
+        let mut forged = Vec::new();
+        crate::output::chain::append_chained(
+            &mut forged,
+            &prev,
+            br#"{"event":{"kind":"event","sequence":3},"egret":{"forged":true}}"#,
+        )
+        .unwrap();
+        forged.pop();
+        lines.insert(3, String::from_utf8(forged).unwrap());
+    });
     assert_eq!(p.line, 5);
     assert!(p.what.contains(":3, so the lines after that one"), "{p}");
 }
 
 #[test]
 fn reordered_lines_are_named() {
-    let (_dir, path) = one_file("reorder", 10);
-    let mut lines = raw_lines(&path);
-    lines.swap(4, 5);
-    write_lines(&path, &lines);
-    let p = broken(std::slice::from_ref(&path));
+    let (_dir, _, p) = tampered("reorder", 10, |lines| lines.swap(4, 5));
     assert_eq!(p.line, 5);
     assert_eq!(p.what, "reordered: this line belongs right after line 6");
 }
 
 #[test]
 fn a_damaged_line_is_named_and_nothing_panics() {
-    let (_dir, path) = one_file("damage", 5);
-    let mut lines = raw_lines(&path);
-    lines[3] = lines[3][..40].to_owned();
-    write_lines(&path, &lines);
-    let p = broken(std::slice::from_ref(&path));
+    let (_dir, path, p) = tampered("damage", 5, |lines| lines[3] = lines[3][..40].to_owned());
     assert_eq!(p.line, 4);
     assert!(p.what.starts_with("not JSON"), "{p}");
     // Binary junk, an empty file, a file that is not egret's: reports, never panics.
@@ -155,11 +136,7 @@ fn a_damaged_line_is_named_and_nothing_panics() {
 
 #[test]
 fn a_removed_first_line_is_named() {
-    let (_dir, path) = one_file("first", 5);
-    let mut lines = raw_lines(&path);
-    lines.remove(0);
-    write_lines(&path, &lines);
-    let p = broken(std::slice::from_ref(&path));
+    let (_dir, _, p) = tampered("first", 5, |lines| lines.remove(0));
     assert_eq!(p.line, 1);
     assert!(p.what.contains("starts with its output line"), "{p}");
 }

@@ -1,0 +1,127 @@
+//! What egret's two YAML file parsers share: the policy ([`crate::policy::parse`]) and
+//! `--config` ([`crate::config_file`]). Files are read whole with a size bound and loaded
+//! with positions, so each parser can locate every error as `FILE:LINE:COLUMN`.
+
+use std::{io::Read as _, path::Path};
+
+use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
+
+/// Where something is in a YAML file (1-based; `0:0` stands for the file as a whole).
+/// Ordered by line, then column: the order errors are reported in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+/// A problem with the file as a whole, where it is and what to say about it.
+pub type Problem = (Position, String);
+
+/// Reads a small YAML file whole; the error is the message for its `FILE:0:0:` line
+/// (`cannot open`, `cannot read`, or larger than `max` bytes: "not a {what} file").
+pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<String, String> {
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let mut text = String::new();
+    f.take(max.saturating_add(1))
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if u64::try_from(text.len()).unwrap_or(u64::MAX) > max {
+        return Err(format!("larger than {max} bytes: not a {what} file"));
+    }
+    Ok(text)
+}
+
+/// The documents of `text`, with positions. A syntax error stops the YAML loader, so it is
+/// the only problem reported.
+pub fn load(text: &str) -> Result<Vec<MarkedYaml<'_>>, Problem> {
+    MarkedYaml::load_from_str(text).map_err(|e| {
+        let mark = e.marker();
+        let position = Position {
+            line: mark.line(),
+            column: mark.col().saturating_add(1),
+        };
+        (position, format!("invalid YAML: {}", e.info()))
+    })
+}
+
+/// The one document of a file, `None` when the file has none; a second document is an error
+/// at its start.
+pub fn single_document<'a, 'i>(
+    docs: &'a [MarkedYaml<'i>],
+) -> Result<Option<&'a MarkedYaml<'i>>, Problem> {
+    match docs {
+        [] => Ok(None),
+        [root] => Ok(Some(root)),
+        [_, second, ..] => Err((
+            position(second),
+            format!(
+                "expected one YAML document, found {} (`---` starts another)",
+                docs.len()
+            ),
+        )),
+    }
+}
+
+/// A YAML node with any tag looked through.
+pub fn untag<'a, 'i>(mut node: &'a MarkedYaml<'i>) -> &'a MarkedYaml<'i> {
+    while let YamlData::Tagged(_, inner) = &node.data {
+        node = inner;
+    }
+    node
+}
+
+/// Where a node starts.
+pub fn position(node: &MarkedYaml<'_>) -> Position {
+    Position {
+        line: node.span.start.line(),
+        column: node.span.start.col().saturating_add(1),
+    }
+}
+
+/// What a node is, for "found ..." in messages.
+pub fn describe(node: &MarkedYaml<'_>) -> String {
+    match &untag(node).data {
+        YamlData::Value(Scalar::Null) => "nothing (null)".to_owned(),
+        YamlData::Value(Scalar::Boolean(b)) => format!("boolean `{b}`"),
+        YamlData::Value(Scalar::Integer(i)) => format!("integer `{i}`"),
+        YamlData::Value(Scalar::FloatingPoint(f)) => format!("number `{f}`"),
+        YamlData::Value(Scalar::String(s)) => format!("`{s}`"),
+        YamlData::Representation(s, _, _) => format!("`{s}`"),
+        YamlData::Sequence(_) => "a list".to_owned(),
+        YamlData::Mapping(_) => "a mapping".to_owned(),
+        YamlData::Alias(_) => "an alias".to_owned(),
+        YamlData::Tagged(..) | YamlData::BadValue => "an invalid value".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_and_documents_are_located() {
+        let (at, message) = load("a: [1,\n").unwrap_err();
+        assert!(at.line >= 1, "{at:?}");
+        assert!(message.starts_with("invalid YAML: "), "{message}");
+        let docs = load("a: 1\n---\nb: 2\n").unwrap();
+        let (at, message) = single_document(&docs).unwrap_err();
+        assert_eq!(at, Position { line: 3, column: 1 });
+        assert_eq!(
+            message,
+            "expected one YAML document, found 2 (`---` starts another)"
+        );
+        assert!(single_document(&load("").unwrap()).unwrap().is_none());
+        let docs = load("!tag 7\n").unwrap();
+        let root = single_document(&docs).unwrap().unwrap();
+        assert_eq!(describe(root), "integer `7`");
+        assert_eq!(position(root), Position { line: 1, column: 1 });
+    }
+
+    #[test]
+    fn positions_sort_by_line_then_column() {
+        let at = |line, column| Position { line, column };
+        let mut positions = [at(2, 1), at(1, 9), at(1, 2)];
+        positions.sort();
+        assert_eq!(positions, [at(1, 2), at(1, 9), at(2, 1)]);
+    }
+}
