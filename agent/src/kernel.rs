@@ -374,9 +374,6 @@ pub fn load_and_attach(
         tcp_progress,
         connection_ends,
     } = config;
-    if *ring_buffer_size < 4096 || !ring_buffer_size.is_power_of_two() {
-        return Err(KernelError::RingSize(*ring_buffer_size));
-    }
     raise_memlock();
     let tracefs_dir = tracefs::ensure_mounted()?;
     tracefs::check_layouts(tracefs_dir)?;

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod alerts;
 pub mod cgroup;
 pub mod clock;
+pub mod config;
 pub mod config_file;
 pub mod conn;
 pub mod container;
