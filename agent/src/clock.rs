@@ -17,6 +17,11 @@ pub fn boot_ns_now() -> u64 {
     u64::try_from(clock_ns(libc::CLOCK_BOOTTIME)).unwrap_or(0)
 }
 
+/// A duration in nanoseconds, as the kernel's clock counts (saturating).
+pub fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Converts boot-time nanoseconds to UTC. Re-anchor now and then ([`Self::refresh`]) so NTP
 /// steps and suspend are followed.
 #[derive(Debug, Clone, Copy)]

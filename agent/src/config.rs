@@ -21,7 +21,10 @@ use clap::{
 };
 
 use crate::{
-    container::{RuntimeConfig, DEFAULT_LABEL_ALLOWLIST},
+    container::{
+        RuntimeConfig, CONTAINERD_SOCKET, CRIO_SOCKET, DEFAULT_LABEL_ALLOWLIST, DOCKER_SOCKET,
+        PODMAN_SOCKET,
+    },
     kernel::OnExit,
     metrics::{parse_metrics_addr, Listen, MetricsAddr},
     output::{
@@ -378,12 +381,6 @@ enum Switch {
     Off,
 }
 
-/// The runtimes' usual sockets.
-const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
-const DOCKER_SOCKET: &str = "/var/run/docker.sock";
-const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
-const CRIO_SOCKET: &str = "/var/run/crio/crio.sock";
-
 // The value parsers: each turns a flag's text into the value its subsystem takes, or refuses it
 // with a reason that clap shows after the flag's name. Numbers are clap's own parsers first,
 // so a value that is no number is refused in clap's words.
@@ -570,82 +567,6 @@ impl MetricsConfig {
     /// Where the Prometheus endpoint listens (`None`: `--metrics-addr none`).
     pub fn listen(&self) -> Option<Listen> {
         Listen::from_arg(self.addr)
-    }
-}
-
-// MERGE: the lead deletes this conversion when the stages take the groups above.
-impl RunConfig {
-    /// The agent's flat configuration.
-    pub fn agent_config(&self) -> crate::Config {
-        let Self {
-            log_level: _,
-            config_file: _,
-            attach:
-                AttachConfig {
-                    cgroup,
-                    ring_buffer_size,
-                    drain_interval,
-                    on_exit,
-                    pin_path,
-                    ready_file,
-                },
-            output,
-            processes: ProcessConfig { max, exit_grace },
-            dns:
-                DnsConfig {
-                    port,
-                    ttl_floor,
-                    ttl_ceiling,
-                    events,
-                },
-            containers,
-            connections:
-                ConnectionConfig {
-                    ends,
-                    progress_interval,
-                    udp_idle,
-                    udp_report_interval,
-                    failure_alert_count,
-                    failure_alert_window,
-                },
-            policy:
-                PolicyConfig {
-                    file,
-                    watch,
-                    alert_window,
-                },
-            metrics,
-        } = self;
-        crate::Config {
-            cgroup: cgroup.clone(),
-            output: output.path.clone(),
-            ring_buffer_size: *ring_buffer_size,
-            drain_interval: *drain_interval,
-            metrics_interval: metrics.interval,
-            udp_idle: *udp_idle,
-            udp_report_interval: *udp_report_interval,
-            process_exit_grace: *exit_grace,
-            max_processes: *max,
-            ready_file: ready_file.clone(),
-            policy: file.clone(),
-            alerts: output.alerts.clone(),
-            output_files: output.files(),
-            syslog: output.syslog(),
-            alert_window: *alert_window,
-            watch: *watch,
-            on_exit: *on_exit,
-            pin_path: pin_path.clone(),
-            dns_port: *port,
-            dns_ttl_floor: *ttl_floor,
-            dns_ttl_ceiling: *ttl_ceiling,
-            dns_events: *events,
-            runtimes: containers.runtime_config(),
-            progress_interval: *progress_interval,
-            failure_alert_count: *failure_alert_count,
-            failure_alert_window: *failure_alert_window,
-            connection_ends: *ends,
-            metrics_listen: metrics.listen(),
-        }
     }
 }
 

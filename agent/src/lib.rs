@@ -30,4 +30,4 @@ pub mod udp;
 pub mod users;
 pub mod yaml;
 
-pub use agent::{run, AgentError, Config};
+pub use agent::{run, AgentError};

@@ -252,7 +252,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            let metrics = runtime.block_on(egret::run(config.agent_config(), shutdown_signal()))?;
+            let metrics = runtime.block_on(egret::run(&config, shutdown_signal()))?;
             log::info!(
                 "stopped: {} events received, {} lost in the kernel, {} dropped in userspace",
                 metrics.events_received,

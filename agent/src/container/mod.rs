@@ -88,13 +88,21 @@ pub const DEFAULT_LABEL_ALLOWLIST: [&str; 4] = [
     "io.kubernetes.container.name",
 ];
 
+/// The runtimes' usual sockets (the defaults of `--containerd-socket` and the others).
+pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+pub const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
+pub const CRIO_SOCKET: &str = "/var/run/crio/crio.sock";
+
+/// The flags' defaults (`config::ContainerConfig`, checked equal by its tests) and the
+/// settings that are not flags.
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
-            containerd_socket: Some(PathBuf::from("/run/containerd/containerd.sock")),
-            docker_socket: Some(PathBuf::from("/var/run/docker.sock")),
-            podman_socket: Some(PathBuf::from("/run/podman/podman.sock")),
-            crio_socket: Some(PathBuf::from("/var/run/crio/crio.sock")),
+            containerd_socket: Some(PathBuf::from(CONTAINERD_SOCKET)),
+            docker_socket: Some(PathBuf::from(DOCKER_SOCKET)),
+            podman_socket: Some(PathBuf::from(PODMAN_SOCKET)),
+            crio_socket: Some(PathBuf::from(CRIO_SOCKET)),
             label_allowlist: DEFAULT_LABEL_ALLOWLIST
                 .iter()
                 .map(|key| (*key).to_owned())

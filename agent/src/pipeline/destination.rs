@@ -6,6 +6,7 @@
 use agent_common::DnsEvent;
 
 use crate::{
+    config::DnsConfig,
     dns::{
         state::{Answer, DnsState},
         CacheConfig, DnsStats,
@@ -26,11 +27,20 @@ pub struct Destination {
 }
 
 impl Destination {
-    /// `dns_events`: write a `dns` line per answer; `dns_port`: the resolver port whose
-    /// answers the kernel captures.
-    pub fn new(cache: CacheConfig, dns_events: bool, dns_port: u16) -> Self {
+    pub fn new(config: &DnsConfig) -> Self {
+        let DnsConfig {
+            port,
+            ttl_floor,
+            ttl_ceiling,
+            events,
+        } = config;
+        let cache = CacheConfig {
+            ttl_floor: *ttl_floor,
+            ttl_ceiling: *ttl_ceiling,
+            ..CacheConfig::default()
+        };
         Self {
-            dns: DnsState::new(cache, dns_events, dns_port),
+            dns: DnsState::new(cache, *events, *port),
         }
     }
 

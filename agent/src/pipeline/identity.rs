@@ -11,6 +11,7 @@
 //! container-scoped rules can apply from the start.
 
 use std::{
+    path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -22,6 +23,8 @@ use agent_common::{
 
 use crate::{
     cgroup::CgroupResolver,
+    clock::duration_ns,
+    config::ProcessConfig,
     container::{ContainerInfo, ContainerResolver, ContainerStats, Lookup},
     process::{split_nul, ExecArgs, ProcessInfo, ProcessTable, TableStats},
     record::{comm_str, Action, ConnectionRecord},
@@ -31,6 +34,9 @@ use crate::{
 /// Most connections waiting for container identity at once; beyond, lines go out with the
 /// container id only. Also the bound on new containers being identified ahead of time.
 const WAITING_MAX: usize = 4096;
+/// Most cgroups and user names remembered.
+const CGROUPS_MAX: usize = 65536;
+const USERS_MAX: usize = 4096;
 /// How long a new container cgroup is looked up ahead of its first connection.
 const NEW_CONTAINER_WATCH: Duration = Duration::from_secs(10);
 
@@ -81,23 +87,31 @@ pub struct Identity<P> {
 }
 
 impl<P> Identity<P> {
+    /// `cgroup_mount`: the cgroup2 mount, to which cgroup paths are relative.
     pub fn new(
-        processes: ProcessTable,
-        cgroups: CgroupResolver,
+        config: &ProcessConfig,
+        cgroup_mount: PathBuf,
         containers: ContainerResolver,
     ) -> Self {
+        let ProcessConfig { max, exit_grace } = config;
         Self {
-            processes,
-            cgroups,
-            users: UserNames::new(4096),
+            processes: ProcessTable::new(*max, duration_ns(*exit_grace)),
+            cgroups: CgroupResolver::new(cgroup_mount, CGROUPS_MAX),
+            users: UserNames::new(USERS_MAX),
             containers,
             waiting: Vec::new(),
             new_containers: Vec::new(),
         }
     }
 
+    /// Fills the process table from `/proc` (once the programs are attached, so no process
+    /// falls between the two). Returns how many processes were read.
+    pub fn seed_from_proc(&mut self) -> usize {
+        self.processes.seed_from_proc()
+    }
+
     /// The cgroup2 mount, to which cgroup paths are relative.
-    pub fn cgroup_mount(&self) -> &std::path::Path {
+    pub fn cgroup_mount(&self) -> &Path {
         self.cgroups.mount()
     }
 
@@ -325,8 +339,6 @@ impl<P> Identity<P> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use agent_common::{EventKind, AF_INET, EVENT_VERSION};
 
     use super::*;
@@ -344,8 +356,8 @@ mod tests {
         };
         let (containers, fetcher) = ContainerResolver::new(config);
         let identity = Identity::new(
-            ProcessTable::new(16, 1_000_000_000),
-            CgroupResolver::new(PathBuf::from("/nonexistent-cgroup2"), 16),
+            &crate::config::RunConfig::defaults().processes,
+            PathBuf::from("/nonexistent-cgroup2"),
             containers,
         );
         (identity, fetcher)

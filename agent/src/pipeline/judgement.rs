@@ -20,6 +20,8 @@ use super::{
 };
 use crate::{
     alerts::{Alert, Alerts},
+    clock::duration_ns,
+    config::{ConnectionConfig, PolicyConfig},
     conn::{ConnEnd, Failures, Outcome},
     container::{ContainerInfo, Lookup},
     dns::state::{Answer, DnsState},
@@ -31,6 +33,9 @@ use crate::{
     },
     record::{ConnectionRecord, PolicyOutcome, PolicyVerdict},
 };
+
+/// Most (process, destination) keys remembered for alert folding and for failure counts.
+const ALERT_KEYS_MAX: usize = 65536;
 
 /// The judgement stage's numbers for the metric line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -60,19 +65,27 @@ pub struct Judgement {
 }
 
 impl Judgement {
+    /// `policy`: the policy in force at start; `connections`: the failure alerts' settings.
     pub fn new(
         policy: ActivePolicy,
-        policy_path: Option<PathBuf>,
-        alerts: Alerts,
-        alert_window_secs: u64,
-        failures: Failures,
+        config: &PolicyConfig,
+        connections: &ConnectionConfig,
     ) -> Self {
+        let PolicyConfig {
+            file,
+            watch: _,
+            alert_window,
+        } = config;
         Self {
             policy,
-            policy_path,
-            alerts,
-            alert_window_secs,
-            failures,
+            policy_path: file.clone(),
+            alerts: Alerts::new(duration_ns(*alert_window), ALERT_KEYS_MAX),
+            alert_window_secs: alert_window.as_secs(),
+            failures: Failures::new(
+                connections.failure_alert_count,
+                duration_ns(connections.failure_alert_window),
+                ALERT_KEYS_MAX,
+            ),
             container_scopes: HashMap::new(),
             dns_learned: Vec::new(),
             reloads: 0,

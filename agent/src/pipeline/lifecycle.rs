@@ -23,6 +23,8 @@ use super::{
     kernel_view::KernelView,
 };
 use crate::{
+    clock::duration_ns,
+    config::ConnectionConfig,
     conn::{self, ConnEnd, OpenConns},
     record::{Action, ConnectionRecord, Transport},
     sockdiag::DiagSock,
@@ -130,20 +132,22 @@ pub struct Lifecycle {
 }
 
 impl Lifecycle {
-    pub fn new(
-        udp_idle_ns: u64,
-        udp_report_interval_ns: u64,
-        track_tcp: bool,
-        progress_interval_ns: Option<u64>,
-        now_ns: u64,
-    ) -> Self {
+    pub fn new(config: &ConnectionConfig, now_ns: u64) -> Self {
+        let ConnectionConfig {
+            ends,
+            progress_interval,
+            udp_idle,
+            udp_report_interval,
+            failure_alert_count: _,
+            failure_alert_window: _,
+        } = config;
         Self {
             udp: UdpFlows::default(),
-            udp_idle_ns,
-            udp_report_interval_ns,
+            udp_idle_ns: duration_ns(*udp_idle),
+            udp_report_interval_ns: duration_ns(*udp_report_interval),
             tcp: OpenConns::new(OPEN_CONNS_MAX),
-            track_tcp,
-            progress_interval_ns,
+            track_tcp: *ends,
+            progress_interval_ns: progress_interval.map(duration_ns),
             lost_check_ns: now_ns,
             preexisting: HashMap::new(),
             ends_without_start: 0,

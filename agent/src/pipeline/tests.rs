@@ -27,15 +27,11 @@ use super::{
     Pipeline,
 };
 use crate::{
-    alerts::Alerts,
-    cgroup::CgroupResolver,
-    conn::Failures,
-    container::{ContainerResolver, RuntimeConfig},
-    dns::CacheConfig,
+    config::RunConfig,
+    container::ContainerResolver,
     metrics::Telemetry,
-    output::{FileOptions, Sink, OUTPUT_DATASET},
+    output::{Sink, OUTPUT_DATASET},
     policy::active::{load_policy, ActivePolicy},
-    process::ProcessTable,
     record::kernel_address,
 };
 
@@ -95,32 +91,28 @@ impl Rig {
             std::fs::write(&path, yaml).unwrap();
             path
         });
-        let (policy, compiled) = load_policy(policy_path.as_deref()).unwrap();
-        let (containers, fetcher) = ContainerResolver::new(RuntimeConfig {
-            containerd_socket: None,
-            docker_socket: None,
-            podman_socket: None,
-            crio_socket: None,
-            grace: setup.container_grace,
-            ..RuntimeConfig::default()
-        });
-        let sink = Sink::open(output.to_str().unwrap(), &FileOptions::default(), None).unwrap();
+        let mut config = RunConfig::defaults();
+        config.policy.file = policy_path;
+        config.dns.events = setup.dns_events;
+        config.connections.failure_alert_count = setup.failure_alert_count;
+        config.containers.grace = setup.container_grace;
+        config.containers.containerd_socket = None;
+        config.containers.docker_socket = None;
+        config.containers.podman_socket = None;
+        config.containers.crio_socket = None;
+        let (policy, compiled) = load_policy(config.policy.file.as_deref()).unwrap();
+        let (containers, fetcher) = ContainerResolver::new(config.containers.runtime_config());
+        let sink = Sink::open(output.to_str().unwrap(), &config.output.files(), None).unwrap();
         let telemetry = Telemetry::start(None, 4096, Duration::from_millis(20)).unwrap();
         let pipeline = Pipeline::new(
-            Identity::new(
-                ProcessTable::new(64, 30 * SECOND),
-                CgroupResolver::new(dir.clone(), 64),
-                containers,
-            ),
-            Destination::new(CacheConfig::default(), setup.dns_events, 53),
+            Identity::new(&config.processes, dir.clone(), containers),
+            Destination::new(&config.dns),
             Judgement::new(
                 ActivePolicy::new(policy, compiled),
-                policy_path,
-                Alerts::new(60 * SECOND, 64),
-                60,
-                Failures::new(setup.failure_alert_count, 60 * SECOND, 64),
+                &config.policy,
+                &config.connections,
             ),
-            Lifecycle::new(5 * SECOND, 60 * SECOND, true, None, 0),
+            Lifecycle::new(&config.connections, 0),
             Emitter::new(sink, None, telemetry),
         );
         Self {
