@@ -1,14 +1,16 @@
-//! Rendering records as Elastic Common Schema documents, one JSON object per line.
-//!
-//! Field names follow ECS where ECS has the field and live under `egret.*` otherwise. The
-//! structs borrow from the record so rendering allocates little beyond the output itself.
-//! `docs/events.md` documents every field.
+//! Rendering egret's records as the lines it writes: each function builds one kind of
+//! [`Document`] (`crate::schema`, the one definition of every field) from a record, borrowing
+//! from it, so rendering allocates little beyond the output itself. `docs/events.md` documents
+//! every field.
 
-use serde::Serialize;
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 use crate::{
     clock::WallClock,
+    conn::{self, ConnEnd, Outcome},
+    container::ContainerFields,
     dns::{
         state::Answer,
         wire::{Message, RData, Record},
@@ -16,258 +18,71 @@ use crate::{
     },
     metrics::Metrics,
     process::ProcessInfo,
-    record::{ConnectionRecord, PolicyVerdict},
+    record::{Action, ConnectionRecord, PolicyVerdict, Transport},
+    schema::{
+        Alert, Cgroup, ConnectionId, Dns, DnsAnswer, DnsQuestion, Document, Egret, EgretDns,
+        EgretProcess, Endpoint, Error, Event, Failures, Group, Id, Keywords, Name, Network, Pid,
+        Policy, Process, ProcessOut, Socket, Tcp, Udp, Unit, User,
+    },
     udp::UdpSummary,
 };
 
-#[derive(Serialize)]
-pub struct EventFields<'a> {
-    pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub severity: Option<u8>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<&'static str>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub category: &'static [&'static str],
-    #[serde(rename = "type", skip_serializing_if = "<[_]>::is_empty")]
-    pub types: &'static [&'static str],
-    pub action: &'a str,
-    pub module: &'static str,
-    pub dataset: &'static str,
-    pub sequence: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end: Option<String>,
-    /// Nanoseconds (end lines: from `connect()` to the close).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration: Option<u64>,
+/// Severity of an alert about repeated connect failures.
+pub const SEVERITY_FAILURES: u8 = 50;
+/// Severity of an alert about a connection that went ahead although no rule approved it.
+pub const SEVERITY_UNAPPROVED: u8 = 73;
+/// Severity of an alert about a connection the kernel refused (block mode).
+pub const SEVERITY_BLOCKED: u8 = 47;
+
+/// The `event` object every line of egret's own starts from.
+fn event<'a>(
+    kind: &'static str,
+    action: &'a str,
+    dataset: &'static str,
+    sequence: u64,
+) -> Event<'a> {
+    Event {
+        kind: Cow::Borrowed(kind),
+        severity: None,
+        outcome: None,
+        category: Keywords::default(),
+        types: Keywords::default(),
+        action: Cow::Borrowed(action),
+        module: Cow::Borrowed("egret"),
+        dataset: Cow::Borrowed(dataset),
+        sequence: Some(sequence),
+        start: None,
+        end: None,
+        duration: None,
+    }
 }
 
-#[derive(Serialize)]
-pub struct Id {
-    pub id: u32,
-}
-
-#[derive(Serialize)]
-pub struct Pid {
-    pub pid: u32,
-}
-
-#[derive(Serialize)]
-pub struct UserFields<'a> {
-    pub id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-pub struct GroupFields {
-    pub id: String,
-}
-
-#[derive(Serialize)]
-pub struct ProcessFields<'a> {
-    pub pid: u32,
-    pub thread: Id,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parent: Option<Pid>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub executable: Option<&'a str>,
-    pub name: &'a str,
-    pub args: &'a [String],
-    pub args_count: usize,
-    pub command_line: String,
-    pub user: UserFields<'a>,
-    pub group: GroupFields,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start: Option<String>,
-}
-
-#[derive(Serialize)]
-pub struct Endpoint<'a> {
-    pub ip: String,
-    pub port: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<&'a str>,
-    /// Payload bytes the destination sent (end, progress and UDP lines).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub packets: Option<u64>,
-}
-
-/// This host's side: its address and port (TCP end lines) and the payload bytes it sent.
-#[derive(Serialize, Default)]
-pub struct SourceFields {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub packets: Option<u64>,
-}
-
-#[derive(Serialize)]
-pub struct ErrorFields {
-    pub code: String,
-    pub message: &'static str,
-}
-
-#[derive(Serialize)]
-pub struct ConnectionIdFields {
-    pub id: String,
-    /// End lines: false when egret never saw the start (it predates egret, or was forgotten).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_seen: Option<bool>,
-}
-
-#[derive(Serialize, Default)]
-pub struct TcpFields {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connect_latency_us: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retransmits: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub srtt_us: Option<u32>,
-    /// Reset (RST) after the handshake.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub reset: bool,
-}
-
-#[derive(Serialize)]
-pub struct FailureFields {
-    pub count: u64,
-    pub window_seconds: u64,
-}
-
-#[derive(Serialize)]
-pub struct DnsNamesFields<'a> {
-    pub names: &'a [String],
-}
-
-#[derive(Serialize)]
-pub struct NetworkFields {
-    pub transport: &'static str,
-    #[serde(rename = "type")]
-    pub network_type: &'static str,
-    pub direction: &'static str,
-    pub iana_number: String,
-}
-
-#[derive(Serialize)]
-pub struct HostFields<'a> {
-    pub name: &'a str,
-}
-
-#[derive(Serialize)]
-pub struct CgroupFields<'a> {
-    pub id: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-pub struct UnitFields<'a> {
-    pub unit: &'a str,
-}
-
-#[derive(Serialize)]
-pub struct CookieFields {
-    pub cookie: u64,
-}
-
-#[derive(Serialize)]
-pub struct UdpFields {
-    pub datagrams: u64,
-}
-
-#[derive(Serialize)]
-pub struct EgretProcessFields {
-    pub args_truncated: bool,
-}
-
-#[derive(Serialize)]
-pub struct PolicyFields {
-    pub verdict: &'static str,
-    pub mode: &'static str,
-}
-
-#[derive(Serialize)]
-pub struct AlertFields {
-    pub repeats: u64,
-    pub window_seconds: u64,
-}
-
-#[derive(Serialize)]
-pub struct RuleFields<'a> {
-    pub name: &'a str,
-}
-
-#[derive(Serialize)]
-pub struct EgretFields<'a> {
-    pub cgroup: CgroupFields<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub policy: Option<PolicyFields>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alert: Option<AlertFields>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub dns: Option<DnsNamesFields<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub k8s: Option<crate::container::fields::K8s<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub systemd: Option<UnitFields<'a>>,
-    pub socket: CookieFields,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection: Option<ConnectionIdFields>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tcp: Option<TcpFields>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub failures: Option<FailureFields>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub udp: Option<UdpFields>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<EgretProcessFields>,
-}
-
-/// `process` of a line: rendered for this line, or the JSON already rendered for an earlier
-/// line of the same process, thread and user.
-#[derive(Serialize)]
-#[serde(untagged)]
-pub enum ProcessOut<'a> {
-    Fields(ProcessFields<'a>),
-    Rendered(&'a RawValue),
-}
-
-impl<'a> ProcessFields<'a> {
-    pub fn of(
-        process: &'a ProcessInfo,
-        tid: u32,
-        uid: u32,
-        gid: u32,
-        user_name: &'a Option<String>,
-        clock: &WallClock,
-    ) -> Self {
-        Self {
-            pid: process.pid,
-            thread: Id { id: tid },
-            parent: process.ppid.map(|pid| Pid { pid }),
-            executable: process.executable.as_deref(),
-            name: &process.name,
-            args: &process.args,
-            args_count: process.args.len(),
-            command_line: process.command_line(),
-            user: UserFields {
-                id: uid.to_string(),
-                name: user_name.as_deref(),
-            },
-            group: GroupFields {
-                id: gid.to_string(),
-            },
-            start: process.start_ns.map(|ns| clock.rfc3339(ns)),
-        }
+/// A process's `process` object, as a connection line of thread `tid` with these ids shows it.
+pub fn process<'a>(
+    process: &'a ProcessInfo,
+    tid: u32,
+    uid: u32,
+    gid: u32,
+    user_name: Option<&'a str>,
+    clock: &WallClock,
+) -> Process<'a> {
+    Process {
+        pid: process.pid,
+        thread: Some(Id { id: tid }),
+        parent: process.ppid.map(|pid| Pid { pid }),
+        executable: process.executable.as_deref().map(Cow::Borrowed),
+        name: Cow::Borrowed(&process.name),
+        args: Cow::Borrowed(&process.args),
+        args_count: Some(process.args.len()),
+        command_line: Some(Cow::Owned(process.command_line())),
+        user: Some(User {
+            id: Cow::Owned(uid.to_string()),
+            name: user_name.map(Cow::Borrowed),
+        }),
+        group: Some(Group {
+            id: Cow::Owned(gid.to_string()),
+        }),
+        start: process.start_ns.map(|ns| Cow::Owned(clock.rfc3339(ns))),
     }
 }
 
@@ -304,12 +119,12 @@ impl ProcessJson {
         let index = match found {
             Some(i) => i,
             None => {
-                let fields = ProcessFields::of(
+                let fields = process(
                     &record.process,
                     record.tid,
                     record.uid,
                     record.gid,
-                    &record.user_name,
+                    record.user_name.as_deref(),
                     clock,
                 );
                 let json = serde_json::value::to_raw_value(&fields).ok()?;
@@ -342,339 +157,295 @@ impl ProcessJson {
     }
 }
 
-/// A `connect` or `send` line, or an alert about one.
-#[derive(Serialize)]
-pub struct ConnectionDoc<'a> {
-    #[serde(rename = "@timestamp")]
-    pub timestamp: String,
-    pub event: EventFields<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rule: Option<RuleFields<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorFields>,
-    pub process: ProcessOut<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<SourceFields>,
-    pub destination: Endpoint<'a>,
-    pub network: NetworkFields,
-    pub host: HostFields<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<crate::container::fields::Container<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub orchestrator: Option<crate::container::fields::Orchestrator<'a>>,
-    pub egret: EgretFields<'a>,
-}
-
-impl<'a> ConnectionDoc<'a> {
-    pub fn new(
-        record: &'a ConnectionRecord,
-        udp: Option<UdpSummary>,
-        sequence: u64,
-        clock: &WallClock,
-        host_name: &'a str,
-    ) -> Self {
-        Self::with_process(record, udp, sequence, clock, host_name, None)
-    }
-
-    /// [`Self::new`] with the `process` object already rendered (see [`ProcessJson`]).
-    pub fn with_process(
-        record: &'a ConnectionRecord,
-        udp: Option<UdpSummary>,
-        sequence: u64,
-        clock: &WallClock,
-        host_name: &'a str,
-        rendered: Option<&'a RawValue>,
-    ) -> Self {
-        let ConnectionRecord {
-            action,
-            ktime_ns,
-            tid,
-            uid,
-            gid,
-            user_name,
-            process,
-            cgroup,
-            cookie,
-            ip,
-            port,
-            transport,
-            kernel_verdict: _,
-            policy: _,
-            netns: _,
-            dns,
-            container,
-        } = record;
-        let (container, orchestrator, k8s) = match crate::container::ContainerFields::new(container)
-        {
-            Some(crate::container::ContainerFields {
-                container,
-                orchestrator,
-                k8s,
-            }) => (Some(container), orchestrator, k8s),
-            None => (None, None, None),
-        };
-        let policy_fields = record.policy.as_ref().map(|p| PolicyFields {
-            verdict: p.verdict.name(),
-            mode: p.mode.name(),
-        });
-        Self {
-            timestamp: clock.rfc3339(*ktime_ns),
-            rule: record
-                .policy
-                .as_ref()
-                .and_then(|p| p.rule.as_deref())
-                .map(|name| RuleFields { name }),
-            message: None,
-            error: None,
-            source: udp.map(|u| SourceFields {
-                bytes: Some(u.traffic.bytes_out),
-                packets: Some(u.datagrams),
-                ..SourceFields::default()
-            }),
-            event: EventFields {
-                kind: "event",
-                severity: None,
-                outcome: Some(if record.blocked() {
-                    "failure"
-                } else {
-                    "success"
-                }),
-                category: &["network"],
-                types: match udp {
-                    None => &["connection", "start"],
-                    Some(u) => u.types(),
-                },
-                action: action.name(),
-                module: "egret",
-                dataset: "egret.network",
-                sequence,
-                start: udp.map(|u| clock.rfc3339(u.first_ns)),
-                end: udp.map(|u| clock.rfc3339(u.last_ns)),
-                duration: None,
-            },
-            process: match rendered {
-                Some(raw) => ProcessOut::Rendered(raw),
-                None => ProcessOut::Fields(ProcessFields::of(
-                    process, *tid, *uid, *gid, user_name, clock,
-                )),
-            },
-            destination: Endpoint {
-                ip: ip.to_string(),
-                port: *port,
-                domain: dns.as_ref().and_then(|d| d.domain.as_deref()),
-                bytes: udp.map(|u| u.traffic.bytes_in),
-                packets: udp.map(|u| u.traffic.packets_in),
-            },
-            network: NetworkFields {
-                transport: transport.name(),
-                network_type: if ip.is_ipv4() { "ipv4" } else { "ipv6" },
-                direction: "egress",
-                iana_number: transport.iana_number().to_string(),
-            },
-            host: HostFields { name: host_name },
+/// A `connect` line, or a UDP flow's `send` line (`udp`: the flow's summary). `rendered`: the
+/// record's `process` object already rendered ([`ProcessJson`]), if at hand.
+pub fn connection<'a>(
+    record: &'a ConnectionRecord,
+    udp: Option<UdpSummary>,
+    sequence: u64,
+    clock: &WallClock,
+    host_name: &'a str,
+    rendered: Option<&'a RawValue>,
+) -> Document<'a> {
+    let ConnectionRecord {
+        action,
+        ktime_ns,
+        tid,
+        uid,
+        gid,
+        user_name,
+        process: info,
+        cgroup,
+        cookie,
+        ip,
+        port,
+        transport,
+        kernel_verdict: _,
+        policy,
+        netns: _,
+        dns,
+        container,
+    } = record;
+    let (container, orchestrator, k8s) = match ContainerFields::new(container) {
+        Some(ContainerFields {
             container,
             orchestrator,
-            egret: EgretFields {
-                k8s,
-                cgroup: CgroupFields {
-                    id: cgroup.id,
-                    path: cgroup.path.as_deref(),
-                },
-                policy: policy_fields,
-                alert: None,
-                dns: dns
-                    .as_ref()
-                    .filter(|d| !d.names.is_empty())
-                    .map(|d| DnsNamesFields { names: &d.names }),
-                systemd: cgroup
-                    .systemd_unit
-                    .as_deref()
-                    .map(|unit| UnitFields { unit }),
-                socket: CookieFields { cookie: *cookie },
-                connection: Some(ConnectionIdFields {
-                    id: match transport {
-                        crate::record::Transport::Tcp => crate::conn::connection_id(*cookie),
-                        _ => format!("{}-{ip}-{port}", crate::conn::connection_id(*cookie)),
-                    },
-                    start_seen: None,
+            k8s,
+        }) => (Some(container), orchestrator, k8s),
+        None => (None, None, None),
+    };
+    let connection_id = match transport {
+        Transport::Tcp => conn::connection_id(*cookie),
+        _ => format!("{}-{ip}-{port}", conn::connection_id(*cookie)),
+    };
+    Document {
+        timestamp: Cow::Owned(clock.rfc3339(*ktime_ns)),
+        event: Event {
+            outcome: Some(Cow::Borrowed(if record.blocked() {
+                "failure"
+            } else {
+                "success"
+            })),
+            category: Keywords::Static(&["network"]),
+            types: Keywords::Static(match udp {
+                None => &["connection", "start"],
+                Some(u) => u.types(),
+            }),
+            start: udp.map(|u| Cow::Owned(clock.rfc3339(u.first_ns))),
+            end: udp.map(|u| Cow::Owned(clock.rfc3339(u.last_ns))),
+            ..event("event", action.name(), "egret.network", sequence)
+        },
+        dns: None,
+        rule: policy
+            .as_ref()
+            .and_then(|p| p.rule.as_deref())
+            .map(Name::of),
+        message: None,
+        error: None,
+        process: Some(match rendered {
+            Some(raw) => ProcessOut::Rendered(raw),
+            None => {
+                ProcessOut::Fields(process(info, *tid, *uid, *gid, user_name.as_deref(), clock))
+            }
+        }),
+        source: udp.map(|u| Endpoint {
+            bytes: Some(u.traffic.bytes_out),
+            packets: Some(u.datagrams),
+            ..Endpoint::default()
+        }),
+        destination: Some(Endpoint {
+            ip: Some(Cow::Owned(ip.to_string())),
+            port: Some(*port),
+            domain: dns
+                .as_ref()
+                .and_then(|d| d.domain.as_deref())
+                .map(Cow::Borrowed),
+            bytes: udp.map(|u| u.traffic.bytes_in),
+            packets: udp.map(|u| u.traffic.packets_in),
+        }),
+        network: Some(Network {
+            transport: Cow::Borrowed(transport.name()),
+            network_type: Cow::Borrowed(if ip.is_ipv4() { "ipv4" } else { "ipv6" }),
+            protocol: None,
+            direction: Cow::Borrowed("egress"),
+            iana_number: Some(Cow::Owned(transport.iana_number().to_string())),
+        }),
+        host: Name::of(host_name),
+        container,
+        orchestrator,
+        egret: Egret {
+            cgroup: Some(Cgroup {
+                id: cgroup.id,
+                path: cgroup.path.as_deref().map(Cow::Borrowed),
+            }),
+            policy: policy.as_ref().map(|p| Policy {
+                verdict: Cow::Borrowed(p.verdict.name()),
+                mode: Cow::Borrowed(p.mode.name()),
+            }),
+            dns: dns
+                .as_ref()
+                .filter(|d| !d.names.is_empty())
+                .map(|d| EgretDns {
+                    names: Some(Cow::Borrowed(&d.names)),
+                    ..EgretDns::default()
                 }),
-                tcp: None,
-                failures: None,
-                udp: udp.map(|u| UdpFields {
-                    datagrams: u.datagrams,
-                }),
-                process: process.args_truncated.then_some(EgretProcessFields {
-                    args_truncated: true,
-                }),
-            },
-        }
+            k8s,
+            systemd: cgroup.systemd_unit.as_deref().map(|unit| Unit {
+                unit: Cow::Borrowed(unit),
+            }),
+            socket: Some(Socket { cookie: *cookie }),
+            connection: Some(ConnectionId {
+                id: Cow::Owned(connection_id),
+                start_seen: None,
+            }),
+            process: info.args_truncated.then_some(EgretProcess {
+                args_truncated: true,
+            }),
+            udp: udp.map(|u| Udp {
+                datagrams: u.datagrams,
+            }),
+            ..Egret::default()
+        },
     }
 }
 
-impl<'a> ConnectionDoc<'a> {
-    /// A TCP connection's end line (or, with `progress`, a line while it is open): the start
-    /// line's identity plus outcome, duration, latency, bytes and the error.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call site per line kind; a struct would only rename the arguments"
-    )]
-    pub fn end(
-        record: &'a ConnectionRecord,
-        end: &crate::conn::ConnEnd,
-        start_seen: bool,
-        progress: bool,
-        sequence: u64,
-        clock: &WallClock,
-        host_name: &'a str,
-        rendered: Option<&'a RawValue>,
-    ) -> Self {
-        let crate::conn::ConnEnd {
-            outcome,
-            error,
-            duration_ns,
-            connect_latency_us,
-            bytes_sent,
-            bytes_received,
-            retransmits,
-            srtt_us,
-            source,
-            reset,
-            state_lost: _,
-            end_ns,
-        } = end;
-        let mut doc = Self::with_process(record, None, sequence, clock, host_name, rendered);
-        doc.timestamp = clock.rfc3339(*end_ns);
-        if progress {
-            doc.event.types = &["connection", "info"];
-            doc.event.action = "connection-progress";
-            doc.event.outcome = None;
-        } else {
-            doc.event.types = &["connection", "end"];
-            doc.event.action = "connection-end";
-            doc.event.outcome = Some(outcome.name());
-            doc.event.end = Some(clock.rfc3339(*end_ns));
-        }
-        // Without a duration the start is unknown (a connection older than egret).
-        doc.event.start = duration_ns.map(|_| clock.rfc3339(record.ktime_ns));
-        doc.event.duration = *duration_ns;
-        doc.error = error
-            .filter(|_| *outcome == crate::conn::Outcome::Failure || *reset)
-            .map(|errno| ErrorFields {
-                code: crate::conn::errno_name(errno),
-                message: crate::conn::errno_message(errno),
-            });
-        doc.source = Some(SourceFields {
-            ip: source.map(|(ip, _)| ip.to_string()),
-            port: source.map(|(_, port)| port),
-            bytes: *bytes_sent,
-            packets: None,
-        });
-        doc.destination.bytes = *bytes_received;
-        doc.egret.tcp = Some(TcpFields {
-            connect_latency_us: *connect_latency_us,
-            retransmits: *retransmits,
-            srtt_us: *srtt_us,
-            reset: *reset,
-        });
-        if let Some(connection) = doc.egret.connection.as_mut() {
-            connection.start_seen = (!progress).then_some(start_seen);
-        }
-        doc
+/// A TCP connection's end line (or, with `progress`, a line while it is open): the start
+/// line's identity plus outcome, duration, latency, bytes and the error.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per line kind; a struct would only rename the arguments"
+)]
+pub fn end<'a>(
+    record: &'a ConnectionRecord,
+    end: &ConnEnd,
+    start_seen: bool,
+    progress: bool,
+    sequence: u64,
+    clock: &WallClock,
+    host_name: &'a str,
+    rendered: Option<&'a RawValue>,
+) -> Document<'a> {
+    let ConnEnd {
+        outcome,
+        error,
+        duration_ns,
+        connect_latency_us,
+        bytes_sent,
+        bytes_received,
+        retransmits,
+        srtt_us,
+        source,
+        reset,
+        state_lost: _,
+        end_ns,
+    } = end;
+    let mut doc = connection(record, None, sequence, clock, host_name, rendered);
+    doc.timestamp = Cow::Owned(clock.rfc3339(*end_ns));
+    if progress {
+        doc.event.types = Keywords::Static(&["connection", "info"]);
+        doc.event.action = Cow::Borrowed("connection-progress");
+        doc.event.outcome = None;
+    } else {
+        doc.event.types = Keywords::Static(&["connection", "end"]);
+        doc.event.action = Cow::Borrowed("connection-end");
+        doc.event.outcome = Some(Cow::Borrowed(outcome.name()));
+        doc.event.end = Some(Cow::Owned(clock.rfc3339(*end_ns)));
     }
+    // Without a duration the start is unknown (a connection older than egret).
+    doc.event.start = duration_ns.map(|_| Cow::Owned(clock.rfc3339(record.ktime_ns)));
+    doc.event.duration = *duration_ns;
+    doc.error = error
+        .filter(|_| *outcome == Outcome::Failure || *reset)
+        .map(errno_error);
+    doc.source = Some(Endpoint {
+        ip: source.map(|(ip, _)| Cow::Owned(ip.to_string())),
+        port: source.map(|(_, port)| port),
+        bytes: *bytes_sent,
+        ..Endpoint::default()
+    });
+    if let Some(destination) = doc.destination.as_mut() {
+        destination.bytes = *bytes_received;
+    }
+    doc.egret.tcp = Some(Tcp {
+        connect_latency_us: *connect_latency_us,
+        retransmits: *retransmits,
+        srtt_us: *srtt_us,
+        reset: *reset,
+    });
+    if let Some(connection) = doc.egret.connection.as_mut() {
+        connection.start_seen = (!progress).then_some(start_seen);
+    }
+    doc
+}
 
-    /// The alert for a process whose connects to one destination keep failing.
-    pub fn failure_alert(
-        record: &'a ConnectionRecord,
-        count: u64,
-        window_seconds: u64,
-        error: Option<u32>,
-        sequence: u64,
-        clock: &WallClock,
-        host_name: &'a str,
-    ) -> Self {
-        let mut doc = Self::new(record, None, sequence, clock, host_name);
-        doc.event.kind = "alert";
-        doc.event.dataset = "egret.alert";
-        doc.event.severity = Some(SEVERITY_FAILURES);
-        doc.event.types = &["connection", "error"];
-        doc.event.action = "connection-failures";
-        doc.event.outcome = Some("failure");
-        doc.rule = Some(RuleFields {
-            name: "connection-failures",
-        });
-        let process = &record.process;
-        let exe = process
-            .executable
-            .as_deref()
-            .unwrap_or("executable unknown");
-        let dest = match record.ip {
-            std::net::IpAddr::V4(ip) => format!("{ip}:{}", record.port),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", record.port),
-        };
-        let why = error.map_or("failed", crate::conn::errno_message);
-        doc.message = Some(format!(
-            "{} (pid {}, {exe}): {count} connects to {dest}/{} failed within {window_seconds}s (last: {why})",
-            process.name,
-            process.pid,
-            record.transport.name()
-        ));
-        doc.error = error.map(|errno| ErrorFields {
-            code: crate::conn::errno_name(errno),
-            message: crate::conn::errno_message(errno),
-        });
-        doc.egret.failures = Some(FailureFields {
-            count,
-            window_seconds,
-        });
-        doc
+/// `error` for an errno.
+fn errno_error(errno: u32) -> Error<'static> {
+    Error {
+        code: Cow::Owned(conn::errno_name(errno)),
+        message: Cow::Borrowed(conn::errno_message(errno)),
     }
 }
 
-/// Severity of an alert about repeated connect failures.
-pub const SEVERITY_FAILURES: u8 = 50;
+/// `ip:port` (`[ip]:port` for IPv6), as a sentence names a destination.
+fn destination_text(record: &ConnectionRecord) -> String {
+    std::net::SocketAddr::new(record.ip, record.port).to_string()
+}
 
-/// Severity of an alert about a connection that went ahead although no rule approved it.
-pub const SEVERITY_UNAPPROVED: u8 = 73;
-/// Severity of an alert about a connection the kernel refused (block mode).
-pub const SEVERITY_BLOCKED: u8 = 47;
+/// The alert for a process whose connects to one destination keep failing.
+pub fn failure_alert<'a>(
+    record: &'a ConnectionRecord,
+    count: u64,
+    window_seconds: u64,
+    error: Option<u32>,
+    sequence: u64,
+    clock: &WallClock,
+    host_name: &'a str,
+) -> Document<'a> {
+    let mut doc = connection(record, None, sequence, clock, host_name, None);
+    doc.event.kind = Cow::Borrowed("alert");
+    doc.event.dataset = Cow::Borrowed("egret.alert");
+    doc.event.severity = Some(SEVERITY_FAILURES);
+    doc.event.types = Keywords::Static(&["connection", "error"]);
+    doc.event.action = Cow::Borrowed("connection-failures");
+    doc.event.outcome = Some(Cow::Borrowed("failure"));
+    doc.rule = Some(Name::of("connection-failures"));
+    let process = &record.process;
+    let exe = process
+        .executable
+        .as_deref()
+        .unwrap_or("executable unknown");
+    let why = error.map_or("failed", conn::errno_message);
+    doc.message = Some(Cow::Owned(format!(
+        "{} (pid {}, {exe}): {count} connects to {}/{} failed within {window_seconds}s (last: {why})",
+        process.name,
+        process.pid,
+        destination_text(record),
+        record.transport.name()
+    )));
+    doc.error = error.map(errno_error);
+    doc.egret.failures = Some(Failures {
+        count,
+        window_seconds,
+    });
+    doc
+}
 
-impl<'a> ConnectionDoc<'a> {
-    /// The alert line for an unapproved or blocked connection: the connection's own fields,
-    /// plus `rule.name` = `unapproved-destination`, a sentence, severity and the repeat count.
-    pub fn alert(
-        record: &'a ConnectionRecord,
-        repeats: u64,
-        window_seconds: u64,
-        sequence: u64,
-        clock: &WallClock,
-        host_name: &'a str,
-    ) -> Self {
-        let mut doc = Self::new(record, None, sequence, clock, host_name);
-        let blocked = record.policy.as_ref().map(|p| p.verdict) == Some(PolicyVerdict::Blocked);
-        doc.event.kind = "alert";
-        doc.event.dataset = "egret.alert";
-        doc.event.severity = Some(if blocked {
-            SEVERITY_BLOCKED
-        } else {
-            SEVERITY_UNAPPROVED
-        });
-        doc.event.types = if blocked {
-            &["connection", "denied"]
-        } else {
-            &["connection", "start"]
-        };
-        doc.rule = Some(RuleFields {
-            name: "unapproved-destination",
-        });
-        doc.message = Some(alert_message(record, blocked, repeats, window_seconds));
-        doc.egret.alert = Some(AlertFields {
-            repeats,
-            window_seconds,
-        });
-        doc
-    }
+/// The alert line for an unapproved or blocked connection: the connection's own fields,
+/// plus `rule.name` = `unapproved-destination`, a sentence, severity and the repeat count.
+pub fn alert<'a>(
+    record: &'a ConnectionRecord,
+    repeats: u64,
+    window_seconds: u64,
+    sequence: u64,
+    clock: &WallClock,
+    host_name: &'a str,
+) -> Document<'a> {
+    let mut doc = connection(record, None, sequence, clock, host_name, None);
+    let blocked = record.policy.as_ref().map(|p| p.verdict) == Some(PolicyVerdict::Blocked);
+    doc.event.kind = Cow::Borrowed("alert");
+    doc.event.dataset = Cow::Borrowed("egret.alert");
+    doc.event.severity = Some(if blocked {
+        SEVERITY_BLOCKED
+    } else {
+        SEVERITY_UNAPPROVED
+    });
+    doc.event.types = Keywords::Static(if blocked {
+        &["connection", "denied"]
+    } else {
+        &["connection", "start"]
+    });
+    doc.rule = Some(Name::of("unapproved-destination"));
+    doc.message = Some(Cow::Owned(alert_message(
+        record,
+        blocked,
+        repeats,
+        window_seconds,
+    )));
+    doc.egret.alert = Some(Alert {
+        repeats,
+        window_seconds,
+    });
+    doc
 }
 
 fn alert_message(
@@ -685,23 +456,20 @@ fn alert_message(
 ) -> String {
     let process = &record.process;
     let what = match (record.action, blocked) {
-        (crate::record::Action::Connect, false) => "connected to",
-        (crate::record::Action::Send, false) => "sent datagrams to",
-        (crate::record::Action::Connect, true) => "was refused a connection to",
-        (crate::record::Action::Send, true) => "was refused sending to",
+        (Action::Connect, false) => "connected to",
+        (Action::Send, false) => "sent datagrams to",
+        (Action::Connect, true) => "was refused a connection to",
+        (Action::Send, true) => "was refused sending to",
     };
     let exe = process
         .executable
         .as_deref()
         .unwrap_or("executable unknown");
-    let dest = match record.ip {
-        std::net::IpAddr::V4(ip) => format!("{ip}:{}", record.port),
-        std::net::IpAddr::V6(ip) => format!("[{ip}]:{}", record.port),
-    };
     let mut message = format!(
-        "{} (pid {}, {exe}) {what} {dest}/{}, not approved by policy",
+        "{} (pid {}, {exe}) {what} {}/{}, not approved by policy",
         process.name,
         process.pid,
+        destination_text(record),
         record.transport.name()
     );
     if let Some(unit) = &record.cgroup.systemd_unit {
@@ -715,63 +483,117 @@ fn alert_message(
     message
 }
 
-#[derive(Serialize)]
-pub struct DnsQuestionFields<'a> {
-    pub name: &'a str,
-    #[serde(rename = "type")]
-    pub qtype: String,
-    pub class: String,
-}
-
-#[derive(Serialize)]
-pub struct DnsAnswerFields {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub rtype: String,
-    pub ttl: u32,
-    pub data: String,
-}
-
-#[derive(Serialize)]
-pub struct DnsFields<'a> {
-    pub id: u16,
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub response_code: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub question: Option<DnsQuestionFields<'a>>,
-    pub answers: Vec<DnsAnswerFields>,
-    pub resolved_ip: Vec<String>,
-    pub header_flags: Vec<&'static str>,
-}
-
-#[derive(Serialize)]
-pub struct EgretDnsFields {
-    pub netns: u64,
-    /// The message was longer than the kernel copies; its tail was not seen.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub cut: bool,
-    /// Block mode: the domain rules (by index) whose names the kernel approved the answer for.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub approved_rules: Vec<u32>,
-}
-
-#[derive(Serialize)]
-pub struct EgretDnsLine<'a> {
-    pub socket: CookieFields,
-    pub dns: EgretDnsFields,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cgroup: Option<CgroupFields<'a>>,
-}
-
-/// The process that asked (owner of the socket that received the answer).
-#[derive(Serialize)]
-pub struct AskerFields<'a> {
-    pub pid: u32,
-    pub name: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub executable: Option<&'a str>,
-    pub args: &'a [String],
+/// The `dns` line for one answer, and the process that asked, if known.
+pub fn dns<'a>(
+    answer: &'a Answer,
+    asker: Option<&'a ProcessInfo>,
+    sequence: u64,
+    clock: &WallClock,
+    host_name: &'a str,
+) -> Document<'a> {
+    let Answer {
+        learned: Learned { message, resolved },
+        asker: _,
+        resolver,
+        port,
+        transport,
+        netns,
+        cookie,
+        cut,
+        approved,
+        ktime_ns,
+    } = answer;
+    let Message {
+        id,
+        response: _,
+        opcode: _,
+        rcode,
+        truncated,
+        questions,
+        answers,
+    } = message;
+    let answer = |record: &'a Record| {
+        let Record {
+            name,
+            rtype,
+            class: _,
+            ttl,
+            data,
+        } = record;
+        DnsAnswer {
+            name: Cow::Owned(name.to_string()),
+            rtype: Cow::Owned(dns_type_name(*rtype)),
+            ttl: *ttl,
+            data: Cow::Owned(match data {
+                RData::A(ip) => ip.to_string(),
+                RData::Aaaa(ip) => ip.to_string(),
+                RData::Cname(target) => target.to_string(),
+                RData::Other { rtype: _, len } => format!("({len} bytes)"),
+            }),
+        }
+    };
+    let resolver = resolver.to_canonical();
+    Document {
+        timestamp: Cow::Owned(clock.rfc3339(*ktime_ns)),
+        event: Event {
+            category: Keywords::Static(&["network"]),
+            types: Keywords::Static(&["protocol", "info"]),
+            ..event("event", "dns-answer", "egret.dns", sequence)
+        },
+        dns: Some(Dns {
+            id: *id,
+            kind: Cow::Borrowed("answer"),
+            response_code: Cow::Owned(dns_rcode_name(*rcode)),
+            question: questions.first().map(|q| DnsQuestion {
+                name: Cow::Borrowed(q.name.as_str()),
+                qtype: Cow::Owned(dns_type_name(q.qtype)),
+                class: Cow::Owned(dns_class_name(q.qclass)),
+            }),
+            answers: answers.iter().map(answer).collect(),
+            resolved_ip: resolved
+                .iter()
+                .map(|r| Cow::Owned(r.address.to_string()))
+                .collect(),
+            header_flags: if *truncated {
+                vec![Cow::Borrowed("TC")]
+            } else {
+                Vec::new()
+            },
+        }),
+        process: asker.map(|p| {
+            ProcessOut::Fields(Process {
+                pid: p.pid,
+                name: Cow::Borrowed(&p.name),
+                executable: p.executable.as_deref().map(Cow::Borrowed),
+                args: Cow::Borrowed(&p.args),
+                ..Process::default()
+            })
+        }),
+        source: Some(Endpoint {
+            ip: Some(Cow::Owned(resolver.to_string())),
+            port: Some(*port),
+            ..Endpoint::default()
+        }),
+        network: Some(Network {
+            transport: Cow::Borrowed(if *transport == 6 { "tcp" } else { "udp" }),
+            network_type: Cow::Borrowed(if resolver.is_ipv4() { "ipv4" } else { "ipv6" }),
+            protocol: Some(Cow::Borrowed("dns")),
+            direction: Cow::Borrowed("ingress"),
+            iana_number: None,
+        }),
+        host: Name::of(host_name),
+        egret: Egret {
+            socket: Some(Socket { cookie: *cookie }),
+            dns: Some(EgretDns {
+                names: None,
+                netns: Some(*netns),
+                cut: *cut,
+                approved_rules: (0..32).filter(|i| approved & (1 << i) != 0).collect(),
+            }),
+            ..Egret::default()
+        },
+        ..Document::default()
+    }
 }
 
 /// DNS type names for the common record types (`TYPE<n>` otherwise, as in RFC 3597).
@@ -813,190 +635,22 @@ pub fn dns_rcode_name(rcode: u8) -> String {
     }
 }
 
-#[derive(Serialize)]
-pub struct DnsNetworkFields {
-    pub transport: &'static str,
-    #[serde(rename = "type")]
-    pub network_type: &'static str,
-    pub protocol: &'static str,
-    pub direction: &'static str,
-}
-
-/// A `dns` line (`--dns-events`): one answer the kernel saw, and who asked.
-#[derive(Serialize)]
-pub struct DnsDoc<'a> {
-    #[serde(rename = "@timestamp")]
-    pub timestamp: String,
-    pub event: EventFields<'a>,
-    pub dns: DnsFields<'a>,
-    /// The resolver.
-    pub source: Endpoint<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<AskerFields<'a>>,
-    pub network: DnsNetworkFields,
-    pub host: HostFields<'a>,
-    pub egret: EgretDnsLine<'a>,
-}
-
-impl<'a> DnsDoc<'a> {
-    /// The `dns` line for one answer, and the process that asked, if known.
-    pub fn new(
-        answer: &'a Answer,
-        asker: Option<&'a ProcessInfo>,
-        sequence: u64,
-        clock: &WallClock,
-        host_name: &'a str,
-    ) -> Self {
-        let Answer {
-            learned: Learned { message, resolved },
-            asker: _,
-            resolver,
-            port,
-            transport,
-            netns,
-            cookie,
-            cut,
-            approved,
-            ktime_ns,
-        } = answer;
-        let Message {
-            id,
-            response: _,
-            opcode: _,
-            rcode,
-            truncated,
-            questions,
-            answers,
-        } = message;
-        let answer = |record: &Record| {
-            let Record {
-                name,
-                rtype,
-                class: _,
-                ttl,
-                data,
-            } = record;
-            DnsAnswerFields {
-                name: name.to_string(),
-                rtype: dns_type_name(*rtype),
-                ttl: *ttl,
-                data: match data {
-                    RData::A(ip) => ip.to_string(),
-                    RData::Aaaa(ip) => ip.to_string(),
-                    RData::Cname(target) => target.to_string(),
-                    RData::Other { rtype: _, len } => format!("({len} bytes)"),
-                },
-            }
-        };
-        let mut header_flags = Vec::new();
-        if *truncated {
-            header_flags.push("TC");
-        }
-        let resolver = resolver.to_canonical();
-        Self {
-            timestamp: clock.rfc3339(*ktime_ns),
-            event: EventFields::dns_answer(sequence),
-            dns: DnsFields {
-                id: *id,
-                kind: "answer",
-                response_code: dns_rcode_name(*rcode),
-                question: questions.first().map(|q| DnsQuestionFields {
-                    name: q.name.as_str(),
-                    qtype: dns_type_name(q.qtype),
-                    class: dns_class_name(q.qclass),
-                }),
-                answers: answers.iter().map(answer).collect(),
-                resolved_ip: resolved.iter().map(|r| r.address.to_string()).collect(),
-                header_flags,
-            },
-            source: Endpoint {
-                ip: resolver.to_string(),
-                port: *port,
-                domain: None,
-                bytes: None,
-                packets: None,
-            },
-            process: asker.map(|p| AskerFields {
-                pid: p.pid,
-                name: &p.name,
-                executable: p.executable.as_deref(),
-                args: &p.args,
-            }),
-            network: DnsNetworkFields {
-                transport: if *transport == 6 { "tcp" } else { "udp" },
-                network_type: if resolver.is_ipv4() { "ipv4" } else { "ipv6" },
-                protocol: "dns",
-                direction: "ingress",
-            },
-            host: HostFields { name: host_name },
-            egret: EgretDnsLine {
-                socket: CookieFields { cookie: *cookie },
-                dns: EgretDnsFields {
-                    netns: *netns,
-                    cut: *cut,
-                    approved_rules: (0..32).filter(|i| approved & (1 << i) != 0).collect(),
-                },
-                cgroup: None,
-            },
-        }
-    }
-}
-
-impl EventFields<'_> {
-    /// The `event` object of a `dns` line.
-    pub fn dns_answer(sequence: u64) -> Self {
-        Self {
-            kind: "event",
-            severity: None,
-            outcome: None,
-            category: &["network"],
-            types: &["protocol", "info"],
-            action: "dns-answer",
-            module: "egret",
-            dataset: "egret.dns",
-            sequence,
-            start: None,
-            end: None,
-            duration: None,
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct MetricEgret {
-    pub metrics: Metrics,
-}
-
-#[derive(Serialize)]
-pub struct MetricDoc<'a> {
-    #[serde(rename = "@timestamp")]
-    pub timestamp: String,
-    pub event: EventFields<'a>,
-    pub host: HostFields<'a>,
-    pub egret: MetricEgret,
-}
-
-impl<'a> MetricDoc<'a> {
-    pub fn new(metrics: Metrics, sequence: u64, timestamp: String, host_name: &'a str) -> Self {
-        Self {
-            timestamp,
-            event: EventFields {
-                kind: "metric",
-                severity: None,
-                outcome: None,
-                category: &[],
-                types: &[],
-                action: "stats",
-                module: "egret",
-                dataset: "egret.stats",
-                sequence,
-                start: None,
-                end: None,
-                duration: None,
-            },
-            host: HostFields { name: host_name },
-            egret: MetricEgret { metrics },
-        }
+/// The `metric` line: every counter.
+pub fn metric<'a>(
+    metrics: &'a Metrics,
+    sequence: u64,
+    timestamp: String,
+    host_name: &'a str,
+) -> Document<'a> {
+    Document {
+        timestamp: Cow::Owned(timestamp),
+        event: event("metric", "stats", "egret.stats", sequence),
+        host: Name::of(host_name),
+        egret: Egret {
+            metrics: Some(Cow::Borrowed(metrics)),
+            ..Egret::default()
+        },
+        ..Document::default()
     }
 }
 
@@ -1049,7 +703,7 @@ mod tests {
     fn renders_a_connect_line_with_nested_ecs_fields() {
         let clock = WallClock::with_offset(1_795_305_600_000_000_000);
         let rec = record(Action::Connect);
-        let doc = ConnectionDoc::new(&rec, None, 3, &clock, "host1");
+        let doc = connection(&rec, None, 3, &clock, "host1", None);
         let v = serde_json::to_value(&doc).unwrap();
         assert_eq!(v["@timestamp"], "2026-11-22T00:00:01.000000000Z");
         assert_eq!(v["event"]["kind"], "event");
@@ -1095,7 +749,7 @@ mod tests {
             last: true,
             first: true,
         };
-        let v = serde_json::to_value(ConnectionDoc::new(&rec, Some(udp), 4, &clock, "h")).unwrap();
+        let v = serde_json::to_value(connection(&rec, Some(udp), 4, &clock, "h", None)).unwrap();
         assert_eq!(v["event"]["action"], "send");
         assert_eq!(
             v["event"]["type"],
@@ -1114,9 +768,9 @@ mod tests {
     fn renders_an_end_line_that_joins_its_start() {
         let clock = WallClock::with_offset(0);
         let rec = record(Action::Connect);
-        let start = serde_json::to_value(ConnectionDoc::new(&rec, None, 1, &clock, "h")).unwrap();
-        let end = crate::conn::ConnEnd {
-            outcome: crate::conn::Outcome::Failure,
+        let start = serde_json::to_value(connection(&rec, None, 1, &clock, "h", None)).unwrap();
+        let end = ConnEnd {
+            outcome: Outcome::Failure,
             error: Some(111),
             duration_ns: Some(1_500),
             connect_latency_us: None,
@@ -1129,10 +783,8 @@ mod tests {
             state_lost: false,
             end_ns: 2_000,
         };
-        let v = serde_json::to_value(ConnectionDoc::end(
-            &rec, &end, true, false, 2, &clock, "h", None,
-        ))
-        .unwrap();
+        let v = serde_json::to_value(super::end(&rec, &end, true, false, 2, &clock, "h", None))
+            .unwrap();
         assert_eq!(v["event"]["type"], serde_json::json!(["connection", "end"]));
         assert_eq!(v["event"]["action"], "connection-end");
         assert_eq!(v["event"]["outcome"], "failure");
@@ -1155,7 +807,7 @@ mod tests {
     fn a_rendered_process_is_reused_and_identical() {
         let clock = WallClock::with_offset(0);
         let rec = record(Action::Connect);
-        let fresh = serde_json::to_value(ConnectionDoc::new(&rec, None, 1, &clock, "h")).unwrap();
+        let fresh = serde_json::to_value(connection(&rec, None, 1, &clock, "h", None)).unwrap();
         let mut cache = ProcessJson::default();
         let first = cache.get(&rec, &clock).unwrap().get().to_owned();
         assert_eq!(
@@ -1164,15 +816,8 @@ mod tests {
             "served from the cache"
         );
         let raw = cache.get(&rec, &clock).unwrap();
-        let reused = serde_json::to_value(ConnectionDoc::with_process(
-            &rec,
-            None,
-            1,
-            &clock,
-            "h",
-            Some(raw),
-        ))
-        .unwrap();
+        let reused =
+            serde_json::to_value(connection(&rec, None, 1, &clock, "h", Some(raw))).unwrap();
         assert_eq!(fresh, reused);
         let mut other = rec.clone();
         other.tid += 1;
@@ -1185,7 +830,7 @@ mod tests {
             events_received: 5,
             ..Metrics::default()
         };
-        let v = serde_json::to_value(MetricDoc::new(metrics, 9, "t".into(), "h")).unwrap();
+        let v = serde_json::to_value(metric(&metrics, 9, "t".into(), "h")).unwrap();
         assert_eq!(v["event"]["kind"], "metric");
         assert!(v["event"].get("category").is_none());
         assert_eq!(v["egret"]["metrics"]["events_received"], 5);

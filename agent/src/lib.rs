@@ -24,6 +24,7 @@ pub mod policy;
 pub mod process;
 pub mod record;
 pub mod report;
+pub mod schema;
 pub mod sockdiag;
 pub mod tracefs;
 pub mod udp;

@@ -1,12 +1,13 @@
 //! The ECS form of a [`Lookup`]: `container.*` and `orchestrator.*` at the top level of a
-//! line, and the Kubernetes fields ECS lacks under `egret.k8s.*`. Borrowed from the lookup,
-//! ready to be placed in a line's document with `#[serde(skip_serializing_if = "Option::is_none")]`.
+//! line, and the Kubernetes fields ECS lacks under `egret.k8s.*` (the [`crate::schema`]
+//! types), borrowed from the lookup.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
 use serde::Serialize;
 
 use super::{ContainerRef, Lookup};
+use crate::schema::{Container, K8s, Name, Orchestrator, PodUid, Resource};
 
 /// The three groups of fields for one line.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -21,60 +22,12 @@ pub struct ContainerFields<'a> {
     pub k8s: Option<K8s<'a>>,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Container<'a> {
-    pub id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub image: Option<Name<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub labels: Option<&'a BTreeMap<String, String>>,
-}
-
-/// `{"name": ...}`: a container's image (`container.image`), its name in the pod spec
-/// (`egret.k8s.container`).
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Name<'a> {
-    pub name: &'a str,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Orchestrator<'a> {
-    /// `kubernetes`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub namespace: &'a str,
-    pub resource: Resource<'a>,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct Resource<'a> {
-    /// `pod`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    pub name: &'a str,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct K8s<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod: Option<PodUid<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<Name<'a>>,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-pub struct PodUid<'a> {
-    pub uid: &'a str,
-}
-
 fn k8s<'a>(uid: Option<&'a str>, container_name: Option<&'a str>) -> Option<K8s<'a>> {
     (uid.is_some() || container_name.is_some()).then(|| K8s {
-        pod: uid.map(|uid| PodUid { uid }),
-        container: container_name.map(|name| Name { name }),
+        pod: uid.map(|uid| PodUid {
+            uid: Cow::Borrowed(uid),
+        }),
+        container: container_name.map(Name::of),
     })
 }
 
@@ -82,10 +35,10 @@ fn k8s<'a>(uid: Option<&'a str>, container_name: Option<&'a str>) -> Option<K8s<
 fn from_reference(reference: &ContainerRef) -> ContainerFields<'_> {
     ContainerFields {
         container: Container {
-            id: &reference.id,
+            id: Cow::Borrowed(&reference.id),
             name: None,
             image: None,
-            runtime: reference.runtime.name(),
+            runtime: reference.runtime.name().map(Cow::Borrowed),
             labels: None,
         },
         orchestrator: None,
@@ -106,18 +59,18 @@ impl<'a> ContainerFields<'a> {
                 let pod = info.pod.as_ref();
                 Some(Self {
                     container: Container {
-                        id: &info.id,
-                        name: info.name.as_deref(),
-                        image: info.image.as_deref().map(|name| Name { name }),
-                        runtime: Some(info.runtime),
-                        labels: (!info.labels.is_empty()).then_some(&info.labels),
+                        id: Cow::Borrowed(&info.id),
+                        name: info.name.as_deref().map(Cow::Borrowed),
+                        image: info.image.as_deref().map(Name::of),
+                        runtime: Some(Cow::Borrowed(info.runtime)),
+                        labels: (!info.labels.is_empty()).then_some(Cow::Borrowed(&info.labels)),
                     },
                     orchestrator: pod.map(|pod| Orchestrator {
-                        kind: "kubernetes",
-                        namespace: &pod.namespace,
+                        kind: Cow::Borrowed("kubernetes"),
+                        namespace: Cow::Borrowed(&pod.namespace),
                         resource: Resource {
-                            kind: "pod",
-                            name: &pod.name,
+                            kind: Cow::Borrowed("pod"),
+                            name: Cow::Borrowed(&pod.name),
                         },
                     }),
                     k8s: pod.and_then(|pod| k8s(pod.uid.as_deref(), pod.container_name.as_deref())),

@@ -4,10 +4,12 @@
 //! into one [`Metrics`] (with every field named, so a new counter does not compile until it is
 //! filled), and [`super::render`] exports every field to Prometheus the same way.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// Agent counters, as reported in `metric` lines.
-#[derive(Serialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Agent counters, as reported in `metric` lines. Read back leniently: a counter a line
+/// lacks (another egret version) reads as 0.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(default)]
 pub struct Metrics {
     /// Records read from the ring buffer.
     pub events_received: u64,

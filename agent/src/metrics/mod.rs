@@ -29,8 +29,8 @@ use std::{
 use tokio::sync::watch;
 
 use crate::{
-    ecs::{EventFields, PolicyFields},
     policy::Mode,
+    schema::{Event, Policy},
 };
 
 pub use counters::Metrics;
@@ -107,16 +107,16 @@ pub struct EventCounts {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EventKey {
     /// `event.kind`.
-    pub kind: &'static str,
+    pub kind: String,
     /// `event.action`.
     pub action: String,
     /// `egret.policy.verdict`; `none` when the line has none (`dns` lines).
-    pub verdict: &'static str,
+    pub verdict: String,
 }
 
 impl EventCounts {
     /// Counts one line (allocating only for a combination not seen before).
-    pub fn add(&mut self, kind: &'static str, action: &str, verdict: &'static str) {
+    pub fn add(&mut self, kind: &str, action: &str, verdict: &str) {
         let found = self
             .counts
             .iter_mut()
@@ -125,9 +125,9 @@ impl EventCounts {
             Some((_, n)) => *n = n.saturating_add(1),
             None => {
                 let key = EventKey {
-                    kind,
+                    kind: kind.to_owned(),
                     action: action.to_owned(),
-                    verdict,
+                    verdict: verdict.to_owned(),
                 };
                 self.counts.push((key, 1));
                 self.counts.sort_unstable();
@@ -303,11 +303,11 @@ impl Telemetry {
 
     /// A line with this `event` object (and policy verdict, if it has one) was written:
     /// every writer calls this once its line is out.
-    pub fn line(&mut self, event: &EventFields<'_>, policy: Option<&PolicyFields>) {
+    pub fn line(&mut self, event: &Event<'_>, policy: Option<&Policy<'_>>) {
         self.events.add(
-            event.kind,
-            event.action,
-            policy.map_or("none", |p| p.verdict),
+            &event.kind,
+            &event.action,
+            policy.map_or("none", |p| &p.verdict),
         );
     }
 
@@ -404,7 +404,7 @@ mod tests {
         counts.add("alert", "connect", "unapproved");
         let all: Vec<_> = counts
             .iter()
-            .map(|(k, n)| (k.kind, k.action.as_str(), k.verdict, n))
+            .map(|(k, n)| (k.kind.as_str(), k.action.as_str(), k.verdict.as_str(), n))
             .collect();
         assert_eq!(
             all,
@@ -421,17 +421,25 @@ mod tests {
         let mut t = Telemetry::start(None, 4096, Duration::from_millis(20)).unwrap();
         assert_eq!(t.local_addr(), None);
         assert!(!t.wanted());
-        let event = EventFields::dns_answer(1);
+        let event = Event {
+            kind: "event".into(),
+            action: "dns-answer".into(),
+            ..Event::default()
+        };
         t.line(&event, None);
         t.line(
             &event,
-            Some(&PolicyFields {
-                verdict: "blocked",
-                mode: "block",
+            Some(&Policy {
+                verdict: "blocked".into(),
+                mode: "block".into(),
             }),
         );
         t.publish(Metrics::default(), Mode::Block);
-        let verdicts: Vec<_> = t.events().iter().map(|(k, n)| (k.verdict, n)).collect();
+        let verdicts: Vec<_> = t
+            .events()
+            .iter()
+            .map(|(k, n)| (k.verdict.as_str(), n))
+            .collect();
         assert_eq!(verdicts, [("blocked", 1), ("none", 1)]);
     }
 

@@ -73,9 +73,9 @@ fn events(e: &mut Exposition, snapshot: &Snapshot) {
         e.sample(
             NAME,
             &[
-                ("kind", key.kind),
+                ("kind", &key.kind),
                 ("action", &key.action),
-                ("verdict", key.verdict),
+                ("verdict", &key.verdict),
             ],
             count,
         );

@@ -7,6 +7,7 @@
 //! once 16 MiB wait.
 
 use std::{
+    borrow::Cow,
     fs::{File, OpenOptions},
     io::{self, Write as _},
     ops::Range,
@@ -15,12 +16,11 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use serde::Serialize;
-
 use super::{
     chain::{self, ChainHash},
     repair, rotate, OutputError,
 };
+use crate::schema::{Document, Egret, Event, Name, Output, Previous};
 
 /// Written out once this much is pending.
 const WRITE_AT: usize = 256 << 10;
@@ -53,52 +53,6 @@ impl Default for FileOptions {
             retain_age: None,
         }
     }
-}
-
-/// The line egret writes at the top of every file it opens and wherever it starts writing
-/// again: it names what the chain continues from and what was repaired.
-#[derive(Serialize)]
-struct OutputLine<'a> {
-    #[serde(rename = "@timestamp")]
-    timestamp: String,
-    event: OutputEvent<'a>,
-    message: &'a str,
-    host: HostName<'a>,
-    egret: OutputEgret<'a>,
-}
-
-#[derive(Serialize)]
-struct OutputEvent<'a> {
-    kind: &'static str,
-    action: &'a str,
-    module: &'static str,
-    dataset: &'static str,
-}
-
-#[derive(Serialize)]
-struct HostName<'a> {
-    name: &'a str,
-}
-
-#[derive(Serialize)]
-struct OutputEgret<'a> {
-    output: OutputFields<'a>,
-}
-
-#[derive(Serialize)]
-struct OutputFields<'a> {
-    previous: PreviousFields<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    repaired_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    repaired_lines: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct PreviousFields<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    file: Option<&'a str>,
-    hash: &'a str,
 }
 
 /// `event.dataset` of the lines egret writes about the file itself.
@@ -301,26 +255,33 @@ impl ChainedFile {
         predecessor: &Predecessor,
         repaired: Option<(u64, u64)>,
     ) -> Result<(), OutputError> {
-        let doc = OutputLine {
-            timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-            event: OutputEvent {
-                kind: "event",
-                action,
-                module: "egret",
-                dataset: OUTPUT_DATASET,
+        // The line egret writes at the top of every file it opens and wherever it starts
+        // writing again: it names what the chain continues from and what was repaired.
+        let doc = Document {
+            timestamp: Cow::Owned(
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            ),
+            event: Event {
+                kind: Cow::Borrowed("event"),
+                action: Cow::Borrowed(action),
+                module: Cow::Borrowed("egret"),
+                dataset: Cow::Borrowed(OUTPUT_DATASET),
+                ..Event::default()
             },
-            message,
-            host: HostName { name: &self.host },
-            egret: OutputEgret {
-                output: OutputFields {
-                    previous: PreviousFields {
-                        file: predecessor.file.as_deref(),
-                        hash: predecessor.hash.as_str(),
+            message: Some(Cow::Borrowed(message)),
+            host: Name::of(&self.host),
+            egret: Egret {
+                output: Some(Output {
+                    previous: Previous {
+                        file: predecessor.file.as_deref().map(Cow::Borrowed),
+                        hash: Cow::Borrowed(predecessor.hash.as_str()),
                     },
                     repaired_bytes: repaired.map(|(bytes, _)| bytes),
                     repaired_lines: repaired.map(|(_, lines)| lines),
-                },
+                }),
+                ..Egret::default()
             },
+            ..Document::default()
         };
         let mut bytes = Vec::new();
         let shape = chain::serialize(&doc, &mut bytes).map_err(|e| io_err(&self.path, e.into()))?;

@@ -28,12 +28,11 @@ use std::{
     path::PathBuf,
 };
 
-use serde_json::Value;
-
 use super::{
     chain::{self, ChainHash},
     rotate, OUTPUT_DATASET,
 };
+use crate::schema::Document;
 
 /// Chain values remembered, to say where a line links to.
 const WINDOW: usize = 4096;
@@ -137,49 +136,43 @@ struct Line {
 }
 
 fn parse_line(number: u64, bytes: &[u8]) -> Line {
-    let value: Result<Value, String> = serde_json::from_slice(bytes)
-        .map_err(|e| format!("not JSON ({e}): the line was damaged or edited"));
-    let value = match value {
-        Ok(v) if v.is_object() => v,
-        Ok(_) => {
-            return Line {
-                number,
-                stored: Err("not a JSON object".to_owned()),
-                output: None,
-                sequence: None,
-                rotation: false,
-            }
-        }
-        Err(e) => {
-            return Line {
-                number,
-                stored: Err(e),
-                output: None,
-                sequence: None,
-                rotation: false,
-            }
-        }
+    let unreadable = |why: String| Line {
+        number,
+        stored: Err(why),
+        output: None,
+        sequence: None,
+        rotation: false,
     };
-    let dataset = value.pointer("/event/dataset").and_then(Value::as_str);
-    let output = (dataset == Some(OUTPUT_DATASET))
-        .then(|| {
-            let hash = value
-                .pointer("/egret/output/previous/hash")
-                .and_then(Value::as_str)
-                .and_then(ChainHash::parse)?;
-            let file = value
-                .pointer("/egret/output/previous/file")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-            Some((hash, file))
-        })
-        .flatten();
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return unreadable(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => "not a JSON object".to_owned(),
+                Err(e) => format!("not JSON ({e}): the line was damaged or edited"),
+            },
+        );
+    }
+    // A line whose fields have unexpected types is still checked against the chain (the
+    // chain finds what was changed); it just names no output-file link and no sequence.
+    let doc = match serde_json::from_slice::<Document<'_>>(bytes) {
+        Ok(doc) => Some(doc),
+        Err(e) if e.is_data() => None,
+        Err(e) => return unreadable(format!("not JSON ({e}): the line was damaged or edited")),
+    };
+    let event = doc.as_ref().map(|d| &d.event);
+    let output = doc
+        .as_ref()
+        .filter(|d| d.event.dataset == OUTPUT_DATASET)
+        .and_then(|d| d.egret.output.as_ref())
+        .and_then(|o| {
+            let hash = ChainHash::parse(&o.previous.hash)?;
+            Some((hash, o.previous.file.as_deref().map(str::to_owned)))
+        });
     Line {
         number,
         stored: chain::content(bytes).map_err(|e| e.to_string()),
-        sequence: value.pointer("/event/sequence").and_then(Value::as_u64),
-        rotation: output.is_some()
-            && value.pointer("/event/action").and_then(Value::as_str) == Some("rotate"),
+        sequence: event.and_then(|e| e.sequence),
+        rotation: output.is_some() && event.is_some_and(|e| e.action == "rotate"),
         output,
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Every stage that has something to say hands the [`Emitter`] a [`Line`]: what happened, with
 //! borrowed facts. The emitter numbers it (`event.sequence`), renders it as an ECS document
-//! (`crate::ecs`), writes it to the output (and alert lines also to `--alerts`), counts it for
+//! (`crate::ecs`, the [`crate::schema`] types), writes it to the output (and alert lines also to `--alerts`), counts it for
 //! the metric line and for Prometheus, and counts a line that could not be written as dropped.
 //! Nothing else holds a sink.
 
@@ -10,11 +10,12 @@ use crate::{
     clock::{boot_ns_now, WallClock},
     conn::ConnEnd,
     dns::state::Answer,
-    ecs::{ConnectionDoc, DnsDoc, EventFields, MetricDoc, PolicyFields, ProcessJson},
+    ecs::{self, ProcessJson},
     metrics::{Metrics, Telemetry},
     output::{OutputError, Sink},
     process::ProcessInfo,
     record::ConnectionRecord,
+    schema::Document,
     udp::UdpSummary,
 };
 
@@ -128,20 +129,21 @@ impl Emitter {
     /// the log).
     pub fn emit(&mut self, line: Line<'_>) -> bool {
         self.sequence += 1;
-        let sequence = self.sequence;
         let Self {
             outputs,
-            sequence: _,
+            sequence,
             clock,
             host_name,
             process_json,
         } = self;
-        match line {
+        let sequence = *sequence;
+        // The metric line counts itself in `lines_written` (it lives as long as its document).
+        let metrics_now;
+        let (doc, kind) = match line {
             Line::Connection { record, udp } => {
                 let rendered = process_json.get(record, clock);
-                let doc =
-                    ConnectionDoc::with_process(record, udp, sequence, clock, host_name, rendered);
-                outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), false)
+                let doc = ecs::connection(record, udp, sequence, clock, host_name, rendered);
+                (doc, Kind::Event)
             }
             Line::End {
                 record,
@@ -149,34 +151,25 @@ impl Emitter {
                 start_seen,
             } => {
                 let rendered = process_json.get(record, clock);
-                let doc = ConnectionDoc::end(
+                let doc = ecs::end(
                     record, facts, start_seen, false, sequence, clock, host_name, rendered,
                 );
-                let written = outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), false);
-                if written {
-                    outputs.stats.tcp_connection_ends += 1;
-                }
-                written
+                (doc, Kind::End)
             }
             Line::Progress { record, facts } => {
                 let rendered = process_json.get(record, clock);
-                let doc = ConnectionDoc::end(
+                let doc = ecs::end(
                     record, facts, true, true, sequence, clock, host_name, rendered,
                 );
-                outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), false)
+                (doc, Kind::Event)
             }
             Line::Alert {
                 record,
                 repeats,
                 window_secs,
             } => {
-                let doc =
-                    ConnectionDoc::alert(record, repeats, window_secs, sequence, clock, host_name);
-                let written = outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), true);
-                if written {
-                    outputs.stats.alerts += 1;
-                }
-                written
+                let doc = ecs::alert(record, repeats, window_secs, sequence, clock, host_name);
+                (doc, Kind::Alert)
             }
             Line::FailureAlert {
                 record,
@@ -184,7 +177,7 @@ impl Emitter {
                 window_secs,
                 error,
             } => {
-                let doc = ConnectionDoc::failure_alert(
+                let doc = ecs::failure_alert(
                     record,
                     count,
                     window_secs,
@@ -193,41 +186,39 @@ impl Emitter {
                     clock,
                     host_name,
                 );
-                let written = outputs.deliver(&doc, &doc.event, doc.egret.policy.as_ref(), true);
-                if written {
-                    outputs.stats.failure_alerts += 1;
-                }
-                written
+                (doc, Kind::FailureAlert)
             }
             Line::Dns { answer, asker } => {
-                let doc = DnsDoc::new(answer, asker, sequence, clock, host_name);
-                outputs.deliver(&doc, &doc.event, None, false)
+                let doc = ecs::dns(answer, asker, sequence, clock, host_name);
+                (doc, Kind::Event)
             }
             Line::Metric(metrics) => {
-                let metrics = Metrics {
-                    // The metric line itself is counted once written.
+                metrics_now = Metrics {
                     lines_written: outputs.stats.lines_written + 1,
                     ..*metrics
                 };
-                let doc =
-                    MetricDoc::new(metrics, sequence, clock.rfc3339(boot_ns_now()), host_name);
-                let written = match outputs.sink.write_line(&doc) {
-                    Ok(()) => {
-                        outputs.stats.lines_written += 1;
-                        true
-                    }
-                    Err(err) => {
-                        outputs.refused(&err);
-                        false
-                    }
-                };
-                // Once per metric line: follow clock steps, and render processes afresh (their
-                // start time strings depend on the clock).
+                let timestamp = clock.rfc3339(boot_ns_now());
+                (
+                    ecs::metric(&metrics_now, sequence, timestamp, host_name),
+                    Kind::Metric,
+                )
+            }
+        };
+        let written = outputs.deliver(&doc, kind);
+        let stats = &mut outputs.stats;
+        match kind {
+            Kind::End if written => stats.tcp_connection_ends += 1,
+            Kind::Alert if written => stats.alerts += 1,
+            Kind::FailureAlert if written => stats.failure_alerts += 1,
+            // Once per metric line: follow clock steps, and render processes afresh (their
+            // start time strings depend on the clock).
+            Kind::Metric => {
                 clock.refresh();
                 process_json.clear();
-                written
             }
+            Kind::Event | Kind::End | Kind::Alert | Kind::FailureAlert => {}
         }
+        written
     }
 
     /// Writes out and (files) fdatasyncs. A failed flush loses nothing yet (the sink keeps
@@ -247,18 +238,22 @@ impl Emitter {
     }
 }
 
+/// What a line counts as, beyond a line written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Event,
+    End,
+    Alert,
+    FailureAlert,
+    Metric,
+}
+
 impl Outputs {
-    /// Writes a rendered line (an alert also to `--alerts`) and counts it. True when the
-    /// output took it.
-    fn deliver(
-        &mut self,
-        doc: &impl serde::Serialize,
-        event: &EventFields<'_>,
-        policy: Option<&PolicyFields>,
-        alert: bool,
-    ) -> bool {
+    /// Writes a rendered line (an alert also to `--alerts`) and counts it (Prometheus counts
+    /// every line but the metric line). True when the output took it.
+    fn deliver(&mut self, doc: &Document<'_>, kind: Kind) -> bool {
         let main = self.sink.write_line(doc);
-        if alert {
+        if matches!(kind, Kind::Alert | Kind::FailureAlert) {
             if let Some(Err(err)) = self.alert_sink.as_mut().map(|sink| sink.write_line(doc)) {
                 self.stats.write_errors += 1;
                 if self.stats.write_errors.is_power_of_two() {
@@ -269,7 +264,9 @@ impl Outputs {
         match main {
             Ok(()) => {
                 self.stats.lines_written += 1;
-                self.telemetry.line(event, policy);
+                if kind != Kind::Metric {
+                    self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
+                }
                 true
             }
             Err(err) => {

@@ -473,16 +473,18 @@ impl Aggregate {
         &mut self,
         file: usize,
         host: Option<&str>,
-        lost_kernel: Option<u64>,
-        dropped_userspace: Option<u64>,
+        lost_kernel: u64,
+        dropped_userspace: u64,
     ) {
         let key = (file, host.unwrap_or_default().to_owned());
-        if let Some(v) = lost_kernel {
-            self.lost_kernel.entry(key.clone()).or_default().update(v);
-        }
-        if let Some(v) = dropped_userspace {
-            self.dropped_userspace.entry(key).or_default().update(v);
-        }
+        self.lost_kernel
+            .entry(key.clone())
+            .or_default()
+            .update(lost_kernel);
+        self.dropped_userspace
+            .entry(key)
+            .or_default()
+            .update(dropped_userspace);
     }
 
     /// Events egret reported lost in the kernel, over every run in the input.
@@ -685,13 +687,13 @@ pub(crate) mod tests {
     fn loss_counters_add_up_over_restarts() {
         let mut a = Aggregate::new(None, None);
         for v in [0, 5, 7] {
-            a.metric(0, Some("h"), Some(v), None);
+            a.metric(0, Some("h"), v, 0);
         }
         // egret restarted: its counter starts again.
         for v in [1, 2] {
-            a.metric(0, Some("h"), Some(v), Some(4));
+            a.metric(0, Some("h"), v, 4);
         }
-        a.metric(1, Some("other"), Some(10), None);
+        a.metric(1, Some("other"), 10, 0);
         assert_eq!(a.events_lost_kernel(), 7 + 2 + 10);
         assert_eq!(a.events_dropped_userspace(), 4);
     }

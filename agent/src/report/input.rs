@@ -1,5 +1,5 @@
-//! Reading egret's JSON Lines output: one line at a time (bounded), parsed into the few fields
-//! a report needs.
+//! Reading egret's JSON Lines output: one line at a time (bounded), parsed as the schema's
+//! [`Document`] (the types egret writes with) and reduced to the few fields a report needs.
 //!
 //! Every field is optional at the parsing level and unknown fields are ignored, so lines of
 //! newer or older egret versions (new fields, new event types) still parse; what a line of a
@@ -7,7 +7,7 @@
 
 use std::{borrow::Cow, io::BufRead, net::IpAddr};
 
-use serde::Deserialize;
+use crate::schema::{Document, ProcessOut, Text};
 
 /// Lines longer than this are skipped (and reported): no egret line comes near it, and it
 /// bounds the memory one line can take.
@@ -81,155 +81,6 @@ impl<R: BufRead> LineReader<R> {
     }
 }
 
-/// `"x"` or `["x", "y"]` (ECS allows both for keyword arrays).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum OneOrMany<'a> {
-    #[serde(borrow)]
-    One(Cow<'a, str>),
-    #[serde(borrow)]
-    Many(Vec<Cow<'a, str>>),
-}
-
-impl OneOrMany<'_> {
-    fn contains(&self, want: &str) -> bool {
-        match self {
-            Self::One(s) => s == want,
-            Self::Many(v) => v.iter().any(|s| s == want),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct EventDoc<'a> {
-    #[serde(borrow)]
-    kind: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    action: Option<Cow<'a, str>>,
-    #[serde(rename = "type", borrow)]
-    types: Option<OneOrMany<'a>>,
-    sequence: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct NameDoc<'a> {
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ProcessDoc<'a> {
-    #[serde(borrow)]
-    executable: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct DestinationDoc<'a> {
-    #[serde(borrow)]
-    ip: Option<Cow<'a, str>>,
-    port: Option<u16>,
-    #[serde(borrow)]
-    domain: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct NetworkDoc<'a> {
-    #[serde(borrow)]
-    transport: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct ContainerDoc<'a> {
-    #[serde(borrow)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    name: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    image: Option<NameDoc<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct OrchestratorDoc<'a> {
-    #[serde(borrow)]
-    namespace: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    resource: Option<NameDoc<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct UnitDoc<'a> {
-    #[serde(borrow)]
-    unit: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct PolicyDoc<'a> {
-    #[serde(borrow)]
-    verdict: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct UdpDoc {
-    datagrams: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct PodDoc<'a> {
-    #[serde(borrow)]
-    uid: Option<Cow<'a, str>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct K8sDoc<'a> {
-    #[serde(borrow)]
-    pod: Option<PodDoc<'a>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct MetricsDoc {
-    events_lost_kernel: Option<u64>,
-    events_dropped_userspace: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct EgretDoc<'a> {
-    #[serde(borrow)]
-    systemd: Option<UnitDoc<'a>>,
-    #[serde(borrow)]
-    policy: Option<PolicyDoc<'a>>,
-    udp: Option<UdpDoc>,
-    #[serde(borrow)]
-    k8s: Option<K8sDoc<'a>>,
-    metrics: Option<MetricsDoc>,
-}
-
-/// The fields of a line a report reads; everything else is skipped.
-#[derive(Debug, Default, Deserialize)]
-struct Doc<'a> {
-    #[serde(rename = "@timestamp", borrow)]
-    timestamp: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    event: Option<EventDoc<'a>>,
-    #[serde(borrow)]
-    rule: Option<NameDoc<'a>>,
-    #[serde(borrow)]
-    process: Option<ProcessDoc<'a>>,
-    #[serde(borrow)]
-    destination: Option<DestinationDoc<'a>>,
-    #[serde(borrow)]
-    network: Option<NetworkDoc<'a>>,
-    #[serde(borrow)]
-    host: Option<NameDoc<'a>>,
-    #[serde(borrow)]
-    container: Option<ContainerDoc<'a>>,
-    #[serde(borrow)]
-    orchestrator: Option<OrchestratorDoc<'a>>,
-    #[serde(borrow)]
-    egret: Option<EgretDoc<'a>>,
-}
-
 /// The policy's verdict on a connection (`egret.policy.verdict`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -278,11 +129,12 @@ pub enum Line<'a> {
     Connection(Observation<'a>),
     /// An alert about an unapproved or blocked connection.
     Alert(Observation<'a>),
-    /// A metric line's loss counters (totals since that egret started).
+    /// A metric line's loss counters (totals since that egret started; a counter the line
+    /// lacks reads as 0).
     Metric {
         host: Option<Cow<'a, str>>,
-        lost_kernel: Option<u64>,
-        dropped_userspace: Option<u64>,
+        lost_kernel: u64,
+        dropped_userspace: u64,
     },
     /// Anything else egret writes (DNS lines, connection end lines, kinds this version does
     /// not know): not used.
@@ -304,27 +156,25 @@ pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
             },
         );
     }
-    let doc: Doc<'_> = serde_json::from_slice(bytes).map_err(|e| {
+    let doc: Document<'_> = serde_json::from_slice(bytes).map_err(|e| {
         if e.is_data() {
             format!("unexpected field value: {e}")
         } else {
             format!("not JSON: {e}")
         }
     })?;
-    let event = doc.event.as_ref();
-    let Some(kind) = event.and_then(|e| e.kind.as_deref()) else {
+    let event = &doc.event;
+    if event.kind.is_empty() {
         return Err("missing field event.kind".to_owned());
-    };
-    let action = event.and_then(|e| e.action.as_deref());
-    let types = event.and_then(|e| e.types.as_ref());
-    let has_type = |t: &str| types.is_some_and(|types| types.contains(t));
-    match kind {
+    }
+    let has_type = |t: &str| event.types.contains(t);
+    match event.kind.as_ref() {
         "event" => {
             // A TCP connection counts at its `connect` line; a UDP flow at its first `send`
             // line (type `start`, or no type: older egret), its later ones add datagrams. End
             // and progress lines are about connections already counted.
-            let (counted, new) = match action {
-                Some("send") => (true, types.is_none() || has_type("start")),
+            let (counted, new) = match event.action.as_ref() {
+                "send" => (true, event.types.is_empty() || has_type("start")),
                 _ => (has_type("start") && !has_type("end"), true),
             };
             // A start line that is not about a destination (a future kind of event) is not a
@@ -336,20 +186,26 @@ pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
             }
         }
         // Policy alerts only: other alerts (`connection-failures`) are about something else.
-        "alert" => match doc.rule.as_ref().and_then(|r| r.name.as_deref()) {
+        "alert" => match doc.rule.as_ref().map(|r| r.name.as_ref()) {
             None | Some(POLICY_ALERT_RULE) => observation(doc).map(Line::Alert),
             Some(_) => Ok(Line::Ignored),
         },
         "metric" => {
-            let metrics = doc.egret.and_then(|e| e.metrics).unwrap_or_default();
+            let Document { host, egret, .. } = doc;
+            let metrics = egret.metrics.unwrap_or_default();
             Ok(Line::Metric {
-                host: doc.host.and_then(|h| h.name),
+                host: non_empty(host.name),
                 lost_kernel: metrics.events_lost_kernel,
                 dropped_userspace: metrics.events_dropped_userspace,
             })
         }
         _ => Ok(Line::Ignored),
     }
+}
+
+/// An empty string is a field the line did not have.
+fn non_empty(text: Text<'_>) -> Option<Text<'_>> {
+    (!text.is_empty()).then_some(text)
 }
 
 /// Parses an RFC 3339 time to nanoseconds since the epoch.
@@ -359,8 +215,8 @@ pub fn parse_rfc3339_ns(text: &str) -> Option<i64> {
         .timestamp_nanos_opt()
 }
 
-fn observation(doc: Doc<'_>) -> Result<Observation<'_>, String> {
-    let Doc {
+fn observation(doc: Document<'_>) -> Result<Observation<'_>, String> {
+    let Document {
         timestamp,
         event,
         rule,
@@ -371,8 +227,9 @@ fn observation(doc: Doc<'_>) -> Result<Observation<'_>, String> {
         container,
         orchestrator,
         egret,
+        ..
     } = doc;
-    let timestamp = timestamp.ok_or("missing field @timestamp")?;
+    let timestamp = non_empty(timestamp).ok_or("missing field @timestamp")?;
     let ts_ns = parse_rfc3339_ns(&timestamp)
         .ok_or_else(|| format!("@timestamp `{timestamp}` is not an RFC 3339 time"))?;
     let destination = destination.ok_or("missing field destination")?;
@@ -382,13 +239,15 @@ fn observation(doc: Doc<'_>) -> Result<Observation<'_>, String> {
         .map_err(|_| format!("destination.ip `{ip_text}` is not an IP address"))?;
     let port = destination.port.ok_or("missing field destination.port")?;
     let transport = network
-        .and_then(|n| n.transport)
+        .and_then(|n| non_empty(n.transport))
         .ok_or("missing field network.transport")?;
-    let process = process.unwrap_or_default();
+    let (executable, process_name) = match process {
+        Some(ProcessOut::Fields(p)) => (p.executable, non_empty(p.name)),
+        Some(ProcessOut::Rendered(_)) | None => (None, None),
+    };
     let container = container.unwrap_or_default();
-    let orchestrator = orchestrator.unwrap_or_default();
-    let egret = egret.unwrap_or_default();
-    let verdict = match egret.policy.and_then(|p| p.verdict).as_deref() {
+    let pod = orchestrator.unwrap_or_default();
+    let verdict = match egret.policy.map(|p| p.verdict).as_deref() {
         Some("approved") => Some(Verdict::Approved),
         Some("unapproved") => Some(Verdict::Unapproved),
         Some("blocked") => Some(Verdict::Blocked),
@@ -402,32 +261,22 @@ fn observation(doc: Doc<'_>) -> Result<Observation<'_>, String> {
             Cow::Borrowed(t) if !t.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Borrowed(t),
             t => Cow::Owned(t.to_ascii_lowercase()),
         },
-        domain: destination.domain.filter(|d| !d.is_empty()),
-        executable: process.executable.filter(|e| !e.is_empty()),
-        process_name: process.name.filter(|n| !n.is_empty()),
-        unit: egret.systemd.and_then(|s| s.unit).filter(|u| !u.is_empty()),
-        container_id: container.id.filter(|i| !i.is_empty()),
-        container_name: container.name.filter(|n| !n.is_empty()),
-        container_image: container
-            .image
-            .and_then(|i| i.name)
-            .filter(|n| !n.is_empty()),
-        pod_namespace: orchestrator.namespace.filter(|n| !n.is_empty()),
-        pod_name: orchestrator
-            .resource
-            .and_then(|r| r.name)
-            .filter(|n| !n.is_empty()),
-        pod_uid: egret
-            .k8s
-            .and_then(|k| k.pod)
-            .and_then(|p| p.uid)
-            .filter(|u| !u.is_empty()),
+        domain: destination.domain.and_then(non_empty),
+        executable: executable.and_then(non_empty),
+        process_name,
+        unit: egret.systemd.and_then(|s| non_empty(s.unit)),
+        container_id: non_empty(container.id),
+        container_name: container.name.and_then(non_empty),
+        container_image: container.image.and_then(|i| non_empty(i.name)),
+        pod_namespace: non_empty(pod.namespace),
+        pod_name: non_empty(pod.resource.name),
+        pod_uid: egret.k8s.and_then(|k| k.pod).and_then(|p| non_empty(p.uid)),
         verdict,
-        rule: rule.and_then(|r| r.name),
-        datagrams: egret.udp.and_then(|u| u.datagrams),
+        rule: rule.map(|r| r.name),
+        datagrams: egret.udp.map(|u| u.datagrams),
         new: true,
-        host: host.and_then(|h| h.name),
-        sequence: event.and_then(|e| e.sequence),
+        host: non_empty(host.name),
+        sequence: event.sequence,
     })
 }
 
@@ -519,8 +368,8 @@ mod tests {
         assert!(matches!(
             classify(metric.as_bytes()),
             Ok(Line::Metric {
-                lost_kernel: Some(3),
-                dropped_userspace: None,
+                lost_kernel: 3,
+                dropped_userspace: 0,
                 ..
             })
         ));
