@@ -5,6 +5,7 @@ use crate::skip;
 use crate::TestCgroup;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
+use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -51,7 +52,33 @@ impl Egret {
         let name = name.strip_prefix("egret-e2e-").unwrap_or(&name);
         let dir =
             std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
+        let args: Vec<OsString> = ["--log-level", "debug"]
+            .iter()
+            .chain(extra_args)
+            .map(OsString::from)
+            .collect();
+        Self::start_in(bin, dir, cgroup, &args)
+    }
+
+    /// Starts `<bin> run --cgroup <cgroup> --metrics-interval 1 <extra_args>` with its files
+    /// in `dir` (created if missing; a previous run's output and ready file are removed) and
+    /// waits for its ready file. Without the tests' debug logging: the benchmark starts egret
+    /// this way, with the release binary and its files under `target/bench`.
+    pub fn start_in(
+        bin: &Path,
+        dir: PathBuf,
+        cgroup: &Path,
+        extra_args: &[OsString],
+    ) -> Result<Self> {
         std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        for stale in [dir.join("events.jsonl"), dir.join("ready")] {
+            match std::fs::remove_file(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("remove {}", stale.display()));
+                }
+                _ => {}
+            }
+        }
         let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--cgroup")
@@ -60,7 +87,7 @@ impl Egret {
             .arg(dir.join("events.jsonl"))
             .arg("--ready-file")
             .arg(dir.join("ready"))
-            .args(["--metrics-interval", "1", "--log-level", "debug"])
+            .args(["--metrics-interval", "1"])
             .args(extra_args);
         Self::spawn(cmd, dir)
     }
@@ -70,7 +97,7 @@ impl Egret {
     /// they must make egret write `<dir>/events.jsonl` and create `<dir>/ready`.
     pub fn start_custom(
         name: &str,
-        args: impl FnOnce(&Path) -> Result<Vec<std::ffi::OsString>>,
+        args: impl FnOnce(&Path) -> Result<Vec<OsString>>,
     ) -> Result<Self> {
         let bin = skip::require_egret_bin()?;
         let dir =
@@ -199,13 +226,19 @@ impl Egret {
     /// Sends SIGTERM and waits for exit (SIGKILL + error after [`STOP_TIMEOUT`]).
     /// Returns the exit status; does not judge it.
     pub fn stop(&mut self) -> Result<ExitStatus> {
+        self.stop_within(STOP_TIMEOUT)
+    }
+
+    /// [`Self::stop`] with another time limit (the benchmark's egret may have a large output
+    /// to finish).
+    pub fn stop_within(&mut self, timeout: Duration) -> Result<ExitStatus> {
         if let Some(s) = self.try_wait()? {
             return Ok(s);
         }
         let pid = self.pid().ok_or_else(|| anyhow!("egret not started"))?;
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("SIGTERM egret")?;
-        let deadline = Instant::now() + STOP_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_wait()? {
                 return Ok(s);
@@ -216,7 +249,7 @@ impl Egret {
                     let _ = child.wait();
                 }
                 bail!(
-                    "egret did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed)\n--- stderr ---\n{}",
+                    "egret did not exit within {timeout:?} of SIGTERM (killed)\n--- stderr ---\n{}",
                     self.stderr_tail()
                 );
             }
