@@ -5,7 +5,6 @@ use crate::skip;
 use crate::TestCgroup;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
-use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -52,23 +51,47 @@ impl Egret {
         let name = name.strip_prefix("egret-e2e-").unwrap_or(&name);
         let dir =
             std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
-        let args: Vec<OsString> = ["--log-level", "debug"]
-            .iter()
-            .chain(extra_args)
-            .map(OsString::from)
-            .collect();
-        Self::start_in(bin, dir, cgroup, &args)
+        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--cgroup")
+            .arg(cgroup)
+            .arg("--output")
+            .arg(dir.join("events.jsonl"))
+            .arg("--ready-file")
+            .arg(dir.join("ready"))
+            .args(["--metrics-interval", "1", "--log-level", "debug"])
+            .args(extra_args);
+        Self::spawn(cmd, dir)
+    }
+
+    /// Starts egret with exactly the arguments `args` returns, given the scratch directory
+    /// (for tests that set the output and ready file some other way, e.g. a config file):
+    /// they must make egret write `<dir>/events.jsonl` and create `<dir>/ready`.
+    pub fn start_custom(
+        name: &str,
+        args: impl FnOnce(&Path) -> Result<Vec<std::ffi::OsString>>,
+    ) -> Result<Self> {
+        let bin = skip::require_egret_bin()?;
+        let dir =
+            std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let mut cmd = Command::new(bin);
+        cmd.args(args(&dir)?);
+        Self::spawn(cmd, dir)
     }
 
     /// Starts `<bin> run --cgroup <cgroup> --metrics-interval 1 <extra_args>` with its files
     /// in `dir` (created if missing; a previous run's output and ready file are removed) and
     /// waits for its ready file. Without the tests' debug logging: the benchmark starts egret
     /// this way, with the release binary and its files under `target/bench`.
+    // MERGE: the command is `start_with`'s (the tests branch's `run_command`) without
+    // `--log-level debug`; fold the two once both branches are in.
     pub fn start_in(
         bin: &Path,
         dir: PathBuf,
         cgroup: &Path,
-        extra_args: &[OsString],
+        extra_args: &[std::ffi::OsString],
     ) -> Result<Self> {
         std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
         for stale in [dir.join("events.jsonl"), dir.join("ready")] {
@@ -89,22 +112,6 @@ impl Egret {
             .arg(dir.join("ready"))
             .args(["--metrics-interval", "1"])
             .args(extra_args);
-        Self::spawn(cmd, dir)
-    }
-
-    /// Starts egret with exactly the arguments `args` returns, given the scratch directory
-    /// (for tests that set the output and ready file some other way, e.g. a config file):
-    /// they must make egret write `<dir>/events.jsonl` and create `<dir>/ready`.
-    pub fn start_custom(
-        name: &str,
-        args: impl FnOnce(&Path) -> Result<Vec<OsString>>,
-    ) -> Result<Self> {
-        let bin = skip::require_egret_bin()?;
-        let dir =
-            std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.args(args(&dir)?);
         Self::spawn(cmd, dir)
     }
 
