@@ -81,6 +81,40 @@ impl Egret {
         Self::spawn(cmd, dir)
     }
 
+    /// Starts `<bin> run --cgroup <cgroup> --metrics-interval 1 <extra_args>` with its files
+    /// in `dir` (created if missing; a previous run's output and ready file are removed) and
+    /// waits for its ready file. Without the tests' debug logging: the benchmark starts egret
+    /// this way, with the release binary and its files under `target/bench`.
+    // MERGE: the command is `start_with`'s (the tests branch's `run_command`) without
+    // `--log-level debug`; fold the two once both branches are in.
+    pub fn start_in(
+        bin: &Path,
+        dir: PathBuf,
+        cgroup: &Path,
+        extra_args: &[std::ffi::OsString],
+    ) -> Result<Self> {
+        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        for stale in [dir.join("events.jsonl"), dir.join("ready")] {
+            match std::fs::remove_file(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("remove {}", stale.display()));
+                }
+                _ => {}
+            }
+        }
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--cgroup")
+            .arg(cgroup)
+            .arg("--output")
+            .arg(dir.join("events.jsonl"))
+            .arg("--ready-file")
+            .arg(dir.join("ready"))
+            .args(["--metrics-interval", "1"])
+            .args(extra_args);
+        Self::spawn(cmd, dir)
+    }
+
     /// Runs `cmd` with stdout and stderr logged in `dir` and waits for `<dir>/ready`.
     fn spawn(mut cmd: Command, dir: PathBuf) -> Result<Self> {
         let stderr = File::create(dir.join("stderr.log")).context("create stderr.log")?;
@@ -199,13 +233,19 @@ impl Egret {
     /// Sends SIGTERM and waits for exit (SIGKILL + error after [`STOP_TIMEOUT`]).
     /// Returns the exit status; does not judge it.
     pub fn stop(&mut self) -> Result<ExitStatus> {
+        self.stop_within(STOP_TIMEOUT)
+    }
+
+    /// [`Self::stop`] with another time limit (the benchmark's egret may have a large output
+    /// to finish).
+    pub fn stop_within(&mut self, timeout: Duration) -> Result<ExitStatus> {
         if let Some(s) = self.try_wait()? {
             return Ok(s);
         }
         let pid = self.pid().ok_or_else(|| anyhow!("egret not started"))?;
         let pid = nix::unistd::Pid::from_raw(i32::try_from(pid)?);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).context("SIGTERM egret")?;
-        let deadline = Instant::now() + STOP_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(s) = self.try_wait()? {
                 return Ok(s);
@@ -216,7 +256,7 @@ impl Egret {
                     let _ = child.wait();
                 }
                 bail!(
-                    "egret did not exit within {STOP_TIMEOUT:?} of SIGTERM (killed)\n--- stderr ---\n{}",
+                    "egret did not exit within {timeout:?} of SIGTERM (killed)\n--- stderr ---\n{}",
                     self.stderr_tail()
                 );
             }

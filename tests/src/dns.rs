@@ -96,6 +96,11 @@ pub struct AcceptServer {
 impl AcceptServer {
     pub fn start(bind: SocketAddr) -> Result<Self> {
         let listener = TcpListener::bind(bind).with_context(|| format!("bind tcp {bind}"))?;
+        Self::from_listener(listener)
+    }
+
+    /// Serves an already bound listener (the benchmark's has a deeper accept queue).
+    pub fn from_listener(listener: TcpListener) -> Result<Self> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));

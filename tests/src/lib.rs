@@ -6,6 +6,7 @@
 //! loopback and namespaces created by the test.
 
 pub mod agent;
+pub mod bench;
 pub mod browser;
 pub mod cgroup;
 pub mod deploy;

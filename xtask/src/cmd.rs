@@ -2,8 +2,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -100,18 +99,4 @@ pub fn find_in_path(name: impl AsRef<OsStr>) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name.as_ref()))
         .find(|candidate| candidate.is_file())
-}
-
-/// Waits for `child` to exit, giving up after `timeout` (the child keeps running).
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().context("waiting for a child process")? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -5,10 +5,11 @@
 //! against the nightly's LLVM).
 
 mod bench;
-mod cgroup;
+// The bench's options, declared once in the tests crate (see bench.rs).
+#[path = "../../tests/src/bench/options.rs"]
+mod bench_options;
 mod cmd;
 mod install;
-mod interrupt;
 mod run;
 mod setup;
 mod test;
@@ -63,7 +64,13 @@ enum Command {
     /// Build the release binary; install it, the systemd unit and the default /etc/egret.
     Install(install::InstallOptions),
     /// Measure egret's overhead on loopback TCP connect / UDP send / resolve + connect loops.
-    Bench(bench::BenchOptions),
+    Bench {
+        #[command(flatten)]
+        options: bench_options::BenchOptions,
+        /// Skip setup and the release build; use the binaries already in target/release.
+        #[arg(long)]
+        no_build: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -83,7 +90,11 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Build { release } => run::build(release),
         Command::Run { debug, args, .. } => run::run(!debug, &args),
         Command::Test { no_lint, args } => test::test(no_lint, &args),
-        Command::Bench(options) => bench::bench(&options),
+        // The options go to egret-bench as given on the command line.
+        Command::Bench {
+            options: _,
+            no_build,
+        } => bench::bench(no_build),
         Command::Install(options) => install::install(&options),
     }
 }
@@ -123,31 +134,17 @@ mod tests {
     }
 
     #[test]
-    fn bench_rejects_zero_rounds() {
+    fn bench_options_are_checked_and_no_build_is_xtasks() -> Result<(), clap::Error> {
         assert!(parse(&["bench", "--rounds", "0"]).is_err());
-        assert!(parse(&["bench", "--rounds", "2", "--workload", "tcp"]).is_ok());
-    }
-
-    #[test]
-    fn bench_policy_options() {
-        assert!(parse(&["bench", "--workload", "tcp-policy", "--policy-rules", "50"]).is_ok());
-        assert!(parse(&["bench", "--policy-rules", "0"]).is_err());
-        assert!(parse(&["bench", "--policy-rules", "65537"]).is_err());
-        assert!(parse(&["bench", "--policy-rules", "65536"]).is_ok());
-    }
-
-    #[test]
-    fn bench_dns_workloads() {
-        assert!(parse(&[
-            "bench",
-            "--workload",
-            "dns",
-            "--workload",
-            "dns-block",
-            "--rounds",
-            "1"
-        ])
-        .is_ok());
         assert!(parse(&["bench", "--workload", "dns_block"]).is_err());
+        let Command::Bench { options, no_build } =
+            parse(&["bench", "--rounds", "2", "--no-build", "--workload", "tcp"])?
+        else {
+            panic!("not the bench command");
+        };
+        assert!(no_build);
+        assert_eq!(options.rounds, 2);
+        assert_eq!(options.workloads, [bench_options::Workload::Tcp]);
+        Ok(())
     }
 }

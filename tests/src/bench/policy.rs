@@ -5,8 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::{ensure, Result};
 
-/// Most rules `--policy-rules` accepts: every rule gets its own 10.X.Y.0/24 or 2001:db8:X::/48.
-pub const MAX_RULES: u32 = 65_536;
+use super::options::MAX_POLICY_RULES as MAX_RULES;
 
 /// Name of the one rule that approves the load generator's connections.
 pub const LOOPBACK_RULE: &str = "loopback-tcp";

@@ -2,27 +2,22 @@
 //! at once to the address of the answer, in a loop (`egret-dns resolve-connect`).
 //!
 //! Each round gets its own rig: an `egret-dns server` answering [`NAME`] with 127.0.0.1 and a
-//! TCP listener (a thread of xtask) that accepts and drops the connections. Both run outside
+//! TCP listener (a thread of the bench) that accepts and drops the connections. Both run outside
 //! the bench cgroup; only the client runs inside it. The rig is torn down when dropped.
 
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Read as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::AsRawFd as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
-use super::kill_and_reap;
 use super::parse::Sample;
-use crate::cgroup::BenchCgroup;
-use crate::cmd::{describe, wait_timeout};
+use crate::dns::{parse_resolve_counts, ResolveCounts};
+use crate::{run_with_timeout, AcceptServer, DnsServer, TestCgroup};
 
 /// The name the client resolves; the server answers it with 127.0.0.1.
 pub const NAME: &str = "svc.bench.test";
@@ -30,8 +25,6 @@ pub const NAME: &str = "svc.bench.test";
 const TTL_SECS: u32 = 60;
 /// Name of the policy rule that approves the connects (block mode).
 pub const SERVICE_RULE: &str = "bench-service";
-/// How long the server may take to print `ready`.
-const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Iterations of the calibration run.
 const CALIBRATION_COUNT: u64 = 2_000;
 /// Bounds of the calibrated iteration count.
@@ -42,8 +35,8 @@ const MAX_COUNT: u64 = 2_000_000;
 /// SYNs, which then wait a whole second for their retransmission.
 const LISTEN_BACKLOG: i32 = 4096;
 
-/// What `egret-dns resolve-connect` reports:
-/// `iterations=N ok=N eperm=N other=N probe_ok=N probe_eperm=N`.
+/// What `egret-dns resolve-connect` reported, as `results.json` shows it (the bench sends no
+/// probes, so their counts are left out).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ClientCounts {
     pub iterations: u64,
@@ -60,6 +53,25 @@ pub struct ClientCounts {
 }
 
 impl ClientCounts {
+    /// The client's counts, with how much `TcpExtListenOverflows` grew around its run.
+    fn new(counts: ResolveCounts, listen_overflows: Option<u64>) -> Self {
+        let ResolveCounts {
+            iterations,
+            ok,
+            eperm,
+            other,
+            probe_ok: _,
+            probe_eperm: _,
+        } = counts;
+        Self {
+            iterations,
+            ok,
+            eperm,
+            other,
+            listen_overflows,
+        }
+    }
+
     /// Whether every iteration resolved and connected.
     pub fn all_ok(&self) -> bool {
         self.ok == self.iterations && self.eperm == 0 && self.other == 0
@@ -87,28 +99,6 @@ impl Default for ClientCounts {
             listen_overflows: Some(0),
         }
     }
-}
-
-/// Finds the counts line in the client's stdout.
-pub fn parse_client_output(stdout: &str) -> Result<ClientCounts> {
-    stdout
-        .lines()
-        .find_map(|line| {
-            let field = |key: &str| -> Option<u64> {
-                line.split_whitespace()
-                    .find_map(|word| word.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-            };
-            Some(ClientCounts {
-                iterations: field("iterations")?,
-                ok: field("ok")?,
-                eperm: field("eperm")?,
-                other: field("other")?,
-                listen_overflows: None,
-            })
-        })
-        .with_context(|| {
-            format!("no `iterations=N ok=N eperm=N other=N` line in egret-dns output {stdout:?}")
-        })
 }
 
 /// The iteration count that makes a run last about `duration_ms` at `rate` iterations/s.
@@ -142,44 +132,25 @@ pub fn block_policy(port: u16) -> String {
 
 /// The DNS server and the TCP listener of one round; both are stopped on drop.
 pub struct Rig {
-    server: Child,
-    /// The server's UDP port (egret's `--dns-port`).
-    pub dns_port: u16,
-    listener: Listener,
+    server: DnsServer,
+    listener: AcceptServer,
 }
 
 impl Rig {
     pub fn start(egret_dns: &Path) -> Result<Self> {
-        let listener = Listener::start()?;
-        let mut command = Command::new(egret_dns);
-        command.args(["server", "--port", "0", "--bind", "127.0.0.1"]);
-        command
-            .arg("--a")
-            .arg(format!("{NAME}={}", Ipv4Addr::LOCALHOST));
-        command.arg("--ttl").arg(TTL_SECS.to_string());
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut server = command
-            .spawn()
-            .with_context(|| format!("starting `{}`", describe(&command)))?;
-        match wait_server_ready(&mut server) {
-            Ok(dns_port) => Ok(Self {
-                server,
-                dns_port,
-                listener,
-            }),
-            Err(err) => {
-                kill_and_reap(&mut server);
-                Err(err).with_context(|| format!("`{}`", describe(&command)))
-            }
-        }
+        let listener = service_listener()?;
+        let answer = format!("{NAME}={}", Ipv4Addr::LOCALHOST);
+        let ttl = TTL_SECS.to_string();
+        let server = DnsServer::start(
+            egret_dns,
+            &["--bind", "127.0.0.1", "--a", &answer, "--ttl", &ttl],
+        )?;
+        Ok(Self { server, listener })
     }
 
-    /// The address the client connects to.
-    pub fn service_port(&self) -> u16 {
-        self.listener.addr.port()
+    /// The server's UDP port (egret's `--dns-port`).
+    pub fn dns_port(&self) -> u16 {
+        self.server.port()
     }
 
     /// Runs `egret-dns resolve-connect` (`count` iterations) inside the bench cgroup; the
@@ -187,7 +158,7 @@ impl Rig {
     pub fn run_client(
         &self,
         egret_dns: &Path,
-        cgroup: &BenchCgroup,
+        cgroup: &TestCgroup,
         count: u64,
         timeout: Duration,
     ) -> Result<(Sample, ClientCounts)> {
@@ -195,45 +166,27 @@ impl Rig {
         command
             .arg("resolve-connect")
             .arg("--server")
-            .arg(SocketAddr::from((Ipv4Addr::LOCALHOST, self.dns_port)).to_string())
+            .arg(self.server.addr())
             .arg(NAME)
             .arg("--port")
-            .arg(self.service_port().to_string())
+            .arg(self.listener.port().to_string())
             .arg("--count")
             .arg(count.to_string());
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        cgroup.place_child(&mut command)?;
+        cgroup.command(&mut command)?;
         let overflows_before = listen_overflows();
         let start = Instant::now();
-        let mut child = command
-            .spawn()
-            .with_context(|| format!("starting `{}`", describe(&command)))?;
-        // Its output is one short line, read after it exits (it cannot fill the pipe).
-        let Some(status) = wait_timeout(&mut child, timeout)? else {
-            kill_and_reap(&mut child);
-            bail!("`{}` did not finish within {timeout:?}", describe(&command));
-        };
+        let output = run_with_timeout(&mut command, timeout)?.ensure_success()?;
         let elapsed = start.elapsed();
         let overflows_after = listen_overflows();
-        let mut stdout = String::new();
-        if let Some(mut pipe) = child.stdout.take() {
-            pipe.read_to_string(&mut stdout)
-                .context("reading egret-dns output")?;
-        }
-        if !status.success() {
-            bail!("`{}` failed ({status})", describe(&command));
-        }
-        let mut counts = parse_client_output(&stdout)?;
-        counts.listen_overflows = overflows_after
-            .zip(overflows_before)
-            .map(|(after, before)| after.saturating_sub(before));
+        let counts = ClientCounts::new(
+            parse_resolve_counts(&output.stdout)?,
+            overflows_after
+                .zip(overflows_before)
+                .map(|(after, before)| after.saturating_sub(before)),
+        );
         if counts.iterations != count {
             bail!(
-                "`{}` ran {} iterations, not {count}",
-                describe(&command),
+                "`{command:?}` ran {} iterations, not {count}",
                 counts.iterations
             );
         }
@@ -248,7 +201,7 @@ impl Rig {
     pub fn calibrate(
         &self,
         egret_dns: &Path,
-        cgroup: &BenchCgroup,
+        cgroup: &TestCgroup,
         duration_ms: u64,
     ) -> Result<u64> {
         let (sample, counts) = self.run_client(
@@ -266,35 +219,17 @@ impl Rig {
     }
 }
 
-impl Drop for Rig {
-    fn drop(&mut self) {
-        kill_and_reap(&mut self.server);
-        // The listener stops in its own drop.
+/// A listener on 127.0.0.1:<free port> that accepts and drops connections (a thread of the
+/// bench, outside the bench cgroup), with a deep accept queue.
+fn service_listener() -> Result<AcceptServer> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the bench TCP listener")?;
+    // Again, with a deeper queue (Linux lets listen() resize a listening socket's queue).
+    // SAFETY: listen() on a socket this function owns, with integer arguments.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("listen() on the bench listener");
     }
-}
-
-/// Reads the server's `ready <port>` line, giving up after [`SERVER_READY_TIMEOUT`].
-fn wait_server_ready(server: &mut Child) -> Result<u16> {
-    let stdout = server.stdout.take().context("no stdout pipe")?;
-    let (sender, receiver) = mpsc::channel();
-    // Ends when the line is read or the server dies (the pipe closes).
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
-        // The receiver may have given up; nothing to do then.
-        let _ = sender.send(read);
-    });
-    let line = match receiver.recv_timeout(SERVER_READY_TIMEOUT) {
-        Ok(read) => read.context("reading the DNS server's output")?,
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            bail!("the DNS server did not print `ready` within {SERVER_READY_TIMEOUT:?}")
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the DNS server's reader died"),
-    };
-    parse_ready(&line).with_context(|| {
-        let status = server.try_wait().ok().flatten();
-        format!("the DNS server printed {line:?} instead of `ready <port>` (exit: {status:?})")
-    })
+    AcceptServer::from_listener(listener)
 }
 
 /// `TcpExt: ListenOverflows` of this network namespace.
@@ -313,96 +248,30 @@ fn parse_netstat(text: &str, group: &str, name: &str) -> Option<u64> {
     values.split_whitespace().nth(index)?.parse().ok()
 }
 
-fn parse_ready(line: &str) -> Option<u16> {
-    line.trim()
-        .strip_prefix("ready ")?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&port| port != 0)
-}
-
-/// A thread accepting (and at once closing) connections on 127.0.0.1:<free port>.
-struct Listener {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Listener {
-    fn start() -> Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .context("binding the bench TCP listener")?;
-        // Again, with a deeper queue (Linux lets listen() resize a listening socket's queue).
-        // SAFETY: listen() on a socket this function owns, with integer arguments.
-        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("listen() on the bench listener");
-        }
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("bench-listener".to_owned())
-                .spawn(move || {
-                    for connection in listener.incoming() {
-                        if stop.load(Ordering::SeqCst) {
-                            break;
-                        }
-                        // Accepted and dropped (closed); errors (a connection reset before it
-                        // was accepted) are ignored.
-                        drop(connection);
-                    }
-                })
-                .context("starting the bench listener thread")?
-        };
-        Ok(Self {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wakes the blocked accept(); without that connection the thread cannot be joined
-        // and is left to end with the process.
-        let woke = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2)).is_ok();
-        if let Some(thread) = self.thread.take() {
-            if woke {
-                // A panic in the thread has nothing to report here.
-                let _ = thread.join();
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn parses_client_output() -> Result<()> {
-        let counts =
-            parse_client_output("iterations=20 ok=18 eperm=1 other=1 probe_ok=0 probe_eperm=0\n")?;
+    fn takes_the_client_counts_and_the_overflows() {
+        let client = ResolveCounts {
+            iterations: 5,
+            ok: 3,
+            eperm: 1,
+            other: 1,
+            probe_ok: 0,
+            probe_eperm: 0,
+        };
         assert_eq!(
-            counts,
+            ClientCounts::new(client, Some(2)),
             ClientCounts {
-                iterations: 20,
-                ok: 18,
+                iterations: 5,
+                ok: 3,
                 eperm: 1,
                 other: 1,
-                listen_overflows: None,
+                listen_overflows: Some(2),
             }
         );
-        assert!(!counts.all_ok());
-        let good = parse_client_output("noise\niterations=5 ok=5 eperm=0 other=0\n")?;
-        assert!(good.all_ok());
-        assert!(parse_client_output("iterations=5 ok=5\n").is_err());
-        assert!(parse_client_output("").is_err());
-        Ok(())
     }
 
     #[test]
@@ -458,14 +327,6 @@ mod tests {
     }
 
     #[test]
-    fn parses_ready_line() {
-        assert_eq!(parse_ready("ready 5353\n"), Some(5353));
-        assert_eq!(parse_ready("ready 0\n"), None);
-        assert_eq!(parse_ready("ready\n"), None);
-        assert_eq!(parse_ready(""), None);
-    }
-
-    #[test]
     fn block_policy_approves_the_resolver_by_address_and_the_service_by_name() {
         let yaml = block_policy(5353);
         assert!(yaml.contains("\nmode: block\nloopback: audit\nrules:\n"));
@@ -475,15 +336,5 @@ mod tests {
         assert!(yaml.ends_with(
             "  - name: bench-service\n    to: [\"svc.bench.test\"]\n    protocols: [tcp]\n"
         ));
-    }
-
-    #[test]
-    fn listener_accepts_and_stops() -> Result<()> {
-        let listener = Listener::start()?;
-        for _ in 0..3 {
-            TcpStream::connect(listener.addr)?;
-        }
-        drop(listener);
-        Ok(())
     }
 }

@@ -438,8 +438,8 @@ fn print_verdict(results: &Results<'_>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::parse::{LogSummary, Sample};
     use super::*;
-    use crate::bench::parse::{LogSummary, Sample};
 
     fn round(baseline_ops: u64, egret_ops: u64, events: u64, lost: u64) -> Round {
         let second = 1_000_000_000;
@@ -472,19 +472,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn summary_uses_medians_and_sums() {
-        let result = WorkloadResult {
-            workload: Workload::Tcp,
-            label: Workload::Tcp.label(0),
+    /// A workload without a policy or a DNS rig.
+    fn workload_result(workload: Workload, rounds: Vec<Round>) -> WorkloadResult {
+        WorkloadResult {
+            workload,
+            label: workload.label(0),
             policy_rules: None,
             dns_iterations: None,
-            rounds: vec![
+            rounds,
+        }
+    }
+
+    #[test]
+    fn summary_uses_medians_and_sums() {
+        let result = workload_result(
+            Workload::Tcp,
+            vec![
                 round(100, 95, 95, 0),
                 round(200, 50, 50, 0),
                 round(120, 90, 90, 0),
             ],
-        };
+        );
         let s = summarize(&result);
         assert_eq!(s.baseline_ops_per_sec, 120.0);
         assert_eq!(s.egret_ops_per_sec, 90.0);
@@ -501,13 +509,7 @@ mod tests {
 
     #[test]
     fn losses_miss_the_target() {
-        let result = WorkloadResult {
-            workload: Workload::Udp,
-            label: Workload::Udp.label(0),
-            policy_rules: None,
-            dns_iterations: None,
-            rounds: vec![round(100, 100, 90, 10)],
-        };
+        let result = workload_result(Workload::Udp, vec![round(100, 100, 90, 10)]);
         let misses = target_misses(&[summarize(&result)]);
         assert_eq!(
             misses,
@@ -525,16 +527,14 @@ mod tests {
         let mut bad = round(100, 95, 95, 0);
         bad.log.approved = 90;
         bad.log.blocked = 5;
-        let result = |r: Round| WorkloadResult {
-            workload: Workload::TcpPolicy,
+        let policy_result = |r: Round| WorkloadResult {
             label: Workload::TcpPolicy.label(1000),
             policy_rules: Some(1000),
-            dns_iterations: None,
-            rounds: vec![r],
+            ..workload_result(Workload::TcpPolicy, vec![r])
         };
-        assert!(target_misses(&[summarize(&result(good))]).is_empty());
+        assert!(target_misses(&[summarize(&policy_result(good))]).is_empty());
         assert_eq!(
-            target_misses(&[summarize(&result(bad))]),
+            target_misses(&[summarize(&policy_result(bad))]),
             vec![
                 "tcp connect, block mode, 1000 rules: 5 of 95 connect lines not approved (5 blocked); \
                  the 127.0.0.0/8 rule should approve every one"
@@ -564,11 +564,8 @@ mod tests {
 
     fn dns_result(workload: Workload, rounds: Vec<Round>) -> WorkloadResult {
         WorkloadResult {
-            workload,
-            label: workload.label(0),
-            policy_rules: None,
             dns_iterations: Some(100),
-            rounds,
+            ..workload_result(workload, rounds)
         }
     }
 
@@ -630,13 +627,7 @@ mod tests {
             listen_overflows: Some(0),
         };
         // tcp: 100 000 → 80 000 ops/s: +2.5 µs per connect.
-        let tcp = WorkloadResult {
-            workload: Workload::Tcp,
-            label: Workload::Tcp.label(0),
-            policy_rules: None,
-            dns_iterations: None,
-            rounds: vec![round(100_000, 80_000, 80_000, 0)],
-        };
+        let tcp = workload_result(Workload::Tcp, vec![round(100_000, 80_000, 80_000, 0)]);
         // dns: 20 000 → 16 000 ops/s: +12.5 µs per resolve + connect.
         let dns = dns_result(Workload::Dns, vec![dns_round(20_000, 16_000, ok(16_000))]);
         // dns-block: 20 000 → 10 000 ops/s: +50 µs.

@@ -1,0 +1,538 @@
+//! `cargo xtask bench` (the `egret-bench` binary): egret's overhead on tight loopback
+//! TCP-connect / UDP-send loops, and on a resolve-then-connect loop.
+//!
+//! Each round runs a load generator inside a fresh cgroup, once without egret
+//! (baseline) and once with `egret run --cgroup <that cgroup>` watching it.
+//! The `tcp-policy` workload runs the TCP loop under a generated block-mode policy of
+//! `--policy-rules` rules (the last of which approves the loop) and shares the `tcp`
+//! workload's baseline. The `dns` workload resolves a name (a fresh UDP query to a local
+//! `egret-dns server`) and connects to the answer, in a loop; `dns-block` runs the same loop
+//! under a block-mode policy that approves the connects only by that name, and shares the
+//! `dns` workload's baseline. `tcp-starts-only` runs the TCP loop with `--connection-ends off`
+//! (start lines only: what the connection-end programs cost is the gap to `tcp`), and
+//! `tcp-progress` with everything on (`--progress-interval 10`: per-packet counter copies);
+//! both share the `tcp` workload's baseline.
+//!
+//! The cgroup, the egret launcher, the DNS server and the client runner are the end-to-end
+//! harness's; the binaries are the release builds next to `egret-bench`.
+
+mod dns;
+mod interrupt;
+pub mod options;
+mod parse;
+mod policy;
+mod report;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context as _, Result};
+use clap::ValueEnum as _;
+use serde::Serialize;
+
+use crate::{run_with_timeout, Egret, TestCgroup};
+use dns::ClientCounts;
+pub use options::{BenchOptions, Workload};
+use parse::{LogSummary, Sample};
+
+/// Pause after the load so egret drains its buffers and emits a metric line (interval 1 s).
+const SETTLE: Duration = Duration::from_millis(1500);
+/// How long egret may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `egret policy check` may take.
+const POLICY_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Workload {
+    /// The `event.action` egret logs for one operation of this workload.
+    fn action(self) -> &'static str {
+        match self {
+            Self::Tcp
+            | Self::TcpPolicy
+            | Self::Dns
+            | Self::DnsBlock
+            | Self::TcpStartsOnly
+            | Self::TcpProgress => "connect",
+            Self::Udp => "send",
+        }
+    }
+
+    /// Base name of this workload's files.
+    fn file_stem(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp-loop",
+            Self::Udp => "udp-loop",
+            Self::TcpPolicy => "tcp-policy",
+            Self::Dns => "dns",
+            Self::DnsBlock => "dns-block",
+            Self::TcpStartsOnly => "tcp-starts-only",
+            Self::TcpProgress => "tcp-progress",
+        }
+    }
+
+    fn label(self, policy_rules: u32) -> String {
+        match self {
+            Self::Tcp => "tcp connect".to_owned(),
+            Self::Udp => "udp send".to_owned(),
+            Self::TcpPolicy => format!("tcp connect, block mode, {policy_rules} rules"),
+            Self::Dns => "dns resolve + tcp connect".to_owned(),
+            Self::DnsBlock => "dns resolve + tcp connect, block mode, domain rule".to_owned(),
+            Self::TcpStartsOnly => "tcp connect, start lines only".to_owned(),
+            Self::TcpProgress => "tcp connect, progress lines on".to_owned(),
+        }
+    }
+
+    /// Whether egret enforces a block-mode policy that should approve every operation.
+    fn enforces(self) -> bool {
+        matches!(self, Self::TcpPolicy | Self::DnsBlock)
+    }
+
+    /// Whether this is a resolve-then-connect workload.
+    fn resolves(self) -> bool {
+        matches!(self, Self::Dns | Self::DnsBlock)
+    }
+
+    /// Whether every connect should also get a `connection-end` line.
+    fn ends(self) -> bool {
+        matches!(self, Self::Tcp | Self::TcpPolicy | Self::TcpProgress)
+    }
+
+    /// The name every connect line should carry in `destination.domain`.
+    fn expected_domain(self) -> Option<&'static str> {
+        self.resolves().then_some(dns::NAME)
+    }
+}
+
+/// One baseline + with-egret pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
+    pub baseline: Sample,
+    pub with_egret: Sample,
+    /// What the resolve-and-connect client reported (`dns` workloads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_client: Option<ClientCounts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egret_client: Option<ClientCounts>,
+    pub log: LogSummary,
+    pub egret_peak_rss_kib: Option<u64>,
+}
+
+/// One load-generator run.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    sample: Sample,
+    /// The client's counts (`dns` workloads only).
+    client: Option<ClientCounts>,
+}
+
+/// How a round's load is generated.
+#[derive(Clone, Copy)]
+enum Load<'a> {
+    /// `egret-testclient <command>` for `--duration-ms`.
+    TestClient(&'static str),
+    /// `egret-dns resolve-connect` for `count` iterations against `rig`.
+    ResolveConnect { rig: &'a dns::Rig, count: u64 },
+}
+
+pub struct WorkloadResult {
+    pub workload: Workload,
+    pub label: String,
+    /// Rules of the enforced policy (`tcp-policy` only).
+    pub policy_rules: Option<u32>,
+    /// Resolve + connect iterations per run (`dns` workloads only).
+    pub dns_iterations: Option<u64>,
+    pub rounds: Vec<Round>,
+}
+
+/// The binaries under test and where their files go.
+struct Tools {
+    egret: PathBuf,
+    testclient: PathBuf,
+    /// `egret-dns` (checked only when a `dns` workload runs).
+    egret_dns: PathBuf,
+    work_dir: PathBuf,
+}
+
+impl Tools {
+    /// The release builds next to this binary (`target/release`); files go to
+    /// `target/bench`.
+    fn locate(workloads: &[Workload]) -> Result<Self> {
+        let exe = std::env::current_exe().context("locating egret-bench")?;
+        let release = exe
+            .parent()
+            .with_context(|| format!("{} has no parent directory", exe.display()))?;
+        let target = release.parent().unwrap_or(release);
+        let tools = Self {
+            egret: release.join("egret"),
+            testclient: release.join("egret-testclient"),
+            egret_dns: release.join("egret-dns"),
+            work_dir: target.join("bench"),
+        };
+        let mut needed = vec![&tools.egret, &tools.testclient];
+        if workloads.iter().any(|w| w.resolves()) {
+            needed.push(&tools.egret_dns);
+        }
+        for binary in needed {
+            if !binary.is_file() {
+                bail!("{} was not built", binary.display());
+            }
+        }
+        std::fs::create_dir_all(&tools.work_dir)
+            .with_context(|| format!("creating {}", tools.work_dir.display()))?;
+        Ok(tools)
+    }
+}
+
+/// `egret-bench [--rounds N] [--duration-ms MS] [--workload W]... [--policy-rules N]`.
+pub fn bench(options: &BenchOptions) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("bench needs root (it creates a cgroup and loads eBPF programs); run it as root");
+    }
+    let BenchOptions {
+        rounds,
+        duration_ms,
+        ref workloads,
+        policy_rules,
+    } = *options;
+    let workloads = chosen_workloads(workloads);
+    let tools = Tools::locate(&workloads)?;
+    interrupt::install()?;
+    let policy = if workloads.contains(&Workload::TcpPolicy) {
+        let file_name = format!("policy-{policy_rules}-rules.yaml");
+        Some(write_policy(
+            &tools,
+            &file_name,
+            &policy::generate(policy_rules)?,
+        )?)
+    } else {
+        None
+    };
+    let results = {
+        let cgroup = TestCgroup::create("bench")?;
+        eprintln!("egret-bench: bench cgroup {}", cgroup.path().display());
+        measure(options, &workloads, policy.as_deref(), &tools, &cgroup)?
+    };
+    report::report(&results, rounds, duration_ms, &tools.work_dir)
+}
+
+/// The workloads to run, in a fixed order (`tcp` before `tcp-policy` and `dns` before
+/// `dns-block`, whose baselines they provide), each once. Default: all.
+fn chosen_workloads(chosen: &[Workload]) -> Vec<Workload> {
+    let mut workloads = match chosen {
+        [] => Workload::value_variants().to_vec(),
+        chosen => chosen.to_vec(),
+    };
+    workloads.sort();
+    workloads.dedup();
+    workloads
+}
+
+/// Writes a generated policy to the work directory and has `egret policy check` accept it.
+fn write_policy(tools: &Tools, file_name: &str, yaml: &str) -> Result<PathBuf> {
+    let path = tools.work_dir.join(file_name);
+    std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+    let mut command = Command::new(&tools.egret);
+    command.arg("policy").arg("check").arg(&path);
+    let output = run_with_timeout(&mut command, POLICY_CHECK_TIMEOUT)?
+        .ensure_success()
+        .with_context(|| format!("egret rejected the generated policy {}", path.display()))?;
+    eprintln!("egret-bench: {}", output.stdout.trim_end());
+    Ok(path)
+}
+
+fn measure(
+    options: &BenchOptions,
+    workloads: &[Workload],
+    policy: Option<&Path>,
+    tools: &Tools,
+    cgroup: &TestCgroup,
+) -> Result<Vec<WorkloadResult>> {
+    let mut results: Vec<_> = workloads
+        .iter()
+        .map(|&workload| WorkloadResult {
+            workload,
+            label: workload.label(options.policy_rules),
+            policy_rules: (workload == Workload::TcpPolicy).then_some(options.policy_rules),
+            dns_iterations: None,
+            rounds: Vec::new(),
+        })
+        .collect();
+    // Iterations of every resolve-and-connect run, sized once so that a run lasts about
+    // `--duration-ms` without egret.
+    let dns_count = if workloads.iter().any(|w| w.resolves()) {
+        interrupt::check()?;
+        let rig = dns::Rig::start(&tools.egret_dns)?;
+        let count = rig.calibrate(&tools.egret_dns, cgroup, options.duration_ms)?;
+        eprintln!(
+            "egret-bench: dns: {count} resolve + connect iterations per run (about {} ms without egret)",
+            options.duration_ms
+        );
+        Some(count)
+    } else {
+        None
+    };
+    for round in 1..=options.rounds {
+        let mut baselines = Baselines::default();
+        for result in &mut results {
+            let workload = result.workload;
+            // Started before the baseline, stopped (dropped) at the end of the round.
+            let rig = if workload.resolves() {
+                Some(dns::Rig::start(&tools.egret_dns)?)
+            } else {
+                None
+            };
+            let load = match (&rig, dns_count) {
+                (None, _) => Load::TestClient(test_client_command(workload)),
+                (Some(rig), Some(count)) => {
+                    result.dns_iterations = Some(count);
+                    Load::ResolveConnect { rig, count }
+                }
+                (Some(_), None) => bail!("{} workload without its iteration count", result.label),
+            };
+            let egret_args = egret_args(workload, tools, policy, rig.as_ref())?;
+            let shared_baseline = baselines.shared_with(workload);
+            let measured = measure_round(
+                tools,
+                cgroup,
+                workload,
+                load,
+                options.duration_ms,
+                shared_baseline,
+                &egret_args,
+            )?;
+            drop(rig);
+            baselines.keep(workload, &measured);
+            eprintln!(
+                "egret-bench: round {round}/{} {}: baseline {:.0} ops/s{}, with egret {:.0} ops/s",
+                options.rounds,
+                result.label,
+                measured.baseline.rate(),
+                match (shared_baseline.is_some(), workload) {
+                    (true, Workload::DnsBlock) => " (the dns workload's)",
+                    (true, _) => " (the tcp workload's)",
+                    (false, _) => "",
+                },
+                measured.with_egret.rate()
+            );
+            result.rounds.push(measured);
+        }
+    }
+    Ok(results)
+}
+
+/// A round's `tcp` and `dns` baselines, which other workloads share (the same load without
+/// egret).
+#[derive(Default)]
+struct Baselines {
+    tcp: Option<Measured>,
+    dns: Option<Measured>,
+}
+
+impl Baselines {
+    /// The baseline `workload` reuses, once the workload that measures it ran this round.
+    fn shared_with(&self, workload: Workload) -> Option<Measured> {
+        match workload {
+            Workload::TcpStartsOnly | Workload::TcpProgress | Workload::TcpPolicy => self.tcp,
+            Workload::DnsBlock => self.dns,
+            Workload::Tcp | Workload::Udp | Workload::Dns => None,
+        }
+    }
+
+    fn keep(&mut self, workload: Workload, round: &Round) {
+        let baseline = Measured {
+            sample: round.baseline,
+            client: round.baseline_client,
+        };
+        match workload {
+            Workload::Tcp => self.tcp = Some(baseline),
+            Workload::Dns => self.dns = Some(baseline),
+            Workload::Udp
+            | Workload::TcpPolicy
+            | Workload::DnsBlock
+            | Workload::TcpStartsOnly
+            | Workload::TcpProgress => {}
+        }
+    }
+}
+
+/// The `egret-testclient` loop of a TCP/UDP workload.
+fn test_client_command(workload: Workload) -> &'static str {
+    match workload {
+        Workload::Udp => "udp-loop",
+        Workload::Tcp
+        | Workload::TcpPolicy
+        | Workload::Dns
+        | Workload::DnsBlock
+        | Workload::TcpStartsOnly
+        | Workload::TcpProgress => "tcp-loop",
+    }
+}
+
+/// egret's arguments for `workload`, on top of the launcher's (`run --cgroup --output
+/// --ready-file --metrics-interval 1`). `dns-block` gets a policy for this round's resolver.
+fn egret_args(
+    workload: Workload,
+    tools: &Tools,
+    policy: Option<&Path>,
+    rig: Option<&dns::Rig>,
+) -> Result<Vec<OsString>> {
+    let args = match workload {
+        Workload::Tcp | Workload::Udp => Vec::new(),
+        Workload::TcpStartsOnly => vec!["--connection-ends".into(), "off".into()],
+        Workload::TcpProgress => vec!["--progress-interval".into(), "10".into()],
+        Workload::TcpPolicy => {
+            let policy = policy.context("tcp-policy workload without a policy file")?;
+            vec!["--policy".into(), policy.into()]
+        }
+        Workload::Dns | Workload::DnsBlock => {
+            let rig =
+                rig.with_context(|| format!("{workload:?} workload without its DNS server"))?;
+            let mut args = vec!["--dns-port".into(), rig.dns_port().to_string().into()];
+            if workload == Workload::DnsBlock {
+                let yaml = dns::block_policy(rig.dns_port());
+                let policy = write_policy(tools, "policy-dns-block.yaml", &yaml)?;
+                args.extend(["--policy".into(), policy.into_os_string()]);
+            }
+            args
+        }
+    };
+    Ok(args)
+}
+
+fn measure_round(
+    tools: &Tools,
+    cgroup: &TestCgroup,
+    workload: Workload,
+    load: Load<'_>,
+    duration_ms: u64,
+    baseline: Option<Measured>,
+    egret_args: &[OsString],
+) -> Result<Round> {
+    interrupt::check()?;
+    let baseline = match baseline {
+        Some(measured) => measured,
+        None => run_load(tools, cgroup, load, duration_ms)?,
+    };
+    interrupt::check()?;
+    // Reused (overwritten) by every round of the workload.
+    let dir = tools
+        .work_dir
+        .join(format!("egret-{}", workload.file_stem()));
+    eprintln!(
+        "egret-bench: starting {} on {} with {:?} (files in {})",
+        tools.egret.display(),
+        cgroup.path().display(),
+        egret_args,
+        dir.display()
+    );
+    let mut egret = Egret::start_in(&tools.egret, dir, cgroup.path(), egret_args)?;
+    let with_egret = run_load(tools, cgroup, load, duration_ms)?;
+    std::thread::sleep(SETTLE);
+    let egret_peak_rss_kib = egret.pid().and_then(peak_rss_kib);
+    let status = egret.stop_within(STOP_TIMEOUT)?;
+    ensure!(
+        status.success(),
+        "egret failed ({status})\n{}",
+        egret.stderr_tail()
+    );
+    let output = egret.events_path();
+    let output = File::open(&output).with_context(|| format!("opening {}", output.display()))?;
+    let log = parse::summarize_log(
+        BufReader::new(output),
+        workload.action(),
+        workload.expected_domain(),
+    )?;
+    // Hundreds of MB per UDP round: removed once read, kept (and shown) when reading fails.
+    egret.discard_dir_on_drop();
+    Ok(Round {
+        baseline: baseline.sample,
+        with_egret: with_egret.sample,
+        baseline_client: baseline.client,
+        egret_client: with_egret.client,
+        log,
+        egret_peak_rss_kib,
+    })
+}
+
+/// Runs the load inside the bench cgroup.
+fn run_load(
+    tools: &Tools,
+    cgroup: &TestCgroup,
+    load: Load<'_>,
+    duration_ms: u64,
+) -> Result<Measured> {
+    match load {
+        Load::TestClient(loop_command) => Ok(Measured {
+            sample: run_test_client(tools, cgroup, loop_command, duration_ms)?,
+            client: None,
+        }),
+        Load::ResolveConnect { rig, count } => {
+            // Generous: egret slows the loop down, and a failing resolution waits for its
+            // timeouts.
+            let timeout =
+                Duration::from_millis(duration_ms.saturating_mul(10)) + Duration::from_secs(30);
+            let (sample, client) = rig.run_client(&tools.egret_dns, cgroup, count, timeout)?;
+            Ok(Measured {
+                sample,
+                client: Some(client),
+            })
+        }
+    }
+}
+
+/// Runs `egret-testclient <tcp-loop|udp-loop>` inside the bench cgroup.
+fn run_test_client(
+    tools: &Tools,
+    cgroup: &TestCgroup,
+    loop_command: &str,
+    duration_ms: u64,
+) -> Result<Sample> {
+    let mut command = Command::new(&tools.testclient);
+    command
+        .arg(loop_command)
+        .arg("--duration-ms")
+        .arg(duration_ms.to_string());
+    cgroup.command(&mut command)?;
+    let timeout = Duration::from_millis(duration_ms) + Duration::from_secs(30);
+    let output = run_with_timeout(&mut command, timeout)?.ensure_success()?;
+    parse::parse_ops_line(&output.stdout)
+}
+
+/// egret's peak resident set size (`VmHWM`, KiB), while it runs.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse::parse_vm_hwm_kib(&status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_run_in_a_fixed_order_with_dns_last() {
+        assert_eq!(
+            chosen_workloads(&[]),
+            [
+                Workload::Tcp,
+                Workload::TcpStartsOnly,
+                Workload::TcpProgress,
+                Workload::Udp,
+                Workload::TcpPolicy,
+                Workload::Dns,
+                Workload::DnsBlock
+            ]
+        );
+        assert_eq!(
+            chosen_workloads(&[
+                Workload::DnsBlock,
+                Workload::Tcp,
+                Workload::Dns,
+                Workload::Tcp
+            ]),
+            [Workload::Tcp, Workload::Dns, Workload::DnsBlock]
+        );
+    }
+}
