@@ -2,9 +2,12 @@
 
 use std::io::BufRead;
 
-use anyhow::{bail, Context as _, Result};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use anyhow::{Context as _, Result};
+use egret::{
+    metrics::Metrics,
+    schema::{Document, Event},
+};
+use serde::Serialize;
 
 /// One load-generator run: `ops=<N> elapsed_ns=<T>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,16 +44,6 @@ fn parse_sample(line: &str) -> Option<Sample> {
     })
 }
 
-/// The self-metrics egret reports in `event.kind == "metric"` lines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Metrics {
-    pub events_received: u64,
-    pub events_lost_kernel: u64,
-    pub events_dropped_userspace: u64,
-    /// DNS responses egret received from the kernel.
-    pub dns_messages: u64,
-}
-
 /// What one egret output file says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LogSummary {
@@ -71,86 +64,9 @@ pub struct LogSummary {
     pub unparsable_lines: u64,
 }
 
-/// The fields of one egret line the summary needs.
-struct LineFields<'a> {
-    kind: Option<&'a str>,
-    action: Option<&'a str>,
-    verdict: Option<&'a str>,
-    domain: Option<&'a str>,
-}
-
-/// The same fields, deserialized without building a JSON tree (allocation-free; the
-/// benchmark's logs run to hundreds of MB). Strings are borrowed, so a value with an escape
-/// fails this parse and the line takes the general path.
-#[derive(Deserialize)]
-struct FastLine<'a> {
-    #[serde(borrow, default)]
-    event: Option<FastEvent<'a>>,
-    #[serde(borrow, default)]
-    destination: Option<FastDestination<'a>>,
-    #[serde(borrow, default)]
-    egret: Option<FastEgret<'a>>,
-}
-
-#[derive(Deserialize)]
-struct FastEvent<'a> {
-    #[serde(borrow, default)]
-    kind: Option<&'a str>,
-    #[serde(borrow, default)]
-    action: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct FastDestination<'a> {
-    #[serde(borrow, default)]
-    domain: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-struct FastEgret<'a> {
-    #[serde(borrow, default)]
-    policy: Option<FastPolicy<'a>>,
-}
-
-#[derive(Deserialize)]
-struct FastPolicy<'a> {
-    #[serde(borrow, default)]
-    verdict: Option<&'a str>,
-}
-
-/// Dotted keys on the way to a field the summary reads (`{"egret.policy": {..}}`,
-/// `{"event.kind": ..}`); a line that has one takes the general path. Cheap to test (std's
-/// substring search); a value such as `"egret.network"` does not match.
-const DOTTED_KEYS: [&str; 5] = [
-    "\"event.kind\"",
-    "\"event.action\"",
-    "\"egret.policy",
-    "\"policy.verdict\"",
-    "\"destination.domain\"",
-];
-
-/// The fast path: an event line as egret writes it (nested objects). `None` for anything
-/// else (metric lines, flattened keys, escapes, not JSON), which the general path handles.
-fn fast_fields(line: &str) -> Option<LineFields<'_>> {
-    if DOTTED_KEYS.iter().any(|key| line.contains(key)) {
-        return None;
-    }
-    let parsed: FastLine<'_> = serde_json::from_str(line).ok()?;
-    let event = parsed.event?;
-    let kind = event.kind?;
-    if kind == "metric" {
-        return None;
-    }
-    Some(LineFields {
-        kind: Some(kind),
-        action: event.action,
-        verdict: parsed.egret.and_then(|e| e.policy).and_then(|p| p.verdict),
-        domain: parsed.destination.and_then(|d| d.domain),
-    })
-}
-
 /// Counts `event.action == action` event lines (their policy verdicts, and those whose
-/// `destination.domain` is `domain`) and keeps the last metric line.
+/// `destination.domain` is `domain`) and keeps the last metric line. Lines are read as the
+/// schema's documents, the types egret writes them with.
 pub fn summarize_log(
     reader: impl BufRead,
     action: &str,
@@ -162,80 +78,46 @@ pub fn summarize_log(
         if line.trim().is_empty() {
             continue;
         }
-        if let Some(fields) = fast_fields(&line) {
-            summary.count(&fields, action, domain);
-            continue;
-        }
-        let Ok(value) = serde_json::from_str::<Value>(&line) else {
+        let Ok(doc) = serde_json::from_str::<Document<'_>>(&line) else {
             summary.unparsable_lines += 1;
             continue;
         };
-        let fields = LineFields {
-            kind: lookup_str(&value, "event.kind"),
-            action: lookup_str(&value, "event.action"),
-            verdict: lookup_str(&value, "egret.policy.verdict"),
-            domain: lookup_str(&value, "destination.domain"),
-        };
-        summary.count(&fields, action, domain);
-        if fields.kind == Some("metric") {
-            summary.metrics = Some(metrics_of(&value)?);
+        summary.count(&doc, action, domain);
+        if doc.event.kind == "metric" {
+            let metrics = doc
+                .egret
+                .metrics
+                .with_context(|| format!("metric line without egret.metrics: {line}"))?;
+            summary.metrics = Some(metrics.into_owned());
         }
     }
     Ok(summary)
 }
 
 impl LogSummary {
-    fn count(&mut self, fields: &LineFields<'_>, action: &str, domain: Option<&str>) {
-        if fields.kind == Some("event") && fields.action == Some("connection-end") {
+    fn count(&mut self, doc: &Document<'_>, action: &str, domain: Option<&str>) {
+        let Event {
+            kind,
+            action: line_action,
+            ..
+        } = &doc.event;
+        if kind == "event" && line_action == "connection-end" {
             self.ends += 1;
         }
-        if fields.kind != Some("event") || fields.action != Some(action) {
+        if kind != "event" || line_action != action {
             return;
         }
         self.events += 1;
-        match fields.verdict {
+        match doc.egret.policy.as_ref().map(|p| p.verdict.as_ref()) {
             Some("approved") => self.approved += 1,
             Some("blocked") => self.blocked += 1,
             _ => {}
         }
-        if domain.is_some() && fields.domain == domain {
+        let line_domain = doc.destination.as_ref().and_then(|d| d.domain.as_deref());
+        if domain.is_some() && line_domain == domain {
             self.with_domain += 1;
         }
     }
-}
-
-fn metrics_of(value: &Value) -> Result<Metrics> {
-    let field = |name: &str| -> Result<u64> {
-        let path = format!("egret.metrics.{name}");
-        match lookup(value, &path) {
-            Some(v) => v
-                .as_u64()
-                .with_context(|| format!("{path} is not a count: {v}")),
-            None => bail!("metric line without {path}: {value}"),
-        }
-    };
-    Ok(Metrics {
-        events_received: field("events_received")?,
-        events_lost_kernel: field("events_lost_kernel")?,
-        events_dropped_userspace: field("events_dropped_userspace")?,
-        dns_messages: field("dns_messages")?,
-    })
-}
-
-fn lookup_str<'a>(value: &'a Value, path: &str) -> Option<&'a str> {
-    lookup(value, path)?.as_str()
-}
-
-/// Looks up a dotted ECS field, whether the JSON nests it (`{"event":{"action":..}}`),
-/// flattens it (`{"event.action":..}`) or mixes both.
-pub fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    if let Some(found) = value.get(path) {
-        return Some(found);
-    }
-    path.match_indices('.').find_map(|(dot, _)| {
-        let child = value.get(path.get(..dot)?)?;
-        lookup(child, path.get(dot + 1..)?)
-    })
 }
 
 /// Peak resident set size (`VmHWM`, KiB) from `/proc/<pid>/status` text.
@@ -308,20 +190,6 @@ mod tests {
     }
 
     #[test]
-    fn looks_up_nested_flat_and_mixed_fields() {
-        let nested: Value = serde_json::json!({"event": {"action": "connect"}});
-        let flat: Value = serde_json::json!({"event.action": "connect"});
-        let mixed: Value = serde_json::json!({"egret": {"metrics.events_received": 7}});
-        assert_eq!(lookup_str(&nested, "event.action"), Some("connect"));
-        assert_eq!(lookup_str(&flat, "event.action"), Some("connect"));
-        assert_eq!(
-            lookup(&mixed, "egret.metrics.events_received"),
-            Some(&Value::from(7))
-        );
-        assert_eq!(lookup(&nested, "event.kind"), None);
-    }
-
-    #[test]
     fn summarizes_egret_log() -> Result<()> {
         let log = r#"{"event":{"kind":"event","action":"connect"}}
 {"event":{"kind":"event","action":"connect"}}
@@ -339,6 +207,7 @@ not json
             events_lost_kernel: 2,
             events_dropped_userspace: 1,
             dns_messages: 4,
+            ..Metrics::default()
         };
         assert_eq!(summary.metrics, Some(last));
         assert_eq!(
@@ -370,41 +239,30 @@ not json
 {"event":{"kind":"event","action":"connect"},"destination":{"ip":"127.0.0.1","domain":"other.test"}}
 {"event":{"kind":"event","action":"connect"},"destination":{"ip":"127.0.0.1"}}
 {"event":{"kind":"event","action":"send"},"destination":{"ip":"127.0.0.1","domain":"svc.bench.test"}}
-{"event":{"kind":"event","action":"connect"},"destination.domain":"svc.bench.test"}
 "#;
         let summary = summarize_log(log.as_bytes(), "connect", Some("svc.bench.test"))?;
-        assert_eq!((summary.events, summary.with_domain), (4, 2));
+        assert_eq!((summary.events, summary.with_domain), (3, 1));
         let summary = summarize_log(log.as_bytes(), "connect", None)?;
-        assert_eq!((summary.events, summary.with_domain), (4, 0));
+        assert_eq!((summary.events, summary.with_domain), (3, 0));
         Ok(())
     }
 
     #[test]
-    fn flattened_keys_and_escapes_take_the_general_path() -> Result<()> {
-        let log = r#"{"event":{"kind":"event","action":"connect"},"egret.policy.verdict":"blocked"}
-{"event":{"kind":"event","action":"connect"},"egret":{"policy.verdict":"approved"}}
-{"event":{"kind":"event","action":"conn\u0065ct"},"destination":{"domain":"svc.bench.test"}}
-{"event":{"kind":"event","action":"connect"},"process":{"command_line":"a \"b\" c"},"destination":{"domain":"svc.bench.test"}}
+    fn escaped_strings_are_read_like_plain_ones() -> Result<()> {
+        let log = r#"{"event":{"kind":"event","action":"conn\u0065ct"},"destination":{"domain":"svc.bench.test"}}
+{"event":{"kind":"event","action":"connect"},"process":{"command_line":"a \"b\" c"},"destination":{"domain":"svc.bench.test"},"egret":{"policy":{"verdict":"blocked"}}}
 "#;
-        assert!(fast_fields(log.lines().next().unwrap_or_default()).is_none());
-        let egret_line = r#"{"event":{"kind":"event","action":"send","dataset":"egret.network"},"egret":{"policy":{"verdict":"approved"}}}"#;
-        assert!(fast_fields(egret_line).is_some());
         let summary = summarize_log(log.as_bytes(), "connect", Some("svc.bench.test"))?;
         assert_eq!(
-            (
-                summary.events,
-                summary.approved,
-                summary.blocked,
-                summary.with_domain
-            ),
-            (4, 1, 1, 2)
+            (summary.events, summary.blocked, summary.with_domain),
+            (2, 1, 2)
         );
         Ok(())
     }
 
     #[test]
-    fn metric_line_missing_a_field_is_an_error() {
-        let log = r#"{"event":{"kind":"metric"},"egret":{"metrics":{"events_received":1}}}"#;
+    fn a_metric_line_without_its_counters_is_an_error() {
+        let log = r#"{"event":{"kind":"metric"},"egret":{}}"#;
         assert!(summarize_log(log.as_bytes(), "connect", None).is_err());
     }
 

@@ -6,7 +6,9 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::dns::{self, ClientCounts};
-use super::parse::{median, Metrics};
+use egret::metrics::Metrics;
+
+use super::parse::median;
 use super::{Round, Workload, WorkloadResult};
 
 /// With egret, the TCP connect loop must keep at least this share of its baseline rate (also
@@ -465,6 +467,7 @@ mod tests {
                     events_lost_kernel: lost,
                     events_dropped_userspace: 0,
                     dns_messages: 0,
+                    ..Metrics::default()
                 }),
                 unparsable_lines: 0,
             },
