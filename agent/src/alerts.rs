@@ -150,16 +150,15 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::{cgroup::CgroupInfo, process::ProcessInfo, record::Action};
+    use crate::{
+        cgroup::CgroupInfo,
+        process::ProcessInfo,
+        record::{sample, Action},
+    };
 
     fn record(ktime_ns: u64, port: u16) -> ConnectionRecord {
         ConnectionRecord {
-            action: Action::Connect,
             ktime_ns,
-            tid: 1,
-            uid: 0,
-            gid: 0,
-            user_name: None,
             process: Arc::new(ProcessInfo {
                 executable: Some("/usr/bin/curl".into()),
                 ..ProcessInfo::from_comm(1, "curl")
@@ -169,15 +168,7 @@ mod tests {
                 path: None,
                 systemd_unit: None,
             }),
-            cookie: 1,
-            ip: "93.184.216.34".parse().unwrap(),
-            port,
-            transport: Transport::Tcp,
-            kernel_verdict: 0,
-            policy: None,
-            netns: 0,
-            dns: None,
-            container: crate::container::Lookup::NotAContainer,
+            ..sample(Action::Connect, Transport::Tcp, "93.184.216.34", port)
         }
     }
 

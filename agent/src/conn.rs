@@ -140,21 +140,12 @@ pub fn summarize(ev: &ConnEndEvent, start_ns: Option<u64>) -> ConnEnd {
     let start = (connect_ns != 0).then_some(connect_ns).or(start_ns);
     let end_ns = header.ktime_ns;
     if has(CONN_FLAG_SYNC_FAILURE) {
-        return ConnEnd {
-            outcome: Outcome::Failure,
-            // 0: the failure was seen only at the socket's close (errno unknown).
-            error: (error != 0).then_some(error),
-            duration_ns: start.map(|s| end_ns.saturating_sub(s)),
-            connect_latency_us: None,
-            bytes_sent: Some(0),
-            bytes_received: Some(0),
-            retransmits: None,
-            srtt_us: None,
-            source: None,
-            reset: false,
-            state_lost: false,
+        // 0: the failure was seen only at the socket's close (errno unknown).
+        return never_sent(
+            (error != 0).then_some(error),
+            start.map(|s| end_ns.saturating_sub(s)),
             end_ns,
-        };
+        );
     }
     // `bytes_acked` counts the SYN and an acknowledged FIN; `bytes_received` a received FIN.
     let syn = u64::from(established && bytes_acked > 0);
@@ -185,10 +176,15 @@ pub fn summarize(ev: &ConnEndEvent, start_ns: Option<u64>) -> ConnEnd {
 
 /// The end of a connect the kernel refused (block mode): it never left the host.
 pub fn blocked(start_ns: u64) -> ConnEnd {
+    never_sent(Some(1), Some(0), start_ns)
+}
+
+/// A connect that failed before its first packet: nothing sent or received.
+fn never_sent(error: Option<u32>, duration_ns: Option<u64>, end_ns: u64) -> ConnEnd {
     ConnEnd {
         outcome: Outcome::Failure,
-        error: Some(1),
-        duration_ns: Some(0),
+        error,
+        duration_ns,
         connect_latency_us: None,
         bytes_sent: Some(0),
         bytes_received: Some(0),
@@ -197,7 +193,7 @@ pub fn blocked(start_ns: u64) -> ConnEnd {
         source: None,
         reset: false,
         state_lost: false,
-        end_ns: start_ns,
+        end_ns,
     }
 }
 
@@ -505,16 +501,10 @@ impl Failures {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use agent_common::{EventHeader, EventKind, AF_INET, TCP_FIN_WAIT2, TCP_SYN_SENT};
 
     use super::*;
-    use crate::{
-        cgroup::CgroupInfo,
-        process::ProcessInfo,
-        record::{Action, Transport},
-    };
+    use crate::record::{sample, Action, Transport};
 
     fn end(flags: u32, acked: u64, received: u64, error: u32) -> ConnEndEvent {
         ConnEndEvent {
@@ -630,27 +620,9 @@ mod tests {
 
     fn record(cookie: u64, port: u16) -> ConnectionRecord {
         ConnectionRecord {
-            action: Action::Connect,
             ktime_ns: cookie,
-            tid: 1,
-            uid: 0,
-            gid: 0,
-            user_name: None,
-            process: Arc::new(ProcessInfo::from_comm(1, "curl")),
-            cgroup: Arc::new(CgroupInfo {
-                id: 1,
-                path: None,
-                systemd_unit: None,
-            }),
             cookie,
-            ip: "10.0.0.1".parse().unwrap(),
-            port,
-            transport: Transport::Tcp,
-            kernel_verdict: 0,
-            policy: None,
-            netns: 0,
-            dns: None,
-            container: crate::container::Lookup::NotAContainer,
+            ..sample(Action::Connect, Transport::Tcp, "10.0.0.1", port)
         }
     }
 

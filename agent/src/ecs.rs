@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 
 use crate::{
-    clock::WallClock,
+    clock::{boot_ns_now, WallClock},
     conn::{self, ConnEnd, Outcome},
     container::ContainerFields,
     dns::{
@@ -33,6 +33,15 @@ pub const SEVERITY_FAILURES: u8 = 50;
 pub const SEVERITY_UNAPPROVED: u8 = 73;
 /// Severity of an alert about a connection the kernel refused (block mode).
 pub const SEVERITY_BLOCKED: u8 = 47;
+
+/// What every line of a run carries besides its facts: its number (`event.sequence`), the
+/// clock that turns kernel times into `@timestamp`s, and the host's name.
+#[derive(Debug, Clone, Copy)]
+pub struct Stamp<'a> {
+    pub sequence: u64,
+    pub clock: &'a WallClock,
+    pub host_name: &'a str,
+}
 
 /// The `event` object every line of egret's own starts from.
 fn event<'a>(
@@ -162,11 +171,14 @@ impl ProcessJson {
 pub fn connection<'a>(
     record: &'a ConnectionRecord,
     udp: Option<UdpSummary>,
-    sequence: u64,
-    clock: &WallClock,
-    host_name: &'a str,
+    stamp: Stamp<'a>,
     rendered: Option<&'a RawValue>,
 ) -> Document<'a> {
+    let Stamp {
+        sequence,
+        clock,
+        host_name,
+    } = stamp;
     let ConnectionRecord {
         action,
         ktime_ns,
@@ -291,20 +303,15 @@ pub fn connection<'a>(
 
 /// A TCP connection's end line (or, with `progress`, a line while it is open): the start
 /// line's identity plus outcome, duration, latency, bytes and the error.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site per line kind; a struct would only rename the arguments"
-)]
 pub fn end<'a>(
     record: &'a ConnectionRecord,
     end: &ConnEnd,
     start_seen: bool,
     progress: bool,
-    sequence: u64,
-    clock: &WallClock,
-    host_name: &'a str,
+    stamp: Stamp<'a>,
     rendered: Option<&'a RawValue>,
 ) -> Document<'a> {
+    let clock = stamp.clock;
     let ConnEnd {
         outcome,
         error,
@@ -319,7 +326,7 @@ pub fn end<'a>(
         state_lost: _,
         end_ns,
     } = end;
-    let mut doc = connection(record, None, sequence, clock, host_name, rendered);
+    let mut doc = connection(record, None, stamp, rendered);
     doc.timestamp = Cow::Owned(clock.rfc3339(*end_ns));
     if progress {
         doc.event.types = Keywords::Static(&["connection", "info"]);
@@ -377,11 +384,9 @@ pub fn failure_alert<'a>(
     count: u64,
     window_seconds: u64,
     error: Option<u32>,
-    sequence: u64,
-    clock: &WallClock,
-    host_name: &'a str,
+    stamp: Stamp<'a>,
 ) -> Document<'a> {
-    let mut doc = connection(record, None, sequence, clock, host_name, None);
+    let mut doc = connection(record, None, stamp, None);
     doc.event.kind = Cow::Borrowed("alert");
     doc.event.dataset = Cow::Borrowed("egret.alert");
     doc.event.severity = Some(SEVERITY_FAILURES);
@@ -416,11 +421,9 @@ pub fn alert<'a>(
     record: &'a ConnectionRecord,
     repeats: u64,
     window_seconds: u64,
-    sequence: u64,
-    clock: &WallClock,
-    host_name: &'a str,
+    stamp: Stamp<'a>,
 ) -> Document<'a> {
-    let mut doc = connection(record, None, sequence, clock, host_name, None);
+    let mut doc = connection(record, None, stamp, None);
     let blocked = record.policy.as_ref().map(|p| p.verdict) == Some(PolicyVerdict::Blocked);
     doc.event.kind = Cow::Borrowed("alert");
     doc.event.dataset = Cow::Borrowed("egret.alert");
@@ -487,10 +490,13 @@ fn alert_message(
 pub fn dns<'a>(
     answer: &'a Answer,
     asker: Option<&'a ProcessInfo>,
-    sequence: u64,
-    clock: &WallClock,
-    host_name: &'a str,
+    stamp: Stamp<'a>,
 ) -> Document<'a> {
+    let Stamp {
+        sequence,
+        clock,
+        host_name,
+    } = stamp;
     let Answer {
         learned: Learned { message, resolved },
         asker: _,
@@ -635,17 +641,12 @@ pub fn dns_rcode_name(rcode: u8) -> String {
     }
 }
 
-/// The `metric` line: every counter.
-pub fn metric<'a>(
-    metrics: &'a Metrics,
-    sequence: u64,
-    timestamp: String,
-    host_name: &'a str,
-) -> Document<'a> {
+/// The `metric` line: every counter, now.
+pub fn metric<'a>(metrics: &'a Metrics, stamp: Stamp<'a>) -> Document<'a> {
     Document {
-        timestamp: Cow::Owned(timestamp),
-        event: event("metric", "stats", "egret.stats", sequence),
-        host: Name::of(host_name),
+        timestamp: Cow::Owned(stamp.clock.rfc3339(boot_ns_now())),
+        event: event("metric", "stats", "egret.stats", stamp.sequence),
+        host: Name::of(stamp.host_name),
         egret: Egret {
             metrics: Some(Cow::Borrowed(metrics)),
             ..Egret::default()
@@ -659,15 +660,22 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    fn stamp<'a>(sequence: u64, clock: &'a WallClock, host_name: &'a str) -> Stamp<'a> {
+        Stamp {
+            sequence,
+            clock,
+            host_name,
+        }
+    }
     use crate::{
         cgroup::CgroupInfo,
         process::ProcessInfo,
-        record::{Action, Transport},
+        record::{sample, Action, Transport},
     };
 
     fn record(action: Action) -> ConnectionRecord {
         ConnectionRecord {
-            action,
             ktime_ns: 1_000_000_000,
             tid: 4243,
             uid: 1000,
@@ -688,14 +696,7 @@ mod tests {
                 systemd_unit: Some("app.service".into()),
             }),
             cookie: 9,
-            ip: "93.184.216.34".parse().unwrap(),
-            port: 443,
-            transport: Transport::Tcp,
-            kernel_verdict: 0,
-            policy: None,
-            netns: 0,
-            dns: None,
-            container: crate::container::Lookup::NotAContainer,
+            ..sample(action, Transport::Tcp, "93.184.216.34", 443)
         }
     }
 
@@ -703,7 +704,7 @@ mod tests {
     fn renders_a_connect_line_with_nested_ecs_fields() {
         let clock = WallClock::with_offset(1_795_305_600_000_000_000);
         let rec = record(Action::Connect);
-        let doc = connection(&rec, None, 3, &clock, "host1", None);
+        let doc = connection(&rec, None, stamp(3, &clock, "host1"), None);
         let v = serde_json::to_value(&doc).unwrap();
         assert_eq!(v["@timestamp"], "2026-11-22T00:00:01.000000000Z");
         assert_eq!(v["event"]["kind"], "event");
@@ -749,7 +750,8 @@ mod tests {
             last: true,
             first: true,
         };
-        let v = serde_json::to_value(connection(&rec, Some(udp), 4, &clock, "h", None)).unwrap();
+        let v =
+            serde_json::to_value(connection(&rec, Some(udp), stamp(4, &clock, "h"), None)).unwrap();
         assert_eq!(v["event"]["action"], "send");
         assert_eq!(
             v["event"]["type"],
@@ -768,7 +770,8 @@ mod tests {
     fn renders_an_end_line_that_joins_its_start() {
         let clock = WallClock::with_offset(0);
         let rec = record(Action::Connect);
-        let start = serde_json::to_value(connection(&rec, None, 1, &clock, "h", None)).unwrap();
+        let start =
+            serde_json::to_value(connection(&rec, None, stamp(1, &clock, "h"), None)).unwrap();
         let end = ConnEnd {
             outcome: Outcome::Failure,
             error: Some(111),
@@ -783,8 +786,15 @@ mod tests {
             state_lost: false,
             end_ns: 2_000,
         };
-        let v = serde_json::to_value(super::end(&rec, &end, true, false, 2, &clock, "h", None))
-            .unwrap();
+        let v = serde_json::to_value(super::end(
+            &rec,
+            &end,
+            true,
+            false,
+            stamp(2, &clock, "h"),
+            None,
+        ))
+        .unwrap();
         assert_eq!(v["event"]["type"], serde_json::json!(["connection", "end"]));
         assert_eq!(v["event"]["action"], "connection-end");
         assert_eq!(v["event"]["outcome"], "failure");
@@ -807,7 +817,8 @@ mod tests {
     fn a_rendered_process_is_reused_and_identical() {
         let clock = WallClock::with_offset(0);
         let rec = record(Action::Connect);
-        let fresh = serde_json::to_value(connection(&rec, None, 1, &clock, "h", None)).unwrap();
+        let fresh =
+            serde_json::to_value(connection(&rec, None, stamp(1, &clock, "h"), None)).unwrap();
         let mut cache = ProcessJson::default();
         let first = cache.get(&rec, &clock).unwrap().get().to_owned();
         assert_eq!(
@@ -817,7 +828,7 @@ mod tests {
         );
         let raw = cache.get(&rec, &clock).unwrap();
         let reused =
-            serde_json::to_value(connection(&rec, None, 1, &clock, "h", Some(raw))).unwrap();
+            serde_json::to_value(connection(&rec, None, stamp(1, &clock, "h"), Some(raw))).unwrap();
         assert_eq!(fresh, reused);
         let mut other = rec.clone();
         other.tid += 1;
@@ -830,7 +841,8 @@ mod tests {
             events_received: 5,
             ..Metrics::default()
         };
-        let v = serde_json::to_value(metric(&metrics, 9, "t".into(), "h")).unwrap();
+        let v = serde_json::to_value(metric(&metrics, stamp(9, &WallClock::with_offset(0), "h")))
+            .unwrap();
         assert_eq!(v["event"]["kind"], "metric");
         assert!(v["event"].get("category").is_none());
         assert_eq!(v["egret"]["metrics"]["events_received"], 5);

@@ -249,6 +249,40 @@ impl ConnectionRecord {
     }
 }
 
+/// A connection record for unit tests: process 1 (`curl`), cgroup 1, socket cookie 1, at time
+/// 0, nothing resolved; tests change what they look at with struct update syntax.
+#[cfg(test)]
+pub(crate) fn sample(
+    action: Action,
+    transport: Transport,
+    ip: &str,
+    port: u16,
+) -> ConnectionRecord {
+    ConnectionRecord {
+        action,
+        ktime_ns: 0,
+        tid: 1,
+        uid: 0,
+        gid: 0,
+        user_name: None,
+        process: Arc::new(ProcessInfo::from_comm(1, "curl")),
+        cgroup: Arc::new(CgroupInfo {
+            id: 1,
+            path: None,
+            systemd_unit: None,
+        }),
+        cookie: 1,
+        ip: ip.parse().unwrap(),
+        port,
+        transport,
+        kernel_verdict: 0,
+        policy: None,
+        netns: 0,
+        dns: None,
+        container: crate::container::Lookup::NotAContainer,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

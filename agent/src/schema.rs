@@ -598,9 +598,57 @@ pub struct Previous<'a> {
     pub hash: Cow<'a, str>,
 }
 
+/// Why a line could not be read as a [`Document`].
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// Not JSON at all (cut short, damaged, something else).
+    #[error("not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but not an object.
+    #[error("not a JSON object")]
+    NotObject,
+    /// An object whose field has a value of another type than the schema's.
+    #[error("unexpected field value: {0}")]
+    Field(#[source] serde_json::Error),
+}
+
+/// Reads one line (without its newline) as a [`Document`], saying precisely what is wrong
+/// with a line that is not one.
+///
+/// # Errors
+/// [`ReadError`].
+pub fn read(line: &[u8]) -> Result<Document<'_>, ReadError> {
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<de::IgnoredAny>(line) {
+            Ok(_) => ReadError::NotObject,
+            Err(e) => ReadError::NotJson(e),
+        });
+    }
+    serde_json::from_slice(line).map_err(|e| {
+        if e.is_data() {
+            ReadError::Field(e)
+        } else {
+            ReadError::NotJson(e)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_says_what_is_wrong_with_a_line() {
+        assert!(matches!(read(b"not json"), Err(ReadError::NotJson(_))));
+        assert!(matches!(read(b"[1, 2]"), Err(ReadError::NotObject)));
+        assert!(matches!(read(b" 42"), Err(ReadError::NotObject)));
+        assert!(matches!(read(br#"{"event":"#), Err(ReadError::NotJson(_))));
+        assert!(matches!(
+            read(br#"{"destination":{"port":70000}}"#),
+            Err(ReadError::Field(_))
+        ));
+        assert!(read(br#" {"event":{"kind":"event"}}"#).is_ok());
+    }
 
     #[test]
     fn keywords_read_as_a_list_or_one_string() {

@@ -315,9 +315,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        cgroup::CgroupInfo,
         process::ProcessInfo,
-        record::{Action, Transport},
+        record::{sample, Action, Transport},
     };
 
     fn key(cookie: u64, port: u16) -> UdpFlowKey {
@@ -332,27 +331,10 @@ mod tests {
 
     fn record(ktime_ns: u64, cookie: u64, port: u16) -> ConnectionRecord {
         ConnectionRecord {
-            action: Action::Send,
             ktime_ns,
-            tid: 1,
-            uid: 0,
-            gid: 0,
-            user_name: None,
-            process: Arc::new(ProcessInfo::from_comm(1, "dig")),
-            cgroup: Arc::new(CgroupInfo {
-                id: 1,
-                path: None,
-                systemd_unit: None,
-            }),
             cookie,
-            ip: "127.0.0.1".parse().unwrap(),
-            port,
-            transport: Transport::Udp,
-            kernel_verdict: 0,
-            policy: None,
-            netns: 0,
-            dns: None,
-            container: crate::container::Lookup::NotAContainer,
+            process: Arc::new(ProcessInfo::from_comm(1, "dig")),
+            ..sample(Action::Send, Transport::Udp, "127.0.0.1", port)
         }
     }
 

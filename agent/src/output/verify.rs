@@ -32,7 +32,7 @@ use super::{
     chain::{self, ChainHash},
     rotate, OUTPUT_DATASET,
 };
-use crate::schema::Document;
+use crate::schema::{self, ReadError};
 
 /// Chain values remembered, to say where a line links to.
 const WINDOW: usize = 4096;
@@ -143,21 +143,15 @@ fn parse_line(number: u64, bytes: &[u8]) -> Line {
         sequence: None,
         rotation: false,
     };
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return unreadable(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-                Ok(_) => "not a JSON object".to_owned(),
-                Err(e) => format!("not JSON ({e}): the line was damaged or edited"),
-            },
-        );
-    }
     // A line whose fields have unexpected types is still checked against the chain (the
     // chain finds what was changed); it just names no output-file link and no sequence.
-    let doc = match serde_json::from_slice::<Document<'_>>(bytes) {
+    let doc = match schema::read(bytes) {
         Ok(doc) => Some(doc),
-        Err(e) if e.is_data() => None,
-        Err(e) => return unreadable(format!("not JSON ({e}): the line was damaged or edited")),
+        Err(ReadError::Field(_)) => None,
+        Err(ReadError::NotObject) => return unreadable("not a JSON object".to_owned()),
+        Err(ReadError::NotJson(e)) => {
+            return unreadable(format!("not JSON ({e}): the line was damaged or edited"))
+        }
     };
     let event = doc.as_ref().map(|d| &d.event);
     let output = doc

@@ -7,10 +7,10 @@
 //! Nothing else holds a sink.
 
 use crate::{
-    clock::{boot_ns_now, WallClock},
+    clock::WallClock,
     conn::ConnEnd,
     dns::state::Answer,
-    ecs::{self, ProcessJson},
+    ecs::{self, ProcessJson, Stamp},
     metrics::{Metrics, Telemetry},
     output::{OutputError, Sink},
     process::ProcessInfo,
@@ -136,14 +136,17 @@ impl Emitter {
             host_name,
             process_json,
         } = self;
-        let sequence = *sequence;
+        let stamp = Stamp {
+            sequence: *sequence,
+            clock,
+            host_name,
+        };
         // The metric line counts itself in `lines_written` (it lives as long as its document).
         let metrics_now;
         let (doc, kind) = match line {
             Line::Connection { record, udp } => {
                 let rendered = process_json.get(record, clock);
-                let doc = ecs::connection(record, udp, sequence, clock, host_name, rendered);
-                (doc, Kind::Event)
+                (ecs::connection(record, udp, stamp, rendered), Kind::Event)
             }
             Line::End {
                 record,
@@ -151,57 +154,35 @@ impl Emitter {
                 start_seen,
             } => {
                 let rendered = process_json.get(record, clock);
-                let doc = ecs::end(
-                    record, facts, start_seen, false, sequence, clock, host_name, rendered,
-                );
+                let doc = ecs::end(record, facts, start_seen, false, stamp, rendered);
                 (doc, Kind::End)
             }
             Line::Progress { record, facts } => {
                 let rendered = process_json.get(record, clock);
-                let doc = ecs::end(
-                    record, facts, true, true, sequence, clock, host_name, rendered,
-                );
+                let doc = ecs::end(record, facts, true, true, stamp, rendered);
                 (doc, Kind::Event)
             }
             Line::Alert {
                 record,
                 repeats,
                 window_secs,
-            } => {
-                let doc = ecs::alert(record, repeats, window_secs, sequence, clock, host_name);
-                (doc, Kind::Alert)
-            }
+            } => (ecs::alert(record, repeats, window_secs, stamp), Kind::Alert),
             Line::FailureAlert {
                 record,
                 count,
                 window_secs,
                 error,
-            } => {
-                let doc = ecs::failure_alert(
-                    record,
-                    count,
-                    window_secs,
-                    error,
-                    sequence,
-                    clock,
-                    host_name,
-                );
-                (doc, Kind::FailureAlert)
-            }
-            Line::Dns { answer, asker } => {
-                let doc = ecs::dns(answer, asker, sequence, clock, host_name);
-                (doc, Kind::Event)
-            }
+            } => (
+                ecs::failure_alert(record, count, window_secs, error, stamp),
+                Kind::FailureAlert,
+            ),
+            Line::Dns { answer, asker } => (ecs::dns(answer, asker, stamp), Kind::Event),
             Line::Metric(metrics) => {
                 metrics_now = Metrics {
                     lines_written: outputs.stats.lines_written + 1,
                     ..*metrics
                 };
-                let timestamp = clock.rfc3339(boot_ns_now());
-                (
-                    ecs::metric(&metrics_now, sequence, timestamp, host_name),
-                    Kind::Metric,
-                )
+                (ecs::metric(&metrics_now, stamp), Kind::Metric)
             }
         };
         let written = outputs.deliver(&doc, kind);

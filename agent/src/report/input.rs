@@ -7,7 +7,7 @@
 
 use std::{borrow::Cow, io::BufRead, net::IpAddr};
 
-use crate::schema::{Document, ProcessOut, Text};
+use crate::schema::{self, Document, ProcessOut, Text};
 
 /// Lines longer than this are skipped (and reported): no egret line comes near it, and it
 /// bounds the memory one line can take.
@@ -147,22 +147,7 @@ pub const POLICY_ALERT_RULE: &str = "unapproved-destination";
 /// Parses one line. `Err` is the message for a line that is not JSON, or lacks (or has a
 /// malformed) field its kind needs.
 pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-                Ok(_) => "not a JSON object".to_owned(),
-                Err(e) => format!("not JSON: {e}"),
-            },
-        );
-    }
-    let doc: Document<'_> = serde_json::from_slice(bytes).map_err(|e| {
-        if e.is_data() {
-            format!("unexpected field value: {e}")
-        } else {
-            format!("not JSON: {e}")
-        }
-    })?;
+    let doc = schema::read(bytes).map_err(|e| e.to_string())?;
     let event = &doc.event;
     if event.kind.is_empty() {
         return Err("missing field event.kind".to_owned());
