@@ -1,6 +1,8 @@
 //! Running the real egret binary and reading what it writes.
 
+use crate::expect::{has_arg, is_flow};
 use crate::json::field_str;
+use crate::run::log_tail;
 use crate::skip;
 use crate::TestCgroup;
 use anyhow::{anyhow, bail, Context, Result};
@@ -23,17 +25,6 @@ pub struct Egret {
     exit: Option<ExitStatus>,
     dir: PathBuf,
     keep_dir: bool,
-}
-
-fn tail(path: &Path, max_lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let lines: Vec<&str> = s.lines().collect();
-            let from = lines.len().saturating_sub(max_lines);
-            lines.get(from..).unwrap_or_default().join("\n")
-        }
-        Err(e) => format!("<cannot read {}: {e}>", path.display()),
-    }
 }
 
 impl Egret {
@@ -102,14 +93,14 @@ impl Egret {
                 bail!(
                     "egret exited ({status}) before becoming ready; scratch dir {}\n--- stderr ---\n{}",
                     me.dir.display(),
-                    tail(&me.dir.join("stderr.log"), 60)
+                    log_tail(&me.dir.join("stderr.log"), 60)
                 );
             }
             if Instant::now() > deadline {
                 bail!(
                     "egret not ready after {START_TIMEOUT:?}; scratch dir {}\n--- stderr ---\n{}",
                     me.dir.display(),
-                    tail(&me.dir.join("stderr.log"), 60)
+                    log_tail(&me.dir.join("stderr.log"), 60)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -150,7 +141,7 @@ impl Egret {
 
     /// The last lines of egret's stderr, for error messages.
     pub fn stderr_tail(&self) -> String {
-        tail(&self.dir.join("stderr.log"), 40)
+        log_tail(&self.dir.join("stderr.log"), 40)
     }
 
     /// Sends `signal` to egret (which must still be running).
@@ -269,6 +260,27 @@ impl Egret {
         }
     }
 
+    /// Waits [`LINE_TIMEOUT`] for the first `action` line of a `transport` flow to destination
+    /// `port`.
+    pub fn wait_for_flow(&mut self, action: &str, transport: &str, port: u16) -> Result<Value> {
+        self.wait_for(|v| is_flow(v, action, transport, port), LINE_TIMEOUT)
+    }
+
+    /// [`Self::wait_for_flow`] for the line of the client that had `marker` among its
+    /// arguments.
+    pub fn wait_for_marked_flow(
+        &mut self,
+        action: &str,
+        transport: &str,
+        port: u16,
+        marker: &str,
+    ) -> Result<Value> {
+        self.wait_for(
+            |v| is_flow(v, action, transport, port) && has_arg(v, marker),
+            LINE_TIMEOUT,
+        )
+    }
+
     /// Like [`Self::wait_for`] but collects every line matching `pred` once at
     /// least `count` are there.
     pub fn wait_for_count(
@@ -366,8 +378,8 @@ impl Drop for Egret {
             eprintln!(
                 "egret-e2e: keeping {} (events.jsonl, stderr.log)\n--- last lines of events.jsonl ---\n{}\n--- last lines of stderr.log ---\n{}",
                 self.dir.display(),
-                tail(&self.events_path(), 10),
-                tail(&self.dir.join("stderr.log"), 20)
+                log_tail(&self.events_path(), 10),
+                log_tail(&self.dir.join("stderr.log"), 20)
             );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -392,6 +404,31 @@ impl Harness {
             return Ok(None);
         };
         Self::start(cgroup, extra_args).map(Some)
+    }
+
+    /// The entry point of an end-to-end test that must prepare files or servers before egret
+    /// starts: checks the prerequisites, creates the test cgroup `name` and runs `test` with it
+    /// (which then starts egret with [`Self::start`]). A missing prerequisite (root, the egret
+    /// binary, cgroup v2) skips the test: `Ok(())` with a `SKIP:` line on stderr, except under
+    /// `CI=true`, where it fails. Everything else `test` returns is the test's result.
+    pub fn with_cgroup(name: &str, test: impl FnOnce(TestCgroup) -> Result<()>) -> Result<()> {
+        match Self::cgroup(name)? {
+            Some(cgroup) => test(cgroup),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::with_cgroup`] for a test that needs nothing before egret: runs `test` with egret
+    /// already watching the new test cgroup (started with `extra_args`), or skips the same way.
+    pub fn with_egret(
+        name: &str,
+        extra_args: &[&str],
+        test: impl FnOnce(Self) -> Result<()>,
+    ) -> Result<()> {
+        match Self::setup(name, extra_args)? {
+            Some(harness) => test(harness),
+            None => Ok(()),
+        }
     }
 
     /// The first half of [`Self::setup`]: prerequisites and the test cgroup, for tests that

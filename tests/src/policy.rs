@@ -2,60 +2,45 @@
 //! test client's `connect-loop` counts, and checks on verdicts and alerts.
 
 use crate::json::{field, field_str, field_u64};
+use crate::run::ScratchDir;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A scratch directory for policy files; removed on drop.
+/// A scratch directory for policy files; removed on drop (kept when the test fails).
 #[derive(Debug)]
 pub struct PolicyDir {
-    dir: PathBuf,
+    dir: ScratchDir,
 }
 
 impl PolicyDir {
     /// Creates `<tmp>/egret-e2e-policy-<name>-<unique>`.
     pub fn create(name: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "egret-e2e-policy-{name}-{}",
-            crate::unique_suffix()
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let dir = ScratchDir::create(&format!("policy-{name}"))?;
         Ok(Self { dir })
     }
 
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// Writes `file` in this directory, replacing it atomically (a sibling file renamed over
     /// it, the way editors and configuration tools do), and returns its path.
     pub fn write(&self, file: &str, yaml: &str) -> Result<PathBuf> {
-        let path = self.dir.join(file);
-        let tmp = self.dir.join(format!(".{file}.tmp-{}", crate::unique()));
+        let path = self.path().join(file);
+        let tmp = self.path().join(format!(".{file}.tmp-{}", crate::unique()));
         std::fs::write(&tmp, yaml).with_context(|| format!("write {}", tmp.display()))?;
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
         Ok(path)
     }
-}
 
-impl PolicyDir {
     /// Rewrites `file` in place (truncate and write, same inode), the other way files change.
     pub fn write_in_place(&self, file: &str, yaml: &str) -> Result<PathBuf> {
-        let path = self.dir.join(file);
+        let path = self.path().join(file);
         std::fs::write(&path, yaml).with_context(|| format!("write {}", path.display()))?;
         Ok(path)
-    }
-}
-
-impl Drop for PolicyDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("egret-e2e: keeping policy dir {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
     }
 }
 

@@ -28,10 +28,11 @@ use egret_e2e::deploy::{
 use egret_e2e::expect::{check_host, has_arg, is_flow, is_metric};
 use egret_e2e::runtime::{ensure_programs, Podman, V1Mirrors};
 use egret_e2e::skip::{require_egret_bin, require_root, require_world_executable};
-use egret_e2e::{drop_privileges, field_str, prerequisite, TcpServer, TestCgroup};
+use egret_e2e::{
+    drop_privileges, field_str, prerequisite, socket_addr, ScratchDir, TcpServer, TestCgroup,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,30 +54,6 @@ fn unit_caps() -> Result<Vec<String>> {
     let caps = unit_value(&d, "Service", "CapabilityBoundingSet")
         .context("the unit has no CapabilityBoundingSet")?;
     Ok(caps.split_whitespace().map(String::from).collect())
-}
-
-/// A scratch directory, removed on drop unless the test is failing.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "egret-e2e-deploy-{name}-{}",
-            egret_e2e::unique_suffix()
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("egret-e2e: keeping {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 fn read_lines(path: &Path) -> Result<Vec<Value>> {
@@ -195,10 +172,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn sa(s: &str) -> Result<SocketAddr> {
-    s.parse().with_context(|| format!("parse {s}"))
 }
 
 // ------------------------------------------------- the unit, run as systemd would --
@@ -402,12 +375,12 @@ fn systemd_unit_runs_with_its_capabilities_and_sandbox() -> Result<()> {
     };
     let caps = unit_caps()?;
     let d = unit_directives(&unit_text()?);
-    let scratch = Scratch::new("unit")?;
-    let out = scratch.0.join("out");
+    let scratch = ScratchDir::create("deploy-unit")?;
+    let out = scratch.path().join("out");
     std::fs::create_dir_all(&out)?;
     let cg = TestCgroup::create("deploy-unit")?;
     let pre_cg = cg.child("pre")?;
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
     let pre = KillOnDrop(nobody_loop(&pre_cg, server.port())?);
     std::thread::sleep(Duration::from_millis(300));
 
@@ -554,13 +527,13 @@ fn systemd_unit_capabilities_are_each_needed() -> Result<()> {
     for needed in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"] {
         ensure!(caps.iter().any(|c| c == needed), "the unit lacks {needed}");
         let fewer: Vec<String> = caps.iter().filter(|c| *c != needed).cloned().collect();
-        let scratch = Scratch::new("caps")?;
+        let scratch = ScratchDir::create("deploy-caps")?;
         let cg = TestCgroup::create("deploy-caps")?;
-        let mut child = start_unit_egret(&scratch.0, &cg, &fewer, false, None)?;
+        let mut child = start_unit_egret(scratch.path(), &cg, &fewer, false, None)?;
         let status = wait_child(&mut child, START_TIMEOUT)?;
-        let err = std::fs::read_to_string(scratch.0.join("stderr.log"))?;
+        let err = std::fs::read_to_string(scratch.path().join("stderr.log"))?;
         ensure!(
-            !status.success() && !scratch.0.join("ready").exists(),
+            !status.success() && !scratch.path().join("ready").exists(),
             "egret attached without {needed} ({status})\n{err}"
         );
         ensure!(
@@ -578,19 +551,19 @@ fn systemd_unit_capabilities_are_each_needed() -> Result<()> {
         .filter(|c| *c != "CAP_SYS_PTRACE")
         .cloned()
         .collect();
-    let scratch = Scratch::new("ptrace")?;
+    let scratch = ScratchDir::create("deploy-ptrace")?;
     let cg = TestCgroup::create("deploy-ptrace")?;
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
     let pre = KillOnDrop(nobody_loop(&cg, server.port())?);
     std::thread::sleep(Duration::from_millis(300));
-    let mut child = start_unit_egret(&scratch.0, &cg, &fewer, false, None)?;
-    let stderr = scratch.0.join("stderr.log");
+    let mut child = start_unit_egret(scratch.path(), &cg, &fewer, false, None)?;
+    let stderr = scratch.path().join("stderr.log");
     let ctx = || format!("--- stderr ---\n{}", tail(&stderr, 30));
     let mut alive = || matches!(child.try_wait(), Ok(None));
-    wait_ready(&scratch.0.join("ready"), &mut alive, ctx)?;
+    wait_ready(&scratch.path().join("ready"), &mut alive, ctx)?;
     let pre_pid = u64::from(pre.0.id());
     let line = wait_line(
-        &scratch.0.join("events.jsonl"),
+        &scratch.path().join("events.jsonl"),
         LINE_TIMEOUT,
         |v| {
             is_flow(v, "connect", "tcp", server.port())
@@ -619,10 +592,10 @@ fn systemd_unit_verifies() -> Result<()> {
     else {
         return Ok(());
     };
-    let scratch = Scratch::new("verify")?;
+    let scratch = ScratchDir::create("deploy-verify")?;
     // verify checks that ExecStart exists: point it at the egret under test.
     let unit = unit_text()?.replace("/usr/local/bin/egret", &bin.display().to_string());
-    let path = scratch.0.join("egret.service");
+    let path = scratch.path().join("egret.service");
     std::fs::write(&path, unit)?;
     let out = Command::new("systemd-analyze")
         .arg("verify")
@@ -676,8 +649,8 @@ fn xtask_install_into_destdir() -> Result<()> {
     else {
         return Ok(());
     };
-    let scratch = Scratch::new("install")?;
-    let dest = scratch.0.join("root");
+    let scratch = ScratchDir::create("deploy-install")?;
+    let dest = scratch.path().join("root");
     let install = |extra: &[&str]| -> Result<String> {
         let out = Command::new(&xtask)
             .args(["install", "--destdir"])
@@ -911,7 +884,7 @@ fn container_image_privileged() -> Result<()> {
         probe.stderr
     );
 
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
     let marker = egret_e2e::marker();
     connect_from(&cg, server.port(), &marker)?;
     let line = wait_line(
@@ -1011,7 +984,7 @@ fn container_image_as_the_daemonset_runs_it() -> Result<()> {
     let _v1 = V1Mirrors::of(&parent)?;
     let podman = podman;
     let image = build_image(&podman)?;
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
 
     // Volumes: host paths as they are, except the node's log directory and the runtime
     // socket directories (test directories instead: nothing is created on the host), the
@@ -1235,8 +1208,8 @@ fn kubernetes_manifests_validate() -> Result<()> {
     let Some(rendered) = prerequisite(kustomize(&repo_root().join("deploy/kubernetes")))? else {
         return Ok(());
     };
-    let scratch = Scratch::new("k8s")?;
-    let file = scratch.0.join("egret.yaml");
+    let scratch = ScratchDir::create("deploy-k8s")?;
+    let file = scratch.path().join("egret.yaml");
     std::fs::write(&file, &rendered)?;
     for version in KUBERNETES_VERSIONS {
         let report = validator.validate(&file, version)?;
@@ -1252,7 +1225,7 @@ fn kubernetes_manifests_validate() -> Result<()> {
             );
         }
     }
-    let broken = scratch.0.join("broken.yaml");
+    let broken = scratch.path().join("broken.yaml");
     std::fs::write(&broken, rendered.replace("hostPID: true", "hostPid: true"))?;
     ensure!(
         validator.validate(&broken, KUBERNETES_VERSIONS[0]).is_err(),
@@ -1303,7 +1276,7 @@ fn kubernetes_manifests_validate() -> Result<()> {
             .iter()
             .find(|d| d["kind"] == "ConfigMap")
             .context("no ConfigMap")?;
-        let policy = scratch.0.join("policy.yaml");
+        let policy = scratch.path().join("policy.yaml");
         std::fs::write(
             &policy,
             cm["data"]["policy.yaml"]

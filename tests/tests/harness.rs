@@ -1,7 +1,10 @@
 //! Tests of the harness itself and of the test client (no egret needed).
 
 use anyhow::{ensure, Context, Result};
-use egret_e2e::{prerequisite, run_with_timeout, skip, NetNs, TcpServer, TestCgroup, UdpServer};
+use egret_e2e::{
+    command, prerequisite, run_with_timeout, skip, socket_addr, wait_until, NetNs, TcpServer,
+    TestCgroup, UdpServer,
+};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -9,46 +12,30 @@ use std::time::{Duration, Instant};
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
 const T: Duration = Duration::from_secs(30);
 
-fn client(args: &[&str]) -> Command {
-    let mut c = Command::new(CLIENT);
-    c.args(args);
-    c
-}
-
-fn wait_until(mut cond: impl FnMut() -> bool, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
-
-fn addr(s: &str) -> Result<SocketAddr> {
-    s.parse().with_context(|| format!("parse {s}"))
-}
-
 #[test]
 fn testclient_tcp_v4_v6_mapped() -> Result<()> {
-    let v4 = TcpServer::start(addr("127.0.0.1:0")?)?;
+    let v4 = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
     let port = v4.port().to_string();
     run_with_timeout(
-        &mut client(&["tcp", "127.0.0.1", &port, "marker-x", "more"]),
+        &mut command(CLIENT, &["tcp", "127.0.0.1", &port, "marker-x", "more"]),
         T,
     )?
     .ensure_success()?;
-    run_with_timeout(&mut client(&["tcp", "::ffff:127.0.0.1", &port]), T)?.ensure_success()?;
+    run_with_timeout(&mut command(CLIENT, &["tcp", "::ffff:127.0.0.1", &port]), T)?
+        .ensure_success()?;
     ensure!(
-        wait_until(|| v4.accepted() >= 2, T),
+        wait_until(T, || Ok(v4.accepted() >= 2))?,
         "v4 server accepted {}",
         v4.accepted()
     );
-    let v6 = TcpServer::start(addr("[::1]:0")?)?;
-    run_with_timeout(&mut client(&["tcp", "::1", &v6.port().to_string()]), T)?.ensure_success()?;
+    let v6 = TcpServer::start(socket_addr("[::1]:0")?)?;
+    run_with_timeout(
+        &mut command(CLIENT, &["tcp", "::1", &v6.port().to_string()]),
+        T,
+    )?
+    .ensure_success()?;
     ensure!(
-        wait_until(|| v6.accepted() >= 1, T),
+        wait_until(T, || Ok(v6.accepted() >= 1))?,
         "v6 server accepted nothing"
     );
     Ok(())
@@ -56,10 +43,13 @@ fn testclient_tcp_v4_v6_mapped() -> Result<()> {
 
 #[test]
 fn testclient_sleep_then_tcp() -> Result<()> {
-    let s = TcpServer::start(addr("127.0.0.1:0")?)?;
+    let s = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
     let start = Instant::now();
     run_with_timeout(
-        &mut client(&["sleep-then-tcp", "200", "127.0.0.1", &s.port().to_string()]),
+        &mut command(
+            CLIENT,
+            &["sleep-then-tcp", "200", "127.0.0.1", &s.port().to_string()],
+        ),
         T,
     )?
     .ensure_success()?;
@@ -68,7 +58,7 @@ fn testclient_sleep_then_tcp() -> Result<()> {
         "did not sleep"
     );
     ensure!(
-        wait_until(|| s.accepted() >= 1, T),
+        wait_until(T, || Ok(s.accepted() >= 1))?,
         "server accepted nothing"
     );
     Ok(())
@@ -76,35 +66,41 @@ fn testclient_sleep_then_tcp() -> Result<()> {
 
 #[test]
 fn testclient_udp() -> Result<()> {
-    let s = UdpServer::start(addr("127.0.0.1:0")?)?;
+    let s = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
     let port = s.port().to_string();
     run_with_timeout(
-        &mut client(&["udp-connect", "127.0.0.1", &port, "marker"]),
+        &mut command(CLIENT, &["udp-connect", "127.0.0.1", &port, "marker"]),
         T,
     )?
     .ensure_success()?;
     ensure!(
-        wait_until(|| s.received() >= 1, T),
+        wait_until(T, || Ok(s.received() >= 1))?,
         "udp-connect: nothing received"
     );
     run_with_timeout(
-        &mut client(&["udp-send", "127.0.0.1", &port, "--count", "50", "marker"]),
+        &mut command(
+            CLIENT,
+            &["udp-send", "127.0.0.1", &port, "--count", "50", "marker"],
+        ),
         T,
     )?
     .ensure_success()?;
     ensure!(
-        wait_until(|| s.received() >= 51, T),
+        wait_until(T, || Ok(s.received() >= 51))?,
         "udp-send: received {} of 51",
         s.received()
     );
-    let s6 = UdpServer::start(addr("[::1]:0")?)?;
+    let s6 = UdpServer::start(socket_addr("[::1]:0")?)?;
     run_with_timeout(
-        &mut client(&["udp-send", "::1", &s6.port().to_string(), "--count", "3"]),
+        &mut command(
+            CLIENT,
+            &["udp-send", "::1", &s6.port().to_string(), "--count", "3"],
+        ),
         T,
     )?
     .ensure_success()?;
     ensure!(
-        wait_until(|| s6.received() >= 3, T),
+        wait_until(T, || Ok(s6.received() >= 3))?,
         "udp-send v6: received {}",
         s6.received()
     );
@@ -131,7 +127,10 @@ fn parse_loop_output(out: &str) -> Result<(u64, u64)> {
 fn testclient_loops() -> Result<()> {
     for sub in ["tcp-loop", "udp-loop"] {
         let out = run_with_timeout(
-            &mut client(&[sub, "--addr", "127.0.0.1", "--duration-ms", "300"]),
+            &mut command(
+                CLIENT,
+                &[sub, "--addr", "127.0.0.1", "--duration-ms", "300"],
+            ),
             T,
         )?
         .ensure_success()?;
@@ -139,7 +138,7 @@ fn testclient_loops() -> Result<()> {
         ensure!(ops > 0, "{sub}: no ops");
         ensure!(ns >= 300_000_000, "{sub}: elapsed {ns} ns < duration");
         let out = run_with_timeout(
-            &mut client(&[sub, "--addr", "::1", "--duration-ms", "50"]),
+            &mut command(CLIENT, &[sub, "--addr", "::1", "--duration-ms", "50"]),
             T,
         )?
         .ensure_success()?;
@@ -150,7 +149,7 @@ fn testclient_loops() -> Result<()> {
 
 #[test]
 fn testclient_connect_loop_counts_and_errno() -> Result<()> {
-    let open = TcpServer::start(addr("127.0.0.1:0")?)?;
+    let open = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
     let closed_port = closed.local_addr()?.port();
     drop(closed);
@@ -158,18 +157,21 @@ fn testclient_connect_loop_counts_and_errno() -> Result<()> {
     let status = dir.path().join("status");
     let (p_open, p_closed) = (open.port().to_string(), closed_port.to_string());
     let out = run_with_timeout(
-        &mut client(&[
-            "connect-loop",
-            "--count",
-            "3",
-            "--interval-ms",
-            "0",
-            "--status-file",
-            &status.display().to_string(),
-            "127.0.0.1",
-            &p_open,
-            &p_closed,
-        ]),
+        &mut command(
+            CLIENT,
+            &[
+                "connect-loop",
+                "--count",
+                "3",
+                "--interval-ms",
+                "0",
+                "--status-file",
+                &status.display().to_string(),
+                "127.0.0.1",
+                &p_open,
+                &p_closed,
+            ],
+        ),
         T,
     )?
     .ensure_success()?;
@@ -197,18 +199,21 @@ fn testclient_connect_loop_counts_and_errno() -> Result<()> {
     let stop = dir.path().join("stop");
     std::fs::write(&stop, "")?;
     run_with_timeout(
-        &mut client(&[
-            "connect-loop",
-            "--stop-file",
-            &stop.display().to_string(),
-            "127.0.0.1",
-            &p_open,
-        ]),
+        &mut command(
+            CLIENT,
+            &[
+                "connect-loop",
+                "--stop-file",
+                &stop.display().to_string(),
+                "127.0.0.1",
+                &p_open,
+            ],
+        ),
         T,
     )?
     .ensure_success()?;
     // A failed system call names its errno on stdout (ECONNREFUSED here).
-    let out = run_with_timeout(&mut client(&["tcp", "127.0.0.1", &p_closed]), T)?;
+    let out = run_with_timeout(&mut command(CLIENT, &["tcp", "127.0.0.1", &p_closed]), T)?;
     ensure!(
         !out.status.success() && out.stdout.trim() == format!("errno={}", libc::ECONNREFUSED),
         "want errno={} on stdout, got {:?} ({})",
@@ -227,7 +232,7 @@ fn testclient_fails_loudly() -> Result<()> {
         &["bogus"],
         &["udp-send", "127.0.0.1", "1", "--count", "x"],
     ] {
-        let out = run_with_timeout(&mut client(args), T)?;
+        let out = run_with_timeout(&mut command(CLIENT, args), T)?;
         ensure!(!out.status.success(), "{args:?} should fail");
         ensure!(!out.stderr.is_empty(), "{args:?} failed without a message");
     }
@@ -235,7 +240,10 @@ fn testclient_fails_loudly() -> Result<()> {
     let sock = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = sock.local_addr()?.port();
     drop(sock);
-    let out = run_with_timeout(&mut client(&["tcp", "127.0.0.1", &port.to_string()]), T)?;
+    let out = run_with_timeout(
+        &mut command(CLIENT, &["tcp", "127.0.0.1", &port.to_string()]),
+        T,
+    )?;
     ensure!(
         !out.status.success(),
         "connect to a closed port should fail"
@@ -321,23 +329,29 @@ fn netns_create_serve_and_drop() -> Result<()> {
     ensure!(a.ns_v4() != b.ns_v4(), "two namespaces share a subnet");
     let server = TcpServer::from_listener(a.tcp_listener(SocketAddr::new(a.ns_v4().into(), 0))?)?;
     run_with_timeout(
-        &mut client(&["tcp", &a.ns_v4().to_string(), &server.port().to_string()]),
+        &mut command(
+            CLIENT,
+            &["tcp", &a.ns_v4().to_string(), &server.port().to_string()],
+        ),
         T,
     )?
     .ensure_success()?;
     ensure!(
-        wait_until(|| server.accepted() >= 1, T),
+        wait_until(T, || Ok(server.accepted() >= 1))?,
         "server in netns accepted nothing"
     );
     if a.has_v6() {
         let s6 = TcpServer::from_listener(a.tcp_listener(SocketAddr::new(a.ns_v6().into(), 0))?)?;
         run_with_timeout(
-            &mut client(&["tcp", &a.ns_v6().to_string(), &s6.port().to_string()]),
+            &mut command(
+                CLIENT,
+                &["tcp", &a.ns_v6().to_string(), &s6.port().to_string()],
+            ),
             T,
         )?
         .ensure_success()?;
         ensure!(
-            wait_until(|| s6.accepted() >= 1, T),
+            wait_until(T, || Ok(s6.accepted() >= 1))?,
             "v6 server in netns accepted nothing"
         );
     }
