@@ -39,20 +39,8 @@ impl Egret {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let name = name.strip_prefix("egret-e2e-").unwrap_or(&name);
-        let dir =
-            std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .arg("--cgroup")
-            .arg(cgroup)
-            .arg("--output")
-            .arg(dir.join("events.jsonl"))
-            .arg("--ready-file")
-            .arg(dir.join("ready"))
-            .args(["--metrics-interval", "1", "--log-level", "debug"])
-            .args(extra_args);
+        let dir = scratch_dir(name.strip_prefix("egret-e2e-").unwrap_or(&name))?;
+        let cmd = run_command(bin, cgroup, &dir, extra_args);
         Self::spawn(cmd, dir)
     }
 
@@ -64,9 +52,7 @@ impl Egret {
         args: impl FnOnce(&Path) -> Result<Vec<std::ffi::OsString>>,
     ) -> Result<Self> {
         let bin = skip::require_egret_bin()?;
-        let dir =
-            std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let dir = scratch_dir(name)?;
         let mut cmd = Command::new(bin);
         cmd.args(args(&dir)?);
         Self::spawn(cmd, dir)
@@ -84,27 +70,32 @@ impl Egret {
             dir,
             keep_dir: true,
         };
+        me.wait_ready("egret")?;
+        Ok(me)
+    }
+
+    /// Waits [`START_TIMEOUT`] for the ready file; an error (named `what`, with the end of
+    /// stderr) when egret exits first or takes longer.
+    fn wait_ready(&mut self, what: &str) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if me.dir.join("ready").exists() {
-                return Ok(me);
-            }
-            if let Some(status) = me.try_wait()? {
+        while !self.dir.join("ready").exists() {
+            if let Some(status) = self.try_wait()? {
                 bail!(
-                    "egret exited ({status}) before becoming ready; scratch dir {}\n--- stderr ---\n{}",
-                    me.dir.display(),
-                    log_tail(&me.dir.join("stderr.log"), 60)
+                    "{what} exited ({status}) before becoming ready; scratch dir {}\n--- stderr ---\n{}",
+                    self.dir.display(),
+                    log_tail(&self.dir.join("stderr.log"), 60)
                 );
             }
             if Instant::now() > deadline {
                 bail!(
-                    "egret not ready after {START_TIMEOUT:?}; scratch dir {}\n--- stderr ---\n{}",
-                    me.dir.display(),
-                    log_tail(&me.dir.join("stderr.log"), 60)
+                    "{what} not ready after {START_TIMEOUT:?}; scratch dir {}\n--- stderr ---\n{}",
+                    self.dir.display(),
+                    log_tail(&self.dir.join("stderr.log"), 60)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// The scratch directory (events.jsonl, stderr.log, ready).
@@ -213,6 +204,18 @@ impl Egret {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// [`Self::stop`], requiring a clean exit (status 0); an error shows the end of stderr.
+    pub fn stop_cleanly(&mut self) -> Result<()> {
+        let status = self.stop()?;
+        if !status.success() {
+            bail!(
+                "egret exited with {status}\n--- stderr ---\n{}",
+                self.stderr_tail()
+            );
+        }
+        Ok(())
     }
 
     /// All complete lines written so far, parsed. Every complete line must be
@@ -331,39 +334,36 @@ impl Egret {
                 .with_context(|| format!("open {name}"))
         };
         let (stdout, stderr) = (log("stdout.log")?, log("stderr.log")?);
-        let mut cmd = Command::new(skip::require_egret_bin()?);
-        cmd.arg("run")
-            .arg("--cgroup")
-            .arg(cgroup)
-            .arg("--output")
-            .arg(self.events_path())
-            .arg("--ready-file")
-            .arg(self.dir.join("ready"))
-            .args(["--metrics-interval", "1", "--log-level", "debug"])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+        let bin = skip::require_egret_bin()?;
+        let mut cmd = run_command(&bin, cgroup, &self.dir, extra_args);
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         self.child = Some(cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?);
         self.exit = None;
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !self.dir.join("ready").exists() {
-            if let Some(status) = self.try_wait()? {
-                bail!(
-                    "restarted egret exited ({status}) before becoming ready\n--- stderr ---\n{}",
-                    self.stderr_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "restarted egret not ready after {START_TIMEOUT:?}\n--- stderr ---\n{}",
-                    self.stderr_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        self.wait_ready("restarted egret")
     }
+}
+
+/// A new scratch directory for one egret run: `<tmp>/egret-e2e-run-<name>-<unique>`.
+fn scratch_dir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// `bin run --cgroup <cgroup>` writing `<dir>/events.jsonl` and `<dir>/ready`, with metrics
+/// every second, debug logs and `extra_args`.
+fn run_command(bin: &Path, cgroup: &Path, dir: &Path, extra_args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("run")
+        .arg("--cgroup")
+        .arg(cgroup)
+        .arg("--output")
+        .arg(dir.join("events.jsonl"))
+        .arg("--ready-file")
+        .arg(dir.join("ready"))
+        .args(["--metrics-interval", "1", "--log-level", "debug"])
+        .args(extra_args);
+    cmd
 }
 
 impl Drop for Egret {
@@ -463,13 +463,7 @@ impl Harness {
 
     /// Stops egret, requires a clean exit, and discards the scratch directory.
     pub fn finish(mut self) -> Result<()> {
-        let status = self.egret.stop()?;
-        if !status.success() {
-            bail!(
-                "egret exited with {status}\n--- stderr ---\n{}",
-                self.egret.stderr_tail()
-            );
-        }
+        self.egret.stop_cleanly()?;
         self.egret.discard_dir_on_drop();
         Ok(())
     }

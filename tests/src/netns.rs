@@ -158,6 +158,12 @@ impl NetNs {
         Ok(me)
     }
 
+    /// [`Self::create`] for a test that needs the namespace: `Ok(None)` means skip (outside
+    /// CI, without root or `ip`), as [`crate::prerequisite`] decides.
+    pub fn prerequisite(name: &str) -> Result<Option<Self>> {
+        crate::prerequisite(crate::skip::require_root().and_then(|()| Self::create(name)))
+    }
+
     /// The veth end inside the namespace.
     pub fn ns_if(&self) -> &str {
         &self.ns_if

@@ -3,6 +3,7 @@
 
 use crate::json::{field, field_str, field_u64};
 use crate::run::ScratchDir;
+use crate::Egret;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -42,6 +43,14 @@ impl PolicyDir {
         std::fs::write(&path, yaml).with_context(|| format!("write {}", path.display()))?;
         Ok(path)
     }
+}
+
+/// An audit-mode policy (loopback audited like the rest) whose one rule `rule` approves
+/// 127.0.0.1 port `port`.
+pub fn audit_policy(rule: &str, port: u16) -> String {
+    format!(
+        "mode: audit\nloopback: audit\nrules:\n  - name: {rule}\n    to: [\"127.0.0.1\"]\n    ports: [{port}]\n"
+    )
 }
 
 /// A `--pin-path` directory of this test under `/sys/fs/bpf`, removed (with every pin in it,
@@ -222,6 +231,20 @@ pub struct AlertWant<'a> {
     pub process_name: &'a str,
     pub cgroup_path: &'a str,
     pub cgroup_id: u64,
+}
+
+/// Waits [`crate::LINE_TIMEOUT`] for the alert about `want`'s destination (action, transport,
+/// ip and port) and checks it against `want` ([`check_alert`]).
+pub fn expect_alert(egret: &mut Egret, want: &AlertWant<'_>) -> Result<Value> {
+    let alert = egret.wait_for(
+        |v| {
+            is_alert(v, want.action, want.transport, want.port)
+                && field_str(v, "destination.ip") == Some(want.ip)
+        },
+        crate::LINE_TIMEOUT,
+    )?;
+    check_alert(&alert, want)?;
+    Ok(alert)
 }
 
 /// The alert line's fixed fields and identity fields (see `docs/events.md`).

@@ -2,15 +2,15 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use egret_e2e::deploy::run_flags;
-use egret_e2e::policy::PolicyDir;
-use egret_e2e::skip::require_egret_bin;
+use egret_e2e::policy::{audit_policy, PolicyDir};
+use egret_e2e::skip::with_egret_bin;
 use egret_e2e::{
-    field_str, marker, prerequisite, run_with_timeout, Egret, Harness, RunOutput, ScratchDir,
-    TcpServer, LINE_TIMEOUT,
+    field_str, marker, run_with_timeout, Egret, Harness, RunOutput, ScratchDir, TcpServer,
+    LINE_TIMEOUT,
 };
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -49,87 +49,89 @@ fn run_flags_but_help_and_config(bin: &Path) -> Result<BTreeSet<String>> {
     Ok(flags)
 }
 
+/// A scratch directory holding `egret.yaml` with `yaml`; the file's path.
+fn egret_yaml(name: &str, yaml: &str) -> Result<(ScratchDir, PathBuf)> {
+    let scratch = ScratchDir::create(&format!("config-{name}"))?;
+    let file = scratch.path().join("egret.yaml");
+    std::fs::write(&file, yaml).with_context(|| format!("write {}", file.display()))?;
+    Ok((scratch, file))
+}
+
 #[test]
 fn the_documented_example_is_valid_and_sets_every_flag() -> Result<()> {
-    let Some(bin) = prerequisite(require_egret_bin())? else {
-        return Ok(());
-    };
-    let scratch = ScratchDir::create("config-docs")?;
-    let file = scratch.path().join("egret.yaml");
-    std::fs::write(&file, block(&docs()?, "yaml")?)?;
-    let out = egret(&bin, &["config", "check", &file.display().to_string()])?;
-    ensure!(
-        out.status.success(),
-        "docs/config.md's example does not check:\n{}",
-        out.stderr
-    );
-    // `FILE: ok: N setting(s) (a, b, ...)`
-    let listed = out
-        .stdout
-        .split_once(" (")
-        .and_then(|(_, rest)| rest.trim_end().strip_suffix(')'))
-        .with_context(|| format!("unexpected summary {:?}", out.stdout))?;
-    let keys: BTreeSet<String> = listed.split(", ").map(str::to_owned).collect();
-    let flags = run_flags_but_help_and_config(&bin)?;
-    let missing: Vec<&String> = flags.difference(&keys).collect();
-    ensure!(
-        missing.is_empty(),
-        "docs/config.md's full example does not set {missing:?} (every `egret run` flag belongs there)"
-    );
-    Ok(())
+    with_egret_bin(|bin| {
+        let (_scratch, file) = egret_yaml("docs", &block(&docs()?, "yaml")?)?;
+        let out = egret(&bin, &["config", "check", &file.display().to_string()])?;
+        ensure!(
+            out.status.success(),
+            "docs/config.md's example does not check:\n{}",
+            out.stderr
+        );
+        // `FILE: ok: N setting(s) (a, b, ...)`
+        let listed = out
+            .stdout
+            .split_once(" (")
+            .and_then(|(_, rest)| rest.trim_end().strip_suffix(')'))
+            .with_context(|| format!("unexpected summary {:?}", out.stdout))?;
+        let keys: BTreeSet<String> = listed.split(", ").map(str::to_owned).collect();
+        let flags = run_flags_but_help_and_config(&bin)?;
+        let missing: Vec<&String> = flags.difference(&keys).collect();
+        ensure!(
+            missing.is_empty(),
+            "docs/config.md's full example does not set {missing:?} (every `egret run` flag belongs there)"
+        );
+        Ok(())
+    })
 }
 
 #[test]
 fn every_error_is_reported_at_once_as_documented() -> Result<()> {
-    let Some(bin) = prerequisite(require_egret_bin())? else {
-        return Ok(());
-    };
-    let scratch = ScratchDir::create("config-errors")?;
-    let file = scratch.path().join("egret.yaml");
-    // The file behind the error listing in docs/config.md.
-    std::fs::write(
-        &file,
-        "cgroup: /sys/fs/cgroup/x\nring-buffer-size: lots\nring_buffer_size: 4\nwatch: yes\n\
-         log-level: loud\noutput: [a, b]\nconfig: x.yaml\n",
-    )?;
-    let documented = block(&docs()?, "text")?;
-    for args in [
-        vec!["config", "check", "egret.yaml"],
-        vec!["run", "--config", "egret.yaml"],
-    ] {
-        let mut cmd = Command::new(&bin);
-        cmd.args(&args).current_dir(scratch.path());
-        let out = run_with_timeout(&mut cmd, Duration::from_secs(30))?;
-        ensure!(!out.status.success(), "{args:?} accepted a bad file");
-        let errors: Vec<&str> = out
-            .stderr
-            .lines()
-            .filter(|l| l.starts_with("egret.yaml:"))
-            .collect();
-        let want: Vec<&str> = documented
-            .lines()
-            .filter(|l| l.starts_with("egret.yaml:"))
-            .collect();
-        if args.first() == Some(&"config") {
-            ensure!(
-                errors == want,
-                "{args:?}:\n{}\ndocumented:\n{documented}",
-                out.stderr
-            );
-        } else {
-            // `egret run` says the same, without the count line.
-            let want: Vec<&str> = want
-                .into_iter()
-                .filter(|l| !l.ends_with(" error(s)"))
+    with_egret_bin(|bin| {
+        // The file behind the error listing in docs/config.md.
+        let (scratch, _file) = egret_yaml(
+            "errors",
+            "cgroup: /sys/fs/cgroup/x\nring-buffer-size: lots\nring_buffer_size: 4\nwatch: yes\n\
+             log-level: loud\noutput: [a, b]\nconfig: x.yaml\n",
+        )?;
+        let documented = block(&docs()?, "text")?;
+        for args in [
+            vec!["config", "check", "egret.yaml"],
+            vec!["run", "--config", "egret.yaml"],
+        ] {
+            let mut cmd = Command::new(&bin);
+            cmd.args(&args).current_dir(scratch.path());
+            let out = run_with_timeout(&mut cmd, Duration::from_secs(30))?;
+            ensure!(!out.status.success(), "{args:?} accepted a bad file");
+            let errors: Vec<&str> = out
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("egret.yaml:"))
                 .collect();
-            ensure!(
-                errors == want,
-                "{args:?}:\n{}\ndocumented:\n{documented}",
-                out.stderr
-            );
+            let want: Vec<&str> = documented
+                .lines()
+                .filter(|l| l.starts_with("egret.yaml:"))
+                .collect();
+            if args.first() == Some(&"config") {
+                ensure!(
+                    errors == want,
+                    "{args:?}:\n{}\ndocumented:\n{documented}",
+                    out.stderr
+                );
+            } else {
+                // `egret run` says the same, without the count line.
+                let want: Vec<&str> = want
+                    .into_iter()
+                    .filter(|l| !l.ends_with(" error(s)"))
+                    .collect();
+                ensure!(
+                    errors == want,
+                    "{args:?}:\n{}\ndocumented:\n{documented}",
+                    out.stderr
+                );
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
@@ -139,10 +141,7 @@ fn a_config_file_sets_output_and_policy_and_flags_override_it() -> Result<()> {
         let policies = PolicyDir::create("config")?;
         let policy = policies.write(
             "policy.yaml",
-            &format!(
-                "mode: audit\nloopback: audit\nrules:\n  - name: from-the-config-file\n    to: [\"127.0.0.1\"]\n    ports: [{}]\n",
-                server.port()
-            ),
+            &audit_policy("from-the-config-file", server.port()),
         )?;
         let cgroup_path = cgroup.path().to_path_buf();
         let mut egret = Egret::start_custom("config", |dir| {
@@ -202,8 +201,7 @@ fn a_config_file_sets_output_and_policy_and_flags_override_it() -> Result<()> {
         if !stderr.contains(" DEBUG ") {
             bail!("no debug log lines although --log-level debug overrides the file:\n{stderr}");
         }
-        let status = egret.stop()?;
-        ensure!(status.success(), "egret exited with {status}");
+        egret.stop_cleanly()?;
         egret.discard_dir_on_drop();
         drop(cgroup);
         Ok(())

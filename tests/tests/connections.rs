@@ -5,11 +5,12 @@
 use anyhow::{ensure, Context, Result};
 use egret_e2e::expect::{check_field_str, check_field_u64, is_flow};
 use egret_e2e::{
-    command, field, field_str, field_u64, prerequisite, socket_addr, ExchangeServer, Harness,
-    NetNs, UdpServer, LINE_TIMEOUT,
+    command, field, field_str, field_u64, socket_addr, ExchangeServer, Harness, NetNs, UdpServer,
+    LINE_TIMEOUT,
 };
 use serde_json::Value;
 use std::net::{SocketAddr, TcpListener};
+use std::process::Command;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
 
@@ -132,18 +133,33 @@ fn end_lines_carry_outcome_latency_duration_and_exact_bytes() -> Result<()> {
     })
 }
 
+/// Runs `client` (a connect that must fail with `errno`) in the test cgroup; the end line of
+/// its connection to `port`, a failure with `error.code` `code`.
+fn failed_connection_end(
+    h: &mut Harness,
+    client: &mut Command,
+    errno: i32,
+    port: u16,
+    code: &str,
+) -> Result<Value> {
+    let out = h.try_run(client)?;
+    ensure!(
+        out.stdout.contains(&format!("errno={errno}")),
+        "client: {}",
+        out.stdout
+    );
+    let (_, end) = start_and_end(h, port)?;
+    check_field_str(&end, "event.outcome", "failure")?;
+    check_field_str(&end, "error.code", code)?;
+    Ok(end)
+}
+
 #[test]
 fn a_refused_connect_ends_in_failure() -> Result<()> {
     Harness::with_egret("conn-refused", &[], |mut h| {
         let port = closed_port("127.0.0.1")?;
-        let out = h.try_run(&mut command(
-            CLIENT,
-            &["tcp", "127.0.0.1", &port.to_string()],
-        ))?;
-        ensure!(out.stdout.contains("errno=111"), "client: {}", out.stdout);
-        let (_, end) = start_and_end(&mut h, port)?;
-        check_field_str(&end, "event.outcome", "failure")?;
-        check_field_str(&end, "error.code", "ECONNREFUSED")?;
+        let mut cmd = command(CLIENT, &["tcp", "127.0.0.1", &port.to_string()]);
+        let end = failed_connection_end(&mut h, &mut cmd, 111, port, "ECONNREFUSED")?;
         check_field_str(&end, "error.message", "connection refused")?;
         check_field_u64(&end, "source.bytes", 0)?;
         ensure!(
@@ -160,9 +176,7 @@ fn a_refused_connect_ends_in_failure() -> Result<()> {
 /// in `connect()` itself, before any packet.
 #[test]
 fn timed_out_and_unreachable_connects_end_in_failure() -> Result<()> {
-    let Some(ns) =
-        prerequisite(egret_e2e::skip::require_root().and_then(|()| NetNs::create("blackhole")))?
-    else {
+    let Some(ns) = NetNs::prerequisite("blackhole")? else {
         return Ok(());
     };
     let dev = ns.ns_if().to_owned();
@@ -185,11 +199,7 @@ fn timed_out_and_unreachable_connects_end_in_failure() -> Result<()> {
     Harness::with_egret("conn-timeout", &[], |mut h| {
         let mut cmd = ns.command(CLIENT);
         cmd.args(["tcp", "198.51.100.7", "8080"]);
-        let out = h.try_run(&mut cmd)?;
-        ensure!(out.stdout.contains("errno=110"), "client: {}", out.stdout);
-        let (_, end) = start_and_end(&mut h, 8080)?;
-        check_field_str(&end, "event.outcome", "failure")?;
-        check_field_str(&end, "error.code", "ETIMEDOUT")?;
+        let end = failed_connection_end(&mut h, &mut cmd, 110, 8080, "ETIMEDOUT")?;
         ensure!(
             field_u64(&end, "egret.tcp.retransmits").is_some_and(|r| r >= 1),
             "the SYN was retransmitted\nline: {end}"
@@ -201,11 +211,7 @@ fn timed_out_and_unreachable_connects_end_in_failure() -> Result<()> {
 
         let mut cmd = ns.command(CLIENT);
         cmd.args(["tcp", "203.0.113.9", "8081"]);
-        let out = h.try_run(&mut cmd)?;
-        ensure!(out.stdout.contains("errno=101"), "client: {}", out.stdout);
-        let (_, end) = start_and_end(&mut h, 8081)?;
-        check_field_str(&end, "event.outcome", "failure")?;
-        check_field_str(&end, "error.code", "ENETUNREACH")?;
+        let end = failed_connection_end(&mut h, &mut cmd, 101, 8081, "ENETUNREACH")?;
         ensure!(
             field(&end, "source.ip").is_none(),
             "no local address: nothing was sent\nline: {end}"

@@ -303,14 +303,7 @@ fn containerd_block_mode_namespace_rule() -> Result<()> {
     let policy = dir.write(
         "policy.yaml",
         &format!(
-            "mode: block
-loopback: audit
-rules:
-  - name: team-a
-    to: [\"127.0.0.1/32\"]
-    ports: [{port}]
-    namespaces: [\"team-a\"]
-"
+            "mode: block\nloopback: audit\nrules:\n  - name: team-a\n    to: [\"127.0.0.1/32\"]\n    ports: [{port}]\n    namespaces: [\"team-a\"]\n"
         ),
     )?;
     let policy = policy.display().to_string();

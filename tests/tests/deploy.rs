@@ -27,7 +27,7 @@ use egret_e2e::deploy::{
 };
 use egret_e2e::expect::{check_host, has_arg, is_flow, is_metric};
 use egret_e2e::runtime::{ensure_programs, Podman, V1Mirrors};
-use egret_e2e::skip::{require_egret_bin, require_root, require_world_executable};
+use egret_e2e::skip::{require_egret_bin, require_root, require_world_executable, with_egret_bin};
 use egret_e2e::{
     drop_privileges, field_str, prerequisite, socket_addr, ScratchDir, TcpServer, TestCgroup,
 };
@@ -634,131 +634,130 @@ fn systemd_unit_verifies() -> Result<()> {
 /// to restart.
 #[test]
 fn xtask_install_into_destdir() -> Result<()> {
-    let Some(bin) = prerequisite(require_egret_bin())? else {
-        return Ok(());
-    };
-    let xtask = bin.with_file_name("xtask");
-    let Some(()) = prerequisite(if xtask.is_file() {
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!(
-            "{} is missing (it is built by `cargo xtask`; run the tests with `cargo xtask test`)",
-            xtask.display()
-        ))
-    })?
-    else {
-        return Ok(());
-    };
-    let scratch = ScratchDir::create("deploy-install")?;
-    let dest = scratch.path().join("root");
-    let install = |extra: &[&str]| -> Result<String> {
-        let out = Command::new(&xtask)
-            .args(["install", "--destdir"])
-            .arg(&dest)
-            .arg("--egret-bin")
-            .arg(&bin)
-            .args(extra)
-            .current_dir(repo_root())
-            .output()
-            .context("run xtask install")?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    with_egret_bin(|bin| {
+        let xtask = bin.with_file_name("xtask");
+        let Some(()) = prerequisite(if xtask.is_file() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "{} is missing (it is built by `cargo xtask`; run the tests with `cargo xtask test`)",
+                xtask.display()
+            ))
+        })?
+        else {
+            return Ok(());
+        };
+        let scratch = ScratchDir::create("deploy-install")?;
+        let dest = scratch.path().join("root");
+        let install = |extra: &[&str]| -> Result<String> {
+            let out = Command::new(&xtask)
+                .args(["install", "--destdir"])
+                .arg(&dest)
+                .arg("--egret-bin")
+                .arg(&bin)
+                .args(extra)
+                .current_dir(repo_root())
+                .output()
+                .context("run xtask install")?;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            ensure!(
+                out.status.success(),
+                "xtask install failed: {}\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(stdout)
+        };
+        let first = install(&[])?;
         ensure!(
-            out.status.success(),
-            "xtask install failed: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            first.contains("systemctl daemon-reload && systemctl enable --now egret"),
+            "install does not say how to start egret:\n{first}"
         );
-        Ok(stdout)
-    };
-    let first = install(&[])?;
-    ensure!(
-        first.contains("systemctl daemon-reload && systemctl enable --now egret"),
-        "install does not say how to start egret:\n{first}"
-    );
-    let installed = dest.join("usr/local/bin/egret");
-    ensure!(
-        std::fs::read(&installed)? == std::fs::read(&bin)?,
-        "the installed binary differs"
-    );
-    let unit = std::fs::read_to_string(dest.join("usr/local/lib/systemd/system/egret.service"))?;
-    ensure!(
-        unit == unit_text()?,
-        "the unit for /usr/local differs from packaging/"
-    );
-    for f in [
-        "etc/egret/policy.yaml",
-        "etc/egret/config.yaml",
-        "etc/egret/README",
-        "etc/logrotate.d/egret",
-        "usr/local/share/doc/egret/deploy.md",
-    ] {
-        ensure!(dest.join(f).is_file(), "{f} was not installed");
-    }
-    // The installed egret accepts the installed policy.
-    let check = Command::new(&installed)
-        .args(["policy", "check"])
-        .arg(dest.join("etc/egret/policy.yaml"))
-        .output()?;
-    ensure!(
-        check.status.success(),
-        "policy check of the installed policy failed"
-    );
+        let installed = dest.join("usr/local/bin/egret");
+        ensure!(
+            std::fs::read(&installed)? == std::fs::read(&bin)?,
+            "the installed binary differs"
+        );
+        let unit =
+            std::fs::read_to_string(dest.join("usr/local/lib/systemd/system/egret.service"))?;
+        ensure!(
+            unit == unit_text()?,
+            "the unit for /usr/local differs from packaging/"
+        );
+        for f in [
+            "etc/egret/policy.yaml",
+            "etc/egret/config.yaml",
+            "etc/egret/README",
+            "etc/logrotate.d/egret",
+            "usr/local/share/doc/egret/deploy.md",
+        ] {
+            ensure!(dest.join(f).is_file(), "{f} was not installed");
+        }
+        // The installed egret accepts the installed policy.
+        let check = Command::new(&installed)
+            .args(["policy", "check"])
+            .arg(dest.join("etc/egret/policy.yaml"))
+            .output()?;
+        ensure!(
+            check.status.success(),
+            "policy check of the installed policy failed"
+        );
 
-    // An upgrade keeps what the administrator changed.
-    let policy = dest.join("etc/egret/policy.yaml");
-    std::fs::write(&policy, "mode: audit\nrules: []\n# edited\n")?;
-    let second = install(&[])?;
-    ensure!(
-        std::fs::read_to_string(&policy)?.contains("# edited"),
-        "the second install overwrote /etc/egret/policy.yaml"
-    );
-    ensure!(
-        second.contains("systemctl restart egret"),
-        "an upgrade does not say to restart:\n{second}"
-    );
+        // An upgrade keeps what the administrator changed.
+        let policy = dest.join("etc/egret/policy.yaml");
+        std::fs::write(&policy, "mode: audit\nrules: []\n# edited\n")?;
+        let second = install(&[])?;
+        ensure!(
+            std::fs::read_to_string(&policy)?.contains("# edited"),
+            "the second install overwrote /etc/egret/policy.yaml"
+        );
+        ensure!(
+            second.contains("systemctl restart egret"),
+            "an upgrade does not say to restart:\n{second}"
+        );
 
-    // Another prefix: the unit runs that prefix's binary.
-    install(&["--prefix", "/usr"])?;
-    let unit = std::fs::read_to_string(dest.join("usr/lib/systemd/system/egret.service"))?;
-    ensure!(
-        unit.contains("ExecStart=/usr/bin/egret run"),
-        "the unit for --prefix /usr does not run /usr/bin/egret"
-    );
-    Ok(())
+        // Another prefix: the unit runs that prefix's binary.
+        install(&["--prefix", "/usr"])?;
+        let unit = std::fs::read_to_string(dest.join("usr/lib/systemd/system/egret.service"))?;
+        ensure!(
+            unit.contains("ExecStart=/usr/bin/egret run"),
+            "the unit for --prefix /usr does not run /usr/bin/egret"
+        );
+        Ok(())
+    })
 }
 
 /// The example configuration names only `egret run` flags (the keys `--config` will read),
 /// the unit passes only real flags, the example policy is valid.
 #[test]
 fn packaging_matches_egret_run() -> Result<()> {
-    let Some(bin) = prerequisite(require_egret_bin())? else {
-        return Ok(());
-    };
-    let flags = run_flags(&bin)?;
-    let config = std::fs::read_to_string(repo_root().join("packaging/etc/egret/config.yaml"))?;
-    for key in yaml_top_keys(&config) {
+    with_egret_bin(|bin| {
+        let flags = run_flags(&bin)?;
+        let config = std::fs::read_to_string(repo_root().join("packaging/etc/egret/config.yaml"))?;
+        for key in yaml_top_keys(&config) {
+            ensure!(
+                flags.contains(&key),
+                "config.yaml key {key:?} is not an `egret run` flag"
+            );
+        }
+        let d = unit_directives(&unit_text()?);
+        let exec = unit_value(&d, "Service", "ExecStart").context("no ExecStart")?;
+        for flag in flags_in(exec.split_whitespace()) {
+            ensure!(
+                flags.contains(&flag),
+                "the unit passes --{flag}, which egret run does not know"
+            );
+        }
+        let check = Command::new(&bin)
+            .args(["policy", "check"])
+            .arg(repo_root().join("packaging/etc/egret/policy.yaml"))
+            .output()?;
         ensure!(
-            flags.contains(&key),
-            "config.yaml key {key:?} is not an `egret run` flag"
+            check.status.success(),
+            "packaging/etc/egret/policy.yaml does not pass policy check"
         );
-    }
-    let d = unit_directives(&unit_text()?);
-    let exec = unit_value(&d, "Service", "ExecStart").context("no ExecStart")?;
-    for flag in flags_in(exec.split_whitespace()) {
-        ensure!(
-            flags.contains(&flag),
-            "the unit passes --{flag}, which egret run does not know"
-        );
-    }
-    let check = Command::new(&bin)
-        .args(["policy", "check"])
-        .arg(repo_root().join("packaging/etc/egret/policy.yaml"))
-        .output()?;
-    ensure!(
-        check.status.success(),
-        "packaging/etc/egret/policy.yaml does not pass policy check"
-    );
-    Ok(())
+        Ok(())
+    })
 }
 
 // --------------------------------------------------------------------- container image --

@@ -13,7 +13,7 @@ use egret_e2e::dns::{
     parse_resolve_counts, str_array, ResolveCounts,
 };
 use egret_e2e::expect::{check_field_str, check_network, is_flow, is_metric};
-use egret_e2e::policy::{check_alert, check_verdict, is_alert, AlertWant};
+use egret_e2e::policy::{check_verdict, expect_alert, is_alert, AlertWant};
 use egret_e2e::{
     field, field_str, field_u64, run_with_timeout, socket_addr, AcceptServer, DnsServer, Harness,
     PolicyDir, RunOutput, TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
@@ -26,8 +26,14 @@ use std::time::{Duration, Instant};
 const DNS: &str = env!("CARGO_BIN_EXE_egret-dns");
 const DNS_NAME: &str = "egret-dns";
 
-fn dns_server(args: &[&str]) -> Result<DnsServer> {
-    DnsServer::start(Path::new(DNS), args)
+/// `egret-dns server` with `options`, each `(flag, value)` such as `("--ttl", "60")` or
+/// `("--a", "web.test=127.0.0.21")`.
+fn dns_server(options: &[(&str, &str)]) -> Result<DnsServer> {
+    let args: Vec<&str> = options
+        .iter()
+        .flat_map(|(flag, value)| [*flag, *value])
+        .collect();
+    DnsServer::start(Path::new(DNS), &args)
 }
 
 /// Runs `egret-dns <args>` in `cg` and returns its output whatever the exit status.
@@ -240,12 +246,9 @@ fn names_on_tcp_and_udp_lines_and_the_dns_line() -> Result<()> {
         let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
         let udp = UdpServer::start(socket_addr("0.0.0.0:0")?)?;
         let dns = dns_server(&[
-            "--ttl",
-            "60",
-            "--a",
-            "web.test=127.0.0.21",
-            "--a",
-            "udp.test=127.0.0.22",
+            ("--ttl", "60"),
+            ("--a", "web.test=127.0.0.21"),
+            ("--a", "udp.test=127.0.0.22"),
         ])?;
         let mut h = start_egret(cg, &dns, None, &[])?;
 
@@ -294,14 +297,10 @@ fn cname_chain_names_the_question_and_every_link() -> Result<()> {
     Harness::with_cgroup("dns-cname", |cg| {
         let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
         let dns = dns_server(&[
-            "--ttl",
-            "60",
-            "--cname",
-            "alias.test=mid.test",
-            "--cname",
-            "mid.test=target.test",
-            "--a",
-            "target.test=127.0.0.5",
+            ("--ttl", "60"),
+            ("--cname", "alias.test=mid.test"),
+            ("--cname", "mid.test=target.test"),
+            ("--a", "target.test=127.0.0.5"),
         ])?;
         let mut h = start_egret(cg, &dns, None, &[])?;
         let out = resolve_connect_once(&h.cgroup, &dns, "alias.test", tcp.port(), &[])?;
@@ -337,7 +336,7 @@ fn cname_chain_names_the_question_and_every_link() -> Result<()> {
 fn aaaa_answer_names_an_ipv6_connection() -> Result<()> {
     Harness::with_cgroup("dns-aaaa", |cg| {
         let tcp = TcpServer::start(socket_addr("[::1]:0")?)?;
-        let dns = dns_server(&["--ttl", "60", "--aaaa", "six.test=::1"])?;
+        let dns = dns_server(&[("--ttl", "60"), ("--aaaa", "six.test=::1")])?;
         let mut h = start_egret(cg, &dns, None, &[])?;
         let out = resolve_connect_once(&h.cgroup, &dns, "six.test", tcp.port(), &["--aaaa"])?;
         let ev = flow_line_of(&mut h, out.pid, "connect", "tcp", tcp.port())?;
@@ -364,7 +363,7 @@ fn aaaa_answer_names_an_ipv6_connection() -> Result<()> {
 fn name_expires_with_the_ttl() -> Result<()> {
     Harness::with_cgroup("dns-ttl", |cg| {
         let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
-        let dns = dns_server(&["--ttl", "1", "--a", "ttl.test=127.0.0.31"])?;
+        let dns = dns_server(&[("--ttl", "1"), ("--a", "ttl.test=127.0.0.31")])?;
         let mut h = start_egret(cg, &dns, None, &["--dns-ttl-floor", "1"])?;
         // Resolve and connect at once, then (same process, no new question) again after 3 s.
         let out = resolve_connect_once(
@@ -407,18 +406,12 @@ fn audit_mode_domain_rules() -> Result<()> {
     Harness::with_cgroup("dns-audit", |cg| {
         let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
         let dns = dns_server(&[
-            "--ttl",
-            "60",
-            "--a",
-            "a.b.example.test=127.0.0.41",
-            "--a",
-            "x.example.test=127.0.0.45",
-            "--a",
-            "example.test=127.0.0.42",
-            "--a",
-            "api.other.test=127.0.0.43",
-            "--a",
-            "www.other.test=127.0.0.44",
+            ("--ttl", "60"),
+            ("--a", "a.b.example.test=127.0.0.41"),
+            ("--a", "x.example.test=127.0.0.45"),
+            ("--a", "example.test=127.0.0.42"),
+            ("--a", "api.other.test=127.0.0.43"),
+            ("--a", "www.other.test=127.0.0.44"),
         ])?;
         let dir = PolicyDir::create("dns-audit")?;
         let policy = dir.write(
@@ -452,15 +445,8 @@ rules:
                 None => {
                     check_verdict(&ev, "unapproved", "audit", None)
                         .with_context(|| format!("{name} should be unapproved"))?;
-                    let alert = h.egret.wait_for(
-                        |v| {
-                            is_alert(v, "connect", "tcp", tcp.port())
-                                && field_str(v, "destination.ip") == Some(ip)
-                        },
-                        LINE_TIMEOUT,
-                    )?;
-                    check_alert(
-                        &alert,
+                    expect_alert(
+                        &mut h.egret,
                         &AlertWant {
                             action: "connect",
                             transport: "tcp",
@@ -510,14 +496,10 @@ fn block_mode_learns_answers_before_the_application_connects() -> Result<()> {
         let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
         let udp = UdpServer::start(socket_addr("0.0.0.0:0")?)?;
         let dns = dns_server(&[
-            "--ttl",
-            "5",
-            "--rotate",
-            "svc.rotate.test=127.1.0.0/16",
-            "--rotate",
-            "dgram.rotate.test=127.3.0.0/16",
-            "--rotate",
-            "svc.unlisted.test=127.4.0.0/16",
+            ("--ttl", "5"),
+            ("--rotate", "svc.rotate.test=127.1.0.0/16"),
+            ("--rotate", "dgram.rotate.test=127.3.0.0/16"),
+            ("--rotate", "svc.unlisted.test=127.4.0.0/16"),
         ])?;
         let dir = PolicyDir::create("dns-race")?;
         let policy = dir.write(
@@ -731,11 +713,9 @@ fn block_mode_allows_every_address_of_a_large_answer() -> Result<()> {
         let records: Vec<String> = (1..=ADDRESSES)
             .map(|i| format!("many.test=127.5.0.{i}"))
             .collect();
-        let mut args = vec!["--ttl", "60"];
-        for r in &records {
-            args.extend(["--a", r.as_str()]);
-        }
-        let dns = dns_server(&args)?;
+        let mut options = vec![("--ttl", "60")];
+        options.extend(records.iter().map(|r| ("--a", r.as_str())));
+        let dns = dns_server(&options)?;
         let dir = PolicyDir::create("dns-large")?;
         let policy = dir.write(
             "policy.yaml",
@@ -786,12 +766,9 @@ fn malformed_answers_are_counted_and_teach_nothing() -> Result<()> {
     Harness::with_cgroup("dns-malformed", |cg| {
         let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
         let dns = dns_server(&[
-            "--ttl",
-            "60",
-            "--malformed",
-            "bad.test",
-            "--a",
-            "good.test=127.0.0.51",
+            ("--ttl", "60"),
+            ("--malformed", "bad.test"),
+            ("--a", "good.test=127.0.0.51"),
         ])?;
         let mut h = start_egret(cg, &dns, None, &[])?;
         let server = dns.addr();
@@ -844,15 +821,19 @@ fn malformed_answers_are_counted_and_teach_nothing() -> Result<()> {
 fn dns_over_tcp() -> Result<()> {
     Harness::with_cgroup("dns-tcp", |cg| {
         let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
-        let dns = dns_server(&[
-            "--tcp",
-            "--ttl",
-            "60",
-            "--a",
-            "tcp.test=127.0.0.61",
-            "--a",
-            "tcp2.test=127.0.0.62",
-        ])?;
+        // `--tcp` (answer over TCP too) is a flag without a value.
+        let dns = DnsServer::start(
+            Path::new(DNS),
+            &[
+                "--tcp",
+                "--ttl",
+                "60",
+                "--a",
+                "tcp.test=127.0.0.61",
+                "--a",
+                "tcp2.test=127.0.0.62",
+            ],
+        )?;
         let mut h = start_egret(cg, &dns, None, &[])?;
         let server = dns.addr();
 

@@ -59,12 +59,7 @@ fn metrics_and_clean_shutdown() -> Result<()> {
         check_metric(&periodic)?;
 
         let before = h.egret.events()?;
-        let status = h.egret.stop()?;
-        ensure!(
-            status.success(),
-            "egret exited with {status} after SIGTERM\nstderr:\n{}",
-            h.egret.stderr_tail()
-        );
+        h.egret.stop_cleanly()?;
         let raw = std::fs::read_to_string(h.egret.events_path())?;
         ensure!(
             raw.ends_with('\n'),

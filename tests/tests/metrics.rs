@@ -1,6 +1,7 @@
 //! The Prometheus endpoint (`--metrics-addr`), scraped by a real Prometheus server.
 
 use anyhow::{ensure, Context, Result};
+use egret_e2e::policy::audit_policy;
 use egret_e2e::prometheus::{ensure_prometheus, free_port, http_get, http_raw, Prometheus};
 use egret_e2e::{
     command, egret_bin, field_str, marker, prerequisite, run_with_timeout, Egret, Harness,
@@ -50,10 +51,7 @@ fn prometheus_scrapes_what_egret_wrote() -> Result<()> {
         let policies = PolicyDir::create("metrics")?;
         let policy = policies.write(
             "policy.yaml",
-            &format!(
-                "mode: audit\nloopback: audit\nrules:\n  - name: approved-port\n    to: [\"127.0.0.1\"]\n    ports: [{}]\n",
-                approved.port()
-            ),
+            &audit_policy("approved-port", approved.port()),
         )?;
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mut h = Harness::start(
@@ -77,17 +75,10 @@ fn prometheus_scrapes_what_egret_wrote() -> Result<()> {
         ensure!(health.status == 200, "/healthz: {health:?}");
         let missing = http_get(metrics_addr, "/nope")?;
         ensure!(missing.status == 404, "/nope: {missing:?}");
-        let post = http_raw(
-            metrics_addr,
-            b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
-            Duration::from_secs(10),
-        )?;
+        let raw = |request: &[u8]| http_raw(metrics_addr, request, Duration::from_secs(10));
+        let post = raw(b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n")?;
         ensure!(post.status == 405, "POST: {post:?}");
-        let garbage = http_raw(
-            metrics_addr,
-            b"\x16\x03\x01 hello\r\n\r\n",
-            Duration::from_secs(10),
-        )?;
+        let garbage = raw(b"\x16\x03\x01 hello\r\n\r\n")?;
         ensure!(garbage.status == 400, "garbage: {garbage:?}");
         let page = http_get(metrics_addr, "/metrics")?;
         ensure!(page.status == 200, "/metrics: {page:?}");
@@ -182,10 +173,10 @@ fn prometheus_scrapes_what_egret_wrote() -> Result<()> {
                 break;
             }
             ensure!(
-            Instant::now() < deadline,
-            "Prometheus never saw what egret wrote\nwritten:    {want:?}\nprometheus: {got:?}\n--- prometheus.log ---\n{}",
-            prometheus.log()
-        );
+                Instant::now() < deadline,
+                "Prometheus never saw what egret wrote\nwritten:    {want:?}\nprometheus: {got:?}\n--- prometheus.log ---\n{}",
+                prometheus.log()
+            );
             std::thread::sleep(Duration::from_millis(500));
         }
 
@@ -276,8 +267,7 @@ fn a_metrics_address_that_is_taken_stops_egret() -> Result<()> {
         // `none`: no endpoint, and egret runs.
         let mut egret = Egret::start(cgroup.path(), &["--metrics-addr", "none"])
             .context("egret with --metrics-addr none")?;
-        let status = egret.stop()?;
-        ensure!(status.success(), "egret exited with {status}");
+        egret.stop_cleanly()?;
         egret.discard_dir_on_drop();
         Ok(())
     })

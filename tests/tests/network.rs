@@ -7,8 +7,9 @@ use egret_e2e::expect::{
 };
 use egret_e2e::{
     argv, command_for_argv, field, field_str, field_u64, marker, parse_timestamp, prerequisite,
-    socket_addr, Harness, NetNs, TcpServer, UdpServer,
+    socket_addr, Harness, NetNs, RunOutput, TcpServer, UdpServer,
 };
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -17,6 +18,21 @@ use std::time::{Duration, SystemTime};
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
 const SLACK: Duration = Duration::from_secs(5);
 
+/// Runs the client with `args` in the test cgroup and waits for its `action` line (`transport`,
+/// destination `port`): argv as the client saw it, what it printed, and the line.
+fn client_line(
+    h: &mut Harness,
+    args: &[&str],
+    action: &str,
+    transport: &str,
+    port: u16,
+) -> Result<(Vec<String>, RunOutput, Value)> {
+    let argv = argv(CLIENT, args);
+    let out = h.run(&mut command_for_argv(&argv))?;
+    let line = h.egret.wait_for_flow(action, transport, port)?;
+    Ok((argv, out, line))
+}
+
 #[test]
 fn tcp_ipv4_connect() -> Result<()> {
     let t0 = SystemTime::now();
@@ -24,10 +40,13 @@ fn tcp_ipv4_connect() -> Result<()> {
         let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
         let port = server.port();
         let m1 = marker();
-        let args1 = argv(CLIENT, &["tcp", "127.0.0.1", &port.to_string(), &m1]);
-        let out1 = h.run(&mut command_for_argv(&args1))?;
-
-        let ev = h.egret.wait_for_flow("connect", "tcp", port)?;
+        let (args1, out1, ev) = client_line(
+            &mut h,
+            &["tcp", "127.0.0.1", &port.to_string(), &m1],
+            "connect",
+            "tcp",
+            port,
+        )?;
         check_network(&ev, "connect", "tcp", "ipv4", "127.0.0.1", port)?;
         check_client_process(&ev, out1.pid, &args1, &h.cgroup)?;
         check_user(&ev, 0, 0, Some("root"))?;
@@ -85,9 +104,13 @@ fn tcp_ipv6_connect() -> Result<()> {
     Harness::with_egret("tcp6", &[], |mut h| {
         let server = TcpServer::start(socket_addr("[::1]:0")?)?;
         let port = server.port();
-        let args = argv(CLIENT, &["tcp", "::1", &port.to_string(), &marker()]);
-        let out = h.run(&mut command_for_argv(&args))?;
-        let ev = h.egret.wait_for_flow("connect", "tcp", port)?;
+        let (args, out, ev) = client_line(
+            &mut h,
+            &["tcp", "::1", &port.to_string(), &marker()],
+            "connect",
+            "tcp",
+            port,
+        )?;
         check_network(&ev, "connect", "tcp", "ipv6", "::1", port)?;
         check_client_process(&ev, out.pid, &args, &h.cgroup)?;
         check_timestamp(&ev, t0, SLACK)?;
@@ -101,9 +124,13 @@ fn tcp_ipv4_mapped_ipv6_is_reported_as_ipv4() -> Result<()> {
         let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
         let port = server.port();
         // An AF_INET6 socket connecting to ::ffff:127.0.0.1.
-        let args = argv(CLIENT, &["tcp", "::ffff:127.0.0.1", &port.to_string()]);
-        let out = h.run(&mut command_for_argv(&args))?;
-        let ev = h.egret.wait_for_flow("connect", "tcp", port)?;
+        let (args, out, ev) = client_line(
+            &mut h,
+            &["tcp", "::ffff:127.0.0.1", &port.to_string()],
+            "connect",
+            "tcp",
+            port,
+        )?;
         check_network(&ev, "connect", "tcp", "ipv4", "127.0.0.1", port)?;
         check_pids(&ev, out.pid, std::process::id())?;
         check_args(&ev, &args)?;
@@ -116,12 +143,13 @@ fn udp_connected() -> Result<()> {
     Harness::with_egret("udpconn", &[], |mut h| {
         let server = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
         let port = server.port();
-        let args = argv(
-            CLIENT,
+        let (args, out, ev) = client_line(
+            &mut h,
             &["udp-connect", "127.0.0.1", &port.to_string(), &marker()],
-        );
-        let out = h.run(&mut command_for_argv(&args))?;
-        let ev = h.egret.wait_for_flow("connect", "udp", port)?;
+            "connect",
+            "udp",
+            port,
+        )?;
         check_network(&ev, "connect", "udp", "ipv4", "127.0.0.1", port)?;
         check_client_process(&ev, out.pid, &args, &h.cgroup)?;
         h.finish()
@@ -133,8 +161,8 @@ fn udp_unconnected_sends_are_aggregated() -> Result<()> {
     Harness::with_egret("udpsend", &[], |mut h| {
         let server = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
         let port = server.port();
-        let args = argv(
-            CLIENT,
+        let (args, out, ev) = client_line(
+            &mut h,
             &[
                 "udp-send",
                 "127.0.0.1",
@@ -143,9 +171,10 @@ fn udp_unconnected_sends_are_aggregated() -> Result<()> {
                 "1000",
                 &marker(),
             ],
-        );
-        let out = h.run(&mut command_for_argv(&args))?;
-        let ev = h.egret.wait_for_flow("send", "udp", port)?;
+            "send",
+            "udp",
+            port,
+        )?;
         check_network(&ev, "send", "udp", "ipv4", "127.0.0.1", port)?;
         check_client_process(&ev, out.pid, &args, &h.cgroup)?;
         let n = field_u64(&ev, "egret.udp.datagrams");
@@ -208,9 +237,7 @@ fn bash_dev_tcp() -> Result<()> {
 
 #[test]
 fn connect_into_test_netns() -> Result<()> {
-    let Some(ns) =
-        prerequisite(egret_e2e::skip::require_root().and_then(|()| NetNs::create("conn")))?
-    else {
+    let Some(ns) = NetNs::prerequisite("conn")? else {
         return Ok(());
     };
     Harness::with_egret("netns", &[], |mut h| {
@@ -218,9 +245,13 @@ fn connect_into_test_netns() -> Result<()> {
             TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), 0))?)?;
         let port = server.port();
         let ip = ns.ns_v4().to_string();
-        let args = argv(CLIENT, &["tcp", &ip, &port.to_string()]);
-        let out = h.run(&mut command_for_argv(&args))?;
-        let ev = h.egret.wait_for_flow("connect", "tcp", port)?;
+        let (args, out, ev) = client_line(
+            &mut h,
+            &["tcp", &ip, &port.to_string()],
+            "connect",
+            "tcp",
+            port,
+        )?;
         check_network(&ev, "connect", "tcp", "ipv4", &ip, port)?;
         check_pids(&ev, out.pid, std::process::id())?;
         check_args(&ev, &args)?;
@@ -230,25 +261,30 @@ fn connect_into_test_netns() -> Result<()> {
             let s6 =
                 TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
             let ip6 = ns.ns_v6().to_string();
-            let args = argv(CLIENT, &["tcp", &ip6, &s6.port().to_string()]);
-            let out = h.run(&mut command_for_argv(&args))?;
-            let ev = h.egret.wait_for_flow("connect", "tcp", s6.port())?;
+            let (_, out, ev) = client_line(
+                &mut h,
+                &["tcp", &ip6, &s6.port().to_string()],
+                "connect",
+                "tcp",
+                s6.port(),
+            )?;
             check_network(&ev, "connect", "tcp", "ipv6", &ip6, s6.port())?;
             check_pids(&ev, out.pid, std::process::id())?;
         }
         // UDP datagrams into the namespace (unconnected).
         let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
         let uport = usock.local_addr()?.port();
-        let args = argv(
-            CLIENT,
+        let (_, out, ev) = client_line(
+            &mut h,
             &["udp-send", &ip, &uport.to_string(), "--count", "7"],
-        );
-        let out = h.run(&mut command_for_argv(&args))?;
-        let ev = h.egret.wait_for_flow("send", "udp", uport)?;
+            "send",
+            "udp",
+            uport,
+        )?;
         check_network(&ev, "send", "udp", "ipv4", &ip, uport)?;
         check_pids(&ev, out.pid, std::process::id())?;
         ensure!(
-            field(&ev, "egret.udp.datagrams").and_then(serde_json::Value::as_u64) == Some(7),
+            field(&ev, "egret.udp.datagrams").and_then(Value::as_u64) == Some(7),
             "egret.udp.datagrams want 7\nline: {ev}"
         );
         drop(usock);

@@ -7,7 +7,7 @@ use egret_e2e::expect::{has_arg, is_flow};
 use egret_e2e::json::read_jsonl;
 use egret_e2e::{
     egret_bin, field, field_str, field_u64, marker, prerequisite, run_with_timeout, socket_addr,
-    Harness, RunOutput, TcpServer, LINE_TIMEOUT,
+    Harness, RunOutput, TcpServer, TestCgroup, LINE_TIMEOUT,
 };
 use serde_json::Value;
 use std::collections::HashSet;
@@ -135,12 +135,7 @@ fn rotation_under_traffic_keeps_every_connection_once_and_verify_catches_tamperi
                 );
                 std::thread::sleep(Duration::from_millis(200));
             }
-            let status = h.egret.stop()?;
-            ensure!(
-                status.success(),
-                "egret exited with {status}\n{}",
-                h.egret.stderr_tail()
-            );
+            h.egret.stop_cleanly()?;
 
             let files = output_set(h.egret.dir())?;
             ensure!(files.len() >= 5, "only {} files: {files:?}", files.len());
@@ -303,12 +298,7 @@ fn sigkill_then_restart_cuts_the_torn_line_and_the_chain_continues() -> Result<(
         let m = marker();
         h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]))?;
         h.egret.wait_for(|v| has_arg(v, &m), LINE_TIMEOUT)?;
-        let status = h.egret.stop()?;
-        ensure!(
-            status.success(),
-            "egret exited with {status}\n{}",
-            h.egret.stderr_tail()
-        );
+        h.egret.stop_cleanly()?;
 
         let after = std::fs::read(&events)?;
         ensure!(
@@ -496,6 +486,29 @@ fn rfc5424_parser_is_strict() -> Result<()> {
     Ok(())
 }
 
+/// egret writing to the syslog socket `socket` (facility local4) and one connection from the
+/// test cgroup with a marker: the harness, the server (to keep open) and the marker.
+fn syslog_egret_and_one_connection(
+    cgroup: TestCgroup,
+    socket: &Path,
+) -> Result<(Harness, TcpServer, String)> {
+    let socket_arg = socket.display().to_string();
+    let h = Harness::start(
+        cgroup,
+        &[
+            "--syslog",
+            "--syslog-socket",
+            &socket_arg,
+            "--syslog-facility",
+            "local4",
+        ],
+    )?;
+    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let m = marker();
+    h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &server.port().to_string(), &m]))?;
+    Ok((h, server, m))
+}
+
 #[test]
 fn syslog_gets_an_rfc5424_frame_per_line() -> Result<()> {
     Harness::with_cgroup("out-syslog", |cgroup| {
@@ -505,21 +518,7 @@ fn syslog_gets_an_rfc5424_frame_per_line() -> Result<()> {
         let socket = dir.join("log.sock");
         let receiver = UnixDatagram::bind(&socket).context("bind the test's syslog socket")?;
         receiver.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let socket_arg = socket.display().to_string();
-        let mut h = Harness::start(
-            cgroup,
-            &[
-                "--syslog",
-                "--syslog-socket",
-                &socket_arg,
-                "--syslog-facility",
-                "local4",
-            ],
-        )?;
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let port = server.port();
-        let m = marker();
-        h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]))?;
+        let (mut h, server, m) = syslog_egret_and_one_connection(cgroup, &socket)?;
 
         let pid = h.egret.pid().context("pid")?.to_string();
         let host = nix::unistd::gethostname()?.to_string_lossy().into_owned();
@@ -569,7 +568,7 @@ fn syslog_gets_an_rfc5424_frame_per_line() -> Result<()> {
                 frame.hostname == host || (host.is_empty() && frame.hostname == "-"),
                 "{frame:?}"
             );
-            let found = is_flow(&line, "connect", "tcp", port) && has_arg(&line, &m);
+            let found = is_flow(&line, "connect", "tcp", server.port()) && has_arg(&line, &m);
             frames.push((frame, line));
             if found {
                 break frames.last().cloned();
@@ -591,12 +590,7 @@ fn syslog_gets_an_rfc5424_frame_per_line() -> Result<()> {
                 .is_some_and(|(_, v)| field_str(v, "event.dataset") == Some("egret.output")),
             "the first frame is not egret's output start line"
         );
-        let status = h.egret.stop()?;
-        ensure!(
-            status.success(),
-            "egret exited with {status}\n{}",
-            h.egret.stderr_tail()
-        );
+        h.egret.stop_cleanly()?;
         let file: HashSet<String> = raw_lines(&h.egret.events_path())?.into_iter().collect();
         for (frame, _) in &frames {
             ensure!(
@@ -694,29 +688,10 @@ template(name="fields" type="list") {{
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        let socket_arg = socket.display().to_string();
-        let mut h = Harness::start(
-            cgroup,
-            &[
-                "--syslog",
-                "--syslog-socket",
-                &socket_arg,
-                "--syslog-facility",
-                "local4",
-            ],
-        )?;
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let port = server.port();
-        let m = marker();
-        h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]))?;
+        let (mut h, _server, m) = syslog_egret_and_one_connection(cgroup, &socket)?;
         h.egret.wait_for(|v| has_arg(v, &m), LINE_TIMEOUT)?;
         let pid = h.egret.pid().context("pid")?.to_string();
-        let status = h.egret.stop()?;
-        ensure!(
-            status.success(),
-            "egret exited with {status}\n{}",
-            h.egret.stderr_tail()
-        );
+        h.egret.stop_cleanly()?;
         let file: HashSet<String> = raw_lines(&h.egret.events_path())?.into_iter().collect();
 
         let deadline = Instant::now() + LINE_TIMEOUT;

@@ -7,7 +7,7 @@
 use anyhow::{ensure, Result};
 use egret_e2e::expect::{check_network, is_flow};
 use egret_e2e::policy::{
-    check_alert, check_verdict, is_alert, is_any_alert, read_jsonl, AlertWant,
+    check_alert, check_verdict, expect_alert, is_alert, is_any_alert, read_jsonl, AlertWant,
 };
 use egret_e2e::{
     command, field_str, field_u64, marker, prerequisite, run_in, run_with_timeout, skip,
@@ -95,11 +95,8 @@ fn audit_verdicts_and_one_alert_per_window() -> Result<()> {
             .egret
             .wait_for_marked_flow("connect", "tcp", b.port(), &m)?;
         check_verdict(&ev_b, "unapproved", "audit", None)?;
-        let alert = h
-            .egret
-            .wait_for(|v| is_alert(v, "connect", "tcp", b.port()), LINE_TIMEOUT)?;
-        check_alert(
-            &alert,
+        let alert = expect_alert(
+            &mut h.egret,
             &AlertWant {
                 action: "connect",
                 transport: "tcp",
@@ -172,10 +169,10 @@ fn audit_verdicts_and_one_alert_per_window() -> Result<()> {
             "message",
         ] {
             ensure!(
-            egret_e2e::field(&file[0], key) == egret_e2e::field(&alert, key),
-            "{key} differs between the output's alert and the --alerts file's\noutput: {alert}\nfile: {}",
-            file[0]
-        );
+                egret_e2e::field(&file[0], key) == egret_e2e::field(&alert, key),
+                "{key} differs between the output's alert and the --alerts file's\noutput: {alert}\nfile: {}",
+                file[0]
+            );
         }
         h.finish()
     })
@@ -187,8 +184,10 @@ fn alert_repeats_are_counted_after_the_window() -> Result<()> {
         let dir = PolicyDir::create("repeat")?;
         let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
         let b = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let policy = dir.write("policy.yaml", &one_rule_policy(a.port()))?;
-        let policy_arg = policy.display().to_string();
+        let policy_arg = dir
+            .write("policy.yaml", &one_rule_policy(a.port()))?
+            .display()
+            .to_string();
         let mut h = Harness::start(cg, &["--policy", &policy_arg, "--alert-window", "1"])?;
         let port = b.port().to_string();
 
@@ -326,8 +325,7 @@ rules:
             x = net8.port(),
             child = child.relative_path()
         );
-        let policy = dir.write("policy.yaml", &policy)?;
-        let policy_arg = policy.display().to_string();
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
         let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
         // The harness's cgroup is the parent; `child` is below it (also watched).
         type Case<'a> = (
@@ -431,8 +429,7 @@ rules:
 
 #[test]
 fn default_policy_approves_loopback_only() -> Result<()> {
-    let Some(ns) = prerequisite(skip::require_root().and_then(|()| NetNs::create("poldef")))?
-    else {
+    let Some(ns) = NetNs::prerequisite("poldef")? else {
         return Ok(());
     };
     Harness::with_egret("pol-default", &[], |mut h| {
@@ -467,15 +464,8 @@ fn default_policy_approves_loopback_only() -> Result<()> {
             let out = h.run(&mut command(CLIENT, &[sub, ip, &port.to_string(), &m]))?;
             let ev = h.egret.wait_for_marked_flow(action, transport, *port, &m)?;
             check_verdict(&ev, "unapproved", "audit", None)?;
-            let alert = h.egret.wait_for(
-                |v| {
-                    is_alert(v, action, transport, *port)
-                        && field_str(v, "destination.ip") == Some(ip)
-                },
-                LINE_TIMEOUT,
-            )?;
-            check_alert(
-                &alert,
+            expect_alert(
+                &mut h.egret,
                 &AlertWant {
                     action,
                     transport,
@@ -519,6 +509,23 @@ fn policy_check(file: &std::path::Path) -> Result<egret_e2e::RunOutput> {
     run_with_timeout(&mut cmd, Duration::from_secs(30))
 }
 
+/// `egret policy check FILE` must exit with `code` (`what` names the case in the error).
+fn policy_check_exits(
+    file: &std::path::Path,
+    code: i32,
+    what: &str,
+) -> Result<egret_e2e::RunOutput> {
+    let out = policy_check(file)?;
+    ensure!(
+        out.status.code() == Some(code),
+        "{what}: want exit {code}, got {}\nstdout: {}\nstderr: {}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    Ok(out)
+}
+
 /// The `FILE:LINE:COLUMN: PATH: MESSAGE` lines of `stderr` for `file`: (line, column, path).
 fn located_errors(stderr: &str, file: &str) -> Vec<(usize, usize, String)> {
     stderr
@@ -557,14 +564,7 @@ rules:
     protocols: [udp, tcp]
 ",
     )?;
-    let out = policy_check(&good)?;
-    ensure!(
-        out.status.success(),
-        "valid policy: want exit 0, got {}\nstdout: {}\nstderr: {}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    let out = policy_check_exits(&good, 0, "valid policy")?;
     let lines: Vec<&str> = out.stdout.lines().collect();
     ensure!(
         lines.len() == 1 && lines[0].contains("ok"),
@@ -585,14 +585,7 @@ rules:
 ";
     let bad = dir.write("bad.yaml", bad_text)?;
     let bad_s = bad.display().to_string();
-    let out = policy_check(&bad)?;
-    ensure!(
-        out.status.code() == Some(1),
-        "invalid policy: want exit 1, got {}\nstdout: {}\nstderr: {}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    let out = policy_check_exits(&bad, 1, "invalid policy")?;
     let mut errors = located_errors(&out.stderr, &bad_s);
     errors.sort();
     let want = [
@@ -639,14 +632,7 @@ rules:
 ";
     let procs = dir.write("procs.yaml", proc_text)?;
     let procs_s = procs.display().to_string();
-    let out = policy_check(&procs)?;
-    ensure!(
-        out.status.code() == Some(1),
-        "block mode with processes: want exit 1, got {}\nstdout: {}\nstderr: {}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    let out = policy_check_exits(&procs, 1, "block mode with processes")?;
     let errors = located_errors(&out.stderr, &procs_s);
     ensure!(
         errors.len() == 1 && errors[0].0 == 6 && errors[0].2.starts_with("rules[0].processes"),

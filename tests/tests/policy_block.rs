@@ -6,7 +6,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use egret_e2e::expect::{is_flow, is_metric};
-use egret_e2e::policy::{check_alert, check_verdict, is_alert, read_loop_status, AlertWant};
+use egret_e2e::policy::{check_verdict, expect_alert, read_loop_status, AlertWant};
 use egret_e2e::{
     command, field, field_str, field_u64, marker, run_with_timeout, socket_addr, wait_until, Egret,
     Harness, PinPath, PolicyDir, RunOutput, TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
@@ -82,8 +82,7 @@ rules:
             a6.port(),
             ua.port()
         );
-        let policy = dir.write("policy.yaml", &policy)?;
-        let policy_arg = policy.display().to_string();
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
         let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
         let (cg_path, cg_id) = (h.cgroup.relative_path(), h.cgroup.id()?);
 
@@ -113,11 +112,8 @@ rules:
                     && field(&end, "egret.connection.id") == field(&ev, "egret.connection.id"),
                 "end line of a blocked connect\nstart: {ev}\nend: {end}"
             );
-            let alert = h
-                .egret
-                .wait_for(|v| is_alert(v, "connect", "tcp", port), LINE_TIMEOUT)?;
-            check_alert(
-                &alert,
+            let _alert = expect_alert(
+                &mut h.egret,
                 &AlertWant {
                     action: "connect",
                     transport: "tcp",
@@ -159,11 +155,8 @@ rules:
             )?;
             let ev = h.egret.wait_for_flow("send", "udp", port)?;
             check_verdict(&ev, "blocked", "block", None)?;
-            let alert = h
-                .egret
-                .wait_for(|v| is_alert(v, "send", "udp", port), LINE_TIMEOUT)?;
-            check_alert(
-                &alert,
+            let _alert = expect_alert(
+                &mut h.egret,
                 &AlertWant {
                     action: "send",
                     transport: "udp",
@@ -221,10 +214,7 @@ rules:
 
 #[test]
 fn block_mode_non_loopback_destinations_and_default_loopback() -> Result<()> {
-    let Some(ns) = egret_e2e::prerequisite(
-        egret_e2e::skip::require_root().and_then(|()| egret_e2e::NetNs::create("blkns")),
-    )?
-    else {
+    let Some(ns) = egret_e2e::NetNs::prerequisite("blkns")? else {
         return Ok(());
     };
     Harness::with_cgroup("blk-netns", |cg| {
@@ -243,8 +233,7 @@ fn block_mode_non_loopback_destinations_and_default_loopback() -> Result<()> {
             "mode: block\nrules:\n  - name: ns-web\n    to: [\"{ip}/32\"]\n    ports: [{}]\n    protocols: [tcp]\n",
             allowed.port()
         );
-        let policy = dir.write("policy.yaml", &policy)?;
-        let policy_arg = policy.display().to_string();
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
         let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
 
         let cases: [(&str, u16, Option<&str>); 3] = [
@@ -527,8 +516,8 @@ fn reload_under_load(name: &str, watch: bool) -> Result<()> {
             // An invalid policy is refused; the old one stays in force.
             let stderr_before = h.egret.stderr_text()?.len();
             let invalid = format!(
-            "mode: block\nloopback: audit\nrules:\n  - name: allowed\n    to: [\"127.0.0.1/32\"]\n    ports: [{pa}, {pb}, 70000]\n"
-        );
+                "mode: block\nloopback: audit\nrules:\n  - name: allowed\n    to: [\"127.0.0.1/32\"]\n    ports: [{pa}, {pb}, 70000]\n"
+            );
             deliver(&mut h.egret, &dir, file, &invalid, Delivery::Sighup)?;
             h.egret.wait_for(
                 |v| {
@@ -542,9 +531,9 @@ fn reload_under_load(name: &str, watch: bool) -> Result<()> {
             let stderr = h.egret.stderr_text()?;
             let new = stderr.get(stderr_before..).unwrap_or_default();
             ensure!(
-            new.contains(file),
-            "after the invalid policy egret's stderr should name {file} with the error; new stderr:\n{new}"
-        );
+                new.contains(file),
+                "after the invalid policy egret's stderr should name {file} with the error; new stderr:\n{new}"
+            );
             let s3 = lp.get(pb)?;
             std::thread::sleep(Duration::from_millis(1000));
             let s4 = lp.get(pb)?;

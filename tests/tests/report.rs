@@ -243,8 +243,7 @@ fn report_and_suggested_policy_over_real_traffic() -> Result<()> {
             ],
         )?;
         servers.traffic(&mut egret, &cg, &unit)?;
-        let status = egret.stop()?;
-        ensure!(status.success(), "egret: {status}\n{}", egret.stderr_tail());
+        egret.stop_cleanly()?;
         let events = dir.path().join("events.jsonl");
         std::fs::copy(egret.events_path(), &events)?;
         egret.discard_dir_on_drop();
@@ -377,8 +376,7 @@ fn report_and_suggested_policy_over_real_traffic() -> Result<()> {
         servers.traffic(&mut egret, &cg, &unit)?;
         // Lines are flushed at least every second: an alert would be there by now.
         std::thread::sleep(Duration::from_millis(2500));
-        let status = egret.stop()?;
-        ensure!(status.success(), "egret: {status}\n{}", egret.stderr_tail());
+        egret.stop_cleanly()?;
         let second = egret.events()?;
         let alerts: Vec<&Value> = second.iter().filter(|v| is_any_alert(v)).collect();
         ensure!(

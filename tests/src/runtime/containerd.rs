@@ -286,15 +286,22 @@ impl Containerd {
         track(&self.containers, (ns.to_string(), id.to_string()))
     }
 
-    /// Runs a container to completion (`ctr run --rm`) in namespace `ns`, at most `timeout`.
-    /// The container id is 64 hex; its cgroup is `<cgroup_parent>/<id>`.
-    pub fn run(&self, ns: &str, spec: &RunSpec, timeout: Duration) -> Result<ContainerRun> {
+    /// `ctr run <mode> ...` for `spec` in namespace `ns` (image imported, container tracked
+    /// for removal), and the container's id.
+    fn run_command(&self, ns: &str, spec: &RunSpec, mode: &str) -> Result<(String, Command)> {
         self.import_image(ns)?;
         let id = spec.id.clone().unwrap_or_else(|| container_id(&spec.name));
         self.track(ns, &id)?;
         let mut cmd = self.ctr_cmd(ns);
-        cmd.args(["run", "--rm"]);
+        cmd.args(["run", mode]);
         self.run_args(&mut cmd, spec, &id);
+        Ok((id, cmd))
+    }
+
+    /// Runs a container to completion (`ctr run --rm`) in namespace `ns`, at most `timeout`.
+    /// The container id is 64 hex; its cgroup is `<cgroup_parent>/<id>`.
+    pub fn run(&self, ns: &str, spec: &RunSpec, timeout: Duration) -> Result<ContainerRun> {
+        let (id, mut cmd) = self.run_command(ns, spec, "--rm")?;
         let t0 = Instant::now();
         let out = crate::run_with_timeout(&mut cmd, timeout)?;
         Ok(ContainerRun {
@@ -310,12 +317,7 @@ impl Containerd {
     /// Starts a container in the background (`ctr run -d`) and returns once its first
     /// process exists.
     pub fn start_container(&self, ns: &str, spec: &RunSpec) -> Result<RunningContainer> {
-        self.import_image(ns)?;
-        let id = spec.id.clone().unwrap_or_else(|| container_id(&spec.name));
-        self.track(ns, &id)?;
-        let mut cmd = self.ctr_cmd(ns);
-        cmd.args(["run", "-d"]);
-        self.run_args(&mut cmd, spec, &id);
+        let (id, mut cmd) = self.run_command(ns, spec, "-d")?;
         cli(&mut cmd).with_context(|| format!("--- containerd.log ---\n{}", self.log_tail()))?;
         let pid_file = self.pid_file(&id);
         let mut pid = None;
