@@ -172,12 +172,10 @@ pub fn parse_resolve_counts(text: &str) -> Result<ResolveCounts> {
     let mut c = ResolveCounts::default();
     let mut seen = 0;
     for word in line.split_whitespace() {
-        let (k, v) = word
+        let (k, n) = word
             .split_once('=')
-            .with_context(|| format!("bad resolve-connect line {line:?}"))?;
-        let n: u64 = v
-            .parse()
-            .with_context(|| format!("bad number in {line:?}"))?;
+            .and_then(|(key, value)| Some((key, value.parse::<u64>().ok()?)))
+            .with_context(|| format!("{word:?} is not `key=number` in {line:?}"))?;
         let slot = match k {
             "iterations" => &mut c.iterations,
             "ok" => &mut c.ok,

@@ -5,7 +5,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,6 +33,23 @@ pub fn command_for_argv(argv: &[String]) -> Command {
     let mut command = Command::new(argv.first().map(String::as_str).unwrap_or_default());
     command.args(argv.iter().skip(1));
     command
+}
+
+/// Waits at most `timeout` for `child` to exit; past that it is killed and reaped, and that
+/// is an error.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().context("wait for a child process")? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The last `max_lines` lines of the log file `path`, for error messages (or why it cannot be
@@ -236,6 +253,11 @@ impl TcpServer {
     pub fn start(bind: SocketAddr) -> Result<Self> {
         let listener = TcpListener::bind(bind).with_context(|| format!("bind tcp {bind}"))?;
         Self::from_listener(listener)
+    }
+
+    /// [`Self::start`] on 127.0.0.1 and a free port.
+    pub fn loopback() -> Result<Self> {
+        Self::start(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)))
     }
 
     /// Serves an already bound listener (e.g. one bound inside a network namespace).

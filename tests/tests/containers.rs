@@ -23,8 +23,8 @@ use egret_e2e::runtime::{
     Dockerd, KubePod, RunSpec, Runtime, Tools, V1Mirrors, IMAGE_REF,
 };
 use egret_e2e::{
-    cgroup2_mount, field, field_str, prerequisite, skip, socket_addr, Harness, PolicyDir,
-    TcpServer, TestCgroup, LINE_TIMEOUT,
+    cgroup2_mount, field, field_str, prerequisite, skip, wait_until, Harness, PolicyDir, TcpServer,
+    TestCgroup, LINE_TIMEOUT,
 };
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -149,32 +149,45 @@ impl CtrEnv {
     }
 }
 
+/// `sh -c <script>` in a container named `name`.
+fn sh_spec(name: &str, script: &str) -> RunSpec {
+    RunSpec::new(name, &["sh", "-c", script])
+}
+
+/// A line from container `id` (`container` of `pod`, started by containerd below the test
+/// cgroup `under`): its container and Kubernetes fields and its cgroup path.
+fn check_pod_container(
+    ev: &Value,
+    pod: &KubePod,
+    under: &str,
+    id: &str,
+    container: &str,
+) -> Result<()> {
+    check_container(ev, id, "containerd", container)?;
+    check_k8s(ev, pod, container)?;
+    check_field_str(
+        ev,
+        "egret.cgroup.path",
+        &format!("{}/{}", pod.cgroup_parent(under), id),
+    )
+}
+
 #[test]
 fn containerd_kubernetes_pod_identity() -> Result<()> {
     let Some(mut env) = CtrEnv::setup("ctr-k8s", &[])? else {
         return Ok(());
     };
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
     let pod = KubePod::new("web-6d9f7c5b8-x2x7q", "shop");
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "web",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", connect(&format!("127.0.0.1 {port}"))),
-        ],
+        &format!("{}; sleep 60", connect(&format!("127.0.0.1 {port}"))),
     )
     .in_pod(&pod, "web", &env.cgroup_rel());
     let c = env.rt.start_container(K8S_NAMESPACE, &spec)?;
     let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
-    check_container(&ev, &c.id, "containerd", "web")?;
-    check_k8s(&ev, &pod, "web")?;
-    check_field_str(
-        &ev,
-        "egret.cgroup.path",
-        &format!("{}/{}", pod.cgroup_parent(&env.cgroup_rel()), c.id),
-    )?;
+    check_pod_container(&ev, &pod, &env.cgroup_rel(), &c.id, "web")?;
     check_field_str(&ev, "destination.ip", "127.0.0.1")?;
     env.rt.remove(K8S_NAMESPACE, &c.id)?;
     env.finish()
@@ -185,17 +198,13 @@ fn containerd_short_lived_container_keeps_identity() -> Result<()> {
     let Some(mut env) = CtrEnv::setup("ctr-short", &[])? else {
         return Ok(());
     };
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
     let pod = KubePod::new("job-28311-abcde", "batch");
     // Starts, connects, exits: `ctr run --rm` returns only once the container is gone.
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "once",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; exit 0", connect(&format!("127.0.0.1 {port}"))),
-        ],
+        &format!("{}; exit 0", connect(&format!("127.0.0.1 {port}"))),
     )
     .in_pod(&pod, "once", &env.cgroup_rel());
     let run = env
@@ -209,13 +218,7 @@ fn containerd_short_lived_container_keeps_identity() -> Result<()> {
         run.stderr
     );
     let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
-    check_container(&ev, &run.id, "containerd", "once")?;
-    check_k8s(&ev, &pod, "once")?;
-    check_field_str(
-        &ev,
-        "egret.cgroup.path",
-        &format!("{}/{}", pod.cgroup_parent(&env.cgroup_rel()), run.id),
-    )?;
+    check_pod_container(&ev, &pod, &env.cgroup_rel(), &run.id, "once")?;
     env.finish()
 }
 
@@ -226,18 +229,14 @@ fn containerd_container_started_before_egret() -> Result<()> {
     };
     let pod = KubePod::new("cache-0", "infra");
     // Running before egret starts; connects only when told to.
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "cache",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
-        ],
+        &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
     )
     .in_pod(&pod, "cache", &prep.cgroup_rel());
     let c = prep.rt.start_container(K8S_NAMESPACE, &spec)?;
     let mut env = prep.start_egret(&[])?;
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
     go(c.pid, &target(server.addr()))?;
     let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
@@ -261,32 +260,18 @@ fn containerd_own_network_namespace_via_veth() -> Result<()> {
     let veth = ContainerVeth::create(sandbox.pid)?;
     let server = TcpServer::start(SocketAddr::new(veth.host_v4().into(), 0))?;
     let port = server.port();
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "api",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", connect(&target(server.addr()))),
-        ],
+        &format!("{}; sleep 60", connect(&target(server.addr()))),
     )
     .in_pod(&pod, "api", &env.cgroup_rel())
     .join_network_of(sandbox.pid);
     let c = env.rt.start_container(K8S_NAMESPACE, &spec)?;
     let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
     check_field_str(&ev, "destination.ip", &veth.host_v4().to_string())?;
-    check_container(&ev, &c.id, "containerd", "api")?;
-    check_k8s(&ev, &pod, "api")?;
-    check_field_str(
-        &ev,
-        "egret.cgroup.path",
-        &format!("{}/{}", pod.cgroup_parent(&env.cgroup_rel()), c.id),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.accepted() == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    check_pod_container(&ev, &pod, &env.cgroup_rel(), &c.id, "api")?;
     ensure!(
-        server.accepted() >= 1,
+        wait_until(Duration::from_secs(10), || Ok(server.accepted() >= 1))?,
         "the server on the veth saw no connection"
     );
     env.rt.remove(K8S_NAMESPACE, &c.id)?;
@@ -297,15 +282,11 @@ fn containerd_own_network_namespace_via_veth() -> Result<()> {
 
 #[test]
 fn containerd_block_mode_namespace_rule() -> Result<()> {
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
-    let dir = PolicyDir::create("ctr-ns")?;
-    let policy = dir.write(
-        "policy.yaml",
-        &format!(
+    let (_dir, policy) = PolicyDir::with_policy("ctr-ns", &format!(
             "mode: block\nloopback: audit\nrules:\n  - name: team-a\n    to: [\"127.0.0.1/32\"]\n    ports: [{port}]\n    namespaces: [\"team-a\"]\n"
-        ),
-    )?;
+        ))?;
     let policy = policy.display().to_string();
     let Some(mut env) = CtrEnv::setup("ctr-block", &["--policy", &policy])? else {
         return Ok(());
@@ -342,12 +323,8 @@ fn containerd_block_mode_namespace_rule() -> Result<()> {
     )?;
     check_verdict(&ev_a, "approved", "block", Some("team-a"))?;
     check_k8s(&ev_a, &pod_a, "client")?;
-    let deadline = Instant::now() + LINE_TIMEOUT;
-    while server.accepted() == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     ensure!(
-        server.accepted() > before,
+        wait_until(LINE_TIMEOUT, || Ok(server.accepted() > before))?,
         "team-a's connection never reached the server"
     );
 
@@ -422,7 +399,7 @@ fn docker_container_identity() -> Result<()> {
     let Some(mut env) = DockerEnv::setup("docker", &[])? else {
         return Ok(());
     };
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
     let name = format!("egret-web-{}", egret_e2e::unique_suffix());
     let spec = RunSpec::new(
@@ -445,7 +422,7 @@ fn docker_container_identity() -> Result<()> {
     check_field_absent(&ev, "orchestrator.type")?;
 
     // A second container that connects and exits at once keeps its identity too.
-    let server2 = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server2 = TcpServer::loopback()?;
     let port2 = server2.port();
     let name2 = format!("egret-once-{}", egret_e2e::unique_suffix());
     let spec2 = RunSpec::new(
@@ -467,14 +444,10 @@ fn docker_container_identity() -> Result<()> {
 
 /// Waits until `server` has accepted more than `before` connections.
 fn wait_accepted(server: &TcpServer, before: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.accepted() <= before {
-        ensure!(
-            Instant::now() < deadline,
-            "the test server saw no new connection"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ensure!(
+        wait_until(Duration::from_secs(10), || Ok(server.accepted() > before))?,
+        "the test server saw no new connection"
+    );
     Ok(())
 }
 
@@ -554,15 +527,11 @@ fn harness_containerd_runs_kubelet_style_containers_below_the_test_cgroup() -> R
     eprintln!("containerd: cgroup v2 {want}; v1 copies: {v1_dirs:?}");
 
     // Host network, connect to a loopback server, exit.
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let t0 = Instant::now();
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "once",
-        &[
-            "sh",
-            "-c",
-            &format!("cat /proc/self/cgroup; {}", connect(&target(server.addr()))),
-        ],
+        &format!("cat /proc/self/cgroup; {}", connect(&target(server.addr()))),
     )
     .in_pod(&pod, "once", &cg.relative_path());
     let run = rt
@@ -582,13 +551,9 @@ fn harness_containerd_runs_kubelet_style_containers_below_the_test_cgroup() -> R
     );
 
     // Own network namespace: a veth in, a server on the host end.
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "netns",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
-        ],
+        &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
     )
     .own_network()
     .in_pod(&pod, "netns", &cg.relative_path());
@@ -614,13 +579,9 @@ fn harness_containerd_runs_kubelet_style_containers_below_the_test_cgroup() -> R
     )?;
     let veth2 = ContainerVeth::create(sandbox.pid)?;
     let server3 = TcpServer::start(SocketAddr::new(veth2.host_v4().into(), 0))?;
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "app",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", connect(&target(server3.addr()))),
-        ],
+        &format!("{}; sleep 60", connect(&target(server3.addr()))),
     )
     .in_pod(&pod2, "app", &cg.relative_path())
     .join_network_of(sandbox.pid);
@@ -710,7 +671,7 @@ fn harness_dockerd_runs_containers_below_the_test_cgroup() -> Result<()> {
         "docker inspect: {labels}"
     );
 
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let t0 = Instant::now();
     let name2 = format!("egret-h2-{}", egret_e2e::unique_suffix());
     let run = rt

@@ -26,11 +26,11 @@ use egret_e2e::deploy::{
     shared_libraries, unit_directives, unit_value, yaml_top_keys, Validator, KUBERNETES_VERSIONS,
 };
 use egret_e2e::expect::{check_host, has_arg, is_flow, is_metric};
+use egret_e2e::policy::audit_policy;
+use egret_e2e::run::{log_tail, wait_child};
 use egret_e2e::runtime::{ensure_programs, Podman, V1Mirrors};
 use egret_e2e::skip::{require_egret_bin, require_root, require_world_executable, with_egret_bin};
-use egret_e2e::{
-    drop_privileges, field_str, prerequisite, socket_addr, ScratchDir, TcpServer, TestCgroup,
-};
+use egret_e2e::{drop_privileges, field_str, prerequisite, ScratchDir, TcpServer, TestCgroup};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -122,15 +122,6 @@ fn wait_ready(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines
-        .get(lines.len().saturating_sub(n)..)
-        .unwrap_or_default()
-        .join("\n")
 }
 
 /// One TCP connection from `cg` to `port` on loopback by a fresh `egret-testclient` with
@@ -380,13 +371,13 @@ fn systemd_unit_runs_with_its_capabilities_and_sandbox() -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let cg = TestCgroup::create("deploy-unit")?;
     let pre_cg = cg.child("pre")?;
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let pre = KillOnDrop(nobody_loop(&pre_cg, server.port())?);
     std::thread::sleep(Duration::from_millis(300));
 
     let mut child = start_unit_egret(&out, &cg, &caps, true, Some(&strace))?;
     let stderr = out.join("stderr.log");
-    let ctx = || format!("--- stderr ---\n{}", tail(&stderr, 30));
+    let ctx = || format!("--- stderr ---\n{}", log_tail(&stderr, 30));
     let pid = {
         let mut alive = || matches!(child.try_wait(), Ok(None));
         wait_ready(&out.join("ready"), &mut alive, ctx)?
@@ -553,12 +544,12 @@ fn systemd_unit_capabilities_are_each_needed() -> Result<()> {
         .collect();
     let scratch = ScratchDir::create("deploy-ptrace")?;
     let cg = TestCgroup::create("deploy-ptrace")?;
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let pre = KillOnDrop(nobody_loop(&cg, server.port())?);
     std::thread::sleep(Duration::from_millis(300));
     let mut child = start_unit_egret(scratch.path(), &cg, &fewer, false, None)?;
     let stderr = scratch.path().join("stderr.log");
-    let ctx = || format!("--- stderr ---\n{}", tail(&stderr, 30));
+    let ctx = || format!("--- stderr ---\n{}", log_tail(&stderr, 30));
     let mut alive = || matches!(child.try_wait(), Ok(None));
     wait_ready(&scratch.path().join("ready"), &mut alive, ctx)?;
     let pre_pid = u64::from(pre.0.id());
@@ -883,7 +874,7 @@ fn container_image_privileged() -> Result<()> {
         probe.stderr
     );
 
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let marker = egret_e2e::marker();
     connect_from(&cg, server.port(), &marker)?;
     let line = wait_line(
@@ -946,10 +937,9 @@ fn write_configmap(dir: &Path, files: &[(&str, &str)], generation: u32) -> Resul
     Ok(())
 }
 
+/// [`audit_policy`] with its one rule for TCP only.
 fn policy_approving(rule: &str, port: u16) -> String {
-    format!(
-        "mode: audit\nloopback: audit\nrules:\n  - name: {rule}\n    to: [\"127.0.0.1\"]\n    ports: [{port}]\n    protocols: [tcp]\n"
-    )
+    format!("{}    protocols: [tcp]\n", audit_policy(rule, port))
 }
 
 /// The DaemonSet, as far as podman can run it: the rendered manifests' capabilities,
@@ -983,7 +973,7 @@ fn container_image_as_the_daemonset_runs_it() -> Result<()> {
     let _v1 = V1Mirrors::of(&parent)?;
     let podman = podman;
     let image = build_image(&podman)?;
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
 
     // Volumes: host paths as they are, except the node's log directory and the runtime
     // socket directories (test directories instead: nothing is created on the host), the
@@ -1292,20 +1282,4 @@ fn kubernetes_manifests_validate() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Waits for `child` at most `timeout` (then kills it and fails).
-fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the process did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -13,7 +13,7 @@ use egret_e2e::dns::{
     parse_resolve_counts, str_array, ResolveCounts,
 };
 use egret_e2e::expect::{check_field_str, check_network, is_flow, is_metric};
-use egret_e2e::policy::{check_verdict, expect_alert, is_alert, AlertWant};
+use egret_e2e::policy::{check_verdict, expect_alert, is_alert, AlertSource, AlertWant};
 use egret_e2e::{
     field, field_str, field_u64, run_with_timeout, socket_addr, AcceptServer, DnsServer, Harness,
     PolicyDir, RunOutput, TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
@@ -116,6 +116,26 @@ fn flow_line_of(
 fn dns_line_of(h: &mut Harness, pid: u32, name: &str) -> Result<Value> {
     h.egret
         .wait_for(|v| is_dns_answer(v, name) && has_pid(v, pid), LINE_TIMEOUT)
+}
+
+/// One resolve-and-connect of `name` (TCP to `port`, `extra` flags for the client) whose
+/// connect line must go to `ip` and be named `name`, with every name of `names`: what the
+/// client printed and the line.
+fn named_connect(
+    h: &mut Harness,
+    dns: &DnsServer,
+    name: &str,
+    port: u16,
+    extra: &[&str],
+    ip: &str,
+    names: &[&str],
+) -> Result<(RunOutput, Value)> {
+    let out = resolve_connect_once(&h.cgroup, dns, name, port, extra)?;
+    let ev = flow_line_of(h, out.pid, "connect", "tcp", port)?;
+    let ip_type = if ip.contains(':') { "ipv6" } else { "ipv4" };
+    check_network(&ev, "connect", "tcp", ip_type, ip, port)?;
+    check_named(&ev, name, names)?;
+    Ok((out, ev))
 }
 
 fn has_pid(v: &Value, pid: u32) -> bool {
@@ -253,10 +273,15 @@ fn names_on_tcp_and_udp_lines_and_the_dns_line() -> Result<()> {
         let mut h = start_egret(cg, &dns, None, &[])?;
 
         // TCP: the connect line is named.
-        let out = resolve_connect_once(&h.cgroup, &dns, "web.test", tcp.port(), &[])?;
-        let ev = flow_line_of(&mut h, out.pid, "connect", "tcp", tcp.port())?;
-        check_network(&ev, "connect", "tcp", "ipv4", "127.0.0.21", tcp.port())?;
-        check_named(&ev, "web.test", &["web.test"])?;
+        let (out, _) = named_connect(
+            &mut h,
+            &dns,
+            "web.test",
+            tcp.port(),
+            &[],
+            "127.0.0.21",
+            &["web.test"],
+        )?;
 
         // The dns line: question, answer, resolver, the asker; its socket is the query's socket.
         let line = dns_line_of(&mut h, out.pid, "web.test")?;
@@ -303,12 +328,13 @@ fn cname_chain_names_the_question_and_every_link() -> Result<()> {
             ("--a", "target.test=127.0.0.5"),
         ])?;
         let mut h = start_egret(cg, &dns, None, &[])?;
-        let out = resolve_connect_once(&h.cgroup, &dns, "alias.test", tcp.port(), &[])?;
-        let ev = flow_line_of(&mut h, out.pid, "connect", "tcp", tcp.port())?;
-        check_network(&ev, "connect", "tcp", "ipv4", "127.0.0.5", tcp.port())?;
-        check_named(
-            &ev,
+        let (out, _) = named_connect(
+            &mut h,
+            &dns,
             "alias.test",
+            tcp.port(),
+            &[],
+            "127.0.0.5",
             &["alias.test", "mid.test", "target.test"],
         )?;
         let line = dns_line_of(&mut h, out.pid, "alias.test")?;
@@ -338,10 +364,15 @@ fn aaaa_answer_names_an_ipv6_connection() -> Result<()> {
         let tcp = TcpServer::start(socket_addr("[::1]:0")?)?;
         let dns = dns_server(&[("--ttl", "60"), ("--aaaa", "six.test=::1")])?;
         let mut h = start_egret(cg, &dns, None, &[])?;
-        let out = resolve_connect_once(&h.cgroup, &dns, "six.test", tcp.port(), &["--aaaa"])?;
-        let ev = flow_line_of(&mut h, out.pid, "connect", "tcp", tcp.port())?;
-        check_network(&ev, "connect", "tcp", "ipv6", "::1", tcp.port())?;
-        check_named(&ev, "six.test", &["six.test"])?;
+        let (out, _) = named_connect(
+            &mut h,
+            &dns,
+            "six.test",
+            tcp.port(),
+            &["--aaaa"],
+            "::1",
+            &["six.test"],
+        )?;
         let line = dns_line_of(&mut h, out.pid, "six.test")?;
         check_dns_line(
             &line,
@@ -413,9 +444,8 @@ fn audit_mode_domain_rules() -> Result<()> {
             ("--a", "api.other.test=127.0.0.43"),
             ("--a", "www.other.test=127.0.0.44"),
         ])?;
-        let dir = PolicyDir::create("dns-audit")?;
-        let policy = dir.write(
-            "policy.yaml",
+        let (_dir, policy) = PolicyDir::with_policy(
+            "dns-audit",
             "mode: audit
 loopback: audit
 rules:
@@ -426,7 +456,7 @@ rules:
 ",
         )?;
         let mut h = start_egret(cg, &dns, Some(&policy), &[])?;
-        let (cg_path, cg_id) = (h.cgroup.relative_path(), h.cgroup.id()?);
+        let source = AlertSource::of(DNS_NAME, &h.cgroup)?;
         let cases: [(&str, &str, Option<&str>); 5] = [
             ("a.b.example.test", "127.0.0.41", Some("wild")),
             ("x.example.test", "127.0.0.45", Some("wild")),
@@ -435,10 +465,7 @@ rules:
             ("www.other.test", "127.0.0.44", None),
         ];
         for (name, ip, rule) in cases {
-            let out = resolve_connect_once(&h.cgroup, &dns, name, tcp.port(), &[])?;
-            let ev = flow_line_of(&mut h, out.pid, "connect", "tcp", tcp.port())?;
-            check_network(&ev, "connect", "tcp", "ipv4", ip, tcp.port())?;
-            check_named(&ev, name, &[name])?;
+            let (out, ev) = named_connect(&mut h, &dns, name, tcp.port(), &[], ip, &[name])?;
             match rule {
                 Some(rule) => check_verdict(&ev, "approved", "audit", Some(rule))
                     .with_context(|| format!("{name} should be approved by rule {rule}"))?,
@@ -454,9 +481,7 @@ rules:
                             port: tcp.port(),
                             verdict: "unapproved",
                             pid: out.pid,
-                            process_name: DNS_NAME,
-                            cgroup_path: &cg_path,
-                            cgroup_id: cg_id,
+                            source: &source,
                         },
                     )?;
                 }
@@ -501,9 +526,8 @@ fn block_mode_learns_answers_before_the_application_connects() -> Result<()> {
             ("--rotate", "dgram.rotate.test=127.3.0.0/16"),
             ("--rotate", "svc.unlisted.test=127.4.0.0/16"),
         ])?;
-        let dir = PolicyDir::create("dns-race")?;
-        let policy = dir.write(
-            "policy.yaml",
+        let (_dir, policy) = PolicyDir::with_policy(
+            "dns-race",
             &format!(
                 "mode: block
 loopback: audit
@@ -716,9 +740,8 @@ fn block_mode_allows_every_address_of_a_large_answer() -> Result<()> {
         let mut options = vec![("--ttl", "60")];
         options.extend(records.iter().map(|r| ("--a", r.as_str())));
         let dns = dns_server(&options)?;
-        let dir = PolicyDir::create("dns-large")?;
-        let policy = dir.write(
-            "policy.yaml",
+        let (_dir, policy) = PolicyDir::with_policy(
+            "dns-large",
             &format!(
                 "mode: block
 loopback: audit
@@ -868,10 +891,15 @@ fn dns_over_tcp() -> Result<()> {
         )?;
 
         // The same process resolves over TCP and connects.
-        let out = resolve_connect_once(&h.cgroup, &dns, "tcp2.test", tcp.port(), &["--tcp-dns"])?;
-        let ev = flow_line_of(&mut h, out.pid, "connect", "tcp", tcp.port())?;
-        check_network(&ev, "connect", "tcp", "ipv4", "127.0.0.62", tcp.port())?;
-        check_named(&ev, "tcp2.test", &["tcp2.test"])?;
+        named_connect(
+            &mut h,
+            &dns,
+            "tcp2.test",
+            tcp.port(),
+            &["--tcp-dns"],
+            "127.0.0.62",
+            &["tcp2.test"],
+        )?;
         h.finish()
     })
 }

@@ -48,11 +48,8 @@ fn prometheus_scrapes_what_egret_wrote() -> Result<()> {
         let approved = TcpServer::start("127.0.0.1:0".parse()?)?;
         let unapproved = TcpServer::start("127.0.0.1:0".parse()?)?;
         let udp = UdpServer::start("127.0.0.1:0".parse()?)?;
-        let policies = PolicyDir::create("metrics")?;
-        let policy = policies.write(
-            "policy.yaml",
-            &audit_policy("approved-port", approved.port()),
-        )?;
+        let (_policies, policy) =
+            PolicyDir::with_policy("metrics", &audit_policy("approved-port", approved.port()))?;
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let mut h = Harness::start(
             cgroup,

@@ -37,7 +37,7 @@ fn client_line(
 fn tcp_ipv4_connect() -> Result<()> {
     let t0 = SystemTime::now();
     Harness::with_egret("tcp4", &[], |mut h| {
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = TcpServer::loopback()?;
         let port = server.port();
         let m1 = marker();
         let (args1, out1, ev) = client_line(
@@ -121,7 +121,7 @@ fn tcp_ipv6_connect() -> Result<()> {
 #[test]
 fn tcp_ipv4_mapped_ipv6_is_reported_as_ipv4() -> Result<()> {
     Harness::with_egret("mapped", &[], |mut h| {
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = TcpServer::loopback()?;
         let port = server.port();
         // An AF_INET6 socket connecting to ::ffff:127.0.0.1.
         let (args, out, ev) = client_line(
@@ -212,7 +212,7 @@ fn bash_dev_tcp() -> Result<()> {
         return Ok(());
     };
     Harness::with_egret("bash", &[], |mut h| {
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = TcpServer::loopback()?;
         let port = server.port();
         let script = format!("exec 3<>/dev/tcp/127.0.0.1/{port}");
         let mut cmd = Command::new("/bin/bash");
@@ -295,7 +295,7 @@ fn connect_into_test_netns() -> Result<()> {
 #[test]
 fn traffic_outside_the_cgroup_is_not_reported() -> Result<()> {
     Harness::with_egret("outside", &[], |mut h| {
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = TcpServer::loopback()?;
         let outside = server.port();
         // Not in the cgroup: must not show up.
         egret_e2e::run_with_timeout(
@@ -304,7 +304,7 @@ fn traffic_outside_the_cgroup_is_not_reported() -> Result<()> {
         )?
         .ensure_success()?;
         // In the cgroup, afterwards: once this is seen, the other one would have been too.
-        let server2 = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server2 = TcpServer::loopback()?;
         let inside = server2.port();
         h.run(&mut command_for_argv(&argv(
             CLIENT,

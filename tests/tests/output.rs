@@ -6,8 +6,8 @@ use anyhow::{bail, ensure, Context, Result};
 use egret_e2e::expect::{has_arg, is_flow};
 use egret_e2e::json::read_jsonl;
 use egret_e2e::{
-    egret_bin, field, field_str, field_u64, marker, prerequisite, run_with_timeout, socket_addr,
-    Harness, RunOutput, TcpServer, TestCgroup, LINE_TIMEOUT,
+    egret_bin, field, field_str, field_u64, marker, prerequisite, run_with_timeout, Harness,
+    RunOutput, TcpServer, TestCgroup, LINE_TIMEOUT,
 };
 use serde_json::Value;
 use std::collections::HashSet;
@@ -101,7 +101,7 @@ fn rotation_under_traffic_keeps_every_connection_once_and_verify_catches_tamperi
         "out-rotate",
         &["--output-max-bytes", "16K", "--output-retain", "1000"],
         |mut h| {
-            let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+            let server = TcpServer::loopback()?;
             let port = server.port();
             let out = h.run(Command::new(CLIENT).args([
                 "connect-loop",
@@ -248,7 +248,7 @@ fn rotation_under_traffic_keeps_every_connection_once_and_verify_catches_tamperi
 #[test]
 fn sigkill_then_restart_cuts_the_torn_line_and_the_chain_continues() -> Result<()> {
     Harness::with_egret("out-kill9", &[], |mut h| {
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = TcpServer::loopback()?;
         let port = server.port();
         // Traffic while egret is killed.
         let mut load = Command::new(CLIENT);
@@ -503,7 +503,7 @@ fn syslog_egret_and_one_connection(
             "local4",
         ],
     )?;
-    let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let m = marker();
     h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &server.port().to_string(), &m]))?;
     Ok((h, server, m))

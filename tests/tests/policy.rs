@@ -7,7 +7,8 @@
 use anyhow::{ensure, Result};
 use egret_e2e::expect::{check_network, is_flow};
 use egret_e2e::policy::{
-    check_alert, check_verdict, expect_alert, is_alert, is_any_alert, read_jsonl, AlertWant,
+    check_alert, check_verdict, expect_alert, is_alert, is_any_alert, read_jsonl, AlertSource,
+    AlertWant,
 };
 use egret_e2e::{
     command, field_str, field_u64, marker, prerequisite, run_in, run_with_timeout, skip,
@@ -55,8 +56,7 @@ fn one_rule_policy(port: u16) -> String {
 fn audit_verdicts_and_one_alert_per_window() -> Result<()> {
     Harness::with_cgroup("pol-audit", |cg| {
         let dir = PolicyDir::create("audit")?;
-        let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let b = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
         let policy = dir.write("policy.yaml", &one_rule_policy(a.port()))?;
         let alerts = dir.path().join("alerts.jsonl");
         let (policy_arg, alerts_arg) = (policy.display().to_string(), alerts.display().to_string());
@@ -71,7 +71,7 @@ fn audit_verdicts_and_one_alert_per_window() -> Result<()> {
                 "60",
             ],
         )?;
-        let (cg_path, cg_id) = (h.cgroup.relative_path(), h.cgroup.id()?);
+        let source = AlertSource::of(CLIENT_NAME, &h.cgroup)?;
 
         // Approved: the rule's name, no alert.
         let (_, ev_a) = flow_line(
@@ -104,9 +104,7 @@ fn audit_verdicts_and_one_alert_per_window() -> Result<()> {
                 port: b.port(),
                 verdict: "unapproved",
                 pid: out.pid,
-                cgroup_path: &cg_path,
-                cgroup_id: cg_id,
-                process_name: CLIENT_NAME,
+                source: &source,
             },
         )?;
         ensure!(
@@ -182,8 +180,7 @@ fn audit_verdicts_and_one_alert_per_window() -> Result<()> {
 fn alert_repeats_are_counted_after_the_window() -> Result<()> {
     Harness::with_cgroup("pol-repeat", |cg| {
         let dir = PolicyDir::create("repeat")?;
-        let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let b = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
         let policy_arg = dir
             .write("policy.yaml", &one_rule_policy(a.port()))?
             .display()
@@ -297,7 +294,7 @@ fn rule_selectors_ranges_prefixes_protocols_cgroups() -> Result<()> {
         let udp = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
         let u = udp.port();
         let _tcp_on_u = TcpServer::start(SocketAddr::new("127.0.0.1".parse()?, u))?;
-        let sel = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let sel = TcpServer::loopback()?;
         let c = sel.port();
         let policy = format!(
             "mode: audit
@@ -368,7 +365,7 @@ rules:
                 continue;
             }
             if rule.is_none() {
-                let cg_path = cg.relative_path();
+                let source = AlertSource::of(CLIENT_NAME, cg)?;
                 let found = h.egret.wait_for(
                     |v| {
                         is_alert(v, action, transport, port)
@@ -388,9 +385,7 @@ rules:
                                 port,
                                 verdict: "unapproved",
                                 pid,
-                                cgroup_path: &cg_path,
-                                cgroup_id: cg.id()?,
-                                process_name: CLIENT_NAME,
+                                source: &source,
                             },
                         ) {
                             failures.push(format!("{ip} port {port}/{transport} alert: {e:#}"));
@@ -433,8 +428,8 @@ fn default_policy_approves_loopback_only() -> Result<()> {
         return Ok(());
     };
     Harness::with_egret("pol-default", &[], |mut h| {
-        let (cg_path, cg_id) = (h.cgroup.relative_path(), h.cgroup.id()?);
-        let lo4 = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let source = AlertSource::of(CLIENT_NAME, &h.cgroup)?;
+        let lo4 = TcpServer::loopback()?;
         let lo6 = TcpServer::start(socket_addr("[::1]:0")?)?;
         for (ip, port) in [("127.0.0.1", lo4.port()), ("::1", lo6.port())] {
             let m = marker();
@@ -473,9 +468,7 @@ fn default_policy_approves_loopback_only() -> Result<()> {
                     port: *port,
                     verdict: "unapproved",
                     pid: out.pid,
-                    cgroup_path: &cg_path,
-                    cgroup_id: cg_id,
-                    process_name: CLIENT_NAME,
+                    source: &source,
                 },
             )?;
         }

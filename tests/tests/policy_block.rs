@@ -4,13 +4,15 @@
 //!
 //! Every policy here sets `loopback: audit`, so loopback destinations need a rule.
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use egret_e2e::expect::{is_flow, is_metric};
-use egret_e2e::policy::{check_verdict, expect_alert, read_loop_status, AlertWant};
+use egret_e2e::policy::{check_verdict, expect_alert, read_loop_status, AlertSource, AlertWant};
+use egret_e2e::run::wait_child;
 use egret_e2e::{
     command, field, field_str, field_u64, marker, run_with_timeout, socket_addr, wait_until, Egret,
     Harness, PinPath, PolicyDir, RunOutput, TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
 };
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -54,12 +56,36 @@ fn expect_ok(cg: &TestCgroup, args: &[&str]) -> Result<RunOutput> {
     Ok(out)
 }
 
+/// Connects once from the test cgroup (`tcp`, or `udp-connect`) to `ip` port `port` with
+/// `marker` among the client's arguments: approved by `rule` it must work, unapproved (`None`)
+/// it must fail with EPERM; the marked line must carry that block-mode verdict. The client's
+/// output and the line.
+fn judged_connect(
+    h: &mut Harness,
+    client: &str,
+    ip: &str,
+    port: u16,
+    marker: &str,
+    rule: Option<&str>,
+) -> Result<(RunOutput, Value)> {
+    let args = [client, ip, &port.to_string(), marker];
+    let (out, verdict) = match rule {
+        Some(_) => (expect_ok(&h.cgroup, &args)?, "approved"),
+        None => (expect_eperm(&h.cgroup, &args)?, "blocked"),
+    };
+    let transport = if client == "tcp" { "tcp" } else { "udp" };
+    let ev = h
+        .egret
+        .wait_for_marked_flow("connect", transport, port, marker)?;
+    check_verdict(&ev, verdict, "block", rule)?;
+    Ok((out, ev))
+}
+
 #[test]
 fn block_mode_refuses_unapproved_tcp_and_udp() -> Result<()> {
     Harness::with_cgroup("blk-refuse", |cg| {
         let dir = PolicyDir::create("refuse")?;
-        let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let b = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
         let a6 = TcpServer::start(socket_addr("[::1]:0")?)?;
         let b6 = TcpServer::start(socket_addr("[::1]:0")?)?;
         let ua = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
@@ -84,23 +110,18 @@ rules:
         );
         let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
         let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
-        let (cg_path, cg_id) = (h.cgroup.relative_path(), h.cgroup.id()?);
+        let source = AlertSource::of(CLIENT_NAME, &h.cgroup)?;
 
         // Approved TCP, v4 and v6: works, and says which rule.
         for (ip, port) in [("127.0.0.1", a.port()), ("::1", a6.port())] {
-            let m = marker();
-            expect_ok(&h.cgroup, &["tcp", ip, &port.to_string(), &m])?;
-            let ev = h.egret.wait_for_marked_flow("connect", "tcp", port, &m)?;
-            check_verdict(&ev, "approved", "block", Some("tcp-a"))?;
+            judged_connect(&mut h, "tcp", ip, port, &marker(), Some("tcp-a"))?;
         }
 
         // Unapproved TCP, v4 and v6: EPERM before any packet; blocked/failure; an alert.
         for (ip, server) in [("127.0.0.1", &b), ("::1", &b6)] {
             let port = server.port();
             let m = marker();
-            let out = expect_eperm(&h.cgroup, &["tcp", ip, &port.to_string(), &m])?;
-            let ev = h.egret.wait_for_marked_flow("connect", "tcp", port, &m)?;
-            check_verdict(&ev, "blocked", "block", None)?;
+            let (out, ev) = judged_connect(&mut h, "tcp", ip, port, &m, None)?;
             // Its end line: a failure with EPERM, nothing sent, the same connection id.
             let end = h
                 .egret
@@ -112,7 +133,7 @@ rules:
                     && field(&end, "egret.connection.id") == field(&ev, "egret.connection.id"),
                 "end line of a blocked connect\nstart: {ev}\nend: {end}"
             );
-            let _alert = expect_alert(
+            expect_alert(
                 &mut h.egret,
                 &AlertWant {
                     action: "connect",
@@ -121,9 +142,7 @@ rules:
                     port,
                     verdict: "blocked",
                     pid: out.pid,
-                    process_name: CLIENT_NAME,
-                    cgroup_path: &cg_path,
-                    cgroup_id: cg_id,
+                    source: &source,
                 },
             )?;
             ensure!(
@@ -155,7 +174,7 @@ rules:
             )?;
             let ev = h.egret.wait_for_flow("send", "udp", port)?;
             check_verdict(&ev, "blocked", "block", None)?;
-            let _alert = expect_alert(
+            expect_alert(
                 &mut h.egret,
                 &AlertWant {
                     action: "send",
@@ -164,26 +183,14 @@ rules:
                     port,
                     verdict: "blocked",
                     pid: out.pid,
-                    process_name: CLIENT_NAME,
-                    cgroup_path: &cg_path,
-                    cgroup_id: cg_id,
+                    source: &source,
                 },
             )?;
         }
         // IPv4-mapped IPv6 (an AF_INET6 socket to ::ffff:127.0.0.1) is judged as the IPv4 address.
         let mapped = "::ffff:127.0.0.1";
-        let m = marker();
-        expect_ok(&h.cgroup, &["tcp", mapped, &a.port().to_string(), &m])?;
-        let ev = h
-            .egret
-            .wait_for_marked_flow("connect", "tcp", a.port(), &m)?;
-        check_verdict(&ev, "approved", "block", Some("tcp-a"))?;
-        let m = marker();
-        expect_eperm(&h.cgroup, &["tcp", mapped, &b.port().to_string(), &m])?;
-        let ev = h
-            .egret
-            .wait_for_marked_flow("connect", "tcp", b.port(), &m)?;
-        check_verdict(&ev, "blocked", "block", None)?;
+        judged_connect(&mut h, "tcp", mapped, a.port(), &marker(), Some("tcp-a"))?;
+        judged_connect(&mut h, "tcp", mapped, b.port(), &marker(), None)?;
         expect_ok(&h.cgroup, &["udp-send", mapped, &ua.port().to_string()])?;
         expect_eperm(&h.cgroup, &["udp-send", mapped, &ub.port().to_string()])?;
         ensure!(
@@ -192,15 +199,14 @@ rules:
         );
 
         // Connected UDP to an unapproved port: connect() itself is refused.
-        let m = marker();
-        expect_eperm(
-            &h.cgroup,
-            &["udp-connect", "127.0.0.1", &ub.port().to_string(), &m],
+        judged_connect(
+            &mut h,
+            "udp-connect",
+            "127.0.0.1",
+            ub.port(),
+            &marker(),
+            None,
         )?;
-        let ev = h
-            .egret
-            .wait_for_marked_flow("connect", "udp", ub.port(), &m)?;
-        check_verdict(&ev, "blocked", "block", None)?;
         std::thread::sleep(Duration::from_millis(300));
         ensure!(
             ub.received() == 0 && ub6.received() == 0,
@@ -227,7 +233,7 @@ fn block_mode_non_loopback_destinations_and_default_loopback() -> Result<()> {
         let refused = listen(0)?;
         let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
         let uport = usock.local_addr()?.port();
-        let lo = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let lo = TcpServer::loopback()?;
         // `loopback` not given: loopback is approved (rule name `loopback`) even in block mode.
         let policy = format!(
             "mode: block\nrules:\n  - name: ns-web\n    to: [\"{ip}/32\"]\n    ports: [{}]\n    protocols: [tcp]\n",
@@ -242,20 +248,7 @@ fn block_mode_non_loopback_destinations_and_default_loopback() -> Result<()> {
             (ip.as_str(), refused.port(), None),
         ];
         for (dest, port, rule) in cases {
-            let m = marker();
-            let args = ["tcp", dest, &port.to_string(), &m];
-            if rule.is_some() {
-                expect_ok(&h.cgroup, &args)?;
-            } else {
-                expect_eperm(&h.cgroup, &args)?;
-            }
-            let ev = h.egret.wait_for_marked_flow("connect", "tcp", port, &m)?;
-            let verdict = if rule.is_some() {
-                "approved"
-            } else {
-                "blocked"
-            };
-            check_verdict(&ev, verdict, "block", rule)?;
+            judged_connect(&mut h, "tcp", dest, port, &marker(), rule)?;
         }
         ensure!(
             refused.accepted() == 0,
@@ -294,7 +287,7 @@ fn first_try_or_delay(cg: &TestCgroup, port: u16) -> Result<Option<Result<Durati
 fn block_scoped_rules_cover_cgroups_created_later() -> Result<()> {
     Harness::with_cgroup("blk-late", |cg| {
         let dir = PolicyDir::create("late")?;
-        let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let a = TcpServer::loopback()?;
         let unit = format!("egret-e2e-late-{}.service", egret_e2e::unique_suffix());
         let policy = format!(
             "mode: block
@@ -383,6 +376,18 @@ impl Loop {
         })
     }
 
+    /// `port`'s counts after `settle`, and again one second later.
+    fn one_second_of(
+        &self,
+        port: u16,
+        settle: Duration,
+    ) -> Result<(egret_e2e::policy::PortCounts, egret_e2e::policy::PortCounts)> {
+        std::thread::sleep(settle);
+        let before = self.get(port)?;
+        std::thread::sleep(Duration::from_millis(1000));
+        Ok((before, self.get(port)?))
+    }
+
     fn counts(&self) -> Result<BTreeMap<u16, egret_e2e::policy::PortCounts>> {
         read_loop_status(&self.status)
     }
@@ -394,16 +399,8 @@ impl Loop {
     /// Stops the loop; returns its final counts (from its stdout).
     fn finish(mut self) -> Result<BTreeMap<u16, egret_e2e::policy::PortCounts>> {
         std::fs::write(&self.stop, "").context("create stop file")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                bail!("connect-loop did not stop");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_child(&mut self.child, Duration::from_secs(30))
+            .context("connect-loop did not stop")?;
         let (mut stdout, mut stderr) = (String::new(), String::new());
         if let Some(mut pipe) = self.child.stdout.take() {
             pipe.read_to_string(&mut stdout)?;
@@ -468,9 +465,8 @@ fn deliver(
 fn reload_under_load(name: &str, watch: bool) -> Result<()> {
     Harness::with_cgroup(name, |cg| {
         let dir = PolicyDir::create(name)?;
-        let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let b = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let other = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let other = TcpServer::loopback()?;
         let (pa, pb) = (a.port(), b.port());
         let file = "policy.yaml";
         let policy = dir.write(file, &block_policy(&[pa, pb]))?;
@@ -503,10 +499,7 @@ fn reload_under_load(name: &str, watch: bool) -> Result<()> {
             lp.counts()?,
             h.egret.stderr_tail()
         );
-        std::thread::sleep(Duration::from_millis(500));
-        let s1 = lp.get(pb)?;
-        std::thread::sleep(Duration::from_millis(1000));
-        let s2 = lp.get(pb)?;
+        let (s1, s2) = lp.one_second_of(pb, Duration::from_millis(500))?;
         ensure!(
             s2.ok == s1.ok && s2.eperm > s1.eperm,
             "with P2 in force B must be refused every time: {s1:?} then {s2:?}"
@@ -534,9 +527,7 @@ fn reload_under_load(name: &str, watch: bool) -> Result<()> {
                 new.contains(file),
                 "after the invalid policy egret's stderr should name {file} with the error; new stderr:\n{new}"
             );
-            let s3 = lp.get(pb)?;
-            std::thread::sleep(Duration::from_millis(1000));
-            let s4 = lp.get(pb)?;
+            let (s3, s4) = lp.one_second_of(pb, Duration::from_millis(0))?;
             ensure!(
                 s4.ok == s3.ok && s4.eperm > s3.eperm,
                 "after the refused invalid policy B must still be refused: {s3:?} then {s4:?}"
@@ -558,10 +549,7 @@ fn reload_under_load(name: &str, watch: bool) -> Result<()> {
             lp.counts()?,
             h.egret.stderr_tail()
         );
-        std::thread::sleep(Duration::from_millis(500));
-        let s5 = lp.get(pb)?;
-        std::thread::sleep(Duration::from_millis(1000));
-        let s6 = lp.get(pb)?;
+        let (s5, s6) = lp.one_second_of(pb, Duration::from_millis(500))?;
         ensure!(
             s6.eperm == s5.eperm && s6.ok > s5.ok,
             "with P3 in force B must get through every time: {s5:?} then {s6:?}"
@@ -593,8 +581,7 @@ fn reload_under_load(name: &str, watch: bool) -> Result<()> {
             );
         }
         let all = h.egret.events()?;
-        let verdict =
-            |v: &serde_json::Value| field_str(v, "egret.policy.verdict").map(str::to_owned);
+        let verdict = |v: &Value| field_str(v, "egret.policy.verdict").map(str::to_owned);
         let a_blocked = all
             .iter()
             .filter(|v| {
@@ -647,8 +634,7 @@ fn configmap_publish(dir: &Path, version: u32, yaml: &str) -> Result<PathBuf> {
 fn watch_follows_a_configmap_style_symlink_swap() -> Result<()> {
     Harness::with_cgroup("blk-cm", |cg| {
         let dir = PolicyDir::create("configmap")?;
-        let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let b = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
         let (pa, pb) = (a.port(), b.port());
         let link = configmap_publish(dir.path(), 1, &block_policy(&[pa]))?;
         let policy_arg = link.display().to_string();
@@ -675,8 +661,7 @@ fn watch_follows_a_configmap_style_symlink_swap() -> Result<()> {
 fn rapid_reloads_never_refuse_what_every_policy_approves() -> Result<()> {
     Harness::with_cgroup("blk-flap", |cg| {
         let dir = PolicyDir::create("flap")?;
-        let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let b = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
         let (pa, pb) = (a.port(), b.port());
         let file = "policy.yaml";
         let policy = dir.write(file, &block_policy(&[pa, pb]))?;
@@ -748,9 +733,8 @@ fn on_exit_keep_enforces_after_exit_until_taken_over() -> Result<()> {
     Harness::with_cgroup("blk-keep", |cg| {
         let pin = PinPath::new("keep")?;
         let dir = PolicyDir::create("keep")?;
-        let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let b = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let c = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let c = TcpServer::loopback()?;
         let (pa, pb, pc) = (a.port(), b.port(), c.port());
         let arg = |p: PathBuf| p.display().to_string();
         let only_a = arg(dir.write("a.yaml", &block_policy(&[pa]))?);
@@ -863,8 +847,7 @@ fn on_exit_detach_fails_open_after_sigkill() -> Result<()> {
     Harness::with_cgroup("blk-detach", |cg| {
         let pin = PinPath::new("detach")?;
         let dir = PolicyDir::create("detach")?;
-        let a = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let b = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
         let (pa, pb) = (a.port(), b.port());
         let strict = dir.write("strict.yaml", &block_policy(&[pa]))?;
         let (strict, pin_arg) = (strict.display().to_string(), pin.arg());

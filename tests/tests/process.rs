@@ -6,8 +6,8 @@ use egret_e2e::expect::{
     is_flow,
 };
 use egret_e2e::{
-    argv, command_for_argv, drop_privileges, marker, prerequisite, run_in, skip, socket_addr,
-    Harness, TcpServer, LINE_TIMEOUT,
+    argv, command_for_argv, drop_privileges, marker, prerequisite, run_in, skip, Harness,
+    TcpServer, LINE_TIMEOUT,
 };
 use std::path::Path;
 use std::process::Command;
@@ -21,7 +21,7 @@ fn short_lived_processes_are_attributed() -> Result<()> {
         return Ok(());
     };
     Harness::with_egret("shortlived", &[], |mut h| {
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = TcpServer::loopback()?;
         let port = server.port().to_string();
         const RUNS: usize = 20;
         let mut runs = Vec::with_capacity(RUNS);
@@ -75,7 +75,7 @@ fn non_root_user() -> Result<()> {
         return Ok(());
     };
     Harness::with_egret("nobody", &[], |mut h| {
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = TcpServer::loopback()?;
         let port = server.port();
         let args = argv(CLIENT, &["tcp", "127.0.0.1", &port.to_string(), &marker()]);
         let mut cmd = command_for_argv(&args);
@@ -96,7 +96,7 @@ fn systemd_unit_from_cgroup_path() -> Result<()> {
     Harness::with_egret("unit", &[], |mut h| {
         let unit = format!("egret-e2e-{}.service", egret_e2e::unique_suffix());
         let child = h.cgroup.child(&unit)?;
-        let server = TcpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = TcpServer::loopback()?;
         let port = server.port();
         let args = argv(CLIENT, &["tcp", "127.0.0.1", &port.to_string()]);
         let mut cmd = command_for_argv(&args);
