@@ -366,22 +366,31 @@ mod tests {
 
     #[test]
     fn decodes_the_escaped_bytes_of_a_mount_point() {
-        assert_eq!(mount_of(br"/mnt/a\040b"), path_of(b"/mnt/a b"));
-        assert_eq!(mount_of(br"/mnt/a\011b"), path_of(b"/mnt/a\tb"));
-        assert_eq!(mount_of(br"/mnt/a\012b"), path_of(b"/mnt/a\nb"));
-        assert_eq!(mount_of(br"/mnt/a\134b"), path_of(br"/mnt/a\b"));
-        assert_eq!(mount_of(br"/mnt/\040\134\011"), path_of(b"/mnt/ \\\t"));
+        let cases: [(&[u8], &[u8]); 5] = [
+            (br"/mnt/a\040b", b"/mnt/a b"),
+            (br"/mnt/a\011b", b"/mnt/a\tb"),
+            (br"/mnt/a\012b", b"/mnt/a\nb"),
+            (br"/mnt/a\134b", br"/mnt/a\b"),
+            (br"/mnt/\040\134\011", b"/mnt/ \\\t"),
+        ];
+        for (field, path) in cases {
+            assert_eq!(mount_of(field), path_of(path), "{field:?}");
+        }
     }
 
     #[test]
     fn keeps_what_is_not_an_escape() {
         // Not three octal digits, or more than a byte: left as written.
-        assert_eq!(mount_of(br"/mnt/a\x"), path_of(br"/mnt/a\x"));
-        assert_eq!(mount_of(br"/mnt/a\04"), path_of(br"/mnt/a\04"));
-        assert_eq!(mount_of(br"/mnt/a\089"), path_of(br"/mnt/a\089"));
-        assert_eq!(mount_of(br"/mnt/a\400"), path_of(br"/mnt/a\400"));
-        assert_eq!(mount_of(br"/mnt/a\+12"), path_of(br"/mnt/a\+12"));
-        assert_eq!(mount_of(br"/mnt/a\"), path_of(br"/mnt/a\"));
+        for field in [
+            br"/mnt/a\x".as_slice(),
+            br"/mnt/a\04",
+            br"/mnt/a\089",
+            br"/mnt/a\400",
+            br"/mnt/a\+12",
+            br"/mnt/a\",
+        ] {
+            assert_eq!(mount_of(field), path_of(field), "{field:?}");
+        }
     }
 
     #[test]
