@@ -356,6 +356,11 @@ impl UdpServer {
         Self::start_echo(bind, 0)
     }
 
+    /// [`Self::start`] on 127.0.0.1 and a free port.
+    pub fn loopback() -> Result<Self> {
+        Self::start(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)))
+    }
+
     /// Answers every datagram with `reply` bytes (0: no answer).
     pub fn start_echo(bind: SocketAddr, reply: usize) -> Result<Self> {
         let sock = UdpSocket::bind(bind).with_context(|| format!("bind udp {bind}"))?;

@@ -137,7 +137,7 @@ fn every_error_is_reported_at_once_as_documented() -> Result<()> {
 #[test]
 fn a_config_file_sets_output_and_policy_and_flags_override_it() -> Result<()> {
     Harness::with_cgroup("config", |cgroup| {
-        let server = TcpServer::start("127.0.0.1:0".parse()?)?;
+        let server = TcpServer::loopback()?;
         let (_policies, policy) = PolicyDir::with_policy(
             "config",
             &audit_policy("from-the-config-file", server.port()),

@@ -56,7 +56,7 @@ fn testclient_sleep_then_tcp() -> Result<()> {
 
 #[test]
 fn testclient_udp() -> Result<()> {
-    let s = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
+    let s = UdpServer::loopback()?;
     let port = s.port().to_string();
     run_client(&["udp-connect", "127.0.0.1", &port, "marker"])?;
     expect_count("udp-connect: nothing received", 1, || s.received())?;

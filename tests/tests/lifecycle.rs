@@ -3,7 +3,6 @@
 use anyhow::{ensure, Context, Result};
 use egret_e2e::expect::{is_flow, is_metric};
 use egret_e2e::{field, field_str, field_u64, Harness, TcpServer, UdpServer, LINE_TIMEOUT};
-use std::net::SocketAddr;
 use std::process::Command;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
@@ -36,8 +35,8 @@ fn check_metric(v: &serde_json::Value) -> Result<()> {
 #[test]
 fn metrics_and_clean_shutdown() -> Result<()> {
     Harness::with_egret("lifecycle", &[], |mut h| {
-        let tcp = TcpServer::start("127.0.0.1:0".parse::<SocketAddr>().context("addr")?)?;
-        let udp = UdpServer::start("127.0.0.1:0".parse::<SocketAddr>().context("addr")?)?;
+        let tcp = TcpServer::loopback()?;
+        let udp = UdpServer::loopback()?;
         for _ in 0..3 {
             h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &tcp.port().to_string()]))?;
         }

@@ -45,9 +45,9 @@ fn prometheus_scrapes_what_egret_wrote() -> Result<()> {
         let Some(prometheus_bin) = prerequisite(ensure_prometheus())? else {
             return Ok(());
         };
-        let approved = TcpServer::start("127.0.0.1:0".parse()?)?;
-        let unapproved = TcpServer::start("127.0.0.1:0".parse()?)?;
-        let udp = UdpServer::start("127.0.0.1:0".parse()?)?;
+        let approved = TcpServer::loopback()?;
+        let unapproved = TcpServer::loopback()?;
+        let udp = UdpServer::loopback()?;
         let (_policies, policy) =
             PolicyDir::with_policy("metrics", &audit_policy("approved-port", approved.port()))?;
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;

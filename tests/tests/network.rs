@@ -18,17 +18,26 @@ use std::time::{Duration, SystemTime};
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
 const SLACK: Duration = Duration::from_secs(5);
 
-/// Runs the client with `args` in the test cgroup and waits for its `action` line (`transport`,
-/// destination `port`): argv as the client saw it, what it printed, and the line.
+/// Runs `egret-testclient <client> <ip> <port> <extra...>` (`tcp`, `udp-connect` or `udp-send`)
+/// in the test cgroup and waits for the line it causes (`connect`, or `send` for `udp-send`):
+/// argv as the client saw it, what it printed, and the line.
 fn client_line(
     h: &mut Harness,
-    args: &[&str],
-    action: &str,
-    transport: &str,
+    client: &str,
+    ip: &str,
     port: u16,
+    extra: &[&str],
 ) -> Result<(Vec<String>, RunOutput, Value)> {
-    let argv = argv(CLIENT, args);
+    let port_arg = port.to_string();
+    let mut args = vec![client, ip, &port_arg];
+    args.extend_from_slice(extra);
+    let argv = argv(CLIENT, &args);
     let out = h.run(&mut command_for_argv(&argv))?;
+    let (action, transport) = match client {
+        "tcp" => ("connect", "tcp"),
+        "udp-connect" => ("connect", "udp"),
+        _ => ("send", "udp"),
+    };
     let line = h.egret.wait_for_flow(action, transport, port)?;
     Ok((argv, out, line))
 }
@@ -40,13 +49,7 @@ fn tcp_ipv4_connect() -> Result<()> {
         let server = TcpServer::loopback()?;
         let port = server.port();
         let m1 = marker();
-        let (args1, out1, ev) = client_line(
-            &mut h,
-            &["tcp", "127.0.0.1", &port.to_string(), &m1],
-            "connect",
-            "tcp",
-            port,
-        )?;
+        let (args1, out1, ev) = client_line(&mut h, "tcp", "127.0.0.1", port, &[&m1])?;
         check_network(&ev, "connect", "tcp", "ipv4", "127.0.0.1", port)?;
         check_client_process(&ev, out1.pid, &args1, &h.cgroup)?;
         check_user(&ev, 0, 0, Some("root"))?;
@@ -104,13 +107,7 @@ fn tcp_ipv6_connect() -> Result<()> {
     Harness::with_egret("tcp6", &[], |mut h| {
         let server = TcpServer::start(socket_addr("[::1]:0")?)?;
         let port = server.port();
-        let (args, out, ev) = client_line(
-            &mut h,
-            &["tcp", "::1", &port.to_string(), &marker()],
-            "connect",
-            "tcp",
-            port,
-        )?;
+        let (args, out, ev) = client_line(&mut h, "tcp", "::1", port, &[&marker()])?;
         check_network(&ev, "connect", "tcp", "ipv6", "::1", port)?;
         check_client_process(&ev, out.pid, &args, &h.cgroup)?;
         check_timestamp(&ev, t0, SLACK)?;
@@ -124,13 +121,7 @@ fn tcp_ipv4_mapped_ipv6_is_reported_as_ipv4() -> Result<()> {
         let server = TcpServer::loopback()?;
         let port = server.port();
         // An AF_INET6 socket connecting to ::ffff:127.0.0.1.
-        let (args, out, ev) = client_line(
-            &mut h,
-            &["tcp", "::ffff:127.0.0.1", &port.to_string()],
-            "connect",
-            "tcp",
-            port,
-        )?;
+        let (args, out, ev) = client_line(&mut h, "tcp", "::ffff:127.0.0.1", port, &[])?;
         check_network(&ev, "connect", "tcp", "ipv4", "127.0.0.1", port)?;
         check_pids(&ev, out.pid, std::process::id())?;
         check_args(&ev, &args)?;
@@ -141,15 +132,9 @@ fn tcp_ipv4_mapped_ipv6_is_reported_as_ipv4() -> Result<()> {
 #[test]
 fn udp_connected() -> Result<()> {
     Harness::with_egret("udpconn", &[], |mut h| {
-        let server = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = UdpServer::loopback()?;
         let port = server.port();
-        let (args, out, ev) = client_line(
-            &mut h,
-            &["udp-connect", "127.0.0.1", &port.to_string(), &marker()],
-            "connect",
-            "udp",
-            port,
-        )?;
+        let (args, out, ev) = client_line(&mut h, "udp-connect", "127.0.0.1", port, &[&marker()])?;
         check_network(&ev, "connect", "udp", "ipv4", "127.0.0.1", port)?;
         check_client_process(&ev, out.pid, &args, &h.cgroup)?;
         h.finish()
@@ -159,21 +144,14 @@ fn udp_connected() -> Result<()> {
 #[test]
 fn udp_unconnected_sends_are_aggregated() -> Result<()> {
     Harness::with_egret("udpsend", &[], |mut h| {
-        let server = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let server = UdpServer::loopback()?;
         let port = server.port();
         let (args, out, ev) = client_line(
             &mut h,
-            &[
-                "udp-send",
-                "127.0.0.1",
-                &port.to_string(),
-                "--count",
-                "1000",
-                &marker(),
-            ],
-            "send",
-            "udp",
+            "udp-send",
+            "127.0.0.1",
             port,
+            &["--count", "1000", &marker()],
         )?;
         check_network(&ev, "send", "udp", "ipv4", "127.0.0.1", port)?;
         check_client_process(&ev, out.pid, &args, &h.cgroup)?;
@@ -245,13 +223,7 @@ fn connect_into_test_netns() -> Result<()> {
             TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), 0))?)?;
         let port = server.port();
         let ip = ns.ns_v4().to_string();
-        let (args, out, ev) = client_line(
-            &mut h,
-            &["tcp", &ip, &port.to_string()],
-            "connect",
-            "tcp",
-            port,
-        )?;
+        let (args, out, ev) = client_line(&mut h, "tcp", &ip, port, &[])?;
         check_network(&ev, "connect", "tcp", "ipv4", &ip, port)?;
         check_pids(&ev, out.pid, std::process::id())?;
         check_args(&ev, &args)?;
@@ -261,26 +233,14 @@ fn connect_into_test_netns() -> Result<()> {
             let s6 =
                 TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
             let ip6 = ns.ns_v6().to_string();
-            let (_, out, ev) = client_line(
-                &mut h,
-                &["tcp", &ip6, &s6.port().to_string()],
-                "connect",
-                "tcp",
-                s6.port(),
-            )?;
+            let (_, out, ev) = client_line(&mut h, "tcp", &ip6, s6.port(), &[])?;
             check_network(&ev, "connect", "tcp", "ipv6", &ip6, s6.port())?;
             check_pids(&ev, out.pid, std::process::id())?;
         }
         // UDP datagrams into the namespace (unconnected).
         let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
         let uport = usock.local_addr()?.port();
-        let (_, out, ev) = client_line(
-            &mut h,
-            &["udp-send", &ip, &uport.to_string(), "--count", "7"],
-            "send",
-            "udp",
-            uport,
-        )?;
+        let (_, out, ev) = client_line(&mut h, "udp-send", &ip, uport, &["--count", "7"])?;
         check_network(&ev, "send", "udp", "ipv4", &ip, uport)?;
         check_pids(&ev, out.pid, std::process::id())?;
         ensure!(

@@ -291,7 +291,7 @@ fn rule_selectors_ranges_prefixes_protocols_cgroups() -> Result<()> {
         let net8 = TcpServer::start(socket_addr("127.0.0.3:0")?)?;
         let (host2, _host3) = same_port_pair("127.0.0.2".parse()?, "127.0.0.3".parse()?)?;
         let y = host2.port();
-        let udp = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let udp = UdpServer::loopback()?;
         let u = udp.port();
         let _tcp_on_u = TcpServer::start(SocketAddr::new("127.0.0.1".parse()?, u))?;
         let sel = TcpServer::loopback()?;

@@ -88,8 +88,8 @@ fn block_mode_refuses_unapproved_tcp_and_udp() -> Result<()> {
         let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
         let a6 = TcpServer::start(socket_addr("[::1]:0")?)?;
         let b6 = TcpServer::start(socket_addr("[::1]:0")?)?;
-        let ua = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
-        let ub = UdpServer::start(socket_addr("127.0.0.1:0")?)?;
+        let ua = UdpServer::loopback()?;
+        let ub = UdpServer::loopback()?;
         let ub6 = UdpServer::start(socket_addr("[::1]:0")?)?;
         let policy = format!(
             "mode: block
