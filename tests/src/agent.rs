@@ -40,7 +40,8 @@ impl Egret {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let dir = scratch_dir(name.strip_prefix("egret-e2e-").unwrap_or(&name))?;
-        let cmd = run_command(bin, cgroup, &dir, extra_args);
+        let mut cmd = run_command(bin, cgroup, &dir);
+        cmd.args(TEST_LOGGING).args(extra_args);
         Self::spawn(cmd, dir)
     }
 
@@ -335,8 +336,12 @@ impl Egret {
         };
         let (stdout, stderr) = (log("stdout.log")?, log("stderr.log")?);
         let bin = skip::require_egret_bin()?;
-        let mut cmd = run_command(&bin, cgroup, &self.dir, extra_args);
-        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        let mut cmd = run_command(&bin, cgroup, &self.dir);
+        cmd.args(TEST_LOGGING)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
         self.child = Some(cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?);
         self.exit = None;
         self.wait_ready("restarted egret")
@@ -350,9 +355,12 @@ fn scratch_dir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The tests run egret with debug logs (in `stderr.log`, shown when a test fails).
+const TEST_LOGGING: [&str; 2] = ["--log-level", "debug"];
+
 /// `bin run --cgroup <cgroup>` writing `<dir>/events.jsonl` and `<dir>/ready`, with metrics
-/// every second, debug logs and `extra_args`.
-fn run_command(bin: &Path, cgroup: &Path, dir: &Path, extra_args: &[&str]) -> Command {
+/// every second; the caller adds the rest.
+fn run_command(bin: &Path, cgroup: &Path, dir: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.arg("run")
         .arg("--cgroup")
@@ -361,8 +369,7 @@ fn run_command(bin: &Path, cgroup: &Path, dir: &Path, extra_args: &[&str]) -> Co
         .arg(dir.join("events.jsonl"))
         .arg("--ready-file")
         .arg(dir.join("ready"))
-        .args(["--metrics-interval", "1", "--log-level", "debug"])
-        .args(extra_args);
+        .args(["--metrics-interval", "1"]);
     cmd
 }
 
