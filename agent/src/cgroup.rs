@@ -6,9 +6,13 @@
 
 use std::{
     collections::HashMap,
-    ffi::CString,
+    ffi::{CString, OsString},
     fs, io,
-    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _, unix::fs::MetadataExt as _},
+    os::{
+        fd::AsRawFd as _,
+        unix::ffi::{OsStrExt as _, OsStringExt as _},
+        unix::fs::MetadataExt as _,
+    },
     path::{Path, PathBuf},
     sync::Arc,
     time::{Duration, Instant},
@@ -25,44 +29,63 @@ pub enum CgroupError {
     OutsideMount { path: String, mount: String },
 }
 
-/// Finds the cgroup2 mount point in a `/proc/self/mounts`-format text.
-pub fn cgroup2_mount_from(mounts: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (_dev, dir, fstype) = (fields.next()?, fields.next()?, fields.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(unescape_mount_path(dir)))
+/// The mount points of the file systems of type `fstype` in a `/proc/self/mounts`-format text,
+/// in the order they are listed. Works on bytes: a mount point is any byte string, not
+/// necessarily UTF-8, and the kernel escapes only space, tab, newline and backslash in it.
+pub fn mount_points_of_type<'a>(
+    mounts: &'a [u8],
+    fstype: &'a str,
+) -> impl Iterator<Item = PathBuf> + 'a {
+    mounts.split(|&b| b == b'\n').filter_map(move |line| {
+        let mut fields = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|field| !field.is_empty());
+        let (_source, mount_point, line_fstype) = (fields.next()?, fields.next()?, fields.next()?);
+        (line_fstype == fstype.as_bytes()).then(|| PathBuf::from(unescape_mount_field(mount_point)))
     })
 }
 
-/// `/proc/mounts` escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape_mount_path(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'\\' {
-            if let Some(oct) = bytes.get(i + 1..i + 4) {
-                if let Ok(v) = u8::from_str_radix(&String::from_utf8_lossy(oct), 8) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
+/// Finds the cgroup2 mount point in a `/proc/self/mounts`-format text (`&str` or bytes).
+pub fn cgroup2_mount_from(mounts: impl AsRef<[u8]>) -> Option<PathBuf> {
+    mount_points_of_type(mounts.as_ref(), "cgroup2").next()
+}
+
+/// Decodes a path field of `/proc/self/mounts` or `/proc/self/mountinfo`: the kernel writes
+/// space, tab, newline and backslash as three octal digits (`\040`); every other byte, UTF-8
+/// or not, is as it is in the path. A backslash not followed by three octal digits is kept.
+pub fn unescape_mount_field(field: &[u8]) -> OsString {
+    let mut out = Vec::with_capacity(field.len());
+    let mut rest = field;
+    while let Some((&byte, after)) = rest.split_first() {
+        let escaped = match after {
+            [a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7', ..] if byte == b'\\' => {
+                Some(((a - b'0') << 6) | ((b - b'0') << 3) | (c - b'0'))
+            }
+            _ => None,
+        };
+        match escaped {
+            Some(decoded) => {
+                out.push(decoded);
+                rest = after.get(3..).unwrap_or_default();
+            }
+            None => {
+                out.push(byte);
+                rest = after;
             }
         }
-        out.push(b);
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    OsString::from_vec(out)
 }
 
 /// The cgroup2 mount point of this host, from `/proc/self/mounts`.
 pub fn cgroup2_mount() -> Result<PathBuf, CgroupError> {
     let path = "/proc/self/mounts";
-    let text = fs::read_to_string(path).map_err(|source| CgroupError::Io {
+    // Bytes, not text: another mount point may be any byte string.
+    let mounts = fs::read(path).map_err(|source| CgroupError::Io {
         path: path.to_owned(),
         source,
     })?;
-    cgroup2_mount_from(&text).ok_or_else(|| CgroupError::NoCgroup2 {
+    cgroup2_mount_from(&mounts).ok_or_else(|| CgroupError::NoCgroup2 {
         mounts: path.to_owned(),
     })
 }
@@ -302,6 +325,7 @@ pub fn is_cgroup2_dir(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
 
     #[test]
     fn finds_cgroup2_in_hybrid_and_unified_layouts() {
@@ -325,6 +349,78 @@ mod tests {
         assert_eq!(
             cgroup2_mount_from("none /mnt/my\\040cgroups cgroup2 rw 0 0\n"),
             Some(PathBuf::from("/mnt/my cgroups"))
+        );
+    }
+
+    /// The mount point `cgroup2_mount_from` finds in a one-line mounts text with this field.
+    fn mount_of(field: &[u8]) -> Option<PathBuf> {
+        let mut line = b"none ".to_vec();
+        line.extend_from_slice(field);
+        line.extend_from_slice(b" cgroup2 rw 0 0\n");
+        cgroup2_mount_from(line)
+    }
+
+    fn path_of(bytes: &[u8]) -> Option<PathBuf> {
+        Some(PathBuf::from(OsStr::from_bytes(bytes)))
+    }
+
+    #[test]
+    fn decodes_the_escaped_bytes_of_a_mount_point() {
+        let cases: [(&[u8], &[u8]); 5] = [
+            (br"/mnt/a\040b", b"/mnt/a b"),
+            (br"/mnt/a\011b", b"/mnt/a\tb"),
+            (br"/mnt/a\012b", b"/mnt/a\nb"),
+            (br"/mnt/a\134b", br"/mnt/a\b"),
+            (br"/mnt/\040\134\011", b"/mnt/ \\\t"),
+        ];
+        for (field, path) in cases {
+            assert_eq!(mount_of(field), path_of(path), "{field:?}");
+        }
+    }
+
+    #[test]
+    fn keeps_what_is_not_an_escape() {
+        // Not three octal digits, or more than a byte: left as written.
+        for field in [
+            br"/mnt/a\x".as_slice(),
+            br"/mnt/a\04",
+            br"/mnt/a\089",
+            br"/mnt/a\400",
+            br"/mnt/a\+12",
+            br"/mnt/a\",
+        ] {
+            assert_eq!(mount_of(field), path_of(field), "{field:?}");
+        }
+    }
+
+    #[test]
+    fn keeps_non_ascii_and_non_utf8_mount_points() {
+        assert_eq!(
+            mount_of("/mnt/grüße/控制组".as_bytes()),
+            path_of("/mnt/grüße/控制组".as_bytes())
+        );
+        assert_eq!(mount_of(b"/mnt/\xff\xfe"), path_of(b"/mnt/\xff\xfe"));
+        // A non-UTF-8 mount listed before the cgroup2 one does not hide it.
+        let mut mounts = b"tmpfs /mnt/\xff tmpfs rw 0 0\n".to_vec();
+        mounts.extend_from_slice(b"cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n");
+        assert_eq!(
+            cgroup2_mount_from(&mounts),
+            path_of(b"/sys/fs/cgroup/unified")
+        );
+    }
+
+    #[test]
+    fn lists_every_mount_of_a_type() {
+        let mounts = b"cgroup /sys/fs/cgroup/cpu cgroup rw,cpu 0 0\n\
+                       cgroup2 /sys/fs/cgroup/unified cgroup2 rw 0 0\n\
+                       cgroup /sys/fs/cgroup/mem\\040ory cgroup rw,memory 0 0\n";
+        let v1: Vec<PathBuf> = mount_points_of_type(mounts, "cgroup").collect();
+        assert_eq!(
+            v1,
+            [
+                PathBuf::from("/sys/fs/cgroup/cpu"),
+                PathBuf::from("/sys/fs/cgroup/mem ory")
+            ]
         );
     }
 

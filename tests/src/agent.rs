@@ -1,6 +1,8 @@
 //! Running the real egret binary and reading what it writes.
 
+use crate::expect::{has_arg, is_flow};
 use crate::json::field_str;
+use crate::run::log_tail;
 use crate::skip;
 use crate::TestCgroup;
 use anyhow::{anyhow, bail, Context, Result};
@@ -25,17 +27,6 @@ pub struct Egret {
     keep_dir: bool,
 }
 
-fn tail(path: &Path, max_lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let lines: Vec<&str> = s.lines().collect();
-            let from = lines.len().saturating_sub(max_lines);
-            lines.get(from..).unwrap_or_default().join("\n")
-        }
-        Err(e) => format!("<cannot read {}: {e}>", path.display()),
-    }
-}
-
 impl Egret {
     /// Starts `egret run --cgroup <cgroup> ...` and waits for its ready file.
     pub fn start(cgroup: &Path, extra_args: &[&str]) -> Result<Self> {
@@ -48,20 +39,9 @@ impl Egret {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let name = name.strip_prefix("egret-e2e-").unwrap_or(&name);
-        let dir =
-            std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .arg("--cgroup")
-            .arg(cgroup)
-            .arg("--output")
-            .arg(dir.join("events.jsonl"))
-            .arg("--ready-file")
-            .arg(dir.join("ready"))
-            .args(["--metrics-interval", "1", "--log-level", "debug"])
-            .args(extra_args);
+        let dir = scratch_dir(name.strip_prefix("egret-e2e-").unwrap_or(&name))?;
+        let mut cmd = run_command(bin, cgroup, &dir);
+        cmd.args(TEST_LOGGING).args(extra_args);
         Self::spawn(cmd, dir)
     }
 
@@ -73,9 +53,7 @@ impl Egret {
         args: impl FnOnce(&Path) -> Result<Vec<std::ffi::OsString>>,
     ) -> Result<Self> {
         let bin = skip::require_egret_bin()?;
-        let dir =
-            std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let dir = scratch_dir(name)?;
         let mut cmd = Command::new(bin);
         cmd.args(args(&dir)?);
         Self::spawn(cmd, dir)
@@ -127,27 +105,32 @@ impl Egret {
             dir,
             keep_dir: true,
         };
+        me.wait_ready("egret")?;
+        Ok(me)
+    }
+
+    /// Waits [`START_TIMEOUT`] for the ready file; an error (named `what`, with the end of
+    /// stderr) when egret exits first or takes longer.
+    fn wait_ready(&mut self, what: &str) -> Result<()> {
         let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if me.dir.join("ready").exists() {
-                return Ok(me);
-            }
-            if let Some(status) = me.try_wait()? {
+        while !self.dir.join("ready").exists() {
+            if let Some(status) = self.try_wait()? {
                 bail!(
-                    "egret exited ({status}) before becoming ready; scratch dir {}\n--- stderr ---\n{}",
-                    me.dir.display(),
-                    tail(&me.dir.join("stderr.log"), 60)
+                    "{what} exited ({status}) before becoming ready; scratch dir {}\n--- stderr ---\n{}",
+                    self.dir.display(),
+                    log_tail(&self.dir.join("stderr.log"), 60)
                 );
             }
             if Instant::now() > deadline {
                 bail!(
-                    "egret not ready after {START_TIMEOUT:?}; scratch dir {}\n--- stderr ---\n{}",
-                    me.dir.display(),
-                    tail(&me.dir.join("stderr.log"), 60)
+                    "{what} not ready after {START_TIMEOUT:?}; scratch dir {}\n--- stderr ---\n{}",
+                    self.dir.display(),
+                    log_tail(&self.dir.join("stderr.log"), 60)
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// The scratch directory (events.jsonl, stderr.log, ready).
@@ -184,7 +167,7 @@ impl Egret {
 
     /// The last lines of egret's stderr, for error messages.
     pub fn stderr_tail(&self) -> String {
-        tail(&self.dir.join("stderr.log"), 40)
+        log_tail(&self.dir.join("stderr.log"), 40)
     }
 
     /// Sends `signal` to egret (which must still be running).
@@ -264,6 +247,18 @@ impl Egret {
         }
     }
 
+    /// [`Self::stop`], requiring a clean exit (status 0); an error shows the end of stderr.
+    pub fn stop_cleanly(&mut self) -> Result<()> {
+        let status = self.stop()?;
+        if !status.success() {
+            bail!(
+                "egret exited with {status}\n--- stderr ---\n{}",
+                self.stderr_tail()
+            );
+        }
+        Ok(())
+    }
+
     /// All complete lines written so far, parsed. Every complete line must be
     /// JSON (a trailing partial line, still being written, is ignored).
     pub fn events(&self) -> Result<Vec<Value>> {
@@ -307,6 +302,27 @@ impl Egret {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Waits [`LINE_TIMEOUT`] for the first `action` line of a `transport` flow to destination
+    /// `port`.
+    pub fn wait_for_flow(&mut self, action: &str, transport: &str, port: u16) -> Result<Value> {
+        self.wait_for(|v| is_flow(v, action, transport, port), LINE_TIMEOUT)
+    }
+
+    /// [`Self::wait_for_flow`] for the line of the client that had `marker` among its
+    /// arguments.
+    pub fn wait_for_marked_flow(
+        &mut self,
+        action: &str,
+        transport: &str,
+        port: u16,
+        marker: &str,
+    ) -> Result<Value> {
+        self.wait_for(
+            |v| is_flow(v, action, transport, port) && has_arg(v, marker),
+            LINE_TIMEOUT,
+        )
     }
 
     /// Like [`Self::wait_for`] but collects every line matching `pred` once at
@@ -359,39 +375,42 @@ impl Egret {
                 .with_context(|| format!("open {name}"))
         };
         let (stdout, stderr) = (log("stdout.log")?, log("stderr.log")?);
-        let mut cmd = Command::new(skip::require_egret_bin()?);
-        cmd.arg("run")
-            .arg("--cgroup")
-            .arg(cgroup)
-            .arg("--output")
-            .arg(self.events_path())
-            .arg("--ready-file")
-            .arg(self.dir.join("ready"))
-            .args(["--metrics-interval", "1", "--log-level", "debug"])
+        let bin = skip::require_egret_bin()?;
+        let mut cmd = run_command(&bin, cgroup, &self.dir);
+        cmd.args(TEST_LOGGING)
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
         self.child = Some(cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?);
         self.exit = None;
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !self.dir.join("ready").exists() {
-            if let Some(status) = self.try_wait()? {
-                bail!(
-                    "restarted egret exited ({status}) before becoming ready\n--- stderr ---\n{}",
-                    self.stderr_tail()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "restarted egret not ready after {START_TIMEOUT:?}\n--- stderr ---\n{}",
-                    self.stderr_tail()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        self.wait_ready("restarted egret")
     }
+}
+
+/// A new scratch directory for one egret run: `<tmp>/egret-e2e-run-<name>-<unique>`.
+fn scratch_dir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("egret-e2e-run-{name}-{}", crate::unique_suffix()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The tests run egret with debug logs (in `stderr.log`, shown when a test fails).
+const TEST_LOGGING: [&str; 2] = ["--log-level", "debug"];
+
+/// `bin run --cgroup <cgroup>` writing `<dir>/events.jsonl` and `<dir>/ready`, with metrics
+/// every second; the caller adds the rest.
+fn run_command(bin: &Path, cgroup: &Path, dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.arg("run")
+        .arg("--cgroup")
+        .arg(cgroup)
+        .arg("--output")
+        .arg(dir.join("events.jsonl"))
+        .arg("--ready-file")
+        .arg(dir.join("ready"))
+        .args(["--metrics-interval", "1"]);
+    cmd
 }
 
 impl Drop for Egret {
@@ -406,8 +425,8 @@ impl Drop for Egret {
             eprintln!(
                 "egret-e2e: keeping {} (events.jsonl, stderr.log)\n--- last lines of events.jsonl ---\n{}\n--- last lines of stderr.log ---\n{}",
                 self.dir.display(),
-                tail(&self.events_path(), 10),
-                tail(&self.dir.join("stderr.log"), 20)
+                log_tail(&self.events_path(), 10),
+                log_tail(&self.dir.join("stderr.log"), 20)
             );
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -432,6 +451,31 @@ impl Harness {
             return Ok(None);
         };
         Self::start(cgroup, extra_args).map(Some)
+    }
+
+    /// The entry point of an end-to-end test that must prepare files or servers before egret
+    /// starts: checks the prerequisites, creates the test cgroup `name` and runs `test` with it
+    /// (which then starts egret with [`Self::start`]). A missing prerequisite (root, the egret
+    /// binary, cgroup v2) skips the test: `Ok(())` with a `SKIP:` line on stderr, except under
+    /// `CI=true`, where it fails. Everything else `test` returns is the test's result.
+    pub fn with_cgroup(name: &str, test: impl FnOnce(TestCgroup) -> Result<()>) -> Result<()> {
+        match Self::cgroup(name)? {
+            Some(cgroup) => test(cgroup),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Self::with_cgroup`] for a test that needs nothing before egret: runs `test` with egret
+    /// already watching the new test cgroup (started with `extra_args`), or skips the same way.
+    pub fn with_egret(
+        name: &str,
+        extra_args: &[&str],
+        test: impl FnOnce(Self) -> Result<()>,
+    ) -> Result<()> {
+        match Self::setup(name, extra_args)? {
+            Some(harness) => test(harness),
+            None => Ok(()),
+        }
     }
 
     /// The first half of [`Self::setup`]: prerequisites and the test cgroup, for tests that
@@ -466,13 +510,7 @@ impl Harness {
 
     /// Stops egret, requires a clean exit, and discards the scratch directory.
     pub fn finish(mut self) -> Result<()> {
-        let status = self.egret.stop()?;
-        if !status.success() {
-            bail!(
-                "egret exited with {status}\n--- stderr ---\n{}",
-                self.egret.stderr_tail()
-            );
-        }
+        self.egret.stop_cleanly()?;
         self.egret.discard_dir_on_drop();
         Ok(())
     }

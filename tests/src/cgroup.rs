@@ -191,6 +191,12 @@ fn remove_tree(mount: &Path, dir: &Path) -> Result<()> {
     for sub in subdirs(dir) {
         remove_tree(mount, &sub)?;
     }
+    remove_cgroup_dir(dir)
+}
+
+/// Removes one empty cgroup directory (already gone is fine), retrying for up to 5 s while
+/// the kernel still reports it busy (its last processes are still exiting).
+pub(crate) fn remove_cgroup_dir(dir: &Path) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match std::fs::remove_dir(dir) {

@@ -97,23 +97,33 @@ pub fn proc_status(pid: u32, field: &str) -> Result<String> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-/// The long flags `egret run --help` documents (without `--`).
+/// The long flags (without `--`) `egret run --help` lists, one per option line (`-p, --policy
+/// <FILE>` or `--watch`), `help` and `config` included.
 pub fn run_flags(egret: &Path) -> Result<BTreeSet<String>> {
     let out = Command::new(egret)
         .args(["run", "--help"])
         .output()
         .with_context(|| format!("{} run --help", egret.display()))?;
     ensure!(out.status.success(), "egret run --help failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let flags: BTreeSet<String> = text
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter_map(|w| w.strip_prefix("--"))
-        .map(|w| w.split(['=', '<', '[']).next().unwrap_or(w).to_string())
-        .filter(|w| !w.is_empty())
-        .collect();
+    let help = String::from_utf8_lossy(&out.stdout);
+    let mut flags = BTreeSet::new();
+    for line in help.lines() {
+        let line = line.trim_start();
+        let line = match line.split_once(", ") {
+            Some((short, rest)) if short.len() == 2 && short.starts_with('-') => rest,
+            _ => line,
+        };
+        if let Some(flag) = line.strip_prefix("--") {
+            let name: String = flag
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            flags.insert(name);
+        }
+    }
     ensure!(
-        flags.contains("policy") && flags.contains("output"),
-        "unexpected `egret run --help`:\n{text}"
+        flags.len() > 20 && flags.contains("policy") && flags.contains("output"),
+        "unexpected `egret run --help`:\n{help}"
     );
     Ok(flags)
 }
@@ -156,15 +166,7 @@ impl Validator {
         let tmp =
             std::env::temp_dir().join(format!("egret-e2e-venv-{name}-{}", crate::unique_suffix()));
         let run = |cmd: &mut Command, what: &str| -> Result<()> {
-            let out = crate::run_with_timeout(cmd, Duration::from_secs(600))?;
-            if !out.status.success() {
-                bail!(
-                    "{what} failed ({}):\n{}\n{}",
-                    out.status,
-                    out.stdout.trim(),
-                    out.stderr.trim()
-                );
-            }
+            crate::run_with_timeout(cmd, Duration::from_secs(600))?.ensure_success_of(what)?;
             Ok(())
         };
         run(

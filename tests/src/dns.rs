@@ -3,15 +3,15 @@
 //! for the DNS fields of egret's lines.
 
 use crate::json::{field, field_str, field_u64};
+use crate::run::ServerThread;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long the DNS server may take to bind and print `ready`.
@@ -54,9 +54,7 @@ impl DnsServer {
                 );
             }
         };
-        me.port = line
-            .strip_prefix("ready ")
-            .and_then(|p| p.trim().parse().ok())
+        me.port = parse_ready_line(&line)
             .with_context(|| format!("egret-dns server said {line:?}, not \"ready <port>\""))?;
         Ok(me)
     }
@@ -88,9 +86,7 @@ impl Drop for DnsServer {
 /// that accepts connections and drops them at once, as fast as they come.
 pub struct AcceptServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    server: ServerThread,
 }
 
 impl AcceptServer {
@@ -102,25 +98,17 @@ impl AcceptServer {
     /// Serves an already bound listener (the benchmark's has a deeper accept queue).
     pub fn from_listener(listener: TcpListener) -> Result<Self> {
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicU64::new(0));
-        let (stop2, accepted2) = (stop.clone(), accepted.clone());
-        let thread = std::thread::spawn(move || {
+        let server = ServerThread::spawn(move |stop, accepted| {
             for conn in listener.incoming() {
-                if stop2.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) {
                     return;
                 }
                 if conn.is_ok() {
-                    accepted2.fetch_add(1, Ordering::Relaxed);
+                    accepted.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
-        Ok(Self {
-            addr,
-            stop,
-            accepted,
-            thread: Some(thread),
-        })
+        Ok(Self { addr, server })
     }
 
     pub fn port(&self) -> u16 {
@@ -129,13 +117,13 @@ impl AcceptServer {
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
+        self.server.count()
     }
 }
 
 impl Drop for AcceptServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.server.request_stop();
         // Wake the blocking accept (from the test process, outside any test cgroup).
         let wake = if self.addr.ip().is_unspecified() {
             SocketAddr::new(
@@ -149,12 +137,22 @@ impl Drop for AcceptServer {
         } else {
             self.addr
         };
-        if TcpStream::connect_timeout(&wake, Duration::from_secs(2)).is_ok() {
-            if let Some(t) = self.thread.take() {
-                let _ = t.join();
-            }
+        if TcpStream::connect_timeout(&wake, Duration::from_secs(2)).is_err() {
+            // Still blocked in accept: joining would hang.
+            self.server.detach();
         }
     }
+}
+
+/// The port in the `ready <port>` line `egret-dns server` prints once it is bound (`None` for
+/// any other line, or port 0).
+pub fn parse_ready_line(line: &str) -> Option<u16> {
+    line.trim()
+        .strip_prefix("ready ")?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&port| port != 0)
 }
 
 /// The line `egret-dns resolve-connect` prints.
@@ -168,8 +166,9 @@ pub struct ResolveCounts {
     pub probe_eperm: u64,
 }
 
-/// Parses the `iterations=.. ok=.. eperm=.. other=.. probe_ok=.. probe_eperm=..` line (other
-/// lines, such as `reconnect=..`, are ignored).
+/// The one parser of `egret-dns resolve-connect`'s output (tests and benchmark): the
+/// `iterations=.. ok=.. eperm=.. other=.. probe_ok=.. probe_eperm=..` line, every key present
+/// exactly as the client prints it (other lines, such as `reconnect=..`, are ignored).
 pub fn parse_resolve_counts(text: &str) -> Result<ResolveCounts> {
     let line = text
         .lines()
@@ -178,12 +177,10 @@ pub fn parse_resolve_counts(text: &str) -> Result<ResolveCounts> {
     let mut c = ResolveCounts::default();
     let mut seen = 0;
     for word in line.split_whitespace() {
-        let (k, v) = word
+        let (k, n) = word
             .split_once('=')
-            .with_context(|| format!("bad resolve-connect line {line:?}"))?;
-        let n: u64 = v
-            .parse()
-            .with_context(|| format!("bad number in {line:?}"))?;
+            .and_then(|(key, value)| Some((key, value.parse::<u64>().ok()?)))
+            .with_context(|| format!("{word:?} is not `key=number` in {line:?}"))?;
         let slot = match k {
             "iterations" => &mut c.iterations,
             "ok" => &mut c.ok,
@@ -265,6 +262,10 @@ mod tests {
         assert_eq!(output_value("x\nreconnect=ok\n", "reconnect"), Some("ok"));
         assert!(parse_resolve_counts("iterations=5 ok=4").is_err());
         assert!(parse_resolve_counts("hello").is_err());
+        assert_eq!(parse_ready_line("ready 5353\n"), Some(5353));
+        assert_eq!(parse_ready_line("ready 0\n"), None);
+        assert_eq!(parse_ready_line("ready\n"), None);
+        assert_eq!(parse_ready_line(""), None);
         Ok(())
     }
 

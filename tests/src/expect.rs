@@ -27,7 +27,8 @@ pub fn is_metric(v: &Value) -> bool {
     field_str(v, "event.kind") == Some("metric")
 }
 
-fn eq_str(v: &Value, path: &str, want: &str) -> Result<()> {
+/// The string at `path` is `want` (an error shows the line).
+pub fn check_field_str(v: &Value, path: &str, want: &str) -> Result<()> {
     let got = field_str(v, path);
     ensure!(
         got == Some(want),
@@ -36,11 +37,22 @@ fn eq_str(v: &Value, path: &str, want: &str) -> Result<()> {
     Ok(())
 }
 
-fn eq_u64(v: &Value, path: &str, want: u64) -> Result<()> {
+/// The number at `path` is `want` (an error shows the line).
+pub fn check_field_u64(v: &Value, path: &str, want: u64) -> Result<()> {
     let got = field_u64(v, path);
     ensure!(
         got == Some(want),
         "{path}: want {want}, got {got:?}\nline: {v}"
+    );
+    Ok(())
+}
+
+/// Nothing is at `path` (an error shows what is, and the line).
+pub fn check_field_absent(v: &Value, path: &str) -> Result<()> {
+    ensure!(
+        field(v, path).is_none(),
+        "{path} should be absent, got {:?}\nline: {v}",
+        field(v, path)
     );
     Ok(())
 }
@@ -54,10 +66,10 @@ pub fn check_network(
     ip: &str,
     port: u16,
 ) -> Result<()> {
-    eq_str(v, "event.kind", "event")?;
-    eq_str(v, "event.action", action)?;
-    eq_str(v, "event.module", "egret")?;
-    eq_str(v, "event.dataset", "egret.network")?;
+    check_field_str(v, "event.kind", "event")?;
+    check_field_str(v, "event.action", action)?;
+    check_field_str(v, "event.module", "egret")?;
+    check_field_str(v, "event.dataset", "egret.network")?;
     let cat = field(v, "event.category").and_then(Value::as_array);
     ensure!(
         cat.is_some_and(|c| c.iter().any(|x| x.as_str() == Some("network"))),
@@ -72,12 +84,12 @@ pub fn check_network(
             "event.type: want [\"connection\",\"start\"], got {ty:?}\nline: {v}"
         );
     }
-    eq_str(v, "destination.ip", ip)?;
-    eq_u64(v, "destination.port", u64::from(port))?;
-    eq_str(v, "network.transport", transport)?;
-    eq_str(v, "network.type", ip_type)?;
-    eq_str(v, "network.direction", "egress")?;
-    eq_str(
+    check_field_str(v, "destination.ip", ip)?;
+    check_field_u64(v, "destination.port", u64::from(port))?;
+    check_field_str(v, "network.transport", transport)?;
+    check_field_str(v, "network.type", ip_type)?;
+    check_field_str(v, "network.direction", "egress")?;
+    check_field_str(
         v,
         "network.iana_number",
         if transport == "tcp" { "6" } else { "17" },
@@ -142,27 +154,45 @@ pub fn check_args(v: &Value, want: &[String]) -> Result<()> {
         got.as_ref() == Some(&want_ref),
         "process.args: want {want_ref:?}, got {got:?}\nline: {v}"
     );
-    eq_u64(v, "process.args_count", u64::try_from(want.len())?)?;
+    check_field_u64(v, "process.args_count", u64::try_from(want.len())?)?;
     if want.iter().all(|a| !a.chars().any(char::is_whitespace)) {
-        eq_str(v, "process.command_line", &want.join(" "))?;
+        check_field_str(v, "process.command_line", &want.join(" "))?;
     }
     Ok(())
 }
 
 /// pid, thread id (single-threaded client) and parent pid.
 pub fn check_pids(v: &Value, pid: u32, ppid: u32) -> Result<()> {
-    eq_u64(v, "process.pid", u64::from(pid))?;
-    eq_u64(v, "process.thread.id", u64::from(pid))?;
-    eq_u64(v, "process.parent.pid", u64::from(ppid))?;
+    check_field_u64(v, "process.pid", u64::from(pid))?;
+    check_field_u64(v, "process.thread.id", u64::from(pid))?;
+    check_field_u64(v, "process.parent.pid", u64::from(ppid))?;
     Ok(())
+}
+
+/// The process part of a line caused by a client this test ran in `cgroup` with `argv`:
+/// pid, thread and parent (this test process), executable `argv[0]`, arguments, and the
+/// cgroup (which names no systemd unit).
+pub fn check_client_process(
+    v: &Value,
+    pid: u32,
+    argv: &[String],
+    cgroup: &TestCgroup,
+) -> Result<()> {
+    check_pids(v, pid, std::process::id())?;
+    check_executable(
+        v,
+        Path::new(argv.first().map(String::as_str).unwrap_or_default()),
+    )?;
+    check_args(v, argv)?;
+    check_cgroup(v, cgroup, None)
 }
 
 /// user/group ids (strings) and, when given, the user name.
 pub fn check_user(v: &Value, uid: u32, gid: u32, name: Option<&str>) -> Result<()> {
-    eq_str(v, "process.user.id", &uid.to_string())?;
-    eq_str(v, "process.group.id", &gid.to_string())?;
+    check_field_str(v, "process.user.id", &uid.to_string())?;
+    check_field_str(v, "process.group.id", &gid.to_string())?;
     if let Some(name) = name {
-        eq_str(v, "process.user.name", name)?;
+        check_field_str(v, "process.user.name", name)?;
     }
     Ok(())
 }
@@ -170,15 +200,15 @@ pub fn check_user(v: &Value, uid: u32, gid: u32, name: Option<&str>) -> Result<(
 /// `egret.cgroup.path` is the cgroup's path relative to the cgroup2 mount and
 /// `egret.cgroup.id` is its inode number; `egret.systemd.unit` is `unit`.
 pub fn check_cgroup(v: &Value, cg: &TestCgroup, unit: Option<&str>) -> Result<()> {
-    eq_str(v, "egret.cgroup.path", &cg.relative_path())?;
+    check_field_str(v, "egret.cgroup.path", &cg.relative_path())?;
     ensure!(
         field_str(v, "egret.cgroup.path").is_some_and(|p| p.ends_with(&cg.name())),
         "egret.cgroup.path must end with {}\nline: {v}",
         cg.name()
     );
-    eq_u64(v, "egret.cgroup.id", cg.id()?)?;
+    check_field_u64(v, "egret.cgroup.id", cg.id()?)?;
     match unit {
-        Some(u) => eq_str(v, "egret.systemd.unit", u)?,
+        Some(u) => check_field_str(v, "egret.systemd.unit", u)?,
         None => ensure!(
             field(v, "egret.systemd.unit").is_none_or(Value::is_null),
             "egret.systemd.unit should be absent for a cgroup that names no unit\nline: {v}"
@@ -190,7 +220,7 @@ pub fn check_cgroup(v: &Value, cg: &TestCgroup, unit: Option<&str>) -> Result<()
 /// `host.name` is this machine's hostname.
 pub fn check_host(v: &Value) -> Result<()> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").context("read hostname")?;
-    eq_str(v, "host.name", host.trim())
+    check_field_str(v, "host.name", host.trim())
 }
 
 /// `event.sequence` strictly increases over the event lines, in file order.

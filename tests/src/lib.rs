@@ -13,21 +13,28 @@ pub mod deploy;
 pub mod dns;
 pub mod expect;
 pub mod json;
+pub mod net;
 pub mod netns;
 pub mod policy;
 pub mod prometheus;
 pub mod run;
 pub mod runtime;
 pub mod skip;
+pub mod wait;
 
 pub use agent::{run_in, Egret, Harness, LINE_TIMEOUT};
 pub use cgroup::{cgroup2_mount, TestCgroup};
 pub use dns::{AcceptServer, DnsServer};
 pub use json::{field, field_str, field_u64, parse_timestamp};
+pub use net::socket_addr;
 pub use netns::NetNs;
 pub use policy::{PinPath, PolicyDir};
-pub use run::{drop_privileges, run_with_timeout, ExchangeServer, RunOutput, TcpServer, UdpServer};
+pub use run::{
+    argv, command, command_for_argv, drop_privileges, run_with_timeout, ExchangeServer, RunOutput,
+    ScratchDir, TcpServer, UdpServer,
+};
 pub use skip::{egret_bin, is_ci, prerequisite};
+pub use wait::wait_until;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

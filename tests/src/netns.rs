@@ -9,11 +9,11 @@ use std::fs::File;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
-pub(crate) const IP: &str = "/usr/sbin/ip";
+const IP: &str = "/usr/sbin/ip";
 /// Held while choosing a free test subnet (shared with container veths).
-pub(crate) static SUBNET_LOCK: Mutex<()> = Mutex::new(());
+static SUBNET_LOCK: Mutex<()> = Mutex::new(());
 
 /// Runs `ip ARGS`; a failure is an error with its stderr.
 pub(crate) fn ip(args: &[&str]) -> Result<Output> {
@@ -32,6 +32,52 @@ pub(crate) fn ip(args: &[&str]) -> Result<Output> {
     Ok(out)
 }
 
+/// The names and the subnet of a new namespace and veth pair; the subnet lock is held (and so
+/// no other test picks the same subnet) until this is dropped, after the addresses are set.
+pub(crate) struct VethPlan {
+    /// `egret-e2e-<name>-<pid>-<n>`, unique to this process and call.
+    pub(crate) netns: String,
+    /// `<tag><pid hex><n>h`, the end in the root namespace.
+    pub(crate) host_if: String,
+    /// `<tag><pid hex><n><peer>`, the end moved into the namespace.
+    pub(crate) peer_if: String,
+    /// X of `198.18.X.0/24`, not in use on this host.
+    pub(crate) subnet: u8,
+    /// Held until the addresses are set.
+    pub(crate) subnet_lock: MutexGuard<'static, ()>,
+}
+
+impl VethPlan {
+    /// Plans a pair for namespace `name`, interfaces named with the two-letter `tag`; the
+    /// search for a free subnet starts `subnet_offset` further on (so that namespaces and
+    /// container veths rarely probe the same subnets).
+    pub(crate) fn new(name: &str, tag: &str, peer: char, subnet_offset: usize) -> Result<Self> {
+        crate::skip::require_program(IP)?;
+        let n = crate::unique();
+        let pid = std::process::id();
+        let host_if = format!("{tag}{pid:x}{n}h");
+        if host_if.len() > 15 {
+            bail!("interface name {host_if} too long");
+        }
+        let subnet_lock = SUBNET_LOCK
+            .lock()
+            .map_err(|_| anyhow::anyhow!("subnet lock poisoned"))?;
+        let used = String::from_utf8_lossy(&ip(&["-o", "addr", "show"])?.stdout).into_owned();
+        let start = usize::try_from(pid % 250).unwrap_or(0) + n + subnet_offset;
+        let subnet = (0..254usize)
+            .map(|i| u8::try_from((start + i) % 254 + 1).unwrap_or(1))
+            .find(|x| !used.contains(&format!(" 198.18.{x}.")))
+            .context("no free 198.18.X.0/24 subnet")?;
+        Ok(Self {
+            netns: format!("egret-e2e-{name}-{pid}-{n}"),
+            peer_if: format!("{tag}{pid:x}{n}{peer}"),
+            host_if,
+            subnet,
+            subnet_lock,
+        })
+    }
+}
+
 /// A network namespace plus veth pair; dropped → both deleted.
 #[derive(Debug)]
 pub struct NetNs {
@@ -45,25 +91,14 @@ pub struct NetNs {
 impl NetNs {
     /// Creates namespace `egret-e2e-<name>-<pid>-<n>` with a veth pair, addresses up.
     pub fn create(name: &str) -> Result<Self> {
-        crate::skip::require_program(IP)?;
-        let n = crate::unique();
-        let pid = std::process::id();
-        let ns_name = format!("egret-e2e-{name}-{pid}-{n}");
-        let host_if = format!("eg{pid:x}{n}h");
-        let ns_if = format!("eg{pid:x}{n}p");
-        if host_if.len() > 15 {
-            bail!("interface name {host_if} too long");
-        }
-        let _guard = SUBNET_LOCK
-            .lock()
-            .map_err(|_| anyhow::anyhow!("subnet lock poisoned"))?;
-        let used = String::from_utf8_lossy(&ip(&["-o", "addr", "show"])?.stdout).into_owned();
-        let start = usize::try_from(pid % 250).unwrap_or(0) + n;
-        let subnet = (0..254usize)
-            .map(|i| u8::try_from((start + i) % 254 + 1).unwrap_or(1))
-            .find(|x| !used.contains(&format!(" 198.18.{x}.")))
-            .context("no free 198.18.X.0/24 subnet")?;
-
+        let plan = VethPlan::new(name, "eg", 'p', 0)?;
+        let VethPlan {
+            netns: ns_name,
+            host_if,
+            peer_if: ns_if,
+            subnet,
+            subnet_lock: _subnet_lock,
+        } = plan;
         ip(&["netns", "add", &ns_name])?;
         // From here on, Drop cleans up whatever was created.
         let mut me = Self {
@@ -121,6 +156,12 @@ impl NetNs {
             bail!("route to {} does not use {h}: {route}", me.ns_v4());
         }
         Ok(me)
+    }
+
+    /// [`Self::create`] for a test that needs the namespace: `Ok(None)` means skip (outside
+    /// CI, without root or `ip`), as [`crate::prerequisite`] decides.
+    pub fn prerequisite(name: &str) -> Result<Option<Self>> {
+        crate::prerequisite(crate::skip::require_root().and_then(|()| Self::create(name)))
     }
 
     /// The veth end inside the namespace.

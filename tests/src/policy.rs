@@ -2,61 +2,63 @@
 //! test client's `connect-loop` counts, and checks on verdicts and alerts.
 
 use crate::json::{field, field_str, field_u64};
+use crate::run::ScratchDir;
+use crate::{Egret, TestCgroup};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A scratch directory for policy files; removed on drop.
+/// A scratch directory for policy files; removed on drop (kept when the test fails).
 #[derive(Debug)]
 pub struct PolicyDir {
-    dir: PathBuf,
+    dir: ScratchDir,
 }
 
 impl PolicyDir {
     /// Creates `<tmp>/egret-e2e-policy-<name>-<unique>`.
     pub fn create(name: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "egret-e2e-policy-{name}-{}",
-            crate::unique_suffix()
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let dir = ScratchDir::create(&format!("policy-{name}"))?;
         Ok(Self { dir })
     }
 
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     /// Writes `file` in this directory, replacing it atomically (a sibling file renamed over
     /// it, the way editors and configuration tools do), and returns its path.
     pub fn write(&self, file: &str, yaml: &str) -> Result<PathBuf> {
-        let path = self.dir.join(file);
-        let tmp = self.dir.join(format!(".{file}.tmp-{}", crate::unique()));
+        let path = self.path().join(file);
+        let tmp = self.path().join(format!(".{file}.tmp-{}", crate::unique()));
         std::fs::write(&tmp, yaml).with_context(|| format!("write {}", tmp.display()))?;
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
         Ok(path)
     }
-}
 
-impl PolicyDir {
+    /// A new directory `name` holding `policy.yaml` with `yaml`; the directory and the file's
+    /// path.
+    pub fn with_policy(name: &str, yaml: &str) -> Result<(Self, PathBuf)> {
+        let dir = Self::create(name)?;
+        let policy = dir.write("policy.yaml", yaml)?;
+        Ok((dir, policy))
+    }
+
     /// Rewrites `file` in place (truncate and write, same inode), the other way files change.
     pub fn write_in_place(&self, file: &str, yaml: &str) -> Result<PathBuf> {
-        let path = self.dir.join(file);
+        let path = self.path().join(file);
         std::fs::write(&path, yaml).with_context(|| format!("write {}", path.display()))?;
         Ok(path)
     }
 }
 
-impl Drop for PolicyDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("egret-e2e: keeping policy dir {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
+/// An audit-mode policy (loopback audited like the rest) whose one rule `rule` approves
+/// 127.0.0.1 port `port`.
+pub fn audit_policy(rule: &str, port: u16) -> String {
+    format!(
+        "mode: audit\nloopback: audit\nrules:\n  - name: {rule}\n    to: [\"127.0.0.1\"]\n    ports: [{port}]\n"
+    )
 }
 
 /// A `--pin-path` directory of this test under `/sys/fs/bpf`, removed (with every pin in it,
@@ -226,6 +228,24 @@ pub fn check_verdict(v: &Value, verdict: &str, mode: &str, rule: Option<&str>) -
     Ok(())
 }
 
+/// Who the alerts of a test name: the process (by name) and the test cgroup.
+pub struct AlertSource<'a> {
+    pub process_name: &'a str,
+    pub cgroup_path: String,
+    pub cgroup_id: u64,
+}
+
+impl<'a> AlertSource<'a> {
+    /// Alerts about `process_name` running in `cgroup`.
+    pub fn of(process_name: &'a str, cgroup: &TestCgroup) -> Result<Self> {
+        Ok(Self {
+            process_name,
+            cgroup_path: cgroup.relative_path(),
+            cgroup_id: cgroup.id()?,
+        })
+    }
+}
+
 /// What an alert must say.
 pub struct AlertWant<'a> {
     pub action: &'a str,
@@ -234,9 +254,21 @@ pub struct AlertWant<'a> {
     pub port: u16,
     pub verdict: &'a str,
     pub pid: u32,
-    pub process_name: &'a str,
-    pub cgroup_path: &'a str,
-    pub cgroup_id: u64,
+    pub source: &'a AlertSource<'a>,
+}
+
+/// Waits [`crate::LINE_TIMEOUT`] for the alert about `want`'s destination (action, transport,
+/// ip and port) and checks it against `want` ([`check_alert`]).
+pub fn expect_alert(egret: &mut Egret, want: &AlertWant<'_>) -> Result<Value> {
+    let alert = egret.wait_for(
+        |v| {
+            is_alert(v, want.action, want.transport, want.port)
+                && field_str(v, "destination.ip") == Some(want.ip)
+        },
+        crate::LINE_TIMEOUT,
+    )?;
+    check_alert(&alert, want)?;
+    Ok(alert)
 }
 
 /// The alert line's fixed fields and identity fields (see `docs/events.md`).
@@ -273,13 +305,13 @@ pub fn check_alert(v: &Value, w: &AlertWant<'_>) -> Result<()> {
         "network.type missing\nalert: {v}"
     );
     n("process.pid", u64::from(w.pid))?;
-    s("process.name", w.process_name)?;
+    s("process.name", w.source.process_name)?;
     ensure!(
         field_str(v, "process.executable").is_some(),
         "process.executable missing\nalert: {v}"
     );
-    s("egret.cgroup.path", w.cgroup_path)?;
-    n("egret.cgroup.id", w.cgroup_id)?;
+    s("egret.cgroup.path", &w.source.cgroup_path)?;
+    n("egret.cgroup.id", w.source.cgroup_id)?;
     s("egret.policy.verdict", w.verdict)?;
     ensure!(
         field_u64(v, "egret.alert.repeats").is_some(),
@@ -293,12 +325,12 @@ pub fn check_alert(v: &Value, w: &AlertWant<'_>) -> Result<()> {
     };
     let dest_plain = format!("{}:{}/{}", w.ip, w.port, w.transport);
     ensure!(
-        msg.contains(w.process_name)
+        msg.contains(w.source.process_name)
             && msg.contains(&w.pid.to_string())
             && (msg.contains(&dest) || msg.contains(&dest_plain))
             && msg.contains("not approved by policy"),
         "message must name the process ({}), pid ({}), {dest_plain} and say \"not approved by policy\": {msg:?}",
-        w.process_name,
+        w.source.process_name,
         w.pid
     );
     Ok(())
@@ -361,6 +393,11 @@ mod tests {
             "egret": {"cgroup": {"id": 7, "path": "/t"}, "policy": {"verdict": "unapproved"},
                       "alert": {"repeats": 0}}
         });
+        let source = AlertSource {
+            process_name: "egret-testclient",
+            cgroup_path: "/t".to_string(),
+            cgroup_id: 7,
+        };
         let mut w = AlertWant {
             action: "connect",
             transport: "tcp",
@@ -368,9 +405,7 @@ mod tests {
             port: 80,
             verdict: "unapproved",
             pid: 42,
-            process_name: "egret-testclient",
-            cgroup_path: "/t",
-            cgroup_id: 7,
+            source: &source,
         };
         assert!(check_alert(&a, &w).map_err(|e| eprintln!("{e:#}")).is_ok());
         assert!(is_alert(&a, "connect", "tcp", 80));

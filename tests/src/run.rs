@@ -4,11 +4,93 @@ use anyhow::{bail, Context, Result};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::process::CommandExt;
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// `program args...`, not started yet: the tests' way to build a client command (for the
+/// test binaries, `program` is their `env!("CARGO_BIN_EXE_...")` path).
+pub fn command(program: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(program);
+    command.args(args);
+    command
+}
+
+/// argv as `program` will see it: `[program, args...]` (what egret reports as
+/// `process.args`).
+pub fn argv(program: &str, args: &[&str]) -> Vec<String> {
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect()
+}
+
+/// The command that runs `argv` (`argv[0]` is the program), e.g. one built with [`argv`].
+pub fn command_for_argv(argv: &[String]) -> Command {
+    let mut command = Command::new(argv.first().map(String::as_str).unwrap_or_default());
+    command.args(argv.iter().skip(1));
+    command
+}
+
+/// Waits at most `timeout` for `child` to exit; past that it is killed and reaped, and that
+/// is an error.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().context("wait for a child process")? {
+            return Ok(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("the process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The last `max_lines` lines of the log file `path`, for error messages (or why it cannot be
+/// read).
+pub fn log_tail(path: &Path, max_lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(max_lines);
+            lines.get(from..).unwrap_or_default().join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// A scratch directory `<tmp>/egret-e2e-<name>-<unique>`, removed on drop unless the test is
+/// failing (then it is kept and named on stderr).
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn create(name: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("egret-e2e-{name}-{}", crate::unique_suffix()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("egret-e2e: keeping {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
 
 /// Makes `cmd` drop to `uid`/`gid` (no supplementary groups) before exec.
 /// Register it after [`crate::TestCgroup::command`], which needs root.
@@ -40,13 +122,18 @@ pub struct RunOutput {
 impl RunOutput {
     /// Errors (with the output) unless the process exited 0.
     pub fn ensure_success(self) -> Result<Self> {
+        let what = format!("client pid {}", self.pid);
+        self.ensure_success_of(&what)
+    }
+
+    /// [`Self::ensure_success`] for a process the error calls `what`.
+    pub fn ensure_success_of(self, what: &str) -> Result<Self> {
         if !self.status.success() {
             bail!(
-                "client pid {} failed: {}\nstdout: {}\nstderr: {}",
-                self.pid,
+                "{what} failed: {}\nstdout: {}\nstderr: {}",
                 self.status,
-                self.stdout,
-                self.stderr
+                self.stdout.trim(),
+                self.stderr.trim()
             );
         }
         Ok(self)
@@ -106,13 +193,59 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<RunOutpu
     })
 }
 
+/// The thread behind a test server: it runs until the server is dropped and counts what it
+/// served (connections, bytes or datagrams). Dropping it stops the thread and waits for it.
+pub(crate) struct ServerThread {
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Runs `serve(stop, count)` on a new thread; `serve` returns once `stop` is set.
+    pub(crate) fn spawn(serve: impl FnOnce(&AtomicBool, &AtomicU64) + Send + 'static) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let count = Arc::new(AtomicU64::new(0));
+        let (thread_stop, thread_count) = (stop.clone(), count.clone());
+        let thread = std::thread::spawn(move || serve(&thread_stop, &thread_count));
+        Self {
+            stop,
+            count,
+            thread: Some(thread),
+        }
+    }
+
+    /// What the thread counted so far.
+    pub(crate) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Tells the thread to stop (it notices at its next check).
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Leaves the thread to finish on its own: dropping does not wait for it (for a thread
+    /// blocked where the stop flag cannot reach it).
+    pub(crate) fn detach(&mut self) {
+        self.thread = None;
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        self.request_stop();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// A TCP listener on a test-chosen address with a thread that accepts, reads
 /// and drops connections until the server is dropped.
 pub struct TcpServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    server: ServerThread,
 }
 
 impl TcpServer {
@@ -122,18 +255,20 @@ impl TcpServer {
         Self::from_listener(listener)
     }
 
+    /// [`Self::start`] on 127.0.0.1 and a free port.
+    pub fn loopback() -> Result<Self> {
+        Self::start(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)))
+    }
+
     /// Serves an already bound listener (e.g. one bound inside a network namespace).
     pub fn from_listener(listener: TcpListener) -> Result<Self> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicU64::new(0));
-        let (stop2, accepted2) = (stop.clone(), accepted.clone());
-        let thread = std::thread::spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
+        let server = ServerThread::spawn(move |stop, accepted| {
+            while !stop.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((mut s, _)) => {
-                        accepted2.fetch_add(1, Ordering::Relaxed);
+                        accepted.fetch_add(1, Ordering::Relaxed);
                         let _ = s.set_nonblocking(false);
                         let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
                         let mut buf = [0u8; 64];
@@ -146,12 +281,7 @@ impl TcpServer {
                 }
             }
         });
-        Ok(Self {
-            addr,
-            stop,
-            accepted,
-            thread: Some(thread),
-        })
+        Ok(Self { addr, server })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -164,16 +294,7 @@ impl TcpServer {
 
     /// Number of connections accepted so far.
     pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.server.count()
     }
 }
 
@@ -181,9 +302,7 @@ impl Drop for TcpServer {
 /// `until_eof`, until the client shuts its side down), then writes `reply` bytes and closes.
 pub struct ExchangeServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    received: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    server: ServerThread,
 }
 
 impl ExchangeServer {
@@ -191,12 +310,9 @@ impl ExchangeServer {
         let listener = TcpListener::bind(bind).with_context(|| format!("bind tcp {bind}"))?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicU64::new(0));
-        let (stop2, received2) = (stop.clone(), received.clone());
-        let thread = std::thread::spawn(move || {
+        let server = ServerThread::spawn(move |stop, received| {
             use std::io::Write;
-            while !stop2.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let Ok((mut s, _)) = listener.accept() else {
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
@@ -211,17 +327,12 @@ impl ExchangeServer {
                     s.read_exact(&mut got).is_ok()
                 };
                 if ok {
-                    received2.fetch_add(got.len() as u64, Ordering::Relaxed);
+                    received.fetch_add(got.len() as u64, Ordering::Relaxed);
                     let _ = s.write_all(&vec![b's'; reply]);
                 }
             }
         });
-        Ok(Self {
-            addr,
-            stop,
-            received,
-            thread: Some(thread),
-        })
+        Ok(Self { addr, server })
     }
 
     pub fn port(&self) -> u16 {
@@ -230,25 +341,14 @@ impl ExchangeServer {
 
     /// Bytes received from clients so far.
     pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for ExchangeServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.server.count()
     }
 }
 
 /// A UDP socket on a test-chosen address with a thread that drains datagrams.
 pub struct UdpServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    received: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    server: ServerThread,
 }
 
 impl UdpServer {
@@ -256,32 +356,29 @@ impl UdpServer {
         Self::start_echo(bind, 0)
     }
 
+    /// [`Self::start`] on 127.0.0.1 and a free port.
+    pub fn loopback() -> Result<Self> {
+        Self::start(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)))
+    }
+
     /// Answers every datagram with `reply` bytes (0: no answer).
     pub fn start_echo(bind: SocketAddr, reply: usize) -> Result<Self> {
         let sock = UdpSocket::bind(bind).with_context(|| format!("bind udp {bind}"))?;
         let addr = sock.local_addr()?;
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let received = Arc::new(AtomicU64::new(0));
-        let (stop2, received2) = (stop.clone(), received.clone());
-        let thread = std::thread::spawn(move || {
+        let server = ServerThread::spawn(move |stop, received| {
             let mut buf = [0u8; 2048];
             let answer = vec![b'r'; reply];
-            while !stop2.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 if let Ok((_, from)) = sock.recv_from(&mut buf) {
-                    received2.fetch_add(1, Ordering::Relaxed);
+                    received.fetch_add(1, Ordering::Relaxed);
                     if reply > 0 {
                         let _ = sock.send_to(&answer, from);
                     }
                 }
             }
         });
-        Ok(Self {
-            addr,
-            stop,
-            received,
-            thread: Some(thread),
-        })
+        Ok(Self { addr, server })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -294,15 +391,6 @@ impl UdpServer {
 
     /// Number of datagrams received so far.
     pub fn received(&self) -> u64 {
-        self.received.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for UdpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.server.count()
     }
 }

@@ -30,6 +30,15 @@ pub fn prerequisite<T>(what: Result<T>) -> Result<Option<T>> {
     }
 }
 
+/// The entry point of a test that needs only the egret binary (no root, no cgroup): runs
+/// `test` with its path, or skips like [`prerequisite`] when it is missing.
+pub fn with_egret_bin(test: impl FnOnce(PathBuf) -> Result<()>) -> Result<()> {
+    match prerequisite(require_egret_bin())? {
+        Some(bin) => test(bin),
+        None => Ok(()),
+    }
+}
+
 /// Fails unless running as root (the tests create cgroups, namespaces and load BPF).
 pub fn require_root() -> Result<()> {
     if nix::unistd::geteuid().is_root() {

@@ -15,7 +15,7 @@
 //! `CI=true`.
 
 use anyhow::{ensure, Context, Result};
-use egret_e2e::expect::is_flow;
+use egret_e2e::expect::{check_field_absent, check_field_str, is_flow};
 use egret_e2e::policy::check_verdict;
 use egret_e2e::runtime::containerd::K8S_NAMESPACE;
 use egret_e2e::runtime::{
@@ -23,8 +23,8 @@ use egret_e2e::runtime::{
     Dockerd, KubePod, RunSpec, Runtime, Tools, V1Mirrors, IMAGE_REF,
 };
 use egret_e2e::{
-    cgroup2_mount, field, field_str, prerequisite, skip, Harness, PolicyDir, TcpServer, TestCgroup,
-    LINE_TIMEOUT,
+    cgroup2_mount, field, field_str, prerequisite, skip, wait_until, Harness, PolicyDir, TcpServer,
+    TestCgroup, LINE_TIMEOUT,
 };
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -32,10 +32,6 @@ use std::time::{Duration, Instant};
 
 /// How long one container may run.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn sa(s: &str) -> Result<SocketAddr> {
-    s.parse().with_context(|| format!("parse {s}"))
-}
 
 /// Root and the runtime packages (installed when missing); `Ok(None)`: skip.
 fn tools(runtimes: &[Runtime]) -> Result<Option<Tools>> {
@@ -54,25 +50,6 @@ fn target(addr: SocketAddr) -> String {
     format!("{} {}", addr.ip(), addr.port())
 }
 
-/// `field == want`, with the line in the error.
-fn eq(v: &Value, path: &str, want: &str) -> Result<()> {
-    let got = field_str(v, path);
-    ensure!(
-        got == Some(want),
-        "{path}: want {want:?}, got {got:?}\nline: {v}"
-    );
-    Ok(())
-}
-
-fn absent(v: &Value, path: &str) -> Result<()> {
-    ensure!(
-        field(v, path).is_none(),
-        "{path} should be absent, got {:?}\nline: {v}",
-        field(v, path)
-    );
-    Ok(())
-}
-
 fn is_64_hex(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -82,21 +59,21 @@ fn is_64_hex(s: &str) -> bool {
 /// The container fields every runtime fills.
 fn check_container(v: &Value, id: &str, runtime: &str, name: &str) -> Result<()> {
     ensure!(is_64_hex(id), "container id {id:?} is not 64 hex");
-    eq(v, "container.id", id)?;
-    eq(v, "container.runtime", runtime)?;
-    eq(v, "container.name", name)?;
-    eq(v, "container.image.name", IMAGE_REF)?;
+    check_field_str(v, "container.id", id)?;
+    check_field_str(v, "container.runtime", runtime)?;
+    check_field_str(v, "container.name", name)?;
+    check_field_str(v, "container.image.name", IMAGE_REF)?;
     Ok(())
 }
 
 /// The Kubernetes fields of a container of `pod` named `container`.
 fn check_k8s(v: &Value, pod: &KubePod, container: &str) -> Result<()> {
-    eq(v, "orchestrator.type", "kubernetes")?;
-    eq(v, "orchestrator.namespace", &pod.namespace)?;
-    eq(v, "orchestrator.resource.type", "pod")?;
-    eq(v, "orchestrator.resource.name", &pod.name)?;
-    eq(v, "egret.k8s.pod.uid", &pod.uid)?;
-    eq(v, "egret.k8s.container.name", container)?;
+    check_field_str(v, "orchestrator.type", "kubernetes")?;
+    check_field_str(v, "orchestrator.namespace", &pod.namespace)?;
+    check_field_str(v, "orchestrator.resource.type", "pod")?;
+    check_field_str(v, "orchestrator.resource.name", &pod.name)?;
+    check_field_str(v, "egret.k8s.pod.uid", &pod.uid)?;
+    check_field_str(v, "egret.k8s.container.name", container)?;
     Ok(())
 }
 
@@ -172,36 +149,46 @@ impl CtrEnv {
     }
 }
 
+/// `sh -c <script>` in a container named `name`.
+fn sh_spec(name: &str, script: &str) -> RunSpec {
+    RunSpec::new(name, &["sh", "-c", script])
+}
+
+/// A line from container `id` (`container` of `pod`, started by containerd below the test
+/// cgroup `under`): its container and Kubernetes fields and its cgroup path.
+fn check_pod_container(
+    ev: &Value,
+    pod: &KubePod,
+    under: &str,
+    id: &str,
+    container: &str,
+) -> Result<()> {
+    check_container(ev, id, "containerd", container)?;
+    check_k8s(ev, pod, container)?;
+    check_field_str(
+        ev,
+        "egret.cgroup.path",
+        &format!("{}/{}", pod.cgroup_parent(under), id),
+    )
+}
+
 #[test]
 fn containerd_kubernetes_pod_identity() -> Result<()> {
     let Some(mut env) = CtrEnv::setup("ctr-k8s", &[])? else {
         return Ok(());
     };
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
     let pod = KubePod::new("web-6d9f7c5b8-x2x7q", "shop");
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "web",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", connect(&format!("127.0.0.1 {port}"))),
-        ],
+        &format!("{}; sleep 60", connect(&format!("127.0.0.1 {port}"))),
     )
     .in_pod(&pod, "web", &env.cgroup_rel());
     let c = env.rt.start_container(K8S_NAMESPACE, &spec)?;
-    let ev = env
-        .h
-        .egret
-        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
-    check_container(&ev, &c.id, "containerd", "web")?;
-    check_k8s(&ev, &pod, "web")?;
-    eq(
-        &ev,
-        "egret.cgroup.path",
-        &format!("{}/{}", pod.cgroup_parent(&env.cgroup_rel()), c.id),
-    )?;
-    eq(&ev, "destination.ip", "127.0.0.1")?;
+    let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
+    check_pod_container(&ev, &pod, &env.cgroup_rel(), &c.id, "web")?;
+    check_field_str(&ev, "destination.ip", "127.0.0.1")?;
     env.rt.remove(K8S_NAMESPACE, &c.id)?;
     env.finish()
 }
@@ -211,17 +198,13 @@ fn containerd_short_lived_container_keeps_identity() -> Result<()> {
     let Some(mut env) = CtrEnv::setup("ctr-short", &[])? else {
         return Ok(());
     };
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
     let pod = KubePod::new("job-28311-abcde", "batch");
     // Starts, connects, exits: `ctr run --rm` returns only once the container is gone.
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "once",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; exit 0", connect(&format!("127.0.0.1 {port}"))),
-        ],
+        &format!("{}; exit 0", connect(&format!("127.0.0.1 {port}"))),
     )
     .in_pod(&pod, "once", &env.cgroup_rel());
     let run = env
@@ -234,17 +217,8 @@ fn containerd_short_lived_container_keeps_identity() -> Result<()> {
         run.stdout,
         run.stderr
     );
-    let ev = env
-        .h
-        .egret
-        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
-    check_container(&ev, &run.id, "containerd", "once")?;
-    check_k8s(&ev, &pod, "once")?;
-    eq(
-        &ev,
-        "egret.cgroup.path",
-        &format!("{}/{}", pod.cgroup_parent(&env.cgroup_rel()), run.id),
-    )?;
+    let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
+    check_pod_container(&ev, &pod, &env.cgroup_rel(), &run.id, "once")?;
     env.finish()
 }
 
@@ -255,24 +229,17 @@ fn containerd_container_started_before_egret() -> Result<()> {
     };
     let pod = KubePod::new("cache-0", "infra");
     // Running before egret starts; connects only when told to.
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "cache",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
-        ],
+        &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
     )
     .in_pod(&pod, "cache", &prep.cgroup_rel());
     let c = prep.rt.start_container(K8S_NAMESPACE, &spec)?;
     let mut env = prep.start_egret(&[])?;
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
     go(c.pid, &target(server.addr()))?;
-    let ev = env
-        .h
-        .egret
-        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
+    let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
     check_container(&ev, &c.id, "containerd", "cache")?;
     check_k8s(&ev, &pod, "cache")?;
     env.rt.remove(K8S_NAMESPACE, &c.id)?;
@@ -293,35 +260,18 @@ fn containerd_own_network_namespace_via_veth() -> Result<()> {
     let veth = ContainerVeth::create(sandbox.pid)?;
     let server = TcpServer::start(SocketAddr::new(veth.host_v4().into(), 0))?;
     let port = server.port();
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "api",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", connect(&target(server.addr()))),
-        ],
+        &format!("{}; sleep 60", connect(&target(server.addr()))),
     )
     .in_pod(&pod, "api", &env.cgroup_rel())
     .join_network_of(sandbox.pid);
     let c = env.rt.start_container(K8S_NAMESPACE, &spec)?;
-    let ev = env
-        .h
-        .egret
-        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
-    eq(&ev, "destination.ip", &veth.host_v4().to_string())?;
-    check_container(&ev, &c.id, "containerd", "api")?;
-    check_k8s(&ev, &pod, "api")?;
-    eq(
-        &ev,
-        "egret.cgroup.path",
-        &format!("{}/{}", pod.cgroup_parent(&env.cgroup_rel()), c.id),
-    )?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.accepted() == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
+    check_field_str(&ev, "destination.ip", &veth.host_v4().to_string())?;
+    check_pod_container(&ev, &pod, &env.cgroup_rel(), &c.id, "api")?;
     ensure!(
-        server.accepted() >= 1,
+        wait_until(Duration::from_secs(10), || Ok(server.accepted() >= 1))?,
         "the server on the veth saw no connection"
     );
     env.rt.remove(K8S_NAMESPACE, &c.id)?;
@@ -332,22 +282,11 @@ fn containerd_own_network_namespace_via_veth() -> Result<()> {
 
 #[test]
 fn containerd_block_mode_namespace_rule() -> Result<()> {
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
-    let dir = PolicyDir::create("ctr-ns")?;
-    let policy = dir.write(
-        "policy.yaml",
-        &format!(
-            "mode: block
-loopback: audit
-rules:
-  - name: team-a
-    to: [\"127.0.0.1/32\"]
-    ports: [{port}]
-    namespaces: [\"team-a\"]
-"
-        ),
-    )?;
+    let (_dir, policy) = PolicyDir::with_policy("ctr-ns", &format!(
+            "mode: block\nloopback: audit\nrules:\n  - name: team-a\n    to: [\"127.0.0.1/32\"]\n    ports: [{port}]\n    namespaces: [\"team-a\"]\n"
+        ))?;
     let policy = policy.display().to_string();
     let Some(mut env) = CtrEnv::setup("ctr-block", &["--policy", &policy])? else {
         return Ok(());
@@ -384,12 +323,8 @@ rules:
     )?;
     check_verdict(&ev_a, "approved", "block", Some("team-a"))?;
     check_k8s(&ev_a, &pod_a, "client")?;
-    let deadline = Instant::now() + LINE_TIMEOUT;
-    while server.accepted() == before && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     ensure!(
-        server.accepted() > before,
+        wait_until(LINE_TIMEOUT, || Ok(server.accepted() > before))?,
         "team-a's connection never reached the server"
     );
 
@@ -464,7 +399,7 @@ fn docker_container_identity() -> Result<()> {
     let Some(mut env) = DockerEnv::setup("docker", &[])? else {
         return Ok(());
     };
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let port = server.port();
     let name = format!("egret-web-{}", egret_e2e::unique_suffix());
     let spec = RunSpec::new(
@@ -477,20 +412,17 @@ fn docker_container_identity() -> Result<()> {
     )
     .label("app", "web");
     let c = env.rt.start_container(&spec)?;
-    let ev = env
-        .h
-        .egret
-        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT)?;
+    let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
     check_container(&ev, &c.id, "docker", &name)?;
-    eq(
+    check_field_str(
         &ev,
         "egret.cgroup.path",
         &format!("{}/{}", docker_parent(&env.h.cgroup), c.id),
     )?;
-    absent(&ev, "orchestrator.type")?;
+    check_field_absent(&ev, "orchestrator.type")?;
 
     // A second container that connects and exits at once keeps its identity too.
-    let server2 = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server2 = TcpServer::loopback()?;
     let port2 = server2.port();
     let name2 = format!("egret-once-{}", egret_e2e::unique_suffix());
     let spec2 = RunSpec::new(
@@ -502,10 +434,7 @@ fn docker_container_identity() -> Result<()> {
         ],
     );
     let run = env.rt.run(&spec2, RUN_TIMEOUT)?.ensure_success()?;
-    let ev2 = env
-        .h
-        .egret
-        .wait_for(|v| is_flow(v, "connect", "tcp", port2), LINE_TIMEOUT)?;
+    let ev2 = env.h.egret.wait_for_flow("connect", "tcp", port2)?;
     check_container(&ev2, &run.id, "docker", &name2)?;
     env.rt.remove(&c.id)?;
     env.finish()
@@ -515,14 +444,10 @@ fn docker_container_identity() -> Result<()> {
 
 /// Waits until `server` has accepted more than `before` connections.
 fn wait_accepted(server: &TcpServer, before: u64) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server.accepted() <= before {
-        ensure!(
-            Instant::now() < deadline,
-            "the test server saw no new connection"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ensure!(
+        wait_until(Duration::from_secs(10), || Ok(server.accepted() > before))?,
+        "the test server saw no new connection"
+    );
     Ok(())
 }
 
@@ -602,15 +527,11 @@ fn harness_containerd_runs_kubelet_style_containers_below_the_test_cgroup() -> R
     eprintln!("containerd: cgroup v2 {want}; v1 copies: {v1_dirs:?}");
 
     // Host network, connect to a loopback server, exit.
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let t0 = Instant::now();
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "once",
-        &[
-            "sh",
-            "-c",
-            &format!("cat /proc/self/cgroup; {}", connect(&target(server.addr()))),
-        ],
+        &format!("cat /proc/self/cgroup; {}", connect(&target(server.addr()))),
     )
     .in_pod(&pod, "once", &cg.relative_path());
     let run = rt
@@ -630,13 +551,9 @@ fn harness_containerd_runs_kubelet_style_containers_below_the_test_cgroup() -> R
     );
 
     // Own network namespace: a veth in, a server on the host end.
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "netns",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
-        ],
+        &format!("{}; sleep 60", wait_for_go_then(&connect("$GO"))),
     )
     .own_network()
     .in_pod(&pod, "netns", &cg.relative_path());
@@ -662,13 +579,9 @@ fn harness_containerd_runs_kubelet_style_containers_below_the_test_cgroup() -> R
     )?;
     let veth2 = ContainerVeth::create(sandbox.pid)?;
     let server3 = TcpServer::start(SocketAddr::new(veth2.host_v4().into(), 0))?;
-    let spec = RunSpec::new(
+    let spec = sh_spec(
         "app",
-        &[
-            "sh",
-            "-c",
-            &format!("{}; sleep 60", connect(&target(server3.addr()))),
-        ],
+        &format!("{}; sleep 60", connect(&target(server3.addr()))),
     )
     .in_pod(&pod2, "app", &cg.relative_path())
     .join_network_of(sandbox.pid);
@@ -758,7 +671,7 @@ fn harness_dockerd_runs_containers_below_the_test_cgroup() -> Result<()> {
         "docker inspect: {labels}"
     );
 
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let t0 = Instant::now();
     let name2 = format!("egret-h2-{}", egret_e2e::unique_suffix());
     let run = rt

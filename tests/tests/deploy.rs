@@ -26,12 +26,13 @@ use egret_e2e::deploy::{
     shared_libraries, unit_directives, unit_value, yaml_top_keys, Validator, KUBERNETES_VERSIONS,
 };
 use egret_e2e::expect::{check_host, has_arg, is_flow, is_metric};
+use egret_e2e::policy::audit_policy;
+use egret_e2e::run::{log_tail, wait_child};
 use egret_e2e::runtime::{ensure_programs, Podman, V1Mirrors};
-use egret_e2e::skip::{require_egret_bin, require_root, require_world_executable};
-use egret_e2e::{drop_privileges, field_str, prerequisite, TcpServer, TestCgroup};
+use egret_e2e::skip::{require_egret_bin, require_root, require_world_executable, with_egret_bin};
+use egret_e2e::{drop_privileges, field_str, prerequisite, ScratchDir, TcpServer, TestCgroup};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,30 +54,6 @@ fn unit_caps() -> Result<Vec<String>> {
     let caps = unit_value(&d, "Service", "CapabilityBoundingSet")
         .context("the unit has no CapabilityBoundingSet")?;
     Ok(caps.split_whitespace().map(String::from).collect())
-}
-
-/// A scratch directory, removed on drop unless the test is failing.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!(
-            "egret-e2e-deploy-{name}-{}",
-            egret_e2e::unique_suffix()
-        ));
-        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("egret-e2e: keeping {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 fn read_lines(path: &Path) -> Result<Vec<Value>> {
@@ -147,15 +124,6 @@ fn wait_ready(
     }
 }
 
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines
-        .get(lines.len().saturating_sub(n)..)
-        .unwrap_or_default()
-        .join("\n")
-}
-
 /// One TCP connection from `cg` to `port` on loopback by a fresh `egret-testclient` with
 /// `marker` in its arguments.
 fn connect_from(cg: &TestCgroup, port: u16, marker: &str) -> Result<()> {
@@ -195,10 +163,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn sa(s: &str) -> Result<SocketAddr> {
-    s.parse().with_context(|| format!("parse {s}"))
 }
 
 // ------------------------------------------------- the unit, run as systemd would --
@@ -402,18 +366,18 @@ fn systemd_unit_runs_with_its_capabilities_and_sandbox() -> Result<()> {
     };
     let caps = unit_caps()?;
     let d = unit_directives(&unit_text()?);
-    let scratch = Scratch::new("unit")?;
-    let out = scratch.0.join("out");
+    let scratch = ScratchDir::create("deploy-unit")?;
+    let out = scratch.path().join("out");
     std::fs::create_dir_all(&out)?;
     let cg = TestCgroup::create("deploy-unit")?;
     let pre_cg = cg.child("pre")?;
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let pre = KillOnDrop(nobody_loop(&pre_cg, server.port())?);
     std::thread::sleep(Duration::from_millis(300));
 
     let mut child = start_unit_egret(&out, &cg, &caps, true, Some(&strace))?;
     let stderr = out.join("stderr.log");
-    let ctx = || format!("--- stderr ---\n{}", tail(&stderr, 30));
+    let ctx = || format!("--- stderr ---\n{}", log_tail(&stderr, 30));
     let pid = {
         let mut alive = || matches!(child.try_wait(), Ok(None));
         wait_ready(&out.join("ready"), &mut alive, ctx)?
@@ -554,13 +518,13 @@ fn systemd_unit_capabilities_are_each_needed() -> Result<()> {
     for needed in ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"] {
         ensure!(caps.iter().any(|c| c == needed), "the unit lacks {needed}");
         let fewer: Vec<String> = caps.iter().filter(|c| *c != needed).cloned().collect();
-        let scratch = Scratch::new("caps")?;
+        let scratch = ScratchDir::create("deploy-caps")?;
         let cg = TestCgroup::create("deploy-caps")?;
-        let mut child = start_unit_egret(&scratch.0, &cg, &fewer, false, None)?;
+        let mut child = start_unit_egret(scratch.path(), &cg, &fewer, false, None)?;
         let status = wait_child(&mut child, START_TIMEOUT)?;
-        let err = std::fs::read_to_string(scratch.0.join("stderr.log"))?;
+        let err = std::fs::read_to_string(scratch.path().join("stderr.log"))?;
         ensure!(
-            !status.success() && !scratch.0.join("ready").exists(),
+            !status.success() && !scratch.path().join("ready").exists(),
             "egret attached without {needed} ({status})\n{err}"
         );
         ensure!(
@@ -578,19 +542,19 @@ fn systemd_unit_capabilities_are_each_needed() -> Result<()> {
         .filter(|c| *c != "CAP_SYS_PTRACE")
         .cloned()
         .collect();
-    let scratch = Scratch::new("ptrace")?;
+    let scratch = ScratchDir::create("deploy-ptrace")?;
     let cg = TestCgroup::create("deploy-ptrace")?;
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let pre = KillOnDrop(nobody_loop(&cg, server.port())?);
     std::thread::sleep(Duration::from_millis(300));
-    let mut child = start_unit_egret(&scratch.0, &cg, &fewer, false, None)?;
-    let stderr = scratch.0.join("stderr.log");
-    let ctx = || format!("--- stderr ---\n{}", tail(&stderr, 30));
+    let mut child = start_unit_egret(scratch.path(), &cg, &fewer, false, None)?;
+    let stderr = scratch.path().join("stderr.log");
+    let ctx = || format!("--- stderr ---\n{}", log_tail(&stderr, 30));
     let mut alive = || matches!(child.try_wait(), Ok(None));
-    wait_ready(&scratch.0.join("ready"), &mut alive, ctx)?;
+    wait_ready(&scratch.path().join("ready"), &mut alive, ctx)?;
     let pre_pid = u64::from(pre.0.id());
     let line = wait_line(
-        &scratch.0.join("events.jsonl"),
+        &scratch.path().join("events.jsonl"),
         LINE_TIMEOUT,
         |v| {
             is_flow(v, "connect", "tcp", server.port())
@@ -619,10 +583,10 @@ fn systemd_unit_verifies() -> Result<()> {
     else {
         return Ok(());
     };
-    let scratch = Scratch::new("verify")?;
+    let scratch = ScratchDir::create("deploy-verify")?;
     // verify checks that ExecStart exists: point it at the egret under test.
     let unit = unit_text()?.replace("/usr/local/bin/egret", &bin.display().to_string());
-    let path = scratch.0.join("egret.service");
+    let path = scratch.path().join("egret.service");
     std::fs::write(&path, unit)?;
     let out = Command::new("systemd-analyze")
         .arg("verify")
@@ -661,131 +625,130 @@ fn systemd_unit_verifies() -> Result<()> {
 /// to restart.
 #[test]
 fn xtask_install_into_destdir() -> Result<()> {
-    let Some(bin) = prerequisite(require_egret_bin())? else {
-        return Ok(());
-    };
-    let xtask = bin.with_file_name("xtask");
-    let Some(()) = prerequisite(if xtask.is_file() {
-        Ok(())
-    } else {
-        Err(anyhow::anyhow!(
-            "{} is missing (it is built by `cargo xtask`; run the tests with `cargo xtask test`)",
-            xtask.display()
-        ))
-    })?
-    else {
-        return Ok(());
-    };
-    let scratch = Scratch::new("install")?;
-    let dest = scratch.0.join("root");
-    let install = |extra: &[&str]| -> Result<String> {
-        let out = Command::new(&xtask)
-            .args(["install", "--destdir"])
-            .arg(&dest)
-            .arg("--egret-bin")
-            .arg(&bin)
-            .args(extra)
-            .current_dir(repo_root())
-            .output()
-            .context("run xtask install")?;
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    with_egret_bin(|bin| {
+        let xtask = bin.with_file_name("xtask");
+        let Some(()) = prerequisite(if xtask.is_file() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(
+                "{} is missing (it is built by `cargo xtask`; run the tests with `cargo xtask test`)",
+                xtask.display()
+            ))
+        })?
+        else {
+            return Ok(());
+        };
+        let scratch = ScratchDir::create("deploy-install")?;
+        let dest = scratch.path().join("root");
+        let install = |extra: &[&str]| -> Result<String> {
+            let out = Command::new(&xtask)
+                .args(["install", "--destdir"])
+                .arg(&dest)
+                .arg("--egret-bin")
+                .arg(&bin)
+                .args(extra)
+                .current_dir(repo_root())
+                .output()
+                .context("run xtask install")?;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            ensure!(
+                out.status.success(),
+                "xtask install failed: {}\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Ok(stdout)
+        };
+        let first = install(&[])?;
         ensure!(
-            out.status.success(),
-            "xtask install failed: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            first.contains("systemctl daemon-reload && systemctl enable --now egret"),
+            "install does not say how to start egret:\n{first}"
         );
-        Ok(stdout)
-    };
-    let first = install(&[])?;
-    ensure!(
-        first.contains("systemctl daemon-reload && systemctl enable --now egret"),
-        "install does not say how to start egret:\n{first}"
-    );
-    let installed = dest.join("usr/local/bin/egret");
-    ensure!(
-        std::fs::read(&installed)? == std::fs::read(&bin)?,
-        "the installed binary differs"
-    );
-    let unit = std::fs::read_to_string(dest.join("usr/local/lib/systemd/system/egret.service"))?;
-    ensure!(
-        unit == unit_text()?,
-        "the unit for /usr/local differs from packaging/"
-    );
-    for f in [
-        "etc/egret/policy.yaml",
-        "etc/egret/config.yaml",
-        "etc/egret/README",
-        "etc/logrotate.d/egret",
-        "usr/local/share/doc/egret/deploy.md",
-    ] {
-        ensure!(dest.join(f).is_file(), "{f} was not installed");
-    }
-    // The installed egret accepts the installed policy.
-    let check = Command::new(&installed)
-        .args(["policy", "check"])
-        .arg(dest.join("etc/egret/policy.yaml"))
-        .output()?;
-    ensure!(
-        check.status.success(),
-        "policy check of the installed policy failed"
-    );
+        let installed = dest.join("usr/local/bin/egret");
+        ensure!(
+            std::fs::read(&installed)? == std::fs::read(&bin)?,
+            "the installed binary differs"
+        );
+        let unit =
+            std::fs::read_to_string(dest.join("usr/local/lib/systemd/system/egret.service"))?;
+        ensure!(
+            unit == unit_text()?,
+            "the unit for /usr/local differs from packaging/"
+        );
+        for f in [
+            "etc/egret/policy.yaml",
+            "etc/egret/config.yaml",
+            "etc/egret/README",
+            "etc/logrotate.d/egret",
+            "usr/local/share/doc/egret/deploy.md",
+        ] {
+            ensure!(dest.join(f).is_file(), "{f} was not installed");
+        }
+        // The installed egret accepts the installed policy.
+        let check = Command::new(&installed)
+            .args(["policy", "check"])
+            .arg(dest.join("etc/egret/policy.yaml"))
+            .output()?;
+        ensure!(
+            check.status.success(),
+            "policy check of the installed policy failed"
+        );
 
-    // An upgrade keeps what the administrator changed.
-    let policy = dest.join("etc/egret/policy.yaml");
-    std::fs::write(&policy, "mode: audit\nrules: []\n# edited\n")?;
-    let second = install(&[])?;
-    ensure!(
-        std::fs::read_to_string(&policy)?.contains("# edited"),
-        "the second install overwrote /etc/egret/policy.yaml"
-    );
-    ensure!(
-        second.contains("systemctl restart egret"),
-        "an upgrade does not say to restart:\n{second}"
-    );
+        // An upgrade keeps what the administrator changed.
+        let policy = dest.join("etc/egret/policy.yaml");
+        std::fs::write(&policy, "mode: audit\nrules: []\n# edited\n")?;
+        let second = install(&[])?;
+        ensure!(
+            std::fs::read_to_string(&policy)?.contains("# edited"),
+            "the second install overwrote /etc/egret/policy.yaml"
+        );
+        ensure!(
+            second.contains("systemctl restart egret"),
+            "an upgrade does not say to restart:\n{second}"
+        );
 
-    // Another prefix: the unit runs that prefix's binary.
-    install(&["--prefix", "/usr"])?;
-    let unit = std::fs::read_to_string(dest.join("usr/lib/systemd/system/egret.service"))?;
-    ensure!(
-        unit.contains("ExecStart=/usr/bin/egret run"),
-        "the unit for --prefix /usr does not run /usr/bin/egret"
-    );
-    Ok(())
+        // Another prefix: the unit runs that prefix's binary.
+        install(&["--prefix", "/usr"])?;
+        let unit = std::fs::read_to_string(dest.join("usr/lib/systemd/system/egret.service"))?;
+        ensure!(
+            unit.contains("ExecStart=/usr/bin/egret run"),
+            "the unit for --prefix /usr does not run /usr/bin/egret"
+        );
+        Ok(())
+    })
 }
 
 /// The example configuration names only `egret run` flags (the keys `--config` will read),
 /// the unit passes only real flags, the example policy is valid.
 #[test]
 fn packaging_matches_egret_run() -> Result<()> {
-    let Some(bin) = prerequisite(require_egret_bin())? else {
-        return Ok(());
-    };
-    let flags = run_flags(&bin)?;
-    let config = std::fs::read_to_string(repo_root().join("packaging/etc/egret/config.yaml"))?;
-    for key in yaml_top_keys(&config) {
+    with_egret_bin(|bin| {
+        let flags = run_flags(&bin)?;
+        let config = std::fs::read_to_string(repo_root().join("packaging/etc/egret/config.yaml"))?;
+        for key in yaml_top_keys(&config) {
+            ensure!(
+                flags.contains(&key),
+                "config.yaml key {key:?} is not an `egret run` flag"
+            );
+        }
+        let d = unit_directives(&unit_text()?);
+        let exec = unit_value(&d, "Service", "ExecStart").context("no ExecStart")?;
+        for flag in flags_in(exec.split_whitespace()) {
+            ensure!(
+                flags.contains(&flag),
+                "the unit passes --{flag}, which egret run does not know"
+            );
+        }
+        let check = Command::new(&bin)
+            .args(["policy", "check"])
+            .arg(repo_root().join("packaging/etc/egret/policy.yaml"))
+            .output()?;
         ensure!(
-            flags.contains(&key),
-            "config.yaml key {key:?} is not an `egret run` flag"
+            check.status.success(),
+            "packaging/etc/egret/policy.yaml does not pass policy check"
         );
-    }
-    let d = unit_directives(&unit_text()?);
-    let exec = unit_value(&d, "Service", "ExecStart").context("no ExecStart")?;
-    for flag in flags_in(exec.split_whitespace()) {
-        ensure!(
-            flags.contains(&flag),
-            "the unit passes --{flag}, which egret run does not know"
-        );
-    }
-    let check = Command::new(&bin)
-        .args(["policy", "check"])
-        .arg(repo_root().join("packaging/etc/egret/policy.yaml"))
-        .output()?;
-    ensure!(
-        check.status.success(),
-        "packaging/etc/egret/policy.yaml does not pass policy check"
-    );
-    Ok(())
+        Ok(())
+    })
 }
 
 // --------------------------------------------------------------------- container image --
@@ -911,7 +874,7 @@ fn container_image_privileged() -> Result<()> {
         probe.stderr
     );
 
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
     let marker = egret_e2e::marker();
     connect_from(&cg, server.port(), &marker)?;
     let line = wait_line(
@@ -974,10 +937,9 @@ fn write_configmap(dir: &Path, files: &[(&str, &str)], generation: u32) -> Resul
     Ok(())
 }
 
+/// [`audit_policy`] with its one rule for TCP only.
 fn policy_approving(rule: &str, port: u16) -> String {
-    format!(
-        "mode: audit\nloopback: audit\nrules:\n  - name: {rule}\n    to: [\"127.0.0.1\"]\n    ports: [{port}]\n    protocols: [tcp]\n"
-    )
+    format!("{}    protocols: [tcp]\n", audit_policy(rule, port))
 }
 
 /// The DaemonSet, as far as podman can run it: the rendered manifests' capabilities,
@@ -1011,7 +973,7 @@ fn container_image_as_the_daemonset_runs_it() -> Result<()> {
     let _v1 = V1Mirrors::of(&parent)?;
     let podman = podman;
     let image = build_image(&podman)?;
-    let server = TcpServer::start(sa("127.0.0.1:0")?)?;
+    let server = TcpServer::loopback()?;
 
     // Volumes: host paths as they are, except the node's log directory and the runtime
     // socket directories (test directories instead: nothing is created on the host), the
@@ -1235,8 +1197,8 @@ fn kubernetes_manifests_validate() -> Result<()> {
     let Some(rendered) = prerequisite(kustomize(&repo_root().join("deploy/kubernetes")))? else {
         return Ok(());
     };
-    let scratch = Scratch::new("k8s")?;
-    let file = scratch.0.join("egret.yaml");
+    let scratch = ScratchDir::create("deploy-k8s")?;
+    let file = scratch.path().join("egret.yaml");
     std::fs::write(&file, &rendered)?;
     for version in KUBERNETES_VERSIONS {
         let report = validator.validate(&file, version)?;
@@ -1252,7 +1214,7 @@ fn kubernetes_manifests_validate() -> Result<()> {
             );
         }
     }
-    let broken = scratch.0.join("broken.yaml");
+    let broken = scratch.path().join("broken.yaml");
     std::fs::write(&broken, rendered.replace("hostPID: true", "hostPid: true"))?;
     ensure!(
         validator.validate(&broken, KUBERNETES_VERSIONS[0]).is_err(),
@@ -1303,7 +1265,7 @@ fn kubernetes_manifests_validate() -> Result<()> {
             .iter()
             .find(|d| d["kind"] == "ConfigMap")
             .context("no ConfigMap")?;
-        let policy = scratch.0.join("policy.yaml");
+        let policy = scratch.path().join("policy.yaml");
         std::fs::write(
             &policy,
             cm["data"]["policy.yaml"]
@@ -1320,20 +1282,4 @@ fn kubernetes_manifests_validate() -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Waits for `child` at most `timeout` (then kills it and fails).
-fn wait_child(child: &mut Child, timeout: Duration) -> Result<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("the process did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -1,7 +1,10 @@
 //! Tests of the harness itself and of the test client (no egret needed).
 
 use anyhow::{ensure, Context, Result};
-use egret_e2e::{prerequisite, run_with_timeout, skip, NetNs, TcpServer, TestCgroup, UdpServer};
+use egret_e2e::{
+    command, prerequisite, run_with_timeout, skip, socket_addr, wait_until, NetNs, RunOutput,
+    TcpServer, TestCgroup, UdpServer,
+};
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -9,105 +12,59 @@ use std::time::{Duration, Instant};
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
 const T: Duration = Duration::from_secs(30);
 
-fn client(args: &[&str]) -> Command {
-    let mut c = Command::new(CLIENT);
-    c.args(args);
-    c
+/// Runs the test client with `args` (outside any test cgroup); it must succeed within [`T`].
+fn run_client(args: &[&str]) -> Result<RunOutput> {
+    run_with_timeout(&mut command(CLIENT, args), T)?.ensure_success()
 }
 
-fn wait_until(mut cond: impl FnMut() -> bool, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
-
-fn addr(s: &str) -> Result<SocketAddr> {
-    s.parse().with_context(|| format!("parse {s}"))
+/// `count()` (a server's connections or datagrams) reaches `at_least` within [`T`]; an error
+/// says `what` and the last count.
+fn expect_count(what: &str, at_least: u64, count: impl Fn() -> u64) -> Result<()> {
+    ensure!(
+        wait_until(T, || Ok(count() >= at_least))?,
+        "{what} (count {} of {at_least})",
+        count()
+    );
+    Ok(())
 }
 
 #[test]
 fn testclient_tcp_v4_v6_mapped() -> Result<()> {
-    let v4 = TcpServer::start(addr("127.0.0.1:0")?)?;
+    let v4 = TcpServer::loopback()?;
     let port = v4.port().to_string();
-    run_with_timeout(
-        &mut client(&["tcp", "127.0.0.1", &port, "marker-x", "more"]),
-        T,
-    )?
-    .ensure_success()?;
-    run_with_timeout(&mut client(&["tcp", "::ffff:127.0.0.1", &port]), T)?.ensure_success()?;
-    ensure!(
-        wait_until(|| v4.accepted() >= 2, T),
-        "v4 server accepted {}",
-        v4.accepted()
-    );
-    let v6 = TcpServer::start(addr("[::1]:0")?)?;
-    run_with_timeout(&mut client(&["tcp", "::1", &v6.port().to_string()]), T)?.ensure_success()?;
-    ensure!(
-        wait_until(|| v6.accepted() >= 1, T),
-        "v6 server accepted nothing"
-    );
+    run_client(&["tcp", "127.0.0.1", &port, "marker-x", "more"])?;
+    run_client(&["tcp", "::ffff:127.0.0.1", &port])?;
+    expect_count("v4 server: connections accepted", 2, || v4.accepted())?;
+    let v6 = TcpServer::start(socket_addr("[::1]:0")?)?;
+    run_client(&["tcp", "::1", &v6.port().to_string()])?;
+    expect_count("v6 server accepted nothing", 1, || v6.accepted())?;
     Ok(())
 }
 
 #[test]
 fn testclient_sleep_then_tcp() -> Result<()> {
-    let s = TcpServer::start(addr("127.0.0.1:0")?)?;
+    let s = TcpServer::loopback()?;
     let start = Instant::now();
-    run_with_timeout(
-        &mut client(&["sleep-then-tcp", "200", "127.0.0.1", &s.port().to_string()]),
-        T,
-    )?
-    .ensure_success()?;
+    run_client(&["sleep-then-tcp", "200", "127.0.0.1", &s.port().to_string()])?;
     ensure!(
         start.elapsed() >= Duration::from_millis(200),
         "did not sleep"
     );
-    ensure!(
-        wait_until(|| s.accepted() >= 1, T),
-        "server accepted nothing"
-    );
+    expect_count("server accepted nothing", 1, || s.accepted())?;
     Ok(())
 }
 
 #[test]
 fn testclient_udp() -> Result<()> {
-    let s = UdpServer::start(addr("127.0.0.1:0")?)?;
+    let s = UdpServer::loopback()?;
     let port = s.port().to_string();
-    run_with_timeout(
-        &mut client(&["udp-connect", "127.0.0.1", &port, "marker"]),
-        T,
-    )?
-    .ensure_success()?;
-    ensure!(
-        wait_until(|| s.received() >= 1, T),
-        "udp-connect: nothing received"
-    );
-    run_with_timeout(
-        &mut client(&["udp-send", "127.0.0.1", &port, "--count", "50", "marker"]),
-        T,
-    )?
-    .ensure_success()?;
-    ensure!(
-        wait_until(|| s.received() >= 51, T),
-        "udp-send: received {} of 51",
-        s.received()
-    );
-    let s6 = UdpServer::start(addr("[::1]:0")?)?;
-    run_with_timeout(
-        &mut client(&["udp-send", "::1", &s6.port().to_string(), "--count", "3"]),
-        T,
-    )?
-    .ensure_success()?;
-    ensure!(
-        wait_until(|| s6.received() >= 3, T),
-        "udp-send v6: received {}",
-        s6.received()
-    );
+    run_client(&["udp-connect", "127.0.0.1", &port, "marker"])?;
+    expect_count("udp-connect: nothing received", 1, || s.received())?;
+    run_client(&["udp-send", "127.0.0.1", &port, "--count", "50", "marker"])?;
+    expect_count("udp-send: datagrams received", 51, || s.received())?;
+    let s6 = UdpServer::start(socket_addr("[::1]:0")?)?;
+    run_client(&["udp-send", "::1", &s6.port().to_string(), "--count", "3"])?;
+    expect_count("udp-send v6: datagrams received", 3, || s6.received())?;
     Ok(())
 }
 
@@ -130,19 +87,11 @@ fn parse_loop_output(out: &str) -> Result<(u64, u64)> {
 #[test]
 fn testclient_loops() -> Result<()> {
     for sub in ["tcp-loop", "udp-loop"] {
-        let out = run_with_timeout(
-            &mut client(&[sub, "--addr", "127.0.0.1", "--duration-ms", "300"]),
-            T,
-        )?
-        .ensure_success()?;
+        let out = run_client(&[sub, "--addr", "127.0.0.1", "--duration-ms", "300"])?;
         let (ops, ns) = parse_loop_output(&out.stdout)?;
         ensure!(ops > 0, "{sub}: no ops");
         ensure!(ns >= 300_000_000, "{sub}: elapsed {ns} ns < duration");
-        let out = run_with_timeout(
-            &mut client(&[sub, "--addr", "::1", "--duration-ms", "50"]),
-            T,
-        )?
-        .ensure_success()?;
+        let out = run_client(&[sub, "--addr", "::1", "--duration-ms", "50"])?;
         ensure!(parse_loop_output(&out.stdout)?.0 > 0, "{sub} v6: no ops");
     }
     Ok(())
@@ -150,29 +99,25 @@ fn testclient_loops() -> Result<()> {
 
 #[test]
 fn testclient_connect_loop_counts_and_errno() -> Result<()> {
-    let open = TcpServer::start(addr("127.0.0.1:0")?)?;
+    let open = TcpServer::loopback()?;
     let closed = std::net::TcpListener::bind("127.0.0.1:0")?;
     let closed_port = closed.local_addr()?.port();
     drop(closed);
     let dir = egret_e2e::PolicyDir::create("harness-loop")?;
     let status = dir.path().join("status");
     let (p_open, p_closed) = (open.port().to_string(), closed_port.to_string());
-    let out = run_with_timeout(
-        &mut client(&[
-            "connect-loop",
-            "--count",
-            "3",
-            "--interval-ms",
-            "0",
-            "--status-file",
-            &status.display().to_string(),
-            "127.0.0.1",
-            &p_open,
-            &p_closed,
-        ]),
-        T,
-    )?
-    .ensure_success()?;
+    let out = run_client(&[
+        "connect-loop",
+        "--count",
+        "3",
+        "--interval-ms",
+        "0",
+        "--status-file",
+        &status.display().to_string(),
+        "127.0.0.1",
+        &p_open,
+        &p_closed,
+    ])?;
     let counts = egret_e2e::policy::parse_loop_counts(&out.stdout)?;
     let want_open = egret_e2e::policy::PortCounts {
         ok: 3,
@@ -196,19 +141,15 @@ fn testclient_connect_loop_counts_and_errno() -> Result<()> {
     // A stop file ends a loop with no duration or count.
     let stop = dir.path().join("stop");
     std::fs::write(&stop, "")?;
-    run_with_timeout(
-        &mut client(&[
-            "connect-loop",
-            "--stop-file",
-            &stop.display().to_string(),
-            "127.0.0.1",
-            &p_open,
-        ]),
-        T,
-    )?
-    .ensure_success()?;
+    run_client(&[
+        "connect-loop",
+        "--stop-file",
+        &stop.display().to_string(),
+        "127.0.0.1",
+        &p_open,
+    ])?;
     // A failed system call names its errno on stdout (ECONNREFUSED here).
-    let out = run_with_timeout(&mut client(&["tcp", "127.0.0.1", &p_closed]), T)?;
+    let out = run_with_timeout(&mut command(CLIENT, &["tcp", "127.0.0.1", &p_closed]), T)?;
     ensure!(
         !out.status.success() && out.stdout.trim() == format!("errno={}", libc::ECONNREFUSED),
         "want errno={} on stdout, got {:?} ({})",
@@ -227,7 +168,7 @@ fn testclient_fails_loudly() -> Result<()> {
         &["bogus"],
         &["udp-send", "127.0.0.1", "1", "--count", "x"],
     ] {
-        let out = run_with_timeout(&mut client(args), T)?;
+        let out = run_with_timeout(&mut command(CLIENT, args), T)?;
         ensure!(!out.status.success(), "{args:?} should fail");
         ensure!(!out.stderr.is_empty(), "{args:?} failed without a message");
     }
@@ -235,7 +176,10 @@ fn testclient_fails_loudly() -> Result<()> {
     let sock = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = sock.local_addr()?.port();
     drop(sock);
-    let out = run_with_timeout(&mut client(&["tcp", "127.0.0.1", &port.to_string()]), T)?;
+    let out = run_with_timeout(
+        &mut command(CLIENT, &["tcp", "127.0.0.1", &port.to_string()]),
+        T,
+    )?;
     ensure!(
         !out.status.success(),
         "connect to a closed port should fail"
@@ -320,26 +264,12 @@ fn netns_create_serve_and_drop() -> Result<()> {
     let b = NetNs::create("harness")?;
     ensure!(a.ns_v4() != b.ns_v4(), "two namespaces share a subnet");
     let server = TcpServer::from_listener(a.tcp_listener(SocketAddr::new(a.ns_v4().into(), 0))?)?;
-    run_with_timeout(
-        &mut client(&["tcp", &a.ns_v4().to_string(), &server.port().to_string()]),
-        T,
-    )?
-    .ensure_success()?;
-    ensure!(
-        wait_until(|| server.accepted() >= 1, T),
-        "server in netns accepted nothing"
-    );
+    run_client(&["tcp", &a.ns_v4().to_string(), &server.port().to_string()])?;
+    expect_count("server in netns accepted nothing", 1, || server.accepted())?;
     if a.has_v6() {
         let s6 = TcpServer::from_listener(a.tcp_listener(SocketAddr::new(a.ns_v6().into(), 0))?)?;
-        run_with_timeout(
-            &mut client(&["tcp", &a.ns_v6().to_string(), &s6.port().to_string()]),
-            T,
-        )?
-        .ensure_success()?;
-        ensure!(
-            wait_until(|| s6.accepted() >= 1, T),
-            "v6 server in netns accepted nothing"
-        );
+        run_client(&["tcp", &a.ns_v6().to_string(), &s6.port().to_string()])?;
+        expect_count("v6 server in netns accepted nothing", 1, || s6.accepted())?;
     }
     // A command inside the namespace sees the peer address.
     let out = run_with_timeout(

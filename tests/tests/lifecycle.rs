@@ -3,7 +3,6 @@
 use anyhow::{ensure, Context, Result};
 use egret_e2e::expect::{is_flow, is_metric};
 use egret_e2e::{field, field_str, field_u64, Harness, TcpServer, UdpServer, LINE_TIMEOUT};
-use std::net::SocketAddr;
 use std::process::Command;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
@@ -35,64 +34,57 @@ fn check_metric(v: &serde_json::Value) -> Result<()> {
 
 #[test]
 fn metrics_and_clean_shutdown() -> Result<()> {
-    let Some(mut h) = Harness::setup("lifecycle", &[])? else {
-        return Ok(());
-    };
-    let tcp = TcpServer::start("127.0.0.1:0".parse::<SocketAddr>().context("addr")?)?;
-    let udp = UdpServer::start("127.0.0.1:0".parse::<SocketAddr>().context("addr")?)?;
-    for _ in 0..3 {
-        h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &tcp.port().to_string()]))?;
-    }
-    h.run(Command::new(CLIENT).args([
-        "udp-send",
-        "127.0.0.1",
-        &udp.port().to_string(),
-        "--count",
-        "5",
-    ]))?;
-    h.egret.wait_for_count(
-        |v| is_flow(v, "connect", "tcp", tcp.port()),
-        3,
-        LINE_TIMEOUT,
-    )?;
-    h.egret
-        .wait_for(|v| is_flow(v, "send", "udp", udp.port()), LINE_TIMEOUT)?;
-    // Periodic metrics (--metrics-interval 1).
-    let periodic = h.egret.wait_for(is_metric, LINE_TIMEOUT)?;
-    check_metric(&periodic)?;
+    Harness::with_egret("lifecycle", &[], |mut h| {
+        let tcp = TcpServer::loopback()?;
+        let udp = UdpServer::loopback()?;
+        for _ in 0..3 {
+            h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &tcp.port().to_string()]))?;
+        }
+        h.run(Command::new(CLIENT).args([
+            "udp-send",
+            "127.0.0.1",
+            &udp.port().to_string(),
+            "--count",
+            "5",
+        ]))?;
+        h.egret.wait_for_count(
+            |v| is_flow(v, "connect", "tcp", tcp.port()),
+            3,
+            LINE_TIMEOUT,
+        )?;
+        h.egret.wait_for_flow("send", "udp", udp.port())?;
+        // Periodic metrics (--metrics-interval 1).
+        let periodic = h.egret.wait_for(is_metric, LINE_TIMEOUT)?;
+        check_metric(&periodic)?;
 
-    let before = h.egret.events()?;
-    let status = h.egret.stop()?;
-    ensure!(
-        status.success(),
-        "egret exited with {status} after SIGTERM\nstderr:\n{}",
-        h.egret.stderr_tail()
-    );
-    let raw = std::fs::read_to_string(h.egret.events_path())?;
-    ensure!(
-        raw.ends_with('\n'),
-        "output does not end with a complete line"
-    );
-    let after = h.egret.events()?;
-    ensure!(
-        after.len() > before.len() && after.get(..before.len()) == Some(&before[..]),
-        "lines written before SIGTERM changed or vanished ({} before, {} after)",
-        before.len(),
-        after.len()
-    );
-    let last = after.last().context("no lines at all")?;
-    ensure!(is_metric(last), "last line is not a metric line: {last}");
-    check_metric(last)?;
-    let lost = field_u64(last, "egret.metrics.events_lost_kernel");
-    ensure!(
-        lost == Some(0),
-        "events_lost_kernel = {lost:?}\nline: {last}"
-    );
-    let received = field_u64(last, "egret.metrics.events_received").unwrap_or(0);
-    ensure!(received > 0, "events_received = {received}\nline: {last}");
-    ensure!(
-        field(last, "egret.metrics").is_some(),
-        "metrics object missing"
-    );
-    h.finish()
+        let before = h.egret.events()?;
+        h.egret.stop_cleanly()?;
+        let raw = std::fs::read_to_string(h.egret.events_path())?;
+        ensure!(
+            raw.ends_with('\n'),
+            "output does not end with a complete line"
+        );
+        let after = h.egret.events()?;
+        ensure!(
+            after.len() > before.len() && after.get(..before.len()) == Some(&before[..]),
+            "lines written before SIGTERM changed or vanished ({} before, {} after)",
+            before.len(),
+            after.len()
+        );
+        let last = after.last().context("no lines at all")?;
+        ensure!(is_metric(last), "last line is not a metric line: {last}");
+        check_metric(last)?;
+        let lost = field_u64(last, "egret.metrics.events_lost_kernel");
+        ensure!(
+            lost == Some(0),
+            "events_lost_kernel = {lost:?}\nline: {last}"
+        );
+        let received = field_u64(last, "egret.metrics.events_received").unwrap_or(0);
+        ensure!(received > 0, "events_received = {received}\nline: {last}");
+        ensure!(
+            field(last, "egret.metrics").is_some(),
+            "metrics object missing"
+        );
+        h.finish()
+    })
 }

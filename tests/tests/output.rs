@@ -7,21 +7,16 @@ use egret_e2e::expect::{has_arg, is_flow};
 use egret_e2e::json::read_jsonl;
 use egret_e2e::{
     egret_bin, field, field_str, field_u64, marker, prerequisite, run_with_timeout, Harness,
-    RunOutput, TcpServer, LINE_TIMEOUT,
+    RunOutput, TcpServer, TestCgroup, LINE_TIMEOUT,
 };
 use serde_json::Value;
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
-
-fn loopback() -> Result<SocketAddr> {
-    "127.0.0.1:0".parse().context("addr")
-}
 
 /// The output set in egret's scratch directory: rotated files by name, the live file last.
 fn output_set(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -102,256 +97,243 @@ fn cookies(lines: &[Value], port: u16) -> Vec<u64> {
 fn rotation_under_traffic_keeps_every_connection_once_and_verify_catches_tampering() -> Result<()> {
     const MAX: u64 = 16 * 1024;
     const CONNECTIONS: usize = 300;
-    let Some(mut h) = Harness::setup(
+    Harness::with_egret(
         "out-rotate",
         &["--output-max-bytes", "16K", "--output-retain", "1000"],
-    )?
-    else {
-        return Ok(());
-    };
-    let server = TcpServer::start(loopback()?)?;
-    let port = server.port();
-    let out = h.run(Command::new(CLIENT).args([
-        "connect-loop",
-        "--count",
-        &CONNECTIONS.to_string(),
-        "--interval-ms",
-        "1",
-        "127.0.0.1",
-        &port.to_string(),
-    ]))?;
-    ensure!(
-        out.stdout
-            .contains(&format!("port={port} ok={CONNECTIONS} ")),
-        "connect-loop: {}",
-        out.stdout
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let seen = cookies(&read_set(&output_set(h.egret.dir())?)?, port).len();
-        if seen >= CONNECTIONS {
-            break;
-        }
-        ensure!(
-            h.egret.running()?,
-            "egret exited\n{}",
-            h.egret.stderr_tail()
-        );
-        ensure!(
-            Instant::now() < deadline,
-            "only {seen} of {CONNECTIONS} connect lines in the output set"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let status = h.egret.stop()?;
-    ensure!(
-        status.success(),
-        "egret exited with {status}\n{}",
-        h.egret.stderr_tail()
-    );
-
-    let files = output_set(h.egret.dir())?;
-    ensure!(files.len() >= 5, "only {} files: {files:?}", files.len());
-    for (i, file) in files.iter().enumerate() {
-        let bytes = std::fs::read(file)?;
-        ensure!(
-            bytes.len() as u64 <= MAX,
-            "{} has {} bytes, more than --output-max-bytes",
-            file.display(),
-            bytes.len()
-        );
-        ensure!(bytes.ends_with(b"\n"), "{} ends mid-line", file.display());
-        let lines = read_jsonl(file)?;
-        let first = lines.first().context("empty file")?;
-        ensure!(
-            field_str(first, "event.dataset") == Some("egret.output"),
-            "{} does not start with egret's output line: {first}",
-            file.display()
-        );
-        if i > 0 {
-            let prev = files.get(i - 1).context("previous")?;
-            let prev_name = prev.file_name().and_then(|n| n.to_str());
+        |mut h| {
+            let server = TcpServer::loopback()?;
+            let port = server.port();
+            let out = h.run(Command::new(CLIENT).args([
+                "connect-loop",
+                "--count",
+                &CONNECTIONS.to_string(),
+                "--interval-ms",
+                "1",
+                "127.0.0.1",
+                &port.to_string(),
+            ]))?;
             ensure!(
-                field_str(first, "egret.output.previous.file") == prev_name,
-                "{}: first line names {:?}, not {prev_name:?}",
-                file.display(),
-                field(first, "egret.output.previous.file")
+                out.stdout
+                    .contains(&format!("port={port} ok={CONNECTIONS} ")),
+                "connect-loop: {}",
+                out.stdout
             );
-        }
-        for line in &lines {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let seen = cookies(&read_set(&output_set(h.egret.dir())?)?, port).len();
+                if seen >= CONNECTIONS {
+                    break;
+                }
+                ensure!(
+                    h.egret.running()?,
+                    "egret exited\n{}",
+                    h.egret.stderr_tail()
+                );
+                ensure!(
+                    Instant::now() < deadline,
+                    "only {seen} of {CONNECTIONS} connect lines in the output set"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            h.egret.stop_cleanly()?;
+
+            let files = output_set(h.egret.dir())?;
+            ensure!(files.len() >= 5, "only {} files: {files:?}", files.len());
+            for (i, file) in files.iter().enumerate() {
+                let bytes = std::fs::read(file)?;
+                ensure!(
+                    bytes.len() as u64 <= MAX,
+                    "{} has {} bytes, more than --output-max-bytes",
+                    file.display(),
+                    bytes.len()
+                );
+                ensure!(bytes.ends_with(b"\n"), "{} ends mid-line", file.display());
+                let lines = read_jsonl(file)?;
+                let first = lines.first().context("empty file")?;
+                ensure!(
+                    field_str(first, "event.dataset") == Some("egret.output"),
+                    "{} does not start with egret's output line: {first}",
+                    file.display()
+                );
+                if i > 0 {
+                    let prev = files.get(i - 1).context("previous")?;
+                    let prev_name = prev.file_name().and_then(|n| n.to_str());
+                    ensure!(
+                        field_str(first, "egret.output.previous.file") == prev_name,
+                        "{}: first line names {:?}, not {prev_name:?}",
+                        file.display(),
+                        field(first, "egret.output.previous.file")
+                    );
+                }
+                for line in &lines {
+                    ensure!(
+                        field_str(line, "egret.chain").is_some_and(|c| c.len() == 64),
+                        "{}: a line without egret.chain: {line}",
+                        file.display()
+                    );
+                }
+            }
+            // Every connection exactly once across the rotated files.
+            let all = read_set(&files)?;
+            let seen = cookies(&all, port);
+            let unique: HashSet<u64> = seen.iter().copied().collect();
             ensure!(
-                field_str(line, "egret.chain").is_some_and(|c| c.len() == 64),
-                "{}: a line without egret.chain: {line}",
-                file.display()
+                seen.len() == CONNECTIONS && unique.len() == CONNECTIONS,
+                "{} connect lines, {} distinct sockets, want {CONNECTIONS} of each",
+                seen.len(),
+                unique.len()
             );
-        }
-    }
-    // Every connection exactly once across the rotated files.
-    let all = read_set(&files)?;
-    let seen = cookies(&all, port);
-    let unique: HashSet<u64> = seen.iter().copied().collect();
-    ensure!(
-        seen.len() == CONNECTIONS && unique.len() == CONNECTIONS,
-        "{} connect lines, {} distinct sockets, want {CONNECTIONS} of each",
-        seen.len(),
-        unique.len()
-    );
-    let verified = expect_intact(&files)?;
-    ensure!(
-        verified.stdout.contains(&format!(
-            "intact: {} files, {} lines",
-            files.len(),
-            all.len()
-        )),
-        "{}",
-        verified.stdout
-    );
-    // Arguments in another order: the same set.
-    let mut reversed = files.clone();
-    reversed.reverse();
-    expect_intact(&reversed)?;
+            let verified = expect_intact(&files)?;
+            ensure!(
+                verified.stdout.contains(&format!(
+                    "intact: {} files, {} lines",
+                    files.len(),
+                    all.len()
+                )),
+                "{}",
+                verified.stdout
+            );
+            // Arguments in another order: the same set.
+            let mut reversed = files.clone();
+            reversed.reverse();
+            expect_intact(&reversed)?;
 
-    // Tamper with a file in the middle of the set, restoring it after each case.
-    let victim = files.get(files.len() / 2).context("middle file")?.clone();
-    let original = raw_lines(&victim)?;
-    let values: Vec<Value> = read_jsonl(&victim)?;
-    // A connection line with a connection line after it, not the file's first line.
-    let k = (1..values.len().saturating_sub(1))
-        .find(|&k| {
-            values
-                .get(k)
-                .is_some_and(|v| is_flow(v, "connect", "tcp", port))
-        })
-        .context("no connection line in the middle file")?;
+            // Tamper with a file in the middle of the set, restoring it after each case.
+            let victim = files.get(files.len() / 2).context("middle file")?.clone();
+            let original = raw_lines(&victim)?;
+            let values: Vec<Value> = read_jsonl(&victim)?;
+            // A connection line with a connection line after it, not the file's first line.
+            let k = (1..values.len().saturating_sub(1))
+                .find(|&k| {
+                    values
+                        .get(k)
+                        .is_some_and(|v| is_flow(v, "connect", "tcp", port))
+                })
+                .context("no connection line in the middle file")?;
 
-    let mut edited = original.clone();
-    if let Some(line) = edited.get_mut(k) {
-        *line = line.replacen("\"127.0.0.1\"", "\"127.0.0.2\"", 1);
-    }
-    write_lines(&victim, &edited)?;
-    expect_broken(&files, &victim, k + 1, "edited")?;
+            let mut edited = original.clone();
+            if let Some(line) = edited.get_mut(k) {
+                *line = line.replacen("\"127.0.0.1\"", "\"127.0.0.2\"", 1);
+            }
+            write_lines(&victim, &edited)?;
+            expect_broken(&files, &victim, k + 1, "edited")?;
 
-    let mut removed = original.clone();
-    removed.remove(k);
-    write_lines(&victim, &removed)?;
-    expect_broken(&files, &victim, k + 1, "removed: 1 line(s)")?;
+            let mut removed = original.clone();
+            removed.remove(k);
+            write_lines(&victim, &removed)?;
+            expect_broken(&files, &victim, k + 1, "removed: 1 line(s)")?;
 
-    let mut reordered = original.clone();
-    reordered.swap(k, k + 1);
-    write_lines(&victim, &reordered)?;
-    expect_broken(&files, &victim, k + 1, "reordered")?;
+            let mut reordered = original.clone();
+            reordered.swap(k, k + 1);
+            write_lines(&victim, &reordered)?;
+            expect_broken(&files, &victim, k + 1, "reordered")?;
 
-    // The tail of a rotated file cut: the next file's first line says so.
-    let mut cut = original.clone();
-    cut.truncate(cut.len() - 2);
-    write_lines(&victim, &cut)?;
-    let next = files
-        .get(files.len() / 2 + 1)
-        .context("file after the middle one")?;
-    expect_broken(&files, next, 1, "continues from")?;
+            // The tail of a rotated file cut: the next file's first line says so.
+            let mut cut = original.clone();
+            cut.truncate(cut.len() - 2);
+            write_lines(&victim, &cut)?;
+            let next = files
+                .get(files.len() / 2 + 1)
+                .context("file after the middle one")?;
+            expect_broken(&files, next, 1, "continues from")?;
 
-    write_lines(&victim, &original)?;
-    expect_intact(&files)?;
-    h.egret.discard_dir_on_drop();
-    Ok(())
+            write_lines(&victim, &original)?;
+            expect_intact(&files)?;
+            h.egret.discard_dir_on_drop();
+            Ok(())
+        },
+    )
 }
 
 #[test]
 fn sigkill_then_restart_cuts_the_torn_line_and_the_chain_continues() -> Result<()> {
-    let Some(mut h) = Harness::setup("out-kill9", &[])? else {
-        return Ok(());
-    };
-    let server = TcpServer::start(loopback()?)?;
-    let port = server.port();
-    // Traffic while egret is killed.
-    let mut load = Command::new(CLIENT);
-    load.args([
-        "connect-loop",
-        "--duration-ms",
-        "3000",
-        "--interval-ms",
-        "1",
-        "127.0.0.1",
-        &port.to_string(),
-    ]);
-    h.cgroup.command(&mut load)?;
-    let mut load = load
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("spawn connect-loop")?;
-    let waited = h
-        .egret
-        .wait_for(|v| is_flow(v, "connect", "tcp", port), LINE_TIMEOUT);
-    std::thread::sleep(Duration::from_millis(700));
-    let killed = h.egret.kill9();
-    let _ = load.kill();
-    let _ = load.wait();
-    waited?;
-    killed?;
+    Harness::with_egret("out-kill9", &[], |mut h| {
+        let server = TcpServer::loopback()?;
+        let port = server.port();
+        // Traffic while egret is killed.
+        let mut load = Command::new(CLIENT);
+        load.args([
+            "connect-loop",
+            "--duration-ms",
+            "3000",
+            "--interval-ms",
+            "1",
+            "127.0.0.1",
+            &port.to_string(),
+        ]);
+        h.cgroup.command(&mut load)?;
+        let mut load = load
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("spawn connect-loop")?;
+        let waited = h.egret.wait_for_flow("connect", "tcp", port);
+        std::thread::sleep(Duration::from_millis(700));
+        let killed = h.egret.kill9();
+        let _ = load.kill();
+        let _ = load.wait();
+        waited?;
+        killed?;
 
-    let events = h.egret.events_path();
-    let mut bytes = std::fs::read(&events)?;
-    let intact_len = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let intact = bytes.get(..intact_len).context("prefix")?.to_vec();
-    // The start of a line, as a crash in the middle of a write leaves it (on top of
-    // whatever the SIGKILL itself cut short).
-    let torn = br#"{"@timestamp":"2026-11-22T06:01:41.920432283Z","event":{"kind":"event","act"#;
-    bytes.extend_from_slice(torn);
-    let expected_cut = bytes.len() - intact_len;
-    std::fs::write(&events, &bytes)?;
-    let before: Vec<Value> = read_jsonl(&events)?;
-    let last_chain = before
-        .last()
-        .and_then(|v| field_str(v, "egret.chain"))
-        .context("no chained line before the kill")?
-        .to_owned();
+        let events = h.egret.events_path();
+        let mut bytes = std::fs::read(&events)?;
+        let intact_len = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let intact = bytes.get(..intact_len).context("prefix")?.to_vec();
+        // The start of a line, as a crash in the middle of a write leaves it (on top of
+        // whatever the SIGKILL itself cut short).
+        let torn =
+            br#"{"@timestamp":"2026-11-22T06:01:41.920432283Z","event":{"kind":"event","act"#;
+        bytes.extend_from_slice(torn);
+        let expected_cut = bytes.len() - intact_len;
+        std::fs::write(&events, &bytes)?;
+        let before: Vec<Value> = read_jsonl(&events)?;
+        let last_chain = before
+            .last()
+            .and_then(|v| field_str(v, "egret.chain"))
+            .context("no chained line before the kill")?
+            .to_owned();
 
-    h.egret.restart(h.cgroup.path(), &[])?;
-    let m = marker();
-    h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]))?;
-    h.egret.wait_for(|v| has_arg(v, &m), LINE_TIMEOUT)?;
-    let status = h.egret.stop()?;
-    ensure!(
-        status.success(),
-        "egret exited with {status}\n{}",
-        h.egret.stderr_tail()
-    );
+        h.egret.restart(h.cgroup.path(), &[])?;
+        let m = marker();
+        h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]))?;
+        h.egret.wait_for(|v| has_arg(v, &m), LINE_TIMEOUT)?;
+        h.egret.stop_cleanly()?;
 
-    let after = std::fs::read(&events)?;
-    ensure!(
-        after.starts_with(&intact),
-        "the lines written before the kill changed"
-    );
-    ensure!(
-        !after.windows(torn.len()).any(|w| w == torn),
-        "the torn line is still there"
-    );
-    let lines = read_jsonl(&events)?;
-    let start = lines
-        .get(before.len())
-        .context("no line after the restart")?;
-    ensure!(
-        field_str(start, "event.dataset") == Some("egret.output")
-            && field_str(start, "event.action") == Some("start"),
-        "the first line after the restart is not egret's start line: {start}"
-    );
-    ensure!(
-        field_u64(start, "egret.output.repaired_bytes") == Some(expected_cut as u64),
-        "repaired_bytes: want {expected_cut}: {start}"
-    );
-    ensure!(
-        field_str(start, "egret.output.previous.hash") == Some(last_chain.as_str()),
-        "the chain does not continue from the last intact line {last_chain}: {start}"
-    );
-    ensure!(
-        h.egret.stderr_text()?.contains("cutting"),
-        "no warning about the cut in the log"
-    );
-    expect_intact(&[events])?;
-    h.egret.discard_dir_on_drop();
-    Ok(())
+        let after = std::fs::read(&events)?;
+        ensure!(
+            after.starts_with(&intact),
+            "the lines written before the kill changed"
+        );
+        ensure!(
+            !after.windows(torn.len()).any(|w| w == torn),
+            "the torn line is still there"
+        );
+        let lines = read_jsonl(&events)?;
+        let start = lines
+            .get(before.len())
+            .context("no line after the restart")?;
+        ensure!(
+            field_str(start, "event.dataset") == Some("egret.output")
+                && field_str(start, "event.action") == Some("start"),
+            "the first line after the restart is not egret's start line: {start}"
+        );
+        ensure!(
+            field_u64(start, "egret.output.repaired_bytes") == Some(expected_cut as u64),
+            "repaired_bytes: want {expected_cut}: {start}"
+        );
+        ensure!(
+            field_str(start, "egret.output.previous.hash") == Some(last_chain.as_str()),
+            "the chain does not continue from the last intact line {last_chain}: {start}"
+        );
+        ensure!(
+            h.egret.stderr_text()?.contains("cutting"),
+            "no warning about the cut in the log"
+        );
+        expect_intact(&[events])?;
+        h.egret.discard_dir_on_drop();
+        Ok(())
+    })
 }
 
 /// An RFC 5424 message, parsed strictly (section 6: HEADER SP STRUCTURED-DATA [SP MSG]).
@@ -504,18 +486,14 @@ fn rfc5424_parser_is_strict() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn syslog_gets_an_rfc5424_frame_per_line() -> Result<()> {
-    let Some(cgroup) = Harness::cgroup("out-syslog")? else {
-        return Ok(());
-    };
-    let dir = std::env::temp_dir().join(format!("egret-e2e-syslog-{}", egret_e2e::unique_suffix()));
-    std::fs::create_dir_all(&dir)?;
-    let socket = dir.join("log.sock");
-    let receiver = UnixDatagram::bind(&socket).context("bind the test's syslog socket")?;
-    receiver.set_read_timeout(Some(Duration::from_millis(500)))?;
+/// egret writing to the syslog socket `socket` (facility local4) and one connection from the
+/// test cgroup with a marker: the harness, the server (to keep open) and the marker.
+fn syslog_egret_and_one_connection(
+    cgroup: TestCgroup,
+    socket: &Path,
+) -> Result<(Harness, TcpServer, String)> {
     let socket_arg = socket.display().to_string();
-    let mut h = Harness::start(
+    let h = Harness::start(
         cgroup,
         &[
             "--syslog",
@@ -525,99 +503,107 @@ fn syslog_gets_an_rfc5424_frame_per_line() -> Result<()> {
             "local4",
         ],
     )?;
-    let server = TcpServer::start(loopback()?)?;
-    let port = server.port();
+    let server = TcpServer::loopback()?;
     let m = marker();
-    h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]))?;
+    h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &server.port().to_string(), &m]))?;
+    Ok((h, server, m))
+}
 
-    let pid = h.egret.pid().context("pid")?.to_string();
-    let host = nix::unistd::gethostname()?.to_string_lossy().into_owned();
-    let mut frames = Vec::new();
-    let mut buf = vec![0u8; 1 << 16];
-    let deadline = Instant::now() + LINE_TIMEOUT;
-    let connect = loop {
-        ensure!(
-            Instant::now() < deadline,
-            "no syslog frame for the connection within {LINE_TIMEOUT:?}; {} frames",
-            frames.len()
-        );
-        let n = match receiver.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
+#[test]
+fn syslog_gets_an_rfc5424_frame_per_line() -> Result<()> {
+    Harness::with_cgroup("out-syslog", |cgroup| {
+        let dir =
+            std::env::temp_dir().join(format!("egret-e2e-syslog-{}", egret_e2e::unique_suffix()));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("log.sock");
+        let receiver = UnixDatagram::bind(&socket).context("bind the test's syslog socket")?;
+        receiver.set_read_timeout(Some(Duration::from_millis(500)))?;
+        let (mut h, server, m) = syslog_egret_and_one_connection(cgroup, &socket)?;
+
+        let pid = h.egret.pid().context("pid")?.to_string();
+        let host = nix::unistd::gethostname()?.to_string_lossy().into_owned();
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        let connect = loop {
+            ensure!(
+                Instant::now() < deadline,
+                "no syslog frame for the connection within {LINE_TIMEOUT:?}; {} frames",
+                frames.len()
+            );
+            let n = match receiver.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e).context("recv"),
+            };
+            let bytes = buf.get(..n).context("frame")?;
+            let frame = parse_frame(bytes)
+                .with_context(|| format!("frame {:?}", String::from_utf8_lossy(bytes)))?;
+            let line: Value = serde_json::from_str(&frame.msg)
+                .with_context(|| format!("MSG is not a JSON line: {}", frame.msg))?;
+            let kind = field_str(&line, "event.kind").context("no event.kind")?;
+            let severity = if kind == "alert" { 4 } else { 6 };
+            ensure!(
+                frame.pri == 20 * 8 + severity,
+                "PRI {} for a {kind} line",
+                frame.pri
+            );
+            ensure!(
+                frame.app_name == "egret" && frame.procid == pid,
+                "{frame:?}"
+            );
+            ensure!(
+                frame.msgid == kind,
+                "MSGID {} for a {kind} line",
+                frame.msgid
+            );
+            ensure!(
+                frame.hostname == host || (host.is_empty() && frame.hostname == "-"),
+                "{frame:?}"
+            );
+            let found = is_flow(&line, "connect", "tcp", server.port()) && has_arg(&line, &m);
+            frames.push((frame, line));
+            if found {
+                break frames.last().cloned();
             }
-            Err(e) => return Err(e).context("recv"),
         };
-        let bytes = buf.get(..n).context("frame")?;
-        let frame = parse_frame(bytes)
-            .with_context(|| format!("frame {:?}", String::from_utf8_lossy(bytes)))?;
-        let line: Value = serde_json::from_str(&frame.msg)
-            .with_context(|| format!("MSG is not a JSON line: {}", frame.msg))?;
-        let kind = field_str(&line, "event.kind").context("no event.kind")?;
-        let severity = if kind == "alert" { 4 } else { 6 };
+        let (frame, _) = connect.context("frame")?;
+        let sent = egret_e2e::parse_timestamp(&frame.timestamp)?;
+        let age = SystemTime::now().duration_since(sent).unwrap_or_default();
         ensure!(
-            frame.pri == 20 * 8 + severity,
-            "PRI {} for a {kind} line",
-            frame.pri
+            age < Duration::from_secs(60),
+            "TIMESTAMP {} is off",
+            frame.timestamp
         );
+        // The first frame is the file's start line; every frame's MSG is a line of the file,
+        // byte for byte (chain included).
         ensure!(
-            frame.app_name == "egret" && frame.procid == pid,
-            "{frame:?}"
+            frames
+                .first()
+                .is_some_and(|(_, v)| field_str(v, "event.dataset") == Some("egret.output")),
+            "the first frame is not egret's output start line"
         );
-        ensure!(
-            frame.msgid == kind,
-            "MSGID {} for a {kind} line",
-            frame.msgid
-        );
-        ensure!(
-            frame.hostname == host || (host.is_empty() && frame.hostname == "-"),
-            "{frame:?}"
-        );
-        let found = is_flow(&line, "connect", "tcp", port) && has_arg(&line, &m);
-        frames.push((frame, line));
-        if found {
-            break frames.last().cloned();
+        h.egret.stop_cleanly()?;
+        let file: HashSet<String> = raw_lines(&h.egret.events_path())?.into_iter().collect();
+        for (frame, _) in &frames {
+            ensure!(
+                file.contains(&frame.msg),
+                "a syslog MSG that is not a line of the file: {}",
+                frame.msg
+            );
         }
-    };
-    let (frame, _) = connect.context("frame")?;
-    let sent = egret_e2e::parse_timestamp(&frame.timestamp)?;
-    let age = SystemTime::now().duration_since(sent).unwrap_or_default();
-    ensure!(
-        age < Duration::from_secs(60),
-        "TIMESTAMP {} is off",
-        frame.timestamp
-    );
-    // The first frame is the file's start line; every frame's MSG is a line of the file,
-    // byte for byte (chain included).
-    ensure!(
-        frames
-            .first()
-            .is_some_and(|(_, v)| field_str(v, "event.dataset") == Some("egret.output")),
-        "the first frame is not egret's output start line"
-    );
-    let status = h.egret.stop()?;
-    ensure!(
-        status.success(),
-        "egret exited with {status}\n{}",
-        h.egret.stderr_tail()
-    );
-    let file: HashSet<String> = raw_lines(&h.egret.events_path())?.into_iter().collect();
-    for (frame, _) in &frames {
-        ensure!(
-            file.contains(&frame.msg),
-            "a syslog MSG that is not a line of the file: {}",
-            frame.msg
-        );
-    }
-    h.egret.discard_dir_on_drop();
-    drop(h);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+        h.egret.discard_dir_on_drop();
+        drop(h);
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    })
 }
 
 /// rsyslogd run by the test on its own socket and files; killed on drop.
@@ -647,19 +633,17 @@ fn rsyslog_parses_the_messages_as_rfc5424() -> Result<()> {
     else {
         return Ok(());
     };
-    let Some(cgroup) = Harness::cgroup("out-rsyslog")? else {
-        return Ok(());
-    };
-    let dir =
-        std::env::temp_dir().join(format!("egret-e2e-rsyslog-{}", egret_e2e::unique_suffix()));
-    std::fs::create_dir_all(&dir)?;
-    let socket = dir.join("log.sock");
-    let received = dir.join("received.log");
-    let conf = dir.join("rsyslog.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"global(workDirectory="{dir}")
+    Harness::with_cgroup("out-rsyslog", |cgroup| {
+        let dir =
+            std::env::temp_dir().join(format!("egret-e2e-rsyslog-{}", egret_e2e::unique_suffix()));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("log.sock");
+        let received = dir.join("received.log");
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{dir}")
 module(load="imuxsock" SysSock.Use="off")
 input(type="imuxsock" Socket="{socket}" UseSpecialParser="off" ParseHostname="on")
 template(name="fields" type="list") {{
@@ -675,100 +659,83 @@ template(name="fields" type="list") {{
 }}
 *.* action(type="omfile" file="{received}" template="fields")
 "#,
-            dir = dir.display(),
-            socket = socket.display(),
-            received = received.display()
-        ),
-    )?;
-    let child = Command::new(&rsyslogd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-i")
-        .arg(dir.join("rsyslogd.pid"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("start rsyslogd")?;
-    let daemon = Rsyslogd {
-        child,
-        dir: dir.clone(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        ensure!(
-            Instant::now() < deadline,
-            "rsyslogd did not create {}",
-            socket.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let socket_arg = socket.display().to_string();
-    let mut h = Harness::start(
-        cgroup,
-        &[
-            "--syslog",
-            "--syslog-socket",
-            &socket_arg,
-            "--syslog-facility",
-            "local4",
-        ],
-    )?;
-    let server = TcpServer::start(loopback()?)?;
-    let port = server.port();
-    let m = marker();
-    h.run(Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]))?;
-    h.egret.wait_for(|v| has_arg(v, &m), LINE_TIMEOUT)?;
-    let pid = h.egret.pid().context("pid")?.to_string();
-    let status = h.egret.stop()?;
-    ensure!(
-        status.success(),
-        "egret exited with {status}\n{}",
-        h.egret.stderr_tail()
-    );
-    let file: HashSet<String> = raw_lines(&h.egret.events_path())?.into_iter().collect();
-
-    let deadline = Instant::now() + LINE_TIMEOUT;
-    let text = loop {
-        let text = std::fs::read_to_string(&received).unwrap_or_default();
-        if text.contains(&m) {
-            break text;
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "rsyslog did not write the connection's message:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut connects = 0;
-    for record in text.lines() {
-        let parts: Vec<&str> = record.splitn(9, '|').collect();
-        let [pri, version, facility, _host, app, procid, msgid, sd, msg] = parts.as_slice() else {
-            bail!("rsyslog record {record:?}");
+                dir = dir.display(),
+                socket = socket.display(),
+                received = received.display()
+            ),
+        )?;
+        let child = Command::new(&rsyslogd)
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslogd.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start rsyslogd")?;
+        let daemon = Rsyslogd {
+            child,
+            dir: dir.clone(),
         };
-        let line: Value = serde_json::from_str(msg).with_context(|| format!("MSG {msg:?}"))?;
-        let kind = field_str(&line, "event.kind").context("event.kind")?;
-        let want_pri = if kind == "alert" { "164" } else { "166" };
-        ensure!(
-            (*pri, *version, *facility, *app, *procid, *msgid, *sd)
-                == (want_pri, "1", "local4", "egret", pid.as_str(), kind, "-"),
-            "rsyslog parsed {record:?}"
-        );
-        ensure!(
-            file.contains(*msg),
-            "a message that is not a line of the file: {msg}"
-        );
-        if has_arg(&line, &m) && field_str(&line, "event.action") == Some("connect") {
-            connects += 1;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            ensure!(
+                Instant::now() < deadline,
+                "rsyslogd did not create {}",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
-    }
-    ensure!(
-        connects == 1,
-        "{connects} start messages for the connection"
-    );
-    h.egret.discard_dir_on_drop();
-    drop(h);
-    drop(daemon);
-    Ok(())
+        let (mut h, _server, m) = syslog_egret_and_one_connection(cgroup, &socket)?;
+        h.egret.wait_for(|v| has_arg(v, &m), LINE_TIMEOUT)?;
+        let pid = h.egret.pid().context("pid")?.to_string();
+        h.egret.stop_cleanly()?;
+        let file: HashSet<String> = raw_lines(&h.egret.events_path())?.into_iter().collect();
+
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        let text = loop {
+            let text = std::fs::read_to_string(&received).unwrap_or_default();
+            if text.contains(&m) {
+                break text;
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "rsyslog did not write the connection's message:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut connects = 0;
+        for record in text.lines() {
+            let parts: Vec<&str> = record.splitn(9, '|').collect();
+            let [pri, version, facility, _host, app, procid, msgid, sd, msg] = parts.as_slice()
+            else {
+                bail!("rsyslog record {record:?}");
+            };
+            let line: Value = serde_json::from_str(msg).with_context(|| format!("MSG {msg:?}"))?;
+            let kind = field_str(&line, "event.kind").context("event.kind")?;
+            let want_pri = if kind == "alert" { "164" } else { "166" };
+            ensure!(
+                (*pri, *version, *facility, *app, *procid, *msgid, *sd)
+                    == (want_pri, "1", "local4", "egret", pid.as_str(), kind, "-"),
+                "rsyslog parsed {record:?}"
+            );
+            ensure!(
+                file.contains(*msg),
+                "a message that is not a line of the file: {msg}"
+            );
+            if has_arg(&line, &m) && field_str(&line, "event.action") == Some("connect") {
+                connects += 1;
+            }
+        }
+        ensure!(
+            connects == 1,
+            "{connects} start messages for the connection"
+        );
+        h.egret.discard_dir_on_drop();
+        drop(h);
+        drop(daemon);
+        Ok(())
+    })
 }

@@ -4,14 +4,15 @@
 //! Every policy here sets `loopback: audit`, so loopback destinations need a rule like any
 //! other (by default loopback is approved).
 
-use anyhow::{ensure, Context, Result};
-use egret_e2e::expect::{check_network, has_arg, is_flow};
+use anyhow::{ensure, Result};
+use egret_e2e::expect::{check_network, is_flow};
 use egret_e2e::policy::{
-    check_alert, check_verdict, is_alert, is_any_alert, read_jsonl, AlertWant,
+    check_alert, check_verdict, expect_alert, is_alert, is_any_alert, read_jsonl, AlertSource,
+    AlertWant,
 };
 use egret_e2e::{
-    field_str, field_u64, marker, prerequisite, run_in, run_with_timeout, skip, Egret, Harness,
-    NetNs, PolicyDir, TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
+    command, field_str, field_u64, marker, prerequisite, run_in, run_with_timeout, skip,
+    socket_addr, Egret, Harness, NetNs, PolicyDir, TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
 };
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr, TcpListener};
@@ -20,16 +21,6 @@ use std::time::Duration;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
 const CLIENT_NAME: &str = "egret-testclient";
-
-fn sa(s: &str) -> Result<SocketAddr> {
-    s.parse().with_context(|| format!("parse {s}"))
-}
-
-fn client(args: &[&str]) -> Command {
-    let mut c = Command::new(CLIENT);
-    c.args(args);
-    c
-}
 
 /// Runs the client in `cg` with a unique marker and returns (its pid, the line egret wrote).
 fn flow_line(
@@ -46,11 +37,8 @@ fn flow_line(
         ("connect", _) => "udp-connect",
         _ => "udp-send",
     };
-    let out = run_in(cg, &mut client(&[sub, ip, &port.to_string(), &m]))?;
-    let ev = egret.wait_for(
-        |v| is_flow(v, action, transport, port) && has_arg(v, &m),
-        LINE_TIMEOUT,
-    )?;
+    let out = run_in(cg, &mut command(CLIENT, &[sub, ip, &port.to_string(), &m]))?;
+    let ev = egret.wait_for_marked_flow(action, transport, port, &m)?;
     ensure!(
         field_str(&ev, "destination.ip") == Some(ip),
         "destination.ip: want {ip}\nline: {ev}"
@@ -66,201 +54,197 @@ fn one_rule_policy(port: u16) -> String {
 
 #[test]
 fn audit_verdicts_and_one_alert_per_window() -> Result<()> {
-    let Some(cg) = Harness::cgroup("pol-audit")? else {
-        return Ok(());
-    };
-    let dir = PolicyDir::create("audit")?;
-    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let policy = dir.write("policy.yaml", &one_rule_policy(a.port()))?;
-    let alerts = dir.path().join("alerts.jsonl");
-    let (policy_arg, alerts_arg) = (policy.display().to_string(), alerts.display().to_string());
-    let mut h = Harness::start(
-        cg,
-        &[
-            "--policy",
-            &policy_arg,
-            "--alerts",
-            &alerts_arg,
-            "--alert-window",
-            "60",
-        ],
-    )?;
-    let (cg_path, cg_id) = (h.cgroup.relative_path(), h.cgroup.id()?);
+    Harness::with_cgroup("pol-audit", |cg| {
+        let dir = PolicyDir::create("audit")?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let policy = dir.write("policy.yaml", &one_rule_policy(a.port()))?;
+        let alerts = dir.path().join("alerts.jsonl");
+        let (policy_arg, alerts_arg) = (policy.display().to_string(), alerts.display().to_string());
+        let mut h = Harness::start(
+            cg,
+            &[
+                "--policy",
+                &policy_arg,
+                "--alerts",
+                &alerts_arg,
+                "--alert-window",
+                "60",
+            ],
+        )?;
+        let source = AlertSource::of(CLIENT_NAME, &h.cgroup)?;
 
-    // Approved: the rule's name, no alert.
-    let (_, ev_a) = flow_line(
-        &mut h.egret,
-        &h.cgroup,
-        "connect",
-        "tcp",
-        "127.0.0.1",
-        a.port(),
-    )?;
-    check_network(&ev_a, "connect", "tcp", "ipv4", "127.0.0.1", a.port())?;
-    check_verdict(&ev_a, "approved", "audit", Some("port-a"))?;
+        // Approved: the rule's name, no alert.
+        let (_, ev_a) = flow_line(
+            &mut h.egret,
+            &h.cgroup,
+            "connect",
+            "tcp",
+            "127.0.0.1",
+            a.port(),
+        )?;
+        check_network(&ev_a, "connect", "tcp", "ipv4", "127.0.0.1", a.port())?;
+        check_verdict(&ev_a, "approved", "audit", Some("port-a"))?;
 
-    // Unapproved: the line says so, and exactly one alert.
-    let m = marker();
-    let out = h.run(&mut client(&[
-        "tcp",
-        "127.0.0.1",
-        &b.port().to_string(),
-        &m,
-    ]))?;
-    let ev_b = h.egret.wait_for(
-        |v| is_flow(v, "connect", "tcp", b.port()) && has_arg(v, &m),
-        LINE_TIMEOUT,
-    )?;
-    check_verdict(&ev_b, "unapproved", "audit", None)?;
-    let alert = h
-        .egret
-        .wait_for(|v| is_alert(v, "connect", "tcp", b.port()), LINE_TIMEOUT)?;
-    check_alert(
-        &alert,
-        &AlertWant {
-            action: "connect",
-            transport: "tcp",
-            ip: "127.0.0.1",
-            port: b.port(),
-            verdict: "unapproved",
-            pid: out.pid,
-            cgroup_path: &cg_path,
-            cgroup_id: cg_id,
-            process_name: CLIENT_NAME,
-        },
-    )?;
-    ensure!(
-        field_u64(&alert, "egret.alert.repeats") == Some(0),
-        "first alert must have egret.alert.repeats 0\nalert: {alert}"
-    );
-    ensure!(
-        b.accepted() >= 1,
-        "audit mode must not refuse the connection"
-    );
-
-    // Five more within the 60 s window: still one alert.
-    for _ in 0..5 {
-        h.run(&mut client(&["tcp", "127.0.0.1", &b.port().to_string()]))?;
-    }
-    h.egret
-        .wait_for_count(|v| is_flow(v, "connect", "tcp", b.port()), 6, LINE_TIMEOUT)?;
-    // Lines are flushed at least every second: a wrong extra alert would be there by now.
-    std::thread::sleep(Duration::from_millis(2500));
-    let all = h.egret.events()?;
-    let alerts_out: Vec<&Value> = all.iter().filter(|v| is_any_alert(v)).collect();
-    ensure!(
-        alerts_out.len() == 1,
-        "want exactly one alert in the output (port {} once, port {} never), got {}:\n{}",
-        b.port(),
-        a.port(),
-        alerts_out.len(),
-        alerts_out
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    for v in all
-        .iter()
-        .filter(|v| is_flow(v, "connect", "tcp", b.port()))
-    {
-        check_verdict(v, "unapproved", "audit", None)?;
-    }
-
-    // --alerts: the same alert lines, and nothing else (but the file's own `egret.output`
-    // line where its hash chain starts).
-    let file: Vec<Value> = read_jsonl(&alerts)?
-        .into_iter()
-        .filter(|v| field_str(v, "event.dataset") != Some("egret.output"))
-        .collect();
-    ensure!(
-        file.len() == 1 && file.iter().all(is_any_alert),
-        "{} must hold exactly the one alert line, has {} lines:\n{file:?}",
-        alerts.display(),
-        file.len()
-    );
-    for key in [
-        "destination.port",
-        "process.pid",
-        "egret.alert.repeats",
-        "message",
-    ] {
+        // Unapproved: the line says so, and exactly one alert.
+        let m = marker();
+        let out = h.run(&mut command(
+            CLIENT,
+            &["tcp", "127.0.0.1", &b.port().to_string(), &m],
+        ))?;
+        let ev_b = h
+            .egret
+            .wait_for_marked_flow("connect", "tcp", b.port(), &m)?;
+        check_verdict(&ev_b, "unapproved", "audit", None)?;
+        let alert = expect_alert(
+            &mut h.egret,
+            &AlertWant {
+                action: "connect",
+                transport: "tcp",
+                ip: "127.0.0.1",
+                port: b.port(),
+                verdict: "unapproved",
+                pid: out.pid,
+                source: &source,
+            },
+        )?;
         ensure!(
-            egret_e2e::field(&file[0], key) == egret_e2e::field(&alert, key),
-            "{key} differs between the output's alert and the --alerts file's\noutput: {alert}\nfile: {}",
-            file[0]
+            field_u64(&alert, "egret.alert.repeats") == Some(0),
+            "first alert must have egret.alert.repeats 0\nalert: {alert}"
         );
-    }
-    h.finish()
+        ensure!(
+            b.accepted() >= 1,
+            "audit mode must not refuse the connection"
+        );
+
+        // Five more within the 60 s window: still one alert.
+        for _ in 0..5 {
+            h.run(&mut command(
+                CLIENT,
+                &["tcp", "127.0.0.1", &b.port().to_string()],
+            ))?;
+        }
+        h.egret
+            .wait_for_count(|v| is_flow(v, "connect", "tcp", b.port()), 6, LINE_TIMEOUT)?;
+        // Lines are flushed at least every second: a wrong extra alert would be there by now.
+        std::thread::sleep(Duration::from_millis(2500));
+        let all = h.egret.events()?;
+        let alerts_out: Vec<&Value> = all.iter().filter(|v| is_any_alert(v)).collect();
+        ensure!(
+            alerts_out.len() == 1,
+            "want exactly one alert in the output (port {} once, port {} never), got {}:\n{}",
+            b.port(),
+            a.port(),
+            alerts_out.len(),
+            alerts_out
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        for v in all
+            .iter()
+            .filter(|v| is_flow(v, "connect", "tcp", b.port()))
+        {
+            check_verdict(v, "unapproved", "audit", None)?;
+        }
+
+        // --alerts: the same alert lines, and nothing else (but the file's own `egret.output`
+        // line where its hash chain starts).
+        let file: Vec<Value> = read_jsonl(&alerts)?
+            .into_iter()
+            .filter(|v| field_str(v, "event.dataset") != Some("egret.output"))
+            .collect();
+        ensure!(
+            file.len() == 1 && file.iter().all(is_any_alert),
+            "{} must hold exactly the one alert line, has {} lines:\n{file:?}",
+            alerts.display(),
+            file.len()
+        );
+        for key in [
+            "destination.port",
+            "process.pid",
+            "egret.alert.repeats",
+            "message",
+        ] {
+            ensure!(
+                egret_e2e::field(&file[0], key) == egret_e2e::field(&alert, key),
+                "{key} differs between the output's alert and the --alerts file's\noutput: {alert}\nfile: {}",
+                file[0]
+            );
+        }
+        h.finish()
+    })
 }
 
 #[test]
 fn alert_repeats_are_counted_after_the_window() -> Result<()> {
-    let Some(cg) = Harness::cgroup("pol-repeat")? else {
-        return Ok(());
-    };
-    let dir = PolicyDir::create("repeat")?;
-    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let policy = dir.write("policy.yaml", &one_rule_policy(a.port()))?;
-    let policy_arg = policy.display().to_string();
-    let mut h = Harness::start(cg, &["--policy", &policy_arg, "--alert-window", "1"])?;
-    let port = b.port().to_string();
+    Harness::with_cgroup("pol-repeat", |cg| {
+        let dir = PolicyDir::create("repeat")?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let policy_arg = dir
+            .write("policy.yaml", &one_rule_policy(a.port()))?
+            .display()
+            .to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg, "--alert-window", "1"])?;
+        let port = b.port().to_string();
 
-    // Five connects from one process within microseconds: one alert (window 1 s).
-    let burst = h.run(&mut client(&[
-        "connect-loop",
-        "--count",
-        "5",
-        "--interval-ms",
-        "0",
-        "127.0.0.1",
-        &port,
-    ]))?;
-    ensure!(
-        burst.stdout.contains(&format!("port={port} ok=5 ")),
-        "burst: {}",
-        burst.stdout
-    );
-    h.egret
-        .wait_for_count(|v| is_flow(v, "connect", "tcp", b.port()), 5, LINE_TIMEOUT)?;
-    let first = h
-        .egret
-        .wait_for(|v| is_alert(v, "connect", "tcp", b.port()), LINE_TIMEOUT)?;
-    ensure!(
-        field_u64(&first, "egret.alert.repeats") == Some(0),
-        "first alert: egret.alert.repeats want 0\nalert: {first}"
-    );
+        // Five connects from one process within microseconds: one alert (window 1 s).
+        let burst = h.run(&mut command(
+            CLIENT,
+            &[
+                "connect-loop",
+                "--count",
+                "5",
+                "--interval-ms",
+                "0",
+                "127.0.0.1",
+                &port,
+            ],
+        ))?;
+        ensure!(
+            burst.stdout.contains(&format!("port={port} ok=5 ")),
+            "burst: {}",
+            burst.stdout
+        );
+        h.egret
+            .wait_for_count(|v| is_flow(v, "connect", "tcp", b.port()), 5, LINE_TIMEOUT)?;
+        let first = h
+            .egret
+            .wait_for(|v| is_alert(v, "connect", "tcp", b.port()), LINE_TIMEOUT)?;
+        ensure!(
+            field_u64(&first, "egret.alert.repeats") == Some(0),
+            "first alert: egret.alert.repeats want 0\nalert: {first}"
+        );
 
-    // Well after the window: another occurrence. Some later alert reports the suppressed ones.
-    std::thread::sleep(Duration::from_millis(2500));
-    h.run(&mut client(&["tcp", "127.0.0.1", &port]))?;
-    let later = h.egret.wait_for(
-        |v| {
-            is_alert(v, "connect", "tcp", b.port())
-                && field_u64(v, "egret.alert.repeats").is_some_and(|r| r >= 1)
-        },
-        LINE_TIMEOUT,
-    )?;
-    let all = h.egret.events()?;
-    let alerts: Vec<&Value> = all
-        .iter()
-        .filter(|v| is_alert(v, "connect", "tcp", b.port()))
-        .collect();
-    let repeats: u64 = alerts
-        .iter()
-        .filter_map(|v| field_u64(v, "egret.alert.repeats"))
-        .sum();
-    ensure!(
-        repeats <= 5,
-        "6 occurrences, but the alerts claim {repeats} suppressed repeats:\n{alerts:?}"
-    );
-    ensure!(
-        field_u64(&later, "event.sequence") > field_u64(&first, "event.sequence"),
-        "the repeats alert must come after the first"
-    );
-    h.finish()
+        // Well after the window: another occurrence. Some later alert reports the suppressed ones.
+        std::thread::sleep(Duration::from_millis(2500));
+        h.run(&mut command(CLIENT, &["tcp", "127.0.0.1", &port]))?;
+        let later = h.egret.wait_for(
+            |v| {
+                is_alert(v, "connect", "tcp", b.port())
+                    && field_u64(v, "egret.alert.repeats").is_some_and(|r| r >= 1)
+            },
+            LINE_TIMEOUT,
+        )?;
+        let all = h.egret.events()?;
+        let alerts: Vec<&Value> = all
+            .iter()
+            .filter(|v| is_alert(v, "connect", "tcp", b.port()))
+            .collect();
+        let repeats: u64 = alerts
+            .iter()
+            .filter_map(|v| field_u64(v, "egret.alert.repeats"))
+            .sum();
+        ensure!(
+            repeats <= 5,
+            "6 occurrences, but the alerts claim {repeats} suppressed repeats:\n{alerts:?}"
+        );
+        ensure!(
+            field_u64(&later, "event.sequence") > field_u64(&first, "event.sequence"),
+            "the repeats alert must come after the first"
+        );
+        h.finish()
+    })
 }
 
 /// Four listeners on `ip`: ports lo-1, lo, hi, hi+1 with hi = lo + 10.
@@ -298,24 +282,22 @@ fn same_port_pair(ip1: IpAddr, ip2: IpAddr) -> Result<(TcpServer, TcpServer)> {
 
 #[test]
 fn rule_selectors_ranges_prefixes_protocols_cgroups() -> Result<()> {
-    let Some(cg) = Harness::cgroup("pol-select")? else {
-        return Ok(());
-    };
-    let child = cg.child("selected")?;
-    let dir = PolicyDir::create("select")?;
-    let v6: IpAddr = "::1".parse()?;
-    let (lo, _v6_servers) = port_block(v6)?;
-    let hi = lo + 10;
-    let net8 = TcpServer::start(sa("127.0.0.3:0")?)?;
-    let (host2, _host3) = same_port_pair("127.0.0.2".parse()?, "127.0.0.3".parse()?)?;
-    let y = host2.port();
-    let udp = UdpServer::start(sa("127.0.0.1:0")?)?;
-    let u = udp.port();
-    let _tcp_on_u = TcpServer::start(SocketAddr::new("127.0.0.1".parse()?, u))?;
-    let sel = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let c = sel.port();
-    let policy = format!(
-        "mode: audit
+    Harness::with_cgroup("pol-select", |cg| {
+        let child = cg.child("selected")?;
+        let dir = PolicyDir::create("select")?;
+        let v6: IpAddr = "::1".parse()?;
+        let (lo, _v6_servers) = port_block(v6)?;
+        let hi = lo + 10;
+        let net8 = TcpServer::start(socket_addr("127.0.0.3:0")?)?;
+        let (host2, _host3) = same_port_pair("127.0.0.2".parse()?, "127.0.0.3".parse()?)?;
+        let y = host2.port();
+        let udp = UdpServer::loopback()?;
+        let u = udp.port();
+        let _tcp_on_u = TcpServer::start(SocketAddr::new("127.0.0.1".parse()?, u))?;
+        let sel = TcpServer::loopback()?;
+        let c = sel.port();
+        let policy = format!(
+            "mode: audit
 loopback: audit
 rules:
   - name: v6-range
@@ -337,194 +319,179 @@ rules:
     ports: [{c}]
     cgroups: [\"{child}\"]
 ",
-        x = net8.port(),
-        child = child.relative_path()
-    );
-    let policy = dir.write("policy.yaml", &policy)?;
-    let policy_arg = policy.display().to_string();
-    let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
-    // The harness's cgroup is the parent; `child` is below it (also watched).
-    type Case<'a> = (
-        &'a TestCgroup,
-        &'a str,
-        &'a str,
-        &'a str,
-        u16,
-        Option<&'a str>,
-    );
-    let cases: Vec<Case<'_>> = vec![
-        (&child, "connect", "tcp", "::1", lo, Some("v6-range")),
-        (&child, "connect", "tcp", "::1", hi, Some("v6-range")),
-        (&child, "connect", "tcp", "::1", lo - 1, None),
-        (&child, "connect", "tcp", "::1", hi + 1, None),
-        (
-            &child,
-            "connect",
-            "tcp",
-            "127.0.0.3",
-            net8.port(),
-            Some("net8"),
-        ),
-        (&child, "connect", "tcp", "127.0.0.2", y, Some("host32")),
-        (&child, "connect", "tcp", "127.0.0.3", y, None),
-        (&child, "send", "udp", "127.0.0.1", u, Some("udp-only")),
-        (&child, "connect", "tcp", "127.0.0.1", u, None),
-        (&child, "connect", "tcp", "127.0.0.1", c, Some("child-only")),
-    ];
-    let mut failures = Vec::new();
-    for (cg, action, transport, ip, port, rule) in cases {
-        let (pid, ev) = flow_line(&mut h.egret, cg, action, transport, ip, port)?;
-        let verdict = if rule.is_some() {
-            "approved"
-        } else {
-            "unapproved"
-        };
-        if let Err(e) = check_verdict(&ev, verdict, "audit", rule) {
-            failures.push(format!("{ip} port {port}/{transport}: {e:#}"));
-            continue;
-        }
-        if rule.is_none() {
-            let cg_path = cg.relative_path();
-            let found = h.egret.wait_for(
-                |v| {
-                    is_alert(v, action, transport, port)
-                        && field_str(v, "destination.ip") == Some(ip)
-                        && field_u64(v, "process.pid") == Some(u64::from(pid))
-                },
-                LINE_TIMEOUT,
-            );
-            match found {
-                Ok(alert) => {
-                    if let Err(e) = check_alert(
-                        &alert,
-                        &AlertWant {
-                            action,
-                            transport,
-                            ip,
-                            port,
-                            verdict: "unapproved",
-                            pid,
-                            cgroup_path: &cg_path,
-                            cgroup_id: cg.id()?,
-                            process_name: CLIENT_NAME,
-                        },
-                    ) {
-                        failures.push(format!("{ip} port {port}/{transport} alert: {e:#}"));
+            x = net8.port(),
+            child = child.relative_path()
+        );
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+        // The harness's cgroup is the parent; `child` is below it (also watched).
+        type Case<'a> = (
+            &'a TestCgroup,
+            &'a str,
+            &'a str,
+            &'a str,
+            u16,
+            Option<&'a str>,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            (&child, "connect", "tcp", "::1", lo, Some("v6-range")),
+            (&child, "connect", "tcp", "::1", hi, Some("v6-range")),
+            (&child, "connect", "tcp", "::1", lo - 1, None),
+            (&child, "connect", "tcp", "::1", hi + 1, None),
+            (
+                &child,
+                "connect",
+                "tcp",
+                "127.0.0.3",
+                net8.port(),
+                Some("net8"),
+            ),
+            (&child, "connect", "tcp", "127.0.0.2", y, Some("host32")),
+            (&child, "connect", "tcp", "127.0.0.3", y, None),
+            (&child, "send", "udp", "127.0.0.1", u, Some("udp-only")),
+            (&child, "connect", "tcp", "127.0.0.1", u, None),
+            (&child, "connect", "tcp", "127.0.0.1", c, Some("child-only")),
+        ];
+        let mut failures = Vec::new();
+        for (cg, action, transport, ip, port, rule) in cases {
+            let (pid, ev) = flow_line(&mut h.egret, cg, action, transport, ip, port)?;
+            let verdict = if rule.is_some() {
+                "approved"
+            } else {
+                "unapproved"
+            };
+            if let Err(e) = check_verdict(&ev, verdict, "audit", rule) {
+                failures.push(format!("{ip} port {port}/{transport}: {e:#}"));
+                continue;
+            }
+            if rule.is_none() {
+                let source = AlertSource::of(CLIENT_NAME, cg)?;
+                let found = h.egret.wait_for(
+                    |v| {
+                        is_alert(v, action, transport, port)
+                            && field_str(v, "destination.ip") == Some(ip)
+                            && field_u64(v, "process.pid") == Some(u64::from(pid))
+                    },
+                    LINE_TIMEOUT,
+                );
+                match found {
+                    Ok(alert) => {
+                        if let Err(e) = check_alert(
+                            &alert,
+                            &AlertWant {
+                                action,
+                                transport,
+                                ip,
+                                port,
+                                verdict: "unapproved",
+                                pid,
+                                source: &source,
+                            },
+                        ) {
+                            failures.push(format!("{ip} port {port}/{transport} alert: {e:#}"));
+                        }
+                    }
+                    Err(e) => {
+                        failures.push(format!("{ip} port {port}/{transport}: no alert: {e:#}"))
                     }
                 }
-                Err(e) => failures.push(format!("{ip} port {port}/{transport}: no alert: {e:#}")),
             }
         }
-    }
-    // The cgroup selector: the same destination from the parent cgroup is not approved.
-    let cg_parent = h.cgroup.relative_path();
-    let m = marker();
-    run_in(
-        &h.cgroup,
-        &mut client(&["tcp", "127.0.0.1", &c.to_string(), &m]),
-    )?;
-    let ev = h.egret.wait_for(
-        |v| is_flow(v, "connect", "tcp", c) && has_arg(v, &m),
-        LINE_TIMEOUT,
-    )?;
-    if let Err(e) = check_verdict(&ev, "unapproved", "audit", None) {
-        failures.push(format!(
-            "port {c} from {cg_parent} (rule is for {}): {e:#}",
-            child.relative_path()
-        ));
-    }
-    ensure!(
-        failures.is_empty(),
-        "{} of the selector cases failed:\n{}",
-        failures.len(),
-        failures.join("\n\n")
-    );
-    drop(child);
-    h.finish()
+        // The cgroup selector: the same destination from the parent cgroup is not approved.
+        let cg_parent = h.cgroup.relative_path();
+        let m = marker();
+        run_in(
+            &h.cgroup,
+            &mut command(CLIENT, &["tcp", "127.0.0.1", &c.to_string(), &m]),
+        )?;
+        let ev = h.egret.wait_for_marked_flow("connect", "tcp", c, &m)?;
+        if let Err(e) = check_verdict(&ev, "unapproved", "audit", None) {
+            failures.push(format!(
+                "port {c} from {cg_parent} (rule is for {}): {e:#}",
+                child.relative_path()
+            ));
+        }
+        ensure!(
+            failures.is_empty(),
+            "{} of the selector cases failed:\n{}",
+            failures.len(),
+            failures.join("\n\n")
+        );
+        drop(child);
+        h.finish()
+    })
 }
 
 #[test]
 fn default_policy_approves_loopback_only() -> Result<()> {
-    let Some(ns) = prerequisite(skip::require_root().and_then(|()| NetNs::create("poldef")))?
-    else {
+    let Some(ns) = NetNs::prerequisite("poldef")? else {
         return Ok(());
     };
-    let Some(mut h) = Harness::setup("pol-default", &[])? else {
-        return Ok(());
-    };
-    let (cg_path, cg_id) = (h.cgroup.relative_path(), h.cgroup.id()?);
-    let lo4 = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let lo6 = TcpServer::start(sa("[::1]:0")?)?;
-    for (ip, port) in [("127.0.0.1", lo4.port()), ("::1", lo6.port())] {
-        let m = marker();
-        h.run(&mut client(&["tcp", ip, &port.to_string(), &m]))?;
-        let ev = h.egret.wait_for(
-            |v| is_flow(v, "connect", "tcp", port) && has_arg(v, &m),
-            LINE_TIMEOUT,
-        )?;
-        check_verdict(&ev, "approved", "audit", Some("loopback"))?;
-    }
+    Harness::with_egret("pol-default", &[], |mut h| {
+        let source = AlertSource::of(CLIENT_NAME, &h.cgroup)?;
+        let lo4 = TcpServer::loopback()?;
+        let lo6 = TcpServer::start(socket_addr("[::1]:0")?)?;
+        for (ip, port) in [("127.0.0.1", lo4.port()), ("::1", lo6.port())] {
+            let m = marker();
+            h.run(&mut command(CLIENT, &["tcp", ip, &port.to_string(), &m]))?;
+            let ev = h.egret.wait_for_marked_flow("connect", "tcp", port, &m)?;
+            check_verdict(&ev, "approved", "audit", Some("loopback"))?;
+        }
 
-    // Into the test's namespace: not loopback, no rule.
-    let server = TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), 0))?)?;
-    let ip = ns.ns_v4().to_string();
-    let mut targets = vec![(ip.clone(), server.port(), "connect", "tcp")];
-    let s6 = if ns.has_v6() {
-        let s6 = TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
-        targets.push((ns.ns_v6().to_string(), s6.port(), "connect", "tcp"));
-        Some(s6)
-    } else {
-        None
-    };
-    let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
-    targets.push((ip.clone(), usock.local_addr()?.port(), "send", "udp"));
-    for (ip, port, action, transport) in &targets {
-        let m = marker();
-        let sub = if *action == "send" { "udp-send" } else { "tcp" };
-        let out = h.run(&mut client(&[sub, ip, &port.to_string(), &m]))?;
-        let ev = h.egret.wait_for(
-            |v| is_flow(v, action, transport, *port) && has_arg(v, &m),
-            LINE_TIMEOUT,
-        )?;
-        check_verdict(&ev, "unapproved", "audit", None)?;
-        let alert = h.egret.wait_for(
-            |v| is_alert(v, action, transport, *port) && field_str(v, "destination.ip") == Some(ip),
-            LINE_TIMEOUT,
-        )?;
-        check_alert(
-            &alert,
-            &AlertWant {
-                action,
-                transport,
-                ip,
-                port: *port,
-                verdict: "unapproved",
-                pid: out.pid,
-                cgroup_path: &cg_path,
-                cgroup_id: cg_id,
-                process_name: CLIENT_NAME,
-            },
-        )?;
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    let loopback_alerts: Vec<Value> = h
-        .egret
-        .events()?
-        .into_iter()
-        .filter(|v| {
-            is_any_alert(v)
-                && matches!(
-                    field_str(v, "destination.ip"),
-                    Some("127.0.0.1") | Some("::1")
-                )
-        })
-        .collect();
-    ensure!(
-        loopback_alerts.is_empty(),
-        "loopback is approved by default, yet alerts: {loopback_alerts:?}"
-    );
-    drop((usock, s6));
-    h.finish()
+        // Into the test's namespace: not loopback, no rule.
+        let server =
+            TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), 0))?)?;
+        let ip = ns.ns_v4().to_string();
+        let mut targets = vec![(ip.clone(), server.port(), "connect", "tcp")];
+        let s6 = if ns.has_v6() {
+            let s6 =
+                TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
+            targets.push((ns.ns_v6().to_string(), s6.port(), "connect", "tcp"));
+            Some(s6)
+        } else {
+            None
+        };
+        let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
+        targets.push((ip.clone(), usock.local_addr()?.port(), "send", "udp"));
+        for (ip, port, action, transport) in &targets {
+            let m = marker();
+            let sub = if *action == "send" { "udp-send" } else { "tcp" };
+            let out = h.run(&mut command(CLIENT, &[sub, ip, &port.to_string(), &m]))?;
+            let ev = h.egret.wait_for_marked_flow(action, transport, *port, &m)?;
+            check_verdict(&ev, "unapproved", "audit", None)?;
+            expect_alert(
+                &mut h.egret,
+                &AlertWant {
+                    action,
+                    transport,
+                    ip,
+                    port: *port,
+                    verdict: "unapproved",
+                    pid: out.pid,
+                    source: &source,
+                },
+            )?;
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let loopback_alerts: Vec<Value> = h
+            .egret
+            .events()?
+            .into_iter()
+            .filter(|v| {
+                is_any_alert(v)
+                    && matches!(
+                        field_str(v, "destination.ip"),
+                        Some("127.0.0.1") | Some("::1")
+                    )
+            })
+            .collect();
+        ensure!(
+            loopback_alerts.is_empty(),
+            "loopback is approved by default, yet alerts: {loopback_alerts:?}"
+        );
+        drop((usock, s6));
+        h.finish()
+    })
 }
 
 /// `egret policy check FILE`.
@@ -533,6 +500,23 @@ fn policy_check(file: &std::path::Path) -> Result<egret_e2e::RunOutput> {
     let mut cmd = Command::new(bin);
     cmd.arg("policy").arg("check").arg(file);
     run_with_timeout(&mut cmd, Duration::from_secs(30))
+}
+
+/// `egret policy check FILE` must exit with `code` (`what` names the case in the error).
+fn policy_check_exits(
+    file: &std::path::Path,
+    code: i32,
+    what: &str,
+) -> Result<egret_e2e::RunOutput> {
+    let out = policy_check(file)?;
+    ensure!(
+        out.status.code() == Some(code),
+        "{what}: want exit {code}, got {}\nstdout: {}\nstderr: {}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    Ok(out)
 }
 
 /// The `FILE:LINE:COLUMN: PATH: MESSAGE` lines of `stderr` for `file`: (line, column, path).
@@ -573,14 +557,7 @@ rules:
     protocols: [udp, tcp]
 ",
     )?;
-    let out = policy_check(&good)?;
-    ensure!(
-        out.status.success(),
-        "valid policy: want exit 0, got {}\nstdout: {}\nstderr: {}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    let out = policy_check_exits(&good, 0, "valid policy")?;
     let lines: Vec<&str> = out.stdout.lines().collect();
     ensure!(
         lines.len() == 1 && lines[0].contains("ok"),
@@ -601,14 +578,7 @@ rules:
 ";
     let bad = dir.write("bad.yaml", bad_text)?;
     let bad_s = bad.display().to_string();
-    let out = policy_check(&bad)?;
-    ensure!(
-        out.status.code() == Some(1),
-        "invalid policy: want exit 1, got {}\nstdout: {}\nstderr: {}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    let out = policy_check_exits(&bad, 1, "invalid policy")?;
     let mut errors = located_errors(&out.stderr, &bad_s);
     errors.sort();
     let want = [
@@ -655,14 +625,7 @@ rules:
 ";
     let procs = dir.write("procs.yaml", proc_text)?;
     let procs_s = procs.display().to_string();
-    let out = policy_check(&procs)?;
-    ensure!(
-        out.status.code() == Some(1),
-        "block mode with processes: want exit 1, got {}\nstdout: {}\nstderr: {}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    let out = policy_check_exits(&procs, 1, "block mode with processes")?;
     let errors = located_errors(&out.stderr, &procs_s);
     ensure!(
         errors.len() == 1 && errors[0].0 == 6 && errors[0].2.starts_with("rules[0].processes"),

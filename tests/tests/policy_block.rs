@@ -4,13 +4,15 @@
 //!
 //! Every policy here sets `loopback: audit`, so loopback destinations need a rule.
 
-use anyhow::{bail, ensure, Context, Result};
-use egret_e2e::expect::{has_arg, is_flow, is_metric};
-use egret_e2e::policy::{check_alert, check_verdict, is_alert, read_loop_status, AlertWant};
+use anyhow::{ensure, Context, Result};
+use egret_e2e::expect::{is_flow, is_metric};
+use egret_e2e::policy::{check_verdict, expect_alert, read_loop_status, AlertSource, AlertWant};
+use egret_e2e::run::wait_child;
 use egret_e2e::{
-    field, field_str, field_u64, marker, run_with_timeout, Egret, Harness, PinPath, PolicyDir,
-    RunOutput, TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
+    command, field, field_str, field_u64, marker, run_with_timeout, socket_addr, wait_until, Egret,
+    Harness, PinPath, PolicyDir, RunOutput, TcpServer, TestCgroup, UdpServer, LINE_TIMEOUT,
 };
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -21,19 +23,9 @@ use std::time::{Duration, Instant};
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
 const CLIENT_NAME: &str = "egret-testclient";
 
-fn sa(s: &str) -> Result<SocketAddr> {
-    s.parse().with_context(|| format!("parse {s}"))
-}
-
-fn client(args: &[&str]) -> Command {
-    let mut c = Command::new(CLIENT);
-    c.args(args);
-    c
-}
-
 /// Runs the client in `cg` and returns its output whatever the exit status.
 fn try_run(cg: &TestCgroup, args: &[&str]) -> Result<RunOutput> {
-    let mut cmd = client(args);
+    let mut cmd = command(CLIENT, args);
     cg.command(&mut cmd)?;
     run_with_timeout(&mut cmd, Duration::from_secs(30))
 }
@@ -64,35 +56,43 @@ fn expect_ok(cg: &TestCgroup, args: &[&str]) -> Result<RunOutput> {
     Ok(out)
 }
 
-/// Polls `cond` every 100 ms until it holds or `timeout` passes.
-fn wait_until(mut cond: impl FnMut() -> Result<bool>, timeout: Duration) -> Result<bool> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond()? {
-            return Ok(true);
-        }
-        if Instant::now() > deadline {
-            return Ok(false);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Connects once from the test cgroup (`tcp`, or `udp-connect`) to `ip` port `port` with
+/// `marker` among the client's arguments: approved by `rule` it must work, unapproved (`None`)
+/// it must fail with EPERM; the marked line must carry that block-mode verdict. The client's
+/// output and the line.
+fn judged_connect(
+    h: &mut Harness,
+    client: &str,
+    ip: &str,
+    port: u16,
+    marker: &str,
+    rule: Option<&str>,
+) -> Result<(RunOutput, Value)> {
+    let args = [client, ip, &port.to_string(), marker];
+    let (out, verdict) = match rule {
+        Some(_) => (expect_ok(&h.cgroup, &args)?, "approved"),
+        None => (expect_eperm(&h.cgroup, &args)?, "blocked"),
+    };
+    let transport = if client == "tcp" { "tcp" } else { "udp" };
+    let ev = h
+        .egret
+        .wait_for_marked_flow("connect", transport, port, marker)?;
+    check_verdict(&ev, verdict, "block", rule)?;
+    Ok((out, ev))
 }
 
 #[test]
 fn block_mode_refuses_unapproved_tcp_and_udp() -> Result<()> {
-    let Some(cg) = Harness::cgroup("blk-refuse")? else {
-        return Ok(());
-    };
-    let dir = PolicyDir::create("refuse")?;
-    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let a6 = TcpServer::start(sa("[::1]:0")?)?;
-    let b6 = TcpServer::start(sa("[::1]:0")?)?;
-    let ua = UdpServer::start(sa("127.0.0.1:0")?)?;
-    let ub = UdpServer::start(sa("127.0.0.1:0")?)?;
-    let ub6 = UdpServer::start(sa("[::1]:0")?)?;
-    let policy = format!(
-        "mode: block
+    Harness::with_cgroup("blk-refuse", |cg| {
+        let dir = PolicyDir::create("refuse")?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let a6 = TcpServer::start(socket_addr("[::1]:0")?)?;
+        let b6 = TcpServer::start(socket_addr("[::1]:0")?)?;
+        let ua = UdpServer::loopback()?;
+        let ub = UdpServer::loopback()?;
+        let ub6 = UdpServer::start(socket_addr("[::1]:0")?)?;
+        let policy = format!(
+            "mode: block
 loopback: audit
 rules:
   - name: tcp-a
@@ -104,228 +104,168 @@ rules:
     ports: [{}]
     protocols: [udp]
 ",
-        a.port(),
-        a6.port(),
-        ua.port()
-    );
-    let policy = dir.write("policy.yaml", &policy)?;
-    let policy_arg = policy.display().to_string();
-    let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
-    let (cg_path, cg_id) = (h.cgroup.relative_path(), h.cgroup.id()?);
-
-    // Approved TCP, v4 and v6: works, and says which rule.
-    for (ip, port) in [("127.0.0.1", a.port()), ("::1", a6.port())] {
-        let m = marker();
-        expect_ok(&h.cgroup, &["tcp", ip, &port.to_string(), &m])?;
-        let ev = h.egret.wait_for(
-            |v| is_flow(v, "connect", "tcp", port) && has_arg(v, &m),
-            LINE_TIMEOUT,
-        )?;
-        check_verdict(&ev, "approved", "block", Some("tcp-a"))?;
-    }
-
-    // Unapproved TCP, v4 and v6: EPERM before any packet; blocked/failure; an alert.
-    for (ip, server) in [("127.0.0.1", &b), ("::1", &b6)] {
-        let port = server.port();
-        let m = marker();
-        let out = expect_eperm(&h.cgroup, &["tcp", ip, &port.to_string(), &m])?;
-        let ev = h.egret.wait_for(
-            |v| is_flow(v, "connect", "tcp", port) && has_arg(v, &m),
-            LINE_TIMEOUT,
-        )?;
-        check_verdict(&ev, "blocked", "block", None)?;
-        // Its end line: a failure with EPERM, nothing sent, the same connection id.
-        let end = h.egret.wait_for(
-            |v| is_flow(v, "connection-end", "tcp", port) && has_arg(v, &m),
-            LINE_TIMEOUT,
-        )?;
-        ensure!(
-            field_str(&end, "event.outcome") == Some("failure")
-                && field_str(&end, "error.code") == Some("EPERM")
-                && field_u64(&end, "source.bytes") == Some(0)
-                && field(&end, "egret.connection.id") == field(&ev, "egret.connection.id"),
-            "end line of a blocked connect\nstart: {ev}\nend: {end}"
+            a.port(),
+            a6.port(),
+            ua.port()
         );
-        let alert = h
-            .egret
-            .wait_for(|v| is_alert(v, "connect", "tcp", port), LINE_TIMEOUT)?;
-        check_alert(
-            &alert,
-            &AlertWant {
-                action: "connect",
-                transport: "tcp",
-                ip,
-                port,
-                verdict: "blocked",
-                pid: out.pid,
-                process_name: CLIENT_NAME,
-                cgroup_path: &cg_path,
-                cgroup_id: cg_id,
-            },
-        )?;
-        ensure!(
-            server.accepted() == 0,
-            "a refused connect reached the server on {ip} port {port}"
-        );
-    }
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+        let source = AlertSource::of(CLIENT_NAME, &h.cgroup)?;
 
-    // Approved UDP works.
-    let m = marker();
-    expect_ok(
-        &h.cgroup,
-        &["udp-send", "127.0.0.1", &ua.port().to_string(), &m],
-    )?;
-    let ev = h
-        .egret
-        .wait_for(|v| is_flow(v, "send", "udp", ua.port()), LINE_TIMEOUT)?;
-    check_verdict(&ev, "approved", "block", Some("udp-a"))?;
-    ensure!(
-        wait_until(|| Ok(ua.received() >= 1), LINE_TIMEOUT)?,
-        "approved datagram not received"
-    );
+        // Approved TCP, v4 and v6: works, and says which rule.
+        for (ip, port) in [("127.0.0.1", a.port()), ("::1", a6.port())] {
+            judged_connect(&mut h, "tcp", ip, port, &marker(), Some("tcp-a"))?;
+        }
 
-    // Unapproved UDP sendto, v4 and v6: EPERM, nothing sent; a blocked send line; an alert.
-    for (ip, server) in [("127.0.0.1", &ub), ("::1", &ub6)] {
-        let port = server.port();
+        // Unapproved TCP, v4 and v6: EPERM before any packet; blocked/failure; an alert.
+        for (ip, server) in [("127.0.0.1", &b), ("::1", &b6)] {
+            let port = server.port();
+            let m = marker();
+            let (out, ev) = judged_connect(&mut h, "tcp", ip, port, &m, None)?;
+            // Its end line: a failure with EPERM, nothing sent, the same connection id.
+            let end = h
+                .egret
+                .wait_for_marked_flow("connection-end", "tcp", port, &m)?;
+            ensure!(
+                field_str(&end, "event.outcome") == Some("failure")
+                    && field_str(&end, "error.code") == Some("EPERM")
+                    && field_u64(&end, "source.bytes") == Some(0)
+                    && field(&end, "egret.connection.id") == field(&ev, "egret.connection.id"),
+                "end line of a blocked connect\nstart: {ev}\nend: {end}"
+            );
+            expect_alert(
+                &mut h.egret,
+                &AlertWant {
+                    action: "connect",
+                    transport: "tcp",
+                    ip,
+                    port,
+                    verdict: "blocked",
+                    pid: out.pid,
+                    source: &source,
+                },
+            )?;
+            ensure!(
+                server.accepted() == 0,
+                "a refused connect reached the server on {ip} port {port}"
+            );
+        }
+
+        // Approved UDP works.
         let m = marker();
-        let out = expect_eperm(
+        expect_ok(
             &h.cgroup,
-            &["udp-send", ip, &port.to_string(), "--count", "3", &m],
+            &["udp-send", "127.0.0.1", &ua.port().to_string(), &m],
         )?;
-        let ev = h
-            .egret
-            .wait_for(|v| is_flow(v, "send", "udp", port), LINE_TIMEOUT)?;
-        check_verdict(&ev, "blocked", "block", None)?;
-        let alert = h
-            .egret
-            .wait_for(|v| is_alert(v, "send", "udp", port), LINE_TIMEOUT)?;
-        check_alert(
-            &alert,
-            &AlertWant {
-                action: "send",
-                transport: "udp",
-                ip,
-                port,
-                verdict: "blocked",
-                pid: out.pid,
-                process_name: CLIENT_NAME,
-                cgroup_path: &cg_path,
-                cgroup_id: cg_id,
-            },
-        )?;
-    }
-    // IPv4-mapped IPv6 (an AF_INET6 socket to ::ffff:127.0.0.1) is judged as the IPv4 address.
-    let mapped = "::ffff:127.0.0.1";
-    let m = marker();
-    expect_ok(&h.cgroup, &["tcp", mapped, &a.port().to_string(), &m])?;
-    let ev = h.egret.wait_for(
-        |v| is_flow(v, "connect", "tcp", a.port()) && has_arg(v, &m),
-        LINE_TIMEOUT,
-    )?;
-    check_verdict(&ev, "approved", "block", Some("tcp-a"))?;
-    let m = marker();
-    expect_eperm(&h.cgroup, &["tcp", mapped, &b.port().to_string(), &m])?;
-    let ev = h.egret.wait_for(
-        |v| is_flow(v, "connect", "tcp", b.port()) && has_arg(v, &m),
-        LINE_TIMEOUT,
-    )?;
-    check_verdict(&ev, "blocked", "block", None)?;
-    expect_ok(&h.cgroup, &["udp-send", mapped, &ua.port().to_string()])?;
-    expect_eperm(&h.cgroup, &["udp-send", mapped, &ub.port().to_string()])?;
-    ensure!(
-        b.accepted() == 0,
-        "a refused IPv4-mapped connect reached the server"
-    );
+        let ev = h.egret.wait_for_flow("send", "udp", ua.port())?;
+        check_verdict(&ev, "approved", "block", Some("udp-a"))?;
+        ensure!(
+            wait_until(LINE_TIMEOUT, || Ok(ua.received() >= 1))?,
+            "approved datagram not received"
+        );
 
-    // Connected UDP to an unapproved port: connect() itself is refused.
-    let m = marker();
-    expect_eperm(
-        &h.cgroup,
-        &["udp-connect", "127.0.0.1", &ub.port().to_string(), &m],
-    )?;
-    let ev = h.egret.wait_for(
-        |v| is_flow(v, "connect", "udp", ub.port()) && has_arg(v, &m),
-        LINE_TIMEOUT,
-    )?;
-    check_verdict(&ev, "blocked", "block", None)?;
-    std::thread::sleep(Duration::from_millis(300));
-    ensure!(
-        ub.received() == 0 && ub6.received() == 0,
-        "refused datagrams arrived ({} v4, {} v6)",
-        ub.received(),
-        ub6.received()
-    );
-    h.finish()
+        // Unapproved UDP sendto, v4 and v6: EPERM, nothing sent; a blocked send line; an alert.
+        for (ip, server) in [("127.0.0.1", &ub), ("::1", &ub6)] {
+            let port = server.port();
+            let m = marker();
+            let out = expect_eperm(
+                &h.cgroup,
+                &["udp-send", ip, &port.to_string(), "--count", "3", &m],
+            )?;
+            let ev = h.egret.wait_for_flow("send", "udp", port)?;
+            check_verdict(&ev, "blocked", "block", None)?;
+            expect_alert(
+                &mut h.egret,
+                &AlertWant {
+                    action: "send",
+                    transport: "udp",
+                    ip,
+                    port,
+                    verdict: "blocked",
+                    pid: out.pid,
+                    source: &source,
+                },
+            )?;
+        }
+        // IPv4-mapped IPv6 (an AF_INET6 socket to ::ffff:127.0.0.1) is judged as the IPv4 address.
+        let mapped = "::ffff:127.0.0.1";
+        judged_connect(&mut h, "tcp", mapped, a.port(), &marker(), Some("tcp-a"))?;
+        judged_connect(&mut h, "tcp", mapped, b.port(), &marker(), None)?;
+        expect_ok(&h.cgroup, &["udp-send", mapped, &ua.port().to_string()])?;
+        expect_eperm(&h.cgroup, &["udp-send", mapped, &ub.port().to_string()])?;
+        ensure!(
+            b.accepted() == 0,
+            "a refused IPv4-mapped connect reached the server"
+        );
+
+        // Connected UDP to an unapproved port: connect() itself is refused.
+        judged_connect(
+            &mut h,
+            "udp-connect",
+            "127.0.0.1",
+            ub.port(),
+            &marker(),
+            None,
+        )?;
+        std::thread::sleep(Duration::from_millis(300));
+        ensure!(
+            ub.received() == 0 && ub6.received() == 0,
+            "refused datagrams arrived ({} v4, {} v6)",
+            ub.received(),
+            ub6.received()
+        );
+        h.finish()
+    })
 }
 
 #[test]
 fn block_mode_non_loopback_destinations_and_default_loopback() -> Result<()> {
-    let Some(ns) = egret_e2e::prerequisite(
-        egret_e2e::skip::require_root().and_then(|()| egret_e2e::NetNs::create("blkns")),
-    )?
-    else {
+    let Some(ns) = egret_e2e::NetNs::prerequisite("blkns")? else {
         return Ok(());
     };
-    let Some(cg) = Harness::cgroup("blk-netns")? else {
-        return Ok(());
-    };
-    let dir = PolicyDir::create("netns")?;
-    let ip = ns.ns_v4().to_string();
-    let listen = |port: u16| -> Result<TcpServer> {
-        TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), port))?)
-    };
-    let allowed = listen(0)?;
-    let refused = listen(0)?;
-    let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
-    let uport = usock.local_addr()?.port();
-    let lo = TcpServer::start(sa("127.0.0.1:0")?)?;
-    // `loopback` not given: loopback is approved (rule name `loopback`) even in block mode.
-    let policy = format!(
-        "mode: block\nrules:\n  - name: ns-web\n    to: [\"{ip}/32\"]\n    ports: [{}]\n    protocols: [tcp]\n",
-        allowed.port()
-    );
-    let policy = dir.write("policy.yaml", &policy)?;
-    let policy_arg = policy.display().to_string();
-    let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
-
-    let cases: [(&str, u16, Option<&str>); 3] = [
-        ("127.0.0.1", lo.port(), Some("loopback")),
-        (ip.as_str(), allowed.port(), Some("ns-web")),
-        (ip.as_str(), refused.port(), None),
-    ];
-    for (dest, port, rule) in cases {
-        let m = marker();
-        let args = ["tcp", dest, &port.to_string(), &m];
-        if rule.is_some() {
-            expect_ok(&h.cgroup, &args)?;
-        } else {
-            expect_eperm(&h.cgroup, &args)?;
-        }
-        let ev = h.egret.wait_for(
-            |v| is_flow(v, "connect", "tcp", port) && has_arg(v, &m),
-            LINE_TIMEOUT,
-        )?;
-        let verdict = if rule.is_some() {
-            "approved"
-        } else {
-            "blocked"
+    Harness::with_cgroup("blk-netns", |cg| {
+        let dir = PolicyDir::create("netns")?;
+        let ip = ns.ns_v4().to_string();
+        let listen = |port: u16| -> Result<TcpServer> {
+            TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), port))?)
         };
-        check_verdict(&ev, verdict, "block", rule)?;
-    }
-    ensure!(
-        refused.accepted() == 0,
-        "a refused connect reached the namespace"
-    );
-    expect_eperm(&h.cgroup, &["udp-send", &ip, &uport.to_string()])?;
-    if ns.has_v6() {
-        let s6 = TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
-        expect_eperm(
-            &h.cgroup,
-            &["tcp", &ns.ns_v6().to_string(), &s6.port().to_string()],
-        )?;
-    }
-    drop(usock);
-    h.finish()
+        let allowed = listen(0)?;
+        let refused = listen(0)?;
+        let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
+        let uport = usock.local_addr()?.port();
+        let lo = TcpServer::loopback()?;
+        // `loopback` not given: loopback is approved (rule name `loopback`) even in block mode.
+        let policy = format!(
+            "mode: block\nrules:\n  - name: ns-web\n    to: [\"{ip}/32\"]\n    ports: [{}]\n    protocols: [tcp]\n",
+            allowed.port()
+        );
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+
+        let cases: [(&str, u16, Option<&str>); 3] = [
+            ("127.0.0.1", lo.port(), Some("loopback")),
+            (ip.as_str(), allowed.port(), Some("ns-web")),
+            (ip.as_str(), refused.port(), None),
+        ];
+        for (dest, port, rule) in cases {
+            judged_connect(&mut h, "tcp", dest, port, &marker(), rule)?;
+        }
+        ensure!(
+            refused.accepted() == 0,
+            "a refused connect reached the namespace"
+        );
+        expect_eperm(&h.cgroup, &["udp-send", &ip, &uport.to_string()])?;
+        if ns.has_v6() {
+            let s6 =
+                TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
+            expect_eperm(
+                &h.cgroup,
+                &["tcp", &ns.ns_v6().to_string(), &s6.port().to_string()],
+            )?;
+        }
+        drop(usock);
+        h.finish()
+    })
 }
 
 /// Connects from `cg` to 127.0.0.1:`port` at once, and if that is refused, again until it
@@ -335,7 +275,7 @@ fn first_try_or_delay(cg: &TestCgroup, port: u16) -> Result<Option<Result<Durati
     if tcp_allowed(cg, port)? {
         return Ok(None);
     }
-    let later = wait_until(|| tcp_allowed(cg, port), LINE_TIMEOUT)?;
+    let later = wait_until(LINE_TIMEOUT, || tcp_allowed(cg, port))?;
     Ok(Some(if later {
         Ok(start.elapsed())
     } else {
@@ -345,14 +285,12 @@ fn first_try_or_delay(cg: &TestCgroup, port: u16) -> Result<Option<Result<Durati
 
 #[test]
 fn block_scoped_rules_cover_cgroups_created_later() -> Result<()> {
-    let Some(cg) = Harness::cgroup("blk-late")? else {
-        return Ok(());
-    };
-    let dir = PolicyDir::create("late")?;
-    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let unit = format!("egret-e2e-late-{}.service", egret_e2e::unique_suffix());
-    let policy = format!(
-        "mode: block
+    Harness::with_cgroup("blk-late", |cg| {
+        let dir = PolicyDir::create("late")?;
+        let a = TcpServer::loopback()?;
+        let unit = format!("egret-e2e-late-{}.service", egret_e2e::unique_suffix());
+        let policy = format!(
+            "mode: block
 loopback: audit
 rules:
   - name: by-cgroup
@@ -364,22 +302,22 @@ rules:
     ports: [{port}]
     systemd_units: [\"{unit}\"]
 ",
-        port = a.port(),
-        parent = cg.relative_path()
-    );
-    let policy = dir.write("policy.yaml", &policy)?;
-    let policy_arg = policy.display().to_string();
-    let h = Harness::start(cg, &["--policy", &policy_arg])?;
-    ensure!(
-        !tcp_allowed(&h.cgroup, a.port())?,
-        "the parent cgroup is not in scope, yet A works from it"
-    );
-    // The scoped cgroups appear only now, like a service (re)started after egret loaded the
-    // policy; the service connects right away.
-    let mut problems = Vec::new();
-    for (name, rule) in [("late-cg", "by-cgroup"), (unit.as_str(), "by-unit")] {
-        let late = h.cgroup.child(name)?;
-        match first_try_or_delay(&late, a.port())? {
+            port = a.port(),
+            parent = cg.relative_path()
+        );
+        let policy = dir.write("policy.yaml", &policy)?;
+        let policy_arg = policy.display().to_string();
+        let h = Harness::start(cg, &["--policy", &policy_arg])?;
+        ensure!(
+            !tcp_allowed(&h.cgroup, a.port())?,
+            "the parent cgroup is not in scope, yet A works from it"
+        );
+        // The scoped cgroups appear only now, like a service (re)started after egret loaded the
+        // policy; the service connects right away.
+        let mut problems = Vec::new();
+        for (name, rule) in [("late-cg", "by-cgroup"), (unit.as_str(), "by-unit")] {
+            let late = h.cgroup.child(name)?;
+            match first_try_or_delay(&late, a.port())? {
             None => {}
             Some(Ok(after)) => problems.push(format!(
                 "{} (rule {rule}): the first connect right after the cgroup was created got EPERM; approved only {after:?} later",
@@ -390,13 +328,14 @@ rules:
                 late.relative_path()
             )),
         }
-    }
-    ensure!(
-        problems.is_empty(),
-        "scoped block-mode rules do not cover new cgroups at once:\n{}",
-        problems.join("\n")
-    );
-    h.finish()
+        }
+        ensure!(
+            problems.is_empty(),
+            "scoped block-mode rules do not cover new cgroups at once:\n{}",
+            problems.join("\n")
+        );
+        h.finish()
+    })
 }
 
 /// A `connect-loop` running in the background inside a test cgroup.
@@ -437,6 +376,18 @@ impl Loop {
         })
     }
 
+    /// `port`'s counts after `settle`, and again one second later.
+    fn one_second_of(
+        &self,
+        port: u16,
+        settle: Duration,
+    ) -> Result<(egret_e2e::policy::PortCounts, egret_e2e::policy::PortCounts)> {
+        std::thread::sleep(settle);
+        let before = self.get(port)?;
+        std::thread::sleep(Duration::from_millis(1000));
+        Ok((before, self.get(port)?))
+    }
+
     fn counts(&self) -> Result<BTreeMap<u16, egret_e2e::policy::PortCounts>> {
         read_loop_status(&self.status)
     }
@@ -448,16 +399,8 @@ impl Loop {
     /// Stops the loop; returns its final counts (from its stdout).
     fn finish(mut self) -> Result<BTreeMap<u16, egret_e2e::policy::PortCounts>> {
         std::fs::write(&self.stop, "").context("create stop file")?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = self.child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                bail!("connect-loop did not stop");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_child(&mut self.child, Duration::from_secs(30))
+            .context("connect-loop did not stop")?;
         let (mut stdout, mut stderr) = (String::new(), String::new());
         if let Some(mut pipe) = self.child.stdout.take() {
             pipe.read_to_string(&mut stdout)?;
@@ -520,145 +463,141 @@ fn deliver(
 /// Under a steady connect loop to A and B: P1 (A, B) → P2 (A only) → [invalid] → P3 (A, B,
 /// more). A is never refused; B is refused once P2 is in force and until P3 is.
 fn reload_under_load(name: &str, watch: bool) -> Result<()> {
-    let Some(cg) = Harness::cgroup(name)? else {
-        return Ok(());
-    };
-    let dir = PolicyDir::create(name)?;
-    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let other = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let (pa, pb) = (a.port(), b.port());
-    let file = "policy.yaml";
-    let policy = dir.write(file, &block_policy(&[pa, pb]))?;
-    let policy_arg = policy.display().to_string();
-    let mut args = vec!["--policy", policy_arg.as_str()];
-    if watch {
-        args.push("--watch");
-    }
-    let mut h = Harness::start(cg, &args)?;
-    let lp = Loop::start(&h.cgroup, dir.path(), "127.0.0.1", &[pa, pb], 10)?;
-    ensure!(
-        wait_until(
-            || Ok(lp.get(pa)?.ok > 0 && lp.get(pb)?.ok > 0),
-            LINE_TIMEOUT
-        )?,
-        "P1 approves A and B, yet the loop did not get through to both: {:?}",
-        lp.counts()?
-    );
-
-    // P2: only A.
-    let (first, second) = if watch {
-        (Delivery::WatchRename, Delivery::WatchInPlace)
-    } else {
-        (Delivery::Sighup, Delivery::Sighup)
-    };
-    deliver(&mut h.egret, &dir, file, &block_policy(&[pa]), first)?;
-    ensure!(
-        wait_until(|| Ok(lp.get(pb)?.eperm > 0), LINE_TIMEOUT)?,
-        "B still not refused {LINE_TIMEOUT:?} after the stricter policy: {:?}\n--- egret stderr ---\n{}",
-        lp.counts()?,
-        h.egret.stderr_tail()
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let s1 = lp.get(pb)?;
-    std::thread::sleep(Duration::from_millis(1000));
-    let s2 = lp.get(pb)?;
-    ensure!(
-        s2.ok == s1.ok && s2.eperm > s1.eperm,
-        "with P2 in force B must be refused every time: {s1:?} then {s2:?}"
-    );
-
-    if !watch {
-        // An invalid policy is refused; the old one stays in force.
-        let stderr_before = h.egret.stderr_text()?.len();
-        let invalid = format!(
-            "mode: block\nloopback: audit\nrules:\n  - name: allowed\n    to: [\"127.0.0.1/32\"]\n    ports: [{pa}, {pb}, 70000]\n"
+    Harness::with_cgroup(name, |cg| {
+        let dir = PolicyDir::create(name)?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let other = TcpServer::loopback()?;
+        let (pa, pb) = (a.port(), b.port());
+        let file = "policy.yaml";
+        let policy = dir.write(file, &block_policy(&[pa, pb]))?;
+        let policy_arg = policy.display().to_string();
+        let mut args = vec!["--policy", policy_arg.as_str()];
+        if watch {
+            args.push("--watch");
+        }
+        let mut h = Harness::start(cg, &args)?;
+        let lp = Loop::start(&h.cgroup, dir.path(), "127.0.0.1", &[pa, pb], 10)?;
+        ensure!(
+            wait_until(
+                LINE_TIMEOUT,
+                || Ok(lp.get(pa)?.ok > 0 && lp.get(pb)?.ok > 0)
+            )?,
+            "P1 approves A and B, yet the loop did not get through to both: {:?}",
+            lp.counts()?
         );
-        deliver(&mut h.egret, &dir, file, &invalid, Delivery::Sighup)?;
-        h.egret.wait_for(
+
+        // P2: only A.
+        let (first, second) = if watch {
+            (Delivery::WatchRename, Delivery::WatchInPlace)
+        } else {
+            (Delivery::Sighup, Delivery::Sighup)
+        };
+        deliver(&mut h.egret, &dir, file, &block_policy(&[pa]), first)?;
+        ensure!(
+            wait_until(LINE_TIMEOUT, || Ok(lp.get(pb)?.eperm > 0))?,
+            "B still not refused {LINE_TIMEOUT:?} after the stricter policy: {:?}\n--- egret stderr ---\n{}",
+            lp.counts()?,
+            h.egret.stderr_tail()
+        );
+        let (s1, s2) = lp.one_second_of(pb, Duration::from_millis(500))?;
+        ensure!(
+            s2.ok == s1.ok && s2.eperm > s1.eperm,
+            "with P2 in force B must be refused every time: {s1:?} then {s2:?}"
+        );
+
+        if !watch {
+            // An invalid policy is refused; the old one stays in force.
+            let stderr_before = h.egret.stderr_text()?.len();
+            let invalid = format!(
+                "mode: block\nloopback: audit\nrules:\n  - name: allowed\n    to: [\"127.0.0.1/32\"]\n    ports: [{pa}, {pb}, 70000]\n"
+            );
+            deliver(&mut h.egret, &dir, file, &invalid, Delivery::Sighup)?;
+            h.egret.wait_for(
+                |v| {
+                    is_metric(v)
+                        && field_u64(v, "egret.metrics.policy_reload_failures")
+                            .is_some_and(|n| n >= 1)
+                },
+                LINE_TIMEOUT,
+            )?;
+            ensure!(h.egret.running()?, "egret exited after an invalid policy");
+            let stderr = h.egret.stderr_text()?;
+            let new = stderr.get(stderr_before..).unwrap_or_default();
+            ensure!(
+                new.contains(file),
+                "after the invalid policy egret's stderr should name {file} with the error; new stderr:\n{new}"
+            );
+            let (s3, s4) = lp.one_second_of(pb, Duration::from_millis(0))?;
+            ensure!(
+                s4.ok == s3.ok && s4.eperm > s3.eperm,
+                "after the refused invalid policy B must still be refused: {s3:?} then {s4:?}"
+            );
+        }
+
+        // P3: looser again.
+        let before = lp.get(pb)?;
+        deliver(
+            &mut h.egret,
+            &dir,
+            file,
+            &block_policy(&[pa, pb, other.port()]),
+            second,
+        )?;
+        ensure!(
+            wait_until(LINE_TIMEOUT, || Ok(lp.get(pb)?.ok > before.ok))?,
+            "B still refused {LINE_TIMEOUT:?} after the looser policy: {:?}\n--- egret stderr ---\n{}",
+            lp.counts()?,
+            h.egret.stderr_tail()
+        );
+        let (s5, s6) = lp.one_second_of(pb, Duration::from_millis(500))?;
+        ensure!(
+            s6.eperm == s5.eperm && s6.ok > s5.ok,
+            "with P3 in force B must get through every time: {s5:?} then {s6:?}"
+        );
+
+        let counts = lp.finish()?;
+        let ca = counts.get(&pa).copied().unwrap_or_default();
+        let cb = counts.get(&pb).copied().unwrap_or_default();
+        ensure!(
+            ca.eperm == 0 && ca.other == 0 && ca.ok > 0,
+            "every policy approves A, yet: {ca:?}"
+        );
+        ensure!(cb.other == 0, "B failed other than with EPERM: {cb:?}");
+
+        // What egret wrote agrees: some B lines blocked, no A line blocked; reloads counted.
+        let want_reloads = 2;
+        let metric = h.egret.wait_for(
             |v| {
                 is_metric(v)
-                    && field_u64(v, "egret.metrics.policy_reload_failures").is_some_and(|n| n >= 1)
+                    && field_u64(v, "egret.metrics.policy_reloads")
+                        .is_some_and(|n| n >= want_reloads)
             },
             LINE_TIMEOUT,
         )?;
-        ensure!(h.egret.running()?, "egret exited after an invalid policy");
-        let stderr = h.egret.stderr_text()?;
-        let new = stderr.get(stderr_before..).unwrap_or_default();
-        ensure!(
-            new.contains(file),
-            "after the invalid policy egret's stderr should name {file} with the error; new stderr:\n{new}"
-        );
-        let s3 = lp.get(pb)?;
-        std::thread::sleep(Duration::from_millis(1000));
-        let s4 = lp.get(pb)?;
-        ensure!(
-            s4.ok == s3.ok && s4.eperm > s3.eperm,
-            "after the refused invalid policy B must still be refused: {s3:?} then {s4:?}"
-        );
-    }
-
-    // P3: looser again.
-    let before = lp.get(pb)?;
-    deliver(
-        &mut h.egret,
-        &dir,
-        file,
-        &block_policy(&[pa, pb, other.port()]),
-        second,
-    )?;
-    ensure!(
-        wait_until(|| Ok(lp.get(pb)?.ok > before.ok), LINE_TIMEOUT)?,
-        "B still refused {LINE_TIMEOUT:?} after the looser policy: {:?}\n--- egret stderr ---\n{}",
-        lp.counts()?,
-        h.egret.stderr_tail()
-    );
-    std::thread::sleep(Duration::from_millis(500));
-    let s5 = lp.get(pb)?;
-    std::thread::sleep(Duration::from_millis(1000));
-    let s6 = lp.get(pb)?;
-    ensure!(
-        s6.eperm == s5.eperm && s6.ok > s5.ok,
-        "with P3 in force B must get through every time: {s5:?} then {s6:?}"
-    );
-
-    let counts = lp.finish()?;
-    let ca = counts.get(&pa).copied().unwrap_or_default();
-    let cb = counts.get(&pb).copied().unwrap_or_default();
-    ensure!(
-        ca.eperm == 0 && ca.other == 0 && ca.ok > 0,
-        "every policy approves A, yet: {ca:?}"
-    );
-    ensure!(cb.other == 0, "B failed other than with EPERM: {cb:?}");
-
-    // What egret wrote agrees: some B lines blocked, no A line blocked; reloads counted.
-    let want_reloads = 2;
-    let metric = h.egret.wait_for(
-        |v| {
-            is_metric(v)
-                && field_u64(v, "egret.metrics.policy_reloads").is_some_and(|n| n >= want_reloads)
-        },
-        LINE_TIMEOUT,
-    )?;
-    if !watch {
-        ensure!(
-            field_u64(&metric, "egret.metrics.policy_reload_failures").is_some_and(|n| n >= 1),
-            "policy_reload_failures should be at least 1\nline: {metric}"
-        );
-    }
-    let all = h.egret.events()?;
-    let verdict = |v: &serde_json::Value| field_str(v, "egret.policy.verdict").map(str::to_owned);
-    let a_blocked = all
-        .iter()
-        .filter(|v| is_flow(v, "connect", "tcp", pa) && verdict(v).as_deref() == Some("blocked"))
-        .count();
-    let b_blocked = all
-        .iter()
-        .filter(|v| is_flow(v, "connect", "tcp", pb) && verdict(v).as_deref() == Some("blocked"))
-        .count();
-    ensure!(a_blocked == 0, "{a_blocked} lines say A was blocked");
-    ensure!(b_blocked > 0, "no line says B was blocked");
-    h.finish()
+        if !watch {
+            ensure!(
+                field_u64(&metric, "egret.metrics.policy_reload_failures").is_some_and(|n| n >= 1),
+                "policy_reload_failures should be at least 1\nline: {metric}"
+            );
+        }
+        let all = h.egret.events()?;
+        let verdict = |v: &Value| field_str(v, "egret.policy.verdict").map(str::to_owned);
+        let a_blocked = all
+            .iter()
+            .filter(|v| {
+                is_flow(v, "connect", "tcp", pa) && verdict(v).as_deref() == Some("blocked")
+            })
+            .count();
+        let b_blocked = all
+            .iter()
+            .filter(|v| {
+                is_flow(v, "connect", "tcp", pb) && verdict(v).as_deref() == Some("blocked")
+            })
+            .count();
+        ensure!(a_blocked == 0, "{a_blocked} lines say A was blocked");
+        ensure!(b_blocked > 0, "no line says B was blocked");
+        h.finish()
+    })
 }
 
 #[test]
@@ -693,80 +632,79 @@ fn configmap_publish(dir: &Path, version: u32, yaml: &str) -> Result<PathBuf> {
 
 #[test]
 fn watch_follows_a_configmap_style_symlink_swap() -> Result<()> {
-    let Some(cg) = Harness::cgroup("blk-cm")? else {
-        return Ok(());
-    };
-    let dir = PolicyDir::create("configmap")?;
-    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let (pa, pb) = (a.port(), b.port());
-    let link = configmap_publish(dir.path(), 1, &block_policy(&[pa]))?;
-    let policy_arg = link.display().to_string();
-    let h = Harness::start(cg, &["--policy", &policy_arg, "--watch"])?;
-    ensure!(tcp_allowed(&h.cgroup, pa)?, "A refused while approved");
-    ensure!(!tcp_allowed(&h.cgroup, pb)?, "B not refused in block mode");
-    configmap_publish(dir.path(), 2, &block_policy(&[pa, pb]))?;
-    ensure!(
-        eventually(&h.cgroup, pb, true)?,
-        "--watch did not pick up the new policy behind the swapped ..data symlink within {LINE_TIMEOUT:?}\n--- stderr ---\n{}",
-        h.egret.stderr_tail()
-    );
-    configmap_publish(dir.path(), 3, &block_policy(&[pa]))?;
-    ensure!(
-        eventually(&h.cgroup, pb, false)?,
-        "--watch did not pick up the second swap within {LINE_TIMEOUT:?}"
-    );
-    ensure!(tcp_allowed(&h.cgroup, pa)?, "A refused");
-    h.finish()
+    Harness::with_cgroup("blk-cm", |cg| {
+        let dir = PolicyDir::create("configmap")?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let (pa, pb) = (a.port(), b.port());
+        let link = configmap_publish(dir.path(), 1, &block_policy(&[pa]))?;
+        let policy_arg = link.display().to_string();
+        let h = Harness::start(cg, &["--policy", &policy_arg, "--watch"])?;
+        ensure!(tcp_allowed(&h.cgroup, pa)?, "A refused while approved");
+        ensure!(!tcp_allowed(&h.cgroup, pb)?, "B not refused in block mode");
+        configmap_publish(dir.path(), 2, &block_policy(&[pa, pb]))?;
+        ensure!(
+            eventually(&h.cgroup, pb, true)?,
+            "--watch did not pick up the new policy behind the swapped ..data symlink within {LINE_TIMEOUT:?}\n--- stderr ---\n{}",
+            h.egret.stderr_tail()
+        );
+        configmap_publish(dir.path(), 3, &block_policy(&[pa]))?;
+        ensure!(
+            eventually(&h.cgroup, pb, false)?,
+            "--watch did not pick up the second swap within {LINE_TIMEOUT:?}"
+        );
+        ensure!(tcp_allowed(&h.cgroup, pa)?, "A refused");
+        h.finish()
+    })
 }
 
 #[test]
 fn rapid_reloads_never_refuse_what_every_policy_approves() -> Result<()> {
-    let Some(cg) = Harness::cgroup("blk-flap")? else {
-        return Ok(());
-    };
-    let dir = PolicyDir::create("flap")?;
-    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let (pa, pb) = (a.port(), b.port());
-    let file = "policy.yaml";
-    let policy = dir.write(file, &block_policy(&[pa, pb]))?;
-    let policy_arg = policy.display().to_string();
-    let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
-    // A fast loop (a round every millisecond) while the policy flips 20 times, every 150 ms.
-    let lp = Loop::start(&h.cgroup, dir.path(), "127.0.0.1", &[pa, pb], 1)?;
-    ensure!(
-        wait_until(|| Ok(lp.get(pa)?.ok > 0), LINE_TIMEOUT)?,
-        "the loop never got through to A"
-    );
-    for i in 0..20 {
-        let ports: &[u16] = if i % 2 == 0 { &[pa] } else { &[pa, pb] };
-        deliver(
-            &mut h.egret,
-            &dir,
-            file,
-            &block_policy(ports),
-            Delivery::Sighup,
+    Harness::with_cgroup("blk-flap", |cg| {
+        let dir = PolicyDir::create("flap")?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let (pa, pb) = (a.port(), b.port());
+        let file = "policy.yaml";
+        let policy = dir.write(file, &block_policy(&[pa, pb]))?;
+        let policy_arg = policy.display().to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+        // A fast loop (a round every millisecond) while the policy flips 20 times, every 150 ms.
+        let lp = Loop::start(&h.cgroup, dir.path(), "127.0.0.1", &[pa, pb], 1)?;
+        ensure!(
+            wait_until(LINE_TIMEOUT, || Ok(lp.get(pa)?.ok > 0))?,
+            "the loop never got through to A"
+        );
+        for i in 0..20 {
+            let ports: &[u16] = if i % 2 == 0 { &[pa] } else { &[pa, pb] };
+            deliver(
+                &mut h.egret,
+                &dir,
+                file,
+                &block_policy(ports),
+                Delivery::Sighup,
+            )?;
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        let counts = lp.finish()?;
+        let ca = counts.get(&pa).copied().unwrap_or_default();
+        let cb = counts.get(&pb).copied().unwrap_or_default();
+        eprintln!("connect-loop during 20 reloads: A {ca:?}, B {cb:?}");
+        ensure!(
+            ca.eperm == 0 && ca.other == 0,
+            "A is approved by every policy, yet during 20 reloads: {ca:?} (B: {cb:?})"
+        );
+        ensure!(
+            cb.eperm > 0 && cb.ok > 0,
+            "B should have been both refused and approved: {cb:?}"
+        );
+        h.egret.wait_for(
+            |v| {
+                is_metric(v)
+                    && field_u64(v, "egret.metrics.policy_reloads").is_some_and(|n| n >= 20)
+            },
+            LINE_TIMEOUT,
         )?;
-        std::thread::sleep(Duration::from_millis(150));
-    }
-    let counts = lp.finish()?;
-    let ca = counts.get(&pa).copied().unwrap_or_default();
-    let cb = counts.get(&pb).copied().unwrap_or_default();
-    eprintln!("connect-loop during 20 reloads: A {ca:?}, B {cb:?}");
-    ensure!(
-        ca.eperm == 0 && ca.other == 0,
-        "A is approved by every policy, yet during 20 reloads: {ca:?} (B: {cb:?})"
-    );
-    ensure!(
-        cb.eperm > 0 && cb.ok > 0,
-        "B should have been both refused and approved: {cb:?}"
-    );
-    h.egret.wait_for(
-        |v| is_metric(v) && field_u64(v, "egret.metrics.policy_reloads").is_some_and(|n| n >= 20),
-        LINE_TIMEOUT,
-    )?;
-    h.finish()
+        h.finish()
+    })
 }
 
 /// Whether a TCP connect from `cg` to 127.0.0.1:`port` gets through (`Ok(true)`), is refused
@@ -787,150 +725,143 @@ fn tcp_allowed(cg: &TestCgroup, port: u16) -> Result<bool> {
 }
 
 fn eventually(cg: &TestCgroup, port: u16, allowed: bool) -> Result<bool> {
-    wait_until(|| Ok(tcp_allowed(cg, port)? == allowed), LINE_TIMEOUT)
+    wait_until(LINE_TIMEOUT, || Ok(tcp_allowed(cg, port)? == allowed))
 }
 
 #[test]
 fn on_exit_keep_enforces_after_exit_until_taken_over() -> Result<()> {
-    let Some(cg) = Harness::cgroup("blk-keep")? else {
-        return Ok(());
-    };
-    let pin = PinPath::new("keep")?;
-    let dir = PolicyDir::create("keep")?;
-    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let c = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let (pa, pb, pc) = (a.port(), b.port(), c.port());
-    let arg = |p: PathBuf| p.display().to_string();
-    let only_a = arg(dir.write("a.yaml", &block_policy(&[pa]))?);
-    let a_b = arg(dir.write("ab.yaml", &block_policy(&[pa, pb]))?);
-    let a_c = arg(dir.write("ac.yaml", &block_policy(&[pa, pc]))?);
-    let pin_arg = pin.arg();
-    let keep = |policy: &str| -> Result<Egret> {
-        Egret::start(
-            cg.path(),
-            &[
-                "--policy",
-                policy,
-                "--on-exit",
-                "keep",
-                "--pin-path",
-                &pin_arg,
-            ],
-        )
-    };
+    Harness::with_cgroup("blk-keep", |cg| {
+        let pin = PinPath::new("keep")?;
+        let dir = PolicyDir::create("keep")?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let c = TcpServer::loopback()?;
+        let (pa, pb, pc) = (a.port(), b.port(), c.port());
+        let arg = |p: PathBuf| p.display().to_string();
+        let only_a = arg(dir.write("a.yaml", &block_policy(&[pa]))?);
+        let a_b = arg(dir.write("ab.yaml", &block_policy(&[pa, pb]))?);
+        let a_c = arg(dir.write("ac.yaml", &block_policy(&[pa, pc]))?);
+        let pin_arg = pin.arg();
+        let keep = |policy: &str| -> Result<Egret> {
+            Egret::start(
+                cg.path(),
+                &[
+                    "--policy",
+                    policy,
+                    "--on-exit",
+                    "keep",
+                    "--pin-path",
+                    &pin_arg,
+                ],
+            )
+        };
 
-    // 1. keep + SIGKILL: the strict policy stays in force with nobody running.
-    let mut first = keep(&only_a)?;
-    ensure!(tcp_allowed(&cg, pa)?, "A refused while approved");
-    ensure!(!tcp_allowed(&cg, pb)?, "B not refused in block mode");
-    first.kill9()?;
-    first.discard_dir_on_drop();
-    ensure!(
-        !pin.entries().is_empty(),
-        "--on-exit keep pinned nothing under {}",
-        pin.path().display()
-    );
-    std::thread::sleep(Duration::from_millis(1000));
-    ensure!(
-        !tcp_allowed(&cg, pb)?,
-        "after SIGKILL with --on-exit keep, B must still be refused"
-    );
-    ensure!(
-        tcp_allowed(&cg, pa)?,
-        "after SIGKILL with --on-exit keep, A must still work"
-    );
+        // 1. keep + SIGKILL: the strict policy stays in force with nobody running.
+        let mut first = keep(&only_a)?;
+        ensure!(tcp_allowed(&cg, pa)?, "A refused while approved");
+        ensure!(!tcp_allowed(&cg, pb)?, "B not refused in block mode");
+        first.kill9()?;
+        first.discard_dir_on_drop();
+        ensure!(
+            !pin.entries().is_empty(),
+            "--on-exit keep pinned nothing under {}",
+            pin.path().display()
+        );
+        std::thread::sleep(Duration::from_millis(1000));
+        ensure!(
+            !tcp_allowed(&cg, pb)?,
+            "after SIGKILL with --on-exit keep, B must still be refused"
+        );
+        ensure!(
+            tcp_allowed(&cg, pa)?,
+            "after SIGKILL with --on-exit keep, A must still work"
+        );
 
-    // 2. The next egret (keep again, approving B) takes over; a clean exit keeps its policy.
-    let mut second = keep(&a_b)?;
-    ensure!(
-        eventually(&cg, pb, true)?,
-        "the new egret approves B, but B is still refused (the kept programs were not replaced)\n--- stderr ---\n{}",
-        second.stderr_tail()
-    );
-    ensure!(
-        !tcp_allowed(&cg, pc)?,
-        "C not refused under the second egret"
-    );
-    let m = marker();
-    let out = try_run(&cg, &["tcp", "127.0.0.1", &pb.to_string(), &m])?;
-    ensure!(out.status.success(), "B refused under the second egret");
-    let ev = second.wait_for(
-        |v| is_flow(v, "connect", "tcp", pb) && has_arg(v, &m),
-        LINE_TIMEOUT,
-    )?;
-    check_verdict(&ev, "approved", "block", Some("allowed"))?;
-    let status = second.stop()?;
-    ensure!(
-        status.success(),
-        "second egret exited with {status}\n{}",
-        second.stderr_tail()
-    );
-    second.discard_dir_on_drop();
-    std::thread::sleep(Duration::from_millis(500));
-    ensure!(
-        !tcp_allowed(&cg, pc)?,
-        "after a clean exit with --on-exit keep, C must still be refused"
-    );
-    ensure!(
-        tcp_allowed(&cg, pb)? && tcp_allowed(&cg, pa)?,
-        "after a clean exit with --on-exit keep, A and B must still work"
-    );
+        // 2. The next egret (keep again, approving B) takes over; a clean exit keeps its policy.
+        let mut second = keep(&a_b)?;
+        ensure!(
+            eventually(&cg, pb, true)?,
+            "the new egret approves B, but B is still refused (the kept programs were not replaced)\n--- stderr ---\n{}",
+            second.stderr_tail()
+        );
+        ensure!(
+            !tcp_allowed(&cg, pc)?,
+            "C not refused under the second egret"
+        );
+        let m = marker();
+        let out = try_run(&cg, &["tcp", "127.0.0.1", &pb.to_string(), &m])?;
+        ensure!(out.status.success(), "B refused under the second egret");
+        let ev = second.wait_for_marked_flow("connect", "tcp", pb, &m)?;
+        check_verdict(&ev, "approved", "block", Some("allowed"))?;
+        let status = second.stop()?;
+        ensure!(
+            status.success(),
+            "second egret exited with {status}\n{}",
+            second.stderr_tail()
+        );
+        second.discard_dir_on_drop();
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(
+            !tcp_allowed(&cg, pc)?,
+            "after a clean exit with --on-exit keep, C must still be refused"
+        );
+        ensure!(
+            tcp_allowed(&cg, pb)? && tcp_allowed(&cg, pa)?,
+            "after a clean exit with --on-exit keep, A and B must still work"
+        );
 
-    // 3. A default (detach) egret takes over, approving C but not B; when it stops, nothing
-    //    is attached any more.
-    let mut third = Egret::start(cg.path(), &["--policy", &a_c, "--pin-path", &pin_arg])?;
-    ensure!(
-        eventually(&cg, pc, true)?,
-        "the third egret approves C, but C is still refused\n--- stderr ---\n{}",
-        third.stderr_tail()
-    );
-    ensure!(
-        !tcp_allowed(&cg, pb)?,
-        "the third egret does not approve B, yet B works (the kept programs were not replaced)"
-    );
-    let status = third.stop()?;
-    ensure!(
-        status.success(),
-        "third egret exited with {status}\n{}",
-        third.stderr_tail()
-    );
-    third.discard_dir_on_drop();
-    ensure!(
-        eventually(&cg, pb, true)?,
-        "after the detach-mode egret stopped, B is still refused (pins left: {:?})",
-        pin.entries()
-    );
-    ensure!(
-        tcp_allowed(&cg, pa)? && tcp_allowed(&cg, pc)?,
-        "after egret stopped A or C is refused"
-    );
-    drop(pin);
-    Ok(())
+        // 3. A default (detach) egret takes over, approving C but not B; when it stops, nothing
+        //    is attached any more.
+        let mut third = Egret::start(cg.path(), &["--policy", &a_c, "--pin-path", &pin_arg])?;
+        ensure!(
+            eventually(&cg, pc, true)?,
+            "the third egret approves C, but C is still refused\n--- stderr ---\n{}",
+            third.stderr_tail()
+        );
+        ensure!(
+            !tcp_allowed(&cg, pb)?,
+            "the third egret does not approve B, yet B works (the kept programs were not replaced)"
+        );
+        let status = third.stop()?;
+        ensure!(
+            status.success(),
+            "third egret exited with {status}\n{}",
+            third.stderr_tail()
+        );
+        third.discard_dir_on_drop();
+        ensure!(
+            eventually(&cg, pb, true)?,
+            "after the detach-mode egret stopped, B is still refused (pins left: {:?})",
+            pin.entries()
+        );
+        ensure!(
+            tcp_allowed(&cg, pa)? && tcp_allowed(&cg, pc)?,
+            "after egret stopped A or C is refused"
+        );
+        drop(pin);
+        Ok(())
+    })
 }
 
 #[test]
 fn on_exit_detach_fails_open_after_sigkill() -> Result<()> {
-    let Some(cg) = Harness::cgroup("blk-detach")? else {
-        return Ok(());
-    };
-    let pin = PinPath::new("detach")?;
-    let dir = PolicyDir::create("detach")?;
-    let a = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let b = TcpServer::start(sa("127.0.0.1:0")?)?;
-    let (pa, pb) = (a.port(), b.port());
-    let strict = dir.write("strict.yaml", &block_policy(&[pa]))?;
-    let (strict, pin_arg) = (strict.display().to_string(), pin.arg());
-    let mut egret = Egret::start(cg.path(), &["--policy", &strict, "--pin-path", &pin_arg])?;
-    ensure!(tcp_allowed(&cg, pa)?, "A refused while approved");
-    ensure!(!tcp_allowed(&cg, pb)?, "B not refused in block mode");
-    egret.kill9()?;
-    egret.discard_dir_on_drop();
-    ensure!(
-        eventually(&cg, pb, true)?,
-        "default --on-exit detach: after SIGKILL B must work (programs detached); pins left: {:?}",
-        pin.entries()
-    );
-    ensure!(tcp_allowed(&cg, pa)?, "A refused after egret died");
-    Ok(())
+    Harness::with_cgroup("blk-detach", |cg| {
+        let pin = PinPath::new("detach")?;
+        let dir = PolicyDir::create("detach")?;
+        let (a, b) = (TcpServer::loopback()?, TcpServer::loopback()?);
+        let (pa, pb) = (a.port(), b.port());
+        let strict = dir.write("strict.yaml", &block_policy(&[pa]))?;
+        let (strict, pin_arg) = (strict.display().to_string(), pin.arg());
+        let mut egret = Egret::start(cg.path(), &["--policy", &strict, "--pin-path", &pin_arg])?;
+        ensure!(tcp_allowed(&cg, pa)?, "A refused while approved");
+        ensure!(!tcp_allowed(&cg, pb)?, "B not refused in block mode");
+        egret.kill9()?;
+        egret.discard_dir_on_drop();
+        ensure!(
+            eventually(&cg, pb, true)?,
+            "default --on-exit detach: after SIGKILL B must work (programs detached); pins left: {:?}",
+            pin.entries()
+        );
+        ensure!(tcp_allowed(&cg, pa)?, "A refused after egret died");
+        Ok(())
+    })
 }

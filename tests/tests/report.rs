@@ -10,11 +10,11 @@ use egret_e2e::browser::{png_size, Chromium};
 use egret_e2e::expect::is_flow;
 use egret_e2e::policy::{is_any_alert, read_jsonl};
 use egret_e2e::{
-    field, field_str, field_u64, prerequisite, run_in, run_with_timeout, skip, AcceptServer,
-    DnsServer, Egret, Harness, PolicyDir, RunOutput, TestCgroup, UdpServer, LINE_TIMEOUT,
+    command, field, field_str, field_u64, prerequisite, run_in, run_with_timeout, skip,
+    socket_addr, AcceptServer, DnsServer, Egret, Harness, PolicyDir, RunOutput, TestCgroup,
+    UdpServer, LINE_TIMEOUT,
 };
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -26,16 +26,6 @@ const UNIT: &str = "egret-e2e-report.service";
 /// The name the test DNS server answers, and its address.
 const NAME: &str = "api.report.test";
 const NAME_IP: &str = "127.0.0.61";
-
-fn sa(s: &str) -> Result<SocketAddr> {
-    s.parse().with_context(|| format!("parse {s}"))
-}
-
-fn client(args: &[&str]) -> Command {
-    let mut c = Command::new(CLIENT);
-    c.args(args);
-    c
-}
 
 /// `egret report ARGS` (the binary under test); its output whatever the exit status.
 fn egret_report(args: &[&str]) -> Result<RunOutput> {
@@ -82,8 +72,8 @@ impl Servers {
     fn start() -> Result<Self> {
         Ok(Self {
             // 0.0.0.0 accepts on every 127.x.y.z.
-            tcp: AcceptServer::start(sa("0.0.0.0:0")?)?,
-            udp: UdpServer::start(sa("0.0.0.0:0")?)?,
+            tcp: AcceptServer::start(socket_addr("0.0.0.0:0")?)?,
+            udp: UdpServer::start(socket_addr("0.0.0.0:0")?)?,
             dns: DnsServer::start(
                 Path::new(DNS),
                 &["--ttl", "60", "--a", &format!("{NAME}={NAME_IP}")],
@@ -98,16 +88,16 @@ impl Servers {
     fn traffic(&self, egret: &mut Egret, cg: &TestCgroup, unit: &TestCgroup) -> Result<()> {
         let (tcp, udp) = (self.tcp.port().to_string(), self.udp.port().to_string());
         for _ in 0..3 {
-            run_in(cg, &mut client(&["tcp", "127.0.0.2", &tcp]))?;
+            run_in(cg, &mut command(CLIENT, &["tcp", "127.0.0.2", &tcp]))?;
         }
         for _ in 0..2 {
-            run_in(cg, &mut client(&["tcp", "127.0.0.3", &tcp]))?;
+            run_in(cg, &mut command(CLIENT, &["tcp", "127.0.0.3", &tcp]))?;
         }
         run_in(
             cg,
-            &mut client(&["udp-send", "127.0.0.3", &udp, "--count", "4"]),
+            &mut command(CLIENT, &["udp-send", "127.0.0.3", &udp, "--count", "4"]),
         )?;
-        run_in(unit, &mut client(&["tcp", "127.0.0.3", &tcp]))?;
+        run_in(unit, &mut command(CLIENT, &["tcp", "127.0.0.3", &tcp]))?;
         for _ in 0..2 {
             let out = run_in(
                 unit,
@@ -223,200 +213,199 @@ fn check_row(
 
 #[test]
 fn report_and_suggested_policy_over_real_traffic() -> Result<()> {
-    let Some(cg) = Harness::cgroup("report")? else {
-        return Ok(());
-    };
-    let unit = cg.child(UNIT)?;
-    let servers = Servers::start()?;
-    let (tcp, udp, dns) = (servers.tcp.port(), servers.udp.port(), servers.dns.port());
-    let dir = PolicyDir::create("report")?;
-    // Audit mode, loopback audited: only 127.0.0.2 on the TCP port is approved.
-    let first = dir.write(
-        "first.yaml",
-        &format!(
-            "mode: audit\nloopback: audit\nrules:\n  - name: only-two\n    to: [\"127.0.0.2\"]\n    ports: [{tcp}]\n    protocols: [tcp]\n"
-        ),
-    )?;
-    let alerts_file = dir.path().join("alerts.jsonl");
-    let (first_arg, alerts_arg, dns_arg) = (
-        first.display().to_string(),
-        alerts_file.display().to_string(),
-        dns.to_string(),
-    );
-    let mut egret = Egret::start(
-        cg.path(),
-        &[
-            "--policy",
-            &first_arg,
-            "--alerts",
+    Harness::with_cgroup("report", |cg| {
+        let unit = cg.child(UNIT)?;
+        let servers = Servers::start()?;
+        let (tcp, udp, dns) = (servers.tcp.port(), servers.udp.port(), servers.dns.port());
+        let dir = PolicyDir::create("report")?;
+        // Audit mode, loopback audited: only 127.0.0.2 on the TCP port is approved.
+        let first = dir.write(
+            "first.yaml",
+            &format!(
+                "mode: audit\nloopback: audit\nrules:\n  - name: only-two\n    to: [\"127.0.0.2\"]\n    ports: [{tcp}]\n    protocols: [tcp]\n"
+            ),
+        )?;
+        let alerts_file = dir.path().join("alerts.jsonl");
+        let (first_arg, alerts_arg, dns_arg) = (
+            first.display().to_string(),
+            alerts_file.display().to_string(),
+            dns.to_string(),
+        );
+        let mut egret = Egret::start(
+            cg.path(),
+            &[
+                "--policy",
+                &first_arg,
+                "--alerts",
+                &alerts_arg,
+                "--dns-port",
+                &dns_arg,
+            ],
+        )?;
+        servers.traffic(&mut egret, &cg, &unit)?;
+        egret.stop_cleanly()?;
+        let events = dir.path().join("events.jsonl");
+        std::fs::copy(egret.events_path(), &events)?;
+        egret.discard_dir_on_drop();
+        drop(egret);
+        let lines = read_jsonl(&events)?;
+        let events_arg = events.display().to_string();
+
+        // JSON, over the output and the --alerts file (whose alert lines are the same ones).
+        let report: Value = serde_json::from_str(&egret_report_ok(&[
+            "--format",
+            "json",
+            &events_arg,
             &alerts_arg,
-            "--dns-port",
-            &dns_arg,
-        ],
-    )?;
-    servers.traffic(&mut egret, &cg, &unit)?;
-    let status = egret.stop()?;
-    ensure!(status.success(), "egret: {status}\n{}", egret.stderr_tail());
-    let events = dir.path().join("events.jsonl");
-    std::fs::copy(egret.events_path(), &events)?;
-    egret.discard_dir_on_drop();
-    drop(egret);
-    let lines = read_jsonl(&events)?;
-    let events_arg = events.display().to_string();
-
-    // JSON, over the output and the --alerts file (whose alert lines are the same ones).
-    let report: Value = serde_json::from_str(&egret_report_ok(&[
-        "--format",
-        "json",
-        &events_arg,
-        &alerts_arg,
-    ])?)?;
-    let (all_conns, all_alerts) = raw(&lines, |_| true);
-    ensure!(all_alerts >= 3, "egret wrote only {all_alerts} alert lines");
-    ensure!(
-        report["totals"]["connections"] == all_conns && report["totals"]["alerts"] == all_alerts,
-        "totals: want {all_conns} connections and {all_alerts} alerts, got {}",
-        report["totals"]
-    );
-    ensure!(
-        report["input"]["duplicate_alert_lines"] == all_alerts,
-        "the --alerts file's lines are counted once: {}",
-        report["input"]
-    );
-    ensure!(report["input"]["bad_lines"] == 0, "{}", report["input"]);
-    let testclient = group(&report, "process", "egret-testclient")?;
-    check_row(&lines, testclient, ("127.0.0.2", tcp, "tcp"), 3, |v| {
-        to_ip(v, "127.0.0.2") && field_u64(v, "destination.port") == Some(u64::from(tcp))
-    })?;
-    check_row(&lines, testclient, ("127.0.0.3", tcp, "tcp"), 3, |v| {
-        to_ip(v, "127.0.0.3") && field_u64(v, "destination.port") == Some(u64::from(tcp))
-    })?;
-    check_row(&lines, testclient, ("127.0.0.3", udp, "udp"), 1, |v| {
-        field_u64(v, "destination.port") == Some(u64::from(udp))
-    })?;
-    let r = row(testclient, "127.0.0.2", tcp, "tcp")?;
-    ensure!(r["unapproved"] == 0 && r["alerts"] == 0, "approved: {r}");
-    let r = row(testclient, "127.0.0.3", tcp, "tcp")?;
-    ensure!(
-        r["unapproved"] == 3 && r["alerts"].as_u64() >= Some(2),
-        "unapproved, and at least one alert per cgroup: {r}"
-    );
-    ensure!(row(testclient, "127.0.0.3", udp, "udp")?["datagrams"] == 4);
-    let resolver = group(&report, "process", "egret-dns")?;
-    check_row(&lines, resolver, (NAME, tcp, "tcp"), 2, |v| {
-        to_ip(v, NAME_IP) && field_u64(v, "destination.port") == Some(u64::from(tcp))
-    })?;
-    let r = row(resolver, NAME, tcp, "tcp")?;
-    ensure!(
-        r["domain"] == NAME && r["addresses"] == json!([NAME_IP]),
-        "the name, with its address: {r}"
-    );
-    check_row(&lines, resolver, ("127.0.0.1", dns, "udp"), 2, |v| {
-        field_u64(v, "destination.port") == Some(u64::from(dns))
-    })?;
-    let by_unit = group(&report, "systemd_unit", UNIT)?;
-    ensure!(
-        by_unit["connections"] == 5 && by_unit["destinations_total"] == 3,
-        "the unit made 1 + 2 + 2 connections to 3 destinations: {by_unit}"
-    );
-    row(by_unit, NAME, tcp, "tcp")?;
-    ensure!(
-        report["groups"]["systemd_unit"].as_array().map(Vec::len) == Some(1),
-        "only the unit's lines have a unit: {}",
-        report["groups"]["systemd_unit"]
-    );
-
-    // Text: the same numbers, as a table.
-    let text = egret_report_ok(&[&events_arg])?;
-    ensure!(
-        text.starts_with(&format!("egret report: {all_conns} connections to ")),
-        "{text}"
-    );
-    ensure!(
-        text.contains(&format!("\n{UNIT}: 5 connections, 3 destinations, ")),
-        "{text}"
-    );
-    let name_row = text
-        .lines()
-        .find(|l| l.trim_start().starts_with(NAME))
-        .with_context(|| format!("no {NAME} row in\n{text}"))?;
-    let cells: Vec<&str> = name_row.split_whitespace().collect();
-    ensure!(
-        cells.get(1..4) == Some(&[tcp.to_string().as_str(), "tcp", "2"][..]),
-        "{name_row}"
-    );
-
-    // --suggest-policy: valid, names over addresses, scoped, loopback audited.
-    let policy = dir.path().join("suggested.yaml");
-    let policy_arg = policy.display().to_string();
-    egret_report_ok(&["--suggest-policy", "--out", &policy_arg, &events_arg])?;
-    let yaml = std::fs::read_to_string(&policy)?;
-    let mut check = Command::new(skip::require_egret_bin()?);
-    check.args(["policy", "check", &policy_arg]);
-    let checked = run_with_timeout(&mut check, Duration::from_secs(30))?;
-    ensure!(
-        checked.status.success()
-            && checked
-                .stdout
-                .contains(": ok: mode audit, loopback audited, "),
-        "egret policy check: {}\n{}{}\n--- policy ---\n{yaml}",
-        checked.status,
-        checked.stdout,
-        checked.stderr
-    );
-    for want in [
-        "loopback: audit".to_owned(),
-        // The unit's TCP destinations, on the same port: one rule, the name first.
-        format!("to: [\"{NAME}\", \"127.0.0.3\"]"),
-        format!("systemd_units: [\"{UNIT}\"]"),
-    ] {
+        ])?)?;
+        let (all_conns, all_alerts) = raw(&lines, |_| true);
+        ensure!(all_alerts >= 3, "egret wrote only {all_alerts} alert lines");
         ensure!(
-            yaml.contains(&want),
-            "the policy should contain {want:?}:\n{yaml}"
+            report["totals"]["connections"] == all_conns
+                && report["totals"]["alerts"] == all_alerts,
+            "totals: want {all_conns} connections and {all_alerts} alerts, got {}",
+            report["totals"]
         );
-    }
-    ensure!(
-        !yaml.contains(NAME_IP),
-        "the name, not its address:\n{yaml}"
-    );
-
-    // The same traffic under the suggested policy: every connection approved, no alert.
-    let mut egret = Egret::start(
-        cg.path(),
-        &["--policy", &policy_arg, "--dns-port", &dns_arg],
-    )?;
-    servers.traffic(&mut egret, &cg, &unit)?;
-    // Lines are flushed at least every second: an alert would be there by now.
-    std::thread::sleep(Duration::from_millis(2500));
-    let status = egret.stop()?;
-    ensure!(status.success(), "egret: {status}\n{}", egret.stderr_tail());
-    let second = egret.events()?;
-    let alerts: Vec<&Value> = second.iter().filter(|v| is_any_alert(v)).collect();
-    ensure!(
-        alerts.is_empty(),
-        "the suggested policy must approve the same traffic; alerts:\n{}\n--- policy ---\n{yaml}",
-        alerts
-            .iter()
-            .map(|v| v.to_string())
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    let (conns, _) = raw(&second, |_| true);
-    ensure!(
-        conns == all_conns,
-        "the second run wrote {conns} connection lines, the first {all_conns}"
-    );
-    for v in second.iter().filter(|v| is_connection(v)) {
-        let rule = field_str(v, "rule.name");
         ensure!(
-            field_str(v, "egret.policy.verdict") == Some("approved")
-                && rule
-                    .is_some_and(|r| r != "loopback" && yaml.contains(&format!("name: \"{r}\""))),
-            "approved by a rule of the suggested policy: {v}"
+            report["input"]["duplicate_alert_lines"] == all_alerts,
+            "the --alerts file's lines are counted once: {}",
+            report["input"]
         );
-    }
-    egret.discard_dir_on_drop();
-    Ok(())
+        ensure!(report["input"]["bad_lines"] == 0, "{}", report["input"]);
+        let testclient = group(&report, "process", "egret-testclient")?;
+        check_row(&lines, testclient, ("127.0.0.2", tcp, "tcp"), 3, |v| {
+            to_ip(v, "127.0.0.2") && field_u64(v, "destination.port") == Some(u64::from(tcp))
+        })?;
+        check_row(&lines, testclient, ("127.0.0.3", tcp, "tcp"), 3, |v| {
+            to_ip(v, "127.0.0.3") && field_u64(v, "destination.port") == Some(u64::from(tcp))
+        })?;
+        check_row(&lines, testclient, ("127.0.0.3", udp, "udp"), 1, |v| {
+            field_u64(v, "destination.port") == Some(u64::from(udp))
+        })?;
+        let r = row(testclient, "127.0.0.2", tcp, "tcp")?;
+        ensure!(r["unapproved"] == 0 && r["alerts"] == 0, "approved: {r}");
+        let r = row(testclient, "127.0.0.3", tcp, "tcp")?;
+        ensure!(
+            r["unapproved"] == 3 && r["alerts"].as_u64() >= Some(2),
+            "unapproved, and at least one alert per cgroup: {r}"
+        );
+        ensure!(row(testclient, "127.0.0.3", udp, "udp")?["datagrams"] == 4);
+        let resolver = group(&report, "process", "egret-dns")?;
+        check_row(&lines, resolver, (NAME, tcp, "tcp"), 2, |v| {
+            to_ip(v, NAME_IP) && field_u64(v, "destination.port") == Some(u64::from(tcp))
+        })?;
+        let r = row(resolver, NAME, tcp, "tcp")?;
+        ensure!(
+            r["domain"] == NAME && r["addresses"] == json!([NAME_IP]),
+            "the name, with its address: {r}"
+        );
+        check_row(&lines, resolver, ("127.0.0.1", dns, "udp"), 2, |v| {
+            field_u64(v, "destination.port") == Some(u64::from(dns))
+        })?;
+        let by_unit = group(&report, "systemd_unit", UNIT)?;
+        ensure!(
+            by_unit["connections"] == 5 && by_unit["destinations_total"] == 3,
+            "the unit made 1 + 2 + 2 connections to 3 destinations: {by_unit}"
+        );
+        row(by_unit, NAME, tcp, "tcp")?;
+        ensure!(
+            report["groups"]["systemd_unit"].as_array().map(Vec::len) == Some(1),
+            "only the unit's lines have a unit: {}",
+            report["groups"]["systemd_unit"]
+        );
+
+        // Text: the same numbers, as a table.
+        let text = egret_report_ok(&[&events_arg])?;
+        ensure!(
+            text.starts_with(&format!("egret report: {all_conns} connections to ")),
+            "{text}"
+        );
+        ensure!(
+            text.contains(&format!("\n{UNIT}: 5 connections, 3 destinations, ")),
+            "{text}"
+        );
+        let name_row = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(NAME))
+            .with_context(|| format!("no {NAME} row in\n{text}"))?;
+        let cells: Vec<&str> = name_row.split_whitespace().collect();
+        ensure!(
+            cells.get(1..4) == Some(&[tcp.to_string().as_str(), "tcp", "2"][..]),
+            "{name_row}"
+        );
+
+        // --suggest-policy: valid, names over addresses, scoped, loopback audited.
+        let policy = dir.path().join("suggested.yaml");
+        let policy_arg = policy.display().to_string();
+        egret_report_ok(&["--suggest-policy", "--out", &policy_arg, &events_arg])?;
+        let yaml = std::fs::read_to_string(&policy)?;
+        let mut check = Command::new(skip::require_egret_bin()?);
+        check.args(["policy", "check", &policy_arg]);
+        let checked = run_with_timeout(&mut check, Duration::from_secs(30))?;
+        ensure!(
+            checked.status.success()
+                && checked
+                    .stdout
+                    .contains(": ok: mode audit, loopback audited, "),
+            "egret policy check: {}\n{}{}\n--- policy ---\n{yaml}",
+            checked.status,
+            checked.stdout,
+            checked.stderr
+        );
+        for want in [
+            "loopback: audit".to_owned(),
+            // The unit's TCP destinations, on the same port: one rule, the name first.
+            format!("to: [\"{NAME}\", \"127.0.0.3\"]"),
+            format!("systemd_units: [\"{UNIT}\"]"),
+        ] {
+            ensure!(
+                yaml.contains(&want),
+                "the policy should contain {want:?}:\n{yaml}"
+            );
+        }
+        ensure!(
+            !yaml.contains(NAME_IP),
+            "the name, not its address:\n{yaml}"
+        );
+
+        // The same traffic under the suggested policy: every connection approved, no alert.
+        let mut egret = Egret::start(
+            cg.path(),
+            &["--policy", &policy_arg, "--dns-port", &dns_arg],
+        )?;
+        servers.traffic(&mut egret, &cg, &unit)?;
+        // Lines are flushed at least every second: an alert would be there by now.
+        std::thread::sleep(Duration::from_millis(2500));
+        egret.stop_cleanly()?;
+        let second = egret.events()?;
+        let alerts: Vec<&Value> = second.iter().filter(|v| is_any_alert(v)).collect();
+        ensure!(
+            alerts.is_empty(),
+            "the suggested policy must approve the same traffic; alerts:\n{}\n--- policy ---\n{yaml}",
+            alerts
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let (conns, _) = raw(&second, |_| true);
+        ensure!(
+            conns == all_conns,
+            "the second run wrote {conns} connection lines, the first {all_conns}"
+        );
+        for v in second.iter().filter(|v| is_connection(v)) {
+            let rule = field_str(v, "rule.name");
+            ensure!(
+                field_str(v, "egret.policy.verdict") == Some("approved")
+                    && rule.is_some_and(
+                        |r| r != "loopback" && yaml.contains(&format!("name: \"{r}\""))
+                    ),
+                "approved by a rule of the suggested policy: {v}"
+            );
+        }
+        egret.discard_dir_on_drop();
+        Ok(())
+    })
 }
 
 /// A day of synthetic lines: several processes, units, a container, a pod, a hostile

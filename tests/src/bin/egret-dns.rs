@@ -41,10 +41,10 @@
 //! `errno=<N>` and exits 1.
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
+use egret_e2e::net::set_linger_zero;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -774,25 +774,6 @@ fn resolve(server: SocketAddr, name: &str, qtype: u16, tcp: bool, n: u64) -> Res
     let found = addresses(&response, name, qtype);
     ensure!(!found.is_empty(), "{name}: no address in the answer");
     Ok(found)
-}
-
-/// Abortive close (SO_LINGER {on, 0}): a tight loop leaves no TIME_WAIT behind.
-fn set_linger_zero(s: &TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    let len = libc::socklen_t::try_from(size_of::<libc::linger>()).unwrap_or(8);
-    // SAFETY: a valid fd and a pointer to a properly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::from_ref(&l).cast(),
-            len,
-        );
-    }
 }
 
 /// Connects once (TCP) or sends one datagram from a new unconnected socket (UDP).

@@ -31,9 +31,9 @@
 //! atomically), it writes one line per port: `port=<P> ok=<N> eperm=<N> other=<N>`.
 
 use anyhow::{bail, Context, Result};
+use egret_e2e::net::set_linger_zero;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -150,26 +150,6 @@ fn tcp_exchange(
     s.read_to_end(&mut received).context("read until EOF")?;
     println!("received={}", received.len());
     Ok(())
-}
-
-/// Abortive close: SO_LINGER {on, 0} so the loop leaves no TIME_WAIT behind
-/// and cannot run out of ephemeral ports.
-fn set_linger_zero(s: &TcpStream) {
-    let l = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    let len = libc::socklen_t::try_from(size_of::<libc::linger>()).unwrap_or(8);
-    // SAFETY: valid fd, pointer to a properly sized linger struct.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            std::ptr::from_ref(&l).cast(),
-            len,
-        );
-    }
 }
 
 fn loop_params(args: &[String]) -> Result<(IpAddr, Duration)> {

@@ -15,8 +15,8 @@
 use super::image::{build_busybox_image, BuiltImage, IMAGE_REF};
 use super::install::{ensure_installed, Runtime, Tools};
 use super::{
-    cli, log_tail, proc, wait_until, ContainerRun, KubePod, RunSpec, RunningContainer, Scratch,
-    DAEMON_START_TIMEOUT,
+    cli, log_tail, on_overlayfs, proc, require_within, take_tracked, track, wait_until_answering,
+    ContainerRun, KubePod, RunSpec, RunningContainer, Scratch,
 };
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -87,12 +87,6 @@ pub fn container_id(name: &str) -> String {
     super::image::sha256_hex(format!("{name} {}", crate::marker()).as_bytes())
 }
 
-fn on_overlayfs(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
-        .unwrap_or(false)
-}
-
 impl Containerd {
     /// Installs the packages if needed ([`ensure_installed`]) and starts containerd.
     pub fn start() -> Result<Self> {
@@ -137,30 +131,14 @@ impl Containerd {
             images: Mutex::new((Vec::new(), None)),
             scratch,
         };
-        let mut exited = None;
-        let ready = wait_until(
-            "containerd answering on its socket",
-            DAEMON_START_TIMEOUT,
-            || {
-                if let Some(Ok(Some(s))) = me.child.as_mut().map(Child::try_wait) {
-                    exited = Some(s);
-                    return true;
-                }
-                me.ctr_cmd("default")
-                    .arg("version")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            },
-        );
-        if let Some(s) = exited {
-            bail!(
-                "containerd exited ({s}) while starting\n--- containerd.log ---\n{}",
-                me.log_tail()
-            );
-        }
-        ready.with_context(|| format!("--- containerd.log ---\n{}", me.log_tail()))?;
+        let mut probe = me.ctr_cmd("default");
+        probe.arg("version");
+        wait_until_answering(
+            "containerd",
+            &mut me.child,
+            &mut probe,
+            &me.scratch.path().join("containerd.log"),
+        )?;
         me.snapshotter = me.pick_snapshotter()?;
         me.started_in = t0.elapsed();
         Ok(me)
@@ -305,22 +283,25 @@ impl Containerd {
     }
 
     fn track(&self, ns: &str, id: &str) -> Result<()> {
-        self.containers
-            .lock()
-            .map_err(|_| anyhow::anyhow!("container list lock poisoned"))?
-            .push((ns.to_string(), id.to_string()));
-        Ok(())
+        track(&self.containers, (ns.to_string(), id.to_string()))
+    }
+
+    /// `ctr run <mode> ...` for `spec` in namespace `ns` (image imported, container tracked
+    /// for removal), and the container's id.
+    fn run_command(&self, ns: &str, spec: &RunSpec, mode: &str) -> Result<(String, Command)> {
+        self.import_image(ns)?;
+        let id = spec.id.clone().unwrap_or_else(|| container_id(&spec.name));
+        self.track(ns, &id)?;
+        let mut cmd = self.ctr_cmd(ns);
+        cmd.args(["run", mode]);
+        self.run_args(&mut cmd, spec, &id);
+        Ok((id, cmd))
     }
 
     /// Runs a container to completion (`ctr run --rm`) in namespace `ns`, at most `timeout`.
     /// The container id is 64 hex; its cgroup is `<cgroup_parent>/<id>`.
     pub fn run(&self, ns: &str, spec: &RunSpec, timeout: Duration) -> Result<ContainerRun> {
-        self.import_image(ns)?;
-        let id = spec.id.clone().unwrap_or_else(|| container_id(&spec.name));
-        self.track(ns, &id)?;
-        let mut cmd = self.ctr_cmd(ns);
-        cmd.args(["run", "--rm"]);
-        self.run_args(&mut cmd, spec, &id);
+        let (id, mut cmd) = self.run_command(ns, spec, "--rm")?;
         let t0 = Instant::now();
         let out = crate::run_with_timeout(&mut cmd, timeout)?;
         Ok(ContainerRun {
@@ -336,16 +317,11 @@ impl Containerd {
     /// Starts a container in the background (`ctr run -d`) and returns once its first
     /// process exists.
     pub fn start_container(&self, ns: &str, spec: &RunSpec) -> Result<RunningContainer> {
-        self.import_image(ns)?;
-        let id = spec.id.clone().unwrap_or_else(|| container_id(&spec.name));
-        self.track(ns, &id)?;
-        let mut cmd = self.ctr_cmd(ns);
-        cmd.args(["run", "-d"]);
-        self.run_args(&mut cmd, spec, &id);
+        let (id, mut cmd) = self.run_command(ns, spec, "-d")?;
         cli(&mut cmd).with_context(|| format!("--- containerd.log ---\n{}", self.log_tail()))?;
         let pid_file = self.pid_file(&id);
         let mut pid = None;
-        wait_until("the container's pid file", Duration::from_secs(10), || {
+        require_within("the container's pid file", Duration::from_secs(10), || {
             pid = std::fs::read_to_string(&pid_file)
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok());
@@ -435,13 +411,8 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        let containers = self
-            .containers
-            .lock()
-            .map(|mut c| std::mem::take(&mut *c))
-            .unwrap_or_default();
         if self.child.is_some() {
-            for (ns, id) in containers.iter().rev() {
+            for (ns, id) in take_tracked(&self.containers).iter().rev() {
                 if let Err(e) = self.remove(ns, id) {
                     eprintln!("egret-e2e: removing container {id}: {e:#}");
                 }

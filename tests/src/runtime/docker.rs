@@ -11,8 +11,8 @@
 use super::image::{build_busybox_image, IMAGE_REF};
 use super::install::{ensure_installed, Runtime, Tools};
 use super::{
-    cli, log_tail, proc, wait_until, ContainerRun, RunSpec, RunningContainer, Scratch,
-    DAEMON_START_TIMEOUT,
+    cli, log_tail, on_overlayfs, proc, take_tracked, track, wait_until_answering, ContainerRun,
+    RunSpec, RunningContainer, Scratch,
 };
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -34,12 +34,6 @@ pub struct Dockerd {
     containers: Mutex<Vec<String>>,
     image_loaded: Mutex<bool>,
     scratch: Scratch,
-}
-
-fn on_overlayfs(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
-        .unwrap_or(false)
 }
 
 impl Dockerd {
@@ -155,30 +149,14 @@ impl Dockerd {
             image_loaded: Mutex::new(false),
             scratch,
         };
-        let mut exited = None;
-        let ready = wait_until(
-            "dockerd answering on its socket",
-            DAEMON_START_TIMEOUT,
-            || {
-                if let Some(Ok(Some(s))) = me.child.as_mut().map(Child::try_wait) {
-                    exited = Some(s);
-                    return true;
-                }
-                me.docker_cmd()
-                    .args(["version", "--format", "{{.Server.Version}}"])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success())
-            },
-        );
-        if let Some(s) = exited {
-            bail!(
-                "dockerd ({storage}) exited ({s}) while starting\n--- dockerd.log ---\n{}",
-                me.log_tail()
-            );
-        }
-        ready.with_context(|| format!("--- dockerd.log ---\n{}", me.log_tail()))?;
+        let mut probe = me.docker_cmd();
+        probe.args(["version", "--format", "{{.Server.Version}}"]);
+        wait_until_answering(
+            &format!("dockerd ({storage})"),
+            &mut me.child,
+            &mut probe,
+            &me.scratch.path().join("dockerd.log"),
+        )?;
         let info =
             cli(me
                 .docker_cmd()
@@ -277,11 +255,7 @@ impl Dockerd {
     }
 
     fn track(&self, name: &str) -> Result<()> {
-        self.containers
-            .lock()
-            .map_err(|_| anyhow::anyhow!("container list lock poisoned"))?
-            .push(name.to_string());
-        Ok(())
+        track(&self.containers, name.to_string())
     }
 
     fn run_args(&self, cmd: &mut Command, spec: &RunSpec) -> Result<()> {
@@ -385,13 +359,8 @@ impl Dockerd {
 
 impl Drop for Dockerd {
     fn drop(&mut self) {
-        let containers = self
-            .containers
-            .lock()
-            .map(|mut c| std::mem::take(&mut *c))
-            .unwrap_or_default();
         if self.child.is_some() {
-            for name in containers.iter().rev() {
+            for name in take_tracked(&self.containers).iter().rev() {
                 if let Err(e) = self.remove(name) {
                     eprintln!("egret-e2e: removing container {name}: {e:#}");
                 }

@@ -272,12 +272,10 @@ mod tests {
                 assert_eq!(sha256_hex(data), hex, "blob {path} has the wrong digest");
             }
         }
-        let index: serde_json::Value = serde_json::from_slice(
-            files
-                .get("index.json")
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-        )?;
+        let json_file = |name: &str| -> serde_json::Result<serde_json::Value> {
+            serde_json::from_slice(files.get(name).map(Vec::as_slice).unwrap_or_default())
+        };
+        let index = json_file("index.json")?;
         assert_eq!(
             index["manifests"][0]["digest"].as_str(),
             Some(img.manifest_digest.as_str())
@@ -286,12 +284,7 @@ mod tests {
             index["manifests"][0]["annotations"]["io.containerd.image.name"].as_str(),
             Some(IMAGE_REF)
         );
-        let dm: serde_json::Value = serde_json::from_slice(
-            files
-                .get("manifest.json")
-                .map(Vec::as_slice)
-                .unwrap_or_default(),
-        )?;
+        let dm = json_file("manifest.json")?;
         assert_eq!(dm[0]["RepoTags"][0].as_str(), Some(IMAGE_REF));
         assert!(files.contains_key("oci-layout"));
         Ok(())

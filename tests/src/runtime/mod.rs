@@ -31,10 +31,12 @@ pub use podman::Podman;
 pub use proc::{cgroup_v2_path, pid_alive, V1Mirrors};
 pub use veth::ContainerVeth;
 
+use crate::run::log_tail;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// How long one runtime CLI call (`ctr`, `docker`) may take.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(60);
@@ -154,71 +156,67 @@ impl KubePod {
         }
     }
 
-    /// The labels the CRI plugin puts on a container of this pod (what kubelet passes plus
-    /// `io.cri-containerd.kind`).
-    pub fn labels(&self, container: &str) -> Vec<(String, String)> {
+    /// The labels that name the pod (kubelet's), on its sandbox and on every container.
+    fn pod_labels(&self) -> [(&str, &str); 3] {
         [
             ("io.kubernetes.pod.name", self.name.as_str()),
             ("io.kubernetes.pod.namespace", self.namespace.as_str()),
             ("io.kubernetes.pod.uid", self.uid.as_str()),
+        ]
+    }
+
+    /// The CRI annotations that name the pod's sandbox, on the sandbox and every container.
+    fn sandbox_identity(&self) -> [(&str, &str); 3] {
+        [
+            ("io.kubernetes.cri.sandbox-name", self.name.as_str()),
+            (
+                "io.kubernetes.cri.sandbox-namespace",
+                self.namespace.as_str(),
+            ),
+            ("io.kubernetes.cri.sandbox-uid", self.uid.as_str()),
+        ]
+    }
+
+    /// The labels the CRI plugin puts on a container of this pod (what kubelet passes plus
+    /// `io.cri-containerd.kind`).
+    pub fn labels(&self, container: &str) -> Vec<(String, String)> {
+        let mut pairs = self.pod_labels().to_vec();
+        pairs.extend([
             ("io.kubernetes.container.name", container),
             ("io.cri-containerd.kind", "container"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        ]);
+        owned_pairs(&pairs)
     }
 
     /// The CRI annotations the plugin writes into a container's OCI spec.
     pub fn annotations(&self, container: &str) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = [
+        let mut pairs = vec![
             ("io.kubernetes.cri.container-type", "container"),
             ("io.kubernetes.cri.container-name", container),
             ("io.kubernetes.cri.image-name", IMAGE_REF),
-            ("io.kubernetes.cri.sandbox-name", self.name.as_str()),
-            (
-                "io.kubernetes.cri.sandbox-namespace",
-                self.namespace.as_str(),
-            ),
-            ("io.kubernetes.cri.sandbox-uid", self.uid.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ];
+        pairs.extend(self.sandbox_identity());
         if let Some(id) = &self.sandbox_id {
-            out.push(("io.kubernetes.cri.sandbox-id".to_string(), id.clone()));
+            pairs.push(("io.kubernetes.cri.sandbox-id", id));
         }
-        out
+        owned_pairs(&pairs)
     }
 
     /// The labels of the pod's sandbox (pause) container.
     pub fn sandbox_labels(&self) -> Vec<(String, String)> {
-        [
-            ("io.kubernetes.pod.name", self.name.as_str()),
-            ("io.kubernetes.pod.namespace", self.namespace.as_str()),
-            ("io.kubernetes.pod.uid", self.uid.as_str()),
-            ("io.cri-containerd.kind", "sandbox"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        let mut pairs = self.pod_labels().to_vec();
+        pairs.push(("io.cri-containerd.kind", "sandbox"));
+        owned_pairs(&pairs)
     }
 
     /// The CRI annotations of the sandbox container `id`.
     pub fn sandbox_annotations(&self, id: &str) -> Vec<(String, String)> {
-        [
+        let mut pairs = vec![
             ("io.kubernetes.cri.container-type", "sandbox"),
             ("io.kubernetes.cri.sandbox-id", id),
-            ("io.kubernetes.cri.sandbox-name", self.name.as_str()),
-            (
-                "io.kubernetes.cri.sandbox-namespace",
-                self.namespace.as_str(),
-            ),
-            ("io.kubernetes.cri.sandbox-uid", self.uid.as_str()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        ];
+        pairs.extend(self.sandbox_identity());
+        owned_pairs(&pairs)
     }
 
     /// `<under>/kubepods/<qos>/pod<uid>`: the pod cgroup (cgroupfs driver) below `under`, a
@@ -277,30 +275,80 @@ impl ContainerRun {
 
 /// Runs a CLI command to completion (at most [`CLI_TIMEOUT`]) and requires success.
 fn cli(cmd: &mut Command) -> Result<crate::RunOutput> {
-    let out = crate::run_with_timeout(cmd, CLI_TIMEOUT)?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({})\nstdout: {}\nstderr: {}",
-            out.status,
-            out.stdout.trim(),
-            out.stderr.trim()
-        );
-    }
-    Ok(out)
+    crate::run_with_timeout(cmd, CLI_TIMEOUT)?.ensure_success_of(&format!("{cmd:?}"))
 }
 
-/// Polls `cond` every 50 ms until it holds; errors with `what` after `timeout`.
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// [`crate::wait_until`] `cond` holds; an error naming `what` when it does not within `timeout`.
+fn require_within(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Result<()> {
+    if crate::wait_until(timeout, || Ok(cond()))? {
+        Ok(())
+    } else {
+        bail!("{what}: not within {timeout:?}")
     }
+}
+
+/// Whether `dir` is on overlayfs (where overlay storage cannot be stacked: use vfs/native).
+fn on_overlayfs(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Waits until `probe` (a CLI call that needs the daemon `what`, started as `daemon`) succeeds;
+/// an error with the tail of the daemon's `log` when it exits first or is not answering within
+/// [`DAEMON_START_TIMEOUT`].
+fn wait_until_answering(
+    what: &str,
+    daemon: &mut Option<Child>,
+    probe: &mut Command,
+    log: &Path,
+) -> Result<()> {
+    probe.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut exited = None;
+    let ready = require_within(
+        &format!("{what} answering on its socket"),
+        DAEMON_START_TIMEOUT,
+        || {
+            if let Some(Ok(Some(s))) = daemon.as_mut().map(Child::try_wait) {
+                exited = Some(s);
+                return true;
+            }
+            probe.status().is_ok_and(|s| s.success())
+        },
+    );
+    let log_name = log.file_name().unwrap_or_default().to_string_lossy();
+    if let Some(s) = exited {
+        bail!(
+            "{what} exited ({s}) while starting\n--- {log_name} ---\n{}",
+            log_tail(log, 40)
+        );
+    }
+    ready.with_context(|| format!("--- {log_name} ---\n{}", log_tail(log, 40)))
+}
+
+/// The containers a runtime started, taken out of its list for removal on drop (newest last).
+fn take_tracked<T>(containers: &Mutex<Vec<T>>) -> Vec<T> {
+    containers
+        .lock()
+        .map(|mut c| std::mem::take(&mut *c))
+        .unwrap_or_default()
+}
+
+/// Records a container a runtime started, so that drop removes it.
+fn track<T>(containers: &Mutex<Vec<T>>, container: T) -> Result<()> {
+    containers
+        .lock()
+        .map_err(|_| anyhow::anyhow!("container list lock poisoned"))?
+        .push(container);
+    Ok(())
+}
+
+/// `(key, value)` pairs as owned strings (labels, annotations).
+fn owned_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A scratch directory under the system temp dir, removed on drop after everything mounted
@@ -334,19 +382,6 @@ impl Drop for Scratch {
                 eprintln!("egret-e2e: removing {}: {e}", self.dir.display());
             }
         }
-    }
-}
-
-/// Tail of a log file for error messages.
-fn log_tail(path: &Path, lines: usize) -> String {
-    match std::fs::read_to_string(path) {
-        Ok(s) => {
-            let all: Vec<&str> = s.lines().collect();
-            all.get(all.len().saturating_sub(lines)..)
-                .unwrap_or_default()
-                .join("\n")
-        }
-        Err(e) => format!("<cannot read {}: {e}>", path.display()),
     }
 }
 

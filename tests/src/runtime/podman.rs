@@ -8,7 +8,7 @@
 //! logged, cgroups are managed by podman itself (cgroupfs; systemd need not be PID 1).
 
 use super::install::{ensure_programs, Program};
-use super::{log_tail, proc, Scratch, CLI_TIMEOUT};
+use super::{log_tail, on_overlayfs, proc, Scratch, CLI_TIMEOUT};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -35,12 +35,6 @@ pub struct BuiltImage {
     /// Bytes, as `podman image inspect` reports the image's size.
     pub size: u64,
     pub took: Duration,
-}
-
-fn on_overlayfs(dir: &Path) -> bool {
-    nix::sys::statfs::statfs(dir)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::OVERLAYFS_SUPER_MAGIC)
-        .unwrap_or(false)
 }
 
 impl Podman {
@@ -147,15 +141,8 @@ impl Podman {
             cmd.arg("--build-arg").arg(format!("{k}={v}"));
         }
         cmd.arg(context);
-        let out = crate::run_with_timeout(&mut without_blob_cache(&cmd), Duration::from_secs(300))?;
-        if !out.status.success() {
-            bail!(
-                "podman build failed ({})\n{}\n{}",
-                out.status,
-                out.stdout.trim(),
-                out.stderr.trim()
-            );
-        }
+        crate::run_with_timeout(&mut without_blob_cache(&cmd), Duration::from_secs(300))?
+            .ensure_success_of("podman build")?;
         let took = t0.elapsed();
         let size = super::cli(
             self.cmd()

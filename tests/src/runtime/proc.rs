@@ -1,7 +1,7 @@
 //! Processes, mounts and cgroup v1 copies: what the runtimes leave behind and how it is found.
 
 use anyhow::{bail, Context, Result};
-use std::io::ErrorKind;
+use egret::cgroup::{mount_points_of_type, unescape_mount_field};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -73,34 +73,23 @@ pub(crate) fn kill_leftovers(needle: &str, comms: &[&str]) {
     }
 }
 
-/// Decodes the octal escapes (`\040`) of a `/proc/self/mountinfo` path.
-fn unescape_mount_path(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'\\' {
-            if let Some(oct) = s.get(i + 1..i + 4) {
-                if let Ok(v) = u8::from_str_radix(oct, 8) {
-                    out.push(v);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Mount points at or below `dir`, deepest first.
 pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut found: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4))
-        .map(|p| PathBuf::from(unescape_mount_path(p)))
+    let mountinfo = std::fs::read("/proc/self/mountinfo").unwrap_or_default();
+    mount_points_below(&mountinfo, dir)
+}
+
+/// The mount points (field 5, decoded by the agent's parser) in `/proc/self/mountinfo` text
+/// that are at or below `dir`, deepest first.
+fn mount_points_below(mountinfo: &[u8], dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            line.split(u8::is_ascii_whitespace)
+                .filter(|field| !field.is_empty())
+                .nth(4)
+        })
+        .map(|field| PathBuf::from(unescape_mount_field(field)))
         .filter(|p| p.starts_with(dir))
         .collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -126,14 +115,8 @@ pub(crate) fn unmount_below(dir: &Path) {
 
 /// The mount points of the cgroup v1 hierarchies (`cgroup` file system type).
 fn cgroup_v1_mounts() -> Vec<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_src, dir, fstype) = (f.next()?, f.next()?, f.next()?);
-            (fstype == "cgroup").then(|| PathBuf::from(unescape_mount_path(dir)))
-        })
-        .collect()
+    let mounts = std::fs::read("/proc/self/mounts").unwrap_or_default();
+    mount_points_of_type(&mounts, "cgroup").collect()
 }
 
 /// On a hybrid host runc creates a container's cgroup path in every cgroup v1 hierarchy
@@ -194,17 +177,7 @@ fn remove_cgroup_tree(dir: &Path) -> Result<()> {
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match std::fs::remove_dir(dir) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e).with_context(|| format!("rmdir {}", dir.display())),
-        }
-    }
+    crate::cgroup::remove_cgroup_dir(dir)
 }
 
 impl Drop for V1Mirrors {
@@ -254,9 +227,23 @@ mod tests {
 
     #[test]
     fn mountinfo_escapes() {
-        assert_eq!(unescape_mount_path(r"/tmp/a\040b"), "/tmp/a b");
-        assert_eq!(unescape_mount_path(r"/x\\y"), r"/x\\y");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
+        let mountinfo = br"22 1 0:21 / /tmp/a\040b rw - tmpfs tmpfs rw
+23 22 0:22 / /tmp/a\040b/c rw - tmpfs tmpfs rw
+24 1 0:23 / /tmp/x\\y rw - tmpfs tmpfs rw
+25 1 0:24 / /plain rw - tmpfs tmpfs rw
+";
+        assert_eq!(
+            mount_points_below(mountinfo, Path::new("/tmp/a b")),
+            [PathBuf::from("/tmp/a b/c"), PathBuf::from("/tmp/a b")]
+        );
+        assert_eq!(
+            mount_points_below(mountinfo, Path::new(r"/tmp/x\\y")),
+            [PathBuf::from(r"/tmp/x\\y")]
+        );
+        assert_eq!(
+            mount_points_below(mountinfo, Path::new("/plain")),
+            [PathBuf::from("/plain")]
+        );
     }
 
     #[test]

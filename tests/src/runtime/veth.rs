@@ -6,10 +6,10 @@
 //! Dropped → the pair and the name are deleted (the namespace itself lives and dies with
 //! the container).
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::net::Ipv4Addr;
 
-use crate::netns::{ip, IP, SUBNET_LOCK};
+use crate::netns::{ip, VethPlan};
 
 /// A veth pair whose peer is inside a container's network namespace.
 #[derive(Debug)]
@@ -23,26 +23,14 @@ impl ContainerVeth {
     /// Connects the network namespace of `pid` (a container's first process) to the root
     /// namespace: `eth1` inside with `198.18.X.2/24`, the host end with `198.18.X.1/24`.
     pub fn create(pid: u32) -> Result<Self> {
-        crate::skip::require_program(IP)?;
-        let n = crate::unique();
-        let me_pid = std::process::id();
-        let netns = format!("egret-e2e-ctr-{me_pid}-{n}");
-        let host_if = format!("ec{me_pid:x}{n}h");
-        let ctr_if = format!("ec{me_pid:x}{n}c");
-        if host_if.len() > 15 {
-            bail!("interface name {host_if} too long");
-        }
-        let _guard = SUBNET_LOCK
-            .lock()
-            .map_err(|_| anyhow::anyhow!("subnet lock poisoned"))?;
-        let used = String::from_utf8_lossy(&ip(&["-o", "addr", "show"])?.stdout).into_owned();
-        // Start elsewhere than NetNs does, so the two rarely probe the same subnets.
-        let start = usize::try_from(me_pid % 250).unwrap_or(0) + n + 127;
-        let subnet = (0..254usize)
-            .map(|i| u8::try_from((start + i) % 254 + 1).unwrap_or(1))
-            .find(|x| !used.contains(&format!(" 198.18.{x}.")))
-            .context("no free 198.18.X.0/24 subnet")?;
-
+        // Another subnet offset than NetNs, so the two rarely probe the same subnets.
+        let VethPlan {
+            netns,
+            host_if,
+            peer_if: ctr_if,
+            subnet,
+            subnet_lock: _subnet_lock,
+        } = VethPlan::new("ctr", "ec", 'c', 127)?;
         ip(&["netns", "attach", &netns, &pid.to_string()])?;
         let mut me = Self {
             netns,
