@@ -63,8 +63,6 @@ impl Egret {
     /// in `dir` (created if missing; a previous run's output and ready file are removed) and
     /// waits for its ready file. Without the tests' debug logging: the benchmark starts egret
     /// this way, with the release binary and its files under `target/bench`.
-    // MERGE: the command is `start_with`'s (the tests branch's `run_command`) without
-    // `--log-level debug`; fold the two once both branches are in.
     pub fn start_in(
         bin: &Path,
         dir: PathBuf,
@@ -80,16 +78,8 @@ impl Egret {
                 _ => {}
             }
         }
-        let mut cmd = Command::new(bin);
-        cmd.arg("run")
-            .arg("--cgroup")
-            .arg(cgroup)
-            .arg("--output")
-            .arg(dir.join("events.jsonl"))
-            .arg("--ready-file")
-            .arg(dir.join("ready"))
-            .args(["--metrics-interval", "1"])
-            .args(extra_args);
+        let mut cmd = run_command(bin, cgroup, &dir);
+        cmd.args(extra_args);
         Self::spawn(cmd, dir)
     }
 
