@@ -43,26 +43,33 @@ pub struct Stamp<'a> {
     pub host_name: &'a str,
 }
 
-/// The `event` object every line of egret's own starts from.
-fn event<'a>(
-    kind: &'static str,
-    action: &'a str,
-    dataset: &'static str,
-    sequence: u64,
-) -> Event<'a> {
-    Event {
-        kind: Cow::Borrowed(kind),
-        severity: None,
-        outcome: None,
-        category: Keywords::default(),
-        types: Keywords::default(),
-        action: Cow::Borrowed(action),
-        module: Cow::Borrowed("egret"),
-        dataset: Cow::Borrowed(dataset),
-        sequence: Some(sequence),
-        start: None,
-        end: None,
-        duration: None,
+impl<'a> Stamp<'a> {
+    /// A kernel time (`CLOCK_BOOTTIME` ns) as an RFC 3339 time.
+    fn at(&self, boot_ns: u64) -> Cow<'a, str> {
+        Cow::Owned(self.clock.rfc3339(boot_ns))
+    }
+
+    /// `host`.
+    fn host(&self) -> Name<'a> {
+        Name::of(self.host_name)
+    }
+
+    /// The `event` object every line of egret's own starts from.
+    fn event(&self, kind: &'static str, action: &'a str, dataset: &'static str) -> Event<'a> {
+        Event {
+            kind: Cow::Borrowed(kind),
+            severity: None,
+            outcome: None,
+            category: Keywords::default(),
+            types: Keywords::default(),
+            action: Cow::Borrowed(action),
+            module: Cow::Borrowed("egret"),
+            dataset: Cow::Borrowed(dataset),
+            sequence: Some(self.sequence),
+            start: None,
+            end: None,
+            duration: None,
+        }
     }
 }
 
@@ -174,11 +181,6 @@ pub fn connection<'a>(
     stamp: Stamp<'a>,
     rendered: Option<&'a RawValue>,
 ) -> Document<'a> {
-    let Stamp {
-        sequence,
-        clock,
-        host_name,
-    } = stamp;
     let ConnectionRecord {
         action,
         ktime_ns,
@@ -211,7 +213,7 @@ pub fn connection<'a>(
         _ => format!("{}-{ip}-{port}", conn::connection_id(*cookie)),
     };
     Document {
-        timestamp: Cow::Owned(clock.rfc3339(*ktime_ns)),
+        timestamp: stamp.at(*ktime_ns),
         event: Event {
             outcome: Some(Cow::Borrowed(if record.blocked() {
                 "failure"
@@ -223,9 +225,9 @@ pub fn connection<'a>(
                 None => &["connection", "start"],
                 Some(u) => u.types(),
             }),
-            start: udp.map(|u| Cow::Owned(clock.rfc3339(u.first_ns))),
-            end: udp.map(|u| Cow::Owned(clock.rfc3339(u.last_ns))),
-            ..event("event", action.name(), "egret.network", sequence)
+            start: udp.map(|u| stamp.at(u.first_ns)),
+            end: udp.map(|u| stamp.at(u.last_ns)),
+            ..stamp.event("event", action.name(), "egret.network")
         },
         dns: None,
         rule: policy
@@ -236,9 +238,14 @@ pub fn connection<'a>(
         error: None,
         process: Some(match rendered {
             Some(raw) => ProcessOut::Rendered(raw),
-            None => {
-                ProcessOut::Fields(process(info, *tid, *uid, *gid, user_name.as_deref(), clock))
-            }
+            None => ProcessOut::Fields(process(
+                info,
+                *tid,
+                *uid,
+                *gid,
+                user_name.as_deref(),
+                stamp.clock,
+            )),
         }),
         source: udp.map(|u| Endpoint {
             bytes: Some(u.traffic.bytes_out),
@@ -262,7 +269,7 @@ pub fn connection<'a>(
             direction: Cow::Borrowed("egress"),
             iana_number: Some(Cow::Owned(transport.iana_number().to_string())),
         }),
-        host: Name::of(host_name),
+        host: stamp.host(),
         container,
         orchestrator,
         egret: Egret {
@@ -311,7 +318,6 @@ pub fn end<'a>(
     stamp: Stamp<'a>,
     rendered: Option<&'a RawValue>,
 ) -> Document<'a> {
-    let clock = stamp.clock;
     let ConnEnd {
         outcome,
         error,
@@ -327,7 +333,7 @@ pub fn end<'a>(
         end_ns,
     } = end;
     let mut doc = connection(record, None, stamp, rendered);
-    doc.timestamp = Cow::Owned(clock.rfc3339(*end_ns));
+    doc.timestamp = stamp.at(*end_ns);
     if progress {
         doc.event.types = Keywords::Static(&["connection", "info"]);
         doc.event.action = Cow::Borrowed("connection-progress");
@@ -336,10 +342,10 @@ pub fn end<'a>(
         doc.event.types = Keywords::Static(&["connection", "end"]);
         doc.event.action = Cow::Borrowed("connection-end");
         doc.event.outcome = Some(Cow::Borrowed(outcome.name()));
-        doc.event.end = Some(Cow::Owned(clock.rfc3339(*end_ns)));
+        doc.event.end = Some(stamp.at(*end_ns));
     }
     // Without a duration the start is unknown (a connection older than egret).
-    doc.event.start = duration_ns.map(|_| Cow::Owned(clock.rfc3339(record.ktime_ns)));
+    doc.event.start = duration_ns.map(|_| stamp.at(record.ktime_ns));
     doc.event.duration = *duration_ns;
     doc.error = error
         .filter(|_| *outcome == Outcome::Failure || *reset)
@@ -492,11 +498,6 @@ pub fn dns<'a>(
     asker: Option<&'a ProcessInfo>,
     stamp: Stamp<'a>,
 ) -> Document<'a> {
-    let Stamp {
-        sequence,
-        clock,
-        host_name,
-    } = stamp;
     let Answer {
         learned: Learned { message, resolved },
         asker: _,
@@ -540,11 +541,11 @@ pub fn dns<'a>(
     };
     let resolver = resolver.to_canonical();
     Document {
-        timestamp: Cow::Owned(clock.rfc3339(*ktime_ns)),
+        timestamp: stamp.at(*ktime_ns),
         event: Event {
             category: Keywords::Static(&["network"]),
             types: Keywords::Static(&["protocol", "info"]),
-            ..event("event", "dns-answer", "egret.dns", sequence)
+            ..stamp.event("event", "dns-answer", "egret.dns")
         },
         dns: Some(Dns {
             id: *id,
@@ -587,7 +588,7 @@ pub fn dns<'a>(
             direction: Cow::Borrowed("ingress"),
             iana_number: None,
         }),
-        host: Name::of(host_name),
+        host: stamp.host(),
         egret: Egret {
             socket: Some(Socket { cookie: *cookie }),
             dns: Some(EgretDns {
@@ -644,9 +645,9 @@ pub fn dns_rcode_name(rcode: u8) -> String {
 /// The `metric` line: every counter, now.
 pub fn metric<'a>(metrics: &'a Metrics, stamp: Stamp<'a>) -> Document<'a> {
     Document {
-        timestamp: Cow::Owned(stamp.clock.rfc3339(boot_ns_now())),
-        event: event("metric", "stats", "egret.stats", stamp.sequence),
-        host: Name::of(stamp.host_name),
+        timestamp: stamp.at(boot_ns_now()),
+        event: stamp.event("metric", "stats", "egret.stats"),
+        host: stamp.host(),
         egret: Egret {
             metrics: Some(Cow::Borrowed(metrics)),
             ..Egret::default()

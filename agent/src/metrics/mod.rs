@@ -28,10 +28,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::{
-    policy::Mode,
-    schema::{Event, Policy},
-};
+use crate::policy::Mode;
 
 pub use counters::Metrics;
 pub use ring::RingProbe;
@@ -301,14 +298,10 @@ impl Telemetry {
         }
     }
 
-    /// A line with this `event` object (and policy verdict, if it has one) was written:
-    /// every writer calls this once its line is out.
-    pub fn line(&mut self, event: &Event<'_>, policy: Option<&Policy<'_>>) {
-        self.events.add(
-            &event.kind,
-            &event.action,
-            policy.map_or("none", |p| &p.verdict),
-        );
+    /// A line was written, with this `event.kind`, `event.action` and
+    /// `egret.policy.verdict` (if it has one): the emitter calls this once a line is out.
+    pub fn line(&mut self, kind: &str, action: &str, verdict: Option<&str>) {
+        self.events.add(kind, action, verdict.unwrap_or("none"));
     }
 
     /// Before a drain: how much the kernel wrote since the last one.
@@ -421,19 +414,8 @@ mod tests {
         let mut t = Telemetry::start(None, 4096, Duration::from_millis(20)).unwrap();
         assert_eq!(t.local_addr(), None);
         assert!(!t.wanted());
-        let event = Event {
-            kind: "event".into(),
-            action: "dns-answer".into(),
-            ..Event::default()
-        };
-        t.line(&event, None);
-        t.line(
-            &event,
-            Some(&Policy {
-                verdict: "blocked".into(),
-                mode: "block".into(),
-            }),
-        );
+        t.line("event", "dns-answer", None);
+        t.line("event", "dns-answer", Some("blocked"));
         t.publish(Metrics::default(), Mode::Block);
         let verdicts: Vec<_> = t
             .events()

@@ -246,7 +246,9 @@ impl Outputs {
             Ok(()) => {
                 self.stats.lines_written += 1;
                 if kind != Kind::Metric {
-                    self.telemetry.line(&doc.event, doc.egret.policy.as_ref());
+                    let verdict = doc.egret.policy.as_ref().map(|p| p.verdict.as_ref());
+                    self.telemetry
+                        .line(&doc.event.kind, &doc.event.action, verdict);
                 }
                 true
             }
