@@ -21,8 +21,8 @@ use crate::{
     record::{Action, ConnectionRecord, PolicyVerdict, Transport},
     schema::{
         Alert, Cgroup, ConnectionId, Dns, DnsAnswer, DnsQuestion, Document, Egret, EgretDns,
-        EgretProcess, Endpoint, Error, Event, Failures, Group, Id, Keywords, Name, Network, Pid,
-        Policy, Process, ProcessOut, Socket, Tcp, Udp, Unit, User,
+        EgretProcess, Endpoint, Error, Event, Failures, Group, Id, K8s, Keywords, Name, Network,
+        Pid, Policy, Process, ProcessOut, Socket, Tcp, Udp, Unit, User,
     },
     udp::UdpSummary,
 };
@@ -189,8 +189,8 @@ pub fn connection<'a>(
         gid,
         user_name,
         process: info,
-        cgroup,
-        cookie,
+        cgroup: _,
+        cookie: _,
         ip,
         port,
         transport,
@@ -207,10 +207,6 @@ pub fn connection<'a>(
             k8s,
         }) => (Some(container), orchestrator, k8s),
         None => (None, None, None),
-    };
-    let connection_id = match transport {
-        Transport::Tcp => conn::connection_id(*cookie),
-        _ => format!("{}-{ip}-{port}", conn::connection_id(*cookie)),
     };
     Document {
         timestamp: stamp.at(*ktime_ns),
@@ -272,39 +268,71 @@ pub fn connection<'a>(
         host: stamp.host(),
         container,
         orchestrator,
-        egret: Egret {
-            cgroup: Some(Cgroup {
-                id: cgroup.id,
-                path: cgroup.path.as_deref().map(Cow::Borrowed),
+        egret: egret(record, udp, k8s),
+    }
+}
+
+/// The `egret` object of a connection line: cgroup, unit, verdict, names, socket, connection id.
+fn egret<'a>(
+    record: &'a ConnectionRecord,
+    udp: Option<UdpSummary>,
+    k8s: Option<K8s<'a>>,
+) -> Egret<'a> {
+    let ConnectionRecord {
+        action: _,
+        ktime_ns: _,
+        tid: _,
+        uid: _,
+        gid: _,
+        user_name: _,
+        process,
+        cgroup,
+        cookie,
+        ip,
+        port,
+        transport,
+        kernel_verdict: _,
+        policy,
+        netns: _,
+        dns,
+        container: _,
+    } = record;
+    let connection_id = match transport {
+        Transport::Tcp => conn::connection_id(*cookie),
+        _ => format!("{}-{ip}-{port}", conn::connection_id(*cookie)),
+    };
+    Egret {
+        cgroup: Some(Cgroup {
+            id: cgroup.id,
+            path: cgroup.path.as_deref().map(Cow::Borrowed),
+        }),
+        policy: policy.as_ref().map(|p| Policy {
+            verdict: Cow::Borrowed(p.verdict.name()),
+            mode: Cow::Borrowed(p.mode.name()),
+        }),
+        dns: dns
+            .as_ref()
+            .filter(|d| !d.names.is_empty())
+            .map(|d| EgretDns {
+                names: Some(Cow::Borrowed(&d.names)),
+                ..EgretDns::default()
             }),
-            policy: policy.as_ref().map(|p| Policy {
-                verdict: Cow::Borrowed(p.verdict.name()),
-                mode: Cow::Borrowed(p.mode.name()),
-            }),
-            dns: dns
-                .as_ref()
-                .filter(|d| !d.names.is_empty())
-                .map(|d| EgretDns {
-                    names: Some(Cow::Borrowed(&d.names)),
-                    ..EgretDns::default()
-                }),
-            k8s,
-            systemd: cgroup.systemd_unit.as_deref().map(|unit| Unit {
-                unit: Cow::Borrowed(unit),
-            }),
-            socket: Some(Socket { cookie: *cookie }),
-            connection: Some(ConnectionId {
-                id: Cow::Owned(connection_id),
-                start_seen: None,
-            }),
-            process: info.args_truncated.then_some(EgretProcess {
-                args_truncated: true,
-            }),
-            udp: udp.map(|u| Udp {
-                datagrams: u.datagrams,
-            }),
-            ..Egret::default()
-        },
+        k8s,
+        systemd: cgroup.systemd_unit.as_deref().map(|unit| Unit {
+            unit: Cow::Borrowed(unit),
+        }),
+        socket: Some(Socket { cookie: *cookie }),
+        connection: Some(ConnectionId {
+            id: Cow::Owned(connection_id),
+            start_seen: None,
+        }),
+        process: process.args_truncated.then_some(EgretProcess {
+            args_truncated: true,
+        }),
+        udp: udp.map(|u| Udp {
+            datagrams: u.datagrams,
+        }),
+        ..Egret::default()
     }
 }
 
