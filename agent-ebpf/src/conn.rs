@@ -127,41 +127,34 @@ pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16) {
     if sock_type != SOCK_STREAM || global(&CONN_TRACKING) == 0 {
         return;
     }
-    let Task {
-        tgid,
-        tid,
-        uid,
-        gid,
-        cgroup_id,
-        comm,
-    } = Task::current();
+    let task = Task::current();
     let state = ConnState {
         connect_ns: now_ns(),
         established_ns: 0,
         bytes_acked: 0,
         bytes_received: 0,
         sampled_ns: 0,
-        cgroup_id,
-        tgid,
-        tid,
-        uid,
-        gid,
+        cgroup_id: task.cgroup_id,
+        tgid: task.tgid,
+        tid: task.tid,
+        uid: task.uid,
+        gid: task.gid,
         flags: 0,
         total_retrans: 0,
-        comm,
+        comm: task.comm,
     };
-    if CONNS.insert(cookie, state, BPF_ANY as u64).is_err() {
+    if CONNS.insert(&cookie, &state, BPF_ANY as u64).is_err() {
         count(Counter::ConnUpdateFailed);
         return;
     }
-    let _ = CONNECTING.insert(tid, cookie, BPF_ANY as u64);
+    let _ = CONNECTING.insert(&task.tid, &cookie, BPF_ANY as u64);
 }
 
 /// `sock_release`: the application closed the socket. Before the handshake completed, that
 /// is the application giving up. A connection older than egret (no state callbacks) ends here.
 #[inline(always)]
 pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
-    let Some(state) = CONNS.get_ptr_mut(cookie) else {
+    let Some(state) = CONNS.get_ptr_mut(&cookie) else {
         return;
     };
     // SAFETY: a live map value; flags are only ever OR-ed.
@@ -184,7 +177,7 @@ pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
     };
     // SAFETY: copied out before removal.
     let state = unsafe { *state };
-    let _ = CONNS.remove(cookie);
+    let _ = CONNS.remove(&cookie);
     // The header names the releasing task.
     emit(
         EventKind::ConnEnd,
@@ -259,7 +252,7 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
     let op = unsafe { ctx_field(addr_of!((*ops).op)) };
     match op {
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
-            if let Some(state) = CONNS.get_ptr_mut(socket_cookie(&ctx)) {
+            if let Some(state) = CONNS.get_ptr_mut(&socket_cookie(&ctx)) {
                 // SAFETY: a live map value.
                 unsafe { (*state).flags |= CONN_FLAG_SYN_SENT };
                 let rtt = if progress_on() {
@@ -271,7 +264,7 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
             }
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
-            if let Some(state) = CONNS.get_ptr_mut(socket_cookie(&ctx)) {
+            if let Some(state) = CONNS.get_ptr_mut(&socket_cookie(&ctx)) {
                 // SAFETY: a live map value.
                 unsafe {
                     (*state).established_ns = now_ns();
@@ -290,7 +283,7 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
             on_state(&ctx, old, new);
         }
         BPF_SOCK_OPS_RTT_CB => {
-            if let Some(state) = CONNS.get_ptr_mut(socket_cookie(&ctx)) {
+            if let Some(state) = CONNS.get_ptr_mut(&socket_cookie(&ctx)) {
                 // SAFETY: a live map value; fields of the sock_ops context.
                 unsafe {
                     (*state).bytes_acked = ctx_field(addr_of!((*ops).bytes_acked));
@@ -328,7 +321,7 @@ fn on_state(ctx: &SockOpsContext, old: u32, new: u32) {
 }
 
 fn mark(cookie: u64, flag: u32) {
-    if let Some(state) = CONNS.get_ptr_mut(cookie) {
+    if let Some(state) = CONNS.get_ptr_mut(&cookie) {
         // SAFETY: a live map value.
         unsafe { (*state).flags |= flag };
     }
@@ -337,8 +330,8 @@ fn mark(cookie: u64, flag: u32) {
 /// The socket moved to `TCP_CLOSE`: its counters are final. One event, then forget it.
 fn emit_close(ctx: &SockOpsContext, cookie: u64, old: u32) {
     // SAFETY: the value is copied out before the entry is removed.
-    let state: Option<ConnState> = unsafe { CONNS.get(cookie) }.copied();
-    let _ = CONNS.remove(cookie);
+    let state: Option<ConnState> = unsafe { CONNS.get(&cookie) }.copied();
+    let _ = CONNS.remove(&cookie);
     let origin = match &state {
         Some(state) => Origin::Connection(state),
         None => Origin::Nobody,
@@ -523,23 +516,23 @@ const EINPROGRESS: i64 = 115;
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     let tid = bpf_get_current_pid_tgid() as u32;
     // SAFETY: the value is copied out.
-    let Some(cookie) = (unsafe { CONNECTING.get(tid) }).copied() else {
+    let Some(cookie) = (unsafe { CONNECTING.get(&tid) }).copied() else {
         return 0;
     };
-    let _ = CONNECTING.remove(tid);
+    let _ = CONNECTING.remove(&tid);
     // SAFETY: `ret` at its format-file offset (checked by userspace at start-up).
     let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
     if ret >= 0 || ret == -EINPROGRESS {
         return 0;
     }
     // SAFETY: copied out before removal.
-    let Some(state) = (unsafe { CONNS.get(cookie) }).copied() else {
+    let Some(state) = (unsafe { CONNS.get(&cookie) }).copied() else {
         return 0; // already closed out by the state callback
     };
     if state.flags & CONN_FLAG_SYN_SENT != 0 {
         return 0; // the close (state callback) reports it
     }
-    let _ = CONNS.remove(cookie);
+    let _ = CONNS.remove(&cookie);
     // Nothing was sent: no counters.
     let unsent = ConnState {
         bytes_acked: 0,
@@ -636,7 +629,7 @@ fn count_udp(ctx: &SkBuffContext, peer: &UdpPeer, out: bool) {
         payload,
     } = *peer;
     let key = flow_key(socket_cookie(ctx), family, port, addr);
-    let Some(flow) = UDP_FLOWS.get_ptr_mut(key) else {
+    let Some(flow) = UDP_FLOWS.get_ptr_mut(&key) else {
         return;
     };
     // SAFETY: a live map value, updated with atomic adds (several senders may share a socket).
@@ -660,7 +653,7 @@ fn sample_tcp(ctx: &SkBuffContext) {
     if !progress_on() {
         return;
     }
-    let Some(state) = CONNS.get_ptr_mut(socket_cookie(ctx)) else {
+    let Some(state) = CONNS.get_ptr_mut(&socket_cookie(ctx)) else {
         return;
     };
     // SAFETY: `sk` of the skb context, then the helpers that narrow it to a TCP socket; both

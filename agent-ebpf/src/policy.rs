@@ -121,9 +121,9 @@ per_set! {
 static PATH_SCRATCH: PerCpuArray<[u8; CGROUP_PATH_HASH_MAX + 1]> =
     PerCpuArray::with_max_entries(1, 0);
 
-/// Set 0's or set 1's instance of a policy map (or of a per-set value of `POLICY_STATE`).
+/// Set 0's or set 1's instance of a policy map.
 #[inline(always)]
-fn pick<'a, M>(set: u32, zero: &'a M, one: &'a M) -> &'a M {
+fn pick<M>(set: u32, zero: &'static M, one: &'static M) -> &'static M {
     if set == 0 {
         zero
     } else {
@@ -141,7 +141,7 @@ pub(crate) fn evaluate(dest: &Dest) -> u32 {
         return VERDICT_NONE;
     };
     let set = state.active & 1;
-    if mode(state, set) != POLICY_MODE_BLOCK {
+    if !in_block_mode(state, set) {
         return VERDICT_NONE;
     }
     // IPv4-mapped IPv6 destinations are IPv4 destinations.
@@ -154,9 +154,9 @@ pub(crate) fn evaluate(dest: &Dest) -> u32 {
         _ => (AF_INET6, [0; 4]),
     };
     let value = if family == AF_INET {
-        pick(set, &POLICY_V4_0, &POLICY_V4_1).get(Key::new(32, addr))
+        pick(set, &POLICY_V4_0, &POLICY_V4_1).get(&Key::new(32, addr))
     } else {
-        pick(set, &POLICY_V6_0, &POLICY_V6_1).get(Key::new(128, dest.addr))
+        pick(set, &POLICY_V6_0, &POLICY_V6_1).get(&Key::new(128, dest.addr))
     };
     let proto = protocol_bit(dest);
     // The caller's cgroup scope bits, only when the policy has scoped rules.
@@ -171,8 +171,7 @@ pub(crate) fn evaluate(dest: &Dest) -> u32 {
         }
     }
     // Addresses learned from approved DNS answers (domain rules).
-    let [rules0, rules1] = &state.domain_rules;
-    let rules = *pick(set, rules0, rules1);
+    let rules = state.domain_rules.get(set as usize).copied().unwrap_or(0);
     if rules == 0 {
         return VERDICT_BLOCKED;
     }
@@ -211,7 +210,7 @@ fn cgroup_mask(set: u32) -> u64 {
             break;
         }
         // SAFETY: a plain `u64`, read once.
-        if let Some(bits) = unsafe { scopes.get(id) } {
+        if let Some(bits) = unsafe { scopes.get(&id) } {
             mask |= *bits;
         }
         level += 1;
@@ -281,7 +280,7 @@ fn learned_approves(
         }
         key.rule = i as u8;
         // SAFETY: a plain `u64`, copied out.
-        let expires = unsafe { learned.get(key) }.copied().unwrap_or(0);
+        let expires = unsafe { learned.get(&key) }.copied().unwrap_or(0);
         if expires > now {
             if let Some(rule) = domain_rules.get(i) {
                 if approves(rule, port, proto, cgroups) {
@@ -301,21 +300,21 @@ fn learned_approves(
 pub(crate) fn block_set() -> Option<u32> {
     let state = POLICY_STATE.get(0)?;
     let set = state.active & 1;
-    (mode(state, set) == POLICY_MODE_BLOCK).then_some(set)
+    in_block_mode(state, set).then_some(set)
 }
 
-/// `POLICY_MODE_*` of `set`.
+/// Whether `set` holds a block-mode policy. An index into `POLICY_STATE`'s per-set arrays,
+/// not a `pick`: the verifier follows a pointer picked into the map value at far more cost.
 #[inline(always)]
-fn mode(state: &PolicyState, set: u32) -> u32 {
-    let [mode0, mode1] = &state.mode;
-    *pick(set, mode0, mode1)
+fn in_block_mode(state: &PolicyState, set: u32) -> bool {
+    state.mode.get(set as usize) == Some(&POLICY_MODE_BLOCK)
 }
 
 /// The approved-names entry for a name hash in `set`.
 #[inline(always)]
 pub(crate) fn dns_name(set: u32, hash: u64) -> Option<DnsNameValue> {
     // SAFETY: a plain value, copied out.
-    unsafe { pick(set, &DNS_NAMES_0, &DNS_NAMES_1).get(hash) }.copied()
+    unsafe { pick(set, &DNS_NAMES_0, &DNS_NAMES_1).get(&hash) }.copied()
 }
 
 /// The `DNS_ALLOW` key of an address in a namespace; the domain rule is filled in per lookup.
@@ -338,7 +337,7 @@ pub(crate) fn learn(set: u32, mut key: DnsAllowKey, mask: u32, expires: u64) {
     while i < DNS_RULES_MAX as u32 {
         key.rule = i as u8;
         if mask & (1 << i) != 0 {
-            match learned.get_ptr_mut(key) {
+            match learned.get_ptr_mut(&key) {
                 // SAFETY: a live map value; a concurrent update only ever raises it.
                 Some(old) => unsafe {
                     if *old < expires {
@@ -346,7 +345,7 @@ pub(crate) fn learn(set: u32, mut key: DnsAllowKey, mask: u32, expires: u64) {
                     }
                 },
                 None => {
-                    let _ = learned.insert(key, expires, 0);
+                    let _ = learned.insert(&key, &expires, 0);
                 }
             }
         }
@@ -439,16 +438,16 @@ fn on_mkdir(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: plain `u64` values, copied out.
     let bits = unsafe {
         pick(set, &SCOPE_PATHS_0, &SCOPE_PATHS_1)
-            .get(whole)
+            .get(&whole)
             .copied()
             .unwrap_or(0)
             | pick(set, &SCOPE_UNITS_0, &SCOPE_UNITS_1)
-                .get(last)
+                .get(&last)
                 .copied()
                 .unwrap_or(0)
     };
     if bits != 0 {
-        let _ = pick(set, &SCOPES_0, &SCOPES_1).insert(id, bits, 0);
+        let _ = pick(set, &SCOPES_0, &SCOPES_1).insert(&id, &bits, 0);
     }
     Some(())
 }

@@ -91,10 +91,10 @@ pub fn sock_release(ctx: SockContext) -> i32 {
         conn::on_release(cookie, tcp_state);
     }
     // SAFETY: the value is a plain byte that is only checked for presence.
-    if unsafe { UDP_SOCKETS.get(cookie) }.is_none() {
+    if unsafe { UDP_SOCKETS.get(&cookie) }.is_none() {
         return ALLOW;
     }
-    let _ = UDP_SOCKETS.remove(cookie);
+    let _ = UDP_SOCKETS.remove(&cookie);
     emit(
         EventKind::SockRelease,
         Origin::CurrentTask,
@@ -217,7 +217,7 @@ fn store_flow(key: &UdpFlowKey, value: &UdpFlowValue) {
     if UDP_FLOWS.insert(key, value, BPF_ANY as u64).is_err() {
         count(Counter::UdpFlowUpdateFailed);
     }
-    let _ = UDP_SOCKETS.insert(key.cookie, 1, BPF_ANY as u64);
+    let _ = UDP_SOCKETS.insert(&key.cookie, &1, BPF_ANY as u64);
 }
 
 /// Counts a datagram in its flow; emits a `Send` event when the datagram opens a flow (or the
@@ -228,7 +228,7 @@ fn on_sendmsg(cookie: u64, dest: &Dest) -> u32 {
     let now = now_ns();
     let idle_ns = global(&UDP_IDLE_NS);
     let mut prev = 0;
-    if let Some(flow) = UDP_FLOWS.get_ptr_mut(key) {
+    if let Some(flow) = UDP_FLOWS.get_ptr_mut(&key) {
         // SAFETY: `flow` points at a live map value; concurrent senders on the same socket
         // update it with atomic adds, the times are advisory.
         unsafe {
