@@ -15,13 +15,14 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf_dir
         .to_str()
         .ok_or_else(|| anyhow!("non UTF-8 path {}", ebpf_dir.display()))?;
-    // agent-ebpf is its own cargo workspace (it is excluded from the userspace one): aya-build
-    // runs `cargo build --package agent-ebpf` in the current directory, so run it from there.
-    env::set_current_dir(&ebpf_dir).with_context(|| format!("cd {}", ebpf_dir.display()))?;
+    // aya-build reruns this for changes under agent-ebpf; the programs also compile agent-common.
     println!(
         "cargo:rerun-if-changed={}",
         ebpf_dir.join("..").join("agent-common").display()
     );
+    // aya-build runs `rustup run nightly cargo build --package agent-ebpf --release --target
+    // bpfel-unknown-none -Z build-std=core` from here, which finds agent-ebpf in this
+    // workspace (the `release.package.agent-ebpf` profile in the root Cargo.toml applies).
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "agent-ebpf",

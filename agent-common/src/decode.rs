@@ -115,7 +115,7 @@ mod tests {
     use std::vec::Vec;
 
     use super::*;
-    use crate::{AF_INET6, COMM_LEN, EXEC_ARGS_LEN, EXEC_PATH_LEN};
+    use crate::{AF_INET6, COMM_LEN};
 
     fn header(kind: EventKind, size: usize) -> EventHeader {
         let mut comm = [0u8; COMM_LEN];
@@ -157,107 +157,50 @@ mod tests {
         }
     }
 
+    /// A record of `size` bytes for `kind`: a valid header, then a byte pattern in which
+    /// neighbouring bytes differ, so a field read from the wrong place would not round-trip.
+    fn patterned(kind: EventKind, size: usize) -> Vec<u8> {
+        let mut bytes: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+        let header = encode(&header(kind, size));
+        bytes[..header.len()].copy_from_slice(&header);
+        bytes
+    }
+
+    /// The kind an event was decoded as, and its bytes encoded again.
+    fn kind_and_bytes(event: &Event) -> (EventKind, Vec<u8>) {
+        match event {
+            Event::Connect(e) => (EventKind::Connect, encode(e)),
+            Event::Send(e) => (EventKind::Send, encode(e)),
+            Event::ExecArgs(e) => (EventKind::ExecArgs, encode(e)),
+            Event::Exec(e) => (EventKind::Exec, encode(e)),
+            Event::Fork(e) => (EventKind::Fork, encode(e)),
+            Event::Exit(e) => (EventKind::Exit, encode(e)),
+            Event::SockRelease(e) => (EventKind::SockRelease, encode(e)),
+            Event::Dns(e) => (EventKind::Dns, encode(e)),
+            Event::CgroupMkdir(e) => (EventKind::CgroupMkdir, encode(e)),
+            Event::ConnEnd(e) => (EventKind::ConnEnd, encode(e)),
+        }
+    }
+
+    /// Every kind decodes to its own variant, with every byte of the record where it was.
     #[test]
     fn round_trip_every_kind() {
-        let mut path = [0u8; EXEC_PATH_LEN];
-        path[..13].copy_from_slice(b"/usr/bin/curl");
-        let mut args = [0u8; EXEC_ARGS_LEN];
-        args[..8].copy_from_slice(b"curl\0-v\0");
-        let exec_args = ExecArgsEvent {
-            header: header(EventKind::ExecArgs, size_of::<ExecArgsEvent>()),
-            flags: crate::EXEC_FLAG_ARGS_TRUNCATED,
-            argc: 2,
-            args_len: 8,
-            path_len: 13,
-            path,
-            args,
-        };
-        let exec = ExecEvent {
-            header: header(EventKind::Exec, size_of::<ExecEvent>()),
-            old_tid: 4243,
-            filename_len: 13,
-            filename: path,
-        };
-        let fork = ForkEvent {
-            header: header(EventKind::Fork, size_of::<ForkEvent>()),
-            child_tgid: 5000,
-            _pad: 0,
-            clone_flags: 0x11,
-        };
-        let exit = ExitEvent {
-            header: header(EventKind::Exit, size_of::<ExitEvent>()),
-        };
-        let mut payload = [0u8; crate::DNS_PAYLOAD_MAX];
-        payload[..4].copy_from_slice(&[0x12, 0x34, 0x81, 0x80]);
-        let dns = DnsEvent {
-            header: header(EventKind::Dns, size_of::<DnsEvent>()),
-            cookie: 77,
-            netns: 4026531840,
-            family: crate::AF_INET,
-            sport: 53,
-            transport: 17,
-            flags: crate::DNS_FLAG_CUT,
-            _pad: 0,
-            msg_len: 4,
-            captured: 4,
-            approved: 0b101,
-            _pad2: 0,
-            saddr: [127, 0, 0, 53, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            payload,
-        };
-        let mut cg_path = [0u8; crate::CGROUP_PATH_HASH_MAX + 1];
-        cg_path[..8].copy_from_slice(b"/docker/");
-        let mkdir = CgroupMkdirEvent {
-            header: header(EventKind::CgroupMkdir, size_of::<CgroupMkdirEvent>()),
-            id: 4242,
-            path_len: 8,
-            _pad: 0,
-            path: cg_path,
-        };
-        let release = SockReleaseEvent {
-            header: header(EventKind::SockRelease, size_of::<SockReleaseEvent>()),
-            cookie: 77,
-        };
-        let end = ConnEndEvent {
-            header: header(EventKind::ConnEnd, size_of::<ConnEndEvent>()),
-            cookie: 78,
-            connect_ns: 100,
-            established_ns: 150,
-            bytes_acked: 1002,
-            bytes_received: 2001,
-            netns: 4026531840,
-            flags: crate::CONN_FLAG_SYN_SENT | crate::CONN_FLAG_ESTABLISHED,
-            error: 0,
-            total_retrans: 1,
-            srtt_us: 40,
-            old_state: crate::TCP_FIN_WAIT2,
-            family: crate::AF_INET,
-            local_port: 40000,
-            remote_port: 443,
-            _pad: [0; 6],
-            local_addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            remote_addr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        };
         let cases = [
-            (encode(&end), Event::ConnEnd(end)),
-            (
-                encode(&connect(EventKind::Connect)),
-                Event::Connect(connect(EventKind::Connect)),
-            ),
-            (
-                encode(&connect(EventKind::Send)),
-                Event::Send(connect(EventKind::Send)),
-            ),
-            (encode(&exec_args), Event::ExecArgs(exec_args)),
-            (encode(&exec), Event::Exec(exec)),
-            (encode(&fork), Event::Fork(fork)),
-            (encode(&exit), Event::Exit(exit)),
-            (encode(&release), Event::SockRelease(release)),
-            (encode(&dns), Event::Dns(dns)),
-            (encode(&mkdir), Event::CgroupMkdir(mkdir)),
+            (EventKind::Connect, size_of::<ConnectEvent>()),
+            (EventKind::Send, size_of::<ConnectEvent>()),
+            (EventKind::ExecArgs, size_of::<ExecArgsEvent>()),
+            (EventKind::Exec, size_of::<ExecEvent>()),
+            (EventKind::Fork, size_of::<ForkEvent>()),
+            (EventKind::Exit, size_of::<ExitEvent>()),
+            (EventKind::SockRelease, size_of::<SockReleaseEvent>()),
+            (EventKind::Dns, size_of::<DnsEvent>()),
+            (EventKind::CgroupMkdir, size_of::<CgroupMkdirEvent>()),
+            (EventKind::ConnEnd, size_of::<ConnEndEvent>()),
         ];
-        for (bytes, want) in cases {
-            assert_eq!(decode(&bytes), Ok(want));
+        for (kind, size) in cases {
+            let bytes = patterned(kind, size);
+            let event = decode(&bytes).unwrap();
+            assert_eq!(kind_and_bytes(&event), (kind, bytes), "{kind:?}");
         }
     }
 

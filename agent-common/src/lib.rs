@@ -11,6 +11,7 @@
 #![no_std]
 
 pub mod dns;
+pub mod names;
 
 #[cfg(feature = "user")]
 mod decode;
@@ -41,22 +42,22 @@ pub const EXEC_FLAG_ARGS_TRUNCATED: u32 = 1 << 1;
 /// The path or arguments could not be read from user memory at all.
 pub const EXEC_FLAG_READ_FAILED: u32 = 1 << 2;
 
-/// Indices into the per-CPU `COUNTERS` array.
+/// Indices into the per-CPU `COUNTERS` array: 0, 1, ... in this order.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
     /// A record could not be reserved in the ring buffer (it was full): the event is lost.
-    RingBufFull = 0,
+    RingBufFull,
     /// Datagrams folded into an already-reported UDP flow (not lost, aggregated).
-    UdpAggregated = 1,
+    UdpAggregated,
     /// A UDP flow entry could not be stored (map update failed).
-    UdpFlowUpdateFailed = 2,
+    UdpFlowUpdateFailed,
     /// A TCP connection's state entry could not be stored (map update failed): its end line
     /// lacks the kernel's connect time and identity.
-    ConnUpdateFailed = 3,
+    ConnUpdateFailed,
     /// A TCP connection closed whose state entry was gone (evicted from the LRU map, or the
     /// connection predates the programs): its end line has no connect time.
-    ConnStateMissing = 4,
+    ConnStateMissing,
 }
 /// Number of entries in the `COUNTERS` array.
 pub const COUNTER_COUNT: u32 = 5;
@@ -553,6 +554,9 @@ macro_rules! assert_layout {
         $(const _: () = assert!(core::mem::offset_of!($t, $field) == $off);)*
     };
 }
+
+// Every counter has its slot in `COUNTERS`.
+const _: () = assert!(Counter::ConnStateMissing as u32 + 1 == COUNTER_COUNT);
 
 assert_layout!(EventHeader, size = 56,
     kind @ 0, version @ 2, size @ 4, ktime_ns @ 8, tgid @ 16, tid @ 20, uid @ 24, gid @ 28,

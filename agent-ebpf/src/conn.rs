@@ -1,55 +1,76 @@
-//! The life of each outbound TCP connection, and the byte counts of UDP flows.
+//! The life of each outbound TCP connection, and the byte counts of UDP flows. All of it is
+//! off when connection ends are (`--connection-ends off`: `CONN_TRACKING` is 0 and userspace
+//! attaches none of these programs).
 //!
-//! - `connect4/6` (main.rs) call [`on_tcp_connect`]: a `CONNS` entry (keyed by socket cookie)
-//!   with the connect time and the connecting task, and `CONNECTING[tid]` for the syscall's exit.
-//! - `sock_ops`: at `TCP_CONNECT_CB` (the SYN) it asks for state callbacks on this socket only;
-//!   `ACTIVE_ESTABLISHED_CB` records the handshake; `STATE_CB` notes FINs and, on the move to
-//!   `TCP_CLOSE`, emits a [`ConnEndEvent`] with the socket's own counters. While this side's FIN
-//!   is out it also parses incoming headers, only to see the peer's FIN (exact byte counts).
-//! - `tcp_receive_reset` marks a RST; `inet_sk_error_report` keeps an ICMP error for the close
-//!   that follows it on the same CPU; `sys_exit_connect` reports a `connect()` that failed before
-//!   any packet (no route, ...), with its errno.
-//! - `sock_release` (main.rs) calls [`on_release`]: the application gave up before the handshake.
-//! - `conn_egress` (`cgroup_skb`) and [`count_ingress`] (called by the ingress program): UDP
-//!   payload bytes per flow in both directions, and, only when progress reporting is on, a copy
-//!   of a TCP socket's counters into `CONNS`.
+//! Programs:
+//! - `sock_ops` (`sockops`): at `TCP_CONNECT_CB` (the SYN) it asks for state callbacks on this
+//!   socket only; `ACTIVE_ESTABLISHED_CB` records the handshake; `STATE_CB` notes FINs and, on
+//!   the move to `TCP_CLOSE`, emits a `ConnEnd` event with the socket's own counters. While this
+//!   side's FIN is out it also parses incoming headers, only to see the peer's FIN (exact byte
+//!   counts). With progress reporting on, per-ACK `RTT_CB`s copy the counters into `CONNS`.
+//! - `tcp_receive_reset` (`tcp:`): marks a RST on a connection it follows.
+//! - `inet_sk_error_report` (`sock:`): keeps an ICMP error for the close that follows it on the
+//!   same CPU.
+//! - `sys_exit_connect` (`syscalls:`): reports a `connect()` that failed before any packet (no
+//!   route, ...), with its errno.
+//! - `conn_egress` (`cgroup_skb/egress`): UDP payload bytes sent per flow, and, only with
+//!   progress reporting on, a copy of a TCP socket's counters into `CONNS`.
 //!
-//! Everything is bounded: `CONNS` and `CONNECTING` are LRU maps; an entry lost to eviction only
-//! costs the end line its connect time (counted in `Counter::ConnStateMissing`).
+//! The three tracepoints are optional: userspace attaches them when their format files match
+//! (`agent/src/tracefs.rs`); without them failures are reported less precisely.
+//!
+//! Called by other hook modules (this module calls none of them):
+//! - [`on_tcp_connect`] (`socket`, `connect4/6`): a `CONNS` entry (keyed by socket cookie) with
+//!   the connect time and the connecting task, and `CONNECTING[tid]` for the syscall's exit.
+//! - [`on_release`] (`socket`, `sock_release`): the application gave up before the handshake,
+//!   or a connection older than egret ended.
+//! - [`count_ingress`] (`dns`, `dns_ingress`): UDP payload bytes received per flow, so every
+//!   received packet runs one program, not two.
+//!
+//! Maps:
+//! - `CONNS` (LRU hash, socket cookie → [`ConnState`]): open outbound TCP connections; userspace
+//!   reads it for progress lines and puts in connections older than egret (sock_diag).
+//! - `CONNECTING` (hash, thread id → socket cookie): threads inside a TCP `connect()`. A plain
+//!   (faster) hash map, not an LRU: every entry is removed when its `connect()` returns; when it
+//!   is full, a connect's early failure is reported at the socket's close without its errno.
+//! - `LAST_SK_ERROR` (per-CPU array of one): the last ICMP error seen on this CPU.
+//!
+//! Kernel-only apart from `CONNS`. Everything is bounded: an entry lost to `CONNS`'s eviction
+//! only costs the end line its connect time (counted in `Counter::ConnStateMissing`).
+//!
+//! Globals (set by userspace): `CONN_TRACKING` (`--connection-ends`), `TCP_PROGRESS`
+//! (`--progress-interval`).
+
+use core::ptr::{addr_of, addr_of_mut};
 
 use agent_common::{
-    ConnEndEvent, ConnState, Counter, EventHeader, EventKind, UdpFlowKey, AF_INET, AF_INET6,
-    CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT, CONN_FLAG_ICMP_ERROR,
-    CONN_FLAG_PEER_FIN, CONN_FLAG_PREEXISTING, CONN_FLAG_RELEASED, CONN_FLAG_RESET, CONN_FLAG_STATE_LOST,
-    CONN_FLAG_SYNC_FAILURE, CONN_FLAG_SYN_SENT, EVENT_VERSION, TCP_CLOSE, TCP_CLOSE_WAIT,
-    TCP_CLOSING, TCP_FIN_WAIT1, TCP_LAST_ACK,
+    ConnEndEvent, ConnState, Counter, EventKind, AF_INET, AF_INET6, CONN_FLAG_ALL_ACKED,
+    CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT, CONN_FLAG_ICMP_ERROR, CONN_FLAG_PEER_FIN,
+    CONN_FLAG_PREEXISTING, CONN_FLAG_RELEASED, CONN_FLAG_RESET, CONN_FLAG_STATE_LOST,
+    CONN_FLAG_SYNC_FAILURE, CONN_FLAG_SYN_SENT, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING,
+    TCP_FIN_WAIT1, TCP_LAST_ACK,
 };
 use aya_ebpf::{
     bindings::{
         bpf_sock_ops, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
-        BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG, BPF_SOCK_OPS_PARSE_HDR_OPT_CB,
-        BPF_SOCK_OPS_RTT_CB, BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB,
-        BPF_SOCK_OPS_STATE_CB_FLAG, BPF_SOCK_OPS_TCP_CONNECT_CB,
+        BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG, BPF_SOCK_OPS_PARSE_HDR_OPT_CB, BPF_SOCK_OPS_RTT_CB,
+        BPF_SOCK_OPS_RTT_CB_FLAG, BPF_SOCK_OPS_STATE_CB, BPF_SOCK_OPS_STATE_CB_FLAG,
+        BPF_SOCK_OPS_TCP_CONNECT_CB,
     },
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        generated::{
-            bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie,
-            bpf_sk_fullsock, bpf_sock_ops_cb_flags_set, bpf_tcp_sock,
-        },
+        bpf_get_current_pid_tgid,
+        generated::{bpf_sk_fullsock, bpf_sock_ops_cb_flags_set, bpf_tcp_sock},
     },
     macros::{cgroup_skb, map, sock_ops, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{SkBuffContext, SockOpsContext, TracePointContext},
-    EbpfContext as _,
-};
-use core::{
-    intrinsics::{atomic_xadd, AtomicOrdering},
-    mem::size_of,
-    ptr::{addr_of, addr_of_mut, read_volatile},
 };
 
-use crate::{count, dns::load, now_ns, submit_flags, EVENTS, UDP_FLOWS};
+use crate::shared::{
+    atomic_add, count, ctx_field, ctx_ip6, emit, flow_key, global, ip_addr, ip_header, load,
+    netns_cookie, now_ns, socket_cookie, v4_in_16, End, Origin, Task, IPPROTO_TCP, IPPROTO_UDP,
+    SOCK_STREAM, UDP_FLOWS,
+};
 
 /// Open outbound TCP connections, by socket cookie.
 #[map]
@@ -84,46 +105,49 @@ static CONN_TRACKING: u32 = 1;
 #[unsafe(no_mangle)]
 static TCP_PROGRESS: u32 = 0;
 
-const SOCK_STREAM: u16 = 1;
-const EINPROGRESS: i64 = 115;
-const ECONNREFUSED: u32 = 111;
-const ECONNRESET: u32 = 104;
-const ETIMEDOUT: u32 = 110;
-const ECONNABORTED: u32 = 103;
-const TCP_FIN: u32 = 0x01;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+/// The errno a connection end reports (`ConnEndEvent::error`) when the socket does not.
+#[repr(u32)]
+#[derive(Clone, Copy)]
+enum Errno {
+    /// The application gave up before the handshake completed.
+    ConnAborted = 103,
+    /// A RST after the handshake.
+    ConnReset = 104,
+    /// No answer to the SYN.
+    TimedOut = 110,
+    /// A RST answered the SYN.
+    ConnRefused = 111,
+}
+
+// ---- Called by the socket hooks ----
 
 /// `connect4/6` of a TCP socket the policy let through: start following it.
 #[inline(always)]
 pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16) {
-    // SAFETY: a read of a constant the loader may have rewritten.
-    if sock_type != SOCK_STREAM || unsafe { read_volatile(&CONN_TRACKING) } == 0 {
+    if sock_type != SOCK_STREAM || global(&CONN_TRACKING) == 0 {
         return;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
+    let task = Task::current();
     let state = ConnState {
         connect_ns: now_ns(),
         established_ns: 0,
         bytes_acked: 0,
         bytes_received: 0,
         sampled_ns: 0,
-        // SAFETY: helper without arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        tgid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
+        cgroup_id: task.cgroup_id,
+        tgid: task.tgid,
+        tid: task.tid,
+        uid: task.uid,
+        gid: task.gid,
         flags: 0,
         total_retrans: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: task.comm,
     };
     if CONNS.insert(&cookie, &state, BPF_ANY as u64).is_err() {
         count(Counter::ConnUpdateFailed);
         return;
     }
-    let _ = CONNECTING.insert(&(pid_tgid as u32), &cookie, BPF_ANY as u64);
+    let _ = CONNECTING.insert(&task.tid, &cookie, BPF_ANY as u64);
 }
 
 /// `sock_release`: the application closed the socket. Before the handshake completed, that
@@ -154,20 +178,33 @@ pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
     // SAFETY: copied out before removal.
     let state = unsafe { *state };
     let _ = CONNS.remove(&cookie);
-    let Some(mut entry) = EVENTS.reserve::<ConnEndEvent>(0) else {
-        count(Counter::RingBufFull);
-        return;
-    };
-    let event = entry.as_mut_ptr();
-    let now = now_ns();
-    // SAFETY: valid reservation of a `ConnEndEvent`; the header names the releasing task.
+    // The header names the releasing task.
+    emit(
+        EventKind::ConnEnd,
+        Origin::CurrentTask,
+        |event: *mut ConnEndEvent| {
+            // SAFETY: a reservation of a `ConnEndEvent`.
+            unsafe { fill_socketless_end(event, cookie, &state, flags, 0, tcp_state) };
+        },
+    );
+}
+
+/// Fills a `ConnEnd` record seen away from its socket (a `connect()` that failed before any
+/// packet, a release): no addresses, namespace or round-trip time; `state`'s counters.
+///
+/// # Safety
+/// `event` is a reservation of a `ConnEndEvent`.
+#[inline(always)]
+unsafe fn fill_socketless_end(
+    event: *mut ConnEndEvent,
+    cookie: u64,
+    state: &ConnState,
+    flags: u32,
+    error: u32,
+    old_state: u32,
+) {
+    // SAFETY: the caller's promise.
     unsafe {
-        crate::fill_header(
-            addr_of_mut!((*event).header),
-            EventKind::ConnEnd,
-            size_of::<ConnEndEvent>(),
-            now,
-        );
         (*event).cookie = cookie;
         (*event).connect_ns = state.connect_ns;
         (*event).established_ns = 0;
@@ -175,10 +212,10 @@ pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
         (*event).bytes_received = state.bytes_received;
         (*event).netns = 0;
         (*event).flags = flags;
-        (*event).error = 0;
+        (*event).error = error;
         (*event).total_retrans = state.total_retrans;
         (*event).srtt_us = 0;
-        (*event).old_state = tcp_state;
+        (*event).old_state = old_state;
         (*event).family = 0;
         (*event).local_port = 0;
         (*event).remote_port = 0;
@@ -186,25 +223,14 @@ pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
         (*event).local_addr = [0; 16];
         (*event).remote_addr = [0; 16];
     }
-    entry.submit(submit_flags());
 }
 
-#[inline(always)]
-fn ops_u32(field: *const u32) -> u32 {
-    // SAFETY: `field` points at a field of the sock_ops context.
-    unsafe { read_volatile(field) }
-}
-
-#[inline(always)]
-fn ops_u64(field: *const u64) -> u64 {
-    // SAFETY: `field` points at a field of the sock_ops context.
-    unsafe { read_volatile(field) }
-}
+// ---- sock_ops ----
 
 /// Adds callbacks for this socket (keeping those already on).
 fn set_flags(ctx: &SockOpsContext, flags: u32) {
     // SAFETY: a field of the sock_ops context.
-    let current = ops_u32(unsafe { addr_of!((*ctx.ops).bpf_sock_ops_cb_flags) });
+    let current = unsafe { ctx_field(addr_of!((*ctx.ops).bpf_sock_ops_cb_flags)) };
     // SAFETY: `bpf_sock_ops_cb_flags_set` accepts a sock_ops context of a full socket; it
     // returns an error (ignored: nothing to do about it) otherwise.
     let _ = unsafe { bpf_sock_ops_cb_flags_set(ctx.ops, (current | flags) as i32) };
@@ -213,19 +239,20 @@ fn set_flags(ctx: &SockOpsContext, flags: u32) {
 /// Progress reporting on: per-ACK RTT callbacks copy the counters (uploads), as the egress
 /// program does for every packet sent (downloads' ACKs).
 fn progress_on() -> bool {
-    // SAFETY: a read of a constant the loader may have rewritten.
-    unsafe { read_volatile(&TCP_PROGRESS) != 0 }
+    global(&TCP_PROGRESS) != 0
 }
+
+/// The FIN bit of a TCP header's flags.
+const TCP_FIN: u32 = 0x01;
 
 #[sock_ops]
 pub fn sock_ops(ctx: SockOpsContext) -> u32 {
     let ops = ctx.ops;
-    // SAFETY: fields of the sock_ops context.
-    let op = ops_u32(unsafe { addr_of!((*ops).op) });
+    // SAFETY: a field of the sock_ops context.
+    let op = unsafe { ctx_field(addr_of!((*ops).op)) };
     match op {
         BPF_SOCK_OPS_TCP_CONNECT_CB => {
-            let cookie = cookie(&ctx);
-            if let Some(state) = CONNS.get_ptr_mut(&cookie) {
+            if let Some(state) = CONNS.get_ptr_mut(&socket_cookie(&ctx)) {
                 // SAFETY: a live map value.
                 unsafe { (*state).flags |= CONN_FLAG_SYN_SENT };
                 let rtt = if progress_on() {
@@ -237,7 +264,7 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
             }
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
-            if let Some(state) = CONNS.get_ptr_mut(&cookie(&ctx)) {
+            if let Some(state) = CONNS.get_ptr_mut(&socket_cookie(&ctx)) {
                 // SAFETY: a live map value.
                 unsafe {
                     (*state).established_ns = now_ns();
@@ -249,31 +276,28 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
             // SAFETY: args of a STATE_CB are (old state, new state).
             let (old, new) = unsafe {
                 (
-                    ops_u32(addr_of!((*ops).__bindgen_anon_1.args[0])),
-                    ops_u32(addr_of!((*ops).__bindgen_anon_1.args[1])),
+                    ctx_field(addr_of!((*ops).__bindgen_anon_1.args[0])),
+                    ctx_field(addr_of!((*ops).__bindgen_anon_1.args[1])),
                 )
             };
             on_state(&ctx, old, new);
         }
         BPF_SOCK_OPS_RTT_CB => {
-            if let Some(state) = CONNS.get_ptr_mut(&cookie(&ctx)) {
+            if let Some(state) = CONNS.get_ptr_mut(&socket_cookie(&ctx)) {
                 // SAFETY: a live map value; fields of the sock_ops context.
                 unsafe {
-                    (*state).bytes_acked = ops_u64(addr_of!((*ops).bytes_acked));
-                    (*state).bytes_received = ops_u64(addr_of!((*ops).bytes_received));
-                    (*state).total_retrans = ops_u32(addr_of!((*ops).total_retrans));
+                    (*state).bytes_acked = ctx_field(addr_of!((*ops).bytes_acked));
+                    (*state).bytes_received = ctx_field(addr_of!((*ops).bytes_received));
+                    (*state).total_retrans = ctx_field(addr_of!((*ops).total_retrans));
                     (*state).sampled_ns = now_ns();
                 }
             }
         }
         BPF_SOCK_OPS_PARSE_HDR_OPT_CB => {
             // SAFETY: a field of the sock_ops context.
-            let tcp_flags = ops_u32(unsafe { addr_of!((*ops).skb_tcp_flags) });
+            let tcp_flags = unsafe { ctx_field(addr_of!((*ops).skb_tcp_flags)) };
             if tcp_flags & TCP_FIN != 0 {
-                if let Some(state) = CONNS.get_ptr_mut(&cookie(&ctx)) {
-                    // SAFETY: a live map value.
-                    unsafe { (*state).flags |= CONN_FLAG_PEER_FIN };
-                }
+                mark(socket_cookie(&ctx), CONN_FLAG_PEER_FIN);
             }
         }
         _ => {}
@@ -281,13 +305,8 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
     1
 }
 
-fn cookie(ctx: &SockOpsContext) -> u64 {
-    // SAFETY: `bpf_get_socket_cookie` accepts a sock_ops context.
-    unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }
-}
-
 fn on_state(ctx: &SockOpsContext, old: u32, new: u32) {
-    let cookie = cookie(ctx);
+    let cookie = socket_cookie(ctx);
     match new {
         TCP_FIN_WAIT1 => {
             // Our FIN is out: watch incoming segments for the peer's FIN until the close.
@@ -308,48 +327,35 @@ fn mark(cookie: u64, flag: u32) {
     }
 }
 
-fn header_from(state: Option<&ConnState>, now: u64) -> EventHeader {
-    match state {
-        Some(s) => EventHeader {
-            kind: EventKind::ConnEnd as u16,
-            version: EVENT_VERSION,
-            size: size_of::<ConnEndEvent>() as u32,
-            ktime_ns: now,
-            tgid: s.tgid,
-            tid: s.tid,
-            uid: s.uid,
-            gid: s.gid,
-            cgroup_id: s.cgroup_id,
-            comm: s.comm,
-        },
-        None => EventHeader {
-            kind: EventKind::ConnEnd as u16,
-            version: EVENT_VERSION,
-            size: size_of::<ConnEndEvent>() as u32,
-            ktime_ns: now,
-            tgid: 0,
-            tid: 0,
-            uid: 0,
-            gid: 0,
-            cgroup_id: 0,
-            comm: [0; 16],
-        },
-    }
-}
-
 /// The socket moved to `TCP_CLOSE`: its counters are final. One event, then forget it.
 fn emit_close(ctx: &SockOpsContext, cookie: u64, old: u32) {
-    let now = now_ns();
     // SAFETY: the value is copied out before the entry is removed.
     let state: Option<ConnState> = unsafe { CONNS.get(&cookie) }.copied();
     let _ = CONNS.remove(&cookie);
-    let Some(mut entry) = EVENTS.reserve::<ConnEndEvent>(0) else {
-        count(Counter::RingBufFull);
-        return;
+    let origin = match &state {
+        Some(state) => Origin::Connection(state),
+        None => Origin::Nobody,
     };
+    emit(EventKind::ConnEnd, origin, |event: *mut ConnEndEvent| {
+        // SAFETY: a reservation of a `ConnEndEvent`.
+        unsafe { fill_close(ctx, event, cookie, state.as_ref(), old) };
+    });
+}
+
+/// Fills the `ConnEnd` record of a socket moving to `TCP_CLOSE` from the sock_ops context.
+///
+/// # Safety
+/// `event` is a reservation of a `ConnEndEvent`.
+#[inline(always)]
+unsafe fn fill_close(
+    ctx: &SockOpsContext,
+    event: *mut ConnEndEvent,
+    cookie: u64,
+    state: Option<&ConnState>,
+    old: u32,
+) {
     let ops: *mut bpf_sock_ops = ctx.ops;
-    let event = entry.as_mut_ptr();
-    let mut flags = match &state {
+    let mut flags = match state {
         Some(s) => s.flags,
         None => {
             count(Counter::ConnStateMissing);
@@ -359,80 +365,84 @@ fn emit_close(ctx: &SockOpsContext, cookie: u64, old: u32) {
     // SAFETY: fields of the sock_ops context (counters read as 0 for a non-full socket).
     let (snd_una, snd_nxt, srtt, retrans, acked, received, family, lport, rport) = unsafe {
         (
-            ops_u32(addr_of!((*ops).snd_una)),
-            ops_u32(addr_of!((*ops).snd_nxt)),
-            ops_u32(addr_of!((*ops).srtt_us)),
-            ops_u32(addr_of!((*ops).total_retrans)),
-            ops_u64(addr_of!((*ops).bytes_acked)),
-            ops_u64(addr_of!((*ops).bytes_received)),
-            ops_u32(addr_of!((*ops).family)),
-            ops_u32(addr_of!((*ops).local_port)),
-            ops_u32(addr_of!((*ops).remote_port)),
+            ctx_field(addr_of!((*ops).snd_una)),
+            ctx_field(addr_of!((*ops).snd_nxt)),
+            ctx_field(addr_of!((*ops).srtt_us)),
+            ctx_field(addr_of!((*ops).total_retrans)),
+            ctx_field(addr_of!((*ops).bytes_acked)),
+            ctx_field(addr_of!((*ops).bytes_received)),
+            ctx_field(addr_of!((*ops).family)),
+            ctx_field(addr_of!((*ops).local_port)),
+            ctx_field(addr_of!((*ops).remote_port)),
         )
     };
     if snd_una == snd_nxt {
         flags |= CONN_FLAG_ALL_ACKED;
     }
+    // `remote_port` is in network byte order in the upper 16 bits.
+    let remote_port = u16::from_be((rport >> 16) as u16);
     let mut error = 0;
     if flags & CONN_FLAG_ESTABLISHED == 0 {
         // The handshake never completed: why?
         error = if flags & CONN_FLAG_RESET != 0 {
-            ECONNREFUSED
-        } else if let Some(e) = icmp_error(lport as u16, u16::from_be((rport >> 16) as u16)) {
+            Errno::ConnRefused as u32
+        } else if let Some(e) = icmp_error(lport as u16, remote_port) {
             flags |= CONN_FLAG_ICMP_ERROR;
             e
         } else if flags & CONN_FLAG_RELEASED != 0 {
-            ECONNABORTED
+            Errno::ConnAborted as u32
         } else {
-            ETIMEDOUT
+            Errno::TimedOut as u32
         };
     } else if flags & CONN_FLAG_RESET != 0 {
-        error = ECONNRESET;
+        error = Errno::ConnReset as u32;
     }
-    let mut local_addr = [0u8; 16];
-    let mut remote_addr = [0u8; 16];
-    // SAFETY: address fields of the sock_ops context.
+    // SAFETY: the caller's promise.
     unsafe {
+        (*event).cookie = cookie;
+        (*event).connect_ns = state.map_or(0, |s| s.connect_ns);
+        (*event).established_ns = state.map_or(0, |s| s.established_ns);
+        (*event).bytes_acked = acked;
+        (*event).bytes_received = received;
+        (*event).netns = netns_cookie(ctx);
+        (*event).flags = flags;
+        (*event).error = error;
+        (*event).total_retrans = retrans;
+        (*event).srtt_us = srtt >> 3;
+        (*event).old_state = old;
+        (*event).family = family as u16;
+        (*event).local_port = lport as u16;
+        (*event).remote_port = remote_port;
+        (*event)._pad = [0; 6];
+        fill_close_addrs(event, ops, family);
+    }
+}
+
+/// Writes the local and remote addresses of a closing socket; zero for a non-inet family.
+///
+/// # Safety
+/// `event` is a reservation of a `ConnEndEvent`.
+#[inline(always)]
+unsafe fn fill_close_addrs(event: *mut ConnEndEvent, ops: *mut bpf_sock_ops, family: u32) {
+    // SAFETY: the caller's promise; address fields of the sock_ops context.
+    unsafe {
+        let local = addr_of_mut!((*event).local_addr);
+        let remote = addr_of_mut!((*event).remote_addr);
         if family == u32::from(AF_INET) {
-            local_addr[..4].copy_from_slice(&ops_u32(addr_of!((*ops).local_ip4)).to_ne_bytes());
-            remote_addr[..4].copy_from_slice(&ops_u32(addr_of!((*ops).remote_ip4)).to_ne_bytes());
+            local.write(v4_in_16(
+                ctx_field(addr_of!((*ops).local_ip4)).to_ne_bytes(),
+            ));
+            remote.write(v4_in_16(
+                ctx_field(addr_of!((*ops).remote_ip4)).to_ne_bytes(),
+            ));
         } else if family == u32::from(AF_INET6) {
-            let mut i = 0;
-            while i < 4 {
-                let l = ops_u32(addr_of!((*ops).local_ip6[i])).to_ne_bytes();
-                let r = ops_u32(addr_of!((*ops).remote_ip6[i])).to_ne_bytes();
-                local_addr[i * 4..i * 4 + 4].copy_from_slice(&l);
-                remote_addr[i * 4..i * 4 + 4].copy_from_slice(&r);
-                i += 1;
-            }
+            local.write(ctx_ip6(addr_of!((*ops).local_ip6)));
+            remote.write(ctx_ip6(addr_of!((*ops).remote_ip6)));
+        } else {
+            local.write([0; 16]);
+            remote.write([0; 16]);
         }
     }
-    // SAFETY: valid reservation of a `ConnEndEvent`; `bpf_get_netns_cookie` accepts a sock_ops
-    // context.
-    unsafe {
-        event.write(ConnEndEvent {
-            header: header_from(state.as_ref(), now),
-            cookie,
-            connect_ns: state.map_or(0, |s| s.connect_ns),
-            established_ns: state.map_or(0, |s| s.established_ns),
-            bytes_acked: acked,
-            bytes_received: received,
-            netns: bpf_get_netns_cookie(ctx.as_ptr()),
-            flags,
-            error,
-            total_retrans: retrans,
-            srtt_us: srtt >> 3,
-            old_state: old,
-            family: family as u16,
-            local_port: lport as u16,
-            // `remote_port` is in network byte order in the upper 16 bits.
-            remote_port: u16::from_be((rport >> 16) as u16),
-            _pad: [0; 6],
-            local_addr,
-            remote_addr,
-        });
-    }
-    entry.submit(submit_flags());
 }
 
 /// An ICMP error reported on this CPU for the same ports just before this close.
@@ -441,7 +451,10 @@ fn icmp_error(sport: u16, dport: u16) -> Option<u32> {
     // SAFETY: per-CPU slot, written only by `inet_sk_error_report` on this CPU.
     unsafe {
         let e = *slot;
-        if e.error != 0 && e.sport == sport && e.dport == dport && now_ns().saturating_sub(e.ktime_ns) < 1_000_000
+        if e.error != 0
+            && e.sport == sport
+            && e.dport == dport
+            && now_ns().saturating_sub(e.ktime_ns) < 1_000_000
         {
             (*slot).error = 0;
             Some(e.error)
@@ -450,6 +463,8 @@ fn icmp_error(sport: u16, dport: u16) -> Option<u32> {
         }
     }
 }
+
+// ---- Tracepoints ----
 
 /// `tcp:tcp_receive_reset`: a RST for a socket we follow.
 #[tracepoint]
@@ -492,6 +507,9 @@ pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// What `connect()` returns (negated) while the handshake goes on: not a failure.
+const EINPROGRESS: i64 = 115;
+
 /// `syscalls:sys_exit_connect`: a TCP `connect()` that failed before the TCP layer sent
 /// anything gets its end here (no state callback will ever come for it).
 #[tracepoint]
@@ -515,79 +533,67 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
         return 0; // the close (state callback) reports it
     }
     let _ = CONNS.remove(&cookie);
-    let Some(mut entry) = EVENTS.reserve::<ConnEndEvent>(0) else {
-        count(Counter::RingBufFull);
-        return 0;
+    // Nothing was sent: no counters.
+    let unsent = ConnState {
+        bytes_acked: 0,
+        bytes_received: 0,
+        total_retrans: 0,
+        ..state
     };
-    let now = now_ns();
-    // SAFETY: valid reservation.
-    unsafe {
-        entry.as_mut_ptr().write(ConnEndEvent {
-            header: header_from(Some(&state), now),
-            cookie,
-            connect_ns: state.connect_ns,
-            established_ns: 0,
-            bytes_acked: 0,
-            bytes_received: 0,
-            netns: 0,
-            flags: state.flags | CONN_FLAG_SYNC_FAILURE,
-            error: (-ret) as u32,
-            total_retrans: 0,
-            srtt_us: 0,
-            old_state: 0,
-            family: 0,
-            local_port: 0,
-            remote_port: 0,
-            _pad: [0; 6],
-            local_addr: [0; 16],
-            remote_addr: [0; 16],
-        });
-    }
-    entry.submit(submit_flags());
+    emit(
+        EventKind::ConnEnd,
+        Origin::Connection(&state),
+        |event: *mut ConnEndEvent| {
+            let flags = state.flags | CONN_FLAG_SYNC_FAILURE;
+            // SAFETY: a reservation of a `ConnEndEvent`.
+            unsafe { fill_socketless_end(event, cookie, &unsent, flags, (-ret) as u32, 0) };
+        },
+    );
     0
 }
 
 // ---- Byte counts on the packet path ----
 
-/// The IP protocol of a packet and, for UDP, (family, peer address, peer port, payload
-/// length); `outbound` picks the destination as the peer, else the source.
+/// The other end of a UDP datagram on the packet path.
+#[derive(Clone, Copy)]
+struct UdpPeer {
+    family: u16,
+    addr: [u8; 16],
+    /// Host byte order.
+    port: u16,
+    /// UDP payload bytes.
+    payload: u64,
+}
+
+/// The IP protocol of a packet and, for UDP, its peer; `outbound` picks the destination as
+/// the peer, else the source.
 #[inline(always)]
-fn udp_peer(ctx: &SkBuffContext, outbound: bool) -> (u8, Option<(u16, [u8; 16], u16, u64)>) {
-    let Some(first) = load::<u8>(ctx, 0) else {
+fn udp_peer(ctx: &SkBuffContext, outbound: bool) -> (u8, Option<UdpPeer>) {
+    let Some(ip) = ip_header(ctx) else {
         return (0, None);
     };
-    let (family, proto, l4) = match first >> 4 {
-        4 => (AF_INET, load::<u8>(ctx, 9), u32::from(first & 0x0f) * 4),
-        6 => (AF_INET6, load::<u8>(ctx, 6), 40),
-        _ => return (0, None),
-    };
-    let Some(proto) = proto else {
-        return (0, None);
-    };
-    if proto != IPPROTO_UDP {
-        return (proto, None);
+    if ip.protocol != IPPROTO_UDP {
+        return (ip.protocol, None);
     }
-    let mut addr = [0u8; 16];
-    let found = if family == AF_INET {
-        load::<[u8; 4]>(ctx, if outbound { 16 } else { 12 }).map(|v4| {
-            addr[..4].copy_from_slice(&v4);
-        })
+    let end = if outbound {
+        End::Destination
     } else {
-        load::<[u8; 16]>(ctx, if outbound { 24 } else { 8 }).map(|v6| addr = v6)
+        End::Source
     };
-    let port = load::<u16>(ctx, l4 + if outbound { 2 } else { 0 });
-    let udp_len = load::<u16>(ctx, l4 + 4);
-    match (found, port, udp_len) {
-        (Some(()), Some(port), Some(len)) => (
-            proto,
-            Some((
-                family,
+    let addr = ip_addr(ctx, ip.family, end);
+    let port = load::<u16>(ctx, ip.l4 + if outbound { 2 } else { 0 });
+    let udp_len = load::<u16>(ctx, ip.l4 + 4);
+    match (addr, port, udp_len) {
+        (Some(addr), Some(port), Some(len)) => (
+            IPPROTO_UDP,
+            Some(UdpPeer {
+                family: ip.family,
                 addr,
-                u16::from_be(port),
-                u64::from(u16::from_be(len)).saturating_sub(8),
-            )),
+                port: u16::from_be(port),
+                payload: u64::from(u16::from_be(len)).saturating_sub(8),
+            }),
         ),
-        _ => (proto, None),
+        _ => (IPPROTO_UDP, None),
     }
 }
 
@@ -595,9 +601,7 @@ fn udp_peer(ctx: &SkBuffContext, outbound: bool) -> (u8, Option<(u16, [u8; 16], 
 #[cgroup_skb(egress)]
 pub fn conn_egress(ctx: SkBuffContext) -> i32 {
     match udp_peer(&ctx, true) {
-        (_, Some((family, addr, port, payload))) => {
-            count_udp(&ctx, family, addr, port, payload, true)
-        }
+        (_, Some(peer)) => count_udp(&ctx, &peer, true),
         (IPPROTO_TCP, None) => sample_tcp(&ctx),
         _ => {}
     }
@@ -608,54 +612,38 @@ pub fn conn_egress(ctx: SkBuffContext) -> i32 {
 /// (`dns_ingress`) first, so every received packet runs one program, not two.
 #[inline(never)]
 pub(crate) fn count_ingress(ctx: &SkBuffContext) {
-    // SAFETY: a read of a constant the loader may have rewritten.
-    if unsafe { read_volatile(&CONN_TRACKING) } == 0 {
+    if global(&CONN_TRACKING) == 0 {
         return;
     }
-    if let (_, Some((family, addr, port, payload))) = udp_peer(ctx, false) {
-        count_udp(ctx, family, addr, port, payload, false);
+    if let (_, Some(peer)) = udp_peer(ctx, false) {
+        count_udp(ctx, &peer, false);
     }
 }
 
-fn count_udp(ctx: &SkBuffContext, family: u16, addr: [u8; 16], port: u16, payload: u64, out: bool) {
-    let key = UdpFlowKey {
-        // SAFETY: `bpf_get_socket_cookie` accepts an skb.
-        cookie: unsafe { bpf_get_socket_cookie(ctx.as_ptr()) },
+/// Counts a datagram to (`out`) or from its peer in the peer's flow, if it has one.
+fn count_udp(ctx: &SkBuffContext, peer: &UdpPeer, out: bool) {
+    let UdpPeer {
         family,
-        port,
-        _pad: 0,
         addr,
-    };
+        port,
+        payload,
+    } = *peer;
+    let key = flow_key(socket_cookie(ctx), family, port, addr);
     let Some(flow) = UDP_FLOWS.get_ptr_mut(&key) else {
         return;
     };
     // SAFETY: a live map value, updated with atomic adds (several senders may share a socket).
     unsafe {
         if out {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-                addr_of_mut!((*flow).bytes_out),
-                payload,
-            );
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-                addr_of_mut!((*flow).packets_out),
-                1,
-            );
+            atomic_add(addr_of_mut!((*flow).bytes_out), payload);
+            atomic_add(addr_of_mut!((*flow).packets_out), 1);
             if (*flow).connected != 0 {
-                atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-                    addr_of_mut!((*flow).datagrams),
-                    1,
-                );
+                atomic_add(addr_of_mut!((*flow).datagrams), 1);
                 (*flow).last_ns = now_ns();
             }
         } else {
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-                addr_of_mut!((*flow).bytes_in),
-                payload,
-            );
-            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(
-                addr_of_mut!((*flow).packets_in),
-                1,
-            );
+            atomic_add(addr_of_mut!((*flow).bytes_in), payload);
+            atomic_add(addr_of_mut!((*flow).packets_in), 1);
         }
     }
 }
@@ -665,16 +653,14 @@ fn sample_tcp(ctx: &SkBuffContext) {
     if !progress_on() {
         return;
     }
-    // SAFETY: `bpf_get_socket_cookie` accepts an skb.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let Some(state) = CONNS.get_ptr_mut(&cookie) else {
+    let Some(state) = CONNS.get_ptr_mut(&socket_cookie(ctx)) else {
         return;
     };
     // SAFETY: `sk` of the skb context, then the helpers that narrow it to a TCP socket; both
     // return NULL (checked) when it is not one.
     unsafe {
         let skb = ctx.skb.skb;
-        let sk = read_volatile(addr_of!((*skb).__bindgen_anon_2.sk));
+        let sk = ctx_field(addr_of!((*skb).__bindgen_anon_2.sk));
         if sk.is_null() {
             return;
         }

@@ -1,52 +1,49 @@
-//! DNS responses on the ingress path (`cgroup_skb/ingress`).
+//! DNS responses on the ingress path of the monitored cgroup.
 //!
-//! Every response from the resolver port to a socket of the monitored cgroup is copied to
-//! userspace (which parses it properly and names connections). In block mode the program also
-//! reads the question, hashes it and its parent domains (`agent_common::dns`), and when a domain
-//! rule approves the name, puts every A/AAAA address of the answer section into the learned-
-//! address map, keyed by the socket's network namespace, **before** the packet is queued to the
-//! socket: by the time the application reads the answer, its connect is allowed.
+//! Program: `dns_ingress` (`cgroup_skb/ingress`), the one program every received packet runs.
+//! It first lets `conn` count a UDP flow's received bytes ([`conn::count_ingress`]), then looks
+//! for a DNS response: every response from the resolver port (`DNS_PORT`) to a socket of the
+//! cgroup is copied to userspace (`Dns` event), which parses it properly and names
+//! connections. In block mode the program also reads the question, hashes it and its parent
+//! domains (`agent_common::dns`), and when a domain rule approves the name, puts every A/AAAA
+//! address of the answer section into the policy's learned-address map ([`policy::learn`]),
+//! keyed by the socket's network namespace, **before** the packet is queued to the socket: by
+//! the time the application reads the answer, its connect is allowed.
+//!
+//! Map: `NAME_SCRATCH` (per-CPU array of one): room for the question name, too big for the
+//! stack next to everything else. Kernel-only.
+//!
+//! Globals (set by userspace): `DNS_PORT` (`--dns-port`), `DNS_TTL_FLOOR_NS` and
+//! `DNS_TTL_CEILING_NS` (`--dns-ttl-floor`, `--dns-ttl-ceiling`): bounds on how long a learned
+//! address stays approved.
+//!
+//! Uses `shared`, `policy` (approved names, learned addresses) and `conn` (ingress byte counts).
+
+use core::ptr::addr_of_mut;
 
 use agent_common::{
     dns::{
         label_hash_start, label_hash_word, name_hash_prepend, DNS_LABELS_MAX, DNS_NAME_MAX,
         NAME_HASH_SEED,
     },
-    Counter, DnsAllowKey, DnsEvent, DnsNameValue, EventHeader, EventKind, PolicyValue, AF_INET,
-    AF_INET6, DNS_ALLOW_MAX, DNS_ANSWERS_MAX, DNS_FLAG_CUT, DNS_FLAG_KERNEL_PARSE_FAILED,
-    DNS_NAMES_MAX, DNS_PAYLOAD_MAX, DNS_RULES_MAX, EVENT_VERSION,
+    DnsEvent, EventKind, AF_INET, AF_INET6, DNS_ANSWERS_MAX, DNS_FLAG_CUT,
+    DNS_FLAG_KERNEL_PARSE_FAILED, DNS_PAYLOAD_MAX,
 };
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
-    helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_skb_load_bytes},
+    helpers::generated::bpf_skb_load_bytes,
     macros::{cgroup_skb, map},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::PerCpuArray,
     programs::SkBuffContext,
     EbpfContext as _,
 };
-use core::{mem::size_of, ptr::addr_of_mut, ptr::read_volatile};
 
-use crate::{count, now_ns, policy, submit_flags, EVENTS};
-
-/// Approved names, by hash: which domain rules approve the name exactly / everything below it.
-#[map]
-static DNS_NAMES_0: HashMap<u64, DnsNameValue> =
-    HashMap::with_max_entries(DNS_NAMES_MAX, BPF_F_NO_PREALLOC);
-#[map]
-static DNS_NAMES_1: HashMap<u64, DnsNameValue> =
-    HashMap::with_max_entries(DNS_NAMES_MAX, BPF_F_NO_PREALLOC);
-
-/// Learned addresses: (netns, address, domain rule) → until when the rule approves it.
-#[map]
-static DNS_ALLOW_0: LruHashMap<DnsAllowKey, u64> = LruHashMap::with_max_entries(DNS_ALLOW_MAX, 0);
-#[map]
-static DNS_ALLOW_1: LruHashMap<DnsAllowKey, u64> = LruHashMap::with_max_entries(DNS_ALLOW_MAX, 0);
-
-/// Domain rule i's (ports, protocols, scopes) entries.
-#[map]
-static DOMAIN_RULES_0: Array<PolicyValue> = Array::with_max_entries(DNS_RULES_MAX as u32, 0);
-#[map]
-static DOMAIN_RULES_1: Array<PolicyValue> = Array::with_max_entries(DNS_RULES_MAX as u32, 0);
+use crate::{
+    conn, policy,
+    shared::{
+        emit, global, ip_addr, ip_header, load, netns_cookie, now_ns, socket_cookie, v4_in_16, End,
+        Origin, IPPROTO_TCP, IPPROTO_UDP,
+    },
+};
 
 /// Scratch for the question name (too big for the 512-byte stack next to everything else), with
 /// 8 bytes of slack so a label's last word can always be read whole.
@@ -63,10 +60,12 @@ static DNS_TTL_FLOOR_NS: u64 = 5_000_000_000;
 #[unsafe(no_mangle)]
 static DNS_TTL_CEILING_NS: u64 = 3_600_000_000_000;
 
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const TYPE_A: u16 = 1;
-const TYPE_AAAA: u16 = 28;
+#[cgroup_skb(ingress)]
+pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
+    conn::count_ingress(&ctx);
+    handle(&ctx);
+    1
+}
 
 /// Hides a value from LLVM so range checks written after it stay in the object code, where the
 /// verifier needs them (LLVM otherwise folds them into the arithmetic before).
@@ -77,13 +76,6 @@ fn opaque(mut value: u64) -> u64 {
         core::arch::asm!("{0} = {0}", inout(reg) value, options(nomem, nostack, preserves_flags))
     };
     value
-}
-
-#[cgroup_skb(ingress)]
-pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
-    crate::conn::count_ingress(&ctx);
-    handle(&ctx);
-    1
 }
 
 /// Where the DNS message is in the packet.
@@ -100,48 +92,28 @@ struct Located {
     partial: bool,
 }
 
-#[inline(always)]
-pub(crate) fn load<T>(ctx: &SkBuffContext, offset: u32) -> Option<T> {
-    ctx.load::<T>(offset as usize).ok()
-}
-
 fn locate(ctx: &SkBuffContext) -> Option<Located> {
-    let first: u8 = load(ctx, 0)?;
-    let mut saddr = [0u8; 16];
-    let (family, proto, l4) = match first >> 4 {
-        4 => {
-            let frag: u16 = u16::from_be(load(ctx, 6)?);
-            if frag & 0x3fff != 0 {
-                return None; // a fragment: not parsed
-            }
-            let v4: [u8; 4] = load(ctx, 12)?;
-            saddr[0] = v4[0];
-            saddr[1] = v4[1];
-            saddr[2] = v4[2];
-            saddr[3] = v4[3];
-            (AF_INET, load::<u8>(ctx, 9)?, u32::from(first & 0x0f) * 4)
+    let ip = ip_header(ctx)?;
+    if ip.family == AF_INET {
+        let frag: u16 = u16::from_be(load(ctx, 6)?);
+        if frag & 0x3fff != 0 {
+            return None; // a fragment: not parsed
         }
-        6 => {
-            saddr = load(ctx, 8)?;
-            (AF_INET6, load::<u8>(ctx, 6)?, 40)
-        }
-        _ => return None,
-    };
-    // SAFETY: a read of a constant the loader may have rewritten.
-    let port = unsafe { read_volatile(&DNS_PORT) };
-    let sport = u16::from_be(load(ctx, l4)?);
-    if sport != port {
+    }
+    let saddr = ip_addr(ctx, ip.family, End::Source)?;
+    let sport = u16::from_be(load(ctx, ip.l4)?);
+    if sport != global(&DNS_PORT) {
         return None;
     }
     let total = ctx.len();
-    let (off, len, partial) = match proto {
+    let (off, len, partial) = match ip.protocol {
         IPPROTO_UDP => {
-            let off = l4 + 8;
+            let off = ip.l4 + 8;
             (off, total.checked_sub(off)?, false)
         }
         IPPROTO_TCP => {
-            let doff = u32::from(load::<u8>(ctx, l4 + 12)? >> 4) * 4;
-            let payload = l4 + doff;
+            let doff = u32::from(load::<u8>(ctx, ip.l4 + 12)? >> 4) * 4;
+            let payload = ip.l4 + doff;
             // The first segment of a response starts with the 2-byte message length.
             let msg_len = u32::from(u16::from_be(load(ctx, payload)?));
             let off = payload + 2;
@@ -158,8 +130,8 @@ fn locate(ctx: &SkBuffContext) -> Option<Located> {
         return None; // a query, not a response
     }
     Some(Located {
-        family,
-        transport: proto,
+        family: ip.family,
+        transport: ip.protocol,
         sport,
         saddr,
         off,
@@ -170,28 +142,24 @@ fn locate(ctx: &SkBuffContext) -> Option<Located> {
 
 fn handle(ctx: &SkBuffContext) {
     let Some(at) = locate(ctx) else { return };
-    let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) else {
-        count(Counter::RingBufFull);
-        return;
-    };
-    let event = entry.as_mut_ptr();
-    let skb = ctx.as_ptr();
-    // SAFETY: `event` is a valid reservation of a `DnsEvent`; `skb` is the program's context.
+    // A packet is handled in softirq: the header names no task.
+    emit(EventKind::Dns, Origin::Nobody, |event: *mut DnsEvent| {
+        // SAFETY: a reservation of a `DnsEvent`.
+        unsafe { fill(ctx, &at, event) };
+    });
+}
+
+/// Fills a `Dns` record: the message (as much as fits), and in block mode what the kernel
+/// learned from it.
+///
+/// # Safety
+/// `event` is a reservation of a `DnsEvent`.
+#[inline(always)]
+unsafe fn fill(ctx: &SkBuffContext, at: &Located, event: *mut DnsEvent) {
+    // SAFETY: the caller's promise; `skb` is the program's context.
     unsafe {
-        addr_of_mut!((*event).header).write(EventHeader {
-            kind: EventKind::Dns as u16,
-            version: EVENT_VERSION,
-            size: size_of::<DnsEvent>() as u32,
-            ktime_ns: now_ns(),
-            tgid: 0,
-            tid: 0,
-            uid: 0,
-            gid: 0,
-            cgroup_id: 0,
-            comm: [0; 16],
-        });
-        (*event).cookie = bpf_get_socket_cookie(skb);
-        (*event).netns = bpf_get_netns_cookie(skb);
+        (*event).cookie = socket_cookie(ctx);
+        (*event).netns = netns_cookie(ctx);
         (*event).family = at.family;
         (*event).sport = at.sport;
         (*event).transport = at.transport;
@@ -209,13 +177,14 @@ fn handle(ctx: &SkBuffContext) {
         (*event).captured = 0;
         let len = opaque(u64::from(captured));
         // The verifier needs 1..=DNS_PAYLOAD_MAX on the very register passed to the helper.
-        if len >= 1 && len <= DNS_PAYLOAD_MAX as u64 {
-            if bpf_skb_load_bytes(skb, at.off, payload.cast(), len as u32) == 0 {
-                (*event).captured = len as u32;
-            }
+        if len >= 1
+            && len <= DNS_PAYLOAD_MAX as u64
+            && bpf_skb_load_bytes(ctx.as_ptr(), at.off, payload.cast(), len as u32) == 0
+        {
+            (*event).captured = len as u32;
         }
         let approved = match policy::block_set() {
-            Some(set) => learn(ctx, &at, set, (*event).netns).unwrap_or_else(|| {
+            Some(set) => learn(ctx, at, set, (*event).netns).unwrap_or_else(|| {
                 flags |= DNS_FLAG_KERNEL_PARSE_FAILED;
                 0
             }),
@@ -224,8 +193,11 @@ fn handle(ctx: &SkBuffContext) {
         (*event).approved = approved;
         (*event).flags = flags;
     }
-    entry.submit(submit_flags());
 }
+
+/// Answer record types that carry an address.
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
 
 /// Block mode: which domain rules approve the question, and their answers learned. `None` when
 /// the message could not be parsed.
@@ -257,46 +229,26 @@ fn learn(ctx: &SkBuffContext, at: &Located, set: u32, netns: u64) -> Option<u32>
         if rdata + rdlen > end {
             return None;
         }
+        // One call per record type: merging the two paths first makes the verifier explore
+        // every combination of them (past its 1M instruction limit).
         if rtype == TYPE_A && rdlen == 4 {
-            let a: [u8; 4] = load(ctx, rdata)?;
-            let mut addr = [0u8; 16];
-            addr[0] = a[0];
-            addr[1] = a[1];
-            addr[2] = a[2];
-            addr[3] = a[3];
-            remember(
-                set,
-                DnsAllowKey {
-                    netns,
-                    family: AF_INET,
-                    rule: 0,
-                    _pad: [0; 5],
-                    addr,
-                },
-                mask,
-                ttl,
-                now,
-            );
+            let key = policy::allow_key(netns, AF_INET, v4_in_16(load(ctx, rdata)?));
+            policy::learn(set, key, mask, expiry(ttl, now));
         } else if rtype == TYPE_AAAA && rdlen == 16 {
-            let addr: [u8; 16] = load(ctx, rdata)?;
-            remember(
-                set,
-                DnsAllowKey {
-                    netns,
-                    family: AF_INET6,
-                    rule: 0,
-                    _pad: [0; 5],
-                    addr,
-                },
-                mask,
-                ttl,
-                now,
-            );
+            let key = policy::allow_key(netns, AF_INET6, load(ctx, rdata)?);
+            policy::learn(set, key, mask, expiry(ttl, now));
         }
         pos = rdata + rdlen;
         i += 1;
     }
     Some(mask)
+}
+
+/// Until when an answer with `ttl` (seconds) approves its address: now + the TTL, bounded.
+#[inline(always)]
+fn expiry(ttl: u32, now: u64) -> u64 {
+    let (floor, ceiling) = (global(&DNS_TTL_FLOOR_NS), global(&DNS_TTL_CEILING_NS));
+    now + (u64::from(ttl) * 1_000_000_000).clamp(floor, ceiling)
 }
 
 /// Reads the question name, returns its wire length and the mask of domain rules approving it
@@ -395,87 +347,4 @@ fn skip_name(ctx: &SkBuffContext, mut pos: u32, end: u32) -> Option<u32> {
         guard += 1;
     }
     None
-}
-
-/// Approves the address for each of `mask`'s rules until now + the (bounded) TTL. One map
-/// entry per rule keeps every iteration's verifier state identical (no path explosion).
-fn remember(set: u32, mut key: DnsAllowKey, mask: u32, ttl: u32, now: u64) {
-    // SAFETY: reads of constants the loader may have rewritten.
-    let (floor, ceiling) = unsafe {
-        (
-            read_volatile(&DNS_TTL_FLOOR_NS),
-            read_volatile(&DNS_TTL_CEILING_NS),
-        )
-    };
-    let expires = now + (u64::from(ttl) * 1_000_000_000).clamp(floor, ceiling);
-    let map = if set == 0 { &DNS_ALLOW_0 } else { &DNS_ALLOW_1 };
-    let mut i = 0u32;
-    while i < DNS_RULES_MAX as u32 {
-        key.rule = i as u8;
-        if mask & (1 << i) != 0 {
-            match map.get_ptr_mut(&key) {
-                // SAFETY: a live map value; a concurrent update only ever raises it.
-                Some(old) => unsafe {
-                    if *old < expires {
-                        *old = expires;
-                    }
-                },
-                None => {
-                    let _ = map.insert(&key, &expires, 0);
-                }
-            }
-        }
-        i += 1;
-    }
-}
-
-/// Block mode, after the prefix tries did not approve: does a learned answer approve `key`'s
-/// address for this port, protocol and caller? `rules` is the live policy's domain rule count.
-#[inline(always)]
-pub fn learned_approves(
-    set: u32,
-    mut key: DnsAllowKey,
-    rules: u32,
-    port: u16,
-    proto: u8,
-    cgroups: u64,
-) -> bool {
-    let map = if set == 0 { &DNS_ALLOW_0 } else { &DNS_ALLOW_1 };
-    let domain_rules = if set == 0 {
-        &DOMAIN_RULES_0
-    } else {
-        &DOMAIN_RULES_1
-    };
-    let now = now_ns();
-    let mut i = 0u32;
-    while i < DNS_RULES_MAX as u32 {
-        if i >= rules {
-            break;
-        }
-        key.rule = i as u8;
-        // SAFETY: a plain `u64`, copied out.
-        let expires = unsafe { map.get(&key) }.copied().unwrap_or(0);
-        if expires > now {
-            if let Some(rule) = domain_rules.get(i) {
-                if policy::approves(rule, port, proto, cgroups) {
-                    return true;
-                }
-            }
-        }
-        i += 1;
-    }
-    false
-}
-
-/// The approved-names entry for a hash in `set`.
-#[inline(always)]
-pub fn names_get(set: u32, hash: u64) -> Option<DnsNameValue> {
-    // SAFETY: plain values, copied out.
-    unsafe {
-        if set == 0 {
-            DNS_NAMES_0.get(&hash).copied()
-        } else {
-            DNS_NAMES_1.get(&hash).copied()
-        }
-    }
 }

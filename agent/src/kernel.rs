@@ -8,6 +8,7 @@ use std::{
 };
 
 use agent_common::{
+    names::{globals, maps, programs},
     ConnState, Counter, DnsAllowKey, DnsNameValue, PolicyAddr4, PolicyAddr6, PolicyState,
     PolicyValue, UdpFlowKey, UdpFlowValue, POLICY_MODE_AUDIT, POLICY_MODE_BLOCK,
 };
@@ -17,7 +18,12 @@ use aya::{
         Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
     },
     programs::{
+        cgroup_skb::{CgroupSkbLink, CgroupSkbLinkId},
+        cgroup_sock::{CgroupSockLink, CgroupSockLinkId},
+        cgroup_sock_addr::{CgroupSockAddrLink, CgroupSockAddrLinkId},
         links::{FdLink, PinnedLink},
+        sock_ops::{SockOpsLink, SockOpsLinkId},
+        trace_point::{TracePointLink, TracePointLinkId},
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError,
         SockOps, TracePoint,
     },
@@ -340,18 +346,36 @@ pub struct Kernel {
     pub took_over: usize,
 }
 
-const CGROUP_SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+const CGROUP_SOCK_ADDR: [&str; 4] = [
+    programs::CONNECT4,
+    programs::CONNECT6,
+    programs::SENDMSG4,
+    programs::SENDMSG6,
+];
+/// The tracepoints always attached: (program, which is also the event, category).
 const TRACEPOINTS: [(&str, &str); 6] = [
-    ("cgroup_mkdir", "cgroup"),
-    ("sys_enter_execve", "syscalls"),
-    ("sys_enter_execveat", "syscalls"),
-    ("sched_process_exec", "sched"),
-    ("task_newtask", "task"),
-    ("sched_process_exit", "sched"),
+    (programs::CGROUP_MKDIR, "cgroup"),
+    (programs::SYS_ENTER_EXECVE, "syscalls"),
+    (programs::SYS_ENTER_EXECVEAT, "syscalls"),
+    (programs::SCHED_PROCESS_EXEC, "sched"),
+    (programs::TASK_NEWTASK, "task"),
+    (programs::SCHED_PROCESS_EXIT, "sched"),
 ];
 
 fn program_err(name: &'static str) -> impl FnOnce(ProgramError) -> KernelError {
     move |source| KernelError::Program { name, source }
+}
+
+/// A program's link as the kind that can be pinned (`--on-exit keep`).
+fn pinnable<L>(name: &'static str, link: L) -> Result<FdLink, KernelError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    FdLink::try_from(link).map_err(|source| KernelError::Program {
+        name,
+        source: ProgramError::IOError(io::Error::other(source.to_string())),
+    })
 }
 
 /// Loads the programs, installs `policy`, attaches the socket hooks to `cgroup` (a cgroup v2
@@ -363,156 +387,60 @@ pub fn load_and_attach(
     policy: &CompiledPolicy,
     scope_ids: &StdHashMap<u64, u64>,
 ) -> Result<(Kernel, KernelMaps), KernelError> {
+    // The rest is written into the object by `load`.
     let KernelConfig {
         ring_buffer_size,
-        udp_idle_ns,
+        udp_idle_ns: _,
         on_exit,
         pin_path,
-        dns_port,
-        dns_ttl_floor_ns,
-        dns_ttl_ceiling_ns,
-        tcp_progress,
+        dns_port: _,
+        dns_ttl_floor_ns: _,
+        dns_ttl_ceiling_ns: _,
+        tcp_progress: _,
         connection_ends,
     } = config;
     raise_memlock();
     let tracefs_dir = tracefs::ensure_mounted()?;
     tracefs::check_layouts(tracefs_dir)?;
-
-    let optional: Vec<(&str, &str)> = tracefs::OPTIONAL
-        .iter()
-        .filter(|_| *connection_ends)
-        .filter_map(|&(category, event, fields)| {
-            match tracefs::check(tracefs_dir, &[(category, event, fields)]) {
-                Ok(()) => Some((event, category)),
-                Err(err) => {
-                    log::warn!("not using tracepoint {category}:{event} ({err}): failed connects are reported less precisely");
-                    None
-                }
-            }
-        })
-        .collect();
-
-    let wakeup_bytes = u64::from(ring_buffer_size / 4);
-    let tcp_progress = u32::from(*tcp_progress);
-    let conn_tracking = u32::from(*connection_ends);
-    let mut ebpf = EbpfLoader::new()
-        .override_global("UDP_IDLE_NS", udp_idle_ns, true)
-        .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
-        .override_global("DNS_PORT", dns_port, true)
-        .override_global("DNS_TTL_FLOOR_NS", dns_ttl_floor_ns, true)
-        .override_global("DNS_TTL_CEILING_NS", dns_ttl_ceiling_ns, true)
-        .override_global("TCP_PROGRESS", &tcp_progress, true)
-        .override_global("CONN_TRACKING", &conn_tracking, true)
-        .map_max_entries("EVENTS", *ring_buffer_size)
-        .load(PROGRAMS)
-        .map_err(KernelError::Load)?;
-
-    // Take the maps first: they stay usable after the programs are detached (final drain).
-    let mut maps = KernelMaps {
-        events: typed(&mut ebpf, "EVENTS")?,
-        lookups: KernelLookups {
-            counters: typed(&mut ebpf, "COUNTERS")?,
-            udp_flows: typed(&mut ebpf, "UDP_FLOWS")?,
-            conns: typed(&mut ebpf, "CONNS")?,
-        },
-        policy: PolicyMaps {
-            state: typed(&mut ebpf, "POLICY_STATE")?,
-            sets: [policy_set(&mut ebpf, 0)?, policy_set(&mut ebpf, 1)?],
-            current: PolicyState::default(),
-        },
+    let optional = if *connection_ends {
+        usable_optional_tracepoints(tracefs_dir)
+    } else {
+        Vec::new()
     };
+
+    let mut ebpf = load(config)?;
+    // Take the maps first: they stay usable after the programs are detached (final drain).
+    let mut maps = take_maps(&mut ebpf)?;
     // The policy is in force before the first program is attached: no unchecked window.
     maps.policy.install(policy, scope_ids, &[])?;
 
-    // Tracepoints first, so the process table is fed before the first connect is seen.
+    let keep = *on_exit == OnExit::Keep;
     let mut pinned = Vec::new();
+    // Tracepoints first, so the process table is fed before the first connect is seen.
     for (name, category) in TRACEPOINTS.into_iter().chain(optional) {
-        let program: &mut TracePoint = program_mut(&mut ebpf, name)?;
-        program.load().map_err(program_err(name))?;
-        let link_id = program.attach(category, name).map_err(program_err(name))?;
         // New cgroups must keep getting their scope bits while egret is down.
-        if *on_exit == OnExit::Keep && name == "cgroup_mkdir" {
-            let link = program.take_link(link_id).map_err(program_err(name))?;
-            let link = FdLink::try_from(link).map_err(|source| KernelError::Program {
-                name,
-                source: ProgramError::IOError(io::Error::other(source.to_string())),
-            })?;
-            pinned.push((name, link));
-        }
+        let pin = keep && name == programs::CGROUP_MKDIR;
+        load_attach(
+            &mut ebpf,
+            name,
+            pin,
+            &mut pinned,
+            |program: &mut TracePoint| program.attach(category, name),
+        )?;
     }
-
     let cgroup_dir = File::open(cgroup).map_err(|source| KernelError::Program {
         name: "cgroup",
         source: ProgramError::IOError(source),
     })?;
     let pin_dir = pin_path.join(format!("cgroup-{}", cgroup_id(cgroup)?));
-    let mode = cgroup_attach_mode();
-    for name in CGROUP_SOCK_ADDR {
-        let program: &mut CgroupSockAddr = program_mut(&mut ebpf, name)?;
-        program.load().map_err(program_err(name))?;
-        let link_id = program
-            .attach(&cgroup_dir, mode)
-            .map_err(program_err(name))?;
-        if *on_exit == OnExit::Keep {
-            let link = program.take_link(link_id).map_err(program_err(name))?;
-            let link = FdLink::try_from(link).map_err(|source| KernelError::Program {
-                name,
-                source: ProgramError::IOError(io::Error::other(source.to_string())),
-            })?;
-            pinned.push((name, link));
-        }
-    }
-    // DNS answers: attached before the socket programs' links are pinned so a kept policy's
-    // learned addresses keep being learned too.
-    let dns: &mut CgroupSkb = program_mut(&mut ebpf, "dns_ingress")?;
-    dns.load().map_err(program_err("dns_ingress"))?;
-    let link_id = dns
-        .attach(&cgroup_dir, CgroupSkbAttachType::Ingress, mode)
-        .map_err(program_err("dns_ingress"))?;
-    if *on_exit == OnExit::Keep {
-        let link = dns.take_link(link_id).map_err(program_err("dns_ingress"))?;
-        let link = FdLink::try_from(link).map_err(|source| KernelError::Program {
-            name: "dns_ingress",
-            source: ProgramError::IOError(io::Error::other(source.to_string())),
-        })?;
-        pinned.push(("dns_ingress", link));
-    }
-    let release: &mut CgroupSock = program_mut(&mut ebpf, "sock_release")?;
-    release.load().map_err(program_err("sock_release"))?;
-    release
-        .attach(&cgroup_dir, mode)
-        .map_err(program_err("sock_release"))?;
-    // The life of each connection: not pinned, they only feed egret's own lines.
-    if *connection_ends {
-        // (Received UDP bytes are counted by the ingress program, `dns_ingress`.)
-        let egress: &mut CgroupSkb = program_mut(&mut ebpf, "conn_egress")?;
-        egress.load().map_err(program_err("conn_egress"))?;
-        egress
-            .attach(&cgroup_dir, CgroupSkbAttachType::Egress, mode)
-            .map_err(program_err("conn_egress"))?;
-        let sock_ops: &mut SockOps = program_mut(&mut ebpf, "sock_ops")?;
-        sock_ops.load().map_err(program_err("sock_ops"))?;
-        sock_ops
-            .attach(&cgroup_dir, mode)
-            .map_err(program_err("sock_ops"))?;
-    }
+    attach_to_cgroup(&mut ebpf, &cgroup_dir, keep, *connection_ends, &mut pinned)?;
 
     // Ours are attached (so nothing is unchecked in between): now retire an earlier egret's.
     let took_over = take_over(&pin_dir)?;
-    let mut kept = Vec::new();
-    let pinned_at = if pinned.is_empty() {
-        None
+    let (kept, pinned_at) = if pinned.is_empty() {
+        (Vec::new(), None)
     } else {
-        ensure_bpffs(pin_path)?;
-        fs::create_dir_all(&pin_dir).map_err(|source| pin_error(&pin_dir, source))?;
-        for (name, link) in pinned {
-            let path = pin_dir.join(name);
-            let link = link
-                .pin(&path)
-                .map_err(|e| pin_error(&path, io::Error::other(e.to_string())))?;
-            kept.push(link);
-        }
-        Some(pin_dir)
+        (pin(pinned, pin_path, &pin_dir)?, Some(pin_dir))
     };
     Ok((
         Kernel {
@@ -523,6 +451,194 @@ pub fn load_and_attach(
         },
         maps,
     ))
+}
+
+/// The optional tracepoints whose format matches what the programs read: (program, category).
+fn usable_optional_tracepoints(tracefs_dir: &str) -> Vec<(&'static str, &'static str)> {
+    tracefs::OPTIONAL
+        .iter()
+        .filter_map(|&(category, event, fields)| {
+            match tracefs::check(tracefs_dir, &[(category, event, fields)]) {
+                Ok(()) => Some((event, category)),
+                Err(err) => {
+                    log::warn!("not using tracepoint {category}:{event} ({err}): failed connects are reported less precisely");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Loads the object with the settings the programs read (`KernelConfig`) written into it.
+fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
+    let KernelConfig {
+        ring_buffer_size,
+        udp_idle_ns,
+        on_exit: _,
+        pin_path: _,
+        dns_port,
+        dns_ttl_floor_ns,
+        dns_ttl_ceiling_ns,
+        tcp_progress,
+        connection_ends,
+    } = config;
+    let wakeup_bytes = u64::from(ring_buffer_size / 4);
+    let tcp_progress = u32::from(*tcp_progress);
+    let conn_tracking = u32::from(*connection_ends);
+    EbpfLoader::new()
+        .override_global(globals::UDP_IDLE_NS, udp_idle_ns, true)
+        .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
+        .override_global(globals::DNS_PORT, dns_port, true)
+        .override_global(globals::DNS_TTL_FLOOR_NS, dns_ttl_floor_ns, true)
+        .override_global(globals::DNS_TTL_CEILING_NS, dns_ttl_ceiling_ns, true)
+        .override_global(globals::TCP_PROGRESS, &tcp_progress, true)
+        .override_global(globals::CONN_TRACKING, &conn_tracking, true)
+        .map_max_entries(maps::EVENTS, *ring_buffer_size)
+        .load(PROGRAMS)
+        .map_err(KernelError::Load)
+}
+
+/// Takes the maps userspace uses out of the object.
+fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, KernelError> {
+    Ok(KernelMaps {
+        events: typed(ebpf, maps::EVENTS)?,
+        lookups: KernelLookups {
+            counters: typed(ebpf, maps::COUNTERS)?,
+            udp_flows: typed(ebpf, maps::UDP_FLOWS)?,
+            conns: typed(ebpf, maps::CONNS)?,
+        },
+        policy: PolicyMaps {
+            state: typed(ebpf, maps::POLICY_STATE)?,
+            sets: [policy_set(ebpf, 0)?, policy_set(ebpf, 1)?],
+            current: PolicyState::default(),
+        },
+    })
+}
+
+/// Attaches the socket and packet programs to the cgroup. With `keep` (`--on-exit keep`), the
+/// links that enforce the policy go into `pinned`.
+fn attach_to_cgroup(
+    ebpf: &mut Ebpf,
+    cgroup: &File,
+    keep: bool,
+    connection_ends: bool,
+    pinned: &mut Vec<(&'static str, FdLink)>,
+) -> Result<(), KernelError> {
+    let mode = cgroup_attach_mode();
+    for name in CGROUP_SOCK_ADDR {
+        load_attach(ebpf, name, keep, pinned, |program: &mut CgroupSockAddr| {
+            program.attach(cgroup, mode)
+        })?;
+    }
+    // DNS answers: attached before the socket programs' links are pinned so a kept policy's
+    // learned addresses keep being learned too.
+    load_attach(
+        ebpf,
+        programs::DNS_INGRESS,
+        keep,
+        pinned,
+        |program: &mut CgroupSkb| program.attach(cgroup, CgroupSkbAttachType::Ingress, mode),
+    )?;
+    load_attach(
+        ebpf,
+        programs::SOCK_RELEASE,
+        false,
+        pinned,
+        |program: &mut CgroupSock| program.attach(cgroup, mode),
+    )?;
+    // The life of each connection: not pinned, they only feed egret's own lines.
+    if connection_ends {
+        // (Received UDP bytes are counted by the ingress program, `dns_ingress`.)
+        load_attach(
+            ebpf,
+            programs::CONN_EGRESS,
+            false,
+            pinned,
+            |program: &mut CgroupSkb| program.attach(cgroup, CgroupSkbAttachType::Egress, mode),
+        )?;
+        load_attach(
+            ebpf,
+            programs::SOCK_OPS,
+            false,
+            pinned,
+            |program: &mut SockOps| program.attach(cgroup, mode),
+        )?;
+    }
+    Ok(())
+}
+
+/// What [`load_attach`] needs of every program type; aya has them as inherent methods.
+trait Attachable {
+    type LinkId;
+    type Link;
+    fn load_program(&mut self) -> Result<(), ProgramError>;
+    fn take_link_of(&mut self, link_id: Self::LinkId) -> Result<Self::Link, ProgramError>;
+}
+
+macro_rules! attachable {
+    ($($program:ty => $link_id:ty, $link:ty;)*) => {$(
+        impl Attachable for $program {
+            type LinkId = $link_id;
+            type Link = $link;
+            fn load_program(&mut self) -> Result<(), ProgramError> {
+                self.load()
+            }
+            fn take_link_of(&mut self, link_id: $link_id) -> Result<$link, ProgramError> {
+                self.take_link(link_id)
+            }
+        }
+    )*};
+}
+
+attachable! {
+    TracePoint => TracePointLinkId, TracePointLink;
+    CgroupSockAddr => CgroupSockAddrLinkId, CgroupSockAddrLink;
+    CgroupSkb => CgroupSkbLinkId, CgroupSkbLink;
+    CgroupSock => CgroupSockLinkId, CgroupSockLink;
+    SockOps => SockOpsLinkId, SockOpsLink;
+}
+
+/// Loads program `name` and attaches it with `attach`. With `pin`, its link is taken from the
+/// program into `pinned`, to be pinned; otherwise it goes when egret does.
+fn load_attach<P: Attachable>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    pin: bool,
+    pinned: &mut Vec<(&'static str, FdLink)>,
+    attach: impl FnOnce(&mut P) -> Result<P::LinkId, ProgramError>,
+) -> Result<(), KernelError>
+where
+    for<'a> &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+    FdLink: TryFrom<P::Link>,
+    <FdLink as TryFrom<P::Link>>::Error: std::fmt::Display,
+{
+    let program: &mut P = program_mut(ebpf, name)?;
+    program.load_program().map_err(program_err(name))?;
+    let link_id = attach(program).map_err(program_err(name))?;
+    if pin {
+        let link = program.take_link_of(link_id).map_err(program_err(name))?;
+        pinned.push((name, pinnable(name, link)?));
+    }
+    Ok(())
+}
+
+/// Pins `links` in `pin_dir` (under `pin_path`, mounting bpffs there if needed).
+fn pin(
+    links: Vec<(&'static str, FdLink)>,
+    pin_path: &Path,
+    pin_dir: &Path,
+) -> Result<Vec<PinnedLink>, KernelError> {
+    ensure_bpffs(pin_path)?;
+    fs::create_dir_all(pin_dir).map_err(|source| pin_error(pin_dir, source))?;
+    let mut kept = Vec::new();
+    for (name, link) in links {
+        let path = pin_dir.join(name);
+        let link = link
+            .pin(&path)
+            .map_err(|e| pin_error(&path, io::Error::other(e.to_string())))?;
+        kept.push(link);
+    }
+    Ok(kept)
 }
 
 fn pin_error(path: &Path, source: io::Error) -> KernelError {
@@ -573,14 +689,7 @@ fn ensure_bpffs(path: &Path) -> Result<(), KernelError> {
     }
     let default = Path::new("/sys/fs/bpf");
     if path.starts_with(default) && fs_magic(default) != Some(BPF_FS_MAGIC) {
-        nix::mount::mount(
-            Some("bpf"),
-            default,
-            Some("bpf"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .map_err(|source| KernelError::Bpffs {
+        tracefs::mount_pseudo_fs("bpf", default).map_err(|source| KernelError::Bpffs {
             path: path.display().to_string(),
             source,
         })?;
@@ -603,29 +712,33 @@ fn fs_magic(path: &Path) -> Option<i64> {
         .map(|s| i64::from(s.filesystem_type().0))
 }
 
-/// Names of the maps of policy set 0 and set 1 (`agent-ebpf/src/policy.rs`, `dns.rs`).
-const POLICY_SET_MAPS: [[&str; 8]; 2] = [
+/// Names of the maps of policy set 0 and set 1 (`agent-ebpf/src/policy.rs`), in the order of
+/// [`PolicySet`]'s fields.
+const POLICY_SET_MAPS: [[&str; 8]; 2] = {
+    use maps::*;
     [
-        "POLICY_V4_0",
-        "POLICY_V6_0",
-        "SCOPES_0",
-        "DNS_NAMES_0",
-        "DNS_ALLOW_0",
-        "DOMAIN_RULES_0",
-        "SCOPE_PATHS_0",
-        "SCOPE_UNITS_0",
-    ],
-    [
-        "POLICY_V4_1",
-        "POLICY_V6_1",
-        "SCOPES_1",
-        "DNS_NAMES_1",
-        "DNS_ALLOW_1",
-        "DOMAIN_RULES_1",
-        "SCOPE_PATHS_1",
-        "SCOPE_UNITS_1",
-    ],
-];
+        [
+            POLICY_V4_0,
+            POLICY_V6_0,
+            SCOPES_0,
+            DNS_NAMES_0,
+            DNS_ALLOW_0,
+            DOMAIN_RULES_0,
+            SCOPE_PATHS_0,
+            SCOPE_UNITS_0,
+        ],
+        [
+            POLICY_V4_1,
+            POLICY_V6_1,
+            SCOPES_1,
+            DNS_NAMES_1,
+            DNS_ALLOW_1,
+            DOMAIN_RULES_1,
+            SCOPE_PATHS_1,
+            SCOPE_UNITS_1,
+        ],
+    ]
+};
 
 /// Takes the maps of one policy set out of the object.
 fn policy_set(ebpf: &mut Ebpf, set: usize) -> Result<PolicySet, KernelError> {
@@ -694,6 +807,62 @@ fn raise_memlock() {
         log::debug!(
             "could not raise RLIMIT_MEMLOCK ({}); fine on kernels >= 5.11",
             io::Error::last_os_error()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+
+    use super::*;
+
+    /// The maps, programs and globals of the embedded object, from its symbol table: a map is
+    /// a symbol in the `maps` section, a program a function outside `.text` (helpers the
+    /// programs call live there), a global a data symbol in `.rodata`, `.data` or `.bss`.
+    fn object_names() -> [BTreeSet<String>; 3] {
+        let file = object::File::parse(PROGRAMS).unwrap();
+        let [mut maps, mut programs, mut globals] = [(); 3].map(|()| BTreeSet::new());
+        for symbol in file.symbols().filter(|symbol| symbol.is_global()) {
+            let Some(index) = symbol.section_index() else {
+                continue;
+            };
+            let section = file.section_by_index(index).unwrap();
+            let name = symbol.name().unwrap().to_owned();
+            let list = match (symbol.kind(), section.name().unwrap()) {
+                (_, "maps") => &mut maps,
+                (SymbolKind::Text, section) if !section.starts_with(".text") => &mut programs,
+                (SymbolKind::Data, ".rodata" | ".data" | ".bss") => &mut globals,
+                _ => continue,
+            };
+            list.insert(name);
+        }
+        [maps, programs, globals]
+    }
+
+    fn listed(names: &[&str]) -> BTreeSet<String> {
+        let set: BTreeSet<String> = names.iter().map(|name| (*name).to_owned()).collect();
+        assert_eq!(set.len(), names.len(), "a name is listed twice: {names:?}");
+        set
+    }
+
+    /// `agent_common::names` and the kernel crate's identifiers name the same things: renaming
+    /// a map, program or global on one side only fails here, not at load time on a host.
+    #[test]
+    fn names_match_the_object() {
+        let [maps_found, programs_found, globals_found] = object_names();
+        assert_eq!(maps_found, listed(maps::ALL), "maps: object vs names::maps");
+        assert_eq!(
+            programs_found,
+            listed(programs::ALL),
+            "programs: object vs names::programs"
+        );
+        assert_eq!(
+            globals_found,
+            listed(globals::ALL),
+            "globals: object vs names::globals"
         );
     }
 }

@@ -3,6 +3,8 @@
 
 use std::{fs, io, path::Path};
 
+use agent_common::names::programs;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {
     #[error("tracefs is not mounted and mounting it on /sys/kernel/tracing failed: {0}; mount it with `mount -t tracefs tracefs /sys/kernel/tracing`")]
@@ -35,16 +37,20 @@ pub fn ensure_mounted() -> Result<&'static str, TracefsError> {
         return Ok(found);
     }
     let target = CANDIDATES[0];
+    mount_pseudo_fs("tracefs", Path::new(target)).map_err(TracefsError::Mount)?;
+    log::info!("mounted tracefs on {target}");
+    Ok(target)
+}
+
+/// Mounts a kernel pseudo file system (`tracefs`, `bpf`) of type `fstype` on `target`.
+pub(crate) fn mount_pseudo_fs(fstype: &str, target: &Path) -> nix::Result<()> {
     nix::mount::mount(
-        Some("tracefs"),
+        Some(fstype),
         target,
-        Some("tracefs"),
+        Some(fstype),
         nix::mount::MsFlags::empty(),
         None::<&str>,
     )
-    .map_err(TracefsError::Mount)?;
-    log::info!("mounted tracefs on {target}");
-    Ok(target)
 }
 
 /// A field of a tracepoint format: name → (offset, size).
@@ -71,45 +77,32 @@ pub type FieldLayout = (&'static str, usize, usize);
 
 /// Fields the kernel programs read, by tracepoint: (category, event, fields).
 pub const EXPECTED: &[(&str, &str, &[FieldLayout])] = &[
-    (
-        "syscalls",
-        "sys_enter_execve",
-        &[("filename", 16, 8), ("argv", 24, 8)],
-    ),
-    (
-        "syscalls",
-        "sys_enter_execveat",
-        &[("filename", 24, 8), ("argv", 32, 8)],
-    ),
-    (
-        "sched",
-        "sched_process_exec",
-        &[("filename", 8, 4), ("old_pid", 16, 4)],
-    ),
-    (
-        "task",
-        "task_newtask",
-        &[("pid", 8, 4), ("clone_flags", 32, 8)],
-    ),
+    ("syscalls", programs::SYS_ENTER_EXECVE, EXECVE),
+    ("syscalls", programs::SYS_ENTER_EXECVEAT, EXECVEAT),
+    ("sched", programs::SCHED_PROCESS_EXEC, PROCESS_EXEC),
+    ("task", programs::TASK_NEWTASK, NEWTASK),
 ];
+const EXECVE: &[FieldLayout] = &[("filename", 16, 8), ("argv", 24, 8)];
+const EXECVEAT: &[FieldLayout] = &[("filename", 24, 8), ("argv", 32, 8)];
+const PROCESS_EXEC: &[FieldLayout] = &[("filename", 8, 4), ("old_pid", 16, 4)];
+const NEWTASK: &[FieldLayout] = &[("pid", 8, 4), ("clone_flags", 32, 8)];
 
 /// Tracepoints that refine connection end lines (the exact failure of a connect). On a kernel
 /// where one is missing or laid out differently, egret goes on without it: failures are then
 /// reported as timeouts or aborts instead of "refused" / "host unreachable".
 pub const OPTIONAL: &[(&str, &str, &[FieldLayout])] = &[
-    ("tcp", "tcp_receive_reset", &[("sock_cookie", 64, 8)]),
-    (
-        "sock",
-        "inet_sk_error_report",
-        &[
-            ("error", 8, 4),
-            ("sport", 12, 2),
-            ("dport", 14, 2),
-            ("protocol", 18, 2),
-        ],
-    ),
-    ("syscalls", "sys_exit_connect", &[("ret", 16, 8)]),
+    ("tcp", programs::TCP_RECEIVE_RESET, RECEIVE_RESET),
+    ("sock", programs::INET_SK_ERROR_REPORT, SK_ERROR_REPORT),
+    ("syscalls", programs::SYS_EXIT_CONNECT, EXIT_CONNECT),
 ];
+const RECEIVE_RESET: &[FieldLayout] = &[("sock_cookie", 64, 8)];
+const SK_ERROR_REPORT: &[FieldLayout] = &[
+    ("error", 8, 4),
+    ("sport", 12, 2),
+    ("dport", 14, 2),
+    ("protocol", 18, 2),
+];
+const EXIT_CONNECT: &[FieldLayout] = &[("ret", 16, 8)];
 
 /// Checks every tracepoint's format against [`EXPECTED`].
 pub fn check_layouts(tracefs: &str) -> Result<(), TracefsError> {

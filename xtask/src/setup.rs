@@ -61,6 +61,16 @@ fn rustup() -> Command {
     Command::new("rustup")
 }
 
+/// A `cargo` command of the nightly toolchain (`rustup run nightly cargo`), the one
+/// `agent/build.rs` (aya-build) builds the kernel programs with, run from the workspace root.
+pub fn nightly_cargo() -> Command {
+    let mut command = rustup();
+    command
+        .args(["run", "nightly", "cargo"])
+        .current_dir(cmd::workspace_root());
+    command
+}
+
 fn nightly_llvm_major() -> Result<u32> {
     let output = rustup().args(["run", "nightly", "rustc", "-vV"]).output();
     let output = match output {
