@@ -58,8 +58,6 @@ pub enum KernelError {
     },
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
-    #[error("--ring-buffer-size {0} must be a power of two and at least 4096 (one page)")]
-    RingSize(u32),
     #[error("writing the policy into the kernel ({what}): {source}")]
     PolicyMap {
         what: &'static str,
@@ -208,6 +206,33 @@ fn policy_err(what: &'static str) -> impl FnOnce(MapError) -> KernelError {
     move |source| KernelError::PolicyMap { what, source }
 }
 
+/// What the pipeline writes into the policy maps the socket programs read (block mode).
+/// [`PolicyMaps`] is the live one; the pipeline's unit tests record the calls instead.
+pub trait PolicyKernel {
+    /// Installs a whole policy (and the answer addresses it approves) in one switch.
+    ///
+    /// # Errors
+    /// A map update failed; the policy in force is unchanged.
+    fn install(
+        &mut self,
+        compiled: &CompiledPolicy,
+        scope_ids: &StdHashMap<u64, u64>,
+        learned: &[(DnsAllowKey, u64)],
+    ) -> Result<(), KernelError>;
+
+    /// Adds approved answer addresses to the live policy.
+    ///
+    /// # Errors
+    /// A map update failed.
+    fn learn(&mut self, learned: &[(DnsAllowKey, u64)]) -> Result<(), KernelError>;
+
+    /// Adds scope bits of cgroups to the live policy; returns how many were new.
+    ///
+    /// # Errors
+    /// A map update failed.
+    fn add_scopes(&mut self, scope_ids: &StdHashMap<u64, u64>) -> Result<usize, KernelError>;
+}
+
 impl PolicyMaps {
     fn set_mut(&mut self, index: u32) -> &mut PolicySet {
         let [zero, one] = &mut self.sets;
@@ -217,14 +242,16 @@ impl PolicyMaps {
             one
         }
     }
+}
 
+impl PolicyKernel for PolicyMaps {
     /// Installs `compiled` in the idle set and then switches to it with one map update, so
     /// every connect sees either the whole old policy or the whole new one. The set left idle
     /// is cleared at the next install, long after any program that read the old switch value
     /// has finished.
     /// `learned`: addresses the new policy's domain rules approve from answers seen before
     /// (the applications hold them in their own caches), carried over so they stay reachable.
-    pub fn install(
+    fn install(
         &mut self,
         compiled: &CompiledPolicy,
         scope_ids: &StdHashMap<u64, u64>,
@@ -274,14 +301,14 @@ impl PolicyMaps {
     }
 
     /// Adds learned answer addresses to the live set.
-    pub fn learn(&mut self, learned: &[(DnsAllowKey, u64)]) -> Result<(), KernelError> {
+    fn learn(&mut self, learned: &[(DnsAllowKey, u64)]) -> Result<(), KernelError> {
         let active = self.current.active;
         self.set_mut(active).learn(learned)
     }
 
     /// Adds cgroups that appeared since the policy was installed to the live set (scope bits
     /// only ever grow for a live policy; a reload rebuilds them).
-    pub fn add_scopes(&mut self, scope_ids: &StdHashMap<u64, u64>) -> Result<usize, KernelError> {
+    fn add_scopes(&mut self, scope_ids: &StdHashMap<u64, u64>) -> Result<usize, KernelError> {
         let active = self.current.active;
         self.set_mut(active).add_scopes(scope_ids)
     }
@@ -303,24 +330,34 @@ pub struct KernelLookups {
     pub conns: HashMap<MapData, u64, ConnState>,
 }
 
-impl KernelLookups {
+/// What the pipeline reads from the maps the programs write: counters, UDP flows, open TCP
+/// connections. [`KernelLookups`] is the live one; the pipeline's unit tests use in-memory maps.
+pub trait KernelView {
     /// Sum over CPUs of one counter; 0 if it cannot be read.
-    pub fn counter(&self, counter: Counter) -> u64 {
+    fn counter(&self, counter: Counter) -> u64;
+    fn udp_flow(&self, key: &UdpFlowKey) -> Option<UdpFlowValue>;
+    /// The kernel's state of an open TCP connection.
+    fn conn(&self, cookie: u64) -> Option<ConnState>;
+}
+
+impl KernelView for KernelLookups {
+    fn counter(&self, counter: Counter) -> u64 {
         self.counters
             .get(&(counter as u32), 0)
             .map(|values| values.iter().copied().fold(0u64, u64::saturating_add))
             .unwrap_or(0)
     }
 
-    pub fn udp_flow(&self, key: &UdpFlowKey) -> Option<UdpFlowValue> {
+    fn udp_flow(&self, key: &UdpFlowKey) -> Option<UdpFlowValue> {
         self.udp_flows.get(key, 0).ok()
     }
 
-    /// The kernel's state of an open TCP connection.
-    pub fn conn(&self, cookie: u64) -> Option<ConnState> {
+    fn conn(&self, cookie: u64) -> Option<ConnState> {
         self.conns.get(&cookie, 0).ok()
     }
+}
 
+impl KernelLookups {
     /// Starts following a connection that was open before egret (unless the kernel already
     /// follows it: a connect seen since the programs were attached wins).
     pub fn follow_existing(&mut self, cookie: u64, state: &ConnState) -> Result<bool, MapError> {
@@ -389,7 +426,7 @@ pub fn load_and_attach(
 ) -> Result<(Kernel, KernelMaps), KernelError> {
     // The rest is written into the object by `load`.
     let KernelConfig {
-        ring_buffer_size,
+        ring_buffer_size: _,
         udp_idle_ns: _,
         on_exit,
         pin_path,

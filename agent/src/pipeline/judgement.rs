@@ -14,10 +14,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use agent_common::DnsAllowKey;
 
-use super::{
-    emit::{Emitter, Line},
-    kernel_view::PolicyKernel,
-};
+use super::emit::{Emitter, Line};
 use crate::{
     alerts::{Alert, Alerts},
     clock::duration_ns,
@@ -25,6 +22,7 @@ use crate::{
     conn::{ConnEnd, Failures, Outcome},
     container::{ContainerInfo, Lookup},
     dns::state::{Answer, DnsState},
+    kernel::PolicyKernel,
     policy::{
         active::{load_policy, ActivePolicy},
         compile,

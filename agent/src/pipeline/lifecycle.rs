@@ -18,14 +18,12 @@ use agent_common::{
     ConnEndEvent, ConnectEvent, SockReleaseEvent, UdpFlowKey, CONN_FLAG_PREEXISTING,
 };
 
-use super::{
-    emit::{Emitter, Line},
-    kernel_view::KernelView,
-};
+use super::emit::{Emitter, Line};
 use crate::{
     clock::duration_ns,
     config::ConnectionConfig,
     conn::{self, ConnEnd, OpenConns},
+    kernel::KernelView,
     record::{Action, ConnectionRecord, Transport},
     sockdiag::DiagSock,
     udp::{FlowReport, UdpFlows},

@@ -25,9 +25,10 @@
 pub mod decode;
 pub mod destination;
 pub mod emit;
+#[cfg(test)]
+mod fake_kernel;
 pub mod identity;
 pub mod judgement;
-pub mod kernel_view;
 pub mod lifecycle;
 
 use std::time::Instant;
@@ -37,6 +38,7 @@ use agent_common::{ConnEndEvent, ConnectEvent, Counter, DnsEvent, Event};
 use crate::{
     clock::boot_ns_now,
     conn,
+    kernel::{KernelView, PolicyKernel},
     metrics::Metrics,
     record::{destination_ip, Action, ConnectionRecord, Transport},
 };
@@ -45,7 +47,7 @@ use destination::{Destination, DestinationStats};
 use emit::{EmitStats, Emitter, Line};
 use identity::{Identity, IdentityStats, Released};
 use judgement::{Judgement, JudgementStats};
-use kernel_view::{KernelView, PolicyKernel};
+
 use lifecycle::{Lifecycle, LifecycleStats, Pending, Start};
 
 /// The stages, wired.

@@ -20,9 +20,9 @@ use serde_json::Value;
 use super::{
     destination::Destination,
     emit::Emitter,
+    fake_kernel::{FakeKernel, FakePolicy},
     identity::Identity,
     judgement::Judgement,
-    kernel_view::fake::{FakeKernel, FakePolicy},
     lifecycle::Lifecycle,
     Pipeline,
 };
