@@ -278,28 +278,17 @@ fn egret<'a>(
     udp: Option<UdpSummary>,
     k8s: Option<K8s<'a>>,
 ) -> Egret<'a> {
-    let ConnectionRecord {
-        action: _,
-        ktime_ns: _,
-        tid: _,
-        uid: _,
-        gid: _,
-        user_name: _,
-        process,
-        cgroup,
-        cookie,
-        ip,
-        port,
-        transport,
-        kernel_verdict: _,
-        policy,
-        netns: _,
-        dns,
-        container: _,
-    } = record;
-    let connection_id = match transport {
-        Transport::Tcp => conn::connection_id(*cookie),
-        _ => format!("{}-{ip}-{port}", conn::connection_id(*cookie)),
+    // `connection` took the record apart; this takes what the `egret` object shows.
+    let (cgroup, cookie, policy, dns) =
+        (&record.cgroup, record.cookie, &record.policy, &record.dns);
+    let connection_id = match record.transport {
+        Transport::Tcp => conn::connection_id(cookie),
+        _ => format!(
+            "{}-{}-{}",
+            conn::connection_id(cookie),
+            record.ip,
+            record.port
+        ),
     };
     Egret {
         cgroup: Some(Cgroup {
@@ -321,12 +310,12 @@ fn egret<'a>(
         systemd: cgroup.systemd_unit.as_deref().map(|unit| Unit {
             unit: Cow::Borrowed(unit),
         }),
-        socket: Some(Socket { cookie: *cookie }),
+        socket: Some(Socket { cookie }),
         connection: Some(ConnectionId {
             id: Cow::Owned(connection_id),
             start_seen: None,
         }),
-        process: process.args_truncated.then_some(EgretProcess {
+        process: record.process.args_truncated.then_some(EgretProcess {
             args_truncated: true,
         }),
         udp: udp.map(|u| Udp {

@@ -257,6 +257,27 @@ pub struct AlertWant<'a> {
     pub source: &'a AlertSource<'a>,
 }
 
+impl<'a> AlertWant<'a> {
+    /// The alert about a TCP `connect` to `ip:port` by process `pid`.
+    pub fn tcp_connect(
+        ip: &'a str,
+        port: u16,
+        verdict: &'a str,
+        pid: u32,
+        source: &'a AlertSource<'a>,
+    ) -> Self {
+        Self {
+            action: "connect",
+            transport: "tcp",
+            ip,
+            port,
+            verdict,
+            pid,
+            source,
+        }
+    }
+}
+
 /// Waits [`crate::LINE_TIMEOUT`] for the alert about `want`'s destination (action, transport,
 /// ip and port) and checks it against `want` ([`check_alert`]).
 pub fn expect_alert(egret: &mut Egret, want: &AlertWant<'_>) -> Result<Value> {
@@ -398,15 +419,7 @@ mod tests {
             cgroup_path: "/t".to_string(),
             cgroup_id: 7,
         };
-        let mut w = AlertWant {
-            action: "connect",
-            transport: "tcp",
-            ip: "127.0.0.1",
-            port: 80,
-            verdict: "unapproved",
-            pid: 42,
-            source: &source,
-        };
+        let mut w = AlertWant::tcp_connect("127.0.0.1", 80, "unapproved", 42, &source);
         assert!(check_alert(&a, &w).map_err(|e| eprintln!("{e:#}")).is_ok());
         assert!(is_alert(&a, "connect", "tcp", 80));
         assert!(!is_alert(&a, "send", "tcp", 80));

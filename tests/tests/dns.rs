@@ -472,18 +472,9 @@ rules:
                 None => {
                     check_verdict(&ev, "unapproved", "audit", None)
                         .with_context(|| format!("{name} should be unapproved"))?;
-                    expect_alert(
-                        &mut h.egret,
-                        &AlertWant {
-                            action: "connect",
-                            transport: "tcp",
-                            ip,
-                            port: tcp.port(),
-                            verdict: "unapproved",
-                            pid: out.pid,
-                            source: &source,
-                        },
-                    )?;
+                    let want =
+                        AlertWant::tcp_connect(ip, tcp.port(), "unapproved", out.pid, &source);
+                    expect_alert(&mut h.egret, &want)?;
                 }
             }
         }

@@ -97,15 +97,7 @@ fn audit_verdicts_and_one_alert_per_window() -> Result<()> {
         check_verdict(&ev_b, "unapproved", "audit", None)?;
         let alert = expect_alert(
             &mut h.egret,
-            &AlertWant {
-                action: "connect",
-                transport: "tcp",
-                ip: "127.0.0.1",
-                port: b.port(),
-                verdict: "unapproved",
-                pid: out.pid,
-                source: &source,
-            },
+            &AlertWant::tcp_connect("127.0.0.1", b.port(), "unapproved", out.pid, &source),
         )?;
         ensure!(
             field_u64(&alert, "egret.alert.repeats") == Some(0),

@@ -133,18 +133,8 @@ rules:
                     && field(&end, "egret.connection.id") == field(&ev, "egret.connection.id"),
                 "end line of a blocked connect\nstart: {ev}\nend: {end}"
             );
-            expect_alert(
-                &mut h.egret,
-                &AlertWant {
-                    action: "connect",
-                    transport: "tcp",
-                    ip,
-                    port,
-                    verdict: "blocked",
-                    pid: out.pid,
-                    source: &source,
-                },
-            )?;
+            let want = AlertWant::tcp_connect(ip, port, "blocked", out.pid, &source);
+            expect_alert(&mut h.egret, &want)?;
             ensure!(
                 server.accepted() == 0,
                 "a refused connect reached the server on {ip} port {port}"
@@ -174,18 +164,12 @@ rules:
             )?;
             let ev = h.egret.wait_for_flow("send", "udp", port)?;
             check_verdict(&ev, "blocked", "block", None)?;
-            expect_alert(
-                &mut h.egret,
-                &AlertWant {
-                    action: "send",
-                    transport: "udp",
-                    ip,
-                    port,
-                    verdict: "blocked",
-                    pid: out.pid,
-                    source: &source,
-                },
-            )?;
+            let want = AlertWant {
+                action: "send",
+                transport: "udp",
+                ..AlertWant::tcp_connect(ip, port, "blocked", out.pid, &source)
+            };
+            expect_alert(&mut h.egret, &want)?;
         }
         // IPv4-mapped IPv6 (an AF_INET6 socket to ::ffff:127.0.0.1) is judged as the IPv4 address.
         let mapped = "::ffff:127.0.0.1";

@@ -429,28 +429,17 @@ mod tests {
     async fn a_taken_address_is_fatal_only_when_asked_for() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let err = Telemetry::start(
-            Some(Listen {
-                addr,
-                required: true,
-            }),
-            4096,
-            Duration::from_millis(20),
-        )
-        .err()
-        .unwrap();
+        let listen = |required| {
+            Telemetry::start(
+                Some(Listen { addr, required }),
+                4096,
+                Duration::from_millis(20),
+            )
+        };
+        let err = listen(true).err().unwrap();
         assert!(err
             .to_string()
             .starts_with(&format!("--metrics-addr {addr}: cannot listen: ")));
-        let t = Telemetry::start(
-            Some(Listen {
-                addr,
-                required: false,
-            }),
-            4096,
-            Duration::from_millis(20),
-        )
-        .unwrap();
-        assert_eq!(t.local_addr(), None);
+        assert_eq!(listen(false).unwrap().local_addr(), None);
     }
 }

@@ -247,16 +247,15 @@ impl<P> Identity<P> {
             path,
             args,
         } = ev;
-        let args_bytes = args.get(..*args_len as usize).unwrap_or(args);
+        let args_bytes = filled(args, *args_len);
         if flags & EXEC_FLAG_READ_FAILED != 0 && args_bytes.is_empty() {
             // The kernel could not read argv (not resident): let the exec fall back to /proc.
             return;
         }
-        let path_bytes = path.get(..*path_len as usize).unwrap_or(path);
         self.processes.on_exec_args(
             header.tid,
             ExecArgs {
-                path: String::from_utf8_lossy(path_bytes).into_owned(),
+                path: String::from_utf8_lossy(filled(path, *path_len)).into_owned(),
                 args: split_nul(args_bytes),
                 truncated: flags & (EXEC_FLAG_ARGS_TRUNCATED | EXEC_FLAG_PATH_TRUNCATED) != 0,
                 ktime_ns: header.ktime_ns,
@@ -271,8 +270,7 @@ impl<P> Identity<P> {
             filename_len,
             filename,
         } = ev;
-        let name = filename.get(..*filename_len as usize).unwrap_or(filename);
-        let name = String::from_utf8_lossy(name);
+        let name = String::from_utf8_lossy(filled(filename, *filename_len));
         self.processes.on_exec(
             header.tgid,
             *old_tid,
@@ -337,12 +335,21 @@ impl<P> Identity<P> {
     }
 }
 
+/// The part of a record's byte array the kernel filled: its first `len` bytes (all of it, if
+/// `len` says more).
+fn filled(bytes: &[u8], len: u32) -> &[u8] {
+    bytes.get(..len as usize).unwrap_or(bytes)
+}
+
 #[cfg(test)]
 mod tests {
-    use agent_common::{EventKind, AF_INET, EVENT_VERSION};
+    use agent_common::EventKind;
 
     use super::*;
-    use crate::container::RuntimeConfig;
+    use crate::{
+        container::RuntimeConfig,
+        pipeline::synthetic::{self, exec, exec_args, PID, SECOND},
+    };
 
     /// The stage, and the container fetcher it sends requests to (kept, never run: no
     /// runtime answers, and a dropped fetcher would make every lookup fail at once).
@@ -363,67 +370,17 @@ mod tests {
         (identity, fetcher)
     }
 
-    fn header(kind: EventKind, tgid: u32) -> EventHeader {
-        EventHeader {
-            kind: kind as u16,
-            version: EVENT_VERSION,
-            size: 0,
-            ktime_ns: 1_000,
-            tgid,
-            tid: tgid,
-            uid: 0,
-            gid: 0,
-            cgroup_id: 1,
-            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-        }
-    }
-
-    fn connect(tgid: u32) -> ConnectEvent {
-        let mut addr = [0; 16];
-        addr[..4].copy_from_slice(&[10, 0, 0, 1]);
-        ConnectEvent {
-            header: header(EventKind::Connect, tgid),
-            cookie: 7,
-            family: AF_INET,
-            port: 443,
-            sock_type: 1,
-            protocol: 6,
-            addr,
-            prev_datagrams: 0,
-            verdict: agent_common::VERDICT_NONE,
-            _pad: 0,
-            netns: 1,
-        }
+    fn connect() -> ConnectEvent {
+        synthetic::connect(EventKind::Connect, 7, "10.0.0.1", 443, SECOND)
     }
 
     #[test]
     fn a_connection_is_named_after_the_exec_that_preceded_it() {
         let (mut identity, _fetcher) = identity();
-        let mut args = [0; agent_common::EXEC_ARGS_LEN];
-        args[..12].copy_from_slice(b"curl\0-s\0x.io");
-        identity.on_exec_args(&ExecArgsEvent {
-            header: header(EventKind::ExecArgs, 4242),
-            flags: 0,
-            argc: 3,
-            args_len: 12,
-            path_len: 13,
-            path: {
-                let mut path = [0; agent_common::EXEC_PATH_LEN];
-                path[..13].copy_from_slice(b"/usr/bin/curl");
-                path
-            },
-            args,
-        });
-        let mut filename = [0; agent_common::EXEC_PATH_LEN];
-        filename[..13].copy_from_slice(b"/usr/bin/curl");
-        identity.on_exec(&ExecEvent {
-            header: header(EventKind::Exec, 4242),
-            old_tid: 4242,
-            filename_len: 13,
-            filename,
-        });
+        identity.on_exec_args(&exec_args(PID, "/usr/bin/curl", &["curl", "-s", "x.io"]));
+        identity.on_exec(&exec(PID, "/usr/bin/curl"));
         let record = identity
-            .connection(Action::Connect, &connect(4242))
+            .connection(Action::Connect, &connect())
             .expect("an IPv4 connect");
         assert_eq!(record.process.executable.as_deref(), Some("/usr/bin/curl"));
         assert_eq!(record.process.args, ["curl", "-s", "x.io"]);
@@ -441,7 +398,7 @@ mod tests {
     #[test]
     fn an_unknown_address_family_is_no_connection() {
         let (mut identity, _fetcher) = identity();
-        let mut ev = connect(1);
+        let mut ev = connect();
         ev.family = 1;
         assert!(identity.connection(Action::Connect, &ev).is_none());
     }
@@ -450,7 +407,7 @@ mod tests {
     fn a_container_connection_waits_for_its_identity_then_goes_out_unknown() {
         let (mut identity, _fetcher) = identity();
         let mut record = identity
-            .connection(Action::Connect, &connect(1))
+            .connection(Action::Connect, &connect())
             .expect("record");
         let id = "a".repeat(64);
         record.cgroup = Arc::new(crate::cgroup::CgroupInfo {

@@ -30,6 +30,8 @@ mod fake_kernel;
 pub mod identity;
 pub mod judgement;
 pub mod lifecycle;
+#[cfg(test)]
+mod synthetic;
 
 use std::time::Instant;
 

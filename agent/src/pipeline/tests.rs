@@ -3,17 +3,13 @@
 //! egret wrote.
 
 use std::{
-    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use agent_common::{
-    CgroupMkdirEvent, ConnEndEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent,
-    ExecEvent, SockReleaseEvent, UdpFlowKey, UdpFlowValue, CGROUP_PATH_HASH_MAX,
-    CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT, CONN_FLAG_RESET,
-    CONN_FLAG_SYN_SENT, DNS_PAYLOAD_MAX, EVENT_VERSION, EXEC_ARGS_LEN, EXEC_PATH_LEN, TCP_SYN_SENT,
-    VERDICT_NONE,
+    CgroupMkdirEvent, EventKind, SockReleaseEvent, UdpFlowKey, UdpFlowValue, CGROUP_PATH_HASH_MAX,
+    CONN_FLAG_RESET, CONN_FLAG_SYN_SENT, VERDICT_NONE,
 };
 use serde_json::Value;
 
@@ -24,20 +20,16 @@ use super::{
     identity::Identity,
     judgement::Judgement,
     lifecycle::Lifecycle,
+    synthetic::*,
     Pipeline,
 };
 use crate::{
     config::RunConfig,
     container::ContainerResolver,
-    metrics::Telemetry,
+    metrics::{Metrics, Telemetry},
     output::{Sink, OUTPUT_DATASET},
     policy::active::{load_policy, ActivePolicy},
-    record::kernel_address,
 };
-
-/// A pid no real process has, so nothing is read from this machine's `/proc`.
-const PID: u32 = 4_000_000_001;
-const SECOND: u64 = 1_000_000_000;
 
 /// A pipeline writing to a temporary file, with in-memory kernel maps.
 struct Rig {
@@ -133,25 +125,8 @@ impl Rig {
 
     /// The process `PID` runs `/usr/bin/curl -s x.io` (the kernel's exec records).
     fn exec_curl(&mut self) {
-        let mut args = [0; EXEC_ARGS_LEN];
-        args[..12].copy_from_slice(b"curl\0-s\0x.io");
-        let mut path = [0; EXEC_PATH_LEN];
-        path[..13].copy_from_slice(b"/usr/bin/curl");
-        self.feed(&ExecArgsEvent {
-            header: header(EventKind::ExecArgs, 0),
-            flags: 0,
-            argc: 3,
-            args_len: 12,
-            path_len: 13,
-            path,
-            args,
-        });
-        self.feed(&ExecEvent {
-            header: header(EventKind::Exec, 0),
-            old_tid: PID,
-            filename_len: 13,
-            filename: path,
-        });
+        self.feed(&exec_args(PID, "/usr/bin/curl", &["curl", "-s", "x.io"]));
+        self.feed(&exec(PID, "/usr/bin/curl"));
     }
 
     /// Every event line written so far (the output file's own bookkeeping lines left out).
@@ -160,7 +135,7 @@ impl Rig {
         read_lines(&self.output)
     }
 
-    fn metrics(&self) -> crate::metrics::Metrics {
+    fn metrics(&self) -> Metrics {
         self.pipeline.snapshot(&self.kernel)
     }
 }
@@ -172,108 +147,6 @@ fn read_lines(path: &Path) -> Vec<Value> {
         .map(|line| serde_json::from_str::<Value>(line).unwrap())
         .filter(|v| v["event"]["dataset"] != OUTPUT_DATASET)
         .collect()
-}
-
-/// The bytes of a `#[repr(C)]` record, as the kernel writes it.
-fn bytes<T: Copy>(value: &T) -> Vec<u8> {
-    // SAFETY: the shared record types are `#[repr(C)]` with explicit padding: every byte is
-    // initialised, and the slice lives no longer than `value`.
-    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
-}
-
-fn header(kind: EventKind, ktime_ns: u64) -> EventHeader {
-    EventHeader {
-        kind: kind as u16,
-        version: EVENT_VERSION,
-        size: 0,
-        ktime_ns,
-        tgid: PID,
-        tid: PID,
-        uid: 0,
-        gid: 0,
-        cgroup_id: 1,
-        comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-    }
-}
-
-/// A `connect()` (TCP) or first datagram (UDP, `Send`) to `ip:port`.
-fn connect(kind: EventKind, cookie: u64, ip: &str, port: u16, ktime_ns: u64) -> ConnectEvent {
-    let (family, addr) = kernel_address(ip.parse::<IpAddr>().unwrap());
-    let udp = kind == EventKind::Send;
-    ConnectEvent {
-        header: header(kind, ktime_ns),
-        cookie,
-        family,
-        port,
-        sock_type: if udp { 2 } else { 1 },
-        protocol: if udp { 17 } else { 6 },
-        addr,
-        prev_datagrams: 0,
-        verdict: VERDICT_NONE,
-        _pad: 0,
-        netns: 1,
-    }
-}
-
-/// The kernel's end record of connection `cookie` to `ip:port`.
-fn conn_end(cookie: u64, ip: &str, port: u16, flags: u32, error: u32) -> ConnEndEvent {
-    let (family, remote_addr) = kernel_address(ip.parse::<IpAddr>().unwrap());
-    let (_, local_addr) = kernel_address("192.0.2.1".parse::<IpAddr>().unwrap());
-    ConnEndEvent {
-        header: header(EventKind::ConnEnd, 3 * SECOND),
-        cookie,
-        connect_ns: SECOND,
-        established_ns: if flags & CONN_FLAG_ESTABLISHED != 0 {
-            SECOND + 250_000
-        } else {
-            0
-        },
-        bytes_acked: 1002,
-        bytes_received: 300,
-        netns: 1,
-        flags,
-        error,
-        total_retrans: 0,
-        srtt_us: 30,
-        old_state: TCP_SYN_SENT,
-        family,
-        local_port: 40_000,
-        remote_port: port,
-        _pad: [0; 6],
-        local_addr,
-        remote_addr,
-    }
-}
-
-const CLOSED: u32 =
-    CONN_FLAG_SYN_SENT | CONN_FLAG_ESTABLISHED | CONN_FLAG_FIN_SENT | CONN_FLAG_ALL_ACKED;
-
-/// `example.com A 93.184.215.14`, TTL 3600, as received on a socket with `cookie`.
-fn dns_answer(cookie: u64) -> DnsEvent {
-    let answer: &[u8] = &[
-        0xb4, 0xa6, 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l',
-        b'e', 3, b'c', b'o', b'm', 0, 0, 1, 0, 1, 0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0x0e, 0x10, 0, 4,
-        93, 184, 215, 14,
-    ];
-    let mut payload = [0; DNS_PAYLOAD_MAX];
-    payload[..answer.len()].copy_from_slice(answer);
-    let (family, saddr) = kernel_address("10.0.0.53".parse::<IpAddr>().unwrap());
-    DnsEvent {
-        header: header(EventKind::Dns, SECOND),
-        cookie,
-        netns: 1,
-        family,
-        sport: 53,
-        transport: 17,
-        flags: 0,
-        _pad: 0,
-        msg_len: answer.len() as u32,
-        captured: answer.len() as u32,
-        approved: 0,
-        _pad2: 0,
-        saddr,
-        payload,
-    }
 }
 
 fn field<'a>(line: &'a Value, path: &str) -> &'a Value {
@@ -312,12 +185,24 @@ fn a_tcp_connection_gets_a_start_and_an_end_line_joined_by_its_id() {
     assert_eq!(field(end, "source.bytes"), 1000);
     assert_eq!(field(end, "destination.bytes"), 300);
     assert_eq!(field(end, "event.sequence"), 2);
-    let metrics = rig.metrics();
-    assert_eq!(metrics.events_received, 4);
-    assert_eq!(metrics.tcp_connection_ends, 1);
-    assert_eq!(metrics.tcp_connections_open, 0);
-    assert_eq!(metrics.lines_written, 2);
-    assert_eq!(metrics.alerts, 0);
+    let Metrics {
+        events_received,
+        tcp_connection_ends,
+        tcp_connections_open,
+        lines_written,
+        alerts,
+        ..
+    } = rig.metrics();
+    assert_eq!(
+        (
+            events_received,
+            tcp_connection_ends,
+            tcp_connections_open,
+            lines_written,
+            alerts
+        ),
+        (4, 1, 0, 2, 0)
+    );
 }
 
 #[test]
@@ -459,10 +344,16 @@ fn records_that_cannot_be_used_are_counted_as_dropped() {
     bad.family = 1;
     rig.feed(&bad);
     assert!(rig.lines().is_empty());
-    let metrics = rig.metrics();
-    assert_eq!(metrics.decode_errors, 2);
-    assert_eq!(metrics.events_dropped_userspace, 2);
-    assert_eq!(metrics.events_received, 2);
+    let Metrics {
+        decode_errors,
+        events_dropped_userspace,
+        events_received,
+        ..
+    } = rig.metrics();
+    assert_eq!(
+        (decode_errors, events_dropped_userspace, events_received),
+        (2, 2, 2)
+    );
 }
 
 #[test]
