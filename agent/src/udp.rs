@@ -338,6 +338,17 @@ mod tests {
         }
     }
 
+    /// Flows `(cookie, port, …)` opened at time 0 by their first datagram, whose kernel entries
+    /// now count `datagrams`, the latest at `last_ns`.
+    fn busy(kernel: &Kernel, flows: &[(u64, u16, u64, u64)]) -> UdpFlows {
+        let mut open = UdpFlows::default();
+        for &(cookie, port, datagrams, last_ns) in flows {
+            open.open(key(cookie, port), record(0, cookie, port), 0, 1);
+            kernel.set(key(cookie, port), datagrams, 0, last_ns);
+        }
+        open
+    }
+
     /// A fake kernel map.
     struct Kernel(RefCell<HashMap<UdpFlowKey, UdpFlowValue>>);
     impl Kernel {
@@ -396,11 +407,7 @@ mod tests {
     #[test]
     fn idle_flows_end_and_busy_flows_report_periodically() {
         let kernel = Kernel::new();
-        let mut flows = UdpFlows::default();
-        flows.open(key(1, 53), record(0, 1, 53), 0, 1);
-        flows.open(key(2, 123), record(0, 2, 123), 0, 1);
-        kernel.set(key(1, 53), 5, 0, 10);
-        kernel.set(key(2, 123), 50, 0, 990);
+        let mut flows = busy(&kernel, &[(1, 53, 5, 10), (2, 123, 50, 990)]);
         // At 1000: flow 1 idle for 990 >= 500 → ends; flow 2 busy, interval 1000 reached.
         let lines = flows.tick(1_000, 500, 1_000, kernel.lookup());
         assert_eq!(lines.len(), 2);
@@ -471,11 +478,7 @@ mod tests {
     #[test]
     fn drain_ends_everything() {
         let kernel = Kernel::new();
-        let mut flows = UdpFlows::default();
-        flows.open(key(5, 53), record(0, 5, 53), 0, 1);
-        flows.open(key(6, 53), record(0, 6, 53), 0, 1);
-        kernel.set(key(5, 53), 3, 0, 1);
-        kernel.set(key(6, 53), 4, 0, 1);
+        let mut flows = busy(&kernel, &[(5, 53, 3, 1), (6, 53, 4, 1)]);
         let mut counts: Vec<u64> = flows
             .drain(kernel.lookup())
             .iter()
