@@ -338,12 +338,13 @@ mod tests {
         }
     }
 
-    /// Flows `(cookie, port, …)` opened at time 0 by their first datagram, whose kernel entries
-    /// now count `datagrams`, the latest at `last_ns`.
-    fn busy(kernel: &Kernel, flows: &[(u64, u16, u64, u64)]) -> UdpFlows {
+    /// Flows `(cookie, port, first, …)` opened at time 0 (`first`: 1 by a first datagram, 0
+    /// by a connected socket's `connect`), whose kernel entries now count `datagrams`, the
+    /// latest at `last_ns`.
+    fn opened(kernel: &Kernel, flows: &[(u64, u16, u64, u64, u64)]) -> UdpFlows {
         let mut open = UdpFlows::default();
-        for &(cookie, port, datagrams, last_ns) in flows {
-            open.open(key(cookie, port), record(0, cookie, port), 0, 1);
+        for &(cookie, port, first, datagrams, last_ns) in flows {
+            open.open(key(cookie, port), record(0, cookie, port), 0, first);
             kernel.set(key(cookie, port), datagrams, 0, last_ns);
         }
         open
@@ -407,7 +408,7 @@ mod tests {
     #[test]
     fn idle_flows_end_and_busy_flows_report_periodically() {
         let kernel = Kernel::new();
-        let mut flows = busy(&kernel, &[(1, 53, 5, 10), (2, 123, 50, 990)]);
+        let mut flows = opened(&kernel, &[(1, 53, 1, 5, 10), (2, 123, 1, 50, 990)]);
         // At 1000: flow 1 idle for 990 >= 500 → ends; flow 2 busy, interval 1000 reached.
         let lines = flows.tick(1_000, 500, 1_000, kernel.lookup());
         assert_eq!(lines.len(), 2);
@@ -453,9 +454,7 @@ mod tests {
     #[test]
     fn bytes_are_split_between_interim_and_final_lines() {
         let kernel = Kernel::new();
-        let mut flows = UdpFlows::default();
-        flows.open(key(8, 9000), record(0, 8, 9000), 0, 0);
-        kernel.set(key(8, 9000), 4, 0, 990);
+        let mut flows = opened(&kernel, &[(8, 9000, 0, 4, 990)]);
         let lines = flows.tick(1_000, 500, 1_000, kernel.lookup());
         assert_eq!(lines[0].summary.traffic.bytes_out, 40);
         assert!(!lines[0].summary.last);
@@ -469,16 +468,14 @@ mod tests {
     #[test]
     fn a_connected_socket_that_never_sent_writes_no_summary() {
         let kernel = Kernel::new();
-        let mut flows = UdpFlows::default();
-        flows.open(key(9, 53), record(0, 9, 53), 0, 0);
-        kernel.set(key(9, 53), 0, 0, 0);
+        let mut flows = opened(&kernel, &[(9, 53, 0, 0, 0)]);
         assert!(flows.release(9, kernel.lookup()).is_empty());
     }
 
     #[test]
     fn drain_ends_everything() {
         let kernel = Kernel::new();
-        let mut flows = busy(&kernel, &[(5, 53, 3, 1), (6, 53, 4, 1)]);
+        let mut flows = opened(&kernel, &[(5, 53, 1, 3, 1), (6, 53, 1, 4, 1)]);
         let mut counts: Vec<u64> = flows
             .drain(kernel.lookup())
             .iter()

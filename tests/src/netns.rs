@@ -158,10 +158,14 @@ impl NetNs {
         Ok(me)
     }
 
-    /// [`Self::create`] for a test that needs the namespace: `Ok(None)` means skip (outside
-    /// CI, without root or `ip`), as [`crate::prerequisite`] decides.
-    pub fn prerequisite(name: &str) -> Result<Option<Self>> {
-        crate::prerequisite(crate::skip::require_root().and_then(|()| Self::create(name)))
+    /// Runs `test` with a new namespace, or skips it (outside CI, without root or `ip`) as
+    /// [`crate::prerequisite`] decides: `Ok(())` then, except under `CI=true`, where it fails.
+    pub fn with(name: &str, test: impl FnOnce(Self) -> Result<()>) -> Result<()> {
+        let created = crate::skip::require_root().and_then(|()| Self::create(name));
+        match crate::prerequisite(created)? {
+            Some(ns) => test(ns),
+            None => Ok(()),
+        }
     }
 
     /// The veth end inside the namespace.

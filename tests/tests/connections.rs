@@ -176,47 +176,46 @@ fn a_refused_connect_ends_in_failure() -> Result<()> {
 /// in `connect()` itself, before any packet.
 #[test]
 fn timed_out_and_unreachable_connects_end_in_failure() -> Result<()> {
-    let Some(ns) = NetNs::prerequisite("blackhole")? else {
-        return Ok(());
-    };
-    let dev = ns.ns_if().to_owned();
-    ns.exec("ip", &["route", "add", "198.51.100.0/24", "dev", &dev])?;
-    ns.exec(
-        "ip",
-        &[
-            "neigh",
-            "add",
-            "198.51.100.7",
-            "lladdr",
-            "02:00:5e:00:53:07",
-            "dev",
-            &dev,
-            "nud",
-            "permanent",
-        ],
-    )?;
-    ns.exec("sysctl", &["-q", "-w", "net.ipv4.tcp_syn_retries=1"])?;
-    Harness::with_egret("conn-timeout", &[], |mut h| {
-        let mut cmd = ns.command(CLIENT);
-        cmd.args(["tcp", "198.51.100.7", "8080"]);
-        let end = failed_connection_end(&mut h, &mut cmd, 110, 8080, "ETIMEDOUT")?;
-        ensure!(
-            field_u64(&end, "egret.tcp.retransmits").is_some_and(|r| r >= 1),
-            "the SYN was retransmitted\nline: {end}"
-        );
-        ensure!(
-            field_u64(&end, "event.duration").is_some_and(|d| d >= 2_500_000_000),
-            "a timeout takes seconds\nline: {end}"
-        );
+    NetNs::with("blackhole", |ns| {
+        let dev = ns.ns_if().to_owned();
+        ns.exec("ip", &["route", "add", "198.51.100.0/24", "dev", &dev])?;
+        ns.exec(
+            "ip",
+            &[
+                "neigh",
+                "add",
+                "198.51.100.7",
+                "lladdr",
+                "02:00:5e:00:53:07",
+                "dev",
+                &dev,
+                "nud",
+                "permanent",
+            ],
+        )?;
+        ns.exec("sysctl", &["-q", "-w", "net.ipv4.tcp_syn_retries=1"])?;
+        Harness::with_egret("conn-timeout", &[], |mut h| {
+            let mut cmd = ns.command(CLIENT);
+            cmd.args(["tcp", "198.51.100.7", "8080"]);
+            let end = failed_connection_end(&mut h, &mut cmd, 110, 8080, "ETIMEDOUT")?;
+            ensure!(
+                field_u64(&end, "egret.tcp.retransmits").is_some_and(|r| r >= 1),
+                "the SYN was retransmitted\nline: {end}"
+            );
+            ensure!(
+                field_u64(&end, "event.duration").is_some_and(|d| d >= 2_500_000_000),
+                "a timeout takes seconds\nline: {end}"
+            );
 
-        let mut cmd = ns.command(CLIENT);
-        cmd.args(["tcp", "203.0.113.9", "8081"]);
-        let end = failed_connection_end(&mut h, &mut cmd, 101, 8081, "ENETUNREACH")?;
-        ensure!(
-            field(&end, "source.ip").is_none(),
-            "no local address: nothing was sent\nline: {end}"
-        );
-        h.finish()
+            let mut cmd = ns.command(CLIENT);
+            cmd.args(["tcp", "203.0.113.9", "8081"]);
+            let end = failed_connection_end(&mut h, &mut cmd, 101, 8081, "ENETUNREACH")?;
+            ensure!(
+                field(&end, "source.ip").is_none(),
+                "no local address: nothing was sent\nline: {end}"
+            );
+            h.finish()
+        })
     })
 }
 

@@ -215,40 +215,40 @@ fn bash_dev_tcp() -> Result<()> {
 
 #[test]
 fn connect_into_test_netns() -> Result<()> {
-    let Some(ns) = NetNs::prerequisite("conn")? else {
-        return Ok(());
-    };
-    Harness::with_egret("netns", &[], |mut h| {
-        let server =
-            TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), 0))?)?;
-        let port = server.port();
-        let ip = ns.ns_v4().to_string();
-        let (args, out, ev) = client_line(&mut h, "tcp", &ip, port, &[])?;
-        check_network(&ev, "connect", "tcp", "ipv4", &ip, port)?;
-        check_pids(&ev, out.pid, std::process::id())?;
-        check_args(&ev, &args)?;
-        check_cgroup(&ev, &h.cgroup, None)?;
-
-        if ns.has_v6() {
-            let s6 =
-                TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
-            let ip6 = ns.ns_v6().to_string();
-            let (_, out, ev) = client_line(&mut h, "tcp", &ip6, s6.port(), &[])?;
-            check_network(&ev, "connect", "tcp", "ipv6", &ip6, s6.port())?;
+    NetNs::with("conn", |ns| {
+        Harness::with_egret("netns", &[], |mut h| {
+            let server =
+                TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), 0))?)?;
+            let port = server.port();
+            let ip = ns.ns_v4().to_string();
+            let (args, out, ev) = client_line(&mut h, "tcp", &ip, port, &[])?;
+            check_network(&ev, "connect", "tcp", "ipv4", &ip, port)?;
             check_pids(&ev, out.pid, std::process::id())?;
-        }
-        // UDP datagrams into the namespace (unconnected).
-        let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
-        let uport = usock.local_addr()?.port();
-        let (_, out, ev) = client_line(&mut h, "udp-send", &ip, uport, &["--count", "7"])?;
-        check_network(&ev, "send", "udp", "ipv4", &ip, uport)?;
-        check_pids(&ev, out.pid, std::process::id())?;
-        ensure!(
-            field(&ev, "egret.udp.datagrams").and_then(Value::as_u64) == Some(7),
-            "egret.udp.datagrams want 7\nline: {ev}"
-        );
-        drop(usock);
-        h.finish()
+            check_args(&ev, &args)?;
+            check_cgroup(&ev, &h.cgroup, None)?;
+
+            if ns.has_v6() {
+                let s6 = TcpServer::from_listener(
+                    ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?,
+                )?;
+                let ip6 = ns.ns_v6().to_string();
+                let (_, out, ev) = client_line(&mut h, "tcp", &ip6, s6.port(), &[])?;
+                check_network(&ev, "connect", "tcp", "ipv6", &ip6, s6.port())?;
+                check_pids(&ev, out.pid, std::process::id())?;
+            }
+            // UDP datagrams into the namespace (unconnected).
+            let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
+            let uport = usock.local_addr()?.port();
+            let (_, out, ev) = client_line(&mut h, "udp-send", &ip, uport, &["--count", "7"])?;
+            check_network(&ev, "send", "udp", "ipv4", &ip, uport)?;
+            check_pids(&ev, out.pid, std::process::id())?;
+            ensure!(
+                field(&ev, "egret.udp.datagrams").and_then(Value::as_u64) == Some(7),
+                "egret.udp.datagrams want 7\nline: {ev}"
+            );
+            drop(usock);
+            h.finish()
+        })
     })
 }
 

@@ -416,73 +416,73 @@ rules:
 
 #[test]
 fn default_policy_approves_loopback_only() -> Result<()> {
-    let Some(ns) = NetNs::prerequisite("poldef")? else {
-        return Ok(());
-    };
-    Harness::with_egret("pol-default", &[], |mut h| {
-        let source = AlertSource::of(CLIENT_NAME, &h.cgroup)?;
-        let lo4 = TcpServer::loopback()?;
-        let lo6 = TcpServer::start(socket_addr("[::1]:0")?)?;
-        for (ip, port) in [("127.0.0.1", lo4.port()), ("::1", lo6.port())] {
-            let m = marker();
-            h.run(&mut command(CLIENT, &["tcp", ip, &port.to_string(), &m]))?;
-            let ev = h.egret.wait_for_marked_flow("connect", "tcp", port, &m)?;
-            check_verdict(&ev, "approved", "audit", Some("loopback"))?;
-        }
+    NetNs::with("poldef", |ns| {
+        Harness::with_egret("pol-default", &[], |mut h| {
+            let source = AlertSource::of(CLIENT_NAME, &h.cgroup)?;
+            let lo4 = TcpServer::loopback()?;
+            let lo6 = TcpServer::start(socket_addr("[::1]:0")?)?;
+            for (ip, port) in [("127.0.0.1", lo4.port()), ("::1", lo6.port())] {
+                let m = marker();
+                h.run(&mut command(CLIENT, &["tcp", ip, &port.to_string(), &m]))?;
+                let ev = h.egret.wait_for_marked_flow("connect", "tcp", port, &m)?;
+                check_verdict(&ev, "approved", "audit", Some("loopback"))?;
+            }
 
-        // Into the test's namespace: not loopback, no rule.
-        let server =
-            TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), 0))?)?;
-        let ip = ns.ns_v4().to_string();
-        let mut targets = vec![(ip.clone(), server.port(), "connect", "tcp")];
-        let s6 = if ns.has_v6() {
-            let s6 =
-                TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
-            targets.push((ns.ns_v6().to_string(), s6.port(), "connect", "tcp"));
-            Some(s6)
-        } else {
-            None
-        };
-        let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
-        targets.push((ip.clone(), usock.local_addr()?.port(), "send", "udp"));
-        for (ip, port, action, transport) in &targets {
-            let m = marker();
-            let sub = if *action == "send" { "udp-send" } else { "tcp" };
-            let out = h.run(&mut command(CLIENT, &[sub, ip, &port.to_string(), &m]))?;
-            let ev = h.egret.wait_for_marked_flow(action, transport, *port, &m)?;
-            check_verdict(&ev, "unapproved", "audit", None)?;
-            expect_alert(
-                &mut h.egret,
-                &AlertWant {
-                    action,
-                    transport,
-                    ip,
-                    port: *port,
-                    verdict: "unapproved",
-                    pid: out.pid,
-                    source: &source,
-                },
-            )?;
-        }
-        std::thread::sleep(Duration::from_millis(1500));
-        let loopback_alerts: Vec<Value> = h
-            .egret
-            .events()?
-            .into_iter()
-            .filter(|v| {
-                is_any_alert(v)
-                    && matches!(
-                        field_str(v, "destination.ip"),
-                        Some("127.0.0.1") | Some("::1")
-                    )
-            })
-            .collect();
-        ensure!(
-            loopback_alerts.is_empty(),
-            "loopback is approved by default, yet alerts: {loopback_alerts:?}"
-        );
-        drop((usock, s6));
-        h.finish()
+            // Into the test's namespace: not loopback, no rule.
+            let server =
+                TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), 0))?)?;
+            let ip = ns.ns_v4().to_string();
+            let mut targets = vec![(ip.clone(), server.port(), "connect", "tcp")];
+            let s6 = if ns.has_v6() {
+                let s6 = TcpServer::from_listener(
+                    ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?,
+                )?;
+                targets.push((ns.ns_v6().to_string(), s6.port(), "connect", "tcp"));
+                Some(s6)
+            } else {
+                None
+            };
+            let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
+            targets.push((ip.clone(), usock.local_addr()?.port(), "send", "udp"));
+            for (ip, port, action, transport) in &targets {
+                let m = marker();
+                let sub = if *action == "send" { "udp-send" } else { "tcp" };
+                let out = h.run(&mut command(CLIENT, &[sub, ip, &port.to_string(), &m]))?;
+                let ev = h.egret.wait_for_marked_flow(action, transport, *port, &m)?;
+                check_verdict(&ev, "unapproved", "audit", None)?;
+                expect_alert(
+                    &mut h.egret,
+                    &AlertWant {
+                        action,
+                        transport,
+                        ip,
+                        port: *port,
+                        verdict: "unapproved",
+                        pid: out.pid,
+                        source: &source,
+                    },
+                )?;
+            }
+            std::thread::sleep(Duration::from_millis(1500));
+            let loopback_alerts: Vec<Value> = h
+                .egret
+                .events()?
+                .into_iter()
+                .filter(|v| {
+                    is_any_alert(v)
+                        && matches!(
+                            field_str(v, "destination.ip"),
+                            Some("127.0.0.1") | Some("::1")
+                        )
+                })
+                .collect();
+            ensure!(
+                loopback_alerts.is_empty(),
+                "loopback is approved by default, yet alerts: {loopback_alerts:?}"
+            );
+            drop((usock, s6));
+            h.finish()
+        })
     })
 }
 

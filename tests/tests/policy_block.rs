@@ -204,51 +204,51 @@ rules:
 
 #[test]
 fn block_mode_non_loopback_destinations_and_default_loopback() -> Result<()> {
-    let Some(ns) = egret_e2e::NetNs::prerequisite("blkns")? else {
-        return Ok(());
-    };
-    Harness::with_cgroup("blk-netns", |cg| {
-        let dir = PolicyDir::create("netns")?;
-        let ip = ns.ns_v4().to_string();
-        let listen = |port: u16| -> Result<TcpServer> {
-            TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), port))?)
-        };
-        let allowed = listen(0)?;
-        let refused = listen(0)?;
-        let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
-        let uport = usock.local_addr()?.port();
-        let lo = TcpServer::loopback()?;
-        // `loopback` not given: loopback is approved (rule name `loopback`) even in block mode.
-        let policy = format!(
-            "mode: block\nrules:\n  - name: ns-web\n    to: [\"{ip}/32\"]\n    ports: [{}]\n    protocols: [tcp]\n",
-            allowed.port()
-        );
-        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
-        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+    egret_e2e::NetNs::with("blkns", |ns| {
+        Harness::with_cgroup("blk-netns", |cg| {
+            let dir = PolicyDir::create("netns")?;
+            let ip = ns.ns_v4().to_string();
+            let listen = |port: u16| -> Result<TcpServer> {
+                TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v4().into(), port))?)
+            };
+            let allowed = listen(0)?;
+            let refused = listen(0)?;
+            let usock = ns.udp_socket(SocketAddr::new(ns.ns_v4().into(), 0))?;
+            let uport = usock.local_addr()?.port();
+            let lo = TcpServer::loopback()?;
+            // `loopback` not given: loopback is approved (rule name `loopback`) even in block mode.
+            let policy = format!(
+                "mode: block\nrules:\n  - name: ns-web\n    to: [\"{ip}/32\"]\n    ports: [{}]\n    protocols: [tcp]\n",
+                allowed.port()
+            );
+            let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
+            let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
 
-        let cases: [(&str, u16, Option<&str>); 3] = [
-            ("127.0.0.1", lo.port(), Some("loopback")),
-            (ip.as_str(), allowed.port(), Some("ns-web")),
-            (ip.as_str(), refused.port(), None),
-        ];
-        for (dest, port, rule) in cases {
-            judged_connect(&mut h, "tcp", dest, port, &marker(), rule)?;
-        }
-        ensure!(
-            refused.accepted() == 0,
-            "a refused connect reached the namespace"
-        );
-        expect_eperm(&h.cgroup, &["udp-send", &ip, &uport.to_string()])?;
-        if ns.has_v6() {
-            let s6 =
-                TcpServer::from_listener(ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?)?;
-            expect_eperm(
-                &h.cgroup,
-                &["tcp", &ns.ns_v6().to_string(), &s6.port().to_string()],
-            )?;
-        }
-        drop(usock);
-        h.finish()
+            let cases: [(&str, u16, Option<&str>); 3] = [
+                ("127.0.0.1", lo.port(), Some("loopback")),
+                (ip.as_str(), allowed.port(), Some("ns-web")),
+                (ip.as_str(), refused.port(), None),
+            ];
+            for (dest, port, rule) in cases {
+                judged_connect(&mut h, "tcp", dest, port, &marker(), rule)?;
+            }
+            ensure!(
+                refused.accepted() == 0,
+                "a refused connect reached the namespace"
+            );
+            expect_eperm(&h.cgroup, &["udp-send", &ip, &uport.to_string()])?;
+            if ns.has_v6() {
+                let s6 = TcpServer::from_listener(
+                    ns.tcp_listener(SocketAddr::new(ns.ns_v6().into(), 0))?,
+                )?;
+                expect_eperm(
+                    &h.cgroup,
+                    &["tcp", &ns.ns_v6().to_string(), &s6.port().to_string()],
+                )?;
+            }
+            drop(usock);
+            h.finish()
+        })
     })
 }
 
