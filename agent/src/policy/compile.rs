@@ -582,7 +582,7 @@ pub fn scope_bits(scopes: &[ScopeSelector], rel: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{PortRange, Prefix};
+    use crate::policy::{DomainPattern, PortRange, Prefix};
 
     fn glob(text: &str) -> Glob {
         Glob {
@@ -629,6 +629,201 @@ mod tests {
                 .find(|(p, _)| p.addr == addr && p.len == len)
                 .unwrap();
         v.entries[..v.count as usize].to_vec()
+    }
+
+    /// Every field of `c`, one line per map entry (name hashes in hex).
+    fn describe(c: &CompiledPolicy) -> String {
+        use std::fmt::Write as _;
+        let CompiledPolicy {
+            block,
+            v4,
+            v6,
+            scopes,
+            domain_rules,
+            dns_names,
+            scope_paths,
+            scope_units,
+        } = c;
+        let entries = |v: &PolicyValue| {
+            let listed: Vec<String> = v.entries[..v.count as usize]
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}-{} proto {:03b} scopes {:b}",
+                        e.port_lo, e.port_hi, e.protocols, e.scopes
+                    )
+                })
+                .collect();
+            assert!(v.entries[v.count as usize..]
+                .iter()
+                .all(|e| *e == PolicyEntry::default()));
+            listed.join(", ")
+        };
+        let texts = |globs: &[Glob]| {
+            globs
+                .iter()
+                .map(|g| g.text.clone())
+                .collect::<Vec<String>>()
+        };
+        let mut out = format!("block {block}\n");
+        for (p, v) in v4 {
+            writeln!(out, "{}: {}", p.prefix(), entries(v)).unwrap();
+        }
+        for (p, v) in v6 {
+            writeln!(out, "{}: {}", p.prefix(), entries(v)).unwrap();
+        }
+        for (i, selector) in scopes.iter().enumerate() {
+            let text = match selector {
+                ScopeSelector::Cgroups(paths) => format!("cgroups {paths:?}"),
+                ScopeSelector::Units(globs) => format!("units {:?}", texts(globs)),
+                ScopeSelector::Containers(globs) => format!("containers {:?}", texts(globs)),
+                ScopeSelector::Namespaces(globs) => format!("namespaces {:?}", texts(globs)),
+                ScopeSelector::Pods(globs) => format!("pods {:?}", texts(globs)),
+            };
+            writeln!(out, "scope {i}: {text}").unwrap();
+        }
+        for (i, v) in domain_rules.iter().enumerate() {
+            writeln!(out, "domain rule {i}: {}", entries(v)).unwrap();
+        }
+        for (hash, v) in dns_names {
+            let DnsNameValue { exact, wildcard } = v;
+            writeln!(
+                out,
+                "name {hash:016x}: exact {exact:b} wildcard {wildcard:b}"
+            )
+            .unwrap();
+        }
+        for (hash, bits) in scope_paths {
+            writeln!(out, "path {hash:016x}: {bits:b}").unwrap();
+        }
+        for (hash, bits) in scope_units {
+            writeln!(out, "unit {hash:016x}: {bits:b}").unwrap();
+        }
+        out
+    }
+
+    fn domain(name: &str, wildcard: bool) -> Destination {
+        Destination::Domain(DomainPattern {
+            name: name.to_owned(),
+            wildcard,
+        })
+    }
+
+    /// Everything a policy that compiles becomes, pinned whole.
+    #[test]
+    fn a_compiled_policy_is_pinned() {
+        let wide = rule("wide", &["10.0.0.0/8"], &[(443, 443)], &[Protocol::Tcp]);
+        let mut narrow = rule(
+            "narrow",
+            &["10.1.0.0/16", "10.1.2.0/24"],
+            &[(53, 53), (80, 90), (85, 100)],
+            &[Protocol::Udp],
+        );
+        narrow.cgroups = vec!["/system.slice/a.service".into(), "/b".into()];
+        narrow.systemd_units = vec![glob("a.service"), glob("web-*.service")];
+        let mut v6 = rule("v6", &["2001:db8::/32", "2001:db8:1::/48"], &[], &[]);
+        v6.containers = vec![glob("web-*")];
+        v6.namespaces = vec![glob("shop")];
+        v6.pods = vec![glob("cart-*")];
+        let mut api = rule(
+            "api",
+            &["192.0.2.1/32"],
+            &[(443, 443), (8443, 8443)],
+            &[Protocol::Tcp, Protocol::Udp],
+        );
+        api.to.push(domain("api.example.com", false));
+        api.to.push(domain("example.net", true));
+        let mut again = rule("again", &[], &[], &[]);
+        again.to = vec![
+            domain("api.example.com", false),
+            domain("example.org", true),
+        ];
+        again.cgroups = vec!["/b".into()];
+        let c = compile(&policy(
+            vec![wide, narrow, v6, api, again],
+            Loopback::Approve,
+        ))
+        .unwrap();
+        assert_eq!(
+            describe(&c),
+            "block true\n\
+            10.0.0.0/8: 443-443 proto 001 scopes 0\n\
+            10.1.0.0/16: 443-443 proto 001 scopes 0, 53-53 proto 010 scopes 11, 80-100 proto 010 scopes 11\n\
+            10.1.2.0/24: 443-443 proto 001 scopes 0, 53-53 proto 010 scopes 11, 80-100 proto 010 scopes 11\n\
+            127.0.0.0/8: 0-65535 proto 111 scopes 0\n\
+            192.0.2.1/32: 443-443 proto 011 scopes 0, 8443-8443 proto 011 scopes 0\n\
+            ::1/128: 0-65535 proto 111 scopes 0\n\
+            2001:db8::/32: 0-65535 proto 111 scopes 11100\n\
+            2001:db8:1::/48: 0-65535 proto 111 scopes 11100\n\
+            scope 0: cgroups [\"/system.slice/a.service\", \"/b\"]\n\
+            scope 1: units [\"a.service\", \"web-*.service\"]\n\
+            scope 2: containers [\"web-*\"]\n\
+            scope 3: namespaces [\"shop\"]\n\
+            scope 4: pods [\"cart-*\"]\n\
+            scope 5: cgroups [\"/b\"]\n\
+            domain rule 0: 443-443 proto 011 scopes 0, 8443-8443 proto 011 scopes 0\n\
+            domain rule 1: 0-65535 proto 111 scopes 100000\n\
+            name 257dd8637fa3ad3e: exact 0 wildcard 10\n\
+            name 30bdfcdb70b035b0: exact 11 wildcard 0\n\
+            name 5c980d568ce5759f: exact 0 wildcard 1\n\
+            path 07d66407b49cd414: 100001\n\
+            path 37d16144f31ee4be: 1\n\
+            unit b54e3dc93b238a5d: 10\n"
+        );
+    }
+
+    /// Every error compiling can report, in the order it reports them.
+    #[test]
+    fn compile_errors_are_pinned() {
+        let mut rules = Vec::new();
+        let mut exe = rule("exe", &["203.0.113.0/24"], &[], &[]);
+        exe.processes = vec![glob("/usr/bin/git")];
+        exe.processes_position = Some(Position { line: 3, column: 5 });
+        rules.push(exe);
+        // 14 rules of 5 selector lists: the 13th rule's fifth list is one too many.
+        for i in 0..14u8 {
+            let to = format!("10.{i}.0.0/16");
+            let mut r = rule(&format!("scoped{i}"), &[to.as_str()], &[], &[]);
+            r.cgroups = vec![format!("/s{i}")];
+            r.systemd_units = vec![glob("s.service")];
+            r.containers = vec![glob("c")];
+            r.namespaces = vec![glob("n")];
+            r.pods = vec![glob("p")];
+            rules.push(r);
+        }
+        let ports: Vec<(u16, u16)> = (0..17).map(|i| (1000 + i * 10, 1000 + i * 10)).collect();
+        let mut ranges = rule("ranges", &[], &ports, &[]);
+        ranges.to = vec![domain("ranges.example.com", false)];
+        rules.push(ranges);
+        for i in 0..17 {
+            let mut r = rule(&format!("names{i}"), &[], &[], &[]);
+            r.to = vec![domain(&format!("n{i}.example.com"), false)];
+            rules.push(r);
+        }
+        for i in 0..17u16 {
+            let to = ["198.18.0.0/15", "2001:db8::/32"];
+            rules.push(rule(
+                &format!("any{i}"),
+                &to,
+                &[(2000 + i * 10, 2000 + i * 10)],
+                &[],
+            ));
+        }
+        for (line, r) in (1..).zip(&mut rules) {
+            r.position = Position { line, column: 3 };
+        }
+        let err = compile(&policy(rules, Loopback::Approve)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "7 error(s) in policy p.yaml:\n\
+            p.yaml:3:5: rules[0].processes: executable selectors cannot be enforced exactly in the kernel; use audit mode, or scope the rule with cgroups/systemd_units\n\
+            p.yaml:14:3: rules[13]: block mode supports at most 64 cgroups/systemd_units selector lists; merge scoped rules\n\
+            p.yaml:15:3: rules[14]: block mode supports at most 64 cgroups/systemd_units selector lists; merge scoped rules\n\
+            p.yaml:16:3: rules[15].ports: a rule with domain names supports at most 16 port ranges in block mode\n\
+            p.yaml:33:3: rules[32].to: block mode supports at most 16 rules with domain names; list more names in fewer rules\n\
+            p.yaml:0:0: rules: address 198.18.0.0/15 is covered by 17 distinct (ports, protocols, cgroups) combinations from rules any0, any1, any10, any11, any12, any13, any14, any15, any16, any2, any3, any4, any5, any6, any7, any8, any9; block mode supports at most 16 per address: merge port lists or rules\n\
+            p.yaml:0:0: rules: address 2001:db8::/32 is covered by 17 distinct (ports, protocols, cgroups) combinations from rules any0, any1, any10, any11, any12, any13, any14, any15, any16, any2, any3, any4, any5, any6, any7, any8, any9; block mode supports at most 16 per address: merge port lists or rules"
+        );
     }
 
     #[test]
