@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
     path::Path,
 };
 
@@ -19,8 +19,8 @@ use agent_common::{
 };
 
 use super::{
-    Destination, Glob, Loopback, Mode, Policy, PolicyError, PolicyErrors, Position, Prefix,
-    Protocol, Rule,
+    Destination, DomainPattern, Glob, Loopback, Mode, Policy, PolicyError, PolicyErrors, Position,
+    Prefix, Protocol, Rule,
 };
 
 /// What one scope bit stands for.
@@ -293,35 +293,102 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
     if policy.mode == Mode::Audit {
         return Ok(CompiledPolicy::audit());
     }
-    let mut errors = Vec::new();
-    let mut scopes = Vec::new();
-    let mut v4 = Table::<Prefix4>::new();
-    let mut v6 = Table::<Prefix6>::new();
-    let mut domain_rules: Vec<PolicyValue> = Vec::new();
-    let mut names: BTreeMap<u64, DnsNameValue> = BTreeMap::new();
-
+    let mut compiler = Compiler::new(policy);
     if policy.loopback == Loopback::Approve {
-        v4.add(
-            Prefix4 {
-                addr: [127, 0, 0, 0],
-                len: 8,
-            },
-            entry(0, u16::MAX, PROTO_ANY, 0),
-            "loopback",
-        );
-        let mut one = [0u8; 16];
-        one[15] = 1;
-        v6.add(
-            Prefix6 {
-                addr: one,
-                len: 128,
-            },
-            entry(0, u16::MAX, PROTO_ANY, 0),
-            "loopback",
-        );
+        compiler.approve_loopback();
+    }
+    for (index, rule) in policy.rules.iter().enumerate() {
+        compiler.add_rule(index, rule);
+    }
+    compiler.finish()
+}
+
+/// Where a rule is, for its errors: `rules[index]` in the document, and its place in the file.
+#[derive(Debug, Clone, Copy)]
+struct RuleSite {
+    index: usize,
+    position: Position,
+}
+
+impl RuleSite {
+    /// `rules[index]` followed by `what` (`.to`, `.ports`, or nothing for the whole rule).
+    fn path(self, what: &str) -> String {
+        format!("rules[{}]{what}", self.index)
+    }
+}
+
+/// What one rule approves at each of its destinations: its port ranges, with its protocols
+/// and scope bits.
+struct Grant<'r> {
+    /// The rule's name, for error messages about the prefixes it adds to.
+    rule: &'r str,
+    ranges: Vec<(u16, u16)>,
+    protocols: u8,
+    scopes: u64,
+}
+
+impl Grant<'_> {
+    /// One kernel entry per port range.
+    fn entries(&self) -> impl Iterator<Item = PolicyEntry> + '_ {
+        self.ranges
+            .iter()
+            .map(|&(lo, hi)| entry(lo, hi, self.protocols, self.scopes))
+    }
+}
+
+/// A block-mode policy being compiled, rule by rule: the kernel's maps so far and the errors
+/// found (all of them are reported, not just the first).
+struct Compiler<'p> {
+    policy: &'p Policy,
+    errors: Vec<PolicyError>,
+    /// Bit `i` of an entry's `scopes` is `scopes[i]`.
+    scopes: Vec<ScopeSelector>,
+    v4: Table<Prefix4>,
+    v6: Table<Prefix6>,
+    /// Domain rule `i` (bit `i` of a name's masks): its entries.
+    domain_rules: Vec<PolicyValue>,
+    /// Approved names by [`dotted_name_hash`]: the domain rules approving each.
+    names: BTreeMap<u64, DnsNameValue>,
+}
+
+impl<'p> Compiler<'p> {
+    /// Nothing compiled yet.
+    fn new(policy: &'p Policy) -> Self {
+        Self {
+            policy,
+            errors: Vec::new(),
+            scopes: Vec::new(),
+            v4: Table::new(),
+            v6: Table::new(),
+            domain_rules: Vec::new(),
+            names: BTreeMap::new(),
+        }
     }
 
-    for (index, rule) in policy.rules.iter().enumerate() {
+    /// Records an error at `position` in the file (`path` in the document), and goes on.
+    fn push_error(&mut self, position: Position, path: String, message: String) {
+        self.errors
+            .push(error(self.policy, position, path, message));
+    }
+
+    /// Approves every port and protocol to 127.0.0.0/8 and ::1, from any cgroup.
+    fn approve_loopback(&mut self) {
+        let any = entry(0, u16::MAX, PROTO_ANY, 0);
+        let v4 = Prefix4 {
+            addr: [127, 0, 0, 0],
+            len: 8,
+        };
+        self.v4.add(v4, any, "loopback");
+        let v6 = Prefix6 {
+            addr: Ipv6Addr::LOCALHOST.octets(),
+            len: 128,
+        };
+        self.v6.add(v6, any, "loopback");
+    }
+
+    /// Adds rule `index`: its address prefixes to the tries, its domain names (if any) as a
+    /// domain rule. A rule the kernel cannot enforce adds nothing, only its error.
+    fn add_rule(&mut self, index: usize, rule: &Rule) {
         let Rule {
             name,
             position,
@@ -337,139 +404,173 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
             to_positions: _,
             processes_position,
         } = rule;
-        let here = |what: &str| format!("rules[{index}]{what}");
+        let site = RuleSite {
+            index,
+            position: *position,
+        };
         if !processes.is_empty() {
-            errors.push(error(
-                policy,
+            self.push_error(
                 processes_position.unwrap_or(*position),
-                here(".processes"),
+                site.path(".processes"),
                 "executable selectors cannot be enforced exactly in the kernel; use audit mode, or scope the rule with cgroups/systemd_units".to_owned(),
-            ));
-            continue;
+            );
+            return;
         }
-        let mut rule_scopes = 0u64;
-        for selector in [
+        let selectors = [
             (!cgroups.is_empty()).then(|| ScopeSelector::Cgroups(cgroups.clone())),
             (!systemd_units.is_empty()).then(|| ScopeSelector::Units(systemd_units.clone())),
             (!containers.is_empty()).then(|| ScopeSelector::Containers(containers.clone())),
             (!namespaces.is_empty()).then(|| ScopeSelector::Namespaces(namespaces.clone())),
             (!pods.is_empty()).then(|| ScopeSelector::Pods(pods.clone())),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if scopes.len() >= POLICY_SCOPES_MAX {
-                errors.push(error(
-                    policy,
-                    *position,
-                    here(""),
-                    format!("block mode supports at most {POLICY_SCOPES_MAX} cgroups/systemd_units selector lists; merge scoped rules"),
-                ));
-                break;
-            }
-            rule_scopes |= 1u64 << scopes.len();
-            scopes.push(selector);
-        }
-        let protocols = protocol_bits(protocols);
-        let ranges: Vec<(u16, u16)> = if ports.is_empty() {
-            vec![(0, u16::MAX)]
-        } else {
-            ports.iter().map(|r| (r.lo, r.hi)).collect()
+        ];
+        let grant = Grant {
+            rule: name,
+            ranges: if ports.is_empty() {
+                vec![(0, u16::MAX)]
+            } else {
+                ports.iter().map(|r| (r.lo, r.hi)).collect()
+            },
+            protocols: protocol_bits(protocols),
+            scopes: self.assign_scope_bits(site, selectors.into_iter().flatten()),
         };
         let mut domains = Vec::new();
         for destination in to {
             match destination {
-                Destination::Prefix(prefix) => {
-                    for &(lo, hi) in &ranges {
-                        let e = entry(lo, hi, protocols, rule_scopes);
-                        match prefix.addr {
-                            IpAddr::V4(a) => v4.add(
-                                Prefix4 {
-                                    addr: a.octets(),
-                                    len: prefix.len,
-                                },
-                                e,
-                                name,
-                            ),
-                            IpAddr::V6(a) => v6.add(
-                                Prefix6 {
-                                    addr: a.octets(),
-                                    len: prefix.len,
-                                },
-                                e,
-                                name,
-                            ),
-                        }
-                    }
-                }
+                Destination::Prefix(prefix) => self.add_prefix(prefix, &grant),
                 Destination::Domain(domain) => domains.push(domain),
             }
         }
         if !domains.is_empty() {
-            let bit = domain_rules.len();
-            if bit >= DNS_RULES_MAX {
-                errors.push(error(
-                    policy,
-                    *position,
-                    here(".to"),
-                    format!("block mode supports at most {DNS_RULES_MAX} rules with domain names; list more names in fewer rules"),
-                ));
-                continue;
+            self.add_domain_rule(site, &domains, &grant);
+        }
+    }
+
+    /// Gives each of a rule's selector lists the next scope bit; returns the rule's bits.
+    /// Past the kernel's limit, the rule keeps the bits it got and the policy an error.
+    fn assign_scope_bits(
+        &mut self,
+        site: RuleSite,
+        selectors: impl Iterator<Item = ScopeSelector>,
+    ) -> u64 {
+        let mut bits = 0u64;
+        for selector in selectors {
+            if self.scopes.len() >= POLICY_SCOPES_MAX {
+                self.push_error(
+                    site.position,
+                    site.path(""),
+                    format!("block mode supports at most {POLICY_SCOPES_MAX} cgroups/systemd_units selector lists; merge scoped rules"),
+                );
+                break;
             }
-            let mut entries: Vec<PolicyEntry> = ranges
-                .iter()
-                .map(|&(lo, hi)| entry(lo, hi, protocols, rule_scopes))
-                .collect();
-            compact(&mut entries);
-            match value(&entries) {
-                Some(v) => domain_rules.push(v),
-                None => {
-                    errors.push(error(policy, *position, here(".ports"), format!("a rule with domain names supports at most {POLICY_ENTRIES_MAX} port ranges in block mode")));
-                    continue;
-                }
-            }
-            for domain in domains {
-                let Some(hash) = dotted_name_hash(&domain.name) else {
-                    continue;
-                };
-                let slot = names.entry(hash).or_default();
-                if domain.wildcard {
-                    slot.wildcard |= 1 << bit;
-                } else {
-                    slot.exact |= 1 << bit;
-                }
+            bits |= 1u64 << self.scopes.len();
+            self.scopes.push(selector);
+        }
+        bits
+    }
+
+    /// Adds the rule's entries to `prefix`, in the trie of its family.
+    fn add_prefix(&mut self, prefix: &Prefix, grant: &Grant<'_>) {
+        for e in grant.entries() {
+            match prefix.addr {
+                IpAddr::V4(a) => self.v4.add(
+                    Prefix4 {
+                        addr: a.octets(),
+                        len: prefix.len,
+                    },
+                    e,
+                    grant.rule,
+                ),
+                IpAddr::V6(a) => self.v6.add(
+                    Prefix6 {
+                        addr: a.octets(),
+                        len: prefix.len,
+                    },
+                    e,
+                    grant.rule,
+                ),
             }
         }
     }
 
-    let mut compiled = CompiledPolicy {
-        block: true,
-        v4: v4.kernel_map(policy, &mut errors),
-        v6: v6.kernel_map(policy, &mut errors),
-        scopes,
-        domain_rules,
-        dns_names: names.into_iter().collect(),
-        scope_paths: Vec::new(),
-        scope_units: Vec::new(),
-    };
-    (compiled.scope_paths, compiled.scope_units) = creation_hashes(&compiled.scopes);
-    for (family, n) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
-        if n > POLICY_PREFIXES_MAX as usize {
-            errors.push(error(
-                policy,
-                Position::default(),
-                "rules".to_owned(),
-                format!("{n} {family} prefixes; block mode supports at most {POLICY_PREFIXES_MAX}"),
-            ));
+    /// Makes the rule the next domain rule (its own bit, its own entries) and sets that bit
+    /// on each of its names: exact, or for every name below a wildcard.
+    fn add_domain_rule(&mut self, site: RuleSite, domains: &[&DomainPattern], grant: &Grant<'_>) {
+        let bit = self.domain_rules.len();
+        if bit >= DNS_RULES_MAX {
+            self.push_error(
+                site.position,
+                site.path(".to"),
+                format!("block mode supports at most {DNS_RULES_MAX} rules with domain names; list more names in fewer rules"),
+            );
+            return;
+        }
+        let mut entries: Vec<PolicyEntry> = grant.entries().collect();
+        compact(&mut entries);
+        let Some(value) = value(&entries) else {
+            self.push_error(
+                site.position,
+                site.path(".ports"),
+                format!("a rule with domain names supports at most {POLICY_ENTRIES_MAX} port ranges in block mode"),
+            );
+            return;
+        };
+        self.domain_rules.push(value);
+        for domain in domains {
+            let Some(hash) = dotted_name_hash(&domain.name) else {
+                continue;
+            };
+            let slot = self.names.entry(hash).or_default();
+            if domain.wildcard {
+                slot.wildcard |= 1 << bit;
+            } else {
+                slot.exact |= 1 << bit;
+            }
         }
     }
-    if errors.is_empty() {
-        Ok(compiled)
-    } else {
-        Err(PolicyErrors {
-            file: policy.source.clone(),
-            errors,
-        })
+
+    /// The compiled policy, or every error: the rules' own, then the prefixes over the
+    /// kernel's limits (IPv4, then IPv6).
+    fn finish(self) -> Result<CompiledPolicy, PolicyErrors> {
+        let Self {
+            policy,
+            mut errors,
+            scopes,
+            v4,
+            v6,
+            domain_rules,
+            names,
+        } = self;
+        let (scope_paths, scope_units) = creation_hashes(&scopes);
+        let compiled = CompiledPolicy {
+            block: true,
+            v4: v4.kernel_map(policy, &mut errors),
+            v6: v6.kernel_map(policy, &mut errors),
+            scopes,
+            domain_rules,
+            dns_names: names.into_iter().collect(),
+            scope_paths,
+            scope_units,
+        };
+        for (family, n) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
+            if n > POLICY_PREFIXES_MAX as usize {
+                errors.push(error(
+                    policy,
+                    Position::default(),
+                    "rules".to_owned(),
+                    format!(
+                        "{n} {family} prefixes; block mode supports at most {POLICY_PREFIXES_MAX}"
+                    ),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(compiled)
+        } else {
+            Err(PolicyErrors {
+                file: policy.source.clone(),
+                errors,
+            })
+        }
     }
 }
 
@@ -520,12 +621,12 @@ pub fn scope_ids(compiled: &CompiledPolicy, mount: &Path) -> HashMap<u64, u64> {
     ids
 }
 
-/// The (hash → bits) tables the kernel's `cgroup_mkdir` tracepoint uses: whole paths of
-/// `cgroups:` selectors, and exact (glob-free) `systemd_units:` names. Glob unit names are
-/// matched by userspace's rescan only.
 /// (hash, scope bits) pairs for one kernel table.
 type HashBits = Vec<(u64, u64)>;
 
+/// The (hash → bits) tables the kernel's `cgroup_mkdir` tracepoint uses: whole paths of
+/// `cgroups:` selectors, and exact (glob-free) `systemd_units:` names. Glob unit names are
+/// matched by userspace's rescan only.
 fn creation_hashes(scopes: &[ScopeSelector]) -> (HashBits, HashBits) {
     let mut paths: BTreeMap<u64, u64> = BTreeMap::new();
     let mut units: BTreeMap<u64, u64> = BTreeMap::new();
