@@ -309,7 +309,14 @@ pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
         for (index, member) in set.members.iter().enumerate() {
             let previous = index.checked_sub(1).and_then(|i| set.members.get(i));
             let is_last = index + 1 == count;
-            let problem = check_file(member, previous, is_last, &mut chain, &mut report)?;
+            let problem = FileCheck {
+                member,
+                previous,
+                is_last,
+                chain: &mut chain,
+                report: &mut report,
+            }
+            .run()?;
             if let Some(problem) = problem {
                 report.problem = Some(problem);
                 return Ok(report);
@@ -330,146 +337,196 @@ fn problem(member: &Member, line: u64, what: impl Into<String>) -> Option<Proble
     })
 }
 
-fn check_file(
-    member: &Member,
-    previous: Option<&Member>,
+/// One file being checked: where it is in its set, the set's chain so far and the report.
+struct FileCheck<'a> {
+    member: &'a Member,
+    /// The file before it in its set, if any.
+    previous: Option<&'a Member>,
+    /// The newest file of its set: its last line may still be being written.
     is_last: bool,
-    chain: &mut Chain,
-    report: &mut Report,
-) -> Result<Option<Problem>, VerifyError> {
-    let read_err = |source| VerifyError::Read {
-        path: member.shown.clone(),
-        source,
-    };
-    let file = File::open(&member.path).map_err(read_err)?;
-    let mut reader = Reader {
-        inner: BufReader::with_capacity(1 << 20, file),
-        number: 0,
-        buf: Vec::new(),
-    };
-    report.files.push(FileReport {
-        file: member.shown.clone(),
-        lines: 0,
-    });
-    loop {
-        let bytes = match reader.next().map_err(read_err)? {
-            Next::End => break,
-            Next::Unterminated(len) => {
-                let number = reader.number;
-                if is_last {
-                    report.notes.push(format!(
-                        "{}:{number}: {len} bytes without a newline at the end, not checked (a line being written, or the rest of one a crash cut short: egret removes it when it starts)",
-                        member.shown
-                    ));
-                    break;
-                }
-                return Ok(problem(
-                    member,
-                    number,
-                    format!("{len} bytes without a newline at the end of a file that is not the newest of its set: the end of the file was cut or damaged"),
-                ));
-            }
-            Next::Line(bytes) => bytes,
+    chain: &'a mut Chain,
+    report: &'a mut Report,
+}
+
+impl FileCheck<'_> {
+    /// Checks every line of the file, up to the first that breaks the chain.
+    fn run(mut self) -> Result<Option<Problem>, VerifyError> {
+        let member = self.member;
+        let read_err = |source| VerifyError::Read {
+            path: member.shown.clone(),
+            source,
         };
-        let line = parse_line(reader.number, &bytes);
+        let file = File::open(&member.path).map_err(read_err)?;
+        let mut reader = Reader {
+            inner: BufReader::with_capacity(1 << 20, file),
+            number: 0,
+            buf: Vec::new(),
+        };
+        self.report.files.push(FileReport {
+            file: member.shown.clone(),
+            lines: 0,
+        });
+        loop {
+            let bytes = match reader.next().map_err(read_err)? {
+                Next::End => break,
+                Next::Unterminated(len) => return Ok(self.unterminated(reader.number, len)),
+                Next::Line(bytes) => bytes,
+            };
+            let line = parse_line(reader.number, &bytes);
+            if let Some(problem) = self.check_line(&line, &mut reader) {
+                return Ok(Some(problem));
+            }
+        }
+        if reader.number == 0 {
+            self.report.notes.push(format!("{}: empty", member.shown));
+        }
+        Ok(None)
+    }
+
+    /// The file ends with `len` bytes and no newline, on line `number`: a line being written
+    /// in the newest file of a set (a note), damage in any other.
+    fn unterminated(&mut self, number: u64, len: usize) -> Option<Problem> {
+        if self.is_last {
+            self.report.notes.push(format!(
+                "{}:{number}: {len} bytes without a newline at the end, not checked (a line being written, or the rest of one a crash cut short: egret removes it when it starts)",
+                self.member.shown
+            ));
+            return None;
+        }
+        problem(
+            self.member,
+            number,
+            format!("{len} bytes without a newline at the end of a file that is not the newest of its set: the end of the file was cut or damaged"),
+        )
+    }
+
+    /// Checks one line: accepts it, or says why it breaks the chain (reading on in `reader`
+    /// to explain it).
+    fn check_line(&mut self, line: &Line, reader: &mut Reader) -> Option<Problem> {
         let n = line.number;
         let (stored, content) = match &line.stored {
             Ok(pair) => pair,
-            Err(what) => return Ok(problem(member, n, what.clone())),
+            Err(what) => return problem(self.member, n, what.clone()),
         };
-        // What this line must follow.
-        let anchor = if n == 1 {
-            let Some((from, from_file)) = &line.output else {
-                let what = if previous.is_some() || chain.last.is_some() {
-                    "this file does not start with egret's output line: lines were removed from its start"
-                } else {
-                    "the chain cannot be checked from here: a file egret wrote starts with its output line (lines removed from the start?)"
-                };
-                return Ok(problem(member, n, what));
-            };
-            match (&chain.last, previous) {
-                (Some(last), Some(prev_member)) if !chain.strict && *from != last.hash => {
-                    report.notes.push(format!(
-                        "{}:1: does not continue {} (it continues from {}): checked as a chain of its own",
-                        member.shown,
-                        prev_member.shown,
-                        from_file.as_deref().unwrap_or("a new chain")
-                    ));
-                    report.last.push((prev_member.shown.clone(), last.hash));
-                    chain.last_sequence = None;
-                    *from
-                }
-                (Some(last), Some(prev_member)) => {
-                    if *from != last.hash {
-                        return Ok(problem(
-                            member,
-                            n,
-                            boundary_break(chain, last, prev_member, from, from_file.as_deref()),
-                        ));
-                    }
-                    *from
-                }
-                _ => {
-                    report.notes.push(if from.is_genesis() {
-                        format!("{}:1: a chain starts here", member.shown)
-                    } else {
-                        format!(
-                            "{}:1: continues from {} (not given), ending with egret.chain {from}",
-                            member.shown,
-                            from_file.as_deref().unwrap_or("an unnamed file")
-                        )
-                    });
-                    *from
-                }
-            }
-        } else {
-            match &chain.last {
-                Some(last) => last.hash,
-                // The file's first line broke; never reached.
-                None => ChainHash::GENESIS,
-            }
+        let anchor = match self.anchor(line) {
+            Ok(anchor) => anchor,
+            Err(what) => return problem(self.member, n, what),
         };
         if let Some((from, _)) = &line.output {
             if n > 1 && *from != anchor {
-                return Ok(problem(
-                    member,
+                return problem(
+                    self.member,
                     n,
                     format!(
                         "egret's output line says it continues from {from}, but the line before it ends with {anchor}"
                     ),
-                ));
+                );
             }
         }
         if anchor.next(content) != *stored {
-            let what = explain(&line, &anchor, chain, &mut reader);
-            return Ok(problem(member, n, what));
+            let what = explain(line, &anchor, self.chain, reader);
+            return problem(self.member, n, what);
         }
+        self.accept(line, *stored);
+        None
+    }
+
+    /// The chain value `line` must follow: the line before it, or for a file's first line,
+    /// the one its output line says it continues from. `Err` says why there is none.
+    fn anchor(&mut self, line: &Line) -> Result<ChainHash, String> {
+        if line.number != 1 {
+            return Ok(match &self.chain.last {
+                Some(last) => last.hash,
+                // The file's first line broke; never reached.
+                None => ChainHash::GENESIS,
+            });
+        }
+        let Some((from, from_file)) = &line.output else {
+            let what = if self.previous.is_some() || self.chain.last.is_some() {
+                "this file does not start with egret's output line: lines were removed from its start"
+            } else {
+                "the chain cannot be checked from here: a file egret wrote starts with its output line (lines removed from the start?)"
+            };
+            return Err(what.to_owned());
+        };
+        self.continues(from, from_file.as_deref())
+    }
+
+    /// Where the file's output line says it continues from (`from`, the end of `from_file`):
+    /// in a rotated set it must be the end of the previous file; files given one after the
+    /// other may start a chain of their own; a set's first file starts where it says (a note
+    /// either way).
+    fn continues(
+        &mut self,
+        from: &ChainHash,
+        from_file: Option<&str>,
+    ) -> Result<ChainHash, String> {
+        match (&self.chain.last, self.previous) {
+            (Some(last), Some(prev_member)) if !self.chain.strict && *from != last.hash => {
+                self.report.notes.push(format!(
+                    "{}:1: does not continue {} (it continues from {}): checked as a chain of its own",
+                    self.member.shown,
+                    prev_member.shown,
+                    from_file.unwrap_or("a new chain")
+                ));
+                self.report
+                    .last
+                    .push((prev_member.shown.clone(), last.hash));
+                self.chain.last_sequence = None;
+                Ok(*from)
+            }
+            (Some(last), Some(prev_member)) => {
+                if *from != last.hash {
+                    return Err(boundary_break(
+                        self.chain,
+                        last,
+                        prev_member,
+                        from,
+                        from_file,
+                    ));
+                }
+                Ok(*from)
+            }
+            _ => {
+                self.report.notes.push(if from.is_genesis() {
+                    format!("{}:1: a chain starts here", self.member.shown)
+                } else {
+                    format!(
+                        "{}:1: continues from {} (not given), ending with egret.chain {from}",
+                        self.member.shown,
+                        from_file.unwrap_or("an unnamed file")
+                    )
+                });
+                Ok(*from)
+            }
+        }
+    }
+
+    /// Counts a line that checked out (chain value `stored`) and makes it the one the next
+    /// line must follow.
+    fn accept(&mut self, line: &Line, stored: ChainHash) {
         if line.output.is_some() {
-            report.starts += 1;
+            self.report.starts += 1;
         }
-        report.lines += 1;
-        if let Some(file) = report.files.last_mut() {
+        self.report.lines += 1;
+        if let Some(file) = self.report.files.last_mut() {
             file.lines += 1;
         }
         // A restart begins a new run of event.sequence; a rotation does not.
         let sequence = match (&line.output, line.rotation) {
             (None, _) => line.sequence,
-            (Some(_), true) => chain.last_sequence,
+            (Some(_), true) => self.chain.last_sequence,
             (Some(_), false) => None,
         };
-        chain.accept(
+        self.chain.accept(
             Seen {
-                file: member.shown.clone(),
-                line: n,
-                hash: *stored,
+                file: self.member.shown.clone(),
+                line: line.number,
+                hash: stored,
             },
             sequence,
         );
     }
-    if reader.number == 0 {
-        report.notes.push(format!("{}: empty", member.shown));
-    }
-    Ok(None)
 }
 
 /// Why the first line of a file does not continue the previous file.

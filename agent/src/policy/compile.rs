@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::IpAddr,
+    net::{IpAddr, Ipv6Addr},
     path::Path,
 };
 
@@ -19,8 +19,8 @@ use agent_common::{
 };
 
 use super::{
-    Destination, Glob, Loopback, Mode, Policy, PolicyError, PolicyErrors, Position, Prefix,
-    Protocol, Rule,
+    Destination, DomainPattern, Glob, Loopback, Mode, Policy, PolicyError, PolicyErrors, Position,
+    Prefix, Protocol, Rule,
 };
 
 /// What one scope bit stands for.
@@ -293,35 +293,102 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
     if policy.mode == Mode::Audit {
         return Ok(CompiledPolicy::audit());
     }
-    let mut errors = Vec::new();
-    let mut scopes = Vec::new();
-    let mut v4 = Table::<Prefix4>::new();
-    let mut v6 = Table::<Prefix6>::new();
-    let mut domain_rules: Vec<PolicyValue> = Vec::new();
-    let mut names: BTreeMap<u64, DnsNameValue> = BTreeMap::new();
-
+    let mut compiler = Compiler::new(policy);
     if policy.loopback == Loopback::Approve {
-        v4.add(
-            Prefix4 {
-                addr: [127, 0, 0, 0],
-                len: 8,
-            },
-            entry(0, u16::MAX, PROTO_ANY, 0),
-            "loopback",
-        );
-        let mut one = [0u8; 16];
-        one[15] = 1;
-        v6.add(
-            Prefix6 {
-                addr: one,
-                len: 128,
-            },
-            entry(0, u16::MAX, PROTO_ANY, 0),
-            "loopback",
-        );
+        compiler.approve_loopback();
+    }
+    for (index, rule) in policy.rules.iter().enumerate() {
+        compiler.add_rule(index, rule);
+    }
+    compiler.finish()
+}
+
+/// Where a rule is, for its errors: `rules[index]` in the document, and its place in the file.
+#[derive(Debug, Clone, Copy)]
+struct RuleSite {
+    index: usize,
+    position: Position,
+}
+
+impl RuleSite {
+    /// `rules[index]` followed by `what` (`.to`, `.ports`, or nothing for the whole rule).
+    fn path(self, what: &str) -> String {
+        format!("rules[{}]{what}", self.index)
+    }
+}
+
+/// What one rule approves at each of its destinations: its port ranges, with its protocols
+/// and scope bits.
+struct Grant<'r> {
+    /// The rule's name, for error messages about the prefixes it adds to.
+    rule: &'r str,
+    ranges: Vec<(u16, u16)>,
+    protocols: u8,
+    scopes: u64,
+}
+
+impl Grant<'_> {
+    /// One kernel entry per port range.
+    fn entries(&self) -> impl Iterator<Item = PolicyEntry> + '_ {
+        self.ranges
+            .iter()
+            .map(|&(lo, hi)| entry(lo, hi, self.protocols, self.scopes))
+    }
+}
+
+/// A block-mode policy being compiled, rule by rule: the kernel's maps so far and the errors
+/// found (all of them are reported, not just the first).
+struct Compiler<'p> {
+    policy: &'p Policy,
+    errors: Vec<PolicyError>,
+    /// Bit `i` of an entry's `scopes` is `scopes[i]`.
+    scopes: Vec<ScopeSelector>,
+    v4: Table<Prefix4>,
+    v6: Table<Prefix6>,
+    /// Domain rule `i` (bit `i` of a name's masks): its entries.
+    domain_rules: Vec<PolicyValue>,
+    /// Approved names by [`dotted_name_hash`]: the domain rules approving each.
+    names: BTreeMap<u64, DnsNameValue>,
+}
+
+impl<'p> Compiler<'p> {
+    /// Nothing compiled yet.
+    fn new(policy: &'p Policy) -> Self {
+        Self {
+            policy,
+            errors: Vec::new(),
+            scopes: Vec::new(),
+            v4: Table::new(),
+            v6: Table::new(),
+            domain_rules: Vec::new(),
+            names: BTreeMap::new(),
+        }
     }
 
-    for (index, rule) in policy.rules.iter().enumerate() {
+    /// Records an error at `position` in the file (`path` in the document), and goes on.
+    fn push_error(&mut self, position: Position, path: String, message: String) {
+        self.errors
+            .push(error(self.policy, position, path, message));
+    }
+
+    /// Approves every port and protocol to 127.0.0.0/8 and ::1, from any cgroup.
+    fn approve_loopback(&mut self) {
+        let any = entry(0, u16::MAX, PROTO_ANY, 0);
+        let v4 = Prefix4 {
+            addr: [127, 0, 0, 0],
+            len: 8,
+        };
+        self.v4.add(v4, any, "loopback");
+        let v6 = Prefix6 {
+            addr: Ipv6Addr::LOCALHOST.octets(),
+            len: 128,
+        };
+        self.v6.add(v6, any, "loopback");
+    }
+
+    /// Adds rule `index`: its address prefixes to the tries, its domain names (if any) as a
+    /// domain rule. A rule the kernel cannot enforce adds nothing, only its error.
+    fn add_rule(&mut self, index: usize, rule: &Rule) {
         let Rule {
             name,
             position,
@@ -337,139 +404,173 @@ pub fn compile(policy: &Policy) -> Result<CompiledPolicy, PolicyErrors> {
             to_positions: _,
             processes_position,
         } = rule;
-        let here = |what: &str| format!("rules[{index}]{what}");
+        let site = RuleSite {
+            index,
+            position: *position,
+        };
         if !processes.is_empty() {
-            errors.push(error(
-                policy,
+            self.push_error(
                 processes_position.unwrap_or(*position),
-                here(".processes"),
+                site.path(".processes"),
                 "executable selectors cannot be enforced exactly in the kernel; use audit mode, or scope the rule with cgroups/systemd_units".to_owned(),
-            ));
-            continue;
+            );
+            return;
         }
-        let mut rule_scopes = 0u64;
-        for selector in [
+        let selectors = [
             (!cgroups.is_empty()).then(|| ScopeSelector::Cgroups(cgroups.clone())),
             (!systemd_units.is_empty()).then(|| ScopeSelector::Units(systemd_units.clone())),
             (!containers.is_empty()).then(|| ScopeSelector::Containers(containers.clone())),
             (!namespaces.is_empty()).then(|| ScopeSelector::Namespaces(namespaces.clone())),
             (!pods.is_empty()).then(|| ScopeSelector::Pods(pods.clone())),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if scopes.len() >= POLICY_SCOPES_MAX {
-                errors.push(error(
-                    policy,
-                    *position,
-                    here(""),
-                    format!("block mode supports at most {POLICY_SCOPES_MAX} cgroups/systemd_units selector lists; merge scoped rules"),
-                ));
-                break;
-            }
-            rule_scopes |= 1u64 << scopes.len();
-            scopes.push(selector);
-        }
-        let protocols = protocol_bits(protocols);
-        let ranges: Vec<(u16, u16)> = if ports.is_empty() {
-            vec![(0, u16::MAX)]
-        } else {
-            ports.iter().map(|r| (r.lo, r.hi)).collect()
+        ];
+        let grant = Grant {
+            rule: name,
+            ranges: if ports.is_empty() {
+                vec![(0, u16::MAX)]
+            } else {
+                ports.iter().map(|r| (r.lo, r.hi)).collect()
+            },
+            protocols: protocol_bits(protocols),
+            scopes: self.assign_scope_bits(site, selectors.into_iter().flatten()),
         };
         let mut domains = Vec::new();
         for destination in to {
             match destination {
-                Destination::Prefix(prefix) => {
-                    for &(lo, hi) in &ranges {
-                        let e = entry(lo, hi, protocols, rule_scopes);
-                        match prefix.addr {
-                            IpAddr::V4(a) => v4.add(
-                                Prefix4 {
-                                    addr: a.octets(),
-                                    len: prefix.len,
-                                },
-                                e,
-                                name,
-                            ),
-                            IpAddr::V6(a) => v6.add(
-                                Prefix6 {
-                                    addr: a.octets(),
-                                    len: prefix.len,
-                                },
-                                e,
-                                name,
-                            ),
-                        }
-                    }
-                }
+                Destination::Prefix(prefix) => self.add_prefix(prefix, &grant),
                 Destination::Domain(domain) => domains.push(domain),
             }
         }
         if !domains.is_empty() {
-            let bit = domain_rules.len();
-            if bit >= DNS_RULES_MAX {
-                errors.push(error(
-                    policy,
-                    *position,
-                    here(".to"),
-                    format!("block mode supports at most {DNS_RULES_MAX} rules with domain names; list more names in fewer rules"),
-                ));
-                continue;
+            self.add_domain_rule(site, &domains, &grant);
+        }
+    }
+
+    /// Gives each of a rule's selector lists the next scope bit; returns the rule's bits.
+    /// Past the kernel's limit, the rule keeps the bits it got and the policy an error.
+    fn assign_scope_bits(
+        &mut self,
+        site: RuleSite,
+        selectors: impl Iterator<Item = ScopeSelector>,
+    ) -> u64 {
+        let mut bits = 0u64;
+        for selector in selectors {
+            if self.scopes.len() >= POLICY_SCOPES_MAX {
+                self.push_error(
+                    site.position,
+                    site.path(""),
+                    format!("block mode supports at most {POLICY_SCOPES_MAX} cgroups/systemd_units selector lists; merge scoped rules"),
+                );
+                break;
             }
-            let mut entries: Vec<PolicyEntry> = ranges
-                .iter()
-                .map(|&(lo, hi)| entry(lo, hi, protocols, rule_scopes))
-                .collect();
-            compact(&mut entries);
-            match value(&entries) {
-                Some(v) => domain_rules.push(v),
-                None => {
-                    errors.push(error(policy, *position, here(".ports"), format!("a rule with domain names supports at most {POLICY_ENTRIES_MAX} port ranges in block mode")));
-                    continue;
-                }
-            }
-            for domain in domains {
-                let Some(hash) = dotted_name_hash(&domain.name) else {
-                    continue;
-                };
-                let slot = names.entry(hash).or_default();
-                if domain.wildcard {
-                    slot.wildcard |= 1 << bit;
-                } else {
-                    slot.exact |= 1 << bit;
-                }
+            bits |= 1u64 << self.scopes.len();
+            self.scopes.push(selector);
+        }
+        bits
+    }
+
+    /// Adds the rule's entries to `prefix`, in the trie of its family.
+    fn add_prefix(&mut self, prefix: &Prefix, grant: &Grant<'_>) {
+        for e in grant.entries() {
+            match prefix.addr {
+                IpAddr::V4(a) => self.v4.add(
+                    Prefix4 {
+                        addr: a.octets(),
+                        len: prefix.len,
+                    },
+                    e,
+                    grant.rule,
+                ),
+                IpAddr::V6(a) => self.v6.add(
+                    Prefix6 {
+                        addr: a.octets(),
+                        len: prefix.len,
+                    },
+                    e,
+                    grant.rule,
+                ),
             }
         }
     }
 
-    let mut compiled = CompiledPolicy {
-        block: true,
-        v4: v4.kernel_map(policy, &mut errors),
-        v6: v6.kernel_map(policy, &mut errors),
-        scopes,
-        domain_rules,
-        dns_names: names.into_iter().collect(),
-        scope_paths: Vec::new(),
-        scope_units: Vec::new(),
-    };
-    (compiled.scope_paths, compiled.scope_units) = creation_hashes(&compiled.scopes);
-    for (family, n) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
-        if n > POLICY_PREFIXES_MAX as usize {
-            errors.push(error(
-                policy,
-                Position::default(),
-                "rules".to_owned(),
-                format!("{n} {family} prefixes; block mode supports at most {POLICY_PREFIXES_MAX}"),
-            ));
+    /// Makes the rule the next domain rule (its own bit, its own entries) and sets that bit
+    /// on each of its names: exact, or for every name below a wildcard.
+    fn add_domain_rule(&mut self, site: RuleSite, domains: &[&DomainPattern], grant: &Grant<'_>) {
+        let bit = self.domain_rules.len();
+        if bit >= DNS_RULES_MAX {
+            self.push_error(
+                site.position,
+                site.path(".to"),
+                format!("block mode supports at most {DNS_RULES_MAX} rules with domain names; list more names in fewer rules"),
+            );
+            return;
+        }
+        let mut entries: Vec<PolicyEntry> = grant.entries().collect();
+        compact(&mut entries);
+        let Some(value) = value(&entries) else {
+            self.push_error(
+                site.position,
+                site.path(".ports"),
+                format!("a rule with domain names supports at most {POLICY_ENTRIES_MAX} port ranges in block mode"),
+            );
+            return;
+        };
+        self.domain_rules.push(value);
+        for domain in domains {
+            let Some(hash) = dotted_name_hash(&domain.name) else {
+                continue;
+            };
+            let slot = self.names.entry(hash).or_default();
+            if domain.wildcard {
+                slot.wildcard |= 1 << bit;
+            } else {
+                slot.exact |= 1 << bit;
+            }
         }
     }
-    if errors.is_empty() {
-        Ok(compiled)
-    } else {
-        Err(PolicyErrors {
-            file: policy.source.clone(),
-            errors,
-        })
+
+    /// The compiled policy, or every error: the rules' own, then the prefixes over the
+    /// kernel's limits (IPv4, then IPv6).
+    fn finish(self) -> Result<CompiledPolicy, PolicyErrors> {
+        let Self {
+            policy,
+            mut errors,
+            scopes,
+            v4,
+            v6,
+            domain_rules,
+            names,
+        } = self;
+        let (scope_paths, scope_units) = creation_hashes(&scopes);
+        let compiled = CompiledPolicy {
+            block: true,
+            v4: v4.kernel_map(policy, &mut errors),
+            v6: v6.kernel_map(policy, &mut errors),
+            scopes,
+            domain_rules,
+            dns_names: names.into_iter().collect(),
+            scope_paths,
+            scope_units,
+        };
+        for (family, n) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
+            if n > POLICY_PREFIXES_MAX as usize {
+                errors.push(error(
+                    policy,
+                    Position::default(),
+                    "rules".to_owned(),
+                    format!(
+                        "{n} {family} prefixes; block mode supports at most {POLICY_PREFIXES_MAX}"
+                    ),
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(compiled)
+        } else {
+            Err(PolicyErrors {
+                file: policy.source.clone(),
+                errors,
+            })
+        }
     }
 }
 
@@ -520,12 +621,12 @@ pub fn scope_ids(compiled: &CompiledPolicy, mount: &Path) -> HashMap<u64, u64> {
     ids
 }
 
-/// The (hash → bits) tables the kernel's `cgroup_mkdir` tracepoint uses: whole paths of
-/// `cgroups:` selectors, and exact (glob-free) `systemd_units:` names. Glob unit names are
-/// matched by userspace's rescan only.
 /// (hash, scope bits) pairs for one kernel table.
 type HashBits = Vec<(u64, u64)>;
 
+/// The (hash → bits) tables the kernel's `cgroup_mkdir` tracepoint uses: whole paths of
+/// `cgroups:` selectors, and exact (glob-free) `systemd_units:` names. Glob unit names are
+/// matched by userspace's rescan only.
 fn creation_hashes(scopes: &[ScopeSelector]) -> (HashBits, HashBits) {
     let mut paths: BTreeMap<u64, u64> = BTreeMap::new();
     let mut units: BTreeMap<u64, u64> = BTreeMap::new();
@@ -582,7 +683,7 @@ pub fn scope_bits(scopes: &[ScopeSelector], rel: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{PortRange, Prefix};
+    use crate::policy::{DomainPattern, PortRange, Prefix};
 
     fn glob(text: &str) -> Glob {
         Glob {
@@ -629,6 +730,201 @@ mod tests {
                 .find(|(p, _)| p.addr == addr && p.len == len)
                 .unwrap();
         v.entries[..v.count as usize].to_vec()
+    }
+
+    /// Every field of `c`, one line per map entry (name hashes in hex).
+    fn describe(c: &CompiledPolicy) -> String {
+        use std::fmt::Write as _;
+        let CompiledPolicy {
+            block,
+            v4,
+            v6,
+            scopes,
+            domain_rules,
+            dns_names,
+            scope_paths,
+            scope_units,
+        } = c;
+        let entries = |v: &PolicyValue| {
+            let listed: Vec<String> = v.entries[..v.count as usize]
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}-{} proto {:03b} scopes {:b}",
+                        e.port_lo, e.port_hi, e.protocols, e.scopes
+                    )
+                })
+                .collect();
+            assert!(v.entries[v.count as usize..]
+                .iter()
+                .all(|e| *e == PolicyEntry::default()));
+            listed.join(", ")
+        };
+        let texts = |globs: &[Glob]| {
+            globs
+                .iter()
+                .map(|g| g.text.clone())
+                .collect::<Vec<String>>()
+        };
+        let mut out = format!("block {block}\n");
+        for (p, v) in v4 {
+            writeln!(out, "{}: {}", p.prefix(), entries(v)).unwrap();
+        }
+        for (p, v) in v6 {
+            writeln!(out, "{}: {}", p.prefix(), entries(v)).unwrap();
+        }
+        for (i, selector) in scopes.iter().enumerate() {
+            let text = match selector {
+                ScopeSelector::Cgroups(paths) => format!("cgroups {paths:?}"),
+                ScopeSelector::Units(globs) => format!("units {:?}", texts(globs)),
+                ScopeSelector::Containers(globs) => format!("containers {:?}", texts(globs)),
+                ScopeSelector::Namespaces(globs) => format!("namespaces {:?}", texts(globs)),
+                ScopeSelector::Pods(globs) => format!("pods {:?}", texts(globs)),
+            };
+            writeln!(out, "scope {i}: {text}").unwrap();
+        }
+        for (i, v) in domain_rules.iter().enumerate() {
+            writeln!(out, "domain rule {i}: {}", entries(v)).unwrap();
+        }
+        for (hash, v) in dns_names {
+            let DnsNameValue { exact, wildcard } = v;
+            writeln!(
+                out,
+                "name {hash:016x}: exact {exact:b} wildcard {wildcard:b}"
+            )
+            .unwrap();
+        }
+        for (hash, bits) in scope_paths {
+            writeln!(out, "path {hash:016x}: {bits:b}").unwrap();
+        }
+        for (hash, bits) in scope_units {
+            writeln!(out, "unit {hash:016x}: {bits:b}").unwrap();
+        }
+        out
+    }
+
+    fn domain(name: &str, wildcard: bool) -> Destination {
+        Destination::Domain(DomainPattern {
+            name: name.to_owned(),
+            wildcard,
+        })
+    }
+
+    /// Everything a policy that compiles becomes, pinned whole.
+    #[test]
+    fn a_compiled_policy_is_pinned() {
+        let wide = rule("wide", &["10.0.0.0/8"], &[(443, 443)], &[Protocol::Tcp]);
+        let mut narrow = rule(
+            "narrow",
+            &["10.1.0.0/16", "10.1.2.0/24"],
+            &[(53, 53), (80, 90), (85, 100)],
+            &[Protocol::Udp],
+        );
+        narrow.cgroups = vec!["/system.slice/a.service".into(), "/b".into()];
+        narrow.systemd_units = vec![glob("a.service"), glob("web-*.service")];
+        let mut v6 = rule("v6", &["2001:db8::/32", "2001:db8:1::/48"], &[], &[]);
+        v6.containers = vec![glob("web-*")];
+        v6.namespaces = vec![glob("shop")];
+        v6.pods = vec![glob("cart-*")];
+        let mut api = rule(
+            "api",
+            &["192.0.2.1/32"],
+            &[(443, 443), (8443, 8443)],
+            &[Protocol::Tcp, Protocol::Udp],
+        );
+        api.to.push(domain("api.example.com", false));
+        api.to.push(domain("example.net", true));
+        let mut again = rule("again", &[], &[], &[]);
+        again.to = vec![
+            domain("api.example.com", false),
+            domain("example.org", true),
+        ];
+        again.cgroups = vec!["/b".into()];
+        let c = compile(&policy(
+            vec![wide, narrow, v6, api, again],
+            Loopback::Approve,
+        ))
+        .unwrap();
+        assert_eq!(
+            describe(&c),
+            "block true\n\
+            10.0.0.0/8: 443-443 proto 001 scopes 0\n\
+            10.1.0.0/16: 443-443 proto 001 scopes 0, 53-53 proto 010 scopes 11, 80-100 proto 010 scopes 11\n\
+            10.1.2.0/24: 443-443 proto 001 scopes 0, 53-53 proto 010 scopes 11, 80-100 proto 010 scopes 11\n\
+            127.0.0.0/8: 0-65535 proto 111 scopes 0\n\
+            192.0.2.1/32: 443-443 proto 011 scopes 0, 8443-8443 proto 011 scopes 0\n\
+            ::1/128: 0-65535 proto 111 scopes 0\n\
+            2001:db8::/32: 0-65535 proto 111 scopes 11100\n\
+            2001:db8:1::/48: 0-65535 proto 111 scopes 11100\n\
+            scope 0: cgroups [\"/system.slice/a.service\", \"/b\"]\n\
+            scope 1: units [\"a.service\", \"web-*.service\"]\n\
+            scope 2: containers [\"web-*\"]\n\
+            scope 3: namespaces [\"shop\"]\n\
+            scope 4: pods [\"cart-*\"]\n\
+            scope 5: cgroups [\"/b\"]\n\
+            domain rule 0: 443-443 proto 011 scopes 0, 8443-8443 proto 011 scopes 0\n\
+            domain rule 1: 0-65535 proto 111 scopes 100000\n\
+            name 257dd8637fa3ad3e: exact 0 wildcard 10\n\
+            name 30bdfcdb70b035b0: exact 11 wildcard 0\n\
+            name 5c980d568ce5759f: exact 0 wildcard 1\n\
+            path 07d66407b49cd414: 100001\n\
+            path 37d16144f31ee4be: 1\n\
+            unit b54e3dc93b238a5d: 10\n"
+        );
+    }
+
+    /// Every error compiling can report, in the order it reports them.
+    #[test]
+    fn compile_errors_are_pinned() {
+        let mut rules = Vec::new();
+        let mut exe = rule("exe", &["203.0.113.0/24"], &[], &[]);
+        exe.processes = vec![glob("/usr/bin/git")];
+        exe.processes_position = Some(Position { line: 3, column: 5 });
+        rules.push(exe);
+        // 14 rules of 5 selector lists: the 13th rule's fifth list is one too many.
+        for i in 0..14u8 {
+            let to = format!("10.{i}.0.0/16");
+            let mut r = rule(&format!("scoped{i}"), &[to.as_str()], &[], &[]);
+            r.cgroups = vec![format!("/s{i}")];
+            r.systemd_units = vec![glob("s.service")];
+            r.containers = vec![glob("c")];
+            r.namespaces = vec![glob("n")];
+            r.pods = vec![glob("p")];
+            rules.push(r);
+        }
+        let ports: Vec<(u16, u16)> = (0..17).map(|i| (1000 + i * 10, 1000 + i * 10)).collect();
+        let mut ranges = rule("ranges", &[], &ports, &[]);
+        ranges.to = vec![domain("ranges.example.com", false)];
+        rules.push(ranges);
+        for i in 0..17 {
+            let mut r = rule(&format!("names{i}"), &[], &[], &[]);
+            r.to = vec![domain(&format!("n{i}.example.com"), false)];
+            rules.push(r);
+        }
+        for i in 0..17u16 {
+            let to = ["198.18.0.0/15", "2001:db8::/32"];
+            rules.push(rule(
+                &format!("any{i}"),
+                &to,
+                &[(2000 + i * 10, 2000 + i * 10)],
+                &[],
+            ));
+        }
+        for (line, r) in (1..).zip(&mut rules) {
+            r.position = Position { line, column: 3 };
+        }
+        let err = compile(&policy(rules, Loopback::Approve)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "7 error(s) in policy p.yaml:\n\
+            p.yaml:3:5: rules[0].processes: executable selectors cannot be enforced exactly in the kernel; use audit mode, or scope the rule with cgroups/systemd_units\n\
+            p.yaml:14:3: rules[13]: block mode supports at most 64 cgroups/systemd_units selector lists; merge scoped rules\n\
+            p.yaml:15:3: rules[14]: block mode supports at most 64 cgroups/systemd_units selector lists; merge scoped rules\n\
+            p.yaml:16:3: rules[15].ports: a rule with domain names supports at most 16 port ranges in block mode\n\
+            p.yaml:33:3: rules[32].to: block mode supports at most 16 rules with domain names; list more names in fewer rules\n\
+            p.yaml:0:0: rules: address 198.18.0.0/15 is covered by 17 distinct (ports, protocols, cgroups) combinations from rules any0, any1, any10, any11, any12, any13, any14, any15, any16, any2, any3, any4, any5, any6, any7, any8, any9; block mode supports at most 16 per address: merge port lists or rules\n\
+            p.yaml:0:0: rules: address 2001:db8::/32 is covered by 17 distinct (ports, protocols, cgroups) combinations from rules any0, any1, any10, any11, any12, any13, any14, any15, any16, any2, any3, any4, any5, any6, any7, any8, any9; block mode supports at most 16 per address: merge port lists or rules"
+        );
     }
 
     #[test]

@@ -111,82 +111,151 @@ fn tick_label(ns: i64, span_s: i64, step_s: i64) -> String {
     }
 }
 
+/// The colour of the timeline's series `k`: grey past the last colour.
+fn series_colour(k: usize) -> &'static str {
+    COLOURS.get(k).copied().unwrap_or(OTHER_COLOUR)
+}
+
+/// The chart's size and margins (SVG user units): the plot is what the margins leave.
+const CHART_W: f64 = 1080.0;
+const CHART_H: f64 = 300.0;
+const LEFT: f64 = 58.0;
+const RIGHT: f64 = 26.0;
+const TOP: f64 = 14.0;
+const BOTTOM: f64 = 44.0;
+const PLOT_W: f64 = CHART_W - LEFT - RIGHT;
+const PLOT_H: f64 = CHART_H - TOP - BOTTOM;
+
 /// The stacked-bar chart of connections per time bucket, by destination.
 fn chart(out: &mut String, t: &TimelineDoc) {
     if t.buckets == 0 {
         out.push_str("<p class=\"empty\">No connections in the range.</p>\n");
         return;
     }
-    let (w, h) = (1080.0_f64, 300.0_f64);
-    let (left, right, top, bottom) = (58.0, 26.0, 14.0, 44.0);
-    let plot_w = w - left - right;
-    let plot_h = h - top - bottom;
-    let totals: Vec<u64> = (0..t.buckets)
-        .map(|i| {
-            t.series
-                .iter()
-                .map(|s| s.counts.get(i).copied().unwrap_or(0))
-                .chain(t.other.get(i).copied())
-                .fold(0_u64, u64::saturating_add)
-        })
-        .collect();
-    let max = totals.iter().copied().max().unwrap_or(0).max(1);
-    let step = nice_step(max.div_ceil(4));
-    let y_max = max.div_ceil(step).saturating_mul(step).max(step);
-    let scale = |v: u64| -> f64 { plot_h * (v as f64) / (y_max as f64) };
+    let chart = Chart::new(t);
     let _ = writeln!(
         out,
         "<svg id=\"timeline\" role=\"img\" aria-label=\"Connections over time by destination\" \
-         viewBox=\"0 0 {w} {h}\" width=\"100%\" preserveAspectRatio=\"xMidYMid meet\">"
+         viewBox=\"0 0 {CHART_W} {CHART_H}\" width=\"100%\" preserveAspectRatio=\"xMidYMid meet\">"
     );
-    // Horizontal grid and y labels (at most five: y_max is at most four steps, rounded up).
-    for k in 0..=8_u64 {
-        let v = step.saturating_mul(k);
-        if v > y_max || (k > 0 && v == step.saturating_mul(k - 1)) {
-            break;
+    chart.y_axis(out);
+    chart.bars(out);
+    chart.x_axis(out);
+    out.push_str("</svg>\n");
+    legend(out, t);
+}
+
+/// A timeline with the scales it is drawn at.
+struct Chart<'t> {
+    timeline: &'t TimelineDoc,
+    /// Connections per bucket, every destination together.
+    totals: Vec<u64>,
+    /// The y axis: labels every `step` connections, up to `y_max` at the top.
+    step: u64,
+    y_max: u64,
+    /// The width each bucket has, and the width of its bar within it.
+    slot: f64,
+    bar_w: f64,
+    /// When the first bucket starts, and how long each lasts.
+    start_ns: i64,
+    width_ns: i64,
+}
+
+impl<'t> Chart<'t> {
+    fn new(t: &'t TimelineDoc) -> Self {
+        let totals: Vec<u64> = (0..t.buckets)
+            .map(|i| {
+                t.series
+                    .iter()
+                    .map(|s| s.counts.get(i).copied().unwrap_or(0))
+                    .chain(t.other.get(i).copied())
+                    .fold(0_u64, u64::saturating_add)
+            })
+            .collect();
+        let max = totals.iter().copied().max().unwrap_or(0).max(1);
+        let step = nice_step(max.div_ceil(4));
+        let y_max = max.div_ceil(step).saturating_mul(step).max(step);
+        let n = t.buckets as f64;
+        let slot = PLOT_W / n;
+        let gap = if slot > 6.0 {
+            (slot * 0.18).min(6.0)
+        } else {
+            0.0
+        };
+        Self {
+            timeline: t,
+            totals,
+            step,
+            y_max,
+            slot,
+            // Few buckets: bars no wider than 40 px, centred in their slots.
+            bar_w: (slot - gap).clamp(0.5, 40.0),
+            start_ns: t
+                .start
+                .as_deref()
+                .and_then(super::input::parse_rfc3339_ns)
+                .unwrap_or(0),
+            width_ns: t.bucket_seconds.saturating_mul(1_000_000_000),
         }
-        let y = top + plot_h - scale(v);
-        let _ = writeln!(
-            out,
-            "<line class=\"grid\" x1=\"{left}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v}</text>",
-            w - right,
-            left - 8.0,
-            y + 4.0
-        );
     }
-    let n = t.buckets as f64;
-    let slot = plot_w / n;
-    let gap = if slot > 6.0 {
-        (slot * 0.18).min(6.0)
-    } else {
-        0.0
-    };
-    // Few buckets: bars no wider than 40 px, centred in their slots.
-    let bar_w = (slot - gap).clamp(0.5, 40.0);
-    let start_ns = t
-        .start
-        .as_deref()
-        .and_then(super::input::parse_rfc3339_ns)
-        .unwrap_or(0);
-    let width_ns = t.bucket_seconds.saturating_mul(1_000_000_000);
-    let bucket_ns =
-        |i: usize| start_ns.saturating_add(width_ns.saturating_mul(i64::try_from(i).unwrap_or(0)));
-    for (i, total) in totals.iter().enumerate() {
-        if *total == 0 {
-            continue;
+
+    /// The height `v` connections take on the plot.
+    fn scale(&self, v: u64) -> f64 {
+        PLOT_H * (v as f64) / (self.y_max as f64)
+    }
+
+    /// When bucket `i` starts.
+    fn bucket_ns(&self, i: usize) -> i64 {
+        self.start_ns
+            .saturating_add(self.width_ns.saturating_mul(i64::try_from(i).unwrap_or(0)))
+    }
+
+    /// Horizontal grid and y labels (at most five: y_max is at most four steps, rounded up).
+    fn y_axis(&self, out: &mut String) {
+        for k in 0..=8_u64 {
+            let v = self.step.saturating_mul(k);
+            if v > self.y_max || (k > 0 && v == self.step.saturating_mul(k - 1)) {
+                break;
+            }
+            let y = TOP + PLOT_H - self.scale(v);
+            let _ = writeln!(
+                out,
+                "<line class=\"grid\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{v}</text>",
+                CHART_W - RIGHT,
+                LEFT - 8.0,
+                y + 4.0
+            );
         }
-        let x = left + slot * (i as f64) + (slot - bar_w) / 2.0;
-        let when = rfc3339_seconds(bucket_ns(i));
-        let _ = write!(out, "<g class=\"bar\" data-total=\"{total}\">");
+    }
+
+    /// One stacked bar per bucket that has connections.
+    fn bars(&self, out: &mut String) {
+        for (i, total) in self.totals.iter().enumerate() {
+            if *total == 0 {
+                continue;
+            }
+            let _ = write!(out, "<g class=\"bar\" data-total=\"{total}\">");
+            self.segments(out, i);
+            out.push_str("</g>\n");
+        }
+    }
+
+    /// Bucket `i`'s bar: a segment per destination with connections in it, the busiest
+    /// series at the bottom and the other destinations on top.
+    fn segments(&self, out: &mut String, i: usize) {
+        let t = self.timeline;
+        let x = LEFT + self.slot * (i as f64) + (self.slot - self.bar_w) / 2.0;
+        let when = rfc3339_seconds(self.bucket_ns(i));
+        let bar_w = self.bar_w;
         let mut base = 0_u64;
-        let segments = t
+        let destinations = t
             .series
             .iter()
             .enumerate()
             .map(|(k, s)| {
                 (
-                    COLOURS.get(k).copied().unwrap_or(OTHER_COLOUR),
+                    series_colour(k),
                     s.destination.as_str(),
                     s.counts.get(i).copied().unwrap_or(0),
                 )
@@ -196,12 +265,12 @@ fn chart(out: &mut String, t: &TimelineDoc) {
                 "other destinations",
                 t.other.get(i).copied().unwrap_or(0),
             )));
-        for (colour, label, count) in segments {
+        for (colour, label, count) in destinations {
             if count == 0 {
                 continue;
             }
-            let y = top + plot_h - scale(base.saturating_add(count));
-            let height = scale(count);
+            let y = TOP + PLOT_H - self.scale(base.saturating_add(count));
+            let height = self.scale(count);
             let _ = write!(
                 out,
                 "<rect class=\"seg\" x=\"{x:.2}\" y=\"{y:.2}\" width=\"{bar_w:.2}\" \
@@ -212,50 +281,57 @@ fn chart(out: &mut String, t: &TimelineDoc) {
             );
             base = base.saturating_add(count);
         }
-        out.push_str("</g>\n");
     }
-    // Axes, and x labels at round times (at most eight).
-    let _ = writeln!(
-        out,
-        "<line class=\"axis\" x1=\"{left}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>",
-        w - right,
-        top + plot_h,
-        top + plot_h
-    );
-    let span_s = t
-        .bucket_seconds
-        .saturating_mul(i64::try_from(t.buckets).unwrap_or(i64::MAX));
-    let tick_s = tick_seconds(span_s, t.bucket_seconds);
-    for i in 0..=t.buckets {
-        let at = bucket_ns(i);
-        if at.div_euclid(1_000_000_000).rem_euclid(tick_s.max(1)) != 0 {
-            continue;
-        }
-        let x = left + slot * (i as f64);
+
+    /// The x axis, its labels at round times (at most eight), and the width of a bar.
+    fn x_axis(&self, out: &mut String) {
+        let t = self.timeline;
         let _ = writeln!(
             out,
-            "<line class=\"axis\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\
-             <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-            top + plot_h,
-            top + plot_h + 5.0,
-            top + plot_h + 19.0,
-            esc(&tick_label(at, span_s, tick_s))
+            "<line class=\"axis\" x1=\"{LEFT}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>",
+            CHART_W - RIGHT,
+            TOP + PLOT_H,
+            TOP + PLOT_H
+        );
+        let span_s = t
+            .bucket_seconds
+            .saturating_mul(i64::try_from(t.buckets).unwrap_or(i64::MAX));
+        let tick_s = tick_seconds(span_s, t.bucket_seconds);
+        for i in 0..=t.buckets {
+            let at = self.bucket_ns(i);
+            if at.div_euclid(1_000_000_000).rem_euclid(tick_s.max(1)) != 0 {
+                continue;
+            }
+            let x = LEFT + self.slot * (i as f64);
+            let _ = writeln!(
+                out,
+                "<line class=\"axis\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.1}\" y2=\"{:.1}\"/>\
+                 <text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+                TOP + PLOT_H,
+                TOP + PLOT_H + 5.0,
+                TOP + PLOT_H + 19.0,
+                esc(&tick_label(at, span_s, tick_s))
+            );
+        }
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">UTC, {} per bar</text>",
+            CHART_W - RIGHT,
+            CHART_H - 4.0,
+            esc(&bucket_words(t.bucket_seconds))
         );
     }
-    let _ = writeln!(
-        out,
-        "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">UTC, {} per bar</text>",
-        w - right,
-        h - 4.0,
-        esc(&bucket_words(t.bucket_seconds))
-    );
-    out.push_str("</svg>\n<ul class=\"legend\">\n");
+}
+
+/// The chart's legend: each series' colour and total, then the other destinations'.
+fn legend(out: &mut String, t: &TimelineDoc) {
+    out.push_str("<ul class=\"legend\">\n");
     for (k, s) in t.series.iter().enumerate() {
         let total: u64 = s.counts.iter().sum();
         let _ = writeln!(
             out,
             "<li><span class=\"swatch\" style=\"background:{}\"></span>{} <span class=\"gmeta\">({total})</span></li>",
-            COLOURS.get(k).copied().unwrap_or(OTHER_COLOUR),
+            series_colour(k),
             esc(&s.destination)
         );
     }
@@ -312,11 +388,36 @@ fn time_cell(ns: Option<i64>) -> String {
     seen(ns).replacen('T', " ", 1)
 }
 
-fn dest_table(
-    out: &mut String,
-    dests: &[DestDoc],
-    colour_of: &dyn Fn(&DestDoc) -> Option<&'static str>,
-) {
+/// Which colour the chart drew each destination in: the table rows show it.
+struct SeriesColours {
+    /// Each series' label with its colour.
+    series: Vec<(String, &'static str)>,
+}
+
+impl SeriesColours {
+    fn of(timeline: &TimelineDoc) -> Self {
+        Self {
+            series: timeline
+                .series
+                .iter()
+                .enumerate()
+                .map(|(k, s)| (s.destination.clone(), series_colour(k)))
+                .collect(),
+        }
+    }
+
+    /// The colour of `d`'s series, if it has one.
+    fn colour(&self, d: &DestDoc) -> Option<&'static str> {
+        let label =
+            super::aggregate::dest_label(&d.destination, d.domain.is_some(), d.port, &d.transport);
+        self.series
+            .iter()
+            .find(|(l, _)| *l == label)
+            .map(|(_, c)| *c)
+    }
+}
+
+fn dest_table(out: &mut String, dests: &[DestDoc], colours: &SeriesColours) {
     out.push_str(
         "<table class=\"dests\"><colgroup><col><col class=\"port\"><col class=\"proto\">\
          <col class=\"num\"><col class=\"num\"><col class=\"small\"><col class=\"small\">\
@@ -332,7 +433,7 @@ fn dest_table(
             "<tr class=\"dest{}\"><td class=\"d\">",
             if warn { " warn" } else { "" }
         );
-        if let Some(colour) = colour_of(d) {
+        if let Some(colour) = colours.colour(d) {
             let _ = write!(
                 out,
                 "<span class=\"swatch\" style=\"background:{colour}\"></span> "
@@ -377,12 +478,7 @@ fn more(out: &mut String, total: usize, connections: u64, shown: &[DestDoc]) {
     }
 }
 
-fn group(
-    out: &mut String,
-    g: &GroupDoc,
-    open: bool,
-    colour_of: &dyn Fn(&DestDoc) -> Option<&'static str>,
-) {
+fn group(out: &mut String, g: &GroupDoc, open: bool, colours: &SeriesColours) {
     let _ = writeln!(
         out,
         "<details class=\"group\"{}><summary><span class=\"gname\">{}</span>\
@@ -393,7 +489,7 @@ fn group(
         plural(count(g.destinations_total), "destination", "destinations"),
         plural(g.counts.alerts, "alert", "alerts"),
     );
-    dest_table(out, &g.destinations, colour_of);
+    dest_table(out, &g.destinations, colours);
     more(
         out,
         g.destinations_total,
@@ -418,6 +514,26 @@ const OPEN_GROUPS: usize = 3;
 /// The whole page.
 pub fn render(r: &ReportDoc) -> String {
     let mut out = String::with_capacity(64 * 1024);
+    head(&mut out);
+    header(&mut out, r);
+    cards(&mut out, r);
+    out.push_str(
+        "<section id=\"chart\">\n<h2>Destinations over time</h2>\n<div class=\"panel\">\n",
+    );
+    chart(&mut out, &r.timeline);
+    out.push_str("</div>\n</section>\n");
+    let colours = SeriesColours::of(&r.timeline);
+    top_destinations(&mut out, r, &colours);
+    for dim in Dimension::ALL {
+        groups_by(&mut out, r, dim, &colours);
+    }
+    footer(&mut out, r);
+    out.push_str("</main>\n</body>\n</html>\n");
+    out
+}
+
+/// The document's head (with the style sheet), up to the start of `<main>`.
+fn head(out: &mut String) {
     out.push_str(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -425,9 +541,12 @@ pub fn render(r: &ReportDoc) -> String {
          <title>egret report</title>\n<style>",
     );
     out.push_str(STYLE);
-    out.push_str(
-        "</style>\n</head>\n<body>\n<main>\n<header>\n<h1><span>egret</span> egress report</h1>\n",
-    );
+    out.push_str("</style>\n</head>\n<body>\n<main>\n");
+}
+
+/// The title, and the times the report covers.
+fn header(out: &mut String, r: &ReportDoc) {
+    out.push_str("<header>\n<h1><span>egret</span> egress report</h1>\n");
     let first = time_cell(r.range.first_seen);
     let last = time_cell(r.range.last_seen);
     let _ = write!(
@@ -449,82 +568,64 @@ pub fn render(r: &ReportDoc) -> String {
         " · generated {}</p>\n</header>",
         esc(&time_cell(Some(r.generated_at)))
     );
+}
 
+/// The totals, one card each, and a notice when egret lost events.
+fn cards(out: &mut String, r: &ReportDoc) {
     let t = &r.totals;
     out.push_str("<section class=\"cards\">\n");
-    card(&mut out, t.connections, "connections", false);
-    card(&mut out, count(t.destinations), "destinations", false);
-    card(&mut out, t.alerts, "alerts", true);
-    card(&mut out, t.unapproved, "unapproved", true);
-    card(&mut out, t.blocked, "blocked", true);
-    card(
-        &mut out,
-        count(r.groups.process.len()),
-        "executables",
-        false,
-    );
+    card(out, t.connections, "connections", false);
+    card(out, count(t.destinations), "destinations", false);
+    card(out, t.alerts, "alerts", true);
+    card(out, t.unapproved, "unapproved", true);
+    card(out, t.blocked, "blocked", true);
+    card(out, count(r.groups.process.len()), "executables", false);
     if r.input.bad_lines > 0 {
-        card(&mut out, r.input.bad_lines, "bad input lines", true);
+        card(out, r.input.bad_lines, "bad input lines", true);
     }
     out.push_str("</section>\n");
     if let Some(losses) = losses(t) {
         let _ = writeln!(out, "<p class=\"notice\">{losses}.</p>");
     }
+}
 
-    out.push_str(
-        "<section id=\"chart\">\n<h2>Destinations over time</h2>\n<div class=\"panel\">\n",
-    );
-    chart(&mut out, &r.timeline);
-    out.push_str("</div>\n</section>\n");
-
-    let series: Vec<(String, &'static str)> = r
-        .timeline
-        .series
-        .iter()
-        .enumerate()
-        .map(|(k, s)| {
-            (
-                s.destination.clone(),
-                COLOURS.get(k).copied().unwrap_or(OTHER_COLOUR),
-            )
-        })
-        .collect();
-    let colour_of = |d: &DestDoc| -> Option<&'static str> {
-        let label =
-            super::aggregate::dest_label(&d.destination, d.domain.is_some(), d.port, &d.transport);
-        series.iter().find(|(l, _)| *l == label).map(|(_, c)| *c)
-    };
-
+/// The busiest destinations over everything.
+fn top_destinations(out: &mut String, r: &ReportDoc, colours: &SeriesColours) {
+    let t = &r.totals;
     out.push_str("<section id=\"top\">\n<h2>Top destinations</h2>\n");
     if r.destinations.is_empty() {
         out.push_str("<p class=\"empty\">No connections.</p>\n");
     } else {
         out.push_str("<div class=\"tablewrap\">\n");
-        dest_table(&mut out, &r.destinations, &colour_of);
-        more(&mut out, t.destinations, t.connections, &r.destinations);
+        dest_table(out, &r.destinations, colours);
+        more(out, t.destinations, t.connections, &r.destinations);
         out.push_str("</div>\n");
     }
     out.push_str("</section>\n");
+}
 
-    for dim in Dimension::ALL {
-        let groups = r.groups.get(dim);
-        let _ = writeln!(
-            out,
-            "<section id=\"by-{}\">\n<h2>{} <span class=\"gmeta\">({})</span></h2>",
-            dim.key(),
-            esc(dim.title()),
-            groups.len()
-        );
-        if groups.is_empty() {
-            out.push_str("<p class=\"empty\">None in this input.</p>\n");
-        }
-        for (i, g) in groups.iter().enumerate() {
-            let open = i < OPEN_GROUPS || g.counts.need_attention();
-            group(&mut out, g, open, &colour_of);
-        }
-        out.push_str("</section>\n");
+/// The groups of one dimension (processes, units, ...), each with its destinations.
+fn groups_by(out: &mut String, r: &ReportDoc, dim: Dimension, colours: &SeriesColours) {
+    let groups = r.groups.get(dim);
+    let _ = writeln!(
+        out,
+        "<section id=\"by-{}\">\n<h2>{} <span class=\"gmeta\">({})</span></h2>",
+        dim.key(),
+        esc(dim.title()),
+        groups.len()
+    );
+    if groups.is_empty() {
+        out.push_str("<p class=\"empty\">None in this input.</p>\n");
     }
+    for (i, g) in groups.iter().enumerate() {
+        let open = i < OPEN_GROUPS || g.counts.need_attention();
+        group(out, g, open, colours);
+    }
+    out.push_str("</section>\n");
+}
 
+/// What the report was made from.
+fn footer(out: &mut String, r: &ReportDoc) {
     out.push_str("<footer>\n<p>Input: ");
     let files: Vec<String> = r
         .input
@@ -548,8 +649,6 @@ pub fn render(r: &ReportDoc) -> String {
         r.input.out_of_range,
         esc(r.schema)
     );
-    out.push_str("</main>\n</body>\n</html>\n");
-    out
 }
 
 #[cfg(test)]

@@ -381,7 +381,18 @@ fn stdin_and_empty_input() {
     let mut a = args(vec![empty]);
     a.format = Format::Html;
     let (page, _, _) = run_ok(&a);
-    assert!(page.contains("No connections in the range."));
+    // What only an empty page has, exactly: no times, cards without warnings, no chart, no
+    // table, no groups.
+    for part in [
+        "<p class=\"sub\">Connections seen - to - UTC · generated 2026-11-22 07:00:00Z</p>\n</header>\n",
+        "<div class=\"card\"><span class=\"num\">0</span><span class=\"label\">blocked</span></div>\n",
+        "<span class=\"label\">executables</span></div>\n</section>\n<section id=\"chart\">\n",
+        "<div class=\"panel\">\n<p class=\"empty\">No connections in the range.</p>\n</div>\n",
+        "<h2>Top destinations</h2>\n<p class=\"empty\">No connections.</p>\n</section>\n",
+        "<span class=\"gmeta\">(0)</span></h2>\n<p class=\"empty\">None in this input.</p>\n</section>\n<footer>\n",
+    ] {
+        assert!(page.contains(part), "{part} not in {page}");
+    }
     a.format = Format::Text;
     let (text, _, _) = run_ok(&a);
     assert!(
@@ -478,4 +489,79 @@ fn a_flow_over_several_send_lines_counts_once() {
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(report["totals"]["connections"], 2, "{report}");
     assert_eq!(report["totals"]["datagrams"], 10, "{report}");
+}
+
+/// A busy hour: more destinations than the chart has colours, more processes than start
+/// unfolded, a domain with more addresses than are listed, blocked and unapproved
+/// connections, an alert, losses, a bad line and one outside the range.
+fn busy(dir: &TempDir) -> PathBuf {
+    let at = |minute: u64| format!("2026-11-22T06:{minute:02}:{:02}Z", minute % 7);
+    let mut lines = Vec::new();
+    for d in 0..10_u64 {
+        for k in 0..=d {
+            let ip = format!("10.0.1.{d}");
+            lines.push(conn(
+                &at(d * 3 + k * 2),
+                &format!("/usr/bin/app{}", d % 5),
+                &ip,
+                443,
+                "tcp",
+                "",
+            ));
+        }
+    }
+    for i in 0..18_u64 {
+        let verdict = if i == 0 { "blocked" } else { "approved" };
+        lines.push(curl(
+            &at(40 + i),
+            &format!("10.0.2.{i}"),
+            "tcp",
+            &format!(
+                r#","destination":{{"ip":"10.0.2.{i}","port":443,"domain":"cdn.example.com"}},"container":{{"name":"web"}},"orchestrator":{{"namespace":"shop","resource":{{"name":"web-0"}}}},"egret":{{"systemd":{{"unit":"web.service"}},"policy":{{"verdict":"{verdict}"}}}}"#
+            ),
+        ));
+    }
+    lines.push(alert(&at(15), "/usr/bin/app0", "10.0.1.5", 443, 90, ""));
+    lines.push(conn(
+        &at(30),
+        "/usr/bin/dig",
+        "10.0.0.53",
+        53,
+        "udp",
+        r#","egret":{"udp":{"datagrams":3}}"#,
+    ));
+    lines.push(curl("2026-11-22T05:00:00Z", "10.0.9.9", "tcp", ""));
+    lines.push(r#"{"@timestamp":"2026-11-22T06:59:00Z","event":{"kind":"metric","action":"stats"},"host":{"name":"vm"},"egret":{"metrics":{"events_lost_kernel":2,"events_dropped_userspace":1}}}"#.to_owned());
+    lines.push("not json".to_owned());
+    dir.write_lines("busy.jsonl", &lines)
+}
+
+/// `page` with the contents of its `<style>` element (a constant of `html.rs`) left out.
+fn without_style(page: &str) -> String {
+    let (head, rest) = page.split_once("<style>").unwrap();
+    let (_, tail) = rest.split_once("</style>").unwrap();
+    format!("{head}<style>STYLE</style>{tail}")
+}
+
+/// The whole HTML page of [`busy`], pinned against `busy.html`: every element, number and
+/// label (the input directory shown as `DIR`, the style sheet as `STYLE`).
+#[test]
+fn a_busy_html_page_is_pinned() {
+    let dir = TempDir::new("pinned");
+    let mut a = args(vec![busy(&dir)]);
+    a.format = Format::Html;
+    a.since = Some("2026-11-22T05:30:00Z".to_owned());
+    a.until = Some("2026-11-22T07:00:00Z".to_owned());
+    a.top = 3;
+    a.max_warnings = 0;
+    let (page, _, _) = run_ok(&a);
+    let page = without_style(&page).replace(&dir.0.display().to_string(), "DIR");
+    if page != include_str!("busy.html") {
+        let actual = std::env::temp_dir().join("egret-busy.html");
+        std::fs::write(&actual, &page).unwrap();
+        panic!(
+            "the HTML page changed: compare {} with agent/src/report/busy.html",
+            actual.display()
+        );
+    }
 }

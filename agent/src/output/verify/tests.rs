@@ -2,11 +2,16 @@
 
 use std::path::{Path, PathBuf};
 
+use fixed::{chained, event, file, output, write, ROTATED};
+
 use super::verify;
 use crate::output::{
+    chain::ChainHash,
     tests::{raw_lines, rotating, write_events, write_lines, written, TempDir},
     FileOptions,
 };
+
+const GENESIS: ChainHash = ChainHash::GENESIS;
 
 /// One file: its output line and `count` events with sequences 1..=count.
 fn one_file(name: &str, count: u64) -> (TempDir, PathBuf) {
@@ -317,4 +322,283 @@ fn renamed_copies_are_checked_in_the_order_given() {
     write_lines(&copies[1], &lines);
     let p = broken(&copies);
     assert_eq!((p.file.as_str(), p.line), (shown(&copies[1]).as_str(), 4));
+}
+
+/// Hand-made lines for [`every_message_is_pinned`]: the same bytes on every run (the sink's
+/// lines carry the time and host), so the whole report can be compared.
+mod fixed {
+    use std::path::Path;
+
+    use serde_json::json;
+
+    use crate::output::{chain::ChainHash, OUTPUT_DATASET};
+
+    /// A rotated name of the live file `events.jsonl`.
+    pub const ROTATED: &str = "events.jsonl.20261122T060141Z";
+
+    /// egret's output line (`action` `start` or `rotate`) of a file continuing from `from`,
+    /// the end of `file` if named.
+    pub fn output(action: &str, from: &ChainHash, file: Option<&str>) -> String {
+        let previous = match file {
+            Some(file) => json!({"hash": from.as_str(), "file": file}),
+            None => json!({"hash": from.as_str()}),
+        };
+        json!({
+            "event": {"kind": "event", "action": action, "dataset": OUTPUT_DATASET},
+            "egret": {"output": {"previous": previous}}
+        })
+        .to_string()
+    }
+
+    /// A connection line with `sequence`.
+    pub fn event(sequence: u64) -> String {
+        json!({
+            "event": {"kind": "event", "action": "connect", "sequence": sequence},
+            "destination": {"ip": "127.0.0.1", "port": 8080}
+        })
+        .to_string()
+    }
+
+    /// `docs` as chained lines (without newlines) following `from`, and the last chain value.
+    pub fn chained(from: &ChainHash, docs: &[String]) -> (Vec<String>, ChainHash) {
+        let mut last = *from;
+        let lines = docs
+            .iter()
+            .map(|doc| {
+                let mut line = Vec::new();
+                last =
+                    crate::output::chain::append_chained(&mut line, &last, doc.as_bytes()).unwrap();
+                line.pop();
+                String::from_utf8(line).unwrap()
+            })
+            .collect();
+        (lines, last)
+    }
+
+    /// Writes `lines`, each ended by a newline, then `tail` (a line being written).
+    pub fn write(path: &Path, lines: &[String], tail: &str) {
+        let mut text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        text.push_str(tail);
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// A file continuing from `from`: its output line then events `sequences`; returns the
+    /// lines and the last chain value.
+    pub fn file(
+        from: &ChainHash,
+        file: Option<&str>,
+        sequences: &[u64],
+    ) -> (Vec<String>, ChainHash) {
+        let mut docs = vec![output("start", from, file)];
+        docs.extend(sequences.iter().map(|&s| event(s)));
+        chained(from, &docs)
+    }
+}
+
+/// The reports of several runs of `egret verify`, for [`every_message_is_pinned`].
+struct Pinned {
+    dir: TempDir,
+    out: String,
+}
+
+impl Pinned {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Verifies `names` (files of the directory) and keeps the report under `title`.
+    fn run(&mut self, title: &str, names: &[&str]) {
+        let paths: Vec<PathBuf> = names.iter().map(|n| self.path(n)).collect();
+        let text = verify(&paths).unwrap().to_string();
+        self.out.push_str(&format!("== {title}\n{text}\n\n"));
+    }
+}
+
+/// Every note, problem and summary `egret verify` prints, for damage of each kind, pinned
+/// whole against `golden.txt` (directories shown as `DIR`).
+#[test]
+fn every_message_is_pinned() {
+    let mut pinned = Pinned {
+        dir: TempDir::new("pinned"),
+        out: String::new(),
+    };
+    lenient_set(&mut pinned);
+    rotated_set_boundaries(&mut pinned);
+    broken_starts_and_lines(&mut pinned);
+    damage_inside_a_file(&mut pinned);
+    let shown = pinned
+        .out
+        .replace(&pinned.dir.0.display().to_string(), "DIR");
+    let golden = include_str!("golden.txt");
+    if shown != golden {
+        let actual = std::env::temp_dir().join("egret-verify-golden.txt");
+        std::fs::write(&actual, &shown).unwrap();
+        panic!(
+            "verify's messages changed: compare {} with agent/src/output/verify/golden.txt",
+            actual.display()
+        );
+    }
+}
+
+/// A chain value no file given ends with.
+fn elsewhere() -> ChainHash {
+    GENESIS.next(b"a file that is not given")
+}
+
+/// Files given one after the other: a restart and a rotation inside a file, a line whose
+/// fields have the wrong types, a file that starts a chain of its own, an empty file, a line
+/// being written; files that continue from files not given.
+fn lenient_set(pinned: &mut Pinned) {
+    let (mut a, a_end) = chained(
+        &GENESIS,
+        &[output("start", &GENESIS, None), event(1), event(2)],
+    );
+    let (rotation, a_end) = chained(
+        &a_end,
+        &[
+            output("rotate", &a_end, Some("a.json")),
+            event(3),
+            r#"{"destination":{"port":70000}}"#.to_owned(),
+        ],
+    );
+    let (restart, a_end) = chained(&a_end, &[output("start", &a_end, None), event(1)]);
+    a.extend(rotation.into_iter().chain(restart));
+    write(&pinned.path("a.json"), &a, "");
+    let (b, _) = file(&a_end, Some("a.json"), &[2]);
+    write(&pinned.path("b.json"), &b, "");
+    let (c, c_end) = file(&GENESIS, None, &[1]);
+    write(&pinned.path("c.json"), &c, "");
+    write(&pinned.path("d.json"), &[], "");
+    let (e, _) = file(&c_end, Some("c.json"), &[2]);
+    write(&pinned.path("e.json"), &e, "{\"@timestamp\":\"2026");
+    pinned.run(
+        "lenient set",
+        &["a.json", "b.json", "c.json", "d.json", "e.json"],
+    );
+
+    for (title, from_file) in [
+        ("continues from a file not given", Some("old.json")),
+        ("continues from an unnamed file", None),
+    ] {
+        let (f, _) = file(&elsewhere(), from_file, &[5]);
+        write(&pinned.path("f.json"), &f, "");
+        pinned.run(title, &["f.json"]);
+    }
+}
+
+/// A rotated set whose live file continues from the right place, then from wrong ones; an
+/// older file of the set that ends without a newline.
+fn rotated_set_boundaries(pinned: &mut Pinned) {
+    let (rotated, rotated_end) = file(&GENESIS, None, &[1, 2, 3]);
+    write(&pinned.path(ROTATED), &rotated, "");
+    let second = crate::output::chain::stored(rotated[1].as_bytes()).unwrap();
+    let missing = "events.jsonl.20261122T050000Z";
+    for (title, from, from_file) in [
+        ("rotated set: intact", rotated_end, ROTATED),
+        ("rotated set: lines inserted at the end", second, ROTATED),
+        (
+            "rotated set: lines removed from the end",
+            elsewhere(),
+            ROTATED,
+        ),
+        ("rotated set: a file missing", elsewhere(), missing),
+        (
+            "rotated set: lines removed (or a file renamed)",
+            second,
+            missing,
+        ),
+    ] {
+        let (live, _) = file(&from, Some(from_file), &[4]);
+        write(&pinned.path("events.jsonl"), &live, "");
+        pinned.run(title, &[ROTATED, "events.jsonl"]);
+    }
+    write(&pinned.path(ROTATED), &rotated, "{\"event\":");
+    pinned.run(
+        "rotated set: an unterminated line in an older file",
+        &[ROTATED, "events.jsonl"],
+    );
+}
+
+/// Files that do not start with egret's output line; lines that cannot be read; an output
+/// line that does not continue the line before it.
+fn broken_starts_and_lines(pinned: &mut Pinned) {
+    let (c, _) = file(&GENESIS, None, &[1]);
+    write(&pinned.path("c.json"), &c, "");
+    let (g, _) = chained(&GENESIS, &[event(1)]);
+    write(&pinned.path("g.json"), &g, "");
+    pinned.run("no output line", &["g.json"]);
+    pinned.run("no output line after another file", &["c.json", "g.json"]);
+
+    for (title, line) in [
+        ("not a JSON object", "[1,2]"),
+        ("not JSON", "{\"event\":"),
+        ("no chain", "{\"a\":1}"),
+    ] {
+        let (mut h, _) = file(&GENESIS, None, &[1]);
+        h.push(line.to_owned());
+        write(&pinned.path("h.json"), &h, "");
+        pinned.run(title, &["h.json"]);
+    }
+
+    let (h, h_end) = file(&GENESIS, None, &[1]);
+    let (rest, _) = chained(&h_end, &[output("start", &GENESIS, None), event(1)]);
+    write(&pinned.path("h.json"), &[h, rest].concat(), "");
+    pinned.run("an output line continuing from elsewhere", &["h.json"]);
+}
+
+/// Lines edited, removed, reordered and inserted inside a file, explained from the lines
+/// around them (and from `event.sequence`, which a rotation continues and a restart resets).
+fn damage_inside_a_file(pinned: &mut Pinned) {
+    let (plain, plain_end) = file(&GENESIS, None, &[1, 2, 3, 4, 5]);
+    let then = |action: &str, sequences: [u64; 3]| {
+        let mut docs = vec![output(action, &plain_end, None)];
+        docs.extend(sequences.map(event));
+        let (lines, _) = chained(&plain_end, &docs);
+        [plain.clone(), lines].concat()
+    };
+    let forged = {
+        let third = crate::output::chain::stored(plain[2].as_bytes()).unwrap();
+        let (lines, _) = chained(&third, &[event(9)]);
+        lines[0].clone()
+    };
+    /// Changes the lines of a file (the forged line at hand).
+    type Tamper = fn(&mut Vec<String>, &str);
+    let tampers: [(&str, Vec<String>, Tamper); 8] = [
+        ("edited", plain.clone(), |l, _| {
+            l[3] = l[3].replace("8080", "8081")
+        }),
+        ("removed", plain.clone(), |l, _| {
+            l.remove(2);
+        }),
+        ("reordered", plain.clone(), |l, _| l.swap(2, 3)),
+        ("inserted one", plain.clone(), |l, _| {
+            l.insert(3, l[1].clone())
+        }),
+        ("inserted several", plain.clone(), |l, _| {
+            l.insert(3, l[1].clone());
+            l.insert(3, l[1].clone());
+        }),
+        ("inserted, hashed to fit", plain.clone(), |l, forged| {
+            l.insert(3, forged.to_owned());
+        }),
+        (
+            "removed after a rotation",
+            then("rotate", [6, 7, 8]),
+            |l, _| {
+                l.remove(7);
+            },
+        ),
+        (
+            "removed after a restart",
+            then("start", [1, 2, 3]),
+            |l, _| {
+                l.remove(7);
+            },
+        ),
+    ];
+    for (title, mut lines, tamper) in tampers {
+        tamper(&mut lines, &forged);
+        write(&pinned.path("i.json"), &lines, "");
+        pinned.run(title, &["i.json"]);
+    }
 }
