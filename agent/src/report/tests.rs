@@ -543,7 +543,7 @@ fn without_style(page: &str) -> String {
     format!("{head}<style>STYLE</style>{tail}")
 }
 
-/// The whole HTML page of [`busy`], pinned against `busy.html`: every element, number and
+/// The whole HTML page of [`busy`], pinned against `busy.html.golden` (expected output, not source): every element, number and
 /// label (the input directory shown as `DIR`, the style sheet as `STYLE`).
 #[test]
 fn a_busy_html_page_is_pinned() {
@@ -556,11 +556,11 @@ fn a_busy_html_page_is_pinned() {
     a.max_warnings = 0;
     let (page, _, _) = run_ok(&a);
     let page = without_style(&page).replace(&dir.0.display().to_string(), "DIR");
-    if page != include_str!("busy.html") {
+    if page != include_str!("busy.html.golden") {
         let actual = std::env::temp_dir().join("egret-busy.html");
         std::fs::write(&actual, &page).unwrap();
         panic!(
-            "the HTML page changed: compare {} with agent/src/report/busy.html",
+            "the HTML page changed: compare {} with agent/src/report/busy.html.golden",
             actual.display()
         );
     }
