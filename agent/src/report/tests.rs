@@ -543,8 +543,9 @@ fn without_style(page: &str) -> String {
     format!("{head}<style>STYLE</style>{tail}")
 }
 
-/// The whole HTML page of [`busy`], pinned against `busy.html.golden` (expected output, not source): every element, number and
-/// label (the input directory shown as `DIR`, the style sheet as `STYLE`).
+/// The whole HTML page of [`busy`], pinned against `busy.html.golden` (expected output, not
+/// source): every element, number and label (the input directory shown as `DIR`, the style
+/// sheet as `STYLE`).
 #[test]
 fn a_busy_html_page_is_pinned() {
     let dir = TempDir::new("pinned");
