@@ -234,14 +234,14 @@ pub fn connection<'a>(
         error: None,
         process: Some(match rendered {
             Some(raw) => ProcessOut::Rendered(raw),
-            None => ProcessOut::Fields(process(
+            None => ProcessOut::Fields(Box::new(process(
                 info,
                 *tid,
                 *uid,
                 *gid,
                 user_name.as_deref(),
                 stamp.clock,
-            )),
+            ))),
         }),
         source: udp.map(|u| Endpoint {
             bytes: Some(u.traffic.bytes_out),
@@ -564,7 +564,7 @@ pub fn dns<'a>(
             types: Keywords::Static(&["protocol", "info"]),
             ..stamp.event("event", "dns-answer", "egret.dns")
         },
-        dns: Some(Dns {
+        dns: Some(Box::new(Dns {
             id: *id,
             kind: Cow::Borrowed("answer"),
             response_code: Cow::Owned(dns_rcode_name(*rcode)),
@@ -583,15 +583,15 @@ pub fn dns<'a>(
             } else {
                 Vec::new()
             },
-        }),
+        })),
         process: asker.map(|p| {
-            ProcessOut::Fields(Process {
+            ProcessOut::Fields(Box::new(Process {
                 pid: p.pid,
                 name: Cow::Borrowed(&p.name),
                 executable: p.executable.as_deref().map(Cow::Borrowed),
                 args: Cow::Borrowed(&p.args),
                 ..Process::default()
-            })
+            }))
         }),
         source: Some(Endpoint {
             ip: Some(Cow::Owned(resolver.to_string())),
@@ -666,7 +666,7 @@ pub fn metric<'a>(metrics: &'a Metrics, stamp: Stamp<'a>) -> Document<'a> {
         event: stamp.event("metric", "stats", "egret.stats"),
         host: stamp.host(),
         egret: Egret {
-            metrics: Some(Cow::Borrowed(metrics)),
+            metrics: Some(Box::new(*metrics)),
             ..Egret::default()
         },
         ..Document::default()

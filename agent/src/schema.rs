@@ -36,9 +36,9 @@ pub struct Document<'a> {
     pub timestamp: Cow<'a, str>,
     #[serde(borrow)]
     pub event: Event<'a>,
-    /// `dns` lines: the answer.
+    /// `dns` lines: the answer (boxed: most lines have none, and a line is moved whole).
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
-    pub dns: Option<Dns<'a>>,
+    pub dns: Option<Box<Dns<'a>>>,
     /// Alerts: what raised them; connection lines: the approving rule.
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub rule: Option<Name<'a>>,
@@ -215,12 +215,9 @@ pub struct Error<'a> {
 /// rendered (egret's writer reuses it). Read back, it is always the fields.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "built once per line and written at once; a box would allocate for every line read"
-)]
 pub enum ProcessOut<'a> {
-    Fields(Process<'a>),
+    /// Boxed: most lines egret writes reuse a rendered `process` (and a line is moved whole).
+    Fields(Box<Process<'a>>),
     Rendered(&'a RawValue),
 }
 
@@ -236,7 +233,7 @@ impl<'a> ProcessOut<'a> {
 
 impl<'de: 'a, 'a> Deserialize<'de> for ProcessOut<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Process::deserialize(deserializer).map(Self::Fields)
+        Process::deserialize(deserializer).map(|p| Self::Fields(Box::new(p)))
     }
 }
 
@@ -442,9 +439,9 @@ pub struct Egret<'a> {
     pub udp: Option<Udp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<EgretProcess>,
-    /// `metric` lines.
+    /// `metric` lines (boxed: the counters are many, and a line is moved whole).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<Cow<'a, Metrics>>,
+    pub metrics: Option<Box<Metrics>>,
     /// The output file's own lines.
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub output: Option<Output<'a>>,
@@ -693,7 +690,7 @@ mod tests {
         };
         let doc = Document {
             egret: Egret {
-                metrics: Some(Cow::Borrowed(&metrics)),
+                metrics: Some(Box::new(metrics)),
                 ..Egret::default()
             },
             ..Document::default()

@@ -12,6 +12,7 @@ mod cmd;
 mod install;
 mod run;
 mod setup;
+mod structure;
 mod test;
 
 use std::ffi::OsString;

@@ -5,18 +5,37 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::cmd::{cargo, is_root, run, target_dir};
+use crate::cmd::{cargo, is_root, run, target_dir, workspace_root};
 use crate::setup::{nightly_cargo, setup};
 
 struct Step {
     name: &'static str,
-    command: Command,
+    action: Action,
+}
+
+enum Action {
+    /// A command that must succeed.
+    Run(Command),
+    /// A check xtask makes itself.
+    Check(fn() -> Result<()>),
 }
 
 fn step(name: &'static str, args: &[&str]) -> Step {
     let mut command = cargo();
     command.args(args);
-    Step { name, command }
+    Step {
+        name,
+        action: Action::Run(command),
+    }
+}
+
+impl Step {
+    fn command(&mut self) -> Option<&mut Command> {
+        match &mut self.action {
+            Action::Run(command) => Some(command),
+            Action::Check(_) => None,
+        }
+    }
 }
 
 /// The kernel crate (`agent-ebpf`) is a workspace member only for fmt and its own clippy step:
@@ -28,11 +47,14 @@ fn steps(no_lint: bool, test_args: &[OsString]) -> Vec<Step> {
     let mut steps = Vec::new();
     if !no_lint {
         steps.push(step("fmt", &["fmt", "--all", "--check"]));
+        steps.push(Step {
+            name: "structure (no import cycle, no long function)",
+            action: Action::Check(|| crate::structure::check(&workspace_root())),
+        });
         let mut clippy = step("clippy", &["clippy", "--workspace", "--all-targets"]);
-        clippy
-            .command
-            .args(EXCLUDE_KERNEL)
-            .args(["--", "-D", "warnings"]);
+        if let Some(command) = clippy.command() {
+            command.args(EXCLUDE_KERNEL).args(["--", "-D", "warnings"]);
+        }
         steps.push(clippy);
         // The kernel crate for its own target, as aya's xtask checks its eBPF crates.
         let mut command = nightly_cargo();
@@ -50,7 +72,7 @@ fn steps(no_lint: bool, test_args: &[OsString]) -> Vec<Step> {
         ]);
         steps.push(Step {
             name: "clippy agent-ebpf (bpfel-unknown-none)",
-            command,
+            action: Action::Run(command),
         });
     }
     steps.push(step("build egret", &["build", "-p", "egret"]));
@@ -59,11 +81,14 @@ fn steps(no_lint: bool, test_args: &[OsString]) -> Vec<Step> {
         &["build", "-p", "egret-e2e", "--bins"],
     ));
     let mut test = step("test", &["test", "--workspace"]);
-    test.command.args(EXCLUDE_KERNEL).args(test_args);
-    test.command
-        .env("EGRET_BIN", target_dir().join("debug").join("egret"));
-    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-        test.command.env("CI", "true");
+    if let Some(command) = test.command() {
+        command
+            .args(EXCLUDE_KERNEL)
+            .args(test_args)
+            .env("EGRET_BIN", target_dir().join("debug").join("egret"));
+        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+            command.env("CI", "true");
+        }
     }
     steps.push(test);
     steps
@@ -79,8 +104,15 @@ pub fn test(no_lint: bool, test_args: &[OsString]) -> Result<()> {
     }
     let steps = steps(no_lint, test_args);
     let names: Vec<_> = steps.iter().map(|s| s.name).collect();
-    for (index, mut step) in steps.into_iter().enumerate() {
-        if let Err(err) = run(&mut step.command) {
+    for (index, step) in steps.into_iter().enumerate() {
+        let result = match step.action {
+            Action::Run(mut command) => run(&mut command),
+            Action::Check(check) => {
+                eprintln!("xtask: {}", step.name);
+                check()
+            }
+        };
+        if let Err(err) = result {
             print_summary(&names, index, false);
             return Err(err);
         }

@@ -141,12 +141,12 @@ impl Emitter {
             clock,
             host_name,
         };
-        // The metric line counts itself in `lines_written` (it lives as long as its document).
-        let metrics_now;
-        let (doc, kind) = match line {
+        let kind = line.kind();
+        // Each document is written where it is built: a line is large, and is not moved.
+        let written = match line {
             Line::Connection { record, udp } => {
                 let rendered = process_json.get(record, clock);
-                (ecs::connection(record, udp, stamp, rendered), Kind::Event)
+                outputs.deliver(&ecs::connection(record, udp, stamp, rendered), kind)
             }
             Line::End {
                 record,
@@ -155,37 +155,37 @@ impl Emitter {
             } => {
                 let rendered = process_json.get(record, clock);
                 let doc = ecs::end(record, facts, start_seen, false, stamp, rendered);
-                (doc, Kind::End)
+                outputs.deliver(&doc, kind)
             }
             Line::Progress { record, facts } => {
                 let rendered = process_json.get(record, clock);
                 let doc = ecs::end(record, facts, true, true, stamp, rendered);
-                (doc, Kind::Event)
+                outputs.deliver(&doc, kind)
             }
             Line::Alert {
                 record,
                 repeats,
                 window_secs,
-            } => (ecs::alert(record, repeats, window_secs, stamp), Kind::Alert),
+            } => outputs.deliver(&ecs::alert(record, repeats, window_secs, stamp), kind),
             Line::FailureAlert {
                 record,
                 count,
                 window_secs,
                 error,
-            } => (
-                ecs::failure_alert(record, count, window_secs, error, stamp),
-                Kind::FailureAlert,
-            ),
-            Line::Dns { answer, asker } => (ecs::dns(answer, asker, stamp), Kind::Event),
+            } => {
+                let doc = ecs::failure_alert(record, count, window_secs, error, stamp);
+                outputs.deliver(&doc, kind)
+            }
+            Line::Dns { answer, asker } => outputs.deliver(&ecs::dns(answer, asker, stamp), kind),
             Line::Metric(metrics) => {
-                metrics_now = Metrics {
+                // The metric line counts itself in `lines_written`.
+                let metrics = Metrics {
                     lines_written: outputs.stats.lines_written + 1,
                     ..*metrics
                 };
-                (ecs::metric(&metrics_now, stamp), Kind::Metric)
+                outputs.deliver(&ecs::metric(&metrics, stamp), kind)
             }
         };
-        let written = outputs.deliver(&doc, kind);
         let stats = &mut outputs.stats;
         match kind {
             Kind::End if written => stats.tcp_connection_ends += 1,
@@ -215,6 +215,18 @@ impl Emitter {
         if let Some(Err(err)) = outputs.alert_sink.as_mut().map(Sink::flush) {
             outputs.stats.write_errors += 1;
             log::error!("{err}");
+        }
+    }
+}
+
+impl Line<'_> {
+    fn kind(&self) -> Kind {
+        match self {
+            Self::Connection { .. } | Self::Progress { .. } | Self::Dns { .. } => Kind::Event,
+            Self::End { .. } => Kind::End,
+            Self::Alert { .. } => Kind::Alert,
+            Self::FailureAlert { .. } => Kind::FailureAlert,
+            Self::Metric(_) => Kind::Metric,
         }
     }
 }

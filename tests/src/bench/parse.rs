@@ -88,7 +88,7 @@ pub fn summarize_log(
                 .egret
                 .metrics
                 .with_context(|| format!("metric line without egret.metrics: {line}"))?;
-            summary.metrics = Some(metrics.into_owned());
+            summary.metrics = Some(*metrics);
         }
     }
     Ok(summary)
