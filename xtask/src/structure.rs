@@ -439,6 +439,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn finds_cycles_once_and_ignores_outside_names() {
+        let graph: BTreeMap<String, BTreeSet<String>> = [
+            ("a", &["b"][..]),
+            ("b", &["c", "std"]),
+            ("c", &["a"]),
+            ("d", &["a"]),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
+        .collect();
+        assert_eq!(find_cycles(&graph), [["a", "b", "c", "a"]]);
+    }
+
+    #[test]
     fn blanking_keeps_code_and_lines_and_hides_comments_and_literals() {
         let source = "fn a() { // { not code\n    let s = \"}{ crate::x \\\" }\";\n    let c = '{';\n    let r = r#\"}\"#;\n    let l: &'static str = s; /* { */\n}\n";
         let blanked = blank(source);
@@ -454,20 +468,6 @@ mod tests {
         let code = "use crate::{a::b, c, d::{e, f}};\nfn g() { crate::h::i(); my_crate::j(); }";
         let names: Vec<String> = names_after(code, "crate::").into_iter().collect();
         assert_eq!(names, ["a", "c", "d", "h"]);
-    }
-
-    #[test]
-    fn finds_cycles_once_and_ignores_outside_names() {
-        let graph: BTreeMap<String, BTreeSet<String>> = [
-            ("a", &["b"][..]),
-            ("b", &["c", "std"]),
-            ("c", &["a"]),
-            ("d", &["a"]),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
-        .collect();
-        assert_eq!(find_cycles(&graph), [["a", "b", "c", "a"]]);
     }
 
     #[test]
