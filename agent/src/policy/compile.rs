@@ -683,7 +683,7 @@ pub fn scope_bits(scopes: &[ScopeSelector], rel: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{DomainPattern, PortRange, Prefix};
+    use crate::policy::{DomainPattern, NameGate, PortRange, Prefix};
 
     fn glob(text: &str) -> Glob {
         Glob {
@@ -720,6 +720,8 @@ mod tests {
             mode: Mode::Block,
             loopback,
             rules,
+            resolvers: None,
+            name_gate: NameGate::default(),
             source: "p.yaml".to_owned(),
         }
     }

@@ -264,7 +264,7 @@ mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use super::{
-        super::{parse::parse_policy, Destination, Mode, PortRange, Prefix},
+        super::{parse::parse_policy, Destination, Mode, NameGate, PortRange, Prefix},
         *,
     };
 
@@ -581,6 +581,8 @@ mod tests {
             mode: Mode::Audit,
             loopback: Loopback::Approve,
             rules,
+            resolvers: None,
+            name_gate: NameGate::default(),
             source: "random".into(),
         };
         let m = Matcher::new(&policy);

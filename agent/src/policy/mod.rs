@@ -233,8 +233,27 @@ pub struct Policy {
     pub mode: Mode,
     pub loopback: Loopback,
     pub rules: Vec<Rule>,
+    /// `resolvers:`: the only DNS servers whose answers teach egret names and approvals.
+    /// `None` = the key is absent: the nameservers of the host's and each container's
+    /// `resolv.conf` (`dns::resolvers`).
+    pub resolvers: Option<Vec<Prefix>>,
+    /// `name_gate:`: ports on which block mode lets a TCP connect to any address proceed and
+    /// judges the first payload's name (TLS SNI, HTTP Host) instead.
+    pub name_gate: NameGate,
     /// The file it came from, or `<default>` for the embedded default.
     pub source: String,
+}
+
+/// `name_gate:` (off when `ports` is empty).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NameGate {
+    pub ports: Vec<u16>,
+}
+
+impl NameGate {
+    pub fn covers(&self, port: u16) -> bool {
+        self.ports.contains(&port)
+    }
 }
 
 /// The policy used without `--policy`: audit mode, loopback approved, nothing else.

@@ -12,7 +12,8 @@ use std::{collections::HashMap, net::IpAddr, path::Path};
 use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::{
-    Destination, DomainPattern, Glob, Loopback, Mode, Policy, PolicyError, PolicyErrors, PortRange,
+    Destination, DomainPattern, Glob, Loopback, Mode, NameGate, Policy, PolicyError, PolicyErrors,
+    PortRange,
     Position, Prefix, Protocol, Rule, DEFAULT_POLICY_YAML,
 };
 use crate::yaml::{describe, load, position, read_bounded, single_document, untag};
@@ -104,6 +105,8 @@ pub fn default_policy() -> Policy {
         mode: Mode::Audit,
         loopback: Loopback::Approve,
         rules: Vec::new(),
+        resolvers: None,
+        name_gate: NameGate::default(),
         source: "<default>".to_owned(),
     })
 }
@@ -335,6 +338,8 @@ impl Cx<'_> {
             mode: Mode::default(),
             loopback: Loopback::default(),
             rules: Vec::new(),
+            resolvers: None,
+            name_gate: NameGate::default(),
             source: self.file.to_owned(),
         };
         for (key, _, value) in self.entries(map, "", TOP_KEYS) {
