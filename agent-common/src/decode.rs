@@ -8,7 +8,7 @@ use core::{fmt, mem::size_of, ptr};
 
 use crate::{
     CgroupMkdirEvent, ConnEndEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent,
-    ExecEvent, ExitEvent, ForkEvent, SockReleaseEvent, EVENT_VERSION,
+    ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SockReleaseEvent, EVENT_VERSION,
 };
 
 /// One decoded record.
@@ -28,6 +28,7 @@ pub enum Event {
     Dns(DnsEvent),
     CgroupMkdir(CgroupMkdirEvent),
     ConnEnd(ConnEndEvent),
+    Payload(PayloadEvent),
 }
 
 /// Why a record could not be decoded. The agent counts these and goes on.
@@ -106,6 +107,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         EventKind::Dns => Event::Dns(read(bytes, kind)?),
         EventKind::CgroupMkdir => Event::CgroupMkdir(read(bytes, kind)?),
         EventKind::ConnEnd => Event::ConnEnd(read(bytes, kind)?),
+        EventKind::Payload => Event::Payload(read(bytes, kind)?),
     })
 }
 
@@ -179,6 +181,7 @@ mod tests {
             Event::Dns(e) => (EventKind::Dns, encode(e)),
             Event::CgroupMkdir(e) => (EventKind::CgroupMkdir, encode(e)),
             Event::ConnEnd(e) => (EventKind::ConnEnd, encode(e)),
+            Event::Payload(e) => (EventKind::Payload, encode(e)),
         }
     }
 
@@ -196,6 +199,7 @@ mod tests {
             (EventKind::Dns, size_of::<DnsEvent>()),
             (EventKind::CgroupMkdir, size_of::<CgroupMkdirEvent>()),
             (EventKind::ConnEnd, size_of::<ConnEndEvent>()),
+            (EventKind::Payload, size_of::<PayloadEvent>()),
         ];
         for (kind, size) in cases {
             let bytes = patterned(kind, size);

@@ -58,9 +58,15 @@ pub enum Counter {
     /// A TCP connection closed whose state entry was gone (evicted from the LRU map, or the
     /// connection predates the programs): its end line has no connect time.
     ConnStateMissing,
+    /// Block mode: a connection whose first payload must carry an approved name could not get
+    /// its gate entry (the `GATES` map was full): it was refused instead.
+    GateUpdateFailed,
+    /// A DNS query's entry could not be stored (map update failed): its answer will not be
+    /// believed.
+    DnsQueryUpdateFailed,
 }
 /// Number of entries in the `COUNTERS` array.
-pub const COUNTER_COUNT: u32 = 5;
+pub const COUNTER_COUNT: u32 = 7;
 
 /// Stable numeric event ids. Never renumber: add new kinds at the end.
 #[repr(u16)]
@@ -87,6 +93,8 @@ pub enum EventKind {
     /// An outbound TCP connection ended (closed, refused, timed out, or failed before any
     /// packet): [`ConnEndEvent`].
     ConnEnd = 10,
+    /// First bytes of an outbound TCP connection, one direction: [`PayloadEvent`].
+    Payload = 11,
 }
 
 impl EventKind {
@@ -102,6 +110,7 @@ impl EventKind {
             8 => Self::Dns,
             9 => Self::CgroupMkdir,
             10 => Self::ConnEnd,
+            11 => Self::Payload,
             _ => return None,
         })
     }
@@ -167,6 +176,12 @@ pub const VERDICT_NONE: u32 = 0;
 pub const VERDICT_ALLOWED: u32 = 1;
 /// Block mode: no rule approved it; the call failed with EPERM.
 pub const VERDICT_BLOCKED: u32 = 2;
+/// Block mode, TCP: approved only because its address was learned from an approved name; its
+/// first payload must carry an approved name if it carries one (TLS SNI, HTTP Host).
+pub const VERDICT_LEARNED: u32 = 3;
+/// Block mode, TCP: no rule approved the address, but the port is in the policy's `name_gate`:
+/// the connect went ahead and the first payload must carry an approved name.
+pub const VERDICT_NAME_GATE: u32 = 4;
 
 /// Captured at `sys_enter_execve`/`sys_enter_execveat`: what the process asked to run.
 #[repr(C)]
@@ -268,6 +283,17 @@ pub const CONN_FLAG_ICMP_ERROR: u32 = 1 << 9;
 /// The connection was open before egret started: userspace found it (sock_diag) and put its
 /// entry in `CONNS`; its end is reported when the application releases the socket.
 pub const CONN_FLAG_PREEXISTING: u32 = 1 << 10;
+/// The connection's first payload waits for a name check (`VERDICT_LEARNED`,
+/// `VERDICT_NAME_GATE`): the egress program drops it until its `GATES` entry says pass.
+pub const CONN_FLAG_GATED: u32 = 1 << 11;
+/// The gate said pass: payload flows freely from now on.
+pub const CONN_FLAG_GATE_PASSED: u32 = 1 << 12;
+/// [`ConnState::out_base`] and [`ConnState::in_base`] are set (the handshake completed).
+pub const CONN_FLAG_SEQ_BASES: u32 = 1 << 13;
+/// The first bytes this side sends were copied (or will not be).
+pub const CONN_FLAG_OUT_SEEN: u32 = 1 << 14;
+/// The first bytes the peer sent were copied.
+pub const CONN_FLAG_IN_SEEN: u32 = 1 << 15;
 
 /// TCP states as `include/net/tcp_states.h` numbers them.
 pub const TCP_ESTABLISHED: u32 = 1;
@@ -303,6 +329,14 @@ pub struct ConnState {
     pub flags: u32,
     pub total_retrans: u32,
     pub comm: [u8; COMM_LEN],
+    /// Sequence number of the first payload byte each way (`snd_nxt`, `rcv_nxt` when the
+    /// handshake completed): payload offsets are counted from them.
+    pub out_base: u32,
+    pub in_base: u32,
+    /// Bytes of the first flight out to copy (a TLS record's length, else one chunk); 0 = not
+    /// known yet.
+    pub out_want: u32,
+    pub _pad: u32,
 }
 
 /// The end of an outbound TCP connection. The header names the task that called `connect()`
@@ -440,7 +474,12 @@ pub struct PolicyState {
     pub domain_rules: [u32; 2],
     /// Bit `i` set: set `i` has cgroup-scoped entries (the caller's cgroup mask is needed).
     pub scoped: u32,
+    /// Bit `i` set: set `i` has `name_gate` ports (`NAME_GATE_PORTS_i`).
+    pub name_gate: u32,
 }
+
+/// Most ports in a policy's `name_gate`.
+pub const NAME_GATE_PORTS_MAX: u32 = 64;
 
 pub const POLICY_MODE_AUDIT: u32 = 0;
 pub const POLICY_MODE_BLOCK: u32 = 1;
@@ -544,6 +583,86 @@ pub struct DnsNameValue {
     pub wildcard: u32,
 }
 
+/// [`DnsEvent::flags`]: the answer came from an address that is not a trusted resolver.
+pub const DNS_FLAG_UNTRUSTED: u8 = 1 << 2;
+/// The answer matches no query this socket sent to that address and port (same transaction
+/// id and question, within [`DNS_QUERY_WINDOW_NS`]).
+pub const DNS_FLAG_UNSOLICITED: u8 = 1 << 3;
+/// How long a query waits for its answer.
+pub const DNS_QUERY_WINDOW_NS: u64 = 5_000_000_000;
+/// Most queries awaiting an answer the kernel remembers (LRU).
+pub const DNS_QUERIES_MAX: u32 = 16384;
+/// Most trusted resolver prefixes.
+pub const DNS_RESOLVERS_MAX: u32 = 1024;
+
+/// Key of the kernel's outstanding-query map: a socket and a transaction id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DnsQueryKey {
+    pub cookie: u64,
+    pub txid: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Value of the outstanding-query map: where the query went, what it asked, until when an
+/// answer is believed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct DnsQueryValue {
+    /// The resolver's address, as in [`DnsEvent::saddr`].
+    pub addr: [u8; 16],
+    /// Hash of the question (name, type, class).
+    pub question: u64,
+    pub expires_ns: u64,
+    pub family: u16,
+    /// The resolver's port, host byte order.
+    pub port: u16,
+    pub _pad: u32,
+}
+
+// ---- First bytes of each TCP connection ----
+
+/// Bytes of payload one [`PayloadEvent`] carries.
+pub const PAYLOAD_CHUNK: usize = 1024;
+/// Most bytes of the client's first flight the kernel copies (a ClientHello with
+/// post-quantum key shares is about 1.8 KB; the rest of a long first request is not needed).
+pub const PAYLOAD_OUT_MAX: u32 = 8192;
+/// Most chunks copied from one packet (a GSO packet carries up to 64 KB).
+pub const PAYLOAD_CHUNKS_PER_PACKET: u32 = PAYLOAD_OUT_MAX / PAYLOAD_CHUNK as u32;
+/// [`PayloadEvent::direction`].
+pub const PAYLOAD_OUT: u8 = 0;
+pub const PAYLOAD_IN: u8 = 1;
+
+/// Values of the `GATES` map (socket cookie → gate): a connection whose first payload waits
+/// for its name to be checked. The kernel writes the pending values at `connect()`, userspace
+/// the decision.
+pub const GATE_PENDING_LEARNED: u32 = 1;
+pub const GATE_PENDING_NAME_GATE: u32 = 2;
+pub const GATE_PASS: u32 = 3;
+pub const GATE_DROP: u32 = 4;
+/// Most connections waiting for a name check at once.
+pub const GATES_MAX: u32 = 16384;
+
+/// Bytes a connection carried first, one direction (`cgroup_skb`): the client's first flight
+/// (up to [`PAYLOAD_OUT_MAX`]) or the first segment of the server's answer. The header's task
+/// fields are zero (a packet may be sent from softirq).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PayloadEvent {
+    pub header: EventHeader,
+    pub cookie: u64,
+    /// Offset of `data[0]` from the first payload byte of this direction.
+    pub offset: u32,
+    /// Bytes in [`Self::data`].
+    pub len: u32,
+    /// [`PAYLOAD_OUT`] or [`PAYLOAD_IN`].
+    pub direction: u8,
+    /// 1: the connection is gated and this packet was dropped (it waits for userspace).
+    pub held: u8,
+    pub _pad: [u8; 6],
+    pub data: [u8; PAYLOAD_CHUNK],
+}
+
 /// Marker so a socket cookie is only reported at release when it had UDP flows.
 pub type UdpSocketMark = u8;
 
@@ -556,7 +675,7 @@ macro_rules! assert_layout {
 }
 
 // Every counter has its slot in `COUNTERS`.
-const _: () = assert!(Counter::ConnStateMissing as u32 + 1 == COUNTER_COUNT);
+const _: () = assert!(Counter::DnsQueryUpdateFailed as u32 + 1 == COUNTER_COUNT);
 
 assert_layout!(EventHeader, size = 56,
     kind @ 0, version @ 2, size @ 4, ktime_ns @ 8, tgid @ 16, tid @ 20, uid @ 24, gid @ 28,
@@ -582,9 +701,15 @@ assert_layout!(SockReleaseEvent, size = 64, header @ 0, cookie @ 56);
 assert_layout!(UdpFlowKey, size = 32, cookie @ 0, family @ 8, port @ 10, addr @ 16);
 assert_layout!(UdpFlowValue, size = 64, datagrams @ 0, first_ns @ 8, last_ns @ 16, verdict @ 24,
     connected @ 28, bytes_out @ 32, packets_out @ 40, bytes_in @ 48, packets_in @ 56);
-assert_layout!(ConnState, size = 88, connect_ns @ 0, established_ns @ 8, bytes_acked @ 16,
+assert_layout!(ConnState, size = 104, connect_ns @ 0, established_ns @ 8, bytes_acked @ 16,
     bytes_received @ 24, sampled_ns @ 32, cgroup_id @ 40, tgid @ 48, tid @ 52, uid @ 56,
-    gid @ 60, flags @ 64, total_retrans @ 68, comm @ 72);
+    gid @ 60, flags @ 64, total_retrans @ 68, comm @ 72, out_base @ 88, in_base @ 92,
+    out_want @ 96);
+assert_layout!(DnsQueryKey, size = 16, cookie @ 0, txid @ 8);
+assert_layout!(DnsQueryValue, size = 40, addr @ 0, question @ 16, expires_ns @ 24, family @ 32,
+    port @ 34);
+assert_layout!(PayloadEvent, size = 56 + 24 + PAYLOAD_CHUNK, header @ 0, cookie @ 56,
+    offset @ 64, len @ 68, direction @ 72, held @ 73, data @ 80);
 assert_layout!(ConnEndEvent, size = 168,
     header @ 0, cookie @ 56, connect_ns @ 64, established_ns @ 72, bytes_acked @ 80,
     bytes_received @ 88, netns @ 96, flags @ 104, error @ 108, total_retrans @ 112,
@@ -592,7 +717,8 @@ assert_layout!(ConnEndEvent, size = 168,
     local_addr @ 136, remote_addr @ 152);
 assert_layout!(PolicyEntry, size = 16, port_lo @ 0, port_hi @ 2, protocols @ 4, scopes @ 8);
 assert_layout!(PolicyValue, size = 8 + 16 * POLICY_ENTRIES_MAX, count @ 0, entries @ 8);
-assert_layout!(PolicyState, size = 24, active @ 0, mode @ 4, domain_rules @ 12, scoped @ 20);
+assert_layout!(PolicyState, size = 28, active @ 0, mode @ 4, domain_rules @ 12, scoped @ 20,
+    name_gate @ 24);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -605,4 +731,6 @@ mod pod {
     unsafe impl aya::Pod for super::PolicyState {}
     unsafe impl aya::Pod for super::DnsAllowKey {}
     unsafe impl aya::Pod for super::DnsNameValue {}
+    unsafe impl aya::Pod for super::DnsQueryKey {}
+    unsafe impl aya::Pod for super::DnsQueryValue {}
 }

@@ -30,13 +30,15 @@ pub mod maps {
         // conn
         CONNS, CONNECTING, LAST_SK_ERROR,
         // dns
-        NAME_SCRATCH,
+        NAME_SCRATCH, DIGEST_SCRATCH, DNS_QUERIES, TRUSTED_RESOLVERS,
+        // payload
+        GATES,
         // policy: its state, scratch, and each map once per policy set (`PolicyMaps`)
         POLICY_STATE, PATH_SCRATCH,
         POLICY_V4_0, POLICY_V6_0, SCOPES_0, DNS_NAMES_0, DNS_ALLOW_0, DOMAIN_RULES_0,
-        SCOPE_PATHS_0, SCOPE_UNITS_0,
+        SCOPE_PATHS_0, SCOPE_UNITS_0, NAME_GATE_PORTS_0,
         POLICY_V4_1, POLICY_V6_1, SCOPES_1, DNS_NAMES_1, DNS_ALLOW_1, DOMAIN_RULES_1,
-        SCOPE_PATHS_1, SCOPE_UNITS_1,
+        SCOPE_PATHS_1, SCOPE_UNITS_1, NAME_GATE_PORTS_1,
     }
 }
 
@@ -52,12 +54,12 @@ pub mod programs {
         SYS_ENTER_EXECVE = "sys_enter_execve", SYS_ENTER_EXECVEAT = "sys_enter_execveat",
         SCHED_PROCESS_EXEC = "sched_process_exec", TASK_NEWTASK = "task_newtask",
         SCHED_PROCESS_EXIT = "sched_process_exit",
-        // conn: sockops, cgroup_skb/egress, tracepoints
-        SOCK_OPS = "sock_ops", CONN_EGRESS = "conn_egress",
+        // conn: sockops, tracepoints
+        SOCK_OPS = "sock_ops",
         TCP_RECEIVE_RESET = "tcp_receive_reset", INET_SK_ERROR_REPORT = "inet_sk_error_report",
         SYS_EXIT_CONNECT = "sys_exit_connect",
-        // dns: cgroup_skb/ingress
-        DNS_INGRESS = "dns_ingress",
+        // skb: cgroup_skb/egress, cgroup_skb/ingress (names older than the module)
+        CONN_EGRESS = "conn_egress", DNS_INGRESS = "dns_ingress",
         // policy: tracepoint
         CGROUP_MKDIR = "cgroup_mkdir",
     }
@@ -75,5 +77,7 @@ pub mod globals {
         CONN_TRACKING, TCP_PROGRESS,
         // dns
         DNS_PORT, DNS_TTL_FLOOR_NS, DNS_TTL_CEILING_NS,
+        // payload
+        FIRST_BYTES,
     }
 }

@@ -47,7 +47,7 @@ use agent_common::{
     ConnEndEvent, ConnState, Counter, EventKind, AF_INET, AF_INET6, CONN_FLAG_ALL_ACKED,
     CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT, CONN_FLAG_ICMP_ERROR, CONN_FLAG_PEER_FIN,
     CONN_FLAG_PREEXISTING, CONN_FLAG_RELEASED, CONN_FLAG_RESET, CONN_FLAG_STATE_LOST,
-    CONN_FLAG_SYNC_FAILURE, CONN_FLAG_SYN_SENT, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING,
+    CONN_FLAG_SEQ_BASES, CONN_FLAG_SYNC_FAILURE, CONN_FLAG_SYN_SENT, CONN_FLAG_GATED, TCP_CLOSE, TCP_CLOSE_WAIT, TCP_CLOSING,
     TCP_FIN_WAIT1, TCP_LAST_ACK,
 };
 use aya_ebpf::{
@@ -61,15 +61,15 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid,
         generated::{bpf_sk_fullsock, bpf_sock_ops_cb_flags_set, bpf_tcp_sock},
     },
-    macros::{cgroup_skb, map, sock_ops, tracepoint},
+    macros::{map, sock_ops, tracepoint},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{SkBuffContext, SockOpsContext, TracePointContext},
 };
 
 use crate::shared::{
-    atomic_add, count, ctx_field, ctx_ip6, emit, flow_key, global, ip_addr, ip_header, load,
-    netns_cookie, now_ns, socket_cookie, v4_in_16, End, Origin, Task, IPPROTO_TCP, IPPROTO_UDP,
-    SOCK_STREAM, UDP_FLOWS,
+    atomic_add, count, ctx_field, ctx_ip6, emit, flow_key, global, ip_addr, load, netns_cookie,
+    now_ns, socket_cookie, v4_in_16, End, IpHeader, Origin, Task, IPPROTO_TCP, SOCK_STREAM,
+    UDP_FLOWS,
 };
 
 /// Open outbound TCP connections, by socket cookie.
@@ -121,11 +121,13 @@ enum Errno {
 
 // ---- Called by the socket hooks ----
 
-/// `connect4/6` of a TCP socket the policy let through: start following it.
+/// `connect4/6` of a TCP socket the policy let through: start following it. `gated`: its
+/// first payload waits for a name check (`payload`). `false` when it is not followed (not
+/// TCP, connection ends off, or its entry could not be stored).
 #[inline(always)]
-pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16) {
-    if sock_type != SOCK_STREAM || global(&CONN_TRACKING) == 0 {
-        return;
+pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16, gated: bool) -> bool {
+    if sock_type != SOCK_STREAM || !tracking() {
+        return false;
     }
     let task = Task::current();
     let state = ConnState {
@@ -139,15 +141,20 @@ pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16) {
         tid: task.tid,
         uid: task.uid,
         gid: task.gid,
-        flags: 0,
+        flags: if gated { CONN_FLAG_GATED } else { 0 },
         total_retrans: 0,
         comm: task.comm,
+        out_base: 0,
+        in_base: 0,
+        out_want: 0,
+        _pad: 0,
     };
     if CONNS.insert(&cookie, &state, BPF_ANY as u64).is_err() {
         count(Counter::ConnUpdateFailed);
-        return;
+        return false;
     }
     let _ = CONNECTING.insert(&task.tid, &cookie, BPF_ANY as u64);
+    true
 }
 
 /// `sock_release`: the application closed the socket. Before the handshake completed, that
@@ -265,10 +272,13 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
         }
         BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
             if let Some(state) = CONNS.get_ptr_mut(&socket_cookie(&ctx)) {
-                // SAFETY: a live map value.
+                // SAFETY: a live map value; fields of the sock_ops context. Payload offsets
+                // (`payload`) count from the first sequence number after the handshake.
                 unsafe {
                     (*state).established_ns = now_ns();
-                    (*state).flags |= CONN_FLAG_ESTABLISHED;
+                    (*state).out_base = ctx_field(addr_of!((*ops).snd_nxt));
+                    (*state).in_base = ctx_field(addr_of!((*ops).rcv_nxt));
+                    (*state).flags |= CONN_FLAG_ESTABLISHED | CONN_FLAG_SEQ_BASES;
                 }
             }
         }
@@ -565,59 +575,55 @@ struct UdpPeer {
     payload: u64,
 }
 
-/// The IP protocol of a packet and, for UDP, its peer; `outbound` picks the destination as
-/// the peer, else the source.
+/// The peer of a UDP datagram; `outbound` picks the destination as the peer, else the source.
 #[inline(always)]
-fn udp_peer(ctx: &SkBuffContext, outbound: bool) -> (u8, Option<UdpPeer>) {
-    let Some(ip) = ip_header(ctx) else {
-        return (0, None);
-    };
-    if ip.protocol != IPPROTO_UDP {
-        return (ip.protocol, None);
-    }
+fn udp_peer(ctx: &SkBuffContext, ip: &IpHeader, outbound: bool) -> Option<UdpPeer> {
     let end = if outbound {
         End::Destination
     } else {
         End::Source
     };
-    let addr = ip_addr(ctx, ip.family, end);
-    let port = load::<u16>(ctx, ip.l4 + if outbound { 2 } else { 0 });
-    let udp_len = load::<u16>(ctx, ip.l4 + 4);
-    match (addr, port, udp_len) {
-        (Some(addr), Some(port), Some(len)) => (
-            IPPROTO_UDP,
-            Some(UdpPeer {
-                family: ip.family,
-                addr,
-                port: u16::from_be(port),
-                payload: u64::from(u16::from_be(len)).saturating_sub(8),
-            }),
-        ),
-        _ => (IPPROTO_UDP, None),
-    }
+    let addr = ip_addr(ctx, ip.family, end)?;
+    let port = load::<u16>(ctx, ip.l4 + if outbound { 2 } else { 0 })?;
+    let udp_len = load::<u16>(ctx, ip.l4 + 4)?;
+    Some(UdpPeer {
+        family: ip.family,
+        addr,
+        port: u16::from_be(port),
+        payload: u64::from(u16::from_be(udp_len)).saturating_sub(8),
+    })
 }
 
-/// Egress: UDP bytes into the flow; with progress on, a TCP socket's counters into `CONNS`.
-#[cgroup_skb(egress)]
-pub fn conn_egress(ctx: SkBuffContext) -> i32 {
-    match udp_peer(&ctx, true) {
-        (_, Some(peer)) => count_udp(&ctx, &peer, true),
-        (IPPROTO_TCP, None) => sample_tcp(&ctx),
-        _ => {}
-    }
-    1
-}
-
-/// Ingress: UDP bytes received from a flow's destination. Called by the ingress program
-/// (`dns_ingress`) first, so every received packet runs one program, not two.
+/// Egress of a UDP datagram: its bytes into the flow.
 #[inline(never)]
-pub(crate) fn count_ingress(ctx: &SkBuffContext) {
-    if global(&CONN_TRACKING) == 0 {
-        return;
+pub(crate) fn count_egress(ctx: &SkBuffContext, ip: &IpHeader) {
+    if tracking() {
+        if let Some(peer) = udp_peer(ctx, ip, true) {
+            count_udp(ctx, &peer, true);
+        }
     }
-    if let (_, Some(peer)) = udp_peer(ctx, false) {
-        count_udp(ctx, &peer, false);
+}
+
+/// Ingress of a UDP datagram: its bytes received from a flow's destination.
+#[inline(never)]
+pub(crate) fn count_ingress(ctx: &SkBuffContext, ip: &IpHeader) {
+    if tracking() {
+        if let Some(peer) = udp_peer(ctx, ip, false) {
+            count_udp(ctx, &peer, false);
+        }
     }
+}
+
+/// Whether connections are followed (`--connection-ends`).
+#[inline(always)]
+pub(crate) fn tracking() -> bool {
+    global(&CONN_TRACKING) != 0
+}
+
+/// The `CONNS` entry of an outbound TCP connection being followed.
+#[inline(always)]
+pub(crate) fn state_of(cookie: u64) -> Option<*mut ConnState> {
+    CONNS.get_ptr_mut(&cookie)
 }
 
 /// Counts a datagram to (`out`) or from its peer in the peer's flow, if it has one.
@@ -649,13 +655,11 @@ fn count_udp(ctx: &SkBuffContext, peer: &UdpPeer, out: bool) {
 }
 
 /// Copies the TCP socket's counters into its `CONNS` entry (progress lines).
-fn sample_tcp(ctx: &SkBuffContext) {
+#[inline(always)]
+pub(crate) fn sample_tcp(ctx: &SkBuffContext, state: *mut ConnState) {
     if !progress_on() {
         return;
     }
-    let Some(state) = CONNS.get_ptr_mut(&socket_cookie(ctx)) else {
-        return;
-    };
     // SAFETY: `sk` of the skb context, then the helpers that narrow it to a TCP socket; both
     // return NULL (checked) when it is not one.
     unsafe {

@@ -45,9 +45,11 @@
 
 mod conn;
 mod dns;
+mod payload;
 mod policy;
 mod process;
 mod shared;
+mod skb;
 mod socket;
 
 #[cfg(not(test))]

@@ -34,6 +34,7 @@
 //!   approved answers, written by `dns` (and by userspace on a reload, carried over).
 //! - `DOMAIN_RULES_*` (array, domain rule → [`PolicyValue`]): each domain rule's ports,
 //!   protocols and scopes.
+//! - `NAME_GATE_PORTS_*` (hash, port → 1): the policy's `name_gate` ports.
 //! - `PATH_SCRATCH` (per-CPU array of one): room for a new cgroup's path. Kernel-only.
 //!
 //! Uses only `shared`.
@@ -44,8 +45,9 @@ use agent_common::{
     dns::NAME_HASH_SEED, path_hash_step, CgroupMkdirEvent, DnsAllowKey, DnsNameValue, EventKind,
     PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue, AF_INET, AF_INET6, CGROUP_PATH_HASH_MAX,
     DNS_ALLOW_MAX, DNS_NAMES_MAX, DNS_RULES_MAX, POLICY_CGROUPS_MAX, POLICY_CGROUP_LEVELS,
-    POLICY_ENTRIES_MAX, POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER, PROTO_TCP, PROTO_UDP,
-    VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_NONE,
+    NAME_GATE_PORTS_MAX, POLICY_ENTRIES_MAX, POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER,
+    PROTO_TCP, PROTO_UDP, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_LEARNED, VERDICT_NAME_GATE,
+    VERDICT_NONE,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -116,6 +118,12 @@ per_set! {
         Array::with_max_entries(DNS_RULES_MAX as u32, 0);
 }
 
+per_set! {
+    /// `name_gate` ports → 1: TCP connects there go ahead and their first payload is judged.
+    NAME_GATE_PORTS_0, NAME_GATE_PORTS_1: HashMap<u16, u8> =
+        HashMap::with_max_entries(NAME_GATE_PORTS_MAX, BPF_F_NO_PREALLOC);
+}
+
 /// Scratch for the path of a new cgroup.
 #[map]
 static PATH_SCRATCH: PerCpuArray<[u8; CGROUP_PATH_HASH_MAX + 1]> =
@@ -133,8 +141,10 @@ fn pick<M>(set: u32, zero: &'static M, one: &'static M) -> &'static M {
 
 // ---- The verdict (connect4/6, sendmsg4/6) ----
 
-/// The verdict for a connection or datagram to `dest`: [`VERDICT_NONE`] in audit mode,
-/// else [`VERDICT_ALLOWED`] or [`VERDICT_BLOCKED`].
+/// The verdict for a connection or datagram to `dest`: [`VERDICT_NONE`] in audit mode, else
+/// [`VERDICT_ALLOWED`], [`VERDICT_BLOCKED`], or for TCP [`VERDICT_LEARNED`] (approved only
+/// through an address learned from an approved name) or [`VERDICT_NAME_GATE`] (not approved,
+/// but on a `name_gate` port): those two go ahead with their first payload held (`payload`).
 #[inline(always)]
 pub(crate) fn evaluate(dest: &Dest) -> u32 {
     let Some(state) = POLICY_STATE.get(0) else {
@@ -172,17 +182,29 @@ pub(crate) fn evaluate(dest: &Dest) -> u32 {
     }
     // Addresses learned from approved DNS answers (domain rules).
     let rules = state.domain_rules.get(set as usize).copied().unwrap_or(0);
-    if rules == 0 {
-        return VERDICT_BLOCKED;
+    if rules != 0 {
+        let addr = if family == AF_INET {
+            v4_in_16(addr)
+        } else {
+            dest.addr
+        };
+        let key = allow_key(dest.netns, family, addr);
+        if learned_approves(set, key, rules, dest.port, proto, cgroups) {
+            // An address may serve many names: a TCP connection's first payload must carry an
+            // approved one if it carries any.
+            return if proto == PROTO_TCP {
+                VERDICT_LEARNED
+            } else {
+                VERDICT_ALLOWED
+            };
+        }
     }
-    let addr = if family == AF_INET {
-        v4_in_16(addr)
-    } else {
-        dest.addr
-    };
-    let key = allow_key(dest.netns, family, addr);
-    if learned_approves(set, key, rules, dest.port, proto, cgroups) {
-        return VERDICT_ALLOWED;
+    if proto == PROTO_TCP && state.name_gate & (1 << set) != 0 {
+        let ports = pick(set, &NAME_GATE_PORTS_0, &NAME_GATE_PORTS_1);
+        // SAFETY: a plain value.
+        if unsafe { ports.get(&dest.port) }.is_some() {
+            return VERDICT_NAME_GATE;
+        }
     }
     VERDICT_BLOCKED
 }
@@ -294,6 +316,12 @@ fn learned_approves(
 }
 
 // ---- What the DNS hook needs (dns_ingress) ----
+
+/// The live set (whatever its mode).
+#[inline(always)]
+pub(crate) fn live_set() -> u32 {
+    POLICY_STATE.get(0).map_or(0, |state| state.active & 1)
+}
 
 /// The live set when the live policy is in block mode.
 #[inline(always)]

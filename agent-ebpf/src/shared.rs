@@ -30,7 +30,8 @@ use core::{
 
 use agent_common::{
     CgroupMkdirEvent, ConnEndEvent, ConnState, ConnectEvent, Counter, DnsEvent, EventHeader,
-    EventKind, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent, SockReleaseEvent, UdpFlowKey,
+    EventKind, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SockReleaseEvent,
+    UdpFlowKey,
     UdpFlowValue, AF_INET, AF_INET6, COMM_LEN, COUNTER_COUNT, EVENT_VERSION,
 };
 use aya_ebpf::{
@@ -158,6 +159,7 @@ records!(
     ExecEvent,
     ExitEvent,
     ForkEvent,
+    PayloadEvent,
     SockReleaseEvent,
 );
 
@@ -225,6 +227,18 @@ pub(crate) fn emit<T: Record + 'static>(
     origin: Origin<'_>,
     fill: impl FnOnce(*mut T),
 ) {
+    emit_waking(kind, origin, false, fill);
+}
+
+/// [`emit`], and with `wake` the reader is woken at once: something waits for its answer (a
+/// held first payload).
+#[inline(always)]
+pub(crate) fn emit_waking<T: Record + 'static>(
+    kind: EventKind,
+    origin: Origin<'_>,
+    wake: bool,
+    fill: impl FnOnce(*mut T),
+) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count(Counter::RingBufFull);
         return;
@@ -233,7 +247,12 @@ pub(crate) fn emit<T: Record + 'static>(
     // SAFETY: `record` is a reservation of a whole `T`.
     unsafe { write_header(T::header(record), kind, size_of::<T>(), origin) };
     fill(record);
-    entry.submit(submit_flags());
+    let flags = if wake {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        submit_flags()
+    };
+    entry.submit(flags);
 }
 
 /// Flags for submitting a record: wake the reader only when the buffer is filling up.
@@ -331,6 +350,18 @@ pub(crate) unsafe fn ctx_ip6(field: *const [u32; 4]) -> [u8; 16] {
 }
 
 // ---- Packets ----
+
+/// Hides a value from LLVM so range checks written after it stay in the object code, where the
+/// verifier needs them (LLVM otherwise folds them into the arithmetic before).
+#[inline(always)]
+pub(crate) fn opaque(mut value: u64) -> u64 {
+    // SAFETY: one register-to-itself move; it only claims to read and write the register.
+    unsafe {
+        core::arch::asm!("{0} = {0}", inout(reg) value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
 
 /// Reads a `T` at `offset` of the packet.
 #[inline(always)]

@@ -19,13 +19,19 @@
 //!
 //! Global (set by userspace, `--udp-idle`): `UDP_IDLE_NS`.
 //!
-//! Uses `shared`, `policy` (the verdict) and `conn` (a TCP connection's start and release).
+//! A TCP connect approved only through a learned address, or on a `name_gate` port, goes ahead
+//! with its first payload held until its name is checked (`payload::open_gate`); it is
+//! reported with that verdict (`VERDICT_LEARNED`, `VERDICT_NAME_GATE`).
+//!
+//! Uses `shared`, `policy` (the verdict), `conn` (a TCP connection's start and release) and
+//! `payload` (the gate).
 
 use core::ptr::{addr_of, addr_of_mut};
 
 use agent_common::{
     ConnectEvent, Counter, EventKind, SockReleaseEvent, UdpFlowKey, UdpFlowValue, UdpSocketMark,
-    AF_INET, AF_INET6, VERDICT_BLOCKED,
+    AF_INET, AF_INET6, GATE_PENDING_LEARNED, GATE_PENDING_NAME_GATE, VERDICT_ALLOWED,
+    VERDICT_BLOCKED, VERDICT_LEARNED, VERDICT_NAME_GATE,
 };
 use aya_ebpf::{
     bindings::BPF_ANY,
@@ -35,7 +41,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    conn, policy,
+    conn, payload, policy,
     shared::{
         atomic_add, count, ctx_field, ctx_ip6, emit, flow_key, global, netns_cookie, now_ns,
         socket_cookie, v4_in_16, Dest, Origin, IPPROTO_TCP, SOCK_DGRAM, UDP_FLOWS,
@@ -158,16 +164,47 @@ fn decision(verdict: u32) -> i32 {
 
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, dest: &Dest) -> i32 {
-    let verdict = policy::evaluate(dest);
     let cookie = socket_cookie(ctx);
-    if verdict != VERDICT_BLOCKED {
-        conn::on_tcp_connect(cookie, dest.sock_type);
-        if dest.sock_type == SOCK_DGRAM {
-            open_connected_udp(cookie, dest, verdict);
+    let verdict = match policy::evaluate(dest) {
+        VERDICT_LEARNED => gate(cookie, dest, GATE_PENDING_LEARNED, VERDICT_ALLOWED),
+        VERDICT_NAME_GATE => gate(cookie, dest, GATE_PENDING_NAME_GATE, VERDICT_BLOCKED),
+        verdict => {
+            if verdict != VERDICT_BLOCKED {
+                conn::on_tcp_connect(cookie, dest.sock_type, false);
+                if dest.sock_type == SOCK_DGRAM {
+                    open_connected_udp(cookie, dest, verdict);
+                }
+            }
+            verdict
         }
-    }
+    };
     emit_connect(EventKind::Connect, dest, cookie, 0, verdict);
     decision(verdict)
+}
+
+/// A TCP connect whose first payload must carry an approved name: followed with its gate
+/// pending. When it cannot be (connection ends off, a full map), `unfollowed` is the verdict.
+#[inline(always)]
+fn gate(cookie: u64, dest: &Dest, pending: u32, unfollowed: u32) -> u32 {
+    let verdict = if pending == GATE_PENDING_LEARNED {
+        VERDICT_LEARNED
+    } else {
+        VERDICT_NAME_GATE
+    };
+    if !conn::tracking() {
+        return unfollowed;
+    }
+    if conn::state_of(cookie).is_some() {
+        return verdict; // `connect()` again on a connecting socket: its gate stands
+    }
+    if !payload::open_gate(cookie, pending) {
+        return VERDICT_BLOCKED; // no room to hold its payload: refused (counted)
+    }
+    if !conn::on_tcp_connect(cookie, dest.sock_type, true) {
+        payload::close_gate(cookie);
+        return VERDICT_BLOCKED;
+    }
+    verdict
 }
 
 /// A `Connect` or `Send` event for `dest`.

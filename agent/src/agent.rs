@@ -152,6 +152,7 @@ pub async fn run(
             dns_ttl_ceiling_ns: duration_ns(dns.ttl_ceiling),
             tcp_progress: connections.progress_interval.is_some() && connections.ends,
             connection_ends: connections.ends,
+            first_bytes: connections.first_bytes && connections.ends,
         },
         &cgroup_dir,
         &compiled,

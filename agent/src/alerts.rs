@@ -16,6 +16,8 @@ struct AlertKey {
     ip: IpAddr,
     port: u16,
     transport: Transport,
+    /// The name the first bytes carried (an address may serve several).
+    name: Option<String>,
 }
 
 impl AlertKey {
@@ -30,6 +32,11 @@ impl AlertKey {
             ip: record.ip,
             port: record.port,
             transport: record.transport,
+            name: record
+                .first_bytes
+                .as_ref()
+                .and_then(|f| f.name())
+                .map(|(name, _)| name.to_owned()),
         }
     }
 }

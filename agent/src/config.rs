@@ -264,6 +264,14 @@ pub struct ConnectionConfig {
     #[arg(default_value = "on", value_parser = on_off())]
     pub ends: bool,
 
+    /// `on`: read the first bytes each way of every TCP connection for names and requests
+    /// (TLS server name, ALPN, JA4; HTTP method, host, path, status) on its end line; `off`:
+    /// not read (block mode still reads the first payload of connections whose name it must
+    /// check). Needs --connection-ends on.
+    #[arg(long = "first-bytes", value_name = "FIRST_BYTES", action = ArgAction::Set)]
+    #[arg(default_value = "on", value_parser = on_off())]
+    pub first_bytes: bool,
+
     /// Seconds between `connection-progress` lines (bytes so far) for each open TCP
     /// connection; 0: none.
     ///
@@ -655,6 +663,7 @@ mod tests {
             config.connections,
             ConnectionConfig {
                 ends: true,
+                first_bytes: true,
                 progress_interval: None,
                 udp_idle: Duration::from_secs(5),
                 udp_report_interval: Duration::from_secs(60),

@@ -361,6 +361,10 @@ impl OpenConns {
         );
     }
 
+    pub fn get_mut(&mut self, cookie: u64) -> Option<&mut OpenConn> {
+        self.open.get_mut(&cookie)
+    }
+
     pub fn remove(&mut self, cookie: u64) -> Option<OpenConn> {
         let conn = self.open.remove(&cookie)?;
         self.by_age.remove(&conn.order);

@@ -18,11 +18,12 @@ use crate::{
     },
     metrics::Metrics,
     process::ProcessInfo,
-    record::{Action, ConnectionRecord, PolicyVerdict, Transport},
+    record::{Action, ConnectionRecord, FirstBytesSeen, PolicyVerdict, Transport},
     schema::{
-        Alert, Cgroup, ConnectionId, Dns, DnsAnswer, DnsQuestion, Document, Egret, EgretDns,
-        EgretProcess, Endpoint, Error, Event, Failures, Group, Id, K8s, Keywords, Name, Network,
-        Pid, Policy, Process, ProcessOut, Socket, Tcp, Udp, Unit, User,
+        Alert, Cgroup, ConnectionId, Dns, DnsAnswer, DnsQuestion, Document, Egret,
+        EgretDestination, EgretDns, EgretHttp, EgretProcess, EgretTls, Endpoint, Error, Event,
+        Failures, Group, Http, HttpRequest, HttpResponse, Id, K8s, Keywords, Name, Network, Pid,
+        Policy, Process, ProcessOut, Socket, Tcp, Tls, TlsClient, Udp, Unit, Url, User, UserAgent,
     },
     udp::UdpSummary,
 };
@@ -197,9 +198,16 @@ pub fn connection<'a>(
         kernel_verdict: _,
         policy,
         netns: _,
-        dns,
+        dns: _,
         container,
+        first_bytes,
     } = record;
+    let FirstBytesFields {
+        tls,
+        http,
+        url,
+        user_agent,
+    } = FirstBytesFields::new(first_bytes.as_deref());
     let (container, orchestrator, k8s) = match ContainerFields::new(container) {
         Some(ContainerFields {
             container,
@@ -251,10 +259,9 @@ pub fn connection<'a>(
         destination: Some(Endpoint {
             ip: Some(Cow::Owned(ip.to_string())),
             port: Some(*port),
-            domain: dns
-                .as_ref()
-                .and_then(|d| d.domain.as_deref())
-                .map(Cow::Borrowed),
+            domain: record
+                .destination_name()
+                .map(|(name, _)| Cow::Borrowed(name)),
             bytes: udp.map(|u| u.traffic.bytes_in),
             packets: udp.map(|u| u.traffic.packets_in),
         }),
@@ -268,7 +275,122 @@ pub fn connection<'a>(
         host: stamp.host(),
         container,
         orchestrator,
+        tls,
+        http,
+        url,
+        user_agent,
         egret: egret(record, udp, k8s),
+    }
+}
+
+/// The ECS objects of what a connection's first bytes said.
+#[derive(Default)]
+struct FirstBytesFields<'a> {
+    tls: Option<Tls<'a>>,
+    http: Option<Box<Http<'a>>>,
+    url: Option<Box<Url<'a>>>,
+    user_agent: Option<UserAgent<'a>>,
+}
+
+impl<'a> FirstBytesFields<'a> {
+    fn new(seen: Option<&'a FirstBytesSeen>) -> Self {
+        let Some(seen) = seen else {
+            return Self::default();
+        };
+        let FirstBytesSeen {
+            tls,
+            http,
+            status_code,
+            gate: _,
+        } = seen;
+        let response = status_code.map(|status_code| HttpResponse { status_code });
+        let request = http.as_ref();
+        Self {
+            tls: tls.as_ref().map(|hello| Tls {
+                client: TlsClient {
+                    server_name: hello.server_name.as_deref().map(Cow::Borrowed),
+                },
+            }),
+            http: (request.is_some() || response.is_some()).then(|| {
+                Box::new(Http {
+                    request: request.map(|r| HttpRequest {
+                        method: Cow::Borrowed(r.method.as_str()),
+                    }),
+                    response,
+                    // ECS writes the number alone (`1.1`).
+                    version: request.and_then(|r| r.version).map(|v| {
+                        Cow::Borrowed(v.as_str().trim_start_matches("HTTP/"))
+                    }),
+                })
+            }),
+            url: request.map(|r| {
+                Box::new(Url {
+                    domain: r.host.as_deref().map(Cow::Borrowed),
+                    path: Some(Cow::Borrowed(r.path.as_str())),
+                    query: r.query.as_deref().map(Cow::Borrowed),
+                })
+            }),
+            user_agent: request
+                .and_then(|r| r.user_agent.as_deref())
+                .map(|ua| UserAgent {
+                    original: Cow::Borrowed(ua),
+                }),
+        }
+    }
+}
+
+/// `egret.destination`, `egret.tls`, `egret.http`: what ECS has no field for.
+fn egret_first_bytes<'a>(
+    record: &'a ConnectionRecord,
+) -> (
+    Option<EgretDestination<'a>>,
+    Option<Box<EgretTls<'a>>>,
+    Option<EgretHttp>,
+) {
+    let seen = record.first_bytes.as_deref();
+    let destination = EgretDestination {
+        name_source: record
+            .destination_name()
+            .map(|(_, source)| Cow::Borrowed(source.name())),
+        name_mismatch: record.name_mismatch(),
+        name_check: seen
+            .and_then(|s| s.gate)
+            .map(|g| Cow::Borrowed(g.name())),
+    };
+    let tls = seen.and_then(|s| s.tls.as_ref()).map(|hello| {
+        Box::new(EgretTls {
+            ja4: Cow::Borrowed(hello.ja4.as_str()),
+            alpn: hello.alpn.iter().map(|a| Cow::Borrowed(a.as_str())).collect(),
+            versions: hello
+                .versions
+                .iter()
+                .map(|v| Cow::Borrowed(tls_version_name(*v)))
+                .collect(),
+        })
+    });
+    let http = seen
+        .and_then(|s| s.http.as_ref())
+        .filter(|r| r.path_truncated || r.query_truncated)
+        .map(|r| EgretHttp {
+            path_truncated: r.path_truncated,
+            query_truncated: r.query_truncated,
+        });
+    (
+        destination.name_source.is_some().then_some(destination),
+        tls,
+        http,
+    )
+}
+
+/// `1.3`, `1.2`, ... for a TLS version number; `unknown` for anything else.
+fn tls_version_name(version: u16) -> &'static str {
+    match version {
+        0x0304 => "1.3",
+        0x0303 => "1.2",
+        0x0302 => "1.1",
+        0x0301 => "1.0",
+        0x0300 => "ssl3",
+        _ => "unknown",
     }
 }
 
@@ -281,6 +403,7 @@ fn egret<'a>(
     // `connection` took the record apart; this takes what the `egret` object shows.
     let (cgroup, cookie, policy, dns) =
         (&record.cgroup, record.cookie, &record.policy, &record.dns);
+    let (destination, tls, http) = egret_first_bytes(record);
     let connection_id = match record.transport {
         Transport::Tcp => conn::connection_id(cookie),
         _ => format!(
@@ -306,6 +429,9 @@ fn egret<'a>(
                 names: Some(Cow::Borrowed(&d.names)),
                 ..EgretDns::default()
             }),
+        destination,
+        tls,
+        http,
         k8s,
         systemd: cgroup.systemd_unit.as_deref().map(|unit| Unit {
             unit: Cow::Borrowed(unit),
@@ -398,7 +524,11 @@ fn errno_error(errno: u32) -> Error<'static> {
 
 /// `ip:port` (`[ip]:port` for IPv6), as a sentence names a destination.
 fn destination_text(record: &ConnectionRecord) -> String {
-    std::net::SocketAddr::new(record.ip, record.port).to_string()
+    let address = std::net::SocketAddr::new(record.ip, record.port).to_string();
+    match record.first_bytes.as_ref().and_then(|f| f.name()) {
+        Some((name, source)) => format!("{address} ({} {name})", source.name()),
+        None => address,
+    }
 }
 
 /// The alert for a process whose connects to one destination keep failing.
@@ -526,6 +656,7 @@ pub fn dns<'a>(
         cut,
         approved,
         ktime_ns,
+        trust,
     } = answer;
     let Message {
         id,
@@ -613,6 +744,8 @@ pub fn dns<'a>(
                 netns: Some(*netns),
                 cut: *cut,
                 approved_rules: (0..32).filter(|i| approved & (1 << i) != 0).collect(),
+                trusted: Some(trust.believed()),
+                untrusted: trust.reasons().iter().map(|r| Cow::Borrowed(*r)).collect(),
             }),
             ..Egret::default()
         },

@@ -31,7 +31,7 @@ use aya::{
 };
 
 use crate::{
-    policy::compile::CompiledPolicy,
+    policy::{compile::CompiledPolicy, Prefix},
     tracefs::{self, TracefsError},
 };
 
@@ -99,6 +99,8 @@ pub struct KernelConfig {
     pub tcp_progress: bool,
     /// Follow each connection to its end, count UDP bytes (`--connection-ends on`).
     pub connection_ends: bool,
+    /// Copy the first bytes of each TCP connection (`--first-bytes on`).
+    pub first_bytes: bool,
 }
 
 /// Maps userspace reads while the programs run (and after they are detached).
@@ -118,6 +120,7 @@ pub struct PolicySet {
     domain_rules: Array<MapData, PolicyValue>,
     scope_paths: HashMap<MapData, u64, u64>,
     scope_units: HashMap<MapData, u64, u64>,
+    name_gate_ports: HashMap<MapData, u16, u8>,
 }
 
 impl PolicySet {
@@ -129,6 +132,12 @@ impl PolicySet {
             self.scopes
                 .remove(&id)
                 .map_err(policy_err("clearing cgroup scopes"))?;
+        }
+        let old: Vec<u16> = self.name_gate_ports.keys().filter_map(Result::ok).collect();
+        for port in old {
+            self.name_gate_ports
+                .remove(&port)
+                .map_err(policy_err("clearing name gate ports"))?;
         }
         Ok(())
     }
@@ -163,6 +172,11 @@ impl PolicySet {
                 .insert(hash, value, 0)
                 .map_err(policy_err("approved name"))?;
         }
+        for port in &compiled.name_gate_ports {
+            self.name_gate_ports
+                .insert(port, 1, 0)
+                .map_err(policy_err("name gate port"))?;
+        }
         for (index, value) in compiled.domain_rules.iter().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
             self.domain_rules
@@ -195,11 +209,36 @@ impl PolicySet {
     }
 }
 
-/// The two policy map sets and the switch between them (see `agent-ebpf/src/policy.rs`).
+/// The two policy map sets and the switch between them (see `agent-ebpf/src/policy.rs`),
+/// the trusted resolvers (`dns.rs`) and the gates of held first payloads (`payload.rs`).
 pub struct PolicyMaps {
     state: Array<MapData, PolicyState>,
     sets: [PolicySet; 2],
     current: PolicyState,
+    resolvers: LpmTrie<MapData, [u8; 16], u8>,
+    /// What `resolvers` holds.
+    resolvers_now: Vec<Prefix>,
+    gates: HashMap<MapData, u64, u32>,
+}
+
+/// A gate's decision (`payload.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateDecision {
+    /// The first payload carried an approved name (or none where none is required).
+    Pass,
+    /// It did not: its packets stay dropped (and the socket is destroyed).
+    Drop,
+}
+
+/// The LPM key of a resolver prefix: IPv6, or IPv4 mapped (`::ffff:a.b.c.d/96+len`).
+pub fn resolver_key(prefix: &Prefix) -> Key<[u8; 16]> {
+    match prefix.addr {
+        std::net::IpAddr::V4(v4) => Key::new(
+            96 + u32::from(prefix.len.min(32)),
+            v4.to_ipv6_mapped().octets(),
+        ),
+        std::net::IpAddr::V6(v6) => Key::new(u32::from(prefix.len.min(128)), v6.octets()),
+    }
 }
 
 fn policy_err(what: &'static str) -> impl FnOnce(MapError) -> KernelError {
@@ -231,6 +270,21 @@ pub trait PolicyKernel {
     /// # Errors
     /// A map update failed.
     fn add_scopes(&mut self, scope_ids: &StdHashMap<u64, u64>) -> Result<usize, KernelError>;
+
+    /// Makes `prefixes` the trusted resolvers: answers from elsewhere teach nothing.
+    ///
+    /// # Errors
+    /// A map update failed (the prefixes written so far stay).
+    fn set_resolvers(&mut self, prefixes: &[Prefix]) -> Result<(), KernelError>;
+
+    /// Decides a held first payload's gate.
+    ///
+    /// # Errors
+    /// A map update failed.
+    fn decide_gate(&mut self, cookie: u64, decision: GateDecision) -> Result<(), KernelError>;
+
+    /// Forgets the gate of a connection that ended.
+    fn forget_gate(&mut self, cookie: u64);
 }
 
 impl PolicyMaps {
@@ -273,6 +327,7 @@ impl PolicyKernel for PolicyMaps {
             mode: [mode0, mode1],
             domain_rules: [rules0, rules1],
             scoped,
+            name_gate,
         } = self.current;
         let bit = 1u32 << idle;
         let next = PolicyState {
@@ -291,6 +346,11 @@ impl PolicyKernel for PolicyMaps {
                 scoped | bit
             } else {
                 scoped & !bit
+            },
+            name_gate: if compiled.block && !compiled.name_gate_ports.is_empty() {
+                name_gate | bit
+            } else {
+                name_gate & !bit
             },
         };
         self.state
@@ -311,6 +371,55 @@ impl PolicyKernel for PolicyMaps {
     fn add_scopes(&mut self, scope_ids: &StdHashMap<u64, u64>) -> Result<usize, KernelError> {
         let active = self.current.active;
         self.set_mut(active).add_scopes(scope_ids)
+    }
+
+    /// New prefixes go in before old ones go out: a resolver in both sets stays trusted
+    /// throughout.
+    fn set_resolvers(&mut self, prefixes: &[Prefix]) -> Result<(), KernelError> {
+        for prefix in prefixes {
+            if !self.resolvers_now.contains(prefix) {
+                self.resolvers
+                    .insert(&resolver_key(prefix), 1, 0)
+                    .map_err(policy_err("trusted resolver"))?;
+                self.resolvers_now.push(*prefix);
+            }
+        }
+        let stale: Vec<Prefix> = self
+            .resolvers_now
+            .iter()
+            .filter(|p| !prefixes.contains(p))
+            .copied()
+            .collect();
+        for prefix in stale {
+            self.resolvers
+                .remove(&resolver_key(&prefix))
+                .map_err(policy_err("removing a trusted resolver"))?;
+            self.resolvers_now.retain(|p| *p != prefix);
+        }
+        Ok(())
+    }
+
+    fn decide_gate(&mut self, cookie: u64, decision: GateDecision) -> Result<(), KernelError> {
+        let value = match decision {
+            GateDecision::Pass => agent_common::GATE_PASS,
+            GateDecision::Drop => agent_common::GATE_DROP,
+        };
+        // Only a gate still there: the kernel removes it once it has let the payload through.
+        const BPF_EXIST: u64 = 2;
+        match self.gates.insert(cookie, value, BPF_EXIST) {
+            Ok(()) => Ok(()),
+            Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+                Ok(())
+            }
+            Err(source) => Err(KernelError::PolicyMap {
+                what: "first-payload gate",
+                source,
+            }),
+        }
+    }
+
+    fn forget_gate(&mut self, cookie: u64) {
+        let _ = self.gates.remove(&cookie);
     }
 }
 
@@ -435,6 +544,7 @@ pub fn load_and_attach(
         dns_ttl_ceiling_ns: _,
         tcp_progress: _,
         connection_ends,
+        first_bytes: _,
     } = config;
     raise_memlock();
     let tracefs_dir = tracefs::ensure_mounted()?;
@@ -518,7 +628,9 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         dns_ttl_ceiling_ns,
         tcp_progress,
         connection_ends,
+        first_bytes,
     } = config;
+    let first_bytes = u32::from(*first_bytes);
     let wakeup_bytes = u64::from(ring_buffer_size / 4);
     let tcp_progress = u32::from(*tcp_progress);
     let conn_tracking = u32::from(*connection_ends);
@@ -530,6 +642,7 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         .override_global(globals::DNS_TTL_CEILING_NS, dns_ttl_ceiling_ns, true)
         .override_global(globals::TCP_PROGRESS, &tcp_progress, true)
         .override_global(globals::CONN_TRACKING, &conn_tracking, true)
+        .override_global(globals::FIRST_BYTES, &first_bytes, true)
         .map_max_entries(maps::EVENTS, *ring_buffer_size)
         .load(PROGRAMS)
         .map_err(KernelError::Load)
@@ -548,6 +661,9 @@ fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, KernelError> {
             state: typed(ebpf, maps::POLICY_STATE)?,
             sets: [policy_set(ebpf, 0)?, policy_set(ebpf, 1)?],
             current: PolicyState::default(),
+            resolvers: typed(ebpf, maps::TRUSTED_RESOLVERS)?,
+            resolvers_now: Vec::new(),
+            gates: typed(ebpf, maps::GATES)?,
         },
     })
 }
@@ -567,14 +683,21 @@ fn attach_to_cgroup(
             program.attach(cgroup, mode)
         })?;
     }
-    // DNS answers: attached before the socket programs' links are pinned so a kept policy's
-    // learned addresses keep being learned too.
+    // The packet programs: DNS queries and answers (so a kept policy's learned addresses keep
+    // being learned), and held first payloads, enforce too: pinned with the socket programs.
     load_attach(
         ebpf,
         programs::DNS_INGRESS,
         keep,
         pinned,
         |program: &mut CgroupSkb| program.attach(cgroup, CgroupSkbAttachType::Ingress, mode),
+    )?;
+    load_attach(
+        ebpf,
+        programs::CONN_EGRESS,
+        keep,
+        pinned,
+        |program: &mut CgroupSkb| program.attach(cgroup, CgroupSkbAttachType::Egress, mode),
     )?;
     load_attach(
         ebpf,
@@ -585,14 +708,6 @@ fn attach_to_cgroup(
     )?;
     // The life of each connection: not pinned, they only feed egret's own lines.
     if connection_ends {
-        // (Received UDP bytes are counted by the ingress program, `dns_ingress`.)
-        load_attach(
-            ebpf,
-            programs::CONN_EGRESS,
-            false,
-            pinned,
-            |program: &mut CgroupSkb| program.attach(cgroup, CgroupSkbAttachType::Egress, mode),
-        )?;
         load_attach(
             ebpf,
             programs::SOCK_OPS,
@@ -609,6 +724,8 @@ trait Attachable {
     type LinkId;
     type Link;
     fn load_program(&mut self) -> Result<(), ProgramError>;
+    /// Instructions the verifier went through (its budget is one million per program).
+    fn verified(&self) -> Option<u32>;
     fn take_link_of(&mut self, link_id: Self::LinkId) -> Result<Self::Link, ProgramError>;
 }
 
@@ -619,6 +736,9 @@ macro_rules! attachable {
             type Link = $link;
             fn load_program(&mut self) -> Result<(), ProgramError> {
                 self.load()
+            }
+            fn verified(&self) -> Option<u32> {
+                self.info().ok().and_then(|info| info.verified_instruction_count())
             }
             fn take_link_of(&mut self, link_id: $link_id) -> Result<$link, ProgramError> {
                 self.take_link(link_id)
@@ -651,6 +771,9 @@ where
 {
     let program: &mut P = program_mut(ebpf, name)?;
     program.load_program().map_err(program_err(name))?;
+    if let Some(n) = program.verified() {
+        log::debug!("program {name}: the verifier went through {n} instructions");
+    }
     let link_id = attach(program).map_err(program_err(name))?;
     if pin {
         let link = program.take_link_of(link_id).map_err(program_err(name))?;
@@ -751,7 +874,7 @@ fn fs_magic(path: &Path) -> Option<i64> {
 
 /// Names of the maps of policy set 0 and set 1 (`agent-ebpf/src/policy.rs`), in the order of
 /// [`PolicySet`]'s fields.
-const POLICY_SET_MAPS: [[&str; 8]; 2] = {
+const POLICY_SET_MAPS: [[&str; 9]; 2] = {
     use maps::*;
     [
         [
@@ -763,6 +886,7 @@ const POLICY_SET_MAPS: [[&str; 8]; 2] = {
             DOMAIN_RULES_0,
             SCOPE_PATHS_0,
             SCOPE_UNITS_0,
+            NAME_GATE_PORTS_0,
         ],
         [
             POLICY_V4_1,
@@ -773,13 +897,14 @@ const POLICY_SET_MAPS: [[&str; 8]; 2] = {
             DOMAIN_RULES_1,
             SCOPE_PATHS_1,
             SCOPE_UNITS_1,
+            NAME_GATE_PORTS_1,
         ],
     ]
 };
 
 /// Takes the maps of one policy set out of the object.
 fn policy_set(ebpf: &mut Ebpf, set: usize) -> Result<PolicySet, KernelError> {
-    let [v4, v6, scopes, dns_names, dns_allow, domain_rules, scope_paths, scope_units] =
+    let [v4, v6, scopes, dns_names, dns_allow, domain_rules, scope_paths, scope_units, gate_ports] =
         POLICY_SET_MAPS
             .get(set)
             .copied()
@@ -793,6 +918,7 @@ fn policy_set(ebpf: &mut Ebpf, set: usize) -> Result<PolicySet, KernelError> {
         domain_rules: typed(ebpf, domain_rules)?,
         scope_paths: typed(ebpf, scope_paths)?,
         scope_units: typed(ebpf, scope_units)?,
+        name_gate_ports: typed(ebpf, gate_ports)?,
     })
 }
 

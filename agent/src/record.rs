@@ -190,12 +190,114 @@ pub struct ConnectionRecord {
     pub dns: Option<DnsNames>,
     /// Set by the agent from the container runtimes.
     pub container: crate::container::Lookup,
+    /// TCP: what the connection's first bytes said, once they were read (boxed: most records
+    /// are written before).
+    pub first_bytes: Option<Box<FirstBytesSeen>>,
+}
+
+/// What the first bytes of a TCP connection said (`--first-bytes`, and gated connections).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FirstBytesSeen {
+    /// The client's first flight was a TLS ClientHello.
+    pub tls: Option<crate::payload::tls::ClientHello>,
+    /// The client's first flight was an HTTP/1.x request.
+    pub http: Option<crate::payload::http::Request>,
+    /// The status code of the server's first HTTP response.
+    pub status_code: Option<u16>,
+    /// Block mode: what became of a first payload held for its name check.
+    pub gate: Option<GateOutcome>,
+}
+
+/// A held first payload's fate (`egret.destination.name_check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateOutcome {
+    /// Its name was approved (or it had none where none is required): sent.
+    Passed,
+    /// Its name was not approved, or it had none where one is required: dropped, socket
+    /// destroyed.
+    Refused,
+    /// The whole first flight did not arrive in time to be judged: dropped, socket destroyed.
+    TimedOut,
+}
+
+impl GateOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Passed => "passed",
+            Self::Refused => "refused",
+            Self::TimedOut => "timed-out",
+        }
+    }
+}
+
+/// Where a destination's name came from (`egret.destination.name_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameSource {
+    /// A trusted DNS answer to this process's question.
+    Dns,
+    /// The TLS ClientHello's server name.
+    Tls,
+    /// The HTTP request's Host.
+    Http,
+}
+
+impl NameSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Tls => "tls",
+            Self::Http => "http",
+        }
+    }
+}
+
+impl FirstBytesSeen {
+    /// The name the first bytes carry: the TLS server name, else the HTTP Host (not an
+    /// address literal: that names nothing).
+    pub fn name(&self) -> Option<(&str, NameSource)> {
+        if let Some(name) = self.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
+            return Some((name, NameSource::Tls));
+        }
+        self.http
+            .as_ref()
+            .and_then(|h| h.host.as_deref())
+            .filter(|host| host.trim_matches(['[', ']']).parse::<IpAddr>().is_err())
+            .map(|host| (host, NameSource::Http))
+    }
 }
 
 impl ConnectionRecord {
     /// The kernel refused it (block mode).
     pub fn blocked(&self) -> bool {
         self.kernel_verdict == agent_common::VERDICT_BLOCKED
+    }
+
+    /// The kernel let it through with its first payload held for a name check (block mode).
+    pub fn gated(&self) -> bool {
+        matches!(
+            self.kernel_verdict,
+            agent_common::VERDICT_LEARNED | agent_common::VERDICT_NAME_GATE
+        )
+    }
+
+    /// `destination.domain` and where it came from: the DNS name this process asked for,
+    /// else the TLS server name, else the HTTP Host.
+    pub fn destination_name(&self) -> Option<(&str, NameSource)> {
+        if let Some(domain) = self.dns.as_ref().and_then(|d| d.domain.as_deref()) {
+            return Some((domain, NameSource::Dns));
+        }
+        self.first_bytes.as_ref().and_then(|f| f.name())
+    }
+
+    /// The first bytes name a name the address's trusted DNS answers do not (domain fronting,
+    /// a shared address). `false` when either side has no name.
+    pub fn name_mismatch(&self) -> bool {
+        let Some((name, _)) = self.first_bytes.as_ref().and_then(|f| f.name()) else {
+            return false;
+        };
+        self.dns
+            .as_ref()
+            .is_some_and(|d| !d.names.is_empty() && !d.names.iter().any(|n| n == name))
     }
 
     /// Builds the record from a kernel event and its resolved process and cgroup.
@@ -245,6 +347,7 @@ impl ConnectionRecord {
             netns: *netns,
             dns: None,
             container: crate::container::Lookup::NotAContainer,
+            first_bytes: None,
         })
     }
 }
@@ -280,6 +383,7 @@ pub(crate) fn sample(
         netns: 0,
         dns: None,
         container: crate::container::Lookup::NotAContainer,
+        first_bytes: None,
     }
 }
 

@@ -61,8 +61,82 @@ pub struct Document<'a> {
     pub container: Option<Container<'a>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub orchestrator: Option<Orchestrator<'a>>,
+    /// TCP lines once the first bytes were read: the ClientHello's server name.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub tls: Option<Tls<'a>>,
+    /// TCP lines once the first bytes were read: the HTTP request and response (boxed: rare).
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub http: Option<Box<Http<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub url: Option<Box<Url<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub user_agent: Option<UserAgent<'a>>,
     #[serde(borrow)]
     pub egret: Egret<'a>,
+}
+
+/// `tls`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tls<'a> {
+    #[serde(borrow)]
+    pub client: TlsClient<'a>,
+}
+
+/// `tls.client`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TlsClient<'a> {
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub server_name: Option<Cow<'a, str>>,
+}
+
+/// `http`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Http<'a> {
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub request: Option<HttpRequest<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<HttpResponse>,
+    /// `1.1`, `1.0`.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub version: Option<Cow<'a, str>>,
+}
+
+/// `http.request`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpRequest<'a> {
+    #[serde(borrow)]
+    pub method: Cow<'a, str>,
+}
+
+/// `http.response`.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpResponse {
+    pub status_code: u16,
+}
+
+/// `url`: an HTTP request's target.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Url<'a> {
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub domain: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub path: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub query: Option<Cow<'a, str>>,
+}
+
+/// `user_agent`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserAgent<'a> {
+    #[serde(borrow)]
+    pub original: Cow<'a, str>,
 }
 
 /// `event`.
@@ -423,6 +497,15 @@ pub struct Egret<'a> {
     pub alert: Option<Alert>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub dns: Option<EgretDns<'a>>,
+    /// Where `destination.domain` came from, and what the first bytes' name says about it.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub destination: Option<EgretDestination<'a>>,
+    /// What ECS has no field for in a ClientHello.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub tls: Option<Box<EgretTls<'a>>>,
+    /// An HTTP request's path or query was cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<EgretHttp>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub k8s: Option<K8s<'a>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
@@ -490,6 +573,55 @@ pub struct EgretDns<'a> {
     /// Block mode: the domain rules (by index) whose names the kernel approved the answer for.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub approved_rules: Vec<u32>,
+    /// `dns` lines: false when the answer was not believed (it names and approves nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted: Option<bool>,
+    /// Why it was not believed: `resolver` (not a trusted resolver), `unsolicited` (no query
+    /// of this socket to that resolver matches it), or both.
+    #[serde(skip_serializing_if = "Vec::is_empty", borrow)]
+    pub untrusted: Vec<Text<'a>>,
+}
+
+/// `egret.destination`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EgretDestination<'a> {
+    /// `dns`, `tls` or `http`: where `destination.domain` came from.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub name_source: Option<Cow<'a, str>>,
+    /// The TLS server name or HTTP Host is not among the names the address's trusted DNS
+    /// answers gave (domain fronting, a shared address).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub name_mismatch: bool,
+    /// Block mode: `passed`, `refused` or `timed-out`, for a first payload held until its
+    /// name was checked.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub name_check: Option<Cow<'a, str>>,
+}
+
+/// `egret.tls`: the ClientHello's offer.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EgretTls<'a> {
+    /// The JA4 client fingerprint.
+    #[serde(borrow)]
+    pub ja4: Cow<'a, str>,
+    /// ALPN protocol ids offered, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty", borrow)]
+    pub alpn: Vec<Text<'a>>,
+    /// Versions offered (`1.3`, `1.2`, ...), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty", borrow)]
+    pub versions: Vec<Text<'a>>,
+}
+
+/// `egret.http`.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EgretHttp {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub path_truncated: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub query_truncated: bool,
 }
 
 /// `egret.k8s`: what ECS lacks about the pod.

@@ -170,39 +170,11 @@ fn diag_msg(body: &[u8]) -> Result<Option<DiagSock>, SockDiagError> {
 
 /// Every TCP socket (IPv4 and IPv6) of the calling thread's network namespace.
 pub fn dump() -> Result<Vec<DiagSock>, SockDiagError> {
-    // SAFETY: plain socket(2); the descriptor is owned right away.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error().into());
-    }
-    // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = netlink_socket()?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     for (seq, family) in [(1u32, libc::AF_INET as u8), (2, libc::AF_INET6 as u8)] {
-        let req = request(family, seq);
-        // SAFETY: valid descriptor and buffer; the kernel's netlink address is all zeros.
-        let sent = unsafe {
-            let mut sa: libc::sockaddr_nl = std::mem::zeroed();
-            sa.nl_family = libc::AF_NETLINK as u16;
-            libc::sendto(
-                fd.as_raw_fd(),
-                req.as_ptr().cast(),
-                req.len(),
-                0,
-                std::ptr::from_ref(&sa).cast(),
-                size_of::<libc::sockaddr_nl>() as u32,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        send(&fd, &request(family, seq))?;
         loop {
             // SAFETY: valid descriptor and buffer of `buf.len()` bytes.
             let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -216,6 +188,44 @@ pub fn dump() -> Result<Vec<DiagSock>, SockDiagError> {
         }
     }
     Ok(out)
+}
+
+/// A sock_diag netlink socket in the calling thread's network namespace.
+fn netlink_socket() -> Result<OwnedFd, SockDiagError> {
+    // SAFETY: plain socket(2); the descriptor is owned right away.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends one request to the kernel.
+fn send(fd: &OwnedFd, req: &[u8]) -> Result<(), SockDiagError> {
+    // SAFETY: valid descriptor and buffer; the kernel's netlink address is all zeros.
+    let sent = unsafe {
+        let mut sa: libc::sockaddr_nl = std::mem::zeroed();
+        sa.nl_family = libc::AF_NETLINK as u16;
+        libc::sendto(
+            fd.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            std::ptr::from_ref(&sa).cast(),
+            size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    Ok(())
 }
 
 /// The outbound connections among one namespace's sockets: not listening, not accepted from a
@@ -271,6 +281,95 @@ pub fn scan_all() -> (Vec<DiagSock>, Vec<SockDiagError>) {
         errors.push(SockDiagError::NoSysAdmin(skipped));
     }
     (found, errors)
+}
+
+/// `SOCK_DESTROY`: closes a socket from outside, as `ss -K` does (`CONFIG_INET_DIAG_DESTROY`).
+const SOCK_DESTROY: u16 = 21;
+const NLM_F_ACK: u16 = 0x4;
+
+/// Destroys the TCP socket with `cookie` (its application gets `ECONNABORTED`, the peer a
+/// RST), looking for it in the network namespace of `pid` (the process that connected), or
+/// in egret's own without one. `Ok(false)`: no such socket (it is gone already).
+pub fn destroy(pid: Option<u32>, cookie: u64) -> Result<bool, SockDiagError> {
+    let own = std::fs::metadata("/proc/self/ns/net").map(|m| (m.dev(), m.ino()));
+    let theirs = pid.and_then(|pid| {
+        std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .ok()
+            .map(|m| ((m.dev(), m.ino()), pid))
+    });
+    match theirs {
+        Some((ns, pid)) if own.as_ref().ok() != Some(&ns) => {
+            let file = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+            std::thread::spawn(move || {
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|source| SockDiagError::Setns { pid, source })?;
+                destroy_here(cookie)
+            })
+            .join()
+            .unwrap_or(Err(SockDiagError::Malformed("namespace thread panicked")))
+        }
+        _ => destroy_here(cookie),
+    }
+}
+
+/// [`destroy`] in the calling thread's network namespace.
+fn destroy_here(cookie: u64) -> Result<bool, SockDiagError> {
+    let Some(sock) = dump()?.into_iter().find(|s| s.cookie == cookie) else {
+        return Ok(false);
+    };
+    let fd = netlink_socket()?;
+    let req = destroy_request(&sock);
+    send(&fd, &req)?;
+    let mut buf = [0u8; 512];
+    // SAFETY: valid descriptor and buffer.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error().into());
+    }
+    let answer = buf.get(..usize::try_from(n).unwrap_or(0)).unwrap_or_default();
+    // The ACK is an NLMSG_ERROR with code 0.
+    match parse(answer, &mut Vec::new()) {
+        Ok(_) | Err(SockDiagError::Kernel(0)) => Ok(true),
+        Err(SockDiagError::Kernel(code)) if code == libc::ENOENT => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// A `SOCK_DESTROY` request naming one socket exactly (its addresses, ports and cookie).
+fn destroy_request(sock: &DiagSock) -> [u8; NLMSG_HDR + 56] {
+    const LEN: usize = NLMSG_HDR + 56;
+    let mut msg = [0u8; LEN];
+    msg[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
+    msg[4..6].copy_from_slice(&SOCK_DESTROY.to_ne_bytes());
+    msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    let family = if sock.local.is_ipv4() {
+        libc::AF_INET as u8
+    } else {
+        libc::AF_INET6 as u8
+    };
+    msg[16] = family;
+    msg[17] = IPPROTO_TCP;
+    msg[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
+    // struct inet_diag_sockid at 24: sport, dport (network order), src[4], dst[4] (u32 each),
+    // if, cookie[2].
+    msg[24..26].copy_from_slice(&sock.local.port().to_be_bytes());
+    msg[26..28].copy_from_slice(&sock.remote.port().to_be_bytes());
+    let octets = |ip: IpAddr| -> [u8; 16] {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut out = [0u8; 16];
+                out[..4].copy_from_slice(&v4.octets());
+                out
+            }
+            IpAddr::V6(v6) => v6.octets(),
+        }
+    };
+    msg[28..44].copy_from_slice(&octets(sock.local.ip()));
+    msg[44..60].copy_from_slice(&octets(sock.remote.ip()));
+    msg[64..68].copy_from_slice(&(sock.cookie as u32).to_ne_bytes());
+    msg[68..72].copy_from_slice(&((sock.cookie >> 32) as u32).to_ne_bytes());
+    msg
 }
 
 /// Dumps the sockets of `pid`'s network namespace from a short-lived thread that joins it.

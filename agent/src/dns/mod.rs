@@ -43,6 +43,9 @@ pub struct DnsStats {
     pub cut: u64,
     /// Address mappings learned from answers ([`Resolved`] entries recorded in the cache).
     pub answers: u64,
+    /// Answers the kernel did not believe (not from a trusted resolver, or answering no query
+    /// of the socket): they named and approved nothing.
+    pub untrusted: u64,
 }
 
 /// One DNS message as the kernel delivered it.
@@ -60,6 +63,9 @@ pub struct Observed<'a> {
     pub cut: bool,
     /// When it arrived (`CLOCK_BOOTTIME` ns): TTLs count from here.
     pub now_ns: u64,
+    /// The kernel believed it (a trusted resolver answering this socket's query): only then
+    /// is it recorded in the cache.
+    pub believed: bool,
 }
 
 /// What one message taught: the message itself and the (address, name) mappings of its answer,
@@ -85,6 +91,7 @@ pub fn observe(
         payload,
         cut,
         now_ns,
+        believed,
     } = *observed;
     stats.messages = stats.messages.saturating_add(1);
     if cut {
@@ -103,6 +110,9 @@ pub fn observe(
         }
     };
     let resolved = resolution(&message);
+    if !believed {
+        return Ok(Learned { message, resolved });
+    }
     for Resolved {
         address,
         ttl,
@@ -134,6 +144,7 @@ mod tests {
             4, 93, 184, 215, 14,
         ];
         let seen = |payload, cut| Observed {
+            believed: true,
             netns: 9,
             pid: Some(42),
             payload,

@@ -3,7 +3,9 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use agent_common::{DnsAllowKey, DnsEvent, DNS_FLAG_CUT};
+use agent_common::{
+    DnsAllowKey, DnsEvent, DNS_FLAG_CUT, DNS_FLAG_UNSOLICITED, DNS_FLAG_UNTRUSTED,
+};
 
 use super::{observe, CacheConfig, DnsCache, DnsStats, Learned, Name, Observed};
 use crate::{
@@ -30,6 +32,40 @@ pub struct Answer {
     /// Block mode: the domain rules (bit per rule) whose names the kernel approved it for.
     pub approved: u32,
     pub ktime_ns: u64,
+    /// Whether the kernel believed it; an answer it did not believe names nothing.
+    pub trust: Trust,
+}
+
+/// What the kernel's checks said of an answer (`agent-ebpf/src/dns.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trust {
+    /// Its source is not a trusted resolver.
+    pub untrusted_resolver: bool,
+    /// No query of the receiving socket to that resolver matches it.
+    pub unsolicited: bool,
+}
+
+impl Trust {
+    pub fn from_flags(flags: u8) -> Self {
+        Self {
+            untrusted_resolver: flags & DNS_FLAG_UNTRUSTED != 0,
+            unsolicited: flags & DNS_FLAG_UNSOLICITED != 0,
+        }
+    }
+
+    pub fn believed(self) -> bool {
+        !self.untrusted_resolver && !self.unsolicited
+    }
+
+    /// `egret.dns.untrusted`: why it was not believed.
+    pub fn reasons(self) -> &'static [&'static str] {
+        match (self.untrusted_resolver, self.unsolicited) {
+            (false, false) => &[],
+            (true, false) => &["resolver"],
+            (false, true) => &["unsolicited"],
+            (true, true) => &["resolver", "unsolicited"],
+        }
+    }
 }
 
 /// Names learned from observed DNS answers.
@@ -84,12 +120,17 @@ impl DnsState {
         } = ev;
         let asker = self.askers.get(cookie).copied();
         let cut = flags & DNS_FLAG_CUT != 0;
+        let trust = Trust::from_flags(*flags);
+        if !trust.believed() {
+            self.stats.untrusted = self.stats.untrusted.saturating_add(1);
+        }
         let observed = Observed {
             netns: *netns,
             pid: asker,
             payload: payload.get(..*captured as usize).unwrap_or_default(),
             cut,
             now_ns: header.ktime_ns,
+            believed: trust.believed(),
         };
         let learned = match observe(&mut self.cache, &mut self.stats, &observed) {
             Ok(learned) => learned,
@@ -111,6 +152,7 @@ impl DnsState {
             cut,
             approved: *approved,
             ktime_ns: header.ktime_ns,
+            trust,
         })
     }
 

@@ -48,6 +48,23 @@ pub struct Metrics {
     pub dns_cut: u64,
     /// (address, name) mappings learned from answers.
     pub dns_mappings: u64,
+    /// DNS answers not believed (not from a trusted resolver, or answering no query of the
+    /// receiving socket): they named and approved nothing.
+    pub dns_untrusted: u64,
+    /// DNS queries the kernel could not remember (their answers were then not believed).
+    pub dns_query_update_failures: u64,
+    /// TCP connections whose first bytes were read and classified (TLS, HTTP or other).
+    pub first_bytes_read: u64,
+    /// First flights forgotten before they were whole (too many connections at once).
+    pub first_bytes_evicted: u64,
+    /// Block mode: held first payloads whose name check passed.
+    pub name_checks_passed: u64,
+    /// Block mode: held first payloads refused (dropped, socket destroyed), with those timed
+    /// out.
+    pub name_checks_refused: u64,
+    /// Block mode: connects refused because their first payload could not be held (the gate
+    /// map was full).
+    pub name_gate_update_failures: u64,
     /// Entries in the address → names cache.
     pub dns_cache_size: u64,
     /// Cache entries dropped before their TTL because of the size bound.

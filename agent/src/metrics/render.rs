@@ -115,6 +115,13 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         dns_malformed,
         dns_cut,
         dns_mappings,
+        dns_untrusted,
+        dns_query_update_failures,
+        first_bytes_read,
+        first_bytes_evicted,
+        name_checks_passed,
+        name_checks_refused,
+        name_gate_update_failures,
         dns_cache_size,
         dns_cache_evicted,
         containers_cached,
@@ -238,6 +245,41 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         "egret_dns_malformed_total",
         "DNS responses that did not parse.",
         dns_malformed,
+    );
+    e.counter(
+        "egret_dns_untrusted_total",
+        "DNS answers not believed (untrusted resolver or no matching query): they named nothing.",
+        dns_untrusted,
+    );
+    e.counter(
+        "egret_dns_query_update_failures_total",
+        "DNS queries the kernel could not remember.",
+        dns_query_update_failures,
+    );
+    e.counter(
+        "egret_first_bytes_read_total",
+        "TCP connections whose first bytes were read and classified.",
+        first_bytes_read,
+    );
+    e.counter(
+        "egret_first_bytes_evicted_total",
+        "First flights forgotten before they were whole.",
+        first_bytes_evicted,
+    );
+    e.counter(
+        "egret_name_checks_passed_total",
+        "Held first payloads whose name check passed (block mode).",
+        name_checks_passed,
+    );
+    e.counter(
+        "egret_name_checks_refused_total",
+        "Held first payloads refused: dropped, socket destroyed (block mode).",
+        name_checks_refused,
+    );
+    e.counter(
+        "egret_name_gate_update_failures_total",
+        "Connects refused because their first payload could not be held (block mode).",
+        name_gate_update_failures,
     );
     e.counter(
         "egret_dns_cut_total",

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use agent_common::{ConnState, Counter, DnsAllowKey, UdpFlowKey, UdpFlowValue};
 
 use crate::{
-    kernel::{KernelError, KernelView, PolicyKernel},
-    policy::compile::CompiledPolicy,
+    kernel::{GateDecision, KernelError, KernelView, PolicyKernel},
+    policy::{compile::CompiledPolicy, Prefix},
 };
 
 #[derive(Debug, Default)]
@@ -37,6 +37,9 @@ pub struct FakePolicy {
     pub installs: usize,
     pub learned: Vec<(DnsAllowKey, u64)>,
     pub scopes: HashMap<u64, u64>,
+    pub resolvers: Vec<Prefix>,
+    pub gates: HashMap<u64, GateDecision>,
+    pub forgotten_gates: Vec<u64>,
 }
 
 impl PolicyKernel for FakePolicy {
@@ -62,5 +65,19 @@ impl PolicyKernel for FakePolicy {
         self.scopes
             .extend(scope_ids.iter().map(|(id, bits)| (*id, *bits)));
         Ok(self.scopes.len() - before)
+    }
+
+    fn set_resolvers(&mut self, prefixes: &[Prefix]) -> Result<(), KernelError> {
+        self.resolvers = prefixes.to_vec();
+        Ok(())
+    }
+
+    fn decide_gate(&mut self, cookie: u64, decision: GateDecision) -> Result<(), KernelError> {
+        self.gates.insert(cookie, decision);
+        Ok(())
+    }
+
+    fn forget_gate(&mut self, cookie: u64) {
+        self.forgotten_gates.push(cookie);
     }
 }

@@ -190,6 +190,17 @@ impl<P> Identity<P> {
             .map(|w| &mut w.payload)
     }
 
+    /// The record of a waiting connection that `matches`, to add to it.
+    pub fn waiting_record_mut(
+        &mut self,
+        matches: impl Fn(&ConnectionRecord) -> bool,
+    ) -> Option<&mut ConnectionRecord> {
+        self.waiting
+            .iter_mut()
+            .find(|w| matches(&w.record))
+            .map(|w| &mut w.record)
+    }
+
     /// New containers whose identity arrived, and waiting connections whose container is now
     /// known (or whose grace ran out).
     pub fn release(&mut self, now: Instant) -> Released<P> {

@@ -155,6 +155,90 @@ impl Judgement {
         record.policy = Some(outcome);
     }
 
+    /// The connection's first bytes named it (TLS server name, HTTP Host): a domain rule also
+    /// matches that name. A connection approved through a DNS name whose first bytes name an
+    /// unapproved one becomes unapproved (and alerted); one no rule approved becomes approved
+    /// when a domain rule approves the name. Returns the alert to write, if any.
+    pub fn judge_name(&mut self, record: &mut ConnectionRecord) -> Option<Alert> {
+        let Some((name, _)) = record.first_bytes.as_ref().and_then(|f| f.name()) else {
+            return None;
+        };
+        let outcome = record.policy.clone()?;
+        if outcome.verdict == PolicyVerdict::Blocked {
+            return None;
+        }
+        let conn = connection(record);
+        let by_name = self.policy.matcher.approve_name(&conn, name);
+        let by_address = Connection {
+            dns_names: &[],
+            ..conn
+        };
+        let by_address = self.policy.matcher.evaluate(&by_address);
+        let mode = outcome.mode;
+        let next = match (by_name, by_address.rule()) {
+            (Some(rule), _) | (None, Some(rule)) => PolicyOutcome {
+                verdict: PolicyVerdict::Approved,
+                rule: Some(rule.to_owned()),
+                mode,
+            },
+            (None, None) => PolicyOutcome {
+                verdict: PolicyVerdict::Unapproved,
+                rule: None,
+                mode,
+            },
+        };
+        let newly_unapproved = outcome.verdict == PolicyVerdict::Approved
+            && next.verdict == PolicyVerdict::Unapproved;
+        record.policy = Some(next);
+        if newly_unapproved {
+            return self.alerts.occurrence(record);
+        }
+        None
+    }
+
+    /// Block mode: a held first payload's name check. `true`: let it through. A connection
+    /// approved only through a learned address passes unless its first bytes name a name no
+    /// rule approves; one on a `name_gate` port passes only when they name an approved one.
+    /// A refused one is marked blocked, and its alert returned.
+    pub fn check_held(
+        &mut self,
+        record: &mut ConnectionRecord,
+        whole: bool,
+    ) -> (bool, Option<Alert>) {
+        let name = record
+            .first_bytes
+            .as_ref()
+            .and_then(|f| f.name())
+            .map(|(name, _)| name.to_owned());
+        let learned = record.kernel_verdict == agent_common::VERDICT_LEARNED;
+        let approved = match &name {
+            Some(name) => self
+                .policy
+                .matcher
+                .approve_name(&connection(record), name)
+                .map(str::to_owned),
+            None => None,
+        };
+        let pass = whole && (approved.is_some() || (learned && name.is_none()));
+        let mode = self.policy.policy.mode;
+        if pass {
+            if let Some(rule) = approved {
+                record.policy = Some(PolicyOutcome {
+                    verdict: PolicyVerdict::Approved,
+                    rule: Some(rule),
+                    mode,
+                });
+            }
+            return (true, None);
+        }
+        record.policy = Some(PolicyOutcome {
+            verdict: PolicyVerdict::Blocked,
+            rule: None,
+            mode,
+        });
+        (false, self.alerts.occurrence(record))
+    }
+
     /// A TCP connection ended: a failure alert when its process keeps failing to reach the
     /// destination; a success resets the count.
     pub fn connection_ended(

@@ -133,6 +133,7 @@ impl Lifecycle {
     pub fn new(config: &ConnectionConfig, now_ns: u64) -> Self {
         let ConnectionConfig {
             ends,
+            first_bytes: _,
             progress_interval,
             udp_idle,
             udp_report_interval,
@@ -220,6 +221,11 @@ impl Lifecycle {
                 }
             }
         }
+    }
+
+    /// The record of an open TCP connection (to add what its first bytes said).
+    pub fn open_mut(&mut self, cookie: u64) -> Option<&mut ConnectionRecord> {
+        self.tcp.get_mut(cookie).map(|open| &mut open.record)
     }
 
     /// A socket was released: its UDP flows end.

@@ -27,6 +27,7 @@ pub mod destination;
 pub mod emit;
 #[cfg(test)]
 mod fake_kernel;
+pub mod firstbytes;
 pub mod identity;
 pub mod judgement;
 pub mod lifecycle;
@@ -35,18 +36,20 @@ mod synthetic;
 
 use std::time::Instant;
 
-use agent_common::{ConnEndEvent, ConnectEvent, Counter, DnsEvent, Event};
+use agent_common::{ConnEndEvent, ConnectEvent, Counter, DnsEvent, Event, PayloadEvent};
 
 use crate::{
     clock::boot_ns_now,
     conn,
-    kernel::{KernelView, PolicyKernel},
+    kernel::{GateDecision, KernelView, PolicyKernel},
     metrics::Metrics,
-    record::{destination_ip, Action, ConnectionRecord, Transport},
+    record::{destination_ip, Action, ConnectionRecord, FirstBytesSeen, GateOutcome, Transport},
+    sockdiag,
 };
 use decode::Decoder;
 use destination::{Destination, DestinationStats};
 use emit::{EmitStats, Emitter, Line};
+use firstbytes::{Change, Flights};
 use identity::{Identity, IdentityStats, Released};
 use judgement::{Judgement, JudgementStats};
 
@@ -57,9 +60,23 @@ pub struct Pipeline {
     decode: Decoder,
     identity: Identity<Pending>,
     destination: Destination,
+    first_bytes: Flights,
     judgement: Judgement,
     lifecycle: Lifecycle,
     emitter: Emitter,
+    /// Block mode: held first payloads decided during a drain, for the kernel after it.
+    name_checks: Vec<NameCheck>,
+    /// Gated connections that ended: their kernel gates go.
+    ended_gates: Vec<u64>,
+}
+
+/// A held first payload's decision, to write into the kernel (and, refused, its socket to
+/// destroy: `pid` names the network namespace it lives in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameCheck {
+    cookie: u64,
+    decision: GateDecision,
+    pid: Option<u32>,
 }
 
 impl Pipeline {
@@ -74,9 +91,12 @@ impl Pipeline {
             decode: Decoder::default(),
             identity,
             destination,
+            first_bytes: Flights::default(),
             judgement,
             lifecycle,
             emitter,
+            name_checks: Vec::new(),
+            ended_gates: Vec::new(),
         }
     }
 
@@ -104,6 +124,7 @@ impl Pipeline {
                     .on_sock_release(&ev, kernel, &mut self.emitter)
             }
             Event::ConnEnd(ev) => self.on_conn_end(&ev),
+            Event::Payload(ev) => self.on_payload(&ev),
         }
     }
 
@@ -125,7 +146,11 @@ impl Pipeline {
     /// A connection whose identity is complete: judged, started, and its alert (if any)
     /// written after its own line.
     fn start(&mut self, mut record: ConnectionRecord, start: Start) {
-        let alert = self.judgement.judge(&mut record);
+        let mut alert = self.judgement.judge(&mut record);
+        if alert.is_none() && !record.gated() {
+            // First bytes read while it waited for its container: their name counts too.
+            alert = self.judgement.judge_name(&mut record);
+        }
         self.lifecycle.start(record, start, &mut self.emitter);
         if let Some(alert) = alert {
             self.emitter.emit(self.judgement.alert_line(&alert));
@@ -136,7 +161,9 @@ impl Pipeline {
         let Some(answer) = self.destination.on_dns(ev) else {
             return;
         };
-        self.judgement.learn_answer(&answer, self.destination.dns());
+        if answer.trust.believed() {
+            self.judgement.learn_answer(&answer, self.destination.dns());
+        }
         if self.destination.writes_answers() {
             let asker = answer.asker.map(|pid| self.identity.process(pid));
             self.emitter.emit(Line::Dns {
@@ -165,7 +192,114 @@ impl Pipeline {
         } = self;
         let recover = |ev: &ConnEndEvent| recover_start(identity, destination, judgement, ev);
         if let Some((record, end)) = lifecycle.on_conn_end(ev, recover, emitter) {
+            if record.gated() {
+                self.ended_gates.push(record.cookie);
+            }
             judgement.connection_ended(&record, &end, emitter);
+        }
+        self.first_bytes.forget(ev.cookie);
+    }
+
+    /// First bytes of a TCP connection: what they say goes on its record; a name is judged
+    /// the first time one appears; held flights that are now whole get their name check.
+    fn on_payload(&mut self, ev: &PayloadEvent) {
+        let now = Instant::now();
+        if let Change::Seen(seen) = self.first_bytes.on_chunk(ev, now) {
+            let Self {
+                identity,
+                lifecycle,
+                judgement,
+                ..
+            } = self;
+            let alert = record_of(identity, lifecycle, ev.cookie).and_then(|record| {
+                let old = record.first_bytes.take();
+                let had_name = old.as_ref().and_then(|f| f.name()).is_some();
+                record.first_bytes = Some(Box::new(FirstBytesSeen {
+                    gate: old.and_then(|f| f.gate),
+                    ..seen
+                }));
+                // Judged once its identity is complete (`start`); a held flight by its check.
+                let judge = !had_name && !record.gated() && record.policy.is_some();
+                judge.then(|| judgement.judge_name(record)).flatten()
+            });
+            if let Some(alert) = alert {
+                self.emitter.emit(self.judgement.alert_line(&alert));
+            }
+        }
+        self.check_held(now);
+    }
+
+    /// Block mode: held first flights that are whole (or late) get their name check.
+    fn check_held(&mut self, now: Instant) {
+        if !self.first_bytes.holding() {
+            return;
+        }
+        for held in self.first_bytes.held_ready(now) {
+            let Self {
+                identity,
+                lifecycle,
+                judgement,
+                emitter,
+                first_bytes,
+                name_checks,
+                ..
+            } = self;
+            let whole = held.seen.is_some();
+            let Some(record) = record_of(identity, lifecycle, held.cookie) else {
+                // Nothing to judge it by (its start was lost): refused.
+                first_bytes.decided(false);
+                name_checks.push(NameCheck {
+                    cookie: held.cookie,
+                    decision: GateDecision::Drop,
+                    pid: None,
+                });
+                continue;
+            };
+            let (pass, alert) = judgement.check_held(record, whole);
+            let outcome = match (pass, whole) {
+                (true, _) => GateOutcome::Passed,
+                (false, true) => GateOutcome::Refused,
+                (false, false) => GateOutcome::TimedOut,
+            };
+            record.first_bytes.get_or_insert_with(Box::default).gate = Some(outcome);
+            first_bytes.decided(pass);
+            name_checks.push(NameCheck {
+                cookie: held.cookie,
+                decision: if pass {
+                    GateDecision::Pass
+                } else {
+                    GateDecision::Drop
+                },
+                pid: Some(record.process.pid),
+            });
+            if let Some(alert) = alert {
+                emitter.emit(judgement.alert_line(&alert));
+            }
+        }
+    }
+
+    /// Block mode: the drain's name checks into the kernel; a refused connection's socket is
+    /// destroyed so its application gets an error now instead of waiting on a held payload.
+    fn apply_name_checks(&mut self, policy: &mut impl PolicyKernel) {
+        for NameCheck {
+            cookie,
+            decision,
+            pid,
+        } in std::mem::take(&mut self.name_checks)
+        {
+            if let Err(err) = policy.decide_gate(cookie, decision) {
+                log::error!("writing a name check into the kernel: {err}");
+            }
+            if decision == GateDecision::Drop {
+                match sockdiag::destroy(pid, cookie) {
+                    Ok(true) => {}
+                    Ok(false) => log::debug!("socket {cookie} to destroy was already gone"),
+                    Err(err) => log::warn!("destroying refused socket {cookie}: {err}"),
+                }
+            }
+        }
+        for cookie in std::mem::take(&mut self.ended_gates) {
+            policy.forget_gate(cookie);
         }
     }
 
@@ -173,6 +307,8 @@ impl Pipeline {
     /// containers earn their scope bits, and block mode's pending kernel updates are installed.
     pub fn after_drain(&mut self, policy: &mut impl PolicyKernel, kernel: &impl KernelView) {
         self.release_waiting();
+        self.check_held(Instant::now());
+        self.apply_name_checks(policy);
         self.judgement.install_pending(policy);
         if self.emitter.telemetry().wanted() {
             let metrics = self.snapshot(kernel);
@@ -211,6 +347,9 @@ impl Pipeline {
         self.identity.expire(now, Instant::now());
         self.destination.expire(now);
         self.release_waiting();
+        // Held first flights that never became whole are refused.
+        self.check_held(Instant::now());
+        self.apply_name_checks(policy);
         self.emitter.flush();
     }
 
@@ -260,6 +399,7 @@ impl Pipeline {
             cache_size,
             cache_evicted,
         } = self.destination.stats();
+        let first_bytes = self.first_bytes.stats();
         let JudgementStats {
             policy_reloads,
             policy_reload_failures,
@@ -307,6 +447,13 @@ impl Pipeline {
             dns_malformed: dns.malformed,
             dns_cut: dns.cut,
             dns_mappings: dns.answers,
+            dns_untrusted: dns.untrusted,
+            dns_query_update_failures: kernel.counter(Counter::DnsQueryUpdateFailed),
+            first_bytes_read: first_bytes.read,
+            first_bytes_evicted: first_bytes.evicted,
+            name_checks_passed: first_bytes.passed,
+            name_checks_refused: first_bytes.refused,
+            name_gate_update_failures: kernel.counter(Counter::GateUpdateFailed),
             dns_cache_size: count(cache_size),
             dns_cache_evicted: cache_evicted,
             containers_cached: count(containers),
@@ -325,6 +472,20 @@ impl Pipeline {
             tcp_state_update_failures: kernel.counter(Counter::ConnUpdateFailed),
             failure_alerts,
         }
+    }
+}
+
+/// The record of a TCP connection by socket cookie: open, or still waiting for its container.
+fn record_of<'a>(
+    identity: &'a mut Identity<Pending>,
+    lifecycle: &'a mut Lifecycle,
+    cookie: u64,
+) -> Option<&'a mut ConnectionRecord> {
+    match lifecycle.open_mut(cookie) {
+        Some(record) => Some(record),
+        None => identity.waiting_record_mut(|r| {
+            r.cookie == cookie && r.transport == Transport::Tcp && r.action == Action::Connect
+        }),
     }
 }
 

@@ -99,6 +99,9 @@ pub struct CompiledPolicy {
     /// the kernel gives them to a cgroup the moment it is created.
     pub scope_paths: Vec<(u64, u64)>,
     pub scope_units: Vec<(u64, u64)>,
+    /// `name_gate` ports: TCP connects there go ahead with their first payload held until its
+    /// name is checked.
+    pub name_gate_ports: Vec<u16>,
 }
 
 impl CompiledPolicy {
@@ -113,6 +116,7 @@ impl CompiledPolicy {
             dns_names: Vec::new(),
             scope_paths: Vec::new(),
             scope_units: Vec::new(),
+            name_gate_ports: Vec::new(),
         }
     }
 
@@ -550,6 +554,7 @@ impl<'p> Compiler<'p> {
             dns_names: names.into_iter().collect(),
             scope_paths,
             scope_units,
+            name_gate_ports: policy.name_gate.ports.clone(),
         };
         for (family, n) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
             if n > POLICY_PREFIXES_MAX as usize {
@@ -746,6 +751,7 @@ mod tests {
             dns_names,
             scope_paths,
             scope_units,
+            name_gate_ports: _,
         } = c;
         let entries = |v: &PolicyValue| {
             let listed: Vec<String> = v.entries[..v.count as usize]

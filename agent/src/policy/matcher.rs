@@ -218,6 +218,23 @@ impl Matcher {
         }
     }
 
+    /// The first domain rule (file order) that approves `conn` by `name` alone: a name read
+    /// from the connection's first bytes (TLS server name, HTTP Host). Address rules and the
+    /// names learned from DNS play no part.
+    pub fn approve_name(&self, conn: &Connection<'_>, name: &str) -> Option<&str> {
+        self.domain_rules
+            .iter()
+            .find(|(i, domains)| {
+                domains.iter().any(|d| domain_matches(d, name))
+                    && self
+                        .rules
+                        .get(*i)
+                        .is_some_and(|rule| selectors_match(rule, conn))
+            })
+            .and_then(|(i, _)| self.rules.get(*i))
+            .map(|rule| rule.name.as_str())
+    }
+
     /// The rules, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
