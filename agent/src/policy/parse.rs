@@ -1072,7 +1072,11 @@ mod tests {
     }
 
     fn ok(text: &str) -> Policy {
-        match parse_policy(text, "p.yaml") {
+        ok_as(text, "p.yaml")
+    }
+
+    fn ok_as(text: &str, file: &str) -> Policy {
+        match parse_policy(text, file) {
             Ok(p) => p,
             Err(e) => panic!("{e}"),
         }
@@ -1799,7 +1803,8 @@ name_gate: {ports: [443, "80"]}
     /// Every ```yaml block in docs/policy.md passes `policy check` (for a `kind: ConfigMap`
     /// block: every policy it carries), unless its first line starts with `# invalid`. A yaml
     /// block followed by a ```text block whose first line is `$ egret policy check FILE`: the
-    /// rest of that block is exactly what the check prints (the summary line, or every error).
+    /// rest of that block is exactly what the check prints (the summary line and its notes, or
+    /// every error).
     #[test]
     fn docs_examples_are_honest() {
         let doc = include_str!("../../../docs/policy.md");
@@ -1858,7 +1863,14 @@ name_gate: {ports: [443, "80"]}
             if let Some((_, next)) = output {
                 let want: Vec<&str> = next.lines().skip(1).collect();
                 let got: Vec<String> = match result {
-                    Ok(line) => vec![line],
+                    // As `egret policy check` prints them: the summary, then the notes.
+                    Ok(line) => std::iter::once(line)
+                        .chain(
+                            notes(&ok_as(body, file))
+                                .into_iter()
+                                .map(|note| format!("note: {note}")),
+                        )
+                        .collect(),
                     // As `egret policy check` prints them: every error, then the count.
                     Err(e) => e
                         .errors
