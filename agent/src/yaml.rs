@@ -2,7 +2,7 @@
 //! `--config` ([`crate::config_file`]). Files are read whole with a size bound and loaded
 //! with positions, so each parser can locate every error as `FILE:LINE:COLUMN`.
 
-use std::{io::Read as _, path::Path};
+use std::{io::Read, path::Path};
 
 use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
 
@@ -21,14 +21,22 @@ pub type Problem = (Position, String);
 /// (`cannot open`, `cannot read`, or larger than `max` bytes: "not a {what} file").
 pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<String, String> {
     let f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut text = String::new();
-    f.take(max.saturating_add(1))
-        .read_to_string(&mut text)
+    let bytes = read_at_most(f, max, what)?;
+    String::from_utf8(bytes).map_err(|_| "cannot read: stream did not contain valid UTF-8".into())
+}
+
+/// Everything `reader` gives, when that is at most `max` bytes; the error is the message
+/// `cannot read: ...`, or (past `max`) "larger than {max} bytes: not a {what} file".
+pub fn read_at_most(reader: impl Read, max: u64, what: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    reader
+        .take(max.saturating_add(1))
+        .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
-    if u64::try_from(text.len()).unwrap_or(u64::MAX) > max {
+    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > max {
         return Err(format!("larger than {max} bytes: not a {what} file"));
     }
-    Ok(text)
+    Ok(bytes)
 }
 
 /// The documents of `text`, with positions. A syntax error stops the YAML loader, so it is

@@ -14,6 +14,9 @@
 //! - [`cache`]: [`DnsCache`], address → names per network namespace, honouring the TTLs
 //!   (clamped), remembering which pids asked, bounded in size.
 //! - [`observe`]: one message end to end (parse, count in [`DnsStats`], record the mappings).
+//! - [`resolvers`]: [`resolvers::TrustedResolvers`], the resolvers whose answers count: the
+//!   policy's `resolvers:`, or the `resolv.conf` nameservers of the host and each container,
+//!   re-read when the files change.
 //! - [`state`]: [`state::DnsState`], the destination stage's DNS state: the cache, who asked,
 //!   and [`state::DnsState::on_event`], which turns the kernel's DNS record into an
 //!   [`state::Answer`].
@@ -23,6 +26,7 @@
 //! ([`agent_common::dns`]) runs over.
 
 pub mod cache;
+pub mod resolvers;
 pub mod state;
 pub mod wire;
 

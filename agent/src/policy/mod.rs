@@ -79,6 +79,14 @@ pub struct Prefix {
 }
 
 impl Prefix {
+    /// The one address `ip` (`/32` or `/128`); an IPv4-mapped IPv6 address becomes the IPv4
+    /// address it maps.
+    pub fn host(ip: IpAddr) -> Self {
+        let addr = ip.to_canonical();
+        let len = if addr.is_ipv4() { 32 } else { 128 };
+        Self { addr, len }
+    }
+
     /// `addr` with the host bits (those after the first `len`) cleared.
     pub fn network(self) -> IpAddr {
         match self.addr {

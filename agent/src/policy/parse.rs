@@ -13,8 +13,7 @@ use saphyr::{MarkedYaml, Scalar, YamlData};
 
 use super::{
     Destination, DomainPattern, Glob, Loopback, Mode, NameGate, Policy, PolicyError, PolicyErrors,
-    PortRange,
-    Position, Prefix, Protocol, Rule, DEFAULT_POLICY_YAML,
+    PortRange, Position, Prefix, Protocol, Rule, DEFAULT_POLICY_YAML,
 };
 use crate::yaml::{describe, load, position, read_bounded, single_document, untag};
 
@@ -23,7 +22,9 @@ use crate::yaml::{describe, load, position, read_bounded, single_document, untag
 pub const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Keys of the top-level mapping.
-const TOP_KEYS: &[&str] = &["mode", "loopback", "rules"];
+const TOP_KEYS: &[&str] = &["mode", "loopback", "rules", "resolvers", "name_gate"];
+/// Keys of `name_gate`.
+const NAME_GATE_KEYS: &[&str] = &["ports"];
 /// Keys of a rule.
 const RULE_KEYS: &[&str] = &[
     "name",
@@ -53,6 +54,33 @@ const UNIT_SUFFIXES: &[&str] = &[
     ".slice",
     ".scope",
 ];
+
+/// What a list key says when its value is null or an empty list.
+struct ListKey {
+    /// What omitting the key means, after "expected a list, found nothing (null); ".
+    omitted: &'static str,
+    /// The error for an empty list; `None`: an empty list is a value like any other.
+    empty: Option<&'static str>,
+}
+
+/// A rule's selector list (`ports`, `protocols`, `processes`, ...).
+const SELECTOR: ListKey = ListKey {
+    omitted: "omit the key to mean any",
+    empty: Some("empty list matches nothing; omit the key to mean any"),
+};
+/// `resolvers`: an empty list is allowed (no resolver is trusted; [`notes`] says so).
+const RESOLVERS: ListKey = ListKey {
+    omitted: "omit the key to trust the resolv.conf nameservers; `[]` trusts none",
+    empty: None,
+};
+/// `name_gate.ports`.
+const GATE_PORTS: ListKey = ListKey {
+    omitted: "omit `name_gate` to leave the name gate off",
+    empty: Some(
+        "empty list gates no port: list ports such as [443, 80], or omit `name_gate` to leave \
+         the name gate off",
+    ),
+};
 
 const PROCESSES_IN_BLOCK_MODE: &str = "executable selectors cannot be enforced exactly in the \
      kernel; use audit mode, or scope the rule with cgroups/systemd_units";
@@ -135,22 +163,101 @@ pub fn block_mode_errors(policy: &Policy) -> Vec<PolicyError> {
     errors
 }
 
-/// Things worth telling a person about a valid policy (`egret policy check` prints them).
+/// Things worth telling a person about a valid policy (`egret policy check` prints them):
+/// how its domain entries are matched, which resolvers' answers count, what the name gate does.
 pub fn notes(policy: &Policy) -> Vec<String> {
-    let domains = policy
+    let domains = domain_entries(policy);
+    let mut notes = Vec::new();
+    if domains > 0 {
+        notes.push(format!(
+            "{}: approve the addresses that trusted resolvers' answers give for those names, \
+             while their TTL lasts (docs/dns.md)",
+            plural(domains, "domain entry", "domain entries")
+        ));
+    }
+    notes.push(match policy.resolvers.as_deref() {
+        None => "DNS answers count only from trusted resolvers: the nameservers in the \
+                 resolv.conf of the host and of each container (no `resolvers:` key; \
+                 docs/dns.md)"
+            .to_owned(),
+        Some([]) => "`resolvers: []` trusts no resolver: DNS answers name no destination, and \
+                     domain entries approve nothing (docs/dns.md)"
+            .to_owned(),
+        Some(resolvers) => format!(
+            "DNS answers count only from the policy's resolvers: {} (docs/dns.md)",
+            listed(resolvers)
+        ),
+    });
+    let ports = &policy.name_gate.ports;
+    if !ports.is_empty() {
+        notes.push(match policy.mode {
+            Mode::Audit => "`name_gate` matters only in block mode: in audit mode it changes \
+                            nothing"
+                .to_owned(),
+            Mode::Block => name_gate_note(ports, domains),
+        });
+    }
+    notes
+}
+
+/// What the name gate does in block mode.
+fn name_gate_note(ports: &[u16], domains: usize) -> String {
+    let mut note = format!(
+        "name gate on {}: a TCP connect to an unapproved address goes ahead (its handshake \
+         reaches the address); the name in its first payload (TLS SNI, HTTP Host) decides, and \
+         an unapproved name drops that payload and the connection before any byte of it leaves \
+         (docs/policy.md)",
+        gate_ports(ports)
+    );
+    if domains == 0 {
+        note.push_str(
+            "; no rule names a domain, so no name can approve such a connection: approve \
+             destinations by name, or leave the name gate off",
+        );
+    }
+    note
+}
+
+/// `port 443` or `ports [443, 80]`.
+fn gate_ports(ports: &[u16]) -> String {
+    match ports {
+        [port] => format!("port {port}"),
+        _ => format!(
+            "ports [{}]",
+            ports
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Up to eight of `prefixes`, then how many more.
+fn listed(prefixes: &[Prefix]) -> String {
+    const SHOWN: usize = 8;
+    let mut text = prefixes
+        .iter()
+        .take(SHOWN)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if prefixes.len() > SHOWN {
+        text.push_str(&format!(
+            " and {} more",
+            prefixes.len().saturating_sub(SHOWN)
+        ));
+    }
+    text
+}
+
+fn domain_entries(policy: &Policy) -> usize {
+    policy
         .rules
         .iter()
         .flat_map(|r| &r.to)
         .filter(|to| matches!(to, Destination::Domain(_)))
-        .count();
-    if domains == 0 {
-        return Vec::new();
-    }
-    vec![format!(
-        "{}: approve the addresses the host's DNS answers give for those names, while their TTL \
-         lasts (docs/dns.md)",
-        plural(domains, "domain entry", "domain entries")
-    )]
+        .count()
 }
 
 /// `egret policy check PATH`: loads the policy and applies [`block_mode_errors`].
@@ -208,6 +315,22 @@ pub fn summary(policy: &Policy) -> String {
             line.push_str(&plural(domains, "domain entry", "domain entries"));
         }
         line.push(')');
+    }
+    match policy.resolvers.as_deref() {
+        None => {}
+        Some([]) => line.push_str(", no trusted resolver"),
+        Some(resolvers) => {
+            line.push_str(", ");
+            line.push_str(&plural(
+                resolvers.len(),
+                "trusted resolver",
+                "trusted resolvers",
+            ));
+        }
+    }
+    if !policy.name_gate.ports.is_empty() {
+        line.push_str(", name gate on ");
+        line.push_str(&gate_ports(&policy.name_gate.ports));
     }
     line
 }
@@ -362,10 +485,61 @@ impl Cx<'_> {
                         format!("expected `approve` or `audit`, found {}", describe(value)),
                     ),
                 },
+                "resolvers" => policy.resolvers = self.resolvers(value),
+                "name_gate" => policy.name_gate = self.name_gate(value),
                 _ => policy.rules = self.rules(value),
             }
         }
         Some(policy)
+    }
+
+    /// `resolvers:`: addresses and prefixes, as in `to:` but without names.
+    fn resolvers(&mut self, node: &MarkedYaml<'_>) -> Option<Vec<Prefix>> {
+        self.list_of("resolvers", node, &RESOLVERS, resolver)
+    }
+
+    /// `name_gate:`: a mapping whose one key, `ports`, is required.
+    fn name_gate(&mut self, node: &MarkedYaml<'_>) -> NameGate {
+        let mut gate = NameGate::default();
+        let YamlData::Mapping(map) = &untag(node).data else {
+            self.error(
+                position(node),
+                "name_gate",
+                format!(
+                    "expected a mapping such as {{ports: [443, 80]}}, found {}",
+                    describe(node)
+                ),
+            );
+            return gate;
+        };
+        let mut has_ports = false;
+        for (_, _, value) in self.entries(map, "name_gate", NAME_GATE_KEYS) {
+            has_ports = true;
+            let mut first: HashMap<u16, Position> = HashMap::new();
+            let ports = self.list_of("name_gate.ports", value, &GATE_PORTS, |item| {
+                let port = single_port(item)?;
+                match first.get(&port) {
+                    Some(at) => Err(format!(
+                        "port {port} is listed twice (first at line {}, column {})",
+                        at.line, at.column
+                    )),
+                    None => {
+                        first.insert(port, position(item));
+                        Ok(port)
+                    }
+                }
+            });
+            gate.ports = ports.unwrap_or_default();
+        }
+        if !has_ports {
+            self.error(
+                position(node),
+                "name_gate",
+                "missing key `ports`: list the TCP ports whose first payload's name decides \
+                 (`ports: [443, 80]`), or omit `name_gate` to leave the name gate off",
+            );
+        }
+        gate
     }
 
     fn rules(&mut self, node: &MarkedYaml<'_>) -> Vec<Rule> {
@@ -541,28 +715,39 @@ impl Cx<'_> {
         &mut self,
         path: &str,
         node: &MarkedYaml<'_>,
-        entry: impl Fn(&MarkedYaml<'_>) -> Result<T, String>,
+        entry: impl FnMut(&MarkedYaml<'_>) -> Result<T, String>,
     ) -> Vec<T> {
+        self.list_of(path, node, &SELECTOR, entry)
+            .unwrap_or_default()
+    }
+
+    /// A list key: a sequence, each entry parsed by `entry` (called in order; it gets the
+    /// entry node and returns the value or a message), `None` (an error) when `node` is not a
+    /// sequence. Invalid entries are errors and left out; an empty list is one when `key` says
+    /// so.
+    fn list_of<T>(
+        &mut self,
+        path: &str,
+        node: &MarkedYaml<'_>,
+        key: &ListKey,
+        mut entry: impl FnMut(&MarkedYaml<'_>) -> Result<T, String>,
+    ) -> Option<Vec<T>> {
         let YamlData::Sequence(items) = &untag(node).data else {
             let hint = if matches!(untag(node).data, YamlData::Value(Scalar::Null)) {
-                "; omit the key to mean any"
+                format!("; {}", key.omitted)
             } else {
-                " (write a single value as `[value]`)"
+                " (write a single value as `[value]`)".to_owned()
             };
             self.error(
                 position(node),
                 path,
                 format!("expected a list, found {}{hint}", describe(node)),
             );
-            return Vec::new();
+            return None;
         };
-        if items.is_empty() {
-            self.error(
-                position(node),
-                path,
-                "empty list matches nothing; omit the key to mean any",
-            );
-            return Vec::new();
+        if let (true, Some(message)) = (items.is_empty(), key.empty) {
+            self.error(position(node), path, message);
+            return Some(Vec::new());
         }
         let mut out = Vec::with_capacity(items.len());
         for (j, item) in items.iter().enumerate() {
@@ -571,7 +756,7 @@ impl Cx<'_> {
                 Err(message) => self.error(position(item), format!("{path}[{j}]"), message),
             }
         }
-        out
+        Some(out)
     }
 }
 
@@ -612,6 +797,16 @@ fn port_range(node: &MarkedYaml<'_>) -> Result<PortRange, String> {
                 describe(node)
             )),
         },
+    }
+}
+
+/// One port, written as in a rule's `ports` but not as a range.
+fn single_port(node: &MarkedYaml<'_>) -> Result<u16, String> {
+    match port_range(node)? {
+        PortRange { lo, hi } if lo == hi => Ok(lo),
+        PortRange { lo, hi } => Err(format!(
+            "expected a single port, found the range {lo}-{hi}: list the ports one by one"
+        )),
     }
 }
 
@@ -714,16 +909,40 @@ pub fn destination(text: &str) -> Result<Destination, String> {
              `ports`)"
         ));
     }
-    if let Some((addr, len)) = text.split_once('/') {
-        return cidr(text, addr, len).map(Destination::Prefix);
-    }
-    if let Ok(ip) = text.parse::<IpAddr>() {
-        let len = if ip.is_ipv4() { 32 } else { 128 };
-        return Ok(Destination::Prefix(normalise(Prefix { addr: ip, len })));
+    if let Some(prefix) = address_or_prefix(text) {
+        return prefix.map(Destination::Prefix);
     }
     domain(text)
         .map(Destination::Domain)
         .map_err(|why| format!("`{text}` is not an IP address, CIDR prefix or domain name: {why}"))
+}
+
+/// One entry of `resolvers:`: an address or a prefix, never a name.
+fn resolver(node: &MarkedYaml<'_>) -> Result<Prefix, String> {
+    let text = string(node, "a resolver's IP address or CIDR prefix")?.trim();
+    address_or_prefix(text).unwrap_or_else(|| {
+        Err(format!(
+            "`{text}` is not an IP address or CIDR prefix: resolvers are trusted by address \
+             (a name would need a trusted resolver to resolve it)"
+        ))
+    })
+}
+
+/// `text` (trimmed) as an address (a `/32` or `/128` prefix) or a CIDR prefix, IPv4-mapped
+/// ones read as IPv4; `None` when it has neither shape (so it may be a name).
+fn address_or_prefix(text: &str) -> Option<Result<Prefix, String>> {
+    if let Some((addr, len)) = text.split_once('/') {
+        return Some(cidr(text, addr, len));
+    }
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(Ok(Prefix::host(ip)));
+    }
+    let (addr, zone) = text.split_once('%')?;
+    addr.parse::<IpAddr>().is_ok().then(|| {
+        Err(format!(
+            "`{text}`: an address with a zone (`%{zone}`) cannot be matched; write `{addr}`"
+        ))
+    })
 }
 
 fn cidr(text: &str, addr: &str, len: &str) -> Result<Prefix, String> {
@@ -853,7 +1072,11 @@ mod tests {
     }
 
     fn ok(text: &str) -> Policy {
-        match parse_policy(text, "p.yaml") {
+        ok_as(text, "p.yaml")
+    }
+
+    fn ok_as(text: &str, file: &str) -> Policy {
+        match parse_policy(text, file) {
             Ok(p) => p,
             Err(e) => panic!("{e}"),
         }
@@ -1294,14 +1517,239 @@ rules:
         assert_eq!(
             notes(&p),
             vec![
-                "2 domain entries: approve the addresses the host's DNS answers give for those \
-                 names, while their TTL lasts (docs/dns.md)"
+                "2 domain entries: approve the addresses that trusted resolvers' answers give \
+                 for those names, while their TTL lasts (docs/dns.md)",
+                "DNS answers count only from trusted resolvers: the nameservers in the \
+                 resolv.conf of the host and of each container (no `resolvers:` key; \
+                 docs/dns.md)"
             ]
         );
         assert_eq!(
             check_text(&without_git, "policy.yaml").unwrap(),
             "policy.yaml: ok: mode block, loopback approved, 2 rules (2 address prefixes, 2 \
              domain entries)"
+        );
+    }
+
+    #[test]
+    fn resolvers_and_name_gate_parse() {
+        let p = ok(r#"
+mode: block
+resolvers: ["10.0.0.2", "fd00::53", "10.96.0.0/12", "::ffff:192.0.2.53", " 10.0.0.3 "]
+name_gate: {ports: [443, "80"]}
+"#);
+        let prefixes: Vec<String> = p
+            .resolvers
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            prefixes,
+            [
+                "10.0.0.2/32",
+                "fd00::53/128",
+                "10.96.0.0/12",
+                "192.0.2.53/32",
+                "10.0.0.3/32"
+            ]
+        );
+        assert_eq!(p.name_gate.ports, [443, 80]);
+        assert!(p.name_gate.covers(80) && !p.name_gate.covers(8080));
+        let block = ok("name_gate:\n  ports:\n    - 8443\n");
+        assert_eq!(block.name_gate.ports, [8443]);
+        // Without the keys: resolv.conf nameservers, no name gate.
+        let p = ok("mode: block\n");
+        assert_eq!(p.resolvers, None);
+        assert_eq!(p.name_gate, NameGate::default());
+        assert_eq!(default_policy().resolvers, None);
+        // An empty list is a choice: trust no resolver.
+        assert_eq!(ok("resolvers: []\n").resolvers, Some(Vec::new()));
+    }
+
+    #[test]
+    fn bad_resolvers_are_located() {
+        let errs = errors(
+            r#"resolvers: ["10.0.0.1/8", "10.0.0.0/33", "::/129", "dns.google", 53, "fe80::1%eth0", "10.0.0/8", "https://dns.google"]
+"#,
+        );
+        let got: Vec<(usize, &str, &str)> = errs
+            .iter()
+            .map(|e| (e.position.column, e.path.as_str(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    13,
+                    "resolvers[0]",
+                    "10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"
+                ),
+                (
+                    27,
+                    "resolvers[1]",
+                    "`10.0.0.0/33`: prefix length `33` is not 0-32"
+                ),
+                (
+                    42,
+                    "resolvers[2]",
+                    "`::/129`: prefix length `129` is not 0-128"
+                ),
+                (
+                    52,
+                    "resolvers[3]",
+                    "`dns.google` is not an IP address or CIDR prefix: resolvers are trusted by \
+                     address (a name would need a trusted resolver to resolve it)"
+                ),
+                (
+                    66,
+                    "resolvers[4]",
+                    "expected a resolver's IP address or CIDR prefix (a string), found integer \
+                     `53`"
+                ),
+                (
+                    70,
+                    "resolvers[5]",
+                    "`fe80::1%eth0`: an address with a zone (`%eth0`) cannot be matched; write \
+                     `fe80::1`"
+                ),
+                (
+                    86,
+                    "resolvers[6]",
+                    "`10.0.0/8`: `10.0.0` is not an IP address (expected a CIDR prefix like \
+                     `10.0.0.0/8`)"
+                ),
+                (
+                    98,
+                    "resolvers[7]",
+                    "`https://dns.google`: `https:` is not an IP address (expected a CIDR \
+                     prefix like `10.0.0.0/8`)"
+                ),
+            ],
+            "{errs:#?}"
+        );
+        let msg = error_at("resolvers: \"10.0.0.2\"\n", (1, 12, "resolvers"));
+        assert_eq!(
+            msg,
+            "expected a list, found `10.0.0.2` (write a single value as `[value]`)"
+        );
+        let msg = error_at("resolvers:\nmode: audit\n", (1, 10, "resolvers"));
+        assert_eq!(
+            msg,
+            "expected a list, found nothing (null); omit the key to trust the resolv.conf \
+             nameservers; `[]` trusts none"
+        );
+        // The zone message serves `to:` too.
+        let msg = error_at(
+            "rules:\n  - name: a\n    to: [\"fe80::1%eth0\"]\n",
+            (3, 10, "rules[0].to[0]"),
+        );
+        assert!(msg.contains("write `fe80::1`"), "{msg}");
+    }
+
+    #[test]
+    fn bad_name_gates_are_located() {
+        let msg = error_at("name_gate: [443]\n", (1, 12, "name_gate"));
+        assert_eq!(
+            msg,
+            "expected a mapping such as {ports: [443, 80]}, found a list"
+        );
+        let msg = error_at("name_gate: {}\n", (1, 12, "name_gate"));
+        assert!(msg.starts_with("missing key `ports`"), "{msg}");
+        let msg = error_at("name_gate: {ports: []}\n", (1, 20, "name_gate.ports"));
+        assert!(msg.starts_with("empty list gates no port"), "{msg}");
+        let msg = error_at("name_gate:\n  ports:\n", (2, 8, "name_gate.ports"));
+        assert!(
+            msg.ends_with("; omit `name_gate` to leave the name gate off"),
+            "{msg}"
+        );
+        let errs = errors(
+            "name_gate:\n  ports: [443, 0, \"8000-8100\", 443, 65536, http, 80, 80]\n  port: 1\n",
+        );
+        let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            got,
+            [
+                "p.yaml:2:16: name_gate.ports[1]: port 0 is not a port: expected 1-65535",
+                "p.yaml:2:19: name_gate.ports[2]: expected a single port, found the range \
+                 8000-8100: list the ports one by one",
+                "p.yaml:2:32: name_gate.ports[3]: port 443 is listed twice (first at line 2, \
+                 column 11)",
+                "p.yaml:2:37: name_gate.ports[4]: port 65536 is out of range: expected 1-65535",
+                "p.yaml:2:44: name_gate.ports[5]: `http` is not a port number (1-65535)",
+                "p.yaml:2:54: name_gate.ports[7]: port 80 is listed twice (first at line 2, \
+                 column 50)",
+                "p.yaml:3:3: name_gate.port: unknown key `port`; expected one of: ports",
+            ],
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn resolvers_and_name_gate_in_notes_and_summary() {
+        let resolvers_note = |p: &Policy| {
+            notes(p)
+                .into_iter()
+                .find(|n| n.contains("resolver"))
+                .unwrap_or_default()
+        };
+        let p = ok("resolvers: [\"10.0.0.2\", \"fd00::53\", \"10.96.0.0/12\"]\n");
+        assert_eq!(
+            resolvers_note(&p),
+            "DNS answers count only from the policy's resolvers: 10.0.0.2/32, fd00::53/128, \
+             10.96.0.0/12 (docs/dns.md)"
+        );
+        assert_eq!(
+            summary(&p),
+            "p.yaml: ok: mode audit, loopback approved, 0 rules, 3 trusted resolvers"
+        );
+        let many: Vec<String> = (1..=10).map(|i| format!("\"10.0.0.{i}\"")).collect();
+        let p = ok(&format!("resolvers: [{}]\n", many.join(", ")));
+        assert!(
+            resolvers_note(&p).ends_with("10.0.0.8/32 and 2 more (docs/dns.md)"),
+            "{}",
+            resolvers_note(&p)
+        );
+        let p = ok("resolvers: []\n");
+        assert!(resolvers_note(&p).starts_with("`resolvers: []` trusts no resolver"));
+        assert_eq!(
+            summary(&p),
+            "p.yaml: ok: mode audit, loopback approved, 0 rules, no trusted resolver"
+        );
+        // The name gate: only block mode uses it.
+        let audit = ok("resolvers: [\"10.0.0.2\"]\nname_gate: {ports: [443]}\n");
+        assert_eq!(
+            summary(&audit),
+            "p.yaml: ok: mode audit, loopback approved, 0 rules, 1 trusted resolver, name gate \
+             on port 443"
+        );
+        assert_eq!(
+            notes(&audit).last().map(String::as_str),
+            Some("`name_gate` matters only in block mode: in audit mode it changes nothing")
+        );
+        let text = "mode: block\nname_gate: {ports: [443, 80]}\nrules:\n  - name: a\n    to: \
+                    [api.example.com]\n";
+        let block = ok(text);
+        assert_eq!(
+            check_text(text, "p.yaml").unwrap(),
+            "p.yaml: ok: mode block, loopback approved, 1 rule (0 address prefixes, 1 domain \
+             entry), name gate on ports [443, 80]"
+        );
+        let gate_note = notes(&block).pop().unwrap();
+        assert!(
+            gate_note.starts_with("name gate on ports [443, 80]: a TCP connect")
+                && gate_note.ends_with("(docs/policy.md)"),
+            "{gate_note}"
+        );
+        let no_domains = ok("mode: block\nname_gate: {ports: [443]}\n");
+        let gate_note = notes(&no_domains).pop().unwrap();
+        assert!(
+            gate_note.ends_with(
+                "no rule names a domain, so no name can approve such a \
+                                 connection: approve destinations by name, or leave the name \
+                                 gate off"
+            ),
+            "{gate_note}"
         );
     }
 
@@ -1355,7 +1803,8 @@ rules:
     /// Every ```yaml block in docs/policy.md passes `policy check` (for a `kind: ConfigMap`
     /// block: every policy it carries), unless its first line starts with `# invalid`. A yaml
     /// block followed by a ```text block whose first line is `$ egret policy check FILE`: the
-    /// rest of that block is exactly what the check prints (the summary line, or every error).
+    /// rest of that block is exactly what the check prints (the summary line and its notes, or
+    /// every error).
     #[test]
     fn docs_examples_are_honest() {
         let doc = include_str!("../../../docs/policy.md");
@@ -1414,7 +1863,14 @@ rules:
             if let Some((_, next)) = output {
                 let want: Vec<&str> = next.lines().skip(1).collect();
                 let got: Vec<String> = match result {
-                    Ok(line) => vec![line],
+                    // As `egret policy check` prints them: the summary, then the notes.
+                    Ok(line) => std::iter::once(line)
+                        .chain(
+                            notes(&ok_as(body, file))
+                                .into_iter()
+                                .map(|note| format!("note: {note}")),
+                        )
+                        .collect(),
                     // As `egret policy check` prints them: every error, then the count.
                     Err(e) => e
                         .errors
