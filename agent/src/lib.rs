@@ -19,6 +19,7 @@ pub mod ecs;
 pub mod kernel;
 pub mod metrics;
 pub mod output;
+pub mod payload;
 pub mod pipeline;
 pub mod policy;
 pub mod process;
