@@ -14,6 +14,7 @@ use crate::{
     clock::{boot_ns_now, duration_ns},
     config::RunConfig,
     container::ContainerResolver,
+    dns::resolvers::{ResolverSource, TrustedResolvers},
     kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps},
     metrics::Metrics,
     output::{OutputError, Sink},
@@ -141,6 +142,15 @@ pub async fn run(
         .transpose()?;
 
     let scope_ids = compile::scope_ids(&compiled, &mount);
+    let mut resolvers = TrustedResolvers::new(ResolverSource::of(policy.resolvers.as_deref()));
+    let trusted = resolvers.refresh().unwrap_or_default();
+    for err in resolvers.take_errors() {
+        log::warn!("trusted resolvers: {err}");
+    }
+    for note in resolvers.notes() {
+        log::warn!("{note}");
+    }
+    log::info!("{}", resolvers.describe());
     let (kernel, mut maps) = kernel::load_and_attach(
         &KernelConfig {
             ring_buffer_size: attach.ring_buffer_size,
@@ -157,6 +167,7 @@ pub async fn run(
         &cgroup_dir,
         &compiled,
         &scope_ids,
+        &trusted,
     )?;
     if kernel.took_over > 0 {
         log::info!(
@@ -189,7 +200,7 @@ pub async fn run(
     }
     let mut pipeline = Pipeline::new(
         identity,
-        Destination::new(dns),
+        Destination::new(dns, resolvers),
         Judgement::new(active, policy_config, connections),
         lifecycle,
         Emitter::new(sink, alert_sink, telemetry),

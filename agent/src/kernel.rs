@@ -376,6 +376,14 @@ impl PolicyKernel for PolicyMaps {
     /// New prefixes go in before old ones go out: a resolver in both sets stays trusted
     /// throughout.
     fn set_resolvers(&mut self, prefixes: &[Prefix]) -> Result<(), KernelError> {
+        let room = agent_common::DNS_RESOLVERS_MAX as usize;
+        if prefixes.len() > room {
+            log::warn!(
+                "{} trusted resolvers, the kernel keeps {room}: answers from the rest are not believed",
+                prefixes.len()
+            );
+        }
+        let prefixes = prefixes.get(..room).unwrap_or(prefixes);
         for prefix in prefixes {
             if !self.resolvers_now.contains(prefix) {
                 self.resolvers
@@ -532,6 +540,7 @@ pub fn load_and_attach(
     cgroup: &Path,
     policy: &CompiledPolicy,
     scope_ids: &StdHashMap<u64, u64>,
+    resolvers: &[Prefix],
 ) -> Result<(Kernel, KernelMaps), KernelError> {
     // The rest is written into the object by `load`.
     let KernelConfig {
@@ -560,6 +569,8 @@ pub fn load_and_attach(
     let mut maps = take_maps(&mut ebpf)?;
     // The policy is in force before the first program is attached: no unchecked window.
     maps.policy.install(policy, scope_ids, &[])?;
+    // So are the trusted resolvers: the first answer is already judged.
+    maps.policy.set_resolvers(resolvers)?;
 
     let keep = *on_exit == OnExit::Keep;
     let mut pinned = Vec::new();

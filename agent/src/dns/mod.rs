@@ -169,7 +169,8 @@ mod tests {
                 messages: 4,
                 malformed: 2,
                 cut: 2,
-                answers: 1
+                answers: 1,
+                untrusted: 0,
             }
         );
         let address: IpAddr = "93.184.215.14".parse().unwrap();

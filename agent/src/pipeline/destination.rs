@@ -8,9 +8,11 @@ use agent_common::DnsEvent;
 use crate::{
     config::DnsConfig,
     dns::{
+        resolvers::{ResolverSource, TrustedResolvers},
         state::{Answer, DnsState},
         CacheConfig, DnsStats,
     },
+    policy::Prefix,
     record::ConnectionRecord,
 };
 
@@ -24,10 +26,13 @@ pub struct DestinationStats {
 
 pub struct Destination {
     dns: DnsState,
+    /// Whose answers are believed (the kernel holds the same set).
+    resolvers: TrustedResolvers,
 }
 
 impl Destination {
-    pub fn new(config: &DnsConfig) -> Self {
+    /// `resolvers`: the trusted resolvers as installed at start.
+    pub fn new(config: &DnsConfig, resolvers: TrustedResolvers) -> Self {
         let DnsConfig {
             port,
             ttl_floor,
@@ -41,7 +46,32 @@ impl Destination {
         };
         Self {
             dns: DnsState::new(cache, *events, *port),
+            resolvers,
         }
+    }
+
+    /// The trusted resolvers now, when they changed (a `resolv.conf` was edited, a container
+    /// came): for the kernel. Problems reading the files are logged here.
+    pub fn resolvers_changed(&mut self) -> Option<Vec<Prefix>> {
+        let changed = self.resolvers.refresh();
+        for err in self.resolvers.take_errors() {
+            log::warn!("trusted resolvers: {err}");
+        }
+        if changed.is_some() {
+            log::info!("{}", self.resolvers.describe());
+        }
+        changed
+    }
+
+    /// A reloaded policy's `resolvers:` (or, without the key, the `resolv.conf` files).
+    pub fn set_resolver_source(&mut self, resolvers: Option<&[Prefix]>) {
+        self.resolvers.set_source(ResolverSource::of(resolvers));
+    }
+
+    /// An identified container: its own `resolv.conf` names resolvers to trust too (unless
+    /// the policy lists them).
+    pub fn add_container(&mut self, id: &str, pid: u32) {
+        self.resolvers.add_container(id.to_owned(), pid);
     }
 
     /// The DNS state (for the judgement stage: what answers approve in block mode).

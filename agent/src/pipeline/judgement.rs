@@ -95,6 +95,11 @@ impl Judgement {
         self.policy.policy.mode
     }
 
+    /// The policy's `resolvers:`, when it has the key.
+    pub fn resolvers(&self) -> Option<&[crate::policy::Prefix]> {
+        self.policy.policy.resolvers.as_deref()
+    }
+
     pub fn stats(&self) -> JudgementStats {
         JudgementStats {
             policy_reloads: self.reloads,

@@ -146,6 +146,9 @@ impl Pipeline {
     /// A connection whose identity is complete: judged, started, and its alert (if any)
     /// written after its own line.
     fn start(&mut self, mut record: ConnectionRecord, start: Start) {
+        if let crate::container::Lookup::Known(info) = &record.container {
+            self.destination.add_container(&info.id, record.process.pid);
+        }
         let mut alert = self.judgement.judge(&mut record);
         if alert.is_none() && !record.gated() {
             // First bytes read while it waited for its container: their name counts too.
@@ -346,6 +349,7 @@ impl Pipeline {
             .refresh_scopes(policy, self.identity.cgroup_mount());
         self.identity.expire(now, Instant::now());
         self.destination.expire(now);
+        self.install_resolvers(policy);
         self.release_waiting();
         // Held first flights that never became whole are refused.
         self.check_held(Instant::now());
@@ -362,6 +366,18 @@ impl Pipeline {
             self.destination.dns(),
             boot_ns_now(),
         );
+        self.destination
+            .set_resolver_source(self.judgement.resolvers());
+        self.install_resolvers(policy);
+    }
+
+    /// The trusted resolvers into the kernel, when they changed.
+    fn install_resolvers(&mut self, policy: &mut impl PolicyKernel) {
+        if let Some(prefixes) = self.destination.resolvers_changed() {
+            if let Err(err) = policy.set_resolvers(&prefixes) {
+                log::error!("writing the trusted resolvers into the kernel: {err}");
+            }
+        }
     }
 
     /// The programs are detached and the ring buffer drained: everything still open goes

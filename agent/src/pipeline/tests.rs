@@ -13,6 +13,7 @@ use agent_common::{
 };
 use serde_json::Value;
 
+use crate::dns::resolvers::{ResolverSource, TrustedResolvers};
 use super::{
     destination::Destination,
     emit::Emitter,
@@ -98,7 +99,11 @@ impl Rig {
         let telemetry = Telemetry::start(None, 4096, Duration::from_millis(20)).unwrap();
         let pipeline = Pipeline::new(
             Identity::new(&config.processes, dir.clone(), containers),
-            Destination::new(&config.dns),
+            Destination::new(
+                &config.dns,
+                // The kernel's flags say whether an answer is believed; the set is not read.
+                TrustedResolvers::new(ResolverSource::Policy(Vec::new())),
+            ),
             Judgement::new(
                 ActivePolicy::new(policy, compiled),
                 &config.policy,
