@@ -39,9 +39,9 @@ use agent_common::{
         label_hash_start, label_hash_word, name_hash_prepend, DNS_LABELS_MAX, DNS_NAME_MAX,
         NAME_HASH_SEED,
     },
-    Counter, DnsEvent, DnsQueryKey, DnsQueryValue, EventKind, AF_INET, AF_INET6,
-    DNS_ANSWERS_MAX, DNS_FLAG_CUT, DNS_FLAG_KERNEL_PARSE_FAILED, DNS_FLAG_UNSOLICITED,
-    DNS_FLAG_UNTRUSTED, DNS_PAYLOAD_MAX, DNS_QUERIES_MAX, DNS_QUERY_WINDOW_NS, DNS_RESOLVERS_MAX,
+    Counter, DnsEvent, DnsQueryKey, DnsQueryValue, EventKind, AF_INET, AF_INET6, DNS_ANSWERS_MAX,
+    DNS_FLAG_CUT, DNS_FLAG_KERNEL_PARSE_FAILED, DNS_FLAG_UNSOLICITED, DNS_FLAG_UNTRUSTED,
+    DNS_PAYLOAD_MAX, DNS_QUERIES_MAX, DNS_QUERY_WINDOW_NS, DNS_RESOLVERS_MAX,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -380,7 +380,7 @@ fn expiry(ttl: u32, now: u64) -> u64 {
 /// Most labels [`digest`] walks: a name of single-character labels fills 255 bytes with 127.
 const DIGEST_LABELS_MAX: u32 = 128;
 /// Words of eight bytes [`digest`] hashes: a whole name of 255 bytes.
-const DIGEST_WORDS: usize = (DNS_NAME_MAX + 7) / 8;
+const DIGEST_WORDS: usize = DNS_NAME_MAX.div_ceil(8);
 
 /// A hash of the only question, exactly as on the wire (name bytes, type, class): what an
 /// answer must repeat to match its query. Cheap on purpose (one walk over the labels, one
@@ -441,10 +441,9 @@ fn digest(ctx: &SkBuffContext, at: &Located) -> Option<u64> {
         if at >= name_len as usize {
             break;
         }
-        // SAFETY: `at` ≤ 255 and the buffer has 8 bytes of slack past 256.
         let index = opaque(at as u64) as usize & DNS_NAME_MAX;
-        let mut word =
-            unsafe { core::ptr::read_unaligned(buf.as_ptr().add(index).cast::<u64>()) };
+        // SAFETY: `index` ≤ 255 and the buffer has 8 bytes of slack past 256.
+        let mut word = unsafe { core::ptr::read_unaligned(buf.as_ptr().add(index).cast::<u64>()) };
         let rest = name_len as usize - at;
         if rest < 8 {
             word &= (1u64 << (rest * 8)) - 1;

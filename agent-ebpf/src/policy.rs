@@ -44,8 +44,8 @@ use core::ptr::addr_of_mut;
 use agent_common::{
     dns::NAME_HASH_SEED, path_hash_step, CgroupMkdirEvent, DnsAllowKey, DnsNameValue, EventKind,
     PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue, AF_INET, AF_INET6, CGROUP_PATH_HASH_MAX,
-    DNS_ALLOW_MAX, DNS_NAMES_MAX, DNS_RULES_MAX, POLICY_CGROUPS_MAX, POLICY_CGROUP_LEVELS,
-    NAME_GATE_PORTS_MAX, POLICY_ENTRIES_MAX, POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER,
+    DNS_ALLOW_MAX, DNS_NAMES_MAX, DNS_RULES_MAX, NAME_GATE_PORTS_MAX, POLICY_CGROUPS_MAX,
+    POLICY_CGROUP_LEVELS, POLICY_ENTRIES_MAX, POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER,
     PROTO_TCP, PROTO_UDP, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_LEARNED, VERDICT_NAME_GATE,
     VERDICT_NONE,
 };
@@ -316,12 +316,6 @@ fn learned_approves(
 }
 
 // ---- What the DNS hook needs (dns_ingress) ----
-
-/// The live set (whatever its mode).
-#[inline(always)]
-pub(crate) fn live_set() -> u32 {
-    POLICY_STATE.get(0).map_or(0, |state| state.active & 1)
-}
 
 /// The live set when the live policy is in block mode.
 #[inline(always)]

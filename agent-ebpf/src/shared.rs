@@ -31,8 +31,7 @@ use core::{
 use agent_common::{
     CgroupMkdirEvent, ConnEndEvent, ConnState, ConnectEvent, Counter, DnsEvent, EventHeader,
     EventKind, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SockReleaseEvent,
-    UdpFlowKey,
-    UdpFlowValue, AF_INET, AF_INET6, COMM_LEN, COUNTER_COUNT, EVENT_VERSION,
+    UdpFlowKey, UdpFlowValue, AF_INET, AF_INET6, COMM_LEN, COUNTER_COUNT, EVENT_VERSION,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -361,7 +360,6 @@ pub(crate) fn opaque(mut value: u64) -> u64 {
     };
     value
 }
-
 
 /// Reads a `T` at `offset` of the packet.
 #[inline(always)]

@@ -34,11 +34,7 @@ pub fn conn_egress(ctx: SkBuffContext) -> i32 {
     let mut verdict = PASS;
     match ip.protocol {
         IPPROTO_UDP => conn::count_egress(&ctx, &ip),
-        IPPROTO_TCP => {
-            if conn::tracking() && !payload::on_egress(&ctx, &ip) {
-                verdict = DROP;
-            }
-        }
+        IPPROTO_TCP if conn::tracking() && !payload::on_egress(&ctx, &ip) => verdict = DROP,
         _ => {}
     }
     dns::note_query(&ctx, &ip);
@@ -52,11 +48,7 @@ pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
     };
     match ip.protocol {
         IPPROTO_UDP => conn::count_ingress(&ctx, &ip),
-        IPPROTO_TCP => {
-            if conn::tracking() {
-                payload::on_ingress(&ctx, &ip);
-            }
-        }
+        IPPROTO_TCP if conn::tracking() => payload::on_ingress(&ctx, &ip),
         _ => {}
     }
     dns::on_answer(&ctx, &ip);

@@ -318,9 +318,9 @@ impl<'a> FirstBytesFields<'a> {
                     }),
                     response,
                     // ECS writes the number alone (`1.1`).
-                    version: request.and_then(|r| r.version).map(|v| {
-                        Cow::Borrowed(v.as_str().trim_start_matches("HTTP/"))
-                    }),
+                    version: request
+                        .and_then(|r| r.version)
+                        .map(|v| Cow::Borrowed(v.as_str().trim_start_matches("HTTP/"))),
                 })
             }),
             url: request.map(|r| {
@@ -353,14 +353,16 @@ fn egret_first_bytes<'a>(
             .destination_name()
             .map(|(_, source)| Cow::Borrowed(source.name())),
         name_mismatch: record.name_mismatch(),
-        name_check: seen
-            .and_then(|s| s.gate)
-            .map(|g| Cow::Borrowed(g.name())),
+        name_check: seen.and_then(|s| s.gate).map(|g| Cow::Borrowed(g.name())),
     };
     let tls = seen.and_then(|s| s.tls.as_ref()).map(|hello| {
         Box::new(EgretTls {
             ja4: Cow::Borrowed(hello.ja4.as_str()),
-            alpn: hello.alpn.iter().map(|a| Cow::Borrowed(a.as_str())).collect(),
+            alpn: hello
+                .alpn
+                .iter()
+                .map(|a| Cow::Borrowed(a.as_str()))
+                .collect(),
             versions: hello
                 .versions
                 .iter()

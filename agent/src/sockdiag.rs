@@ -326,7 +326,9 @@ fn destroy_here(cookie: u64) -> Result<bool, SockDiagError> {
     if n < 0 {
         return Err(io::Error::last_os_error().into());
     }
-    let answer = buf.get(..usize::try_from(n).unwrap_or(0)).unwrap_or_default();
+    let answer = buf
+        .get(..usize::try_from(n).unwrap_or(0))
+        .unwrap_or_default();
     // The ACK is an NLMSG_ERROR with code 0.
     match parse(answer, &mut Vec::new()) {
         Ok(_) | Err(SockDiagError::Kernel(0)) => Ok(true),

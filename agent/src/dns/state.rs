@@ -3,9 +3,7 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use agent_common::{
-    DnsAllowKey, DnsEvent, DNS_FLAG_CUT, DNS_FLAG_UNSOLICITED, DNS_FLAG_UNTRUSTED,
-};
+use agent_common::{DnsAllowKey, DnsEvent, DNS_FLAG_CUT, DNS_FLAG_UNSOLICITED, DNS_FLAG_UNTRUSTED};
 
 use super::{observe, CacheConfig, DnsCache, DnsStats, Learned, Name, Observed};
 use crate::{

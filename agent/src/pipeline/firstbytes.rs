@@ -62,7 +62,7 @@ pub enum Change {
     /// Nothing new yet.
     Nothing,
     /// What the connection's first bytes say now (the record's copy is to be replaced).
-    Seen(FirstBytesSeen),
+    Seen(Box<FirstBytesSeen>),
 }
 
 /// A held flight ready for its name check.
@@ -123,7 +123,7 @@ impl Flights {
                     FirstBytes::Http(request) => seen.http = Some(request),
                     FirstBytes::Other | FirstBytes::NeedMore => {}
                 }
-                Change::Seen(seen.clone())
+                Change::Seen(Box::new(seen.clone()))
             }
             PAYLOAD_IN if !flight.answered && *offset == 0 => {
                 flight.answered = true;
@@ -132,7 +132,7 @@ impl Flights {
                 };
                 let seen = self.seen.entry(*cookie).or_default();
                 seen.status_code = Some(response.status_code);
-                Change::Seen(seen.clone())
+                Change::Seen(Box::new(seen.clone()))
             }
             _ => Change::Nothing,
         }
@@ -257,7 +257,9 @@ mod tests {
             flights.on_chunk(&chunk(7, PAYLOAD_OUT, 10, &REQUEST[10..], false), now),
             Change::Nothing
         );
-        let Change::Seen(seen) = flights.on_chunk(&chunk(7, PAYLOAD_OUT, 0, &REQUEST[..12], false), now) else {
+        let Change::Seen(seen) =
+            flights.on_chunk(&chunk(7, PAYLOAD_OUT, 0, &REQUEST[..12], false), now)
+        else {
             panic!("not classified");
         };
         let http = seen.http.unwrap();

@@ -13,7 +13,6 @@ use agent_common::{
 };
 use serde_json::Value;
 
-use crate::dns::resolvers::{ResolverSource, TrustedResolvers};
 use super::{
     destination::Destination,
     emit::Emitter,
@@ -24,6 +23,7 @@ use super::{
     synthetic::*,
     Pipeline,
 };
+use crate::dns::resolvers::{ResolverSource, TrustedResolvers};
 use crate::{
     config::RunConfig,
     container::ContainerResolver,
