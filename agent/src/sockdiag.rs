@@ -374,6 +374,103 @@ fn destroy_request(sock: &DiagSock) -> [u8; NLMSG_HDR + 56] {
     msg
 }
 
+/// Most socket descriptors of one process [`push_pending`] tries before giving up.
+const PUSH_FDS_MAX: usize = 64;
+
+/// Makes the TCP socket with `cookie`, owned by process `pid`, send what it holds now: a first
+/// payload the kernel held for its name check is otherwise sent again only when TCP's probe
+/// timer fires (200 ms or more). Finds the socket among the process's descriptors (a copy
+/// through `pidfd_getfd`, checked by its cookie) and sets `TCP_NODELAY`, which pushes pending
+/// data, then puts the option back. `Ok(false)`: not found (the timer will do it).
+pub fn push_pending(pid: u32, cookie: u64) -> io::Result<bool> {
+    let Ok(pid) = i32::try_from(pid) else {
+        return Ok(false);
+    };
+    // SAFETY: plain syscall; the result is a new descriptor owned right away.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let mut tried = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))?.flatten() {
+        let is_socket = std::fs::read_link(entry.path()).is_ok_and(|target| {
+            target
+                .as_os_str()
+                .as_encoded_bytes()
+                .starts_with(b"socket:")
+        });
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        tried += 1;
+        if tried > PUSH_FDS_MAX {
+            break;
+        }
+        // SAFETY: plain syscall on a descriptor we own; the result is owned right away.
+        let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        if copy < 0 {
+            continue;
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let copy = unsafe { OwnedFd::from_raw_fd(copy as i32) };
+        if sockopt::<u64>(&copy, libc::SOL_SOCKET, libc::SO_COOKIE) != Some(cookie) {
+            continue;
+        }
+        let nodelay = sockopt::<i32>(&copy, libc::IPPROTO_TCP, libc::TCP_NODELAY).unwrap_or(0);
+        set_sockopt(&copy, libc::TCP_NODELAY, 1)?;
+        if nodelay == 0 {
+            set_sockopt(&copy, libc::TCP_NODELAY, 0)?;
+        }
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// One socket option's value.
+fn sockopt<T: Copy + Default>(fd: &OwnedFd, level: i32, name: i32) -> Option<T> {
+    let mut value = T::default();
+    let mut len = size_of::<T>() as libc::socklen_t;
+    // SAFETY: `value` has `len` bytes; the kernel writes at most that many.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_mut(&mut value).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0 && len as usize == size_of::<T>()).then_some(value)
+}
+
+/// Sets a TCP-level integer option.
+fn set_sockopt(fd: &OwnedFd, name: i32, value: i32) -> io::Result<()> {
+    // SAFETY: `value` is an `int`, as the option wants.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Dumps the sockets of `pid`'s network namespace from a short-lived thread that joins it.
 fn in_netns_of(pid: u32) -> Result<Vec<DiagSock>, SockDiagError> {
     let file = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;

@@ -215,35 +215,8 @@ impl Flights {
 
 #[cfg(test)]
 mod tests {
-    use agent_common::{EventHeader, PAYLOAD_CHUNK};
-
     use super::*;
-
-    fn chunk(cookie: u64, direction: u8, offset: u32, bytes: &[u8], held: bool) -> PayloadEvent {
-        let mut data = [0u8; PAYLOAD_CHUNK];
-        data[..bytes.len()].copy_from_slice(bytes);
-        PayloadEvent {
-            header: EventHeader {
-                kind: 11,
-                version: agent_common::EVENT_VERSION,
-                size: 0,
-                ktime_ns: 0,
-                tgid: 0,
-                tid: 0,
-                uid: 0,
-                gid: 0,
-                cgroup_id: 0,
-                comm: [0; 16],
-            },
-            cookie,
-            offset,
-            len: bytes.len() as u32,
-            direction,
-            held: u8::from(held),
-            _pad: [0; 6],
-            data,
-        }
-    }
+    use crate::pipeline::synthetic::payload as chunk;
 
     const REQUEST: &[u8] =
         b"GET /a/b?x=1 HTTP/1.1\r\nHost: Example.COM:8080\r\nUser-Agent: curl/8.0\r\n\r\n";

@@ -116,6 +116,11 @@ impl Judgement {
             self.learn_workload_scope(record.cgroup.id, &info);
         }
         self.verdict(record);
+        // A connection whose first payload the kernel holds is judged by its name, when that
+        // arrives (`check_held`): no alert before.
+        if record.gated() {
+            return None;
+        }
         record
             .policy
             .as_ref()

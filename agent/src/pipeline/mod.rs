@@ -293,6 +293,14 @@ impl Pipeline {
             if let Err(err) = policy.decide_gate(cookie, decision) {
                 log::error!("writing a name check into the kernel: {err}");
             }
+            if let (GateDecision::Pass, Some(pid)) = (decision, pid) {
+                // Sent now rather than at TCP's next probe (200 ms or more).
+                match sockdiag::push_pending(pid, cookie) {
+                    Ok(true) => {}
+                    Ok(false) => log::debug!("socket {cookie} not found in process {pid}"),
+                    Err(err) => log::debug!("pushing socket {cookie} of process {pid}: {err}"),
+                }
+            }
             if decision == GateDecision::Drop {
                 match sockdiag::destroy(pid, cookie) {
                     Ok(true) => {}

@@ -1,12 +1,13 @@
 //! Kernel records for unit tests, built as the programs write them: a connect, a connection's
-//! end, a DNS answer, an exec.
+//! end, a DNS answer, an exec, a connection's first bytes.
 
 use std::net::IpAddr;
 
 use agent_common::{
     ConnEndEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent, ExecEvent,
-    CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT, CONN_FLAG_SYN_SENT,
-    DNS_PAYLOAD_MAX, EVENT_VERSION, EXEC_ARGS_LEN, EXEC_PATH_LEN, TCP_SYN_SENT, VERDICT_NONE,
+    PayloadEvent, CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT,
+    CONN_FLAG_SYN_SENT, DNS_PAYLOAD_MAX, EVENT_VERSION, EXEC_ARGS_LEN, EXEC_PATH_LEN,
+    PAYLOAD_CHUNK, TCP_SYN_SENT, VERDICT_NONE,
 };
 
 use crate::record::kernel_address;
@@ -153,5 +154,20 @@ pub fn exec(pid: u32, path: &str) -> ExecEvent {
         old_tid: pid,
         filename_len: path.len() as u32,
         filename: padded::<EXEC_PATH_LEN>(path.as_bytes()),
+    }
+}
+
+/// A chunk of connection `cookie`'s first bytes (`direction`: `PAYLOAD_OUT` or `PAYLOAD_IN`)
+/// at `offset`; `held`: the kernel dropped it, waiting for the name check.
+pub fn payload(cookie: u64, direction: u8, offset: u32, data: &[u8], held: bool) -> PayloadEvent {
+    PayloadEvent {
+        header: header(EventKind::Payload, SECOND),
+        cookie,
+        offset,
+        len: data.len() as u32,
+        direction,
+        held: u8::from(held),
+        _pad: [0; 6],
+        data: padded::<PAYLOAD_CHUNK>(data),
     }
 }

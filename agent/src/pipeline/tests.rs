@@ -24,6 +24,7 @@ use super::{
     Pipeline,
 };
 use crate::dns::resolvers::{ResolverSource, TrustedResolvers};
+use crate::kernel::GateDecision;
 use crate::{
     config::RunConfig,
     container::ContainerResolver,
@@ -31,6 +32,7 @@ use crate::{
     output::{Sink, OUTPUT_DATASET},
     policy::active::{load_policy, ActivePolicy},
 };
+use agent_common::{PAYLOAD_IN, PAYLOAD_OUT, VERDICT_LEARNED, VERDICT_NAME_GATE};
 
 /// A pipeline writing to a temporary file, with in-memory kernel maps.
 struct Rig {
@@ -457,4 +459,196 @@ fn shutdown_writes_what_is_open_and_a_final_metric_line() {
     assert_eq!(metrics["lines_written"], 2);
     assert_eq!(metrics["udp_flows_open"], 0);
     assert_eq!(field(&lines[1], "event.sequence"), 2);
+}
+
+/// Chunks of a held or read first flight, the way the kernel copies them.
+const GET_OTHER: &[u8] = b"GET /x?k=v HTTP/1.1\r\nHost: other.test\r\nUser-Agent: t/1\r\n\r\n";
+const GET_EXAMPLE: &[u8] = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n";
+
+/// A connect the kernel let through with `verdict` (block mode's gates).
+fn connect_with(cookie: u64, ip: &str, port: u16, verdict: u32) -> agent_common::ConnectEvent {
+    agent_common::ConnectEvent {
+        verdict,
+        ..connect(EventKind::Connect, cookie, ip, port, 2 * SECOND)
+    }
+}
+
+#[test]
+fn an_answer_the_kernel_did_not_believe_names_and_approves_nothing() {
+    let mut rig = Rig::with(Setup {
+        policy: Some(
+            "mode: block\nresolvers: [10.0.0.53]\nrules:\n  - name: web\n    to: [example.com]\n",
+        ),
+        dns_events: true,
+        ..Setup::default()
+    });
+    rig.exec_curl();
+    rig.feed(&agent_common::DnsEvent {
+        flags: agent_common::DNS_FLAG_UNSOLICITED,
+        ..dns_answer(5)
+    });
+    assert!(rig.policy.learned.is_empty(), "{:?}", rig.policy.learned);
+    rig.feed(&connect(
+        EventKind::Connect,
+        6,
+        "93.184.215.14",
+        443,
+        2 * SECOND,
+    ));
+    let lines = rig.lines();
+    let dns = lines
+        .iter()
+        .find(|l| field(l, "event.action") == "dns-answer")
+        .unwrap();
+    assert_eq!(field(dns, "egret.dns.trusted"), false);
+    assert_eq!(
+        field(dns, "egret.dns.untrusted"),
+        &serde_json::json!(["unsolicited"])
+    );
+    let connect = lines
+        .iter()
+        .find(|l| field(l, "event.action") == "connect")
+        .unwrap();
+    assert!(field(connect, "destination.domain").is_null(), "{connect}");
+    let metrics = rig.metrics();
+    assert_eq!((metrics.dns_untrusted, metrics.dns_mappings), (1, 0));
+}
+
+#[test]
+fn the_first_bytes_name_and_describe_the_end_line() {
+    let mut rig = Rig::new();
+    rig.exec_curl();
+    rig.feed(&connect(EventKind::Connect, 7, "127.0.0.1", 8080, SECOND));
+    // Out of order, and the first chunk sent twice (a retransmission).
+    rig.feed(&payload(7, PAYLOAD_OUT, 20, &GET_OTHER[20..], false));
+    rig.feed(&payload(7, PAYLOAD_OUT, 0, &GET_OTHER[..30], false));
+    rig.feed(&payload(7, PAYLOAD_OUT, 0, &GET_OTHER[..30], false));
+    rig.feed(&payload(
+        7,
+        PAYLOAD_IN,
+        0,
+        b"HTTP/1.1 404 Not Found\r\n",
+        false,
+    ));
+    rig.feed(&conn_end(7, "127.0.0.1", 8080, CLOSED, 0));
+    let lines = rig.lines();
+    assert_eq!(actions(&lines), ["connect", "connection-end"]);
+    let end = &lines[1];
+    assert_eq!(field(end, "http.request.method"), "GET");
+    assert_eq!(field(end, "http.version"), "1.1");
+    assert_eq!(field(end, "http.response.status_code"), 404);
+    assert_eq!(field(end, "url.domain"), "other.test");
+    assert_eq!(field(end, "url.path"), "/x");
+    assert_eq!(field(end, "url.query"), "k=v");
+    assert_eq!(field(end, "user_agent.original"), "t/1");
+    assert_eq!(field(end, "destination.domain"), "other.test");
+    assert_eq!(field(end, "egret.destination.name_source"), "http");
+    assert_eq!(rig.metrics().first_bytes_read, 1);
+}
+
+#[test]
+fn audit_mode_an_unapproved_host_on_an_address_approved_by_name_alerts() {
+    let mut rig = Rig::with(Setup {
+        policy: Some("rules:\n  - name: web\n    to: [example.com]\n"),
+        ..Setup::default()
+    });
+    rig.exec_curl();
+    rig.feed(&connect(EventKind::Send, 5, "10.0.0.53", 53, SECOND));
+    rig.feed(&dns_answer(5));
+    rig.feed(&connect(
+        EventKind::Connect,
+        6,
+        "93.184.215.14",
+        80,
+        2 * SECOND,
+    ));
+    rig.feed(&payload(6, PAYLOAD_OUT, 0, GET_OTHER, false));
+    rig.feed(&conn_end(6, "93.184.215.14", 80, CLOSED, 0));
+    let lines = rig.lines();
+    let start = lines
+        .iter()
+        .find(|l| field(l, "event.action") == "connect" && field(l, "event.kind") == "event")
+        .unwrap();
+    assert_eq!(field(start, "egret.policy.verdict"), "approved");
+    let alert = lines
+        .iter()
+        .find(|l| field(l, "event.kind") == "alert" && field(l, "destination.port") == 80)
+        .expect("an alert for the unapproved Host");
+    assert_eq!(field(alert, "url.domain"), "other.test");
+    let end = lines
+        .iter()
+        .find(|l| field(l, "event.action") == "connection-end")
+        .unwrap();
+    assert_eq!(field(end, "egret.policy.verdict"), "unapproved");
+    // The process asked DNS for example.com: that stays the destination's name.
+    assert_eq!(field(end, "destination.domain"), "example.com");
+    assert_eq!(field(end, "egret.destination.name_mismatch"), true);
+}
+
+#[test]
+fn block_mode_a_held_first_payload_passes_or_is_refused_by_its_name() {
+    let mut rig = Rig::with(Setup {
+        policy: Some("mode: block\nrules:\n  - name: web\n    to: [example.com]\n"),
+        ..Setup::default()
+    });
+    rig.exec_curl();
+    // Approved through a learned address: its name must be approved if it has one.
+    rig.feed(&connect_with(6, "93.184.215.14", 80, VERDICT_LEARNED));
+    rig.feed(&payload(6, PAYLOAD_OUT, 0, GET_EXAMPLE, true));
+    rig.feed(&connect_with(7, "93.184.215.14", 80, VERDICT_LEARNED));
+    rig.feed(&payload(7, PAYLOAD_OUT, 0, GET_OTHER, true));
+    // No name at all: passes for a learned address.
+    rig.feed(&connect_with(8, "93.184.215.14", 80, VERDICT_LEARNED));
+    rig.feed(&payload(8, PAYLOAD_OUT, 0, b"\x00\x01binary", true));
+    assert_eq!(rig.policy.gates.get(&6), Some(&GateDecision::Pass));
+    assert_eq!(rig.policy.gates.get(&7), Some(&GateDecision::Drop));
+    assert_eq!(rig.policy.gates.get(&8), Some(&GateDecision::Pass));
+    rig.feed(&conn_end(7, "93.184.215.14", 80, CLOSED, 0));
+    assert_eq!(rig.policy.forgotten_gates, [7]);
+    let lines = rig.lines();
+    let alert = lines
+        .iter()
+        .find(|l| field(l, "event.kind") == "alert")
+        .expect("an alert for the refused name");
+    assert_eq!(field(alert, "egret.policy.verdict"), "blocked");
+    assert_eq!(field(alert, "url.domain"), "other.test");
+    let end = lines
+        .iter()
+        .find(|l| field(l, "event.action") == "connection-end")
+        .unwrap();
+    assert_eq!(field(end, "egret.policy.verdict"), "blocked");
+    assert_eq!(field(end, "egret.destination.name_check"), "refused");
+    let metrics = rig.metrics();
+    assert_eq!(
+        (metrics.name_checks_passed, metrics.name_checks_refused),
+        (2, 1)
+    );
+}
+
+#[test]
+fn block_mode_a_name_gate_needs_an_approved_name() {
+    let mut rig = Rig::with(Setup {
+        policy: Some(
+            "mode: block\nname_gate: {ports: [80]}\nrules:\n  - name: web\n    to: [example.com]\n",
+        ),
+        ..Setup::default()
+    });
+    rig.exec_curl();
+    rig.feed(&connect_with(6, "192.0.2.1", 80, VERDICT_NAME_GATE));
+    rig.feed(&payload(6, PAYLOAD_OUT, 0, GET_EXAMPLE, true));
+    rig.feed(&connect_with(7, "192.0.2.1", 80, VERDICT_NAME_GATE));
+    rig.feed(&payload(7, PAYLOAD_OUT, 0, b"\x00\x01binary", true));
+    assert_eq!(rig.policy.gates.get(&6), Some(&GateDecision::Pass));
+    assert_eq!(rig.policy.gates.get(&7), Some(&GateDecision::Drop));
+    let lines = rig.lines();
+    let end_of = |cookie: u64| {
+        lines
+            .iter()
+            .find(|l| {
+                field(l, "egret.socket.cookie") == cookie && field(l, "event.kind") == "alert"
+            })
+            .cloned()
+    };
+    assert!(end_of(6).is_none(), "the approved name raised an alert");
+    assert!(end_of(7).is_some(), "the nameless payload raised no alert");
 }
