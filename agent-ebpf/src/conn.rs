@@ -13,8 +13,11 @@
 //!   same CPU.
 //! - `sys_exit_connect` (`syscalls:`): reports a `connect()` that failed before any packet (no
 //!   route, ...), with its errno.
-//! - `conn_egress` (`cgroup_skb/egress`): UDP payload bytes sent per flow, and, only with
-//!   progress reporting on, a copy of a TCP socket's counters into `CONNS`.
+//!
+//! Called by the packet programs (`skb`): [`count_egress`] and [`count_ingress`], a UDP
+//! datagram's payload bytes in its flow; [`sample_tcp`] (through `payload`), only with progress
+//! reporting on, a copy of a TCP socket's counters into `CONNS`. [`state_of`] hands `payload`
+//! a connection's entry.
 //!
 //! The three tracepoints are optional: userspace attaches them when their format files match
 //! (`agent/src/tracefs.rs`); without them failures are reported less precisely.
@@ -24,8 +27,6 @@
 //!   the connect time and the connecting task, and `CONNECTING[tid]` for the syscall's exit.
 //! - [`on_release`] (`socket`, `sock_release`): the application gave up before the handshake,
 //!   or a connection older than egret ended.
-//! - [`count_ingress`] (`dns`, `dns_ingress`): UDP payload bytes received per flow, so every
-//!   received packet runs one program, not two.
 //!
 //! Maps:
 //! - `CONNS` (LRU hash, socket cookie → [`ConnState`]): open outbound TCP connections; userspace

@@ -12,26 +12,34 @@
 //!   are gone), `sched_process_exec`, `task_newtask`, `sched_process_exit`: the process table's
 //!   life cycle, host-wide.
 //! - [`conn`]: `sock_ops`, `tcp_receive_reset`, `inet_sk_error_report`, `sys_exit_connect`:
-//!   the life of each outbound TCP connection to its end; `conn_egress` (`cgroup_skb/egress`):
-//!   UDP bytes sent, TCP progress.
-//! - [`dns`]: `dns_ingress` (`cgroup_skb/ingress`): UDP bytes received, and DNS answers copied
-//!   to userspace and, in block mode, learned into the policy before the application sees them.
+//!   the life of each outbound TCP connection to its end; UDP bytes per flow, TCP progress.
+//! - [`skb`]: `conn_egress` (`cgroup_skb/egress`) and `dns_ingress` (`cgroup_skb/ingress`),
+//!   one program per direction that hands each packet to `conn` (UDP bytes, TCP progress),
+//!   `payload` (first bytes, held payloads: the only packet it may drop) and `dns`.
+//! - [`dns`] (no program of its own): queries remembered on egress; answers on ingress
+//!   believed only from a trusted resolver to the socket that asked, copied to userspace and,
+//!   in block mode, learned into the policy before the application sees them.
+//! - [`payload`] (no program of its own): the first bytes each way of each followed TCP
+//!   connection copied to userspace; a gated connection's first payload held until userspace
+//!   has checked its name.
 //! - [`policy`]: `cgroup_mkdir` (tracepoint): new cgroups reported and given their policy scope.
 //!
 //! Maps (each module's doc says what they hold and who reads them): [`shared`] has `EVENTS`
 //! (the ring buffer every event goes to), `COUNTERS` and `UDP_FLOWS`; [`socket`] has
 //! `UDP_SOCKETS`; [`conn`] has `CONNS`, `CONNECTING` and `LAST_SK_ERROR`; [`dns`] has
-//! `NAME_SCRATCH`; [`policy`] has `POLICY_STATE`, `PATH_SCRATCH` and, once per policy set
-//! (`_0`, `_1`), `POLICY_V4`, `POLICY_V6`, `SCOPES`, `SCOPE_PATHS`, `SCOPE_UNITS`, `DNS_NAMES`,
-//! `DNS_ALLOW` and `DOMAIN_RULES`.
+//! `NAME_SCRATCH`, `DIGEST_SCRATCH`, `DNS_QUERIES` and `TRUSTED_RESOLVERS`; [`payload`] has
+//! `GATES`; [`policy`] has `POLICY_STATE`, `PATH_SCRATCH` and, once per policy set (`_0`,
+//! `_1`), `POLICY_V4`, `POLICY_V6`, `SCOPES`, `SCOPE_PATHS`, `SCOPE_UNITS`, `DNS_NAMES`,
+//! `DNS_ALLOW`, `DOMAIN_RULES` and `NAME_GATE_PORTS`.
 //!
 //! Globals userspace sets at load time: `WAKEUP_BYTES` (`shared`), `UDP_IDLE_NS` (`socket`),
 //! `CONN_TRACKING`, `TCP_PROGRESS` (`conn`), `DNS_PORT`, `DNS_TTL_FLOOR_NS`,
-//! `DNS_TTL_CEILING_NS` (`dns`).
+//! `DNS_TTL_CEILING_NS` (`dns`), `FIRST_BYTES` (`payload`).
 //!
 //! Module imports, all one way (no cycle): every hook module uses [`shared`], which uses none
-//! of them; [`socket`] uses [`policy`] and [`conn`]; [`dns`] uses [`policy`] and [`conn`];
-//! [`policy`], [`conn`] and [`process`] use only [`shared`].
+//! of them; [`skb`] uses [`conn`], [`dns`] and [`payload`]; [`socket`] uses [`policy`],
+//! [`conn`] and [`payload`]; [`payload`] uses [`conn`]; [`dns`] uses [`policy`]; [`policy`],
+//! [`conn`] and [`process`] use only [`shared`].
 #![no_std]
 #![no_main]
 // `atomic_xadd`: the BPF target's core has no `AtomicU64::fetch_add` (see `shared::atomic_add`).
