@@ -166,9 +166,11 @@ impl Judgement {
     }
 
     /// The connection's first bytes named it (TLS server name, HTTP Host): a domain rule also
-    /// matches that name. A connection approved through a DNS name whose first bytes name an
-    /// unapproved one becomes unapproved (and alerted); one no rule approved becomes approved
-    /// when a domain rule approves the name. Returns the alert to write, if any.
+    /// matches that name, the way block mode would judge it. A connection approved through a
+    /// DNS name whose first bytes name an unapproved one becomes unapproved (and alerted). The
+    /// name never approves on its own (the watched process writes it), except on a
+    /// `name_gate` port, where block mode lets it decide. An address rule's approval stands.
+    /// Returns the alert to write, if any.
     pub fn judge_name(&mut self, record: &mut ConnectionRecord) -> Option<Alert> {
         let (name, _) = record.first_bytes.as_ref().and_then(|f| f.name())?;
         let outcome = record.policy.clone()?;
@@ -176,27 +178,33 @@ impl Judgement {
             return None;
         }
         let conn = connection(record);
-        let by_name = self.policy.matcher.approve_name(&conn, name);
         let by_address = Connection {
             dns_names: &[],
             ..conn
         };
-        let by_address = self.policy.matcher.evaluate(&by_address);
+        if self.policy.matcher.evaluate(&by_address).is_approved() {
+            return None;
+        }
+        let through_dns = outcome.verdict == PolicyVerdict::Approved;
+        let gate = record.transport == crate::record::Transport::Tcp
+            && self.policy.policy.name_gate.covers(record.port);
+        if !through_dns && !gate {
+            return None;
+        }
         let mode = outcome.mode;
-        let next = match (by_name, by_address.rule()) {
-            (Some(rule), _) | (None, Some(rule)) => PolicyOutcome {
+        let next = match self.policy.matcher.approve_name(&conn, name) {
+            Some(rule) => PolicyOutcome {
                 verdict: PolicyVerdict::Approved,
                 rule: Some(rule.to_owned()),
                 mode,
             },
-            (None, None) => PolicyOutcome {
+            None => PolicyOutcome {
                 verdict: PolicyVerdict::Unapproved,
                 rule: None,
                 mode,
             },
         };
-        let newly_unapproved =
-            outcome.verdict == PolicyVerdict::Approved && next.verdict == PolicyVerdict::Unapproved;
+        let newly_unapproved = through_dns && next.verdict == PolicyVerdict::Unapproved;
         record.policy = Some(next);
         if newly_unapproved {
             return self.alerts.occurrence(record);

@@ -652,3 +652,38 @@ fn block_mode_a_name_gate_needs_an_approved_name() {
     assert!(end_of(6).is_none(), "the approved name raised an alert");
     assert!(end_of(7).is_some(), "the nameless payload raised no alert");
 }
+
+#[test]
+fn audit_mode_a_name_approves_only_where_block_mode_would_let_it_decide() {
+    let policy = "name_gate: {ports: [443]}\nrules:\n  - name: web\n    to: [example.com]\n";
+    let mut rig = Rig::with(Setup {
+        policy: Some(policy),
+        ..Setup::default()
+    });
+    rig.exec_curl();
+    // No DNS answer: an approved Host on a plain port stays unapproved (the process wrote it),
+    // on a name-gate port it approves, as block mode's gate would.
+    rig.feed(&connect(EventKind::Connect, 6, "192.0.2.1", 80, 2 * SECOND));
+    rig.feed(&payload(6, PAYLOAD_OUT, 0, GET_EXAMPLE, false));
+    rig.feed(&conn_end(6, "192.0.2.1", 80, CLOSED, 0));
+    rig.feed(&connect(
+        EventKind::Connect,
+        7,
+        "192.0.2.1",
+        443,
+        2 * SECOND,
+    ));
+    rig.feed(&payload(7, PAYLOAD_OUT, 0, GET_EXAMPLE, false));
+    rig.feed(&conn_end(7, "192.0.2.1", 443, CLOSED, 0));
+    let lines = rig.lines();
+    let verdict_of = |port: u64| {
+        lines
+            .iter()
+            .find(|l| {
+                field(l, "event.action") == "connection-end" && field(l, "destination.port") == port
+            })
+            .map(|l| field(l, "egret.policy.verdict").clone())
+    };
+    assert_eq!(verdict_of(80), Some(serde_json::json!("unapproved")));
+    assert_eq!(verdict_of(443), Some(serde_json::json!("approved")));
+}
