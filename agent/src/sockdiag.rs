@@ -64,6 +64,8 @@ fn may_setns() -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiagSock {
     pub cookie: u64,
+    /// `AF_INET` or `AF_INET6` (an IPv6 socket's IPv4-mapped addresses are shown as IPv4).
+    pub family: u8,
     pub state: u8,
     pub local: SocketAddr,
     pub remote: SocketAddr,
@@ -160,6 +162,7 @@ fn diag_msg(body: &[u8]) -> Result<Option<DiagSock>, SockDiagError> {
     let cookie_hi = u32_at(msg, 48).unwrap_or(0);
     Ok(Some(DiagSock {
         cookie: u64::from(cookie_lo) | (u64::from(cookie_hi) << 32),
+        family,
         state,
         local,
         remote,
@@ -345,20 +348,17 @@ fn destroy_request(sock: &DiagSock) -> [u8; NLMSG_HDR + 56] {
     msg[4..6].copy_from_slice(&SOCK_DESTROY.to_ne_bytes());
     msg[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
     msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
-    let family = if sock.local.is_ipv4() {
-        libc::AF_INET as u8
-    } else {
-        libc::AF_INET6 as u8
-    };
-    msg[16] = family;
+    msg[16] = sock.family;
     msg[17] = IPPROTO_TCP;
     msg[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
     // struct inet_diag_sockid at 24: sport, dport (network order), src[4], dst[4] (u32 each),
     // if, cookie[2].
     msg[24..26].copy_from_slice(&sock.local.port().to_be_bytes());
     msg[26..28].copy_from_slice(&sock.remote.port().to_be_bytes());
+    let v6 = sock.family == libc::AF_INET6 as u8;
     let octets = |ip: IpAddr| -> [u8; 16] {
         match ip {
+            IpAddr::V4(v4) if v6 => v4.to_ipv6_mapped().octets(),
             IpAddr::V4(v4) => {
                 let mut out = [0u8; 16];
                 out[..4].copy_from_slice(&v4.octets());
@@ -553,5 +553,49 @@ mod tests {
                 .any(|s| s.local == local && s.remote == listener.local_addr().unwrap()),
             "{out:?}"
         );
+    }
+
+    /// The cookie of a socket of this process.
+    fn cookie_of(stream: &std::net::TcpStream) -> u64 {
+        use std::os::fd::AsFd;
+        let fd = stream.as_fd().try_clone_to_owned().unwrap();
+        sockopt::<u64>(&fd, libc::SOL_SOCKET, libc::SO_COOKIE).unwrap()
+    }
+
+    /// `SOCK_DESTROY` needs CAP_NET_ADMIN: run as root (CI is), skipped otherwise.
+    fn root() -> bool {
+        let root = nix::unistd::geteuid().is_root();
+        assert!(
+            root || std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root"
+        );
+        root
+    }
+
+    #[test]
+    fn destroys_a_socket_by_cookie_and_its_owner_sees_an_abort() {
+        if !root() {
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _accepted = listener.accept().unwrap();
+        let cookie = cookie_of(&client);
+        assert_eq!(destroy(None, cookie).unwrap(), true);
+        let mut buf = [0u8; 1];
+        let err = io::Read::read(&mut client, &mut buf).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ECONNABORTED), "{err}");
+        assert_eq!(destroy(None, cookie).unwrap(), false, "gone already");
+    }
+
+    #[test]
+    fn pushes_a_socket_of_a_process_found_by_its_cookie() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let cookie = cookie_of(&client);
+        let pid = std::process::id();
+        assert!(push_pending(pid, cookie).unwrap());
+        assert!(!client.nodelay().unwrap(), "the option is put back");
+        assert!(!push_pending(pid, cookie ^ 1).unwrap(), "no such socket");
     }
 }
