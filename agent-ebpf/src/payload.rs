@@ -157,7 +157,9 @@ unsafe fn copy_out(
             if at >= seg.len || rel + at >= want {
                 break;
             }
-            let len = (seg.len - at).min(want - rel - at);
+            let len = (seg.len - at)
+                .min(want - rel - at)
+                .min(PAYLOAD_CHUNK as u32);
             emit_chunk(ctx, cookie, PAYLOAD_OUT, seg.off + at, rel + at, len, held);
             i += 1;
         }

@@ -378,7 +378,8 @@ fn egret_first_bytes<'a>(
             query_truncated: r.query_truncated,
         });
     (
-        destination.name_source.is_some().then_some(destination),
+        (destination.name_source.is_some() || destination.name_check.is_some())
+            .then_some(destination),
         tls,
         http,
     )
