@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let cut = parse_cut_message(data);
     if let Ok(cut) = &cut {
         check_message(cut);
+        check_header_and_question(data, cut);
     }
     let Ok(message) = parse_message(data) else {
         return;
@@ -28,7 +29,37 @@ fuzz_target!(|data: &[u8]| {
         assert!(message.answers.starts_with(&prefix.answers));
     }
     check_message(&message);
+    check_header_and_question(data, &message);
 });
+
+/// The transaction id and flags are the header's bytes, and the first question (what an
+/// answer is matched to its query by: id and first question) round-trips through a query
+/// built from it.
+fn check_header_and_question(data: &[u8], message: &Message) {
+    let &[id_high, id_low, flags_high, flags_low, ..] = data else {
+        panic!("a {}-byte message parsed", data.len());
+    };
+    assert_eq!(message.id, u16::from_be_bytes([id_high, id_low]));
+    assert_eq!(message.response, flags_high & 0x80 != 0);
+    assert_eq!(message.opcode, (flags_high >> 3) & 0x0f);
+    assert_eq!(message.truncated, flags_high & 0x02 != 0);
+    assert_eq!(message.rcode, flags_low & 0x0f);
+    let Some(question) = message.questions.first() else {
+        return;
+    };
+    let mut query = Vec::new();
+    query.extend_from_slice(&message.id.to_be_bytes());
+    // RD set; one question, no records.
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    query.extend_from_slice(&question.name.wire());
+    query.extend_from_slice(&question.qtype.to_be_bytes());
+    query.extend_from_slice(&question.qclass.to_be_bytes());
+    let back = parse_message(&query).expect("a query built from a parsed question parses");
+    assert_eq!(back.id, message.id);
+    assert!(!back.response);
+    assert_eq!(back.questions, [question.clone()], "the question does not round-trip");
+    assert!(back.answers.is_empty());
+}
 
 /// Names are well-formed, and every mapping comes from an A/AAAA answer at the end of a CNAME
 /// chain that starts with the question.
