@@ -14,6 +14,19 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The policy line that makes egret believe the answers of `egret-dns server` (on 127.0.0.1 unless
+/// started with `--bind`): egret believes only trusted resolvers (docs/dns.md, "Which answers
+/// egret believes"), by default the nameservers of `/etc/resolv.conf`, which the test server is
+/// not. Every policy of a test that wants names from the test server carries it.
+pub const TRUST_TEST_RESOLVER: &str = "resolvers: [\"127.0.0.1\"]\n";
+
+/// egret's built-in policy (audit mode, loopback approved, no rule: docs/policy.md, "The default
+/// policy") that also trusts the test resolver on 127.0.0.1: what a test that gives no policy runs
+/// under.
+pub fn default_policy_trusting_test_resolver() -> String {
+    format!("mode: audit\n{TRUST_TEST_RESOLVER}rules: []\n")
+}
+
 /// How long the DNS server may take to bind and print `ready`.
 pub const DNS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
