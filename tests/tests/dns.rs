@@ -11,8 +11,9 @@
 
 use anyhow::{ensure, Context, Result};
 use egret_e2e::dns::{
-    default_policy_trusting_test_resolver, dns_names, domain, is_any_dns_line, is_dns_answer,
-    last_metric, output_value, parse_resolve_counts, str_array, ResolveCounts, TRUST_TEST_RESOLVER,
+    check_unnamed, default_policy_trusting_test_resolver, dns_names, domain, is_any_dns_line,
+    is_dns_answer, last_metric, output_value, parse_resolve_counts, str_array, ResolveCounts,
+    TRUST_TEST_RESOLVER,
 };
 use egret_e2e::expect::{check_field_str, check_network, is_flow, is_metric};
 use egret_e2e::policy::{check_verdict, expect_alert, is_alert, AlertSource, AlertWant};
@@ -166,17 +167,6 @@ fn check_named(v: &Value, want: &str, names: &[&str]) -> Result<()> {
             "egret.dns.names should contain {n:?}, got {got:?}\nline: {v}"
         );
     }
-    Ok(())
-}
-
-/// The connection line carries no name at all.
-fn check_unnamed(v: &Value) -> Result<()> {
-    ensure!(
-        domain(v).is_none() && field(v, "egret.dns").is_none_or(Value::is_null),
-        "the line should carry no DNS name (destination.domain {:?}, egret.dns.names {:?})\nline: {v}",
-        domain(v),
-        dns_names(v)
-    );
     Ok(())
 }
 
