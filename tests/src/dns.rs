@@ -3,82 +3,60 @@
 //! for the DNS fields of egret's lines.
 
 use crate::json::{field, field_str, field_u64};
-use crate::run::ServerThread;
+pub use crate::run::parse_ready_line;
+use crate::run::{ReadyProcess, ServerThread};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::Duration;
+
+/// The policy line that makes egret believe the answers of `egret-dns server` (on 127.0.0.1 unless
+/// started with `--bind`): egret believes only trusted resolvers (docs/dns.md, "Which answers
+/// egret believes"), by default the nameservers of `/etc/resolv.conf`, which the test server is
+/// not. Every policy of a test that wants names from the test server carries it.
+pub const TRUST_TEST_RESOLVER: &str = "resolvers: [\"127.0.0.1\"]\n";
+
+/// egret's built-in policy (audit mode, loopback approved, no rule: docs/policy.md, "The default
+/// policy") that also trusts the test resolver on 127.0.0.1: what a test that gives no policy runs
+/// under.
+pub fn default_policy_trusting_test_resolver() -> String {
+    format!("mode: audit\n{TRUST_TEST_RESOLVER}rules: []\n")
+}
 
 /// How long the DNS server may take to bind and print `ready`.
 pub const DNS_READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running `egret-dns server`, started by the test (so outside the test cgroup), on
-/// 127.0.0.1 and a free port. Killed and reaped on drop.
+/// 127.0.0.1 (or its `--bind`) and a free port. Killed and reaped on drop.
 pub struct DnsServer {
-    child: Child,
-    port: u16,
+    process: ReadyProcess,
 }
 
 impl DnsServer {
     /// Runs `<bin> server --port 0 <args...>` and waits for its `ready <port>` line.
     pub fn start(bin: &Path, args: &[&str]) -> Result<Self> {
         let mut cmd = Command::new(bin);
-        cmd.args(["server", "--port", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = cmd.spawn().with_context(|| format!("spawn {cmd:?}"))?;
-        let stdout = child.stdout.take();
-        let (tx, rx) = mpsc::channel();
-        // Reads the ready line, then keeps draining stdout until the server exits.
-        std::thread::spawn(move || {
-            let Some(stdout) = stdout else { return };
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                let _ = tx.send(line);
-            }
-        });
-        let mut me = Self { child, port: 0 };
-        let line = match rx.recv_timeout(DNS_READY_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                let status = me.child.try_wait().ok().flatten();
-                bail!(
-                    "egret-dns server not ready within {DNS_READY_TIMEOUT:?} (exit status {status:?}); args {args:?}"
-                );
-            }
-        };
-        me.port = parse_ready_line(&line)
-            .with_context(|| format!("egret-dns server said {line:?}, not \"ready <port>\""))?;
-        Ok(me)
+        cmd.args(["server", "--port", "0"]).args(args);
+        let process = ReadyProcess::start(&mut cmd, "egret-dns server", DNS_READY_TIMEOUT)?;
+        Ok(Self { process })
     }
 
     /// The port it answers on (UDP, and TCP when started with `--tcp`).
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port()
     }
 
-    /// `127.0.0.1:<port>`, for `--server`.
+    /// `127.0.0.1:<port>`, for `--server` (of a server started without `--bind`).
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.port())
     }
 
     /// The server's pid.
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.pid()
     }
 }
 
@@ -142,17 +120,6 @@ impl Drop for AcceptServer {
             self.server.detach();
         }
     }
-}
-
-/// The port in the `ready <port>` line `egret-dns server` prints once it is bound (`None` for
-/// any other line, or port 0).
-pub fn parse_ready_line(line: &str) -> Option<u16> {
-    line.trim()
-        .strip_prefix("ready ")?
-        .trim()
-        .parse()
-        .ok()
-        .filter(|&port| port != 0)
 }
 
 /// The line `egret-dns resolve-connect` prints.
@@ -227,6 +194,17 @@ pub fn dns_names(v: &Value) -> Vec<&str> {
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default()
+}
+
+/// The connection line carries no name at all: no `destination.domain`, no `egret.dns`.
+pub fn check_unnamed(v: &Value) -> Result<()> {
+    ensure!(
+        domain(v).is_none() && field(v, "egret.dns").is_none_or(Value::is_null),
+        "the line should carry no DNS name (destination.domain {:?}, egret.dns.names {:?})\nline: {v}",
+        domain(v),
+        dns_names(v)
+    );
+    Ok(())
 }
 
 /// The strings of the array at `path` (empty when absent).

@@ -12,6 +12,7 @@ pub mod cgroup;
 pub mod deploy;
 pub mod dns;
 pub mod expect;
+pub mod firstbytes;
 pub mod json;
 pub mod net;
 pub mod netns;
@@ -30,8 +31,8 @@ pub use net::socket_addr;
 pub use netns::NetNs;
 pub use policy::{PinPath, PolicyDir};
 pub use run::{
-    argv, command, command_for_argv, drop_privileges, run_with_timeout, ExchangeServer, RunOutput,
-    ScratchDir, TcpServer, UdpServer,
+    argv, command, command_for_argv, drop_privileges, run_with_timeout, ExchangeServer,
+    ReadyProcess, RunOutput, ScratchDir, TcpServer, UdpServer,
 };
 pub use skip::{egret_bin, is_ci, prerequisite};
 pub use wait::wait_until;

@@ -201,6 +201,19 @@ impl NetNs {
         Ipv6Addr::new(0x2001, 0xdb8, 0xe2e, u16::from(self.subnet), 0, 0, 0, 2)
     }
 
+    /// Makes the host end of the veth (MTU 1500) hand every TCP segment to the stack as its own
+    /// packet (`gso_max_segs 1`): a write larger than the MSS then leaves the host, and passes
+    /// the monitored cgroup's packet programs, as several packets, as on a real network (not as
+    /// one GSO packet cut later). Returns the interface's MTU.
+    pub fn one_segment_per_packet(&self) -> Result<u32> {
+        ip(&["link", "set", "dev", &self.host_if, "gso_max_segs", "1"])?;
+        let mtu = format!("/sys/class/net/{}/mtu", self.host_if);
+        let mtu = std::fs::read_to_string(&mtu).with_context(|| format!("read {mtu}"))?;
+        mtu.trim()
+            .parse()
+            .with_context(|| format!("MTU of {}: {mtu:?}", self.host_if))
+    }
+
     /// Whether the IPv6 addresses could be configured.
     pub fn has_v6(&self) -> bool {
         self.v6

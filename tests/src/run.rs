@@ -65,6 +65,95 @@ pub fn log_tail(path: &Path, max_lines: usize) -> String {
     }
 }
 
+/// A server process the test owns (outside the test cgroup): started with its stdout piped, it
+/// must print `ready <port>` first (within `timeout`); every later line of its stdout is kept for
+/// the test to read. Killed and reaped on drop.
+pub struct ReadyProcess {
+    child: Child,
+    port: u16,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ReadyProcess {
+    /// Spawns `cmd` (stdin null, stdout piped, stderr inherited) and waits for its ready line;
+    /// `what` names it in errors.
+    pub fn start(cmd: &mut Command, what: &str, timeout: Duration) -> Result<Self> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {what}: {cmd:?}"))?;
+        let stdout = child.stdout.take();
+        let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let kept = Arc::clone(&lines);
+        // Reads the ready line, then keeps every line until the process exits.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let Some(stdout) = stdout else { return };
+            let mut ready = Some(tx);
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                match ready.take() {
+                    Some(tx) => {
+                        let _ = tx.send(line);
+                    }
+                    None => {
+                        if let Ok(mut kept) = kept.lock() {
+                            kept.push(line);
+                        }
+                    }
+                }
+            }
+        });
+        let mut me = Self {
+            child,
+            port: 0,
+            lines,
+        };
+        let Ok(line) = rx.recv_timeout(timeout) else {
+            let status = me.child.try_wait().ok().flatten();
+            bail!("{what} not ready within {timeout:?} (exit status {status:?}): {cmd:?}");
+        };
+        me.port = parse_ready_line(&line)
+            .with_context(|| format!("{what} said {line:?}, not \"ready <port>\""))?;
+        Ok(me)
+    }
+
+    /// The port of its ready line.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The lines it printed after its ready line, so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for ReadyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The port in the `ready <port>` line a test server prints once it is bound (`None` for any
+/// other line, or port 0).
+pub fn parse_ready_line(line: &str) -> Option<u16> {
+    line.trim()
+        .strip_prefix("ready ")?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&port| port != 0)
+}
+
 /// A scratch directory `<tmp>/egret-e2e-<name>-<unique>`, removed on drop unless the test is
 /// failing (then it is kept and named on stderr).
 #[derive(Debug)]

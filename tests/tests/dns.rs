@@ -5,12 +5,15 @@
 //!
 //! Each test runs its own `egret-dns server` (outside the test cgroup, on 127.0.0.1 and a free
 //! port given to egret as `--dns-port`); the clients (`egret-dns resolve`, `resolve-connect`,
-//! `connect`) run inside the test cgroup.
+//! `connect`) run inside the test cgroup. egret believes only trusted resolvers (docs/dns.md),
+//! and 127.0.0.1 is not in this host's `/etc/resolv.conf`: every policy here lists it in
+//! `resolvers:`. What egret does with answers it does not believe is in `names.rs`.
 
 use anyhow::{ensure, Context, Result};
 use egret_e2e::dns::{
-    dns_names, domain, is_any_dns_line, is_dns_answer, last_metric, output_value,
-    parse_resolve_counts, str_array, ResolveCounts,
+    check_unnamed, default_policy_trusting_test_resolver, dns_names, domain, is_any_dns_line,
+    is_dns_answer, last_metric, output_value, parse_resolve_counts, str_array, ResolveCounts,
+    TRUST_TEST_RESOLVER,
 };
 use egret_e2e::expect::{check_field_str, check_network, is_flow, is_metric};
 use egret_e2e::policy::{check_verdict, expect_alert, is_alert, AlertSource, AlertWant};
@@ -80,22 +83,30 @@ fn resolve_connect_once(
 }
 
 /// egret watching `cg`, learning names from `dns` (`--dns-port`, `--dns-events`), with
-/// `policy` when given and `extra` arguments.
+/// `policy` and `extra` arguments. Without a policy it runs under the built-in one that also
+/// trusts the test resolver ([`default_policy_trusting_test_resolver`]); a given policy must
+/// trust it itself (`resolvers:`, [`TRUST_TEST_RESOLVER`]). The policy directory of the default
+/// policy is returned with egret, to live as long as it.
 fn start_egret(
     cg: TestCgroup,
     dns: &DnsServer,
     policy: Option<&Path>,
     extra: &[&str],
-) -> Result<Harness> {
+) -> Result<(Harness, Option<PolicyDir>)> {
     let dns_port = dns.port().to_string();
-    let policy = policy.map(|p| p.display().to_string());
-    let mut args = Vec::new();
-    if let Some(policy) = &policy {
-        args.extend(["--policy", policy.as_str()]);
-    }
+    let (dir, policy) = match policy {
+        Some(p) => (None, p.to_path_buf()),
+        None => {
+            let (dir, p) =
+                PolicyDir::with_policy("dns-default", &default_policy_trusting_test_resolver())?;
+            (Some(dir), p)
+        }
+    };
+    let policy = policy.display().to_string();
+    let mut args = vec!["--policy", policy.as_str()];
     args.extend(["--dns-port", dns_port.as_str(), "--dns-events"]);
     args.extend_from_slice(extra);
-    Harness::start(cg, &args)
+    Ok((Harness::start(cg, &args)?, dir))
 }
 
 /// The `action` line (`transport`, destination `port`) of process `pid`.
@@ -156,17 +167,6 @@ fn check_named(v: &Value, want: &str, names: &[&str]) -> Result<()> {
             "egret.dns.names should contain {n:?}, got {got:?}\nline: {v}"
         );
     }
-    Ok(())
-}
-
-/// The connection line carries no name at all.
-fn check_unnamed(v: &Value) -> Result<()> {
-    ensure!(
-        domain(v).is_none() && field(v, "egret.dns").is_none_or(Value::is_null),
-        "the line should carry no DNS name (destination.domain {:?}, egret.dns.names {:?})\nline: {v}",
-        domain(v),
-        dns_names(v)
-    );
     Ok(())
 }
 
@@ -257,6 +257,12 @@ fn check_dns_line(v: &Value, w: &DnsLineWant<'_>) -> Result<()> {
         field(v, "egret.dns.cut").is_none(),
         "egret.dns.cut should be absent on a whole answer\nline: {v}"
     );
+    // The test resolver is trusted and the asker's own socket sent the query: believed.
+    ensure!(
+        field(v, "egret.dns.trusted") == Some(&Value::Bool(true))
+            && field(v, "egret.dns.untrusted").is_none_or(|u| u.as_array().is_some_and(Vec::is_empty)),
+        "egret.dns.trusted should be true (and no egret.dns.untrusted reason) for the trusted test resolver's answer to the asker's query\nline: {v}"
+    );
     Ok(())
 }
 
@@ -270,7 +276,7 @@ fn names_on_tcp_and_udp_lines_and_the_dns_line() -> Result<()> {
             ("--a", "web.test=127.0.0.21"),
             ("--a", "udp.test=127.0.0.22"),
         ])?;
-        let mut h = start_egret(cg, &dns, None, &[])?;
+        let (mut h, _policy) = start_egret(cg, &dns, None, &[])?;
 
         // TCP: the connect line is named.
         let (out, _) = named_connect(
@@ -327,7 +333,7 @@ fn cname_chain_names_the_question_and_every_link() -> Result<()> {
             ("--cname", "mid.test=target.test"),
             ("--a", "target.test=127.0.0.5"),
         ])?;
-        let mut h = start_egret(cg, &dns, None, &[])?;
+        let (mut h, _policy) = start_egret(cg, &dns, None, &[])?;
         let (out, _) = named_connect(
             &mut h,
             &dns,
@@ -363,7 +369,7 @@ fn aaaa_answer_names_an_ipv6_connection() -> Result<()> {
     Harness::with_cgroup("dns-aaaa", |cg| {
         let tcp = TcpServer::start(socket_addr("[::1]:0")?)?;
         let dns = dns_server(&[("--ttl", "60"), ("--aaaa", "six.test=::1")])?;
-        let mut h = start_egret(cg, &dns, None, &[])?;
+        let (mut h, _policy) = start_egret(cg, &dns, None, &[])?;
         let (out, _) = named_connect(
             &mut h,
             &dns,
@@ -395,7 +401,7 @@ fn name_expires_with_the_ttl() -> Result<()> {
     Harness::with_cgroup("dns-ttl", |cg| {
         let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
         let dns = dns_server(&[("--ttl", "1"), ("--a", "ttl.test=127.0.0.31")])?;
-        let mut h = start_egret(cg, &dns, None, &["--dns-ttl-floor", "1"])?;
+        let (mut h, _policy) = start_egret(cg, &dns, None, &["--dns-ttl-floor", "1"])?;
         // Resolve and connect at once, then (same process, no new question) again after 3 s.
         let out = resolve_connect_once(
             &h.cgroup,
@@ -446,16 +452,18 @@ fn audit_mode_domain_rules() -> Result<()> {
         ])?;
         let (_dir, policy) = PolicyDir::with_policy(
             "dns-audit",
-            "mode: audit
+            &format!(
+                "mode: audit
 loopback: audit
-rules:
+{TRUST_TEST_RESOLVER}rules:
   - name: wild
     to: [\"*.example.test\"]
   - name: exact
     to: [\"api.other.test\"]
-",
+"
+            ),
         )?;
-        let mut h = start_egret(cg, &dns, Some(&policy), &[])?;
+        let (mut h, _policy) = start_egret(cg, &dns, Some(&policy), &[])?;
         let source = AlertSource::of(DNS_NAME, &h.cgroup)?;
         let cases: [(&str, &str, Option<&str>); 5] = [
             ("a.b.example.test", "127.0.0.41", Some("wild")),
@@ -522,7 +530,7 @@ fn block_mode_learns_answers_before_the_application_connects() -> Result<()> {
             &format!(
                 "mode: block
 loopback: audit
-rules:
+{TRUST_TEST_RESOLVER}rules:
   - name: dns
     to: [\"127.0.0.1/32\"]
     ports: [{dns}]
@@ -541,7 +549,7 @@ rules:
                 udp = udp.port()
             ),
         )?;
-        let mut h = start_egret(cg, &dns, Some(&policy), &[])?;
+        let (mut h, _policy) = start_egret(cg, &dns, Some(&policy), &[])?;
         let (server, tport, uport) = (dns.addr(), tcp.port().to_string(), udp.port().to_string());
         let count = TCP_ITERATIONS.to_string();
 
@@ -736,7 +744,7 @@ fn block_mode_allows_every_address_of_a_large_answer() -> Result<()> {
             &format!(
                 "mode: block
 loopback: audit
-rules:
+{TRUST_TEST_RESOLVER}rules:
   - name: dns
     to: [\"127.0.0.1/32\"]
     ports: [{}]
@@ -750,7 +758,7 @@ rules:
                 tcp.port()
             ),
         )?;
-        let h = start_egret(cg, &dns, Some(&policy), &[])?;
+        let (h, _policy) = start_egret(cg, &dns, Some(&policy), &[])?;
         let (server, tport) = (dns.addr(), tcp.port().to_string());
         let (c, out) = resolve_connect(
             &h.cgroup,
@@ -784,7 +792,7 @@ fn malformed_answers_are_counted_and_teach_nothing() -> Result<()> {
             ("--malformed", "bad.test"),
             ("--a", "good.test=127.0.0.51"),
         ])?;
-        let mut h = start_egret(cg, &dns, None, &[])?;
+        let (mut h, _policy) = start_egret(cg, &dns, None, &[])?;
         let server = dns.addr();
         // Four broken answers, one of each kind; the client cannot use them.
         for i in 0..4 {
@@ -848,7 +856,7 @@ fn dns_over_tcp() -> Result<()> {
                 "tcp2.test=127.0.0.62",
             ],
         )?;
-        let mut h = start_egret(cg, &dns, None, &[])?;
+        let (mut h, _policy) = start_egret(cg, &dns, None, &[])?;
         let server = dns.addr();
 
         // One process resolves over TCP, another connects: the only name anyone asked.

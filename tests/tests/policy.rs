@@ -550,10 +550,20 @@ rules:
 ",
     )?;
     let out = policy_check_exits(&good, 0, "valid policy")?;
+    // One summary line, then the notes about the valid policy, each `note: ...` (docs/policy.md,
+    // "`egret policy check PATH`"); without `resolvers:` one of them says whose answers count.
     let lines: Vec<&str> = out.stdout.lines().collect();
     ensure!(
-        lines.len() == 1 && lines[0].contains("ok"),
-        "valid policy: want one summary line containing \"ok\" on stdout, got {:?}",
+        lines.first().is_some_and(|l| l.contains(": ok: "))
+            && lines.iter().skip(1).all(|l| l.starts_with("note: ")),
+        "valid policy: want one summary line containing \": ok: \" and then only `note: ` lines on stdout, got {:?}",
+        out.stdout
+    );
+    ensure!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("note: DNS answers count only from trusted resolvers: the nameservers in the resolv.conf")),
+        "valid policy without `resolvers:`: want the note that answers count only from the resolv.conf nameservers, got {:?}",
         out.stdout
     );
 

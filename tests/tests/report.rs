@@ -7,6 +7,7 @@
 
 use anyhow::{ensure, Context, Result};
 use egret_e2e::browser::{png_size, Chromium};
+use egret_e2e::dns::TRUST_TEST_RESOLVER;
 use egret_e2e::expect::is_flow;
 use egret_e2e::policy::{is_any_alert, read_jsonl};
 use egret_e2e::{
@@ -218,11 +219,12 @@ fn report_and_suggested_policy_over_real_traffic() -> Result<()> {
         let servers = Servers::start()?;
         let (tcp, udp, dns) = (servers.tcp.port(), servers.udp.port(), servers.dns.port());
         let dir = PolicyDir::create("report")?;
-        // Audit mode, loopback audited: only 127.0.0.2 on the TCP port is approved.
+        // Audit mode, loopback audited: only 127.0.0.2 on the TCP port is approved. The test
+        // DNS server is trusted (it is not in /etc/resolv.conf), so its answers name `NAME`.
         let first = dir.write(
             "first.yaml",
             &format!(
-                "mode: audit\nloopback: audit\nrules:\n  - name: only-two\n    to: [\"127.0.0.2\"]\n    ports: [{tcp}]\n    protocols: [tcp]\n"
+                "mode: audit\nloopback: audit\n{TRUST_TEST_RESOLVER}rules:\n  - name: only-two\n    to: [\"127.0.0.2\"]\n    ports: [{tcp}]\n    protocols: [tcp]\n"
             ),
         )?;
         let alerts_file = dir.path().join("alerts.jsonl");
@@ -369,6 +371,13 @@ fn report_and_suggested_policy_over_real_traffic() -> Result<()> {
         );
 
         // The same traffic under the suggested policy: every connection approved, no alert.
+        // The suggestion says which destinations are approved, not which resolvers this host
+        // trusts (the host's resolv.conf, or a `resolvers:` the operator writes): the test
+        // resolver is not in resolv.conf, so it is added, as an operator would on such a host;
+        // nothing else of the suggestion is changed.
+        if !yaml.lines().any(|l| l.starts_with("resolvers:")) {
+            std::fs::write(&policy, format!("{TRUST_TEST_RESOLVER}{yaml}"))?;
+        }
         let mut egret = Egret::start(
             cg.path(),
             &["--policy", &policy_arg, "--dns-port", &dns_arg],

@@ -372,7 +372,8 @@ fn test_client_command(workload: Workload) -> &'static str {
 }
 
 /// egret's arguments for `workload`, on top of the launcher's (`run --cgroup --output
-/// --ready-file --metrics-interval 1`). `dns-block` gets a policy for this round's resolver.
+/// --ready-file --metrics-interval 1`). The `dns` workloads get a policy that trusts this round's
+/// resolver (`dns-block`'s also approves it and the service's name).
 fn egret_args(
     workload: Workload,
     tools: &Tools,
@@ -391,11 +392,14 @@ fn egret_args(
             let rig =
                 rig.with_context(|| format!("{workload:?} workload without its DNS server"))?;
             let mut args = vec!["--dns-port".into(), rig.dns_port().to_string().into()];
-            if workload == Workload::DnsBlock {
+            // Both trust the test resolver, which /etc/resolv.conf does not list.
+            let policy = if workload == Workload::DnsBlock {
                 let yaml = dns::block_policy(rig.dns_port());
-                let policy = write_policy(tools, "policy-dns-block.yaml", &yaml)?;
-                args.extend(["--policy".into(), policy.into_os_string()]);
-            }
+                write_policy(tools, "policy-dns-block.yaml", &yaml)?
+            } else {
+                write_policy(tools, "policy-dns.yaml", &dns::audit_policy())?
+            };
+            args.extend(["--policy".into(), policy.into_os_string()]);
             args
         }
     };

@@ -7,6 +7,7 @@
 //! egret-dns resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa]
 //!                  [--tcp-dns] [--all] [--probe IP] [--probe-port PORT] [--reconnect-after-ms MS]
 //! egret-dns connect IP PORT [--udp] [ignored...]
+//! egret-dns forge --from IP:PORT --a NAME=IP.. [--ask IP:PORT] NAME --port PORT
 //! ```
 //!
 //! `server` answers A and AAAA questions from its table over UDP (and TCP with `--tcp`, with
@@ -39,6 +40,15 @@
 //!
 //! `connect` connects once (TCP, or one datagram with `--udp`); on failure it prints
 //! `errno=<N>` and exits 1.
+//!
+//! `forge` is a watched process answering itself: it binds a UDP socket on `--from` (a
+//! resolver's address and port) and, from there, sends an answer for NAME (the `--a` records,
+//! as `server` would write it) to another UDP socket of its own, which then connects (TCP) to
+//! the first address of the answer on `--port`. Without `--ask` the receiving socket never
+//! sent a question (an unsolicited answer); with `--ask` it first sends the question to that
+//! server, and the forged answer (same id, same question) races the real one from another
+//! address. It prints `forged=<IP> connect=ok|eperm|other` once the forged answer arrived
+//! (exit 0), else fails.
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use egret_e2e::net::set_linger_zero;
@@ -54,7 +64,8 @@ const USAGE: &str = "usage: egret-dns server --port P [--bind IP] [--ttl N] [--a
                      resolve --server IP:PORT NAME [--aaaa] [--tcp] | \
                      resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa] [--tcp-dns] [--all] \
                      [--probe IP] [--probe-port PORT] [--reconnect-after-ms MS] | \
-                     connect IP PORT [--udp]";
+                     connect IP PORT [--udp] | \
+                     forge --from IP:PORT --a NAME=IP.. [--ask IP:PORT] NAME --port PORT";
 
 const TYPE_A: u16 = 1;
 const TYPE_CNAME: u16 = 5;
@@ -943,6 +954,78 @@ fn cmd_connect(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+fn cmd_forge(args: &[String]) -> Result<()> {
+    let args = Args::parse(
+        args,
+        &["--from", "--a", "--ask", "--port", "--ttl"],
+        &[],
+        false,
+    )?;
+    let from: SocketAddr = args
+        .get("--from")
+        .with_context(|| format!("--from is required\n{USAGE}"))?
+        .parse()
+        .context("bad --from")?;
+    let ask: Option<SocketAddr> = match args.get("--ask") {
+        Some(a) => Some(a.parse().with_context(|| format!("bad --ask {a:?}"))?),
+        None => None,
+    };
+    let name = args.positional(0, "NAME")?;
+    let port: u16 = args.number("--port", None)?;
+    let mut table = Table::from_args(&args)?;
+    // The forger's socket, on the resolver's port, and the one that receives the answer.
+    let forger = UdpSocket::bind(from).with_context(|| format!("bind udp {from}"))?;
+    let receiver = UdpSocket::bind(SocketAddr::new(from.ip(), 0))
+        .or_else(|_| UdpSocket::bind(unspecified(from)))
+        .context("bind the receiving socket")?;
+    let to = receiver.local_addr()?;
+    let to = SocketAddr::new(
+        if to.ip().is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            to.ip()
+        },
+        to.port(),
+    );
+    let id = query_id(7);
+    let query = build_query(id, name, TYPE_A)?;
+    if let Some(server) = ask {
+        receiver
+            .send_to(&query, server)
+            .with_context(|| format!("send the question to {server}"))?;
+    }
+    let answer = table.answer(&query)?;
+    forger
+        .send_to(&answer, to)
+        .with_context(|| format!("send the forged answer from {from} to {to}"))?;
+    receiver.set_read_timeout(Some(ANSWER_TIMEOUT * 2))?;
+    let mut buf = [0u8; 1500];
+    let forged = loop {
+        let (n, src) = receiver
+            .recv_from(&mut buf)
+            .context("the forged answer did not arrive")?;
+        if src == from {
+            let msg = buf.get(..n).context("recv length")?;
+            let response = parse_response(msg, id).context("the forged answer")?;
+            break addresses(&response, name, TYPE_A)
+                .first()
+                .copied()
+                .with_context(|| format!("no address for {name} in the forged answer"))?;
+        }
+    };
+    let what = match connect_once(SocketAddr::new(forged, port), false) {
+        Ok(()) => "ok",
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => "eperm",
+        Err(e) => {
+            eprintln!("egret-dns: forge: connect {forged}:{port}: {e}");
+            "other"
+        }
+    };
+    println!("forged={forged} connect={what}");
+    std::io::stdout().flush()?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let rest = args.get(1..).unwrap_or_default();
@@ -951,6 +1034,7 @@ fn main() -> ExitCode {
         Some("resolve") => cmd_resolve(rest),
         Some("resolve-connect") => cmd_resolve_connect(rest),
         Some("connect") => cmd_connect(rest),
+        Some("forge") => cmd_forge(rest),
         _ => Err(anyhow!("{USAGE}")),
     };
     match result {
