@@ -61,8 +61,9 @@ struct Flight {
 pub enum Change {
     /// Nothing new yet.
     Nothing,
-    /// What the connection's first bytes say now (the record's copy is to be replaced).
-    Seen(FirstBytesSeen),
+    /// What the connection's first bytes say now (the record's copy is to be replaced; boxed:
+    /// it is large and `Nothing` is the common answer).
+    Seen(Box<FirstBytesSeen>),
 }
 
 /// A held flight ready for its name check.
@@ -123,7 +124,7 @@ impl Flights {
                     FirstBytes::Http(request) => seen.http = Some(request),
                     FirstBytes::Other | FirstBytes::NeedMore => {}
                 }
-                Change::Seen(seen.clone())
+                Change::Seen(Box::new(seen.clone()))
             }
             PAYLOAD_IN if !flight.answered && *offset == 0 => {
                 flight.answered = true;
@@ -132,7 +133,7 @@ impl Flights {
                 };
                 let seen = self.seen.entry(*cookie).or_default();
                 seen.status_code = Some(response.status_code);
-                Change::Seen(seen.clone())
+                Change::Seen(Box::new(seen.clone()))
             }
             _ => Change::Nothing,
         }

@@ -165,9 +165,7 @@ impl Judgement {
     /// unapproved one becomes unapproved (and alerted); one no rule approved becomes approved
     /// when a domain rule approves the name. Returns the alert to write, if any.
     pub fn judge_name(&mut self, record: &mut ConnectionRecord) -> Option<Alert> {
-        let Some((name, _)) = record.first_bytes.as_ref().and_then(|f| f.name()) else {
-            return None;
-        };
+        let (name, _) = record.first_bytes.as_ref().and_then(|f| f.name())?;
         let outcome = record.policy.clone()?;
         if outcome.verdict == PolicyVerdict::Blocked {
             return None;

@@ -219,7 +219,7 @@ impl Pipeline {
                 let had_name = old.as_ref().and_then(|f| f.name()).is_some();
                 record.first_bytes = Some(Box::new(FirstBytesSeen {
                     gate: old.and_then(|f| f.gate),
-                    ..seen
+                    ..*seen
                 }));
                 // Judged once its identity is complete (`start`); a held flight by its check.
                 let judge = !had_name && !record.gated() && record.policy.is_some();
