@@ -249,6 +249,13 @@ impl NameSource {
             Self::Http => "http",
         }
     }
+
+    /// The source [`name`](Self::name) calls `name`, for readers of the lines.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Dns, Self::Tls, Self::Http]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
 }
 
 impl FirstBytesSeen {

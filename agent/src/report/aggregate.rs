@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::{
     input::{Observation, Verdict},
+    requests::HttpStats,
     timespec::serialize_rfc3339,
 };
 
@@ -24,7 +25,8 @@ pub const MAX_ADDRESSES: usize = 16;
 /// spans more.
 pub const MAX_BUCKETS: i64 = 120;
 
-/// What a destination is called: the name the process resolved, else the address.
+/// What a destination is called: the name the process resolved (or, for a TCP connection, the
+/// name its first bytes gave), else the address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DestName {
     Domain(Box<str>),
@@ -234,6 +236,9 @@ pub struct DestStats {
     pub more_addresses: bool,
     /// Connections per time bucket (only kept for the overall group).
     pub series: BTreeMap<i64, u64>,
+    /// HTTP requests and status codes of its connections (only kept for the overall group;
+    /// `None` until one was seen).
+    pub http: Option<Box<HttpStats>>,
 }
 
 impl DestStats {
@@ -360,12 +365,15 @@ pub struct InputCounts {
     pub files: Vec<FileCounts>,
     pub lines: u64,
     pub connection_lines: u64,
+    /// TCP end lines joined to a start line of the input (the rest are `ignored_lines`).
+    pub end_lines: u64,
     pub alert_lines: u64,
     /// Alert lines seen before (same host, sequence and time): an `--alerts` file given along
     /// with the output it duplicates.
     pub duplicate_alert_lines: u64,
     pub metric_lines: u64,
-    /// Lines of kinds a report does not use (DNS lines, connection end lines, new kinds).
+    /// Lines of kinds a report does not use (DNS lines, progress lines, end lines whose start
+    /// line is not in the input or the range, new kinds).
     pub ignored_lines: u64,
     pub blank_lines: u64,
     /// Connection and alert lines outside `--since`/`--until`.
@@ -442,6 +450,9 @@ impl Aggregate {
         let d = self.overall.connection(&key, o);
         let slot = d.series.entry(index).or_insert(0);
         *slot = slot.saturating_add(u64::from(o.new));
+        if let Some(h) = &o.http {
+            d.http.get_or_insert_with(Box::default).add(h);
+        }
         for dim in Dimension::ALL {
             if let (Some(name), Some(groups)) = (dim.group_of(o), self.groups.get_mut(dim.index()))
             {
@@ -557,6 +568,9 @@ pub(crate) mod tests {
             new: true,
             host: Some(Cow::Borrowed("h")),
             sequence: None,
+            name_source: None,
+            connection_id: None,
+            http: None,
         }
     }
 

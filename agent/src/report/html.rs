@@ -8,7 +8,10 @@ use super::{
     aggregate::Dimension,
     model::{DestDoc, GroupDoc, ReportDoc, TimelineDoc},
     timespec::rfc3339_seconds,
-    wording::{count, losses, not_listed, plural, seen},
+    wording::{
+        count, http_counts, http_dests, losses, not_listed, plural, request_label, seen,
+        status_codes, HTTP_NOTE,
+    },
 };
 
 /// Series colours (colour-blind friendly, after Okabe-Ito), then grey for "other".
@@ -524,6 +527,7 @@ pub fn render(r: &ReportDoc) -> String {
     out.push_str("</div>\n</section>\n");
     let colours = SeriesColours::of(&r.timeline);
     top_destinations(&mut out, r, &colours);
+    http_requests(&mut out, &r.destinations);
     for dim in Dimension::ALL {
         groups_by(&mut out, r, dim, &colours);
     }
@@ -604,6 +608,46 @@ fn top_destinations(out: &mut String, r: &ReportDoc, colours: &SeriesColours) {
     out.push_str("</section>\n");
 }
 
+/// The HTTP requests of the listed destinations that had any; nothing when none had.
+fn http_requests(out: &mut String, dests: &[DestDoc]) {
+    let with_http = http_dests(dests);
+    if with_http.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<section id=\"http\">\n<h2>HTTP requests <span class=\"gmeta\">({})</span></h2>",
+        esc(HTTP_NOTE)
+    );
+    for (label, h) in with_http {
+        let _ = writeln!(
+            out,
+            "<details class=\"group\" open><summary><span class=\"gname\">{}</span>\
+             <span class=\"gmeta\">{} · status codes {}</span></summary>",
+            esc(&label),
+            esc(&http_counts(h)),
+            esc(&status_codes(h))
+        );
+        out.push_str(
+            "<table class=\"http\"><colgroup><col class=\"num\"><col></colgroup><thead><tr>\
+             <th class=\"n\">Connections</th><th>Request</th></tr></thead><tbody>\n",
+        );
+        let rows = h
+            .paths
+            .iter()
+            .map(|p| (p.connections, esc(&request_label(p))))
+            .chain((h.other_paths > 0).then(|| (h.other_paths, "other requests".to_owned())));
+        for (n, request) in rows {
+            let _ = writeln!(
+                out,
+                "<tr><td class=\"n\">{n}</td><td class=\"d\">{request}</td></tr>"
+            );
+        }
+        out.push_str("</tbody></table>\n</details>\n");
+    }
+    out.push_str("</section>\n");
+}
+
 /// The groups of one dimension (processes, units, ...), each with its destinations.
 fn groups_by(out: &mut String, r: &ReportDoc, dim: Dimension, colours: &SeriesColours) {
     let groups = r.groups.get(dim);
@@ -641,9 +685,14 @@ fn footer(out: &mut String, r: &ReportDoc) {
         })
         .collect();
     out.push_str(&files.join(", "));
+    let joined = if r.input.end_lines > 0 {
+        format!(" ({} joined by their end lines)", r.input.end_lines)
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        ". {} connection lines, {} alert lines, {} outside the range. Made by <code>egret report</code> ({}).</p>\n</footer>",
+        ". {} connection lines{joined}, {} alert lines, {} outside the range. Made by <code>egret report</code> ({}).</p>\n</footer>",
         r.input.connection_lines,
         r.input.alert_lines,
         r.input.out_of_range,

@@ -7,6 +7,7 @@
 
 use std::{borrow::Cow, io::BufRead, net::IpAddr};
 
+pub use crate::record::NameSource;
 use crate::schema::{self, Document, ProcessOut, Text};
 
 /// Lines longer than this are skipped (and reported): no egret line comes near it, and it
@@ -89,6 +90,54 @@ pub enum Verdict {
     Blocked,
 }
 
+impl Verdict {
+    /// The stricter of two verdicts (blocked, then unapproved, then approved; any verdict
+    /// over none).
+    pub fn stricter(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        let rank = |v: Option<Self>| match v {
+            None => 0,
+            Some(Self::Approved) => 1,
+            Some(Self::Unapproved) => 2,
+            Some(Self::Blocked) => 3,
+        };
+        if rank(b) > rank(a) {
+            b
+        } else {
+            a
+        }
+    }
+}
+
+/// What a TCP connection's first bytes said of HTTP (an end line's `http.*` and `url.path`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpSeen<'a> {
+    /// `http.request.method`.
+    pub method: Option<Cow<'a, str>>,
+    /// `url.path` (never the query: `url.query` is not read).
+    pub path: Option<Cow<'a, str>>,
+    /// `egret.http.path_truncated`.
+    pub path_truncated: bool,
+    /// `http.response.status_code`.
+    pub status: Option<u16>,
+}
+
+impl HttpSeen<'_> {
+    /// With its strings owned, to outlive the line.
+    pub fn into_owned(self) -> HttpSeen<'static> {
+        HttpSeen {
+            method: own(self.method),
+            path: own(self.path),
+            path_truncated: self.path_truncated,
+            status: self.status,
+        }
+    }
+}
+
+/// An optional line string, owned.
+fn own(text: Option<Cow<'_, str>>) -> Option<Cow<'static, str>> {
+    text.map(|t| Cow::Owned(t.into_owned()))
+}
+
 /// A connection line (`connect` start line or UDP `send` line) or an alert line, reduced to
 /// what a report uses. Strings borrow from the line where they can.
 #[derive(Debug, Clone)]
@@ -99,8 +148,11 @@ pub struct Observation<'a> {
     pub port: u16,
     /// `network.transport`, lower-case as egret writes it (`tcp`, `udp`, ...).
     pub transport: Cow<'a, str>,
-    /// `destination.domain`: the name the process resolved.
+    /// `destination.domain`: the name the process resolved; on an end line, else the name
+    /// the connection's first bytes gave (TLS server name, HTTP Host).
     pub domain: Option<Cow<'a, str>>,
+    /// `egret.destination.name_source`: where `domain` came from (`None`: not said, DNS).
+    pub name_source: Option<NameSource>,
     pub executable: Option<Cow<'a, str>>,
     pub process_name: Option<Cow<'a, str>>,
     pub unit: Option<Cow<'a, str>>,
@@ -120,6 +172,46 @@ pub struct Observation<'a> {
     pub new: bool,
     pub host: Option<Cow<'a, str>>,
     pub sequence: Option<u64>,
+    /// `egret.connection.id`: joins a TCP connection's start and end lines.
+    pub connection_id: Option<Cow<'a, str>>,
+    /// End lines: the HTTP request and response the first bytes carried.
+    pub http: Option<HttpSeen<'a>>,
+}
+
+impl Observation<'_> {
+    /// With its strings owned, to outlive the line (a start line waiting for its end).
+    pub fn into_owned(self) -> Observation<'static> {
+        Observation {
+            ts_ns: self.ts_ns,
+            ip: self.ip,
+            port: self.port,
+            transport: Cow::Owned(self.transport.into_owned()),
+            domain: own(self.domain),
+            name_source: self.name_source,
+            executable: own(self.executable),
+            process_name: own(self.process_name),
+            unit: own(self.unit),
+            container_id: own(self.container_id),
+            container_name: own(self.container_name),
+            container_image: own(self.container_image),
+            pod_namespace: own(self.pod_namespace),
+            pod_name: own(self.pod_name),
+            pod_uid: own(self.pod_uid),
+            verdict: self.verdict,
+            rule: own(self.rule),
+            datagrams: self.datagrams,
+            new: self.new,
+            host: own(self.host),
+            sequence: self.sequence,
+            connection_id: own(self.connection_id),
+            http: self.http.map(HttpSeen::into_owned),
+        }
+    }
+
+    /// A TCP start line that names its connection: it waits for the connection's end line.
+    pub fn waits_for_end(&self) -> bool {
+        self.new && self.transport == "tcp" && self.connection_id.is_some()
+    }
 }
 
 /// What a line is.
@@ -127,6 +219,9 @@ pub struct Observation<'a> {
 pub enum Line<'a> {
     /// A connection, counted once: a start line or a UDP `send` line.
     Connection(Observation<'a>),
+    /// A TCP connection's end line (with its `egret.connection.id`): what the first bytes
+    /// named, and a verdict that may have changed since the start line.
+    End(Observation<'a>),
     /// An alert about an unapproved or blocked connection.
     Alert(Observation<'a>),
     /// A metric line's loss counters (totals since that egret started; a counter the line
@@ -136,8 +231,8 @@ pub enum Line<'a> {
         lost_kernel: u64,
         dropped_userspace: u64,
     },
-    /// Anything else egret writes (DNS lines, connection end lines, kinds this version does
-    /// not know): not used.
+    /// Anything else egret writes (DNS lines, progress lines, end lines without a connection
+    /// id, kinds this version does not know): not used.
     Ignored,
 }
 
@@ -156,12 +251,22 @@ pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
     match event.kind.as_ref() {
         "event" => {
             // A TCP connection counts at its `connect` line; a UDP flow at its first `send`
-            // line (type `start`, or no type: older egret), its later ones add datagrams. End
-            // and progress lines are about connections already counted.
+            // line (type `start`, or no type: older egret), its later ones add datagrams. A
+            // TCP end line names what its start line could not; progress lines are about
+            // connections already counted.
             let (counted, new) = match event.action.as_ref() {
                 "send" => (true, event.types.is_empty() || has_type("start")),
                 _ => (has_type("start") && !has_type("end"), true),
             };
+            if !counted && has_type("end") && event.action != "send" && has_connection_id(&doc) {
+                return observation(doc).map(|o| {
+                    if o.transport == "tcp" {
+                        Line::End(o)
+                    } else {
+                        Line::Ignored
+                    }
+                });
+            }
             // A start line that is not about a destination (a future kind of event) is not a
             // connection.
             if counted && doc.destination.is_some() {
@@ -188,6 +293,13 @@ pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
     }
 }
 
+fn has_connection_id(doc: &Document<'_>) -> bool {
+    doc.egret
+        .connection
+        .as_ref()
+        .is_some_and(|c| !c.id.is_empty())
+}
+
 /// An empty string is a field the line did not have.
 fn non_empty(text: Text<'_>) -> Option<Text<'_>> {
     (!text.is_empty()).then_some(text)
@@ -212,8 +324,11 @@ fn observation(doc: Document<'_>) -> Result<Observation<'_>, String> {
         container,
         orchestrator,
         egret,
+        http,
+        url,
         ..
     } = doc;
+    let http = http_seen(http.map(|h| *h), url.map(|u| *u), egret.http);
     let timestamp = non_empty(timestamp).ok_or("missing field @timestamp")?;
     let ts_ns = parse_rfc3339_ns(&timestamp)
         .ok_or_else(|| format!("@timestamp `{timestamp}` is not an RFC 3339 time"))?;
@@ -247,6 +362,10 @@ fn observation(doc: Document<'_>) -> Result<Observation<'_>, String> {
             t => Cow::Owned(t.to_ascii_lowercase()),
         },
         domain: destination.domain.and_then(non_empty),
+        name_source: egret
+            .destination
+            .and_then(|d| d.name_source)
+            .and_then(|s| NameSource::from_name(&s)),
         executable: executable.and_then(non_empty),
         process_name,
         unit: egret.systemd.and_then(|s| non_empty(s.unit)),
@@ -262,7 +381,28 @@ fn observation(doc: Document<'_>) -> Result<Observation<'_>, String> {
         new: true,
         host: non_empty(host.name),
         sequence: event.sequence,
+        connection_id: egret.connection.and_then(|c| non_empty(c.id)),
+        http,
     })
+}
+
+/// The HTTP fields of a line; `None` when it has neither a request nor a status.
+fn http_seen<'a>(
+    http: Option<schema::Http<'a>>,
+    url: Option<schema::Url<'a>>,
+    flags: Option<schema::EgretHttp>,
+) -> Option<HttpSeen<'a>> {
+    let http = http.unwrap_or_default();
+    let seen = HttpSeen {
+        method: http.request.and_then(|r| non_empty(r.method)),
+        path: url.and_then(|u| u.path).and_then(non_empty),
+        path_truncated: flags.is_some_and(|f| f.path_truncated),
+        status: http
+            .response
+            .map(|r| r.status_code)
+            .filter(|code| *code != 0),
+    };
+    (seen != HttpSeen::default()).then_some(seen)
 }
 
 #[cfg(test)]
@@ -365,6 +505,56 @@ mod tests {
             panic!("send line");
         };
         assert_eq!((o.transport.as_ref(), o.datagrams), ("udp", Some(7)));
+    }
+
+    const END: &str = r#"{"@timestamp":"2026-11-22T06:01:42Z","event":{"kind":"event","type":["connection","end"],"action":"connection-end"},"destination":{"ip":"10.0.0.1","port":80,"domain":"www.example.com"},"network":{"transport":"tcp"},"http":{"request":{"method":"GET"},"response":{"status_code":404},"version":"1.1"},"url":{"domain":"www.example.com","path":"/a/b","query":"token=secret"},"egret":{"connection":{"id":"b-1","start_seen":true},"destination":{"name_source":"http"},"http":{"path_truncated":true},"policy":{"verdict":"blocked"}}}"#;
+
+    #[test]
+    fn an_end_line_says_what_the_first_bytes_named() {
+        let Ok(Line::End(o)) = classify(END.as_bytes()) else {
+            panic!("not an end line");
+        };
+        assert_eq!(o.connection_id.as_deref(), Some("b-1"));
+        assert_eq!(o.domain.as_deref(), Some("www.example.com"));
+        assert_eq!(o.name_source, Some(NameSource::Http));
+        assert_eq!(o.verdict, Some(Verdict::Blocked));
+        let http = o.http.unwrap();
+        assert_eq!(http.method.as_deref(), Some("GET"));
+        assert_eq!(http.path.as_deref(), Some("/a/b"));
+        assert!(http.path_truncated);
+        assert_eq!(http.status, Some(404));
+        // Without a connection id (older egret) there is nothing to join it to.
+        let no_id = END.replace(r#""connection":{"id":"b-1","start_seen":true},"#, "");
+        assert!(matches!(classify(no_id.as_bytes()), Ok(Line::Ignored)));
+        // A start line has no HTTP; its id is kept.
+        let with_id = CONNECT.replace(r#""chain":"#, r#""connection":{"id":"b-1"},"chain":"#);
+        let Ok(Line::Connection(start)) = classify(with_id.as_bytes()) else {
+            panic!("not a start line");
+        };
+        assert!(start.waits_for_end());
+        assert!(start.http.is_none() && start.name_source.is_none());
+        // A UDP flow's last `send` line is a connection line, as before.
+        let send = END
+            .replace(r#""connection-end""#, r#""send""#)
+            .replace(r#""tcp""#, r#""udp""#);
+        assert!(matches!(classify(send.as_bytes()), Ok(Line::Connection(o)) if !o.new));
+        let bad = END.replace("2026-11-22T06:01:42Z", "soon");
+        assert!(classify(bad.as_bytes()).is_err(), "an end line is checked");
+    }
+
+    #[test]
+    fn verdicts_by_strictness() {
+        use Verdict::{Approved, Blocked, Unapproved};
+        assert_eq!(Verdict::stricter(None, Some(Approved)), Some(Approved));
+        assert_eq!(
+            Verdict::stricter(Some(Unapproved), Some(Approved)),
+            Some(Unapproved)
+        );
+        assert_eq!(
+            Verdict::stricter(Some(Unapproved), Some(Blocked)),
+            Some(Blocked)
+        );
+        assert_eq!(Verdict::stricter(Some(Approved), None), Some(Approved));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 pub mod aggregate;
 pub mod html;
 pub mod input;
+pub mod join;
 pub mod model;
+pub mod requests;
 pub mod suggest;
 pub mod text;
 pub mod timespec;
@@ -24,7 +26,8 @@ use std::{
 };
 
 use aggregate::{Aggregate, FileCounts};
-use input::{Line, LineReader};
+use input::{Line, LineReader, Observation};
+use join::Waiting;
 pub use suggest::LoopbackChoice;
 use suggest::Suggester;
 
@@ -174,10 +177,78 @@ fn open(path: &Path) -> Result<Source, ReportError> {
 }
 
 /// What the lines are fed to: the report's aggregate (which also keeps the input counts),
-/// and with `--suggest-policy` the suggester, which then takes the connections.
+/// and with `--suggest-policy` the suggester, which then takes the connections. TCP start
+/// lines wait for their end lines first ([`join`]).
 struct Sink {
     aggregate: Aggregate,
     suggest: Option<Suggester>,
+    waiting: Waiting,
+}
+
+impl Sink {
+    /// Counts one connection (once).
+    fn count(&mut self, o: &Observation<'_>) {
+        match &mut self.suggest {
+            Some(s) => s.observe(o),
+            None => self.aggregate.connection(o),
+        }
+    }
+
+    /// Takes one parsed line of file number `file_index`.
+    fn line(&mut self, line: Line<'_>, file_index: usize) {
+        let a = &mut self.aggregate;
+        match line {
+            Line::Ignored => a.input.ignored_lines = a.input.ignored_lines.saturating_add(1),
+            Line::Metric {
+                host,
+                lost_kernel,
+                dropped_userspace,
+            } => {
+                a.input.metric_lines = a.input.metric_lines.saturating_add(1);
+                a.metric(file_index, host.as_deref(), lost_kernel, dropped_userspace);
+            }
+            Line::Connection(o) => {
+                if !a.in_range(o.ts_ns) {
+                    a.input.out_of_range = a.input.out_of_range.saturating_add(1);
+                    return;
+                }
+                a.input.connection_lines = a.input.connection_lines.saturating_add(1);
+                if o.waits_for_end() {
+                    for pushed_out in self.waiting.start(o) {
+                        self.count(&pushed_out);
+                    }
+                } else {
+                    self.count(&o);
+                }
+            }
+            // Joined whatever its time: its start line was in the range.
+            Line::End(end) => match self.waiting.end(&end) {
+                Some(connection) => {
+                    a.input.end_lines = a.input.end_lines.saturating_add(1);
+                    self.count(&connection);
+                }
+                None => a.input.ignored_lines = a.input.ignored_lines.saturating_add(1),
+            },
+            Line::Alert(o) => {
+                if !a.in_range(o.ts_ns) {
+                    a.input.out_of_range = a.input.out_of_range.saturating_add(1);
+                    return;
+                }
+                a.input.alert_lines = a.input.alert_lines.saturating_add(1);
+                if self.suggest.is_none() && !a.alert(&o) {
+                    a.input.duplicate_alert_lines = a.input.duplicate_alert_lines.saturating_add(1);
+                }
+            }
+        }
+    }
+
+    /// The end of the input: start lines whose end line never came are counted as they are.
+    fn finish(&mut self) {
+        let rest: Vec<Observation<'static>> = self.waiting.drain().collect();
+        for o in &rest {
+            self.count(o);
+        }
+    }
 }
 
 fn read_one(
@@ -228,36 +299,7 @@ fn read_one(
                 a.input.bad_lines = a.input.bad_lines.saturating_add(1);
                 warnings.bad_line(path, number, &message);
             }
-            Ok(Line::Ignored) => a.input.ignored_lines = a.input.ignored_lines.saturating_add(1),
-            Ok(Line::Metric {
-                host,
-                lost_kernel,
-                dropped_userspace,
-            }) => {
-                a.input.metric_lines = a.input.metric_lines.saturating_add(1);
-                a.metric(file_index, host.as_deref(), lost_kernel, dropped_userspace);
-            }
-            Ok(Line::Connection(o)) => {
-                if !a.in_range(o.ts_ns) {
-                    a.input.out_of_range = a.input.out_of_range.saturating_add(1);
-                    continue;
-                }
-                a.input.connection_lines = a.input.connection_lines.saturating_add(1);
-                match &mut sink.suggest {
-                    Some(s) => s.observe(&o),
-                    None => a.connection(&o),
-                }
-            }
-            Ok(Line::Alert(o)) => {
-                if !a.in_range(o.ts_ns) {
-                    a.input.out_of_range = a.input.out_of_range.saturating_add(1);
-                    continue;
-                }
-                a.input.alert_lines = a.input.alert_lines.saturating_add(1);
-                if sink.suggest.is_none() && !a.alert(&o) {
-                    a.input.duplicate_alert_lines = a.input.duplicate_alert_lines.saturating_add(1);
-                }
-            }
+            Ok(line) => sink.line(line, file_index),
         }
     }
     sink.aggregate.input.files.push(counts);
@@ -314,6 +356,7 @@ pub fn run(
         suggest: args
             .suggest_policy
             .then(|| Suggester::new(args.loopback, args.include_blocked)),
+        waiting: Waiting::default(),
     };
     let mut warnings = Warnings {
         out: stderr,
@@ -332,6 +375,7 @@ pub fn run(
             }
         }
     }
+    sink.finish();
     let bad_lines = sink.aggregate.input.bad_lines;
     let not_printed = bad_lines.saturating_sub(warnings.printed);
     let names: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();

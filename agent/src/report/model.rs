@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::{
     aggregate::{Aggregate, Counts, DestKey, DestName, DestStats, Dimension, Group, InputCounts},
+    requests::{HttpStats, MAX_SHOWN},
     timespec::{rfc3339, serialize_rfc3339},
 };
 
@@ -73,6 +74,69 @@ pub struct DestDoc {
     pub transport: String,
     #[serde(flatten)]
     pub counts: Counts,
+    /// The HTTP requests of its connections: in `destinations` (not in groups), for a
+    /// destination with at least one; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpDoc>,
+}
+
+/// A destination's HTTP: each connection's first request (method and path, never the query)
+/// and its response's status code.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HttpDoc {
+    /// Connections with an HTTP request.
+    pub requests: u64,
+    /// The most frequent requests (at most 10), most first.
+    pub paths: Vec<PathDoc>,
+    /// Requests not in `paths` (less frequent, or past the 256 distinct ones counted).
+    pub other_paths: u64,
+    /// Connections with an HTTP response status code.
+    pub responses: u64,
+    /// The most frequent status codes (at most 10), most first.
+    pub status_codes: Vec<StatusDoc>,
+    /// Responses not in `status_codes`.
+    pub other_status_codes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PathDoc {
+    /// `GET`, `POST`, ...; empty when egret did not see it.
+    pub method: String,
+    /// `url.path` without the query.
+    pub path: String,
+    pub connections: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StatusDoc {
+    pub status_code: u16,
+    pub connections: u64,
+}
+
+fn http_doc(h: &HttpStats) -> HttpDoc {
+    let (paths, other_paths) = h.requests.top(MAX_SHOWN);
+    let (codes, other_status_codes) = h.statuses.top(MAX_SHOWN);
+    HttpDoc {
+        requests: h.requests.total,
+        paths: paths
+            .into_iter()
+            .map(|(r, connections)| PathDoc {
+                method: r.method.to_string(),
+                path: r.path.to_string(),
+                connections,
+            })
+            .collect(),
+        other_paths,
+        responses: h.statuses.total,
+        status_codes: codes
+            .into_iter()
+            .map(|(code, connections)| StatusDoc {
+                status_code: *code,
+                connections,
+            })
+            .collect(),
+        other_status_codes,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -147,6 +211,7 @@ fn dest_doc(key: &DestKey, d: &DestStats) -> DestDoc {
         port: key.port,
         transport: key.transport.to_string(),
         counts: d.counts,
+        http: d.http.as_deref().map(http_doc),
     }
 }
 

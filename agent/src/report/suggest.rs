@@ -4,7 +4,10 @@
 //! - **Destinations**: the name the process resolved (`destination.domain`) where the line has
 //!   one that is a valid policy name, else the address. Domain rules match the DNS *question*
 //!   (docs/dns.md), which is what `destination.domain` is; `egret.dns.names` also holds
-//!   `CNAME` targets, which would not match, so it is not used.
+//!   `CNAME` targets, which would not match, so it is not used. A TCP connection without a
+//!   DNS name is named by its end line's `destination.domain` (its TLS server name or HTTP
+//!   Host, which domain rules also match): such names are marked in the rules' comments, and
+//!   the header says what block mode needs for them (`name_gate`).
 //! - **Exactness**: a rule approves every combination of its `to`, `ports` and `protocols`,
 //!   so destinations are grouped only with others seen on exactly the same ports and
 //!   protocols: every approved (destination, port, protocol) was observed.
@@ -25,7 +28,7 @@ use std::{
 };
 
 use super::{
-    input::{Observation, Verdict},
+    input::{NameSource, Observation, Verdict},
     timespec::rfc3339_seconds,
 };
 use crate::policy::{self, parse, Destination};
@@ -112,6 +115,40 @@ enum Proto {
 
 const TCP: u8 = 1;
 const UDP: u8 = 2;
+
+/// At most this many ports are suggested for `name_gate` in the header.
+const MAX_GATE_PORTS: usize = 32;
+
+/// Where a name's connections got it from: a trusted DNS answer, a TLS ClientHello's server
+/// name, an HTTP request's Host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct NameSources {
+    dns: bool,
+    tls: bool,
+    http: bool,
+}
+
+impl NameSources {
+    fn add(&mut self, source: Option<NameSource>) {
+        match source {
+            // A line that does not say (older egret, a start line) had it from DNS.
+            Some(NameSource::Dns) | None => self.dns = true,
+            Some(NameSource::Tls) => self.tls = true,
+            Some(NameSource::Http) => self.http = true,
+        }
+    }
+
+    /// What a rule's comment calls a name no DNS answer gave: `TLS` or `HTTP`; `None` for a
+    /// name some connection had from DNS.
+    fn first_bytes_only(self) -> Option<&'static str> {
+        match self {
+            Self { dns: true, .. } => None,
+            Self { tls: true, .. } => Some("TLS"),
+            Self { http: true, .. } => Some("HTTP"),
+            Self { .. } => None,
+        }
+    }
+}
 
 /// Connections seen for one (scope, destination, protocol, port).
 #[derive(Debug, Clone, Copy, Default)]
@@ -208,6 +245,12 @@ pub struct Suggester {
     unusable_names: BTreeSet<String>,
     /// Connections whose unit, container or namespace name could not be used as a selector.
     unusable_scopes: u64,
+    /// Where each name used as a destination came from, over its connections
+    /// ([`NameSources`]).
+    name_sources: BTreeMap<String, NameSources>,
+    /// TCP ports of connections named only by their first bytes (at most
+    /// [`MAX_GATE_PORTS`]).
+    first_bytes_ports: BTreeSet<u16>,
     first_ns: Option<i64>,
     last_ns: Option<i64>,
 }
@@ -319,6 +362,17 @@ struct RuleOut {
     seen: Seen,
 }
 
+impl RuleOut {
+    /// `unit-app.service-tcp-443`: the rule's name, before it is made unique.
+    fn base_name(&self) -> String {
+        let ports = match &self.ports {
+            Ports::Any => "any-port".to_owned(),
+            Ports::List(p) => ports_yaml(p).1,
+        };
+        format!("{}-{}-{}", self.scope.slug(), self.protocols.slug(), ports)
+    }
+}
+
 /// What [`Suggester::render`] wrote, for the caller's messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Suggestion {
@@ -381,7 +435,10 @@ impl Suggester {
         self.last_ns = Some(self.last_ns.map_or(o.ts_ns, |l| l.max(o.ts_ns)));
         let dest = match o.domain.as_deref() {
             Some(name) => match parse::destination(name) {
-                Ok(Destination::Domain(d)) if !d.wildcard => Dest::Domain(d.name),
+                Ok(Destination::Domain(d)) if !d.wildcard => {
+                    self.note_name_source(&d.name, o);
+                    Dest::Domain(d.name)
+                }
                 _ => {
                     if self.unusable_names.len() < 16 {
                         self.unusable_names.insert(name.to_owned());
@@ -403,6 +460,107 @@ impl Suggester {
             .entry((dest, proto, port))
             .or_default()
             .add(o.ts_ns, loopback);
+    }
+
+    /// Notes where the connection `o` got its name `name` from.
+    fn note_name_source(&mut self, name: &str, o: &Observation<'_>) {
+        let sources = self.name_sources.entry(name.to_owned()).or_default();
+        sources.add(o.name_source);
+        let first_bytes = matches!(o.name_source, Some(NameSource::Tls | NameSource::Http));
+        if first_bytes
+            && o.transport == "tcp"
+            && o.port != 0
+            && self.first_bytes_ports.len() < MAX_GATE_PORTS
+        {
+            self.first_bytes_ports.insert(o.port);
+        }
+    }
+
+    /// The names of `dests` that no connection had from DNS, with where they came from:
+    /// `"a.example" (TLS), "b.example" (HTTP)`.
+    fn first_bytes_names(&self, dests: &BTreeSet<Dest>) -> Vec<String> {
+        dests
+            .iter()
+            .filter_map(|d| match d {
+                Dest::Domain(name) => self
+                    .name_sources
+                    .get(name)
+                    .and_then(|s| s.first_bytes_only())
+                    .map(|source| format!("{} ({source})", quote(name))),
+                Dest::Addr(_) => None,
+            })
+            .collect()
+    }
+
+    /// Writes one rule (its comments and YAML) named `name`. Returns whether it has a name no
+    /// connection had from DNS.
+    fn write_rule(&self, body: &mut String, rule: &RuleOut, name: &str) -> bool {
+        let _ = writeln!(
+            body,
+            "  # {}, {} .. {}",
+            if rule.seen.connections == 1 {
+                "1 connection".to_owned()
+            } else {
+                format!("{} connections", rule.seen.connections)
+            },
+            rfc3339_seconds(rule.seen.first_ns),
+            rfc3339_seconds(rule.seen.last_ns)
+        );
+        let first_bytes = self.first_bytes_names(&rule.dests);
+        if !first_bytes.is_empty() {
+            let _ = writeln!(
+                body,
+                "  # named by their first bytes, not by DNS: {}",
+                comment_safe(&first_bytes.join(", "))
+            );
+        }
+        let _ = writeln!(body, "  - name: {}", quote(name));
+        let to: Vec<String> = rule.dests.iter().map(|d| quote(&d.text())).collect();
+        if to.len() <= 4 {
+            let _ = writeln!(body, "    to: [{}]", to.join(", "));
+        } else {
+            let _ = writeln!(body, "    to:");
+            for t in &to {
+                let _ = writeln!(body, "      - {t}");
+            }
+        }
+        if let Ports::List(p) = &rule.ports {
+            let _ = writeln!(body, "    ports: {}", ports_yaml(p).0);
+        }
+        if let Some(p) = rule.protocols.yaml() {
+            let _ = writeln!(body, "    protocols: {p}");
+        }
+        match &rule.scope {
+            Scope::Any => {}
+            Scope::Unit(g) => {
+                let _ = writeln!(body, "    systemd_units: [{}]", quote(g));
+            }
+            Scope::Container(g) => {
+                let _ = writeln!(body, "    containers: [{}]", quote(g));
+            }
+            Scope::Namespace(g) => {
+                let _ = writeln!(body, "    namespaces: [{}]", quote(g));
+            }
+        }
+        !first_bytes.is_empty()
+    }
+
+    /// The header's note on names that came from the connections' first bytes.
+    fn first_bytes_note(&self) -> String {
+        let ports: Vec<String> = self.first_bytes_ports.iter().map(u16::to_string).collect();
+        let mut note = String::from(
+            "# Rules marked \"named by their first bytes\" list names no DNS answer gave: egret read\n\
+             # them from the connections' TLS server name (SNI) or HTTP Host. A domain rule approves\n\
+             # such a connection by that name once its first bytes are read. In block mode its\n\
+             # connect is refused unless its address is approved otherwise or its port is in\n\
+             # `name_gate` (docs/policy.md)",
+        );
+        if ports.is_empty() {
+            note.push_str(".\n");
+        } else {
+            let _ = writeln!(note, ":\n#   name_gate: {{ports: [{}]}}", ports.join(", "));
+        }
+        note
     }
 
     fn loopback_audit(&self) -> bool {
@@ -537,72 +695,23 @@ impl Suggester {
         }
         let mut names: HashSet<String> = HashSet::new();
         let mut has_domains = false;
+        let mut first_bytes_names = false;
         let mut last_scope: Option<&Scope> = None;
         for rule in &rules {
             if last_scope != Some(&rule.scope) {
                 let _ = writeln!(body, "\n  # {}", comment_safe(&rule.scope.describe()));
                 last_scope = Some(&rule.scope);
             }
-            let (ports_yaml, ports_slug) = match &rule.ports {
-                Ports::Any => (None, "any-port".to_owned()),
-                Ports::List(p) => {
-                    let (y, s) = ports_yaml(p);
-                    (Some(y), s)
-                }
-            };
-            let base = format!(
-                "{}-{}-{}",
-                rule.scope.slug(),
-                rule.protocols.slug(),
-                ports_slug
-            );
+            let base = rule.base_name();
             let mut name = base.clone();
             let mut n = 2_u32;
             while names.contains(&name) || name == parse::LOOPBACK_RULE_NAME {
                 name = format!("{base}-{n}");
                 n = n.saturating_add(1);
             }
-            names.insert(name.clone());
-            let _ = writeln!(
-                body,
-                "  # {}, {} .. {}",
-                if rule.seen.connections == 1 {
-                    "1 connection".to_owned()
-                } else {
-                    format!("{} connections", rule.seen.connections)
-                },
-                rfc3339_seconds(rule.seen.first_ns),
-                rfc3339_seconds(rule.seen.last_ns)
-            );
-            let _ = writeln!(body, "  - name: {}", quote(&name));
-            let to: Vec<String> = rule.dests.iter().map(|d| quote(&d.text())).collect();
             has_domains |= rule.dests.iter().any(|d| matches!(d, Dest::Domain(_)));
-            if to.len() <= 4 {
-                let _ = writeln!(body, "    to: [{}]", to.join(", "));
-            } else {
-                let _ = writeln!(body, "    to:");
-                for t in &to {
-                    let _ = writeln!(body, "      - {t}");
-                }
-            }
-            if let Some(p) = ports_yaml {
-                let _ = writeln!(body, "    ports: {p}");
-            }
-            if let Some(p) = rule.protocols.yaml() {
-                let _ = writeln!(body, "    protocols: {p}");
-            }
-            match &rule.scope {
-                Scope::Any => {}
-                Scope::Unit(g) => {
-                    let _ = writeln!(body, "    systemd_units: [{}]", quote(g));
-                }
-                Scope::Container(g) => {
-                    let _ = writeln!(body, "    containers: [{}]", quote(g));
-                }
-                Scope::Namespace(g) => {
-                    let _ = writeln!(body, "    namespaces: [{}]", quote(g));
-                }
-            }
+            first_bytes_names |= self.write_rule(&mut body, rule, &name);
+            names.insert(name);
         }
 
         let policy = parse::parse_policy(&body, "<suggested policy>").map_err(|e| e.to_string())?;
@@ -624,7 +733,7 @@ impl Suggester {
             sources,
             rules.len(),
             loopback_approved,
-            has_domains,
+            (has_domains, first_bytes_names),
             &block_errors,
         );
         Ok(Suggestion {
@@ -639,7 +748,7 @@ impl Suggester {
         sources: &[String],
         rules: usize,
         loopback_approved: u64,
-        has_domains: bool,
+        (has_domains, first_bytes_names): (bool, bool),
         block_errors: &[String],
     ) -> String {
         let mut h = String::new();
@@ -666,7 +775,7 @@ impl Suggester {
             "#\n# It approves exactly what was observed ({rules} rule(s)): each rule lists destinations seen\n\
              # on the same ports and protocols, scoped to the systemd unit, container or Kubernetes\n\
              # namespace that made the connections. Domain names are used where egret knew the name\n\
-             # the process resolved, addresses otherwise."
+             # the process resolved (or a TCP connection's first bytes gave), addresses otherwise."
         );
         if has_domains {
             let _ = writeln!(
@@ -675,6 +784,9 @@ impl Suggester {
                  # TTL lasts (docs/dns.md); a process that resolves through DNS over HTTPS/TLS or\n\
                  # /etc/hosts shows up by address and needs an address rule."
             );
+        }
+        if first_bytes_names {
+            h.push_str(&self.first_bytes_note());
         }
         if !self.loopback_audit() && loopback_approved > 0 {
             let _ = writeln!(
@@ -983,6 +1095,71 @@ mod tests {
         assert_eq!(unit_glob("user@1000.service"), "user@1000.service");
         assert_eq!(unit_glob("getty@tty1.service"), "getty@tty1.service");
         assert_eq!(unit_glob("a*b.service"), "a\\*b.service");
+    }
+
+    #[test]
+    fn names_from_first_bytes_become_domain_rules() {
+        let mut s = Suggester::new(LoopbackChoice::Auto, false);
+        // Only an address and an SNI; a Host on port 8080; a DNS name also seen by SNI.
+        let mut tls = obs(1, "/x", "203.0.113.5", 443);
+        tls.domain = Some(Cow::Borrowed("API.example.com"));
+        tls.name_source = Some(NameSource::Tls);
+        s.observe(&tls);
+        let mut http = obs(2, "/x", "203.0.113.9", 8080);
+        http.domain = Some(Cow::Borrowed("www.example.com"));
+        http.name_source = Some(NameSource::Http);
+        s.observe(&http);
+        let mut both = obs(3, "/x", "198.51.100.1", 443);
+        both.domain = Some(Cow::Borrowed("cdn.example.com"));
+        s.observe(&both);
+        both.name_source = Some(NameSource::Tls);
+        s.observe(&both);
+        let (yaml, p) = policy_of(&s);
+        assert!(
+            yaml.contains("to: [\"api.example.com\", \"cdn.example.com\"]"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("to: [\"www.example.com\"]"), "{yaml}");
+        assert!(!yaml.contains("203.0.113"), "{yaml}");
+        assert!(
+            yaml.contains(
+                "  # named by their first bytes, not by DNS: \"api.example.com\" (TLS)\n"
+            ),
+            "a name also seen by DNS is not marked\n{yaml}"
+        );
+        assert!(yaml.contains("\"www.example.com\" (HTTP)"), "{yaml}");
+        assert!(
+            yaml.contains("#   name_gate: {ports: [443, 8080]}"),
+            "{yaml}"
+        );
+        // egret's matcher approves them by the name their first bytes gave (no DNS name).
+        let m = Matcher::new(&p);
+        for o in [&tls, &http] {
+            let conn = Connection {
+                ip: o.ip,
+                port: o.port,
+                protocol: Some(policy::Protocol::Tcp),
+                executable: o.executable.as_deref(),
+                systemd_unit: None,
+                cgroup_path: None,
+                dns_names: &[],
+                container_name: None,
+                container_image: None,
+                pod_namespace: None,
+                pod_name: None,
+            };
+            assert!(!m.evaluate(&conn).is_approved(), "not by address\n{yaml}");
+            let name = o.domain.as_deref().unwrap_or_default().to_ascii_lowercase();
+            assert!(m.approve_name(&conn, &name).is_some(), "{name}\n{yaml}");
+        }
+        // Without names from first bytes, no such note.
+        let mut s = Suggester::new(LoopbackChoice::Auto, false);
+        s.observe(&obs(1, "/x", "203.0.113.5", 443));
+        let (yaml, _) = policy_of(&s);
+        assert!(
+            !yaml.contains("named by their first bytes") && !yaml.contains("name_gate"),
+            "{yaml}"
+        );
     }
 
     #[test]

@@ -566,3 +566,261 @@ fn a_busy_html_page_is_pinned() {
         );
     }
 }
+
+/// A TCP start line with connection id `id`, `extra` merged in.
+fn start(ts: &str, ip: &str, port: u16, id: &str, extra: &str) -> String {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&conn(ts, "/usr/bin/curl", ip, port, "tcp", extra)).unwrap();
+    merge(
+        &mut v,
+        serde_json::json!({"egret": {"connection": {"id": id}, "systemd": {"unit": "app.service"}}}),
+    );
+    v.to_string()
+}
+
+/// The end line of the connection [`start`] made with the same arguments, `extra` merged in.
+fn end(ts: &str, ip: &str, port: u16, id: &str, extra: &str) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(&start(ts, ip, port, id, extra)).unwrap();
+    merge(
+        &mut v,
+        serde_json::json!({"event": {"type": ["connection", "end"], "action": "connection-end",
+                                     "outcome": "success"},
+                           "egret": {"connection": {"start_seen": true}}}),
+    );
+    v.to_string()
+}
+
+/// Connections named by their first bytes: an SNI-only one (with its alert), two HTTP ones to
+/// one Host, a DNS-named one without an end line and one whose end made it unapproved, an end
+/// line twice, an end line without its start, and a UDP flow.
+fn first_bytes(dir: &TempDir) -> PathBuf {
+    let unapproved = r#","egret":{"policy":{"verdict":"unapproved","mode":"audit"}}"#;
+    let approved = r#","egret":{"policy":{"verdict":"approved","mode":"audit"}}"#;
+    let sni = r#","destination":{"ip":"203.0.113.5","port":443,"domain":"api.example.com"},"tls":{"client":{"server_name":"api.example.com"}},"egret":{"destination":{"name_source":"tls"},"tls":{"ja4":"t13d1516h2_8daaf6152771_02713d6af862"},"policy":{"verdict":"unapproved","mode":"audit"}}"#;
+    let http = |path: &str, status: u16| {
+        format!(
+            r#","destination":{{"ip":"203.0.113.9","port":80,"domain":"www.example.com"}},"http":{{"request":{{"method":"GET"}},"response":{{"status_code":{status}}},"version":"1.1"}},"url":{{"domain":"www.example.com","path":"{path}","query":"token=s3cr3t"}},"user_agent":{{"original":"curl/8.5.0"}},"egret":{{"destination":{{"name_source":"http"}},"policy":{{"verdict":"approved","mode":"audit"}}}}"#
+        )
+    };
+    let dns = r#","destination":{"ip":"198.51.100.1","port":443,"domain":"dns.example.com"},"egret":{"destination":{"name_source":"dns"},"policy":{"verdict":"approved","mode":"audit"}}"#;
+    let dns_then_mismatch = r#","destination":{"ip":"198.51.100.1","port":443,"domain":"dns.example.com"},"tls":{"client":{"server_name":"evil.example.net"}},"egret":{"destination":{"name_source":"dns","name_mismatch":true},"policy":{"verdict":"unapproved","mode":"audit"}}"#;
+    dir.write_lines(
+        "first-bytes.jsonl",
+        &[
+            start("2026-11-22T06:00:00Z", "203.0.113.5", 443, "c1", unapproved),
+            alert(
+                "2026-11-22T06:00:00.1Z",
+                "/usr/bin/curl",
+                "203.0.113.5",
+                443,
+                9,
+                r#","egret":{"systemd":{"unit":"app.service"}}"#,
+            ),
+            start("2026-11-22T06:00:01Z", "203.0.113.9", 80, "c2", approved),
+            end(
+                "2026-11-22T06:00:02Z",
+                "203.0.113.9",
+                80,
+                "c2",
+                &http("/index.html", 200),
+            ),
+            end("2026-11-22T06:00:03Z", "203.0.113.5", 443, "c1", sni),
+            end("2026-11-22T06:00:03Z", "203.0.113.5", 443, "c1", sni),
+            start("2026-11-22T06:00:04Z", "203.0.113.9", 80, "c3", approved),
+            end(
+                "2026-11-22T06:00:05Z",
+                "203.0.113.9",
+                80,
+                "c3",
+                &http("/index.html", 404),
+            ),
+            end("2026-11-22T06:00:06Z", "192.0.2.99", 443, "c9", sni),
+            start("2026-11-22T06:00:07Z", "198.51.100.1", 443, "c4", dns),
+            start("2026-11-22T06:00:08Z", "198.51.100.1", 443, "c5", dns),
+            end(
+                "2026-11-22T06:00:09Z",
+                "198.51.100.1",
+                443,
+                "c5",
+                dns_then_mismatch,
+            ),
+            conn(
+                "2026-11-22T06:00:10Z",
+                "/usr/bin/dig",
+                "10.0.0.53",
+                53,
+                "udp",
+                r#","egret":{"udp":{"datagrams":2},"connection":{"id":"u1"}}"#,
+            ),
+        ],
+    )
+}
+
+/// `v`'s destination labelled `name` (and `port`).
+fn dest<'v>(v: &'v serde_json::Value, name: &str, port: u16) -> &'v serde_json::Value {
+    v["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == name && d["port"] == port)
+        .unwrap_or_else(|| panic!("no {name}:{port} in {v}"))
+}
+
+#[test]
+fn end_lines_name_connections_and_each_is_counted_once() {
+    let dir = TempDir::new("first-bytes");
+    let (out, err, outcome) = run_ok(&args(vec![first_bytes(&dir)]));
+    assert_eq!((err.as_str(), outcome.bad_lines), ("", 0));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // c1..c5 and the UDP flow: the repeated end line and the one without a start add nothing.
+    assert_eq!(v["totals"]["connections"], 6, "{v}");
+    assert_eq!(
+        v["totals"]["unapproved"], 2,
+        "c1, and c5 after its end line"
+    );
+    assert_eq!(v["input"]["connection_lines"], 6);
+    assert_eq!(v["input"]["end_lines"], 4);
+    assert_eq!(v["input"]["ignored_lines"], 2);
+    let sni = dest(&v, "api.example.com", 443);
+    assert_eq!(sni["connections"], 1);
+    assert_eq!(sni["addresses"], serde_json::json!(["203.0.113.5"]));
+    assert_eq!(
+        sni["first_seen"], "2026-11-22T06:00:00Z",
+        "the start line's time"
+    );
+    assert!(sni.get("http").is_none(), "{sni}");
+    // The alert was written before any byte: it stays with the address.
+    let by_address = dest(&v, "203.0.113.5", 443);
+    assert_eq!(
+        (
+            by_address["connections"].as_u64(),
+            by_address["alerts"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    let web = dest(&v, "www.example.com", 80);
+    assert_eq!(web["connections"], 2);
+    assert_eq!(
+        web["http"],
+        serde_json::json!({
+            "requests": 2,
+            "paths": [{"method": "GET", "path": "/index.html", "connections": 2}],
+            "other_paths": 0,
+            "responses": 2,
+            "status_codes": [{"status_code": 200, "connections": 1},
+                             {"status_code": 404, "connections": 1}],
+            "other_status_codes": 0
+        })
+    );
+    let named = dest(&v, "dns.example.com", 443);
+    assert_eq!(
+        (named["connections"].as_u64(), named["unapproved"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(
+        !out.contains("s3cr3t") && !out.contains("token"),
+        "no query string"
+    );
+    let unit = &v["groups"]["systemd_unit"][0];
+    assert_eq!(
+        (unit["name"].as_str(), unit["connections"].as_u64()),
+        (Some("app.service"), Some(5))
+    );
+    assert!(
+        unit["destinations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d.get("http").is_none()),
+        "HTTP is listed with the top destinations only"
+    );
+
+    // A start line outside the range: its end line joins nothing.
+    let mut a = args(vec![first_bytes(&dir)]);
+    a.since = Some("2026-11-22T06:00:01Z".to_owned());
+    let (out, _, _) = run_ok(&a);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["totals"]["connections"], 5, "{v}");
+    assert_eq!(v["input"]["end_lines"], 3);
+    assert!(out.find("api.example.com").is_none(), "{out}");
+}
+
+#[test]
+fn http_requests_in_text_and_html() {
+    let dir = TempDir::new("first-bytes-text");
+    let mut a = args(vec![first_bytes(&dir)]);
+    a.format = Format::Text;
+    let (text, _, _) = run_ok(&a);
+    assert!(
+        text.contains(
+            "\nHTTP REQUESTS (first request of each connection; query strings left out: they may carry secrets)\n\
+             \x20 www.example.com:80/tcp: 2 requests, 2 responses\n\
+             \x20   2  GET /index.html\n\
+             \x20   status codes: 200 (1), 404 (1)\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("(6 connection, 4 end, 1 alert,"), "{text}");
+    assert!(!text.contains("s3cr3t"), "{text}");
+    a.format = Format::Html;
+    let (page, _, _) = run_ok(&a);
+    assert!(page.contains("<section id=\"http\">"), "{page}");
+    assert!(
+        page.contains("<span class=\"gname\">www.example.com:80/tcp</span><span class=\"gmeta\">2 requests, 2 responses · status codes 200 (1), 404 (1)</span>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<tr><td class=\"n\">2</td><td class=\"d\">GET /index.html</td></tr>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("6 connection lines (4 joined by their end lines)"),
+        "{page}"
+    );
+    assert!(!page.contains("s3cr3t"));
+    // Without HTTP there is no section at all.
+    let plain = sample(&dir);
+    let (page, _, _) = run_ok(&{
+        let mut a = args(vec![plain.clone()]);
+        a.format = Format::Html;
+        a
+    });
+    assert!(!page.contains("id=\"http\""));
+    let (text, _, _) = run_ok(&{
+        let mut a = args(vec![plain]);
+        a.format = Format::Text;
+        a
+    });
+    assert!(!text.contains("HTTP REQUESTS"));
+}
+
+#[test]
+fn suggest_policy_names_connections_by_their_first_bytes() {
+    let dir = TempDir::new("first-bytes-suggest");
+    let mut a = args(vec![first_bytes(&dir)]);
+    a.suggest_policy = true;
+    let (yaml, _, outcome) = run_ok(&a);
+    assert_eq!(outcome.connections, 6);
+    crate::policy::parse::parse_policy(&yaml, "s.yaml").unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert!(
+        yaml.contains("to: [\"api.example.com\", \"dns.example.com\"]"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("to: [\"www.example.com\"]"), "{yaml}");
+    assert!(
+        !yaml.contains("203.0.113."),
+        "no address where a name was seen\n{yaml}"
+    );
+    assert!(
+        yaml.contains("  # named by their first bytes, not by DNS: \"api.example.com\" (TLS)\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("  # named by their first bytes, not by DNS: \"www.example.com\" (HTTP)\n"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("#   name_gate: {ports: [80, 443]}\n"),
+        "{yaml}"
+    );
+}

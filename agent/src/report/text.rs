@@ -5,7 +5,10 @@ use std::fmt::Write as _;
 use super::{
     aggregate::Dimension,
     model::{DestDoc, GroupDoc, ReportDoc},
-    wording::{count, losses, not_listed, plural, seen},
+    wording::{
+        count, http_counts, http_dests, losses, not_listed, plural, request_label, seen,
+        status_codes, HTTP_NOTE,
+    },
 };
 
 /// Longest name shown in a table cell (longer ones are cut with `…`; JSON has them whole).
@@ -129,6 +132,35 @@ fn more(out: &mut String, total: usize, connections: u64, shown: &[DestDoc]) {
     }
 }
 
+/// The HTTP requests of the listed destinations that had any; nothing when none had.
+fn http_section(out: &mut String, dests: &[DestDoc]) {
+    let with_http = http_dests(dests);
+    if with_http.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nHTTP REQUESTS ({HTTP_NOTE})");
+    for (label, h) in with_http {
+        let _ = writeln!(out, "  {}: {}", cell(&label), http_counts(h));
+        let mut rows: Vec<(u64, String)> = h
+            .paths
+            .iter()
+            .map(|p| (p.connections, cell(&request_label(p))))
+            .collect();
+        if h.other_paths > 0 {
+            rows.push((h.other_paths, "(other requests)".to_owned()));
+        }
+        let width = rows
+            .iter()
+            .map(|(n, _)| n.to_string().len())
+            .max()
+            .unwrap_or(0);
+        for (n, label) in rows {
+            let _ = writeln!(out, "    {n:>width$}  {label}");
+        }
+        let _ = writeln!(out, "    status codes: {}", status_codes(h));
+    }
+}
+
 /// The whole report as text.
 pub fn render(r: &ReportDoc) -> String {
     let mut out = String::new();
@@ -160,10 +192,11 @@ pub fn render(r: &ReportDoc) -> String {
     let i = &r.input;
     let _ = writeln!(
         out,
-        "input: {}, {} ({} connection, {} alert, {} bad, {} outside the range, {} not used)",
+        "input: {}, {} ({} connection, {} end, {} alert, {} bad, {} outside the range, {} not used)",
         plural(count(i.files.len()), "file", "files"),
         plural(i.lines, "line", "lines"),
         i.connection_lines,
+        i.end_lines,
         i.alert_lines,
         i.bad_lines,
         i.out_of_range,
@@ -181,6 +214,7 @@ pub fn render(r: &ReportDoc) -> String {
     } else {
         table(&mut out, &r.destinations);
         more(&mut out, t.destinations, t.connections, &r.destinations);
+        http_section(&mut out, &r.destinations);
     }
     for dim in Dimension::ALL {
         let groups = r.groups.get(dim);

@@ -2,7 +2,8 @@
 //! what a table cut at `--top` leaves out.
 
 use super::{
-    model::{DestDoc, TotalsDoc},
+    aggregate::dest_label,
+    model::{DestDoc, HttpDoc, PathDoc, TotalsDoc},
     timespec::rfc3339_seconds,
 };
 
@@ -56,6 +57,62 @@ pub fn losses(totals: &TotalsDoc) -> Option<String> {
     })
 }
 
+/// What the HTTP sections say of themselves.
+pub const HTTP_NOTE: &str =
+    "first request of each connection; query strings left out: they may carry secrets";
+
+/// The listed destinations that had HTTP requests, each with its label
+/// (`www.example.com:80/tcp`), in the order listed.
+pub fn http_dests(dests: &[DestDoc]) -> Vec<(String, &HttpDoc)> {
+    dests
+        .iter()
+        .filter_map(|d| {
+            let label = dest_label(&d.destination, d.domain.is_some(), d.port, &d.transport);
+            d.http.as_ref().map(|h| (label, h))
+        })
+        .collect()
+}
+
+/// `GET /index.html`; `(no path)` for a request whose path egret did not see.
+pub fn request_label(p: &PathDoc) -> String {
+    let path = if p.path.is_empty() {
+        "(no path)"
+    } else {
+        &p.path
+    };
+    if p.method.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{} {path}", p.method)
+    }
+}
+
+/// `12 requests, 11 responses`.
+pub fn http_counts(h: &HttpDoc) -> String {
+    format!(
+        "{}, {}",
+        plural(h.requests, "request", "requests"),
+        plural(h.responses, "response", "responses")
+    )
+}
+
+/// `200 (9), 404 (2), other (1)`; `none` without responses.
+pub fn status_codes(h: &HttpDoc) -> String {
+    let mut parts: Vec<String> = h
+        .status_codes
+        .iter()
+        .map(|s| format!("{} ({})", s.status_code, s.connections))
+        .collect();
+    if h.other_status_codes > 0 {
+        parts.push(format!("other ({})", h.other_status_codes));
+    }
+    if parts.is_empty() {
+        "none".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +125,35 @@ mod tests {
             "2026-11-22T06:01:41Z"
         );
         assert_eq!(seen(None), "-");
+    }
+
+    #[test]
+    fn http_in_words() {
+        use crate::report::model::StatusDoc;
+        let p = |method: &str, path: &str| PathDoc {
+            method: method.to_owned(),
+            path: path.to_owned(),
+            connections: 1,
+        };
+        assert_eq!(request_label(&p("GET", "/a")), "GET /a");
+        assert_eq!(request_label(&p("", "/a")), "/a");
+        assert_eq!(request_label(&p("PUT", "")), "PUT (no path)");
+        let mut h = HttpDoc {
+            requests: 1,
+            paths: Vec::new(),
+            other_paths: 0,
+            responses: 0,
+            status_codes: Vec::new(),
+            other_status_codes: 0,
+        };
+        assert_eq!(status_codes(&h), "none");
+        assert_eq!(http_counts(&h), "1 request, 0 responses");
+        h.status_codes = vec![StatusDoc {
+            status_code: 200,
+            connections: 9,
+        }];
+        h.other_status_codes = 2;
+        assert_eq!(status_codes(&h), "200 (9), other (2)");
     }
 
     #[test]
