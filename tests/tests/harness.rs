@@ -86,13 +86,16 @@ fn parse_loop_output(out: &str) -> Result<(u64, u64)> {
 
 #[test]
 fn testclient_loops() -> Result<()> {
-    for sub in ["tcp-loop", "udp-loop"] {
+    for sub in ["tcp-loop", "request-loop", "udp-loop"] {
         let out = run_client(&[sub, "--addr", "127.0.0.1", "--duration-ms", "300"])?;
         let (ops, ns) = parse_loop_output(&out.stdout)?;
         ensure!(ops > 0, "{sub}: no ops");
         ensure!(ns >= 300_000_000, "{sub}: elapsed {ns} ns < duration");
         let out = run_client(&[sub, "--addr", "::1", "--duration-ms", "50"])?;
         ensure!(parse_loop_output(&out.stdout)?.0 > 0, "{sub} v6: no ops");
+        // The address may also come first, without `--addr`.
+        let out = run_client(&[sub, "::1", "--duration-ms", "50"])?;
+        ensure!(parse_loop_output(&out.stdout)?.0 > 0, "{sub} ADDR: no ops");
     }
     Ok(())
 }

@@ -11,7 +11,14 @@
 //! `dns` workload's baseline. `tcp-starts-only` runs the TCP loop with `--connection-ends off`
 //! (start lines only: what the connection-end programs cost is the gap to `tcp`), and
 //! `tcp-progress` with everything on (`--progress-interval 10`: per-packet counter copies);
-//! both share the `tcp` workload's baseline.
+//! both share the `tcp` workload's baseline. `tcp-request` sends an HTTP request on every
+//! connection and reads the answer (`egret-testclient request-loop`), egret with its defaults
+//! (the first bytes each way read and parsed); `tcp-request-plain` runs the same loop with
+//! `--first-bytes off` and shares `tcp-request`'s baseline: the gap between the two is what
+//! reading the first bytes costs.
+//!
+//! Besides the rates, every with-egret run records egret's own CPU time (user + system, all of
+//! its threads, from `/proc/<pid>/stat`) from its ready file to just before it is stopped.
 //!
 //! The cgroup, the egret launcher, the DNS server and the client runner are the end-to-end
 //! harness's; the binaries are the release builds next to `egret-bench`.
@@ -23,6 +30,7 @@ mod parse;
 mod policy;
 mod report;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::BufReader;
@@ -55,7 +63,9 @@ impl Workload {
             | Self::Dns
             | Self::DnsBlock
             | Self::TcpStartsOnly
-            | Self::TcpProgress => "connect",
+            | Self::TcpProgress
+            | Self::TcpRequest
+            | Self::TcpRequestPlain => "connect",
             Self::Udp => "send",
         }
     }
@@ -70,6 +80,8 @@ impl Workload {
             Self::DnsBlock => "dns-block",
             Self::TcpStartsOnly => "tcp-starts-only",
             Self::TcpProgress => "tcp-progress",
+            Self::TcpRequest => "tcp-request",
+            Self::TcpRequestPlain => "tcp-request-plain",
         }
     }
 
@@ -82,6 +94,8 @@ impl Workload {
             Self::DnsBlock => "dns resolve + tcp connect, block mode, domain rule".to_owned(),
             Self::TcpStartsOnly => "tcp connect, start lines only".to_owned(),
             Self::TcpProgress => "tcp connect, progress lines on".to_owned(),
+            Self::TcpRequest => "tcp connect + http request, first bytes read".to_owned(),
+            Self::TcpRequestPlain => "tcp connect + http request, --first-bytes off".to_owned(),
         }
     }
 
@@ -97,7 +111,42 @@ impl Workload {
 
     /// Whether every connect should also get a `connection-end` line.
     fn ends(self) -> bool {
-        matches!(self, Self::Tcp | Self::TcpPolicy | Self::TcpProgress)
+        matches!(
+            self,
+            Self::Tcp
+                | Self::TcpPolicy
+                | Self::TcpProgress
+                | Self::TcpRequest
+                | Self::TcpRequestPlain
+        )
+    }
+
+    /// Whether each connection carries an HTTP request: `Some(true)` when egret reads the
+    /// first bytes (every end line should name the request and its status), `Some(false)`
+    /// when it does not (no end line should).
+    fn reads_request(self) -> Option<bool> {
+        match self {
+            Self::TcpRequest => Some(true),
+            Self::TcpRequestPlain => Some(false),
+            _ => None,
+        }
+    }
+
+    /// The workload that measures the baseline this one shares in a round (the same load
+    /// without egret), if any.
+    fn baseline_owner(self) -> Option<Self> {
+        match self {
+            Self::TcpStartsOnly | Self::TcpProgress | Self::TcpPolicy => Some(Self::Tcp),
+            Self::TcpRequestPlain => Some(Self::TcpRequest),
+            Self::DnsBlock => Some(Self::Dns),
+            Self::Tcp | Self::Udp | Self::Dns | Self::TcpRequest => None,
+        }
+    }
+
+    /// The name `--workload` takes.
+    fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_owned())
     }
 
     /// The name every connect line should carry in `destination.domain`.
@@ -118,6 +167,17 @@ pub struct Round {
     pub egret_client: Option<ClientCounts>,
     pub log: LogSummary,
     pub egret_peak_rss_kib: Option<u64>,
+    /// egret's user + system CPU time (all its threads) from its ready file to just before
+    /// SIGTERM, in seconds; `None` if `/proc/<pid>/stat` could not be read.
+    pub egret_cpu_seconds: Option<f64>,
+}
+
+impl Round {
+    /// egret's CPU time per operation of the with-egret run, in µs.
+    pub fn egret_cpu_us_per_op(&self) -> Option<f64> {
+        let seconds = self.egret_cpu_seconds?;
+        (self.with_egret.ops > 0).then(|| seconds * 1e6 / self.with_egret.ops as f64)
+    }
 }
 
 /// One load-generator run.
@@ -310,10 +370,9 @@ fn measure(
                 options.rounds,
                 result.label,
                 measured.baseline.rate(),
-                match (shared_baseline.is_some(), workload) {
-                    (true, Workload::DnsBlock) => " (the dns workload's)",
-                    (true, _) => " (the tcp workload's)",
-                    (false, _) => "",
+                match (shared_baseline, workload.baseline_owner()) {
+                    (Some(_), Some(owner)) => format!(" (the {} workload's)", owner.name()),
+                    _ => String::new(),
                 },
                 measured.with_egret.rate()
             );
@@ -323,22 +382,15 @@ fn measure(
     Ok(results)
 }
 
-/// A round's `tcp` and `dns` baselines, which other workloads share (the same load without
-/// egret).
+/// A round's baselines, which other workloads share (the same load without egret: see
+/// [`Workload::baseline_owner`]).
 #[derive(Default)]
-struct Baselines {
-    tcp: Option<Measured>,
-    dns: Option<Measured>,
-}
+struct Baselines(BTreeMap<Workload, Measured>);
 
 impl Baselines {
     /// The baseline `workload` reuses, once the workload that measures it ran this round.
     fn shared_with(&self, workload: Workload) -> Option<Measured> {
-        match workload {
-            Workload::TcpStartsOnly | Workload::TcpProgress | Workload::TcpPolicy => self.tcp,
-            Workload::DnsBlock => self.dns,
-            Workload::Tcp | Workload::Udp | Workload::Dns => None,
-        }
+        self.0.get(&workload.baseline_owner()?).copied()
     }
 
     fn keep(&mut self, workload: Workload, round: &Round) {
@@ -346,15 +398,7 @@ impl Baselines {
             sample: round.baseline,
             client: round.baseline_client,
         };
-        match workload {
-            Workload::Tcp => self.tcp = Some(baseline),
-            Workload::Dns => self.dns = Some(baseline),
-            Workload::Udp
-            | Workload::TcpPolicy
-            | Workload::DnsBlock
-            | Workload::TcpStartsOnly
-            | Workload::TcpProgress => {}
-        }
+        self.0.insert(workload, baseline);
     }
 }
 
@@ -362,6 +406,7 @@ impl Baselines {
 fn test_client_command(workload: Workload) -> &'static str {
     match workload {
         Workload::Udp => "udp-loop",
+        Workload::TcpRequest | Workload::TcpRequestPlain => "request-loop",
         Workload::Tcp
         | Workload::TcpPolicy
         | Workload::Dns
@@ -381,7 +426,8 @@ fn egret_args(
     rig: Option<&dns::Rig>,
 ) -> Result<Vec<OsString>> {
     let args = match workload {
-        Workload::Tcp | Workload::Udp => Vec::new(),
+        Workload::Tcp | Workload::Udp | Workload::TcpRequest => Vec::new(),
+        Workload::TcpRequestPlain => vec!["--first-bytes".into(), "off".into()],
         Workload::TcpStartsOnly => vec!["--connection-ends".into(), "off".into()],
         Workload::TcpProgress => vec!["--progress-interval".into(), "10".into()],
         Workload::TcpPolicy => {
@@ -433,9 +479,15 @@ fn measure_round(
         dir.display()
     );
     let mut egret = Egret::start_in(&tools.egret, dir, cgroup.path(), egret_args)?;
+    // Start-up (loading the programs, reading /proc) is not the workload's.
+    let cpu_at_start = egret.pid().and_then(cpu_seconds);
     let with_egret = run_load(tools, cgroup, load, duration_ms)?;
     std::thread::sleep(SETTLE);
     let egret_peak_rss_kib = egret.pid().and_then(peak_rss_kib);
+    let egret_cpu_seconds = match (cpu_at_start, egret.pid().and_then(cpu_seconds)) {
+        (Some(start), Some(end)) => Some(end - start),
+        _ => None,
+    };
     let status = egret.stop_within(STOP_TIMEOUT)?;
     ensure!(
         status.success(),
@@ -458,6 +510,7 @@ fn measure_round(
         egret_client: with_egret.client,
         log,
         egret_peak_rss_kib,
+        egret_cpu_seconds,
     })
 }
 
@@ -505,6 +558,15 @@ fn run_test_client(
     parse::parse_ops_line(&output.stdout)
 }
 
+/// User + system CPU time of all of `pid`'s threads so far, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = parse::parse_stat_cpu_ticks(&stat)?;
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks as f64 / per_second as f64)
+}
+
 /// egret's peak resident set size (`VmHWM`, KiB), while it runs.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -523,6 +585,8 @@ mod tests {
                 Workload::Tcp,
                 Workload::TcpStartsOnly,
                 Workload::TcpProgress,
+                Workload::TcpRequest,
+                Workload::TcpRequestPlain,
                 Workload::Udp,
                 Workload::TcpPolicy,
                 Workload::Dns,
@@ -538,5 +602,21 @@ mod tests {
             ]),
             [Workload::Tcp, Workload::Dns, Workload::DnsBlock]
         );
+        assert_eq!(
+            chosen_workloads(&[Workload::TcpRequestPlain, Workload::TcpRequest]),
+            [Workload::TcpRequest, Workload::TcpRequestPlain]
+        );
+    }
+
+    #[test]
+    fn shared_baselines_are_measured_earlier_in_the_round() {
+        for workload in Workload::value_variants() {
+            if let Some(owner) = workload.baseline_owner() {
+                assert!(owner < *workload, "{workload:?} shares a later baseline");
+                assert_eq!(owner.baseline_owner(), None);
+                assert_eq!(test_client_command(owner), test_client_command(*workload));
+            }
+        }
+        assert_eq!(Workload::TcpRequestPlain.name(), "tcp-request-plain");
     }
 }

@@ -18,7 +18,7 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 2000)]
     pub duration_ms: u64,
     /// Workloads to run (repeatable; default: all, in the order tcp, tcp-starts-only,
-    /// tcp-progress, udp, tcp-policy, dns, dns-block).
+    /// tcp-progress, tcp-request, tcp-request-plain, udp, tcp-policy, dns, dns-block).
     #[arg(long = "workload", value_enum)]
     pub workloads: Vec<Workload>,
     /// Rules in the generated block-mode policy of the `tcp-policy` workload.
@@ -35,6 +35,11 @@ pub enum Workload {
     TcpStartsOnly,
     /// The TCP loop with everything on: end lines and `--progress-interval 10`.
     TcpProgress,
+    /// An HTTP request and its answer on each connection (`egret-testclient request-loop`);
+    /// egret's defaults: the first bytes each way are read.
+    TcpRequest,
+    /// The request loop with `--first-bytes off`.
+    TcpRequestPlain,
     Udp,
     /// The TCP loop with egret enforcing a large block-mode policy.
     TcpPolicy,
@@ -99,6 +104,21 @@ mod tests {
         ])?;
         assert_eq!(options.workloads, [Workload::Dns, Workload::DnsBlock]);
         assert!(parse(&["--workload", "dns_block"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn request_workloads() -> Result<(), clap::Error> {
+        let options = parse(&[
+            "--workload",
+            "tcp-request-plain",
+            "--workload",
+            "tcp-request",
+        ])?;
+        assert_eq!(
+            options.workloads,
+            [Workload::TcpRequestPlain, Workload::TcpRequest]
+        );
         Ok(())
     }
 }

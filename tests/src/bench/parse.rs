@@ -44,6 +44,11 @@ fn parse_sample(line: &str) -> Option<Sample> {
     })
 }
 
+/// The path of the request `egret-testclient request-loop` sends on every connection.
+pub const REQUEST_PATH: &str = "/api/v1/items";
+/// The status of the answer it gets.
+pub const RESPONSE_STATUS: u16 = 200;
+
 /// What one egret output file says.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LogSummary {
@@ -58,6 +63,12 @@ pub struct LogSummary {
     pub with_domain: u64,
     /// `connection-end` lines (TCP connections followed to their end).
     pub ends: u64,
+    /// Of those, lines whose `url.path` is [`REQUEST_PATH`] (read from the first bytes).
+    pub ends_with_path: u64,
+    /// Of those, lines whose `http.response.status_code` is [`RESPONSE_STATUS`].
+    pub ends_with_status: u64,
+    /// Of those, lines with anything read from the first bytes (`tls`, `http` or `url`).
+    pub ends_with_first_bytes: u64,
     /// The last metric line, if any.
     pub metrics: Option<Metrics>,
     /// Lines that were not JSON.
@@ -102,7 +113,7 @@ impl LogSummary {
             ..
         } = &doc.event;
         if kind == "event" && line_action == "connection-end" {
-            self.ends += 1;
+            self.count_end(doc);
         }
         if kind != "event" || line_action != action {
             return;
@@ -118,6 +129,35 @@ impl LogSummary {
             self.with_domain += 1;
         }
     }
+}
+
+impl LogSummary {
+    /// An end line, and what its first bytes said.
+    fn count_end(&mut self, doc: &Document<'_>) {
+        self.ends += 1;
+        let path = doc.url.as_ref().and_then(|u| u.path.as_deref());
+        self.ends_with_path += u64::from(path == Some(REQUEST_PATH));
+        let status = doc
+            .http
+            .as_ref()
+            .and_then(|h| h.response)
+            .map(|r| r.status_code);
+        self.ends_with_status += u64::from(status == Some(RESPONSE_STATUS));
+        let read = doc.tls.is_some() || doc.http.is_some() || doc.url.is_some();
+        self.ends_with_first_bytes += u64::from(read);
+    }
+}
+
+/// User + system time of all of a process's threads, in clock ticks: fields 14 and 15
+/// (`utime`, `stime`) of `/proc/<pid>/stat` text. The second field (`comm`, in parentheses)
+/// may hold spaces and parentheses itself, so the fields are counted from its last `)`.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    // After `comm` comes field 3 (`state`): utime is the 12th field from there.
+    let mut fields = after_comm.split_whitespace().skip(14 - 3);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    utime.checked_add(stime)
 }
 
 /// Peak resident set size (`VmHWM`, KiB) from `/proc/<pid>/status` text.
@@ -264,6 +304,50 @@ not json
     fn a_metric_line_without_its_counters_is_an_error() {
         let log = r#"{"event":{"kind":"metric"},"egret":{}}"#;
         assert!(summarize_log(log.as_bytes(), "connect", None).is_err());
+    }
+
+    #[test]
+    fn counts_what_end_lines_read_from_the_first_bytes() -> Result<()> {
+        let log = r#"{"event":{"kind":"event","action":"connect"}}
+{"event":{"kind":"event","action":"connection-end"},"http":{"request":{"method":"GET"},"response":{"status_code":200}},"url":{"path":"/api/v1/items","query":"page=2"}}
+{"event":{"kind":"event","action":"connection-end"},"http":{"request":{"method":"GET"}},"url":{"path":"/api/v1/items"}}
+{"event":{"kind":"event","action":"connection-end"},"http":{"response":{"status_code":404}},"url":{"path":"/other"}}
+{"event":{"kind":"event","action":"connection-end"},"tls":{"client":{"server_name":"svc.bench.test"}}}
+{"event":{"kind":"event","action":"connection-end"}}
+{"event":{"kind":"alert","action":"connection-end"},"url":{"path":"/api/v1/items"}}
+"#;
+        let s = summarize_log(log.as_bytes(), "connect", None)?;
+        assert_eq!(
+            (
+                s.events,
+                s.ends,
+                s.ends_with_path,
+                s.ends_with_status,
+                s.ends_with_first_bytes
+            ),
+            (1, 5, 2, 1, 4)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn parses_cpu_ticks_from_proc_stat() {
+        // A `comm` with spaces and parentheses, even one that looks like more fields.
+        let stat = "4242 (egret (x) 1 2 3) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                    250 75 0 0 20 0 5 0 987654 123456789 4567 18446744073709551615 1 1 0 0 0 0 \
+                    0 4096 17920 0 0 0 17 1 0 0 0 0 0\n";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(325));
+        let plain = "1 (egret) R 0 1 1 0 -1 4194560 0 0 0 0 7 3 0 0 20 0 1 0 5 0 0";
+        assert_eq!(parse_stat_cpu_ticks(plain), Some(10));
+        assert_eq!(parse_stat_cpu_ticks("1 (egret) R 0 1"), None);
+        assert_eq!(
+            parse_stat_cpu_ticks("1 egret R 0 1 1 0 -1 0 0 0 0 0 7 3"),
+            None
+        );
+        assert_eq!(
+            parse_stat_cpu_ticks("1 (e) R 0 1 1 0 -1 0 0 0 0 0 x 3 0"),
+            None
+        );
     }
 
     #[test]

@@ -8,12 +8,20 @@ use serde::Serialize;
 use super::dns::{self, ClientCounts};
 use egret::metrics::Metrics;
 
-use super::parse::median;
+use super::parse::{median, REQUEST_PATH, RESPONSE_STATUS};
 use super::{Round, Workload, WorkloadResult};
 
 /// With egret, the TCP connect loop must keep at least this share of its baseline rate (also
 /// when egret enforces a block-mode policy).
 const MIN_TCP_RATIO: f64 = 0.90;
+/// With the first bytes read, at least this share of a `tcp-request` run's end lines must
+/// name the request's path and the answer's status.
+const MIN_REQUEST_SHARE: f64 = 0.999;
+/// What the CPU column counts, printed under the table.
+const CPU_NOTE: &str = "egret CPU µs/op: user + system time of all of egret's threads \
+     (/proc/<pid>/stat utime + stime) from its ready file to just before SIGTERM (the loop, then \
+     1.5 s of settling), divided by the loop's operations in that run; median of the rounds. \
+     The eBPF programs run in the load's own threads and are not in it (they are in the ratio).";
 
 #[derive(Serialize)]
 struct Summary<'a> {
@@ -41,10 +49,48 @@ struct Summary<'a> {
     events_lost_kernel: Option<u64>,
     events_dropped_userspace: Option<u64>,
     egret_peak_rss_kib: Option<u64>,
+    /// egret's own CPU time per operation, in µs: see [`CPU_NOTE`]. Median and range of the
+    /// rounds; null if no round could read it.
+    egret_cpu_us_per_op: Option<f64>,
+    egret_cpu_us_per_op_min: Option<f64>,
+    egret_cpu_us_per_op_max: Option<f64>,
+    /// The request workloads' own checks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<RequestSummary>,
     /// The resolve-and-connect workloads' own checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     dns: Option<DnsSummary>,
     rounds: &'a [Round],
+}
+
+/// What the end lines of a `tcp-request` / `tcp-request-plain` workload read from the first
+/// bytes (sums over rounds).
+#[derive(Serialize)]
+struct RequestSummary {
+    /// Whether egret read the first bytes (`--first-bytes`).
+    first_bytes: bool,
+    path: &'static str,
+    status: u16,
+    /// End lines whose `url.path` is `path`.
+    ends_with_path: u64,
+    /// End lines whose `http.response.status_code` is `status`.
+    ends_with_status: u64,
+    /// End lines with anything from the first bytes (`tls`, `http`, `url`).
+    ends_with_first_bytes: u64,
+    /// `first_bytes_read` / `first_bytes_evicted` of each run's last metric line; null if a
+    /// run wrote none.
+    first_bytes_read: Option<u64>,
+    first_bytes_evicted: Option<u64>,
+}
+
+/// What reading the first bytes costs per connection: `tcp-request` − `tcp-request-plain`
+/// (medians, same run, same baseline).
+#[derive(Serialize, Debug, PartialEq)]
+struct FirstBytesCost {
+    /// Added wall time per connection of the loop, in µs.
+    added_us_per_connection: f64,
+    /// Added egret CPU per connection, in µs (null if either could not be read).
+    egret_cpu_us_per_connection: Option<f64>,
 }
 
 /// What a `dns` / `dns-block` workload's client and egret reported (sums over rounds).
@@ -91,6 +137,8 @@ struct Results<'a> {
     workloads: Vec<Summary<'a>>,
     /// Null unless the `dns` and `tcp` workloads both ran.
     dns_answer_cost: Option<AnswerCost>,
+    /// Null unless `tcp-request` and `tcp-request-plain` both ran.
+    first_bytes_cost: Option<FirstBytesCost>,
     target_missed: Vec<String>,
 }
 
@@ -105,6 +153,8 @@ pub fn report(
     print_table(&workloads);
     let dns_answer_cost = answer_cost(&workloads);
     print_dns(&workloads, dns_answer_cost.as_ref());
+    let first_bytes_cost = first_bytes_cost(&workloads);
+    print_requests(&workloads, first_bytes_cost.as_ref());
     let target_missed = target_misses(&workloads);
     let document = Results {
         rounds,
@@ -116,6 +166,7 @@ pub fn report(
         cpus: std::thread::available_parallelism().map_or(0, usize::from),
         workloads,
         dns_answer_cost,
+        first_bytes_cost,
         target_missed,
     };
     let path = work_dir.join("results.json");
@@ -132,6 +183,10 @@ fn summarize(result: &WorkloadResult) -> Summary<'_> {
     let with_egret: Vec<f64> = rounds.iter().map(|r| r.with_egret.rate()).collect();
     let baseline_ops_per_sec = median(&baseline).unwrap_or(0.0);
     let egret_ops_per_sec = median(&with_egret).unwrap_or(0.0);
+    let cpu: Vec<f64> = rounds
+        .iter()
+        .filter_map(Round::egret_cpu_us_per_op)
+        .collect();
     Summary {
         workload: result.workload,
         label: result.label.clone(),
@@ -150,6 +205,22 @@ fn summarize(result: &WorkloadResult) -> Summary<'_> {
         events_lost_kernel: sum_metric(rounds, |m| m.events_lost_kernel),
         events_dropped_userspace: sum_metric(rounds, |m| m.events_dropped_userspace),
         egret_peak_rss_kib: rounds.iter().filter_map(|r| r.egret_peak_rss_kib).max(),
+        egret_cpu_us_per_op: median(&cpu),
+        egret_cpu_us_per_op_min: cpu.iter().copied().reduce(f64::min),
+        egret_cpu_us_per_op_max: cpu.iter().copied().reduce(f64::max),
+        request: result
+            .workload
+            .reads_request()
+            .map(|first_bytes| RequestSummary {
+                first_bytes,
+                path: REQUEST_PATH,
+                status: RESPONSE_STATUS,
+                ends_with_path: rounds.iter().map(|r| r.log.ends_with_path).sum(),
+                ends_with_status: rounds.iter().map(|r| r.log.ends_with_status).sum(),
+                ends_with_first_bytes: rounds.iter().map(|r| r.log.ends_with_first_bytes).sum(),
+                first_bytes_read: sum_metric(rounds, |m| m.first_bytes_read),
+                first_bytes_evicted: sum_metric(rounds, |m| m.first_bytes_evicted),
+            }),
         dns: result.dns_iterations.map(|iterations_per_run| {
             let mut baseline_client = ClientCounts::default();
             let mut egret_client = ClientCounts::default();
@@ -201,6 +272,19 @@ fn answer_cost(workloads: &[Summary<'_>]) -> Option<AnswerCost> {
     })
 }
 
+fn first_bytes_cost(workloads: &[Summary<'_>]) -> Option<FirstBytesCost> {
+    let find = |workload: Workload| workloads.iter().find(|s| s.workload == workload);
+    let on = find(Workload::TcpRequest)?;
+    let off = find(Workload::TcpRequestPlain)?;
+    Some(FirstBytesCost {
+        added_us_per_connection: on.added_us_per_op - off.added_us_per_op,
+        egret_cpu_us_per_connection: on
+            .egret_cpu_us_per_op
+            .zip(off.egret_cpu_us_per_op)
+            .map(|(on, off)| on - off),
+    })
+}
+
 fn ratio(with: f64, without: f64) -> f64 {
     if without > 0.0 {
         with / without
@@ -220,6 +304,10 @@ fn show(value: Option<u64>) -> String {
     value.map_or_else(|| "?".to_owned(), |v| v.to_string())
 }
 
+fn show_us(us: Option<f64>) -> String {
+    us.map_or_else(|| "?".to_owned(), |us| format!("{us:.2}"))
+}
+
 fn show_rss(kib: Option<u64>) -> String {
     kib.map_or_else(
         || "?".to_owned(),
@@ -235,11 +323,12 @@ fn print_table(workloads: &[Summary<'_>]) {
         .unwrap_or(0)
         .max(12);
     println!(
-        "{:<width$} {:>14} {:>14} {:>6} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
+        "{:<width$} {:>14} {:>14} {:>6} {:>16} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
         "workload",
         "baseline ops/s",
         "egret ops/s",
         "ratio",
+        "egret CPU µs/op",
         "events/ops",
         "ends",
         "lost(kernel)",
@@ -249,11 +338,12 @@ fn print_table(workloads: &[Summary<'_>]) {
     );
     for s in workloads {
         println!(
-            "{:<width$} {:>14.0} {:>14.0} {:>6.3} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
+            "{:<width$} {:>14.0} {:>14.0} {:>6.3} {:>16} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
             s.label,
             s.baseline_ops_per_sec,
             s.egret_ops_per_sec,
             s.ratio,
+            show_us(s.egret_cpu_us_per_op),
             format!("{}/{}", s.events_logged, s.ops_with_egret),
             if s.workload.ends() {
                 s.ends_logged.to_string()
@@ -268,6 +358,37 @@ fn print_table(workloads: &[Summary<'_>]) {
             } else {
                 "-".to_owned()
             },
+        );
+    }
+    println!("{CPU_NOTE}");
+}
+
+/// The request workloads' checks and the derived cost of reading the first bytes.
+fn print_requests(workloads: &[Summary<'_>], cost: Option<&FirstBytesCost>) {
+    for s in workloads {
+        let Some(r) = &s.request else { continue };
+        println!(
+            "{}: {}/{} end lines with url.path {}, {}/{} with http.response.status_code {}, \
+             {} with anything from the first bytes; first_bytes_read {}, evicted {}",
+            s.label,
+            r.ends_with_path,
+            s.ends_logged,
+            r.path,
+            r.ends_with_status,
+            s.ends_logged,
+            r.status,
+            r.ends_with_first_bytes,
+            show(r.first_bytes_read),
+            show(r.first_bytes_evicted),
+        );
+    }
+    if let Some(cost) = cost {
+        println!(
+            "reading the first bytes costs {:+.2} µs per connection of the loop and {} µs of \
+             egret CPU (tcp-request − tcp-request-plain)",
+            cost.added_us_per_connection,
+            cost.egret_cpu_us_per_connection
+                .map_or_else(|| "?".to_owned(), |us| format!("{us:+.2}")),
         );
     }
 }
@@ -378,8 +499,40 @@ fn target_misses(workloads: &[Summary<'_>]) -> Vec<String> {
         if let Some(dns) = &s.dns {
             dns_misses(s, dns, &mut misses);
         }
+        if let Some(request) = &s.request {
+            request_misses(s, request, &mut misses);
+        }
     }
     misses
+}
+
+fn request_misses(s: &Summary<'_>, r: &RequestSummary, misses: &mut Vec<String>) {
+    let label = &s.label;
+    if !r.first_bytes {
+        if r.ends_with_first_bytes > 0 {
+            misses.push(format!(
+                "{label}: {} end lines carry first bytes though --first-bytes is off",
+                r.ends_with_first_bytes
+            ));
+        }
+        return;
+    }
+    let least = (s.ends_logged as f64 * MIN_REQUEST_SHARE).ceil() as u64;
+    for (field, value, seen) in [
+        ("url.path", r.path.to_owned(), r.ends_with_path),
+        (
+            "http.response.status_code",
+            r.status.to_string(),
+            r.ends_with_status,
+        ),
+    ] {
+        if seen < least || s.ends_logged == 0 {
+            misses.push(format!(
+                "{label}: {seen} of {} end lines with {field} {value}",
+                s.ends_logged
+            ));
+        }
+    }
 }
 
 fn dns_misses(s: &Summary<'_>, dns: &DnsSummary, misses: &mut Vec<String>) {
@@ -462,6 +615,9 @@ mod tests {
                 blocked: 0,
                 with_domain: 0,
                 ends: events,
+                ends_with_path: 0,
+                ends_with_status: 0,
+                ends_with_first_bytes: 0,
                 metrics: Some(Metrics {
                     events_received: events,
                     events_lost_kernel: lost,
@@ -472,6 +628,7 @@ mod tests {
                 unparsable_lines: 0,
             },
             egret_peak_rss_kib: Some(1000 + lost),
+            egret_cpu_seconds: Some(egret_ops as f64 * 1e-5),
         }
     }
 
@@ -653,6 +810,54 @@ mod tests {
         );
         assert_eq!(answer_cost(&summaries[1..]), None);
         assert_eq!(added_us(0.0, 10.0), 0.0);
+    }
+
+    #[test]
+    fn request_workloads_check_the_first_bytes_and_derive_their_cost() {
+        // on: 100 000 → 50 000 ops/s (+10 µs), 10 µs of egret CPU per op; off: → 80 000
+        // (+2.5 µs), 4 µs per op.
+        let mut on = round(100_000, 50_000, 50_000, 0);
+        on.log.ends_with_path = 50_000;
+        on.log.ends_with_status = 49_000;
+        on.log.ends_with_first_bytes = 50_000;
+        on.egret_cpu_seconds = Some(0.5);
+        let mut off = round(100_000, 80_000, 80_000, 0);
+        off.log.ends_with_first_bytes = 2;
+        off.egret_cpu_seconds = Some(0.32);
+        let on = workload_result(Workload::TcpRequest, vec![on]);
+        let off = workload_result(Workload::TcpRequestPlain, vec![off]);
+        let (on, off) = (summarize(&on), summarize(&off));
+        assert_eq!(on.egret_cpu_us_per_op, Some(10.0));
+        assert_eq!(off.egret_cpu_us_per_op_max, Some(4.0));
+        let none = workload_result(Workload::TcpRequest, vec![]);
+        assert_eq!(summarize(&none).egret_cpu_us_per_op, None);
+        assert_eq!(
+            first_bytes_cost(&[on, off]),
+            Some(FirstBytesCost {
+                added_us_per_connection: 7.5,
+                egret_cpu_us_per_connection: Some(6.0),
+            })
+        );
+    }
+
+    #[test]
+    fn request_workloads_miss_without_their_first_bytes() {
+        let mut on = round(100, 100, 100, 0);
+        on.log.ends_with_path = 100;
+        on.log.ends_with_status = 98;
+        let mut off = round(100, 90, 90, 0);
+        off.log.ends_with_first_bytes = 3;
+        let on_label = Workload::TcpRequest.label(0);
+        let off_label = Workload::TcpRequestPlain.label(0);
+        let on = workload_result(Workload::TcpRequest, vec![on]);
+        let off = workload_result(Workload::TcpRequestPlain, vec![off]);
+        assert_eq!(
+            target_misses(&[summarize(&on), summarize(&off)]),
+            vec![
+                format!("{on_label}: 98 of 100 end lines with http.response.status_code 200"),
+                format!("{off_label}: 3 end lines carry first bytes though --first-bytes is off"),
+            ]
+        );
     }
 
     #[test]

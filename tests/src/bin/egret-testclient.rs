@@ -8,8 +8,9 @@
 //! egret-testclient tcp-exchange <ADDR> <PORT> --send BYTES [--hold-ms MS] [--hold-until-file PATH]
 //!                               [--half-close] [ignored...]
 //! egret-testclient sleep-then-tcp <MS> <ADDR> <PORT> [ignored...]
-//! egret-testclient tcp-loop [--addr 127.0.0.1] [--duration-ms N]
-//! egret-testclient udp-loop [--addr 127.0.0.1] [--duration-ms N]
+//! egret-testclient tcp-loop [ADDR | --addr 127.0.0.1] [--duration-ms N]
+//! egret-testclient request-loop [ADDR | --addr 127.0.0.1] [--duration-ms N]
+//! egret-testclient udp-loop [ADDR | --addr 127.0.0.1] [--duration-ms N]
 //! egret-testclient connect-loop [--duration-ms N | --count N] [--interval-ms N]
 //!                               [--status-file PATH] [--stop-file PATH] [--udp] ADDR PORT...
 //! ```
@@ -22,6 +23,10 @@
 //! down first, reads until the server closes and prints `received=<N>`. `udp-exchange` sends N
 //! datagrams of BYTES from a connected socket and reads one reply after each, printing
 //! `replies=<N>`.
+//!
+//! The loops print `ops=<N> elapsed_ns=<T>`. `tcp-loop` connects and resets, not a byte sent;
+//! `request-loop` sends an HTTP/1.1 GET on each connection and reads a `200` answer from
+//! the server side (the same thread) first. `udp-loop` sends one datagram from a new socket.
 //!
 //! `connect-loop` connects (TCP, or with `--udp` sends one datagram from a new
 //! socket) to every PORT in turn, a round every `--interval-ms` (default 10), for
@@ -40,7 +45,7 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: egret-testclient (tcp|udp-connect) ADDR PORT [..] | udp-send ADDR PORT [--count N] [--size B] [..] | \
                      udp-exchange ADDR PORT --count N --size B [..] | tcp-exchange ADDR PORT --send B [--hold-ms MS] [--half-close] [..] | \
-                     sleep-then-tcp MS ADDR PORT [..] | (tcp-loop|udp-loop) [--addr A] [--duration-ms N] | \
+                     sleep-then-tcp MS ADDR PORT [..] | (tcp-loop|request-loop|udp-loop) [ADDR] [--duration-ms N] | \
                      connect-loop [--duration-ms N | --count N] [--interval-ms N] [--status-file PATH] [--stop-file PATH] [--udp] ADDR PORT...";
 
 fn dest(args: &[String]) -> Result<SocketAddr> {
@@ -152,11 +157,15 @@ fn tcp_exchange(
     Ok(())
 }
 
+/// A loop's address (`ADDR` first, or `--addr`; default 127.0.0.1) and `--duration-ms`.
 fn loop_params(args: &[String]) -> Result<(IpAddr, Duration)> {
-    let addr = opt(args, "--addr").unwrap_or("127.0.0.1");
+    let positional = args.first().filter(|a| !a.starts_with("--"));
+    let addr = opt(args, "--addr")
+        .or(positional.map(String::as_str))
+        .unwrap_or("127.0.0.1");
     let addr: IpAddr = addr
         .parse()
-        .with_context(|| format!("bad --addr {addr:?}"))?;
+        .with_context(|| format!("bad address {addr:?}"))?;
     let ms = opt(args, "--duration-ms").unwrap_or("1000");
     let ms: u64 = ms
         .parse()
@@ -164,41 +173,79 @@ fn loop_params(args: &[String]) -> Result<(IpAddr, Duration)> {
     Ok((addr, Duration::from_millis(ms)))
 }
 
-fn tcp_loop(addr: IpAddr, duration: Duration) -> Result<()> {
+/// The request every `request-loop` connection sends.
+const HTTP_REQUEST: &[u8] = b"GET /api/v1/items?page=2 HTTP/1.1\r\nHost: svc.bench.test\r\n\
+User-Agent: egret-bench/1\r\nAccept: */*\r\n\r\n";
+/// The answer the server side writes.
+const HTTP_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+/// Self-paced loopback connect loop for `duration`: each connect is accepted by this same
+/// thread before the next one, so the listen backlog never overflows (an overflow drops the
+/// SYN and costs a 1 s retransmit), and `exchange` gets both ends (client, server). Both ends
+/// close with RST (linger 0): whichever side closed first would otherwise hold a TIME_WAIT
+/// socket for 60 s, and a tight loop exhausts the ephemeral ports in seconds. Prints
+/// `ops=<N> elapsed_ns=<T>`.
+fn connect_accept_loop(
+    name: &str,
+    addr: IpAddr,
+    duration: Duration,
+    mut exchange: impl FnMut(&mut TcpStream, &mut TcpStream) -> std::io::Result<()>,
+) -> Result<()> {
     let listener =
         TcpListener::bind(SocketAddr::new(addr, 0)).with_context(|| format!("bind {addr}:0"))?;
     let to = listener.local_addr()?;
-    // Self-pacing: each connect is accepted by this same thread before the next one, so the
-    // listen backlog never overflows (an overflow drops the SYN and costs a 1 s retransmit).
-    // Both ends close with RST (linger 0): whichever side closed first would otherwise hold a
-    // TIME_WAIT socket for 60 s, and a tight loop exhausts the ephemeral ports in seconds.
     let start = Instant::now();
     let mut ops: u64 = 0;
     let mut errors: u64 = 0;
     while start.elapsed() < duration {
         // A refused or reset connect (a port still held by an earlier run) is counted, not fatal.
-        match TcpStream::connect(to) {
-            Ok(s) => {
-                set_linger_zero(&s);
-                if let Ok((accepted, _)) = listener.accept() {
-                    set_linger_zero(&accepted);
-                }
-                drop(s);
-                ops += 1;
-            }
+        let done = TcpStream::connect(to).and_then(|mut client| {
+            set_linger_zero(&client);
+            let (mut server, _) = listener.accept()?;
+            set_linger_zero(&server);
+            exchange(&mut client, &mut server)
+        });
+        match done {
+            Ok(()) => ops += 1,
             Err(err) => {
                 errors += 1;
                 if errors > ops.max(100) {
-                    bail!("connect {to}: {err} ({errors} failures after {ops} ops)");
+                    bail!("{name} {to}: {err} ({errors} failures after {ops} ops)");
                 }
             }
         }
     }
     if errors > 0 {
-        eprintln!("tcp-loop: {errors} connects failed");
+        eprintln!("{name}: {errors} connections failed");
     }
     println!("ops={ops} elapsed_ns={}", start.elapsed().as_nanos());
     Ok(())
+}
+
+/// Connects and closes, not a byte sent.
+fn tcp_loop(addr: IpAddr, duration: Duration) -> Result<()> {
+    connect_accept_loop("tcp-loop", addr, duration, |_, _| Ok(()))
+}
+
+/// Connects, sends [`HTTP_REQUEST`], the server side reads it and answers [`HTTP_RESPONSE`],
+/// the client reads that; then both close.
+fn request_loop(addr: IpAddr, duration: Duration) -> Result<()> {
+    use std::io::{Error, ErrorKind, Read};
+    connect_accept_loop("request-loop", addr, duration, |client, server| {
+        client.write_all(HTTP_REQUEST)?;
+        let mut request = [0u8; HTTP_REQUEST.len()];
+        server.read_exact(&mut request)?;
+        server.write_all(HTTP_RESPONSE)?;
+        let mut response = [0u8; HTTP_RESPONSE.len()];
+        client.read_exact(&mut response)?;
+        if request != HTTP_REQUEST || response != HTTP_RESPONSE {
+            return Err(Error::new(
+                ErrorKind::InvalidData,
+                "request or response garbled",
+            ));
+        }
+        Ok(())
+    })
 }
 
 fn udp_loop(addr: IpAddr, duration: Duration) -> Result<()> {
@@ -446,6 +493,10 @@ fn run() -> Result<()> {
         "tcp-loop" => {
             let (addr, d) = loop_params(rest)?;
             tcp_loop(addr, d)
+        }
+        "request-loop" => {
+            let (addr, d) = loop_params(rest)?;
+            request_loop(addr, d)
         }
         "udp-loop" => {
             let (addr, d) = loop_params(rest)?;
