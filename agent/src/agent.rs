@@ -252,6 +252,10 @@ async fn event_loop(
         tokio::time::interval_at(tokio::time::Instant::now() + metrics_every, metrics_every);
     metrics_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
+    // Before the ready file: a SIGHUP sent as soon as egret says it is ready must reload,
+    // not kill it.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(AgentError::Poll)?;
     if let Some(path) = &config.attach.ready_file {
         std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| {
             AgentError::ReadyFile {
@@ -261,8 +265,6 @@ async fn event_loop(
         })?;
     }
     pipeline.emitter().telemetry().set_ready(true);
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .map_err(AgentError::Poll)?;
     let mut watch = config
         .policy
         .watch

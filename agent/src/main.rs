@@ -74,22 +74,30 @@ fn init_logging(level: log::LevelFilter) {
         .init();
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now, and returns a future that completes on the
+/// first of them. Installing eagerly matters: the ready file is written before the event
+/// loop first polls this future, and a SIGTERM in between must not kill egret unflushed.
+/// Must be called inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (mut int, mut term) = match (
+    let handlers = match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
     ) {
-        (Ok(int), Ok(term)) => (int, term),
+        (Ok(int), Ok(term)) => Some((int, term)),
         (Err(err), _) | (_, Err(err)) => {
             log::error!("cannot install signal handlers ({err}); stop egret with SIGKILL");
-            return std::future::pending().await;
+            None
         }
     };
-    tokio::select! {
-        _ = int.recv() => log::info!("SIGINT: detaching and flushing"),
-        _ = term.recv() => log::info!("SIGTERM: detaching and flushing"),
+    async move {
+        let Some((mut int, mut term)) = handlers else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => log::info!("SIGINT: detaching and flushing"),
+            _ = term.recv() => log::info!("SIGTERM: detaching and flushing"),
+        }
     }
 }
 
@@ -252,7 +260,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            let metrics = runtime.block_on(egret::run(&config, shutdown_signal()))?;
+            let metrics =
+                runtime.block_on(async { egret::run(&config, shutdown_signal()).await })?;
             log::info!(
                 "stopped: {} events received, {} lost in the kernel, {} dropped in userspace",
                 metrics.events_received,
