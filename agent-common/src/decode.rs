@@ -7,8 +7,8 @@
 use core::{fmt, mem::size_of, ptr};
 
 use crate::{
-    CgroupMkdirEvent, ConnEndEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent,
-    ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SockReleaseEvent, EVENT_VERSION,
+    CgroupMkdirEvent, ConnEndEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecEvent,
+    ExitEvent, ForkEvent, PayloadEvent, SockReleaseEvent, EVENT_VERSION,
 };
 
 /// One decoded record.
@@ -20,7 +20,6 @@ use crate::{
 pub enum Event {
     Connect(ConnectEvent),
     Send(ConnectEvent),
-    ExecArgs(ExecArgsEvent),
     Exec(ExecEvent),
     Fork(ForkEvent),
     Exit(ExitEvent),
@@ -99,7 +98,6 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     Ok(match event_kind {
         EventKind::Connect => Event::Connect(read(bytes, kind)?),
         EventKind::Send => Event::Send(read(bytes, kind)?),
-        EventKind::ExecArgs => Event::ExecArgs(read(bytes, kind)?),
         EventKind::Exec => Event::Exec(read(bytes, kind)?),
         EventKind::Fork => Event::Fork(read(bytes, kind)?),
         EventKind::Exit => Event::Exit(read(bytes, kind)?),
@@ -154,7 +152,7 @@ mod tests {
             addr: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
             prev_datagrams: 9,
             verdict: crate::VERDICT_BLOCKED,
-            _pad: 0,
+            euid: 1000,
             netns: 4026531840,
         }
     }
@@ -173,7 +171,6 @@ mod tests {
         match event {
             Event::Connect(e) => (EventKind::Connect, encode(e)),
             Event::Send(e) => (EventKind::Send, encode(e)),
-            Event::ExecArgs(e) => (EventKind::ExecArgs, encode(e)),
             Event::Exec(e) => (EventKind::Exec, encode(e)),
             Event::Fork(e) => (EventKind::Fork, encode(e)),
             Event::Exit(e) => (EventKind::Exit, encode(e)),
@@ -191,7 +188,6 @@ mod tests {
         let cases = [
             (EventKind::Connect, size_of::<ConnectEvent>()),
             (EventKind::Send, size_of::<ConnectEvent>()),
-            (EventKind::ExecArgs, size_of::<ExecArgsEvent>()),
             (EventKind::Exec, size_of::<ExecEvent>()),
             (EventKind::Fork, size_of::<ForkEvent>()),
             (EventKind::Exit, size_of::<ExitEvent>()),

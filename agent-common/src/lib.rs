@@ -12,6 +12,9 @@
 
 pub mod dns;
 pub mod names;
+pub mod task;
+
+pub use task::{ExeId, KernelOffsets, TaskIdentity};
 
 #[cfg(feature = "user")]
 mod decode;
@@ -20,27 +23,19 @@ pub use decode::{decode, DecodeError, Event};
 
 /// Length of a task's `comm` in the kernel (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
-/// Bytes of the executable path captured at `execve` time (including the terminating NUL).
+/// Bytes of the path an exec named (`bprm->filename`), including the terminating NUL.
 pub const EXEC_PATH_LEN: usize = 256;
-/// Arguments are captured while they start within this many bytes of the argument buffer, so
-/// at least this much of the argument vector is kept (NUL-separated).
-pub const EXEC_ARGS_START_LIMIT: usize = 1024;
-/// Bytes of the argument buffer: the start limit plus room for one whole last argument.
-pub const EXEC_ARGS_LEN: usize = EXEC_ARGS_START_LIMIT + EXEC_ARG_LEN;
-/// Maximum number of arguments captured at `execve` time.
-pub const EXEC_MAX_ARGS: usize = 32;
-/// Maximum bytes of one captured argument (including its NUL); longer ones are cut.
-pub const EXEC_ARG_LEN: usize = 256;
+/// Bytes of the new image's argument vector kept (NUL-separated, as the kernel laid it out);
+/// a longer vector is cut and flagged.
+pub const EXEC_ARGS_LEN: usize = 4096;
 
 /// `AF_INET` / `AF_INET6` as the kernel uses them.
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
-/// Flags in [`ExecArgsEvent::flags`].
+/// Flag in [`ExecEvent::flags`] (the others are in [`task`]): the path the exec named was
+/// longer than [`EXEC_PATH_LEN`].
 pub const EXEC_FLAG_PATH_TRUNCATED: u32 = 1 << 0;
-pub const EXEC_FLAG_ARGS_TRUNCATED: u32 = 1 << 1;
-/// The path or arguments could not be read from user memory at all.
-pub const EXEC_FLAG_READ_FAILED: u32 = 1 << 2;
 
 /// Indices into the per-CPU `COUNTERS` array: 0, 1, ... in this order.
 #[repr(u32)]
@@ -76,8 +71,8 @@ pub enum EventKind {
     Connect = 1,
     /// First datagram of a UDP flow (socket, destination) sent with an address: [`ConnectEvent`].
     Send = 2,
-    /// Path and arguments captured at `execve`/`execveat` entry: [`ExecArgsEvent`].
-    ExecArgs = 3,
+    // 3 was `ExecArgs` (path and argv at `execve` entry), gone since the exec event carries
+    // the new image's arguments: never reuse it.
     /// A successful exec (`sched_process_exec`): [`ExecEvent`].
     Exec = 4,
     /// A new process (not a thread) was created: [`ForkEvent`].
@@ -102,7 +97,6 @@ impl EventKind {
         Some(match v {
             1 => Self::Connect,
             2 => Self::Send,
-            3 => Self::ExecArgs,
             4 => Self::Exec,
             5 => Self::Fork,
             6 => Self::Exit,
@@ -141,7 +135,7 @@ pub struct EventHeader {
 }
 
 /// Record layout version written by this build.
-pub const EVENT_VERSION: u16 = 2;
+pub const EVENT_VERSION: u16 = 3;
 
 /// `connect4/6` and `sendmsg4/6`: one outbound connection or UDP flow.
 #[repr(C)]
@@ -165,7 +159,9 @@ pub struct ConnectEvent {
     pub prev_datagrams: u64,
     /// What the kernel decided: `VERDICT_*`.
     pub verdict: u32,
-    pub _pad: u32,
+    /// Effective uid of the caller at the call ([`UNSET_ID`](task::UNSET_ID) when unknown):
+    /// the header has the real one.
+    pub euid: u32,
     /// `bpf_get_netns_cookie()` of the socket's network namespace.
     pub netns: u64,
 }
@@ -183,25 +179,8 @@ pub const VERDICT_LEARNED: u32 = 3;
 /// the connect went ahead and the first payload must carry an approved name.
 pub const VERDICT_NAME_GATE: u32 = 4;
 
-/// Captured at `sys_enter_execve`/`sys_enter_execveat`: what the process asked to run.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ExecArgsEvent {
-    pub header: EventHeader,
-    /// `EXEC_FLAG_*`.
-    pub flags: u32,
-    /// Number of arguments captured in [`Self::args`].
-    pub argc: u32,
-    /// Bytes used in [`Self::args`].
-    pub args_len: u32,
-    /// Bytes used in [`Self::path`] (without NUL).
-    pub path_len: u32,
-    pub path: [u8; EXEC_PATH_LEN],
-    /// NUL-separated arguments.
-    pub args: [u8; EXEC_ARGS_LEN],
-}
-
-/// `sched_process_exec`: the exec succeeded.
+/// `sched_process_exec`: the exec succeeded. Everything is read from the new image, so it is
+/// what runs, whatever path, link, interpreter or file descriptor the exec went through.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExecEvent {
@@ -210,8 +189,27 @@ pub struct ExecEvent {
     pub old_tid: u32,
     /// Bytes used in [`Self::filename`].
     pub filename_len: u32,
-    /// The binary's path as the kernel resolved it (`bprm->filename`).
+    /// `EXEC_FLAG_*` (here and in [`task`]).
+    pub flags: u32,
+    /// Bytes used in [`Self::args`].
+    pub args_len: u32,
+    pub identity: TaskIdentity,
+    /// The file the new image runs (`mm->exe_file`): for a script, its interpreter.
+    pub exe: ExeId,
+    /// Path components filled in [`Self::exe_names`], from the file up.
+    pub exe_depth: u32,
+    pub _pad: u32,
+    /// Bytes used in each of [`Self::exe_names`].
+    pub exe_name_lens: [u8; task::EXE_DEPTH],
+    /// The path the exec named, as the caller gave it (`bprm->filename`): relative, a link,
+    /// `/proc/self/exe`, `/dev/fd/3`, or for a script the script.
     pub filename: [u8; EXEC_PATH_LEN],
+    /// The executable's path, one component per slot from the file up to the root of its mount
+    /// namespace (mounts crossed): `["curl", "bin", "usr"]`.
+    pub exe_names: [[u8; task::EXE_NAME_LEN]; task::EXE_DEPTH],
+    /// The new image's argument vector (`mm->arg_start..arg_end`), NUL-separated: for a script,
+    /// the interpreter's (`["/bin/sh", "./run.sh", "a"]`).
+    pub args: [u8; EXEC_ARGS_LEN],
 }
 
 /// `task_newtask` without `CLONE_THREAD`: a new process. The header describes the parent.
@@ -222,6 +220,8 @@ pub struct ForkEvent {
     pub child_tgid: u32,
     pub _pad: u32,
     pub clone_flags: u64,
+    /// The parent's identity, which the child inherits.
+    pub identity: TaskIdentity,
 }
 
 /// `sched_process_exit` of a thread-group leader.
@@ -476,6 +476,67 @@ pub struct PolicyState {
     pub scoped: u32,
     /// Bit `i` set: set `i` has `name_gate` ports (`NAME_GATE_PORTS_i`).
     pub name_gate: u32,
+    /// Bit `i` set: set `i` has `processes:` selectors (`EXES_i`, `EXE_PATHS_i`).
+    pub exes: u32,
+}
+
+/// Most executable files the `processes:` selectors of one policy approve at once.
+pub const EXES_MAX: u32 = 16384;
+/// Most paths and directory patterns of `processes:` selectors in one policy.
+pub const EXE_PATHS_MAX: u32 = 4096;
+
+/// The word an exec path hash starts each component with.
+pub const EXE_HASH_COMPONENT: u64 = b'/' as u64;
+/// The word that ends a directory's path hash for a `DIR/*` selector (its files).
+pub const EXE_HASH_IN: u64 = 1;
+/// The word that ends a directory's path hash for a `DIR/**` selector (all below it).
+pub const EXE_HASH_BELOW: u64 = 2;
+
+/// One step of the exec path hash (FNV-1a style, on 64-bit words, so the kernel hashes a
+/// component in [`task::EXE_NAME_LEN`] / 8 steps without a branch per byte).
+pub const fn exe_hash_step(hash: u64, word: u64) -> u64 {
+    (hash ^ word).wrapping_mul(dns::NAME_HASH_PRIME)
+}
+
+/// The hash the kernel matches an exec'd file's path against for a `processes:` selector:
+/// each component (`usr`, `bin`, `curl`) as [`EXE_HASH_COMPONENT`] and then its name
+/// zero-padded to [`task::EXE_NAME_LEN`] bytes as little-endian words; a final `*` or `**`
+/// component becomes [`EXE_HASH_IN`] or [`EXE_HASH_BELOW`]. `None` for a component the kernel
+/// cannot hash (longer than [`task::EXE_NAME_LEN`] − 1 bytes).
+pub fn exe_pattern_hash(pattern: &str) -> Option<u64> {
+    let mut hash = dns::NAME_HASH_SEED;
+    let components: heapless_components::Components<'_> = heapless_components::split(pattern);
+    for component in components {
+        hash = match component {
+            "*" => exe_hash_step(hash, EXE_HASH_IN),
+            "**" => exe_hash_step(hash, EXE_HASH_BELOW),
+            name => {
+                let bytes = name.as_bytes();
+                if bytes.len() >= task::EXE_NAME_LEN {
+                    return None;
+                }
+                let mut padded = [0u8; task::EXE_NAME_LEN];
+                padded[..bytes.len()].copy_from_slice(bytes);
+                let mut h = exe_hash_step(hash, EXE_HASH_COMPONENT);
+                for word in padded.chunks_exact(8) {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(word);
+                    h = exe_hash_step(h, u64::from_le_bytes(w));
+                }
+                h
+            }
+        };
+    }
+    Some(hash)
+}
+
+/// The non-empty components of a path, without allocating (`no_std`).
+mod heapless_components {
+    pub type Components<'a> = core::iter::Filter<core::str::Split<'a, char>, fn(&&str) -> bool>;
+
+    pub fn split(path: &str) -> Components<'_> {
+        path.split('/').filter(|c| !c.is_empty())
+    }
 }
 
 /// Most ports in a policy's `name_gate`.
@@ -682,7 +743,7 @@ assert_layout!(EventHeader, size = 56,
     cgroup_id @ 32, comm @ 40);
 assert_layout!(ConnectEvent, size = 112,
     header @ 0, cookie @ 56, family @ 64, port @ 66, sock_type @ 68, protocol @ 70, addr @ 72,
-    prev_datagrams @ 88, verdict @ 96, netns @ 104);
+    prev_datagrams @ 88, verdict @ 96, euid @ 100, netns @ 104);
 assert_layout!(DnsEvent, size = 56 + 56 + DNS_PAYLOAD_MAX,
     header @ 0, cookie @ 56, netns @ 64, family @ 72, sport @ 74, transport @ 76, flags @ 77,
     msg_len @ 80, captured @ 84, approved @ 88, saddr @ 96, payload @ 112);
@@ -690,12 +751,15 @@ assert_layout!(CgroupMkdirEvent, size = 56 + 16 + CGROUP_PATH_HASH_MAX + 1,
     header @ 0, id @ 56, path_len @ 64, path @ 72);
 assert_layout!(DnsAllowKey, size = 32, netns @ 0, family @ 8, rule @ 10, addr @ 16);
 assert_layout!(DnsNameValue, size = 8, exact @ 0, wildcard @ 4);
-assert_layout!(ExecArgsEvent, size = 56 + 16 + EXEC_PATH_LEN + EXEC_ARGS_LEN,
-    header @ 0, flags @ 56, argc @ 60, args_len @ 64, path_len @ 68, path @ 72,
-    args @ 72 + EXEC_PATH_LEN);
-assert_layout!(ExecEvent, size = 56 + 8 + EXEC_PATH_LEN,
-    header @ 0, old_tid @ 56, filename_len @ 60, filename @ 64);
-assert_layout!(ForkEvent, size = 72, header @ 0, child_tgid @ 56, clone_flags @ 64);
+assert_layout!(ExecEvent, size = 56 + 88 + EXEC_PATH_LEN + 16 * 128 + EXEC_ARGS_LEN,
+    header @ 0, old_tid @ 56, filename_len @ 60, flags @ 64, args_len @ 68, identity @ 72,
+    exe @ 104, exe_depth @ 120, exe_name_lens @ 128, filename @ 144, exe_names @ 400,
+    args @ 400 + 16 * 128);
+assert_layout!(ForkEvent, size = 104, header @ 0, child_tgid @ 56, clone_flags @ 64,
+    identity @ 72);
+assert_layout!(TaskIdentity, size = 32, loginuid @ 0, sessionid @ 4, uid @ 8, euid @ 12,
+    gid @ 16, egid @ 20, sid @ 24, tty @ 28);
+assert_layout!(ExeId, size = 16, dev @ 0, generation @ 4, ino @ 8);
 assert_layout!(ExitEvent, size = 56, header @ 0);
 assert_layout!(SockReleaseEvent, size = 64, header @ 0, cookie @ 56);
 assert_layout!(UdpFlowKey, size = 32, cookie @ 0, family @ 8, port @ 10, addr @ 16);
@@ -717,8 +781,8 @@ assert_layout!(ConnEndEvent, size = 168,
     local_addr @ 136, remote_addr @ 152);
 assert_layout!(PolicyEntry, size = 16, port_lo @ 0, port_hi @ 2, protocols @ 4, scopes @ 8);
 assert_layout!(PolicyValue, size = 8 + 16 * POLICY_ENTRIES_MAX, count @ 0, entries @ 8);
-assert_layout!(PolicyState, size = 28, active @ 0, mode @ 4, domain_rules @ 12, scoped @ 20,
-    name_gate @ 24);
+assert_layout!(PolicyState, size = 32, active @ 0, mode @ 4, domain_rules @ 12, scoped @ 20,
+    name_gate @ 24, exes @ 28);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -733,4 +797,6 @@ mod pod {
     unsafe impl aya::Pod for super::DnsNameValue {}
     unsafe impl aya::Pod for super::DnsQueryKey {}
     unsafe impl aya::Pod for super::DnsQueryValue {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::ExeId {}
 }

@@ -36,9 +36,9 @@ pub mod maps {
         // policy: its state, scratch, and each map once per policy set (`PolicyMaps`)
         POLICY_STATE, PATH_SCRATCH,
         POLICY_V4_0, POLICY_V6_0, SCOPES_0, DNS_NAMES_0, DNS_ALLOW_0, DOMAIN_RULES_0,
-        SCOPE_PATHS_0, SCOPE_UNITS_0, NAME_GATE_PORTS_0,
+        SCOPE_PATHS_0, SCOPE_UNITS_0, NAME_GATE_PORTS_0, EXES_0, EXE_PATHS_0,
         POLICY_V4_1, POLICY_V6_1, SCOPES_1, DNS_NAMES_1, DNS_ALLOW_1, DOMAIN_RULES_1,
-        SCOPE_PATHS_1, SCOPE_UNITS_1, NAME_GATE_PORTS_1,
+        SCOPE_PATHS_1, SCOPE_UNITS_1, NAME_GATE_PORTS_1, EXES_1, EXE_PATHS_1,
     }
 }
 
@@ -51,7 +51,6 @@ pub mod programs {
         SENDMSG4 = "sendmsg4", SENDMSG6 = "sendmsg6",
         SOCK_RELEASE = "sock_release",
         // process: tracepoints
-        SYS_ENTER_EXECVE = "sys_enter_execve", SYS_ENTER_EXECVEAT = "sys_enter_execveat",
         SCHED_PROCESS_EXEC = "sched_process_exec", TASK_NEWTASK = "task_newtask",
         SCHED_PROCESS_EXIT = "sched_process_exit",
         // conn: sockops, tracepoints
@@ -71,6 +70,8 @@ pub mod globals {
     names! {
         // shared
         WAKEUP_BYTES,
+        // task
+        KERNEL_OFFSETS,
         // socket
         UDP_IDLE_NS,
         // conn

@@ -59,6 +59,7 @@ mod process;
 mod shared;
 mod skb;
 mod socket;
+mod task;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -35,19 +35,29 @@
 //! - `DOMAIN_RULES_*` (array, domain rule → [`PolicyValue`]): each domain rule's ports,
 //!   protocols and scopes.
 //! - `NAME_GATE_PORTS_*` (hash, port → 1): the policy's `name_gate` ports.
+//! - `EXES_*` (hash, executable file identity → scope bits): the files `processes:` selectors
+//!   approve; written by userspace and by [`on_exec`] (`process` calls it on each exec).
+//! - `EXE_PATHS_*` (hash, path or directory-pattern hash → scope bits): what [`on_exec`]
+//!   matches an exec'd file's path against.
 //! - `PATH_SCRATCH` (per-CPU array of one): room for a new cgroup's path. Kernel-only.
 //!
-//! Uses only `shared`.
+//! Uses `shared` and `task`.
 
 use core::ptr::addr_of_mut;
 
 use agent_common::{
-    dns::NAME_HASH_SEED, path_hash_step, CgroupMkdirEvent, DnsAllowKey, DnsNameValue, EventKind,
-    PolicyAddr4, PolicyAddr6, PolicyState, PolicyValue, AF_INET, AF_INET6, CGROUP_PATH_HASH_MAX,
-    DNS_ALLOW_MAX, DNS_NAMES_MAX, DNS_RULES_MAX, NAME_GATE_PORTS_MAX, POLICY_CGROUPS_MAX,
-    POLICY_CGROUP_LEVELS, POLICY_ENTRIES_MAX, POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER,
-    PROTO_TCP, PROTO_UDP, VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_LEARNED, VERDICT_NAME_GATE,
-    VERDICT_NONE,
+    dns::NAME_HASH_SEED,
+    exe_hash_step, path_hash_step,
+    task::{
+        EXEC_FLAG_EXE_INTERNAL, EXEC_FLAG_EXE_PATH_CUT, EXEC_FLAG_NO_OFFSETS, EXE_DEPTH,
+        EXE_NAME_LEN,
+    },
+    CgroupMkdirEvent, DnsAllowKey, DnsNameValue, EventKind, ExeId, ExecEvent, PolicyAddr4,
+    PolicyAddr6, PolicyState, PolicyValue, AF_INET, AF_INET6, CGROUP_PATH_HASH_MAX, DNS_ALLOW_MAX,
+    DNS_NAMES_MAX, DNS_RULES_MAX, EXES_MAX, EXE_HASH_BELOW, EXE_HASH_COMPONENT, EXE_HASH_IN,
+    EXE_PATHS_MAX, NAME_GATE_PORTS_MAX, POLICY_CGROUPS_MAX, POLICY_CGROUP_LEVELS,
+    POLICY_ENTRIES_MAX, POLICY_MODE_BLOCK, POLICY_PREFIXES_MAX, PROTO_OTHER, PROTO_TCP, PROTO_UDP,
+    VERDICT_ALLOWED, VERDICT_BLOCKED, VERDICT_LEARNED, VERDICT_NAME_GATE, VERDICT_NONE,
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
@@ -61,7 +71,10 @@ use aya_ebpf::{
     EbpfContext as _,
 };
 
-use crate::shared::{emit, now_ns, v4_in_16, Dest, Origin};
+use crate::{
+    shared::{emit, now_ns, opaque, v4_in_16, Dest, Origin},
+    task,
+};
 
 #[map]
 static POLICY_STATE: Array<PolicyState> = Array::with_max_entries(1, 0);
@@ -119,6 +132,20 @@ per_set! {
 }
 
 per_set! {
+    /// An executable file's identity (device, inode; generation 0) → the scope bits of the
+    /// `processes:` selectors its path matches. Written by userspace (every file matching at
+    /// install, and when a file is replaced) and by [`on_exec`] (a file exec'd under a
+    /// matching path, so a binary replaced by an upgrade is approved from its first run).
+    EXES_0, EXES_1: HashMap<ExeId, u64> = HashMap::with_max_entries(EXES_MAX, BPF_F_NO_PREALLOC);
+}
+per_set! {
+    /// Hash of an executable's whole path (`/usr/bin/curl`), or of a directory followed by
+    /// `/*` (its files) or `/**` (everything below it) → scope bits, for [`on_exec`].
+    EXE_PATHS_0, EXE_PATHS_1: HashMap<u64, u64> =
+        HashMap::with_max_entries(EXE_PATHS_MAX, BPF_F_NO_PREALLOC);
+}
+
+per_set! {
     /// `name_gate` ports → 1: TCP connects there go ahead and their first payload is judged.
     NAME_GATE_PORTS_0, NAME_GATE_PORTS_1: HashMap<u16, u8> =
         HashMap::with_max_entries(NAME_GATE_PORTS_MAX, BPF_F_NO_PREALLOC);
@@ -169,12 +196,16 @@ pub(crate) fn evaluate(dest: &Dest) -> u32 {
         pick(set, &POLICY_V6_0, &POLICY_V6_1).get(&Key::new(128, dest.addr))
     };
     let proto = protocol_bit(dest);
-    // The caller's cgroup scope bits, only when the policy has scoped rules.
-    let cgroups = if state.scoped & (1 << set) != 0 {
+    // The caller's scope bits (its cgroups', its executable's), only when the policy has
+    // scoped rules.
+    let mut cgroups = if state.scoped & (1 << set) != 0 {
         cgroup_mask(set)
     } else {
         0
     };
+    if state.exes & (1 << set) != 0 {
+        cgroups |= exe_mask(set);
+    }
     if let Some(value) = value {
         if approves(value, dest.port, proto, cgroups) {
             return VERDICT_ALLOWED;
@@ -238,6 +269,19 @@ fn cgroup_mask(set: u32) -> u64 {
         level += 1;
     }
     mask
+}
+
+/// The scope bits of the caller's executable file (`processes:` selectors).
+#[inline(always)]
+fn exe_mask(set: u32) -> u64 {
+    let Some(mut id) = task::current_exe_id() else {
+        return 0;
+    };
+    id.generation = 0;
+    // SAFETY: a plain `u64`, copied out.
+    unsafe { pick(set, &EXES_0, &EXES_1).get(&id) }
+        .copied()
+        .unwrap_or(0)
 }
 
 /// `true` when some entry of `value` approves this port and protocol for a caller whose
@@ -372,6 +416,82 @@ pub(crate) fn learn(set: u32, mut key: DnsAllowKey, mask: u32, expires: u64) {
             }
         }
         i += 1;
+    }
+}
+
+// ---- Executables (sched_process_exec) ----
+
+/// An exec: when the executable's path (as the kernel walked it, in the host's mount
+/// namespace) matches a `processes:` selector of a block-mode set, its file identity earns
+/// that selector's scope bits in the set, before the new program runs.
+#[inline(always)]
+pub(crate) fn on_exec(event: &ExecEvent) {
+    let Some(state) = POLICY_STATE.get(0) else {
+        return;
+    };
+    if state.exes & 3 == 0
+        || event.flags & (EXEC_FLAG_EXE_PATH_CUT | EXEC_FLAG_EXE_INTERNAL | EXEC_FLAG_NO_OFFSETS)
+            != 0
+        || !task::in_host_mount_namespace()
+    {
+        return;
+    }
+    let depth = event.exe_depth as usize;
+    if depth == 0 || depth > EXE_DEPTH {
+        return;
+    }
+    let mut bits = [0u64; 2];
+    let mut hash = NAME_HASH_SEED;
+    // From the root down: the names are stored from the file up, each zero-padded.
+    let mut level = 0;
+    while level < EXE_DEPTH {
+        if level >= depth {
+            break;
+        }
+        // Hidden from LLVM, so the bound check below stays where the verifier needs it.
+        let index = opaque((depth - 1 - level) as u64) as usize;
+        if index >= EXE_DEPTH {
+            return;
+        }
+        let Some(name) = event.exe_names.get(index) else {
+            return;
+        };
+        // Every directory above the file: its `/**` selectors; the file's own: `/*` too.
+        exe_lookup(state, &mut bits, exe_hash_step(hash, EXE_HASH_BELOW));
+        if index == 0 {
+            exe_lookup(state, &mut bits, exe_hash_step(hash, EXE_HASH_IN));
+        }
+        hash = exe_hash_step(hash, EXE_HASH_COMPONENT);
+        let mut word = 0;
+        while word < EXE_NAME_LEN / 8 {
+            // SAFETY: `word * 8 + 8 <= EXE_NAME_LEN`: inside the slot; unaligned-safe read.
+            let w = unsafe { (name.as_ptr().add(word * 8) as *const u64).read_unaligned() };
+            hash = exe_hash_step(hash, u64::from_le(w));
+            word += 1;
+        }
+        level += 1;
+    }
+    exe_lookup(state, &mut bits, hash);
+    let mut id = event.exe;
+    id.generation = 0;
+    if bits[0] != 0 {
+        let _ = EXES_0.insert(&id, &bits[0], 0);
+    }
+    if bits[1] != 0 {
+        let _ = EXES_1.insert(&id, &bits[1], 0);
+    }
+}
+
+/// ORs into `bits[set]` what `hash` earns in each set that has executable selectors.
+#[inline(always)]
+fn exe_lookup(state: &PolicyState, bits: &mut [u64; 2], hash: u64) {
+    if state.exes & 1 != 0 {
+        // SAFETY: a plain `u64`, copied out.
+        bits[0] |= unsafe { EXE_PATHS_0.get(&hash) }.copied().unwrap_or(0);
+    }
+    if state.exes & 2 != 0 {
+        // SAFETY: a plain `u64`, copied out.
+        bits[1] |= unsafe { EXE_PATHS_1.get(&hash) }.copied().unwrap_or(0);
     }
 }
 

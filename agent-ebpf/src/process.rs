@@ -4,45 +4,35 @@
 //!
 //! Programs (tracepoints; the field offsets are checked against the tracepoint format files by
 //! userspace at start-up, `agent/src/tracefs.rs`):
-//! - `sys_enter_execve`/`sys_enter_execveat` (`syscalls:`): the path and argv an `execve` asked
-//!   for, read from user memory before the new image replaces them (`ExecArgs`).
-//! - `sched_process_exec` (`sched:`): the exec succeeded; the binary as the kernel resolved it
-//!   (`Exec`).
-//! - `task_newtask` (`task:`): a new process (threads are skipped): its parent (`Fork`).
+//! - `sched_process_exec` (`sched:`): the exec succeeded (`Exec`): the path it named, and from
+//!   the new image (`task`) the executable's identity and path, the arguments the kernel laid
+//!   out (after any `#!` rewrite) and the task's login identity, users, session and terminal.
+//! - `task_newtask` (`task:`): a new process (threads are skipped): its parent, and the
+//!   identity the child inherits (`Fork`).
 //! - `sched_process_exit` (`sched:`): a thread-group leader exited (`Exit`).
 //!
-//! No maps of its own: everything goes to the ring buffer (`shared`). Uses only `shared`.
+//! No maps of its own: everything goes to the ring buffer (`shared`). Uses `shared`, `task` and `policy` (an exec'd file earns the scope bits of the `processes:`
+//! selectors its path matches).
 
 use core::ptr::addr_of_mut;
 
 use agent_common::{
-    EventKind, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent, EXEC_ARGS_START_LIMIT, EXEC_ARG_LEN,
-    EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_PATH_TRUNCATED, EXEC_FLAG_READ_FAILED, EXEC_MAX_ARGS,
-    EXEC_PATH_LEN,
+    EventKind, ExecEvent, ExitEvent, ForkEvent, EXEC_FLAG_PATH_TRUNCATED, EXEC_PATH_LEN,
 };
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_user,
-        generated::{bpf_probe_read_kernel_str, bpf_probe_read_user_str},
-    },
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_probe_read_kernel_str},
     macros::tracepoint,
     programs::TracePointContext,
     EbpfContext as _,
 };
 
-use crate::shared::{emit, Origin};
+use crate::{
+    policy,
+    shared::{emit, Origin},
+    task,
+};
 
 const CLONE_THREAD: u64 = 0x0001_0000;
-
-#[tracepoint]
-pub fn sys_enter_execve(ctx: TracePointContext) -> u32 {
-    capture_exec_at(&ctx, 16, 24)
-}
-
-#[tracepoint]
-pub fn sys_enter_execveat(ctx: TracePointContext) -> u32 {
-    capture_exec_at(&ctx, 24, 32)
-}
 
 #[tracepoint]
 pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
@@ -63,6 +53,13 @@ pub fn sched_process_exec(ctx: TracePointContext) -> u32 {
                     (ctx.as_ptr() as *const u8).add(name_off).cast(),
                 );
                 (*event).filename_len = if n > 0 { n as u32 - 1 } else { 0 };
+                (*event).flags = if n as usize >= EXEC_PATH_LEN {
+                    EXEC_FLAG_PATH_TRUNCATED
+                } else {
+                    0
+                };
+                task::fill_exec(event);
+                policy::on_exec(&*event);
             }
         },
     );
@@ -90,6 +87,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
                 (*event).child_tgid = child as u32;
                 (*event)._pad = 0;
                 (*event).clone_flags = clone_flags;
+                (*event).identity = task::current_identity();
             }
         },
     );
@@ -105,104 +103,4 @@ pub fn sched_process_exit(_ctx: TracePointContext) -> u32 {
     // The header is the whole event.
     emit(EventKind::Exit, Origin::CurrentTask, |_: *mut ExitEvent| {});
     0
-}
-
-/// Reads the `filename` and `argv` pointers of a `sys_enter_execve(at)` tracepoint at the
-/// offsets of its format file (checked by userspace at start-up) and captures them.
-#[inline(always)]
-fn capture_exec_at(ctx: &TracePointContext, filename_off: usize, argv_off: usize) -> u32 {
-    // SAFETY: reads of the tracepoint's fixed fields.
-    let (filename, argv) = unsafe {
-        (
-            ctx.read_at::<u64>(filename_off).unwrap_or(0),
-            ctx.read_at::<u64>(argv_off).unwrap_or(0),
-        )
-    };
-    capture_exec(filename as *const u8, argv as *const *const u8);
-    0
-}
-
-/// Captures `filename` and `argv` (user pointers) of an `execve`/`execveat` call.
-fn capture_exec(filename: *const u8, argv: *const *const u8) {
-    emit(
-        EventKind::ExecArgs,
-        Origin::CurrentTask,
-        |event: *mut ExecArgsEvent| {
-            // SAFETY: a reservation of an `ExecArgsEvent`; every write below stays inside it.
-            unsafe { fill_exec_args(event, filename, argv) }
-        },
-    );
-}
-
-/// Writes the path and arguments (user memory) into an `ExecArgsEvent`.
-///
-/// # Safety
-/// `event` is a reservation of an `ExecArgsEvent`.
-#[inline(always)]
-unsafe fn fill_exec_args(event: *mut ExecArgsEvent, filename: *const u8, argv: *const *const u8) {
-    // SAFETY: the caller's promise; the helpers write at most the lengths they are given, and
-    // the argument offset stays under EXEC_ARGS_START_LIMIT + EXEC_ARG_LEN = the buffer's size.
-    unsafe {
-        let mut flags = 0u32;
-        let path = addr_of_mut!((*event).path) as *mut u8;
-        let path_len =
-            match bpf_probe_read_user_str(path.cast(), EXEC_PATH_LEN as u32, filename.cast()) {
-                n if n > 0 => n as u32 - 1,
-                _ => {
-                    flags |= EXEC_FLAG_READ_FAILED;
-                    0
-                }
-            };
-        if path_len as usize >= EXEC_PATH_LEN - 1 {
-            flags |= EXEC_FLAG_PATH_TRUNCATED;
-        }
-        (*event).path_len = path_len;
-
-        let args = addr_of_mut!((*event).args) as *mut u8;
-        let mut off: u32 = 0;
-        let mut argc: u32 = 0;
-        let mut i = 0;
-        while i < EXEC_MAX_ARGS {
-            let arg: *const u8 = match bpf_probe_read_user(argv.add(i)) {
-                Ok(p) => p,
-                Err(_) => {
-                    flags |= EXEC_FLAG_READ_FAILED;
-                    break;
-                }
-            };
-            if arg.is_null() {
-                break;
-            }
-            if off > EXEC_ARGS_START_LIMIT as u32 {
-                flags |= EXEC_FLAG_ARGS_TRUNCATED;
-                break;
-            }
-            let n = bpf_probe_read_user_str(
-                args.add(off as usize).cast(),
-                EXEC_ARG_LEN as u32,
-                arg.cast(),
-            );
-            if n <= 0 {
-                flags |= EXEC_FLAG_READ_FAILED;
-                break;
-            }
-            if n as usize >= EXEC_ARG_LEN {
-                flags |= EXEC_FLAG_ARGS_TRUNCATED;
-            }
-            off += n as u32;
-            argc += 1;
-            i += 1;
-        }
-        if i == EXEC_MAX_ARGS {
-            // There may be more: check whether argv goes on.
-            if let Ok(next) = bpf_probe_read_user::<*const u8>(argv.add(i)) {
-                if !next.is_null() {
-                    flags |= EXEC_FLAG_ARGS_TRUNCATED;
-                }
-            }
-        }
-        (*event).argc = argc;
-        (*event).args_len = off;
-        (*event).flags = flags;
-    }
 }

@@ -30,8 +30,8 @@ use core::{
 
 use agent_common::{
     CgroupMkdirEvent, ConnEndEvent, ConnState, ConnectEvent, Counter, DnsEvent, EventHeader,
-    EventKind, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SockReleaseEvent,
-    UdpFlowKey, UdpFlowValue, AF_INET, AF_INET6, COMM_LEN, COUNTER_COUNT, EVENT_VERSION,
+    EventKind, ExecEvent, ExitEvent, ForkEvent, PayloadEvent, SockReleaseEvent, UdpFlowKey,
+    UdpFlowValue, AF_INET, AF_INET6, COMM_LEN, COUNTER_COUNT, EVENT_VERSION,
 };
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -154,7 +154,6 @@ records!(
     ConnEndEvent,
     ConnectEvent,
     DnsEvent,
-    ExecArgsEvent,
     ExecEvent,
     ExitEvent,
     ForkEvent,

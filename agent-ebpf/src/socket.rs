@@ -46,6 +46,7 @@ use crate::{
         atomic_add, count, ctx_field, ctx_ip6, emit, flow_key, global, netns_cookie, now_ns,
         socket_cookie, v4_in_16, Dest, Origin, IPPROTO_TCP, SOCK_DGRAM, UDP_FLOWS,
     },
+    task,
 };
 
 /// Verdict of a `cgroup_sock_addr`/`cgroup_sock` program: let the operation go on.
@@ -220,7 +221,7 @@ fn emit_connect(kind: EventKind, dest: &Dest, cookie: u64, prev: u64, verdict: u
             (*event).addr = dest.addr;
             (*event).prev_datagrams = prev;
             (*event).verdict = verdict;
-            (*event)._pad = 0;
+            (*event).euid = task::current_euid();
             (*event).netns = dest.netns;
         }
     });

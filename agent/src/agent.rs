@@ -163,6 +163,7 @@ pub async fn run(
             tcp_progress: connections.progress_interval.is_some() && connections.ends,
             connection_ends: connections.ends,
             first_bytes: connections.first_bytes && connections.ends,
+            offsets: task_offsets(),
         },
         &cgroup_dir,
         &compiled,
@@ -300,4 +301,17 @@ async fn event_loop(
     }
     pipeline.emitter().telemetry().set_ready(false);
     Ok(())
+}
+
+/// The running kernel's field offsets for the task programs, from its BTF. Without BTF egret
+/// still runs: lines then lack the login identity, terminal and session, and executables are
+/// named from the exec's path.
+fn task_offsets() -> agent_common::KernelOffsets {
+    match crate::btf::Btf::from_sys_fs().and_then(|btf| crate::btf::kernel_offsets(&btf)) {
+        Ok(offsets) => offsets,
+        Err(err) => {
+            log::warn!("kernel BTF: {err}: lines will lack login identity, session, terminal and the executable's own path");
+            agent_common::KernelOffsets::default()
+        }
+    }
 }

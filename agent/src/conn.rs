@@ -255,7 +255,7 @@ pub fn start_event(ev: &ConnEndEvent) -> ConnectEvent {
         addr: ev.remote_addr,
         prev_datagrams: 0,
         verdict: agent_common::VERDICT_NONE,
-        _pad: 0,
+        euid: agent_common::task::UNSET_ID,
         netns: ev.netns,
     }
 }

@@ -17,13 +17,17 @@ use crate::{
         Learned,
     },
     metrics::Metrics,
-    process::ProcessInfo,
-    record::{Action, ConnectionRecord, FirstBytesSeen, PolicyVerdict, Transport},
+    process::{
+        lineage::{self, Ancestor},
+        ProcessInfo,
+    },
+    record::{Action, ConnectionRecord, FirstBytesSeen, PolicyVerdict, Transport, Users},
     schema::{
-        Alert, Cgroup, ConnectionId, Dns, DnsAnswer, DnsQuestion, Document, Egret,
-        EgretDestination, EgretDns, EgretHttp, EgretProcess, EgretTls, Endpoint, Error, Event,
-        Failures, Group, Http, HttpRequest, HttpResponse, Id, K8s, Keywords, Name, Network, Pid,
-        Policy, Process, ProcessOut, Socket, Tcp, Tls, TlsClient, Udp, Unit, Url, User, UserAgent,
+        Alert, Cgroup, CharDevice, ConnectionId, Dns, DnsAnswer, DnsQuestion, Document, Egret,
+        EgretDestination, EgretDns, EgretHttp, EgretProcess, EgretTls, Endpoint, EntryLeader,
+        EntryMeta, EntrySource, Error, Event, Failures, Group, Http, HttpRequest, HttpResponse, Id,
+        K8s, Keywords, Login, Name, Network, Policy, Process, ProcessOut, Related, Socket, Tcp,
+        Tls, TlsClient, Tty, Udp, Unit, Url, User, UserAgent,
     },
     udp::UdpSummary,
 };
@@ -74,33 +78,101 @@ impl<'a> Stamp<'a> {
     }
 }
 
-/// A process's `process` object, as a connection line of thread `tid` with these ids shows it.
+/// A process's `process` object, as a connection line of thread `tid` by `users` shows it.
 pub fn process<'a>(
     process: &'a ProcessInfo,
     tid: u32,
-    uid: u32,
-    gid: u32,
-    user_name: Option<&'a str>,
+    users: &'a Users,
     clock: &WallClock,
 ) -> Process<'a> {
+    let user = |id: u32| User {
+        id: Cow::Owned(id.to_string()),
+        name: users.name(id).map(Cow::Borrowed),
+    };
+    let group = |id: u32| Group {
+        id: Cow::Owned(id.to_string()),
+        name: None,
+    };
+    let start = |ns: Option<u64>| ns.map(|ns| Cow::Owned(clock.rfc3339(ns)));
+    let related = |a: &'a Ancestor| {
+        Box::new(Related {
+            pid: a.pid,
+            executable: a.executable.as_deref().map(Cow::Borrowed),
+            name: Some(Cow::Borrowed(a.name.as_str())),
+            args: Some(Cow::Borrowed(a.args.as_slice())),
+            start: start(a.start_ns),
+        })
+    };
     Process {
         pid: process.pid,
         thread: Some(Id { id: tid }),
-        parent: process.ppid.map(|pid| Pid { pid }),
+        parent: match &process.parent {
+            Some(parent) => Some(related(parent)),
+            None => process.ppid.map(|pid| {
+                Box::new(Related {
+                    pid,
+                    ..Related::default()
+                })
+            }),
+        },
         executable: process.executable.as_deref().map(Cow::Borrowed),
         name: Cow::Borrowed(&process.name),
         args: Cow::Borrowed(&process.args),
         args_count: Some(process.args.len()),
         command_line: Some(Cow::Owned(process.command_line())),
-        user: Some(User {
-            id: Cow::Owned(uid.to_string()),
-            name: user_name.map(Cow::Borrowed),
+        user: Some(user(users.euid)),
+        group: Some(group(users.egid)),
+        real_user: Some(user(users.uid)),
+        real_group: Some(group(users.gid)),
+        tty: process.tty.map(|tty| Tty {
+            char_device: CharDevice {
+                major: tty >> 20,
+                minor: tty & 0xf_ffff,
+            },
         }),
-        group: Some(Group {
-            id: Cow::Owned(gid.to_string()),
+        session_leader: process.session_leader.as_deref().map(related),
+        entry_leader: process.entry_leader.as_deref().map(|entry| {
+            let leader = &entry.process;
+            Box::new(EntryLeader {
+                pid: leader.pid,
+                executable: leader.executable.as_deref().map(Cow::Borrowed),
+                name: Some(Cow::Borrowed(leader.name.as_str())),
+                args: Some(Cow::Borrowed(leader.args.as_slice())),
+                start: start(leader.start_ns),
+                user: leader.euid.map(user),
+                entry_meta: EntryMeta {
+                    kind: Cow::Borrowed(entry.kind.name()),
+                    source: entry.source_ip.map(|ip| EntrySource {
+                        ip: Cow::Owned(ip.to_string()),
+                    }),
+                },
+            })
         }),
-        start: process.start_ns.map(|ns| Cow::Owned(clock.rfc3339(ns))),
+        start: start(process.start_ns),
     }
+}
+
+/// `egret.process`, when the process has anything ECS has no field for.
+pub fn egret_process(process: &ProcessInfo) -> Option<EgretProcess<'_>> {
+    let fields = EgretProcess {
+        args_truncated: process.args_truncated,
+        fileless: process.fileless,
+        script: process.script.as_deref().map(Cow::Borrowed),
+        tty: process.tty.map(|tty| Cow::Owned(lineage::tty_name(tty))),
+    };
+    (!fields.is_empty()).then_some(fields)
+}
+
+/// `egret.login`: the process's audit login, with the login user's name.
+pub fn login<'a>(process: &ProcessInfo, users: &'a Users) -> Option<Login<'a>> {
+    let login = process.login?;
+    Some(Login {
+        user: User {
+            id: Cow::Owned(login.uid.to_string()),
+            name: users.name(login.uid).map(Cow::Borrowed),
+        },
+        session_id: login.session,
+    })
 }
 
 /// The `process` objects of the last few (process, thread, user) combinations, rendered once:
@@ -116,8 +188,8 @@ pub struct ProcessJson {
 struct ProcessJsonEntry {
     process: std::sync::Arc<ProcessInfo>,
     tid: u32,
-    uid: u32,
-    gid: u32,
+    /// Real and effective user and group: the names follow from them.
+    ids: [u32; 4],
     json: Box<RawValue>,
 }
 
@@ -127,29 +199,28 @@ const PROCESS_JSON_ENTRIES: usize = 32;
 impl ProcessJson {
     /// The rendered `process` object of `record`'s process (rendered now if new).
     pub fn get(&mut self, record: &ConnectionRecord, clock: &WallClock) -> Option<&RawValue> {
+        let Users {
+            uid,
+            gid,
+            euid,
+            egid,
+            ..
+        } = record.users;
+        let ids = [uid, gid, euid, egid];
         let found = self.entries.iter().position(|e| {
             std::sync::Arc::ptr_eq(&e.process, &record.process)
                 && e.tid == record.tid
-                && e.uid == record.uid
-                && e.gid == record.gid
+                && e.ids == ids
         });
         let index = match found {
             Some(i) => i,
             None => {
-                let fields = process(
-                    &record.process,
-                    record.tid,
-                    record.uid,
-                    record.gid,
-                    record.user_name.as_deref(),
-                    clock,
-                );
+                let fields = process(&record.process, record.tid, &record.users, clock);
                 let json = serde_json::value::to_raw_value(&fields).ok()?;
                 let entry = ProcessJsonEntry {
                     process: std::sync::Arc::clone(&record.process),
                     tid: record.tid,
-                    uid: record.uid,
-                    gid: record.gid,
+                    ids,
                     json,
                 };
                 if self.entries.len() < PROCESS_JSON_ENTRIES {
@@ -186,9 +257,7 @@ pub fn connection<'a>(
         action,
         ktime_ns,
         tid,
-        uid,
-        gid,
-        user_name,
+        users,
         process: info,
         cgroup: _,
         cookie: _,
@@ -242,14 +311,7 @@ pub fn connection<'a>(
         error: None,
         process: Some(match rendered {
             Some(raw) => ProcessOut::Rendered(raw),
-            None => ProcessOut::Fields(Box::new(process(
-                info,
-                *tid,
-                *uid,
-                *gid,
-                user_name.as_deref(),
-                stamp.clock,
-            ))),
+            None => ProcessOut::Fields(Box::new(process(info, *tid, users, stamp.clock))),
         }),
         source: udp.map(|u| Endpoint {
             bytes: Some(u.traffic.bytes_out),
@@ -444,9 +506,8 @@ fn egret<'a>(
             id: Cow::Owned(connection_id),
             start_seen: None,
         }),
-        process: record.process.args_truncated.then_some(EgretProcess {
-            args_truncated: true,
-        }),
+        process: egret_process(&record.process),
+        login: login(&record.process, &record.users),
         udp: udp.map(|u| Udp {
             datagrams: u.datagrams,
         }),
@@ -832,17 +893,17 @@ mod tests {
         ConnectionRecord {
             ktime_ns: 1_000_000_000,
             tid: 4243,
-            uid: 1000,
-            gid: 100,
-            user_name: Some("alice".into()),
+            users: Users {
+                names: vec![(1000, "alice".into())],
+                ..Users::same(1000, 100)
+            },
             process: Arc::new(ProcessInfo {
-                pid: 4242,
                 ppid: Some(1),
                 executable: Some("/usr/bin/curl".into()),
                 name: "curl".into(),
                 args: vec!["curl".into(), "-v".into(), "http://x".into()],
-                args_truncated: false,
                 start_ns: Some(500_000_000),
+                ..ProcessInfo::from_comm(4242, "curl")
             }),
             cgroup: Arc::new(CgroupInfo {
                 id: 77,

@@ -9,7 +9,7 @@ use std::{
 
 use agent_common::{
     names::{globals, maps, programs},
-    ConnState, Counter, DnsAllowKey, DnsNameValue, PolicyAddr4, PolicyAddr6, PolicyState,
+    ConnState, Counter, DnsAllowKey, DnsNameValue, ExeId, PolicyAddr4, PolicyAddr6, PolicyState,
     PolicyValue, UdpFlowKey, UdpFlowValue, POLICY_MODE_AUDIT, POLICY_MODE_BLOCK,
 };
 use aya::{
@@ -101,6 +101,9 @@ pub struct KernelConfig {
     pub connection_ends: bool,
     /// Copy the first bytes of each TCP connection (`--first-bytes on`).
     pub first_bytes: bool,
+    /// Where the fields of `task_struct` and its neighbours are in the running kernel (from
+    /// its BTF); all zero: the programs read none (no login identity, executable path, args).
+    pub offsets: agent_common::KernelOffsets,
 }
 
 /// Maps userspace reads while the programs run (and after they are detached).
@@ -121,6 +124,8 @@ pub struct PolicySet {
     scope_paths: HashMap<MapData, u64, u64>,
     scope_units: HashMap<MapData, u64, u64>,
     name_gate_ports: HashMap<MapData, u16, u8>,
+    exes: HashMap<MapData, ExeId, u64>,
+    exe_paths: HashMap<MapData, u64, u64>,
 }
 
 impl PolicySet {
@@ -138,6 +143,18 @@ impl PolicySet {
             self.name_gate_ports
                 .remove(&port)
                 .map_err(policy_err("clearing name gate ports"))?;
+        }
+        let old: Vec<ExeId> = self.exes.keys().filter_map(Result::ok).collect();
+        for id in old {
+            self.exes
+                .remove(&id)
+                .map_err(policy_err("clearing executables"))?;
+        }
+        let old: Vec<u64> = self.exe_paths.keys().filter_map(Result::ok).collect();
+        for hash in old {
+            self.exe_paths
+                .remove(&hash)
+                .map_err(policy_err("clearing executable paths"))?;
         }
         Ok(())
     }
@@ -176,6 +193,18 @@ impl PolicySet {
             self.name_gate_ports
                 .insert(port, 1, 0)
                 .map_err(policy_err("name gate port"))?;
+        }
+        for (hash, bits) in &compiled.exe_paths {
+            self.exe_paths
+                .insert(hash, bits, 0)
+                .map_err(policy_err("executable path"))?;
+        }
+        if compiled.has_exes() {
+            for (id, bits) in crate::policy::compile::exe_ids(&compiled.scopes) {
+                self.exes
+                    .insert(id, bits, 0)
+                    .map_err(policy_err("executable"))?;
+            }
         }
         for (index, value) in compiled.domain_rules.iter().enumerate() {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
@@ -328,6 +357,7 @@ impl PolicyKernel for PolicyMaps {
             domain_rules: [rules0, rules1],
             scoped,
             name_gate,
+            exes,
         } = self.current;
         let bit = 1u32 << idle;
         let next = PolicyState {
@@ -351,6 +381,11 @@ impl PolicyKernel for PolicyMaps {
                 name_gate | bit
             } else {
                 name_gate & !bit
+            },
+            exes: if compiled.block && compiled.has_exes() {
+                exes | bit
+            } else {
+                exes & !bit
             },
         };
         self.state
@@ -507,10 +542,8 @@ const CGROUP_SOCK_ADDR: [&str; 4] = [
     programs::SENDMSG6,
 ];
 /// The tracepoints always attached: (program, which is also the event, category).
-const TRACEPOINTS: [(&str, &str); 6] = [
+const TRACEPOINTS: [(&str, &str); 4] = [
     (programs::CGROUP_MKDIR, "cgroup"),
-    (programs::SYS_ENTER_EXECVE, "syscalls"),
-    (programs::SYS_ENTER_EXECVEAT, "syscalls"),
     (programs::SCHED_PROCESS_EXEC, "sched"),
     (programs::TASK_NEWTASK, "task"),
     (programs::SCHED_PROCESS_EXIT, "sched"),
@@ -554,6 +587,7 @@ pub fn load_and_attach(
         tcp_progress: _,
         connection_ends,
         first_bytes: _,
+        offsets: _,
     } = config;
     raise_memlock();
     let tracefs_dir = tracefs::ensure_mounted()?;
@@ -640,6 +674,7 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         tcp_progress,
         connection_ends,
         first_bytes,
+        offsets,
     } = config;
     let first_bytes = u32::from(*first_bytes);
     let wakeup_bytes = u64::from(ring_buffer_size / 4);
@@ -654,6 +689,7 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         .override_global(globals::TCP_PROGRESS, &tcp_progress, true)
         .override_global(globals::CONN_TRACKING, &conn_tracking, true)
         .override_global(globals::FIRST_BYTES, &first_bytes, true)
+        .override_global(globals::KERNEL_OFFSETS, offsets, true)
         .map_max_entries(maps::EVENTS, *ring_buffer_size)
         .load(PROGRAMS)
         .map_err(KernelError::Load)
@@ -885,7 +921,7 @@ fn fs_magic(path: &Path) -> Option<i64> {
 
 /// Names of the maps of policy set 0 and set 1 (`agent-ebpf/src/policy.rs`), in the order of
 /// [`PolicySet`]'s fields.
-const POLICY_SET_MAPS: [[&str; 9]; 2] = {
+const POLICY_SET_MAPS: [[&str; 11]; 2] = {
     use maps::*;
     [
         [
@@ -898,6 +934,8 @@ const POLICY_SET_MAPS: [[&str; 9]; 2] = {
             SCOPE_PATHS_0,
             SCOPE_UNITS_0,
             NAME_GATE_PORTS_0,
+            EXES_0,
+            EXE_PATHS_0,
         ],
         [
             POLICY_V4_1,
@@ -909,13 +947,15 @@ const POLICY_SET_MAPS: [[&str; 9]; 2] = {
             SCOPE_PATHS_1,
             SCOPE_UNITS_1,
             NAME_GATE_PORTS_1,
+            EXES_1,
+            EXE_PATHS_1,
         ],
     ]
 };
 
 /// Takes the maps of one policy set out of the object.
 fn policy_set(ebpf: &mut Ebpf, set: usize) -> Result<PolicySet, KernelError> {
-    let [v4, v6, scopes, dns_names, dns_allow, domain_rules, scope_paths, scope_units, gate_ports] =
+    let [v4, v6, scopes, dns_names, dns_allow, domain_rules, scope_paths, scope_units, gate_ports, exes, exe_paths] =
         POLICY_SET_MAPS
             .get(set)
             .copied()
@@ -930,6 +970,8 @@ fn policy_set(ebpf: &mut Ebpf, set: usize) -> Result<PolicySet, KernelError> {
         scope_paths: typed(ebpf, scope_paths)?,
         scope_units: typed(ebpf, scope_units)?,
         name_gate_ports: typed(ebpf, gate_ports)?,
+        exes: typed(ebpf, exes)?,
+        exe_paths: typed(ebpf, exe_paths)?,
     })
 }
 

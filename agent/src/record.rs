@@ -171,9 +171,7 @@ pub struct ConnectionRecord {
     pub action: Action,
     pub ktime_ns: u64,
     pub tid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub user_name: Option<String>,
+    pub users: Users,
     pub process: Arc<ProcessInfo>,
     pub cgroup: Arc<CgroupInfo>,
     pub cookie: u64,
@@ -193,6 +191,39 @@ pub struct ConnectionRecord {
     /// TCP: what the connection's first bytes said, once they were read (boxed: most records
     /// are written before).
     pub first_bytes: Option<Box<FirstBytesSeen>>,
+}
+
+/// The users of a connection's call, and the names of every user its line shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Users {
+    /// Real user and group (the event's header).
+    pub uid: u32,
+    pub gid: u32,
+    /// Effective user and group: the kernel's at the call, else the process's last known.
+    pub euid: u32,
+    pub egid: u32,
+    /// Names of the users on the line (effective, real, login, entry leader's): uid → name.
+    pub names: Vec<(u32, String)>,
+}
+
+impl Users {
+    /// Real and effective ids equal: a call whose effective user is not known apart.
+    pub fn same(uid: u32, gid: u32) -> Self {
+        Self {
+            uid,
+            gid,
+            euid: uid,
+            egid: gid,
+            names: Vec::new(),
+        }
+    }
+
+    pub fn name(&self, uid: u32) -> Option<&str> {
+        self.names
+            .iter()
+            .find(|(id, _)| *id == uid)
+            .map(|(_, name)| name.as_str())
+    }
 }
 
 /// What the first bytes of a TCP connection said (`--first-bytes`, and gated connections).
@@ -314,7 +345,7 @@ impl ConnectionRecord {
         event: &ConnectEvent,
         process: Arc<ProcessInfo>,
         cgroup: Arc<CgroupInfo>,
-        user_name: Option<String>,
+        users: Users,
     ) -> Option<Self> {
         let ConnectEvent {
             header,
@@ -326,23 +357,15 @@ impl ConnectionRecord {
             addr,
             prev_datagrams: _,
             verdict,
-            _pad: _,
+            euid: _,
             netns,
         } = event;
-        let EventHeader {
-            ktime_ns,
-            tid,
-            uid,
-            gid,
-            ..
-        } = header;
+        let EventHeader { ktime_ns, tid, .. } = header;
         Some(Self {
             action,
             ktime_ns: *ktime_ns,
             tid: *tid,
-            uid: *uid,
-            gid: *gid,
-            user_name,
+            users,
             process,
             cgroup,
             cookie: *cookie,
@@ -372,9 +395,7 @@ pub(crate) fn sample(
         action,
         ktime_ns: 0,
         tid: 1,
-        uid: 0,
-        gid: 0,
-        user_name: None,
+        users: Users::same(0, 0),
         process: Arc::new(ProcessInfo::from_comm(1, "curl")),
         cgroup: Arc::new(CgroupInfo {
             id: 1,

@@ -318,8 +318,8 @@ pub struct Process<'a> {
     pub pid: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub thread: Option<Id>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parent: Option<Pid>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub parent: Option<Box<Related<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub executable: Option<Cow<'a, str>>,
     #[serde(borrow)]
@@ -333,20 +333,90 @@ pub struct Process<'a> {
     pub user: Option<User<'a>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub group: Option<Group<'a>>,
+    /// The real user and group (`user`/`group` are the effective ones).
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub real_user: Option<User<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub real_group: Option<Group<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tty: Option<Tty>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub session_leader: Option<Box<Related<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub entry_leader: Option<Box<EntryLeader<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub start: Option<Cow<'a, str>>,
+}
+
+/// `process.parent`, `process.session_leader`: another process.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Related<'a> {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub executable: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub args: Option<Cow<'a, [String]>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub start: Option<Cow<'a, str>>,
+}
+
+/// `process.entry_leader`: the process through which a person or the system entered.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EntryLeader<'a> {
+    pub pid: u32,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub executable: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub args: Option<Cow<'a, [String]>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub start: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub user: Option<User<'a>>,
+    #[serde(borrow)]
+    pub entry_meta: EntryMeta<'a>,
+}
+
+/// `process.entry_leader.entry_meta`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EntryMeta<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub source: Option<EntrySource<'a>>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EntrySource<'a> {
+    #[serde(borrow)]
+    pub ip: Cow<'a, str>,
+}
+
+/// `process.tty`: the controlling terminal.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tty {
+    pub char_device: CharDevice,
+}
+
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CharDevice {
+    pub major: u32,
+    pub minor: u32,
 }
 
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Id {
     pub id: u32,
-}
-
-#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Pid {
-    pub pid: u32,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -364,6 +434,8 @@ pub struct User<'a> {
 pub struct Group<'a> {
     #[serde(borrow)]
     pub id: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub name: Option<Cow<'a, str>>,
 }
 
 /// `source`, `destination`.
@@ -520,8 +592,11 @@ pub struct Egret<'a> {
     pub failures: Option<Failures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp: Option<Udp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<EgretProcess>,
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub process: Option<EgretProcess<'a>>,
+    /// The audit login of the process (absent when it never logged in).
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub login: Option<Login<'a>>,
     /// `metric` lines (boxed: the counters are many, and a line is moved whole).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Box<Metrics>>,
@@ -698,11 +773,43 @@ pub struct Udp {
     pub datagrams: u64,
 }
 
-/// `egret.process`.
-#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+/// `egret.process`: what ECS has no field for.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(default)]
-pub struct EgretProcess {
+pub struct EgretProcess<'a> {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub args_truncated: bool,
+    /// It runs from no file on disk (`memfd:NAME`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fileless: bool,
+    /// The `#!` script its interpreter runs.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub script: Option<Cow<'a, str>>,
+    /// The controlling terminal's name (`pts/3`).
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub tty: Option<Cow<'a, str>>,
+}
+
+impl EgretProcess<'_> {
+    pub fn is_empty(&self) -> bool {
+        let Self {
+            args_truncated,
+            fileless,
+            script,
+            tty,
+        } = self;
+        !args_truncated && !fileless && script.is_none() && tty.is_none()
+    }
+}
+
+/// `egret.login`: the audit login uid (with its name) and session.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Login<'a> {
+    #[serde(borrow)]
+    pub user: User<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<u32>,
 }
 
 /// `egret.output`: on the output file's own lines, what the chain continues from and what was

@@ -77,13 +77,9 @@ pub type FieldLayout = (&'static str, usize, usize);
 
 /// Fields the kernel programs read, by tracepoint: (category, event, fields).
 pub const EXPECTED: &[(&str, &str, &[FieldLayout])] = &[
-    ("syscalls", programs::SYS_ENTER_EXECVE, EXECVE),
-    ("syscalls", programs::SYS_ENTER_EXECVEAT, EXECVEAT),
     ("sched", programs::SCHED_PROCESS_EXEC, PROCESS_EXEC),
     ("task", programs::TASK_NEWTASK, NEWTASK),
 ];
-const EXECVE: &[FieldLayout] = &[("filename", 16, 8), ("argv", 24, 8)];
-const EXECVEAT: &[FieldLayout] = &[("filename", 24, 8), ("argv", 32, 8)];
 const PROCESS_EXEC: &[FieldLayout] = &[("filename", 8, 4), ("old_pid", 16, 4)];
 const NEWTASK: &[FieldLayout] = &[("pid", 8, 4), ("clone_flags", 32, 8)];
 

@@ -849,3 +849,200 @@ fn on_exit_detach_fails_open_after_sigkill() -> Result<()> {
         Ok(())
     })
 }
+
+/// Runs `program` (with `argv0` as its `argv[0]` when given, and in `cwd` when given) in `cg`
+/// and returns its output whatever the exit status.
+fn run_program(
+    cg: &TestCgroup,
+    program: &Path,
+    argv0: Option<&str>,
+    cwd: Option<&Path>,
+    args: &[&str],
+) -> Result<RunOutput> {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    if let Some(argv0) = argv0 {
+        cmd.arg0(argv0);
+    }
+    if let Some(cwd) = cwd {
+        cmd.current_dir(cwd);
+    }
+    cg.command(&mut cmd)?;
+    run_with_timeout(&mut cmd, Duration::from_secs(30))
+}
+
+/// Copies the test client to `to` (a new file: a new inode), executable.
+fn copy_client(to: &Path) -> Result<()> {
+    std::fs::copy(CLIENT, to).with_context(|| format!("copy the client to {}", to.display()))?;
+    Ok(())
+}
+
+/// A `processes:` rule in block mode is enforced by the executable file's identity: the
+/// approved binary connects by its path, through a symlink, by a relative path and after a
+/// `/proc/self/exe` re-exec; a copy of it elsewhere (same name, same bytes), the same copy
+/// claiming the approved path as `argv[0]`, and the original binary get EPERM; a new version
+/// renamed over the approved one (a package upgrade) is approved from its first run.
+#[test]
+fn block_mode_processes_rules_follow_the_file_not_its_name() -> Result<()> {
+    Harness::with_cgroup("blk-exe", |cg| {
+        let dir = PolicyDir::create("exe")?;
+        let bin = dir.path().join("bin");
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&bin)?;
+        std::fs::create_dir_all(&other)?;
+        let approved = bin.join(CLIENT_NAME);
+        let impostor = other.join(CLIENT_NAME);
+        let link = dir.path().join("link-to-client");
+        copy_client(&approved)?;
+        copy_client(&impostor)?;
+        std::os::unix::fs::symlink(&approved, &link)?;
+        let server = TcpServer::loopback()?;
+        let port = server.port().to_string();
+        let policy = format!(
+            "mode: block
+loopback: audit
+rules:
+  - name: client-only
+    to: [\"127.0.0.1/32\"]
+    ports: [{port}]
+    processes: [\"{}\"]
+",
+            approved.display()
+        );
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+
+        let ok = |out: RunOutput, how: &str| -> Result<()> {
+            ensure!(
+                out.status.success(),
+                "{how}: should connect, got {}\nstdout: {}\nstderr: {}",
+                out.status,
+                out.stdout,
+                out.stderr
+            );
+            Ok(())
+        };
+        let eperm = |out: RunOutput, how: &str| -> Result<()> {
+            ensure!(
+                !out.status.success() && out.stdout.lines().any(|l| l.trim() == "errno=1"),
+                "{how}: should fail with EPERM, got {}\nstdout: {}\nstderr: {}",
+                out.status,
+                out.stdout,
+                out.stderr
+            );
+            Ok(())
+        };
+        let m = marker();
+        ok(
+            run_program(
+                &h.cgroup,
+                &approved,
+                None,
+                None,
+                &["tcp", "127.0.0.1", &port, &m],
+            )?,
+            "the approved binary",
+        )?;
+        let line = h
+            .egret
+            .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
+        check_verdict(&line, "approved", "block", Some("client-only"))?;
+        ensure!(
+            field_str(&line, "process.executable") == Some(approved.to_str().unwrap_or_default()),
+            "process.executable: {line}"
+        );
+        ok(
+            run_program(
+                &h.cgroup,
+                &link,
+                None,
+                None,
+                &["tcp", "127.0.0.1", &port, &marker()],
+            )?,
+            "through a symlink",
+        )?;
+        ok(
+            run_program(
+                &h.cgroup,
+                Path::new(&format!("./{CLIENT_NAME}")),
+                None,
+                Some(&bin),
+                &["tcp", "127.0.0.1", &port, &marker()],
+            )?,
+            "by a relative path",
+        )?;
+        let m = marker();
+        ok(
+            run_program(
+                &h.cgroup,
+                &approved,
+                None,
+                None,
+                &["reexec", "tcp", "127.0.0.1", &port, &m],
+            )?,
+            "re-exec'd through /proc/self/exe",
+        )?;
+        let line = h
+            .egret
+            .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
+        ensure!(
+            field_str(&line, "process.executable") == Some(approved.to_str().unwrap_or_default())
+                && field_str(&line, "process.name") == Some(CLIENT_NAME),
+            "a /proc/self/exe re-exec is named as its file: {line}"
+        );
+
+        let m = marker();
+        eperm(
+            run_program(
+                &h.cgroup,
+                &impostor,
+                None,
+                None,
+                &["tcp", "127.0.0.1", &port, &m],
+            )?,
+            "a copy with the same name elsewhere",
+        )?;
+        let line = h
+            .egret
+            .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
+        check_verdict(&line, "blocked", "block", None)?;
+        eperm(
+            run_program(
+                &h.cgroup,
+                &impostor,
+                approved.to_str(),
+                None,
+                &["tcp", "127.0.0.1", &port, &marker()],
+            )?,
+            "a copy claiming the approved path as argv[0]",
+        )?;
+        eperm(
+            run_program(
+                &h.cgroup,
+                Path::new(CLIENT),
+                None,
+                None,
+                &["tcp", "127.0.0.1", &port, &marker()],
+            )?,
+            "the original build of the same program",
+        )?;
+
+        // A package upgrade: the new version is written next to the old one and renamed over
+        // it; its very first run connects.
+        let staged = bin.join(format!(".{CLIENT_NAME}.new"));
+        copy_client(&staged)?;
+        std::fs::rename(&staged, &approved)?;
+        ok(
+            run_program(
+                &h.cgroup,
+                &approved,
+                None,
+                None,
+                &["tcp", "127.0.0.1", &port, &marker()],
+            )?,
+            "the upgraded binary's first run",
+        )?;
+        h.finish()
+    })
+}

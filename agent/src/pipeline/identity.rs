@@ -17,8 +17,7 @@ use std::{
 };
 
 use agent_common::{
-    CgroupMkdirEvent, ConnectEvent, EventHeader, ExecArgsEvent, ExecEvent, ExitEvent, ForkEvent,
-    EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_PATH_TRUNCATED, EXEC_FLAG_READ_FAILED,
+    task::UNSET_ID, CgroupMkdirEvent, ConnectEvent, EventHeader, ExecEvent, ExitEvent, ForkEvent,
 };
 
 use crate::{
@@ -26,8 +25,8 @@ use crate::{
     clock::duration_ns,
     config::ProcessConfig,
     container::{ContainerInfo, ContainerResolver, ContainerStats, Lookup},
-    process::{split_nul, ExecArgs, ProcessInfo, ProcessTable, TableStats},
-    record::{comm_str, Action, ConnectionRecord},
+    process::{ExecImage, ProcessInfo, ProcessTable, TableStats},
+    record::{comm_str, Action, ConnectionRecord, Users},
     users::UserNames,
 };
 
@@ -132,14 +131,45 @@ impl<P> Identity<P> {
         let EventHeader {
             tgid,
             uid,
+            gid,
             cgroup_id,
             comm,
             ..
         } = &ev.header;
         let process = self.processes.resolve(*tgid, &comm_str(comm));
         let cgroup = self.cgroups.resolve(*cgroup_id);
-        let user_name = self.users.name(*uid).map(str::to_owned);
-        ConnectionRecord::new(action, ev, process, cgroup, user_name)
+        let users = self.users_of(&process, *uid, *gid, ev.euid);
+        ConnectionRecord::new(action, ev, process, cgroup, users)
+    }
+
+    /// The users of a call by `process` with real ids `uid`/`gid` and effective uid `euid`
+    /// (`UNSET_ID`: the kernel could not say), with the names of every user its line shows.
+    fn users_of(&mut self, process: &ProcessInfo, uid: u32, gid: u32, euid: u32) -> Users {
+        let known = process.creds;
+        let euid = if euid != UNSET_ID {
+            euid
+        } else {
+            // The process's last known effective user, unless its real user changed since.
+            known.filter(|c| c.uid == uid).map_or(uid, |c| c.euid)
+        };
+        let egid = known.filter(|c| c.gid == gid).map_or(gid, |c| c.egid);
+        let mut users = Users {
+            uid,
+            gid,
+            euid,
+            egid,
+            names: Vec::new(),
+        };
+        let login = process.login.map(|l| l.uid);
+        let entry = process.entry_leader.as_ref().and_then(|e| e.process.euid);
+        for id in [Some(euid), Some(uid), login, entry].into_iter().flatten() {
+            if users.name(id).is_none() {
+                if let Some(name) = self.users.name(id) {
+                    users.names.push((id, name.to_owned()));
+                }
+            }
+        }
+        users
     }
 
     /// The process with this pid (from `/proc` or a bare entry when the table lacks it).
@@ -247,45 +277,12 @@ impl<P> Identity<P> {
             .collect()
     }
 
-    /// The kernel captured an exec's path and arguments (before the exec replaced them).
-    pub fn on_exec_args(&mut self, ev: &ExecArgsEvent) {
-        let ExecArgsEvent {
-            header,
-            flags,
-            argc: _,
-            args_len,
-            path_len,
-            path,
-            args,
-        } = ev;
-        let args_bytes = filled(args, *args_len);
-        if flags & EXEC_FLAG_READ_FAILED != 0 && args_bytes.is_empty() {
-            // The kernel could not read argv (not resident): let the exec fall back to /proc.
-            return;
-        }
-        self.processes.on_exec_args(
-            header.tid,
-            ExecArgs {
-                path: String::from_utf8_lossy(filled(path, *path_len)).into_owned(),
-                args: split_nul(args_bytes),
-                truncated: flags & (EXEC_FLAG_ARGS_TRUNCATED | EXEC_FLAG_PATH_TRUNCATED) != 0,
-                ktime_ns: header.ktime_ns,
-            },
-        );
-    }
-
+    /// A process exec'd: what it runs now, from the new image.
     pub fn on_exec(&mut self, ev: &ExecEvent) {
-        let ExecEvent {
-            header,
-            old_tid,
-            filename_len,
-            filename,
-        } = ev;
-        let name = String::from_utf8_lossy(filled(filename, *filename_len));
+        let header = &ev.header;
         self.processes.on_exec(
             header.tgid,
-            *old_tid,
-            &name,
+            ExecImage::from_event(ev),
             &comm_str(&header.comm),
             header.ktime_ns,
         );
@@ -297,11 +294,13 @@ impl<P> Identity<P> {
             child_tgid,
             _pad: _,
             clone_flags: _,
+            identity,
         } = ev;
         self.processes.on_fork(
             header.tgid,
             *child_tgid,
             &comm_str(&header.comm),
+            identity,
             header.ktime_ns,
         );
     }
@@ -346,12 +345,6 @@ impl<P> Identity<P> {
     }
 }
 
-/// The part of a record's byte array the kernel filled: its first `len` bytes (all of it, if
-/// `len` says more).
-fn filled(bytes: &[u8], len: u32) -> &[u8] {
-    bytes.get(..len as usize).unwrap_or(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use agent_common::EventKind;
@@ -359,7 +352,7 @@ mod tests {
     use super::*;
     use crate::{
         container::RuntimeConfig,
-        pipeline::synthetic::{self, exec, exec_args, PID, SECOND},
+        pipeline::synthetic::{self, exec, PID, SECOND},
     };
 
     /// The stage, and the container fetcher it sends requests to (kept, never run: no
@@ -388,8 +381,7 @@ mod tests {
     #[test]
     fn a_connection_is_named_after_the_exec_that_preceded_it() {
         let (mut identity, _fetcher) = identity();
-        identity.on_exec_args(&exec_args(PID, "/usr/bin/curl", &["curl", "-s", "x.io"]));
-        identity.on_exec(&exec(PID, "/usr/bin/curl"));
+        identity.on_exec(&exec(PID, "/usr/bin/curl", &["curl", "-s", "x.io"]));
         let record = identity
             .connection(Action::Connect, &connect())
             .expect("an IPv4 connect");

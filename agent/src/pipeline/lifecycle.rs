@@ -62,7 +62,7 @@ impl Start {
             addr,
             prev_datagrams,
             verdict: _,
-            _pad: _,
+            euid: _,
             netns: _,
         } = *ev;
         let connected_udp = record.action == Action::Connect

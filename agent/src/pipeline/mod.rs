@@ -113,7 +113,6 @@ impl Pipeline {
         match event {
             Event::Connect(ev) => self.on_connection(Action::Connect, &ev),
             Event::Send(ev) => self.on_connection(Action::Send, &ev),
-            Event::ExecArgs(ev) => self.identity.on_exec_args(&ev),
             Event::Exec(ev) => self.identity.on_exec(&ev),
             Event::Fork(ev) => self.identity.on_fork(&ev),
             Event::Exit(ev) => self.identity.on_exit(&ev),

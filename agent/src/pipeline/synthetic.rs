@@ -4,8 +4,9 @@
 use std::net::IpAddr;
 
 use agent_common::{
-    ConnEndEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExecArgsEvent, ExecEvent,
-    PayloadEvent, CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT,
+    task::{EXE_DEPTH, EXE_NAME_LEN},
+    ConnEndEvent, ConnectEvent, DnsEvent, EventHeader, EventKind, ExeId, ExecEvent, PayloadEvent,
+    TaskIdentity, CONN_FLAG_ALL_ACKED, CONN_FLAG_ESTABLISHED, CONN_FLAG_FIN_SENT,
     CONN_FLAG_SYN_SENT, DNS_PAYLOAD_MAX, EVENT_VERSION, EXEC_ARGS_LEN, EXEC_PATH_LEN,
     PAYLOAD_CHUNK, TCP_SYN_SENT, VERDICT_NONE,
 };
@@ -52,7 +53,7 @@ pub fn connect(kind: EventKind, cookie: u64, ip: &str, port: u16, ktime_ns: u64)
         addr,
         prev_datagrams: 0,
         verdict: VERDICT_NONE,
-        _pad: 0,
+        euid: 0,
         netns: 1,
     }
 }
@@ -125,26 +126,16 @@ fn padded<const N: usize>(bytes: &[u8]) -> [u8; N] {
     out
 }
 
-/// `pid` is about to exec `path` with `args` (captured at `execve` entry).
-pub fn exec_args(pid: u32, path: &str, args: &[&str]) -> ExecArgsEvent {
+/// `pid` exec'd `path` (absolute; the kernel walked it) with `args`.
+pub fn exec(pid: u32, path: &str, args: &[&str]) -> ExecEvent {
     let joined = args.join("\0");
-    ExecArgsEvent {
-        header: EventHeader {
-            tgid: pid,
-            tid: pid,
-            ..header(EventKind::ExecArgs, 0)
-        },
-        flags: 0,
-        argc: args.len() as u32,
-        args_len: joined.len() as u32,
-        path_len: path.len() as u32,
-        path: padded::<EXEC_PATH_LEN>(path.as_bytes()),
-        args: padded::<EXEC_ARGS_LEN>(joined.as_bytes()),
+    let components: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).rev().collect();
+    let mut exe_names = [[0u8; EXE_NAME_LEN]; EXE_DEPTH];
+    let mut exe_name_lens = [0u8; EXE_DEPTH];
+    for (i, name) in components.iter().enumerate() {
+        exe_names[i] = padded::<EXE_NAME_LEN>(name.as_bytes());
+        exe_name_lens[i] = name.len() as u8;
     }
-}
-
-/// `pid` exec'd `path`.
-pub fn exec(pid: u32, path: &str) -> ExecEvent {
     ExecEvent {
         header: EventHeader {
             tgid: pid,
@@ -153,7 +144,29 @@ pub fn exec(pid: u32, path: &str) -> ExecEvent {
         },
         old_tid: pid,
         filename_len: path.len() as u32,
+        flags: 0,
+        args_len: joined.len() as u32,
+        identity: TaskIdentity {
+            loginuid: 1000,
+            sessionid: 7,
+            uid: 1000,
+            euid: 1000,
+            gid: 1000,
+            egid: 1000,
+            sid: pid,
+            tty: 0,
+        },
+        exe: ExeId {
+            dev: 8 << 20 | 1,
+            generation: 0,
+            ino: 4242,
+        },
+        exe_depth: components.len() as u32,
+        _pad: 0,
+        exe_name_lens,
         filename: padded::<EXEC_PATH_LEN>(path.as_bytes()),
+        exe_names,
+        args: padded::<EXEC_ARGS_LEN>(joined.as_bytes()),
     }
 }
 

@@ -36,6 +36,133 @@ pub enum ScopeSelector {
     Namespaces(Vec<Glob>),
     /// A container's cgroup, when its pod's name matches one of these.
     Pods(Vec<Glob>),
+    /// A process whose executable file is one these name: exact paths, `DIR/*` (the files
+    /// in DIR) or `DIR/**` (every file below DIR). Known to the kernel by the file's identity
+    /// (device, inode), never by a name the process gives itself.
+    Processes(Vec<Glob>),
+}
+
+/// The kernel's form of a `processes:` selector, or why it has none: an exact path, or a
+/// directory without glob characters followed by `/*` or `/**`.
+pub fn exe_pattern(text: &str) -> Result<ExePattern<'_>, String> {
+    let (dir, kind) = match (text.strip_suffix("/**"), text.strip_suffix("/*")) {
+        (Some(dir), _) => (dir, ExePatternKind::Below),
+        (None, Some(dir)) => (dir, ExePatternKind::In),
+        (None, None) => (text, ExePatternKind::Exact),
+    };
+    if dir.contains(['*', '?', '[', ']', '{', '}']) || !dir.starts_with('/') {
+        return Err(format!(
+            "`{text}`: in block mode a process selector is an absolute path, DIR/* or DIR/** with no other glob characters"
+        ));
+    }
+    Ok(ExePattern { path: dir, kind })
+}
+
+/// A `processes:` selector the kernel enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExePattern<'a> {
+    /// The file (exact) or the directory.
+    pub path: &'a str,
+    pub kind: ExePatternKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExePatternKind {
+    Exact,
+    /// `DIR/*`: the files directly in DIR.
+    In,
+    /// `DIR/**`: every file below DIR.
+    Below,
+}
+
+impl ExePattern<'_> {
+    /// The text the kernel hashes for `path` (the pattern's path or its canonical form).
+    fn text(&self, path: &str) -> String {
+        match self.kind {
+            ExePatternKind::Exact => path.to_owned(),
+            ExePatternKind::In => format!("{}/*", path.trim_end_matches('/')),
+            ExePatternKind::Below => format!("{}/**", path.trim_end_matches('/')),
+        }
+    }
+
+    /// The hashes the kernel matches an exec'd file's walked path against: the path as
+    /// written and, when links lead elsewhere, the path they lead to (the kernel walks the
+    /// real file's path).
+    pub fn hashes(&self) -> Vec<u64> {
+        let mut texts = vec![self.text(self.path)];
+        if let Ok(real) = std::fs::canonicalize(self.path) {
+            let real = real.to_string_lossy().into_owned();
+            if real != self.path {
+                texts.push(self.text(&real));
+            }
+        }
+        texts
+            .iter()
+            .filter_map(|t| agent_common::exe_pattern_hash(t))
+            .collect()
+    }
+
+    /// The identities of the files it approves now (bounded by `room`).
+    pub fn files(&self, room: usize, out: &mut Vec<agent_common::ExeId>) {
+        use std::os::unix::fs::MetadataExt as _;
+        let id = |meta: &std::fs::Metadata| agent_common::ExeId {
+            dev: crate::process::kernel_dev(meta.dev()),
+            generation: 0,
+            ino: meta.ino(),
+        };
+        match self.kind {
+            ExePatternKind::Exact => {
+                if let Ok(meta) = std::fs::metadata(self.path) {
+                    out.push(id(&meta));
+                }
+            }
+            ExePatternKind::In | ExePatternKind::Below => {
+                let mut stack = vec![std::path::PathBuf::from(self.path)];
+                while let Some(dir) = stack.pop() {
+                    let Ok(entries) = std::fs::read_dir(&dir) else {
+                        continue;
+                    };
+                    for entry in entries.flatten() {
+                        if out.len() >= room {
+                            return;
+                        }
+                        let Ok(meta) = std::fs::metadata(entry.path()) else {
+                            continue;
+                        };
+                        if meta.is_file() {
+                            out.push(id(&meta));
+                        } else if meta.is_dir() && self.kind == ExePatternKind::Below {
+                            stack.push(entry.path());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The files the `processes:` selectors approve now: file identity → scope bits (at most
+/// `EXES_MAX`; past it, a warning, and only execs under a matching path earn theirs).
+pub fn exe_ids(scopes: &[ScopeSelector]) -> HashMap<agent_common::ExeId, u64> {
+    let room = agent_common::EXES_MAX as usize;
+    let mut ids: HashMap<agent_common::ExeId, u64> = HashMap::new();
+    for (i, selector) in scopes.iter().enumerate() {
+        let ScopeSelector::Processes(globs) = selector else {
+            continue;
+        };
+        let mut files = Vec::new();
+        for pattern in globs.iter().filter_map(|g| exe_pattern(&g.text).ok()) {
+            pattern.files(room, &mut files);
+        }
+        for file in files {
+            if ids.len() >= room && !ids.contains_key(&file) {
+                log::warn!("processes: selectors name more than {room} files; the rest are approved once exec'd under a matching path");
+                return ids;
+            }
+            *ids.entry(file).or_default() |= 1u64 << i;
+        }
+    }
+    ids
 }
 
 /// What the container selectors look at, for one container.
@@ -54,7 +181,9 @@ pub fn workload_bits(scopes: &[ScopeSelector], workload: &Workload<'_>) -> u64 {
     };
     scopes.iter().enumerate().fold(0u64, |bits, (i, selector)| {
         let hit = match selector {
-            ScopeSelector::Cgroups(_) | ScopeSelector::Units(_) => false,
+            ScopeSelector::Cgroups(_) | ScopeSelector::Units(_) | ScopeSelector::Processes(_) => {
+                false
+            }
             ScopeSelector::Containers(globs) => {
                 any(globs, workload.container_name) || any(globs, workload.container_image)
             }
@@ -102,6 +231,9 @@ pub struct CompiledPolicy {
     /// `name_gate` ports: TCP connects there go ahead with their first payload held until its
     /// name is checked.
     pub name_gate_ports: Vec<u16>,
+    /// Scope bits by [`agent_common::exe_pattern_hash`] of each `processes:` selector: the
+    /// kernel gives them to a file exec'd under a matching path.
+    pub exe_paths: Vec<(u64, u64)>,
 }
 
 impl CompiledPolicy {
@@ -117,7 +249,13 @@ impl CompiledPolicy {
             scope_paths: Vec::new(),
             scope_units: Vec::new(),
             name_gate_ports: Vec::new(),
+            exe_paths: Vec::new(),
         }
+    }
+
+    /// It has `processes:` selectors (the kernel needs each caller's executable).
+    pub fn has_exes(&self) -> bool {
+        !self.exe_paths.is_empty()
     }
 
     /// The domain rules (bit mask) approving `name` (`api.example.com`), computed the way the
@@ -412,15 +550,18 @@ impl<'p> Compiler<'p> {
             index,
             position: *position,
         };
-        if !processes.is_empty() {
-            self.push_error(
-                processes_position.unwrap_or(*position),
-                site.path(".processes"),
-                "executable selectors cannot be enforced exactly in the kernel; use audit mode, or scope the rule with cgroups/systemd_units".to_owned(),
-            );
-            return;
+        for glob in processes {
+            if let Err(message) = exe_pattern(&glob.text) {
+                self.push_error(
+                    processes_position.unwrap_or(*position),
+                    site.path(".processes"),
+                    message,
+                );
+                return;
+            }
         }
         let selectors = [
+            (!processes.is_empty()).then(|| ScopeSelector::Processes(processes.clone())),
             (!cgroups.is_empty()).then(|| ScopeSelector::Cgroups(cgroups.clone())),
             (!systemd_units.is_empty()).then(|| ScopeSelector::Units(systemd_units.clone())),
             (!containers.is_empty()).then(|| ScopeSelector::Containers(containers.clone())),
@@ -545,6 +686,7 @@ impl<'p> Compiler<'p> {
             names,
         } = self;
         let (scope_paths, scope_units) = creation_hashes(&scopes);
+        let exe_paths = exe_path_hashes(&scopes);
         let compiled = CompiledPolicy {
             block: true,
             v4: v4.kernel_map(policy, &mut errors),
@@ -555,6 +697,7 @@ impl<'p> Compiler<'p> {
             scope_paths,
             scope_units,
             name_gate_ports: policy.name_gate.ports.clone(),
+            exe_paths,
         };
         for (family, n) in [("IPv4", compiled.v4.len()), ("IPv6", compiled.v6.len())] {
             if n > POLICY_PREFIXES_MAX as usize {
@@ -653,10 +796,27 @@ fn creation_hashes(scopes: &[ScopeSelector]) -> (HashBits, HashBits) {
             }
             ScopeSelector::Containers(_)
             | ScopeSelector::Namespaces(_)
-            | ScopeSelector::Pods(_) => {}
+            | ScopeSelector::Pods(_)
+            | ScopeSelector::Processes(_) => {}
         }
     }
     (paths.into_iter().collect(), units.into_iter().collect())
+}
+
+/// (hash → bits) of every `processes:` selector, for the kernel's exec hook.
+fn exe_path_hashes(scopes: &[ScopeSelector]) -> HashBits {
+    let mut hashes: BTreeMap<u64, u64> = BTreeMap::new();
+    for (i, selector) in scopes.iter().enumerate() {
+        let ScopeSelector::Processes(globs) = selector else {
+            continue;
+        };
+        for pattern in globs.iter().filter_map(|g| exe_pattern(&g.text).ok()) {
+            for hash in pattern.hashes() {
+                *hashes.entry(hash).or_default() |= 1u64 << i;
+            }
+        }
+    }
+    hashes.into_iter().collect()
 }
 
 /// Scope bits a cgroup path itself carries.
@@ -669,7 +829,8 @@ pub fn scope_bits(scopes: &[ScopeSelector], rel: &str) -> u64 {
             // The cgroup that *is* the unit (its first non-slice unit component is itself).
             ScopeSelector::Containers(_)
             | ScopeSelector::Namespaces(_)
-            | ScopeSelector::Pods(_) => false,
+            | ScopeSelector::Pods(_)
+            | ScopeSelector::Processes(_) => false,
             ScopeSelector::Units(globs) => {
                 unit.is_some_and(|u| u == last.strip_prefix('_').unwrap_or(last))
                     && globs
@@ -752,6 +913,7 @@ mod tests {
             scope_paths,
             scope_units,
             name_gate_ports: _,
+            exe_paths: _,
         } = c;
         let entries = |v: &PolicyValue| {
             let listed: Vec<String> = v.entries[..v.count as usize]
@@ -788,6 +950,7 @@ mod tests {
                 ScopeSelector::Containers(globs) => format!("containers {:?}", texts(globs)),
                 ScopeSelector::Namespaces(globs) => format!("namespaces {:?}", texts(globs)),
                 ScopeSelector::Pods(globs) => format!("pods {:?}", texts(globs)),
+                ScopeSelector::Processes(globs) => format!("processes {:?}", texts(globs)),
             };
             writeln!(out, "scope {i}: {text}").unwrap();
         }
@@ -886,7 +1049,7 @@ mod tests {
     fn compile_errors_are_pinned() {
         let mut rules = Vec::new();
         let mut exe = rule("exe", &["203.0.113.0/24"], &[], &[]);
-        exe.processes = vec![glob("/usr/bin/git")];
+        exe.processes = vec![glob("/usr/bin/g*t")];
         exe.processes_position = Some(Position { line: 3, column: 5 });
         rules.push(exe);
         // 14 rules of 5 selector lists: the 13th rule's fifth list is one too many.
@@ -925,7 +1088,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "7 error(s) in policy p.yaml:\n\
-            p.yaml:3:5: rules[0].processes: executable selectors cannot be enforced exactly in the kernel; use audit mode, or scope the rule with cgroups/systemd_units\n\
+            p.yaml:3:5: rules[0].processes: `/usr/bin/g*t`: in block mode a process selector is an absolute path, DIR/* or DIR/** with no other glob characters\n\
             p.yaml:14:3: rules[13]: block mode supports at most 64 cgroups/systemd_units selector lists; merge scoped rules\n\
             p.yaml:15:3: rules[14]: block mode supports at most 64 cgroups/systemd_units selector lists; merge scoped rules\n\
             p.yaml:16:3: rules[15].ports: a rule with domain names supports at most 16 port ranges in block mode\n\
@@ -996,15 +1159,66 @@ mod tests {
     }
 
     #[test]
-    fn rejects_executable_selectors_in_block_mode() {
+    fn executable_selectors_get_a_scope_bit_and_path_hashes() {
         let mut r = rule("git", &["203.0.113.0/24"], &[(22, 22)], &[]);
-        r.processes = vec![glob("/usr/bin/git")];
-        let err = compile(&policy(vec![r], Loopback::Approve)).unwrap_err();
-        assert_eq!(err.errors.len(), 1);
-        assert!(
-            err.errors[0].message.contains("executable selectors"),
-            "{err}"
+        r.processes = vec![glob("/usr/bin/git"), glob("/usr/lib/git-core/*")];
+        let c = compile(&policy(vec![r], Loopback::Approve)).unwrap();
+        assert_eq!(find4(&c, [203, 0, 113, 0], 24), [entry(22, 22, 7, 1)]);
+        assert!(c.has_exes());
+        let hashes: Vec<u64> = c.exe_paths.iter().map(|(h, _)| *h).collect();
+        for text in ["/usr/bin/git", "/usr/lib/git-core/*"] {
+            let hash = agent_common::exe_pattern_hash(text).unwrap();
+            assert!(hashes.contains(&hash), "{text}");
+        }
+        assert!(c.exe_paths.iter().all(|(_, bits)| *bits == 1));
+    }
+
+    #[test]
+    fn executable_selectors_the_kernel_cannot_match_are_refused() {
+        for bad in [
+            "/opt/**/bin/java",
+            "/usr/bin/py*",
+            "relative/tool",
+            "/a/[bc]/x",
+        ] {
+            let mut r = rule("x", &["203.0.113.0/24"], &[(22, 22)], &[]);
+            r.processes = vec![glob(bad)];
+            let err = compile(&policy(vec![r], Loopback::Approve)).unwrap_err();
+            assert!(err.errors[0].message.contains("DIR/**"), "{bad}: {err}");
+        }
+        assert_eq!(
+            exe_pattern("/usr/lib/git-core/**"),
+            Ok(ExePattern {
+                path: "/usr/lib/git-core",
+                kind: ExePatternKind::Below
+            })
         );
+    }
+
+    #[test]
+    fn the_files_a_selector_approves_are_found_by_identity() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = std::env::temp_dir().join(format!("egret-exe-ids-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a"), b"a").unwrap();
+        std::fs::write(dir.join("sub/b"), b"b").unwrap();
+        let text = |suffix: &str| format!("{}{suffix}", dir.display());
+        let scopes = vec![
+            ScopeSelector::Processes(vec![glob(&text("/a"))]),
+            ScopeSelector::Processes(vec![glob(&text("/*"))]),
+            ScopeSelector::Processes(vec![glob(&text("/**"))]),
+        ];
+        let ids = exe_ids(&scopes);
+        let ino = |p: &str| std::fs::metadata(dir.join(p)).unwrap().ino();
+        let bits = |p: &str| {
+            ids.iter()
+                .find(|(id, _)| id.ino == ino(p))
+                .map(|(_, b)| *b)
+                .unwrap_or(0)
+        };
+        assert_eq!(bits("a"), 0b111, "exact, in the directory, below it");
+        assert_eq!(bits("sub/b"), 0b100, "only below");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

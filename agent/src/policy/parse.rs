@@ -82,9 +82,6 @@ const GATE_PORTS: ListKey = ListKey {
     ),
 };
 
-const PROCESSES_IN_BLOCK_MODE: &str = "executable selectors cannot be enforced exactly in the \
-     kernel; use audit mode, or scope the rule with cgroups/systemd_units";
-
 /// Parses a policy. `file` names the source in errors and becomes [`Policy::source`].
 ///
 /// # Errors
@@ -139,24 +136,25 @@ pub fn default_policy() -> Policy {
     })
 }
 
-/// What a valid policy cannot do in block mode: rules with `processes:` (the kernel cannot tell
-/// reliably which executable a socket belongs to). Empty in audit mode. Sorted by position.
+/// What a valid policy cannot do in block mode: `processes:` selectors the kernel cannot
+/// match (it knows exact paths, `DIR/*` and `DIR/**`). Empty in audit mode. Sorted by
+/// position.
 pub fn block_mode_errors(policy: &Policy) -> Vec<PolicyError> {
     if policy.mode != Mode::Block {
         return Vec::new();
     }
     let mut errors = Vec::new();
     for (i, rule) in policy.rules.iter().enumerate() {
-        if let Some(position) = rule.processes_position.or_else(|| {
-            // A rule built in code has no positions: point at the rule.
-            (!rule.processes.is_empty()).then_some(rule.position)
-        }) {
-            errors.push(PolicyError {
-                file: policy.source.clone(),
-                position,
-                path: format!("rules[{i}].processes"),
-                message: PROCESSES_IN_BLOCK_MODE.to_owned(),
-            });
+        for glob in &rule.processes {
+            if let Err(message) = super::compile::exe_pattern(&glob.text) {
+                errors.push(PolicyError {
+                    file: policy.source.clone(),
+                    // A rule built in code has no positions: point at the rule.
+                    position: rule.processes_position.unwrap_or(rule.position),
+                    path: format!("rules[{i}].processes"),
+                    message,
+                });
+            }
         }
     }
     errors.sort_by_key(|e| e.position);
@@ -1494,12 +1492,12 @@ rules:
     }
 
     #[test]
-    fn block_mode_rejects_processes_but_not_domains() {
+    fn block_mode_rejects_process_globs_it_cannot_match_but_not_domains() {
         let text = r#"mode: block
 rules:
   - name: git
     to: ["203.0.113.0/24"]
-    processes: ["/usr/bin/git"]
+    processes: ["/usr/bin/gi?"]
   - name: pay
     to: ["198.51.100.10", "api.stripe.com", "*.stripe.com"]
     cgroups: ["/system.slice/payments.service"]
@@ -1508,10 +1506,16 @@ rules:
         let errs = block_mode_errors(&p);
         let got: Vec<String> = errs.iter().map(ToString::to_string).collect();
         assert_eq!(got.len(), 1, "{got:#?}");
-        assert!(got[0].starts_with("p.yaml:5:5: rules[0].processes: executable selectors"));
+        assert!(
+            got[0].starts_with("p.yaml:5:5: rules[0].processes: `/usr/bin/gi?`: in block mode"),
+            "{got:?}"
+        );
+        // An exact path is enforced.
+        let exact = ok(&text.replace("gi?", "git"));
+        assert!(block_mode_errors(&exact).is_empty());
         assert!(check_text(text, "p.yaml").is_err());
         // Without the process rule, block mode is fine, with a note about the domains.
-        let without_git = text.replace("    processes: [\"/usr/bin/git\"]\n", "");
+        let without_git = text.replace("    processes: [\"/usr/bin/gi?\"]\n", "");
         let p = ok(&without_git);
         assert!(block_mode_errors(&p).is_empty());
         assert_eq!(

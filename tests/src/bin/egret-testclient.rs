@@ -13,7 +13,10 @@
 //! egret-testclient udp-loop [ADDR | --addr 127.0.0.1] [--duration-ms N]
 //! egret-testclient connect-loop [--duration-ms N | --count N] [--interval-ms N]
 //!                               [--status-file PATH] [--stop-file PATH] [--udp] ADDR PORT...
+//! egret-testclient reexec <SUBCOMMAND> [ARGS...]
 //! ```
+//! `reexec` runs itself again through `/proc/self/exe` (as busybox applets and Go programs
+//! do) with the rest of the arguments.
 //! Extra trailing arguments of the one-shot commands are ignored so tests can
 //! put a unique marker into argv. Exits non-zero with a message on failure; when
 //! the failure is a system call's error, stdout gets one line `errno=<N>` (1 is
@@ -503,6 +506,14 @@ fn run() -> Result<()> {
             udp_loop(addr, d)
         }
         "connect-loop" => connect_loop(&connect_loop_options(rest)?),
+        "reexec" => {
+            use std::os::unix::process::CommandExt as _;
+            let err = std::process::Command::new("/proc/self/exe")
+                .arg0("egret-testclient")
+                .args(rest)
+                .exec();
+            Err(err).context("exec /proc/self/exe")
+        }
         other => bail!("unknown subcommand {other:?}\n{USAGE}"),
     }
 }

@@ -1,0 +1,620 @@
+//! The process table: who a pid is, kept current from exec/fork/exit events so a process that
+//! lived for a millisecond is still named correctly when its connect event is processed.
+//!
+//! Entries are immutable snapshots ([`ProcessInfo`] behind an `Arc`): an exec replaces the
+//! snapshot, so an event already resolved keeps the identity it had when it happened.
+//!
+//! - [`image`]: what an exec runs, from the kernel's exec event: the executable (its real
+//!   path, whatever path, link, interpreter or descriptor the exec went through), arguments,
+//!   script, fileless images.
+//! - [`lineage`]: parent, session leader, entry leader, terminal names, the SSH client.
+
+pub mod image;
+pub mod lineage;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    fs,
+    sync::{Arc, OnceLock},
+};
+
+use agent_common::{task::UNSET_ID, ExeId, TaskIdentity};
+
+pub use image::ExecImage;
+use lineage::{Ancestor, EntryLeader};
+pub(crate) use proc::kernel_dev;
+
+/// A process's users, as the kernel gave them at its last exec or fork.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Creds {
+    pub uid: u32,
+    pub euid: u32,
+    pub gid: u32,
+    pub egid: u32,
+}
+
+/// The audit login identity (`/proc/PID/loginuid`, `/proc/PID/sessionid`), set by
+/// `pam_loginuid` at a login and inherited by everything started from it, through `su`,
+/// `sudo` and setuid programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Login {
+    pub uid: u32,
+    /// `None` when the session id was never set.
+    pub session: Option<u32>,
+}
+
+impl Login {
+    /// The login of a task identity; `None` when its login uid was never set.
+    pub fn of(identity: &TaskIdentity) -> Option<Self> {
+        (identity.loginuid != UNSET_ID).then_some(Self {
+            uid: identity.loginuid,
+            session: (identity.sessionid != UNSET_ID).then_some(identity.sessionid),
+        })
+    }
+}
+
+/// One process as egret reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: Option<u32>,
+    /// Absolute path of the executable when known (`memfd:NAME` for a fileless one).
+    pub executable: Option<String>,
+    /// Program name: basename of the executable, else the kernel's `comm`.
+    pub name: String,
+    pub args: Vec<String>,
+    /// The kernel cut the path or the arguments (see `docs/events.md` for the limits).
+    pub args_truncated: bool,
+    /// Process start, CLOCK_BOOTTIME ns.
+    pub start_ns: Option<u64>,
+    /// Users at the last exec or fork (a connection line has the users of its call).
+    pub creds: Option<Creds>,
+    pub login: Option<Login>,
+    /// Session id: the pid of its session leader.
+    pub sid: Option<u32>,
+    /// Controlling terminal (`major << 20 | minor`).
+    pub tty: Option<u32>,
+    /// The executable file's identity (device, inode).
+    pub exe_id: Option<ExeId>,
+    /// It runs from no file on disk (a memfd, an anonymous mapping).
+    pub fileless: bool,
+    /// A `#!` script it runs (the executable is then its interpreter).
+    pub script: Option<String>,
+    pub parent: Option<Arc<Ancestor>>,
+    pub session_leader: Option<Arc<Ancestor>>,
+    pub entry_leader: Option<Arc<EntryLeader>>,
+    /// This process as its children name it, made once. A copy made with `..info` must
+    /// reset it (`OnceLock::new()`): it describes the original.
+    pub(crate) ancestor: OnceLock<Arc<Ancestor>>,
+}
+
+impl ProcessInfo {
+    /// `process.command_line`: the arguments joined by spaces.
+    pub fn command_line(&self) -> String {
+        self.args.join(" ")
+    }
+
+    /// A process known only from an event's header.
+    pub fn from_comm(pid: u32, comm: &str) -> Self {
+        Self {
+            pid,
+            ppid: None,
+            executable: None,
+            name: comm.to_owned(),
+            args: Vec::new(),
+            args_truncated: false,
+            start_ns: None,
+            creds: None,
+            login: None,
+            sid: None,
+            tty: None,
+            exe_id: None,
+            fileless: false,
+            script: None,
+            parent: None,
+            session_leader: None,
+            entry_leader: None,
+            ancestor: OnceLock::new(),
+        }
+    }
+
+    /// This process as a parent or leader on its children's lines.
+    pub fn ancestor(&self) -> Arc<Ancestor> {
+        Arc::clone(self.ancestor.get_or_init(|| {
+            Arc::new(Ancestor {
+                pid: self.pid,
+                executable: self.executable.clone(),
+                name: self.name.clone(),
+                args: self.args.clone(),
+                start_ns: self.start_ns,
+                euid: self.creds.map(|c| c.euid),
+            })
+        }))
+    }
+
+    /// The identity fields of a kernel event.
+    fn set_identity(&mut self, identity: &TaskIdentity) {
+        let TaskIdentity {
+            loginuid: _,
+            sessionid: _,
+            uid,
+            euid,
+            gid,
+            egid,
+            sid,
+            tty,
+        } = *identity;
+        self.creds = Some(Creds {
+            uid,
+            euid,
+            gid,
+            egid,
+        });
+        self.login = Login::of(identity);
+        self.sid = (sid != 0).then_some(sid);
+        self.tty = (tty != 0).then_some(tty);
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    info: Arc<ProcessInfo>,
+    exited_ns: Option<u64>,
+}
+
+/// Counters the table reports in metric lines.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TableStats {
+    /// Lookups that found nothing and fell back to `/proc` or the event's comm.
+    pub misses: u64,
+    /// Live entries evicted because the table was full.
+    pub evicted: u64,
+    /// Execs whose arguments the kernel could not read (read from `/proc` instead, when
+    /// possible).
+    pub exec_without_args: u64,
+}
+
+pub struct ProcessTable {
+    procs: HashMap<u32, Entry>,
+    exited: VecDeque<(u64, u32)>,
+    max_entries: usize,
+    exit_grace_ns: u64,
+    pub stats: TableStats,
+}
+
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+impl ProcessTable {
+    pub fn new(max_entries: usize, exit_grace_ns: u64) -> Self {
+        Self {
+            procs: HashMap::new(),
+            exited: VecDeque::new(),
+            max_entries: max_entries.max(1),
+            exit_grace_ns,
+            stats: TableStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn get(&self, pid: u32) -> Option<Arc<ProcessInfo>> {
+        self.procs.get(&pid).map(|entry| Arc::clone(&entry.info))
+    }
+
+    /// Looks `pid` up; on a miss reads `/proc` (the process may predate egret's seed), else
+    /// builds a minimal entry from the event's `comm`.
+    pub fn resolve(&mut self, pid: u32, comm: &str) -> Arc<ProcessInfo> {
+        if let Some(info) = self.get(pid) {
+            return info;
+        }
+        self.stats.misses += 1;
+        match proc::read(pid) {
+            Some(mut info) => {
+                self.link_from_table(&mut info);
+                let info = Arc::new(info);
+                self.insert(Arc::clone(&info));
+                info
+            }
+            None => Arc::new(ProcessInfo::from_comm(pid, comm)),
+        }
+    }
+
+    pub fn insert(&mut self, info: Arc<ProcessInfo>) {
+        if !self.procs.contains_key(&info.pid) && self.procs.len() >= self.max_entries {
+            self.make_room();
+        }
+        self.procs.insert(
+            info.pid,
+            Entry {
+                info,
+                exited_ns: None,
+            },
+        );
+    }
+
+    /// Seeds the table from `/proc`, parents before children so each names its parent and
+    /// leaders. Returns how many processes were read.
+    pub fn seed_from_proc(&mut self) -> usize {
+        let mut read: Vec<ProcessInfo> = live_pids().filter_map(proc::read).collect();
+        // Start order puts parents first (a parent starts before its child).
+        read.sort_by_key(|info| (info.start_ns.unwrap_or(0), info.pid));
+        let n = read.len();
+        for mut info in read {
+            self.link_from_table(&mut info);
+            self.insert(Arc::new(info));
+        }
+        n
+    }
+
+    /// Parent, leaders of a process read from `/proc`, from the table's entries.
+    fn link_from_table(&self, info: &mut ProcessInfo) {
+        let parent = info.ppid.and_then(|ppid| self.get(ppid));
+        info.parent = parent.as_ref().map(|p| p.ancestor());
+        info.session_leader = self.session_leader(info, parent.as_deref());
+        info.entry_leader = self.entry_leader(info, parent.as_deref());
+    }
+
+    /// The session leader of `info` (whose parent is `parent`).
+    fn session_leader(
+        &self,
+        info: &ProcessInfo,
+        parent: Option<&ProcessInfo>,
+    ) -> Option<Arc<Ancestor>> {
+        let sid = info.sid?;
+        if sid == info.pid {
+            return Some(info.ancestor());
+        }
+        if let Some(parent) = parent.filter(|p| p.sid == Some(sid)) {
+            if parent.session_leader.is_some() {
+                return parent.session_leader.clone();
+            }
+        }
+        self.get(sid).map(|leader| leader.ancestor())
+    }
+
+    /// The entry leader of `info` (which now runs its program; its parent is `parent`): itself
+    /// when its parent is what starts entries (sshd, cron, init, a container runtime, login),
+    /// else its parent's.
+    fn entry_leader(
+        &self,
+        info: &ProcessInfo,
+        parent: Option<&ProcessInfo>,
+    ) -> Option<Arc<EntryLeader>> {
+        let parent = parent?;
+        match lineage::entry_type(&info.name, &parent.ancestor(), info.tty) {
+            Some(kind) => Some(Arc::new(EntryLeader {
+                process: info.ancestor(),
+                kind,
+                source_ip: (kind == lineage::EntryType::Sshd)
+                    .then(|| lineage::ssh_client(parent.pid))
+                    .flatten(),
+            })),
+            None => parent.entry_leader.clone(),
+        }
+    }
+
+    /// A successful exec: `pid` (thread `old_tid` called it) now runs `image`.
+    pub fn on_exec(&mut self, pid: u32, image: ExecImage, comm: &str, ktime_ns: u64) {
+        let previous = self.get(pid);
+        let named = image::name(pid, &image, comm);
+        if named.args_from_proc {
+            self.stats.exec_without_args += 1;
+        }
+        let mut info = ProcessInfo {
+            ppid: previous.as_ref().and_then(|p| p.ppid),
+            start_ns: previous
+                .as_ref()
+                .and_then(|p| p.start_ns)
+                .or(Some(ktime_ns)),
+            executable: named.executable,
+            name: named.name,
+            args: named.args,
+            args_truncated: named.args_truncated,
+            exe_id: image.exe_id,
+            fileless: named.fileless,
+            script: named.script,
+            parent: previous.as_ref().and_then(|p| p.parent.clone()),
+            ..ProcessInfo::from_comm(pid, comm)
+        };
+        info.set_identity(&image.identity);
+        let parent = info.ppid.and_then(|ppid| self.get(ppid));
+        info.session_leader = self.session_leader(&info, parent.as_deref());
+        info.entry_leader = match &parent {
+            Some(parent) => self.entry_leader(&info, Some(parent)),
+            None => previous.as_ref().and_then(|p| p.entry_leader.clone()),
+        };
+        self.insert(Arc::new(info));
+    }
+
+    /// A new process `child` forked by `parent` (whose identity it inherits): it runs the
+    /// parent's program until it execs.
+    pub fn on_fork(
+        &mut self,
+        parent: u32,
+        child: u32,
+        parent_comm: &str,
+        identity: &TaskIdentity,
+        ktime_ns: u64,
+    ) {
+        let parent_info = self.get(parent);
+        let mut info = match &parent_info {
+            Some(p) => ProcessInfo {
+                pid: child,
+                ppid: Some(parent),
+                start_ns: Some(ktime_ns),
+                parent: Some(p.ancestor()),
+                ancestor: OnceLock::new(),
+                ..(**p).clone()
+            },
+            None => ProcessInfo {
+                ppid: Some(parent),
+                start_ns: Some(ktime_ns),
+                ..ProcessInfo::from_comm(child, parent_comm)
+            },
+        };
+        info.set_identity(identity);
+        if info.sid == Some(child) {
+            info.session_leader = Some(info.ancestor());
+        }
+        self.insert(Arc::new(info));
+    }
+    /// The process exited: keep it for the grace period so late events still resolve.
+    pub fn on_exit(&mut self, pid: u32, ktime_ns: u64) {
+        if let Some(entry) = self.procs.get_mut(&pid) {
+            entry.exited_ns = Some(ktime_ns);
+            self.exited.push_back((ktime_ns, pid));
+        }
+    }
+
+    /// Drops exited processes older than the grace period.
+    pub fn expire(&mut self, now_ns: u64) {
+        while let Some(&(exited_ns, pid)) = self.exited.front() {
+            if now_ns.saturating_sub(exited_ns) < self.exit_grace_ns {
+                break;
+            }
+            self.exited.pop_front();
+            // Only remove if the entry is still that exited process (the pid may be reused).
+            if self.procs.get(&pid).and_then(|e| e.exited_ns) == Some(exited_ns) {
+                self.procs.remove(&pid);
+            }
+        }
+    }
+
+    /// Frees one slot: the oldest exited process, else the oldest-started live one.
+    fn make_room(&mut self) {
+        while let Some((exited_ns, pid)) = self.exited.pop_front() {
+            if self.procs.get(&pid).and_then(|e| e.exited_ns) == Some(exited_ns) {
+                self.procs.remove(&pid);
+                return;
+            }
+        }
+        let oldest = self
+            .procs
+            .iter()
+            .min_by_key(|(_, e)| e.info.start_ns.unwrap_or(0))
+            .map(|(pid, _)| *pid);
+        if let Some(pid) = oldest {
+            self.procs.remove(&pid);
+            self.stats.evicted += 1;
+        }
+    }
+}
+
+/// The pids `/proc` lists now (none when it cannot be read).
+pub fn live_pids() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+}
+
+/// Splits NUL-separated strings (a trailing NUL does not make an empty last argument).
+pub fn split_nul(raw: &[u8]) -> Vec<String> {
+    let raw = raw.strip_suffix(&[0]).unwrap_or(raw);
+    if raw.is_empty() {
+        return Vec::new();
+    }
+    raw.split(|b| *b == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+mod proc;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(uid: u32, sid: u32) -> TaskIdentity {
+        TaskIdentity {
+            loginuid: 1000,
+            sessionid: 3,
+            uid,
+            euid: uid,
+            gid: uid,
+            egid: uid,
+            sid,
+            tty: 136 << 20 | 2,
+        }
+    }
+
+    fn image(path: &str, args: &[&str], identity: TaskIdentity) -> ExecImage {
+        ExecImage {
+            filename: path.to_owned(),
+            exe_path: Some(
+                path.split('/')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+            exe_internal: false,
+            exe_id: None,
+            args: args.iter().map(|s| (*s).to_owned()).collect(),
+            args_truncated: false,
+            args_unread: false,
+            identity,
+        }
+    }
+
+    /// Pids no real process has, so nothing is read from this machine's `/proc`.
+    const P: u32 = 4_000_000_000;
+
+    #[test]
+    fn fork_then_exec_names_the_child_its_parent_and_its_login() {
+        let mut table = ProcessTable::new(100, 1_000);
+        table.insert(Arc::new(ProcessInfo {
+            executable: Some("/bin/bash".into()),
+            name: "bash".into(),
+            args: vec!["bash".into()],
+            start_ns: Some(1),
+            ..ProcessInfo::from_comm(P + 10, "bash")
+        }));
+        table.on_fork(P + 10, P + 11, "bash", &identity(1000, P + 10), 100);
+        let child = table.get(P + 11).expect("forked");
+        assert_eq!(child.executable.as_deref(), Some("/bin/bash"));
+        assert_eq!(child.ppid, Some(P + 10));
+        assert_eq!(child.parent.as_ref().map(|p| p.pid), Some(P + 10));
+
+        table.on_exec(
+            P + 11,
+            image(
+                "/usr/bin/curl",
+                &["curl", "-v", "http://x"],
+                identity(0, P + 10),
+            ),
+            "curl",
+            160,
+        );
+        let child = table.get(P + 11).expect("exec'd");
+        assert_eq!(child.executable.as_deref(), Some("/usr/bin/curl"));
+        assert_eq!(child.name, "curl");
+        assert_eq!(child.args, ["curl", "-v", "http://x"]);
+        assert_eq!(child.command_line(), "curl -v http://x");
+        assert_eq!(child.ppid, Some(P + 10));
+        assert_eq!(child.start_ns, Some(100), "start is the fork, not the exec");
+        assert_eq!(
+            child.login,
+            Some(Login {
+                uid: 1000,
+                session: Some(3)
+            })
+        );
+        assert_eq!(child.creds.map(|c| c.euid), Some(0));
+        assert_eq!(child.tty, Some(136 << 20 | 2));
+        let parent = child.parent.as_ref().expect("parent");
+        assert_eq!(parent.executable.as_deref(), Some("/bin/bash"));
+        assert_eq!(
+            child.session_leader.as_ref().map(|l| l.pid),
+            Some(P + 10),
+            "the session's leader is the shell"
+        );
+    }
+
+    #[test]
+    fn an_ssh_login_shell_is_the_entry_leader_of_what_it_starts() {
+        let mut table = ProcessTable::new(100, 1_000);
+        table.insert(Arc::new(ProcessInfo {
+            executable: Some("/usr/lib/openssh/sshd-session".into()),
+            name: "sshd-session".into(),
+            ..ProcessInfo::from_comm(P + 20, "sshd-session")
+        }));
+        // sshd forks the shell, which calls setsid() and execs bash.
+        table.on_fork(P + 20, P + 21, "sshd-session", &identity(0, P + 20), 10);
+        table.on_exec(
+            P + 21,
+            image("/usr/bin/bash", &["-bash"], identity(0, P + 21)),
+            "bash",
+            11,
+        );
+        let shell = table.get(P + 21).expect("shell");
+        assert_eq!(shell.session_leader.as_ref().map(|l| l.pid), Some(P + 21));
+        let entry = shell.entry_leader.as_ref().expect("entry leader");
+        assert_eq!(entry.kind, lineage::EntryType::Sshd);
+        assert_eq!(entry.process.pid, P + 21);
+        // bash forks curl: same session, same entry, parent bash.
+        table.on_fork(P + 21, P + 22, "bash", &identity(0, P + 21), 12);
+        table.on_exec(
+            P + 22,
+            image("/usr/bin/curl", &["curl"], identity(0, P + 21)),
+            "curl",
+            13,
+        );
+        let curl = table.get(P + 22).expect("curl");
+        assert_eq!(curl.parent.as_ref().map(|p| p.name.as_str()), Some("bash"));
+        assert_eq!(curl.session_leader.as_ref().map(|l| l.pid), Some(P + 21));
+        let entry = curl.entry_leader.as_ref().expect("inherited entry leader");
+        assert_eq!(
+            (entry.kind, entry.process.pid),
+            (lineage::EntryType::Sshd, P + 21)
+        );
+        assert_eq!(entry.process.name, "bash");
+    }
+
+    /// A table (100 entries, exits kept 1 µs) where pid 1 forked `pid` (`comm`) at 5 ns.
+    fn forked(pid: u32, comm: &str) -> ProcessTable {
+        let mut table = ProcessTable::new(100, 1_000);
+        table.on_fork(1, pid, comm, &TaskIdentity::default(), 5);
+        table
+    }
+
+    #[test]
+    fn exited_processes_resolve_during_the_grace_period_only() {
+        let mut table = forked(30, "sh");
+        table.on_exit(30, 100);
+        table.expire(600);
+        assert!(table.get(30).is_some());
+        table.expire(1_100);
+        assert!(table.get(30).is_none());
+    }
+
+    #[test]
+    fn a_reused_pid_is_not_expired_by_the_old_exit() {
+        let mut table = forked(40, "a");
+        table.on_exit(40, 100);
+        table.on_fork(1, 40, "b", &TaskIdentity::default(), 200);
+        table.expire(5_000);
+        assert!(table.get(40).is_some());
+    }
+
+    #[test]
+    fn bounded_size_evicts_exited_first() {
+        let mut table = ProcessTable::new(2, 1_000_000);
+        let none = TaskIdentity::default();
+        table.on_fork(1, 50, "a", &none, 5);
+        table.on_fork(1, 51, "b", &none, 6);
+        table.on_exit(50, 7);
+        table.on_fork(1, 52, "c", &none, 8);
+        assert_eq!(table.len(), 2);
+        assert!(table.get(50).is_none());
+        assert!(table.get(51).is_some() && table.get(52).is_some());
+        table.on_fork(1, 53, "d", &none, 9);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.stats.evicted, 1);
+    }
+
+    #[test]
+    fn splits_nul_separated_args() {
+        assert_eq!(split_nul(b"a\0bc\0"), ["a", "bc"]);
+        assert_eq!(split_nul(b"a\0\0c"), ["a", "", "c"]);
+        assert!(split_nul(b"").is_empty());
+    }
+
+    #[test]
+    fn seeds_this_process_from_proc_with_its_parent() {
+        let mut table = ProcessTable::new(100_000, 1_000);
+        assert!(table.seed_from_proc() > 0);
+        let me = table.get(std::process::id()).expect("fixture");
+        assert!(me.executable.is_some());
+        assert!(me.start_ns.is_some());
+        assert_eq!(me.parent.as_ref().map(|p| p.pid), me.ppid);
+    }
+}
