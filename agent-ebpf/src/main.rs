@@ -8,9 +8,12 @@
 //!   (socket, destination) flow, one event per new flow; `sock_release`
 //!   (`cgroup/sock_release`), a socket closed. The socket programs refuse (EPERM) what the
 //!   block-mode policy does not approve; everything else only records.
-//! - [`process`]: `sys_enter_execve`/`sys_enter_execveat` (path and argv captured before they
-//!   are gone), `sched_process_exec`, `task_newtask`, `sched_process_exit`: the process table's
-//!   life cycle, host-wide.
+//! - [`process`]: `sched_process_exec`, `task_newtask`, `sched_process_exit`: the process
+//!   table's life cycle, host-wide; each exec carries what the new image runs (its file's
+//!   identity and walked path, its arguments) and each exec and fork the task's identity.
+//! - [`task`] (no program of its own): reads of `task_struct` and its neighbours at the
+//!   offsets userspace found in the kernel's BTF: login uid, session, users, session leader,
+//!   terminal, the executable's identity and path, the new image's arguments.
 //! - [`conn`]: `sock_ops`, `tcp_receive_reset`, `inet_sk_error_report`, `sys_exit_connect`:
 //!   the life of each outbound TCP connection to its end; UDP bytes per flow, TCP progress.
 //! - [`skb`]: `conn_egress` (`cgroup_skb/egress`) and `dns_ingress` (`cgroup_skb/ingress`),
@@ -22,7 +25,9 @@
 //! - [`payload`] (no program of its own): the first bytes each way of each followed TCP
 //!   connection copied to userspace; a gated connection's first payload held until userspace
 //!   has checked its name.
-//! - [`policy`]: `cgroup_mkdir` (tracepoint): new cgroups reported and given their policy scope.
+//! - [`policy`]: `cgroup_mkdir` (tracepoint): new cgroups reported and given their policy scope;
+//!   (called by `process` on each exec) an exec'd file given the scope of the `processes:`
+//!   selectors its path matches.
 //!
 //! Maps (each module's doc says what they hold and who reads them): [`shared`] has `EVENTS`
 //! (the ring buffer every event goes to), `COUNTERS` and `UDP_FLOWS`; [`socket`] has
@@ -30,16 +35,17 @@
 //! `NAME_SCRATCH`, `DIGEST_SCRATCH`, `DNS_QUERIES` and `TRUSTED_RESOLVERS`; [`payload`] has
 //! `GATES`; [`policy`] has `POLICY_STATE`, `PATH_SCRATCH` and, once per policy set (`_0`,
 //! `_1`), `POLICY_V4`, `POLICY_V6`, `SCOPES`, `SCOPE_PATHS`, `SCOPE_UNITS`, `DNS_NAMES`,
-//! `DNS_ALLOW`, `DOMAIN_RULES` and `NAME_GATE_PORTS`.
+//! `DNS_ALLOW`, `DOMAIN_RULES`, `NAME_GATE_PORTS`, `EXES` and `EXE_PATHS`.
 //!
 //! Globals userspace sets at load time: `WAKEUP_BYTES` (`shared`), `UDP_IDLE_NS` (`socket`),
 //! `CONN_TRACKING`, `TCP_PROGRESS` (`conn`), `DNS_PORT`, `DNS_TTL_FLOOR_NS`,
-//! `DNS_TTL_CEILING_NS` (`dns`), `FIRST_BYTES` (`payload`).
+//! `DNS_TTL_CEILING_NS` (`dns`), `FIRST_BYTES` (`payload`), `KERNEL_OFFSETS` (`task`).
 //!
 //! Module imports, all one way (no cycle): every hook module uses [`shared`], which uses none
 //! of them; [`skb`] uses [`conn`], [`dns`] and [`payload`]; [`socket`] uses [`policy`],
-//! [`conn`] and [`payload`]; [`payload`] uses [`conn`]; [`dns`] uses [`policy`]; [`policy`],
-//! [`conn`] and [`process`] use only [`shared`].
+//! [`conn`], [`payload`] and [`task`]; [`payload`] uses [`conn`]; [`dns`] uses [`policy`];
+//! [`process`] uses [`policy`] and [`task`]; [`policy`] uses [`task`]; [`conn`] uses only
+//! [`shared`]; [`task`] uses nothing of the crate.
 #![no_std]
 #![no_main]
 // `atomic_xadd`: the BPF target's core has no `AtomicU64::fetch_add` (see `shared::atomic_add`).
