@@ -516,7 +516,9 @@ pub fn exe_pattern_hash(pattern: &str) -> Option<u64> {
                     return None;
                 }
                 let mut padded = [0u8; task::EXE_NAME_LEN];
-                padded[..bytes.len()].copy_from_slice(bytes);
+                for (slot, byte) in padded.iter_mut().zip(bytes) {
+                    *slot = *byte;
+                }
                 let mut h = exe_hash_step(hash, EXE_HASH_COMPONENT);
                 for word in padded.chunks_exact(8) {
                     let mut w = [0u8; 8];

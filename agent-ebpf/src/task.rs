@@ -336,8 +336,8 @@ unsafe fn walk_path(file: u64, event: *mut ExecEvent) -> u32 {
         // and the helper writes at most EXE_NAME_LEN bytes into it. Zeroed first: the policy
         // hashes whole slots (`policy::on_exec`).
         let n = unsafe {
-            (*event).exe_names[depth] = [0; EXE_NAME_LEN];
-            let slot = addr_of_mut!((*event).exe_names[depth]) as *mut u8;
+            let slot = (addr_of_mut!((*event).exe_names) as *mut u8).add(depth * EXE_NAME_LEN);
+            core::ptr::write_bytes(slot, 0, EXE_NAME_LEN);
             bpf_probe_read_kernel_str(slot.cast(), EXE_NAME_LEN as u32, name as *const _)
         };
         if n <= 0 {
@@ -345,7 +345,9 @@ unsafe fn walk_path(file: u64, event: *mut ExecEvent) -> u32 {
         }
         // SAFETY: as above.
         unsafe {
-            (*event).exe_name_lens[depth] = (n - 1) as u8;
+            (addr_of_mut!((*event).exe_name_lens) as *mut u8)
+                .add(depth)
+                .write((n - 1) as u8);
             (*event).exe_depth = depth as u32 + 1;
         }
         if n as usize >= EXE_NAME_LEN {

@@ -50,12 +50,15 @@ impl ExecImage {
             exe_names,
             args,
         } = ev;
-        let depth = (*exe_depth as usize).min(exe_names.len());
+        let depth = *exe_depth as usize;
         let whole = flags & (EXEC_FLAG_EXE_PATH_CUT | EXEC_FLAG_NO_OFFSETS) == 0 && depth > 0;
         let exe_path = whole.then(|| {
-            exe_names[..depth]
+            exe_names
                 .iter()
                 .zip(exe_name_lens)
+                .take(depth)
+                .collect::<Vec<_>>()
+                .into_iter()
                 .rev()
                 .map(|(name, len)| {
                     String::from_utf8_lossy(filled(name, u32::from(*len))).into_owned()
