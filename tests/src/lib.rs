@@ -13,6 +13,7 @@ pub mod deploy;
 pub mod dns;
 pub mod expect;
 pub mod firstbytes;
+pub mod identity;
 pub mod json;
 pub mod net;
 pub mod netns;
@@ -21,6 +22,7 @@ pub mod prometheus;
 pub mod run;
 pub mod runtime;
 pub mod skip;
+pub mod ssh;
 pub mod wait;
 
 pub use agent::{run_in, Egret, Harness, LINE_TIMEOUT};

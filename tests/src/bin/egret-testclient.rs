@@ -17,8 +17,10 @@
 //! ```
 //! `reexec` runs itself again through `/proc/self/exe` (as busybox applets and Go programs
 //! do) with the rest of the arguments.
-//! Extra trailing arguments of the one-shot commands are ignored so tests can
-//! put a unique marker into argv. Exits non-zero with a message on failure; when
+//!
+//! Extra trailing arguments of the one-shot commands are ignored (they may be any bytes,
+//! not only UTF-8) so tests can put a unique marker, or odd arguments, into argv. Exits
+//! non-zero with a message on failure; when
 //! the failure is a system call's error, stdout gets one line `errno=<N>` (1 is
 //! EPERM, what a policy in block mode returns).
 //!
@@ -459,7 +461,11 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    // Lossy: the ignored trailing arguments may be any bytes (the tests of odd arguments).
+    let argv: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let Some((cmd, rest)) = argv.split_first() else {
         bail!("{USAGE}");
     };
