@@ -154,6 +154,8 @@ mod tests {
             verdict: crate::VERDICT_BLOCKED,
             euid: 1000,
             netns: 4026531840,
+            egid: 1000,
+            _pad: 0,
         }
     }
 

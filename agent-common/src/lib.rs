@@ -164,6 +164,9 @@ pub struct ConnectEvent {
     pub euid: u32,
     /// `bpf_get_netns_cookie()` of the socket's network namespace.
     pub netns: u64,
+    /// Effective gid of the caller at the call ([`UNSET_ID`](task::UNSET_ID) when unknown).
+    pub egid: u32,
+    pub _pad: u32,
 }
 
 /// The kernel did not evaluate the policy (audit mode): the connection went ahead.
@@ -743,9 +746,9 @@ const _: () = assert!(Counter::DnsQueryUpdateFailed as u32 + 1 == COUNTER_COUNT)
 assert_layout!(EventHeader, size = 56,
     kind @ 0, version @ 2, size @ 4, ktime_ns @ 8, tgid @ 16, tid @ 20, uid @ 24, gid @ 28,
     cgroup_id @ 32, comm @ 40);
-assert_layout!(ConnectEvent, size = 112,
+assert_layout!(ConnectEvent, size = 120,
     header @ 0, cookie @ 56, family @ 64, port @ 66, sock_type @ 68, protocol @ 70, addr @ 72,
-    prev_datagrams @ 88, verdict @ 96, euid @ 100, netns @ 104);
+    prev_datagrams @ 88, verdict @ 96, euid @ 100, netns @ 104, egid @ 112);
 assert_layout!(DnsEvent, size = 56 + 56 + DNS_PAYLOAD_MAX,
     header @ 0, cookie @ 56, netns @ 64, family @ 72, sport @ 74, transport @ 76, flags @ 77,
     msg_len @ 80, captured @ 84, approved @ 88, saddr @ 96, payload @ 112);

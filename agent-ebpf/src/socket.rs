@@ -221,7 +221,10 @@ fn emit_connect(kind: EventKind, dest: &Dest, cookie: u64, prev: u64, verdict: u
             (*event).addr = dest.addr;
             (*event).prev_datagrams = prev;
             (*event).verdict = verdict;
-            (*event).euid = task::current_euid();
+            let (euid, egid) = task::current_effective_ids();
+            (*event).euid = euid;
+            (*event).egid = egid;
+            (*event)._pad = 0;
             (*event).netns = dest.netns;
         }
     });

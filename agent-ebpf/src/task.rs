@@ -157,13 +157,15 @@ fn tty(signal: u64) -> Option<u32> {
     Some(((major as u32 & 0xfff) << 20) | minor)
 }
 
-/// The effective uid of the running task ([`UNSET_ID`] without offsets).
+/// The effective uid and gid of the running task ([`UNSET_ID`] without offsets).
 #[inline(always)]
-pub(crate) fn current_euid() -> u32 {
-    current_task()
-        .and_then(|task| pointer(task, off!(task_cred)))
-        .and_then(|cred| read(cred, off!(cred_euid)))
-        .unwrap_or(UNSET_ID)
+pub(crate) fn current_effective_ids() -> (u32, u32) {
+    let Some(cred) = current_task().and_then(|task| pointer(task, off!(task_cred))) else {
+        return (UNSET_ID, UNSET_ID);
+    };
+    let euid = read(cred, off!(cred_euid)).unwrap_or(UNSET_ID);
+    let egid = read(cred, off!(cred_egid)).unwrap_or(UNSET_ID);
+    (euid, egid)
 }
 
 /// Whether the running task is in the host's mount namespace, where paths mean what the

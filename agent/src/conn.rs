@@ -257,6 +257,8 @@ pub fn start_event(ev: &ConnEndEvent) -> ConnectEvent {
         verdict: agent_common::VERDICT_NONE,
         euid: agent_common::task::UNSET_ID,
         netns: ev.netns,
+        egid: agent_common::task::UNSET_ID,
+        _pad: 0,
     }
 }
 

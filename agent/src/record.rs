@@ -359,6 +359,8 @@ impl ConnectionRecord {
             verdict,
             euid: _,
             netns,
+            egid: _,
+            _pad: _,
         } = event;
         let EventHeader { ktime_ns, tid, .. } = header;
         Some(Self {

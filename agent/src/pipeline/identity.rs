@@ -138,21 +138,32 @@ impl<P> Identity<P> {
         } = &ev.header;
         let process = self.processes.resolve(*tgid, &comm_str(comm));
         let cgroup = self.cgroups.resolve(*cgroup_id);
-        let users = self.users_of(&process, *uid, *gid, ev.euid);
+        let users = self.users_of(&process, [*uid, *gid], [ev.euid, ev.egid]);
         ConnectionRecord::new(action, ev, process, cgroup, users)
     }
 
-    /// The users of a call by `process` with real ids `uid`/`gid` and effective uid `euid`
-    /// (`UNSET_ID`: the kernel could not say), with the names of every user its line shows.
-    fn users_of(&mut self, process: &ProcessInfo, uid: u32, gid: u32, euid: u32) -> Users {
+    /// The users of a call by `process` with real ids `[uid, gid]` and effective ids
+    /// `[euid, egid]` (`UNSET_ID`: the kernel could not say), with the names of every user
+    /// its line shows.
+    fn users_of(
+        &mut self,
+        process: &ProcessInfo,
+        [uid, gid]: [u32; 2],
+        [euid, egid]: [u32; 2],
+    ) -> Users {
         let known = process.creds;
+        // Without the kernel's word: the process's last known effective ids, unless its real
+        // ones changed since.
         let euid = if euid != UNSET_ID {
             euid
         } else {
-            // The process's last known effective user, unless its real user changed since.
             known.filter(|c| c.uid == uid).map_or(uid, |c| c.euid)
         };
-        let egid = known.filter(|c| c.gid == gid).map_or(gid, |c| c.egid);
+        let egid = if egid != UNSET_ID {
+            egid
+        } else {
+            known.filter(|c| c.gid == gid).map_or(gid, |c| c.egid)
+        };
         let mut users = Users {
             uid,
             gid,

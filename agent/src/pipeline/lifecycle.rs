@@ -63,6 +63,8 @@ impl Start {
             prev_datagrams,
             verdict: _,
             euid: _,
+            egid: _,
+            _pad: _,
             netns: _,
         } = *ev;
         let connected_udp = record.action == Action::Connect

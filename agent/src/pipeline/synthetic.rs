@@ -55,6 +55,8 @@ pub fn connect(kind: EventKind, cookie: u64, ip: &str, port: u16, ktime_ns: u64)
         verdict: VERDICT_NONE,
         euid: 0,
         netns: 1,
+        egid: 0,
+        _pad: 0,
     }
 }
 
