@@ -118,14 +118,15 @@ impl ProcessInfo {
         }
     }
 
-    /// This process as a parent or leader on its children's lines.
+    /// This process as a parent or leader on its children's lines (its arguments cut to
+    /// [`ANCESTOR_ARGS_MAX`] bytes: every line of every descendant repeats them).
     pub fn ancestor(&self) -> Arc<Ancestor> {
         Arc::clone(self.ancestor.get_or_init(|| {
             Arc::new(Ancestor {
                 pid: self.pid,
                 executable: self.executable.clone(),
                 name: self.name.clone(),
-                args: self.args.clone(),
+                args: cap_args(&self.args, ANCESTOR_ARGS_MAX),
                 start_ns: self.start_ns,
                 euid: self.creds.map(|c| c.euid),
             })
@@ -154,6 +155,30 @@ impl ProcessInfo {
         self.sid = (sid != 0).then_some(sid);
         self.tty = (tty != 0).then_some(tty);
     }
+}
+
+/// Bytes of arguments kept for a parent or leader on a line (`process.parent.args`, ...).
+pub const ANCESTOR_ARGS_MAX: usize = 512;
+
+/// The first arguments of `args` that fit in `max` bytes; the first one that does not fit is
+/// cut (at a character boundary) and the rest are dropped.
+fn cap_args(args: &[String], max: usize) -> Vec<String> {
+    let mut left = max;
+    let mut kept = Vec::new();
+    for arg in args {
+        if arg.len() <= left {
+            left -= arg.len();
+            kept.push(arg.clone());
+            continue;
+        }
+        let mut end = left;
+        while !arg.is_char_boundary(end) {
+            end -= 1;
+        }
+        kept.push(format!("{}…", arg.get(..end).unwrap_or_default()));
+        break;
+    }
+    kept
 }
 
 #[derive(Debug)]
@@ -599,6 +624,21 @@ mod tests {
         table.on_fork(1, 53, "d", &none, 9);
         assert_eq!(table.len(), 2);
         assert_eq!(table.stats.evicted, 1);
+    }
+
+    #[test]
+    fn ancestors_keep_a_bounded_part_of_their_arguments() {
+        let long = ProcessInfo {
+            args: vec!["java".into(), "x".repeat(2000), "Main".into()],
+            ..ProcessInfo::from_comm(P + 60, "java")
+        };
+        let kept = &long.ancestor().args;
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[0], "java");
+        assert!(kept[1].ends_with('…') && kept[1].len() <= ANCESTOR_ARGS_MAX);
+        let short = vec!["-bash".to_owned()];
+        assert_eq!(cap_args(&short, ANCESTOR_ARGS_MAX), short);
+        assert_eq!(cap_args(&["é".repeat(10)], 5), ["éé…"]);
     }
 
     #[test]
