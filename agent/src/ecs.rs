@@ -24,10 +24,10 @@ use crate::{
     record::{Action, ConnectionRecord, FirstBytesSeen, PolicyVerdict, Transport, Users},
     schema::{
         Alert, Cgroup, CharDevice, ConnectionId, Dns, DnsAnswer, DnsQuestion, Document, Egret,
-        EgretDestination, EgretDns, EgretHttp, EgretProcess, EgretTls, Endpoint, EntryLeader,
-        EntryMeta, EntrySource, Error, Event, Failures, Group, Http, HttpRequest, HttpResponse, Id,
-        K8s, Keywords, Login, Name, Network, Policy, Process, ProcessOut, Related, Socket, Tcp,
-        Tls, TlsClient, Tty, Udp, Unit, Url, User, UserAgent,
+        EgretDestination, EgretDns, EgretHttp, EgretProcess, EgretTls, Endpoint, EntryMeta,
+        EntrySource, Error, Event, Failures, Group, Http, HttpRequest, HttpResponse, Id, K8s,
+        Keywords, Login, Name, Network, Policy, Process, ProcessOut, Related, Socket, Tcp, Tls,
+        TlsClient, Tty, Udp, Unit, Url, User, UserAgent,
     },
     udp::UdpSummary,
 };
@@ -94,20 +94,20 @@ pub fn process<'a>(
         name: None,
     };
     let start = |ns: Option<u64>| ns.map(|ns| Cow::Owned(clock.rfc3339(ns)));
-    let related = |a: &'a Ancestor| {
-        Box::new(Related {
-            pid: a.pid,
-            executable: a.executable.as_deref().map(Cow::Borrowed),
-            name: Some(Cow::Borrowed(a.name.as_str())),
-            args: Some(Cow::Borrowed(a.args.as_slice())),
-            start: start(a.start_ns),
-        })
+    let related = |a: &'a Ancestor| Related {
+        pid: a.pid,
+        executable: a.executable.as_deref().map(Cow::Borrowed),
+        name: Some(Cow::Borrowed(a.name.as_str())),
+        args: Some(Cow::Borrowed(a.args.as_slice())),
+        start: start(a.start_ns),
+        user: None,
+        entry_meta: None,
     };
     Process {
         pid: process.pid,
         thread: Some(Id { id: tid }),
         parent: match &process.parent {
-            Some(parent) => Some(related(parent)),
+            Some(parent) => Some(Box::new(related(parent))),
             None => process.ppid.map(|pid| {
                 Box::new(Related {
                     pid,
@@ -130,22 +130,20 @@ pub fn process<'a>(
                 minor: tty & 0xf_ffff,
             },
         }),
-        session_leader: process.session_leader.as_deref().map(related),
+        session_leader: process
+            .session_leader
+            .as_deref()
+            .map(|leader| Box::new(related(leader))),
         entry_leader: process.entry_leader.as_deref().map(|entry| {
-            let leader = &entry.process;
-            Box::new(EntryLeader {
-                pid: leader.pid,
-                executable: leader.executable.as_deref().map(Cow::Borrowed),
-                name: Some(Cow::Borrowed(leader.name.as_str())),
-                args: Some(Cow::Borrowed(leader.args.as_slice())),
-                start: start(leader.start_ns),
-                user: leader.euid.map(user),
-                entry_meta: EntryMeta {
+            Box::new(Related {
+                user: entry.process.euid.map(user),
+                entry_meta: Some(EntryMeta {
                     kind: Cow::Borrowed(entry.kind.name()),
                     source: entry.source_ip.map(|ip| EntrySource {
                         ip: Cow::Owned(ip.to_string()),
                     }),
-                },
+                }),
+                ..related(&entry.process)
             })
         }),
         start: start(process.start_ns),

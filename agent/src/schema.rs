@@ -343,12 +343,12 @@ pub struct Process<'a> {
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub session_leader: Option<Box<Related<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
-    pub entry_leader: Option<Box<EntryLeader<'a>>>,
+    pub entry_leader: Option<Box<Related<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub start: Option<Cow<'a, str>>,
 }
 
-/// `process.parent`, `process.session_leader`: another process.
+/// `process.parent`, `process.session_leader`, `process.entry_leader`: another process.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Related<'a> {
@@ -361,25 +361,12 @@ pub struct Related<'a> {
     pub args: Option<Cow<'a, [String]>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub start: Option<Cow<'a, str>>,
-}
-
-/// `process.entry_leader`: the process through which a person or the system entered.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct EntryLeader<'a> {
-    pub pid: u32,
-    #[serde(skip_serializing_if = "Option::is_none", borrow)]
-    pub executable: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none", borrow)]
-    pub name: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none", borrow)]
-    pub args: Option<Cow<'a, [String]>>,
-    #[serde(skip_serializing_if = "Option::is_none", borrow)]
-    pub start: Option<Cow<'a, str>>,
+    /// The entry leader's user.
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub user: Option<User<'a>>,
-    #[serde(borrow)]
-    pub entry_meta: EntryMeta<'a>,
+    /// The entry leader's kind of entry.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub entry_meta: Option<EntryMeta<'a>>,
 }
 
 /// `process.entry_leader.entry_meta`.

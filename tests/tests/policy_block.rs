@@ -933,15 +933,25 @@ rules:
             );
             Ok(())
         };
+        // The client connecting, run as `program` (with `argv0`, in `cwd`), `marker` in argv.
+        let connect = |program: &Path,
+                       argv0: Option<&str>,
+                       cwd: Option<&Path>,
+                       reexec: bool,
+                       marker: &str|
+         -> Result<RunOutput> {
+            let mut args = vec!["tcp", "127.0.0.1", &port, marker];
+            if reexec {
+                args.insert(0, "reexec");
+            }
+            run_program(&h.cgroup, program, argv0, cwd, &args)
+        };
+        let relative = PathBuf::from(format!("./{CLIENT_NAME}"));
+        let approved_text = approved.to_str().unwrap_or_default();
+
         let m = marker();
         ok(
-            run_program(
-                &h.cgroup,
-                &approved,
-                None,
-                None,
-                &["tcp", "127.0.0.1", &port, &m],
-            )?,
+            connect(&approved, None, None, false, &m)?,
             "the approved binary",
         )?;
         let line = h
@@ -949,58 +959,34 @@ rules:
             .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
         check_verdict(&line, "approved", "block", Some("client-only"))?;
         ensure!(
-            field_str(&line, "process.executable") == Some(approved.to_str().unwrap_or_default()),
+            field_str(&line, "process.executable") == Some(approved_text),
             "process.executable: {line}"
         );
         ok(
-            run_program(
-                &h.cgroup,
-                &link,
-                None,
-                None,
-                &["tcp", "127.0.0.1", &port, &marker()],
-            )?,
+            connect(&link, None, None, false, &marker())?,
             "through a symlink",
         )?;
         ok(
-            run_program(
-                &h.cgroup,
-                Path::new(&format!("./{CLIENT_NAME}")),
-                None,
-                Some(&bin),
-                &["tcp", "127.0.0.1", &port, &marker()],
-            )?,
+            connect(&relative, None, Some(&bin), false, &marker())?,
             "by a relative path",
         )?;
         let m = marker();
         ok(
-            run_program(
-                &h.cgroup,
-                &approved,
-                None,
-                None,
-                &["reexec", "tcp", "127.0.0.1", &port, &m],
-            )?,
+            connect(&approved, None, None, true, &m)?,
             "re-exec'd through /proc/self/exe",
         )?;
         let line = h
             .egret
             .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
         ensure!(
-            field_str(&line, "process.executable") == Some(approved.to_str().unwrap_or_default())
+            field_str(&line, "process.executable") == Some(approved_text)
                 && field_str(&line, "process.name") == Some(CLIENT_NAME),
             "a /proc/self/exe re-exec is named as its file: {line}"
         );
 
         let m = marker();
         eperm(
-            run_program(
-                &h.cgroup,
-                &impostor,
-                None,
-                None,
-                &["tcp", "127.0.0.1", &port, &m],
-            )?,
+            connect(&impostor, None, None, false, &m)?,
             "a copy with the same name elsewhere",
         )?;
         let line = h
@@ -1008,23 +994,11 @@ rules:
             .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
         check_verdict(&line, "blocked", "block", None)?;
         eperm(
-            run_program(
-                &h.cgroup,
-                &impostor,
-                approved.to_str(),
-                None,
-                &["tcp", "127.0.0.1", &port, &marker()],
-            )?,
+            connect(&impostor, Some(approved_text), None, false, &marker())?,
             "a copy claiming the approved path as argv[0]",
         )?;
         eperm(
-            run_program(
-                &h.cgroup,
-                Path::new(CLIENT),
-                None,
-                None,
-                &["tcp", "127.0.0.1", &port, &marker()],
-            )?,
+            connect(Path::new(CLIENT), None, None, false, &marker())?,
             "the original build of the same program",
         )?;
 
@@ -1034,13 +1008,7 @@ rules:
         copy_client(&staged)?;
         std::fs::rename(&staged, &approved)?;
         ok(
-            run_program(
-                &h.cgroup,
-                &approved,
-                None,
-                None,
-                &["tcp", "127.0.0.1", &port, &marker()],
-            )?,
+            connect(&approved, None, None, false, &marker())?,
             "the upgraded binary's first run",
         )?;
         h.finish()
