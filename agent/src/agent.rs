@@ -308,10 +308,19 @@ async fn event_loop(
 /// named from the exec's path.
 fn task_offsets() -> agent_common::KernelOffsets {
     match crate::btf::Btf::from_sys_fs().and_then(|btf| crate::btf::kernel_offsets(&btf)) {
-        Ok(offsets) => offsets,
+        Ok(offsets) => offsets.to_programs(host_mnt_ns()),
         Err(err) => {
             log::warn!("kernel BTF: {err}: lines will lack login identity, session, terminal and the executable's own path");
             agent_common::KernelOffsets::default()
         }
     }
+}
+
+/// The inode number of the host's mount namespace (pid 1's, else our own); 0 if unreadable.
+fn host_mnt_ns() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/1/ns/mnt")
+        .or_else(|_| std::fs::metadata("/proc/self/ns/mnt"))
+        .map(|m| m.ino() as u32)
+        .unwrap_or(0)
 }
