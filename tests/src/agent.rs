@@ -411,7 +411,9 @@ impl Drop for Egret {
                 let _ = child.wait();
             }
         }
-        if self.keep_dir || std::thread::panicking() {
+        // `EGRET_E2E_KEEP=1` keeps every run's directory (to look at what egret wrote).
+        let keep_all = std::env::var_os("EGRET_E2E_KEEP").is_some_and(|v| v == "1");
+        if self.keep_dir || keep_all || std::thread::panicking() {
             eprintln!(
                 "egret-e2e: keeping {} (events.jsonl, stderr.log)\n--- last lines of events.jsonl ---\n{}\n--- last lines of stderr.log ---\n{}",
                 self.dir.display(),
