@@ -444,9 +444,12 @@ fn egret<'a>(
             id: Cow::Owned(connection_id),
             start_seen: None,
         }),
-        process: record.process.args_truncated.then_some(EgretProcess {
-            args_truncated: true,
-        }),
+        process: (record.process.args_truncated || record.process.args_redacted).then_some(
+            EgretProcess {
+                args_truncated: record.process.args_truncated,
+                args_redacted: record.process.args_redacted,
+            },
+        ),
         udp: udp.map(|u| Udp {
             datagrams: u.datagrams,
         }),
@@ -842,6 +845,7 @@ mod tests {
                 name: "curl".into(),
                 args: vec!["curl".into(), "-v".into(), "http://x".into()],
                 args_truncated: false,
+                args_redacted: false,
                 start_ns: Some(500_000_000),
             }),
             cgroup: Arc::new(CgroupInfo {

@@ -10,6 +10,8 @@ use std::{
     sync::Arc,
 };
 
+use crate::redact::Redactor;
+
 /// One process as egret reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -22,6 +24,8 @@ pub struct ProcessInfo {
     pub args: Vec<String>,
     /// The kernel cut the path or the arguments (see `docs/events.md` for the limits).
     pub args_truncated: bool,
+    /// Secrets in `args` were replaced (`crate::redact`).
+    pub args_redacted: bool,
     /// Process start, CLOCK_BOOTTIME ns.
     pub start_ns: Option<u64>,
 }
@@ -41,6 +45,7 @@ impl ProcessInfo {
             name: comm.to_owned(),
             args: Vec::new(),
             args_truncated: false,
+            args_redacted: false,
             start_ns: None,
         }
     }
@@ -70,6 +75,8 @@ pub struct TableStats {
     pub evicted: u64,
     /// Execs without captured arguments (read from `/proc` instead, when possible).
     pub exec_without_args: u64,
+    /// Processes whose arguments had secrets replaced (`crate::redact`).
+    pub args_redacted: u64,
 }
 
 pub struct ProcessTable {
@@ -79,6 +86,7 @@ pub struct ProcessTable {
     max_entries: usize,
     exit_grace_ns: u64,
     pub stats: TableStats,
+    redactor: Redactor,
 }
 
 /// Pending exec captures older than this are dropped (the exec failed).
@@ -98,7 +106,13 @@ impl ProcessTable {
             max_entries: max_entries.max(1),
             exit_grace_ns,
             stats: TableStats::default(),
+            redactor: Redactor::off(),
         }
+    }
+
+    /// Secrets in the arguments of every process the table learns from now on are redacted.
+    pub fn set_redactor(&mut self, redactor: Redactor) {
+        self.redactor = redactor;
     }
 
     pub fn len(&self) -> usize {
@@ -121,26 +135,28 @@ impl ProcessTable {
         }
         self.stats.misses += 1;
         match read_proc(pid) {
-            Some(info) => {
-                let info = Arc::new(info);
-                self.insert(Arc::clone(&info));
-                info
-            }
+            Some(info) => self.insert(Arc::new(info)),
             None => Arc::new(ProcessInfo::from_comm(pid, comm)),
         }
     }
 
-    pub fn insert(&mut self, info: Arc<ProcessInfo>) {
+    /// Every process the table keeps comes through here: its arguments are redacted first.
+    /// Returns the entry as kept.
+    pub fn insert(&mut self, mut info: Arc<ProcessInfo>) -> Arc<ProcessInfo> {
+        if self.redactor.redact_process(&mut info) {
+            self.stats.args_redacted += 1;
+        }
         if !self.procs.contains_key(&info.pid) && self.procs.len() >= self.max_entries {
             self.make_room();
         }
         self.procs.insert(
             info.pid,
             Entry {
-                info,
+                info: Arc::clone(&info),
                 exited_ns: None,
             },
         );
+        info
     }
 
     /// Seeds the table from `/proc`. Returns how many processes were read.
@@ -201,6 +217,7 @@ impl ProcessTable {
             executable,
             args,
             args_truncated,
+            args_redacted: false,
             start_ns: previous
                 .as_ref()
                 .and_then(|p| p.start_ns)
@@ -318,6 +335,7 @@ fn read_proc(pid: u32) -> Option<ProcessInfo> {
         name,
         args,
         args_truncated: false,
+        args_redacted: false,
         start_ns: Some(stat.starttime.saturating_mul(1_000_000_000) / ticks),
     })
 }

@@ -702,7 +702,11 @@ pub struct Udp {
 #[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EgretProcess {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub args_truncated: bool,
+    /// Secrets in the arguments were replaced with `[REDACTED]`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub args_redacted: bool,
 }
 
 /// `egret.output`: on the output file's own lines, what the chain continues from and what was
