@@ -49,6 +49,8 @@ pub enum AgentError {
     Policy(#[from] PolicyErrors),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
+    #[error(transparent)]
+    Redact(#[from] crate::redact::RedactError),
 }
 
 /// Finds the outbound TCP connections open before egret started (sock_diag, every network
@@ -115,6 +117,7 @@ pub async fn run(
         attach,
         output,
         processes,
+        redaction,
         dns,
         containers,
         connections,
@@ -127,6 +130,15 @@ pub async fn run(
         return Err(AgentError::NotCgroup2(cgroup_dir.display().to_string()));
     }
     let (policy, compiled) = load_policy(policy_config.file.as_deref())?;
+    let redactor = crate::redact::Redactor::new(redaction)?;
+    if !redactor.is_on() {
+        log::warn!(
+            "--redact-args off: process arguments are written as captured, secrets included"
+        );
+        if !redaction.patterns.is_empty() {
+            log::warn!("--redact patterns are not applied while --redact-args is off");
+        }
+    }
     // Listening before the programs load: a taken address stops egret before it attaches.
     let mut telemetry = crate::metrics::Telemetry::start(
         metrics.listen(),
@@ -188,6 +200,7 @@ pub async fn run(
         log::warn!("block mode on the whole host: anything the policy does not approve is refused");
     }
     let mut identity = Identity::new(processes, mount, resolver);
+    identity.set_redactor(redactor);
     // Seed after attaching: a process that starts in between is seen by the tracepoints, one
     // that exits in between no longer matters.
     let seeded = identity.seed_from_proc();

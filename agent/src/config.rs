@@ -32,6 +32,7 @@ use crate::{
         syslog::Facility,
         FileOptions, SyslogConfig,
     },
+    redact::Pattern,
 };
 
 /// A setting that can be turned off: `None` for `none` (a socket) or `0` (an interval).
@@ -59,6 +60,8 @@ pub struct RunConfig {
     pub output: OutputConfig,
     #[command(flatten)]
     pub processes: ProcessConfig,
+    #[command(flatten)]
+    pub redaction: RedactConfig,
     #[command(flatten)]
     pub dns: DnsConfig,
     #[command(flatten)]
@@ -187,6 +190,29 @@ pub struct ProcessConfig {
     #[arg(long = "process-exit-grace", value_name = "SECS")]
     #[arg(default_value = "30", value_parser = seconds())]
     pub exit_grace: Duration,
+}
+
+/// Secrets in command lines (`redact`: the redactor the process table applies to every
+/// process's arguments).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "Redaction")]
+pub struct RedactConfig {
+    /// `on`: secrets in process arguments and command lines (passwords, tokens, keys,
+    /// credentials in URLs and headers; docs/events.md) are replaced with `[REDACTED]` before
+    /// any line is written; `off`: arguments are written as captured, --redact included.
+    ///
+    /// Also applies to the parent's and leaders' arguments on a line.
+    #[arg(long = "redact-args", value_name = "REDACT_ARGS", action = ArgAction::Set)]
+    #[arg(default_value = "on", value_parser = on_off())]
+    pub args: bool,
+
+    /// Also replace what this regular expression matches in every argument with
+    /// `[REDACTED]` (repeatable; with capture groups, only what the groups match).
+    ///
+    /// Rust regex syntax (https://docs.rs/regex): `(?i)` for case-insensitive. Applied after
+    /// the built-in rules, only while --redact-args is on.
+    #[arg(long = "redact", value_name = "REGEX", value_parser = Pattern::parse)]
+    pub patterns: Vec<Pattern>,
 }
 
 /// Naming destinations from the DNS answers egret sees (the kernel's capture, the DNS state).

@@ -154,6 +154,7 @@ pub fn process<'a>(
 pub fn egret_process(process: &ProcessInfo) -> Option<EgretProcess<'_>> {
     let fields = EgretProcess {
         args_truncated: process.args_truncated,
+        args_redacted: process.args_redacted,
         fileless: process.fileless,
         script: process.script.as_deref().map(Cow::Borrowed),
         tty: process.tty.map(|tty| Cow::Owned(lineage::tty_name(tty))),

@@ -2,9 +2,9 @@
 //!
 //! Kernel programs (`agent-ebpf`) see every outbound connection and UDP flow of a cgroup
 //! subtree and every exec/fork/exit on the host; this library loads them ([`kernel`]), keeps
-//! process and cgroup identity ([`process`], [`cgroup`], [`users`]), aggregates UDP flows
-//! ([`udp`]) and writes one ECS JSON line per event ([`ecs`], [`output`]). [`agent::run`] ties
-//! it together.
+//! process and cgroup identity ([`process`], [`cgroup`], [`users`]; secrets in arguments are
+//! redacted by [`redact`]), aggregates UDP flows ([`udp`]) and writes one ECS JSON line per
+//! event ([`ecs`], [`output`]). [`agent::run`] ties it together.
 
 pub mod agent;
 pub mod alerts;
@@ -25,6 +25,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod process;
 pub mod record;
+pub mod redact;
 pub mod report;
 pub mod schema;
 pub mod sockdiag;

@@ -766,6 +766,9 @@ pub struct Udp {
 pub struct EgretProcess<'a> {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub args_truncated: bool,
+    /// Secrets in the arguments were replaced with `[REDACTED]`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub args_redacted: bool,
     /// It runs from no file on disk (`memfd:NAME`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub fileless: bool,
@@ -781,11 +784,12 @@ impl EgretProcess<'_> {
     pub fn is_empty(&self) -> bool {
         let Self {
             args_truncated,
+            args_redacted,
             fileless,
             script,
             tty,
         } = self;
-        !args_truncated && !fileless && script.is_none() && tty.is_none()
+        !args_truncated && !args_redacted && !fileless && script.is_none() && tty.is_none()
     }
 }
 

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub process_table_misses: u64,
     pub process_table_evicted: u64,
     pub exec_without_args: u64,
+    /// Processes whose arguments had secrets replaced with `[REDACTED]`.
+    pub args_redacted: u64,
     pub cgroups_cached: u64,
     pub udp_flows_open: u64,
     /// Flows whose kernel entry was evicted before they were reported (counts may be short).

@@ -102,6 +102,7 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         process_table_misses,
         process_table_evicted,
         exec_without_args,
+        args_redacted,
         cgroups_cached,
         udp_flows_open,
         udp_flows_evicted,
@@ -189,6 +190,11 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         "egret_exec_without_args_total",
         "Execs whose arguments the kernel did not capture.",
         exec_without_args,
+    );
+    e.counter(
+        "egret_args_redacted_total",
+        "Processes whose arguments had secrets replaced with [REDACTED] (an exec, or a process read from /proc; a fork of a redacted parent is not counted again).",
+        args_redacted,
     );
     e.gauge(
         "egret_cgroup_cache_entries",

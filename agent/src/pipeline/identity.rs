@@ -103,6 +103,12 @@ impl<P> Identity<P> {
         }
     }
 
+    /// Secrets in the arguments of every process from now on are redacted (set before
+    /// [`Self::seed_from_proc`]).
+    pub fn set_redactor(&mut self, redactor: crate::redact::Redactor) {
+        self.processes.set_redactor(redactor);
+    }
+
     /// Fills the process table from `/proc` (once the programs are attached, so no process
     /// falls between the two). Returns how many processes were read.
     pub fn seed_from_proc(&mut self) -> usize {

@@ -457,6 +457,7 @@ impl Pipeline {
             process_table_misses: process_table.misses,
             process_table_evicted: process_table.evicted,
             exec_without_args: process_table.exec_without_args,
+            args_redacted: process_table.args_redacted,
             cgroups_cached: count(cgroups),
             udp_flows_open: count(udp_flows_open),
             udp_flows_evicted,

@@ -20,6 +20,8 @@ use std::{
 
 use agent_common::{task::UNSET_ID, ExeId, TaskIdentity};
 
+use crate::redact::Redactor;
+
 pub use image::ExecImage;
 use lineage::{Ancestor, EntryLeader};
 pub(crate) use proc::kernel_dev;
@@ -65,6 +67,8 @@ pub struct ProcessInfo {
     pub args: Vec<String>,
     /// The kernel cut the path or the arguments (see `docs/events.md` for the limits).
     pub args_truncated: bool,
+    /// Secrets in `args` were replaced (`crate::redact`).
+    pub args_redacted: bool,
     /// Process start, CLOCK_BOOTTIME ns.
     pub start_ns: Option<u64>,
     /// Users at the last exec or fork (a connection line has the users of its call).
@@ -103,6 +107,7 @@ impl ProcessInfo {
             name: comm.to_owned(),
             args: Vec::new(),
             args_truncated: false,
+            args_redacted: false,
             start_ns: None,
             creds: None,
             login: None,
@@ -197,6 +202,8 @@ pub struct TableStats {
     /// Execs whose arguments the kernel could not read (read from `/proc` instead, when
     /// possible).
     pub exec_without_args: u64,
+    /// Processes whose arguments had secrets replaced (`crate::redact`).
+    pub args_redacted: u64,
 }
 
 pub struct ProcessTable {
@@ -205,6 +212,7 @@ pub struct ProcessTable {
     max_entries: usize,
     exit_grace_ns: u64,
     pub stats: TableStats,
+    redactor: Redactor,
 }
 
 fn basename(path: &str) -> &str {
@@ -219,7 +227,13 @@ impl ProcessTable {
             max_entries: max_entries.max(1),
             exit_grace_ns,
             stats: TableStats::default(),
+            redactor: Redactor::off(),
         }
+    }
+
+    /// Secrets in the arguments of every process the table learns from now on are redacted.
+    pub fn set_redactor(&mut self, redactor: Redactor) {
+        self.redactor = redactor;
     }
 
     pub fn len(&self) -> usize {
@@ -244,25 +258,29 @@ impl ProcessTable {
         match proc::read(pid) {
             Some(mut info) => {
                 self.link_from_table(&mut info);
-                let info = Arc::new(info);
-                self.insert(Arc::clone(&info));
-                info
+                self.insert(Arc::new(info))
             }
             None => Arc::new(ProcessInfo::from_comm(pid, comm)),
         }
     }
 
-    pub fn insert(&mut self, info: Arc<ProcessInfo>) {
+    /// Every process the table keeps comes through here: its arguments (and, where it leads
+    /// its own session or entry, its leader's) are redacted first. Returns the entry as kept.
+    pub fn insert(&mut self, mut info: Arc<ProcessInfo>) -> Arc<ProcessInfo> {
+        if self.redactor.redact_process(&mut info) {
+            self.stats.args_redacted += 1;
+        }
         if !self.procs.contains_key(&info.pid) && self.procs.len() >= self.max_entries {
             self.make_room();
         }
         self.procs.insert(
             info.pid,
             Entry {
-                info,
+                info: Arc::clone(&info),
                 exited_ns: None,
             },
         );
+        info
     }
 
     /// Seeds the table from `/proc`, parents before children so each names its parent and

@@ -242,7 +242,7 @@ pub const POLICY_ALERT_RULE: &str = "unapproved-destination";
 /// Parses one line. `Err` is the message for a line that is not JSON, or lacks (or has a
 /// malformed) field its kind needs.
 pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
-    let doc = schema::read(bytes).map_err(|e| e.to_string())?;
+    let doc = schema::read(bytes).map_err(|e| without_values(&e.to_string()))?;
     let event = &doc.event;
     if event.kind.is_empty() {
         return Err("missing field event.kind".to_owned());
@@ -291,6 +291,33 @@ pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
         }
         _ => Ok(Line::Ignored),
     }
+}
+
+/// A parse error as a warning shows it, without the values it quotes (`invalid type: string
+/// "…", expected a sequence`): a bad line may hold a secret (arguments written by an egret
+/// without redaction, where an array belongs), and a report never shows one. The line and
+/// column still say where.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        // To the closing quote (serde quotes a value as Rust's `{:?}` does: `\"` inside).
+        let mut escaped = false;
+        for c in chars.by_ref() {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => break,
+                (false, _) => {}
+            }
+        }
+        out.push_str("…\"");
+    }
+    out
 }
 
 fn has_connection_id(doc: &Document<'_>) -> bool {

@@ -824,3 +824,84 @@ fn suggest_policy_names_connections_by_their_first_bytes() {
         "{yaml}"
     );
 }
+
+/// Lines written without redaction (an egret older than it, `--redact-args off`) carry
+/// secrets in `process.args` and `process.command_line`, the parent's too: no report format
+/// and no suggested policy shows them, nor does a warning about a bad line.
+#[test]
+fn secrets_in_arguments_never_reach_a_report() {
+    let dir = TempDir::new("secrets");
+    let process = r#""process":{"pid":7,"executable":"/usr/bin/mysql","name":"mysql","args":["mysql","-pHunter1","--password=Hunter2","https://bob:Hunter3@db.example/"],"args_count":4,"command_line":"mysql -pHunter1 --password=Hunter2 https://bob:Hunter3@db.example/","parent":{"pid":1,"args":["sh","-c","TOKEN=Hunter4 mysql"],"command_line":"sh -c TOKEN=Hunter4 mysql"}}"#;
+    let unapproved =
+        r#""egret":{"systemd":{"unit":"app.service"},"policy":{"verdict":"unapproved"}}"#;
+    let events = dir.write_lines(
+        "events.jsonl",
+        &[
+            conn(
+                "2026-11-22T06:00:00Z",
+                "/usr/bin/mysql",
+                "10.0.0.9",
+                3306,
+                "tcp",
+                &format!(",{process},{unapproved}"),
+            ),
+            alert(
+                "2026-11-22T06:00:01Z",
+                "/usr/bin/mysql",
+                "10.0.0.9",
+                3306,
+                2,
+                &format!(",{process}"),
+            ),
+            // Arguments where an array belongs: a bad line, whose warning must not quote them.
+            conn(
+                "2026-11-22T06:00:02Z",
+                "/usr/bin/mysql",
+                "10.0.0.9",
+                3306,
+                "tcp",
+                r#","process":{"pid":8,"args":"mysql -pHunter5"}"#,
+            ),
+            conn(
+                "2026-11-22T06:00:03Z",
+                "/usr/bin/mysql",
+                "10.0.0.9",
+                3306,
+                "tcp",
+                r#","process":{"pid":"mysql -pHunter6"}"#,
+            ),
+        ],
+    );
+    let mut runs = Vec::new();
+    for format in [Format::Text, Format::Json, Format::Html] {
+        let mut a = args(vec![events.clone()]);
+        a.format = format;
+        runs.push(a);
+    }
+    let mut a = args(vec![events]);
+    a.suggest_policy = true;
+    runs.push(a);
+    for a in runs {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        run(&a, NOW, &mut out, &mut err).unwrap_or_else(|e| panic!("{e}"));
+        let (out, err) = (String::from_utf8_lossy(&out), String::from_utf8_lossy(&err));
+        let shown = if a.suggest_policy {
+            "app.service"
+        } else {
+            "/usr/bin/mysql"
+        };
+        assert!(out.contains(shown), "{:?}: {out}", a.format);
+        assert!(
+            err.contains(r#"events.jsonl:3: unexpected field value: invalid type: string "…", expected a sequence"#),
+            "the bad line is still located: {err}"
+        );
+        for secret in ["Hunter", "TOKEN=", "bob:"] {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{:?} (suggest: {}) shows {secret:?}:\n{out}\n{err}",
+                a.format,
+                a.suggest_policy
+            );
+        }
+    }
+}
