@@ -47,8 +47,8 @@
 //! the first address of the answer on `--port`. Without `--ask` the receiving socket never
 //! sent a question (an unsolicited answer); with `--ask` it first sends the question to that
 //! server, and the forged answer (same id, same question) races the real one from another
-//! address. It prints `forged=<IP> connect=ok|eperm|other` once the forged answer arrived
-//! (exit 0), else fails.
+//! address; both are received before the socket closes. It prints `forged=<IP>
+//! connect=ok|eperm|other` once the forged answer arrived (exit 0), else fails.
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use egret_e2e::net::set_linger_zero;
@@ -1000,19 +1000,30 @@ fn cmd_forge(args: &[String]) -> Result<()> {
         .with_context(|| format!("send the forged answer from {from} to {to}"))?;
     receiver.set_read_timeout(Some(ANSWER_TIMEOUT * 2))?;
     let mut buf = [0u8; 1500];
-    let forged = loop {
-        let (n, src) = receiver
-            .recv_from(&mut buf)
-            .context("the forged answer did not arrive")?;
-        if src == from {
+    // With `--ask`, the real answer must reach this socket too (before it is closed), however
+    // the two race: the test looks for it.
+    let mut real_pending = ask.is_some();
+    let mut forged = None;
+    while forged.is_none() || real_pending {
+        let (n, src) = receiver.recv_from(&mut buf).context(if forged.is_none() {
+            "the forged answer did not arrive"
+        } else {
+            "the real answer did not arrive"
+        })?;
+        if src == from && forged.is_none() {
             let msg = buf.get(..n).context("recv length")?;
             let response = parse_response(msg, id).context("the forged answer")?;
-            break addresses(&response, name, TYPE_A)
-                .first()
-                .copied()
-                .with_context(|| format!("no address for {name} in the forged answer"))?;
+            forged = Some(
+                addresses(&response, name, TYPE_A)
+                    .first()
+                    .copied()
+                    .with_context(|| format!("no address for {name} in the forged answer"))?,
+            );
+        } else if Some(src) == ask {
+            real_pending = false;
         }
-    };
+    }
+    let forged = forged.context("the forged answer did not arrive")?;
     let what = match connect_once(SocketAddr::new(forged, port), false) {
         Ok(()) => "ok",
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => "eperm",
