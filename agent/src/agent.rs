@@ -130,15 +130,7 @@ pub async fn run(
         return Err(AgentError::NotCgroup2(cgroup_dir.display().to_string()));
     }
     let (policy, compiled) = load_policy(policy_config.file.as_deref())?;
-    let redactor = crate::redact::Redactor::new(redaction)?;
-    if !redactor.is_on() {
-        log::warn!(
-            "--redact-args off: process arguments are written as captured, secrets included"
-        );
-        if !redaction.patterns.is_empty() {
-            log::warn!("--redact patterns are not applied while --redact-args is off");
-        }
-    }
+    let redactor = redactor(redaction)?;
     // Listening before the programs load: a taken address stops egret before it attaches.
     let mut telemetry = crate::metrics::Telemetry::start(
         metrics.listen(),
@@ -154,29 +146,9 @@ pub async fn run(
         .transpose()?;
 
     let scope_ids = compile::scope_ids(&compiled, &mount);
-    let mut resolvers = TrustedResolvers::new(ResolverSource::of(policy.resolvers.as_deref()));
-    let trusted = resolvers.refresh().unwrap_or_default();
-    for err in resolvers.take_errors() {
-        log::warn!("trusted resolvers: {err}");
-    }
-    for note in resolvers.notes() {
-        log::warn!("{note}");
-    }
-    log::info!("{}", resolvers.describe());
+    let (resolvers, trusted) = trusted_resolvers(&policy);
     let (kernel, mut maps) = kernel::load_and_attach(
-        &KernelConfig {
-            ring_buffer_size: attach.ring_buffer_size,
-            udp_idle_ns: duration_ns(connections.udp_idle),
-            on_exit: attach.on_exit,
-            pin_path: attach.pin_path.clone(),
-            dns_port: dns.port,
-            dns_ttl_floor_ns: duration_ns(dns.ttl_floor),
-            dns_ttl_ceiling_ns: duration_ns(dns.ttl_ceiling),
-            tcp_progress: connections.progress_interval.is_some() && connections.ends,
-            connection_ends: connections.ends,
-            first_bytes: connections.first_bytes && connections.ends,
-            offsets: task_offsets(),
-        },
+        &kernel_config(config),
         &cgroup_dir,
         &compiled,
         &scope_ids,
@@ -314,6 +286,62 @@ async fn event_loop(
     }
     pipeline.emitter().telemetry().set_ready(false);
     Ok(())
+}
+
+/// The redactor `--redact-args` and `--redact` ask for, with a warning when it is off.
+fn redactor(
+    redaction: &crate::config::RedactConfig,
+) -> Result<crate::redact::Redactor, AgentError> {
+    let redactor = crate::redact::Redactor::new(redaction.args, &redaction.patterns)?;
+    if !redactor.is_on() {
+        log::warn!(
+            "--redact-args off: process arguments are written as captured, secrets included"
+        );
+        if !redaction.patterns.is_empty() {
+            log::warn!("--redact patterns are not applied while --redact-args is off");
+        }
+    }
+    Ok(redactor)
+}
+
+/// The resolvers whose answers count (`policy`'s, else the resolv.conf ones), read once now
+/// for the kernel, and what they are now.
+fn trusted_resolvers(
+    policy: &crate::policy::Policy,
+) -> (TrustedResolvers, Vec<crate::policy::Prefix>) {
+    let mut resolvers = TrustedResolvers::new(ResolverSource::of(policy.resolvers.as_deref()));
+    let trusted = resolvers.refresh().unwrap_or_default();
+    for err in resolvers.take_errors() {
+        log::warn!("trusted resolvers: {err}");
+    }
+    for note in resolvers.notes() {
+        log::warn!("{note}");
+    }
+    log::info!("{}", resolvers.describe());
+    (resolvers, trusted)
+}
+
+/// What the kernel programs are loaded with, from the run's configuration.
+fn kernel_config(config: &RunConfig) -> KernelConfig {
+    let RunConfig {
+        attach,
+        dns,
+        connections,
+        ..
+    } = config;
+    KernelConfig {
+        ring_buffer_size: attach.ring_buffer_size,
+        udp_idle_ns: duration_ns(connections.udp_idle),
+        on_exit: attach.on_exit,
+        pin_path: attach.pin_path.clone(),
+        dns_port: dns.port,
+        dns_ttl_floor_ns: duration_ns(dns.ttl_floor),
+        dns_ttl_ceiling_ns: duration_ns(dns.ttl_ceiling),
+        tcp_progress: connections.progress_interval.is_some() && connections.ends,
+        connection_ends: connections.ends,
+        first_bytes: connections.first_bytes && connections.ends,
+        offsets: task_offsets(),
+    }
 }
 
 /// The running kernel's field offsets for the task programs, from its BTF. Without BTF egret

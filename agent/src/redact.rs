@@ -5,7 +5,7 @@
 //! `mysql -pHunter2`, `curl -H 'Authorization: Bearer …'`, `https://bob:s3cret@host/`,
 //! `--password=…`, cloud access keys. A [`Redactor`], compiled once from `--redact-args` and
 //! `--redact`, replaces each secret with [`MARKER`] when the process table learns a process's
-//! arguments ([`crate::process::ProcessTable::insert`]), so nothing downstream (lines, alerts,
+//! arguments (`process::ProcessTable::insert`), so nothing downstream (lines, alerts,
 //! DNS lines, caches) ever holds them. `docs/events.md` ("Secrets in arguments") lists the
 //! rules.
 //!
@@ -35,8 +35,6 @@
 use std::{borrow::Cow, ops::Range, sync::Arc};
 
 use regex::{Captures, Regex};
-
-use crate::{config::RedactConfig, process::ProcessInfo};
 
 /// What a secret is replaced with.
 pub const MARKER: &str = "[REDACTED]";
@@ -94,9 +92,8 @@ impl Redactor {
     ///
     /// # Errors
     /// [`RedactError::Builtin`] (never, in practice).
-    pub fn new(config: &RedactConfig) -> Result<Self, RedactError> {
-        let RedactConfig { args, patterns } = config;
-        if !*args {
+    pub fn new(on: bool, patterns: &[Pattern]) -> Result<Self, RedactError> {
+        if !on {
             return Ok(Self::off());
         }
         Ok(Self {
@@ -112,10 +109,7 @@ impl Redactor {
     /// # Errors
     /// [`RedactError::Builtin`] (never, in practice).
     pub fn builtin() -> Result<Self, RedactError> {
-        Self::new(&RedactConfig {
-            args: true,
-            patterns: Vec::new(),
-        })
+        Self::new(true, &[])
     }
 
     /// Redacts nothing (`--redact-args off`).
@@ -161,34 +155,6 @@ impl Redactor {
             }
         }
         out
-    }
-
-    /// Redacts a process's arguments, copying the snapshot only when something changes (then
-    /// `args_redacted` is set). True when it did.
-    ///
-    /// Its parent and leaders are other processes of the table, redacted when they went in;
-    /// but a process may lead its own session or entry, named (`ProcessInfo::ancestor`) by
-    /// its arguments before this: those are named again.
-    pub fn redact_process(&self, info: &mut Arc<ProcessInfo>) -> bool {
-        if info.args.is_empty() {
-            return false;
-        }
-        let Some(args) = self.redacted(&info.args) else {
-            return false;
-        };
-        let info = Arc::make_mut(info);
-        info.args = args;
-        info.args_redacted = true;
-        info.ancestor = std::sync::OnceLock::new();
-        let me = info.pid;
-        let redacted = info.ancestor();
-        if info.session_leader.as_ref().is_some_and(|l| l.pid == me) {
-            info.session_leader = Some(Arc::clone(&redacted));
-        }
-        if let Some(entry) = info.entry_leader.as_mut().filter(|e| e.process.pid == me) {
-            Arc::make_mut(entry).process = redacted;
-        }
-        true
     }
 }
 

@@ -267,7 +267,7 @@ impl ProcessTable {
     /// Every process the table keeps comes through here: its arguments (and, where it leads
     /// its own session or entry, its leader's) are redacted first. Returns the entry as kept.
     pub fn insert(&mut self, mut info: Arc<ProcessInfo>) -> Arc<ProcessInfo> {
-        if self.redactor.redact_process(&mut info) {
+        if redact_process(&self.redactor, &mut info) {
             self.stats.args_redacted += 1;
         }
         if !self.procs.contains_key(&info.pid) && self.procs.len() >= self.max_entries {
@@ -449,6 +449,34 @@ impl ProcessTable {
             self.stats.evicted += 1;
         }
     }
+}
+
+/// Redacts a process's arguments, copying the snapshot only when something changes (then
+/// `args_redacted` is set). True when it did.
+///
+/// Its parent and leaders are other processes of the table, redacted when they went in;
+/// but a process may lead its own session or entry, named (`ProcessInfo::ancestor`) by
+/// its arguments before this: those are named again.
+pub(crate) fn redact_process(redactor: &Redactor, info: &mut Arc<ProcessInfo>) -> bool {
+    if info.args.is_empty() {
+        return false;
+    }
+    let Some(args) = redactor.redacted(&info.args) else {
+        return false;
+    };
+    let info = Arc::make_mut(info);
+    info.args = args;
+    info.args_redacted = true;
+    info.ancestor = OnceLock::new();
+    let me = info.pid;
+    let redacted = info.ancestor();
+    if info.session_leader.as_ref().is_some_and(|l| l.pid == me) {
+        info.session_leader = Some(Arc::clone(&redacted));
+    }
+    if let Some(entry) = info.entry_leader.as_mut().filter(|e| e.process.pid == me) {
+        Arc::make_mut(entry).process = redacted;
+    }
+    true
 }
 
 /// The pids `/proc` lists now (none when it cannot be read).
