@@ -617,13 +617,14 @@ rules:
         out.stderr
     );
 
-    // Block mode refuses `processes:` (audit only), pointing at it.
+    // Block mode refuses a `processes:` glob the kernel cannot match (it enforces exact paths,
+    // DIR/* and DIR/**), pointing at it.
     let proc_text = "mode: block
 loopback: approve
 rules:
   - name: p
     to: [10.0.0.0/8]
-    processes: [\"/usr/bin/*\"]
+    processes: [\"/usr/bin/py*\"]
 ";
     let procs = dir.write("procs.yaml", proc_text)?;
     let procs_s = procs.display().to_string();
