@@ -348,8 +348,10 @@ fn kernel_config(config: &RunConfig) -> KernelConfig {
 /// still runs: lines then lack the login identity, terminal and session, and executables are
 /// named from the exec's path.
 fn task_offsets() -> agent_common::KernelOffsets {
-    match crate::btf::Btf::from_sys_fs().and_then(|btf| crate::btf::kernel_offsets(&btf)) {
-        Ok(offsets) => offsets.to_programs(host_mnt_ns()),
+    let offsets = crate::btf::Btf::from_sys_fs()
+        .and_then(|btf| crate::btf::kernel_offsets(&btf, host_mnt_ns()));
+    match offsets {
+        Ok(offsets) => offsets,
         Err(err) => {
             log::warn!("kernel BTF: {err}: lines will lack login identity, session, terminal and the executable's own path");
             agent_common::KernelOffsets::default()

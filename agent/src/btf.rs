@@ -774,75 +774,24 @@ impl Btf {
 /// programs skip the read.
 pub const ABSENT: u32 = agent_common::task::OFFSET_ABSENT;
 
-/// The byte offsets of every kernel struct field the programs read, found in the running
-/// kernel's BTF by [`kernel_offsets`]. Named `<struct>_<member>`. Fields marked optional are
-/// [`ABSENT`] when the kernel lacks them; all others are always present.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelOffsets {
-    /// Optional (`CONFIG_AUDIT`).
-    pub task_loginuid: u32,
-    /// Optional (`CONFIG_AUDIT`).
-    pub task_sessionid: u32,
-    pub task_cred: u32,
-    pub task_mm: u32,
-    pub task_signal: u32,
-    pub task_nsproxy: u32,
-    pub cred_uid: u32,
-    pub cred_euid: u32,
-    pub cred_gid: u32,
-    pub cred_egid: u32,
-    pub mm_exe_file: u32,
-    pub mm_arg_start: u32,
-    pub mm_arg_end: u32,
-    /// Of the embedded `struct path`.
-    pub file_f_path: u32,
-    pub file_f_inode: u32,
-    pub path_dentry: u32,
-    pub path_mnt: u32,
-    pub dentry_d_parent: u32,
-    /// Of the embedded `struct qstr`.
-    pub dentry_d_name: u32,
-    pub qstr_name: u32,
-    pub inode_i_ino: u32,
-    pub inode_i_sb: u32,
-    pub inode_i_generation: u32,
-    pub inode_i_nlink: u32,
-    pub sb_s_dev: u32,
-    /// Of the `struct vfsmount` embedded in `struct mount`.
-    pub mount_mnt: u32,
-    pub mount_mnt_parent: u32,
-    pub mount_mnt_mountpoint: u32,
-    pub mount_mnt_ns: u32,
-    pub vfsmount_mnt_root: u32,
-    pub signal_tty: u32,
-    /// Of the array `struct pid *pids[PIDTYPE_MAX]`.
-    pub signal_pids: u32,
-    /// Of `signal_struct.pids[PIDTYPE_SID]`, by the array's element size.
-    pub signal_sid_pid: u32,
-    /// Not an offset: the value of `PIDTYPE_SID` in `enum pid_type`.
-    pub pid_type_sid: u32,
-    /// Of the array `struct upid numbers[]`.
-    pub pid_numbers: u32,
-    pub upid_nr: u32,
-    pub tty_index: u32,
-    pub tty_driver: u32,
-    pub driver_major: u32,
-    pub driver_minor_start: u32,
-    pub nsproxy_mnt_ns: u32,
-    /// Of the embedded `struct ns_common`.
-    pub mnt_namespace_ns: u32,
-    pub ns_common_inum: u32,
-}
-
-/// The offsets of all fields the programs read. A missing optional field is [`ABSENT`]; a
-/// missing required one, or malformed BTF, fails the call with an error naming the field.
-pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+/// The global the kernel programs read (`agent_common::KernelOffsets`): the offset of every
+/// kernel struct field they read, from this BTF, with embedded structs folded into one
+/// offset, and `host_mnt_ns`, the inode number of the host's mount namespace. The login uid
+/// and session id (`CONFIG_AUDIT`) are [`ABSENT`] when the kernel lacks them; any other field
+/// missing, or malformed BTF, fails the call with an error naming it.
+pub fn kernel_offsets(
+    btf: &Btf,
+    host_mnt_ns: u32,
+) -> Result<agent_common::KernelOffsets, BtfError> {
     let required = |path: &str| btf.offset(path).map(|field| field.offset);
     let optional = |path: &str| match btf.offset(path) {
         Ok(field) => Ok(field.offset),
         Err(BtfError::MemberNotFound { .. }) => Ok(ABSENT),
         Err(err) => Err(err),
     };
+    // An embedded struct's member: `outer` + `inner`.
+    let folded =
+        |outer: &str, inner: &str| Ok::<_, BtfError>(nested(required(outer)?, required(inner)?));
     let sid = btf.enum_value("pid_type", "PIDTYPE_SID")?;
     let pid_type_sid = u32::try_from(sid).map_err(|_| BtfError::ValueRange {
         what: "pid_type::PIDTYPE_SID".to_owned(),
@@ -854,13 +803,13 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         index: pid_type_sid,
         len: pids.len,
     })?;
-    Ok(KernelOffsets {
+    Ok(agent_common::KernelOffsets {
+        valid: 1,
         task_loginuid: optional("task_struct.loginuid")?,
         task_sessionid: optional("task_struct.sessionid")?,
         task_cred: required("task_struct.cred")?,
         task_mm: required("task_struct.mm")?,
         task_signal: required("task_struct.signal")?,
-        task_nsproxy: required("task_struct.nsproxy")?,
         cred_uid: required("cred.uid")?,
         cred_euid: required("cred.euid")?,
         cred_gid: required("cred.gid")?,
@@ -868,13 +817,11 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mm_exe_file: required("mm_struct.exe_file")?,
         mm_arg_start: required("mm_struct.arg_start")?,
         mm_arg_end: required("mm_struct.arg_end")?,
-        file_f_path: required("file.f_path")?,
+        file_dentry: folded("file.f_path", "path.dentry")?,
+        file_mnt: folded("file.f_path", "path.mnt")?,
         file_f_inode: required("file.f_inode")?,
-        path_dentry: required("path.dentry")?,
-        path_mnt: required("path.mnt")?,
         dentry_d_parent: required("dentry.d_parent")?,
-        dentry_d_name: required("dentry.d_name")?,
-        qstr_name: required("qstr.name")?,
+        dentry_name: folded("dentry.d_name", "qstr.name")?,
         inode_i_ino: required("inode.i_ino")?,
         inode_i_sb: required("inode.i_sb")?,
         inode_i_generation: required("inode.i_generation")?,
@@ -886,18 +833,17 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         mount_mnt_ns: required("mount.mnt_ns")?,
         vfsmount_mnt_root: required("vfsmount.mnt_root")?,
         signal_tty: required("signal_struct.tty")?,
-        signal_pids: pids.offset,
         signal_sid_pid,
-        pid_type_sid,
-        pid_numbers: required("pid.numbers")?,
-        upid_nr: required("upid.nr")?,
+        // numbers[0]: the id in the initial pid namespace.
+        pid_nr: folded("pid.numbers", "upid.nr")?,
         tty_index: required("tty_struct.index")?,
         tty_driver: required("tty_struct.driver")?,
         driver_major: required("tty_driver.major")?,
         driver_minor_start: required("tty_driver.minor_start")?,
+        task_nsproxy: required("task_struct.nsproxy")?,
         nsproxy_mnt_ns: required("nsproxy.mnt_ns")?,
-        mnt_namespace_ns: required("mnt_namespace.ns")?,
-        ns_common_inum: required("ns_common.inum")?,
+        mnt_ns_inum: folded("mnt_namespace.ns", "ns_common.inum")?,
+        host_mnt_ns,
     })
 }
 
@@ -908,55 +854,6 @@ fn nested(a: u32, b: u32) -> u32 {
         return ABSENT;
     }
     a.checked_add(b).unwrap_or(ABSENT)
-}
-
-impl KernelOffsets {
-    /// The global the programs read (`agent_common::KernelOffsets`): embedded structs folded
-    /// into one offset, plus `host_mnt_ns`, the inode number of the host's mount namespace.
-    pub fn to_programs(&self, host_mnt_ns: u32) -> agent_common::KernelOffsets {
-        agent_common::KernelOffsets {
-            valid: 1,
-            task_loginuid: self.task_loginuid,
-            task_sessionid: self.task_sessionid,
-            task_cred: self.task_cred,
-            task_mm: self.task_mm,
-            task_signal: self.task_signal,
-            cred_uid: self.cred_uid,
-            cred_euid: self.cred_euid,
-            cred_gid: self.cred_gid,
-            cred_egid: self.cred_egid,
-            mm_exe_file: self.mm_exe_file,
-            mm_arg_start: self.mm_arg_start,
-            mm_arg_end: self.mm_arg_end,
-            file_dentry: nested(self.file_f_path, self.path_dentry),
-            file_mnt: nested(self.file_f_path, self.path_mnt),
-            file_f_inode: self.file_f_inode,
-            dentry_d_parent: self.dentry_d_parent,
-            dentry_name: nested(self.dentry_d_name, self.qstr_name),
-            inode_i_ino: self.inode_i_ino,
-            inode_i_sb: self.inode_i_sb,
-            inode_i_generation: self.inode_i_generation,
-            inode_i_nlink: self.inode_i_nlink,
-            sb_s_dev: self.sb_s_dev,
-            mount_mnt: self.mount_mnt,
-            mount_mnt_parent: self.mount_mnt_parent,
-            mount_mnt_mountpoint: self.mount_mnt_mountpoint,
-            mount_mnt_ns: self.mount_mnt_ns,
-            vfsmount_mnt_root: self.vfsmount_mnt_root,
-            signal_tty: self.signal_tty,
-            signal_sid_pid: self.signal_sid_pid,
-            // numbers[0]: the id in the initial pid namespace.
-            pid_nr: nested(self.pid_numbers, self.upid_nr),
-            tty_index: self.tty_index,
-            tty_driver: self.tty_driver,
-            driver_major: self.driver_major,
-            driver_minor_start: self.driver_minor_start,
-            task_nsproxy: self.task_nsproxy,
-            nsproxy_mnt_ns: self.nsproxy_mnt_ns,
-            mnt_ns_inum: nested(self.mnt_namespace_ns, self.ns_common_inum),
-            host_mnt_ns,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -1391,7 +1288,7 @@ mod tests {
         let _ = btf.size_of("thing");
         let _ = btf.enum_value("colour", "GREEN");
         let _ = btf.enum_value("big", "HUGE");
-        let _ = kernel_offsets(btf);
+        let _ = kernel_offsets(btf, 1);
     }
 
     #[test]
@@ -1512,15 +1409,25 @@ mod tests {
 
     #[test]
     fn btf_kernel_offsets_from_synthetic_btf() {
-        let offsets = kernel_offsets(&Btf::parse(&kernel_like(&[])).unwrap()).unwrap();
+        let btf = Btf::parse(&kernel_like(&[])).unwrap();
+        let offsets = kernel_offsets(&btf, 4026531841).unwrap();
+        let at = |path: &str| btf.offset(path).unwrap().offset;
+        assert_eq!((offsets.valid, offsets.host_mnt_ns), (1, 4026531841));
         assert_eq!(offsets.task_loginuid, 0);
-        assert_eq!(offsets.task_nsproxy, 72);
-        assert_eq!((offsets.path_mnt, offsets.path_dentry), (0, 8));
-        assert_eq!(offsets.signal_pids, 8);
-        assert_eq!(offsets.pid_type_sid, 3);
-        assert_eq!(offsets.signal_sid_pid, 8 + 3 * 8);
-        assert_eq!(offsets.mount_mnt, 16);
-        assert_eq!(offsets.ns_common_inum, 0);
+        assert_eq!(offsets.task_nsproxy, at("task_struct.nsproxy"));
+        assert_eq!(offsets.signal_sid_pid, 8 + 3 * 8, "pids[PIDTYPE_SID]");
+        assert_eq!(offsets.mount_mnt, at("mount.mnt"));
+        // Embedded structs folded into one offset.
+        assert_eq!(offsets.file_dentry, at("file.f_path") + at("path.dentry"));
+        assert_eq!(offsets.file_mnt, at("file.f_path") + at("path.mnt"));
+        assert_eq!(offsets.dentry_name, at("dentry.d_name") + at("qstr.name"));
+        assert_eq!(offsets.pid_nr, at("pid.numbers") + at("upid.nr"));
+        assert_eq!(
+            offsets.mnt_ns_inum,
+            at("mnt_namespace.ns") + at("ns_common.inum")
+        );
+        assert_eq!(nested(ABSENT, 8), ABSENT);
+        assert_eq!(nested(u32::MAX - 1, 8), ABSENT);
     }
 
     #[test]
@@ -1530,49 +1437,23 @@ mod tests {
             "task_struct.sessionid",
         ]))
         .unwrap();
-        let offsets = kernel_offsets(&btf).unwrap();
+        let offsets = kernel_offsets(&btf, 7).unwrap();
         assert_eq!(
             (offsets.task_loginuid, offsets.task_sessionid),
             (ABSENT, ABSENT)
         );
-        assert_eq!(offsets.task_cred, 16, "the rest still there");
-        let programs = offsets.to_programs(7);
         assert_eq!(
-            (programs.task_loginuid, programs.task_sessionid),
-            (ABSENT, ABSENT)
+            offsets.task_cred,
+            btf.offset("task_struct.cred").unwrap().offset,
+            "the rest still there"
         );
 
         let btf = Btf::parse(&kernel_like(&["cred.euid"])).unwrap();
-        let err = kernel_offsets(&btf).unwrap_err();
+        let err = kernel_offsets(&btf, 7).unwrap_err();
         assert!(err.to_string().contains("cred.euid"), "{err}");
         let btf = Btf::parse(&kernel_like(&["signal_struct.pids"])).unwrap();
-        let err = kernel_offsets(&btf).unwrap_err();
+        let err = kernel_offsets(&btf, 7).unwrap_err();
         assert!(err.to_string().contains("signal_struct.pids"), "{err}");
-    }
-
-    #[test]
-    fn btf_kernel_offsets_to_programs_folds_embedded_structs() {
-        let offsets = kernel_offsets(&Btf::parse(&kernel_like(&[])).unwrap()).unwrap();
-        let programs = offsets.to_programs(4026531841);
-        assert_eq!(programs.valid, 1);
-        assert_eq!(programs.host_mnt_ns, 4026531841);
-        assert_eq!(
-            programs.file_dentry,
-            offsets.file_f_path + offsets.path_dentry
-        );
-        assert_eq!(programs.file_mnt, offsets.file_f_path + offsets.path_mnt);
-        assert_eq!(
-            programs.dentry_name,
-            offsets.dentry_d_name + offsets.qstr_name
-        );
-        assert_eq!(programs.pid_nr, offsets.pid_numbers + offsets.upid_nr);
-        assert_eq!(
-            programs.mnt_ns_inum,
-            offsets.mnt_namespace_ns + offsets.ns_common_inum
-        );
-        assert_eq!(programs.signal_sid_pid, offsets.signal_sid_pid);
-        assert_eq!(nested(ABSENT, 8), ABSENT);
-        assert_eq!(nested(u32::MAX - 1, 8), ABSENT);
     }
 
     /// The running kernel's BTF; `None` (skipped, saying so) when there is none, except under
@@ -1717,13 +1598,13 @@ mod tests {
     #[test]
     fn btf_real_kernel_offsets() {
         let Some(btf) = vmlinux() else { return };
-        let offsets = kernel_offsets(&btf).unwrap();
-        eprintln!("{offsets:#?}");
+        let programs = kernel_offsets(&btf, 1).unwrap();
+        eprintln!("{programs:#?}");
         let audit = Path::new("/proc/self/loginuid").exists();
-        assert_eq!(offsets.task_loginuid != ABSENT, audit, "CONFIG_AUDIT");
-        assert_eq!(offsets.task_sessionid != ABSENT, audit, "CONFIG_AUDIT");
-        assert_eq!(offsets.signal_sid_pid, offsets.signal_pids + 3 * P);
-        let programs = offsets.to_programs(1);
+        assert_eq!(programs.task_loginuid != ABSENT, audit, "CONFIG_AUDIT");
+        assert_eq!(programs.task_sessionid != ABSENT, audit, "CONFIG_AUDIT");
+        let pids = btf.array("signal_struct.pids").unwrap().offset;
+        assert_eq!(programs.signal_sid_pid, pids + 3 * P);
         assert_eq!(programs.valid, 1);
         assert_eq!(
             programs.file_dentry,
@@ -1739,7 +1620,7 @@ mod tests {
         let start = std::time::Instant::now();
         let btf = Btf::parse(&data).unwrap();
         let parsed = start.elapsed();
-        let offsets = kernel_offsets(&btf).unwrap();
+        let offsets = kernel_offsets(&btf, 1).unwrap();
         let total = start.elapsed();
         eprintln!(
             "{} bytes, {} types: parse {parsed:?}, parse + kernel_offsets {total:?}",

@@ -203,7 +203,7 @@ pub struct Users {
     pub euid: u32,
     pub egid: u32,
     /// Names of the users on the line (effective, real, login, entry leader's): uid → name.
-    pub names: Vec<(u32, String)>,
+    pub names: Vec<(u32, Arc<str>)>,
 }
 
 impl Users {
@@ -222,7 +222,7 @@ impl Users {
         self.names
             .iter()
             .find(|(id, _)| *id == uid)
-            .map(|(_, name)| name.as_str())
+            .map(|(_, name)| &**name)
     }
 }
 

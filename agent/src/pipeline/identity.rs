@@ -182,7 +182,7 @@ impl<P> Identity<P> {
         for id in [Some(euid), Some(uid), login, entry].into_iter().flatten() {
             if users.name(id).is_none() {
                 if let Some(name) = self.users.name(id) {
-                    users.names.push((id, name.to_owned()));
+                    users.names.push((id, Arc::clone(name)));
                 }
             }
         }

@@ -189,6 +189,27 @@ pub(super) fn read_cmdline(pid: u32) -> Option<Vec<String>> {
     Some(split_nul(&raw))
 }
 
+/// The exec of the absolute `path` with `args` by a task with `identity`, as the kernel
+/// reports it (unit tests).
+#[cfg(test)]
+pub(crate) fn exec_of(path: &str, args: &[&str], identity: TaskIdentity) -> ExecImage {
+    ExecImage {
+        filename: path.to_owned(),
+        exe_path: Some(
+            path.split('/')
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        exe_internal: false,
+        exe_id: None,
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        args_truncated: false,
+        args_unread: false,
+        identity,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -270,6 +270,12 @@ impl ProcessTable {
         if redact_process(&self.redactor, &mut info) {
             self.stats.args_redacted += 1;
         }
+        self.store(info)
+    }
+
+    /// Keeps `info` as it is: arguments already through [`Self::insert`] (a fork's copy of
+    /// its parent's).
+    fn store(&mut self, info: Arc<ProcessInfo>) -> Arc<ProcessInfo> {
         if !self.procs.contains_key(&info.pid) && self.procs.len() >= self.max_entries {
             self.make_room();
         }
@@ -407,8 +413,10 @@ impl ProcessTable {
         if info.sid == Some(child) {
             info.session_leader = Some(info.ancestor());
         }
-        self.insert(Arc::new(info));
+        // The parent's arguments, redacted when the parent went in (or none): kept as they are.
+        self.store(Arc::new(info));
     }
+
     /// The process exited: keep it for the grace period so late events still resolve.
     pub fn on_exit(&mut self, pid: u32, ktime_ns: u64) {
         if let Some(entry) = self.procs.get_mut(&pid) {
@@ -518,23 +526,7 @@ mod tests {
         }
     }
 
-    fn image(path: &str, args: &[&str], identity: TaskIdentity) -> ExecImage {
-        ExecImage {
-            filename: path.to_owned(),
-            exe_path: Some(
-                path.split('/')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-            ),
-            exe_internal: false,
-            exe_id: None,
-            args: args.iter().map(|s| (*s).to_owned()).collect(),
-            args_truncated: false,
-            args_unread: false,
-            identity,
-        }
-    }
+    use image::exec_of as image;
 
     /// Pids no real process has, so nothing is read from this machine's `/proc`.
     const P: u32 = 4_000_000_000;

@@ -863,21 +863,7 @@ fn identity(sid: u32) -> agent_common::TaskIdentity {
 }
 
 fn image(path: &str, args: &[&str], sid: u32) -> crate::process::ExecImage {
-    crate::process::ExecImage {
-        filename: path.to_owned(),
-        exe_path: Some(
-            path.split('/')
-                .filter(|c| !c.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ),
-        exe_internal: false,
-        exe_id: None,
-        args: strings(args),
-        args_truncated: false,
-        args_unread: false,
-        identity: identity(sid),
-    }
+    crate::process::image::exec_of(path, args, identity(sid))
 }
 
 #[test]
