@@ -133,7 +133,22 @@ impl Redactor {
     }
 
     /// `args` with the secrets replaced; `None` when there is none (then nothing is copied).
+    /// Redacted again until nothing changes (a marker can end one rule's match and start
+    /// another's), so what is written is redacted for good.
     pub fn redacted(&self, args: &[String]) -> Option<Vec<String>> {
+        let mut out = self.redacted_once(args)?;
+        // Each pass only turns text into markers; a few passes reach the fixed point.
+        for _ in 0..4 {
+            match self.redacted_once(&out) {
+                Some(more) => out = more,
+                None => break,
+            }
+        }
+        Some(out)
+    }
+
+    /// One pass of the rules over `args`.
+    fn redacted_once(&self, args: &[String]) -> Option<Vec<String>> {
         let rules = self.rules.as_deref()?;
         let words: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut spans = Vec::new();

@@ -9,6 +9,7 @@ mod bench;
 #[path = "../../tests/src/bench/options.rs"]
 mod bench_options;
 mod cmd;
+mod fuzz;
 mod install;
 mod run;
 mod setup;

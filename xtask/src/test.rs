@@ -91,6 +91,11 @@ fn steps(no_lint: bool, test_args: &[OsString]) -> Vec<Step> {
         }
     }
     steps.push(test);
+    // After the tests: a crash here is a parser bug the unit tests missed.
+    steps.push(Step {
+        name: "fuzz (short run of every target)",
+        action: Action::Check(crate::fuzz::short_run),
+    });
     steps
 }
 

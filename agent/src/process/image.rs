@@ -52,19 +52,22 @@ impl ExecImage {
         } = ev;
         let depth = *exe_depth as usize;
         let whole = flags & (EXEC_FLAG_EXE_PATH_CUT | EXEC_FLAG_NO_OFFSETS) == 0 && depth > 0;
-        let exe_path = whole.then(|| {
-            exe_names
-                .iter()
-                .zip(exe_name_lens)
-                .take(depth)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .map(|(name, len)| {
-                    String::from_utf8_lossy(filled(name, u32::from(*len))).into_owned()
-                })
-                .collect()
-        });
+        // A directory entry always has a name: a walk with an empty one is not a path.
+        let exe_path = whole
+            .then(|| {
+                exe_names
+                    .iter()
+                    .zip(exe_name_lens)
+                    .take(depth)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .map(|(name, len)| {
+                        String::from_utf8_lossy(filled(name, u32::from(*len))).into_owned()
+                    })
+                    .collect::<Vec<String>>()
+            })
+            .filter(|path| path.iter().all(|name| !name.is_empty()));
         let args_bytes = filled(args, *args_len);
         Self {
             filename: String::from_utf8_lossy(filled(filename, *filename_len)).into_owned(),

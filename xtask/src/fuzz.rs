@@ -1,0 +1,92 @@
+//! The short fuzz run `cargo xtask test` makes of every target in `fuzz/` (the long runs are
+//! by hand: fuzz/README.md). Installs `cargo-fuzz` when it is missing.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::cmd::{run, target_dir, workspace_root};
+use crate::setup::nightly_cargo;
+
+/// Seconds each target runs in `cargo xtask test`.
+const SECONDS_PER_TARGET: u32 = 20;
+
+/// Builds and runs each fuzz target for [`SECONDS_PER_TARGET`], from its committed seeds,
+/// into a scratch corpus under `target/` (never into the seeds).
+pub fn short_run() -> Result<()> {
+    ensure_cargo_fuzz()?;
+    let root = workspace_root();
+    for target in targets(&root.join("fuzz/Cargo.toml"))? {
+        let corpus = target_dir().join("fuzz-corpus").join(&target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("mkdir {}", corpus.display()))?;
+        let mut command = nightly_cargo();
+        command
+            .args(["fuzz", "run", &target])
+            .arg(&corpus)
+            .current_dir(&root);
+        let seeds = root.join("fuzz/seeds").join(&target);
+        if seeds.is_dir() {
+            command.arg(&seeds);
+        }
+        command.args([
+            "--",
+            &format!("-max_total_time={SECONDS_PER_TARGET}"),
+            "-max_len=20000",
+        ]);
+        run(&mut command)?;
+    }
+    Ok(())
+}
+
+/// The `[[bin]]` names of the fuzz crate's manifest.
+fn targets(manifest: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    Ok(bin_names(&text))
+}
+
+fn bin_names(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut in_bin = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if in_bin {
+            if let Some(name) = line.strip_prefix("name = ") {
+                names.push(name.trim_matches('"').to_owned());
+            }
+        }
+    }
+    names
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    let installed = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask: cargo-fuzz missing: installing it");
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_every_target_of_the_fuzz_manifest() {
+        let manifest = include_str!("../../fuzz/Cargo.toml");
+        let names = bin_names(manifest);
+        assert!(names.len() >= 4, "{names:?}");
+        for name in &names {
+            let source = workspace_root().join(format!("fuzz/fuzz_targets/{name}.rs"));
+            assert!(source.is_file(), "{}", source.display());
+        }
+        assert!(!names.iter().any(|n| n == "egret-fuzz"), "the package is no target");
+    }
+}
