@@ -57,7 +57,11 @@ fn check_header_and_question(data: &[u8], message: &Message) {
     let back = parse_message(&query).expect("a query built from a parsed question parses");
     assert_eq!(back.id, message.id);
     assert!(!back.response);
-    assert_eq!(back.questions, [question.clone()], "the question does not round-trip");
+    assert_eq!(
+        back.questions,
+        [question.clone()],
+        "the question does not round-trip"
+    );
     assert!(back.answers.is_empty());
 }
 

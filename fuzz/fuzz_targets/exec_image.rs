@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
         panic!("a whole exec record must decode");
     };
     let exec = ExecImage::from_event(&event);
-    assert!(exec.exe_path.as_ref().is_none_or(|p| !p.is_empty() && p.len() <= 16));
+    assert!(exec
+        .exe_path
+        .as_ref()
+        .is_none_or(|p| !p.is_empty() && p.len() <= 16));
     let named = image::name(GONE, &exec, "comm");
     assert!(!named.name.is_empty());
     assert_eq!(named.args, exec.args);
@@ -34,13 +37,21 @@ fuzz_target!(|data: &[u8]| {
         // A walked path is absolute; a fileless one is its own name.
         Some(exe) if !named.fileless => {
             assert!(exe.starts_with('/'), "{exe:?}");
-            assert!(!exe.starts_with("/proc/") || exec.exe_path.is_some(), "{exe:?}");
+            assert!(
+                !exe.starts_with("/proc/") || exec.exe_path.is_some(),
+                "{exe:?}"
+            );
         }
         Some(exe) => assert_eq!(named.name, exe),
         None => assert_eq!(named.name, "comm"),
     }
     if let Some(script) = &named.script {
         // Only the path the exec named, among the interpreter's first arguments.
-        assert!(exec.args.iter().skip(1).take(2).any(|a| script.ends_with(a.trim_start_matches("./"))));
+        assert!(exec
+            .args
+            .iter()
+            .skip(1)
+            .take(2)
+            .any(|a| script.ends_with(a.trim_start_matches("./"))));
     }
 });

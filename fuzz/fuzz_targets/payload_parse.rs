@@ -10,8 +10,8 @@
 #![no_main]
 
 use egret::payload::{
-    classify_outbound, http, is_printable, parse_response, reassembly::Reassembly, tls,
-    FirstBytes, FIRST_BYTES_LIMIT,
+    classify_outbound, http, is_printable, parse_response, reassembly::Reassembly, tls, FirstBytes,
+    FIRST_BYTES_LIMIT,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -38,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
     let checks = plan.len().div_ceil(8).max(1);
     let mut prefixes = Vec::new();
     for (n, &(at, len)) in plan.iter().enumerate() {
-        pieces.insert(u32::try_from(at).unwrap_or(u32::MAX), &payload[at..at + len]);
+        pieces.insert(
+            u32::try_from(at).unwrap_or(u32::MAX),
+            &payload[at..at + len],
+        );
         assert!(pieces.buffered() <= limit, "grew past its limit");
         let prefix = pieces.contiguous();
         assert!(kept.starts_with(prefix), "the prefix is not the stream's");
@@ -46,7 +49,11 @@ fuzz_target!(|data: &[u8]| {
             prefixes.push(prefix.len());
         }
     }
-    assert_eq!(pieces.contiguous(), whole.contiguous(), "chunks and one chunk differ");
+    assert_eq!(
+        pieces.contiguous(),
+        whole.contiguous(),
+        "chunks and one chunk differ"
+    );
 
     // Nothing moves the prefix: bytes past the limit, or other bytes for offsets already
     // received (the first bytes stay).
@@ -69,7 +76,9 @@ fuzz_target!(|data: &[u8]| {
         check_answer(&early, &bytes[..len]);
         match &early {
             FirstBytes::Tls(_) | FirstBytes::Other => assert_eq!(early, answer, "at {len}"),
-            FirstBytes::Http(_) => assert!(matches!(answer, FirstBytes::Http(_) | FirstBytes::Other)),
+            FirstBytes::Http(_) => {
+                assert!(matches!(answer, FirstBytes::Http(_) | FirstBytes::Other))
+            }
             FirstBytes::NeedMore => {}
         }
     }
@@ -93,7 +102,8 @@ fn plan(len: usize, split: &[u8]) -> Vec<(usize, usize)> {
         at += size;
     }
     // A shuffle the split bytes decide.
-    let key = |i: usize| (i.wrapping_mul(2_654_435_761) ^ usize::from(split[i % split.len()])) % 251;
+    let key =
+        |i: usize| (i.wrapping_mul(2_654_435_761) ^ usize::from(split[i % split.len()])) % 251;
     let mut order: Vec<usize> = (0..chunks.len()).collect();
     order.sort_by_key(|&i| (key(i), i));
     let mut plan = Vec::new();
@@ -119,7 +129,10 @@ fn check_answer(answer: &FirstBytes, bytes: &[u8]) {
         FirstBytes::Http(request) => check_request(request),
         FirstBytes::Other => {}
         FirstBytes::NeedMore => {
-            assert!(bytes.len() < FIRST_BYTES_LIMIT, "NeedMore with a full buffer");
+            assert!(
+                bytes.len() < FIRST_BYTES_LIMIT,
+                "NeedMore with a full buffer"
+            );
         }
     }
 }
@@ -150,13 +163,20 @@ fn check_hello(hello: &tls::ClientHello) {
     let ja4 = hello.ja4.as_bytes();
     assert_eq!(ja4.len(), 36, "{}", hello.ja4);
     assert!(is_printable(&hello.ja4));
-    assert_eq!((ja4[0], ja4[10], ja4[23]), (b't', b'_', b'_'), "{}", hello.ja4);
+    assert_eq!(
+        (ja4[0], ja4[10], ja4[23]),
+        (b't', b'_', b'_'),
+        "{}",
+        hello.ja4
+    );
     assert!(matches!(ja4[3], b'd' | b'i'));
     assert_eq!(ja4[3] == b'd', hello.extensions.contains(&0));
     assert!(ja4[4..8].iter().all(u8::is_ascii_digit));
     assert!(ja4[8..10].iter().all(u8::is_ascii_alphanumeric));
     for hash in [&ja4[11..23], &ja4[24..36]] {
-        assert!(hash.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)));
+        assert!(hash
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b)));
     }
 }
 

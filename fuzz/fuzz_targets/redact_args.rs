@@ -25,5 +25,9 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(once.len(), args.len());
     assert!(once.iter().any(|a| a.contains(egret::redact::MARKER)));
-    assert_eq!(redactor.redacted(&once), None, "redacting twice changed {once:?}");
+    assert_eq!(
+        redactor.redacted(&once),
+        None,
+        "redacting twice changed {once:?}"
+    );
 });

@@ -19,8 +19,7 @@ pub fn short_run() -> Result<()> {
     let root = workspace_root();
     for target in targets(&root.join("fuzz/Cargo.toml"))? {
         let corpus = target_dir().join("fuzz-corpus").join(&target);
-        std::fs::create_dir_all(&corpus)
-            .with_context(|| format!("mkdir {}", corpus.display()))?;
+        std::fs::create_dir_all(&corpus).with_context(|| format!("mkdir {}", corpus.display()))?;
         let mut command = nightly_cargo();
         command
             .args(["fuzz", "run", &target])
@@ -87,6 +86,9 @@ mod tests {
             let source = workspace_root().join(format!("fuzz/fuzz_targets/{name}.rs"));
             assert!(source.is_file(), "{}", source.display());
         }
-        assert!(!names.iter().any(|n| n == "egret-fuzz"), "the package is no target");
+        assert!(
+            !names.iter().any(|n| n == "egret-fuzz"),
+            "the package is no target"
+        );
     }
 }
