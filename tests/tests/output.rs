@@ -6,8 +6,8 @@ use anyhow::{bail, ensure, Context, Result};
 use egret_e2e::expect::{has_arg, is_flow};
 use egret_e2e::json::read_jsonl;
 use egret_e2e::{
-    egret_bin, field, field_str, field_u64, marker, prerequisite, run_with_timeout, Harness,
-    RunOutput, TcpServer, TestCgroup, LINE_TIMEOUT,
+    egret_bin, field, field_str, field_u64, marker, prerequisite, run_in, run_with_timeout,
+    wait_until, Egret, Harness, RunOutput, TcpServer, TestCgroup, LINE_TIMEOUT,
 };
 use serde_json::Value;
 use std::collections::HashSet;
@@ -736,6 +736,180 @@ template(name="fields" type="list") {{
         h.egret.discard_dir_on_drop();
         drop(h);
         drop(daemon);
+        Ok(())
+    })
+}
+
+/// A tmpfs of `size` bytes mounted on a fresh directory; unmounted and removed on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(name: &str, size: u64) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("egret-e2e-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
+        let options = format!("size={size},mode=0755");
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some(options.as_str()),
+        )
+        .with_context(|| format!("mount a tmpfs on {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Fills the file system of `path` (a new file there) until it refuses another byte.
+fn fill(path: &Path) -> Result<std::fs::File> {
+    use std::io::Write as _;
+    let mut file =
+        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
+    for chunk in [64 << 10, 4 << 10, 256, 1] {
+        let block = vec![b'x'; chunk];
+        while file.write_all(&block).is_ok() {}
+    }
+    Ok(file)
+}
+
+/// The complete lines of `path` (an error when one is not JSON) and whether the file ends
+/// with a newline.
+fn whole_lines(path: &Path) -> Result<(Vec<Value>, bool)> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    Ok((read_jsonl(path)?, bytes.last().is_none_or(|&b| b == b'\n')))
+}
+
+/// Proves: on a full file system egret keeps its lines waiting; when space returns a little at
+/// a time, less than what waits, each bit is filled with whole lines (the file never ends
+/// inside a line, every line parses) and writing resumes; once space is back every connection
+/// made while the disk was full is in the file exactly once, the chain is intact, no line was
+/// refused, and the metric line shows the write errors and an empty backlog.
+#[test]
+fn a_full_disk_with_less_space_back_than_the_backlog_recovers() -> Result<()> {
+    const CONNECTIONS: usize = 1500;
+    const FREED: u64 = 256 << 10;
+    Harness::with_cgroup("out-full", |cgroup| {
+        let fs = Tmpfs::mount("out-full", 8 << 20)?;
+        let out = fs.0.join("events.jsonl");
+        let mut egret = Egret::start_custom("out-full", |dir| {
+            Ok(vec![
+                "run".into(),
+                "--cgroup".into(),
+                cgroup.path().into(),
+                "--output".into(),
+                out.clone().into(),
+                "--ready-file".into(),
+                dir.join("ready").into(),
+                "--metrics-interval".into(),
+                "1".into(),
+            ])
+        })?;
+        let server = TcpServer::loopback()?;
+        let port = server.port();
+        let m = marker();
+        run_in(
+            &cgroup,
+            Command::new(CLIENT).args(["tcp", "127.0.0.1", &port.to_string(), &m]),
+        )?;
+        ensure!(
+            wait_until(LINE_TIMEOUT, || Ok(read_jsonl(&out)?
+                .iter()
+                .any(|v| has_arg(v, &m))))?,
+            "no line for the first connection"
+        );
+
+        let filler_path = fs.0.join("filler");
+        let filler = fill(&filler_path)?;
+        let mut load = Command::new(CLIENT);
+        load.args([
+            "connect-loop",
+            "--count",
+            &CONNECTIONS.to_string(),
+            "--interval-ms",
+            "1",
+            "127.0.0.1",
+            &port.to_string(),
+        ]);
+        run_in(&cgroup, &mut load)?;
+        std::thread::sleep(Duration::from_secs(2));
+        let full_len = std::fs::metadata(&out)?.len();
+        ensure!(
+            egret.stderr_text()?.contains("No space left on device"),
+            "egret logged no write error on the full disk"
+        );
+
+        // Space back in two small steps, each far less than what waits.
+        let mut len = full_len;
+        for step in 1..=2u64 {
+            let filler_len = filler.metadata()?.len();
+            filler.set_len(filler_len.saturating_sub(FREED))?;
+            ensure!(
+                wait_until(Duration::from_secs(10), || Ok(std::fs::metadata(&out)?
+                    .len()
+                    > len))?,
+                "step {step}: nothing written after {FREED} bytes were freed"
+            );
+            std::thread::sleep(Duration::from_millis(1500));
+            let now = std::fs::metadata(&out)?.len();
+            let (lines, whole) = whole_lines(&out)?;
+            ensure!(whole, "step {step}: the file ends inside a line");
+            ensure!(
+                now - len <= FREED + 8192,
+                "step {step}: grew by {} bytes with {FREED} freed",
+                now - len
+            );
+            let seen = cookies(&lines, port).len();
+            ensure!(
+                seen < CONNECTIONS,
+                "step {step}: all {seen} connections already written: the backlog was not larger than the space freed"
+            );
+            len = now;
+        }
+
+        drop(filler);
+        std::fs::remove_file(&filler_path)?;
+        ensure!(
+            wait_until(Duration::from_secs(20), || {
+                Ok(cookies(&read_jsonl(&out)?, port).len() > CONNECTIONS)
+            })?,
+            "not every connection was written once space was back: {} of {CONNECTIONS}",
+            cookies(&read_jsonl(&out)?, port).len()
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        egret.stop_cleanly()?;
+
+        let lines = read_jsonl(&out)?;
+        let all = cookies(&lines, port);
+        let unique: HashSet<u64> = all.iter().copied().collect();
+        // The loop's connections and the first one.
+        let want = CONNECTIONS + 1;
+        ensure!(
+            all.len() == want && unique.len() == want,
+            "connections written {} (unique {}), want {want} once each",
+            all.len(),
+            unique.len()
+        );
+        let metric = lines
+            .iter()
+            .rev()
+            .find(|v| field_str(v, "event.kind") == Some("metric"))
+            .context("no metric line")?;
+        let counter = |name: &str| field_u64(metric, &format!("egret.metrics.{name}"));
+        ensure!(
+            counter("write_errors").is_some_and(|n| n > 0)
+                && counter("output_lines_refused") == Some(0)
+                && counter("output_backlog_bytes") == Some(0),
+            "the last metric line: {metric}"
+        );
+        expect_intact(&[out])?;
+        egret.discard_dir_on_drop();
         Ok(())
     })
 }

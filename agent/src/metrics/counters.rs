@@ -18,7 +18,13 @@ pub struct Metrics {
     /// Records received but not written: undecodable, or the output failed.
     pub events_dropped_userspace: u64,
     pub decode_errors: u64,
+    /// Failed writes and flushes on any output (a failed write-out is retried: not a loss).
     pub write_errors: u64,
+    /// Lines an output refused because its backlog was full: lost (also in
+    /// `events_dropped_userspace`).
+    pub output_lines_refused: u64,
+    /// Bytes of lines waiting for the output file to take them (a full disk, an I/O error).
+    pub output_backlog_bytes: u64,
     /// JSON lines written (events and metrics).
     pub lines_written: u64,
     pub process_table_size: u64,

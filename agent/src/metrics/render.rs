@@ -97,6 +97,8 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         events_dropped_userspace,
         decode_errors,
         write_errors,
+        output_lines_refused,
+        output_backlog_bytes,
         lines_written,
         process_table_size,
         process_table_misses,
@@ -163,8 +165,18 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
     );
     e.counter(
         "egret_write_errors_total",
-        "Lines that could not be written.",
+        "Failed writes and flushes on any output (retried: lines stay in the backlog).",
         write_errors,
+    );
+    e.counter(
+        "egret_output_lines_refused_total",
+        "Lines an output refused because its backlog was full: lost.",
+        output_lines_refused,
+    );
+    e.gauge(
+        "egret_output_backlog_bytes",
+        "Bytes of lines waiting for the output files to take them (full disk, I/O error).",
+        output_backlog_bytes,
     );
     e.counter(
         "egret_lines_written_total",

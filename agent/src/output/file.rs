@@ -1,10 +1,12 @@
 //! An output file: whole chained lines, a repaired tail on start, rotation and retention.
 //!
 //! Lines are kept in memory (`pending`) until written out: when 256 KiB have gathered, and
-//! at every [`ChainedFile::sync`], which also calls `fdatasync`. A write that fails is undone
-//! (the file is truncated back to where the batch began), so a failed or short write never
-//! leaves part of a line behind, and the batch is tried again later; lines are refused only
-//! once 16 MiB wait.
+//! at every [`ChainedFile::sync`], which also calls `fdatasync`. A write that fails part way
+//! (a full disk, an I/O error) keeps the longest run of whole lines that made it and cuts the
+//! rest back off the file, so no part of a line is left behind and every line that fitted is
+//! out of memory; the rest stay pending and are tried again with back-off (from 50 ms up to a
+//! second), so writing resumes as soon as any space returns. Lines are refused only once
+//! 16 MiB wait.
 
 use std::{
     borrow::Cow,
@@ -30,6 +32,11 @@ const MAX_PENDING: usize = 16 << 20;
 const CHAIN_OVERHEAD: u64 = 86;
 /// After a failed rotation, the next attempt waits this long.
 const ROTATE_BACKOFF: Duration = Duration::from_secs(10);
+/// After a failed write-out, the next one waits this long, doubling up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+/// At shutdown, how long egret keeps trying to write what is still pending.
+pub const SHUTDOWN_RETRY: Duration = Duration::from_secs(5);
 
 /// Rotation and retention of an output file (`--output-max-bytes` and friends).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,8 +91,13 @@ pub struct ChainedFile {
     /// The file holds lines other than egret's own first line.
     has_lines: bool,
     rotate_not_before: Option<Instant>,
+    /// After a failed write-out: when to try again, and the wait after that.
+    retry: Option<(Instant, Duration)>,
     /// Failed write-outs and rotations, for rate-limited logging.
     failures: u64,
+    /// Tests only: the file system is full beyond this many bytes of the file.
+    #[cfg(test)]
+    pub(crate) space: Option<u64>,
 }
 
 fn io_err(path: &Path, source: io::Error) -> OutputError {
@@ -228,7 +240,10 @@ impl ChainedFile {
             born,
             has_lines: tail.keep > 0,
             rotate_not_before: None,
+            retry: None,
             failures: 0,
+            #[cfg(test)]
+            space: None,
         };
         let repaired = (tail.cut_bytes > 0).then_some((tail.cut_bytes, tail.cut_lines));
         let message = match (&predecessor.file, repaired) {
@@ -319,8 +334,13 @@ impl ChainedFile {
         shape: Option<chain::Shape>,
     ) -> Result<Range<usize>, OutputError> {
         if self.pending.len() >= MAX_PENDING {
-            // One more try before refusing the line.
-            if self.write_out().is_err() {
+            // One more try (when the back-off allows) before refusing the line.
+            if self.retry_due() {
+                if let Err(err) = self.write_out() {
+                    self.failed(&err);
+                }
+            }
+            if self.pending.len() >= MAX_PENDING {
                 return Err(OutputError::Backlog {
                     target: self.path.display().to_string(),
                     bytes: self.pending.len(),
@@ -443,8 +463,9 @@ impl ChainedFile {
         }
     }
 
-    /// Writes the pending lines out (no sync). On failure the file is truncated back to
-    /// where the batch began and the lines stay pending.
+    /// Writes the pending lines out (no sync). When the write fails part way, the longest
+    /// run of whole lines that made it stays in the file and leaves `pending`; the rest of
+    /// what was written is cut back off, and the error is returned (with the back-off set).
     pub fn write_out(&mut self) -> Result<(), OutputError> {
         if self.pending.is_empty() {
             return Ok(());
@@ -454,43 +475,96 @@ impl ChainedFile {
             .metadata()
             .map_err(|e| io_err(&self.path, e))?
             .len();
-        match self.file.write_all(&self.pending) {
+        let (written, result) = self.write_some(before);
+        let whole = whole_lines(self.pending.get(..written).unwrap_or_default());
+        if whole < written {
+            if let Err(trunc) = self.file.set_len(before + whole as u64) {
+                log::error!(
+                    "{}: cannot cut back part of a line after a failed write ({trunc}): it stays until egret restarts",
+                    self.path.display()
+                );
+            }
+        }
+        if whole > 0 {
+            self.size = before + whole as u64;
+            self.pending.drain(..whole);
+            self.unsynced = true;
+        }
+        match result {
             Ok(()) => {
-                self.size = before + self.pending.len() as u64;
-                self.pending.clear();
-                self.unsynced = true;
+                self.retry = None;
                 Ok(())
             }
             Err(err) => {
-                if let Err(trunc) = self.file.set_len(before) {
-                    log::error!(
-                        "{}: cannot undo a failed write ({trunc}): its last line may be partial until egret restarts",
-                        self.path.display()
-                    );
-                }
+                let wait = self.retry.map_or(RETRY_FIRST, |(_, wait)| wait);
+                self.retry = Some((Instant::now() + wait, (wait * 2).min(RETRY_MAX)));
                 Err(io_err(&self.path, err))
             }
         }
     }
 
-    /// Writes out when enough is pending; a failure is logged and retried later.
+    /// Writes as much of `pending` as the file takes; the bytes written and how it ended.
+    fn write_some(&mut self, before: u64) -> (usize, io::Result<()>) {
+        let limit = self.space_left(before);
+        let mut written = 0;
+        while written < self.pending.len() {
+            let end = limit.map_or(self.pending.len(), |l| l.min(self.pending.len()));
+            let chunk = self.pending.get(written..end).unwrap_or_default();
+            if chunk.is_empty() {
+                return (written, Err(io::Error::from_raw_os_error(libc::ENOSPC)));
+            }
+            match self.file.write(chunk) {
+                Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return (written, Err(err)),
+            }
+        }
+        (written, Ok(()))
+    }
+
+    #[cfg(test)]
+    fn space_left(&self, before: u64) -> Option<usize> {
+        self.space
+            .map(|space| usize::try_from(space.saturating_sub(before)).unwrap_or(usize::MAX))
+    }
+
+    #[cfg(not(test))]
+    #[expect(clippy::unused_self, reason = "the test build's twin reads a field")]
+    fn space_left(&self, _before: u64) -> Option<usize> {
+        None
+    }
+
+    /// A write-out may be tried now (no back-off running).
+    fn retry_due(&self) -> bool {
+        self.retry.is_none_or(|(at, _)| Instant::now() >= at)
+    }
+
+    /// Writes out when enough is pending (and no back-off runs); a failure is logged and
+    /// retried later.
     pub fn write_out_if_full(&mut self) {
-        if self.pending.len() >= WRITE_AT {
+        if self.pending.len() >= WRITE_AT && self.retry_due() {
             if let Err(err) = self.write_out() {
                 self.failed(&err);
             }
         }
     }
 
+    /// Bytes of lines waiting to be written.
+    pub fn backlog(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Writes everything pending and `fdatasync`s: from here on these lines are
     /// acknowledged (they survive a crash or power cut).
     pub fn sync(&mut self) -> Result<(), OutputError> {
-        self.write_out()?;
+        // What a failed write-out did write is synced all the same.
+        let written = self.write_out();
         if self.unsynced {
             self.file.sync_data().map_err(|e| io_err(&self.path, e))?;
             self.unsynced = false;
         }
-        Ok(())
+        written
     }
 
     /// The chain value of the last line accepted.
@@ -500,11 +574,34 @@ impl ChainedFile {
 }
 
 impl Drop for ChainedFile {
+    /// At shutdown, what is pending gets [`SHUTDOWN_RETRY`] to find room (a write-out every
+    /// back-off step); what still does not fit is lost, and the log says how much.
     fn drop(&mut self) {
-        if let Err(err) = self.sync() {
-            log::error!("{err}: {} bytes of lines not written", self.pending.len());
+        let deadline = Instant::now() + SHUTDOWN_RETRY;
+        loop {
+            let err = match self.sync() {
+                Ok(()) => return,
+                Err(err) => err,
+            };
+            let wait = self.retry.map_or(RETRY_FIRST, |(at, _)| {
+                at.saturating_duration_since(Instant::now())
+            });
+            if Instant::now() + wait >= deadline {
+                let lines = self.pending.iter().filter(|&&b| b == b'\n').count();
+                log::error!(
+                    "{err}: at shutdown, after {SHUTDOWN_RETRY:?} of retries, {lines} lines ({} bytes) could not be written and are lost",
+                    self.pending.len()
+                );
+                return;
+            }
+            std::thread::sleep(wait);
         }
     }
+}
+
+/// The length of the longest prefix of `bytes` made of whole lines.
+fn whole_lines(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
 }
 
 fn read_tail(file: &File, from: u64, to: u64) -> Vec<u8> {

@@ -164,6 +164,14 @@ impl Sink {
         }
     }
 
+    /// Bytes of lines a file has not taken yet (0 for stdout and streams).
+    pub fn backlog(&self) -> usize {
+        match &self.target {
+            Target::File(file) => file.backlog(),
+            Target::Stdout(_) | Target::Stream(_) => 0,
+        }
+    }
+
     /// Lines syslog did not take so far (0 without `--syslog`).
     pub fn syslog_dropped(&self) -> u64 {
         self.syslog.as_ref().map_or(0, |s| s.dropped)

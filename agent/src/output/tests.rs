@@ -563,3 +563,127 @@ fn throughput() {
         against_plain(best[2])
     );
 }
+
+/// A chained file with `count` events appended (sequences from 1) and nothing written yet
+/// beyond its first line.
+fn full_disk_file(dir: &TempDir, options: &FileOptions, count: u64) -> super::file::ChainedFile {
+    let path = dir.join("events.jsonl");
+    let mut file = super::file::ChainedFile::open(&path, options, "host").unwrap();
+    file.sync().unwrap();
+    let mut line = Vec::new();
+    for seq in 1..=count {
+        line.clear();
+        let shape = super::chain::serialize(&event(seq), &mut line).unwrap();
+        file.append(&line, shape).unwrap();
+    }
+    file
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+#[test]
+fn a_full_disk_takes_whole_lines_as_far_as_they_fit_and_resumes_when_space_returns() {
+    let dir = TempDir::new("fulldisk");
+    let path = dir.join("events.jsonl");
+    let mut file = full_disk_file(&dir, &FileOptions::default(), 1000);
+    let start = file_len(&path);
+    let backlog = file.backlog() as u64;
+    // Room for less than a tenth of the backlog, ending inside a line.
+    file.space = Some(start + backlog / 10 + 37);
+    assert!(file.sync().is_err());
+    let first = file_len(&path);
+    assert!(
+        first > start && first <= start + backlog / 10 + 37,
+        "{first}"
+    );
+    let text = std::fs::read(&path).unwrap();
+    assert_eq!(text.last(), Some(&b'\n'), "a partial line was left behind");
+    let written = sequences(std::slice::from_ref(&path));
+    assert_eq!(written, (1..=written.len() as u64).collect::<Vec<_>>());
+    assert_eq!(
+        first - start + file.backlog() as u64,
+        backlog,
+        "every byte is in the file or pending"
+    );
+
+    // Space returns a little at a time: every step makes progress.
+    let mut last = first;
+    for step in 1..=3 {
+        file.space = Some(last + backlog / 10 + 1);
+        assert!(file.sync().is_err());
+        let now = file_len(&path);
+        assert!(now > last, "step {step}: no progress ({now})");
+        last = now;
+    }
+    file.space = None;
+    file.sync().unwrap();
+    assert_eq!(file.backlog(), 0);
+    drop(file);
+    assert_eq!(
+        sequences(std::slice::from_ref(&path)),
+        (1..=1000).collect::<Vec<_>>()
+    );
+    assert!(verify::verify(&[path]).unwrap().intact());
+}
+
+#[test]
+fn a_full_backlog_refuses_lines_and_keeps_what_it_holds() {
+    let dir = TempDir::new("backlog");
+    let path = dir.join("events.jsonl");
+    let mut file = full_disk_file(&dir, &FileOptions::default(), 0);
+    file.space = Some(file_len(&path));
+    let mut line = Vec::new();
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    // About 300 bytes each: 24 MB, more than the 16 MiB bound.
+    for seq in 1..=80_000 {
+        line.clear();
+        let shape = super::chain::serialize(&event(seq), &mut line).unwrap();
+        match file.append(&line, shape) {
+            Ok(_) => accepted += 1,
+            Err(super::OutputError::Backlog { bytes, .. }) => {
+                assert!(bytes >= 16 << 20);
+                refused += 1;
+            }
+            Err(err) => panic!("{err}"),
+        }
+        file.write_out_if_full();
+    }
+    assert!(refused > 0 && accepted > 0, "{accepted} {refused}");
+    assert!(file.backlog() < (16 << 20) + 4096);
+    file.space = None;
+    file.sync().unwrap();
+    drop(file);
+    // What was accepted is all there, in order, chained.
+    assert_eq!(
+        sequences(std::slice::from_ref(&path)),
+        (1..=accepted).collect::<Vec<_>>()
+    );
+    assert!(verify::verify(&[path]).unwrap().intact());
+}
+
+#[test]
+fn a_rotation_on_a_full_disk_keeps_the_current_files_tail() {
+    let dir = TempDir::new("fullrotate");
+    let path = dir.join("events.jsonl");
+    let mut file = full_disk_file(&dir, &rotating(64 << 10, 10), 0);
+    file.space = Some(file_len(&path) + 20_000);
+    let mut line = Vec::new();
+    for seq in 1..=400 {
+        line.clear();
+        let shape = super::chain::serialize(&event(seq), &mut line).unwrap();
+        file.append(&line, shape).unwrap();
+        file.write_out_if_full();
+    }
+    let _ = file.sync();
+    // No rotation could happen (its flush failed); nothing was lost.
+    assert_eq!(dir.files("events.jsonl.").len(), 0);
+    file.space = None;
+    file.sync().unwrap();
+    drop(file);
+    let mut files = dir.files("events.jsonl.");
+    files.push(path);
+    assert_eq!(sequences(&files), (1..=400).collect::<Vec<_>>());
+    assert!(verify::verify(&files).unwrap().intact());
+}

@@ -120,6 +120,11 @@ impl Emitter {
         self.outputs.stats
     }
 
+    /// Bytes of lines the output files have not taken yet.
+    pub fn backlog(&self) -> usize {
+        self.outputs.sink.backlog() + self.outputs.alert_sink.as_ref().map_or(0, Sink::backlog)
+    }
+
     pub fn telemetry(&mut self) -> &mut Telemetry {
         &mut self.outputs.telemetry
     }

@@ -452,6 +452,8 @@ impl Pipeline {
             events_dropped_userspace: decode.errors + dropped + refused,
             decode_errors: decode.errors,
             write_errors,
+            output_lines_refused: refused,
+            output_backlog_bytes: count(self.emitter.backlog()),
             lines_written,
             process_table_size: count(processes),
             process_table_misses: process_table.misses,
