@@ -16,12 +16,13 @@
 //! egret-testclient reexec <SUBCOMMAND> [ARGS...]
 //! egret-testclient tcp-hold <ADDR> <PORT> --count N [ignored...]
 //! egret-testclient udp-spray <ADDR> <FIRST_PORT> --ports N [ignored...]
-//! egret-testclient spawn-loop --rate PER_SEC --duration-ms MS PROGRAM [ARGS...]
+//! egret-testclient spawn-loop --rate PER_SEC --duration-ms MS [--threads N] PROGRAM [ARGS...]
 //! ```
 //! The floods: `tcp-hold` opens N connections, all open at once, then closes them (normal
 //! close) and prints `held=<N>`. `udp-spray` sends one datagram from one socket to each of N
 //! ports from FIRST_PORT on (N flows), then closes the socket; prints `sent=<N>`.
-//! `spawn-loop` runs PROGRAM (short-lived) PER_SEC times a second for MS, reaping as it goes,
+//! `spawn-loop` runs PROGRAM (short-lived) PER_SEC times a second for MS, from N threads
+//! (default 2), reaping as it goes,
 //! and prints `spawned=<N> elapsed_ns=<T>`.
 //! `reexec` runs itself again through `/proc/self/exe` (as busybox applets and Go programs
 //! do) with the rest of the arguments.
@@ -565,25 +566,56 @@ fn udp_spray(first: SocketAddr, ports: u16) -> Result<()> {
     Ok(())
 }
 
-/// Runs a short-lived program at a steady rate, reaping children as they exit.
+/// Runs a short-lived program at a steady rate from `--threads` threads (default 2: one
+/// thread cannot fork and exec 100,000 processes a minute), reaping children as they exit.
 fn spawn_loop(args: &[String]) -> Result<()> {
+    const VALUED: [&str; 3] = ["--rate", "--duration-ms", "--threads"];
     let rate: u64 = num_opt(args, "--rate", 1000)?;
+    let threads: u64 = num_opt(args, "--threads", 2)?;
     let duration = Duration::from_millis(num_opt(args, "--duration-ms", 1000)?);
-    let program: Vec<&String> = args
+    let program: Vec<&str> = args
         .iter()
         .enumerate()
         .filter(|(i, a)| {
             !a.starts_with("--")
                 && !args
                     .get(i.wrapping_sub(1))
-                    .is_some_and(|prev| prev == "--rate" || prev == "--duration-ms")
+                    .is_some_and(|prev| VALUED.contains(&prev.as_str()))
         })
-        .map(|(_, a)| a)
+        .map(|(_, a)| a.as_str())
         .collect();
     let Some((bin, bin_args)) = program.split_first() else {
         bail!("spawn-loop needs a PROGRAM\n{USAGE}");
     };
     let start = Instant::now();
+    let per_thread = rate / threads.max(1);
+    let spawned = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| scope.spawn(|| spawn_at(bin, bin_args, per_thread, start, duration)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("spawn thread panicked"))?
+            })
+            .sum::<Result<u64>>()
+    })?;
+    println!(
+        "spawned={spawned} elapsed_ns={}",
+        start.elapsed().as_nanos()
+    );
+    Ok(())
+}
+
+/// One thread of `spawn-loop`: `rate` children a second until `duration` after `start`.
+fn spawn_at(
+    bin: &str,
+    args: &[&str],
+    rate: u64,
+    start: Instant,
+    duration: Duration,
+) -> Result<u64> {
     let mut children: Vec<std::process::Child> = Vec::new();
     let mut spawned: u64 = 0;
     while start.elapsed() < duration {
@@ -592,7 +624,7 @@ fn spawn_loop(args: &[String]) -> Result<()> {
             std::thread::sleep(Duration::from_millis(1));
         } else {
             let child = std::process::Command::new(bin)
-                .args(bin_args.iter().map(|a| a.as_str()))
+                .args(args)
                 .spawn()
                 .with_context(|| format!("spawn {bin} after {spawned}"))?;
             children.push(child);
@@ -603,9 +635,5 @@ fn spawn_loop(args: &[String]) -> Result<()> {
     for mut c in children {
         let _ = c.wait();
     }
-    println!(
-        "spawned={spawned} elapsed_ns={}",
-        start.elapsed().as_nanos()
-    );
-    Ok(())
+    Ok(spawned)
 }
