@@ -37,7 +37,10 @@
 //! - `LAST_SK_ERROR` (per-CPU array of one): the last ICMP error seen on this CPU.
 //!
 //! Kernel-only apart from `CONNS`. Everything is bounded: an entry lost to `CONNS`'s eviction
-//! only costs the end line its connect time (counted in `Counter::ConnStateMissing`).
+//! (its size set at load, `--max-tcp-connections`) only costs the end line its connect time and
+//! connecting task (userspace still has them from the start line). The eviction is detected
+//! where it costs something, at the close that finds no entry (`Counter::ConnStateMissing`):
+//! no bookkeeping on the connect path.
 //!
 //! Globals (set by userspace): `CONN_TRACKING` (`--connection-ends`), `TCP_PROGRESS`
 //! (`--progress-interval`).

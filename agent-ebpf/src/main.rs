@@ -37,6 +37,13 @@
 //! `_1`), `POLICY_V4`, `POLICY_V6`, `SCOPES`, `SCOPE_PATHS`, `SCOPE_UNITS`, `DNS_NAMES`,
 //! `DNS_ALLOW`, `DOMAIN_RULES`, `NAME_GATE_PORTS`, `EXES` and `EXE_PATHS`.
 //!
+//! Sizes userspace sets at load time (`EbpfLoader::map_max_entries`): `EVENTS`
+//! (`--ring-buffer-size`), `CONNS` (`--max-tcp-connections`), `UDP_FLOWS` and `UDP_SOCKETS`
+//! (`--max-udp-flows`), `DNS_ALLOW_0/1` (`--max-learned-addresses`); the sizes written below are
+//! the defaults. These are LRU maps that evict in silence: what an eviction costs, and where
+//! userspace detects and counts it, is in each module's doc and `docs/performance.md` ("Bounded
+//! kernel maps"). No eviction ever changes a verdict to allowed.
+//!
 //! Globals userspace sets at load time: `WAKEUP_BYTES` (`shared`), `UDP_IDLE_NS` (`socket`),
 //! `CONN_TRACKING`, `TCP_PROGRESS` (`conn`), `DNS_PORT`, `DNS_TTL_FLOOR_NS`,
 //! `DNS_TTL_CEILING_NS` (`dns`), `FIRST_BYTES` (`payload`), `KERNEL_OFFSETS` (`task`).

@@ -19,6 +19,9 @@
 //! - `UDP_FLOWS` (LRU hash, (socket cookie, destination) → [`UdpFlowValue`]): open UDP flows.
 //!   `socket` opens them and counts unconnected datagrams, `conn` counts payload bytes on the
 //!   packet path; userspace reads a flow when its socket is released, and for its summaries.
+//!   Never deleted: finished flows are what the LRU evicts first. Its size is set at load
+//!   (`--max-udp-flows`); an open flow evicted is noticed by userspace when its entry is gone
+//!   (`udp_flows_evicted`), nothing is counted here, so the datagram path stays one lookup.
 //!
 //! Global (set by userspace at load time): `WAKEUP_BYTES`, a quarter of the ring size.
 

@@ -15,7 +15,8 @@
 //!   its flows.
 //!
 //! Map: `UDP_SOCKETS` (LRU hash, socket cookie → mark): sockets that have UDP flows, so
-//! `sock_release` reports only those. Kernel-only.
+//! `sock_release` reports only those. Kernel-only; sized with `UDP_FLOWS` (`--max-udp-flows`). A
+//! mark evicted only delays its flows' lines to `--udp-idle` (their counts are in `UDP_FLOWS`).
 //!
 //! Global (set by userspace, `--udp-idle`): `UDP_IDLE_NS`.
 //!

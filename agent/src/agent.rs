@@ -15,7 +15,7 @@ use crate::{
     config::RunConfig,
     container::ContainerResolver,
     dns::resolvers::{ResolverSource, TrustedResolvers},
-    kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps},
+    kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps, MapSizes},
     metrics::Metrics,
     output::{OutputError, Sink},
     pipeline::{
@@ -341,6 +341,11 @@ fn kernel_config(config: &RunConfig) -> KernelConfig {
         connection_ends: connections.ends,
         first_bytes: connections.first_bytes && connections.ends,
         offsets: task_offsets(),
+        map_sizes: MapSizes {
+            tcp_connections: attach.max_tcp_connections,
+            udp_flows: attach.max_udp_flows,
+            learned_addresses: attach.max_learned_addresses,
+        },
     }
 }
 

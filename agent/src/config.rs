@@ -118,6 +118,25 @@ pub struct AttachConfig {
     /// FILE` is a probe for it.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+
+    /// Most TCP connections the kernel follows at once (its `CONNS` map); past it the oldest
+    /// entry is evicted and its end line lacks the connect time (`tcp_state_missing`).
+    #[arg(long = "max-tcp-connections", value_name = "N")]
+    #[arg(default_value = "262144", value_parser = map_entries())]
+    pub max_tcp_connections: u32,
+
+    /// Most UDP flows (socket, destination) the kernel counts at once (its `UDP_FLOWS` and
+    /// `UDP_SOCKETS` maps); a flow evicted while open is counted in `udp_flows_evicted`.
+    #[arg(long = "max-udp-flows", value_name = "N")]
+    #[arg(default_value = "65536", value_parser = map_entries())]
+    pub max_udp_flows: u32,
+
+    /// Block mode: most (address, domain rule) pairs the kernel keeps learned from approved DNS
+    /// answers (its `DNS_ALLOW` maps); past it the least recently used is forgotten, and a
+    /// connection to it is refused (`learned_addresses_evicted`).
+    #[arg(long = "max-learned-addresses", value_name = "N")]
+    #[arg(default_value = "32768", value_parser = map_entries())]
+    pub max_learned_addresses: u32,
 }
 
 /// Where lines go (the sinks: output and alerts files, their rotation, syslog).
@@ -443,6 +462,12 @@ fn ring_buffer_size() -> impl TypedValueParser<Value = u32> {
     })
 }
 
+/// The size of a kernel map: at least 16 entries (the kernel's LRU maps keep some free per
+/// CPU), at most 16 Mi.
+fn map_entries() -> impl TypedValueParser<Value = u32> {
+    clap::value_parser!(u32).range(16..=16 * 1024 * 1024)
+}
+
 /// A port number: 0 is none.
 fn port() -> impl TypedValueParser<Value = u16> {
     clap::value_parser!(u16).range(1..)
@@ -650,6 +675,9 @@ mod tests {
                 on_exit: OnExit::Detach,
                 pin_path: PathBuf::from("/sys/fs/bpf/egret"),
                 ready_file: None,
+                max_tcp_connections: 262_144,
+                max_udp_flows: 65536,
+                max_learned_addresses: 32768,
             }
         );
         assert_eq!(

@@ -160,7 +160,9 @@ pub fn summarize(ev: &ConnEndEvent, start_ns: Option<u64>) -> ConnEnd {
         } else {
             Outcome::Failure
         },
-        error: (error != 0).then_some(error),
+        // Without its entry the kernel guessed an error as if the handshake never completed
+        // (`ETIMEDOUT`); the acknowledged SYN says it did.
+        error: (error != 0 && !(has(CONN_FLAG_STATE_LOST) && established)).then_some(error),
         duration_ns: start.map(|s| end_ns.saturating_sub(s)),
         connect_latency_us: latency,
         bytes_sent: Some(bytes_acked.saturating_sub(syn + fin_acked)),
@@ -614,12 +616,14 @@ mod tests {
 
     #[test]
     fn a_lost_state_entry_falls_back_to_the_start_line_time() {
-        let mut ev = end(CONN_FLAG_STATE_LOST | CONN_FLAG_ALL_ACKED, 51, 7, 0);
+        // The kernel, without the entry, guessed ETIMEDOUT: the acknowledged SYN says better.
+        let mut ev = end(CONN_FLAG_STATE_LOST | CONN_FLAG_ALL_ACKED, 51, 7, 110);
         ev.connect_ns = 0;
         ev.established_ns = 0;
         let e = summarize(&ev, Some(2_000_000_000));
         assert!(e.state_lost);
         assert_eq!(e.outcome, Outcome::Success);
+        assert_eq!(e.error, None);
         assert_eq!(e.duration_ns, Some(3_000_000_000));
         assert_eq!(e.bytes_sent, Some(50));
     }

@@ -104,6 +104,21 @@ pub struct KernelConfig {
     /// Where the fields of `task_struct` and its neighbours are in the running kernel (from
     /// its BTF); all zero: the programs read none (no login identity, executable path, args).
     pub offsets: agent_common::KernelOffsets,
+    /// The bounded maps' sizes (`--max-tcp-connections`, `--max-udp-flows`,
+    /// `--max-learned-addresses`).
+    pub map_sizes: MapSizes,
+}
+
+/// Entries of the kernel maps whose size the operator sets: what happens when each is full is
+/// in `docs/performance.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapSizes {
+    /// `CONNS`.
+    pub tcp_connections: u32,
+    /// `UDP_FLOWS` and `UDP_SOCKETS`.
+    pub udp_flows: u32,
+    /// `DNS_ALLOW_0` and `DNS_ALLOW_1`, each.
+    pub learned_addresses: u32,
 }
 
 /// Maps userspace reads while the programs run (and after they are detached).
@@ -588,6 +603,7 @@ pub fn load_and_attach(
         connection_ends,
         first_bytes: _,
         offsets: _,
+        map_sizes: _,
     } = config;
     raise_memlock();
     let tracefs_dir = tracefs::ensure_mounted()?;
@@ -675,6 +691,7 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         connection_ends,
         first_bytes,
         offsets,
+        map_sizes,
     } = config;
     let first_bytes = u32::from(*first_bytes);
     let wakeup_bytes = u64::from(ring_buffer_size / 4);
@@ -691,6 +708,11 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         .override_global(globals::FIRST_BYTES, &first_bytes, true)
         .override_global(globals::KERNEL_OFFSETS, offsets, true)
         .map_max_entries(maps::EVENTS, *ring_buffer_size)
+        .map_max_entries(maps::CONNS, map_sizes.tcp_connections)
+        .map_max_entries(maps::UDP_FLOWS, map_sizes.udp_flows)
+        .map_max_entries(maps::UDP_SOCKETS, map_sizes.udp_flows)
+        .map_max_entries(maps::DNS_ALLOW_0, map_sizes.learned_addresses)
+        .map_max_entries(maps::DNS_ALLOW_1, map_sizes.learned_addresses)
         .load(PROGRAMS)
         .map_err(KernelError::Load)
 }

@@ -29,7 +29,11 @@ pub struct Metrics {
     pub lines_written: u64,
     pub process_table_size: u64,
     pub process_table_misses: u64,
+    /// Live processes dropped because the table reached `--max-processes`.
     pub process_table_evicted: u64,
+    /// Exited processes dropped before their grace period ended because the table reached
+    /// `--max-processes` (a late event of theirs is then named from `/proc` or its comm).
+    pub process_table_exited_evicted: u64,
     pub exec_without_args: u64,
     /// Processes whose arguments had secrets replaced with `[REDACTED]`.
     pub args_redacted: u64,
@@ -61,6 +65,10 @@ pub struct Metrics {
     pub dns_untrusted: u64,
     /// DNS queries the kernel could not remember (their answers were then not believed).
     pub dns_query_update_failures: u64,
+    /// Block mode: connections the kernel refused that the policy approves through a name
+    /// their address was learned for: the kernel's learned-address map (`--max-learned-addresses`)
+    /// had evicted it. They stay refused.
+    pub learned_addresses_evicted: u64,
     /// TCP connections whose first bytes were read and classified (TLS, HTTP or other).
     pub first_bytes_read: u64,
     /// First flights forgotten before they were whole (too many connections at once).

@@ -103,6 +103,7 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         process_table_size,
         process_table_misses,
         process_table_evicted,
+        process_table_exited_evicted,
         exec_without_args,
         args_redacted,
         cgroups_cached,
@@ -120,6 +121,7 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         dns_mappings,
         dns_untrusted,
         dns_query_update_failures,
+        learned_addresses_evicted,
         first_bytes_read,
         first_bytes_evicted,
         name_checks_passed,
@@ -199,6 +201,11 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         process_table_evicted,
     );
     e.counter(
+        "egret_process_table_exited_evictions_total",
+        "Exited processes dropped before their grace period because the table reached --max-processes.",
+        process_table_exited_evicted,
+    );
+    e.counter(
         "egret_exec_without_args_total",
         "Execs whose arguments the kernel did not capture.",
         exec_without_args,
@@ -273,6 +280,11 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         "egret_dns_query_update_failures_total",
         "DNS queries the kernel could not remember.",
         dns_query_update_failures,
+    );
+    e.counter(
+        "egret_learned_addresses_evicted_total",
+        "Block mode: connections refused because the kernel had evicted their learned address (--max-learned-addresses).",
+        learned_addresses_evicted,
     );
     e.counter(
         "egret_first_bytes_read_total",

@@ -44,6 +44,9 @@ pub struct JudgementStats {
     pub policy_reload_failures: u64,
     /// Unapproved occurrences folded into an alert's repeat count.
     pub alerts_suppressed: u64,
+    /// Block mode: connections the kernel refused that the policy approves through a name
+    /// their address was learned for: the kernel's learned-address map had evicted it.
+    pub learned_addresses_evicted: u64,
 }
 
 pub struct Judgement {
@@ -60,6 +63,7 @@ pub struct Judgement {
     dns_learned: Vec<(DnsAllowKey, u64)>,
     reloads: u64,
     reload_failures: u64,
+    learned_evicted: u64,
 }
 
 impl Judgement {
@@ -88,6 +92,7 @@ impl Judgement {
             dns_learned: Vec::new(),
             reloads: 0,
             reload_failures: 0,
+            learned_evicted: 0,
         }
     }
 
@@ -105,6 +110,7 @@ impl Judgement {
             policy_reloads: self.reloads,
             policy_reload_failures: self.reload_failures,
             alerts_suppressed: self.alerts.suppressed_total,
+            learned_addresses_evicted: self.learned_evicted,
         }
     }
 
@@ -116,6 +122,9 @@ impl Judgement {
             self.learn_workload_scope(record.cgroup.id, &info);
         }
         self.verdict(record);
+        if record.blocked() && self.approved_only_by_name(record) {
+            self.learned_evicted += 1;
+        }
         // A connection whose first payload the kernel holds is judged by its name, when that
         // arrives (`check_held`): no alert before.
         if record.gated() {
@@ -163,6 +172,23 @@ impl Judgement {
             }
         };
         record.policy = Some(outcome);
+    }
+
+    /// A connection the kernel refused that the policy approves by a DNS name its address was
+    /// learned for (userspace believed the same answers the kernel did), and not by its address
+    /// alone: the kernel had forgotten the learned address (its LRU map evicted it). It stays
+    /// refused: an eviction never lets anything through, it is only counted.
+    fn approved_only_by_name(&self, record: &ConnectionRecord) -> bool {
+        let conn = connection(record);
+        if conn.dns_names.is_empty() {
+            return false;
+        }
+        let by_address = Connection {
+            dns_names: &[],
+            ..conn
+        };
+        self.policy.matcher.evaluate(&conn).is_approved()
+            && !self.policy.matcher.evaluate(&by_address).is_approved()
     }
 
     /// The connection's first bytes named it (TLS server name, HTTP Host): a domain rule also

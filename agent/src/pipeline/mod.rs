@@ -427,6 +427,7 @@ impl Pipeline {
             policy_reloads,
             policy_reload_failures,
             alerts_suppressed,
+            learned_addresses_evicted,
         } = self.judgement.stats();
         let LifecycleStats {
             udp_flows_open,
@@ -458,6 +459,7 @@ impl Pipeline {
             process_table_size: count(processes),
             process_table_misses: process_table.misses,
             process_table_evicted: process_table.evicted,
+            process_table_exited_evicted: process_table.exited_evicted,
             exec_without_args: process_table.exec_without_args,
             args_redacted: process_table.args_redacted,
             cgroups_cached: count(cgroups),
@@ -475,6 +477,7 @@ impl Pipeline {
             dns_mappings: dns.answers,
             dns_untrusted: dns.untrusted,
             dns_query_update_failures: kernel.counter(Counter::DnsQueryUpdateFailed),
+            learned_addresses_evicted,
             first_bytes_read: first_bytes.read,
             first_bytes_evicted: first_bytes.evicted,
             name_checks_passed: first_bytes.passed,

@@ -344,6 +344,36 @@ fn block_mode_approves_the_answers_of_a_domain_rule_in_the_kernel() {
 }
 
 #[test]
+fn block_mode_a_refused_connect_to_a_learned_address_is_a_counted_eviction() {
+    let mut rig = Rig::with(Setup {
+        policy: Some("mode: block\nrules:\n  - name: web\n    to: [example.com]\n"),
+        ..Setup::default()
+    });
+    rig.feed(&dns_answer(5));
+    // The kernel's learned-address map evicted it: refused, and counted.
+    rig.feed(&connect_with(
+        6,
+        "93.184.215.14",
+        443,
+        agent_common::VERDICT_BLOCKED,
+    ));
+    // A refused address no answer named is no eviction.
+    rig.feed(&connect_with(
+        7,
+        "192.0.2.1",
+        443,
+        agent_common::VERDICT_BLOCKED,
+    ));
+    assert_eq!(rig.metrics().learned_addresses_evicted, 1);
+    let lines = rig.lines();
+    let refused = lines
+        .iter()
+        .find(|l| field(l, "destination.ip") == "93.184.215.14")
+        .unwrap();
+    assert_eq!(field(refused, "egret.policy.verdict"), "blocked");
+}
+
+#[test]
 fn records_that_cannot_be_used_are_counted_as_dropped() {
     let mut rig = Rig::new();
     rig.pipeline.handle(&[1, 2, 3], &rig.kernel);

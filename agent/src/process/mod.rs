@@ -199,6 +199,8 @@ pub struct TableStats {
     pub misses: u64,
     /// Live entries evicted because the table was full.
     pub evicted: u64,
+    /// Exited entries evicted before their grace period ended because the table was full.
+    pub exited_evicted: u64,
     /// Execs whose arguments the kernel could not read (read from `/proc` instead, when
     /// possible).
     pub exec_without_args: u64,
@@ -444,6 +446,7 @@ impl ProcessTable {
         while let Some((exited_ns, pid)) = self.exited.pop_front() {
             if self.procs.get(&pid).and_then(|e| e.exited_ns) == Some(exited_ns) {
                 self.procs.remove(&pid);
+                self.stats.exited_evicted += 1;
                 return;
             }
         }
@@ -659,9 +662,10 @@ mod tests {
         assert_eq!(table.len(), 2);
         assert!(table.get(50).is_none());
         assert!(table.get(51).is_some() && table.get(52).is_some());
+        assert_eq!((table.stats.exited_evicted, table.stats.evicted), (1, 0));
         table.on_fork(1, 53, "d", &none, 9);
         assert_eq!(table.len(), 2);
-        assert_eq!(table.stats.evicted, 1);
+        assert_eq!((table.stats.exited_evicted, table.stats.evicted), (1, 1));
     }
 
     #[test]

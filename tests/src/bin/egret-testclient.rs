@@ -14,7 +14,16 @@
 //! egret-testclient connect-loop [--duration-ms N | --count N] [--interval-ms N]
 //!                               [--status-file PATH] [--stop-file PATH] [--udp] ADDR PORT...
 //! egret-testclient reexec <SUBCOMMAND> [ARGS...]
+//! egret-testclient tcp-hold <ADDR> <PORT> --count N [ignored...]
+//! egret-testclient udp-spray <ADDR> <FIRST_PORT> --ports N [ignored...]
+//! egret-testclient spawn-loop --rate PER_SEC --duration-ms MS [--threads N] PROGRAM [ARGS...]
 //! ```
+//! The floods: `tcp-hold` opens N connections, all open at once, then closes them (normal
+//! close) and prints `held=<N>`. `udp-spray` sends one datagram from one socket to each of N
+//! ports from FIRST_PORT on (N flows), then closes the socket; prints `sent=<N>`.
+//! `spawn-loop` runs PROGRAM (short-lived) PER_SEC times a second for MS, from N threads
+//! (default 2), reaping as it goes,
+//! and prints `spawned=<N> elapsed_ns=<T>`.
 //! `reexec` runs itself again through `/proc/self/exe` (as busybox applets and Go programs
 //! do) with the rest of the arguments.
 //!
@@ -520,6 +529,111 @@ fn run() -> Result<()> {
                 .exec();
             Err(err).context("exec /proc/self/exe")
         }
+        "tcp-hold" => tcp_hold(dest(rest)?, num_opt(rest, "--count", 1)?),
+        "udp-spray" => udp_spray(dest(rest)?, num_opt(rest, "--ports", 1)?),
+        "spawn-loop" => spawn_loop(rest),
         other => bail!("unknown subcommand {other:?}\n{USAGE}"),
     }
+}
+
+/// Opens `count` connections to `to`, all open at once, then closes them.
+fn tcp_hold(to: SocketAddr, count: usize) -> Result<()> {
+    let held = (0..count)
+        .map(|i| {
+            TcpStream::connect_timeout(&to, Duration::from_secs(5))
+                .with_context(|| format!("connect {to} (connection {i})"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    println!("held={}", held.len());
+    drop(held);
+    Ok(())
+}
+
+/// One datagram from one socket to each of `ports` ports from `first`'s on.
+fn udp_spray(first: SocketAddr, ports: u16) -> Result<()> {
+    let s = UdpSocket::bind(unspecified(first)).context("create udp socket")?;
+    let mut sent = 0u32;
+    for offset in 0..ports {
+        let port = first
+            .port()
+            .checked_add(offset)
+            .context("port past 65535")?;
+        s.send_to(b"x", SocketAddr::new(first.ip(), port))
+            .with_context(|| format!("send_to port {port}"))?;
+        sent += 1;
+    }
+    println!("sent={sent}");
+    Ok(())
+}
+
+/// Runs a short-lived program at a steady rate from `--threads` threads (default 2: one
+/// thread cannot fork and exec 100,000 processes a minute), reaping children as they exit.
+fn spawn_loop(args: &[String]) -> Result<()> {
+    const VALUED: [&str; 3] = ["--rate", "--duration-ms", "--threads"];
+    let rate: u64 = num_opt(args, "--rate", 1000)?;
+    let threads: u64 = num_opt(args, "--threads", 2)?;
+    let duration = Duration::from_millis(num_opt(args, "--duration-ms", 1000)?);
+    let program: Vec<&str> = args
+        .iter()
+        .enumerate()
+        .filter(|(i, a)| {
+            !a.starts_with("--")
+                && !args
+                    .get(i.wrapping_sub(1))
+                    .is_some_and(|prev| VALUED.contains(&prev.as_str()))
+        })
+        .map(|(_, a)| a.as_str())
+        .collect();
+    let Some((bin, bin_args)) = program.split_first() else {
+        bail!("spawn-loop needs a PROGRAM\n{USAGE}");
+    };
+    let start = Instant::now();
+    let per_thread = rate / threads.max(1);
+    let spawned = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads.max(1))
+            .map(|_| scope.spawn(|| spawn_at(bin, bin_args, per_thread, start, duration)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("spawn thread panicked"))?
+            })
+            .sum::<Result<u64>>()
+    })?;
+    println!(
+        "spawned={spawned} elapsed_ns={}",
+        start.elapsed().as_nanos()
+    );
+    Ok(())
+}
+
+/// One thread of `spawn-loop`: `rate` children a second until `duration` after `start`.
+fn spawn_at(
+    bin: &str,
+    args: &[&str],
+    rate: u64,
+    start: Instant,
+    duration: Duration,
+) -> Result<u64> {
+    let mut children: Vec<std::process::Child> = Vec::new();
+    let mut spawned: u64 = 0;
+    while start.elapsed() < duration {
+        let due = u64::try_from(start.elapsed().as_millis())?.saturating_mul(rate) / 1000;
+        if spawned >= due {
+            std::thread::sleep(Duration::from_millis(1));
+        } else {
+            let child = std::process::Command::new(bin)
+                .args(args)
+                .spawn()
+                .with_context(|| format!("spawn {bin} after {spawned}"))?;
+            children.push(child);
+            spawned += 1;
+        }
+        children.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+    }
+    for mut c in children {
+        let _ = c.wait();
+    }
+    Ok(spawned)
 }
