@@ -16,6 +16,7 @@ pub mod config_file;
 pub mod conn;
 pub mod container;
 pub mod dns;
+pub mod fdlimit;
 pub mod ecs;
 pub mod kernel;
 pub mod metrics;

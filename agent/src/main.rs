@@ -261,7 +261,15 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             let metrics =
-                runtime.block_on(async { egret::run(&config, shutdown_signal()).await })?;
+                match runtime.block_on(async { egret::run(&config, shutdown_signal()).await }) {
+                    Ok(metrics) => metrics,
+                    // Not restarted in a loop (the systemd unit's RestartPreventExitStatus).
+                    Err(err) if err.is_config() => {
+                        eprintln!("Error: {err}");
+                        return Ok(std::process::ExitCode::from(egret::agent::EXIT_CONFIG));
+                    }
+                    Err(err) => return Err(err.into()),
+                };
             log::info!(
                 "stopped: {} events received, {} lost in the kernel, {} dropped in userspace",
                 metrics.events_received,

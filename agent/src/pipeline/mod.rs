@@ -484,6 +484,7 @@ impl Pipeline {
             container_fetches: container_stats.fetches,
             container_fetch_errors: container_stats.fetch_errors,
             container_malformed: container_stats.malformed,
+            container_fetch_timeouts: container_stats.timeouts,
             container_not_found: container_stats.not_found,
             container_requests_dropped: container_stats.requests_dropped,
             containers_held: count(waiting),
