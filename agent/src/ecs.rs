@@ -24,10 +24,10 @@ use crate::{
     record::{Action, ConnectionRecord, FirstBytesSeen, PolicyVerdict, Transport, Users},
     schema::{
         Alert, Cgroup, CharDevice, ConnectionId, Dns, DnsAnswer, DnsQuestion, Document, Egret,
-        EgretDestination, EgretDns, EgretHttp, EgretProcess, EgretTls, Endpoint, EntryMeta,
-        EgretContainer, EntrySource, Error, Event, Failures, Group, Http, HttpRequest, HttpResponse, Id, K8s,
-        Keywords, Login, Name, Network, Policy, Process, ProcessOut, Related, Socket, Tcp, Tls,
-        TlsClient, Tty, Udp, Unit, Url, User, UserAgent,
+        EgretContainer, EgretDestination, EgretDns, EgretHttp, EgretProcess, EgretTls, Endpoint,
+        EntryMeta, EntrySource, Error, Event, Failures, Group, Http, HttpRequest, HttpResponse, Id,
+        K8s, Keywords, Login, Name, Network, Policy, Process, ProcessOut, Related, Socket, Tcp,
+        Tls, TlsClient, Tty, Udp, Unit, Url, User, UserAgent,
     },
     udp::UdpSummary,
 };

@@ -60,7 +60,10 @@ mod tests {
         let message = err.to_string();
         assert!(message.contains("open file limit is 64"), "{message}");
         assert!(message.contains("LimitNOFILE"), "{message}");
-        assert!(message.contains(&format!("at least {MIN_FDS}")), "{message}");
+        assert!(
+            message.contains(&format!("at least {MIN_FDS}")),
+            "{message}"
+        );
         assert_eq!(
             check(1024, 4096).ok(),
             Some(FdLimit {
