@@ -413,7 +413,6 @@ impl Pipeline {
             processes,
             process_table,
             cgroups,
-            containers,
             container_stats,
             waiting,
         } = self.identity.stats();
@@ -480,7 +479,9 @@ impl Pipeline {
             name_gate_update_failures: kernel.counter(Counter::GateUpdateFailed),
             dns_cache_size: count(cache_size),
             dns_cache_evicted: cache_evicted,
-            containers_cached: count(containers),
+            // Known containers only: the resolver's entries also hold look-ups in flight and
+            // failed ones waiting for their retry.
+            containers_cached: container_stats.cached,
             container_fetches: container_stats.fetches,
             container_fetch_errors: container_stats.fetch_errors,
             container_malformed: container_stats.malformed,

@@ -347,7 +347,8 @@ fn read_policy_file(path: &Path, file: &str) -> Result<String, PolicyErrors> {
         errors: vec![PolicyError {
             file: file.to_owned(),
             position: Position::default(),
-            path: String::new(),
+            // As the config file's errors say it.
+            path: "(file)".to_owned(),
             message,
         }],
     })
