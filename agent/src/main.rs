@@ -248,10 +248,20 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                         .skip_while(|arg| arg != "run")
                         .skip(1)
                         .collect();
-                    with_config_file(path, &command_line)?.0
+                    match with_config_file(path, &command_line) {
+                        Ok((config, _)) => config,
+                        // A config file egret cannot use: not restarted in a loop either.
+                        Err(err) => {
+                            eprintln!("Error: {err:#}");
+                            return Ok(std::process::ExitCode::from(egret::agent::EXIT_CONFIG));
+                        }
+                    }
                 }
                 None => {
-                    config.validate()?;
+                    if let Err(err) = config.validate() {
+                        eprintln!("Error: {err}");
+                        return Ok(std::process::ExitCode::from(egret::agent::EXIT_CONFIG));
+                    }
                     config
                 }
             };
