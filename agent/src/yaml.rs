@@ -18,9 +18,23 @@ pub struct Position {
 pub type Problem = (Position, String);
 
 /// Reads a small YAML file whole; the error is the message for its `FILE:0:0:` line
-/// (`cannot open`, `cannot read`, or larger than `max` bytes: "not a {what} file").
+/// (`cannot open`, `cannot read`, not a regular file, or larger than `max` bytes: "not a
+/// {what} file").
 pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<String, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Non-blocking, so that a FIFO put in the file's place cannot stop egret (a reload runs
+    // on the event loop) waiting for a writer; then refused as not a regular file.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file (a FIFO, socket or device): not a {what} file"
+        ));
+    }
     let bytes = read_at_most(f, max, what)?;
     String::from_utf8(bytes).map_err(|_| "cannot read: stream did not contain valid UTF-8".into())
 }

@@ -227,6 +227,16 @@ fn billion_laughs() -> String {
     text
 }
 
+/// One 1 MB scalar repeated by 200 aliases: 200 MB once loaded, were aliases not bounded
+/// (the YAML reader's own bound counts nodes, not bytes).
+fn large_alias() -> String {
+    format!(
+        "mode: audit\nbig: &big {}\nmany: [{}]\nrules: []\n",
+        "x".repeat(1 << 20),
+        vec!["*big"; 200].join(", ")
+    )
+}
+
 /// Writes 100 MB of YAML comments to `path`, a megabyte at a time.
 fn write_huge(path: &Path) -> Result<()> {
     use std::io::Write as _;
@@ -267,13 +277,25 @@ fn attack(dir: &PolicyDir, name: &str, good: &str) -> Result<()> {
             std::os::unix::fs::symlink(&other, &tmp)?;
         }
         "100MB" => write_huge(&tmp)?,
+        "fifo" => {
+            let c = std::ffi::CString::new(tmp.as_os_str().as_encoded_bytes())?;
+            // SAFETY: a valid NUL-terminated path.
+            let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+            ensure!(
+                rc == 0,
+                "mkfifo {}: {}",
+                tmp.display(),
+                std::io::Error::last_os_error()
+            );
+        }
         "billion-laughs" => std::fs::write(&tmp, billion_laughs())?,
+        "large-alias" => std::fs::write(&tmp, large_alias())?,
         _ => anyhow::bail!("unknown attack {name}"),
     }
     std::fs::rename(&tmp, &path).with_context(|| format!("rename over {}", path.display()))
 }
 
-const ATTACKS: [Attack; 5] = [
+const ATTACKS: [Attack; 7] = [
     Attack {
         name: "truncated",
         message: "invalid YAML",
@@ -289,6 +311,14 @@ const ATTACKS: [Attack; 5] = [
     Attack {
         name: "100MB",
         message: "(file): larger than 16777216 bytes",
+    },
+    Attack {
+        name: "large-alias",
+        message: "alias bomb",
+    },
+    Attack {
+        name: "fifo",
+        message: "(file): not a regular file",
     },
     Attack {
         name: "billion-laughs",
