@@ -51,6 +51,29 @@ pub enum AgentError {
     Metrics(#[from] crate::metrics::MetricsError),
     #[error(transparent)]
     Redact(#[from] crate::redact::RedactError),
+    #[error(transparent)]
+    FdLimit(#[from] crate::fdlimit::FdLimitError),
+}
+
+/// Exit status of `egret run` for a start-up error that starting again cannot fix (a policy
+/// that does not load, an open file limit too low, no cgroup v2 directory): sysexits'
+/// `EX_CONFIG`, which the systemd unit names in `RestartPreventExitStatus`, so it is not
+/// restarted in a loop.
+pub const EXIT_CONFIG: u8 = 78;
+
+impl AgentError {
+    /// The error is in egret's configuration or environment: see [`EXIT_CONFIG`].
+    pub fn is_config(&self) -> bool {
+        match self {
+            Self::NotCgroup2(_) | Self::Policy(_) | Self::Redact(_) | Self::FdLimit(_) => true,
+            Self::Cgroup(_)
+            | Self::Kernel(_)
+            | Self::Output(_)
+            | Self::Poll(_)
+            | Self::ReadyFile { .. }
+            | Self::Metrics(_) => false,
+        }
+    }
 }
 
 /// Finds the outbound TCP connections open before egret started (sock_diag, every network
@@ -124,6 +147,14 @@ pub async fn run(
         policy: policy_config,
         metrics,
     } = config;
+    let limit = crate::fdlimit::raise()?;
+    if limit.now > limit.was {
+        log::info!(
+            "open file limit raised from {} to its hard limit {}",
+            limit.was,
+            limit.now
+        );
+    }
     let mount = cgroup::cgroup2_mount()?;
     let cgroup_dir = attach.cgroup.clone().unwrap_or_else(|| mount.clone());
     if !cgroup::is_cgroup2_dir(&cgroup_dir) {

@@ -24,10 +24,10 @@ use crate::{
     record::{Action, ConnectionRecord, FirstBytesSeen, PolicyVerdict, Transport, Users},
     schema::{
         Alert, Cgroup, CharDevice, ConnectionId, Dns, DnsAnswer, DnsQuestion, Document, Egret,
-        EgretDestination, EgretDns, EgretHttp, EgretProcess, EgretTls, Endpoint, EntryMeta,
-        EntrySource, Error, Event, Failures, Group, Http, HttpRequest, HttpResponse, Id, K8s,
-        Keywords, Login, Name, Network, Policy, Process, ProcessOut, Related, Socket, Tcp, Tls,
-        TlsClient, Tty, Udp, Unit, Url, User, UserAgent,
+        EgretContainer, EgretDestination, EgretDns, EgretHttp, EgretProcess, EgretTls, Endpoint,
+        EntryMeta, EntrySource, Error, Event, Failures, Group, Http, HttpRequest, HttpResponse, Id,
+        K8s, Keywords, Login, Name, Network, Policy, Process, ProcessOut, Related, Socket, Tcp,
+        Tls, TlsClient, Tty, Udp, Unit, Url, User, UserAgent,
     },
     udp::UdpSummary,
 };
@@ -276,13 +276,14 @@ pub fn connection<'a>(
         url,
         user_agent,
     } = FirstBytesFields::new(first_bytes.as_deref());
-    let (container, orchestrator, k8s) = match ContainerFields::new(container) {
+    let (container, orchestrator, k8s, identity) = match ContainerFields::new(container) {
         Some(ContainerFields {
             container,
             orchestrator,
             k8s,
-        }) => (Some(container), orchestrator, k8s),
-        None => (None, None, None),
+            identity,
+        }) => (Some(container), orchestrator, k8s, identity),
+        None => (None, None, None, None),
     };
     Document {
         timestamp: stamp.at(*ktime_ns),
@@ -340,7 +341,7 @@ pub fn connection<'a>(
         http,
         url,
         user_agent,
-        egret: egret(record, udp, k8s),
+        egret: egret(record, udp, (k8s, identity)),
     }
 }
 
@@ -462,7 +463,7 @@ fn tls_version_name(version: u16) -> &'static str {
 fn egret<'a>(
     record: &'a ConnectionRecord,
     udp: Option<UdpSummary>,
-    k8s: Option<K8s<'a>>,
+    (k8s, container): (Option<K8s<'a>>, Option<EgretContainer<'a>>),
 ) -> Egret<'a> {
     // `connection` took the record apart; this takes what the `egret` object shows.
     let (cgroup, cookie, policy, dns) =
@@ -497,6 +498,7 @@ fn egret<'a>(
         tls,
         http,
         k8s,
+        container,
         systemd: cgroup.systemd_unit.as_deref().map(|unit| Unit {
             unit: Cow::Borrowed(unit),
         }),

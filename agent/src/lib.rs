@@ -17,6 +17,7 @@ pub mod conn;
 pub mod container;
 pub mod dns;
 pub mod ecs;
+pub mod fdlimit;
 pub mod kernel;
 pub mod metrics;
 pub mod output;

@@ -248,10 +248,20 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                         .skip_while(|arg| arg != "run")
                         .skip(1)
                         .collect();
-                    with_config_file(path, &command_line)?.0
+                    match with_config_file(path, &command_line) {
+                        Ok((config, _)) => config,
+                        // A config file egret cannot use: not restarted in a loop either.
+                        Err(err) => {
+                            eprintln!("Error: {err:#}");
+                            return Ok(std::process::ExitCode::from(egret::agent::EXIT_CONFIG));
+                        }
+                    }
                 }
                 None => {
-                    config.validate()?;
+                    if let Err(err) = config.validate() {
+                        eprintln!("Error: {err}");
+                        return Ok(std::process::ExitCode::from(egret::agent::EXIT_CONFIG));
+                    }
                     config
                 }
             };
@@ -261,7 +271,15 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             let metrics =
-                runtime.block_on(async { egret::run(&config, shutdown_signal()).await })?;
+                match runtime.block_on(async { egret::run(&config, shutdown_signal()).await }) {
+                    Ok(metrics) => metrics,
+                    // Not restarted in a loop (the systemd unit's RestartPreventExitStatus).
+                    Err(err) if err.is_config() => {
+                        eprintln!("Error: {err}");
+                        return Ok(std::process::ExitCode::from(egret::agent::EXIT_CONFIG));
+                    }
+                    Err(err) => return Err(err.into()),
+                };
             log::info!(
                 "stopped: {} events received, {} lost in the kernel, {} dropped in userspace",
                 metrics.events_received,

@@ -567,6 +567,9 @@ pub struct Egret<'a> {
     pub http: Option<EgretHttp>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub k8s: Option<K8s<'a>>,
+    /// `egret.container.identity`: `unknown` when the runtime did not name the container.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub container: Option<EgretContainer<'a>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub systemd: Option<Unit<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -684,6 +687,17 @@ pub struct EgretHttp {
     pub path_truncated: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub query_truncated: bool,
+}
+
+/// `egret.container`: whether the runtime named the container.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EgretContainer<'a> {
+    /// `unknown`: only what the cgroup path says (id, runtime hint, pod uid) is on the line:
+    /// the runtime did not answer within the grace period, failed, or did not know the
+    /// container. Absent when the runtime named it.
+    #[serde(borrow)]
+    pub identity: Cow<'a, str>,
 }
 
 /// `egret.k8s`: what ECS lacks about the pod.

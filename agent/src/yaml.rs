@@ -18,9 +18,23 @@ pub struct Position {
 pub type Problem = (Position, String);
 
 /// Reads a small YAML file whole; the error is the message for its `FILE:0:0:` line
-/// (`cannot open`, `cannot read`, or larger than `max` bytes: "not a {what} file").
+/// (`cannot open`, `cannot read`, not a regular file, or larger than `max` bytes: "not a
+/// {what} file").
 pub fn read_bounded(path: &Path, max: u64, what: &str) -> Result<String, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    // Non-blocking, so that a FIFO put in the file's place cannot stop egret (a reload runs
+    // on the event loop) waiting for a writer; then refused as not a regular file.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("cannot read: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "not a regular file (a FIFO, socket or device): not a {what} file"
+        ));
+    }
     let bytes = read_at_most(f, max, what)?;
     String::from_utf8(bytes).map_err(|_| "cannot read: stream did not contain valid UTF-8".into())
 }
@@ -39,9 +53,75 @@ pub fn read_at_most(reader: impl Read, max: u64, what: &str) -> Result<Vec<u8>, 
     Ok(bytes)
 }
 
+/// Bound on what aliases may repeat in one file, in bytes (each node counted as its text plus
+/// [`NODE_COST`]). The loader copies an anchor's whole subtree for every alias, so without a
+/// bound a small file of nested aliases (a "billion laughs"), or a large scalar repeated
+/// by many aliases, takes gigabytes. Files written by people use a few kilobytes at most.
+pub const MAX_ALIAS_EXPANSION: usize = 1 << 20;
+
+/// What one node costs besides its text, for [`MAX_ALIAS_EXPANSION`].
+const NODE_COST: usize = 16;
+
+fn problem_at(mark: saphyr_parser::Marker, message: String) -> Problem {
+    let position = Position {
+        line: mark.line(),
+        column: mark.col().saturating_add(1),
+    };
+    (position, message)
+}
+
+/// Refuses a file whose aliases would repeat more than [`MAX_ALIAS_EXPANSION`] bytes; the
+/// problem is at the alias that crosses the bound. Reads the event stream only (nothing is
+/// copied); a syntax error is left to the loader to report.
+pub fn check_aliases(text: &str) -> Result<(), Problem> {
+    use saphyr_parser::{Event, Parser};
+    // The size of each anchor's subtree, and of the collections still open.
+    let mut anchors: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut repeated: usize = 0;
+    for event in Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return Ok(());
+        };
+        let (size, anchor) = match event {
+            Event::Scalar(value, _, anchor, _) => (value.len().saturating_add(NODE_COST), anchor),
+            Event::Alias(id) => {
+                let size = anchors.get(&id).copied().unwrap_or(NODE_COST);
+                repeated = repeated.saturating_add(size);
+                if repeated > MAX_ALIAS_EXPANSION {
+                    return Err(problem_at(
+                        span.start,
+                        format!(
+                            "aliases repeat more than {MAX_ALIAS_EXPANSION} bytes (an alias bomb?): refused"
+                        ),
+                    ));
+                }
+                (size, 0)
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                open.push((anchor, NODE_COST));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match open.pop() {
+                Some((anchor, size)) => (size, anchor),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if anchor > 0 {
+            anchors.insert(anchor, size);
+        }
+        if let Some((_, parent)) = open.last_mut() {
+            *parent = parent.saturating_add(size);
+        }
+    }
+    Ok(())
+}
+
 /// The documents of `text`, with positions. A syntax error stops the YAML loader, so it is
-/// the only problem reported.
+/// the only problem reported; so does an alias bomb ([`check_aliases`]).
 pub fn load(text: &str) -> Result<Vec<MarkedYaml<'_>>, Problem> {
+    check_aliases(text)?;
     MarkedYaml::load_from_str(text).map_err(|e| {
         let mark = e.marker();
         let position = Position {
@@ -105,6 +185,29 @@ pub fn describe(node: &MarkedYaml<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn alias_bombs_are_refused_where_they_go_off() {
+        let mut laughs = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let aliases = vec![format!("*a{}", i - 1); 9].join(", ");
+            laughs.push_str(&format!("a{i}: &a{i} [{aliases}]\n"));
+        }
+        let (at, message) = load(&laughs).unwrap_err();
+        assert!(message.contains("alias bomb"), "{message}");
+        assert!((4..=6).contains(&at.line), "{at:?}");
+        // One large scalar, many aliases.
+        let big = format!(
+            "big: &b {}\nmany: [{}]\n",
+            "x".repeat(100_000),
+            vec!["*b"; 20].join(",")
+        );
+        let (at, _) = load(&big).unwrap_err();
+        assert_eq!(at.line, 2);
+        // A few aliases, as people use them, load.
+        let shared = "ports: &web [80, 443]\nrules:\n  - {to: [a], ports: *web}\n  - {to: [b], ports: *web}\n";
+        assert!(load(shared).is_ok());
+    }
 
     #[test]
     fn syntax_errors_and_documents_are_located() {

@@ -45,6 +45,43 @@ impl Egret {
         Self::spawn(cmd, dir)
     }
 
+    /// [`Self::start`] with `tweak` applied to the command before it is spawned (resource
+    /// limits set in a `pre_exec` hook, say).
+    pub fn start_tweaked(
+        cgroup: &Path,
+        extra_args: &[&str],
+        tweak: impl FnOnce(&mut Command),
+    ) -> Result<Self> {
+        let bin = skip::require_egret_bin()?;
+        let dir = scratch_dir("tweaked")?;
+        let mut cmd = run_command(&bin, cgroup, &dir);
+        cmd.args(TEST_LOGGING).args(extra_args);
+        tweak(&mut cmd);
+        Self::spawn(cmd, dir)
+    }
+
+    /// The command [`Self::start`] runs, with its files in a new scratch directory (returned
+    /// too), for a test that expects egret to fail at start and runs it itself.
+    pub fn command(cgroup: &Path, extra_args: &[&str]) -> Result<(Command, PathBuf)> {
+        let bin = skip::require_egret_bin()?;
+        let dir = scratch_dir("command")?;
+        let mut cmd = run_command(&bin, cgroup, &dir);
+        cmd.args(TEST_LOGGING).args(extra_args);
+        Ok((cmd, dir))
+    }
+
+    /// egret's peak resident memory so far (`VmHWM` in `/proc/<pid>/status`), in KiB.
+    pub fn peak_rss_kib(&self) -> Result<u64> {
+        let pid = self.pid().ok_or_else(|| anyhow!("egret not started"))?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .with_context(|| format!("read /proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmHWM in /proc/{pid}/status"))
+    }
+
     /// Starts egret with exactly the arguments `args` returns, given the scratch directory
     /// (for tests that set the output and ready file some other way, e.g. a config file):
     /// they must make egret write `<dir>/events.jsonl` and create `<dir>/ready`.

@@ -38,6 +38,9 @@ pub struct ContainerStats {
     pub fetch_errors: u64,
     /// Of those, answers that were malformed (did not parse, too large).
     pub malformed: u64,
+    /// Of those, runtimes that did not answer in time (a call, a whole fetch, or a fetch
+    /// whose answer never came).
+    pub timeouts: u64,
     /// Fetches where the runtimes answered but none knew the container.
     pub not_found: u64,
     /// Containers currently known (gauge).
@@ -320,6 +323,9 @@ impl ContainerResolver {
         self.stats.fetch_errors += 1;
         if err.is_malformed() {
             self.stats.malformed += 1;
+        }
+        if err.is_timeout() {
+            self.stats.timeouts += 1;
         }
         let message = err.to_string();
         let quiet = self

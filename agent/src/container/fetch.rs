@@ -39,6 +39,17 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// The runtime did not answer in time.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            Self::DockerTimeout { .. } | Self::Deadline(_) | Self::Lost => true,
+            Self::Containerd { source, .. } | Self::CriO { source, .. } => {
+                matches!(source, GrpcError::Timeout(_))
+            }
+            Self::Docker { .. } | Self::NoRuntime => false,
+        }
+    }
+
     /// The runtime answered with something egret could not use.
     pub fn is_malformed(&self) -> bool {
         match self {

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::{ContainerRef, Lookup};
-use crate::schema::{Container, K8s, Name, Orchestrator, PodUid, Resource};
+use crate::schema::{Container, EgretContainer, K8s, Name, Orchestrator, PodUid, Resource};
 
 /// The three groups of fields for one line.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub struct ContainerFields<'a> {
     /// `egret.k8s`: present when a pod uid or container name is known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub k8s: Option<K8s<'a>>,
+    /// `egret.container`: present (`identity: unknown`) when the runtime did not name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<EgretContainer<'a>>,
 }
 
 fn k8s<'a>(uid: Option<&'a str>, container_name: Option<&'a str>) -> Option<K8s<'a>> {
@@ -43,6 +46,9 @@ fn from_reference(reference: &ContainerRef) -> ContainerFields<'_> {
         },
         orchestrator: None,
         k8s: k8s(reference.pod_uid.as_deref(), None),
+        identity: Some(EgretContainer {
+            identity: Cow::Borrowed("unknown"),
+        }),
     }
 }
 
@@ -74,6 +80,7 @@ impl<'a> ContainerFields<'a> {
                         },
                     }),
                     k8s: pod.and_then(|pod| k8s(pod.uid.as_deref(), pod.container_name.as_deref())),
+                    identity: None,
                 })
             }
         }
@@ -145,7 +152,8 @@ mod tests {
         };
         let expected = json!({
             "container": {"id": ID, "runtime": "containerd"},
-            "k8s": {"pod": {"uid": "4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8"}}
+            "k8s": {"pod": {"uid": "4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8"}},
+            "identity": {"identity": "unknown"}
         });
         let unknown = Lookup::Unknown(reference.clone());
         assert_eq!(
@@ -160,7 +168,7 @@ mod tests {
         let bare = Lookup::Unknown(container(ID, RuntimeHint::Unknown));
         assert_eq!(
             serde_json::to_value(ContainerFields::new(&bare)).unwrap(),
-            json!({"container": {"id": ID}})
+            json!({"container": {"id": ID}, "identity": {"identity": "unknown"}})
         );
         assert_eq!(ContainerFields::new(&Lookup::NotAContainer), None);
     }

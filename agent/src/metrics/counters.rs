@@ -91,6 +91,8 @@ pub struct Metrics {
     pub container_fetches: u64,
     pub container_fetch_errors: u64,
     pub container_malformed: u64,
+    /// Of the failures, runtimes that did not answer in time.
+    pub container_fetch_timeouts: u64,
     /// Container ids a runtime did not know (yet).
     pub container_not_found: u64,
     /// Lookups not sent because the request queue was full.

@@ -133,6 +133,7 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         container_fetches,
         container_fetch_errors,
         container_malformed,
+        container_fetch_timeouts,
         container_not_found,
         container_requests_dropped,
         containers_held,
@@ -350,6 +351,11 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         "egret_container_malformed_total",
         "Container runtime answers that did not make sense.",
         container_malformed,
+    );
+    e.counter(
+        "egret_container_fetch_timeouts_total",
+        "Requests to container runtimes that got no answer in time.",
+        container_fetch_timeouts,
     );
     e.counter(
         "egret_container_not_found_total",

@@ -71,7 +71,6 @@ pub struct IdentityStats {
     pub processes: usize,
     pub process_table: TableStats,
     pub cgroups: usize,
-    pub containers: usize,
     pub container_stats: ContainerStats,
     pub waiting: usize,
 }
@@ -125,7 +124,6 @@ impl<P> Identity<P> {
             processes: self.processes.len(),
             process_table: self.processes.stats,
             cgroups: self.cgroups.len(),
-            containers: self.containers.len(),
             container_stats: self.containers.stats,
             waiting: self.waiting.len(),
         }

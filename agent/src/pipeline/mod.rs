@@ -413,7 +413,6 @@ impl Pipeline {
             processes,
             process_table,
             cgroups,
-            containers,
             container_stats,
             waiting,
         } = self.identity.stats();
@@ -485,10 +484,13 @@ impl Pipeline {
             name_gate_update_failures: kernel.counter(Counter::GateUpdateFailed),
             dns_cache_size: count(cache_size),
             dns_cache_evicted: cache_evicted,
-            containers_cached: count(containers),
+            // Known containers only: the resolver's entries also hold look-ups in flight and
+            // failed ones waiting for their retry.
+            containers_cached: container_stats.cached,
             container_fetches: container_stats.fetches,
             container_fetch_errors: container_stats.fetch_errors,
             container_malformed: container_stats.malformed,
+            container_fetch_timeouts: container_stats.timeouts,
             container_not_found: container_stats.not_found,
             container_requests_dropped: container_stats.requests_dropped,
             containers_held: count(waiting),

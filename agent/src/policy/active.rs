@@ -70,10 +70,12 @@ impl FileWatch {
         Some((meta.modified().ok()?, meta.len(), meta.ino()))
     }
 
-    /// `true` once per change.
+    /// `true` once per change. A file that can no longer be read (removed, a symbolic link
+    /// loop) is a change too: the reload then says why it is refused, once, and the policy in
+    /// force stays.
     pub fn changed(&mut self) -> bool {
         let now = self.stamp();
-        if now.is_some() && now != self.last {
+        if now != self.last {
             self.last = now;
             return true;
         }

@@ -347,7 +347,8 @@ fn read_policy_file(path: &Path, file: &str) -> Result<String, PolicyErrors> {
         errors: vec![PolicyError {
             file: file.to_owned(),
             position: Position::default(),
-            path: String::new(),
+            // As the config file's errors say it.
+            path: "(file)".to_owned(),
             message,
         }],
     })
@@ -1794,7 +1795,7 @@ name_gate: {ports: [443, "80"]}
         let e = load_policy(&missing).unwrap_err();
         assert_eq!(e.errors.len(), 1);
         assert_eq!(e.errors[0].position, Position::default());
-        assert_eq!(e.errors[0].path, "");
+        assert_eq!(e.errors[0].path, "(file)");
         assert!(
             e.errors[0].message.contains("cannot open"),
             "{}",

@@ -5,6 +5,8 @@
 //!   and kubelet produce) without a kubelet.
 //! - [`Dockerd`]: a private `dockerd` (its own data root, exec root, socket and containerd)
 //!   driven with the `docker` CLI.
+//! - [`FakeDocker`]: a Docker API socket that never answers, answers garbage, 100 MB or
+//!   half an answer, or answers as dockerd does (for the hostile-runtime tests).
 //! - [`image`]: the busybox image both import, built here from Debian's static busybox,
 //!   because no registry is reachable.
 //! - [`install`]: installs the Debian packages when they are missing.
@@ -17,6 +19,7 @@
 
 pub mod containerd;
 pub mod docker;
+pub mod fake_docker;
 pub mod image;
 pub mod install;
 pub mod podman;
@@ -25,6 +28,7 @@ mod veth;
 
 pub use containerd::Containerd;
 pub use docker::Dockerd;
+pub use fake_docker::{Behaviour, FakeDocker};
 pub use image::{build_busybox_image, BuiltImage, IMAGE_REF};
 pub use install::{ensure_installed, ensure_programs, Program, Runtime, Tools};
 pub use podman::Podman;
