@@ -6,7 +6,7 @@
 
 use std::{ffi::OsString, sync::OnceLock};
 
-use clap::{Args as _, Command};
+use clap::{ArgMatches, Args as _, Command};
 use egret::{
     config::RunConfig,
     config_file::{ConfigErrors, ConfigFile},
@@ -19,6 +19,17 @@ const FILE: &str = "fuzz.yaml";
 fn command() -> &'static Command {
     static COMMAND: OnceLock<Command> = OnceLock::new();
     COMMAND.get_or_init(|| RunConfig::augment_args(Command::new("run")))
+}
+
+/// clap's matches for an empty command line (`egret config check FILE`).
+fn given() -> &'static ArgMatches {
+    static GIVEN: OnceLock<ArgMatches> = OnceLock::new();
+    GIVEN.get_or_init(|| {
+        command()
+            .clone()
+            .try_get_matches_from([OsString::from("egret run")])
+            .expect("no arguments are valid")
+    })
 }
 
 fn check_errors(errors: &ConfigErrors) {
@@ -38,11 +49,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(file) => file,
         Err(errors) => return check_errors(&errors),
     };
-    let given = command
-        .clone()
-        .try_get_matches_from([OsString::from("egret run")])
-        .expect("no arguments are valid");
-    match RunConfig::from_config_file(&file, command, &given, &[]) {
+    match RunConfig::from_config_file(&file, command, given(), &[]) {
         Ok(_) => assert!(file.keys().all(|key| key != "config")),
         Err(errors) => check_errors(&errors),
     }

@@ -100,7 +100,11 @@ fuzz_target!(|data: &[u8]| {
         Err(HttpError::Connect { .. }) => panic!("no connection here"),
         Err(_) => return,
     };
-    assert!((200..=599).contains(&response.status), "{}", response.status);
+    assert!(
+        (200..=599).contains(&response.status),
+        "{}",
+        response.status
+    );
     assert!(response.body.len() <= max_body);
     assert!(response.body.len() <= bytes.len());
     match from_response(ID, &response) {

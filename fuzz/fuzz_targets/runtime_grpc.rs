@@ -50,8 +50,10 @@ fn status(body: &[u8]) {
     };
     let mut headers = HeaderMap::new();
     // What h2 lets through as a header value.
-    let (Ok(code), Ok(message)) = (HeaderValue::from_bytes(code), HeaderValue::from_bytes(message))
-    else {
+    let (Ok(code), Ok(message)) = (
+        HeaderValue::from_bytes(code),
+        HeaderValue::from_bytes(message),
+    ) else {
         return;
     };
     headers.insert("grpc-status", code);
@@ -73,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
     };
     match s % 5 {
         0 => {
-            let answer = checked(decode::<containerd::proto::GetContainerResponse>(body), body);
+            let answer = checked(
+                decode::<containerd::proto::GetContainerResponse>(body),
+                body,
+            );
             if let Ok(Some(container)) = found(answer, |r| r.container, "no container") {
                 let runtime = containerd::to_runtime(container);
                 assert_eq!(runtime.runtime, "containerd");
@@ -81,7 +86,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
-            let answer = checked(decode::<containerd::proto::ListNamespacesResponse>(body), body);
+            let answer = checked(
+                decode::<containerd::proto::ListNamespacesResponse>(body),
+                body,
+            );
             if let Ok(list) = answer {
                 let names: Vec<String> = list
                     .namespaces

@@ -52,6 +52,8 @@ fuzz_target!(|data: &[u8]| {
     assert!(report.lines <= newlines, "{} lines", report.lines);
     if let Some(problem) = &report.problem {
         assert!(!report.intact());
-        assert!(paths.iter().any(|p| p.display().to_string() == problem.file));
+        assert!(paths
+            .iter()
+            .any(|p| p.display().to_string() == problem.file));
     }
 });
