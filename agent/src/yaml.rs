@@ -5,6 +5,7 @@
 use std::{io::Read, path::Path};
 
 use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
+use saphyr_parser::Event;
 
 /// Where something is in a YAML file (1-based; `0:0` stands for the file as a whole).
 /// Ordered by line, then column: the order errors are reported in.
@@ -39,9 +40,46 @@ pub fn read_at_most(reader: impl Read, max: u64, what: &str) -> Result<Vec<u8>, 
     Ok(bytes)
 }
 
+/// Deepest nesting of lists and mappings a file may have: a policy needs 5 levels, a config
+/// file 2. saphyr's loader recurses once per level, so a file nested 100,000 deep (`- - - …`,
+/// 200 KB) overflowed the stack (found by `fuzz/fuzz_targets/policy_parse.rs`).
+pub const MAX_DEPTH: usize = 64;
+
+/// Where `text` first nests deeper than [`MAX_DEPTH`]. Reads saphyr's events, which it makes
+/// without recursing; a syntax error ends the check (the loader reports it).
+fn too_deep(text: &str) -> Option<Problem> {
+    let mut depth = 0_usize;
+    for event in saphyr_parser::Parser::new_from_str(text) {
+        let Ok((event, span)) = event else {
+            return None;
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    let position = Position {
+                        line: span.start.line(),
+                        column: span.start.col().saturating_add(1),
+                    };
+                    return Some((
+                        position,
+                        format!("invalid YAML: lists and mappings nested deeper than {MAX_DEPTH} levels"),
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The documents of `text`, with positions. A syntax error stops the YAML loader, so it is
-/// the only problem reported.
+/// the only problem reported; so is nesting deeper than [`MAX_DEPTH`].
 pub fn load(text: &str) -> Result<Vec<MarkedYaml<'_>>, Problem> {
+    if let Some(problem) = too_deep(text) {
+        return Err(problem);
+    }
     MarkedYaml::load_from_str(text).map_err(|e| {
         let mark = e.marker();
         let position = Position {
@@ -123,6 +161,28 @@ mod tests {
         let root = single_document(&docs).unwrap().unwrap();
         assert_eq!(describe(root), "integer `7`");
         assert_eq!(position(root), Position { line: 1, column: 1 });
+    }
+
+    /// Found by the fuzzer: 100,000 nested lists overflowed the stack in saphyr's loader.
+    #[test]
+    fn nesting_is_bounded_before_loading() {
+        let (at, message) = load(&"- ".repeat(100_000)).unwrap_err();
+        assert_eq!(
+            message,
+            "invalid YAML: lists and mappings nested deeper than 64 levels"
+        );
+        assert_eq!(
+            at,
+            Position {
+                line: 1,
+                column: 129
+            }
+        );
+        assert!(load(&"[".repeat(100_000)).is_err());
+        assert!(load(&"{a: ".repeat(100_000)).is_err());
+        // As deep as allowed: loads.
+        let deepest = format!("{}x", "- ".repeat(MAX_DEPTH));
+        assert_eq!(load(&deepest).unwrap().len(), 1);
     }
 
     #[test]
