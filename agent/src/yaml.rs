@@ -42,7 +42,8 @@ pub fn read_at_most(reader: impl Read, max: u64, what: &str) -> Result<Vec<u8>, 
 
 /// Deepest nesting of lists and mappings a file may have: a policy needs 5 levels, a config
 /// file 2. saphyr's loader recurses once per level, so a file nested 100,000 deep (`- - - …`,
-/// 200 KB) overflowed the stack (found by `fuzz/fuzz_targets/policy_parse.rs`).
+/// 200 KB) overflowed the stack (found running the `policy_parse` fuzz target on deep inputs,
+/// past the 4 KiB libFuzzer mutates).
 pub const MAX_DEPTH: usize = 64;
 
 /// Where `text` first nests deeper than [`MAX_DEPTH`]. Reads saphyr's events, which it makes
@@ -163,7 +164,8 @@ mod tests {
         assert_eq!(position(root), Position { line: 1, column: 1 });
     }
 
-    /// Found by the fuzzer: 100,000 nested lists overflowed the stack in saphyr's loader.
+    /// Found with the policy_parse fuzz target: 100,000 nested lists overflowed the stack in
+    /// saphyr's loader.
     #[test]
     fn nesting_is_bounded_before_loading() {
         let (at, message) = load(&"- ".repeat(100_000)).unwrap_err();

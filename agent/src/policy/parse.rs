@@ -1406,7 +1406,7 @@ rules:
 
     #[test]
     fn nesting_too_deep_is_a_located_error() {
-        // 100,000 nested lists overflowed the stack (found by fuzz target policy_parse).
+        // 100,000 nested lists overflowed the stack (found with the policy_parse fuzz target).
         let text = format!("mode: audit\nrules:\n{}", "- ".repeat(100_000));
         let (line, _, path, msg) = one_error(&text);
         assert_eq!((line, path.as_str()), (3, "(syntax)"));
