@@ -21,6 +21,7 @@ use clap::{
 };
 
 use crate::{
+    config_file::{ConfigErrors, ConfigFile},
     container::{
         RuntimeConfig, CONTAINERD_SOCKET, CRIO_SOCKET, DEFAULT_LABEL_ALLOWLIST, DOCKER_SOCKET,
         PODMAN_SOCKET,
@@ -547,6 +548,34 @@ impl RunConfig {
     pub fn validate(&self) -> Result<(), FlagConflict> {
         self.dns.validate()?;
         self.output.validate()
+    }
+
+    /// `egret run`'s configuration from a config file and `command_line` (the arguments
+    /// after `run`, which win; clap's matches for them alone are `given`), `command` being
+    /// `egret run`'s; checked across flags, an error located at the key it names. What
+    /// `egret run --config` and `egret config check` do with a file's text once parsed,
+    /// fuzzed from bytes (`fuzz/fuzz_targets/config_parse.rs`).
+    ///
+    /// # Errors
+    /// Every error [`ConfigFile::merge`] finds, or the first check across flags that fails.
+    pub fn from_config_file(
+        file: &ConfigFile,
+        command: &clap::Command,
+        given: &clap::ArgMatches,
+        command_line: &[std::ffi::OsString],
+    ) -> Result<Self, ConfigErrors> {
+        use clap::FromArgMatches as _;
+        let located = |message: &str| ConfigErrors {
+            file: file.file().to_owned(),
+            errors: vec![file.locate(message)],
+        };
+        let merged = file.merge(command, "egret run", given, command_line)?;
+        let config = Self::from_arg_matches(&merged)
+            .map_err(|e| located(e.to_string().lines().next().unwrap_or_default()))?;
+        config
+            .validate()
+            .map_err(|conflict| located(&conflict.to_string()))?;
+        Ok(config)
     }
 }
 

@@ -161,22 +161,12 @@ fn with_config_file(
     path: &std::path::Path,
     command_line: &[std::ffi::OsString],
 ) -> anyhow::Result<(Box<RunConfig>, egret::config_file::ConfigFile)> {
-    use clap::FromArgMatches as _;
     let command = run_command()?;
     let given = command
         .clone()
         .try_get_matches_from(std::iter::once("egret run".into()).chain(command_line.to_vec()))?;
     let file = egret::config_file::ConfigFile::load(path, &command, NOT_IN_CONFIG)?;
-    let merged = file.merge(&command, "egret run", &given, command_line)?;
-    let config = RunConfig::from_arg_matches(&merged)?;
-    // Checks across flags, located at the key they name.
-    if let Err(conflict) = config.validate() {
-        return Err(egret::config_file::ConfigErrors {
-            file: file.file().to_owned(),
-            errors: vec![file.locate(&conflict.to_string())],
-        }
-        .into());
-    }
+    let config = RunConfig::from_config_file(&file, &command, &given, command_line)?;
     Ok((Box::new(config), file))
 }
 

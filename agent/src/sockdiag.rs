@@ -128,7 +128,8 @@ pub fn parse(mut buf: &[u8], out: &mut Vec<DiagSock>) -> Result<bool, SockDiagEr
             NLMSG_DONE => return Ok(true),
             NLMSG_ERROR => {
                 let code = u32_at(body, 0).ok_or(SockDiagError::Malformed("error"))? as i32;
-                return Err(SockDiagError::Kernel(-code));
+                // Saturating: `-i32::MIN` overflows (found by fuzz/fuzz_targets/sockdiag_parse).
+                return Err(SockDiagError::Kernel(code.saturating_neg()));
             }
             SOCK_DIAG_BY_FAMILY => out.extend(diag_msg(body)?),
             _ => {}
@@ -524,6 +525,20 @@ mod tests {
         assert_eq!(out[0].remote, "10.0.0.9:443".parse().unwrap());
         assert_eq!(out[0].local, "127.0.0.1:51000".parse().unwrap());
         assert_eq!(out[0].uid, 1000);
+    }
+
+    /// Found by the fuzzer: an error message whose code is `i32::MIN` panicked negating it.
+    #[test]
+    fn an_error_code_that_does_not_negate_is_an_error() {
+        let mut error = vec![0u8; NLMSG_HDR + 4];
+        error[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        error[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        error[NLMSG_HDR..].copy_from_slice(&i32::MIN.to_ne_bytes());
+        let mut socks = Vec::new();
+        assert!(matches!(
+            parse(&error, &mut socks),
+            Err(SockDiagError::Kernel(i32::MAX))
+        ));
     }
 
     #[test]

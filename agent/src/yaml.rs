@@ -5,6 +5,7 @@
 use std::{io::Read, path::Path};
 
 use saphyr::{LoadableYamlNode as _, MarkedYaml, Scalar, YamlData};
+use saphyr_parser::Event;
 
 /// Where something is in a YAML file (1-based; `0:0` stands for the file as a whole).
 /// Ordered by line, then column: the order errors are reported in.
@@ -53,6 +54,12 @@ pub fn read_at_most(reader: impl Read, max: u64, what: &str) -> Result<Vec<u8>, 
     Ok(bytes)
 }
 
+/// Deepest nesting of lists and mappings a file may have: a policy needs 5 levels, a config
+/// file 2. saphyr's loader recurses once per level, so a file nested 100,000 deep (`- - - …`,
+/// 200 KB) overflowed the stack (found running the `policy_parse` fuzz target on deep inputs,
+/// past the 4 KiB libFuzzer mutates).
+pub const MAX_DEPTH: usize = 64;
+
 /// Bound on what aliases may repeat in one file, in bytes (each node counted as its text plus
 /// [`NODE_COST`]). The loader copies an anchor's whole subtree for every alias, so without a
 /// bound a small file of nested aliases (a "billion laughs"), or a large scalar repeated
@@ -70,16 +77,16 @@ fn problem_at(mark: saphyr_parser::Marker, message: String) -> Problem {
     (position, message)
 }
 
-/// Refuses a file whose aliases would repeat more than [`MAX_ALIAS_EXPANSION`] bytes; the
-/// problem is at the alias that crosses the bound. Reads the event stream only (nothing is
-/// copied); a syntax error is left to the loader to report.
-pub fn check_aliases(text: &str) -> Result<(), Problem> {
-    use saphyr_parser::{Event, Parser};
+/// Refuses, before the loader sees it, a file nested deeper than [`MAX_DEPTH`] or whose
+/// aliases would repeat more than [`MAX_ALIAS_EXPANSION`] bytes; the problem is where the
+/// bound is crossed. Reads saphyr's event stream only (made without recursing, nothing
+/// copied); a syntax error ends the check (the loader reports it).
+pub fn check_bounds(text: &str) -> Result<(), Problem> {
     // The size of each anchor's subtree, and of the collections still open.
     let mut anchors: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     let mut open: Vec<(usize, usize)> = Vec::new();
     let mut repeated: usize = 0;
-    for event in Parser::new_from_str(text) {
+    for event in saphyr_parser::Parser::new_from_str(text) {
         let Ok((event, span)) = event else {
             return Ok(());
         };
@@ -99,6 +106,12 @@ pub fn check_aliases(text: &str) -> Result<(), Problem> {
                 (size, 0)
             }
             Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if open.len() >= MAX_DEPTH {
+                    return Err(problem_at(
+                        span.start,
+                        format!("invalid YAML: lists and mappings nested deeper than {MAX_DEPTH} levels"),
+                    ));
+                }
                 open.push((anchor, NODE_COST));
                 continue;
             }
@@ -119,9 +132,9 @@ pub fn check_aliases(text: &str) -> Result<(), Problem> {
 }
 
 /// The documents of `text`, with positions. A syntax error stops the YAML loader, so it is
-/// the only problem reported; so does an alias bomb ([`check_aliases`]).
+/// the only problem reported; so is a file beyond the bounds of [`check_bounds`].
 pub fn load(text: &str) -> Result<Vec<MarkedYaml<'_>>, Problem> {
-    check_aliases(text)?;
+    check_bounds(text)?;
     MarkedYaml::load_from_str(text).map_err(|e| {
         let mark = e.marker();
         let position = Position {
@@ -226,6 +239,29 @@ mod tests {
         let root = single_document(&docs).unwrap().unwrap();
         assert_eq!(describe(root), "integer `7`");
         assert_eq!(position(root), Position { line: 1, column: 1 });
+    }
+
+    /// Found with the policy_parse fuzz target: 100,000 nested lists overflowed the stack in
+    /// saphyr's loader.
+    #[test]
+    fn nesting_is_bounded_before_loading() {
+        let (at, message) = load(&"- ".repeat(100_000)).unwrap_err();
+        assert_eq!(
+            message,
+            "invalid YAML: lists and mappings nested deeper than 64 levels"
+        );
+        assert_eq!(
+            at,
+            Position {
+                line: 1,
+                column: 129
+            }
+        );
+        assert!(load(&"[".repeat(100_000)).is_err());
+        assert!(load(&"{a: ".repeat(100_000)).is_err());
+        // As deep as allowed: loads.
+        let deepest = format!("{}x", "- ".repeat(MAX_DEPTH));
+        assert_eq!(load(&deepest).unwrap().len(), 1);
     }
 
     #[test]

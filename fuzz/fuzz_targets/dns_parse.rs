@@ -59,7 +59,7 @@ fn check_header_and_question(data: &[u8], message: &Message) {
     assert!(!back.response);
     assert_eq!(
         back.questions,
-        [question.clone()],
+        std::slice::from_ref(question),
         "the question does not round-trip"
     );
     assert!(back.answers.is_empty());

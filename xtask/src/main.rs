@@ -63,6 +63,15 @@ enum Command {
         #[arg(last = true)]
         args: Vec<OsString>,
     },
+    /// Long fuzz runs, one target at a time: each until RUNS executions (libFuzzer's final
+    /// `stat::number_of_executed_units`), from its seeds, into `target/fuzz-corpus/`.
+    Fuzz {
+        /// Executions per target.
+        #[arg(long, default_value_t = 10_000_000)]
+        runs: u64,
+        /// Targets to run (default: every target of fuzz/Cargo.toml).
+        targets: Vec<String>,
+    },
     /// Build the release binary; install it, the systemd unit and the default /etc/egret.
     Install(install::InstallOptions),
     /// Measure egret's overhead on loopback TCP connect / UDP send / resolve + connect loops.
@@ -98,6 +107,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             no_build,
         } => bench::bench(no_build),
         Command::Install(options) => install::install(&options),
+        Command::Fuzz { runs, targets } => fuzz::long_run(runs, &targets),
     }
 }
 

@@ -56,6 +56,28 @@ fn steps(no_lint: bool, test_args: &[OsString]) -> Vec<Step> {
             command.args(EXCLUDE_KERNEL).args(["--", "-D", "warnings"]);
         }
         steps.push(clippy);
+        // The fuzz crate is a workspace of its own (fuzz/Cargo.toml): `--all` and `--workspace`
+        // leave it out. Its clippy shares the root target directory (the same egret build).
+        steps.push(step(
+            "fmt fuzz",
+            &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--check"],
+        ));
+        let mut clippy_fuzz = step(
+            "clippy fuzz",
+            &[
+                "clippy",
+                "--manifest-path",
+                "fuzz/Cargo.toml",
+                "--all-targets",
+            ],
+        );
+        if let Some(command) = clippy_fuzz.command() {
+            command
+                .arg("--target-dir")
+                .arg(target_dir())
+                .args(["--", "-D", "warnings"]);
+        }
+        steps.push(clippy_fuzz);
         // The kernel crate for its own target, as aya's xtask checks its eBPF crates.
         let mut command = nightly_cargo();
         command.args([

@@ -138,7 +138,7 @@ impl Connection {
         let message = tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| GrpcError::Timeout(self.timeout))??;
-        Ok(A::decode(unframe(&message)?)?)
+        decode(&message)
     }
 }
 
@@ -206,17 +206,32 @@ pub fn found<A, T>(
     }
 }
 
+/// The message of a successful answer's body: one length-prefixed frame, decoded as `A`.
+/// What [`Connection::unary`] does with what the runtime sent; pure, so it is fuzzed
+/// (`fuzz/fuzz_targets/runtime_grpc.rs`).
+///
+/// # Errors
+/// A malformed or oversized frame, or a message that does not decode.
+pub fn decode<A: prost::Message + Default>(body: &[u8]) -> Result<A, GrpcError> {
+    Ok(A::decode(unframe(body)?)?)
+}
+
 /// A status code and message from `grpc-status` / `grpc-message`.
-struct Status(u32, String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status(pub u32, pub String);
 
 impl Status {
-    fn into_error(self) -> GrpcError {
+    pub fn into_error(self) -> GrpcError {
         let Self(code, message) = self;
         GrpcError::Status { code, message }
     }
 }
 
-fn status_of(headers: &HeaderMap) -> Result<Option<Status>, GrpcError> {
+/// The status a header or trailer block carries; `None` without `grpc-status`.
+///
+/// # Errors
+/// A `grpc-status` that is not a number.
+pub fn status_of(headers: &HeaderMap) -> Result<Option<Status>, GrpcError> {
     let Some(code) = headers.get("grpc-status") else {
         return Ok(None);
     };

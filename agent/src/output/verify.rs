@@ -24,8 +24,8 @@ use std::{
     collections::VecDeque,
     fmt,
     fs::File,
-    io::{self, BufRead as _, BufReader},
-    path::PathBuf,
+    io::{self, BufRead, BufReader},
+    path::{Path, PathBuf},
 };
 
 use super::{
@@ -172,8 +172,8 @@ fn parse_line(number: u64, bytes: &[u8]) -> Line {
 }
 
 /// Reads lines; the last one may lack its newline.
-struct Reader {
-    inner: BufReader<File>,
+struct Reader<'r> {
+    inner: Box<dyn BufRead + 'r>,
     number: u64,
     buf: Vec<u8>,
 }
@@ -185,7 +185,7 @@ enum Next {
     End,
 }
 
-impl Reader {
+impl Reader<'_> {
     fn next(&mut self) -> io::Result<Next> {
         self.buf.clear();
         let n = self.inner.read_until(b'\n', &mut self.buf)?;
@@ -292,8 +292,23 @@ impl Chain {
     }
 }
 
+/// Opens a file to check.
+pub type Open<'o> = dyn FnMut(&Path) -> io::Result<Box<dyn BufRead + 'o>> + 'o;
+
 /// Checks `paths` (see the module documentation).
 pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
+    verify_with(paths, &mut |path| {
+        let file = File::open(path)?;
+        Ok(Box::new(BufReader::with_capacity(1 << 20, file)))
+    })
+}
+
+/// [`verify`] with the files' contents from `open`: everything `egret verify` does with what
+/// it reads, fuzzed from bytes (`fuzz/fuzz_targets/verify_lines.rs`).
+///
+/// # Errors
+/// No file, or a file that cannot be opened or read.
+pub fn verify_with(paths: &[PathBuf], open: &mut Open<'_>) -> Result<Report, VerifyError> {
     if paths.is_empty() {
         return Err(VerifyError::NoFiles);
     }
@@ -316,7 +331,7 @@ pub fn verify(paths: &[PathBuf]) -> Result<Report, VerifyError> {
                 chain: &mut chain,
                 report: &mut report,
             }
-            .run()?;
+            .run(open)?;
             if let Some(problem) = problem {
                 report.problem = Some(problem);
                 return Ok(report);
@@ -350,15 +365,14 @@ struct FileCheck<'a> {
 
 impl FileCheck<'_> {
     /// Checks every line of the file, up to the first that breaks the chain.
-    fn run(mut self) -> Result<Option<Problem>, VerifyError> {
+    fn run(mut self, open: &mut Open<'_>) -> Result<Option<Problem>, VerifyError> {
         let member = self.member;
         let read_err = |source| VerifyError::Read {
             path: member.shown.clone(),
             source,
         };
-        let file = File::open(&member.path).map_err(read_err)?;
         let mut reader = Reader {
-            inner: BufReader::with_capacity(1 << 20, file),
+            inner: open(&member.path).map_err(read_err)?,
             number: 0,
             buf: Vec::new(),
         };

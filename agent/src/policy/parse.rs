@@ -1406,6 +1406,15 @@ rules:
     }
 
     #[test]
+    fn nesting_too_deep_is_a_located_error() {
+        // 100,000 nested lists overflowed the stack (found with the policy_parse fuzz target).
+        let text = format!("mode: audit\nrules:\n{}", "- ".repeat(100_000));
+        let (line, _, path, msg) = one_error(&text);
+        assert_eq!((line, path.as_str()), (3, "(syntax)"));
+        assert!(msg.contains("nested deeper than 64 levels"), "{msg}");
+    }
+
+    #[test]
     fn yaml_syntax_error_is_located() {
         let errs = errors("mode: audit\nrules:\n  - name: a\n    to: [\"10.0.0.0/8\"\n");
         assert_eq!(errs.len(), 1, "{errs:#?}");

@@ -135,15 +135,7 @@ pub fn ssh_client(sshd_pid: u32) -> Option<IpAddr> {
     let inodes: Vec<u64> = fs::read_dir(format!("/proc/{sshd_pid}/fd"))
         .ok()?
         .flatten()
-        .filter_map(|fd| {
-            let target = fs::read_link(fd.path()).ok()?;
-            let target = target.to_str()?;
-            target
-                .strip_prefix("socket:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        })
+        .filter_map(|fd| socket_inode(fs::read_link(fd.path()).ok()?.to_str()?))
         .collect();
     if inodes.is_empty() {
         return None;
@@ -154,9 +146,17 @@ pub fn ssh_client(sshd_pid: u32) -> Option<IpAddr> {
     })
 }
 
+/// The inode of a socket an `/proc/PID/fd/N` link names (`socket:[12345]`).
+pub fn socket_inode(link: &str) -> Option<u64> {
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 /// The remote address of the first established socket of `/proc/net/tcp{,6}` text whose inode
-/// is one of `inodes`.
-fn established_peer(text: &str, inodes: &[u64]) -> Option<IpAddr> {
+/// is one of `inodes`. Pure, so it is fuzzed (`fuzz/fuzz_targets/proc_text.rs`).
+pub fn established_peer(text: &str, inodes: &[u64]) -> Option<IpAddr> {
     const ESTABLISHED: &str = "01";
     text.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();

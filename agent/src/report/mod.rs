@@ -152,13 +152,13 @@ impl Warnings<'_> {
     }
 }
 
-/// An input: a file or stdin.
-enum Source {
+/// An input of [`run_on`]: stdin, or a reader (a file [`run`] opened; bytes in memory).
+pub enum Source<'a> {
     Stdin,
-    File(BufReader<File>),
+    Reader(Box<dyn BufRead + 'a>),
 }
 
-fn open(path: &Path) -> Result<Source, ReportError> {
+fn open(path: &Path) -> Result<Source<'static>, ReportError> {
     if path.as_os_str() == "-" {
         return Ok(Source::Stdin);
     }
@@ -173,7 +173,10 @@ fn open(path: &Path) -> Result<Source, ReportError> {
             error: std::io::Error::other("is a directory"),
         });
     }
-    Ok(Source::File(BufReader::with_capacity(256 * 1024, file)))
+    Ok(Source::Reader(Box::new(BufReader::with_capacity(
+        256 * 1024,
+        file,
+    ))))
 }
 
 /// What the lines are fed to: the report's aggregate (which also keeps the input counts),
@@ -351,6 +354,23 @@ pub fn run(
         .iter()
         .map(|p| open(p).map(|s| (p.display().to_string(), s)))
         .collect::<Result<Vec<_>, _>>()?;
+    run_on(args, (since, until), sources, now_ns, stdout, stderr)
+}
+
+/// [`run`] on inputs already open (`args.files` only name them in a suggested policy),
+/// between `range` (`--since`, `--until`, resolved): everything `egret report` does with
+/// what it reads, fuzzed from bytes (`fuzz/fuzz_targets/report_lines.rs`).
+///
+/// # Errors
+/// A read error, output that cannot be written.
+pub fn run_on(
+    args: &ReportArgs,
+    (since, until): (Option<i64>, Option<i64>),
+    sources: Vec<(String, Source<'_>)>,
+    now_ns: i64,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<Outcome, ReportError> {
     let mut sink = Sink {
         aggregate: Aggregate::new(since, until),
         suggest: args
@@ -370,7 +390,7 @@ pub fn run(
                 let mut lock = stdin.lock();
                 read_one(&mut lock, &path, index, &mut sink, &mut warnings)?;
             }
-            Source::File(mut reader) => {
+            Source::Reader(mut reader) => {
                 read_one(&mut reader, &path, index, &mut sink, &mut warnings)?;
             }
         }
