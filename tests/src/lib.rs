@@ -23,6 +23,7 @@ pub mod run;
 pub mod runtime;
 pub mod skip;
 pub mod ssh;
+pub mod verify;
 pub mod wait;
 
 pub use agent::{run_in, Egret, Harness, LINE_TIMEOUT};
@@ -37,6 +38,7 @@ pub use run::{
     ReadyProcess, RunOutput, ScratchDir, TcpServer, UdpServer,
 };
 pub use skip::{egret_bin, is_ci, prerequisite};
+pub use verify::{egret_verify, expect_intact};
 pub use wait::wait_until;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

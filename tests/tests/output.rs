@@ -6,8 +6,8 @@ use anyhow::{bail, ensure, Context, Result};
 use egret_e2e::expect::{has_arg, is_flow};
 use egret_e2e::json::read_jsonl;
 use egret_e2e::{
-    egret_bin, field, field_str, field_u64, marker, prerequisite, run_in, run_with_timeout,
-    wait_until, Egret, Harness, RunOutput, TcpServer, TestCgroup, LINE_TIMEOUT,
+    egret_verify, expect_intact, field, field_str, field_u64, marker, prerequisite, run_in,
+    wait_until, Egret, Harness, TcpServer, TestCgroup, LINE_TIMEOUT,
 };
 use serde_json::Value;
 use std::collections::HashSet;
@@ -38,28 +38,9 @@ fn read_set(files: &[PathBuf]) -> Result<Vec<Value>> {
     Ok(all)
 }
 
-/// `egret verify FILES…` (not in the test cgroup: it only reads files).
-fn verify(files: &[PathBuf]) -> Result<RunOutput> {
-    let mut cmd = Command::new(egret_bin());
-    cmd.arg("verify").args(files);
-    run_with_timeout(&mut cmd, Duration::from_secs(60))
-}
-
-fn expect_intact(files: &[PathBuf]) -> Result<RunOutput> {
-    let out = verify(files)?;
-    ensure!(
-        out.status.success() && out.stdout.contains("intact:"),
-        "egret verify failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
-    Ok(out)
-}
-
 /// `egret verify` must fail and name `file:line: what…`.
 fn expect_broken(files: &[PathBuf], file: &Path, line: usize, what: &str) -> Result<()> {
-    let out = verify(files)?;
+    let out = egret_verify(files)?;
     let want = format!("{}:{line}: {what}", file.display());
     ensure!(
         out.status.code() == Some(1) && out.stderr.contains(&want),
@@ -886,14 +867,15 @@ fn a_full_disk_with_less_space_back_than_the_backlog_recovers() -> Result<()> {
             "not every connection was written once space was back: {} of {CONNECTIONS}",
             written()?
         );
+        // The rotations put off while the disk was full go ahead with the next lines.
+        ensure!(
+            wait_until(Duration::from_secs(10), || Ok(output_set(&fs.0)?.len() > 1))?,
+            "no rotation once space was back"
+        );
         std::thread::sleep(Duration::from_millis(1500));
         egret.stop_cleanly()?;
 
         let files = output_set(&fs.0)?;
-        ensure!(
-            files.len() > 1,
-            "no rotation once space was back: {files:?}"
-        );
         let lines = read_set(&files)?;
         let all = cookies(&lines, port);
         let unique: HashSet<u64> = all.iter().copied().collect();

@@ -9,8 +9,8 @@ use egret_e2e::expect::{has_arg, is_flow, is_metric};
 use egret_e2e::policy::check_verdict;
 use egret_e2e::prometheus::{free_port, http_get};
 use egret_e2e::{
-    egret_bin, field, field_str, field_u64, marker, run_with_timeout, socket_addr, AcceptServer,
-    DnsServer, Harness, PolicyDir, RunOutput, ScratchDir, TestCgroup, LINE_TIMEOUT,
+    expect_intact, field, field_str, field_u64, marker, socket_addr, AcceptServer, DnsServer,
+    Harness, PolicyDir, RunOutput, ScratchDir, TestCgroup, LINE_TIMEOUT,
 };
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -92,21 +92,6 @@ fn metric_reaches(h: &mut Harness, name: &str, min: u64, timeout: Duration) -> R
             )
         })?;
     field_u64(&line, &path).context("counter vanished")
-}
-
-/// `egret verify` says the output's hash chain is intact.
-fn expect_intact(file: &Path) -> Result<()> {
-    let mut cmd = Command::new(egret_bin());
-    cmd.arg("verify").arg(file);
-    let out = run_with_timeout(&mut cmd, Duration::from_secs(60))?;
-    ensure!(
-        out.status.success() && out.stdout.contains("intact:"),
-        "egret verify failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
-    Ok(())
 }
 
 /// A connect the kernel must refuse (EPERM: the client prints `errno=1`).
@@ -226,7 +211,7 @@ fn sigstop_under_load_counts_what_the_kernel_lost_and_enforcement_never_stops() 
             "sigstop: {accepted} connections by SIGCONT, {last_lost} events lost and counted, {} lines",
             events.len()
         );
-        expect_intact(&h.egret.events_path())?;
+        expect_intact(&[h.egret.events_path()])?;
         h.egret.discard_dir_on_drop();
         Ok(())
     })
@@ -409,7 +394,7 @@ fn kernel_map_floods_count_evictions_and_never_allow_wrongly() -> Result<()> {
             "map floods: {udp_evicted} UDP flows evicted, {tcp_missing} TCP states missing ({} end lines), {learned_evicted} learned addresses evicted",
             ends.len()
         );
-        expect_intact(&h.egret.events_path())?;
+        expect_intact(&[h.egret.events_path()])?;
         h.egret.discard_dir_on_drop();
         Ok(())
     })

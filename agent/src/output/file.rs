@@ -492,7 +492,10 @@ impl ChainedFile {
         }
         match result {
             Ok(()) => {
-                self.retry = None;
+                // A rotation put off because its flush failed may go ahead now.
+                if self.retry.take().is_some() {
+                    self.rotate_not_before = None;
+                }
                 Ok(())
             }
             Err(err) => {
