@@ -223,6 +223,13 @@ fn ready_check(file: &std::path::Path) -> std::process::ExitCode {
     }
 }
 
+/// An error in egret's configuration or environment: said once, and the exit status systemd
+/// does not restart in a loop ([`egret::agent::EXIT_CONFIG`]).
+fn config_error(err: impl std::fmt::Display) -> std::process::ExitCode {
+    eprintln!("Error: {err}");
+    std::process::ExitCode::from(egret::agent::EXIT_CONFIG)
+}
+
 fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match cli.command {
@@ -241,16 +248,12 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                     match with_config_file(path, &command_line) {
                         Ok((config, _)) => config,
                         // A config file egret cannot use: not restarted in a loop either.
-                        Err(err) => {
-                            eprintln!("Error: {err:#}");
-                            return Ok(std::process::ExitCode::from(egret::agent::EXIT_CONFIG));
-                        }
+                        Err(err) => return Ok(config_error(format_args!("{err:#}"))),
                     }
                 }
                 None => {
                     if let Err(err) = config.validate() {
-                        eprintln!("Error: {err}");
-                        return Ok(std::process::ExitCode::from(egret::agent::EXIT_CONFIG));
+                        return Ok(config_error(err));
                     }
                     config
                 }
@@ -264,10 +267,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 match runtime.block_on(async { egret::run(&config, shutdown_signal()).await }) {
                     Ok(metrics) => metrics,
                     // Not restarted in a loop (the systemd unit's RestartPreventExitStatus).
-                    Err(err) if err.is_config() => {
-                        eprintln!("Error: {err}");
-                        return Ok(std::process::ExitCode::from(egret::agent::EXIT_CONFIG));
-                    }
+                    Err(err) if err.is_config() => return Ok(config_error(err)),
                     Err(err) => return Err(err.into()),
                 };
             log::info!(

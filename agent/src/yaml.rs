@@ -81,7 +81,7 @@ fn problem_at(mark: saphyr_parser::Marker, message: String) -> Problem {
 /// aliases would repeat more than [`MAX_ALIAS_EXPANSION`] bytes; the problem is where the
 /// bound is crossed. Reads saphyr's event stream only (made without recursing, nothing
 /// copied); a syntax error ends the check (the loader reports it).
-pub fn check_bounds(text: &str) -> Result<(), Problem> {
+fn check_bounds(text: &str) -> Result<(), Problem> {
     // The size of each anchor's subtree, and of the collections still open.
     let mut anchors: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     let mut open: Vec<(usize, usize)> = Vec::new();

@@ -323,20 +323,19 @@ fn kernel_map_floods_count_evictions_and_never_allow_wrongly() -> Result<()> {
             .with_context(|| format!("resolve: {}\n{}", first.stdout, first.stderr))?
             .trim()
             .to_owned();
-        let flood = try_run(
-            &h,
-            DNS,
-            &[
+        // `svc.flood.test` resolved through the test's server, a connect to each answer.
+        let resolve_connect = |h: &Harness, more: &[&str]| {
+            let args = [
                 "resolve-connect",
                 "--server",
                 &server,
                 "svc.flood.test",
                 "--port",
                 &port,
-                "--count",
-                &LEARNED.to_string(),
-            ],
-        )?;
+            ];
+            try_run(h, DNS, &[&args[..], more].concat())
+        };
+        let flood = resolve_connect(&h, &["--count", &LEARNED.to_string()])?;
         ensure!(
             flood.stdout.contains(&format!("ok={LEARNED} eperm=0")),
             "every connect to a just-learned address must be allowed: {}\n{}",
@@ -368,18 +367,7 @@ fn kernel_map_floods_count_evictions_and_never_allow_wrongly() -> Result<()> {
             scraped(metrics_addr, "egret_learned_addresses_evicted_total")? >= 1.0,
             "Prometheus: no learned address eviction"
         );
-        let again = try_run(
-            &h,
-            DNS,
-            &[
-                "resolve-connect",
-                "--server",
-                &server,
-                "svc.flood.test",
-                "--port",
-                &port,
-            ],
-        )?;
+        let again = resolve_connect(&h, &[])?;
         ensure!(
             again.stdout.contains("ok=1 eperm=0"),
             "an address learned after the flood must be allowed: {}\n{}",
