@@ -289,7 +289,17 @@ pub fn progress(state: &agent_common::ConnState, start_ns: u64, now_ns: u64) -> 
 /// `egret.connection.id`: the same on a connection's start, progress and end lines, unique
 /// across reboots (boot id + socket cookie, which the kernel never reuses within a boot).
 pub fn connection_id(cookie: u64) -> String {
-    format!("{}-{cookie:x}", boot_prefix())
+    ConnectionIdText(cookie).to_string()
+}
+
+/// [`connection_id`], written where it is needed without a `String` of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionIdText(pub u64);
+
+impl std::fmt::Display for ConnectionIdText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{:x}", boot_prefix(), self.0)
+    }
 }
 
 fn boot_prefix() -> &'static str {

@@ -102,6 +102,18 @@ pub struct Shape {
     has_members: bool,
 }
 
+impl Shape {
+    /// The shape of an object line its writer laid out itself: the top-level `egret` member's
+    /// key at `key`, its object from `open` to `close`, and the line's final `}` at `end`.
+    pub fn with_egret(key: usize, open: usize, close: usize, end: usize) -> Self {
+        Self {
+            egret: Some(EgretMember { key, open, close }),
+            end,
+            has_members: true,
+        }
+    }
+}
+
 /// Scans a JSON object (one line, no newline) for its top-level `egret` object member.
 /// `None` if the bytes are not a single well-bracketed object (the scanner does not
 /// validate JSON beyond strings and brackets; serde_json did that when it wrote the line).
@@ -350,15 +362,15 @@ impl serde_json::ser::Formatter for ShapeFormatter<'_> {
     }
 }
 
-/// Serialises `doc` as one compact JSON line (no newline) into `out`, which is cleared
-/// first: the same bytes as `serde_json::to_writer`. Returns the line's shape if it is an
-/// object, for [`append_serialized`].
+/// Serialises `doc` as one compact JSON line (no newline), appended to `out`: the same bytes
+/// as `serde_json::to_writer`. Returns the line's shape if it is an object (counted from
+/// where the line starts), for [`append_serialized`].
 pub fn serialize(
     doc: &impl serde::Serialize,
     out: &mut Vec<u8>,
 ) -> Result<Option<Shape>, serde_json::Error> {
-    out.clear();
-    let pos = Cell::new(0);
+    let start = out.len();
+    let pos = Cell::new(start);
     let mut st = ShapeState {
         depth: 0,
         key: None,
@@ -384,8 +396,22 @@ pub fn serialize(
         let mut serializer = serde_json::Serializer::with_formatter(writer, formatter);
         doc.serialize(&mut serializer)?;
     }
-    let object = st.top_level_seen && out.first() == Some(&b'{') && out.last() == Some(&b'}');
-    Ok(object.then_some(st.shape))
+    let line = out.get(start..).unwrap_or_default();
+    let object = st.top_level_seen && line.first() == Some(&b'{') && line.last() == Some(&b'}');
+    let Shape {
+        egret,
+        end,
+        has_members,
+    } = st.shape;
+    Ok(object.then_some(Shape {
+        egret: egret.map(|EgretMember { key, open, close }| EgretMember {
+            key: key - start,
+            open: open - start,
+            close: close - start,
+        }),
+        end: end - start,
+        has_members,
+    }))
 }
 
 /// Removes the member spanning `start..end` from a top-level object, with one adjacent comma.
@@ -438,6 +464,38 @@ pub fn append_serialized(
             let egret: [&[u8]; 4] = [comma, b"\"egret\":{\"chain\":\"", hash.as_bytes(), b"\"}"];
             append_line_with(out, doc, shape.end, &egret)?;
             Some(hash)
+        }
+    }
+}
+
+/// [`append_serialized`] for a line already at the end of `out`, from byte `start` on
+/// (`shape`: its shape, counted from `start`; `None` to scan it): chained where it lies, so
+/// the line is not copied. `None` (the line taken off again) if it is not a JSON object.
+pub fn chain_in_place(
+    out: &mut Vec<u8>,
+    start: usize,
+    prev: &ChainHash,
+    shape: Option<Shape>,
+) -> Option<ChainHash> {
+    let line = out.get(start..)?;
+    let Some(shape) = shape.or_else(|| self::shape(line)) else {
+        out.truncate(start);
+        return None;
+    };
+    match shape.egret {
+        Some(egret) if egret.close > egret.open + 1 => {
+            let hash = prev.next(line);
+            let at = start + egret.close;
+            // Only the bytes after the `egret` object move: it is the last member.
+            let member = [b",\"chain\":\"".as_slice(), hash.as_bytes(), b"\""].concat();
+            out.splice(at..at, member);
+            out.push(b'\n');
+            Some(hash)
+        }
+        // Rare (an empty or missing `egret` object): rebuilt by the general path.
+        _ => {
+            let line = out.split_off(start);
+            append_serialized(out, prev, &line, shape)
         }
     }
 }
@@ -531,6 +589,33 @@ mod tests {
         let mut out = Vec::new();
         let hash = append_chained(&mut out, prev, doc.as_bytes()).unwrap();
         (String::from_utf8(out).unwrap(), hash)
+    }
+
+    #[test]
+    fn chaining_in_place_is_chaining_a_copy() {
+        let docs = [
+            r#"{"a":1,"egret":{"cgroup":2}}"#,
+            r#"{"a":1,"egret":{"cgroup":2},"after":"x"}"#,
+            r#"{"a":1,"egret":{}}"#,
+            r#"{"a":"\"egret\":{"}"#,
+            "{}",
+            "[1,2]",
+            "not json",
+        ];
+        let prev = ChainHash::GENESIS.next(b"x");
+        for doc in docs {
+            let mut copy = b"earlier\n".to_vec();
+            let expected = append_chained(&mut copy, &prev, doc.as_bytes());
+            let mut in_place = b"earlier\n".to_vec();
+            in_place.extend_from_slice(doc.as_bytes());
+            let got = chain_in_place(&mut in_place, 8, &prev, None);
+            assert_eq!(got, expected, "{doc}");
+            if expected.is_some() {
+                assert_eq!(in_place, copy, "{doc}");
+            } else {
+                assert_eq!(in_place, b"earlier\n", "{doc}: taken off again");
+            }
+        }
     }
 
     #[test]
@@ -665,6 +750,10 @@ mod tests {
         let mut out = Vec::new();
         let recorded = serialize(&doc, &mut out).unwrap().unwrap();
         assert_eq!(Some(recorded), shape(&out));
+        // Appended after other bytes, the shape still counts from the line's start.
+        let mut after = b"{\"x\":1}\n".to_vec();
+        assert_eq!(serialize(&doc, &mut after).unwrap(), Some(recorded));
+        assert_eq!(after.get(8..), Some(out.as_slice()));
         let mut a = Vec::new();
         let mut b = Vec::new();
         let h1 = append_serialized(&mut a, &ChainHash::GENESIS, &out, recorded).unwrap();

@@ -307,19 +307,29 @@ impl ChainedFile {
     /// Chains `doc` onto the pending lines (`shape` from [`chain::serialize`], else the
     /// line is scanned).
     fn push(&mut self, doc: &[u8], shape: Option<chain::Shape>) -> Result<(), OutputError> {
-        let hash = match shape {
-            Some(shape) => chain::append_serialized(&mut self.pending, &self.last, doc, shape),
-            None => chain::append_chained(&mut self.pending, &self.last, doc),
-        }
-        .ok_or_else(|| {
-            io_err(
-                &self.path,
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a line that is not a JSON object",
-                ),
-            )
-        })?;
+        let start = self.pending.len();
+        self.pending.extend_from_slice(doc);
+        self.chain_pending(start, shape)
+    }
+
+    /// Chains the line at the end of the pending lines, from `start` on (taken off again if
+    /// it is not a JSON object).
+    fn chain_pending(
+        &mut self,
+        start: usize,
+        shape: Option<chain::Shape>,
+    ) -> Result<(), OutputError> {
+        let hash = chain::chain_in_place(&mut self.pending, start, &self.last, shape).ok_or_else(
+            || {
+                io_err(
+                    &self.path,
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a line that is not a JSON object",
+                    ),
+                )
+            },
+        )?;
         self.last = hash;
         Ok(())
     }
@@ -332,6 +342,19 @@ impl ChainedFile {
         &mut self,
         doc: &[u8],
         shape: Option<chain::Shape>,
+    ) -> Result<Range<usize>, OutputError> {
+        self.append_rendered(|pending| {
+            pending.extend_from_slice(doc);
+            Ok(shape)
+        })
+    }
+
+    /// [`Self::append`] for a line `render` appends to the pending lines itself, returning
+    /// its shape (counted from where it starts) when it knows it: the line is chained where
+    /// it lies, not copied.
+    pub fn append_rendered(
+        &mut self,
+        render: impl FnOnce(&mut Vec<u8>) -> Result<Option<chain::Shape>, serde_json::Error>,
     ) -> Result<Range<usize>, OutputError> {
         if self.pending.len() >= MAX_PENDING {
             // One more try (when the back-off allows) before refusing the line.
@@ -347,8 +370,18 @@ impl ChainedFile {
                 });
             }
         }
-        let rotated = self.rotation_due(doc.len() as u64)
-            && match self.rotate() {
+        let mut start = self.pending.len();
+        let shape = match render(&mut self.pending) {
+            Ok(shape) => shape,
+            Err(err) => {
+                self.pending.truncate(start);
+                return Err(io_err(&self.path, err.into()));
+            }
+        };
+        let rotated = self.rotation_due((self.pending.len() - start) as u64) && {
+            // Rare: the line steps aside while the file rotates.
+            let line = self.pending.split_off(start);
+            let rotated = match self.rotate() {
                 Ok(()) => true,
                 Err(err) => {
                     self.rotate_not_before = Some(Instant::now() + ROTATE_BACKOFF);
@@ -356,8 +389,12 @@ impl ChainedFile {
                     false
                 }
             };
-        let from = if rotated { 0 } else { self.pending.len() };
-        self.push(doc, shape)?;
+            start = self.pending.len();
+            self.pending.extend_from_slice(&line);
+            rotated
+        };
+        let from = if rotated { 0 } else { start };
+        self.chain_pending(start, shape)?;
         self.has_lines = true;
         Ok(from..self.pending.len())
     }

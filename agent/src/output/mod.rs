@@ -116,34 +116,44 @@ impl Sink {
     /// Writes one JSON object and a newline. An error means the line is lost (and was not
     /// sent to syslog either); `Ok` means it is on its way (see [`Self::flush`]).
     pub fn write_line(&mut self, doc: &impl Serialize) -> Result<(), OutputError> {
-        let shape = chain::serialize(doc, &mut self.line).map_err(|err| OutputError::Write {
-            target: self.target_name.clone(),
-            source: err.into(),
-        })?;
-        match &mut self.target {
+        self.write_rendered(|line| chain::serialize(doc, line))
+    }
+
+    /// [`Self::write_line`] for a line `render` appends to the (empty) buffer it is given,
+    /// returning its shape when it knows it (else the chain finds it in the bytes).
+    pub fn write_rendered(
+        &mut self,
+        render: impl FnOnce(&mut Vec<u8>) -> Result<Option<chain::Shape>, serde_json::Error>,
+    ) -> Result<(), OutputError> {
+        let Self {
+            target_name,
+            target,
+            syslog,
+            line,
+        } = self;
+        let out: &mut dyn Write = match target {
             Target::File(file) => {
-                let range = file.append(&self.line, shape)?;
-                if let Some(syslog) = self.syslog.as_mut() {
+                // Rendered straight into the lines waiting to be written.
+                let range = file.append_rendered(render)?;
+                if let Some(syslog) = syslog.as_mut() {
                     send_lines(syslog, file.pending().get(range).unwrap_or_default());
                 }
                 file.write_out_if_full();
-                Ok(())
+                return Ok(());
             }
-            Target::Stdout(out) => {
-                write_plain(out, &self.line, &self.target_name)?;
-                if let Some(syslog) = self.syslog.as_mut() {
-                    syslog.send(&self.line);
-                }
-                Ok(())
-            }
-            Target::Stream(out) => {
-                write_plain(out, &self.line, &self.target_name)?;
-                if let Some(syslog) = self.syslog.as_mut() {
-                    syslog.send(&self.line);
-                }
-                Ok(())
-            }
+            Target::Stdout(out) => out,
+            Target::Stream(out) => out,
+        };
+        line.clear();
+        render(line).map_err(|err| OutputError::Write {
+            target: target_name.clone(),
+            source: err.into(),
+        })?;
+        write_plain(out, line, target_name)?;
+        if let Some(syslog) = syslog.as_mut() {
+            syslog.send(line);
         }
+        Ok(())
     }
 
     /// Writes out what is buffered; for a file also `fdatasync`: every line written before
@@ -193,7 +203,7 @@ impl Drop for Sink {
     }
 }
 
-fn write_plain(out: &mut impl Write, line: &[u8], target: &str) -> Result<(), OutputError> {
+fn write_plain(out: &mut dyn Write, line: &[u8], target: &str) -> Result<(), OutputError> {
     out.write_all(line)
         .and_then(|()| out.write_all(b"\n"))
         .map_err(|source| OutputError::Write {

@@ -507,6 +507,7 @@ fn throughput() {
         let mut prev = ChainHash::GENESIS;
         let mut out = Vec::new();
         for _ in 0..LINES {
+            buf.clear();
             let shape = super::chain::serialize(&doc, &mut buf).unwrap().unwrap();
             out.clear();
             prev = super::chain::append_serialized(&mut out, &prev, &buf, shape).unwrap();
@@ -519,6 +520,7 @@ fn throughput() {
         let mut file =
             super::file::ChainedFile::open(&nosync, &FileOptions::default(), "vm").unwrap();
         for _ in 0..LINES {
+            buf.clear();
             let shape = super::chain::serialize(&doc, &mut buf).unwrap();
             file.append(&buf, shape).unwrap();
             file.write_out_if_full();

@@ -6,11 +6,17 @@
 //! the metric line and for Prometheus, and counts a line that could not be written as dropped.
 //! Nothing else holds a sink.
 
+use serde_json::value::RawValue;
+
 use crate::{
     clock::WallClock,
     conn::ConnEnd,
     dns::state::Answer,
-    ecs::{self, ProcessJson, Stamp},
+    ecs::{
+        self,
+        writer::{self, Facts},
+        ProcessJson, Stamp,
+    },
     metrics::{Metrics, Telemetry},
     output::{OutputError, Sink},
     process::ProcessInfo,
@@ -148,10 +154,12 @@ impl Emitter {
         };
         let kind = line.kind();
         // Each document is written where it is built: a line is large, and is not moved.
+        // Connection lines, most of what egret writes, go straight from the record to bytes.
         let written = match line {
             Line::Connection { record, udp } => {
                 let rendered = process_json.get(record, clock);
-                outputs.deliver(&ecs::connection(record, udp, stamp, rendered), kind)
+                let facts = Facts::Start { udp };
+                outputs.deliver_record(record, facts, stamp, rendered, kind)
             }
             Line::End {
                 record,
@@ -159,13 +167,21 @@ impl Emitter {
                 start_seen,
             } => {
                 let rendered = process_json.get(record, clock);
-                let doc = ecs::end(record, facts, start_seen, false, stamp, rendered);
-                outputs.deliver(&doc, kind)
+                let facts = Facts::End {
+                    end: facts,
+                    start_seen,
+                    progress: false,
+                };
+                outputs.deliver_record(record, facts, stamp, rendered, kind)
             }
             Line::Progress { record, facts } => {
                 let rendered = process_json.get(record, clock);
-                let doc = ecs::end(record, facts, true, true, stamp, rendered);
-                outputs.deliver(&doc, kind)
+                let facts = Facts::End {
+                    end: facts,
+                    start_seen: true,
+                    progress: true,
+                };
+                outputs.deliver_record(record, facts, stamp, rendered, kind)
             }
             Line::Alert {
                 record,
@@ -259,13 +275,47 @@ impl Outputs {
                 }
             }
         }
+        let verdict = doc.egret.policy.as_ref().map(|p| p.verdict.as_ref());
+        self.count(main, kind, (&doc.event.kind, &doc.event.action, verdict))
+    }
+
+    /// [`Self::deliver`] for a connection line, written by [`writer::write_line`] (never an
+    /// alert).
+    fn deliver_record(
+        &mut self,
+        record: &ConnectionRecord,
+        facts: Facts<'_>,
+        stamp: Stamp<'_>,
+        rendered: Option<&RawValue>,
+        kind: Kind,
+    ) -> bool {
+        let main = self.sink.write_rendered(|line| {
+            writer::write_line(line, record, facts, stamp, rendered).map(Some)
+        });
+        let action = match facts {
+            Facts::Start { .. } => record.action.name(),
+            Facts::End { progress: true, .. } => "connection-progress",
+            Facts::End {
+                progress: false, ..
+            } => "connection-end",
+        };
+        let verdict = record.policy.as_ref().map(|p| p.verdict.name());
+        self.count(main, kind, ("event", action, verdict))
+    }
+
+    /// Counts a line the output took (Prometheus counts every line but the metric line by its
+    /// `event.kind`, `event.action` and verdict), or one it refused. True when it took it.
+    fn count(
+        &mut self,
+        main: Result<(), OutputError>,
+        kind: Kind,
+        (event_kind, action, verdict): (&str, &str, Option<&str>),
+    ) -> bool {
         match main {
             Ok(()) => {
                 self.stats.lines_written += 1;
                 if kind != Kind::Metric {
-                    let verdict = doc.egret.policy.as_ref().map(|p| p.verdict.as_ref());
-                    self.telemetry
-                        .line(&doc.event.kind, &doc.event.action, verdict);
+                    self.telemetry.line(event_kind, action, verdict);
                 }
                 true
             }

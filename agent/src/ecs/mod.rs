@@ -3,6 +3,8 @@
 //! from it, so rendering allocates little beyond the output itself. `docs/events.md` documents
 //! every field.
 
+pub mod writer;
+
 use std::borrow::Cow;
 
 use serde_json::value::RawValue;
@@ -877,7 +879,7 @@ mod tests {
 
     use super::*;
 
-    fn stamp<'a>(sequence: u64, clock: &'a WallClock, host_name: &'a str) -> Stamp<'a> {
+    pub(super) fn stamp<'a>(sequence: u64, clock: &'a WallClock, host_name: &'a str) -> Stamp<'a> {
         Stamp {
             sequence,
             clock,
@@ -890,7 +892,7 @@ mod tests {
         record::{sample, Action, Transport},
     };
 
-    fn record(action: Action) -> ConnectionRecord {
+    pub(super) fn record(action: Action) -> ConnectionRecord {
         ConnectionRecord {
             ktime_ns: 1_000_000_000,
             tid: 4243,
