@@ -318,6 +318,8 @@ pub struct OpenConn {
     pub last_progress_ns: u64,
     /// Consecutive checks that found no kernel entry (the end record may have been lost).
     pub misses: u8,
+    /// Its `connect` line is written (`--merge-short-connections` holds it to the drain's end).
+    pub start_written: bool,
     order: u64,
 }
 
@@ -351,15 +353,19 @@ impl OpenConns {
         self.open.is_empty()
     }
 
-    pub fn insert(&mut self, record: ConnectionRecord) {
+    /// Remembers a started connection (`start_written`: its `connect` line is out). Returns
+    /// the connections forgotten to make room.
+    pub fn insert(&mut self, record: ConnectionRecord, start_written: bool) -> Vec<OpenConn> {
         let cookie = record.cookie;
         self.remove(cookie);
+        let mut forgotten = Vec::new();
         while self.open.len() >= self.max {
             let Some((_, oldest)) = self.by_age.pop_first() else {
                 break;
             };
-            if self.open.remove(&oldest).is_some() {
+            if let Some(open) = self.open.remove(&oldest) {
                 self.evicted += 1;
+                forgotten.push(open);
             }
         }
         self.next += 1;
@@ -370,9 +376,11 @@ impl OpenConns {
                 last_progress_ns: record.ktime_ns,
                 record,
                 misses: 0,
+                start_written,
                 order: self.next,
             },
         );
+        forgotten
     }
 
     pub fn get_mut(&mut self, cookie: u64) -> Option<&mut OpenConn> {
@@ -649,9 +657,9 @@ mod tests {
     #[test]
     fn open_connections_are_bounded_oldest_first() {
         let mut open = OpenConns::new(2);
-        open.insert(record(1, 80));
-        open.insert(record(2, 80));
-        open.insert(record(3, 80));
+        open.insert(record(1, 80), true);
+        open.insert(record(2, 80), true);
+        open.insert(record(3, 80), true);
         assert_eq!(open.len(), 2);
         assert_eq!(open.evicted, 1);
         assert!(open.remove(1).is_none());

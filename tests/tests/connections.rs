@@ -403,6 +403,91 @@ fn connection_ends_can_be_turned_off() -> Result<()> {
     })
 }
 
+/// `--merge-short-connections on`: a connection that ends within the drain that saw it start
+/// gets one line (its end line, `event.type` `[connection, start, end]`); one that lives
+/// longer gets its two lines, as always. Every connection has exactly one start and one end.
+#[test]
+fn short_connections_can_be_merged_into_one_line() -> Result<()> {
+    // A long drain interval: a connection of a few ms almost always falls within one drain.
+    let args = [
+        "--merge-short-connections",
+        "on",
+        "--drain-interval-ms",
+        "500",
+    ];
+    Harness::with_egret("conn-merge", &args, |mut h| {
+        let short = ExchangeServer::start(socket_addr("127.0.0.1:0")?, 10, 10, false)?;
+        let long = ExchangeServer::start(socket_addr("127.0.0.1:0")?, 10, 10, false)?;
+        let (short_port, long_port) = (short.port().to_string(), long.port().to_string());
+        const SHORT: usize = 10;
+        for _ in 0..SHORT {
+            let args = ["tcp-exchange", "127.0.0.1", &short_port, "--send", "10"];
+            h.run(&mut command(CLIENT, &args))?;
+        }
+        let hold = ["--send", "10", "--hold-ms", "1500"];
+        let args = [["tcp-exchange", "127.0.0.1", &long_port].as_slice(), &hold].concat();
+        h.run(&mut command(CLIENT, &args))?;
+        h.egret
+            .wait_for_count(|v| is_end(v, short.port()), SHORT, LINE_TIMEOUT)?;
+        h.egret.wait_for(|v| is_end(v, long.port()), LINE_TIMEOUT)?;
+        let lines = h.egret.events()?;
+        let of = |port: u16, action: &str| -> Vec<&Value> {
+            lines
+                .iter()
+                .filter(|v| is_flow(v, action, "tcp", port))
+                .collect()
+        };
+        let merged = |v: &Value| {
+            field(v, "event.type") == Some(&serde_json::json!(["connection", "start", "end"]))
+        };
+        // Short: each connection's start is its connect line or its one merged line.
+        let (short_connects, short_ends) = (
+            of(short.port(), "connect"),
+            of(short.port(), "connection-end"),
+        );
+        let one_line = short_ends.iter().filter(|v| merged(v)).count();
+        ensure!(
+            short_ends.len() == SHORT && short_connects.len() + one_line == SHORT,
+            "{} connect lines and {} end lines ({one_line} merged) for {SHORT} connections",
+            short_connects.len(),
+            short_ends.len()
+        );
+        ensure!(
+            one_line * 2 >= SHORT,
+            "only {one_line} of {SHORT} short connections got one line"
+        );
+        for end in short_ends.iter().filter(|v| merged(v)) {
+            for path in [
+                "process.executable",
+                "destination.ip",
+                "egret.policy.verdict",
+                "event.start",
+            ] {
+                ensure!(
+                    field(end, path).is_some(),
+                    "merged line without {path}
+line: {end}"
+                );
+            }
+            check_field_u64(end, "source.bytes", 10)?;
+        }
+        // Long: its two lines, joined by their id.
+        let (connects, ends) = (
+            of(long.port(), "connect"),
+            of(long.port(), "connection-end"),
+        );
+        ensure!(
+            connects.len() == 1 && ends.len() == 1 && !ends.iter().any(|v| merged(v)),
+            "long connection: {connects:?} {ends:?}"
+        );
+        ensure!(
+            field(connects[0], "egret.connection.id") == field(ends[0], "egret.connection.id"),
+            "long connection's lines not joined"
+        );
+        h.finish()
+    })
+}
+
 /// A connection opened before egret started is found (sock_diag) and closed out when its
 /// application releases it: an end line with its addresses and `start_seen: false`.
 #[test]

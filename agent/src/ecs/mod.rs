@@ -518,13 +518,45 @@ fn egret<'a>(
     }
 }
 
-/// A TCP connection's end line (or, with `progress`, a line while it is open): the start
-/// line's identity plus outcome, duration, latency, bytes and the error.
+/// Which line of a TCP connection's end facts: its end, its end and start in one
+/// (`--merge-short-connections`), or progress while it is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndLine {
+    /// `connection-end`, `event.type` `[connection, end]`.
+    End,
+    /// `connection-end` of a connection whose `connect` line was not written:
+    /// `event.type` `[connection, start, end]`.
+    StartAndEnd,
+    /// `connection-progress`, `event.type` `[connection, info]`.
+    Progress,
+}
+
+impl EndLine {
+    /// `event.type`.
+    pub fn types(self) -> &'static [&'static str] {
+        match self {
+            Self::End => &["connection", "end"],
+            Self::StartAndEnd => &["connection", "start", "end"],
+            Self::Progress => &["connection", "info"],
+        }
+    }
+
+    /// `event.action`.
+    pub fn action(self) -> &'static str {
+        match self {
+            Self::End | Self::StartAndEnd => "connection-end",
+            Self::Progress => "connection-progress",
+        }
+    }
+}
+
+/// A TCP connection's end line (or a line while it is open, or its one line: `kind`): the
+/// start line's identity plus outcome, duration, latency, bytes and the error.
 pub fn end<'a>(
     record: &'a ConnectionRecord,
     end: &ConnEnd,
     start_seen: bool,
-    progress: bool,
+    kind: EndLine,
     stamp: Stamp<'a>,
     rendered: Option<&'a RawValue>,
 ) -> Document<'a> {
@@ -542,15 +574,14 @@ pub fn end<'a>(
         state_lost: _,
         end_ns,
     } = end;
+    let progress = kind == EndLine::Progress;
     let mut doc = connection(record, None, stamp, rendered);
     doc.timestamp = stamp.at(*end_ns);
+    doc.event.types = Keywords::Static(kind.types());
+    doc.event.action = Cow::Borrowed(kind.action());
     if progress {
-        doc.event.types = Keywords::Static(&["connection", "info"]);
-        doc.event.action = Cow::Borrowed("connection-progress");
         doc.event.outcome = None;
     } else {
-        doc.event.types = Keywords::Static(&["connection", "end"]);
-        doc.event.action = Cow::Borrowed("connection-end");
         doc.event.outcome = Some(Cow::Borrowed(outcome.name()));
         doc.event.end = Some(stamp.at(*end_ns));
     }
@@ -1008,7 +1039,7 @@ mod tests {
             &rec,
             &end,
             true,
-            false,
+            EndLine::End,
             stamp(2, &clock, "h"),
             None,
         ))

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::{
-    egret_first_bytes, egret_process, errno_error, login, process, FirstBytesFields, Stamp,
+    egret_first_bytes, egret_process, errno_error, login, process, EndLine, FirstBytesFields, Stamp,
 };
 use crate::{
     conn::{ConnEnd, ConnectionIdText, Outcome},
@@ -30,11 +30,11 @@ use crate::{
 pub enum Facts<'a> {
     /// A `connect` line; with `Some`, a UDP flow's `send` line and the flow's summary.
     Start { udp: Option<UdpSummary> },
-    /// A `connection-end` line, or with `progress` a `connection-progress` line.
+    /// A `connection-end` line (or its kind of end line).
     End {
         end: &'a ConnEnd,
         start_seen: bool,
-        progress: bool,
+        kind: EndLine,
     },
 }
 
@@ -75,8 +75,8 @@ fn write_document(
         Facts::End {
             end,
             start_seen,
-            progress,
-        } => (None, Some((end, start_seen, progress))),
+            kind,
+        } => (None, Some((end, start_seen, kind))),
     };
     let mut top = Members::open(out);
     top.key(out, "@timestamp");
@@ -127,7 +127,7 @@ fn write_event(
     out: &mut Vec<u8>,
     record: &ConnectionRecord,
     udp: Option<UdpSummary>,
-    end: Option<(&ConnEnd, bool, bool)>,
+    end: Option<(&ConnEnd, bool, EndLine)>,
     stamp: Stamp<'_>,
 ) {
     let (outcome, types, action): (Option<&str>, &[&str], &str) = match end {
@@ -140,12 +140,10 @@ fn write_event(
             udp.map_or(&["connection", "start"], UdpSummary::types),
             record.action.name(),
         ),
-        Some((_, _, true)) => (None, &["connection", "info"], "connection-progress"),
-        Some((facts, _, false)) => (
-            Some(facts.outcome.name()),
-            &["connection", "end"],
-            "connection-end",
-        ),
+        Some((_, _, EndLine::Progress)) => {
+            (None, EndLine::Progress.types(), EndLine::Progress.action())
+        }
+        Some((facts, _, kind)) => (Some(facts.outcome.name()), kind.types(), kind.action()),
     };
     let mut event = Members::open(out);
     event.key(out, "kind");
@@ -168,10 +166,10 @@ fn write_event(
     number(out, stamp.sequence);
     let (start, finish, duration) = match (udp, end) {
         (Some(u), _) => (Some(u.first_ns), Some(u.last_ns), None),
-        (None, Some((facts, _, progress))) => (
+        (None, Some((facts, _, kind))) => (
             // Without a duration the start is unknown (a connection older than egret).
             facts.duration_ns.map(|_| record.ktime_ns),
-            (!progress).then_some(facts.end_ns),
+            (kind != EndLine::Progress).then_some(facts.end_ns),
             facts.duration_ns,
         ),
         (None, None) => (None, None, None),
@@ -296,7 +294,7 @@ fn write_egret(
     out: &mut Vec<u8>,
     record: &ConnectionRecord,
     udp: Option<UdpSummary>,
-    end: Option<(&ConnEnd, bool, bool)>,
+    end: Option<(&ConnEnd, bool, EndLine)>,
 ) -> Result<(), serde_json::Error> {
     let mut egret = Members::open(out);
     egret.key(out, "cgroup");
@@ -392,7 +390,7 @@ fn write_connection_id(
     out: &mut Vec<u8>,
     egret: &mut Members,
     record: &ConnectionRecord,
-    end: Option<(&ConnEnd, bool, bool)>,
+    end: Option<(&ConnEnd, bool, EndLine)>,
 ) {
     egret.key(out, "connection");
     let mut connection = Members::open(out);
@@ -402,7 +400,7 @@ fn write_connection_id(
         Transport::Tcp => write!(out, "\"{id}\""),
         _ => write!(out, "\"{id}-{}-{}\"", record.ip, record.port),
     };
-    if let Some((_, start_seen, false)) = end {
+    if let Some((_, start_seen, EndLine::End | EndLine::StartAndEnd)) = end {
         connection.key(out, "start_seen");
         out.extend_from_slice(if start_seen { b"true" } else { b"false" });
     }
@@ -681,8 +679,8 @@ mod tests {
                 Facts::End {
                     end,
                     start_seen,
-                    progress,
-                } => ecs::end(record, end, start_seen, progress, stamp, raw),
+                    kind,
+                } => ecs::end(record, end, start_seen, kind, stamp, raw),
             };
             let mut expected = Vec::new();
             chain::serialize(&doc, &mut expected).unwrap();
@@ -721,17 +719,19 @@ mod tests {
             assert_same(record, Facts::Start { udp: None }, &format!("connect {i}"));
             assert_same(record, Facts::Start { udp: Some(udp) }, &format!("udp {i}"));
             for (j, end) in ends().iter().enumerate() {
-                for (start_seen, progress) in [(true, false), (false, false), (true, true)] {
+                for (start_seen, kind) in [
+                    (true, EndLine::End),
+                    (false, EndLine::End),
+                    (true, EndLine::StartAndEnd),
+                    (true, EndLine::Progress),
+                ] {
                     let facts = Facts::End {
                         end,
                         start_seen,
-                        progress,
+                        kind,
                     };
-                    assert_same(
-                        record,
-                        facts,
-                        &format!("end {i}.{j} {start_seen} {progress}"),
-                    );
+                    let what = format!("end {i}.{j} {start_seen} {kind:?}");
+                    assert_same(record, facts, &what);
                 }
             }
         }

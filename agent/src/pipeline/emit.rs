@@ -15,7 +15,7 @@ use crate::{
     ecs::{
         self,
         writer::{self, Facts},
-        ProcessJson, Stamp,
+        EndLine, ProcessJson, Stamp,
     },
     metrics::{Metrics, Telemetry},
     output::{OutputError, Sink},
@@ -39,6 +39,9 @@ pub enum Line<'a> {
         facts: &'a ConnEnd,
         /// False when egret never saw the start (older than egret, or forgotten).
         start_seen: bool,
+        /// Its `connect` line was not written: this line is its start too
+        /// (`--merge-short-connections`).
+        with_start: bool,
     },
     /// A `connection-progress` line of a TCP connection still open.
     Progress {
@@ -165,12 +168,17 @@ impl Emitter {
                 record,
                 facts,
                 start_seen,
+                with_start,
             } => {
                 let rendered = process_json.get(record, clock);
                 let facts = Facts::End {
                     end: facts,
                     start_seen,
-                    progress: false,
+                    kind: if with_start {
+                        EndLine::StartAndEnd
+                    } else {
+                        EndLine::End
+                    },
                 };
                 outputs.deliver_record(record, facts, stamp, rendered, kind)
             }
@@ -179,7 +187,7 @@ impl Emitter {
                 let facts = Facts::End {
                     end: facts,
                     start_seen: true,
-                    progress: true,
+                    kind: EndLine::Progress,
                 };
                 outputs.deliver_record(record, facts, stamp, rendered, kind)
             }
@@ -292,14 +300,22 @@ impl Outputs {
         let main = self.sink.write_rendered(|line| {
             writer::write_line(line, record, facts, stamp, rendered).map(Some)
         });
+        let verdict = record.policy.as_ref().map(|p| p.verdict.name());
         let action = match facts {
             Facts::Start { .. } => record.action.name(),
-            Facts::End { progress: true, .. } => "connection-progress",
-            Facts::End {
-                progress: false, ..
-            } => "connection-end",
+            Facts::End { kind, .. } => kind.action(),
         };
-        let verdict = record.policy.as_ref().map(|p| p.verdict.name());
+        if let (
+            Ok(()),
+            Facts::End {
+                kind: EndLine::StartAndEnd,
+                ..
+            },
+        ) = (&main, facts)
+        {
+            // One line for both: Prometheus still counts the connect, so rates stay right.
+            self.telemetry.line("event", record.action.name(), verdict);
+        }
         self.count(main, kind, ("event", action, verdict))
     }
 

@@ -121,6 +121,11 @@ pub struct Lifecycle {
     tcp: OpenConns,
     /// `--connection-ends on`: follow TCP connections to their end.
     track_tcp: bool,
+    /// `--merge-short-connections on`: a TCP connection's `connect` line waits for the end of
+    /// the drain; one that ended by then gets one line.
+    merge_short: bool,
+    /// Connections whose `connect` line waits for the end of the drain, in order.
+    starts_waiting: Vec<u64>,
     progress_interval_ns: Option<u64>,
     /// When open connections were last checked for ends that never came.
     lost_check_ns: u64,
@@ -141,6 +146,7 @@ impl Lifecycle {
             udp_report_interval,
             failure_alert_count: _,
             failure_alert_window: _,
+            merge_short,
         } = config;
         Self {
             udp: UdpFlows::default(),
@@ -148,6 +154,8 @@ impl Lifecycle {
             udp_report_interval_ns: duration_ns(*udp_report_interval),
             tcp: OpenConns::new(OPEN_CONNS_MAX),
             track_tcp: *ends,
+            merge_short: *merge_short && *ends,
+            starts_waiting: Vec::new(),
             progress_interval_ns: progress_interval.map(duration_ns),
             lost_check_ns: now_ns,
             preexisting: HashMap::new(),
@@ -174,27 +182,42 @@ impl Lifecycle {
         }
     }
 
-    /// A judged connection starts: its line now (a UDP flow's line when the flow ends), and
-    /// what follows it.
-    pub fn start(&mut self, mut record: ConnectionRecord, start: Start, out: &mut Emitter) {
+    /// A judged connection starts: its line now (a UDP flow's line when the flow ends; with
+    /// `--merge-short-connections`, a TCP connection's at the end of the drain, unless
+    /// `alone` is false: an alert about it follows), and what follows it.
+    pub fn start(
+        &mut self,
+        mut record: ConnectionRecord,
+        start: Start,
+        alone: bool,
+        out: &mut Emitter,
+    ) {
         match start.flow {
             None => {
+                let tcp = record.transport == Transport::Tcp && record.action == Action::Connect;
+                let follow = tcp && self.track_tcp && !record.blocked();
+                if follow && self.merge_short && alone {
+                    self.starts_waiting.push(record.cookie);
+                    let forgotten = self.tcp.insert(record, false);
+                    write_forgotten_starts(out, &forgotten);
+                    return;
+                }
                 out.emit(Line::Connection {
                     record: &record,
                     udp: None,
                 });
-                if record.transport == Transport::Tcp && record.action == Action::Connect {
-                    if record.blocked() {
-                        // Refused in the kernel: it ends where it started.
-                        let end = conn::blocked(record.ktime_ns);
-                        out.emit(Line::End {
-                            record: &record,
-                            facts: &end,
-                            start_seen: true,
-                        });
-                    } else if self.track_tcp {
-                        self.tcp.insert(record);
-                    }
+                if follow {
+                    let forgotten = self.tcp.insert(record, true);
+                    write_forgotten_starts(out, &forgotten);
+                } else if tcp && record.blocked() {
+                    // Refused in the kernel: it ends where it started.
+                    let end = conn::blocked(record.ktime_ns);
+                    out.emit(Line::End {
+                        record: &record,
+                        facts: &end,
+                        start_seen: true,
+                        with_start: false,
+                    });
                 }
             }
             // A connected socket's `connect` line goes out now; its datagrams are summed up
@@ -221,6 +244,20 @@ impl Lifecycle {
                 if let Some(ended) = self.udp.open(key, record, prev_datagrams, 1) {
                     write_flow(out, &ended);
                 }
+            }
+        }
+    }
+
+    /// The end of a drain (and before anything else is written): the `connect` lines that
+    /// waited for it, of connections still open.
+    pub fn write_waiting_starts(&mut self, out: &mut Emitter) {
+        for cookie in self.starts_waiting.drain(..) {
+            if let Some(open) = self.tcp.get_mut(cookie).filter(|o| !o.start_written) {
+                open.start_written = true;
+                out.emit(Line::Connection {
+                    record: &open.record,
+                    udp: None,
+                });
             }
         }
     }
@@ -257,15 +294,15 @@ impl Lifecycle {
             self.on_preexisting_end(ev, recover, out);
             return None;
         }
-        let (record, start_seen) = match self.tcp.remove(ev.cookie) {
-            Some(open) => (open.record, true),
+        let (record, start_seen, with_start) = match self.tcp.remove(ev.cookie) {
+            Some(open) => (open.record, true, !open.start_written),
             None => {
                 let Some(record) = recover(ev) else {
                     self.dropped += 1;
                     return None;
                 };
                 self.ends_without_start += 1;
-                (record, false)
+                (record, false, false)
             }
         };
         let end = conn::summarize(ev, Some(record.ktime_ns));
@@ -273,6 +310,7 @@ impl Lifecycle {
             record: &record,
             facts: &end,
             start_seen,
+            with_start,
         });
         Some((record, end))
     }
@@ -300,6 +338,7 @@ impl Lifecycle {
             record: &record,
             facts: &end,
             start_seen: false,
+            with_start: false,
         });
     }
 
@@ -320,6 +359,7 @@ impl Lifecycle {
     /// connections whose end record never came (their kernel entry is gone on two checks in a
     /// row).
     pub fn tick_tcp(&mut self, now_ns: u64, kernel: &impl KernelView, out: &mut Emitter) {
+        self.write_waiting_starts(out);
         let check_lost = now_ns.saturating_sub(self.lost_check_ns) >= LOST_CHECK_NS;
         if check_lost {
             self.lost_check_ns = now_ns;
@@ -365,6 +405,7 @@ impl Lifecycle {
                 record: &open.record,
                 facts: &end,
                 start_seen: true,
+                with_start: !open.start_written,
             });
         }
     }
@@ -372,6 +413,7 @@ impl Lifecycle {
     /// egret stops: a last progress line for each open connection (with what the kernel
     /// knows), and every UDP flow's line.
     pub fn shutdown(&mut self, now_ns: u64, kernel: &impl KernelView, out: &mut Emitter) {
+        self.write_waiting_starts(out);
         for open in self.tcp.drain() {
             if let Some(state) = kernel.conn(open.record.cookie) {
                 let facts = conn::progress(&state, open.record.ktime_ns, now_ns);
@@ -384,6 +426,17 @@ impl Lifecycle {
         for report in &self.udp.drain(|key| kernel.udp_flow(key)) {
             write_flow(out, report);
         }
+    }
+}
+
+/// Connections forgotten to make room whose `connect` line still waited: written now, or
+/// never.
+fn write_forgotten_starts(out: &mut Emitter, forgotten: &[conn::OpenConn]) {
+    for open in forgotten.iter().filter(|o| !o.start_written) {
+        out.emit(Line::Connection {
+            record: &open.record,
+            udp: None,
+        });
     }
 }
 

@@ -153,7 +153,8 @@ impl Pipeline {
             // First bytes read while it waited for its container: their name counts too.
             alert = self.judgement.judge_name(&mut record);
         }
-        self.lifecycle.start(record, start, &mut self.emitter);
+        self.lifecycle
+            .start(record, start, alert.is_none(), &mut self.emitter);
         if let Some(alert) = alert {
             self.emitter.emit(self.judgement.alert_line(&alert));
         }
@@ -317,6 +318,7 @@ impl Pipeline {
     /// containers earn their scope bits, and block mode's pending kernel updates are installed.
     pub fn after_drain(&mut self, policy: &mut impl PolicyKernel, kernel: &impl KernelView) {
         self.release_waiting();
+        self.lifecycle.write_waiting_starts(&mut self.emitter);
         self.check_held(Instant::now());
         self.apply_name_checks(policy);
         self.judgement.install_pending(policy);

@@ -57,6 +57,7 @@ struct Setup {
     dns_events: bool,
     failure_alert_count: u64,
     container_grace: Duration,
+    merge_short: bool,
 }
 
 impl Default for Setup {
@@ -66,6 +67,7 @@ impl Default for Setup {
             dns_events: false,
             failure_alert_count: 5,
             container_grace: Duration::from_millis(500),
+            merge_short: false,
         }
     }
 }
@@ -91,6 +93,7 @@ impl Rig {
         config.dns.events = setup.dns_events;
         config.connections.failure_alert_count = setup.failure_alert_count;
         config.containers.grace = setup.container_grace;
+        config.connections.merge_short = setup.merge_short;
         config.containers.containerd_socket = None;
         config.containers.docker_socket = None;
         config.containers.podman_socket = None;
@@ -209,6 +212,102 @@ fn a_tcp_connection_gets_a_start_and_an_end_line_joined_by_its_id() {
         ),
         (3, 1, 0, 2, 0),
         "exec, connect, end"
+    );
+}
+
+#[test]
+fn merged_short_connections_get_one_line_and_longer_ones_two() {
+    let mut rig = Rig::with(Setup {
+        merge_short: true,
+        ..Setup::default()
+    });
+    rig.exec_curl();
+    // Connect and end in one drain: one line.
+    let short = [
+        bytes(&connect(EventKind::Connect, 7, "127.0.0.1", 8080, SECOND)),
+        bytes(&conn_end(7, "127.0.0.1", 8080, CLOSED, 0)),
+    ];
+    for record in &short {
+        rig.pipeline.handle(record, &rig.kernel);
+    }
+    rig.pipeline.after_drain(&mut rig.policy, &rig.kernel);
+    // Connect in one drain, end in the next: two lines, as without merging.
+    rig.feed(&connect(
+        EventKind::Connect,
+        8,
+        "127.0.0.1",
+        8081,
+        2 * SECOND,
+    ));
+    rig.feed(&conn_end(8, "127.0.0.1", 8081, CLOSED, 0));
+    // An unapproved one keeps its connect line ahead of its alert.
+    let unapproved = [
+        bytes(&connect(
+            EventKind::Connect,
+            9,
+            "203.0.113.9",
+            443,
+            3 * SECOND,
+        )),
+        bytes(&conn_end(9, "203.0.113.9", 443, CLOSED, 0)),
+    ];
+    for record in &unapproved {
+        rig.pipeline.handle(record, &rig.kernel);
+    }
+    rig.pipeline.after_drain(&mut rig.policy, &rig.kernel);
+    let lines = rig.lines();
+    assert_eq!(
+        actions(&lines),
+        [
+            "connection-end",
+            "connect",
+            "connection-end",
+            "connect",
+            "connect",
+            "connection-end"
+        ]
+    );
+    let merged = &lines[0];
+    assert_eq!(
+        field(merged, "event.type"),
+        &serde_json::json!(["connection", "start", "end"])
+    );
+    assert_eq!(field(merged, "egret.connection.start_seen"), true);
+    assert_eq!(field(merged, "process.executable"), "/usr/bin/curl");
+    assert_eq!(field(merged, "destination.port"), 8080);
+    assert_eq!(field(merged, "event.outcome"), "success");
+    assert!(field(merged, "event.start").is_string(), "{merged}");
+    assert_eq!(
+        field(&lines[2], "event.type"),
+        &serde_json::json!(["connection", "end"])
+    );
+    assert_eq!(field(&lines[4], "event.kind"), "alert");
+    let metrics = rig.metrics();
+    assert_eq!((metrics.tcp_connection_ends, metrics.lines_written), (3, 6));
+}
+
+#[test]
+fn merging_waits_only_for_the_drain() {
+    let mut rig = Rig::with(Setup {
+        merge_short: true,
+        ..Setup::default()
+    });
+    rig.feed(&connect(EventKind::Connect, 7, "127.0.0.1", 8080, SECOND));
+    assert_eq!(
+        actions(&rig.lines()),
+        ["connect"],
+        "written at the drain's end"
+    );
+    rig.pipeline.handle(
+        &bytes(&connect(EventKind::Connect, 8, "127.0.0.1", 8081, SECOND)),
+        &rig.kernel,
+    );
+    rig.pipeline.shutdown(&rig.kernel);
+    let lines = rig.lines();
+    assert_eq!(
+        actions(&lines)[..2],
+        ["connect", "connect"],
+        "a start still waiting at shutdown is written"
     );
 }
 

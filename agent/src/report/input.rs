@@ -254,9 +254,11 @@ pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
             // line (type `start`, or no type: older egret), its later ones add datagrams. A
             // TCP end line names what its start line could not; progress lines are about
             // connections already counted.
+            // A TCP connection's one line (`--merge-short-connections`) is its start and end.
+            let merged = event.action == "connection-end" && has_type("start") && has_type("end");
             let (counted, new) = match event.action.as_ref() {
                 "send" => (true, event.types.is_empty() || has_type("start")),
-                _ => (has_type("start") && !has_type("end"), true),
+                _ => (has_type("start") && (!has_type("end") || merged), true),
             };
             if !counted && has_type("end") && event.action != "send" && has_connection_id(&doc) {
                 return observation(doc).map(|o| {
@@ -270,7 +272,14 @@ pub fn classify(bytes: &[u8]) -> Result<Line<'_>, String> {
             // A start line that is not about a destination (a future kind of event) is not a
             // connection.
             if counted && doc.destination.is_some() {
-                observation(doc).map(|o| Line::Connection(Observation { new, ..o }))
+                observation(doc).map(|o| {
+                    Line::Connection(Observation {
+                        new,
+                        // Nothing follows it to join.
+                        connection_id: o.connection_id.filter(|_| !merged),
+                        ..o
+                    })
+                })
             } else {
                 Ok(Line::Ignored)
             }
@@ -565,6 +574,14 @@ mod tests {
             .replace(r#""connection-end""#, r#""send""#)
             .replace(r#""tcp""#, r#""udp""#);
         assert!(matches!(classify(send.as_bytes()), Ok(Line::Connection(o)) if !o.new));
+        // A short connection's one line (`--merge-short-connections`) is counted, with what
+        // its first bytes named, and waits for nothing.
+        let merged = END.replace(r#"["connection","end"]"#, r#"["connection","start","end"]"#);
+        let Ok(Line::Connection(one)) = classify(merged.as_bytes()) else {
+            panic!("a merged line is a connection");
+        };
+        assert!(one.new && !one.waits_for_end());
+        assert_eq!(one.http.and_then(|h| h.status), Some(404));
         let bad = END.replace("2026-11-22T06:01:42Z", "soon");
         assert!(classify(bad.as_bytes()).is_err(), "an end line is checked");
     }
