@@ -702,6 +702,22 @@ mod tests {
     }
 
     #[test]
+    fn escapes_every_string_as_serde_does() {
+        let mut texts: Vec<String> = (0u8..=0x7f)
+            .flat_map(|a| [0x00u8, b'a', b'"', 0x1f, 0x7f].map(move |b| [a, b, a]))
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .collect();
+        texts.extend(
+            ["", "é\u{2028}😀\\\"", "\u{0}\u{1b}[31mred", "tab\tnl\ncr\r"].map(String::from),
+        );
+        for text in texts {
+            let mut out = Vec::new();
+            string(&mut out, &text);
+            assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{text:?}");
+        }
+    }
+
+    #[test]
     fn writes_what_serde_writes() {
         let udp = UdpSummary {
             datagrams: 1000,
