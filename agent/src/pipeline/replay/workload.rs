@@ -171,13 +171,14 @@ pub struct Workload {
     now_ns: u64,
     block: bool,
     first_bytes: bool,
+    ends: bool,
     long_entry_args: bool,
     services: Vec<Task>,
     /// The session the services and commands run in (the shell's).
     session: u32,
     next_pid: u32,
     next_cookie: u64,
-    ends: BinaryHeap<Reverse<PendingEnd>>,
+    pending_ends: BinaryHeap<Reverse<PendingEnd>>,
     /// The names answered so far.
     resolved: Vec<bool>,
     /// UDP flows released in the previous drain: their kernel entries go before the next.
@@ -200,6 +201,7 @@ impl Workload {
         let Options {
             block,
             first_bytes,
+            ends,
             long_entry_args,
         } = options;
         Self {
@@ -209,12 +211,13 @@ impl Workload {
             now_ns: base_ns,
             block,
             first_bytes,
+            ends,
             long_entry_args,
             services: Vec::new(),
             session: PID_BASE + 3,
             next_pid: PID_BASE + 100,
             next_cookie: 1 << 32,
-            ends: BinaryHeap::new(),
+            pending_ends: BinaryHeap::new(),
             resolved: vec![false; NAMES],
             released: Vec::new(),
             counts: Counts::default(),
@@ -296,18 +299,18 @@ impl Workload {
         for key in self.released.drain(..) {
             kernel.udp_flows.remove(&key);
         }
-        while let Some(Reverse(end)) = self.ends.pop() {
+        while let Some(Reverse(end)) = self.pending_ends.pop() {
             self.push(out, &end.event);
         }
     }
 
     fn due_ends(&mut self, out: &mut Batch) {
         while self
-            .ends
+            .pending_ends
             .peek()
             .is_some_and(|Reverse(end)| end.due <= self.counts.records)
         {
-            if let Some(Reverse(mut end)) = self.ends.pop() {
+            if let Some(Reverse(mut end)) = self.pending_ends.pop() {
                 end.event.header.ktime_ns = self.now_ns;
                 self.push(out, &end.event);
             }
@@ -485,6 +488,9 @@ impl Workload {
         if self.first_bytes && (port == 80 || port == 443) {
             self.first_flight(out, task, cookie, port);
         }
+        if !self.ends {
+            return;
+        }
         let mut end = synthetic::conn_end(cookie, to, port, CLOSED, 0);
         end.header = self.header(EventKind::ConnEnd, task.cgroup_id, task.pid, task.comm);
         end.connect_ns = self.now_ns;
@@ -494,7 +500,7 @@ impl Workload {
         end.local_port = 32_768 + u16::try_from(cookie % 28_000).unwrap_or(0);
         // Ends come within about two drains of 256 records.
         let due = self.counts.records + 1 + self.rng.below(512);
-        self.ends.push(Reverse(PendingEnd { due, event: end }));
+        self.pending_ends.push(Reverse(PendingEnd { due, event: end }));
     }
 
     fn first_flight(&mut self, out: &mut Batch, task: Task, cookie: u64, port: u16) {
@@ -564,6 +570,8 @@ pub struct Options {
     pub block: bool,
     /// Connections to ports 80 and 443 carry their first bytes.
     pub first_bytes: bool,
+    /// The kernel follows TCP connections to their end (`--connection-ends on`).
+    pub ends: bool,
     /// The entry leader has a 1 KB argument (this development sandbox's).
     pub long_entry_args: bool,
 }
