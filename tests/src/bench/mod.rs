@@ -275,6 +275,7 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
         replay_only: _,
         replay_connections: _,
         replay_variants: _,
+        replay_dir: _,
     } = *options;
     let workloads = chosen_workloads(workloads);
     let tools = Tools::locate(&workloads)?;

@@ -40,6 +40,10 @@ pub struct BenchOptions {
     /// long-entry-args, first-bytes, block, starts-only).
     #[arg(long = "replay-variant", value_enum)]
     pub replay_variants: Vec<ReplayVariant>,
+    /// Where the replay writes its output (default: target/bench); e.g. a tmpfs, to leave
+    /// the file system's own cost out of the system time.
+    #[arg(long, value_name = "DIR")]
+    pub replay_dir: Option<std::path::PathBuf>,
 }
 
 /// What the replay's pipeline and workload are set to (`cargo xtask bench --replay`).
@@ -107,10 +111,11 @@ mod tests {
             replay_only,
             replay_connections,
             replay_variants,
+            replay_dir,
         } = parse(&[])?;
         assert_eq!((rounds, duration_ms, policy_rules), (3, 2000, 1000));
         assert!(workloads.is_empty());
-        assert!(!replay && !replay_only && replay_variants.is_empty());
+        assert!(!replay && !replay_only && replay_variants.is_empty() && replay_dir.is_none());
         assert_eq!(replay_connections, 200_000);
         Ok(())
     }

@@ -132,7 +132,11 @@ fn run_variant(
     variant: ReplayVariant,
     work_dir: &Path,
 ) -> Result<VariantSummary> {
-    let dir = work_dir.join(format!("replay-{}", variant.name()));
+    let dir = options
+        .replay_dir
+        .as_deref()
+        .unwrap_or(work_dir)
+        .join(format!("egret-replay-{}", variant.name()));
     let mut reports = Vec::new();
     for round in 1..=options.rounds {
         // A fresh directory each round; the output (hundreds of MB) goes once measured.
