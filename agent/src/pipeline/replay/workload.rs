@@ -349,7 +349,12 @@ impl Workload {
             Kind::Internal => {
                 let n = self.rng.below(16);
                 let address = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 10 + n as u8));
-                let port = [5432, 6379, 9200, 8080][usize::try_from(n % 4).unwrap_or(0)];
+                let port = match n % 4 {
+                    0 => 5432,
+                    1 => 6379,
+                    2 => 9200,
+                    _ => 8080,
+                };
                 self.tcp(out, task, address, port);
             }
             Kind::Loopback => self.tcp(out, task, IpAddr::V4(Ipv4Addr::LOCALHOST), 15001),
@@ -500,7 +505,8 @@ impl Workload {
         end.local_port = 32_768 + u16::try_from(cookie % 28_000).unwrap_or(0);
         // Ends come within about two drains of 256 records.
         let due = self.counts.records + 1 + self.rng.below(512);
-        self.pending_ends.push(Reverse(PendingEnd { due, event: end }));
+        self.pending_ends
+            .push(Reverse(PendingEnd { due, event: end }));
     }
 
     fn first_flight(&mut self, out: &mut Batch, task: Task, cookie: u64, port: u16) {
@@ -621,13 +627,14 @@ fn host(n: usize, i: u64) -> (IpAddr, String) {
         "svc.payments.example.org",
         "cdn.example.io",
     ];
-    let name = format!("node-{n:03}.{}", ZONES[n % ZONES.len()]);
+    let zone = ZONES.get(n % ZONES.len()).copied().unwrap_or("example.com");
+    let name = format!("node-{n:03}.{zone}");
     let n16 = u16::try_from(n).unwrap_or(0);
     let i16 = u16::try_from(i % 3).unwrap_or(0);
     let address = if n % 8 == 7 {
         IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, n16, i16 + 1))
     } else {
-        let base = if n % 2 == 0 {
+        let base = if n.is_multiple_of(2) {
             [203, 0, 113]
         } else {
             [198, 51, 100]
