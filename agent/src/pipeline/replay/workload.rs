@@ -4,16 +4,22 @@
 //! The node (see `docs/performance.md`, "The replay benchmark"):
 //! - a process tree: an init, `sshd`, the entry leader it started (a login shell, or with
 //!   `long_entry_args` a runner whose 1 KB `--env` argument every line repeats, cut to 512 bytes,
-//!   like this development sandbox's), and [`SERVICES`] long-lived services in their own
-//!   systemd cgroups, children of the entry leader and in its session;
-//! - of every 100 connections: 56 TCP connects to named HTTPS/HTTP hosts, 16 to internal
-//!   addresses without a name (databases, caches), 8 to loopback, 16 DNS queries (a UDP flow
-//!   each: the query's first datagram, the resolver's answer, the socket's release) and 4 other
-//!   UDP flows (metrics to a collector), about;
-//! - every [`COMMAND_EVERY`]th connection comes from a short-lived command (fork, exec of e.g.
+//!   like this development sandbox's), a shell leading its own session, a supervisor, and
+//!   [`SERVICES`] long-lived services in their own systemd cgroups, children of the supervisor:
+//!   every line names a parent, a session leader and an entry leader, three processes, and its
+//!   `process` object is about 1.0 KB (1.6 KB with the long argument);
+//! - each step, a service (the first ones busier) makes one connection: 70 % TCP to a named
+//!   HTTPS/HTTP host (1-3 addresses; a DNS query first for a name it never resolved, for a
+//!   command, and else one time in four), 15 % TCP to an internal address without a name
+//!   (databases, caches), 10 % TCP to a loopback sidecar, 5 % a UDP datagram to a metrics
+//!   collector; each DNS query is a UDP flow of its own (the query's first datagram, the
+//!   resolver's answer, the socket's release). Over 200,000 connections that makes 79 % TCP
+//!   connects and 21 % UDP flows (16.5 % DNS queries), 2.27 records per connection;
+//! - one connection in [`COMMAND_EVERY`] comes from a short-lived command (fork, exec of e.g.
 //!   `curl`, its connections, exit) instead of a service;
-//! - TCP connections end a few records after they start, with bytes each way; with first bytes
-//!   on, each carries an HTTP request (port 80) or a TLS ClientHello (port 443) and an answer.
+//! - TCP connections end a few records after they start (within about two drains), with bytes
+//!   each way; with first bytes on, each to port 443 carries a TLS ClientHello and each to
+//!   port 80 an HTTP request and its answer.
 
 use std::{
     cmp::Reverse,
