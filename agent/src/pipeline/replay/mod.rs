@@ -61,7 +61,8 @@ pub struct ReplayConfig {
     /// `--connection-ends`: the kernel writes an end record for every TCP connection, and
     /// egret an end line.
     pub connection_ends: bool,
-    /// TCP connections to ports 80 and 443 carry first bytes (`--first-bytes on` reads them).
+    /// TCP connections to ports 80 and 443 carry first bytes (egret reads them: `--first-bytes`
+    /// is on by default).
     pub first_bytes: bool,
     /// The entry leader carries a 1 KB argument, like this development sandbox's.
     pub long_entry_args: bool,
@@ -176,7 +177,6 @@ impl Rig {
             })?;
             run.policy.file = Some(path);
         }
-        run.connections.first_bytes = config.first_bytes;
         run.connections.ends = config.connection_ends;
         run.containers.containerd_socket = None;
         run.containers.docker_socket = None;
