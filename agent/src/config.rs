@@ -667,20 +667,23 @@ impl MetricsConfig {
     }
 }
 
-#[cfg(test)]
 impl RunConfig {
     /// What `egret run ARGS` parses (before [`RunConfig::validate`]); `args` follow `run`.
-    pub(crate) fn from_flags(args: &[&str]) -> Result<Self, clap::Error> {
+    /// For unit tests and the replay benchmark (`crate::pipeline::replay`).
+    pub fn from_flags<S: AsRef<str>>(args: &[S]) -> Result<Self, clap::Error> {
         use clap::{Args as _, FromArgMatches as _};
         let matches = Self::augment_args(clap::Command::new("egret run"))
             .no_binary_name(true)
-            .try_get_matches_from(args)?;
+            .try_get_matches_from(args.iter().map(AsRef::as_ref))?;
         Self::from_arg_matches(&matches)
     }
+}
 
+#[cfg(test)]
+impl RunConfig {
     /// The defaults: what `egret run` with no flag uses. For unit tests of the subsystems.
     pub(crate) fn defaults() -> Self {
-        Self::from_flags(&[]).expect("no flag is required")
+        Self::from_flags::<&str>(&[]).expect("no flag is required")
     }
 }
 

@@ -17,8 +17,9 @@ use crate::setup::setup;
 
 /// `cargo xtask bench [--no-build] [OPTIONS]`: build unless `--no-build`, then replace this
 /// process with `target/release/egret-bench OPTIONS` (which handles Ctrl-C itself).
-pub fn bench(no_build: bool) -> Result<()> {
-    if !cmd::is_root() {
+/// `replay_only`: only the replay benchmark, which needs no root.
+pub fn bench(no_build: bool, replay_only: bool) -> Result<()> {
+    if !replay_only && !cmd::is_root() {
         bail!("bench needs root (it creates a cgroup and loads eBPF programs); run it as root");
     }
     if !no_build {

@@ -74,7 +74,8 @@ enum Command {
     },
     /// Build the release binary; install it, the systemd unit and the default /etc/egret.
     Install(install::InstallOptions),
-    /// Measure egret's overhead on loopback TCP connect / UDP send / resolve + connect loops.
+    /// Measure egret's overhead on loopback TCP connect / UDP send / resolve + connect loops;
+    /// `--replay` / `--replay-only`: the userspace pipeline's CPU per connection, no kernel.
     Bench {
         #[command(flatten)]
         options: bench_options::BenchOptions,
@@ -102,10 +103,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Run { debug, args, .. } => run::run(!debug, &args),
         Command::Test { no_lint, args } => test::test(no_lint, &args),
         // The options go to egret-bench as given on the command line.
-        Command::Bench {
-            options: _,
-            no_build,
-        } => bench::bench(no_build),
+        Command::Bench { options, no_build } => bench::bench(no_build, options.replay_only),
         Command::Install(options) => install::install(&options),
         Command::Fuzz { runs, targets } => fuzz::long_run(runs, &targets),
     }
@@ -157,6 +155,10 @@ mod tests {
         assert!(no_build);
         assert_eq!(options.rounds, 2);
         assert_eq!(options.workloads, [bench_options::Workload::Tcp]);
+        let Command::Bench { options, .. } = parse(&["bench", "--replay-only"])? else {
+            panic!("not the bench command");
+        };
+        assert!(options.replay_only);
         Ok(())
     }
 }

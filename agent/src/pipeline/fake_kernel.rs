@@ -1,5 +1,6 @@
-//! In-memory kernel maps for the stages' unit tests: what [`KernelView`] reads and what
-//! [`PolicyKernel`] writes, without a kernel.
+//! In-memory kernel maps for the stages' unit tests and the replay benchmark
+//! ([`super::replay`]): what [`KernelView`] reads and what [`PolicyKernel`] writes, without a
+//! kernel.
 
 use std::collections::HashMap;
 

@@ -25,14 +25,13 @@
 pub mod decode;
 pub mod destination;
 pub mod emit;
-#[cfg(test)]
-mod fake_kernel;
+pub mod fake_kernel;
 pub mod firstbytes;
 pub mod identity;
 pub mod judgement;
 pub mod lifecycle;
-#[cfg(test)]
-mod synthetic;
+pub mod replay;
+pub mod synthetic;
 
 use std::time::Instant;
 

@@ -8,8 +8,7 @@ use std::{
 };
 
 use agent_common::{
-    CgroupMkdirEvent, EventKind, SockReleaseEvent, UdpFlowKey, UdpFlowValue, CGROUP_PATH_HASH_MAX,
-    CONN_FLAG_RESET, CONN_FLAG_SYN_SENT, VERDICT_NONE,
+    EventKind, UdpFlowKey, UdpFlowValue, CONN_FLAG_RESET, CONN_FLAG_SYN_SENT, VERDICT_NONE,
 };
 use serde_json::Value;
 
@@ -128,7 +127,7 @@ impl Rig {
     }
 
     /// One record, as the ring buffer delivers it, then what a drain does after its records.
-    fn feed<T: Copy>(&mut self, event: &T) {
+    fn feed<T: KernelRecord>(&mut self, event: &T) {
         self.pipeline.handle(&bytes(event), &self.kernel);
         self.pipeline.after_drain(&mut self.policy, &self.kernel);
     }
@@ -365,10 +364,7 @@ fn a_udp_flow_is_written_when_its_socket_is_released() {
             packets_in: 1,
         },
     );
-    rig.feed(&SockReleaseEvent {
-        header: header(EventKind::SockRelease, 3 * SECOND),
-        cookie: 9,
-    });
+    rig.feed(&sock_release(9, 3 * SECOND));
     let lines = rig.lines();
     assert_eq!(actions(&lines), ["send"]);
     assert_eq!(field(&lines[0], "egret.udp.datagrams"), 4);
@@ -546,15 +542,7 @@ fn a_container_connection_waits_for_its_identity_and_its_end_follows_it() {
         ..Setup::default()
     });
     let path = format!("/system.slice/docker-{}.scope", "a".repeat(64));
-    let mut mkdir = CgroupMkdirEvent {
-        header: header(EventKind::CgroupMkdir, SECOND),
-        id: 1,
-        path_len: path.len() as u32,
-        _pad: 0,
-        path: [0; CGROUP_PATH_HASH_MAX + 1],
-    };
-    mkdir.path[..path.len()].copy_from_slice(path.as_bytes());
-    rig.feed(&mkdir);
+    rig.feed(&cgroup_mkdir(1, &path, SECOND));
     // Record and end in one drain: the start waits, the end joins it, both go out after.
     rig.pipeline.handle(
         &bytes(&connect(EventKind::Connect, 3, "127.0.0.1", 80, SECOND)),

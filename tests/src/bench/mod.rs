@@ -28,6 +28,7 @@ mod interrupt;
 pub mod options;
 mod parse;
 mod policy;
+mod replay;
 mod report;
 
 use std::collections::BTreeMap;
@@ -44,7 +45,7 @@ use serde::Serialize;
 
 use crate::{run_with_timeout, Egret, TestCgroup};
 use dns::ClientCounts;
-pub use options::{BenchOptions, Workload};
+pub use options::{BenchOptions, ReplayVariant, Workload};
 use parse::{LogSummary, Sample};
 
 /// Pause after the load so egret drains its buffers and emits a metric line (interval 1 s).
@@ -220,16 +221,12 @@ impl Tools {
     /// The release builds next to this binary (`target/release`); files go to
     /// `target/bench`.
     fn locate(workloads: &[Workload]) -> Result<Self> {
-        let exe = std::env::current_exe().context("locating egret-bench")?;
-        let release = exe
-            .parent()
-            .with_context(|| format!("{} has no parent directory", exe.display()))?;
-        let target = release.parent().unwrap_or(release);
+        let (release, work_dir) = bench_dirs()?;
         let tools = Self {
             egret: release.join("egret"),
             testclient: release.join("egret-testclient"),
             egret_dns: release.join("egret-dns"),
-            work_dir: target.join("bench"),
+            work_dir,
         };
         let mut needed = vec![&tools.egret, &tools.testclient];
         if workloads.iter().any(|w| w.resolves()) {
@@ -246,8 +243,26 @@ impl Tools {
     }
 }
 
-/// `egret-bench [--rounds N] [--duration-ms MS] [--workload W]... [--policy-rules N]`.
+/// The directory of this binary (`target/release`) and the benchmark's files
+/// (`target/bench`).
+fn bench_dirs() -> Result<(PathBuf, PathBuf)> {
+    let exe = std::env::current_exe().context("locating egret-bench")?;
+    let release = exe
+        .parent()
+        .with_context(|| format!("{} has no parent directory", exe.display()))?;
+    let target = release.parent().unwrap_or(release);
+    Ok((release.to_path_buf(), target.join("bench")))
+}
+
+/// `egret-bench [--rounds N] [--duration-ms MS] [--workload W]... [--policy-rules N]
+/// [--replay | --replay-only] [--replay-connections N] [--replay-variant V]...`.
 pub fn bench(options: &BenchOptions) -> Result<()> {
+    if options.replay_only {
+        let (_, work_dir) = bench_dirs()?;
+        std::fs::create_dir_all(&work_dir)
+            .with_context(|| format!("creating {}", work_dir.display()))?;
+        return replay::bench(options, &work_dir, false);
+    }
     if !nix::unistd::geteuid().is_root() {
         bail!("bench needs root (it creates a cgroup and loads eBPF programs); run it as root");
     }
@@ -256,6 +271,11 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
         duration_ms,
         ref workloads,
         policy_rules,
+        replay,
+        replay_only: _,
+        replay_connections: _,
+        replay_variants: _,
+        replay_dir: _,
     } = *options;
     let workloads = chosen_workloads(workloads);
     let tools = Tools::locate(&workloads)?;
@@ -275,7 +295,11 @@ pub fn bench(options: &BenchOptions) -> Result<()> {
         eprintln!("egret-bench: bench cgroup {}", cgroup.path().display());
         measure(options, &workloads, policy.as_deref(), &tools, &cgroup)?
     };
-    report::report(&results, rounds, duration_ms, &tools.work_dir)
+    report::report(&results, rounds, duration_ms, &tools.work_dir)?;
+    if replay {
+        replay::bench(options, &tools.work_dir, true)?;
+    }
+    Ok(())
 }
 
 /// The workloads to run, in a fixed order (`tcp` before `tcp-policy` and `dns` before

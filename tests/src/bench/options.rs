@@ -25,6 +25,41 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 1000,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_POLICY_RULES)))]
     pub policy_rules: u32,
+    /// Also run the replay benchmark of the userspace pipeline (no kernel; after the
+    /// workloads).
+    #[arg(long)]
+    pub replay: bool,
+    /// Run only the replay benchmark (needs no root, no kernel programs).
+    #[arg(long, conflicts_with = "replay")]
+    pub replay_only: bool,
+    /// Connections (TCP connects and UDP flows) each replay round generates.
+    #[arg(long, default_value_t = 200_000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub replay_connections: u64,
+    /// Replay variants to run (repeatable; default: all, in the order audit,
+    /// long-entry-args, first-bytes, block, starts-only).
+    #[arg(long = "replay-variant", value_enum)]
+    pub replay_variants: Vec<ReplayVariant>,
+    /// Where the replay writes its output (default: target/bench); e.g. a tmpfs, to leave
+    /// the file system's own cost out of the system time.
+    #[arg(long, value_name = "DIR")]
+    pub replay_dir: Option<std::path::PathBuf>,
+}
+
+/// What the replay's pipeline and workload are set to (`cargo xtask bench --replay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplayVariant {
+    /// egret's defaults, the default (audit) policy, a short entry-leader argument.
+    Audit,
+    /// As `audit`, with this sandbox's entry leader: a 1 KB argument on every line.
+    LongEntryArgs,
+    /// As `audit`, every HTTP(S) connection carrying its first bytes (request, ClientHello).
+    FirstBytes,
+    /// Block mode with a generated policy of `--policy-rules` rules approving everything.
+    Block,
+    /// As `audit`, with `--connection-ends off`: start lines only.
+    StartsOnly,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
@@ -72,9 +107,16 @@ mod tests {
             duration_ms,
             workloads,
             policy_rules,
+            replay,
+            replay_only,
+            replay_connections,
+            replay_variants,
+            replay_dir,
         } = parse(&[])?;
         assert_eq!((rounds, duration_ms, policy_rules), (3, 2000, 1000));
         assert!(workloads.is_empty());
+        assert!(!replay && !replay_only && replay_variants.is_empty() && replay_dir.is_none());
+        assert_eq!(replay_connections, 200_000);
         Ok(())
     }
 
@@ -104,6 +146,23 @@ mod tests {
         ])?;
         assert_eq!(options.workloads, [Workload::Dns, Workload::DnsBlock]);
         assert!(parse(&["--workload", "dns_block"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn replay_options() -> Result<(), clap::Error> {
+        let options = parse(&[
+            "--replay-only",
+            "--replay-connections",
+            "20000",
+            "--replay-variant",
+            "long-entry-args",
+        ])?;
+        assert!(options.replay_only);
+        assert_eq!(options.replay_connections, 20_000);
+        assert_eq!(options.replay_variants, [ReplayVariant::LongEntryArgs]);
+        assert!(parse(&["--replay", "--replay-only"]).is_err());
+        assert!(parse(&["--replay-connections", "10"]).is_err());
         Ok(())
     }
 
