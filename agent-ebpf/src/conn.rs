@@ -164,6 +164,10 @@ pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16, gated: bool, task: &Ta
 /// is the application giving up. A connection older than egret (no state callbacks) ends here.
 #[inline(always)]
 pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
+    // Connection ends off: `CONNS` stays empty (userspace puts in no older connection either).
+    if !tracking() {
+        return;
+    }
     let Some(state) = CONNS.get_ptr_mut(&cookie) else {
         return;
     };
