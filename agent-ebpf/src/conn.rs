@@ -72,8 +72,8 @@ use aya_ebpf::{
 
 use crate::shared::{
     atomic_add, count, ctx_field, ctx_ip6, emit, flow_key, global, ip_addr, load, netns_cookie,
-    now_ns, socket_cookie, v4_in_16, End, IpHeader, Origin, Task, IPPROTO_TCP, SOCK_STREAM,
-    UDP_FLOWS,
+    now_ns, socket_cookie, tp_field, v4_in_16, End, IpHeader, Origin, Task, IPPROTO_TCP,
+    SOCK_STREAM, UDP_FLOWS,
 };
 
 /// Open outbound TCP connections, by socket cookie.
@@ -125,15 +125,14 @@ enum Errno {
 
 // ---- Called by the socket hooks ----
 
-/// `connect4/6` of a TCP socket the policy let through: start following it. `gated`: its
-/// first payload waits for a name check (`payload`). `false` when it is not followed (not
-/// TCP, connection ends off, or its entry could not be stored).
+/// `connect4/6` of a TCP socket the policy let through, by `task`: start following it.
+/// `gated`: its first payload waits for a name check (`payload`). `false` when it is not
+/// followed (not TCP, connection ends off, or its entry could not be stored).
 #[inline(always)]
-pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16, gated: bool) -> bool {
+pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16, gated: bool, task: &Task) -> bool {
     if sock_type != SOCK_STREAM || !tracking() {
         return false;
     }
-    let task = Task::current();
     let state = ConnState {
         connect_ns: now_ns(),
         established_ns: 0,
@@ -165,6 +164,10 @@ pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16, gated: bool) -> bool {
 /// is the application giving up. A connection older than egret (no state callbacks) ends here.
 #[inline(always)]
 pub(crate) fn on_release(cookie: u64, tcp_state: u32) {
+    // Connection ends off: `CONNS` stays empty (userspace puts in no older connection either).
+    if !tracking() {
+        return;
+    }
     let Some(state) = CONNS.get_ptr_mut(&cookie) else {
         return;
     };
@@ -249,7 +252,8 @@ fn set_flags(ctx: &SockOpsContext, flags: u32) {
 
 /// Progress reporting on: per-ACK RTT callbacks copy the counters (uploads), as the egress
 /// program does for every packet sent (downloads' ACKs).
-fn progress_on() -> bool {
+#[inline(always)]
+pub(crate) fn progress_on() -> bool {
     global(&TCP_PROGRESS) != 0
 }
 
@@ -319,17 +323,18 @@ pub fn sock_ops(ctx: SockOpsContext) -> u32 {
     1
 }
 
+/// A state callback; the cookie is read only for the states that need the entry (not for the
+/// move to `TCP_ESTABLISHED`, which every followed connection makes).
 fn on_state(ctx: &SockOpsContext, old: u32, new: u32) {
-    let cookie = socket_cookie(ctx);
     match new {
         TCP_FIN_WAIT1 => {
             // Our FIN is out: watch incoming segments for the peer's FIN until the close.
-            mark(cookie, CONN_FLAG_FIN_SENT);
+            mark(socket_cookie(ctx), CONN_FLAG_FIN_SENT);
             set_flags(ctx, BPF_SOCK_OPS_PARSE_ALL_HDR_OPT_CB_FLAG);
         }
-        TCP_LAST_ACK => mark(cookie, CONN_FLAG_FIN_SENT),
-        TCP_CLOSE_WAIT | TCP_CLOSING => mark(cookie, CONN_FLAG_PEER_FIN),
-        TCP_CLOSE => emit_close(ctx, cookie, old),
+        TCP_LAST_ACK => mark(socket_cookie(ctx), CONN_FLAG_FIN_SENT),
+        TCP_CLOSE_WAIT | TCP_CLOSING => mark(socket_cookie(ctx), CONN_FLAG_PEER_FIN),
+        TCP_CLOSE => emit_close(ctx, socket_cookie(ctx), old),
         _ => {}
     }
 }
@@ -484,7 +489,7 @@ fn icmp_error(sport: u16, dport: u16) -> Option<u32> {
 #[tracepoint]
 pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     // SAFETY: `sock_cookie` at its format-file offset (checked by userspace at start-up).
-    let cookie: u64 = unsafe { ctx.read_at(64) }.unwrap_or(0);
+    let cookie: u64 = unsafe { tp_field(&ctx, 64) };
     if cookie != 0 {
         mark(cookie, CONN_FLAG_RESET);
     }
@@ -496,17 +501,12 @@ pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn inet_sk_error_report(ctx: TracePointContext) -> u32 {
     // SAFETY: fields at their format-file offsets (checked by userspace at start-up).
-    let (error, sport, dport, protocol) = unsafe {
-        (
-            ctx.read_at::<i32>(8).unwrap_or(0),
-            ctx.read_at::<u16>(12).unwrap_or(0),
-            ctx.read_at::<u16>(14).unwrap_or(0),
-            ctx.read_at::<u16>(18).unwrap_or(0),
-        )
-    };
+    let (protocol, error) = unsafe { (tp_field::<u16>(&ctx, 18), tp_field::<i32>(&ctx, 8)) };
     if protocol != u16::from(IPPROTO_TCP) || error <= 0 {
         return 0;
     }
+    // SAFETY: as above.
+    let (sport, dport) = unsafe { (tp_field::<u16>(&ctx, 12), tp_field::<u16>(&ctx, 14)) };
     if let Some(slot) = LAST_SK_ERROR.get_ptr_mut(0) {
         // SAFETY: per-CPU slot.
         unsafe {
@@ -535,7 +535,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     };
     let _ = CONNECTING.remove(&tid);
     // SAFETY: `ret` at its format-file offset (checked by userspace at start-up).
-    let ret: i64 = unsafe { ctx.read_at(16) }.unwrap_or(0);
+    let ret: i64 = unsafe { tp_field(&ctx, 16) };
     if ret >= 0 || ret == -EINPROGRESS {
         return 0;
     }

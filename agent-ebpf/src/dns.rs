@@ -123,16 +123,13 @@ struct Located {
 }
 
 fn locate(ctx: &SkBuffContext, ip: &IpHeader, way: Way) -> Option<Located> {
-    if ip.family == AF_INET {
-        let frag: u16 = u16::from_be(load(ctx, 6)?);
-        if frag & 0x3fff != 0 {
-            return None; // a fragment: not parsed
-        }
-    }
     let (end, port_at) = match way {
         Way::Answer => (End::Source, ip.l4),
         Way::Query => (End::Destination, ip.l4 + 2),
     };
+    if ip.fragment {
+        return None; // a fragment: not parsed
+    }
     let port = u16::from_be(load(ctx, port_at)?);
     if port != global(&DNS_PORT) {
         return None;

@@ -80,17 +80,33 @@ struct Segment {
 
 #[inline(always)]
 fn segment(ctx: &SkBuffContext, ip: &IpHeader) -> Option<Segment> {
+    let off = payload_at(ctx, ip)?;
     let seq = u32::from_be(load(ctx, ip.l4 + 4)?);
+    Some(Segment {
+        off,
+        len: ctx.len() - off,
+        seq,
+    })
+}
+
+/// Where a TCP packet's payload starts; `None` when it carries none (a SYN, an ACK, a RST):
+/// one load, checked before the connection's entry is looked up.
+#[inline(always)]
+fn payload_at(ctx: &SkBuffContext, ip: &IpHeader) -> Option<u32> {
     let doff = u32::from(load::<u8>(ctx, ip.l4 + 12)? >> 4) * 4;
     let off = ip.l4 + doff;
-    let len = ctx.len().checked_sub(off)?;
-    (len > 0).then_some(Segment { off, len, seq })
+    (ctx.len() > off).then_some(off)
 }
 
 /// Egress of a TCP packet: copies the first flight, and holds a gated connection's payload.
 /// Returns `false` when the packet must be dropped.
 #[inline(never)]
 pub(crate) fn on_egress(ctx: &SkBuffContext, ip: &IpHeader) -> bool {
+    // A packet without payload is neither copied nor held: it needs the entry only to copy
+    // the counters for progress lines.
+    if !conn::progress_on() && payload_at(ctx, ip).is_none() {
+        return true;
+    }
     let cookie = socket_cookie(ctx);
     let Some(state) = conn::state_of(cookie) else {
         return true;
@@ -186,7 +202,7 @@ fn first_flight(ctx: &SkBuffContext, seg: &Segment, rel: u32) -> u32 {
 /// Ingress of a TCP packet: the first segment the server sends, once.
 #[inline(never)]
 pub(crate) fn on_ingress(ctx: &SkBuffContext, ip: &IpHeader) {
-    if global(&FIRST_BYTES) == 0 {
+    if global(&FIRST_BYTES) == 0 || payload_at(ctx, ip).is_none() {
         return;
     }
     let cookie = socket_cookie(ctx);

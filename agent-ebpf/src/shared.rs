@@ -12,8 +12,11 @@
 //!
 //! Maps:
 //! - `EVENTS` (ring buffer): every event, for `egret`'s reader, which sets its size
-//!   (`--ring-buffer-size`). Records are submitted without a wakeup unless the buffer holds
-//!   more than `WAKEUP_BYTES`: the reader drains it on a short timer anyway.
+//!   (`--ring-buffer-size`). Records are submitted without a wakeup, except those that take the
+//!   buffer over `WAKEUP_BYTES` (the first [`WAKEUP_WINDOW`] bytes above it): the reader drains
+//!   it on a short timer anyway, and once woken it drains everything, so a wakeup per record
+//!   above the mark (an interrupt each, about 1 µs in a VM) would only slow the programs down
+//!   while the reader is behind.
 //! - `COUNTERS` (per-CPU array, indexed by [`Counter`]): events lost to a full ring buffer,
 //!   datagrams folded into a flow, failed map updates; userspace sums them into its metrics.
 //! - `UDP_FLOWS` (LRU hash, (socket cookie, destination) → [`UdpFlowValue`]): open UDP flows.
@@ -71,10 +74,15 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT,
 pub(crate) static UDP_FLOWS: LruHashMap<UdpFlowKey, UdpFlowValue> =
     LruHashMap::with_max_entries(65536, 0);
 
-/// Wake the reader when the ring buffer holds more than this many bytes; otherwise the reader
-/// polls on its drain interval. Set by userspace to a quarter of the ring size.
+/// Wake the reader when a record takes the ring buffer over this many bytes; otherwise the
+/// reader polls on its drain interval. Set by userspace to a quarter of the ring size.
 #[unsafe(no_mangle)]
 static WAKEUP_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The records that end within this many bytes above `WAKEUP_BYTES` wake the reader: more than
+/// one, since records reserved at the same time on other CPUs may be counted in before this
+/// one's check; any crossing missed all the same waits for the reader's drain timer.
+const WAKEUP_WINDOW: u64 = 16 * 1024;
 
 pub(crate) fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
@@ -105,6 +113,19 @@ pub(crate) fn global<T: Copy>(value: &'static T) -> T {
 pub(crate) unsafe fn ctx_field<T: Copy>(field: *const T) -> T {
     // SAFETY: the caller's promise.
     unsafe { read_volatile(field) }
+}
+
+/// Reads the field at `offset` of a tracepoint's record: a plain load, which the verifier
+/// allows for any aligned offset past the record's first 8 bytes (cheaper than
+/// `bpf_probe_read`, which `TracePointContext::read_at` calls).
+///
+/// # Safety
+/// `offset` is the offset of a `T` in the tracepoint's format (checked by userspace at
+/// start-up), at least 8 and a multiple of `size_of::<T>()`.
+#[inline(always)]
+pub(crate) unsafe fn tp_field<T: Copy>(ctx: &impl EbpfContext, offset: usize) -> T {
+    // SAFETY: the caller's promise; the record is the program's context.
+    unsafe { ctx_field(ctx.as_ptr().cast::<u8>().add(offset).cast::<T>()) }
 }
 
 /// Adds `value` to a counter other CPUs may update at the same time (a map value). The BPF
@@ -169,6 +190,8 @@ records!(
 pub(crate) enum Origin<'a> {
     /// The task running the program (syscall, tracepoint and socket hooks).
     CurrentTask,
+    /// The task running the program, already read by the caller.
+    Task(&'a Task),
     /// The task that called `connect()`, from its `CONNS` entry: the close runs in any context.
     Connection(&'a ConnState),
     /// No task: a packet (softirq), or a connection whose entry was lost.
@@ -197,6 +220,10 @@ unsafe fn write_header(header: *mut EventHeader, kind: EventKind, size: usize, o
                 } = Task::current();
                 (*header).comm = comm;
                 (tgid, tid, uid, gid, cgroup_id)
+            }
+            Origin::Task(task) => {
+                (*header).comm = task.comm;
+                (task.tgid, task.tid, task.uid, task.gid, task.cgroup_id)
             }
             Origin::Connection(state) => {
                 (*header).comm = state.comm;
@@ -256,9 +283,12 @@ pub(crate) fn emit_waking<T: Record + 'static>(
     entry.submit(flags);
 }
 
-/// Flags for submitting a record: wake the reader only when the buffer is filling up.
+/// Flags for submitting a record: wake the reader only when this record took the buffer over
+/// the mark (see `WAKEUP_WINDOW`).
 fn submit_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= global(&WAKEUP_BYTES) {
+    let held = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let mark = global(&WAKEUP_BYTES);
+    if held >= mark && held - mark < WAKEUP_WINDOW {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -377,22 +407,29 @@ pub(crate) struct IpHeader {
     pub(crate) protocol: u8,
     /// Offset of the transport header.
     pub(crate) l4: u32,
+    /// An IPv4 fragment (offset or more-fragments set). An IPv6 fragment's `protocol` is its
+    /// fragment header's, which nothing parses.
+    pub(crate) fragment: bool,
 }
 
-/// The IP header of a packet; `None` when it is neither IPv4 nor IPv6 or cannot be read.
+/// The IP header of a packet; `None` when it is neither IPv4 nor IPv6 or cannot be read. One
+/// load of the first 10 bytes (every IPv4 header has 20, every IPv6 header 40): the version,
+/// the protocol and, for IPv4, the fragment field.
 #[inline(always)]
 pub(crate) fn ip_header(ctx: &SkBuffContext) -> Option<IpHeader> {
-    let first: u8 = load(ctx, 0)?;
+    let [first, _, _, _, _, _, b6, b7, _, b9] = load::<[u8; 10]>(ctx, 0)?;
     match first >> 4 {
         4 => Some(IpHeader {
             family: AF_INET,
-            protocol: load(ctx, 9)?,
+            protocol: b9,
             l4: u32::from(first & 0x0f) * 4,
+            fragment: u16::from_be_bytes([b6, b7]) & 0x3fff != 0,
         }),
         6 => Some(IpHeader {
             family: AF_INET6,
-            protocol: load(ctx, 6)?,
+            protocol: b6,
             l4: 40,
+            fragment: false,
         }),
         _ => None,
     }

@@ -45,7 +45,7 @@ use crate::{
     conn, payload, policy,
     shared::{
         atomic_add, count, ctx_field, ctx_ip6, emit, flow_key, global, netns_cookie, now_ns,
-        socket_cookie, v4_in_16, Dest, Origin, IPPROTO_TCP, SOCK_DGRAM, UDP_FLOWS,
+        socket_cookie, v4_in_16, Dest, Origin, Task, IPPROTO_TCP, SOCK_DGRAM, UDP_FLOWS,
     },
     task,
 };
@@ -94,15 +94,16 @@ pub fn sock_release(ctx: SockContext) -> i32 {
             ctx_field(addr_of!((*ctx.sock).state)),
         )
     };
-    // Only TCP sockets have connection entries: a UDP release skips the lookup.
+    // Only TCP sockets have connection entries, and only the others UDP flows: one lookup
+    // either way.
     if protocol == u32::from(IPPROTO_TCP) {
         conn::on_release(cookie, tcp_state);
-    }
-    // SAFETY: the value is a plain byte that is only checked for presence.
-    if unsafe { UDP_SOCKETS.get(&cookie) }.is_none() {
         return ALLOW;
     }
-    let _ = UDP_SOCKETS.remove(&cookie);
+    // One hash operation: the removal fails for a socket that had no flows.
+    if UDP_SOCKETS.remove(&cookie).is_err() {
+        return ALLOW;
+    }
     emit(
         EventKind::SockRelease,
         Origin::CurrentTask,
@@ -167,12 +168,14 @@ fn decision(verdict: u32) -> i32 {
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, dest: &Dest) -> i32 {
     let cookie = socket_cookie(ctx);
+    // Read once: the connection's entry and the event's header both name it.
+    let task = Task::current();
     let verdict = match policy::evaluate(dest) {
-        VERDICT_LEARNED => gate(cookie, dest, GATE_PENDING_LEARNED, VERDICT_ALLOWED),
-        VERDICT_NAME_GATE => gate(cookie, dest, GATE_PENDING_NAME_GATE, VERDICT_BLOCKED),
+        VERDICT_LEARNED => gate(cookie, dest, GATE_PENDING_LEARNED, VERDICT_ALLOWED, &task),
+        VERDICT_NAME_GATE => gate(cookie, dest, GATE_PENDING_NAME_GATE, VERDICT_BLOCKED, &task),
         verdict => {
             if verdict != VERDICT_BLOCKED {
-                conn::on_tcp_connect(cookie, dest.sock_type, false);
+                conn::on_tcp_connect(cookie, dest.sock_type, false, &task);
                 if dest.sock_type == SOCK_DGRAM {
                     open_connected_udp(cookie, dest, verdict);
                 }
@@ -180,14 +183,21 @@ fn on_connect(ctx: &SockAddrContext, dest: &Dest) -> i32 {
             verdict
         }
     };
-    emit_connect(EventKind::Connect, dest, cookie, 0, verdict);
+    emit_connect(
+        EventKind::Connect,
+        Origin::Task(&task),
+        dest,
+        cookie,
+        0,
+        verdict,
+    );
     decision(verdict)
 }
 
 /// A TCP connect whose first payload must carry an approved name: followed with its gate
 /// pending. When it cannot be (connection ends off, a full map), `unfollowed` is the verdict.
 #[inline(always)]
-fn gate(cookie: u64, dest: &Dest, pending: u32, unfollowed: u32) -> u32 {
+fn gate(cookie: u64, dest: &Dest, pending: u32, unfollowed: u32, task: &Task) -> u32 {
     let verdict = if pending == GATE_PENDING_LEARNED {
         VERDICT_LEARNED
     } else {
@@ -202,16 +212,25 @@ fn gate(cookie: u64, dest: &Dest, pending: u32, unfollowed: u32) -> u32 {
     if !payload::open_gate(cookie, pending) {
         return VERDICT_BLOCKED; // no room to hold its payload: refused (counted)
     }
-    if !conn::on_tcp_connect(cookie, dest.sock_type, true) {
+    if !conn::on_tcp_connect(cookie, dest.sock_type, true, task) {
         payload::close_gate(cookie);
         return VERDICT_BLOCKED;
     }
     verdict
 }
 
-/// A `Connect` or `Send` event for `dest`.
-fn emit_connect(kind: EventKind, dest: &Dest, cookie: u64, prev: u64, verdict: u32) {
-    emit(kind, Origin::CurrentTask, |event: *mut ConnectEvent| {
+/// A `Connect` or `Send` event for `dest`, by `origin` (the running task). Inlined: more
+/// arguments than a BPF function call takes (five).
+#[inline(always)]
+fn emit_connect(
+    kind: EventKind,
+    origin: Origin<'_>,
+    dest: &Dest,
+    cookie: u64,
+    prev: u64,
+    verdict: u32,
+) {
+    emit(kind, origin, |event: *mut ConnectEvent| {
         // SAFETY: a reservation of a `ConnectEvent`.
         unsafe {
             (*event).cookie = cookie;
@@ -291,6 +310,13 @@ fn on_sendmsg(cookie: u64, dest: &Dest) -> u32 {
     } else {
         store_flow(&key, &new_flow(1, now, verdict, 0));
     }
-    emit_connect(EventKind::Send, dest, cookie, prev, verdict);
+    emit_connect(
+        EventKind::Send,
+        Origin::CurrentTask,
+        dest,
+        cookie,
+        prev,
+        verdict,
+    );
     verdict
 }

@@ -18,13 +18,16 @@
 //! reading the first bytes costs.
 //!
 //! Besides the rates, every with-egret run records egret's own CPU time (user + system, all of
-//! its threads, from `/proc/<pid>/stat`) from its ready file to just before it is stopped.
+//! its threads, from `/proc/<pid>/stat`) from its ready file to just before it is stopped, and
+//! over the same span the run count and run time of each of egret's kernel programs (the
+//! kernel's own accounting, switched on for the span: see `kernel`).
 //!
 //! The cgroup, the egret launcher, the DNS server and the client runner are the end-to-end
 //! harness's; the binaries are the release builds next to `egret-bench`.
 
 mod dns;
 mod interrupt;
+mod kernel;
 pub mod options;
 mod parse;
 mod policy;
@@ -171,6 +174,9 @@ pub struct Round {
     /// egret's user + system CPU time (all its threads) from its ready file to just before
     /// SIGTERM, in seconds; `None` if `/proc/<pid>/stat` could not be read.
     pub egret_cpu_seconds: Option<f64>,
+    /// What each of egret's kernel programs ran over the same span; `None` if the kernel's
+    /// accounting could not be read.
+    pub kernel_programs: Option<Vec<kernel::ProgramRuns>>,
 }
 
 impl Round {
@@ -505,8 +511,10 @@ fn measure_round(
     let mut egret = Egret::start_in(&tools.egret, dir, cgroup.path(), egret_args)?;
     // Start-up (loading the programs, reading /proc) is not the workload's.
     let cpu_at_start = egret.pid().and_then(cpu_seconds);
+    let programs_at_start = ProgramsWatch::start(egret.pid());
     let with_egret = run_load(tools, cgroup, load, duration_ms)?;
     std::thread::sleep(SETTLE);
+    let kernel_programs = programs_at_start.finish(egret.pid());
     let egret_peak_rss_kib = egret.pid().and_then(peak_rss_kib);
     let egret_cpu_seconds = match (cpu_at_start, egret.pid().and_then(cpu_seconds)) {
         (Some(start), Some(end)) => Some(end - start),
@@ -535,7 +543,40 @@ fn measure_round(
         log,
         egret_peak_rss_kib,
         egret_cpu_seconds,
+        kernel_programs,
     })
+}
+
+/// The kernel's accounting of egret's programs over a with-egret run: statistics on, and the
+/// counters when they were switched on. A failure is a warning and leaves the figures out.
+struct ProgramsWatch(Option<(kernel::StatsOn, kernel::Snapshot)>);
+
+impl ProgramsWatch {
+    fn start(pid: Option<u32>) -> Self {
+        let start = || -> Result<_> {
+            let pid = pid.context("egret has no pid")?;
+            let on = kernel::stats_on()?;
+            Ok((on, kernel::snapshot(pid)?))
+        };
+        Self(
+            start()
+                .inspect_err(|e| {
+                    eprintln!("egret-bench: warning: no kernel program figures: {e:#}")
+                })
+                .ok(),
+        )
+    }
+
+    /// What each program ran since [`Self::start`]; the statistics go back off.
+    fn finish(self, pid: Option<u32>) -> Option<Vec<kernel::ProgramRuns>> {
+        let (on, before) = self.0?;
+        let after = pid.context("egret has no pid").and_then(kernel::snapshot);
+        drop(on);
+        after
+            .inspect_err(|e| eprintln!("egret-bench: warning: no kernel program figures: {e:#}"))
+            .ok()
+            .map(|after| kernel::runs_between(&before, &after))
+    }
 }
 
 /// Runs the load inside the bench cgroup.

@@ -73,6 +73,10 @@ pub struct LogSummary {
     pub metrics: Option<Metrics>,
     /// Lines that were not JSON.
     pub unparsable_lines: u64,
+    /// Every non-empty line (events, ends, processes, metrics...).
+    pub lines: u64,
+    /// Their bytes, each line's newline included.
+    pub bytes: u64,
 }
 
 /// Counts `event.action == action` event lines (their policy verdicts, and those whose
@@ -89,6 +93,8 @@ pub fn summarize_log(
         if line.trim().is_empty() {
             continue;
         }
+        summary.lines += 1;
+        summary.bytes += line.len() as u64 + 1;
         let Ok(doc) = serde_json::from_str::<Document<'_>>(&line) else {
             summary.unparsable_lines += 1;
             continue;
@@ -242,6 +248,14 @@ not json
         let summary = summarize_log(log.as_bytes(), "connect", None)?;
         assert_eq!(summary.events, 2);
         assert_eq!(summary.unparsable_lines, 1);
+        // Six non-empty lines, newlines included; the empty one is not counted.
+        assert_eq!(summary.lines, 6);
+        let non_empty: usize = log
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.len() + 1)
+            .sum();
+        assert_eq!(summary.bytes, non_empty as u64);
         let last = Metrics {
             events_received: 3,
             events_lost_kernel: 2,

@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::dns::{self, ClientCounts};
 use egret::metrics::Metrics;
 
+use super::kernel::{self, KernelCost};
 use super::parse::{median, REQUEST_PATH, RESPONSE_STATUS};
 use super::{Round, Workload, WorkloadResult};
 
@@ -21,7 +22,10 @@ const MIN_REQUEST_SHARE: f64 = 0.999;
 const CPU_NOTE: &str = "egret CPU µs/op: user + system time of all of egret's threads \
      (/proc/<pid>/stat utime + stime) from its ready file to just before SIGTERM (the loop, then \
      1.5 s of settling), divided by the loop's operations in that run; median of the rounds. \
-     The eBPF programs run in the load's own threads and are not in it (they are in the ratio).";
+     The eBPF programs run in the load's own threads and are not in it (they are in the ratio \
+     and in kernel ns/op: run_time_ns of egret's programs over the same span, divided by the \
+     loop's operations, all rounds together; the kernel's accounting was on during it). \
+     lines/op: every line of the with-egret log per operation; B/line: their mean size.";
 
 #[derive(Serialize)]
 struct Summary<'a> {
@@ -54,6 +58,13 @@ struct Summary<'a> {
     egret_cpu_us_per_op: Option<f64>,
     egret_cpu_us_per_op_min: Option<f64>,
     egret_cpu_us_per_op_max: Option<f64>,
+    /// egret's kernel programs' run time per operation, by program (all rounds together);
+    /// null if no round could read it.
+    kernel: Option<KernelCost>,
+    /// Lines of egret's log per operation (every line: events, ends, processes, metrics), and
+    /// their mean size in bytes (all rounds together).
+    lines_per_op: Option<f64>,
+    bytes_per_line: Option<f64>,
     /// The request workloads' own checks.
     #[serde(skip_serializing_if = "Option::is_none")]
     request: Option<RequestSummary>,
@@ -208,6 +219,18 @@ fn summarize(result: &WorkloadResult) -> Summary<'_> {
         egret_cpu_us_per_op: median(&cpu),
         egret_cpu_us_per_op_min: cpu.iter().copied().reduce(f64::min),
         egret_cpu_us_per_op_max: cpu.iter().copied().reduce(f64::max),
+        kernel: kernel::cost(rounds.iter().filter_map(|r| {
+            let programs = r.kernel_programs.as_deref()?;
+            Some((r.with_egret.ops, programs))
+        })),
+        lines_per_op: per(
+            rounds.iter().map(|r| r.log.lines).sum(),
+            rounds.iter().map(|r| r.with_egret.ops).sum(),
+        ),
+        bytes_per_line: per(
+            rounds.iter().map(|r| r.log.bytes).sum(),
+            rounds.iter().map(|r| r.log.lines).sum(),
+        ),
         request: result
             .workload
             .reads_request()
@@ -285,6 +308,11 @@ fn first_bytes_cost(workloads: &[Summary<'_>]) -> Option<FirstBytesCost> {
     })
 }
 
+/// `count / per` (`None` when `per` is 0).
+fn per(count: u64, per: u64) -> Option<f64> {
+    (per > 0).then(|| count as f64 / per as f64)
+}
+
 fn ratio(with: f64, without: f64) -> f64 {
     if without > 0.0 {
         with / without
@@ -308,6 +336,10 @@ fn show_us(us: Option<f64>) -> String {
     us.map_or_else(|| "?".to_owned(), |us| format!("{us:.2}"))
 }
 
+fn show_f(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "?".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
 fn show_rss(kib: Option<u64>) -> String {
     kib.map_or_else(
         || "?".to_owned(),
@@ -323,12 +355,15 @@ fn print_table(workloads: &[Summary<'_>]) {
         .unwrap_or(0)
         .max(12);
     println!(
-        "{:<width$} {:>14} {:>14} {:>6} {:>16} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
+        "{:<width$} {:>14} {:>14} {:>6} {:>16} {:>13} {:>9} {:>7} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
         "workload",
         "baseline ops/s",
         "egret ops/s",
         "ratio",
         "egret CPU µs/op",
+        "kernel ns/op",
+        "lines/op",
+        "B/line",
         "events/ops",
         "ends",
         "lost(kernel)",
@@ -338,12 +373,15 @@ fn print_table(workloads: &[Summary<'_>]) {
     );
     for s in workloads {
         println!(
-            "{:<width$} {:>14.0} {:>14.0} {:>6.3} {:>16} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
+            "{:<width$} {:>14.0} {:>14.0} {:>6.3} {:>16} {:>13} {:>9} {:>7} {:>21} {:>9} {:>12} {:>13} {:>14} {:>8}",
             s.label,
             s.baseline_ops_per_sec,
             s.egret_ops_per_sec,
             s.ratio,
             show_us(s.egret_cpu_us_per_op),
+            show_f(s.kernel.as_ref().map(|k| k.ns_per_op), 0),
+            show_f(s.lines_per_op, 2),
+            show_f(s.bytes_per_line, 0),
             format!("{}/{}", s.events_logged, s.ops_with_egret),
             if s.workload.ends() {
                 s.ends_logged.to_string()
@@ -361,6 +399,28 @@ fn print_table(workloads: &[Summary<'_>]) {
         );
     }
     println!("{CPU_NOTE}");
+    print_kernel(workloads);
+}
+
+/// Each workload's kernel programs: runs, ns per run and ns per operation.
+fn print_kernel(workloads: &[Summary<'_>]) {
+    for s in workloads {
+        let Some(k) = &s.kernel else { continue };
+        println!(
+            "{}: egret's kernel programs, {:.0} ns per {} ({:.0}–{:.0} over the rounds)",
+            s.label, k.ns_per_op, s.action, k.ns_per_op_min, k.ns_per_op_max
+        );
+        println!(
+            "  {:<40} {:>9} {:>9} {:>9}",
+            "program", "runs/op", "ns/run", "ns/op"
+        );
+        for p in &k.programs {
+            println!(
+                "  {:<40} {:>9.2} {:>9.1} {:>9.1}",
+                p.name, p.runs_per_op, p.ns_per_run, p.ns_per_op
+            );
+        }
+    }
 }
 
 /// The request workloads' checks and the derived cost of reading the first bytes.
@@ -626,9 +686,16 @@ mod tests {
                     ..Metrics::default()
                 }),
                 unparsable_lines: 0,
+                lines: events * 2,
+                bytes: events * 2_000,
             },
             egret_peak_rss_kib: Some(1000 + lost),
             egret_cpu_seconds: Some(egret_ops as f64 * 1e-5),
+            kernel_programs: Some(vec![kernel::ProgramRuns {
+                name: "connect4".to_owned(),
+                runs: egret_ops,
+                run_time_ns: egret_ops * 500,
+            }]),
         }
     }
 
@@ -661,6 +728,13 @@ mod tests {
         assert_eq!(s.events_logged, 235);
         assert_eq!(s.events_lost_kernel, Some(0));
         assert_eq!(s.egret_peak_rss_kib, Some(1000));
+        // 235 lines of 1,000 bytes for each of 235 operations, and 500 ns of connect4 each.
+        assert_eq!(
+            (s.lines_per_op, s.bytes_per_line),
+            (Some(2.0), Some(1_000.0))
+        );
+        assert_eq!(s.kernel.as_ref().map(|k| k.ns_per_op), Some(500.0));
+        assert_eq!(per(3, 0), None);
         assert_eq!(
             target_misses(&[s]),
             vec!["tcp connect: ratio 0.750 < 0.90".to_owned()]
