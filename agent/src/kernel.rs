@@ -15,7 +15,7 @@ use agent_common::{
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        Array, HashMap, MapData, MapError, PerCpuArray,
     },
     programs::{
         cgroup_skb::{CgroupSkbLink, CgroupSkbLinkId},
@@ -32,6 +32,7 @@ use aya::{
 
 use crate::{
     policy::{compile::CompiledPolicy, Prefix},
+    ring::{EventRing, RingError},
     tracefs::{self, TracefsError},
 };
 
@@ -55,6 +56,11 @@ pub enum KernelError {
     Map {
         name: &'static str,
         source: MapError,
+    },
+    #[error("map `{name}`: {source}")]
+    Ring {
+        name: &'static str,
+        source: RingError,
     },
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
@@ -123,7 +129,7 @@ pub struct MapSizes {
 
 /// Maps userspace reads while the programs run (and after they are detached).
 pub struct KernelMaps {
-    pub events: RingBuf<MapData>,
+    pub events: EventRing,
     pub lookups: KernelLookups,
     pub policy: PolicyMaps,
 }
@@ -615,6 +621,7 @@ pub fn load_and_attach(
     };
 
     let mut ebpf = load(config)?;
+    release_freed_heap();
     // Take the maps first: they stay usable after the programs are detached (final drain).
     let mut maps = take_maps(&mut ebpf)?;
     // The policy is in force before the first program is attached: no unchecked window.
@@ -717,10 +724,30 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         .map_err(KernelError::Load)
 }
 
+/// Gives the heap that loading freed back to the kernel, before the ring buffer is mapped.
+/// aya's loader parses the whole kernel BTF (`/sys/kernel/btf/vmlinux`: ~18 MiB of small
+/// allocations here) and frees it when the object is loaded; glibc keeps freed pages below
+/// the top of its heap resident, so without this they would stay in egret's RSS for good and
+/// add to its peak on top of the ring buffer's mapping (docs/performance.md, peak RSS).
+fn release_freed_heap() {
+    // SAFETY: malloc_trim only returns free pages to the kernel; no pointer is involved.
+    let _ = unsafe { libc::malloc_trim(0) };
+}
+
+/// The event ring buffer, mapped by egret's own reader (its data pages once, not twice).
+fn event_ring(ebpf: &mut Ebpf) -> Result<EventRing, KernelError> {
+    let name = maps::EVENTS;
+    let ring = match take_map(ebpf, name)? {
+        aya::maps::Map::RingBuf(map) => EventRing::new(map),
+        _ => Err(RingError::NotRingBuffer),
+    };
+    ring.map_err(|source| KernelError::Ring { name, source })
+}
+
 /// Takes the maps userspace uses out of the object.
 fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, KernelError> {
     Ok(KernelMaps {
-        events: typed(ebpf, maps::EVENTS)?,
+        events: event_ring(ebpf)?,
         lookups: KernelLookups {
             counters: typed(ebpf, maps::COUNTERS)?,
             udp_flows: typed(ebpf, maps::UDP_FLOWS)?,

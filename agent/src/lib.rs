@@ -28,6 +28,7 @@ pub mod process;
 pub mod record;
 pub mod redact;
 pub mod report;
+pub mod ring;
 pub mod schema;
 pub mod sockdiag;
 pub mod tracefs;

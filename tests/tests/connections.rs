@@ -457,3 +457,68 @@ fn a_connection_older_than_egret_is_closed_out() -> Result<()> {
         h.finish()
     })
 }
+
+/// A one-page ring buffer wraps every few records, so many records straddle its end: egret
+/// maps the data pages once and puts such a record together from its two parts. Every
+/// connection still has its start and end lines, with the same id and the right destination
+/// and process, and nothing is lost.
+#[test]
+fn a_one_page_ring_buffer_wraps_and_every_record_arrives_whole() -> Result<()> {
+    const CONNECTIONS: usize = 400;
+    Harness::with_egret("ring-wrap", &["--ring-buffer-size", "4096"], |mut h| {
+        let server = egret_e2e::TcpServer::loopback()?;
+        let port = server.port();
+        let out = h.run(Command::new(CLIENT).args([
+            "connect-loop",
+            "--count",
+            &CONNECTIONS.to_string(),
+            "--interval-ms",
+            "2",
+            "127.0.0.1",
+            &port.to_string(),
+        ]))?;
+        ensure!(
+            out.stdout
+                .contains(&format!("port={port} ok={CONNECTIONS} ")),
+            "connect-loop: {}",
+            out.stdout
+        );
+        let ends = h
+            .egret
+            .wait_for_count(|v| is_end(v, port), CONNECTIONS, LINE_TIMEOUT)?;
+        h.egret.stop_cleanly()?;
+        let events = h.egret.events()?;
+        let starts: Vec<&Value> = events
+            .iter()
+            .filter(|v| is_flow(v, "connect", "tcp", port))
+            .collect();
+        ensure!(
+            starts.len() == CONNECTIONS && ends.len() == CONNECTIONS,
+            "{} start and {} end lines for {CONNECTIONS} connections",
+            starts.len(),
+            ends.len()
+        );
+        let pid = starts.first().and_then(|v| field_u64(v, "process.pid"));
+        let mut ids = std::collections::BTreeSet::new();
+        for start in &starts {
+            check_field_str(start, "destination.ip", "127.0.0.1")?;
+            ensure!(
+                pid.is_some() && field_u64(start, "process.pid") == pid,
+                "every connect is the client's\nline: {start}"
+            );
+            let id = field_str(start, "egret.connection.id").context("start without id")?;
+            ensure!(ids.insert(id), "connection id {id} twice");
+        }
+        for end in &ends {
+            check_field_str(end, "event.outcome", "success")?;
+            let id = field_str(end, "egret.connection.id").context("end without id")?;
+            ensure!(ids.remove(id), "end line of no start line\nline: {end}");
+        }
+        ensure!(
+            egret_e2e::dns::last_metric(&events, "events_lost_kernel") == Some(0),
+            "events lost in the kernel"
+        );
+        h.egret.discard_dir_on_drop();
+        Ok(())
+    })
+}
