@@ -621,7 +621,8 @@ pub fn load_and_attach(
     };
 
     let mut ebpf = load(config)?;
-    release_freed_heap();
+    // The kernel BTF's parse is over: its pages go back before the ring buffer is mapped.
+    crate::memory::release_freed_heap();
     // Take the maps first: they stay usable after the programs are detached (final drain).
     let mut maps = take_maps(&mut ebpf)?;
     // The policy is in force before the first program is attached: no unchecked window.
@@ -705,6 +706,10 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
     let tcp_progress = u32::from(*tcp_progress);
     let conn_tracking = u32::from(*connection_ends);
     EbpfLoader::new()
+        // `new` has parsed the whole kernel BTF (~18 MiB of heap); the object has no CO-RE
+        // relocations (test `object_needs_no_kernel_btf`), so aya would only carry it through
+        // the load. Dropped now, it is not in memory with the load's own allocations.
+        .btf(None)
         .override_global(globals::UDP_IDLE_NS, udp_idle_ns, true)
         .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
         .override_global(globals::DNS_PORT, dns_port, true)
@@ -722,16 +727,6 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         .map_max_entries(maps::DNS_ALLOW_1, map_sizes.learned_addresses)
         .load(PROGRAMS)
         .map_err(KernelError::Load)
-}
-
-/// Gives the heap that loading freed back to the kernel, before the ring buffer is mapped.
-/// aya's loader parses the whole kernel BTF (`/sys/kernel/btf/vmlinux`: ~18 MiB of small
-/// allocations here) and frees it when the object is loaded; glibc keeps freed pages below
-/// the top of its heap resident, so without this they would stay in egret's RSS for good and
-/// add to its peak on top of the ring buffer's mapping (docs/performance.md, peak RSS).
-fn release_freed_heap() {
-    // SAFETY: malloc_trim only returns free pages to the kernel; no pointer is involved.
-    let _ = unsafe { libc::malloc_trim(0) };
 }
 
 /// The event ring buffer, mapped by egret's own reader (its data pages once, not twice).
@@ -1111,6 +1106,28 @@ mod tests {
         let set: BTreeSet<String> = names.iter().map(|name| (*name).to_owned()).collect();
         assert_eq!(set.len(), names.len(), "a name is listed twice: {names:?}");
         set
+    }
+
+    /// The object has no CO-RE (BTF) relocations, so loading it needs no kernel BTF (`load`
+    /// gives aya none). The `.BTF.ext` header (linux `Documentation/bpf/btf.rst`): magic,
+    /// version, flags, `hdr_len`, then offset and length of the function, line and (when
+    /// `hdr_len` >= 32) CO-RE relocation sections.
+    #[test]
+    fn object_needs_no_kernel_btf() {
+        let file = object::File::parse(PROGRAMS).unwrap();
+        let Some(ext) = file.section_by_name(".BTF.ext") else {
+            return;
+        };
+        let data = ext.data().unwrap();
+        let word = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+        assert_eq!(u16::from_le_bytes([data[0], data[1]]), 0xeb9f, "magic");
+        if word(4) >= 32 {
+            assert_eq!(
+                word(28),
+                0,
+                "the object has CO-RE relocations: give aya the kernel BTF"
+            );
+        }
     }
 
     /// `agent_common::names` and the kernel crate's identifiers name the same things: renaming
