@@ -147,6 +147,8 @@ pub async fn run(
         policy: policy_config,
         metrics,
     } = config;
+    // Before the kernel BTF is read (twice): its large blocks must not raise the threshold.
+    crate::memory::fix_mmap_threshold();
     let limit = crate::fdlimit::raise()?;
     if limit.now > limit.was {
         log::info!(

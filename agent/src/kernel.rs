@@ -15,7 +15,7 @@ use agent_common::{
 use aya::{
     maps::{
         lpm_trie::{Key, LpmTrie},
-        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        Array, HashMap, MapData, MapError, PerCpuArray,
     },
     programs::{
         cgroup_skb::{CgroupSkbLink, CgroupSkbLinkId},
@@ -32,6 +32,7 @@ use aya::{
 
 use crate::{
     policy::{compile::CompiledPolicy, Prefix},
+    ring::{EventRing, RingError},
     tracefs::{self, TracefsError},
 };
 
@@ -55,6 +56,11 @@ pub enum KernelError {
     Map {
         name: &'static str,
         source: MapError,
+    },
+    #[error("map `{name}`: {source}")]
+    Ring {
+        name: &'static str,
+        source: RingError,
     },
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
@@ -123,7 +129,7 @@ pub struct MapSizes {
 
 /// Maps userspace reads while the programs run (and after they are detached).
 pub struct KernelMaps {
-    pub events: RingBuf<MapData>,
+    pub events: EventRing,
     pub lookups: KernelLookups,
     pub policy: PolicyMaps,
 }
@@ -615,6 +621,8 @@ pub fn load_and_attach(
     };
 
     let mut ebpf = load(config)?;
+    // The kernel BTF's parse is over: its pages go back before the ring buffer is mapped.
+    crate::memory::release_freed_heap();
     // Take the maps first: they stay usable after the programs are detached (final drain).
     let mut maps = take_maps(&mut ebpf)?;
     // The policy is in force before the first program is attached: no unchecked window.
@@ -698,6 +706,10 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
     let tcp_progress = u32::from(*tcp_progress);
     let conn_tracking = u32::from(*connection_ends);
     EbpfLoader::new()
+        // `new` has parsed the whole kernel BTF (~18 MiB of heap); the object has no CO-RE
+        // relocations (test `object_needs_no_kernel_btf`), so aya would only carry it through
+        // the load. Dropped now, it is not in memory with the load's own allocations.
+        .btf(None)
         .override_global(globals::UDP_IDLE_NS, udp_idle_ns, true)
         .override_global(globals::WAKEUP_BYTES, &wakeup_bytes, true)
         .override_global(globals::DNS_PORT, dns_port, true)
@@ -717,10 +729,20 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         .map_err(KernelError::Load)
 }
 
+/// The event ring buffer, mapped by egret's own reader (its data pages once, not twice).
+fn event_ring(ebpf: &mut Ebpf) -> Result<EventRing, KernelError> {
+    let name = maps::EVENTS;
+    let ring = match take_map(ebpf, name)? {
+        aya::maps::Map::RingBuf(map) => EventRing::new(map),
+        _ => Err(RingError::NotRingBuffer),
+    };
+    ring.map_err(|source| KernelError::Ring { name, source })
+}
+
 /// Takes the maps userspace uses out of the object.
 fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, KernelError> {
     Ok(KernelMaps {
-        events: typed(ebpf, maps::EVENTS)?,
+        events: event_ring(ebpf)?,
         lookups: KernelLookups {
             counters: typed(ebpf, maps::COUNTERS)?,
             udp_flows: typed(ebpf, maps::UDP_FLOWS)?,
@@ -1084,6 +1106,28 @@ mod tests {
         let set: BTreeSet<String> = names.iter().map(|name| (*name).to_owned()).collect();
         assert_eq!(set.len(), names.len(), "a name is listed twice: {names:?}");
         set
+    }
+
+    /// The object has no CO-RE (BTF) relocations, so loading it needs no kernel BTF (`load`
+    /// gives aya none). The `.BTF.ext` header (linux `Documentation/bpf/btf.rst`): magic,
+    /// version, flags, `hdr_len`, then offset and length of the function, line and (when
+    /// `hdr_len` >= 32) CO-RE relocation sections.
+    #[test]
+    fn object_needs_no_kernel_btf() {
+        let file = object::File::parse(PROGRAMS).unwrap();
+        let Some(ext) = file.section_by_name(".BTF.ext") else {
+            return;
+        };
+        let data = ext.data().unwrap();
+        let word = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+        assert_eq!(u16::from_le_bytes([data[0], data[1]]), 0xeb9f, "magic");
+        if word(4) >= 32 {
+            assert_eq!(
+                word(28),
+                0,
+                "the object has CO-RE relocations: give aya the kernel BTF"
+            );
+        }
     }
 
     /// `agent_common::names` and the kernel crate's identifiers name the same things: renaming

@@ -542,3 +542,64 @@ fn a_connection_older_than_egret_is_closed_out() -> Result<()> {
         h.finish()
     })
 }
+
+/// A small ring buffer (128 KiB: room for the 6.5 KiB exec records of a busy host) wraps
+/// every ~430 connections (304 bytes of records each), and a record that straddles its end is
+/// put together from its two parts (egret maps the data pages once). Every connection still
+/// has its start and end lines, with the same id and the right destination and process.
+#[test]
+fn a_small_ring_buffer_wraps_and_every_record_arrives_whole() -> Result<()> {
+    const CONNECTIONS: usize = 4000;
+    Harness::with_egret("ring-wrap", &["--ring-buffer-size", "131072"], |mut h| {
+        let server = egret_e2e::TcpServer::loopback()?;
+        let port = server.port();
+        let out = h.run(Command::new(CLIENT).args([
+            "connect-loop",
+            "--count",
+            &CONNECTIONS.to_string(),
+            "--interval-ms",
+            "1",
+            "127.0.0.1",
+            &port.to_string(),
+        ]))?;
+        ensure!(
+            out.stdout
+                .contains(&format!("port={port} ok={CONNECTIONS} ")),
+            "connect-loop: {}",
+            out.stdout
+        );
+        let ends = h
+            .egret
+            .wait_for_count(|v| is_end(v, port), CONNECTIONS, LINE_TIMEOUT)?;
+        h.egret.stop_cleanly()?;
+        let events = h.egret.events()?;
+        let starts: Vec<&Value> = events
+            .iter()
+            .filter(|v| is_flow(v, "connect", "tcp", port))
+            .collect();
+        ensure!(
+            starts.len() == CONNECTIONS && ends.len() == CONNECTIONS,
+            "{} start and {} end lines for {CONNECTIONS} connections",
+            starts.len(),
+            ends.len()
+        );
+        let pid = starts.first().and_then(|v| field_u64(v, "process.pid"));
+        let mut ids = std::collections::BTreeSet::new();
+        for start in &starts {
+            check_field_str(start, "destination.ip", "127.0.0.1")?;
+            ensure!(
+                pid.is_some() && field_u64(start, "process.pid") == pid,
+                "every connect is the client's\nline: {start}"
+            );
+            let id = field_str(start, "egret.connection.id").context("start without id")?;
+            ensure!(ids.insert(id), "connection id {id} twice");
+        }
+        for end in &ends {
+            check_field_str(end, "event.outcome", "success")?;
+            let id = field_str(end, "egret.connection.id").context("end without id")?;
+            ensure!(ids.remove(id), "end line of no start line\nline: {end}");
+        }
+        h.egret.discard_dir_on_drop();
+        Ok(())
+    })
+}

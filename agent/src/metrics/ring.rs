@@ -2,12 +2,12 @@
 //! map's own pages.
 //!
 //! A BPF ring buffer map exposes, at mmap offset 0, a page whose first word is the consumer
-//! position (advanced by the reader: aya's `RingBuf`, as records are consumed) and, at offset
+//! position (advanced by the reader, `crate::ring`, as records are consumed) and, at offset
 //! one page, a page whose first word is the producer position (advanced by the kernel as
 //! programs reserve records). Both count bytes since the map was created, record headers
 //! included, so `producer - consumer` is the number of bytes reserved and not yet consumed.
-//! aya keeps its own mapping private, so egret maps the same two pages again, read-only
-//! (the kernel allows read-only mappings of any part of the map).
+//! The reader's mappings belong to the pipeline, so the telemetry maps the same two pages
+//! again, read-only (the kernel allows read-only mappings of any part of the map).
 
 use std::{
     os::fd::{AsRawFd as _, BorrowedFd},
