@@ -302,6 +302,25 @@ impl std::fmt::Display for ConnectionIdText {
     }
 }
 
+impl ConnectionIdText {
+    /// The same text as `Display`, appended to `out` without the formatting machinery (it is on
+    /// every connection line).
+    pub fn write_to(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(boot_prefix().as_bytes());
+        out.push(b'-');
+        let digits = (64 - self.0.leading_zeros()).div_ceil(4).max(1);
+        for shift in (0..digits).rev() {
+            let nibble = (self.0 >> (shift * 4)) & 0xf;
+            if let Some(digit) = usize::try_from(nibble)
+                .ok()
+                .and_then(|i| b"0123456789abcdef".get(i))
+            {
+                out.push(*digit);
+            }
+        }
+    }
+}
+
 fn boot_prefix() -> &'static str {
     static PREFIX: OnceLock<String> = OnceLock::new();
     PREFIX.get_or_init(|| {
@@ -531,6 +550,19 @@ mod tests {
 
     use super::*;
     use crate::record::{sample, Action, Transport};
+
+    #[test]
+    fn connection_id_written_is_its_display_text() {
+        for cookie in [0, 1, 0xf, 0x10, 0xdead_beef, 1 << 63, u64::MAX] {
+            let mut out = Vec::new();
+            ConnectionIdText(cookie).write_to(&mut out);
+            assert_eq!(
+                out,
+                ConnectionIdText(cookie).to_string().into_bytes(),
+                "{cookie:#x}"
+            );
+        }
+    }
 
     fn end(flags: u32, acked: u64, received: u64, error: u32) -> ConnEndEvent {
         ConnEndEvent {

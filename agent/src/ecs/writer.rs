@@ -8,7 +8,7 @@
 //! escaping keys that are constants. Parts most lines do not have (containers, what the
 //! first bytes said, the audit login, ...) are written by serde from their schema types.
 
-use std::io::Write as _;
+use std::{io::Write as _, net::IpAddr};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -211,7 +211,7 @@ fn write_endpoints(
         let mut source = Members::open(out);
         if let Some((ip, port)) = end.source {
             source.key(out, "ip");
-            let _ = write!(out, "\"{ip}\"");
+            ip_string(out, ip);
             source.key(out, "port");
             number(out, u64::from(port));
         }
@@ -224,7 +224,7 @@ fn write_endpoints(
     top.key(out, "destination");
     let mut destination = Members::open(out);
     destination.key(out, "ip");
-    let _ = write!(out, "\"{}\"", record.ip);
+    ip_string(out, record.ip);
     destination.key(out, "port");
     number(out, u64::from(record.port));
     if let Some((domain, _)) = record.destination_name() {
@@ -395,11 +395,15 @@ fn write_connection_id(
     egret.key(out, "connection");
     let mut connection = Members::open(out);
     connection.key(out, "id");
-    let id = ConnectionIdText(record.cookie);
-    let _ = match record.transport {
-        Transport::Tcp => write!(out, "\"{id}\""),
-        _ => write!(out, "\"{id}-{}-{}\"", record.ip, record.port),
-    };
+    out.push(b'"');
+    ConnectionIdText(record.cookie).write_to(out);
+    if record.transport != Transport::Tcp {
+        out.push(b'-');
+        ip_text(out, record.ip);
+        out.push(b'-');
+        number(out, u64::from(record.port));
+    }
+    out.push(b'"');
     if let Some((_, start_seen, EndLine::End | EndLine::StartAndEnd)) = end {
         connection.key(out, "start_seen");
         out.extend_from_slice(if start_seen { b"true" } else { b"false" });
@@ -451,6 +455,30 @@ fn optional<T: Serialize>(
 
 fn serde<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), serde_json::Error> {
     serde_json::to_writer(&mut *out, value)
+}
+
+/// An address as a JSON string: its `Display` text (which never needs escaping).
+fn ip_string(out: &mut Vec<u8>, ip: IpAddr) {
+    out.push(b'"');
+    ip_text(out, ip);
+    out.push(b'"');
+}
+
+/// An address's `Display` text; IPv4, on most lines, without the formatting machinery.
+fn ip_text(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                number(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 fn number(out: &mut Vec<u8>, n: u64) {
@@ -506,6 +534,28 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_they_display() {
+        for text in [
+            "0.0.0.0",
+            "10.0.0.2",
+            "127.0.0.1",
+            "255.255.255.255",
+            "192.168.100.9",
+            "::",
+            "::1",
+            "fd00::53",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.1.2.3",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            let mut out = Vec::new();
+            ip_string(&mut out, ip);
+            assert_eq!(out, format!("\"{ip}\"").into_bytes(), "{text}");
+        }
+    }
+
     use crate::{
         cgroup::CgroupInfo,
         clock::WallClock,

@@ -486,9 +486,23 @@ pub fn chain_in_place(
         Some(egret) if egret.close > egret.open + 1 => {
             let hash = prev.next(line);
             let at = start + egret.close;
-            // Only the bytes after the `egret` object move: it is the last member.
-            let member = [b",\"chain\":\"".as_slice(), hash.as_bytes(), b"\""].concat();
-            out.splice(at..at, member);
+            // Only the bytes after the `egret` object move (it is the last member): the line
+            // grows by the member's length, the tail moves up, the member goes in the gap.
+            let pieces: [&[u8]; 3] = [b",\"chain\":\"", hash.as_bytes(), b"\""];
+            let inserted: usize = pieces.iter().map(|piece| piece.len()).sum();
+            let end = out.len();
+            if at > end {
+                out.truncate(start);
+                return None;
+            }
+            out.resize(end + inserted, 0);
+            out.copy_within(at..end, at + inserted);
+            let mut gap = out.get_mut(at..at + inserted)?;
+            for piece in pieces {
+                let (head, rest) = gap.split_at_mut(piece.len());
+                head.copy_from_slice(piece);
+                gap = rest;
+            }
             out.push(b'\n');
             Some(hash)
         }

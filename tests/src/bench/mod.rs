@@ -9,7 +9,8 @@
 //! `egret-dns server`) and connects to the answer, in a loop; `dns-block` runs the same loop
 //! under a block-mode policy that approves the connects only by that name, and shares the
 //! `dns` workload's baseline. `tcp-starts-only` runs the TCP loop with `--connection-ends off`
-//! (start lines only: what the connection-end programs cost is the gap to `tcp`), and
+//! (start lines only: what the connection-end programs cost is the gap to `tcp`), `tcp-merged`
+//! with `--merge-short-connections on` (one line per connection that ends within a drain), and
 //! `tcp-progress` with everything on (`--progress-interval 10`: per-packet counter copies);
 //! both share the `tcp` workload's baseline. `tcp-request` sends an HTTP request on every
 //! connection and reads the answer (`egret-testclient request-loop`), egret with its defaults
@@ -67,6 +68,7 @@ impl Workload {
             | Self::Dns
             | Self::DnsBlock
             | Self::TcpStartsOnly
+            | Self::TcpMerged
             | Self::TcpProgress
             | Self::TcpRequest
             | Self::TcpRequestPlain => "connect",
@@ -83,6 +85,7 @@ impl Workload {
             Self::Dns => "dns",
             Self::DnsBlock => "dns-block",
             Self::TcpStartsOnly => "tcp-starts-only",
+            Self::TcpMerged => "tcp-merged",
             Self::TcpProgress => "tcp-progress",
             Self::TcpRequest => "tcp-request",
             Self::TcpRequestPlain => "tcp-request-plain",
@@ -97,6 +100,7 @@ impl Workload {
             Self::Dns => "dns resolve + tcp connect".to_owned(),
             Self::DnsBlock => "dns resolve + tcp connect, block mode, domain rule".to_owned(),
             Self::TcpStartsOnly => "tcp connect, start lines only".to_owned(),
+            Self::TcpMerged => "tcp connect, --merge-short-connections on".to_owned(),
             Self::TcpProgress => "tcp connect, progress lines on".to_owned(),
             Self::TcpRequest => "tcp connect + http request, first bytes read".to_owned(),
             Self::TcpRequestPlain => "tcp connect + http request, --first-bytes off".to_owned(),
@@ -119,6 +123,7 @@ impl Workload {
             self,
             Self::Tcp
                 | Self::TcpPolicy
+                | Self::TcpMerged
                 | Self::TcpProgress
                 | Self::TcpRequest
                 | Self::TcpRequestPlain
@@ -140,7 +145,9 @@ impl Workload {
     /// without egret), if any.
     fn baseline_owner(self) -> Option<Self> {
         match self {
-            Self::TcpStartsOnly | Self::TcpProgress | Self::TcpPolicy => Some(Self::Tcp),
+            Self::TcpStartsOnly | Self::TcpMerged | Self::TcpProgress | Self::TcpPolicy => {
+                Some(Self::Tcp)
+            }
             Self::TcpRequestPlain => Some(Self::TcpRequest),
             Self::DnsBlock => Some(Self::Dns),
             Self::Tcp | Self::Udp | Self::Dns | Self::TcpRequest => None,
@@ -442,6 +449,7 @@ fn test_client_command(workload: Workload) -> &'static str {
         | Workload::Dns
         | Workload::DnsBlock
         | Workload::TcpStartsOnly
+        | Workload::TcpMerged
         | Workload::TcpProgress => "tcp-loop",
     }
 }
@@ -459,6 +467,7 @@ fn egret_args(
         Workload::Tcp | Workload::Udp | Workload::TcpRequest => Vec::new(),
         Workload::TcpRequestPlain => vec!["--first-bytes".into(), "off".into()],
         Workload::TcpStartsOnly => vec!["--connection-ends".into(), "off".into()],
+        Workload::TcpMerged => vec!["--merge-short-connections".into(), "on".into()],
         Workload::TcpProgress => vec!["--progress-interval".into(), "10".into()],
         Workload::TcpPolicy => {
             let policy = policy.context("tcp-policy workload without a policy file")?;
@@ -649,6 +658,7 @@ mod tests {
             [
                 Workload::Tcp,
                 Workload::TcpStartsOnly,
+                Workload::TcpMerged,
                 Workload::TcpProgress,
                 Workload::TcpRequest,
                 Workload::TcpRequestPlain,

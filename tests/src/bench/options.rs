@@ -18,7 +18,7 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 2000)]
     pub duration_ms: u64,
     /// Workloads to run (repeatable; default: all, in the order tcp, tcp-starts-only,
-    /// tcp-progress, tcp-request, tcp-request-plain, udp, tcp-policy, dns, dns-block).
+    /// tcp-merged, tcp-progress, tcp-request, tcp-request-plain, udp, tcp-policy, dns, dns-block).
     #[arg(long = "workload", value_enum)]
     pub workloads: Vec<Workload>,
     /// Rules in the generated block-mode policy of the `tcp-policy` workload.
@@ -37,7 +37,7 @@ pub struct BenchOptions {
           value_parser = clap::value_parser!(u64).range(100..))]
     pub replay_connections: u64,
     /// Replay variants to run (repeatable; default: all, in the order audit,
-    /// long-entry-args, first-bytes, block, starts-only).
+    /// long-entry-args, first-bytes, block, starts-only, merged).
     #[arg(long = "replay-variant", value_enum)]
     pub replay_variants: Vec<ReplayVariant>,
     /// Where the replay writes its output (default: target/bench); e.g. a tmpfs, to leave
@@ -60,6 +60,8 @@ pub enum ReplayVariant {
     Block,
     /// As `audit`, with `--connection-ends off`: start lines only.
     StartsOnly,
+    /// As `audit`, with `--merge-short-connections on`: one line per short connection.
+    Merged,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
@@ -68,6 +70,8 @@ pub enum Workload {
     Tcp,
     /// The TCP loop with `--connection-ends off`: start lines only.
     TcpStartsOnly,
+    /// The TCP loop with `--merge-short-connections on`: one line per short connection.
+    TcpMerged,
     /// The TCP loop with everything on: end lines and `--progress-interval 10`.
     TcpProgress,
     /// An HTTP request and its answer on each connection (`egret-testclient request-loop`);

@@ -53,7 +53,8 @@ pub const RESPONSE_STATUS: u16 = 200;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct LogSummary {
     /// Event lines (`event.kind == "event"`) whose `event.action` is the workload's action
-    /// (`connect` / `send`).
+    /// (`connect` / `send`), and merged connection lines (a `connection-end` line typed
+    /// `start`, which stands for the connect line) when the action is `connect`.
     pub events: u64,
     /// Of those, lines with `egret.policy.verdict == "approved"`.
     pub approved: u64,
@@ -118,10 +119,14 @@ impl LogSummary {
             action: line_action,
             ..
         } = &doc.event;
-        if kind == "event" && line_action == "connection-end" {
+        let is_end = kind == "event" && line_action == "connection-end";
+        if is_end {
             self.count_end(doc);
         }
-        if kind != "event" || line_action != action {
+        // A merged connection (`--merge-short-connections on`) has one line: its end line,
+        // typed `start` as well, which stands for its connect line too.
+        let merged_connect = is_end && action == "connect" && doc.event.types.contains("start");
+        if kind != "event" || (line_action != action && !merged_connect) {
             return;
         }
         self.events += 1;
@@ -318,6 +323,19 @@ not json
     fn a_metric_line_without_its_counters_is_an_error() {
         let log = r#"{"event":{"kind":"metric"},"egret":{}}"#;
         assert!(summarize_log(log.as_bytes(), "connect", None).is_err());
+    }
+
+    #[test]
+    fn counts_a_merged_connection_line_as_its_connect_and_its_end() -> Result<()> {
+        let log = r#"{"event":{"kind":"event","action":"connect","type":["connection","start"]}}
+{"event":{"kind":"event","action":"connection-end","type":["connection","end"]}}
+{"event":{"kind":"event","action":"connection-end","type":["connection","start","end"]}}
+"#;
+        let s = summarize_log(log.as_bytes(), "connect", None)?;
+        assert_eq!((s.events, s.ends), (2, 2));
+        let s = summarize_log(log.as_bytes(), "send", None)?;
+        assert_eq!((s.events, s.ends), (0, 2));
+        Ok(())
     }
 
     #[test]

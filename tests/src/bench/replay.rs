@@ -32,6 +32,7 @@ impl ReplayVariant {
             Self::FirstBytes => "replay, audit, first bytes on every HTTP(S) connection".to_owned(),
             Self::Block => format!("replay, block mode, {policy_rules} rules"),
             Self::StartsOnly => "replay, audit, --connection-ends off".to_owned(),
+            Self::Merged => "replay, audit, --merge-short-connections on".to_owned(),
         }
     }
 
@@ -47,6 +48,9 @@ impl ReplayVariant {
             Self::FirstBytes => config.first_bytes = true,
             Self::Block => config.block_rules = Some(policy_rules),
             Self::StartsOnly => config.connection_ends = false,
+            Self::Merged => config
+                .run_flags
+                .extend(["--merge-short-connections".to_owned(), "on".to_owned()]),
         }
     }
 }
