@@ -29,6 +29,9 @@ pub struct Metrics {
     pub lines_written: u64,
     pub process_table_size: u64,
     pub process_table_misses: u64,
+    /// Entries found naming another program than the process runs (its exec record was lost)
+    /// and read again from `/proc`.
+    pub process_table_stale: u64,
     /// Live processes dropped because the table reached `--max-processes`.
     pub process_table_evicted: u64,
     /// Exited processes dropped before their grace period ended because the table reached

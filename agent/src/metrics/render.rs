@@ -102,6 +102,7 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         lines_written,
         process_table_size,
         process_table_misses,
+        process_table_stale,
         process_table_evicted,
         process_table_exited_evicted,
         exec_without_args,
@@ -195,6 +196,11 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         "egret_process_table_misses_total",
         "Events whose process was not in the table.",
         process_table_misses,
+    );
+    e.counter(
+        "egret_process_table_stale_total",
+        "Process table entries found naming another program than the process runs (an exec record lost), read again from /proc.",
+        process_table_stale,
     );
     e.counter(
         "egret_process_table_evictions_total",

@@ -458,6 +458,7 @@ impl Pipeline {
             lines_written,
             process_table_size: count(processes),
             process_table_misses: process_table.misses,
+            process_table_stale: process_table.stale,
             process_table_evicted: process_table.evicted,
             process_table_exited_evicted: process_table.exited_evicted,
             exec_without_args: process_table.exec_without_args,

@@ -64,6 +64,9 @@ pub struct ProcessInfo {
     pub executable: Option<String>,
     /// Program name: basename of the executable, else the kernel's `comm`.
     pub name: String,
+    /// The kernel's `comm` as of the last exec or fork (or `/proc`): a record whose task has
+    /// another one shows this entry may be stale (see [`ProcessTable::resolve`]).
+    pub comm: String,
     pub args: Vec<String>,
     /// The kernel cut the path or the arguments (see `docs/events.md` for the limits).
     pub args_truncated: bool,
@@ -105,6 +108,7 @@ impl ProcessInfo {
             ppid: None,
             executable: None,
             name: comm.to_owned(),
+            comm: comm.to_owned(),
             args: Vec::new(),
             args_truncated: false,
             args_redacted: false,
@@ -165,6 +169,10 @@ impl ProcessInfo {
 /// Bytes of arguments kept for a parent or leader on a line (`process.parent.args`, ...).
 pub const ANCESTOR_ARGS_MAX: usize = 512;
 
+/// How far a start time read from `/proc` (clock ticks) may lie from one an event gave (ns)
+/// for the two to be the same process's.
+const PROC_START_SLACK_NS: u64 = 50_000_000;
+
 /// The first arguments of `args` that fit in `max` bytes; the first one that does not fit is
 /// cut (at a character boundary) and the rest are dropped.
 fn cap_args(args: &[String], max: usize) -> Vec<String> {
@@ -190,6 +198,9 @@ fn cap_args(args: &[String], max: usize) -> Vec<String> {
 struct Entry {
     info: Arc<ProcessInfo>,
     exited_ns: Option<u64>,
+    /// A record with another `comm` already had this entry checked against `/proc` (a thread
+    /// that names itself must not cost a `/proc` read per connection).
+    comm_checked: bool,
 }
 
 /// Counters the table reports in metric lines.
@@ -197,6 +208,9 @@ struct Entry {
 pub struct TableStats {
     /// Lookups that found nothing and fell back to `/proc` or the event's comm.
     pub misses: u64,
+    /// Entries found stale (the process runs another program than its entry says: its exec
+    /// record was lost) and read again from `/proc`.
+    pub stale: u64,
     /// Live entries evicted because the table was full.
     pub evicted: u64,
     /// Exited entries evicted before their grace period ended because the table was full.
@@ -252,9 +266,19 @@ impl ProcessTable {
 
     /// Looks `pid` up; on a miss reads `/proc` (the process may predate egret's seed), else
     /// builds a minimal entry from the event's `comm`.
+    ///
+    /// An entry whose `comm` differs from the record's (`comm`, when given) may be stale: the
+    /// kernel lost the exec record (a full ring buffer) and the entry still names the program
+    /// the process forked from. It is read again from `/proc` once; a thread that names itself
+    /// (`prctl(PR_SET_NAME)`) costs that one read, no more.
     pub fn resolve(&mut self, pid: u32, comm: &str) -> Arc<ProcessInfo> {
-        if let Some(info) = self.get(pid) {
-            return info;
+        if let Some(entry) = self.procs.get_mut(&pid) {
+            if comm.is_empty() || entry.comm_checked || entry.info.comm == comm {
+                return Arc::clone(&entry.info);
+            }
+            entry.comm_checked = true;
+            let kept = Arc::clone(&entry.info);
+            return self.refresh(kept);
         }
         self.stats.misses += 1;
         match proc::read(pid) {
@@ -264,6 +288,33 @@ impl ProcessTable {
             }
             None => Arc::new(ProcessInfo::from_comm(pid, comm)),
         }
+    }
+
+    /// `kept`, read again from `/proc` when its program changed there (kept as it is when the
+    /// process is gone or runs what the entry says).
+    fn refresh(&mut self, kept: Arc<ProcessInfo>) -> Arc<ProcessInfo> {
+        let Some(mut info) = proc::read(kept.pid) else {
+            return kept;
+        };
+        if info.executable == kept.executable && info.exe_id == kept.exe_id {
+            return kept;
+        }
+        self.stats.stale += 1;
+        // The same process (the start times agree to /proc's tick): its fork record's start
+        // is the precise one.
+        let same_start = match (info.start_ns, kept.start_ns) {
+            (Some(read), Some(known)) => read.abs_diff(known) < PROC_START_SLACK_NS,
+            _ => false,
+        };
+        if same_start {
+            info.start_ns = kept.start_ns;
+        }
+        self.link_from_table(&mut info);
+        let fresh = self.insert(Arc::new(info));
+        if let Some(entry) = self.procs.get_mut(&fresh.pid) {
+            entry.comm_checked = true;
+        }
+        fresh
     }
 
     /// Every process the table keeps comes through here: its arguments (and, where it leads
@@ -286,6 +337,7 @@ impl ProcessTable {
             Entry {
                 info: Arc::clone(&info),
                 exited_ns: None,
+                comm_checked: false,
             },
         );
         info
@@ -403,6 +455,8 @@ impl ProcessTable {
                 start_ns: Some(ktime_ns),
                 parent: Some(p.ancestor()),
                 ancestor: OnceLock::new(),
+                // The child has the comm of the thread that forked it.
+                comm: parent_comm.to_owned(),
                 ..(**p).clone()
             },
             None => ProcessInfo {
@@ -688,6 +742,56 @@ mod tests {
         assert_eq!(split_nul(b"a\0bc\0"), ["a", "bc"]);
         assert_eq!(split_nul(b"a\0\0c"), ["a", "", "c"]);
         assert!(split_nul(b"").is_empty());
+    }
+
+    /// A lost exec record: the entry (from the fork) names the parent's program; the next
+    /// record's `comm` differs, so the entry is read again from `/proc` (this test's process
+    /// plays the child), once.
+    #[test]
+    fn an_entry_whose_exec_was_lost_is_read_again_from_proc_once() {
+        let me = std::process::id();
+        let mut table = ProcessTable::new(100, 1_000);
+        table.insert(Arc::new(ProcessInfo {
+            executable: Some("/usr/sbin/forker".into()),
+            name: "forker".into(),
+            args: vec!["forker".into(), "--serve".into()],
+            start_ns: Some(1),
+            ..ProcessInfo::from_comm(P + 20, "forker")
+        }));
+        table.on_fork(P + 20, me, "forker", &identity(0, P + 20), 100);
+        let comm = fs::read_to_string(format!("/proc/{me}/comm")).expect("own comm");
+        let comm = comm.trim_end();
+
+        // The same comm as the entry: the entry is believed, nothing is read.
+        let stale = table.resolve(me, "forker");
+        assert_eq!(stale.executable.as_deref(), Some("/usr/sbin/forker"));
+        assert_eq!(table.stats.stale, 0);
+
+        let fresh = table.resolve(me, comm);
+        let exe = std::env::current_exe().expect("own executable");
+        assert_eq!(fresh.executable.as_deref(), exe.to_str());
+        assert_eq!(fresh.comm, comm);
+        assert_eq!(fresh.ppid, Some(std::os::unix::process::parent_id()));
+        assert_eq!(table.stats.stale, 1);
+        assert_eq!(table.stats.misses, 0);
+
+        // A thread with a name of its own: the entry, checked once, is kept without a read.
+        let again = table.resolve(me, "worker-7");
+        assert!(Arc::ptr_eq(&again, &fresh));
+        assert_eq!(table.stats.stale, 1);
+    }
+
+    /// A thread that names itself, in a process whose entry is right: one `/proc` read finds
+    /// nothing changed; the entry is kept as it is and nothing is counted.
+    #[test]
+    fn a_renamed_thread_keeps_a_right_entry() {
+        let me = std::process::id();
+        let mut table = ProcessTable::new(100, 1_000);
+        assert!(table.seed_from_proc() > 0);
+        let seeded = table.get(me).expect("seeded");
+        let kept = table.resolve(me, "renamed-thread");
+        assert!(Arc::ptr_eq(&kept, &seeded));
+        assert_eq!((table.stats.stale, table.stats.misses), (0, 0));
     }
 
     #[test]

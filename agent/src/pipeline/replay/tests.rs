@@ -60,7 +60,14 @@ fn check(report: &ReplayReport, lines: &[Value]) -> HashMap<String, usize> {
         (0, 0, 0)
     );
     assert_eq!((m.tcp_ends_without_start, m.tcp_connections_lost), (0, 0));
-    assert_eq!((m.udp_flows_evicted, m.process_table_misses), (0, 0));
+    assert_eq!(
+        (
+            m.udp_flows_evicted,
+            m.process_table_misses,
+            m.process_table_stale
+        ),
+        (0, 0, 0)
+    );
     assert_eq!(m.tcp_connection_ends, counts.tcp);
     // The file's own first line is not counted among the lines written.
     let own = lines
