@@ -531,6 +531,38 @@ impl Harness {
         run_in(&self.cgroup, cmd)
     }
 
+    /// Runs `client connect-loop --count COUNT --interval-ms INTERVAL_MS 127.0.0.1 PORT` in
+    /// the test cgroup; every connection must succeed.
+    pub fn connect_loop(
+        &self,
+        client: &str,
+        port: u16,
+        count: usize,
+        interval_ms: u32,
+    ) -> Result<crate::RunOutput> {
+        let out = self.run(Command::new(client).args([
+            "connect-loop",
+            "--count",
+            &count.to_string(),
+            "--interval-ms",
+            &interval_ms.to_string(),
+            "127.0.0.1",
+            &port.to_string(),
+        ]))?;
+        let counts = crate::policy::parse_loop_counts(&out.stdout)?;
+        let want = crate::policy::PortCounts {
+            ok: count as u64,
+            eperm: 0,
+            other: 0,
+        };
+        anyhow::ensure!(
+            counts.get(&port) == Some(&want),
+            "connect-loop to port {port}: {}",
+            out.stdout
+        );
+        Ok(out)
+    }
+
     /// Runs `cmd` in the test cgroup (30 s limit) whatever its exit status.
     pub fn try_run(&self, cmd: &mut Command) -> Result<crate::RunOutput> {
         self.cgroup.command(cmd)?;

@@ -553,21 +553,7 @@ fn a_small_ring_buffer_wraps_and_every_record_arrives_whole() -> Result<()> {
     Harness::with_egret("ring-wrap", &["--ring-buffer-size", "131072"], |mut h| {
         let server = egret_e2e::TcpServer::loopback()?;
         let port = server.port();
-        let out = h.run(Command::new(CLIENT).args([
-            "connect-loop",
-            "--count",
-            &CONNECTIONS.to_string(),
-            "--interval-ms",
-            "1",
-            "127.0.0.1",
-            &port.to_string(),
-        ]))?;
-        ensure!(
-            out.stdout
-                .contains(&format!("port={port} ok={CONNECTIONS} ")),
-            "connect-loop: {}",
-            out.stdout
-        );
+        h.connect_loop(CLIENT, port, CONNECTIONS, 1)?;
         let ends = h
             .egret
             .wait_for_count(|v| is_end(v, port), CONNECTIONS, LINE_TIMEOUT)?;

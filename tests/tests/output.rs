@@ -84,21 +84,7 @@ fn rotation_under_traffic_keeps_every_connection_once_and_verify_catches_tamperi
         |mut h| {
             let server = TcpServer::loopback()?;
             let port = server.port();
-            let out = h.run(Command::new(CLIENT).args([
-                "connect-loop",
-                "--count",
-                &CONNECTIONS.to_string(),
-                "--interval-ms",
-                "1",
-                "127.0.0.1",
-                &port.to_string(),
-            ]))?;
-            ensure!(
-                out.stdout
-                    .contains(&format!("port={port} ok={CONNECTIONS} ")),
-                "connect-loop: {}",
-                out.stdout
-            );
+            h.connect_loop(CLIENT, port, CONNECTIONS, 1)?;
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 let seen = cookies(&read_set(&output_set(h.egret.dir())?)?, port).len();
