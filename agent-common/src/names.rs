@@ -23,8 +23,8 @@ macro_rules! names {
 /// this list can be compared whole.
 pub mod maps {
     names! {
-        // shared
-        EVENTS, COUNTERS, UDP_FLOWS,
+        // shared (`AYA_LOGS`: aya-log's, the programs' diagnostics)
+        EVENTS, COUNTERS, UDP_FLOWS, AYA_LOGS,
         // socket
         UDP_SOCKETS,
         // conn
@@ -68,8 +68,8 @@ pub mod programs {
 /// kernel module.
 pub mod globals {
     names! {
-        // shared
-        WAKEUP_BYTES,
+        // shared (`AYA_LOG_LEVEL`: aya-log's, the most verbose diagnostics written)
+        WAKEUP_BYTES, AYA_LOG_LEVEL,
         // task
         KERNEL_OFFSETS,
         // socket

@@ -71,9 +71,9 @@ use aya_ebpf::{
 };
 
 use crate::shared::{
-    atomic_add, count, ctx_field, ctx_ip6, emit, flow_key, global, ip_addr, load, netns_cookie,
-    now_ns, socket_cookie, tp_field, v4_in_16, End, IpHeader, Origin, Task, IPPROTO_TCP,
-    SOCK_STREAM, UDP_FLOWS,
+    atomic_add, count, ctx_field, ctx_ip6, emit, fail, flow_key, global, ip_addr, load,
+    netns_cookie, now_ns, socket_cookie, tp_field, v4_in_16, End, IpHeader, Origin, Task,
+    IPPROTO_TCP, SOCK_STREAM, UDP_FLOWS,
 };
 
 /// Open outbound TCP connections, by socket cookie.
@@ -152,8 +152,8 @@ pub(crate) fn on_tcp_connect(cookie: u64, sock_type: u16, gated: bool, task: &Ta
         out_want: 0,
         _pad: 0,
     };
-    if CONNS.insert(&cookie, &state, BPF_ANY as u64).is_err() {
-        count(Counter::ConnUpdateFailed);
+    if let Err(error) = CONNS.insert(&cookie, &state, BPF_ANY as u64) {
+        fail(Counter::ConnUpdateFailed, "CONNS", error);
         return false;
     }
     let _ = CONNECTING.insert(&task.tid, &cookie, BPF_ANY as u64);

@@ -58,7 +58,7 @@ use aya_ebpf::{
 use crate::{
     policy,
     shared::{
-        count, emit, global, ip_addr, load, netns_cookie, now_ns, opaque, socket_cookie, v4_in_16,
+        emit, fail, global, ip_addr, load, netns_cookie, now_ns, opaque, socket_cookie, v4_in_16,
         End, IpHeader, Origin, IPPROTO_TCP, IPPROTO_UDP,
     },
 };
@@ -190,8 +190,8 @@ pub(crate) fn note_query(ctx: &SkBuffContext, ip: &IpHeader) {
         port: at.port,
         _pad: 0,
     };
-    if DNS_QUERIES.insert(&key, &value, 0).is_err() {
-        count(Counter::DnsQueryUpdateFailed);
+    if let Err(error) = DNS_QUERIES.insert(&key, &value, 0) {
+        fail(Counter::DnsQueryUpdateFailed, "DNS_QUERIES", error);
     }
 }
 

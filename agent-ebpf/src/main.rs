@@ -30,7 +30,8 @@
 //!   selectors its path matches.
 //!
 //! Maps (each module's doc says what they hold and who reads them): [`shared`] has `EVENTS`
-//! (the ring buffer every event goes to), `COUNTERS` and `UDP_FLOWS`; [`socket`] has
+//! (the ring buffer every event goes to), `COUNTERS`, `UDP_FLOWS` and aya-log's `AYA_LOGS`
+//! (the programs' diagnostics, `debug` level: a failed map update, a refused operation); [`socket`] has
 //! `UDP_SOCKETS`; [`conn`] has `CONNS`, `CONNECTING` and `LAST_SK_ERROR`; [`dns`] has
 //! `NAME_SCRATCH`, `DIGEST_SCRATCH`, `DNS_QUERIES` and `TRUSTED_RESOLVERS`; [`payload`] has
 //! `GATES`; [`policy`] has `POLICY_STATE`, `PATH_SCRATCH` and, once per policy set (`_0`,
@@ -44,7 +45,8 @@
 //! userspace detects and counts it, is in each module's doc and `docs/performance.md` ("Bounded
 //! kernel maps"). No eviction ever changes a verdict to allowed.
 //!
-//! Globals userspace sets at load time: `WAKEUP_BYTES` (`shared`), `UDP_IDLE_NS` (`socket`),
+//! Globals userspace sets at load time: `WAKEUP_BYTES` and aya-log's `AYA_LOG_LEVEL` (from
+//! `--log-level`) (`shared`), `UDP_IDLE_NS` (`socket`),
 //! `CONN_TRACKING`, `TCP_PROGRESS` (`conn`), `DNS_PORT`, `DNS_TTL_FLOOR_NS`,
 //! `DNS_TTL_CEILING_NS` (`dns`), `FIRST_BYTES` (`payload`), `KERNEL_OFFSETS` (`task`).
 //!

@@ -38,7 +38,7 @@ use aya_ebpf::{
 
 use crate::{
     conn,
-    shared::{count, emit_waking, global, load, opaque, socket_cookie, IpHeader, Origin},
+    shared::{emit_waking, fail, global, load, opaque, socket_cookie, IpHeader, Origin},
 };
 
 /// Gated connections waiting for their name check: socket cookie → `GATE_*`.
@@ -58,8 +58,8 @@ const TLS_RECORD_HEADER: u32 = 5;
 /// the gate could not be stored (the connection must then be refused).
 #[inline(always)]
 pub(crate) fn open_gate(cookie: u64, gate: u32) -> bool {
-    if GATES.insert(&cookie, &gate, 0).is_err() {
-        count(Counter::GateUpdateFailed);
+    if let Err(error) = GATES.insert(&cookie, &gate, 0) {
+        fail(Counter::GateUpdateFailed, "GATES", error);
         return false;
     }
     true

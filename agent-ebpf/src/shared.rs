@@ -2,7 +2,10 @@
 //!
 //! - [`emit`]: the one way to put an event on the ring buffer (reserve, header, fill, submit),
 //!   with the header naming an [`Origin`]; [`Task`], the identity of the running task.
-//! - [`count`]: the per-CPU counters of what the programs could not report or folded.
+//! - [`count`]: the per-CPU counters of what the programs could not report or folded;
+//!   [`fail`] counts a failure and logs it, [`log_refusal`] logs a refused operation (aya-log,
+//!   `debug`: shown with `egret run --log-level debug`; at other levels each costs one load of
+//!   `AYA_LOG_LEVEL` and a branch, on paths that are failures or refusals anyway).
 //! - [`Dest`], [`flow_key`] and `UDP_FLOWS`: the destination of a connect/sendmsg and the UDP
 //!   flow it belongs to; [`v4_in_16`], the 16-byte layout of every address.
 //! - [`ip_header`], [`ip_addr`], [`load`]: reads from a packet (the `cgroup_skb` programs).
@@ -26,7 +29,12 @@
 //!   (`--max-udp-flows`); an open flow evicted is noticed by userspace when its entry is gone
 //!   (`udp_flows_evicted`), nothing is counted here, so the datagram path stays one lookup.
 //!
-//! Global (set by userspace at load time): `WAKEUP_BYTES`, a quarter of the ring size.
+//! - `AYA_LOGS` (ring buffer, aya-log's): the programs' diagnostics, for userspace's
+//!   `kernel_log` reader. A full one drops the message (a diagnostic, never an event).
+//!
+//! Globals (set by userspace at load time): `WAKEUP_BYTES`, a quarter of the ring size;
+//! `AYA_LOG_LEVEL` (aya-log's), the most verbose level of diagnostics written, from
+//! `--log-level`.
 
 use core::{
     intrinsics::{atomic_xadd, AtomicOrdering},
@@ -53,6 +61,7 @@ use aya_ebpf::{
     programs::SkBuffContext,
     EbpfContext,
 };
+use aya_log_ebpf::debug;
 
 /// `IPPROTO_TCP` / `IPPROTO_UDP`, as an IP header and a socket's `protocol` carry them.
 pub(crate) const IPPROTO_TCP: u8 = 6;
@@ -88,6 +97,35 @@ pub(crate) fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, and BPF programs do not migrate CPUs while running.
         unsafe { *slot += 1 };
+    }
+}
+
+/// A map update that failed (`error`, the helper's): counted in `counter` and logged, naming
+/// `map`.
+#[inline(always)]
+pub(crate) fn fail(counter: Counter, map: &str, error: i32) {
+    count(counter);
+    debug!(&(), "{}: update failed (error {})", map, error);
+}
+
+/// An operation the policy refused (`hook`: the program), logged with who and where to.
+#[inline(always)]
+pub(crate) fn log_refusal(hook: &str, tgid: u32, dest: &Dest) {
+    if dest.family == AF_INET {
+        let [a, b, c, d, ..] = dest.addr;
+        debug!(
+            &(),
+            "{}: refused pid {} to {:i}:{}",
+            hook,
+            tgid,
+            u32::from_be_bytes([a, b, c, d]),
+            dest.port
+        );
+    } else {
+        debug!(
+            &(),
+            "{}: refused pid {} to [{:i}]:{}", hook, tgid, dest.addr, dest.port
+        );
     }
 }
 
@@ -268,6 +306,8 @@ pub(crate) fn emit_waking<T: Record + 'static>(
     fill: impl FnOnce(*mut T),
 ) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        // Counted only: a message here, in every program's every emit, would cost the
+        // verifier ~25 % more work (`dns_ingress` is the closest to the kernel's limit).
         count(Counter::RingBufFull);
         return;
     };

@@ -36,6 +36,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::BPF_ANY,
+    helpers::bpf_get_current_pid_tgid,
     macros::{cgroup_sock, cgroup_sock_addr, map},
     maps::LruHashMap,
     programs::{SockAddrContext, SockContext},
@@ -44,8 +45,9 @@ use aya_ebpf::{
 use crate::{
     conn, payload, policy,
     shared::{
-        atomic_add, count, ctx_field, ctx_ip6, emit, flow_key, global, netns_cookie, now_ns,
-        socket_cookie, v4_in_16, Dest, Origin, Task, IPPROTO_TCP, SOCK_DGRAM, UDP_FLOWS,
+        atomic_add, count, ctx_field, ctx_ip6, emit, fail, flow_key, global, log_refusal,
+        netns_cookie, now_ns, socket_cookie, v4_in_16, Dest, Origin, Task, IPPROTO_TCP, SOCK_DGRAM,
+        UDP_FLOWS,
     },
     task,
 };
@@ -191,6 +193,9 @@ fn on_connect(ctx: &SockAddrContext, dest: &Dest) -> i32 {
         0,
         verdict,
     );
+    if verdict == VERDICT_BLOCKED {
+        log_refusal("connect", task.tgid, dest);
+    }
     decision(verdict)
 }
 
@@ -275,8 +280,8 @@ fn new_flow(datagrams: u64, now: u64, verdict: u32, connected: u32) -> UdpFlowVa
 
 /// Stores a new flow and marks its socket, so its release is reported.
 fn store_flow(key: &UdpFlowKey, value: &UdpFlowValue) {
-    if UDP_FLOWS.insert(key, value, BPF_ANY as u64).is_err() {
-        count(Counter::UdpFlowUpdateFailed);
+    if let Err(error) = UDP_FLOWS.insert(key, value, BPF_ANY as u64) {
+        fail(Counter::UdpFlowUpdateFailed, "UDP_FLOWS", error);
     }
     let _ = UDP_SOCKETS.insert(&key.cookie, &1, BPF_ANY as u64);
 }
@@ -318,5 +323,8 @@ fn on_sendmsg(cookie: u64, dest: &Dest) -> u32 {
         prev,
         verdict,
     );
+    if verdict == VERDICT_BLOCKED {
+        log_refusal("sendmsg", (bpf_get_current_pid_tgid() >> 32) as u32, dest);
+    }
     verdict
 }

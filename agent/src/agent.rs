@@ -114,13 +114,15 @@ fn follow_preexisting(
 }
 
 /// Drains every record currently in the ring buffer, then lets the pipeline finish what the
-/// drain started.
+/// drain started; writes the programs' diagnostics to egret's log.
 fn drain(maps: &mut KernelMaps, pipeline: &mut Pipeline) {
     let KernelMaps {
         events,
+        logs,
         lookups,
         policy,
     } = maps;
+    logs.flush();
     pipeline.emitter().telemetry().before_drain();
     while let Some(item) = events.next() {
         pipeline.handle(&item, lookups);
@@ -374,6 +376,7 @@ fn kernel_config(config: &RunConfig) -> KernelConfig {
         connection_ends: connections.ends,
         first_bytes: connections.first_bytes && connections.ends,
         offsets: task_offsets(),
+        log_level: config.log_level,
         map_sizes: MapSizes {
             tcp_connections: attach.max_tcp_connections,
             udp_flows: attach.max_udp_flows,

@@ -46,7 +46,8 @@ pub type OrOff<T> = Option<T>;
 /// Everything `egret run` takes.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct RunConfig {
-    /// Log verbosity; logs go to stderr, never into the event output.
+    /// Log verbosity; logs go to stderr, never into the event output. Also the kernel
+    /// programs' (target `egret::bpf`; at `debug`: failed map updates, refused operations).
     #[arg(long, default_value = "info", value_parser = log_level())]
     pub log_level: log::LevelFilter,
 

@@ -31,6 +31,7 @@ use aya::{
 };
 
 use crate::{
+    kernel_log::KernelLog,
     policy::{compile::CompiledPolicy, Prefix},
     ring::{EventRing, RingError},
     tracefs::{self, TracefsError},
@@ -113,6 +114,8 @@ pub struct KernelConfig {
     /// The bounded maps' sizes (`--max-tcp-connections`, `--max-udp-flows`,
     /// `--max-learned-addresses`).
     pub map_sizes: MapSizes,
+    /// The most verbose diagnostics the programs write (`--log-level`, `kernel_log`).
+    pub log_level: log::LevelFilter,
 }
 
 /// Entries of the kernel maps whose size the operator sets: what happens when each is full is
@@ -130,6 +133,8 @@ pub struct MapSizes {
 /// Maps userspace reads while the programs run (and after they are detached).
 pub struct KernelMaps {
     pub events: EventRing,
+    /// The programs' diagnostics (`kernel_log`).
+    pub logs: KernelLog,
     pub lookups: KernelLookups,
     pub policy: PolicyMaps,
 }
@@ -610,6 +615,7 @@ pub fn load_and_attach(
         first_bytes: _,
         offsets: _,
         map_sizes: _,
+        log_level: _,
     } = config;
     raise_memlock();
     let tracefs_dir = tracefs::ensure_mounted()?;
@@ -700,11 +706,13 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         first_bytes,
         offsets,
         map_sizes,
+        log_level,
     } = config;
     let first_bytes = u32::from(*first_bytes);
     let wakeup_bytes = u64::from(ring_buffer_size / 4);
     let tcp_progress = u32::from(*tcp_progress);
     let conn_tracking = u32::from(*connection_ends);
+    let log_level = crate::kernel_log::kernel_level(*log_level);
     EbpfLoader::new()
         // `new` has parsed the whole kernel BTF (~18 MiB of heap); the object has no CO-RE
         // relocations (test `object_needs_no_kernel_btf`), so aya would only carry it through
@@ -719,6 +727,7 @@ fn load(config: &KernelConfig) -> Result<Ebpf, KernelError> {
         .override_global(globals::CONN_TRACKING, &conn_tracking, true)
         .override_global(globals::FIRST_BYTES, &first_bytes, true)
         .override_global(globals::KERNEL_OFFSETS, offsets, true)
+        .override_global(globals::AYA_LOG_LEVEL, &log_level, true)
         .map_max_entries(maps::EVENTS, *ring_buffer_size)
         .map_max_entries(maps::CONNS, map_sizes.tcp_connections)
         .map_max_entries(maps::UDP_FLOWS, map_sizes.udp_flows)
@@ -743,6 +752,7 @@ fn event_ring(ebpf: &mut Ebpf) -> Result<EventRing, KernelError> {
 fn take_maps(ebpf: &mut Ebpf) -> Result<KernelMaps, KernelError> {
     Ok(KernelMaps {
         events: event_ring(ebpf)?,
+        logs: KernelLog::take(ebpf),
         lookups: KernelLookups {
             counters: typed(ebpf, maps::COUNTERS)?,
             udp_flows: typed(ebpf, maps::UDP_FLOWS)?,

@@ -19,6 +19,7 @@ pub mod dns;
 pub mod ecs;
 pub mod fdlimit;
 pub mod kernel;
+pub mod kernel_log;
 pub mod memory;
 pub mod metrics;
 pub mod output;

@@ -252,6 +252,53 @@ fn block_mode_non_loopback_destinations_and_default_loopback() -> Result<()> {
     })
 }
 
+/// The kernel programs' diagnostics (aya-log) reach egret's log at `--log-level debug` (the
+/// harness's level): a refused connect is logged under `egret::bpf` with the pid and
+/// destination the kernel saw, and an approved one is not.
+#[test]
+fn kernel_diagnostics_name_a_refused_connect() -> Result<()> {
+    Harness::with_cgroup("bpf-log", |cg| {
+        let dir = PolicyDir::create("bpf-log")?;
+        let allowed = TcpServer::loopback()?;
+        let refused = TcpServer::loopback()?;
+        let policy = format!(
+            "mode: block\nloopback: audit\nrules:\n  - name: lo\n    to: [\"127.0.0.1/32\"]\n    ports: [{}]\n",
+            allowed.port()
+        );
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+        let (_, ok) = judged_connect(
+            &mut h,
+            "tcp",
+            "127.0.0.1",
+            allowed.port(),
+            &marker(),
+            Some("lo"),
+        )?;
+        let (_, no) = judged_connect(&mut h, "tcp", "127.0.0.1", refused.port(), &marker(), None)?;
+        let pid = |v: &Value| field_u64(v, "process.pid").context("process.pid");
+        let refusal = format!(
+            "egret::bpf] connect: refused pid {} to 127.0.0.1:{}",
+            pid(&no)?,
+            refused.port()
+        );
+        let logged = wait_until(LINE_TIMEOUT, || {
+            Ok(h.egret.stderr_text()?.contains(&refusal))
+        })?;
+        ensure!(
+            logged,
+            "no {refusal:?} in egret's log:\n{}",
+            h.egret.stderr_tail()
+        );
+        let log = h.egret.stderr_text()?;
+        ensure!(
+            !log.contains(&format!("refused pid {} ", pid(&ok)?)),
+            "an approved connect was logged as refused:\n{log}"
+        );
+        h.finish()
+    })
+}
+
 /// Connects from `cg` to 127.0.0.1:`port` at once, and if that is refused, again until it
 /// works (10 s): `Ok(None)` if the first try worked, else how long until one did.
 fn first_try_or_delay(cg: &TestCgroup, port: u16) -> Result<Option<Result<Duration, String>>> {
