@@ -3,10 +3,10 @@
 //! terminal. docs/output.md shows every kind of line.
 //!
 //! ```text
-//! TIME(UTC)    EVENT    VERDICT    PROCESS[PID]         USER     UNIT/CONTAINER/POD       DESTINATION                         DETAILS
-//! 06:01:41.920 connect  approved   curl[4242]           alice    backup.service           api.example.com:443/tcp             rule=backups
-//! 06:01:42.311 end      approved   curl[4242]           alice    backup.service           api.example.com:443/tcp             success 391ms sent 517 B recv 4.2 KiB
-//! 06:01:43.002 !ALERT   unapproved nc[4250]             root     -                        203.0.113.7:4444/tcp                nc (pid 4250, /usr/bin/nc) connected to …
+//! TIME(UTC)    EVENT    VERDICT    PROCESS[PID]             USER     UNIT/CONTAINER/POD       DESTINATION                         DETAILS
+//! 06:01:41.920 connect  approved   curl[4242]               alice    backup.service           api.example.com:443/tcp             rule=backups
+//! 06:01:42.311 end      approved   curl[4242]               alice    backup.service           api.example.com:443/tcp             success 391ms sent 517 B recv 4.2 KiB
+//! 06:01:43.002 !ALERT   unapproved nc[4250]                 root     -                        203.0.113.7:4444/tcp                nc (pid 4250, /usr/bin/nc) connected to …
 //! ```
 //!
 //! Every string that comes from a watched process or the network (names, arguments, domains,
@@ -33,7 +33,7 @@ const COLUMNS: [(&str, usize); 8] = [
     ("TIME(UTC)", 12),
     ("EVENT", 8),
     ("VERDICT", 10),
-    ("PROCESS[PID]", 20),
+    ("PROCESS[PID]", 24),
     ("USER", 8),
     ("UNIT/CONTAINER/POD", 24),
     ("DESTINATION", 35),

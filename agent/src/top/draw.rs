@@ -41,12 +41,12 @@ pub fn frame(frame: &mut Frame<'_>, model: &Model, view: &View, input: &str) {
         Paragraph::new(Line::from(vec![
             Span::styled("egret top", Style::new().add_modifier(Modifier::BOLD)),
             Span::raw(format!(
-                "  {}  by {}  sort {} {arrow}  {} row(s), {} group(s){filter}",
-                clean(input),
+                "  by {}  sort {} {arrow}  {} row(s), {} group(s){filter}  {}",
                 view.grouping.title().to_lowercase(),
                 view.sort.name(),
                 rows.len(),
                 model.groups(view.grouping),
+                clean(input),
             )),
         ])),
         title,

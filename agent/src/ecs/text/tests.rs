@@ -89,7 +89,7 @@ fn a_connect_line_has_every_column_aligned_under_the_header() {
     let text = line(&doc, PLAIN);
     assert_eq!(
         text,
-        "00:00:01.000 connect  approved   curl[4242]           alice    app.service              \
+        "00:00:01.000 connect  approved   curl[4242]               alice    app.service              \
          api.example.com:443/tcp             rule=web"
     );
     assert_aligned(&text);
@@ -170,7 +170,10 @@ fn a_send_line_shows_the_flow() {
     };
     let doc = ecs::connection(&rec, Some(udp), stamp(1, &clock, "h"), None);
     let text = line(&doc, PLAIN);
-    assert!(text.contains(" send     -          curl[4242] "), "{text}");
+    assert!(
+        text.contains(" send     -          curl[4242]     "),
+        "{text}"
+    );
     assert!(
         text.ends_with("[2001:db8::53]:53/udp               3 datagram(s) sent 120 B recv 2.0 KiB"),
         "{text}"
@@ -238,7 +241,10 @@ fn a_metric_line_shows_the_counters_a_person_watches() {
     };
     let doc = ecs::metric(&metrics, stamp(6, &clock, "h"));
     let text = line(&doc, PLAIN);
-    assert!(text.contains(" stats    -          -"), "{text}");
+    assert!(
+        text.contains(" stats    -          -                        -"),
+        "{text}"
+    );
     assert!(
         text.ends_with("events 417 lost 2 dropped 0 lines 6 alerts 1 policy reloads 3 (failed 0)"),
         "{text}"
@@ -263,7 +269,9 @@ fn a_dns_line_shows_the_resolver_question_and_answers() {
     let json: Vec<u8> = json.iter().copied().filter(|b| *b != b'\n').collect();
     let doc = schema::read(&json).unwrap();
     let text = line(&doc, PLAIN);
-    assert!(text.starts_with("06:46:51.512 dns      -          python3[30316]       -        -"));
+    assert!(
+        text.starts_with("06:46:51.512 dns      -          python3[30316]           -        -")
+    );
     assert!(
         text.ends_with("127.0.0.1:5354/udp                  api.example.com A NOERROR -> 127.0.0.2, 127.0.0.3 UNTRUSTED (unsolicited)"),
         "{text}"
@@ -307,13 +315,22 @@ fn control_characters_from_a_watched_process_never_reach_the_terminal_raw() {
         // The only escapes are egret's own colour codes.
         let without_colour = text.replace("\x1b[32m", "").replace("\x1b[0m", "");
         assert!(!without_colour.contains('\x1b'), "{text:?}");
-        // The name is cut to its column, never the pid.
-        assert!(text.contains(" \\u{1b}]0;owned\\u…[7] "), "{text:?}");
+        assert!(text.contains(" \\u{1b}]0;owned\\u{7}[7] "), "{text:?}");
         assert!(
             text.contains("evil\\u{1b}[2J\\u{202e}moc.example\\u{9b}:443/tcp"),
             "{text:?}"
         );
     }
+    // A name longer than its column once escaped is cut, never the pid.
+    let mut long = rec.clone();
+    long.process = Arc::new(ProcessInfo::from_comm(7, "\x1b\x1b\x1b\x1b\x1b"));
+    let doc = ecs::connection(&long, None, stamp(1, &clock, "h"), None);
+    let text = line(&doc, PLAIN);
+    assert!(
+        text.contains(" \\u{1b}\\u{1b}\\u{1b}\\u…[7] alice "),
+        "{text:?}"
+    );
+    assert_aligned(&text);
     let alert = ecs::alert(&rec, 0, 60, stamp(2, &clock, "h"));
     let text = line(&alert, PLAIN);
     assert!(!text.contains('\x1b'), "{text:?}");
