@@ -67,6 +67,7 @@ pub fn frame(frame: &mut Frame<'_>, model: &Model, view: &View, input: &str) {
     .style(Style::new().add_modifier(Modifier::REVERSED));
     let body = rows.iter().map(|row| {
         let colour = match row.verdict {
+            _ if !view.colour => Color::Reset,
             Some(Verdict::Blocked) => Color::Red,
             Some(Verdict::Unapproved) => Color::Yellow,
             Some(Verdict::Approved) => Color::Green,
@@ -121,7 +122,11 @@ fn header_title(title: &'static str, view: &View) -> String {
 fn status_line(model: &Model, view: &View) -> Line<'static> {
     let c = &model.counts;
     let mut spans = vec![Span::raw(format!("lines {}", c.read))];
-    let warn = Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD);
+    let warn = if view.colour {
+        Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    } else {
+        Style::new().add_modifier(Modifier::BOLD)
+    };
     if c.unparsed > 0 {
         spans.push(Span::styled(format!("  unparsed {}", c.unparsed), warn));
     }

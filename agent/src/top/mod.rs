@@ -61,6 +61,8 @@ pub struct View {
     pub scroll: usize,
     /// Said in the status bar (a read error).
     pub message: Option<String>,
+    /// Colours (`NO_COLOR` unset or empty).
+    pub colour: bool,
 }
 
 impl Default for View {
@@ -73,6 +75,7 @@ impl Default for View {
             editing: false,
             scroll: 0,
             message: None,
+            colour: true,
         }
     }
 }
@@ -181,7 +184,11 @@ impl Drop for Screen {
 pub fn command(args: &TopArgs) -> Result<(), TopError> {
     let mut follower = follow::Follower::new(&args.input, args.history);
     let mut model = Model::default();
-    let mut view = View::default();
+    let mut view = View {
+        // no-color.org: set and not empty turns colour off.
+        colour: std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        ..View::default()
+    };
     let input = args.input.display().to_string();
     let refresh = Duration::from_millis(args.refresh_ms);
     let mut screen = Screen(ratatui::try_init().map_err(TopError::Terminal)?);
