@@ -240,10 +240,14 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Config(ConfigCommand::Check { path }) => Ok(config_check(&path)),
         Command::Ready { file } => Ok(ready_check(&file)),
         Command::Report(args) => Ok(egret::report::command(&args)?),
-        Command::Top(args) => {
-            egret::top::command(&args)?;
-            Ok(std::process::ExitCode::SUCCESS)
-        }
+        Command::Top(args) => match egret::top::command(&args) {
+            Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+            // Said once the terminal is restored.
+            Err(err) => {
+                eprintln!("egret top: {err}");
+                Ok(std::process::ExitCode::FAILURE)
+            }
+        },
         Command::Run(config) => {
             let config = match &config.config_file {
                 Some(path) => {

@@ -402,24 +402,39 @@ fn egret_top_follows_a_real_egret_under_tmux() -> Result<()> {
             |v| egret_e2e::field_u64(v, "destination.port") == Some(u64::from(a.port())),
             egret_e2e::LINE_TIMEOUT,
         )?;
-        let argv: Vec<String> = vec![
-            egret_bin().display().to_string(),
-            "top".into(),
-            "--input".into(),
-            events.display().to_string(),
-            "--refresh-ms".into(),
-            "200".into(),
-        ];
+        // After top: its exit status and whether the terminal is back in cooked mode.
+        let argv = after_top(&format!(
+            "'{}' top --input '{}' --refresh-ms 200",
+            egret_bin().display(),
+            events.display()
+        ));
         let tmux = Tmux::start(120, 30, &argv)?;
         connect_n(&h.cgroup, a.port(), 3)?;
         connect_n(&h.cgroup, b.port(), 1)?;
-        let (dest_a, dest_b) = (
+        // Port c: one connection with payload (1000 bytes out, 300 back).
+        let c = egret_e2e::ExchangeServer::start("127.0.0.1:0".parse()?, 1000, 300, false)?;
+        egret_e2e::run_in(
+            &h.cgroup,
+            &mut command(
+                CLIENT,
+                &[
+                    "tcp-exchange",
+                    "127.0.0.1",
+                    &c.port().to_string(),
+                    "--send",
+                    "1000",
+                ],
+            ),
+        )?;
+        let (dest_a, dest_b, dest_c) = (
             format!("127.0.0.1:{}/tcp", a.port()),
             format!("127.0.0.1:{}/tcp", b.port()),
+            format!("127.0.0.1:{}/tcp", c.port()),
         );
         let (ok, pane) = tmux.wait_for(|p| {
             row(p, &dest_a).is_some_and(|r| r.contains(&"4"))
                 && row(p, &dest_b).is_some_and(|r| r.contains(&"unapproved"))
+                && row(p, &dest_c).is_some_and(|r| r.contains(&"300"))
         })?;
         show("egret top, by process, sorted by connections", &pane);
         ensure!(
@@ -451,6 +466,11 @@ fn egret_top_follows_a_real_egret_under_tmux() -> Result<()> {
             rb[2] == "1" && rb[7] == "1" && rb[9] == "unapproved",
             "row b: {rb:?}"
         );
+        let rc = row(&pane, &dest_c).context("row c")?;
+        ensure!(
+            rc[2] == "1" && rc[3..7] == ["1000", "B", "300", "B"] && rc[9] == "unapproved",
+            "row c (bytes from the end line): {rc:?}"
+        );
         // Sorted by connections, most first: a above b.
         let line_of = |d: &str| pane.lines().position(|l| l.contains(d));
         ensure!(line_of(&dest_a) < line_of(&dest_b), "order by connections");
@@ -458,6 +478,14 @@ fn egret_top_follows_a_real_egret_under_tmux() -> Result<()> {
             pane.contains("lines ") && !pane.contains("unparsed"),
             "status bar"
         );
+
+        // Sort by bytes: c first.
+        tmux.send_keys(&["b"])?;
+        let (ok, pane) = tmux.wait_for(|p| {
+            p.contains("sort bytes") && line_of_in(p, &dest_c) < line_of_in(p, &dest_a)
+        })?;
+        show("after `b`: sorted by bytes", &pane);
+        ensure!(ok && pane.contains("SENT*"), "sort by bytes");
 
         // Sort by verdict (strictest first): b above a; the header marks the column.
         tmux.send_keys(&["v"])?;
@@ -471,8 +499,13 @@ fn egret_top_follows_a_real_egret_under_tmux() -> Result<()> {
         tmux.send_keys(&["/"])?;
         tmux.send_keys(&["-l", &format!(":{}/", b.port())])?;
         tmux.send_keys(&["Enter"])?;
+        let filter = format!("filter: :{}/ ", b.port());
         let (ok, pane) = tmux.wait_for(|p| {
-            row(p, &dest_b).is_some() && row(p, &dest_a).is_none() && p.contains("filter:")
+            row(p, &dest_b).is_some()
+                && row(p, &dest_a).is_none()
+                && row(p, &dest_c).is_none()
+                && p.contains(&filter)
+                && p.contains("q quit")
         })?;
         show(&format!("after `/:{}/` Enter: filtered", b.port()), &pane);
         ensure!(ok, "filter on {}", b.port());
@@ -498,12 +531,73 @@ fn egret_top_follows_a_real_egret_under_tmux() -> Result<()> {
             "the unparsed line is counted and top still runs"
         );
 
-        // `q` quits and the terminal is restored (the alternate screen is left).
+        // `q` quits and the terminal is restored: the alternate screen is left (the shell's
+        // lines show) and the tty is in cooked mode again (icanon, echo).
         tmux.send_keys(&["q"])?;
-        let quit = wait_until(Duration::from_secs(5), || Ok(!tmux.alive()))?;
-        ensure!(quit, "egret top did not quit on q");
+        let (ok, pane) = tmux.wait_for(|p| p.contains("tty:"))?;
+        show("after `q`", &pane);
+        ensure!(ok, "egret top did not quit on q");
+        check_restored(&pane, 0)?;
         drop(tmux);
         h.finish()
+    })
+}
+
+/// `sh -c` running `top`, then saying its exit status and the tty's mode, then waiting.
+fn after_top(top: &str) -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "{top}; echo top-exit=$?; echo tty: $(stty -a | grep -o -e '-\\?icanon' -e '-\\?echo ' | tr -d ' '); sleep 60"
+        ),
+    ]
+}
+
+/// The pane after `egret top` ended: the status, and the terminal restored.
+fn check_restored(pane: &str, status: i32) -> Result<()> {
+    ensure!(
+        pane.contains(&format!("top-exit={status}")),
+        "exit status {status}:\n{pane}"
+    );
+    let tty = pane
+        .lines()
+        .find(|l| l.starts_with("tty:"))
+        .context("tty line")?;
+    ensure!(tty == "tty: icanon echo", "terminal not restored: {tty}");
+    ensure!(!pane.contains("q quit"), "still on top's screen:\n{pane}");
+    Ok(())
+}
+
+#[test]
+fn egret_top_restores_the_terminal_after_an_error() -> Result<()> {
+    skip::with_egret_bin(|bin| {
+        // A directory cannot be read as lines: top stops with the error, the terminal restored.
+        let tmux = Tmux::start(
+            120,
+            30,
+            &after_top(&format!("'{}' top --input /", bin.display())),
+        )?;
+        let (ok, pane) = tmux.wait_for(|p| p.contains("tty:"))?;
+        show("egret top --input / (an error)", &pane);
+        ensure!(ok, "egret top did not stop");
+        ensure!(
+            pane.contains("reading /: Is a directory"),
+            "the error:\n{pane}"
+        );
+        check_restored(&pane, 1)?;
+        // Not a terminal at all: refused before touching it.
+        let out = egret_e2e::run_with_timeout(
+            Command::new(&bin).args(["top", "--input", "/dev/null"]),
+            Duration::from_secs(10),
+        )?;
+        ensure!(
+            !out.status.success() && out.stderr.contains("egret top draws on a terminal"),
+            "{}: {}",
+            out.status,
+            out.stderr
+        );
+        Ok(())
     })
 }
 

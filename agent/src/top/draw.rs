@@ -65,6 +65,9 @@ pub fn frame(frame: &mut Frame<'_>, model: &Model, view: &View, input: &str) {
         .map(|t| Cell::from(header_title(t, view))),
     )
     .style(Style::new().add_modifier(Modifier::REVERSED));
+    // The two text columns share what the others leave (widths + one space between columns);
+    // a longer text keeps its end (a path's file name, a name's domain and port).
+    let text_width = usize::from(table.width.saturating_sub(FIXED + 7) / 2);
     let body = rows.iter().map(|row| {
         let colour = match row.verdict {
             _ if !view.colour => Color::Reset,
@@ -74,8 +77,8 @@ pub fn frame(frame: &mut Frame<'_>, model: &Model, view: &View, input: &str) {
             None => Color::Reset,
         };
         Row::new(vec![
-            Cell::from(clean(&row.group).into_owned()),
-            Cell::from(clean(&row.destination).into_owned()),
+            Cell::from(keep_end(&clean(&row.group), text_width)),
+            Cell::from(keep_end(&clean(&row.destination), text_width)),
             Cell::from(row.connections.to_string()),
             Cell::from(bytes(row.bytes_sent)),
             Cell::from(bytes(row.bytes_received)),
@@ -85,8 +88,8 @@ pub fn frame(frame: &mut Frame<'_>, model: &Model, view: &View, input: &str) {
         ])
     });
     let widths = [
-        Constraint::Fill(3),
-        Constraint::Fill(3),
+        Constraint::Fill(1),
+        Constraint::Fill(1),
         Constraint::Length(6),
         Constraint::Length(10),
         Constraint::Length(10),
@@ -98,6 +101,20 @@ pub fn frame(frame: &mut Frame<'_>, model: &Model, view: &View, input: &str) {
         TableState::default().with_offset(view.scroll.min(rows.len().saturating_sub(1)));
     frame.render_stateful_widget(Table::new(body, widths).header(header), table, &mut state);
     frame.render_widget(Paragraph::new(status_line(model, view)), status);
+}
+
+/// The widths of the columns but the group and the destination.
+const FIXED: u16 = 6 + 10 + 10 + 6 + 9 + 10;
+
+/// `text`, or `…` and its last `width - 1` characters when longer.
+pub fn keep_end(text: &str, width: usize) -> String {
+    let count = text.chars().count();
+    if count <= width || width == 0 {
+        return text.to_owned();
+    }
+    let mut out = String::from("…");
+    out.extend(text.chars().skip(count - width + 1));
+    out
 }
 
 /// A column title, marked when the rows are sorted by it.
@@ -151,4 +168,17 @@ fn status_line(model: &Model, view: &View) -> Line<'static> {
         Style::new().add_modifier(Modifier::DIM),
     ));
     Line::from(spans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_end;
+
+    #[test]
+    fn a_long_text_keeps_its_end() {
+        assert_eq!(keep_end("/usr/bin/curl", 20), "/usr/bin/curl");
+        assert_eq!(keep_end("/usr/lib/jvm/bin/java", 10), "…/bin/java");
+        assert_eq!(keep_end("東京東京", 3), "…東京");
+        assert_eq!(keep_end("abc", 0), "abc");
+    }
 }

@@ -42,6 +42,8 @@ pub struct TopArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopError {
+    #[error("egret top draws on a terminal, and stdout is none (for lines, use `egret run` or `egret report`)")]
+    NotATerminal,
     #[error("the terminal: {0}")]
     Terminal(#[source] io::Error),
     #[error("reading {path}: {source}")]
@@ -191,7 +193,15 @@ pub fn command(args: &TopArgs) -> Result<(), TopError> {
     };
     let input = args.input.display().to_string();
     let refresh = Duration::from_millis(args.refresh_ms);
-    let mut screen = Screen(ratatui::try_init().map_err(TopError::Terminal)?);
+    if !io::IsTerminal::is_terminal(&io::stdout()) {
+        return Err(TopError::NotATerminal);
+    }
+    let terminal = ratatui::try_init().map_err(|err| {
+        // Raw mode may be on already.
+        ratatui::restore();
+        TopError::Terminal(err)
+    })?;
+    let mut screen = Screen(terminal);
     loop {
         read(&mut follower, &mut model, &mut view, &input)?;
         screen
