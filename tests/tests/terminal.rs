@@ -543,6 +543,63 @@ fn egret_top_follows_a_real_egret_under_tmux() -> Result<()> {
     })
 }
 
+#[test]
+fn egret_top_follows_the_file_across_rotation() -> Result<()> {
+    Harness::with_cgroup("top-rotate", |cg| {
+        let server = TcpServer::loopback()?;
+        // Small files: egret rotates every few seconds of this traffic (a second's lines, one
+        // flush, stay under the size, so every file lasts past top's next read).
+        let h = Harness::start(cg, &["--output-max-bytes", "48K"])?;
+        let events = h.egret.events_path();
+        let argv = after_top(&format!(
+            "'{}' top --input '{}' --history 0 --refresh-ms 100",
+            egret_bin().display(),
+            events.display()
+        ));
+        let tmux = Tmux::start(120, 30, &argv)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let count = 25;
+        egret_e2e::run_in(
+            &h.cgroup,
+            &mut command(
+                CLIENT,
+                &[
+                    "connect-loop",
+                    "--count",
+                    &count.to_string(),
+                    "--interval-ms",
+                    "200",
+                    "127.0.0.1",
+                    &server.port().to_string(),
+                ],
+            ),
+        )?;
+        let dest = format!("127.0.0.1:{}/tcp", server.port());
+        let (ok, pane) =
+            tmux.wait_for(|p| row(p, &dest).is_some_and(|r| r.get(2) == Some(&"25")))?;
+        show("egret top after rotations", &pane);
+        let dir = events.parent().context("events dir")?;
+        let rotated = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("events.jsonl.") && name != "events.jsonl.lock"
+            })
+            .count();
+        eprintln!("rotated files: {rotated}");
+        ensure!(
+            rotated >= 2,
+            "egret rotated {rotated} time(s): no test of rotation"
+        );
+        ensure!(
+            ok,
+            "egret top did not count {count} connections to {dest} across rotation"
+        );
+        drop(tmux);
+        h.finish()
+    })
+}
+
 /// `sh -c` running `top`, then saying its exit status and the tty's mode, then waiting.
 fn after_top(top: &str) -> Vec<String> {
     vec![
