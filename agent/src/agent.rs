@@ -224,7 +224,7 @@ pub async fn run(
         Destination::new(dns, resolvers),
         Judgement::new(active, policy_config, connections),
         lifecycle,
-        Emitter::new(sink, alert_sink, telemetry),
+        emitter(sink, alert_sink, telemetry, output),
     );
 
     let result = event_loop(config, &mut maps, &mut pipeline, shutdown).await;
@@ -324,6 +324,25 @@ async fn event_loop(
 }
 
 /// The redactor `--redact-args` and `--redact` ask for, with a warning when it is off.
+/// The emitter, writing text or JSON as `--format` (or the terminal) says.
+fn emitter(
+    sink: Sink,
+    alert_sink: Option<Sink>,
+    telemetry: crate::metrics::Telemetry,
+    output: &crate::config::OutputConfig,
+) -> Emitter {
+    use std::io::IsTerminal as _;
+    let terminal = std::io::stdout().is_terminal();
+    let emitter = Emitter::new(sink, alert_sink, telemetry);
+    match output.format(terminal) {
+        crate::output::Format::Json => emitter,
+        crate::output::Format::Text => emitter.with_text(crate::ecs::text::Style {
+            // no-color.org: set and not empty turns colour off.
+            colour: terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        }),
+    }
+}
+
 fn redactor(
     redaction: &crate::config::RedactConfig,
 ) -> Result<crate::redact::Redactor, AgentError> {

@@ -31,7 +31,7 @@ use crate::{
     output::{
         rotate::{Age, ByteSize, ParseError},
         syslog::Facility,
-        FileOptions, SyslogConfig,
+        FileOptions, Format, SyslogConfig,
     },
     redact::Pattern,
 };
@@ -150,6 +150,14 @@ pub struct OutputConfig {
     /// Lines are flushed at least every second and at shutdown.
     #[arg(long = "output", value_name = "PATH", default_value = "-")]
     pub path: String,
+
+    /// How the output's lines are written: `json` (JSON Lines), or `text` (one aligned line
+    /// per event for a person; colour on a terminal unless NO_COLOR is set; only with
+    /// `--output -`: a file keeps JSON).
+    ///
+    /// Default: text when --output is `-` and stdout is a terminal, else json.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<Format>,
 
     /// Also write alert lines (unapproved destinations) to this file (appended), another file
     /// than the output.
@@ -548,6 +556,11 @@ pub enum FlagConflict {
     DnsTtl { floor: Duration, ceiling: Duration },
     #[error("--alerts must name another file than --output (each file has its own chain)")]
     AlertsIsOutput,
+    #[error(
+        "--format text writes to stdout only (--output -); a file keeps JSON lines (its hash \
+         chain, `egret verify`, `egret report` and `egret top` read them)"
+    )]
+    TextToFile,
 }
 
 impl RunConfig {
@@ -594,14 +607,28 @@ impl OutputConfig {
     /// take both).
     ///
     /// # Errors
-    /// [`FlagConflict::AlertsIsOutput`].
+    /// [`FlagConflict::AlertsIsOutput`], [`FlagConflict::TextToFile`].
     pub fn validate(&self) -> Result<(), FlagConflict> {
+        if self.format == Some(Format::Text) && self.path != "-" {
+            return Err(FlagConflict::TextToFile);
+        }
         match &self.alerts {
             Some(alerts) if *alerts == self.path && self.path != "-" => {
                 Err(FlagConflict::AlertsIsOutput)
             }
             _ => Ok(()),
         }
+    }
+
+    /// The format lines are written in: `--format`, else text when the output is stdout and
+    /// `stdout_is_terminal`, else JSON.
+    pub fn format(&self, stdout_is_terminal: bool) -> Format {
+        self.format
+            .unwrap_or(if self.path == "-" && stdout_is_terminal {
+                Format::Text
+            } else {
+                Format::Json
+            })
     }
 
     /// Rotation and retention of the output and alerts files.
@@ -726,6 +753,7 @@ mod tests {
             config.output,
             OutputConfig {
                 path: "-".to_owned(),
+                format: None,
                 alerts: None,
                 max_bytes: None,
                 max_age: None,
@@ -977,6 +1005,19 @@ mod tests {
         );
         assert_eq!(config(&["--alerts=-"]), Ok(()));
         assert_eq!(config(&["--output=/x", "--alerts=/y"]), Ok(()));
+        assert_eq!(
+            config(&["--output=/x", "--format=text"]),
+            Err(FlagConflict::TextToFile)
+        );
+        assert_eq!(config(&["--output=-", "--format=text"]), Ok(()));
+        assert_eq!(config(&["--output=/x", "--format=json"]), Ok(()));
+        let format =
+            |args: &[&str], terminal| RunConfig::from_flags(args).unwrap().output.format(terminal);
+        assert_eq!(format(&[], true), Format::Text);
+        assert_eq!(format(&[], false), Format::Json);
+        assert_eq!(format(&["--output=/x"], true), Format::Json);
+        assert_eq!(format(&["--format=json"], true), Format::Json);
+        assert_eq!(format(&["--format=text"], false), Format::Text);
     }
 
     /// Where README.md's `egret run` table starts and ends.

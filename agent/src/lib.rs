@@ -33,6 +33,7 @@ pub mod report;
 pub mod ring;
 pub mod schema;
 pub mod sockdiag;
+pub mod top;
 pub mod tracefs;
 pub mod udp;
 pub mod users;

@@ -44,6 +44,9 @@ enum Command {
     /// Summarise egret's JSON lines (top destinations per process, unit, container and pod;
     /// text, JSON or HTML), or suggest a policy approving what they show (docs/report.md).
     Report(Box<egret::report::ReportArgs>),
+    /// A live full-screen view of a running egret, following its output file: destinations
+    /// per process, unit, container or pod, sortable and filtered (docs/top.md).
+    Top(egret::top::TopArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +240,14 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Config(ConfigCommand::Check { path }) => Ok(config_check(&path)),
         Command::Ready { file } => Ok(ready_check(&file)),
         Command::Report(args) => Ok(egret::report::command(&args)?),
+        Command::Top(args) => match egret::top::command(&args) {
+            Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+            // Said once the terminal is restored.
+            Err(err) => {
+                eprintln!("egret top: {err}");
+                Ok(std::process::ExitCode::FAILURE)
+            }
+        },
         Command::Run(config) => {
             let config = match &config.config_file {
                 Some(path) => {

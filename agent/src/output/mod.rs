@@ -25,6 +25,15 @@ use std::{
 use serde::Serialize;
 
 pub use file::{FileOptions, OUTPUT_DATASET};
+
+/// How the main output's lines are written (`--format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// JSON Lines: one ECS document per line (docs/events.md).
+    Json,
+    /// One aligned line per event for a person; stdout only (docs/output.md).
+    Text,
+}
 pub use syslog::SyslogConfig;
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +163,45 @@ impl Sink {
             syslog.send(line);
         }
         Ok(())
+    }
+
+    /// A line for a person (`--format text`): on stdout the line `text` appends to the
+    /// buffer, while syslog still gets the JSON line `json` renders; a file or stream gets
+    /// the JSON line as [`Self::write_rendered`] writes it (the chain, `egret verify` and
+    /// `egret top` read JSON).
+    pub fn write_text(
+        &mut self,
+        text: impl FnOnce(&mut Vec<u8>),
+        json: impl FnOnce(&mut Vec<u8>) -> Result<Option<chain::Shape>, serde_json::Error>,
+    ) -> Result<(), OutputError> {
+        let Self {
+            target_name,
+            target: Target::Stdout(out),
+            syslog,
+            line,
+        } = self
+        else {
+            return self.write_rendered(json);
+        };
+        line.clear();
+        text(line);
+        write_plain(out, line, target_name)?;
+        if let Some(syslog) = syslog.as_mut() {
+            line.clear();
+            if json(line).is_ok() {
+                syslog.send(line);
+            }
+        }
+        Ok(())
+    }
+
+    /// A line that is no event (the column titles of `--format text`): stdout only, neither
+    /// a file nor syslog gets it.
+    pub fn write_header(&mut self, header: &str) -> Result<(), OutputError> {
+        match &mut self.target {
+            Target::Stdout(out) => write_plain(out, header.as_bytes(), &self.target_name),
+            Target::Stream(_) | Target::File(_) => Ok(()),
+        }
     }
 
     /// Writes out what is buffered; for a file also `fdatasync`: every line written before

@@ -4,7 +4,8 @@
 //! borrowed facts. The emitter numbers it (`event.sequence`), renders it as an ECS document
 //! (`crate::ecs`, the [`crate::schema`] types), writes it to the output (and alert lines also to `--alerts`), counts it for
 //! the metric line and for Prometheus, and counts a line that could not be written as dropped.
-//! Nothing else holds a sink.
+//! Nothing else holds a sink. With `--format text` the main output gets the same document
+//! rendered as text ([`crate::ecs::text`]) instead; `--alerts` and syslog keep JSON.
 
 use serde_json::value::RawValue;
 
@@ -14,11 +15,12 @@ use crate::{
     dns::state::Answer,
     ecs::{
         self,
+        text::{self, Style},
         writer::{self, Facts},
         EndLine, ProcessJson, Stamp,
     },
     metrics::{Metrics, Telemetry},
-    output::{OutputError, Sink},
+    output::{self, OutputError, Sink},
     process::ProcessInfo,
     record::ConnectionRecord,
     schema::Document,
@@ -91,6 +93,8 @@ pub struct EmitStats {
 struct Outputs {
     sink: Sink,
     alert_sink: Option<Sink>,
+    /// `--format text`: the main output's lines as text, in this style.
+    text: Option<Style>,
     telemetry: Telemetry,
     stats: EmitStats,
 }
@@ -113,6 +117,7 @@ impl Emitter {
             outputs: Outputs {
                 sink,
                 alert_sink,
+                text: None,
                 telemetry,
                 stats: EmitStats::default(),
             },
@@ -123,6 +128,17 @@ impl Emitter {
                 .unwrap_or_default(),
             process_json: ProcessJson::default(),
         }
+    }
+
+    /// Writes the main output's lines as text (`--format text`) in `style`, after a header
+    /// line naming the columns. Only for stdout: a file keeps JSON whatever this says.
+    #[must_use]
+    pub fn with_text(mut self, style: Style) -> Self {
+        self.outputs.text = Some(style);
+        if let Err(err) = self.outputs.sink.write_header(&text::header(style)) {
+            log::error!("{err}");
+        }
+        self
     }
 
     pub fn stats(&self) -> EmitStats {
@@ -274,7 +290,13 @@ impl Outputs {
     /// Writes a rendered line (an alert also to `--alerts`) and counts it (Prometheus counts
     /// every line but the metric line). True when the output took it.
     fn deliver(&mut self, doc: &Document<'_>, kind: Kind) -> bool {
-        let main = self.sink.write_line(doc);
+        let main = match self.text {
+            Some(style) => self.sink.write_text(
+                |line| text::render(doc, style, line),
+                |line| output::chain::serialize(doc, line),
+            ),
+            None => self.sink.write_line(doc),
+        };
         if matches!(kind, Kind::Alert | Kind::FailureAlert) {
             if let Some(Err(err)) = self.alert_sink.as_mut().map(|sink| sink.write_line(doc)) {
                 self.stats.write_errors += 1;
@@ -297,9 +319,26 @@ impl Outputs {
         rendered: Option<&RawValue>,
         kind: Kind,
     ) -> bool {
-        let main = self.sink.write_rendered(|line| {
-            writer::write_line(line, record, facts, stamp, rendered).map(Some)
-        });
+        let main = match self.text {
+            // The document the JSON writer writes the bytes of, built to be drawn as text.
+            Some(style) => {
+                let doc = match facts {
+                    Facts::Start { udp } => ecs::connection(record, udp, stamp, None),
+                    Facts::End {
+                        end,
+                        start_seen,
+                        kind,
+                    } => ecs::end(record, end, start_seen, kind, stamp, None),
+                };
+                self.sink.write_text(
+                    |line| text::render(&doc, style, line),
+                    |line| writer::write_line(line, record, facts, stamp, rendered).map(Some),
+                )
+            }
+            None => self.sink.write_rendered(|line| {
+                writer::write_line(line, record, facts, stamp, rendered).map(Some)
+            }),
+        };
         let verdict = record.policy.as_ref().map(|p| p.verdict.name());
         let action = match facts {
             Facts::Start { .. } => record.action.name(),
