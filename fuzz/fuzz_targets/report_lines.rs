@@ -12,7 +12,7 @@ use std::io::BufReader;
 
 use egret::{
     policy::parse::parse_policy,
-    report::{run_on, Format, LoopbackChoice, ReportArgs, Source},
+    report::{run_on, Format, LoopbackChoice, PolicyFormat, ReportArgs, Source},
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -33,6 +33,13 @@ fn args(f: u8, files: usize) -> ReportArgs {
             LoopbackChoice::Audit,
         ][usize::from((f >> 4) % 3)],
         include_blocked: f & 8 != 0,
+        policy_format: [
+            PolicyFormat::Egret,
+            PolicyFormat::Networkpolicy,
+            PolicyFormat::Cilium,
+            PolicyFormat::Systemd,
+        ][usize::from((f >> 6) % 4)],
+        output_dir: None,
         out: None,
         strict: false,
         max_warnings: 5,
