@@ -499,6 +499,21 @@ pub struct Resource<'a> {
     pub kind: Cow<'a, str>,
     #[serde(borrow)]
     pub name: Cow<'a, str>,
+    /// The workload owning the pod (derived from its name and labels), when one is
+    /// recognised.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub parent: Option<Parent<'a>>,
+}
+
+/// `orchestrator.resource.parent`: the pod's workload.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Parent<'a> {
+    /// `Deployment`, `StatefulSet`, `DaemonSet`, `Job` or `CronJob`.
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub name: Cow<'a, str>,
 }
 
 /// `dns` of a `dns` line.
@@ -716,6 +731,9 @@ pub struct K8s<'a> {
 pub struct PodUid<'a> {
     #[serde(borrow)]
     pub uid: Cow<'a, str>,
+    /// The pod's service account, when the runtime shows its token.
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub service_account: Option<Cow<'a, str>>,
 }
 
 /// `egret.systemd`.

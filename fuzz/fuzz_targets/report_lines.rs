@@ -12,7 +12,7 @@ use std::io::BufReader;
 
 use egret::{
     policy::parse::parse_policy,
-    report::{run_on, Format, LoopbackChoice, ReportArgs, Source},
+    report::{run_on, Format, LoopbackChoice, PolicyFormat, ReportArgs, Source},
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -33,6 +33,13 @@ fn args(f: u8, files: usize) -> ReportArgs {
             LoopbackChoice::Audit,
         ][usize::from((f >> 4) % 3)],
         include_blocked: f & 8 != 0,
+        policy_format: [
+            PolicyFormat::Egret,
+            PolicyFormat::Networkpolicy,
+            PolicyFormat::Cilium,
+            PolicyFormat::Systemd,
+        ][usize::from((f >> 6) % 4)],
+        output_dir: None,
         out: None,
         strict: false,
         max_warnings: 5,
@@ -71,7 +78,10 @@ fuzz_target!(|data: &[u8]| {
         .expect("bytes in memory read and write");
     assert!(outcome.bad_lines <= lines.len() as u64 + 1);
     let out = String::from_utf8(out).expect("the report is UTF-8");
-    if args.suggest_policy {
+    if args.suggest_policy && args.policy_format != PolicyFormat::Egret {
+        // Kubernetes and systemd policies: every document of the stream is YAML or a comment.
+        assert!(out.starts_with("# Suggested by egret report"));
+    } else if args.suggest_policy {
         if let Err(errors) = parse_policy(&out, "suggested.yaml") {
             panic!("the suggested policy does not parse: {errors}\n{out}");
         }

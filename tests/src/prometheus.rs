@@ -105,6 +105,16 @@ impl Prometheus {
     /// Starts `bin` scraping `targets` (job `egret`) every `interval`, listening on a free
     /// loopback port, and waits until it is ready.
     pub fn start(bin: &Path, targets: &[SocketAddr], interval: Duration) -> Result<Self> {
+        Self::start_with_rules(bin, targets, interval, &[])
+    }
+
+    /// [`Self::start`] with `rule_files` (evaluated every `interval`).
+    pub fn start_with_rules(
+        bin: &Path,
+        targets: &[SocketAddr],
+        interval: Duration,
+        rule_files: &[&Path],
+    ) -> Result<Self> {
         let dir =
             std::env::temp_dir().join(format!("egret-e2e-prometheus-{}", crate::unique_suffix()));
         std::fs::create_dir_all(dir.join("data"))
@@ -116,6 +126,15 @@ impl Prometheus {
              scrape_configs:\n  - job_name: egret\n    static_configs:\n      - targets: [{}]\n",
             targets.join(", ")
         );
+        let rules: Vec<String> = rule_files
+            .iter()
+            .map(|p| format!("\"{}\"", p.display()))
+            .collect();
+        let config = if rules.is_empty() {
+            config
+        } else {
+            format!("{config}rule_files: [{}]\n", rules.join(", "))
+        };
         std::fs::write(dir.join("prometheus.yml"), config).context("write prometheus.yml")?;
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let log =
@@ -165,6 +184,20 @@ impl Prometheus {
     /// What Prometheus logged.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// `GET path` of the API, its JSON (status `success` required).
+    pub fn api(&self, path: &str) -> Result<Value> {
+        let r = http_get(self.addr, path)?;
+        ensure!(r.status == 200, "{path}: status {}: {}", r.status, r.body);
+        let v: Value =
+            serde_json::from_str(&r.body).with_context(|| format!("{path}: {}", r.body))?;
+        ensure!(
+            field_str(&v, "status") == Some("success"),
+            "{path}: {}",
+            r.body
+        );
+        Ok(v)
     }
 
     /// An instant query through `/api/v1/query`: every series of the vector it returns.

@@ -246,6 +246,91 @@ fn containerd_container_started_before_egret() -> Result<()> {
     env.finish()
 }
 
+/// base64url without padding (a JWT part).
+fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            let index = ((n >> (18 - 6 * i)) & 63) as usize;
+            out.push(char::from(*A.get(index).unwrap_or(&b'A')));
+        }
+    }
+    out
+}
+
+/// A Deployment's pod as the kubelet hands it to containerd: the pod's labels
+/// (`pod-template-hash`) on the sandbox only, the app container pointing at its sandbox, and
+/// the service-account token bind-mounted at the kubelet's path. egret reports the owning
+/// Deployment and the service account; a pod with a `pod-template-hash` its name does not
+/// carry is reported without a parent.
+#[test]
+fn containerd_deployment_workload_and_service_account() -> Result<()> {
+    let Some(mut env) = CtrEnv::setup("ctr-workload", &[])? else {
+        return Ok(());
+    };
+    let server = TcpServer::loopback()?;
+    let port = server.port();
+    let token_dir = egret_e2e::ScratchDir::create("sa-token")?;
+    let claims = r#"{"iss":"https://kubernetes.default.svc","sub":"system:serviceaccount:shop:checkout-sa","kubernetes.io":{"namespace":"shop","serviceaccount":{"name":"checkout-sa","uid":"u"}}}"#;
+    let token = format!(
+        "{}.{}.c2ln",
+        base64url(br#"{"alg":"RS256","kid":"k"}"#),
+        base64url(claims.as_bytes())
+    );
+    std::fs::write(token_dir.path().join("token"), token)?;
+    let mut pod = KubePod::new("checkout-7b9c8d6f5-x2x7q", "shop");
+    pod.labels = vec![
+        ("app".to_string(), "checkout".to_string()),
+        ("pod-template-hash".to_string(), "7b9c8d6f5".to_string()),
+    ];
+    let sandbox = env
+        .rt
+        .start_sandbox(K8S_NAMESPACE, &mut pod, &env.cgroup_rel(), true)?;
+    let spec = sh_spec(
+        "checkout",
+        &format!("{}; sleep 60", connect(&format!("127.0.0.1 {port}"))),
+    )
+    .in_pod(&pod, "checkout", &env.cgroup_rel())
+    .bind_mount(
+        &token_dir.path().display().to_string(),
+        "/var/run/secrets/kubernetes.io/serviceaccount",
+    );
+    let c = env.rt.start_container(K8S_NAMESPACE, &spec)?;
+    let ev = env.h.egret.wait_for_flow("connect", "tcp", port)?;
+    check_pod_container(&ev, &pod, &env.cgroup_rel(), &c.id, "checkout")?;
+    check_field_str(&ev, "orchestrator.resource.parent.type", "Deployment")?;
+    check_field_str(&ev, "orchestrator.resource.parent.name", "checkout")?;
+    check_field_str(&ev, "egret.k8s.pod.service_account", "checkout-sa")?;
+
+    // The same labels on a pod whose name does not carry the hash: no parent.
+    let server2 = TcpServer::loopback()?;
+    let port2 = server2.port();
+    let mut liar = KubePod::new("checkout-x2x7q", "shop");
+    liar.labels = pod.labels.clone();
+    let liar_sandbox = env
+        .rt
+        .start_sandbox(K8S_NAMESPACE, &mut liar, &env.cgroup_rel(), true)?;
+    let spec = sh_spec(
+        "liar",
+        &format!("{}; sleep 60", connect(&format!("127.0.0.1 {port2}"))),
+    )
+    .in_pod(&liar, "liar", &env.cgroup_rel());
+    let c2 = env.rt.start_container(K8S_NAMESPACE, &spec)?;
+    let ev2 = env.h.egret.wait_for_flow("connect", "tcp", port2)?;
+    check_k8s(&ev2, &liar, "liar")?;
+    check_field_absent(&ev2, "orchestrator.resource.parent")?;
+    check_field_absent(&ev2, "egret.k8s.pod.service_account")?;
+    for id in [&c.id, &sandbox.id, &c2.id, &liar_sandbox.id] {
+        env.rt.remove(K8S_NAMESPACE, id)?;
+    }
+    env.finish()
+}
+
 #[test]
 fn containerd_own_network_namespace_via_veth() -> Result<()> {
     let Some(mut env) = CtrEnv::setup("ctr-netns", &[])? else {

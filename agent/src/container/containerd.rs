@@ -5,11 +5,11 @@
 //! The messages are declared here with the fields egret reads (numbers from containerd's
 //! `api/services/containers/v1/containers.proto` and `namespaces/v1/namespace.proto`).
 
-use std::{path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use super::{
     grpc::{found, Connection, GrpcError},
-    RuntimeContainer,
+    pod_from_labels, serviceaccount, PodInfo, RuntimeContainer,
 };
 
 /// The subset of containerd's protobuf messages egret uses.
@@ -26,8 +26,19 @@ pub mod proto {
         pub image: String,
         #[prost(message, optional, tag = "4")]
         pub runtime: Option<Runtime>,
+        /// The OCI runtime spec, JSON in a `google.protobuf.Any`.
+        #[prost(message, optional, tag = "5")]
+        pub spec: Option<Any>,
         #[prost(string, tag = "11")]
         pub sandbox: String,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Any {
+        #[prost(string, tag = "1")]
+        pub type_url: String,
+        #[prost(bytes = "vec", tag = "2")]
+        pub value: Vec<u8>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -191,13 +202,60 @@ pub const K8S_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// nerdctl's name label.
 pub const NERDCTL_NAME: &str = "nerdctl/name";
 
-/// Maps containerd's record: name from the kubelet's label, else nerdctl's, else the id.
+/// The CRI plugin's label telling a pod's app container (`container`) from its sandbox.
+pub const CRI_KIND: &str = "io.cri-containerd.kind";
+/// The CRI annotation (in the OCI spec) naming an app container's sandbox.
+pub const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+/// What egret reads from a container's OCI spec.
+#[derive(Debug, Default, serde::Deserialize)]
+struct OciSpec {
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    mounts: Vec<OciMount>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct OciMount {
+    #[serde(default)]
+    destination: String,
+    #[serde(default)]
+    source: String,
+}
+
+/// The spec's JSON; an absent or unreadable spec is an empty one (the spec only adds to what
+/// the labels say).
+fn oci_spec(spec: Option<&proto::Any>) -> OciSpec {
+    spec.and_then(|any| serde_json::from_slice(&any.value).ok())
+        .unwrap_or_default()
+}
+
+/// The sandbox of a pod's app container: containerd's `sandbox` field, else the CRI
+/// annotation.
+fn sandbox_of(container: &proto::Container) -> Option<String> {
+    if container.labels.get(CRI_KIND).map(String::as_str) != Some("container") {
+        return None;
+    }
+    let id = Some(container.sandbox.clone())
+        .filter(|id| !id.is_empty())
+        .or_else(|| {
+            oci_spec(container.spec.as_ref())
+                .annotations
+                .remove(SANDBOX_ID)
+        })?;
+    (id != container.id && !id.is_empty() && id.len() <= 128).then_some(id)
+}
+
+/// Maps containerd's record: name from the kubelet's label, else nerdctl's, else the id; the
+/// pod's service account from the token mounted into it.
 pub fn to_runtime(container: proto::Container) -> RuntimeContainer {
     let proto::Container {
         id,
         labels,
         image,
         runtime: _,
+        spec,
         sandbox: _,
     } = container;
     let name = labels
@@ -206,13 +264,47 @@ pub fn to_runtime(container: proto::Container) -> RuntimeContainer {
         .filter(|name| !name.is_empty())
         .cloned()
         .unwrap_or_else(|| id.clone());
+    let service_account = oci_spec(spec.as_ref())
+        .mounts
+        .iter()
+        .find(|mount| mount.destination.trim_end_matches('/') == serviceaccount::MOUNT)
+        .and_then(|mount| serviceaccount::from_dir(Path::new(&mount.source)));
+    let pod = pod_from_labels(&labels).map(|pod| PodInfo {
+        service_account,
+        ..pod
+    });
     RuntimeContainer {
         name: Some(name),
         image: Some(image).filter(|image| !image.is_empty()),
         runtime: "containerd",
         labels,
-        pod: None,
+        pod,
         id,
+    }
+}
+
+/// The pod's labels are on its sandbox, not on its app containers (the kubelet gives the CRI
+/// the pod's labels with the sandbox): adds the sandbox's labels the container lacks. A
+/// sandbox that cannot be read costs only the workload.
+async fn add_sandbox_labels<A: ContainerdApi>(
+    api: &mut A,
+    namespace: &str,
+    container: &mut proto::Container,
+) {
+    let Some(sandbox) = sandbox_of(container) else {
+        return;
+    };
+    match api.get(namespace, &sandbox).await {
+        Ok(Some(proto::Container { labels, .. })) => {
+            for (key, value) in labels {
+                container.labels.entry(key).or_insert(value);
+            }
+        }
+        Ok(None) => log::debug!(
+            "containerd: sandbox {sandbox} of {} not found",
+            container.id
+        ),
+        Err(err) => log::debug!("containerd: sandbox {sandbox} of {}: {err}", container.id),
     }
 }
 
@@ -224,8 +316,11 @@ pub async fn lookup(
     timeout: Duration,
 ) -> Result<Option<RuntimeContainer>, GrpcError> {
     let mut connection = Connection::connect(socket, timeout).await?;
-    let found = find(&mut connection, id, namespace_hint).await?;
-    Ok(found.map(|(_, container)| to_runtime(container)))
+    let Some((namespace, mut container)) = find(&mut connection, id, namespace_hint).await? else {
+        return Ok(None);
+    };
+    add_sandbox_labels(&mut connection, &namespace, &mut container).await;
+    Ok(Some(to_runtime(container)))
 }
 
 #[cfg(test)]
@@ -264,6 +359,7 @@ mod tests {
             runtime: Some(proto::Runtime {
                 name: "io.containerd.runc.v2".to_owned(),
             }),
+            spec: None,
             sandbox: String::new(),
         }
     }
@@ -317,6 +413,81 @@ mod tests {
         fake.containers
             .insert((namespace.to_owned(), ID.to_owned()), cri_container());
         fake
+    }
+
+    /// The pod's labels are read from its sandbox (named by the CRI annotation in the spec);
+    /// the container's own labels win; a missing sandbox costs nothing else.
+    #[tokio::test]
+    async fn sandbox_labels_and_service_account() {
+        let dir = TempDir::new("ctrd-sa");
+        std::fs::write(
+            dir.0.join("token"),
+            crate::container::serviceaccount::tests::token(
+                r#"{"sub":"system:serviceaccount:shop:web-sa"}"#,
+            ),
+        )
+        .unwrap();
+        let sandbox_id = "b".repeat(64);
+        let spec = serde_json::json!({
+            "annotations": {SANDBOX_ID: sandbox_id},
+            "mounts": [{"destination": "/etc/hosts", "source": "/nowhere"},
+                       {"destination": format!("{}/", serviceaccount::MOUNT),
+                        "source": dir.0}],
+        });
+        let mut container = proto::Container {
+            spec: Some(proto::Any {
+                type_url: "types.containerd.io/opencontainers/runtime-spec/1/Spec".to_owned(),
+                value: serde_json::to_vec(&spec).unwrap(),
+            }),
+            ..cri_container()
+        };
+        let mut fake = Fake::default();
+        add_sandbox_labels(&mut fake, "k8s.io", &mut container.clone()).await;
+        assert_eq!(fake.calls, ["get k8s.io"]);
+        fake.containers.insert(
+            ("k8s.io".to_owned(), sandbox_id.clone()),
+            proto::Container {
+                id: sandbox_id.clone(),
+                labels: labels(&[
+                    ("io.cri-containerd.kind", "sandbox"),
+                    ("pod-template-hash", "7d4b9c8f6"),
+                    ("app", "from-the-pod"),
+                ]),
+                ..cri_container()
+            },
+        );
+        add_sandbox_labels(&mut fake, "k8s.io", &mut container).await;
+        assert_eq!(
+            container
+                .labels
+                .get("pod-template-hash")
+                .map(String::as_str),
+            Some("7d4b9c8f6")
+        );
+        assert_eq!(container.labels.get("app").map(String::as_str), Some("web"));
+        let info = crate::container::ContainerInfo::new(
+            to_runtime(container),
+            &crate::container::path::tests::container(
+                ID,
+                crate::container::RuntimeHint::Containerd,
+            ),
+            &[],
+        );
+        let pod = info.pod.unwrap();
+        assert_eq!(pod.service_account.as_deref(), Some("web-sa"));
+        let workload = pod.workload.unwrap();
+        assert_eq!(
+            (
+                workload.kind,
+                workload.name.as_str(),
+                workload.namespace.as_str()
+            ),
+            (crate::container::WorkloadKind::Deployment, "web", "shop")
+        );
+        // A sandbox is not asked about its own sandbox; no annotation, no call.
+        let mut calls = Fake::default();
+        add_sandbox_labels(&mut calls, "k8s.io", &mut cri_container()).await;
+        assert!(calls.calls.is_empty());
     }
 
     #[tokio::test]
@@ -406,6 +577,7 @@ mod tests {
             labels: labels(&[("nerdctl/name", "db")]),
             image: String::new(),
             runtime: None,
+            spec: None,
             sandbox: String::new(),
         });
         assert_eq!(nerdctl.name.as_deref(), Some("db"));

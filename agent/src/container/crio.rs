@@ -197,6 +197,8 @@ pub fn sandbox_to_runtime(status: proto::PodSandboxStatus) -> RuntimeContainer {
                 namespace,
                 uid: non_empty(uid),
                 container_name: None,
+                workload: None,
+                service_account: None,
             })
         },
     );
@@ -315,6 +317,7 @@ mod tests {
                 namespace: "shop".to_owned(),
                 uid: Some("4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8".to_owned()),
                 container_name: None,
+                ..Default::default()
             })
         );
         let no_metadata = sandbox_to_runtime(proto::PodSandboxStatus {

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 
 use super::{ContainerRef, Lookup};
-use crate::schema::{Container, EgretContainer, K8s, Name, Orchestrator, PodUid, Resource};
+use crate::schema::{Container, EgretContainer, K8s, Name, Orchestrator, Parent, PodUid, Resource};
 
 /// The three groups of fields for one line.
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -25,10 +25,15 @@ pub struct ContainerFields<'a> {
     pub identity: Option<EgretContainer<'a>>,
 }
 
-fn k8s<'a>(uid: Option<&'a str>, container_name: Option<&'a str>) -> Option<K8s<'a>> {
+fn k8s<'a>(
+    uid: Option<&'a str>,
+    service_account: Option<&'a str>,
+    container_name: Option<&'a str>,
+) -> Option<K8s<'a>> {
     (uid.is_some() || container_name.is_some()).then(|| K8s {
         pod: uid.map(|uid| PodUid {
             uid: Cow::Borrowed(uid),
+            service_account: service_account.map(Cow::Borrowed),
         }),
         container: container_name.map(Name::of),
     })
@@ -45,7 +50,7 @@ fn from_reference(reference: &ContainerRef) -> ContainerFields<'_> {
             labels: None,
         },
         orchestrator: None,
-        k8s: k8s(reference.pod_uid.as_deref(), None),
+        k8s: k8s(reference.pod_uid.as_deref(), None, None),
         identity: Some(EgretContainer {
             identity: Cow::Borrowed("unknown"),
         }),
@@ -77,9 +82,23 @@ impl<'a> ContainerFields<'a> {
                         resource: Resource {
                             kind: Cow::Borrowed("pod"),
                             name: Cow::Borrowed(&pod.name),
+                            parent: pod
+                                .workload
+                                .as_ref()
+                                .filter(|workload| workload.has_parent())
+                                .map(|workload| Parent {
+                                    kind: Cow::Borrowed(workload.kind.as_str()),
+                                    name: Cow::Borrowed(&workload.name),
+                                }),
                         },
                     }),
-                    k8s: pod.and_then(|pod| k8s(pod.uid.as_deref(), pod.container_name.as_deref())),
+                    k8s: pod.and_then(|pod| {
+                        k8s(
+                            pod.uid.as_deref(),
+                            pod.service_account.as_deref(),
+                            pod.container_name.as_deref(),
+                        )
+                    }),
                     identity: None,
                 })
             }
@@ -111,6 +130,12 @@ mod tests {
                 namespace: "shop".to_owned(),
                 uid: Some("4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8".to_owned()),
                 container_name: Some("web".to_owned()),
+                workload: Some(crate::container::Workload {
+                    kind: crate::container::WorkloadKind::Deployment,
+                    name: "web".to_owned(),
+                    namespace: "shop".to_owned(),
+                }),
+                service_account: Some("web-sa".to_owned()),
             }),
         }));
         let fields = ContainerFields::new(&lookup);
@@ -121,8 +146,10 @@ mod tests {
                               "image": {"name": "docker.io/library/nginx:1.25"},
                               "runtime": "containerd", "labels": {"app": "web"}},
                 "orchestrator": {"type": "kubernetes", "namespace": "shop",
-                                 "resource": {"type": "pod", "name": "web-7d4b9c8f6-x2x9z"}},
-                "k8s": {"pod": {"uid": "4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8"},
+                                 "resource": {"type": "pod", "name": "web-7d4b9c8f6-x2x9z",
+                                              "parent": {"type": "Deployment", "name": "web"}}},
+                "k8s": {"pod": {"uid": "4c8f1a2b-3d4e-5f60-7182-93a4b5c6d7e8",
+                                "service_account": "web-sa"},
                         "container": {"name": "web"}}
             })
         );

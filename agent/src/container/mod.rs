@@ -41,6 +41,8 @@ pub mod fields;
 pub mod grpc;
 pub mod http;
 pub mod path;
+pub mod serviceaccount;
+pub mod workload;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 
@@ -48,6 +50,7 @@ pub use cache::{ContainerResolver, ContainerStats};
 pub use fetch::FetchError;
 pub use fields::ContainerFields;
 pub use path::{parse, ContainerRef, RuntimeHint};
+pub use workload::{Workload, WorkloadKind};
 
 /// Where the runtimes listen and how long things are kept. `None` for a socket turns that
 /// runtime off.
@@ -138,13 +141,18 @@ pub struct ContainerInfo {
 pub type RuntimeContainer = ContainerInfo;
 
 /// The Kubernetes pod a container belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodInfo {
     pub name: String,
     pub namespace: String,
     pub uid: Option<String>,
     /// The container's name in the pod spec (absent for the pod's sandbox).
     pub container_name: Option<String>,
+    /// The workload owning the pod, derived from its name and labels by
+    /// [`ContainerInfo::new`] ([`workload::derive`]); `None` in a [`RuntimeContainer`].
+    pub workload: Option<Workload>,
+    /// The pod's service account, when the runtime shows its token ([`serviceaccount`]).
+    pub service_account: Option<String>,
 }
 
 /// The answer for one cgroup path.
@@ -187,6 +195,8 @@ pub fn pod_from_labels(labels: &BTreeMap<String, String>) -> Option<PodInfo> {
         namespace: non_empty(k8s_labels::POD_NAMESPACE)?,
         uid: non_empty(k8s_labels::POD_UID),
         container_name: non_empty(k8s_labels::CONTAINER_NAME),
+        workload: None,
+        service_account: None,
     })
 }
 
@@ -226,6 +236,7 @@ impl ContainerInfo {
                 if pod.uid.is_none() {
                     pod.uid.clone_from(&reference.pod_uid);
                 }
+                pod.workload = Some(workload::derive(&pod.name, &pod.namespace, &found.labels));
                 pod
             });
         let labels = found
@@ -298,6 +309,8 @@ pub(crate) mod tests {
                 namespace: "shop".to_owned(),
                 uid: Some("u-1".to_owned()),
                 container_name: Some("web".to_owned()),
+                workload: None,
+                service_account: None,
             })
         );
         // The sandbox has no container name.

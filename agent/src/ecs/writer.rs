@@ -622,6 +622,7 @@ mod tests {
                 namespace: "shop".to_owned(),
                 uid: Some("4c8f".to_owned()),
                 container_name: Some("web".to_owned()),
+                ..Default::default()
             }),
         }));
         all.push(contained.clone());

@@ -571,6 +571,7 @@ pub(crate) mod tests {
             name_source: None,
             connection_id: None,
             http: None,
+            workload: None,
         }
     }
 

@@ -176,6 +176,19 @@ pub struct Observation<'a> {
     pub connection_id: Option<Cow<'a, str>>,
     /// End lines: the HTTP request and response the first bytes carried.
     pub http: Option<HttpSeen<'a>>,
+    /// The pod's workload (`orchestrator.resource.parent.*`) and the container's labels, for
+    /// Kubernetes lines.
+    pub workload: Option<WorkloadSeen>,
+}
+
+/// A Kubernetes line's workload and labels (owned: few lines carry them, and they outlive it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadSeen {
+    /// `Deployment`, ..., or `Pod` when the line names no parent (the pod is its workload).
+    pub kind: String,
+    pub name: String,
+    /// `container.labels` (the allow-listed labels).
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Observation<'_> {
@@ -205,6 +218,7 @@ impl Observation<'_> {
             sequence: self.sequence,
             connection_id: own(self.connection_id),
             http: self.http.map(HttpSeen::into_owned),
+            workload: self.workload,
         }
     }
 
@@ -383,6 +397,19 @@ fn observation(doc: Document<'_>) -> Result<Observation<'_>, String> {
     };
     let container = container.unwrap_or_default();
     let pod = orchestrator.unwrap_or_default();
+    let workload = (!pod.resource.name.is_empty()).then(|| {
+        let (kind, name) = match &pod.resource.parent {
+            Some(parent) if !parent.kind.is_empty() && !parent.name.is_empty() => {
+                (parent.kind.to_string(), parent.name.to_string())
+            }
+            _ => ("Pod".to_owned(), pod.resource.name.to_string()),
+        };
+        WorkloadSeen {
+            kind,
+            name,
+            labels: container.labels.as_deref().cloned().unwrap_or_default(),
+        }
+    });
     let verdict = match egret.policy.map(|p| p.verdict).as_deref() {
         Some("approved") => Some(Verdict::Approved),
         Some("unapproved") => Some(Verdict::Unapproved),
@@ -419,6 +446,7 @@ fn observation(doc: Document<'_>) -> Result<Observation<'_>, String> {
         sequence: event.sequence,
         connection_id: egret.connection.and_then(|c| non_empty(c.id)),
         http,
+        workload,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod html;
 pub mod input;
 pub mod join;
 pub mod model;
+pub mod platform;
 pub mod requests;
 pub mod suggest;
 pub mod text;
@@ -28,6 +29,8 @@ use std::{
 use aggregate::{Aggregate, FileCounts};
 use input::{Line, LineReader, Observation};
 use join::Waiting;
+use platform::PlatformSuggester;
+pub use platform::PolicyFormat;
 pub use suggest::LoopbackChoice;
 use suggest::Suggester;
 
@@ -81,6 +84,23 @@ pub struct ReportArgs {
     /// input shows loopback was audited, else leaves them to `loopback: approve`.
     #[arg(long, value_enum, default_value = "auto", requires = "suggest_policy")]
     pub loopback: LoopbackChoice,
+
+    /// With --suggest-policy: the policy's language: `egret` (docs/policy.md), `networkpolicy`
+    /// (a Kubernetes NetworkPolicy per workload), `cilium` (a CiliumNetworkPolicy per
+    /// workload) or `systemd` (an IPAddressAllow= drop-in per unit); docs/report.md.
+    #[arg(long, value_enum, default_value = "egret", requires = "suggest_policy")]
+    pub policy_format: PolicyFormat,
+
+    /// With --suggest-policy and a --policy-format other than egret: write one file per
+    /// policy under this directory (systemd: `<unit>.d/50-egret-egress.conf`) instead of one
+    /// stream.
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "suggest_policy",
+        conflicts_with = "out"
+    )]
+    pub output_dir: Option<PathBuf>,
 
     /// With --suggest-policy: also approve connections the kernel blocked.
     #[arg(long, requires = "suggest_policy")]
@@ -185,15 +205,18 @@ fn open(path: &Path) -> Result<Source<'static>, ReportError> {
 struct Sink {
     aggregate: Aggregate,
     suggest: Option<Suggester>,
+    /// `--policy-format` other than `egret`.
+    platform: Option<PlatformSuggester>,
     waiting: Waiting,
 }
 
 impl Sink {
     /// Counts one connection (once).
     fn count(&mut self, o: &Observation<'_>) {
-        match &mut self.suggest {
-            Some(s) => s.observe(o),
-            None => self.aggregate.connection(o),
+        match (&mut self.suggest, &mut self.platform) {
+            (_, Some(p)) => p.observe(o),
+            (Some(s), None) => s.observe(o),
+            (None, None) => self.aggregate.connection(o),
         }
     }
 
@@ -238,7 +261,7 @@ impl Sink {
                     return;
                 }
                 a.input.alert_lines = a.input.alert_lines.saturating_add(1);
-                if self.suggest.is_none() && !a.alert(&o) {
+                if self.suggest.is_none() && self.platform.is_none() && !a.alert(&o) {
                     a.input.duplicate_alert_lines = a.input.duplicate_alert_lines.saturating_add(1);
                 }
             }
@@ -376,6 +399,8 @@ pub fn run_on(
         suggest: args
             .suggest_policy
             .then(|| Suggester::new(args.loopback, args.include_blocked)),
+        platform: (args.suggest_policy && args.policy_format != PolicyFormat::Egret)
+            .then(|| PlatformSuggester::new(args.include_blocked)),
         waiting: Waiting::default(),
     };
     let mut warnings = Warnings {
@@ -399,8 +424,18 @@ pub fn run_on(
     let bad_lines = sink.aggregate.input.bad_lines;
     let not_printed = bad_lines.saturating_sub(warnings.printed);
     let names: Vec<String> = args.files.iter().map(|p| p.display().to_string()).collect();
-    let (rendered, connections) = match &sink.suggest {
-        None => {
+    let (rendered, connections) = match (&sink.suggest, &sink.platform) {
+        (_, Some(p)) => {
+            let rendered = match &args.output_dir {
+                Some(dir) => {
+                    write_dir(dir, &p.render(args.policy_format, &names), stdout)?;
+                    String::new()
+                }
+                None => p.render_stream(args.policy_format, &names),
+            };
+            (rendered, p.connections())
+        }
+        (None, None) => {
             let doc = model::build(
                 &sink.aggregate,
                 usize::try_from(args.top).unwrap_or(usize::MAX),
@@ -417,9 +452,14 @@ pub fn run_on(
             };
             (rendered, doc.totals.connections)
         }
-        Some(s) => {
+        (Some(s), None) => {
             let suggestion = s.render(&names).map_err(ReportError::Policy)?;
-            (suggestion.yaml, suggestion.connections)
+            if let Some(dir) = &args.output_dir {
+                write_dir(dir, &[("policy.yaml".to_owned(), suggestion.yaml)], stdout)?;
+                (String::new(), suggestion.connections)
+            } else {
+                (suggestion.yaml, suggestion.connections)
+            }
         }
     };
     write_output(args.out.as_deref(), &rendered, stdout)?;
@@ -438,6 +478,28 @@ pub fn run_on(
         bad_lines,
         connections,
     })
+}
+
+/// `--output-dir`: each policy in its file (directories made as needed), their paths listed
+/// on stdout.
+fn write_dir(
+    dir: &Path,
+    files: &[(String, String)],
+    stdout: &mut dyn Write,
+) -> Result<(), ReportError> {
+    for (name, text) in files {
+        let path = dir.join(name);
+        let made = path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&path, text));
+        made.map_err(|error| ReportError::Write {
+            path: path.display().to_string(),
+            error,
+        })?;
+        let _ = writeln!(stdout, "{}", path.display());
+    }
+    Ok(())
 }
 
 fn write_output(out: Option<&Path>, text: &str, stdout: &mut dyn Write) -> Result<(), ReportError> {

@@ -77,6 +77,8 @@ fn args(files: Vec<PathBuf>) -> ReportArgs {
         suggest_policy: false,
         loopback: LoopbackChoice::Auto,
         include_blocked: false,
+        policy_format: crate::report::PolicyFormat::Egret,
+        output_dir: None,
         out: None,
         strict: false,
         max_warnings: 100,

@@ -272,6 +272,11 @@ impl Containerd {
         for (k, v) in &spec.annotations {
             cmd.arg("--annotation").arg(format!("{k}={v}"));
         }
+        for (source, destination) in &spec.mounts {
+            cmd.arg("--mount").arg(format!(
+                "type=bind,src={source},dst={destination},options=rbind:ro"
+            ));
+        }
         if let Some(parent) = &spec.cgroup_parent {
             cmd.arg("--cgroup").arg(format!("{parent}/{id}"));
         }

@@ -72,6 +72,8 @@ pub struct RunSpec {
     pub id: Option<String>,
     /// The command, run by the image's busybox (e.g. `["sh", "-c", "..."]`).
     pub args: Vec<String>,
+    /// Read-only bind mounts `(host source, container destination)` (containerd only).
+    pub mounts: Vec<(String, String)>,
 }
 
 impl RunSpec {
@@ -92,6 +94,13 @@ impl RunSpec {
 
     pub fn annotation(mut self, key: &str, value: &str) -> Self {
         self.annotations.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// A read-only bind mount of `source` (on the host) at `destination` (containerd).
+    pub fn bind_mount(mut self, source: &str, destination: &str) -> Self {
+        self.mounts
+            .push((source.to_string(), destination.to_string()));
         self
     }
 
@@ -137,6 +146,9 @@ pub struct KubePod {
     /// The id of the pod's sandbox container, once one runs (see
     /// [`Containerd::start_sandbox`]).
     pub sandbox_id: Option<String>,
+    /// The pod's own labels (`metadata.labels`: `pod-template-hash`, `app`...): the kubelet
+    /// gives them to the runtime with the sandbox only.
+    pub labels: Vec<(String, String)>,
 }
 
 impl KubePod {
@@ -157,6 +169,7 @@ impl KubePod {
             uid,
             qos: "besteffort".to_string(),
             sandbox_id: None,
+            labels: Vec::new(),
         }
     }
 
@@ -210,7 +223,9 @@ impl KubePod {
     pub fn sandbox_labels(&self) -> Vec<(String, String)> {
         let mut pairs = self.pod_labels().to_vec();
         pairs.push(("io.cri-containerd.kind", "sandbox"));
-        owned_pairs(&pairs)
+        let mut owned = owned_pairs(&pairs);
+        owned.extend(self.labels.iter().cloned());
+        owned
     }
 
     /// The CRI annotations of the sandbox container `id`.
