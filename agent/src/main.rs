@@ -44,6 +44,9 @@ enum Command {
     /// Summarise egret's JSON lines (top destinations per process, unit, container and pod;
     /// text, JSON or HTML), or suggest a policy approving what they show (docs/report.md).
     Report(Box<egret::report::ReportArgs>),
+    /// The learned baseline of `egret run --baseline-learn`: show it, export it as a policy,
+    /// or forget a workload so it learns again (docs/baseline.md).
+    Baseline(egret::baseline::command::BaselineArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +240,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Config(ConfigCommand::Check { path }) => Ok(config_check(&path)),
         Command::Ready { file } => Ok(ready_check(&file)),
         Command::Report(args) => Ok(egret::report::command(&args)?),
+        Command::Baseline(args) => Ok(egret::baseline::command::command(&args)?),
         Command::Run(config) => {
             let config = match &config.config_file {
                 Some(path) => {
