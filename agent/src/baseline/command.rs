@@ -44,6 +44,10 @@ pub enum BaselineCommand {
         /// The policy format.
         #[arg(long, value_enum, default_value = "egret")]
         format: ExportFormat,
+        /// `auto`/`approve`: `loopback: approve` covers loopback destinations (not listed);
+        /// `audit`: they get rules like any other.
+        #[arg(long, value_enum, default_value = "auto")]
+        loopback: LoopbackChoice,
     },
     /// Forget a workload: it learns again for the learning period, from now. A running egret
     /// reads the file again before its next write.
@@ -92,13 +96,23 @@ pub fn command(args: &BaselineArgs) -> Result<ExitCode, CommandError> {
             workload,
             include_new,
             format,
+            loopback,
         } => {
             let only = workload.as_deref().map(|w| state.find(w)).transpose();
             let only = only.map_err(CommandError::Workload)?;
             let source = path.display().to_string();
             print!(
                 "{}",
-                export(&state, only.as_ref(), *include_new, *format, &source)?
+                export(
+                    &state,
+                    only.as_ref(),
+                    Export {
+                        include_new: *include_new,
+                        format: *format,
+                        loopback: *loopback,
+                    },
+                    &source
+                )?
             );
         }
         BaselineCommand::Forget { workload } => {
@@ -181,6 +195,15 @@ pub fn show(state: &State, only: Option<&Workload>, source: &str) -> String {
     out
 }
 
+/// How `export` writes the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Export {
+    /// Also destinations first seen after learning.
+    pub include_new: bool,
+    pub format: ExportFormat,
+    pub loopback: LoopbackChoice,
+}
+
 /// `export`'s policy: each destination as a connection line would show it, to the same
 /// suggester as `egret report --suggest-policy`, rendered in `format`.
 ///
@@ -189,11 +212,15 @@ pub fn show(state: &State, only: Option<&Workload>, source: &str) -> String {
 pub fn export(
     state: &State,
     only: Option<&Workload>,
-    include_new: bool,
-    format: ExportFormat,
+    how: Export,
     source: &str,
 ) -> Result<String, CommandError> {
-    let mut suggester = Suggester::new(LoopbackChoice::Auto, false);
+    let Export {
+        include_new,
+        format,
+        loopback,
+    } = how;
+    let mut suggester = Suggester::new(loopback, false);
     for (workload, b) in &state.workloads {
         if only.is_some_and(|o| o != workload) {
             continue;
@@ -300,7 +327,12 @@ mod tests {
     #[test]
     fn export_is_a_valid_policy_of_what_was_learned() {
         let s = state();
-        let yaml = export(&s, None, false, ExportFormat::Egret, "x").unwrap();
+        let how = |include_new| Export {
+            include_new,
+            format: ExportFormat::Egret,
+            loopback: LoopbackChoice::Auto,
+        };
+        let yaml = export(&s, None, how(false), "x").unwrap();
         crate::policy::parse::parse_policy(&yaml, "export").unwrap();
         assert!(yaml.contains("api.example.com"), "{yaml}");
         assert!(yaml.contains("10.0.0.7"), "{yaml}");
@@ -310,10 +342,10 @@ mod tests {
             !yaml.contains("evil.example"),
             "new ones only on request: {yaml}"
         );
-        let with_new = export(&s, None, true, ExportFormat::Egret, "x").unwrap();
+        let with_new = export(&s, None, how(true), "x").unwrap();
         assert!(with_new.contains("evil.example"));
         let unit = s.find("app.service").unwrap();
-        let one = export(&s, Some(&unit), false, ExportFormat::Egret, "x").unwrap();
+        let one = export(&s, Some(&unit), how(false), "x").unwrap();
         assert!(!one.contains("10.0.0.8"), "{one}");
     }
 
