@@ -140,6 +140,20 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// A name from the state (a unit, an image, a pod: chosen by whoever runs the workload) as
+/// terminal-safe text: control characters escaped.
+fn safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}') {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn time(secs: u64) -> String {
     i64::try_from(secs)
         .ok()
@@ -174,7 +188,8 @@ pub fn show(state: &State, only: Option<&Workload>, source: &str) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "\n{workload}: {} destinations, seen {} to {}{relearn}",
+            "\n{}: {} destinations, seen {} to {}{relearn}",
+            safe(&workload.to_string()),
             b.destinations.len(),
             time(b.first_seen),
             time(b.last_seen)
@@ -184,7 +199,8 @@ pub fn show(state: &State, only: Option<&Workload>, source: &str) -> String {
         for (d, seen) in dests {
             let _ = writeln!(
                 out,
-                "  {d}  {} connections, {} to {}{}",
+                "  {}  {} connections, {} to {}{}",
+                safe(&d.to_string()),
                 seen.connections,
                 time(seen.first_seen),
                 time(seen.last_seen),
@@ -360,5 +376,17 @@ mod tests {
         );
         assert!(text.contains("[new]"), "{text}");
         assert!(text.contains("image:nginx:1.25"), "{text}");
+        let mut hostile = s.clone();
+        let entry = hostile.workloads.values().next().unwrap().clone();
+        hostile.workloads.insert(
+            Workload {
+                kind: WorkloadKind::Image,
+                name: "evil\u{1b}]0;pwned\u{7}".into(),
+            },
+            entry,
+        );
+        let text = show(&hostile, None, "f");
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("evil\\u{1b}]0;pwned\\u{7}"), "{text}");
     }
 }

@@ -188,8 +188,10 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// A state read from a file written under larger bounds is cut down to these at once
+    /// (least recently seen first; counted).
     pub fn new(state: State, bounds: Bounds) -> Self {
-        Self {
+        let mut me = Self {
             state,
             bounds: Bounds {
                 max_workloads: bounds.max_workloads.max(1),
@@ -197,6 +199,40 @@ impl Baseline {
             },
             stats: BaselineStats::default(),
             dirty: true,
+        };
+        me.enforce_bounds();
+        me
+    }
+
+    fn enforce_bounds(&mut self) {
+        let max = self.bounds.max_destinations;
+        for entry in self.state.workloads.values_mut() {
+            if entry.destinations.len() > max {
+                let mut ages: Vec<(u64, Destination)> = entry
+                    .destinations
+                    .iter()
+                    .map(|(d, s)| (s.last_seen, d.clone()))
+                    .collect();
+                ages.sort();
+                let excess = ages.len() - max;
+                for (_, d) in ages.into_iter().take(excess) {
+                    entry.destinations.remove(&d);
+                }
+                self.stats.destinations_evicted += excess as u64;
+            }
+        }
+        let workloads = &mut self.state.workloads;
+        if workloads.len() > self.bounds.max_workloads {
+            let mut ages: Vec<(u64, Workload)> = workloads
+                .iter()
+                .map(|(w, b)| (b.last_seen, w.clone()))
+                .collect();
+            ages.sort();
+            let excess = ages.len() - self.bounds.max_workloads;
+            for (_, w) in ages.into_iter().take(excess) {
+                workloads.remove(&w);
+            }
+            self.stats.workloads_evicted += excess as u64;
         }
     }
 
@@ -388,6 +424,32 @@ mod tests {
         assert!(b.state.workloads.len() <= 4);
         assert!(b.stats.workloads_evicted >= 6);
         assert!(b.state.workloads.contains_key(&w("w9")));
+    }
+
+    #[test]
+    fn a_state_over_the_bounds_is_cut_down_on_load() {
+        let mut big = Baseline::new(State::new(0, 10), bounds());
+        for i in 0..50u64 {
+            big.observe(&w(&format!("w{i}")), &d("a", 1), i);
+            big.observe(&w("w0"), &d(&format!("h{i}"), 1), 100 + i);
+        }
+        let small = Baseline::new(
+            big.state,
+            Bounds {
+                max_workloads: 5,
+                max_destinations: 10,
+            },
+        );
+        assert_eq!(small.state.workloads.len(), 5);
+        assert!(
+            small.state.workloads.contains_key(&w("w0")),
+            "most recently seen"
+        );
+        assert_eq!(small.state.workloads[&w("w0")].destinations.len(), 10);
+        assert!(small.state.workloads[&w("w0")]
+            .destinations
+            .contains_key(&d("h49", 1)));
+        assert_eq!(small.stats.workloads_evicted, 45);
     }
 
     #[test]
