@@ -19,8 +19,8 @@ use crate::{
     metrics::Metrics,
     output::{OutputError, Sink},
     pipeline::{
-        destination::Destination, emit::Emitter, identity::Identity, judgement::Judgement,
-        lifecycle::Lifecycle, Pipeline,
+        baseline::BaselineStage, destination::Destination, emit::Emitter, identity::Identity,
+        judgement::Judgement, lifecycle::Lifecycle, Pipeline,
     },
     policy::{
         active::{ActivePolicy, FileWatch},
@@ -53,6 +53,8 @@ pub enum AgentError {
     Redact(#[from] crate::redact::RedactError),
     #[error(transparent)]
     FdLimit(#[from] crate::fdlimit::FdLimitError),
+    #[error("baseline state: {0}")]
+    Baseline(#[from] crate::baseline::store::StoreError),
 }
 
 /// Exit status of `egret run` for a start-up error that starting again cannot fix (a policy
@@ -65,7 +67,11 @@ impl AgentError {
     /// The error is in egret's configuration or environment: see [`EXIT_CONFIG`].
     pub fn is_config(&self) -> bool {
         match self {
-            Self::NotCgroup2(_) | Self::Policy(_) | Self::Redact(_) | Self::FdLimit(_) => true,
+            Self::NotCgroup2(_)
+            | Self::Policy(_)
+            | Self::Redact(_)
+            | Self::FdLimit(_)
+            | Self::Baseline(_) => true,
             Self::Cgroup(_)
             | Self::Kernel(_)
             | Self::Output(_)
@@ -147,6 +153,7 @@ pub async fn run(
         containers,
         connections,
         policy: policy_config,
+        baseline,
         metrics,
     } = config;
     // Before the kernel BTF is read (twice): its large blocks must not raise the threshold.
@@ -166,6 +173,7 @@ pub async fn run(
     }
     let (policy, compiled) = load_policy(policy_config.file.as_deref())?;
     let redactor = redactor(redaction)?;
+    let baseline = BaselineStage::open(baseline)?;
     // Listening before the programs load: a taken address stops egret before it attaches.
     let mut telemetry = crate::metrics::Telemetry::start(
         metrics.listen(),
@@ -226,6 +234,7 @@ pub async fn run(
         lifecycle,
         emitter(sink, alert_sink, telemetry, output),
     );
+    pipeline.set_baseline(baseline);
 
     let result = event_loop(config, &mut maps, &mut pipeline, shutdown).await;
 

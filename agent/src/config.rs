@@ -73,6 +73,8 @@ pub struct RunConfig {
     #[command(flatten)]
     pub policy: PolicyConfig,
     #[command(flatten)]
+    pub baseline: BaselineConfig,
+    #[command(flatten)]
     pub metrics: MetricsConfig,
 }
 
@@ -385,6 +387,88 @@ pub struct PolicyConfig {
     /// seconds are folded into one, with a repeat count.
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = positive_seconds())]
     pub alert_window: Duration,
+}
+
+/// `--state-dir`'s default, for `egret run` and `egret baseline`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/egret";
+
+/// The learned baseline and error spikes (`baseline`, the baseline stage; docs/baseline.md).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "Baseline")]
+pub struct BaselineConfig {
+    /// Learn each workload's destinations for this long (30s, 15m, 1h, 7d), counted from
+    /// when the state file was created; after it, a destination new to a workload raises one
+    /// `new-destination` alert.
+    ///
+    /// Default: no baseline (and no spike alerts). With a baseline and no --policy, the
+    /// built-in policy stops alerting on every destination.
+    #[arg(long = "baseline-learn", value_name = "DURATION", value_parser = age)]
+    pub learn: Option<Duration>,
+
+    /// Directory of egret's state (the baseline, `baseline.json`), created if missing.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// Most workloads in the baseline; past it the least recently seen eighth is evicted.
+    #[arg(
+        long = "baseline-max-workloads",
+        value_name = "N",
+        default_value = "1000"
+    )]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_workloads: usize,
+
+    /// Most destinations per workload; past it the workload's least recently seen eighth is
+    /// evicted.
+    #[arg(
+        long = "baseline-max-destinations",
+        value_name = "N",
+        default_value = "1000"
+    )]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_destinations: usize,
+
+    /// Seconds between writes of the state file (when it changed); it is also written when
+    /// learning ends and at shutdown.
+    #[arg(long = "baseline-flush-interval", value_name = "SECS")]
+    #[arg(default_value = "30", value_parser = positive_seconds())]
+    pub flush_interval: Duration,
+
+    /// Rolling window (seconds) of connection failures and HTTP 4xx/5xx per workload and
+    /// destination for spike alerts.
+    #[arg(long = "spike-window", value_name = "SECS")]
+    #[arg(default_value = "60", value_parser = positive_seconds())]
+    pub spike_window: Duration,
+
+    /// Fewest errors in the window for a spike (the absolute floor); 0: no spike alerts.
+    #[arg(long = "spike-min-errors", value_name = "N", default_value = "5")]
+    pub spike_min_errors: u64,
+
+    /// A spike's error share must be at least this many times the destination's recent normal
+    /// share (and at least 10%).
+    #[arg(long = "spike-factor", value_name = "X", default_value = "3")]
+    #[arg(value_parser = factor)]
+    pub spike_factor: Factor,
+}
+
+/// `--spike-factor`: a finite number of at least 1 (so it compares like a whole value).
+#[derive(Debug, Clone, Copy)]
+pub struct Factor(pub f64);
+
+impl PartialEq for Factor {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Factor {}
+
+fn factor(text: &str) -> Result<Factor, String> {
+    match text.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 1.0 => Ok(Factor(x)),
+        Ok(_) => Err("must be a number of at least 1".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// egret's own metrics (`metric` lines, the Prometheus endpoint).

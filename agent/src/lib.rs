@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod alerts;
+pub mod baseline;
 pub mod btf;
 pub mod cgroup;
 pub mod clock;

@@ -47,6 +47,9 @@ enum Command {
     /// A live full-screen view of a running egret, following its output file: destinations
     /// per process, unit, container or pod, sortable and filtered (docs/top.md).
     Top(egret::top::TopArgs),
+    /// The learned baseline of `egret run --baseline-learn`: show it, export it as a policy,
+    /// or forget a workload so it learns again (docs/baseline.md).
+    Baseline(egret::baseline::command::BaselineArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +251,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 Ok(std::process::ExitCode::FAILURE)
             }
         },
+        Command::Baseline(args) => Ok(egret::baseline::command::command(&args)?),
         Command::Run(config) => {
             let config = match &config.config_file {
                 Some(path) => {

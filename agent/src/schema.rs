@@ -595,6 +595,13 @@ pub struct Egret<'a> {
     pub tcp: Option<Tcp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failures: Option<Failures>,
+    /// `new-destination` and `spike` alerts: the workload and destination as the baseline
+    /// keys them (docs/baseline.md).
+    #[serde(skip_serializing_if = "Option::is_none", borrow)]
+    pub baseline: Option<BaselineKey<'a>>,
+    /// `spike` alerts: the window's counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spike: Option<Spike>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub udp: Option<Udp>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
@@ -783,6 +790,39 @@ pub struct Tcp {
 pub struct Failures {
     pub count: u64,
     pub window_seconds: u64,
+}
+
+/// `egret.baseline`.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BaselineKey<'a> {
+    /// `unit`, `kubernetes`, `pod`, `image` or `executable`.
+    #[serde(borrow)]
+    pub workload_kind: Cow<'a, str>,
+    #[serde(borrow)]
+    pub workload: Cow<'a, str>,
+    /// `HOST:PORT/TRANSPORT`: the trusted DNS name, else the address.
+    #[serde(borrow)]
+    pub destination: Cow<'a, str>,
+}
+
+/// `egret.spike`.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Spike {
+    pub window_seconds: u64,
+    /// Connections ended in the window.
+    pub connections: u64,
+    /// Connects that failed.
+    pub failures: u64,
+    /// HTTP responses 400-599.
+    pub http_errors: u64,
+    /// Errors / connections in the window.
+    pub error_share: f64,
+    /// The destination's recent normal share of errors.
+    pub normal_share: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_status: Option<u16>,
 }
 
 /// `egret.udp`.

@@ -6,6 +6,7 @@ Real TLS on both ends (Python's ssl module, the system's OpenSSL), a real HTTP s
     firstbytes.py tls-server  --bind IP [--port N] --cert FILE --key FILE
     firstbytes.py raw-server  --bind IP [--port N]
     firstbytes.py http-server --bind IP [--port N] --dir DIR
+                              (while DIR/.forbid exists, 4 GET requests of 5 get 403)
     firstbytes.py tls-client  --connect IP:PORT [--resolve NAME --dns IP:PORT] [--sni NAME]
                               [--alpn A,B] [--max-tls 1.2] [--timeout S]
                               (TLS 1.2 at least, 1.3 at most unless --max-tls; no certificate check)
@@ -161,11 +162,25 @@ def raw_server(args):
 
 
 def http_server(args):
+    forbid_flag = os.path.join(args.dir, ".forbid")
+    requests = [0]
+    lock = threading.Lock()
+
     class Handler(http.server.SimpleHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def __init__(self, *a, **kw):
             super().__init__(*a, directory=args.dir, **kw)
+
+        def do_GET(self):
+            # While DIR/.forbid exists, 4 requests of 5 get 403 Forbidden.
+            with lock:
+                requests[0] += 1
+                n = requests[0]
+            if os.path.exists(forbid_flag) and n % 5 != 0:
+                self.send_error(403)
+                return
+            super().do_GET()
 
         def log_message(self, *a):
             pass

@@ -3,6 +3,7 @@
 //! from it, so rendering allocates little beyond the output itself. `docs/events.md` documents
 //! every field.
 
+pub mod baseline;
 pub mod text;
 pub mod writer;
 

@@ -118,4 +118,22 @@ pub struct Metrics {
     pub tcp_state_update_failures: u64,
     /// Repeated-failure alerts written.
     pub failure_alerts: u64,
+    /// `new-destination` alerts written (a destination new to a workload's baseline).
+    pub new_destination_alerts: u64,
+    /// `spike` alerts written (a burst of connect failures and HTTP errors).
+    pub spike_alerts: u64,
+    /// Workloads in the learned baseline.
+    pub baseline_workloads: u64,
+    /// Destinations in the learned baseline, over every workload.
+    pub baseline_destinations: u64,
+    /// Destinations and workloads the baseline's bounds evicted.
+    pub baseline_evicted: u64,
+    /// Unusable state files (corrupt, truncated, another version) moved aside at start.
+    pub baseline_state_set_aside: u64,
+    /// State files written.
+    pub baseline_state_writes: u64,
+    /// State file writes that failed (the previous file stays).
+    pub baseline_state_write_errors: u64,
+    /// Spike windows forgotten because their table was full.
+    pub spike_keys_evicted: u64,
 }

@@ -146,6 +146,15 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         tcp_state_missing,
         tcp_state_update_failures,
         failure_alerts,
+        new_destination_alerts,
+        spike_alerts,
+        baseline_workloads,
+        baseline_destinations,
+        baseline_evicted,
+        baseline_state_set_aside,
+        baseline_state_writes,
+        baseline_state_write_errors,
+        spike_keys_evicted,
     } = *m;
     e.counter(
         "egret_events_received_total",
@@ -262,7 +271,19 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         &[("result", "failure")],
         policy_reload_failures,
     );
-    e.counter("egret_alerts_total", "Alert lines written.", alerts);
+    e.family(
+        "egret_alerts_total",
+        Kind::Counter,
+        "Alert lines written, by kind (unapproved-destination, connection-failures, new-destination, spike).",
+    );
+    for (kind, n) in [
+        ("unapproved-destination", alerts),
+        ("connection-failures", failure_alerts),
+        ("new-destination", new_destination_alerts),
+        ("spike", spike_alerts),
+    ] {
+        e.sample("egret_alerts_total", &[("kind", kind)], n);
+    }
     e.counter(
         "egret_alerts_suppressed_total",
         "Unapproved occurrences folded into an alert's repeat count.",
@@ -417,6 +438,58 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         "egret_failure_alerts_total",
         "connection-failures alerts written.",
         failure_alerts,
+    );
+    baseline(
+        e,
+        [
+            baseline_workloads,
+            baseline_destinations,
+            baseline_evicted,
+            baseline_state_set_aside,
+            baseline_state_writes,
+            baseline_state_write_errors,
+            spike_keys_evicted,
+        ],
+    );
+}
+
+/// The learned baseline's gauges and counters.
+fn baseline(e: &mut Exposition, counts: [u64; 7]) {
+    let [workloads, destinations, evicted, set_aside, writes, write_errors, spike_evicted] = counts;
+    e.gauge(
+        "egret_baseline_workload_entries",
+        "Workloads in the learned baseline.",
+        workloads,
+    );
+    e.gauge(
+        "egret_baseline_destination_entries",
+        "Destinations in the learned baseline, over every workload.",
+        destinations,
+    );
+    e.counter(
+        "egret_baseline_evicted_total",
+        "Destinations and workloads the baseline's bounds evicted.",
+        evicted,
+    );
+    e.counter(
+        "egret_baseline_state_set_aside_total",
+        "Unusable baseline state files (corrupt, truncated, another version) moved aside.",
+        set_aside,
+    );
+    e.counter(
+        "egret_baseline_state_writes_total",
+        "Baseline state files written.",
+        writes,
+    );
+    e.counter(
+        "egret_baseline_state_write_errors_total",
+        "Baseline state file writes that failed (the previous file stays).",
+        write_errors,
+    );
+    e.counter(
+        "egret_spike_keys_evicted_total",
+        "Spike windows forgotten because their table was full.",
+        spike_evicted,
     );
 }
 
@@ -653,7 +726,8 @@ mod tests {
             ("egret_events_dropped_userspace_total", 0.0),
             (r#"egret_policy_reloads_total{result="success"}"#, 2.0),
             (r#"egret_policy_reloads_total{result="failure"}"#, 1.0),
-            ("egret_alerts_total", 2.0),
+            (r#"egret_alerts_total{kind="unapproved-destination"}"#, 2.0),
+            (r#"egret_alerts_total{kind="new-destination"}"#, 0.0),
             ("egret_dns_cache_entries", 7.0),
             ("egret_ring_buffer_size_bytes", 4096.0),
             ("egret_ring_buffer_pending_bytes", 128.0),

@@ -10,6 +10,7 @@
 use serde_json::value::RawValue;
 
 use crate::{
+    baseline::{spikes::Spike, Destination, Workload},
     clock::WallClock,
     conn::ConnEnd,
     dns::state::Answer,
@@ -63,6 +64,20 @@ pub enum Line<'a> {
         window_secs: u64,
         error: Option<u32>,
     },
+    /// A workload reached a destination new to its baseline.
+    NewDestination {
+        record: &'a ConnectionRecord,
+        workload: &'a Workload,
+        destination: &'a Destination,
+    },
+    /// A burst of connection failures and HTTP errors from a workload to one destination.
+    Spike {
+        record: &'a ConnectionRecord,
+        workload: &'a Workload,
+        destination: &'a Destination,
+        spike: &'a Spike,
+        window_secs: u64,
+    },
     /// A `dns` line (`--dns-events`): one answer, and the process that asked, if known.
     Dns {
         answer: &'a Answer,
@@ -85,6 +100,10 @@ pub struct EmitStats {
     pub alerts: u64,
     /// Repeated-failure alert lines written.
     pub failure_alerts: u64,
+    /// `new-destination` alert lines written.
+    pub new_destination_alerts: u64,
+    /// `spike` alert lines written.
+    pub spike_alerts: u64,
     /// `connection-end` lines written.
     pub tcp_connection_ends: u64,
 }
@@ -221,6 +240,25 @@ impl Emitter {
                 let doc = ecs::failure_alert(record, count, window_secs, error, stamp);
                 outputs.deliver(&doc, kind)
             }
+            Line::NewDestination {
+                record,
+                workload,
+                destination,
+            } => {
+                let doc = ecs::baseline::new_destination(record, workload, destination, stamp);
+                outputs.deliver(&doc, kind)
+            }
+            Line::Spike {
+                record,
+                workload,
+                destination,
+                spike,
+                window_secs,
+            } => {
+                let doc =
+                    ecs::baseline::spike(record, workload, destination, spike, window_secs, stamp);
+                outputs.deliver(&doc, kind)
+            }
             Line::Dns { answer, asker } => outputs.deliver(&ecs::dns(answer, asker, stamp), kind),
             Line::Metric(metrics) => {
                 // The metric line counts itself in `lines_written`.
@@ -236,13 +274,20 @@ impl Emitter {
             Kind::End if written => stats.tcp_connection_ends += 1,
             Kind::Alert if written => stats.alerts += 1,
             Kind::FailureAlert if written => stats.failure_alerts += 1,
+            Kind::NewDestination if written => stats.new_destination_alerts += 1,
+            Kind::Spike if written => stats.spike_alerts += 1,
             // Once per metric line: follow clock steps, and render processes afresh (their
             // start time strings depend on the clock).
             Kind::Metric => {
                 clock.refresh();
                 process_json.clear();
             }
-            Kind::Event | Kind::End | Kind::Alert | Kind::FailureAlert => {}
+            Kind::Event
+            | Kind::End
+            | Kind::Alert
+            | Kind::FailureAlert
+            | Kind::NewDestination
+            | Kind::Spike => {}
         }
         written
     }
@@ -271,6 +316,8 @@ impl Line<'_> {
             Self::End { .. } => Kind::End,
             Self::Alert { .. } => Kind::Alert,
             Self::FailureAlert { .. } => Kind::FailureAlert,
+            Self::NewDestination { .. } => Kind::NewDestination,
+            Self::Spike { .. } => Kind::Spike,
             Self::Metric(_) => Kind::Metric,
         }
     }
@@ -283,6 +330,8 @@ enum Kind {
     End,
     Alert,
     FailureAlert,
+    NewDestination,
+    Spike,
     Metric,
 }
 
@@ -297,7 +346,10 @@ impl Outputs {
             ),
             None => self.sink.write_line(doc),
         };
-        if matches!(kind, Kind::Alert | Kind::FailureAlert) {
+        if matches!(
+            kind,
+            Kind::Alert | Kind::FailureAlert | Kind::NewDestination | Kind::Spike
+        ) {
             if let Some(Err(err)) = self.alert_sink.as_mut().map(|sink| sink.write_line(doc)) {
                 self.stats.write_errors += 1;
                 if self.stats.write_errors.is_power_of_two() {

@@ -64,6 +64,9 @@ pub struct Judgement {
     reloads: u64,
     reload_failures: u64,
     learned_evicted: u64,
+    /// A learned baseline is in use: the built-in policy's unapproved verdicts do not alert
+    /// (new destinations do, in the baseline stage).
+    baseline_in_use: bool,
 }
 
 impl Judgement {
@@ -93,7 +96,18 @@ impl Judgement {
             reloads: 0,
             reload_failures: 0,
             learned_evicted: 0,
+            baseline_in_use: false,
         }
+    }
+
+    /// A learned baseline is in use (`--baseline-learn`).
+    pub fn set_baseline_in_use(&mut self, in_use: bool) {
+        self.baseline_in_use = in_use;
+    }
+
+    /// The built-in policy with a baseline in use: its verdicts stand, but do not alert.
+    fn quiet(&self) -> bool {
+        self.baseline_in_use && self.policy_path.is_none()
     }
 
     pub fn mode(&self) -> Mode {
@@ -127,7 +141,7 @@ impl Judgement {
         }
         // A connection whose first payload the kernel holds is judged by its name, when that
         // arrives (`check_held`): no alert before.
-        if record.gated() {
+        if record.gated() || self.quiet() {
             return None;
         }
         record

@@ -14,6 +14,8 @@
 //! - [`destination`]: DNS answers teach names; each record gets the names of its address.
 //! - [`judgement`]: the policy's verdict, alert folding, failure alerts, what block mode must
 //!   install in the kernel, policy reloads.
+//! - [`baseline`]: each workload's learned destinations (`new-destination` alerts) and its
+//!   error spikes; the state file, written off the hot path.
 //! - [`lifecycle`]: TCP connections from start to end (progress, lost ends, connections older
 //!   than egret) and UDP flows.
 //! - [`emit`]: the [`Emitter`] renders, numbers, writes and counts every line.
@@ -22,6 +24,7 @@
 //! never call each other; what one needs from another passes through here. `docs/architecture.md`
 //! shows where to add an event kind or an output field.
 
+pub mod baseline;
 pub mod decode;
 pub mod destination;
 pub mod emit;
@@ -45,6 +48,7 @@ use crate::{
     record::{destination_ip, Action, ConnectionRecord, FirstBytesSeen, GateOutcome, Transport},
     sockdiag,
 };
+use baseline::{BaselineStage, BaselineStats};
 use decode::Decoder;
 use destination::{Destination, DestinationStats};
 use emit::{EmitStats, Emitter, Line};
@@ -61,6 +65,7 @@ pub struct Pipeline {
     destination: Destination,
     first_bytes: Flights,
     judgement: Judgement,
+    baseline: BaselineStage,
     lifecycle: Lifecycle,
     emitter: Emitter,
     /// Block mode: held first payloads decided during a drain, for the kernel after it.
@@ -92,11 +97,19 @@ impl Pipeline {
             destination,
             first_bytes: Flights::default(),
             judgement,
+            baseline: BaselineStage::off(),
             lifecycle,
             emitter,
             name_checks: Vec::new(),
             ended_gates: Vec::new(),
         }
+    }
+
+    /// The learned baseline (`--baseline-learn`): with it, the built-in policy no longer
+    /// alerts on every destination (new destinations alert instead).
+    pub fn set_baseline(&mut self, baseline: BaselineStage) {
+        self.judgement.set_baseline_in_use(baseline.in_use());
+        self.baseline = baseline;
     }
 
     pub fn emitter(&mut self) -> &mut Emitter {
@@ -152,10 +165,14 @@ impl Pipeline {
             // First bytes read while it waited for its container: their name counts too.
             alert = self.judgement.judge_name(&mut record);
         }
+        let new = self.baseline.observe(&record);
         self.lifecycle
             .start(record, start, alert.is_none(), &mut self.emitter);
         if let Some(alert) = alert {
             self.emitter.emit(self.judgement.alert_line(&alert));
+        }
+        if let Some(new) = new {
+            self.emitter.emit(new.line());
         }
     }
 
@@ -188,6 +205,7 @@ impl Pipeline {
             identity,
             destination,
             judgement,
+            baseline,
             lifecycle,
             emitter,
             ..
@@ -198,6 +216,7 @@ impl Pipeline {
                 self.ended_gates.push(record.cookie);
             }
             judgement.connection_ended(&record, &end, emitter);
+            baseline.connection_ended(&record, &end, emitter);
         }
         self.first_bytes.forget(ev.cookie);
     }
@@ -352,6 +371,7 @@ impl Pipeline {
         let now = boot_ns_now();
         self.lifecycle.tick_udp(now, kernel, &mut self.emitter);
         self.judgement.tick_alerts(now, &mut self.emitter);
+        self.baseline.tick(now);
         self.lifecycle.tick_tcp(now, kernel, &mut self.emitter);
         self.judgement
             .refresh_scopes(policy, self.identity.cgroup_mount());
@@ -397,6 +417,7 @@ impl Pipeline {
         }
         self.lifecycle
             .shutdown(boot_ns_now(), kernel, &mut self.emitter);
+        self.baseline.shutdown();
         self.write_metrics(kernel);
         self.emitter.flush();
     }
@@ -444,8 +465,19 @@ impl Pipeline {
             dropped: refused,
             alerts,
             failure_alerts,
+            new_destination_alerts,
+            spike_alerts,
             tcp_connection_ends,
         } = self.emitter.stats();
+        let BaselineStats {
+            workloads: baseline_workloads,
+            destinations: baseline_destinations,
+            evicted: baseline_evicted,
+            state_set_aside: baseline_state_set_aside,
+            state_writes: baseline_state_writes,
+            state_write_errors: baseline_state_write_errors,
+            spike_keys_evicted,
+        } = self.baseline.stats();
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         Metrics {
             events_received: decode.received,
@@ -504,6 +536,15 @@ impl Pipeline {
             tcp_state_missing: kernel.counter(Counter::ConnStateMissing),
             tcp_state_update_failures: kernel.counter(Counter::ConnUpdateFailed),
             failure_alerts,
+            new_destination_alerts,
+            spike_alerts,
+            baseline_workloads: count(baseline_workloads),
+            baseline_destinations: count(baseline_destinations),
+            baseline_evicted,
+            baseline_state_set_aside,
+            baseline_state_writes,
+            baseline_state_write_errors,
+            spike_keys_evicted,
         }
     }
 }

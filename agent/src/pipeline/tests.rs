@@ -804,3 +804,111 @@ fn audit_mode_a_name_approves_only_where_block_mode_would_let_it_decide() {
     assert_eq!(verdict_of(80), Some(serde_json::json!("unapproved")));
     assert_eq!(verdict_of(443), Some(serde_json::json!("approved")));
 }
+
+#[test]
+fn with_a_baseline_a_new_destination_alerts_once_after_its_line_and_the_default_policy_is_quiet() {
+    let mut rig = Rig::new();
+    let state = rig.dir.join("state");
+    let mut config = RunConfig::defaults();
+    // Learning over at once: every destination is new.
+    config.baseline.learn = Some(Duration::ZERO);
+    config.baseline.state_dir = state.clone();
+    let stage = super::baseline::BaselineStage::open(&config.baseline).unwrap();
+    rig.pipeline.set_baseline(stage);
+    rig.exec_curl();
+    rig.feed(&connect(EventKind::Connect, 7, "203.0.113.9", 443, SECOND));
+    rig.feed(&connect(
+        EventKind::Connect,
+        8,
+        "203.0.113.9",
+        443,
+        2 * SECOND,
+    ));
+    rig.feed(&connect(
+        EventKind::Connect,
+        9,
+        "203.0.113.9",
+        80,
+        3 * SECOND,
+    ));
+    let lines = rig.lines();
+    assert_eq!(
+        actions(&lines),
+        [
+            "connect",
+            "new-destination",
+            "connect",
+            "connect",
+            "new-destination"
+        ]
+    );
+    let alert = &lines[1];
+    assert_eq!(field(alert, "event.kind"), "alert");
+    assert_eq!(field(alert, "egret.baseline.workload"), "/usr/bin/curl");
+    assert_eq!(field(alert, "egret.baseline.workload_kind"), "executable");
+    assert_eq!(
+        field(alert, "egret.baseline.destination"),
+        "203.0.113.9:443/tcp"
+    );
+    assert_eq!(field(alert, "process.command_line"), "curl -s x.io");
+    assert_eq!(field(alert, "egret.policy.verdict"), "unapproved");
+    let m = rig.metrics();
+    assert_eq!((m.alerts, m.new_destination_alerts), (0, 2));
+    assert_eq!((m.baseline_workloads, m.baseline_destinations), (1, 2));
+    rig.pipeline.shutdown(&rig.kernel);
+    let written = crate::baseline::store::read_for_command(&state).unwrap();
+    assert_eq!(written.destinations(), 2, "written at shutdown");
+}
+
+#[test]
+fn with_a_baseline_connects_that_start_failing_raise_one_spike() {
+    let mut rig = Rig::with(Setup {
+        failure_alert_count: 0,
+        ..Setup::default()
+    });
+    let mut config = RunConfig::defaults();
+    config.baseline.learn = Some(Duration::from_secs(3600));
+    config.baseline.state_dir = rig.dir.join("state");
+    let stage = super::baseline::BaselineStage::open(&config.baseline).unwrap();
+    rig.pipeline.set_baseline(stage);
+    rig.exec_curl();
+    for i in 0..20u64 {
+        rig.feed(&connect(
+            EventKind::Connect,
+            100 + i,
+            "127.0.0.1",
+            8080,
+            (i + 1) * SECOND,
+        ));
+        rig.feed(&conn_end(100 + i, "127.0.0.1", 8080, CLOSED, 0));
+    }
+    for i in 0..10u64 {
+        let cookie = 200 + i;
+        rig.feed(&connect(
+            EventKind::Connect,
+            cookie,
+            "127.0.0.1",
+            8080,
+            (21 + i) * SECOND,
+        ));
+        rig.feed(&conn_end(
+            cookie,
+            "127.0.0.1",
+            8080,
+            CONN_FLAG_SYN_SENT | CONN_FLAG_RESET,
+            111,
+        ));
+    }
+    let lines = rig.lines();
+    let spikes: Vec<&Value> = lines
+        .iter()
+        .filter(|l| field(l, "event.action") == "spike")
+        .collect();
+    assert_eq!(spikes.len(), 1, "{:?}", actions(&lines));
+    assert_eq!(field(spikes[0], "egret.spike.failures"), 5);
+    assert_eq!(
+        field(spikes[0], "egret.baseline.destination"),
+        "127.0.0.1:8080/tcp"
+    );
+    assert_eq!(rig.metrics().spike_alerts, 1);
+}
