@@ -17,7 +17,7 @@ use crate::{
     dns::resolvers::{ResolverSource, TrustedResolvers},
     kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps, MapSizes},
     metrics::Metrics,
-    output::{OutputError, Sink},
+    output::{journal::Journal, OutputError, Sink},
     pipeline::{
         destination::Destination, emit::Emitter, identity::Identity, judgement::Judgement,
         lifecycle::Lifecycle, Pipeline,
@@ -177,6 +177,7 @@ pub async fn run(
         .as_deref()
         .map(|path| Sink::open(path, &files, None))
         .transpose()?;
+    let journal = output.journal().map(Journal::open).transpose()?;
 
     let scope_ids = compile::scope_ids(&compiled, &mount);
     let (resolvers, trusted) = trusted_resolvers(&policy);
@@ -222,7 +223,7 @@ pub async fn run(
         Destination::new(dns, resolvers),
         Judgement::new(active, policy_config, connections),
         lifecycle,
-        Emitter::new(sink, alert_sink, telemetry),
+        Emitter::new(sink, alert_sink, telemetry).with_journal(journal),
     );
 
     let result = event_loop(config, &mut maps, &mut pipeline, shutdown).await;

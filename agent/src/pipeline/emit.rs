@@ -18,7 +18,7 @@ use crate::{
         EndLine, ProcessJson, Stamp,
     },
     metrics::{Metrics, Telemetry},
-    output::{OutputError, Sink},
+    output::{journal::Journal, OutputError, Sink},
     process::ProcessInfo,
     record::ConnectionRecord,
     schema::Document,
@@ -91,6 +91,8 @@ pub struct EmitStats {
 struct Outputs {
     sink: Sink,
     alert_sink: Option<Sink>,
+    /// `--journal`: alert lines also go to journald with structured fields.
+    journal: Option<Journal>,
     telemetry: Telemetry,
     stats: EmitStats,
 }
@@ -113,6 +115,7 @@ impl Emitter {
             outputs: Outputs {
                 sink,
                 alert_sink,
+                journal: None,
                 telemetry,
                 stats: EmitStats::default(),
             },
@@ -123,6 +126,14 @@ impl Emitter {
                 .unwrap_or_default(),
             process_json: ProcessJson::default(),
         }
+    }
+
+    /// `--journal`: alert lines also go to `journal` (an alert it does not take counts as a
+    /// write error, not a dropped line: the output has it).
+    #[must_use]
+    pub fn with_journal(mut self, journal: Option<Journal>) -> Self {
+        self.outputs.journal = journal;
+        self
     }
 
     pub fn stats(&self) -> EmitStats {
@@ -281,6 +292,10 @@ impl Outputs {
                 if self.stats.write_errors.is_power_of_two() {
                     log::error!("{err}");
                 }
+            }
+            // The journal logs its own failures (rate-limited).
+            if self.journal.as_mut().is_some_and(|j| !j.send(doc)) {
+                self.stats.write_errors += 1;
             }
         }
         let verdict = doc.egret.policy.as_ref().map(|p| p.verdict.as_ref());
