@@ -17,7 +17,7 @@ use crate::{
     dns::resolvers::{ResolverSource, TrustedResolvers},
     kernel::{self, KernelConfig, KernelError, KernelLookups, KernelMaps, MapSizes},
     metrics::Metrics,
-    output::{OutputError, Sink},
+    output::{journal::Journal, OutputError, Sink},
     pipeline::{
         baseline::BaselineStage, destination::Destination, emit::Emitter, identity::Identity,
         judgement::Judgement, lifecycle::Lifecycle, Pipeline,
@@ -187,6 +187,7 @@ pub async fn run(
         .as_deref()
         .map(|path| Sink::open(path, &files, None))
         .transpose()?;
+    let journal = output.journal().map(Journal::open).transpose()?;
 
     let scope_ids = compile::scope_ids(&compiled, &mount);
     let (resolvers, trusted) = trusted_resolvers(&policy);
@@ -232,7 +233,7 @@ pub async fn run(
         Destination::new(dns, resolvers),
         Judgement::new(active, policy_config, connections),
         lifecycle,
-        emitter(sink, alert_sink, telemetry, output),
+        emitter(sink, alert_sink, telemetry, output).with_journal(journal),
     );
     pipeline.set_baseline(baseline);
 

@@ -29,6 +29,7 @@ use crate::{
     kernel::OnExit,
     metrics::{parse_metrics_addr, Listen, MetricsAddr},
     output::{
+        journal,
         rotate::{Age, ByteSize, ParseError},
         syslog::Facility,
         FileOptions, Format, SyslogConfig,
@@ -207,6 +208,18 @@ pub struct OutputConfig {
     /// ftp, ntp, audit, alert, clock, local0-local7.
     #[arg(long, value_name = "NAME", default_value = "daemon")]
     pub syslog_facility: Facility,
+
+    /// Also send alert lines to the systemd journal, natively, with structured fields
+    /// (EGRET_VERDICT=, EGRET_DESTINATION_IP=, EGRET_UNIT=...).
+    ///
+    /// `journalctl -u egret EGRET_VERDICT=unapproved` lists them. A missing journal socket
+    /// stops egret at start; an alert the journal does not take is counted, not fatal.
+    #[arg(long)]
+    pub journal: bool,
+
+    /// journald's native socket (--journal).
+    #[arg(long, value_name = "PATH", default_value = journal::SOCKET)]
+    pub journal_socket: PathBuf,
 }
 
 /// The process table (the identity stage).
@@ -725,6 +738,11 @@ impl OutputConfig {
         }
     }
 
+    /// The journal socket alert lines go to, when `--journal`.
+    pub fn journal(&self) -> Option<PathBuf> {
+        self.journal.then(|| self.journal_socket.clone())
+    }
+
     /// The syslog copy of every line, when `--syslog`.
     pub fn syslog(&self) -> Option<SyslogConfig> {
         self.syslog.then(|| SyslogConfig {
@@ -846,10 +864,13 @@ mod tests {
                 syslog: false,
                 syslog_socket: PathBuf::from("/dev/log"),
                 syslog_facility: Facility::DAEMON,
+                journal: false,
+                journal_socket: PathBuf::from("/run/systemd/journal/socket"),
             }
         );
         assert_eq!(config.output.files(), FileOptions::default());
         assert_eq!(config.output.syslog(), None);
+        assert_eq!(config.output.journal(), None);
         assert_eq!(
             config.processes,
             ProcessConfig {

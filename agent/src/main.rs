@@ -50,6 +50,13 @@ enum Command {
     /// The learned baseline of `egret run --baseline-learn`: show it, export it as a policy,
     /// or forget a workload so it learns again (docs/baseline.md).
     Baseline(egret::baseline::command::BaselineArgs),
+    /// Write the man pages (egret.1, egret-run.1...) and the bash, zsh and fish completions
+    /// into DIR, generated from this command line (`cargo xtask package` ships them).
+    #[command(hide = true)]
+    Generate {
+        /// Where to write: DIR/man1/*.1 and DIR/completions/{egret.bash,_egret,egret.fish}.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -229,6 +236,32 @@ fn ready_check(file: &std::path::Path) -> std::process::ExitCode {
     }
 }
 
+/// `egret generate DIR`: man pages (one per command, as `egret-run.1`) and completions.
+fn generate(dir: &std::path::Path) -> anyhow::Result<()> {
+    use clap::CommandFactory as _;
+    use clap_complete::Shell;
+    let man = dir.join("man1");
+    let completions = dir.join("completions");
+    for sub in [&man, &completions] {
+        std::fs::create_dir_all(sub).with_context(|| format!("creating {}", sub.display()))?;
+    }
+    let mut command = Cli::command();
+    command.build();
+    clap_mangen::generate_to(command.clone(), &man)
+        .with_context(|| format!("writing man pages to {}", man.display()))?;
+    for (shell, name) in [
+        (Shell::Bash, "egret.bash"),
+        (Shell::Zsh, "_egret"),
+        (Shell::Fish, "egret.fish"),
+    ] {
+        let path = completions.join(name);
+        let mut file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        clap_complete::generate(shell, &mut command, "egret", &mut file);
+    }
+    Ok(())
+}
+
 /// An error in egret's configuration or environment: said once, and the exit status systemd
 /// does not restart in a loop ([`egret::agent::EXIT_CONFIG`]).
 fn config_error(err: impl std::fmt::Display) -> std::process::ExitCode {
@@ -252,6 +285,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             }
         },
         Command::Baseline(args) => Ok(egret::baseline::command::command(&args)?),
+        Command::Generate { dir } => {
+            generate(&dir)?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Run(config) => {
             let config = match &config.config_file {
                 Some(path) => {

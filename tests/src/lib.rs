@@ -17,6 +17,7 @@ pub mod identity;
 pub mod json;
 pub mod net;
 pub mod netns;
+pub mod nspawn;
 pub mod policy;
 pub mod prometheus;
 pub mod run;

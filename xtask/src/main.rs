@@ -9,8 +9,10 @@ mod bench;
 #[path = "../../tests/src/bench/options.rs"]
 mod bench_options;
 mod cmd;
+mod debian;
 mod fuzz;
 mod install;
+mod package;
 mod run;
 mod setup;
 mod structure;
@@ -74,6 +76,12 @@ enum Command {
     },
     /// Build the release binary; install it, the systemd unit and the default /etc/egret.
     Install(install::InstallOptions),
+    /// Build the Debian package target/package/egret_<version>_<arch>.deb (release binary,
+    /// units, /etc/egret conffiles, man pages, completions, docs) and check it with lintian.
+    Package(package::PackageOptions),
+    /// Make (once; cached) the Debian 12 root tests/tests/systemd.rs boots with systemd-nspawn:
+    /// target/debootstrap/bookworm. Prints its path.
+    DebianRoot,
     /// Measure egret's overhead on loopback TCP connect / UDP send / resolve + connect loops;
     /// `--replay` / `--replay-only`: the userspace pipeline's CPU per connection, no kernel.
     Bench {
@@ -105,6 +113,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         // The options go to egret-bench as given on the command line.
         Command::Bench { options, no_build } => bench::bench(no_build, options.replay_only),
         Command::Install(options) => install::install(&options),
+        Command::Package(options) => package::package(&options),
+        Command::DebianRoot => debian::debian_root(),
         Command::Fuzz { runs, targets } => fuzz::long_run(runs, &targets),
     }
 }

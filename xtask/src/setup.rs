@@ -402,7 +402,7 @@ fn apt_install_llvm(n: u32) -> Result<()> {
     run(&mut command)
 }
 
-fn apt_has_candidate(package: &str) -> Result<bool> {
+pub fn apt_has_candidate(package: &str) -> Result<bool> {
     let policy = stdout_of(Command::new("apt-cache").args(["policy", package]))?;
     Ok(policy_has_candidate(&policy))
 }

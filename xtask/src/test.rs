@@ -102,6 +102,20 @@ fn steps(no_lint: bool, test_args: &[OsString]) -> Vec<Step> {
         "build egret-e2e bins",
         &["build", "-p", "egret-e2e", "--bins"],
     ));
+    if is_root() {
+        // Before the tests, so tests/tests/systemd.rs finds it cached (debootstrap takes a
+        // minute or two on a fresh clone, and is not done under the end-to-end lock).
+        steps.push(Step {
+            name: "Debian root for tests/tests/systemd.rs (debootstrap, cached)",
+            action: Action::Check(|| crate::debian::ensure_root().map(|_| ())),
+        });
+    }
+    // The packaging gate: the .deb of the debug build, which lintian must pass without an
+    // error (`cargo xtask package` does the same for the release build).
+    steps.push(Step {
+        name: "Debian package of the debug build, lintian",
+        action: Action::Check(crate::package::check_debug_package),
+    });
     let mut test = step("test", &["test", "--workspace"]);
     if let Some(command) = test.command() {
         command

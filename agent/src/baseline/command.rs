@@ -294,6 +294,7 @@ fn scoped(workload: &Workload) -> Observation<'_> {
         sequence: None,
         connection_id: None,
         http: None,
+        workload: None,
     };
     let name = workload.name.as_str();
     match workload.kind {

@@ -6,11 +6,14 @@
 //!   ([`chain`]), a torn tail left by a crash is cut on start ([`repair`]), the file rotates
 //!   by size and age with retention ([`rotate`]), and every flush ends with `fdatasync`.
 //! - syslog ([`syslog`]): every line also goes to the local daemon as an RFC 5424 message.
+//! - journal ([`journal`]): alert lines also go to journald, natively, with structured fields
+//!   (held by the emit stage, which alone knows a line is an alert).
 //!
 //! `egret verify` ([`verify`]) checks a file's chain. docs/output.md has the whole story.
 
 pub mod chain;
 pub mod file;
+pub mod journal;
 pub mod repair;
 pub mod rotate;
 pub mod syslog;
@@ -42,6 +45,8 @@ pub enum OutputError {
     Open { path: String, source: io::Error },
     #[error("writing to {target}: {source}")]
     Write { target: String, source: io::Error },
+    #[error("journal socket {path}: {source} (--journal needs systemd-journald)")]
+    Journal { path: String, source: io::Error },
     #[error("rotating {path}: {source}")]
     Rotate { path: String, source: io::Error },
     #[error("{target} cannot be written and {bytes} bytes of lines wait: line refused")]

@@ -21,7 +21,7 @@ use crate::{
         EndLine, ProcessJson, Stamp,
     },
     metrics::{Metrics, Telemetry},
-    output::{self, OutputError, Sink},
+    output::{self, journal::Journal, OutputError, Sink},
     process::ProcessInfo,
     record::ConnectionRecord,
     schema::Document,
@@ -114,6 +114,8 @@ struct Outputs {
     alert_sink: Option<Sink>,
     /// `--format text`: the main output's lines as text, in this style.
     text: Option<Style>,
+    /// `--journal`: alert lines also go to journald with structured fields.
+    journal: Option<Journal>,
     telemetry: Telemetry,
     stats: EmitStats,
 }
@@ -137,6 +139,7 @@ impl Emitter {
                 sink,
                 alert_sink,
                 text: None,
+                journal: None,
                 telemetry,
                 stats: EmitStats::default(),
             },
@@ -157,6 +160,14 @@ impl Emitter {
         if let Err(err) = self.outputs.sink.write_header(&text::header(style)) {
             log::error!("{err}");
         }
+        self
+    }
+
+    /// `--journal`: alert lines also go to `journal` (an alert it does not take counts as a
+    /// write error, not a dropped line: the output has it).
+    #[must_use]
+    pub fn with_journal(mut self, journal: Option<Journal>) -> Self {
+        self.outputs.journal = journal;
         self
     }
 
@@ -355,6 +366,10 @@ impl Outputs {
                 if self.stats.write_errors.is_power_of_two() {
                     log::error!("{err}");
                 }
+            }
+            // The journal logs its own failures (rate-limited).
+            if self.journal.as_mut().is_some_and(|j| !j.send(doc)) {
+                self.stats.write_errors += 1;
             }
         }
         let verdict = doc.egret.policy.as_ref().map(|p| p.verdict.as_ref());
