@@ -94,8 +94,7 @@ pub fn derive(id: &Identity<'_>) -> Workload {
             name: unit.to_owned(),
         };
     }
-    // MERGE POINT (k8s16): the derived Kubernetes workload (owner kind and name, from
-    // `orchestrator.resource.parent`) goes into `Identity::kubernetes`; nothing else changes.
+    // The pod's owner (`orchestrator.resource.parent`, `crate::container::workload`).
     if let Some(k8s) = usable(id.kubernetes) {
         return Workload {
             kind: WorkloadKind::Kubernetes,

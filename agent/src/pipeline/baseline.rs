@@ -446,11 +446,15 @@ pub fn workload_of(record: &ConnectionRecord) -> Workload {
         Lookup::Pending(_) | Lookup::Unknown(_) | Lookup::NotAContainer => None,
     };
     let pod = container.and_then(|c| c.pod.as_ref());
+    // The pod's owner (`orchestrator.resource.parent`) when one was recognised.
+    let owner = pod
+        .and_then(|p| p.workload.as_ref())
+        .filter(|w| w.has_parent())
+        .map(|w| format!("{}/{}/{}", w.namespace, w.kind, w.name));
     let process = &record.process;
     workload::derive(&Identity {
         systemd_unit: record.cgroup.systemd_unit.as_deref(),
-        // MERGE POINT (k8s16): the record's derived Kubernetes workload goes here.
-        kubernetes: None,
+        kubernetes: owner.as_deref(),
         pod_namespace: pod.map(|p| p.namespace.as_str()),
         pod_name: pod.map(|p| p.name.as_str()),
         container_image: container.and_then(|c| c.image.as_deref()),
