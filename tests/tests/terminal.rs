@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_egret-testclient");
-const TMUX: &str = "/usr/bin/tmux";
 
 /// `egret run --output - --format text` with stdout a pipe read by a thread; killed on drop.
 struct PipedEgret {
@@ -249,6 +248,7 @@ fn text_format_with_a_file_output_is_refused() -> Result<()> {
 
 /// A tmux server of this test alone (its own socket), killed on drop.
 struct Tmux {
+    bin: PathBuf,
     socket: String,
     /// The pane's process (killed on drop: egret takes SIGHUP as "reload the policy").
     pid: Option<i32>,
@@ -257,8 +257,10 @@ struct Tmux {
 impl Tmux {
     /// A detached session of `width`x`height` running `argv`.
     fn start(width: u16, height: u16, argv: &[String]) -> Result<Self> {
-        skip::require_program(TMUX)?;
+        // Debian's tmux, installed when missing.
+        let bin = egret_e2e::runtime::install::ensure_program("tmux", "tmux", &["/usr/bin/tmux"])?;
         let mut me = Self {
+            bin,
             socket: format!("egret-e2e-{}", unique_suffix()),
             pid: None,
         };
@@ -287,7 +289,7 @@ impl Tmux {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(TMUX);
+        let mut cmd = Command::new(&self.bin);
         cmd.args(["-L", &self.socket, "-f", "/dev/null"]);
         cmd
     }

@@ -395,6 +395,28 @@ fn a_path_that_is_not_a_regular_file_gets_plain_lines() {
 }
 
 #[test]
+fn a_file_keeps_json_lines_whatever_text_is_offered() {
+    let dir = TempDir::new("text-to-file");
+    let path = dir.join("events.jsonl");
+    let mut sink = Sink::open(path.to_str().unwrap(), &FileOptions::default(), None).unwrap();
+    sink.write_header("TIME(UTC) EVENT").unwrap();
+    sink.write_text(
+        |line| line.extend_from_slice(b"06:00:00.000 connect text"),
+        |line| super::chain::serialize(&event(1), line),
+    )
+    .unwrap();
+    sink.flush().unwrap();
+    drop(sink);
+    let raw = raw_lines(&path);
+    assert!(raw.iter().all(|l| l.starts_with('{')), "{raw:?}");
+    let lines = lines(&path);
+    // The output line, then the event: chained, no header, no text.
+    assert_eq!(lines.len(), 2, "{raw:?}");
+    assert_eq!(lines[1]["event"]["sequence"], 1);
+    assert!(lines[1]["egret"]["chain"].is_string());
+}
+
+#[test]
 fn names_the_file_it_cannot_open() {
     let err = Sink::open("/nonexistent-dir/x.jsonl", &FileOptions::default(), None)
         .err()

@@ -293,7 +293,7 @@ impl Model {
             doc.source.as_ref().and_then(|s| s.bytes).unwrap_or(0),
             doc.destination.as_ref().and_then(|d| d.bytes).unwrap_or(0),
         );
-        if tcp && action != "send" {
+        if tcp && action != "send" && !matches!(effect, Effect::Alert) {
             // Totals so far: add what grew since the last line of this connection.
             if let Some(open) = &joined {
                 sent = sent.saturating_sub(open.sent);
