@@ -136,7 +136,7 @@ fn droppable_unit(unit: &str) -> bool {
             .bytes()
             .any(|b| b.is_ascii_control() || b == b'/' || b == b'*')
         && !unit.starts_with("session-")
-        && !(unit.ends_with(".scope") && unit.chars().filter(char::is_ascii_hexdigit).count() >= 32)
+        && (!unit.ends_with(".scope") || unit.chars().filter(char::is_ascii_hexdigit).count() < 32)
 }
 
 /// The section of a unit file where `IPAddressAllow=` goes, from the unit's suffix.

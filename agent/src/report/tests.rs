@@ -77,7 +77,7 @@ fn args(files: Vec<PathBuf>) -> ReportArgs {
         suggest_policy: false,
         loopback: LoopbackChoice::Auto,
         include_blocked: false,
-        policy_format: crate::report::PolicyFormat::Egret,
+        policy_format: PolicyFormat::Egret,
         output_dir: None,
         out: None,
         strict: false,
