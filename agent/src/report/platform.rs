@@ -320,7 +320,7 @@ impl PlatformSuggester {
                 y,
                 "# WARNING: the lines carry no label of this workload's pods to select them by; \
                  the selector names the pod's name label instead: add the workload's labels to \
-                 --container-labels (e.g. app) and suggest again"
+                 --container-label (e.g. app) and suggest again"
             );
         }
         let (api, k8s_kind, selector_key) = match format {
