@@ -519,7 +519,7 @@ fn busy(dir: &TempDir) -> PathBuf {
             &format!("10.0.2.{i}"),
             "tcp",
             &format!(
-                r#","destination":{{"ip":"10.0.2.{i}","port":443,"domain":"cdn.example.com"}},"container":{{"name":"web"}},"orchestrator":{{"namespace":"shop","resource":{{"name":"web-0"}}}},"egret":{{"systemd":{{"unit":"web.service"}},"policy":{{"verdict":"{verdict}"}}}}"#
+                r#","destination":{{"ip":"10.0.2.{i}","port":443,"domain":"cdn.example.com"}},"container":{{"name":"web"}},"orchestrator":{{"namespace":"shop","resource":{{"name":"web-0","parent":{{"type":"StatefulSet","name":"web"}}}}}},"egret":{{"systemd":{{"unit":"web.service"}},"policy":{{"verdict":"{verdict}"}}}}"#
             ),
         ));
     }
