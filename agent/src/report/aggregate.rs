@@ -174,14 +174,15 @@ impl Dimension {
                 (None, Some(name)) => Some(name.to_string()),
                 _ => o.pod_uid.as_deref().map(str::to_owned),
             },
-            Self::Workload => o
-                .workload
-                .as_ref()
-                .filter(|w| w.kind != "Pod")
-                .map(|w| match &o.pod_namespace {
-                    Some(ns) => format!("{ns}/{}/{}", w.kind, w.name),
-                    None => format!("{}/{}", w.kind, w.name),
-                }),
+            Self::Workload => {
+                o.workload
+                    .as_ref()
+                    .filter(|w| w.kind != "Pod")
+                    .map(|w| match &o.pod_namespace {
+                        Some(ns) => format!("{ns}/{}/{}", w.kind, w.name),
+                        None => format!("{}/{}", w.kind, w.name),
+                    })
+            }
         }
     }
 }
