@@ -196,66 +196,71 @@ fn dashboard_queries_and_rules_against_a_real_prometheus() -> Result<()> {
                 "no {verdict} connections in {verdicts:?}"
             );
         }
-        // The rules: loaded, evaluated, healthy; the unapproved and failure alerts fire.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = prometheus.api("/api/v1/rules")?;
-            let rules: Vec<&Value> = field(&v, "data.groups")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .flat_map(|g| {
-                    field(g, "rules")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                })
-                .collect();
-            ensure!(rules.len() == 8, "rules loaded: {}", rules.len());
-            for r in &rules {
-                ensure!(
-                    field_str(r, "health") != Some("err")
-                        && field_str(r, "lastError").unwrap_or_default().is_empty(),
-                    "rule in error: {r}"
-                );
-            }
-            let evaluated = rules.iter().all(|r| field_str(r, "health") == Some("ok"));
-            let state = |name: &str| {
-                rules
-                    .iter()
-                    .find(|r| field_str(r, "name") == Some(name))
-                    .and_then(|r| field_str(r, "state"))
-                    .unwrap_or_default()
-                    .to_owned()
-            };
-            if evaluated
-                && state("EgretUnapprovedDestinationsRising") == "firing"
-                && state("EgretConnectionFailuresRising") == "firing"
-                && state("EgretDown") == "inactive"
-            {
-                println!(
-                    "rules: {} healthy; unapproved and failure alerts firing, EgretDown inactive",
-                    rules.len()
-                );
-                break;
-            }
-            let states: Vec<String> = rules
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{}={}",
-                        field_str(r, "name").unwrap_or_default(),
-                        field_str(r, "state").unwrap_or_default()
-                    )
-                })
-                .collect();
-            ensure!(
-                Instant::now() < deadline,
-                "rules never settled: {states:?}\n{v}"
-            );
-            std::thread::sleep(Duration::from_secs(1));
-        }
+        rules_settle(&prometheus)?;
         drop(prometheus);
         h.finish()
     })
+}
+
+/// The rules in `prometheus`: loaded, evaluated, healthy; the unapproved and failure alerts
+/// fire under the load, `EgretDown` does not.
+fn rules_settle(prometheus: &Prometheus) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = prometheus.api("/api/v1/rules")?;
+        let rules: Vec<&Value> = field(&v, "data.groups")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|g| {
+                field(g, "rules")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+            })
+            .collect();
+        ensure!(rules.len() == 8, "rules loaded: {}", rules.len());
+        for r in &rules {
+            ensure!(
+                field_str(r, "health") != Some("err")
+                    && field_str(r, "lastError").unwrap_or_default().is_empty(),
+                "rule in error: {r}"
+            );
+        }
+        let evaluated = rules.iter().all(|r| field_str(r, "health") == Some("ok"));
+        let state = |name: &str| {
+            rules
+                .iter()
+                .find(|r| field_str(r, "name") == Some(name))
+                .and_then(|r| field_str(r, "state"))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        if evaluated
+            && state("EgretUnapprovedDestinationsRising") == "firing"
+            && state("EgretConnectionFailuresRising") == "firing"
+            && state("EgretDown") == "inactive"
+        {
+            println!(
+                "rules: {} healthy; unapproved and failure alerts firing, EgretDown inactive",
+                rules.len()
+            );
+            return Ok(());
+        }
+        let states: Vec<String> = rules
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}={}",
+                    field_str(r, "name").unwrap_or_default(),
+                    field_str(r, "state").unwrap_or_default()
+                )
+            })
+            .collect();
+        ensure!(
+            Instant::now() < deadline,
+            "rules never settled: {states:?}\n{v}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }

@@ -84,3 +84,70 @@ fn networkpolicy_passes_kubernetes_validate() -> Result<()> {
     }
     Ok(())
 }
+
+const UNIT_LINES: &str = r#"{"@timestamp":"2026-12-06T03:00:00Z","event":{"kind":"event","action":"connect","type":["start"]},"destination":{"ip":"192.0.2.10","port":443},"network":{"transport":"tcp","type":"ipv4","direction":"egress"},"egret":{"systemd":{"unit":"backup.service"},"policy":{"verdict":"unapproved"}}}
+{"@timestamp":"2026-12-06T03:00:01Z","event":{"kind":"event","action":"connect","type":["start"]},"destination":{"ip":"2001:db8::7","port":22},"network":{"transport":"tcp","type":"ipv6","direction":"egress"},"egret":{"systemd":{"unit":"backup.service"},"policy":{"verdict":"unapproved"}}}
+{"@timestamp":"2026-12-06T03:00:02Z","event":{"kind":"event","action":"connect","type":["start"]},"destination":{"ip":"198.51.100.9","port":80},"network":{"transport":"tcp","type":"ipv4","direction":"egress"},"egret":{"systemd":{"unit":"session-7.scope"},"policy":{"verdict":"unapproved"}}}
+"#;
+
+/// `--policy-format systemd --output-dir`: one drop-in per unit at `<unit>.d/…`; the stream
+/// form delimits them; the Cilium stream is multi-document YAML.
+#[test]
+fn systemd_drop_ins_and_cilium_stream_from_the_binary() -> Result<()> {
+    let dir = egret_e2e::ScratchDir::create("systemd-policy")?;
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, UNIT_LINES)?;
+    let out_dir = dir.path().join("dropins");
+    let out = Command::new(egret_bin())
+        .args([
+            "report",
+            "--suggest-policy",
+            "--policy-format",
+            "systemd",
+            "--output-dir",
+        ])
+        .arg(&out_dir)
+        .arg(&events)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = out_dir.join("backup.service.d/50-egret-egress.conf");
+    let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+    println!("{text}");
+    ensure!(
+        text.contains("[Service]\nIPAddressAllow=localhost\nIPAddressAllow=192.0.2.10 2001:db8::7\nIPAddressDeny=any\n"),
+        "{text}"
+    );
+    ensure!(
+        std::fs::read_dir(&out_dir)?.count() == 1,
+        "only backup.service gets a drop-in"
+    );
+    let stream = Command::new(egret_bin())
+        .args(["report", "--suggest-policy", "--policy-format", "systemd"])
+        .arg(&events)
+        .output()?;
+    let stream = String::from_utf8(stream.stdout)?;
+    ensure!(
+        stream.contains("# --- backup.service.d/50-egret-egress.conf ---\n"),
+        "{stream}"
+    );
+    let both = dir.path().join("both.jsonl");
+    std::fs::write(&both, LINES)?;
+    let cilium = Command::new(egret_bin())
+        .args(["report", "--suggest-policy", "--policy-format", "cilium"])
+        .arg(&both)
+        .output()?;
+    let cilium = String::from_utf8(cilium.stdout)?;
+    ensure!(
+        cilium.matches("kind: CiliumNetworkPolicy").count() == 2 && cilium.contains("\n---\n"),
+        "{cilium}"
+    );
+    ensure!(
+        cilium.contains("- matchName: \"api.example.com\""),
+        "{cilium}"
+    );
+    Ok(())
+}

@@ -422,9 +422,7 @@ mod tests {
         let dir = TempDir::new("ctrd-sa");
         std::fs::write(
             dir.0.join("token"),
-            crate::container::serviceaccount::tests::token(
-                r#"{"sub":"system:serviceaccount:shop:web-sa"}"#,
-            ),
+            serviceaccount::tests::token(r#"{"sub":"system:serviceaccount:shop:web-sa"}"#),
         )
         .unwrap();
         let sandbox_id = "b".repeat(64);

@@ -56,6 +56,9 @@ pub struct DockerContainer {
     pub status: Option<String>,
     /// `State.Pid`: the container's init process on the host, when running.
     pub pid: Option<u32>,
+    /// `Mounts[].Source` of the mount at the kubelet's service-account path (cri-dockerd):
+    /// where the pod's token is on the host.
+    pub token_dir: Option<String>,
 }
 
 impl DockerContainer {
@@ -67,14 +70,21 @@ impl DockerContainer {
             labels,
             status: _,
             pid: _,
+            token_dir,
         } = self;
+        let service_account =
+            token_dir.and_then(|dir| super::serviceaccount::from_dir(Path::new(&dir)));
+        let pod = super::pod_from_labels(&labels).map(|pod| super::PodInfo {
+            service_account,
+            ..pod
+        });
         RuntimeContainer {
             id,
             name,
             image,
             runtime,
             labels,
-            pod: None,
+            pod,
         }
     }
 }
@@ -89,6 +99,16 @@ struct Inspect {
     config: Option<InspectConfig>,
     #[serde(rename = "State", default)]
     state: Option<InspectState>,
+    #[serde(rename = "Mounts", default)]
+    mounts: Option<Vec<InspectMount>>,
+}
+
+#[derive(Deserialize)]
+struct InspectMount {
+    #[serde(rename = "Source", default)]
+    source: Option<String>,
+    #[serde(rename = "Destination", default)]
+    destination: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -120,7 +140,17 @@ pub fn from_inspect(body: &[u8]) -> Result<DockerContainer, serde_json::Error> {
         name,
         config,
         state,
+        mounts,
     } = serde_json::from_slice(body)?;
+    let token_dir = mounts
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            m.destination.as_deref().map(|d| d.trim_end_matches('/'))
+                == Some(super::serviceaccount::MOUNT)
+        })
+        .and_then(|m| m.source)
+        .filter(|s| !s.is_empty());
     let (image, labels) = match config {
         Some(InspectConfig { image, labels }) => (image, labels.unwrap_or_default()),
         None => (None, BTreeMap::new()),
@@ -138,6 +168,7 @@ pub fn from_inspect(body: &[u8]) -> Result<DockerContainer, serde_json::Error> {
         labels,
         status,
         pid: pid.and_then(|p| u32::try_from(p).ok()).filter(|p| *p != 0),
+        token_dir,
     })
 }
 
@@ -245,9 +276,39 @@ pub(crate) mod tests {
                 .collect(),
                 status: Some("running".to_owned()),
                 pid: Some(4242),
+                token_dir: None,
             }
         );
         Ok(())
+    }
+
+    /// cri-dockerd's containers: the pod from the kubelet's labels, its service account from
+    /// the token behind the mount at the kubelet's path.
+    #[test]
+    fn kubernetes_token_mount() {
+        let dir = crate::output::tests::TempDir::new("docker-sa");
+        std::fs::write(
+            dir.0.join("token"),
+            super::super::serviceaccount::tests::token(
+                r#"{"kubernetes.io":{"serviceaccount":{"name":"builder"}}}"#,
+            ),
+        )
+        .unwrap();
+        let doc = serde_json::json!({
+            "Id": ID, "Name": "/k8s_app_web-0_shop_uid_0",
+            "Config": {"Image": "x", "Labels": {
+                "io.kubernetes.pod.name": "web-0", "io.kubernetes.pod.namespace": "shop",
+                "io.kubernetes.container.name": "app"}},
+            "Mounts": [{"Source": "/etc/hosts", "Destination": "/etc/hosts"},
+                       {"Source": dir.0, "Destination": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+        });
+        let container = from_inspect(doc.to_string().as_bytes()).unwrap();
+        assert_eq!(container.token_dir.as_deref(), dir.0.to_str());
+        let pod = container.into_runtime("docker").pod.unwrap();
+        assert_eq!(
+            (pod.name.as_str(), pod.service_account.as_deref()),
+            ("web-0", Some("builder"))
+        );
     }
 
     #[test]

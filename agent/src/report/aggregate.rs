@@ -107,10 +107,19 @@ pub enum Dimension {
     Container,
     /// `orchestrator.namespace`/`orchestrator.resource.name` (else `egret.k8s.pod.uid`).
     Pod,
+    /// `orchestrator.namespace`/`orchestrator.resource.parent.type`/`name`: the pod's
+    /// workload (pods without a parent are only under [`Self::Pod`]).
+    Workload,
 }
 
 impl Dimension {
-    pub const ALL: [Self; 4] = [Self::Process, Self::Unit, Self::Container, Self::Pod];
+    pub const ALL: [Self; 5] = [
+        Self::Process,
+        Self::Unit,
+        Self::Container,
+        Self::Pod,
+        Self::Workload,
+    ];
 
     /// The key in the JSON output.
     pub fn key(self) -> &'static str {
@@ -119,6 +128,7 @@ impl Dimension {
             Self::Unit => "systemd_unit",
             Self::Container => "container",
             Self::Pod => "pod",
+            Self::Workload => "workload",
         }
     }
 
@@ -129,6 +139,7 @@ impl Dimension {
             Self::Unit => "By systemd unit",
             Self::Container => "By container",
             Self::Pod => "By Kubernetes pod",
+            Self::Workload => "By Kubernetes workload",
         }
     }
 
@@ -138,6 +149,7 @@ impl Dimension {
             Self::Unit => 1,
             Self::Container => 2,
             Self::Pod => 3,
+            Self::Workload => 4,
         }
     }
 
@@ -162,6 +174,15 @@ impl Dimension {
                 (None, Some(name)) => Some(name.to_string()),
                 _ => o.pod_uid.as_deref().map(str::to_owned),
             },
+            Self::Workload => {
+                o.workload
+                    .as_ref()
+                    .filter(|w| w.kind != "Pod")
+                    .map(|w| match &o.pod_namespace {
+                        Some(ns) => format!("{ns}/{}/{}", w.kind, w.name),
+                        None => format!("{}/{}", w.kind, w.name),
+                    })
+            }
         }
     }
 }
@@ -410,7 +431,7 @@ pub struct Aggregate {
     pub input: InputCounts,
     /// Every destination, with its time series.
     pub overall: Group,
-    groups: [HashMap<String, Group>; 4],
+    groups: [HashMap<String, Group>; 5],
     pub buckets: Buckets,
     seen_alerts: HashSet<(String, u64, i64)>,
     lost_kernel: HashMap<(usize, String), LossRun>,

@@ -155,6 +155,8 @@ pub struct GroupsDoc {
     pub systemd_unit: Vec<GroupDoc>,
     pub container: Vec<GroupDoc>,
     pub pod: Vec<GroupDoc>,
+    /// `namespace/Kind/name` of the pods' workloads (`orchestrator.resource.parent`).
+    pub workload: Vec<GroupDoc>,
 }
 
 impl GroupsDoc {
@@ -164,6 +166,7 @@ impl GroupsDoc {
             Dimension::Unit => &self.systemd_unit,
             Dimension::Container => &self.container,
             Dimension::Pod => &self.pod,
+            Dimension::Workload => &self.workload,
         }
     }
 }
@@ -315,6 +318,7 @@ pub fn build(a: &Aggregate, top: usize, generated_at_ns: i64) -> ReportDoc {
             systemd_unit: groups(Dimension::Unit),
             container: groups(Dimension::Container),
             pod: groups(Dimension::Pod),
+            workload: groups(Dimension::Workload),
         },
         timeline: timeline(a),
     }

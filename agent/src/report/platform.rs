@@ -136,7 +136,7 @@ fn droppable_unit(unit: &str) -> bool {
             .bytes()
             .any(|b| b.is_ascii_control() || b == b'/' || b == b'*')
         && !unit.starts_with("session-")
-        && !(unit.ends_with(".scope") && unit.chars().filter(char::is_ascii_hexdigit).count() >= 32)
+        && (!unit.ends_with(".scope") || unit.chars().filter(char::is_ascii_hexdigit).count() < 32)
 }
 
 /// The section of a unit file where `IPAddressAllow=` goes, from the unit's suffix.
@@ -320,7 +320,7 @@ impl PlatformSuggester {
                 y,
                 "# WARNING: the lines carry no label of this workload's pods to select them by; \
                  the selector names the pod's name label instead: add the workload's labels to \
-                 --container-labels (e.g. app) and suggest again"
+                 --container-label (e.g. app) and suggest again"
             );
         }
         let (api, k8s_kind, selector_key) = match format {

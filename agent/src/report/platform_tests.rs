@@ -227,3 +227,152 @@ fn hostile_names_stay_quoted() {
         assert!(yaml.contains("in a?b"), "{yaml}");
     }
 }
+
+/// A YAML document as JSON (scalars: strings, integers, booleans, null), for structural checks.
+fn to_json(node: &saphyr::MarkedYaml<'_>) -> serde_json::Value {
+    use saphyr::{Scalar, YamlData};
+    use serde_json::Value;
+    match &crate::yaml::untag(node).data {
+        YamlData::Value(Scalar::String(s)) | YamlData::Representation(s, _, _) => {
+            Value::String(s.to_string())
+        }
+        YamlData::Value(Scalar::Integer(i)) => Value::from(*i),
+        YamlData::Value(Scalar::Boolean(b)) => Value::Bool(*b),
+        YamlData::Value(Scalar::Null) => Value::Null,
+        YamlData::Sequence(items) => Value::Array(items.iter().map(to_json).collect()),
+        YamlData::Mapping(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| match to_json(k) {
+                    Value::String(k) => (k, to_json(v)),
+                    other => panic!("non-string key {other}"),
+                })
+                .collect(),
+        ),
+        other => panic!("unexpected YAML node {other:?}"),
+    }
+}
+
+fn keys(v: &serde_json::Value) -> Vec<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not a mapping: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+/// An egress rule of a CiliumNetworkPolicy (cilium.io/v2 `EgressRule`): the keys egret
+/// writes are a subset of the CRD's, with the CRD's types.
+fn check_cilium_egress(rule: &serde_json::Value) {
+    for key in keys(rule) {
+        assert!(
+            ["toEndpoints", "toFQDNs", "toCIDR", "toPorts"].contains(&key),
+            "unknown egress key {key}"
+        );
+    }
+    if let Some(fqdns) = rule.get("toFQDNs") {
+        for f in fqdns.as_array().unwrap() {
+            assert_eq!(keys(f), ["matchName"]);
+            assert!(f["matchName"].as_str().is_some_and(|n| !n.is_empty()));
+        }
+    }
+    if let Some(cidrs) = rule.get("toCIDR") {
+        for c in cidrs.as_array().unwrap() {
+            let c = c.as_str().unwrap();
+            let (ip, len) = c.split_once('/').unwrap();
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(len, if ip.is_ipv4() { "32" } else { "128" });
+        }
+    }
+    if let Some(endpoints) = rule.get("toEndpoints") {
+        for e in endpoints.as_array().unwrap() {
+            assert_eq!(keys(e), ["matchLabels"]);
+            assert!(e["matchLabels"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|v| v.is_string()));
+        }
+    }
+    for port_rule in rule
+        .get("toPorts")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        for key in keys(port_rule) {
+            assert!(
+                ["ports", "rules"].contains(&key),
+                "unknown toPorts key {key}"
+            );
+        }
+        for p in port_rule["ports"].as_array().unwrap() {
+            // The CRD's port is a string; protocol one of TCP, UDP, SCTP, ANY.
+            assert!(
+                p["port"].as_str().is_some_and(|s| s.parse::<u16>().is_ok()),
+                "{p}"
+            );
+            assert!(["TCP", "UDP", "SCTP", "ANY"].contains(&p["protocol"].as_str().unwrap()));
+        }
+        if let Some(rules) = port_rule.get("rules") {
+            assert_eq!(keys(rules), ["dns"]);
+            for d in rules["dns"].as_array().unwrap() {
+                assert!(d["matchPattern"].is_string() || d["matchName"].is_string());
+            }
+        }
+    }
+}
+
+#[test]
+fn cilium_policies_have_the_crd_structure() {
+    let mut p = web_lines();
+    p.observe(&pod_line(
+        "192.0.2.3",
+        0,
+        "icmp",
+        None,
+        "Job",
+        "ping",
+        &[("app", "ping")],
+    ));
+    let stream = p.render_stream(PolicyFormat::Cilium, &["a.jsonl".to_owned()]);
+    let docs = crate::yaml::load(&stream).unwrap();
+    assert_eq!(docs.len(), 2, "{stream}");
+    for doc in &docs {
+        let doc = to_json(doc);
+        assert_eq!(
+            keys(&doc),
+            ["apiVersion", "kind", "metadata", "spec"],
+            "top level"
+        );
+        assert_eq!(doc["apiVersion"], "cilium.io/v2");
+        assert_eq!(doc["kind"], "CiliumNetworkPolicy");
+        let meta = &doc["metadata"];
+        assert!(keys(meta)
+            .iter()
+            .all(|k| ["name", "namespace", "labels"].contains(k)));
+        let name = meta["name"].as_str().unwrap();
+        assert!(crate::container::workload::valid_name(name) && name.len() <= 253);
+        assert!(meta["namespace"].is_string());
+        assert_eq!(keys(&doc["spec"]), ["egress", "endpointSelector"]);
+        assert_eq!(keys(&doc["spec"]["endpointSelector"]), ["matchLabels"]);
+        let egress = doc["spec"]["egress"].as_array().unwrap();
+        assert!(egress.len() >= 2);
+        // The DNS visibility rule first.
+        assert_eq!(
+            egress[0]["toPorts"][0]["rules"]["dns"][0]["matchPattern"],
+            "*"
+        );
+        assert_eq!(
+            egress[0]["toEndpoints"][0]["matchLabels"]["k8s:k8s-app"],
+            "kube-dns"
+        );
+        egress.iter().for_each(check_cilium_egress);
+    }
+    // The same for NetworkPolicy, whose full schema kubernetes-validate checks (e2e).
+    let np = p.render_stream(PolicyFormat::Networkpolicy, &[]);
+    for doc in crate::yaml::load(&np).unwrap() {
+        let doc = to_json(&doc);
+        assert_eq!(keys(&doc), ["apiVersion", "kind", "metadata", "spec"]);
+        assert_eq!(keys(&doc["spec"]), ["egress", "podSelector", "policyTypes"]);
+    }
+}

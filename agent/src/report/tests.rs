@@ -77,7 +77,7 @@ fn args(files: Vec<PathBuf>) -> ReportArgs {
         suggest_policy: false,
         loopback: LoopbackChoice::Auto,
         include_blocked: false,
-        policy_format: crate::report::PolicyFormat::Egret,
+        policy_format: PolicyFormat::Egret,
         output_dir: None,
         out: None,
         strict: false,
@@ -519,7 +519,7 @@ fn busy(dir: &TempDir) -> PathBuf {
             &format!("10.0.2.{i}"),
             "tcp",
             &format!(
-                r#","destination":{{"ip":"10.0.2.{i}","port":443,"domain":"cdn.example.com"}},"container":{{"name":"web"}},"orchestrator":{{"namespace":"shop","resource":{{"name":"web-0"}}}},"egret":{{"systemd":{{"unit":"web.service"}},"policy":{{"verdict":"{verdict}"}}}}"#
+                r#","destination":{{"ip":"10.0.2.{i}","port":443,"domain":"cdn.example.com"}},"container":{{"name":"web"}},"orchestrator":{{"namespace":"shop","resource":{{"name":"web-0","parent":{{"type":"StatefulSet","name":"web"}}}}}},"egret":{{"systemd":{{"unit":"web.service"}},"policy":{{"verdict":"{verdict}"}}}}"#
             ),
         ));
     }
