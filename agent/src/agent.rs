@@ -173,7 +173,6 @@ pub async fn run(
     }
     let (policy, compiled) = load_policy(policy_config.file.as_deref())?;
     let redactor = redactor(redaction)?;
-    let baseline = BaselineStage::open(baseline)?;
     // Listening before the programs load: a taken address stops egret before it attaches.
     let mut telemetry = crate::metrics::Telemetry::start(
         metrics.listen(),
@@ -228,6 +227,8 @@ pub async fn run(
     if connections.ends {
         lifecycle.follow_preexisting(follow_preexisting(&mut maps.lookups));
     }
+    // Once the programs are attached: a fresh baseline's learning starts when egret sees.
+    let baseline = BaselineStage::open(baseline)?;
     let mut pipeline = Pipeline::new(
         identity,
         Destination::new(dns, resolvers),

@@ -11,7 +11,7 @@
 //! counted on the packet path (cumulative in the kernel; each line carries what is new since the
 //! previous line of the flow).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use agent_common::{UdpFlowKey, UdpFlowValue};
 
@@ -100,7 +100,9 @@ pub struct UdpStats {
 #[derive(Debug, Default)]
 pub struct UdpFlows {
     open: HashMap<UdpFlowKey, OpenFlow>,
-    by_cookie: HashMap<u64, Vec<UdpFlowKey>>,
+    /// Each socket's open flows: a set, since one socket may send to tens of thousands of
+    /// destinations (a scan, a spray) and each new flow is checked against it.
+    by_cookie: HashMap<u64, HashSet<UdpFlowKey>>,
     pub stats: UdpStats,
 }
 
@@ -130,10 +132,7 @@ impl UdpFlows {
             finish(old, prev_datagrams)
         });
         let now = record.ktime_ns;
-        let keys = self.by_cookie.entry(key.cookie).or_default();
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
+        self.by_cookie.entry(key.cookie).or_default().insert(key);
         self.open.insert(
             key,
             OpenFlow {
@@ -158,14 +157,18 @@ impl UdpFlows {
         lookup: impl Fn(&UdpFlowKey) -> Option<UdpFlowValue>,
     ) -> Vec<FlowReport> {
         let keys = self.by_cookie.remove(&cookie).unwrap_or_default();
-        keys.iter()
+        let mut reports: Vec<FlowReport> = keys
+            .iter()
             .filter_map(|key| {
                 let mut flow = self.open.remove(key)?;
                 self.refresh(&mut flow, key, &lookup);
                 let seen = flow.seen;
                 finish(flow, seen)
             })
-            .collect()
+            .collect();
+        // In the order the flows started (the set has none).
+        reports.sort_by_key(|r| r.record.ktime_ns);
+        reports
     }
 
     /// Periodic check: ends idle flows, reports busy ones every `report_interval_ns`.
@@ -259,7 +262,7 @@ impl UdpFlows {
 
     fn forget_cookie(&mut self, key: &UdpFlowKey) {
         if let Some(keys) = self.by_cookie.get_mut(&key.cookie) {
-            keys.retain(|k| k != key);
+            keys.remove(key);
             if keys.is_empty() {
                 self.by_cookie.remove(&key.cookie);
             }

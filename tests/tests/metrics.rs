@@ -210,8 +210,8 @@ fn prometheus_scrapes_what_egret_wrote() -> Result<()> {
             .filter(|v| field_str(v, "event.kind") == Some("alert"))
             .count();
         ensure!(
-            one("egret_alerts_total")? == alerts as f64,
-            "egret_alerts_total vs {alerts} alert lines"
+            one("sum(egret_alerts_total)")? == alerts as f64,
+            "egret_alerts_total (every kind) vs {alerts} alert lines"
         );
         let build = prometheus.query("egret_build_info")?;
         ensure!(

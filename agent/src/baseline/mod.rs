@@ -250,17 +250,19 @@ impl Baseline {
         let learning = self.state.learning(workload, now);
         if !self.state.workloads.contains_key(workload) {
             self.make_room_for_workload();
+            self.state.workloads.insert(
+                workload.clone(),
+                WorkloadBaseline {
+                    first_seen: now,
+                    last_seen: now,
+                    learn_until: None,
+                    destinations: HashMap::new(),
+                },
+            );
         }
-        let entry = self
-            .state
-            .workloads
-            .entry(workload.clone())
-            .or_insert_with(|| WorkloadBaseline {
-                first_seen: now,
-                last_seen: now,
-                learn_until: None,
-                destinations: HashMap::new(),
-            });
+        let Some(entry) = self.state.workloads.get_mut(workload) else {
+            return Observed::Known;
+        };
         entry.last_seen = entry.last_seen.max(now);
         if let Some(seen) = entry.destinations.get_mut(destination) {
             seen.last_seen = seen.last_seen.max(now);
