@@ -245,10 +245,15 @@ fn generate(dir: &std::path::Path) -> anyhow::Result<()> {
     for sub in [&man, &completions] {
         std::fs::create_dir_all(sub).with_context(|| format!("creating {}", sub.display()))?;
     }
-    let mut command = Cli::command();
-    command.build();
-    clap_mangen::generate_to(command.clone(), &man)
+    // One page per real command: not for clap's `help` subcommands.
+    fn without_help(command: clap::Command) -> clap::Command {
+        command
+            .disable_help_subcommand(true)
+            .mut_subcommands(without_help)
+    }
+    clap_mangen::generate_to(without_help(Cli::command()), &man)
         .with_context(|| format!("writing man pages to {}", man.display()))?;
+    let mut command = Cli::command();
     for (shell, name) in [
         (Shell::Bash, "egret.bash"),
         (Shell::Zsh, "_egret"),

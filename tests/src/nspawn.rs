@@ -215,11 +215,6 @@ impl Machine {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// The container's PID 1 as the host sees it.
-    pub fn leader(&self) -> u32 {
-        self.leader
-    }
-
     /// The console (boot messages) and nspawn's own messages, for a failure's context.
     pub fn logs(&self) -> String {
         let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();

@@ -1283,3 +1283,73 @@ fn kubernetes_manifests_validate() -> Result<()> {
     }
     Ok(())
 }
+
+/// deploy/kubernetes/report-cronjob.yaml (the daily report, not in the kustomization) passes
+/// strict validation; each container runs `egret report` with arguments egret accepts: run
+/// here on a small event file, they write the report they name.
+#[test]
+fn kubernetes_report_cronjob_validates() -> Result<()> {
+    let Some(validator) = prerequisite(Validator::ensure())? else {
+        return Ok(());
+    };
+    let file = repo_root().join("deploy/kubernetes/report-cronjob.yaml");
+    for version in KUBERNETES_VERSIONS {
+        let report = validator.validate(&file, version)?;
+        ensure!(
+            report.contains("passed for resource cronjob/egret-report"),
+            "the CronJob not validated against {version}:\n{report}"
+        );
+        eprintln!("kubernetes-validate {version}: {}", report.trim());
+    }
+    let docs = validator.yaml_to_json(&std::fs::read_to_string(&file)?)?;
+    let cron = docs.first().context("no document")?;
+    ensure!(cron["kind"] == "CronJob", "not a CronJob: {cron}");
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let containers = pod["containers"].as_array().context("no containers")?;
+    let Some(bin) = prerequisite(require_egret_bin())? else {
+        return Ok(());
+    };
+    let scratch = ScratchDir::create("deploy-cronjob")?;
+    let events = scratch.path().join("events.jsonl");
+    std::fs::write(&events, "")?;
+    let mut formats = Vec::new();
+    for ctr in containers {
+        let args: Vec<String> = ctr["args"]
+            .as_array()
+            .context("args")?
+            .iter()
+            .filter_map(|a| a.as_str())
+            .map(|a| {
+                a.replace(
+                    "/var/lib/egret/reports",
+                    &scratch.path().display().to_string(),
+                )
+                .replace("/var/log/egret/events.jsonl", &events.display().to_string())
+            })
+            .collect();
+        ensure!(
+            args.first().map(String::as_str) == Some("report"),
+            "{args:?}"
+        );
+        let out = Command::new(&bin).args(&args).output()?;
+        ensure!(
+            out.status.success(),
+            "egret {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let written = args
+            .iter()
+            .find_map(|a| a.strip_prefix("--out="))
+            .context("no --out")?;
+        ensure!(Path::new(written).is_file(), "{written} was not written");
+        formats.extend(
+            args.iter()
+                .filter_map(|a| a.strip_prefix("--format="))
+                .map(str::to_owned),
+        );
+    }
+    formats.sort();
+    ensure!(formats == ["html", "json"], "reports: {formats:?}");
+    Ok(())
+}

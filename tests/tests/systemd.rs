@@ -16,6 +16,11 @@ use egret_e2e::deploy::repo_root;
 use egret_e2e::nspawn::Machine;
 use egret_e2e::skip::{require_egret_bin, require_program, require_root};
 use egret_e2e::{prerequisite, ScratchDir};
+
+/// A string field of a journal entry (`journalctl -o json`).
+fn field_str<'a>(entry: &'a Value, name: &str) -> Option<&'a str> {
+    entry.get(name).and_then(Value::as_str)
+}
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -206,7 +211,7 @@ fn connection_and_journal(m: &Machine) -> Result<()> {
             Ok(text
                 .lines()
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .find(|e| e["EGRET_UNIT"] == "e2e-client-1.service"))
+                .find(|e| field_str(e, "EGRET_UNIT") == Some("e2e-client-1.service")))
         },
     )?;
     eprintln!("journal entry: {entry}");
@@ -220,14 +225,12 @@ fn connection_and_journal(m: &Machine) -> Result<()> {
         ("_SYSTEMD_UNIT", "egret.service".to_owned()),
     ] {
         ensure!(
-            entry[field] == want.as_str(),
+            field_str(&entry, field) == Some(want.as_str()),
             "{field} is not {want:?}: {entry}"
         );
     }
     ensure!(
-        entry["MESSAGE"]
-            .as_str()
-            .is_some_and(|m| m.contains("not approved by policy")),
+        field_str(&entry, "MESSAGE").is_some_and(|m| m.contains("not approved by policy")),
         "MESSAGE: {entry}"
     );
     Ok(())

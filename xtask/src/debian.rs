@@ -102,6 +102,8 @@ pub fn debian_root() -> Result<()> {
 
 /// The cached root, made with debootstrap when missing or made from another package list.
 pub fn ensure_root() -> Result<PathBuf> {
+    // systemd-nspawn boots it (the test), debootstrap makes it.
+    ensure_tools(&["debootstrap", "systemd-nspawn"])?;
     let root = root_dir();
     let stamp = fs::read_to_string(root.join(STAMP)).unwrap_or_default();
     if stamp == stamp_text() && root.join("usr/lib/systemd/systemd").is_file() {
@@ -111,7 +113,6 @@ pub fn ensure_root() -> Result<PathBuf> {
     if !is_root() {
         bail!("debootstrap needs root: run `sudo cargo xtask debian-root`");
     }
-    ensure_tools(&["debootstrap", "systemd-nspawn"])?;
     let partial = root.with_extension("partial");
     for dir in [&partial, &root] {
         if dir.exists() {
