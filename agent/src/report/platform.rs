@@ -101,6 +101,26 @@ fn usable_name(name: &str) -> bool {
         && name.len() <= 253
 }
 
+/// A label Kubernetes accepts in a selector: key `[prefix/]name` (prefix a DNS subdomain,
+/// name at most 63 of `[A-Za-z0-9._-]` starting and ending alphanumeric), value empty or the
+/// same as a name. Others (a hostile pod's labels) are left out of selectors.
+fn valid_label(key: &str, value: &str) -> bool {
+    fn name(s: &str) -> bool {
+        s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+    }
+    let key_ok = match key.split_once('/') {
+        Some((prefix, rest)) => {
+            crate::container::workload::valid_name(prefix) && prefix.len() <= 253 && name(rest)
+        }
+        None => name(key),
+    };
+    key_ok && (value.is_empty() || name(value))
+}
+
 /// A YAML comment's text: no line breaks or control characters.
 fn comment_safe(s: &str) -> String {
     s.chars()
@@ -195,10 +215,11 @@ impl PlatformSuggester {
                 let stable: BTreeMap<String, String> = w
                     .labels
                     .iter()
-                    .filter(|(k, _)| {
+                    .filter(|(k, v)| {
                         !UNSTABLE_LABELS.contains(&k.as_str())
                             && !k.starts_with("io.kubernetes.")
                             && !k.starts_with("io.cri-containerd.")
+                            && valid_label(k, v)
                     })
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();

@@ -170,6 +170,19 @@ fn workloads_are_kept_apart_and_labels_must_agree() {
 }
 
 #[test]
+fn label_syntax() {
+    assert!(valid_label("app", "web"));
+    assert!(valid_label("app.kubernetes.io/name", "web-1.2_3"));
+    assert!(valid_label("app", ""));
+    assert!(!valid_label("app", "-web"));
+    assert!(!valid_label("app", &"a".repeat(64)));
+    assert!(!valid_label("App.io/x", "y"));
+    assert!(!valid_label("a b", "y"));
+    assert!(!valid_label("app", "x\ny"));
+    assert!(!valid_label("/x", "y"));
+}
+
+#[test]
 fn systemd_drop_ins() {
     let mut p = PlatformSuggester::new(false);
     p.observe(&unit_line("backup.service", "192.0.2.10", 443));
@@ -217,12 +230,14 @@ fn hostile_names_stay_quoted() {
         Some("evil.example\n- matchPattern: \"*\""),
         "Deployment",
         "web",
-        &[("app", "x\"\n  y: z")],
+        &[("app", "x\"\n  y: z"), ("tier", "web")],
     ));
     for format in [PolicyFormat::Networkpolicy, PolicyFormat::Cilium] {
         let yaml = &p.render(format, &["a\nb".to_owned()])[0].1;
         assert!(!yaml.contains("evil"), "{yaml}");
-        assert!(yaml.contains(r#""app": "x\"\n  y: z""#), "{yaml}");
+        // A label Kubernetes would refuse is not in the selector; the valid one is.
+        assert!(!yaml.contains("\"app\""), "{yaml}");
+        assert!(yaml.contains("      \"tier\": \"web\"\n"), "{yaml}");
         assert!(!yaml.contains("\n  y: z"), "{yaml}");
         assert!(yaml.contains("in a?b"), "{yaml}");
     }
