@@ -353,29 +353,34 @@ fn sigkill_at_random_points_of_heavy_state_writes_leaves_a_usable_file() -> Resu
             if round > 0 {
                 h.egret.restart(h.cgroup.path(), &strs(&args))?;
             }
-            // New destinations keep the state changing: a write every second.
-            let first = 20_000 + u16::try_from(round * 500)?;
-            run_in(
-                &h.cgroup,
-                &mut command(
-                    CLIENT,
-                    &[
-                        "udp-spray",
-                        "127.0.0.9",
-                        &first.to_string(),
-                        "--ports",
-                        "400",
-                    ],
-                ),
-            )?;
-            // Somewhere in the next 1-3 s: in the middle of a write, or between two.
+            // New destinations all the time keep the state changing: a write every second.
+            let stop = std::sync::atomic::AtomicBool::new(false);
             let ms = 1_000
                 + (seed
                     .wrapping_mul(2_654_435_761)
                     .wrapping_add(u64::from(round) * 7_919)
                     % 2_000);
-            std::thread::sleep(Duration::from_millis(ms));
-            h.egret.kill9()?;
+            let cgroup = &h.cgroup;
+            std::thread::scope(|scope| -> Result<()> {
+                let sprayer = scope.spawn(|| -> Result<()> {
+                    let mut port = 20_000u16 + u16::try_from(round)? * 2_000;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let first = port.to_string();
+                        let args = ["udp-spray", "127.0.0.9", &first, "--ports", "20"];
+                        run_in(cgroup, &mut command(CLIENT, &args))?;
+                        port = port.wrapping_add(20).max(20_000);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Ok(())
+                });
+                // Somewhere in the next 1-3 s: in the middle of a write, or between two.
+                std::thread::sleep(Duration::from_millis(ms));
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                h.egret.kill9()?;
+                sprayer
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("sprayer panicked"))?
+            })?;
             if state.path().join("baseline.json.tmp").exists() {
                 cut_short += 1;
             }
