@@ -332,6 +332,13 @@ fn security_score(m: &Machine) -> Result<()> {
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("cannot read {line:?}"))?;
     ensure!(level <= 3.0, "exposure level {level} > 3.0:\n{text}");
+    let report = m.ok("systemd-analyze security egret-report.service --no-pager")?;
+    if let Some(line) = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+    {
+        eprintln!("systemd-analyze security: {}", line.trim());
+    }
     Ok(())
 }
 
