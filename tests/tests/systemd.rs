@@ -314,6 +314,26 @@ fn restarts_after_sigkill(m: &Machine) -> Result<()> {
     Ok(())
 }
 
+/// Installing the package again (as an upgrade does) keeps the edited policy (a conffile)
+/// and restarts egret (postinst: `deb-systemd-invoke restart`), which is active again.
+fn reinstall_keeps_the_policy(m: &Machine, deb_name: &str) -> Result<()> {
+    let (_, before) = service_state(m, "egret")?;
+    m.ok(&format!(
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y --reinstall /mnt/package/{deb_name} 2>&1"
+    ))?;
+    let policy = m.ok("cat /etc/egret/policy.yaml")?;
+    ensure!(
+        policy == APPROVING_POLICY,
+        "the reinstall replaced the edited policy:\n{policy}"
+    );
+    let (state, after) = service_state(m, "egret")?;
+    ensure!(
+        state == "active" && after != before,
+        "egret not restarted by the reinstall: {state}, MainPID {before} -> {after}"
+    );
+    Ok(())
+}
+
 /// `systemd-analyze security egret`: printed, and at most 3.0 ("OK").
 fn security_score(m: &Machine) -> Result<()> {
     let text = m.ok("systemd-analyze security egret --no-pager")?;
@@ -332,6 +352,13 @@ fn security_score(m: &Machine) -> Result<()> {
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("cannot read {line:?}"))?;
     ensure!(level <= 3.0, "exposure level {level} > 3.0:\n{text}");
+    let report = m.ok("systemd-analyze security egret-report.service --no-pager")?;
+    if let Some(line) = report
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+    {
+        eprintln!("systemd-analyze security: {}", line.trim());
+    }
     Ok(())
 }
 
@@ -418,11 +445,12 @@ fn package_under_booted_systemd() -> Result<()> {
         "busybox ip addr add {SERVER_IP}/32 dev lo && systemd-run --quiet --unit=e2e-server \
          busybox sh -c 'while :; do busybox nc -l -p {SERVER_PORT} >/dev/null; done'"
     ))?;
-    let steps: [(&str, &dyn Fn() -> Result<()>); 7] = [
+    let steps: [(&str, &dyn Fn() -> Result<()>); 8] = [
         ("install", &|| install_and_start(&m, &deb_name)),
         ("connection and journal", &|| connection_and_journal(&m)),
         ("reload", &|| reloads(&m)),
         ("SIGKILL", &|| restarts_after_sigkill(&m)),
+        ("reinstall", &|| reinstall_keeps_the_policy(&m, &deb_name)),
         ("security", &|| security_score(&m)),
         ("report timer", &|| report_timer(&m)),
         ("purge", &|| purges(&m)),
