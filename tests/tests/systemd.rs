@@ -236,6 +236,104 @@ fn connection_and_journal(m: &Machine) -> Result<()> {
     Ok(())
 }
 
+/// A second server's address, on the container's lo: a destination the unit never used.
+const OTHER_IP: &str = "192.0.2.11";
+
+/// A unit that connects to `$TARGET` (from /run/e2e-target) on the server port.
+const EGRESS_UNIT: &str =
+    "[Unit]\nDescription=egret e2e egress client\n\n[Service]\nType=oneshot\n\
+    EnvironmentFile=/run/e2e-target\n\
+    ExecStart=/usr/bin/timeout 5 /bin/bash -c 'exec 3<>/dev/tcp/$${TARGET}/18080'\n";
+
+/// Runs `e2e-egress.service` against `target`: whether it connected, and its journal. Tried
+/// again while the server refuses (busybox `nc -l` listens again only after each client).
+fn egress_to(m: &Machine, target: &str) -> Result<(bool, String)> {
+    m.ok(&format!("echo TARGET={target} > /run/e2e-target"))?;
+    let mut tries = 0;
+    loop {
+        let mark = m.ok("date +%s.%N")?;
+        let run = m.sh("systemctl start e2e-egress.service")?;
+        let journal = m.ok(&format!(
+            "journalctl -u e2e-egress -o cat --no-pager --since @{} | tail -5",
+            mark.trim()
+        ))?;
+        tries += 1;
+        if run.status.success() || !journal.contains("Connection refused") || tries == 20 {
+            return Ok((run.status.success(), journal));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// `egret report --suggest-policy --policy-format systemd`: the drop-in it suggests for a
+/// unit, installed, lets the unit reach the address it used and refuses another one, which
+/// it reached before.
+fn suggested_drop_in(m: &Machine) -> Result<()> {
+    m.ok(&format!(
+        "busybox ip addr add {OTHER_IP}/32 dev lo && systemd-run --quiet --unit=e2e-server-2 \
+         busybox sh -c 'while :; do busybox nc -l -p {SERVER_PORT} >/dev/null; done' && \
+         cp /mnt/package/e2e-egress.service /etc/systemd/system/ && systemctl daemon-reload"
+    ))?;
+    let (ok, journal) = egress_to(m, SERVER_IP)?;
+    ensure!(ok, "e2e-egress could not reach {SERVER_IP}:\n{journal}");
+    connect_line(m, "e2e-egress")?;
+    // The other address answers too, from another unit.
+    m.ok(&format!(
+        "for i in $(seq 20); do systemd-run --quiet --wait --collect -p Type=oneshot \
+         /bin/bash -c 'exec 3<>/dev/tcp/{OTHER_IP}/{SERVER_PORT}' && exit 0; sleep 0.25; \
+         done; exit 1"
+    ))
+    .context("the second server does not answer")?;
+
+    m.ok(
+        "rm -rf /tmp/dropins && egret report --suggest-policy --policy-format systemd \
+          --output-dir /tmp/dropins /var/log/egret/events.jsonl >/dev/null",
+    )?;
+    let dropin = m.ok("cat /tmp/dropins/e2e-egress.service.d/50-egret-egress.conf")?;
+    eprintln!("suggested drop-in:\n{dropin}");
+    ensure!(
+        dropin.contains(&format!("IPAddressAllow={SERVER_IP}"))
+            && dropin.contains("IPAddressDeny=any")
+            && !dropin.contains(OTHER_IP),
+        "unexpected drop-in:\n{dropin}"
+    );
+    m.ok("mkdir -p /etc/systemd/system/e2e-egress.service.d && \
+          cp /tmp/dropins/e2e-egress.service.d/50-egret-egress.conf \
+          /etc/systemd/system/e2e-egress.service.d/ && systemctl daemon-reload")?;
+    let (ok, journal) = egress_to(m, SERVER_IP)?;
+    ensure!(
+        ok,
+        "with the drop-in, e2e-egress could not reach {SERVER_IP}:\n{journal}"
+    );
+    // What systemd made of it: exactly the suggestion (in any order).
+    let shown = m.ok("systemctl show -p IPAddressAllow -p IPAddressDeny e2e-egress")?;
+    let set = |key: &str| -> Vec<String> {
+        let mut got: Vec<String> = shown
+            .lines()
+            .filter_map(|l| l.strip_prefix(key))
+            .flat_map(str::split_whitespace)
+            .map(str::to_owned)
+            .collect();
+        got.sort_unstable();
+        got
+    };
+    ensure!(
+        set("IPAddressAllow=") == ["127.0.0.0/8", &format!("{SERVER_IP}/32"), "::1/128"]
+            && set("IPAddressDeny=") == ["0.0.0.0/0", "::/0"],
+        "systemd's view of the drop-in:\n{shown}"
+    );
+    let (reached, journal) = egress_to(m, OTHER_IP)?;
+    // Refused (EPERM) or its packets dropped (no answer within `timeout 5`).
+    ensure!(
+        !reached
+            && (journal.contains("Operation not permitted") || journal.contains("status=124")),
+        "with the drop-in, e2e-egress reached {OTHER_IP} (or failed for another reason):\n{journal}"
+    );
+    eprintln!("refused by the suggested drop-in:\n{journal}");
+    m.ok("rm -rf /etc/systemd/system/e2e-egress.service* && systemctl daemon-reload")?;
+    Ok(())
+}
+
 const APPROVING_POLICY: &str = "mode: audit\nloopback: approve\nrules:\n  - name: e2e-server\n    \
      to: [\"192.0.2.10\"]\n    ports: [18080]\n    protocols: [tcp]\n";
 
@@ -438,6 +536,7 @@ fn package_under_booted_systemd() -> Result<()> {
         .context("the package has no file name")?
         .to_owned();
     let deb_dir = deb.parent().context("the package has no directory")?;
+    std::fs::write(deb_dir.join("e2e-egress.service"), EGRESS_UNIT)?;
     let m = Machine::boot(&root, &[(deb_dir, "/mnt/package")])?;
     eprintln!("booted in {:.1?} (with packaging)", started.elapsed());
     // The server the clients connect to: busybox nc on an address of the container's lo.
@@ -445,9 +544,10 @@ fn package_under_booted_systemd() -> Result<()> {
         "busybox ip addr add {SERVER_IP}/32 dev lo && systemd-run --quiet --unit=e2e-server \
          busybox sh -c 'while :; do busybox nc -l -p {SERVER_PORT} >/dev/null; done'"
     ))?;
-    let steps: [(&str, &dyn Fn() -> Result<()>); 8] = [
+    let steps: [(&str, &dyn Fn() -> Result<()>); 9] = [
         ("install", &|| install_and_start(&m, &deb_name)),
         ("connection and journal", &|| connection_and_journal(&m)),
+        ("suggested systemd drop-in", &|| suggested_drop_in(&m)),
         ("reload", &|| reloads(&m)),
         ("SIGKILL", &|| restarts_after_sigkill(&m)),
         ("reinstall", &|| reinstall_keeps_the_policy(&m, &deb_name)),
