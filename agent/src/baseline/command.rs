@@ -11,7 +11,9 @@ use crate::{
     config::DEFAULT_STATE_DIR,
     report::{
         input::Observation,
+        platform::PlatformSuggester,
         suggest::{LoopbackChoice, Suggester},
+        PolicyFormat,
     },
 };
 
@@ -62,6 +64,10 @@ pub enum BaselineCommand {
 pub enum ExportFormat {
     /// egret's own policy file (docs/policy.md).
     Egret,
+    /// A systemd `IPAddressAllow=`/`IPAddressDeny=` drop-in per unit workload, as `egret report
+    /// --suggest-policy --policy-format systemd` writes (addresses only: destinations known
+    /// by name only are left out, and said so).
+    Systemd,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -237,6 +243,8 @@ pub fn export(
         loopback,
     } = how;
     let mut suggester = Suggester::new(loopback, false);
+    let mut platform = PlatformSuggester::new(false);
+    let mut named_only = 0_u64;
     for (workload, b) in &state.workloads {
         if only.is_some_and(|o| o != workload) {
             continue;
@@ -256,7 +264,11 @@ pub fn export(
                 domain: ip.is_none().then(|| d.host.as_str().into()),
                 ..scoped(workload)
             };
-            suggester.observe(&observation);
+            match format {
+                ExportFormat::Egret => suggester.observe(&observation),
+                ExportFormat::Systemd if ip.is_some() => platform.observe(&observation),
+                ExportFormat::Systemd => named_only += 1,
+            }
         }
     }
     match format {
@@ -264,6 +276,18 @@ pub fn export(
             .render(&[source.to_owned()])
             .map(|s| s.yaml)
             .map_err(CommandError::Policy),
+        ExportFormat::Systemd => {
+            let mut out = platform.render_stream(PolicyFormat::Systemd, &[source.to_owned()]);
+            if named_only > 0 {
+                out.insert_str(
+                    0,
+                    &format!(
+                        "# {named_only} destination(s) known by name only left out: systemd's IP filter takes addresses.\n"
+                    ),
+                );
+            }
+            Ok(out)
+        }
     }
 }
 
@@ -364,6 +388,26 @@ mod tests {
         let unit = s.find("app.service").unwrap();
         let one = export(&s, Some(&unit), how(false), "x").unwrap();
         assert!(!one.contains("10.0.0.8"), "{one}");
+    }
+
+    #[test]
+    fn export_as_systemd_drop_ins_names_the_unit_and_its_addresses() {
+        let s = state();
+        let how = Export {
+            include_new: false,
+            format: ExportFormat::Systemd,
+            loopback: LoopbackChoice::Auto,
+        };
+        let text = export(&s, None, how, "x").unwrap();
+        assert!(
+            text.contains("app.service.d/50-egret-egress.conf"),
+            "{text}"
+        );
+        assert!(text.contains("IPAddressAllow=10.0.0.7"), "{text}");
+        assert!(text.contains("IPAddressDeny=any"), "{text}");
+        assert!(text.contains("known by name only left out"), "{text}");
+        assert!(!text.contains("0.0.0.0"), "{text}");
+        assert!(!text.contains("nginx"), "an image is no unit: {text}");
     }
 
     #[test]
