@@ -59,9 +59,12 @@ pub enum Counter {
     /// A DNS query's entry could not be stored (map update failed): its answer will not be
     /// believed.
     DnsQueryUpdateFailed,
+    /// Block mode: an exec'd file a `processes:` selector approves by its path could not get
+    /// its `EXES` entry (the map was full): it is not approved.
+    ExeUpdateFailed,
 }
 /// Number of entries in the `COUNTERS` array.
-pub const COUNTER_COUNT: u32 = 7;
+pub const COUNTER_COUNT: u32 = 8;
 
 /// Stable numeric event ids. Never renumber: add new kinds at the end.
 #[repr(u16)]
@@ -201,7 +204,9 @@ pub struct ExecEvent {
     pub exe: ExeId,
     /// Path components filled in [`Self::exe_names`], from the file up.
     pub exe_depth: u32,
-    pub _pad: u32,
+    /// The inode number of the mount namespace the path walk ended in (`/proc/PID/ns/mnt`'s);
+    /// 0 when the walk did not reach one (cut, internal, anonymous).
+    pub exe_mnt_ns: u32,
     /// Bytes used in each of [`Self::exe_names`].
     pub exe_name_lens: [u8; task::EXE_DEPTH],
     /// The path the exec named, as the caller gave it (`bprm->filename`): relative, a link,
@@ -741,7 +746,7 @@ macro_rules! assert_layout {
 }
 
 // Every counter has its slot in `COUNTERS`.
-const _: () = assert!(Counter::DnsQueryUpdateFailed as u32 + 1 == COUNTER_COUNT);
+const _: () = assert!(Counter::ExeUpdateFailed as u32 + 1 == COUNTER_COUNT);
 
 assert_layout!(EventHeader, size = 56,
     kind @ 0, version @ 2, size @ 4, ktime_ns @ 8, tgid @ 16, tid @ 20, uid @ 24, gid @ 28,
@@ -758,7 +763,7 @@ assert_layout!(DnsAllowKey, size = 32, netns @ 0, family @ 8, rule @ 10, addr @ 
 assert_layout!(DnsNameValue, size = 8, exact @ 0, wildcard @ 4);
 assert_layout!(ExecEvent, size = 56 + 88 + EXEC_PATH_LEN + 16 * 128 + EXEC_ARGS_LEN,
     header @ 0, old_tid @ 56, filename_len @ 60, flags @ 64, args_len @ 68, identity @ 72,
-    exe @ 104, exe_depth @ 120, exe_name_lens @ 128, filename @ 144, exe_names @ 400,
+    exe @ 104, exe_depth @ 120, exe_mnt_ns @ 124, exe_name_lens @ 128, filename @ 144, exe_names @ 400,
     args @ 400 + 16 * 128);
 assert_layout!(ForkEvent, size = 104, header @ 0, child_tgid @ 56, clone_flags @ 64,
     identity @ 72);

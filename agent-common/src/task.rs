@@ -95,6 +95,8 @@ pub const UNSET_ID: u32 = u32::MAX;
 pub struct ExeId {
     /// `super_block.s_dev`, the kernel's `dev_t` (`major << 20 | minor`).
     pub dev: u32,
+    /// `inode.i_generation`: a new file that reuses a freed inode number gets another one on
+    /// the file systems that set it (ext4, XFS, btrfs, tmpfs); 0 where the file system does not.
     pub generation: u32,
     pub ino: u64,
 }
@@ -119,3 +121,7 @@ pub const EXEC_FLAG_EXE_UNLINKED: u32 = 1 << 4;
 pub const EXEC_FLAG_EXE_INTERNAL: u32 = 1 << 5;
 /// The kernel offsets were not set: no identity, no executable path, no arguments.
 pub const EXEC_FLAG_NO_OFFSETS: u32 = 1 << 6;
+/// The walk up from the executable ended at the root of a mount namespace other than the
+/// exec'ing task's own (the file was reached through `/proc/PID/root` or a file descriptor
+/// from another namespace): its path there may name another file here.
+pub const EXEC_FLAG_EXE_FOREIGN_NS: u32 = 1 << 7;

@@ -40,7 +40,11 @@
 //!   protocols and scopes.
 //! - `NAME_GATE_PORTS_*` (hash, port → 1): the policy's `name_gate` ports.
 //! - `EXES_*` (hash, executable file identity → scope bits): the files `processes:` selectors
-//!   approve; written by userspace and by [`on_exec`] (`process` calls it on each exec).
+//!   approve; written by userspace (the files the selectors match at install) and by
+//!   [`on_exec`] (`process` calls it on each exec). The identity carries the inode generation,
+//!   so a stale entry (a file replaced since) approves no new file that reuses its inode
+//!   number. Entries go only with a policy install; when the map is full an exec's entry is
+//!   refused and counted (`Counter::ExeUpdateFailed`): that file stays unapproved.
 //! - `EXE_PATHS_*` (hash, path or directory-pattern hash → scope bits): what [`on_exec`]
 //!   matches an exec'd file's path against.
 //! - `PATH_SCRATCH` (per-CPU array of one): room for a new cgroup's path. Kernel-only.
@@ -53,10 +57,10 @@ use agent_common::{
     dns::NAME_HASH_SEED,
     exe_hash_step, path_hash_step,
     task::{
-        EXEC_FLAG_EXE_INTERNAL, EXEC_FLAG_EXE_PATH_CUT, EXEC_FLAG_NO_OFFSETS, EXE_DEPTH,
-        EXE_NAME_LEN,
+        EXEC_FLAG_EXE_FOREIGN_NS, EXEC_FLAG_EXE_INTERNAL, EXEC_FLAG_EXE_PATH_CUT,
+        EXEC_FLAG_NO_OFFSETS, EXE_DEPTH, EXE_NAME_LEN,
     },
-    CgroupMkdirEvent, DnsAllowKey, DnsNameValue, EventKind, ExeId, ExecEvent, PolicyAddr4,
+    CgroupMkdirEvent, Counter, DnsAllowKey, DnsNameValue, EventKind, ExeId, ExecEvent, PolicyAddr4,
     PolicyAddr6, PolicyState, PolicyValue, AF_INET, AF_INET6, CGROUP_PATH_HASH_MAX, DNS_ALLOW_MAX,
     DNS_NAMES_MAX, DNS_RULES_MAX, EXES_MAX, EXE_HASH_BELOW, EXE_HASH_COMPONENT, EXE_HASH_IN,
     EXE_PATHS_MAX, NAME_GATE_PORTS_MAX, POLICY_CGROUPS_MAX, POLICY_CGROUP_LEVELS,
@@ -76,7 +80,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    shared::{emit, now_ns, opaque, v4_in_16, Dest, Origin},
+    shared::{emit, fail, now_ns, opaque, v4_in_16, Dest, Origin},
     task,
 };
 
@@ -136,10 +140,10 @@ per_set! {
 }
 
 per_set! {
-    /// An executable file's identity (device, inode; generation 0) → the scope bits of the
+    /// An executable file's identity (device, inode, generation) → the scope bits of the
     /// `processes:` selectors its path matches. Written by userspace (every file matching at
-    /// install, and when a file is replaced) and by [`on_exec`] (a file exec'd under a
-    /// matching path, so a binary replaced by an upgrade is approved from its first run).
+    /// install) and by [`on_exec`] (a file exec'd under a matching path in the host's mount
+    /// namespace, so a binary replaced by an upgrade is approved from its first run).
     EXES_0, EXES_1: HashMap<ExeId, u64> = HashMap::with_max_entries(EXES_MAX, BPF_F_NO_PREALLOC);
 }
 per_set! {
@@ -278,10 +282,9 @@ fn cgroup_mask(set: u32) -> u64 {
 /// The scope bits of the caller's executable file (`processes:` selectors).
 #[inline(always)]
 fn exe_mask(set: u32) -> u64 {
-    let Some(mut id) = task::current_exe_id() else {
+    let Some(id) = task::current_exe_id() else {
         return 0;
     };
-    id.generation = 0;
     // SAFETY: a plain `u64`, copied out.
     unsafe { pick(set, &EXES_0, &EXES_1).get(&id) }
         .copied()
@@ -425,17 +428,27 @@ pub(crate) fn learn(set: u32, mut key: DnsAllowKey, mask: u32, expires: u64) {
 
 // ---- Executables (sched_process_exec) ----
 
-/// An exec: when the executable's path (as the kernel walked it, in the host's mount
-/// namespace) matches a `processes:` selector of a block-mode set, its file identity earns
-/// that selector's scope bits in the set, before the new program runs.
+/// An exec: when the executable's path (as the kernel walked it up to the root of the host's
+/// mount namespace, by a task in that namespace) matches a `processes:` selector of a
+/// block-mode set, its file identity earns that selector's scope bits in the set, before the
+/// new program runs. A path walked in another namespace (a file reached through
+/// `/proc/PID/root`, or an fd passed from a namespace its owner mounted) names another file
+/// than the policy's path and approves nothing.
 #[inline(always)]
 pub(crate) fn on_exec(event: &ExecEvent) {
     let Some(state) = POLICY_STATE.get(0) else {
         return;
     };
+    let host = task::host_mount_namespace();
     if state.exes & 3 == 0
-        || event.flags & (EXEC_FLAG_EXE_PATH_CUT | EXEC_FLAG_EXE_INTERNAL | EXEC_FLAG_NO_OFFSETS)
+        || event.flags
+            & (EXEC_FLAG_EXE_PATH_CUT
+                | EXEC_FLAG_EXE_INTERNAL
+                | EXEC_FLAG_NO_OFFSETS
+                | EXEC_FLAG_EXE_FOREIGN_NS)
             != 0
+        || host == 0
+        || event.exe_mnt_ns != host
         || !task::in_host_mount_namespace()
     {
         return;
@@ -476,13 +489,16 @@ pub(crate) fn on_exec(event: &ExecEvent) {
         level += 1;
     }
     exe_lookup(state, &mut bits, hash);
-    let mut id = event.exe;
-    id.generation = 0;
+    let id = event.exe;
     if bits[0] != 0 {
-        let _ = EXES_0.insert(&id, &bits[0], 0);
+        if let Err(error) = EXES_0.insert(&id, &bits[0], 0) {
+            fail(Counter::ExeUpdateFailed, "EXES", error);
+        }
     }
     if bits[1] != 0 {
-        let _ = EXES_1.insert(&id, &bits[1], 0);
+        if let Err(error) = EXES_1.insert(&id, &bits[1], 0) {
+            fail(Counter::ExeUpdateFailed, "EXES", error);
+        }
     }
 }
 

@@ -13,9 +13,9 @@ use core::ptr::{addr_of, addr_of_mut, read_volatile};
 
 use agent_common::{
     task::{
-        EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_EXE_INTERNAL, EXEC_FLAG_EXE_PATH_CUT,
-        EXEC_FLAG_EXE_UNLINKED, EXEC_FLAG_NO_OFFSETS, EXEC_FLAG_READ_FAILED, EXE_DEPTH,
-        EXE_NAME_LEN, OFFSET_ABSENT, UNSET_ID,
+        EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_EXE_FOREIGN_NS, EXEC_FLAG_EXE_INTERNAL,
+        EXEC_FLAG_EXE_PATH_CUT, EXEC_FLAG_EXE_UNLINKED, EXEC_FLAG_NO_OFFSETS,
+        EXEC_FLAG_READ_FAILED, EXE_DEPTH, EXE_NAME_LEN, OFFSET_ABSENT, UNSET_ID,
     },
     ExeId, ExecEvent, KernelOffsets, TaskIdentity, EXEC_ARGS_LEN,
 };
@@ -166,17 +166,27 @@ pub(crate) fn current_effective_ids() -> (u32, u32) {
     (euid, egid)
 }
 
+/// The inode number of the host's mount namespace (0 when unknown).
+#[inline(always)]
+pub(crate) fn host_mount_namespace() -> u32 {
+    off!(host_mnt_ns)
+}
+
+/// The inode number of the running task's mount namespace.
+#[inline(always)]
+fn current_mount_namespace() -> Option<u32> {
+    let task = current_task()?;
+    let nsproxy = pointer(task, off!(task_nsproxy))?;
+    let ns = pointer(nsproxy, off!(nsproxy_mnt_ns))?;
+    read::<u32>(ns, off!(mnt_ns_inum))
+}
+
 /// Whether the running task is in the host's mount namespace, where paths mean what the
 /// policy's `processes:` paths mean (a container's `/usr/bin/curl` is another file).
 #[inline(always)]
 pub(crate) fn in_host_mount_namespace() -> bool {
-    let host = off!(host_mnt_ns);
-    host != 0
-        && current_task()
-            .and_then(|task| pointer(task, off!(task_nsproxy)))
-            .and_then(|nsproxy| pointer(nsproxy, off!(nsproxy_mnt_ns)))
-            .and_then(|ns| read::<u32>(ns, off!(mnt_ns_inum)))
-            == Some(host)
+    let host = host_mount_namespace();
+    host != 0 && current_mount_namespace() == Some(host)
 }
 
 /// The file the running task executes (`mm->exe_file`), if it has one.
@@ -227,7 +237,7 @@ pub(crate) unsafe fn fill_exec(event: *mut ExecEvent) {
         (*event).identity = current_identity();
         (*event).exe = ExeId::default();
         (*event).exe_depth = 0;
-        (*event)._pad = 0;
+        (*event).exe_mnt_ns = 0;
         (*event).exe_name_lens = [0; EXE_DEPTH];
         (*event).args_len = 0;
         let Some((mm, file)) = current_exe_file() else {
@@ -245,6 +255,11 @@ pub(crate) unsafe fn fill_exec(event: *mut ExecEvent) {
             (*event).flags |= EXEC_FLAG_EXE_UNLINKED;
         }
         (*event).flags |= walk_path(file, event);
+        // A path is only meaningful in the namespace it was walked in.
+        let walked = (*event).exe_mnt_ns;
+        if walked != 0 && current_mount_namespace() != Some(walked) {
+            (*event).flags |= EXEC_FLAG_EXE_FOREIGN_NS;
+        }
         (*event).flags |= read_args(mm, event);
     }
 }
@@ -317,7 +332,8 @@ unsafe fn walk_path(file: u64, event: *mut ExecEvent) -> u32 {
                 return EXEC_FLAG_EXE_PATH_CUT;
             };
             if parent == mount {
-                return top_of(mount);
+                // SAFETY: the caller's promise.
+                return unsafe { top_of(mount, event) };
             }
             let Some(mountpoint) = pointer(mount, off!(mount_mnt_mountpoint)) else {
                 return EXEC_FLAG_EXE_PATH_CUT;
@@ -367,14 +383,21 @@ unsafe fn walk_path(file: u64, event: *mut ExecEvent) -> u32 {
 }
 
 /// Flags for a walk that reached `mount`, the top of its tree: none for a mount namespace's
-/// root, internal for a mount of no namespace (the kernel's own: pipes, memfds).
+/// root (whose inode number goes in `exe_mnt_ns`: the path means a file only there), internal
+/// for a mount of no namespace (the kernel's own: pipes, memfds).
+///
+/// # Safety
+/// `event` is a ring-buffer reservation of an `ExecEvent`.
 #[inline(always)]
-fn top_of(mount: u64) -> u32 {
+unsafe fn top_of(mount: u64, event: *mut ExecEvent) -> u32 {
     let ns: u64 = read(mount, off!(mount_mnt_ns)).unwrap_or(0);
     // `MNT_NS_INTERNAL` is an error pointer.
     if ns == 0 || ns > u64::MAX - 4095 {
-        EXEC_FLAG_EXE_INTERNAL
-    } else {
-        0
+        return EXEC_FLAG_EXE_INTERNAL;
     }
+    // An anonymous namespace (a detached tree) has inode 0.
+    let inum = read::<u32>(ns, off!(mnt_ns_inum)).unwrap_or(0);
+    // SAFETY: the caller's promise.
+    unsafe { (*event).exe_mnt_ns = inum };
+    0
 }

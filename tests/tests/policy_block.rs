@@ -16,6 +16,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -925,6 +926,76 @@ fn copy_client(to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A block-mode policy whose one rule `client-only` approves 127.0.0.1 port `port` for the
+/// `processes:` patterns `patterns`.
+fn processes_policy(port: &str, patterns: &[&str]) -> String {
+    let patterns = patterns
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "mode: block
+loopback: audit
+rules:
+  - name: client-only
+    to: [\"127.0.0.1/32\"]
+    ports: [{port}]
+    processes: [{patterns}]
+"
+    )
+}
+
+/// A file system mounted on a directory (a tmpfs by [`Tmpfs::mount`]), unmounted (lazily) on
+/// drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path) -> Result<Self> {
+        std::fs::create_dir_all(at)?;
+        let out = run_with_timeout(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "egret-e2e-tmpfs"])
+                .arg(at),
+            Duration::from_secs(10),
+        )?;
+        ensure!(out.status.success(), "mount tmpfs: {}", out.stderr);
+        Ok(Self(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A child process killed and reaped on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether the file system of `path` tells its inode generation (`FS_IOC_GETVERSION`).
+fn tells_generation(path: &Path) -> Result<bool> {
+    use std::os::fd::AsRawFd as _;
+    let file = std::fs::File::open(path)?;
+    let mut generation: libc::c_long = 0;
+    // SAFETY: the call writes at most one `long` through the pointer; the file is open.
+    let rc = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            libc::FS_IOC_GETVERSION,
+            std::ptr::addr_of_mut!(generation),
+        )
+    };
+    Ok(rc == 0)
+}
+
 /// A `processes:` rule in block mode is enforced by the executable file's identity: the
 /// approved binary connects by its path, through a symlink, by a relative path and after a
 /// `/proc/self/exe` re-exec; a copy of it elsewhere (same name, same bytes), the same copy
@@ -934,29 +1005,38 @@ fn copy_client(to: &Path) -> Result<()> {
 fn block_mode_processes_rules_follow_the_file_not_its_name() -> Result<()> {
     Harness::with_cgroup("blk-exe", |cg| {
         let dir = PolicyDir::create("exe")?;
-        let bin = dir.path().join("bin");
-        let other = dir.path().join("other");
+        follow_the_file(cg, &dir, dir.path())
+    })
+}
+
+/// The same on a tmpfs, whose files have an inode generation userspace cannot read: the
+/// kernel approves the binary when it is exec'd under the approved path, and the upgraded one
+/// from its first run.
+#[test]
+fn block_mode_processes_rules_follow_the_file_on_tmpfs() -> Result<()> {
+    Harness::with_cgroup("blk-exe-tmpfs", |cg| {
+        let dir = PolicyDir::create("exe-tmpfs")?;
+        let tmpfs = Tmpfs::mount(&dir.path().join("tmpfs"))?;
+        follow_the_file(cg, &dir, &tmpfs.0)
+    })
+}
+
+/// [`block_mode_processes_rules_follow_the_file_not_its_name`] with the binaries below `base`.
+fn follow_the_file(cg: TestCgroup, dir: &PolicyDir, base: &Path) -> Result<()> {
+    {
+        let bin = base.join("bin");
+        let other = base.join("other");
         std::fs::create_dir_all(&bin)?;
         std::fs::create_dir_all(&other)?;
         let approved = bin.join(CLIENT_NAME);
         let impostor = other.join(CLIENT_NAME);
-        let link = dir.path().join("link-to-client");
+        let link = base.join("link-to-client");
         copy_client(&approved)?;
         copy_client(&impostor)?;
         std::os::unix::fs::symlink(&approved, &link)?;
         let server = TcpServer::loopback()?;
         let port = server.port().to_string();
-        let policy = format!(
-            "mode: block
-loopback: audit
-rules:
-  - name: client-only
-    to: [\"127.0.0.1/32\"]
-    ports: [{port}]
-    processes: [\"{}\"]
-",
-            approved.display()
-        );
+        let policy = processes_policy(&port, &[approved.to_str().unwrap_or_default()]);
         let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
         let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
 
@@ -1059,5 +1139,400 @@ rules:
             "the upgraded binary's first run",
         )?;
         h.finish()
+    }
+}
+
+/// The exec of a file of another mount namespace, whose path there is the approved path, is
+/// refused: any user can make a mount namespace (`unshare -Urm`) and mount what it likes over
+/// the approved binary's directory there; a process of the host's namespace that runs that
+/// file through `/proc/PID/root` (or an fd passed from there) must not get the approval, and
+/// its line must not name it by the approved path. The approved binary itself still connects.
+#[test]
+fn block_mode_processes_rules_refuse_a_path_of_another_mount_namespace() -> Result<()> {
+    use std::io::BufRead as _;
+    Harness::with_cgroup("blk-exe-ns", |cg| {
+        let dir = PolicyDir::create("exe-ns")?;
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin)?;
+        let approved = bin.join(CLIENT_NAME);
+        copy_client(&approved)?;
+        let approved_text = approved.to_str().unwrap_or_default().to_owned();
+        let server = TcpServer::loopback()?;
+        let port = server.port().to_string();
+        let policy = processes_policy(&port, &[&approved_text]);
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+
+        // The other namespace: a tmpfs over `bin` holding another binary (the client's
+        // original build, refused by its own path) at the approved path.
+        let script = r#"mount -t tmpfs egret-e2e-foreign "$1" && cp "$2" "$1/$3" && echo ready && exec sleep 600"#;
+        let mut child = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
+            .arg(&bin)
+            .args([CLIENT, CLIENT_NAME])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("unshare --mount")?;
+        let stdout = child.stdout.take().context("unshare's stdout")?;
+        let mut ns = Killed(child);
+        let mut ready = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut ready)?;
+        if ready.trim() != "ready" {
+            let mut err = String::new();
+            if let Some(mut e) = ns.0.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            anyhow::bail!("the other mount namespace was not made: {err}");
+        }
+        let foreign = PathBuf::from(format!("/proc/{}/root{}", ns.0.id(), approved.display()));
+        ensure!(
+            std::fs::metadata(&foreign)?.len() != std::fs::metadata(&approved)?.len()
+                || std::fs::metadata(&foreign)?.ino() != std::fs::metadata(&approved)?.ino(),
+            "{} should be another file than {approved_text}",
+            foreign.display()
+        );
+
+        let args = |m: &str| {
+            vec![
+                "tcp".to_owned(),
+                "127.0.0.1".to_owned(),
+                port.clone(),
+                m.to_owned(),
+            ]
+        };
+        for round in 0..2 {
+            let m = marker();
+            let a = args(&m);
+            let a: Vec<&str> = a.iter().map(String::as_str).collect();
+            let out = run_program(&h.cgroup, &foreign, None, None, &a)?;
+            ensure!(
+                !out.status.success() && out.stdout.lines().any(|l| l.trim() == "errno=1"),
+                "run {round}: the other namespace's file at the approved path should get EPERM, got {}\nstdout: {}\nstderr: {}",
+                out.status,
+                out.stdout,
+                out.stderr
+            );
+            let line = h
+                .egret
+                .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
+            check_verdict(&line, "blocked", "block", None)?;
+            ensure!(
+                field_str(&line, "process.executable") != Some(approved_text.as_str()),
+                "the other namespace's file is named as the approved one: {line}"
+            );
+        }
+        let m = marker();
+        let a = args(&m);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let out = run_program(&h.cgroup, &approved, None, None, &a)?;
+        ensure!(
+            out.status.success(),
+            "the approved binary should connect, got {}\nstdout: {}\nstderr: {}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        let line = h
+            .egret
+            .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
+        check_verdict(&line, "approved", "block", Some("client-only"))?;
+        drop(ns);
+        h.finish()
+    })
+}
+
+/// A fresh ext4 file system (a sparse 1 GiB image: room for three copies of the debug-built
+/// client) mounted on `at`; unmounted on drop.
+fn mount_ext4(dir: &Path, at: &Path) -> Result<Tmpfs> {
+    let image = dir.join("ext4.img");
+    std::fs::File::create(&image)?.set_len(1 << 30)?;
+    let out = run_with_timeout(
+        Command::new("mkfs.ext4").arg("-q").arg(&image),
+        Duration::from_secs(60),
+    )?;
+    ensure!(out.status.success(), "mkfs.ext4: {}", out.stderr);
+    std::fs::create_dir_all(at)?;
+    let out = run_with_timeout(
+        Command::new("mount")
+            .arg("-o")
+            .arg("loop")
+            .arg(&image)
+            .arg(at),
+        Duration::from_secs(30),
+    )?;
+    ensure!(out.status.success(), "mount -o loop: {}", out.stderr);
+    Ok(Tmpfs(at.to_owned()))
+}
+
+/// An overlayfs on `at` whose lower layer holds the client as `CLIENT_NAME` (a container
+/// image's binary); unmounted on drop.
+fn mount_overlay(dir: &Path, at: &Path) -> Result<Tmpfs> {
+    for d in ["lower", "upper", "work"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::create_dir_all(at)?;
+    copy_client(&dir.join("lower").join(CLIENT_NAME))?;
+    let options = format!(
+        "lowerdir={0}/lower,upperdir={0}/upper,workdir={0}/work",
+        dir.display()
+    );
+    let out = run_with_timeout(
+        Command::new("mount")
+            .args(["-t", "overlay", "egret-e2e-overlay", "-o", &options])
+            .arg(at),
+        Duration::from_secs(30),
+    )?;
+    ensure!(out.status.success(), "mount overlay: {}", out.stderr);
+    Ok(Tmpfs(at.to_owned()))
+}
+
+/// A process that runs an approved binary since before the policy was loaded is approved by
+/// the identity userspace installs, when it is the one the kernel reads: on ext4 (device,
+/// inode and the generation `FS_IOC_GETVERSION` tells: a wrong one would refuse it) and on
+/// overlayfs (which keeps no generation: 0 on both sides). On tmpfs, whose generation
+/// userspace cannot read, only an exec after the load approves: such a process is refused.
+#[test]
+fn block_mode_processes_rules_approve_a_binary_running_before_the_load() -> Result<()> {
+    Harness::with_cgroup("blk-exe-before", |cg| {
+        let dir = PolicyDir::create("exe-before")?;
+        let ext4 = mount_ext4(dir.path(), &dir.path().join("ext4"))?;
+        let tmpfs = Tmpfs::mount(&dir.path().join("tmpfs"))?;
+        let overlay = mount_overlay(&dir.path().join("layers"), &dir.path().join("overlay"))?;
+        let cases = [(&ext4, true), (&overlay, true), (&tmpfs, false)];
+        let binaries: Vec<PathBuf> = cases.iter().map(|(fs, _)| fs.0.join(CLIENT_NAME)).collect();
+        for binary in &binaries[..2] {
+            if !binary.exists() {
+                copy_client(binary)?;
+            }
+        }
+        copy_client(&binaries[2])?;
+        ensure!(
+            tells_generation(&binaries[0])?,
+            "ext4 should tell the generation"
+        );
+        let texts: Vec<&str> = binaries
+            .iter()
+            .map(|b| b.to_str().unwrap_or_default())
+            .collect();
+        let server = TcpServer::loopback()?;
+        let port = server.port().to_string();
+        let policy_arg = dir
+            .write("policy.yaml", &processes_policy(&port, &texts))?
+            .display()
+            .to_string();
+        let go = dir.path().join("go");
+        let go_text = go.to_str().unwrap_or_default().to_owned();
+        let mut early = Vec::new();
+        for binary in &binaries {
+            let m = marker();
+            let mut cmd = Command::new(binary);
+            cmd.args(["file-then-tcp", &go_text, "127.0.0.1", &port, &m])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cg.command(&mut cmd)?;
+            early.push((Killed(cmd.spawn().context("start the client")?), m));
+        }
+        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+        std::fs::write(&go, b"")?;
+        for ((child, m), ((fs, approved), binary)) in
+            early.iter_mut().zip(cases.iter().zip(&binaries))
+        {
+            let status = wait_child(&mut child.0, Duration::from_secs(30))?;
+            let mut stdout = String::new();
+            if let Some(mut o) = child.0.stdout.take() {
+                let _ = o.read_to_string(&mut stdout);
+            }
+            let line = h
+                .egret
+                .wait_for_marked_flow("connect", "tcp", server.port(), m)?;
+            let what = format!(
+                "{} (running since before the load, on {})",
+                binary.display(),
+                fs.0.display()
+            );
+            if *approved {
+                ensure!(
+                    status.success(),
+                    "{what} should connect, got {status}\nstdout: {stdout}"
+                );
+                check_verdict(&line, "approved", "block", Some("client-only"))?;
+            } else {
+                ensure!(
+                    !status.success() && stdout.lines().any(|l| l.trim() == "errno=1"),
+                    "{what} should get EPERM, got {status}\nstdout: {stdout}"
+                );
+                check_verdict(&line, "blocked", "block", None)?;
+            }
+        }
+        // And a new exec of the tmpfs binary, after the load, is approved.
+        let out = run_program(
+            &h.cgroup,
+            &binaries[2],
+            None,
+            None,
+            &["tcp", "127.0.0.1", &port, &marker()],
+        )?;
+        ensure!(
+            out.status.success(),
+            "the tmpfs binary exec'd after the load: {}",
+            out.stdout
+        );
+        drop(early);
+        let result = h.finish();
+        drop((ext4, tmpfs, overlay));
+        result
+    })
+}
+
+/// When the executables map is full, an exec'd file the policy approves by its path cannot
+/// get its entry: it is refused (never approved by a neighbour's entry) and counted in
+/// `exe_update_failures` (metric line and Prometheus). The last free entry still approves.
+#[test]
+fn block_mode_processes_rules_count_a_full_executables_map() -> Result<()> {
+    Harness::with_cgroup("blk-exe-full", |cg| {
+        let dir = PolicyDir::create("exe-full")?;
+        let many = dir.path().join("many");
+        std::fs::create_dir_all(&many)?;
+        // One file short of the map's size: userspace installs all of them.
+        let room = agent_common::EXES_MAX as usize;
+        for i in 0..room - 1 {
+            std::fs::write(many.join(format!("f{i}")), b"")?;
+        }
+        let server = TcpServer::loopback()?;
+        let port = server.port().to_string();
+        let pattern = format!("{}/*", many.display());
+        let policy = processes_policy(&port, &[&pattern]);
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
+        let metrics_addr: SocketAddr =
+            format!("127.0.0.1:{}", egret_e2e::prometheus::free_port()?).parse()?;
+        let metrics = metrics_addr.to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg, "--metrics-addr", &metrics])?;
+        let first = many.join(CLIENT_NAME);
+        let second = many.join(format!("{CLIENT_NAME}-2"));
+        copy_client(&first)?;
+        copy_client(&second)?;
+        let out = run_program(
+            &h.cgroup,
+            &first,
+            None,
+            None,
+            &["tcp", "127.0.0.1", &port, &marker()],
+        )?;
+        ensure!(
+            out.status.success(),
+            "the file exec'd into the last free entry should connect, got {}\nstdout: {}\nstderr: {}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        let m = marker();
+        let out = run_program(
+            &h.cgroup,
+            &second,
+            None,
+            None,
+            &["tcp", "127.0.0.1", &port, &m],
+        )?;
+        ensure!(
+            !out.status.success() && out.stdout.lines().any(|l| l.trim() == "errno=1"),
+            "a file the full map cannot hold should get EPERM, got {}\nstdout: {}\nstderr: {}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        let line = h
+            .egret
+            .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
+        check_verdict(&line, "blocked", "block", None)?;
+        let path = "egret.metrics.exe_update_failures";
+        h.egret.wait_for(
+            |v| is_metric(v) && field_u64(v, path).is_some_and(|n| n >= 1),
+            Duration::from_secs(10),
+        )?;
+        let page = egret_e2e::prometheus::http_get(metrics_addr, "/metrics")?;
+        let scraped = page.body.lines().find_map(|l| {
+            l.strip_prefix("egret_exe_update_failures_total ")?
+                .parse::<f64>()
+                .ok()
+        });
+        ensure!(
+            scraped.is_some_and(|n| n >= 1.0),
+            "Prometheus: egret_exe_update_failures_total {scraped:?}"
+        );
+        h.finish()
+    })
+}
+
+/// After a package upgrade frees the old binary's inode, a new file that gets the same inode
+/// number (ext4 hands the lowest free one out again) is another file: the inode generation
+/// tells them apart, so it is refused. On a fresh ext4 image, where the reuse is certain.
+#[test]
+fn block_mode_processes_rules_refuse_a_new_file_on_a_reused_inode_number() -> Result<()> {
+    Harness::with_cgroup("blk-exe-reuse", |cg| {
+        let dir = PolicyDir::create("exe-reuse")?;
+        let mnt = dir.path().join("mnt");
+        let mounted = mount_ext4(dir.path(), &mnt)?;
+        let bin = mnt.join("bin");
+        std::fs::create_dir_all(&bin)?;
+        let approved = bin.join(CLIENT_NAME);
+        copy_client(&approved)?;
+        let approved_text = approved.to_str().unwrap_or_default().to_owned();
+        let server = TcpServer::loopback()?;
+        let port = server.port().to_string();
+        let policy = processes_policy(&port, &[&approved_text]);
+        let policy_arg = dir.write("policy.yaml", &policy)?.display().to_string();
+        let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
+        let run = |program: &Path, m: &str| {
+            run_program(
+                &h.cgroup,
+                program,
+                None,
+                None,
+                &["tcp", "127.0.0.1", &port, m],
+            )
+        };
+
+        let out = run(&approved, &marker())?;
+        ensure!(out.status.success(), "the approved binary: {}", out.stdout);
+        let old = std::fs::metadata(&approved)?.ino();
+        let staged = bin.join(format!(".{CLIENT_NAME}.new"));
+        copy_client(&staged)?;
+        std::fs::rename(&staged, &approved)?;
+        let out = run(&approved, &marker())?;
+        ensure!(out.status.success(), "the upgraded binary: {}", out.stdout);
+
+        let impostor = bin.join("impostor");
+        copy_client(&impostor)?;
+        let got = std::fs::metadata(&impostor)?.ino();
+        ensure!(
+            got == old,
+            "the new file should reuse the old binary's inode number {old}, got {got}"
+        );
+        let m = marker();
+        let out = run(&impostor, &m)?;
+        ensure!(
+            !out.status.success() && out.stdout.lines().any(|l| l.trim() == "errno=1"),
+            "a new file on the old binary's inode number should get EPERM, got {}\nstdout: {}\nstderr: {}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        let line = h
+            .egret
+            .wait_for_marked_flow("connect", "tcp", server.port(), &m)?;
+        check_verdict(&line, "blocked", "block", None)?;
+        let result = h.finish();
+        drop(mounted);
+        result
     })
 }

@@ -84,6 +84,9 @@ pub struct Metrics {
     /// Block mode: connects refused because their first payload could not be held (the gate
     /// map was full).
     pub name_gate_update_failures: u64,
+    /// Block mode: exec'd files a `processes:` selector approves by path that could not be
+    /// recorded (the executables map was full): they stay unapproved.
+    pub exe_update_failures: u64,
     /// Entries in the address → names cache.
     pub dns_cache_size: u64,
     /// Cache entries dropped before their TTL because of the size bound.

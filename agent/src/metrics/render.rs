@@ -128,6 +128,7 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         name_checks_passed,
         name_checks_refused,
         name_gate_update_failures,
+        exe_update_failures,
         dns_cache_size,
         dns_cache_evicted,
         containers_cached,
@@ -338,6 +339,11 @@ fn metrics(e: &mut Exposition, m: &Metrics) {
         "egret_name_gate_update_failures_total",
         "Connects refused because their first payload could not be held (block mode).",
         name_gate_update_failures,
+    );
+    e.counter(
+        "egret_exe_update_failures_total",
+        "Exec'd files a processes: selector approves that could not be recorded (block mode).",
+        exe_update_failures,
     );
     e.counter(
         "egret_dns_cut_total",

@@ -516,6 +516,7 @@ impl Pipeline {
             name_checks_passed: first_bytes.passed,
             name_checks_refused: first_bytes.refused,
             name_gate_update_failures: kernel.counter(Counter::GateUpdateFailed),
+            exe_update_failures: kernel.counter(Counter::ExeUpdateFailed),
             dns_cache_size: count(cache_size),
             dns_cache_evicted: cache_evicted,
             // Known containers only: the resolver's entries also hold look-ups in flight and

@@ -286,7 +286,7 @@ pub fn exec(pid: u32, path: &str, args: &[&str]) -> ExecEvent {
             ino: 4242,
         },
         exe_depth: u32::try_from(components.len().min(EXE_DEPTH)).unwrap_or(0),
-        _pad: 0,
+        exe_mnt_ns: 4_026_531_841,
         exe_name_lens,
         filename: padded::<EXEC_PATH_LEN>(path.as_bytes()),
         exe_names,

@@ -104,16 +104,10 @@ impl ExePattern<'_> {
 
     /// The identities of the files it approves now (bounded by `room`).
     pub fn files(&self, room: usize, out: &mut Vec<agent_common::ExeId>) {
-        use std::os::unix::fs::MetadataExt as _;
-        let id = |meta: &std::fs::Metadata| agent_common::ExeId {
-            dev: crate::process::kernel_dev(meta.dev()),
-            generation: 0,
-            ino: meta.ino(),
-        };
         match self.kind {
             ExePatternKind::Exact => {
-                if let Ok(meta) = std::fs::metadata(self.path) {
-                    out.push(id(&meta));
+                if let Some(id) = exe_identity(Path::new(self.path)) {
+                    out.push(id);
                 }
             }
             ExePatternKind::In | ExePatternKind::Below => {
@@ -130,7 +124,7 @@ impl ExePattern<'_> {
                             continue;
                         };
                         if meta.is_file() {
-                            out.push(id(&meta));
+                            out.extend(exe_identity(&entry.path()));
                         } else if meta.is_dir() && self.kind == ExePatternKind::Below {
                             stack.push(entry.path());
                         }
@@ -139,6 +133,52 @@ impl ExePattern<'_> {
             }
         }
     }
+}
+
+/// The identity the kernel reads of the regular file at `path` (device, inode, generation),
+/// all three from one open file. The generation comes from `FS_IOC_GETVERSION` (ext4, XFS,
+/// btrfs); where the file system answers no such call (tmpfs) or the file cannot be opened it
+/// is taken as 0, which matches on a file system that keeps no generation and matches no file
+/// on one that keeps them (such a file is approved when it is exec'd under a matching path).
+pub(crate) fn exe_identity(path: &Path) -> Option<agent_common::ExeId> {
+    use std::os::{
+        fd::AsRawFd as _,
+        unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    };
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let id = |meta: &std::fs::Metadata, generation: u32| agent_common::ExeId {
+        dev: crate::process::kernel_dev(meta.dev()),
+        generation,
+        ino: meta.ino(),
+    };
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    else {
+        return Some(id(&meta, 0));
+    };
+    let meta = file.metadata().ok().filter(std::fs::Metadata::is_file)?;
+    // The call is declared with a `long` argument; file systems write an `int` into it.
+    let mut generation: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETVERSION writes at most one `long` through the pointer, which lives
+    // for the call; the descriptor is open.
+    let answered = unsafe {
+        libc::ioctl(
+            file.as_raw_fd(),
+            libc::FS_IOC_GETVERSION,
+            std::ptr::addr_of_mut!(generation),
+        )
+    } == 0;
+    let generation = if answered {
+        u32::try_from(generation & 0xffff_ffff).unwrap_or(0)
+    } else {
+        0
+    };
+    Some(id(&meta, generation))
 }
 
 /// The files the `processes:` selectors approve now: file identity → scope bits (at most

@@ -8,8 +8,8 @@ use std::{fs, path::Path};
 
 use agent_common::{
     task::{
-        EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_EXE_INTERNAL, EXEC_FLAG_EXE_PATH_CUT,
-        EXEC_FLAG_NO_OFFSETS, EXEC_FLAG_READ_FAILED,
+        EXEC_FLAG_ARGS_TRUNCATED, EXEC_FLAG_EXE_FOREIGN_NS, EXEC_FLAG_EXE_INTERNAL,
+        EXEC_FLAG_EXE_PATH_CUT, EXEC_FLAG_NO_OFFSETS, EXEC_FLAG_READ_FAILED,
     },
     ExeId, ExecEvent, TaskIdentity, EXEC_FLAG_PATH_TRUNCATED,
 };
@@ -25,6 +25,10 @@ pub struct ExecImage {
     pub exe_path: Option<Vec<String>>,
     /// The walk ended outside any mount namespace: a memfd or another anonymous file.
     pub exe_internal: bool,
+    /// The walk ended at the root of a mount namespace other than the process's own (a file
+    /// reached through `/proc/PID/root`, or a descriptor from another namespace): the path
+    /// names a file there, not the file of that path here, so it names nothing.
+    pub exe_foreign: bool,
     pub exe_id: Option<ExeId>,
     pub args: Vec<String>,
     pub args_truncated: bool,
@@ -44,7 +48,7 @@ impl ExecImage {
             identity,
             exe,
             exe_depth,
-            _pad: _,
+            exe_mnt_ns: _,
             exe_name_lens,
             filename,
             exe_names,
@@ -73,6 +77,7 @@ impl ExecImage {
             filename: String::from_utf8_lossy(filled(filename, *filename_len)).into_owned(),
             exe_path,
             exe_internal: flags & EXEC_FLAG_EXE_INTERNAL != 0,
+            exe_foreign: flags & EXEC_FLAG_EXE_FOREIGN_NS != 0,
             exe_id: (*exe != ExeId::default()).then_some(*exe),
             args: split_nul(args_bytes),
             args_truncated: flags & (EXEC_FLAG_ARGS_TRUNCATED | EXEC_FLAG_PATH_TRUNCATED) != 0,
@@ -133,7 +138,12 @@ pub fn name(pid: u32, image: &ExecImage, comm: &str) -> Named {
 
 /// The executable's path and whether it is fileless: the kernel's walk, else what
 /// `/proc/PID/exe` says while the process lives, else the path the exec named when absolute.
+/// None for a file of another mount namespace: its path there is not a path here (and
+/// `/proc/PID/exe` would print the same misleading text).
 fn executable(pid: u32, image: &ExecImage) -> (Option<String>, bool) {
+    if image.exe_foreign {
+        return (None, false);
+    }
     if let Some(components) = &image.exe_path {
         if image.exe_internal {
             // A memfd (`memfd:NAME`) or another file of no directory: its name is all there is.
@@ -205,6 +215,7 @@ pub(crate) fn exec_of(path: &str, args: &[&str], identity: TaskIdentity) -> Exec
                 .collect(),
         ),
         exe_internal: false,
+        exe_foreign: false,
         exe_id: None,
         args: args.iter().map(|s| (*s).to_owned()).collect(),
         args_truncated: false,
@@ -225,6 +236,7 @@ mod tests {
             filename: filename.to_owned(),
             exe_path: Some(exe.iter().map(|s| (*s).to_owned()).collect()),
             exe_internal: false,
+            exe_foreign: false,
             exe_id: None,
             args: args.iter().map(|s| (*s).to_owned()).collect(),
             args_truncated: false,
@@ -265,6 +277,20 @@ mod tests {
         assert_eq!(named.executable.as_deref(), Some("memfd:payload"));
         assert_eq!(named.name, "memfd:payload");
         assert!(named.fileless);
+    }
+
+    #[test]
+    fn a_file_of_another_mount_namespace_is_not_named_by_its_path_there() {
+        let mut foreign = image(
+            "/proc/4242/root/usr/bin/curl",
+            &["usr", "bin", "curl"],
+            &["curl"],
+        );
+        foreign.exe_foreign = true;
+        let named = name(GONE, &foreign, "curl-impostor");
+        assert_eq!(named.executable, None);
+        assert_eq!(named.name, "curl-impostor");
+        assert!(!named.fileless);
     }
 
     #[test]

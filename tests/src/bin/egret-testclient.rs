@@ -8,6 +8,7 @@
 //! egret-testclient tcp-exchange <ADDR> <PORT> --send BYTES [--hold-ms MS] [--hold-until-file PATH]
 //!                               [--half-close] [ignored...]
 //! egret-testclient sleep-then-tcp <MS> <ADDR> <PORT> [ignored...]
+//! egret-testclient file-then-tcp <PATH> <ADDR> <PORT> [ignored...]
 //! egret-testclient tcp-loop [ADDR | --addr 127.0.0.1] [--duration-ms N]
 //! egret-testclient request-loop [ADDR | --addr 127.0.0.1] [--duration-ms N]
 //! egret-testclient udp-loop [ADDR | --addr 127.0.0.1] [--duration-ms N]
@@ -59,7 +60,7 @@ use std::time::{Duration, Instant};
 
 const USAGE: &str = "usage: egret-testclient (tcp|udp-connect) ADDR PORT [..] | udp-send ADDR PORT [--count N] [--size B] [..] | \
                      udp-exchange ADDR PORT --count N --size B [..] | tcp-exchange ADDR PORT --send B [--hold-ms MS] [--half-close] [..] | \
-                     sleep-then-tcp MS ADDR PORT [..] | (tcp-loop|request-loop|udp-loop) [ADDR] [--duration-ms N] | \
+                     sleep-then-tcp MS ADDR PORT [..] | file-then-tcp PATH ADDR PORT [..] | (tcp-loop|request-loop|udp-loop) [ADDR] [--duration-ms N] | \
                      connect-loop [--duration-ms N | --count N] [--interval-ms N] [--status-file PATH] [--stop-file PATH] [--udp] ADDR PORT...";
 
 fn dest(args: &[String]) -> Result<SocketAddr> {
@@ -506,6 +507,21 @@ fn run() -> Result<()> {
             let ms: u64 = ms.parse().with_context(|| format!("bad MS {ms:?}"))?;
             let to = dest(tail)?;
             std::thread::sleep(Duration::from_millis(ms));
+            tcp(to)
+        }
+        "file-then-tcp" => {
+            // Waits (up to two minutes) for PATH to exist, then connects.
+            let (Some(path), Some(tail)) = (rest.first(), rest.get(1..)) else {
+                bail!("missing PATH\n{USAGE}");
+            };
+            let to = dest(tail)?;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !Path::new(path).exists() {
+                if Instant::now() > deadline {
+                    bail!("{path} never appeared");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
             tcp(to)
         }
         "tcp-loop" => {
