@@ -416,15 +416,16 @@ fn kernel_config(config: &RunConfig) -> KernelConfig {
 }
 
 /// The running kernel's field offsets for the task programs, from its BTF. Without BTF egret
-/// still runs: lines then lack the login identity, terminal and session, and executables are
-/// named from the exec's path.
+/// still runs: lines then lack the login identity, terminal and session, executables are
+/// named from the exec's path, and in block mode no process matches a `processes:` selector
+/// (the kernel cannot read the caller's executable).
 fn task_offsets() -> agent_common::KernelOffsets {
     let offsets = crate::btf::Btf::from_sys_fs()
         .and_then(|btf| crate::btf::kernel_offsets(&btf, host_mnt_ns()));
     match offsets {
         Ok(offsets) => offsets,
         Err(err) => {
-            log::warn!("kernel BTF: {err}: lines will lack login identity, session, terminal and the executable's own path");
+            log::warn!("kernel BTF: {err}: lines will lack login identity, session, terminal and the executable's own path; in block mode, rules with processes: selectors approve no connection");
             agent_common::KernelOffsets::default()
         }
     }
