@@ -381,6 +381,101 @@ fn login_of_processes_that_are_gone() -> Result<()> {
     })
 }
 
+/// Proves: a program's name does not make an entry leader (docs/events.md, "A name is not
+/// enough"). A copy of the shell named `sshd` forks the test client (which connects and
+/// exits); the client's line has entry type `sshd`, with the fake as its parent, only when the
+/// copy is a root-owned file others cannot write and it ran as root (the control: the name
+/// would count). Owned by a user (nobody) and run as root, or root's but run as nobody, or
+/// root's but writable by all: no `sshd` entry, no source address, the fake leads nothing.
+#[test]
+fn a_program_named_sshd_is_no_ssh_login() -> Result<()> {
+    let Some(kit) = kit("fakesshd")? else {
+        return Ok(());
+    };
+    let Some(()) = prerequisite(skip::require_world_executable(Path::new(CLIENT)))? else {
+        return Ok(());
+    };
+    Harness::with_egret("id-fakesshd", &[], |mut h| {
+        use std::os::unix::fs::PermissionsExt;
+        let shell = std::fs::canonicalize(SH)?;
+        // (the copy's owner, its mode, who runs it, whether the line may say sshd)
+        let cases: [(u32, u32, Option<u32>, bool); 4] = [
+            (0, 0o755, None, true),
+            (65534, 0o755, None, false),
+            (0, 0o755, Some(65534), false),
+            (0, 0o777, None, false),
+        ];
+        let mut failures = Vec::new();
+        for (i, (owner, mode, user, sshd)) in cases.into_iter().enumerate() {
+            let dir = kit.dir().join(format!("fake-{i}"));
+            std::fs::create_dir(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+            let fake = dir.join("sshd");
+            std::fs::copy(&shell, &fake)?;
+            std::os::unix::fs::chown(&fake, Some(owner), Some(owner))?;
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(mode))?;
+            let (_server, addr) = server()?;
+            // `; true`: the fake forks the client rather than exec'ing it.
+            let script = format!(
+                "{CLIENT} tcp-exchange {} {} --send 0 {}; true",
+                addr.ip(),
+                addr.port(),
+                marker()
+            );
+            let mut cmd = match user {
+                Some(uid) => {
+                    let mut cmd = Command::new(SETPRIV);
+                    cmd.arg(format!("--reuid={uid}"))
+                        .arg(format!("--regid={uid}"))
+                        .arg("--clear-groups")
+                        .arg("--")
+                        .arg(&fake);
+                    cmd
+                }
+                None => Command::new(&fake),
+            };
+            cmd.arg("-c").arg(&script);
+            let (pid, _) = run_to_end(&h, &mut cmd)?;
+            let line = connect_line(&mut h, addr.port())?;
+            let what = format!("case {i}: owner {owner}, mode {mode:o}, run as {user:?}");
+            let kind = field_str(&line, "process.entry_leader.entry_meta.type");
+            let res = if sshd {
+                all_of(
+                    &line,
+                    [
+                        check_field_u64(&line, "process.parent.pid", u64::from(pid)),
+                        check_field_str(&line, "process.parent.name", "sshd"),
+                        check_field_str(&line, "process.entry_leader.entry_meta.type", "sshd"),
+                    ],
+                )
+            } else {
+                all_of(
+                    &line,
+                    [
+                        check_field_u64(&line, "process.parent.pid", u64::from(pid)),
+                        ensure_that(kind != Some("sshd"), "entry type sshd"),
+                        ensure_that(
+                            field_u64(&line, "process.entry_leader.pid") != Some(u64::from(pid)),
+                            "the fake leads an entry",
+                        ),
+                        check_field_absent(&line, "process.entry_leader.entry_meta.source"),
+                    ],
+                )
+            };
+            if let Err(e) = res {
+                failures.push(format!("{what}: {e:#}"));
+            }
+        }
+        ensure!(failures.is_empty(), "{}", failures.join("\n\n"));
+        h.finish()
+    })
+}
+
+fn ensure_that(ok: bool, what: &str) -> Result<()> {
+    ensure!(ok, "{what}");
+    Ok(())
+}
+
 /// Proves: the users of a line are those of the moment of the call, not of the exec. A Python
 /// process started as root connects (line 1: root), then `setresgid`/`setresuid` to real
 /// nobody (65534), effective and saved daemon (1), and connects again: line 2 has
