@@ -322,7 +322,8 @@ pub struct Process<'a> {
     pub parent: Option<Box<Related<'a>>>,
     #[serde(skip_serializing_if = "Option::is_none", borrow)]
     pub executable: Option<Cow<'a, str>>,
-    #[serde(borrow)]
+    /// Left out when nothing names the program (see `process::image`): never a link's `exe`.
+    #[serde(skip_serializing_if = "str::is_empty", borrow)]
     pub name: Cow<'a, str>,
     pub args: Cow<'a, [String]>,
     #[serde(skip_serializing_if = "Option::is_none")]

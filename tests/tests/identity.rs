@@ -158,6 +158,324 @@ fn login_session_and_users() -> Result<()> {
     })
 }
 
+/// `sh -c SCRIPT sh LOGIN_UID MODE ARGV...` in a new session (`setsid()` before the exec, so the
+/// shell leads it): the shell sets its audit login uid, prints `sessionid=N` (the audit session
+/// that opened), then either execs `ARGV` (`exec`) or forks it and waits (`fork`), printing
+/// `child=PID`. Nothing holds: every process of it is gone when it returns.
+fn short_lived_login(login_uid: u32, mode: &str, argv: &[String]) -> Command {
+    const SCRIPT: &str = r#"echo "$1" > /proc/self/loginuid || exit 97
+echo "sessionid=$(cat /proc/self/sessionid)"
+mode=$2; shift 2
+if [ "$mode" = fork ]; then "$@" & echo "child=$!"; wait $!; exit $?; fi
+exec "$@""#;
+    let mut cmd = Command::new(SH);
+    cmd.arg("-c")
+        .arg(SCRIPT)
+        .arg("sh")
+        .arg(login_uid.to_string())
+        .arg(mode)
+        .args(argv);
+    // SAFETY: setsid(2) is async-signal-safe; nothing allocates.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+/// Runs `cmd` (in the test cgroup) to its end; returns its pid and its stdout.
+fn run_to_end(h: &Harness, cmd: &mut Command) -> Result<(u32, String)> {
+    h.cgroup.command(cmd)?;
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawn {cmd:?}"))?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(
+        out.status.success(),
+        "set-up: {cmd:?} failed: {}\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((pid, stdout))
+}
+
+/// The number after `KEY=` on a line of `text`.
+fn said(text: &str, key: &str) -> Result<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .with_context(|| format!("set-up: no {key}= in the output {text:?}"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("set-up: {key}= in {text:?}"))
+}
+
+/// The shell of [`short_lived_login`] as `/proc` showed it (`/bin/sh` by its real path).
+fn short_lived_shell(pid: u32, cmd: &Command, login: u32, session: u32) -> Result<ProcTruth> {
+    let mut cmdline = vec![SH.as_bytes().to_vec()];
+    cmdline.extend(cmd.get_args().map(|a| a.as_encoded_bytes().to_vec()));
+    Ok(ProcTruth {
+        pid,
+        exe: std::fs::canonicalize(SH)?.display().to_string(),
+        cmdline,
+        uids: [0; 4],
+        gids: [0; 4],
+        ppid: std::process::id(),
+        sid: pid,
+        tty_nr: 0,
+        loginuid: login,
+        sessionid: session,
+    })
+}
+
+/// Proves, for processes that are gone before egret could read `/proc` (the test reads no
+/// `/proc` of them: every expectation is what the test made them), that a login captured in
+/// the kernel at exec and fork names the line. A shell in a session of its own sets its audit
+/// login uid (bin, 2) and forks `setpriv --ruid=nobody --euid=daemon -- egret-testclient`,
+/// which connects once and exits at once: the line has `egret.login.user` `2`/`bin`,
+/// `egret.login.session_id` = the audit session the shell opened, `process.user` daemon and
+/// `process.real_user` nobody, `process.executable`/`name`/`args` of the client, and the
+/// shell as `process.parent` and `process.session_leader`. Then the same shell execs
+/// `setpriv ... -- python identity.py reexec connect` (a `/proc/self/exe` re-exec that
+/// connects and exits): the line names Python (never `exe`), the login, the users, and the
+/// process itself as its session leader (one process from the shell to the end).
+#[test]
+fn login_of_processes_that_are_gone() -> Result<()> {
+    let Some(kit) = kit("gone")? else {
+        return Ok(());
+    };
+    let Some(()) = prerequisite(skip::require_world_executable(kit.python_bin()))? else {
+        return Ok(());
+    };
+    let Some(()) = prerequisite(skip::require_world_executable(Path::new(CLIENT)))? else {
+        return Ok(());
+    };
+    Harness::with_egret("id-gone", &[], |mut h| {
+        const LOGIN: u32 = 2;
+        let setpriv: Vec<String> = [
+            SETPRIV,
+            "--ruid=65534",
+            "--euid=1",
+            "--rgid=65534",
+            "--egid=1",
+            "--clear-groups",
+            "--",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut failures = Vec::new();
+
+        // Forked: the test client connects once and exits.
+        let (_server, addr) = server()?;
+        let m = marker();
+        let client_args: Vec<String> = [
+            CLIENT,
+            "tcp-exchange",
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            "--send",
+            "0",
+            &m,
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut cmd = short_lived_login(
+            LOGIN,
+            "fork",
+            &[setpriv.clone(), client_args.clone()].concat(),
+        );
+        let (shell_pid, out) = run_to_end(&h, &mut cmd)?;
+        let session = said(&out, "sessionid")?;
+        let child = said(&out, "child")?;
+        ensure!(
+            session != LOGINUID_UNSET && session != 0,
+            "set-up: writing the loginuid opened no audit session: {out}"
+        );
+        let shell = short_lived_shell(shell_pid, &cmd, LOGIN, session)?;
+        // The shell's arguments are whole on the line (a parent's are cut at 512 bytes).
+        let shell_bytes: usize = shell.cmdline.iter().map(Vec::len).sum();
+        ensure!(
+            shell_bytes < 512,
+            "set-up: the shell's arguments are {shell_bytes} bytes"
+        );
+        let client = ProcTruth {
+            pid: child,
+            exe: std::fs::canonicalize(CLIENT)?.display().to_string(),
+            cmdline: client_args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            uids: [65534, 1, 1, 1],
+            gids: [65534, 1, 1, 1],
+            ppid: shell_pid,
+            sid: shell_pid,
+            ..shell.clone()
+        };
+        let line = connect_line(&mut h, addr.port())?;
+        if let Err(e) = all_of(
+            &line,
+            [
+                check_login(&line, &client),
+                check_process_is(&line, &client),
+                check_parent_is(&line, &shell),
+                check_session_leader(&line, &shell),
+                check_field_absent(&line, "process.tty"),
+            ],
+        ) {
+            failures.push(format!("the forked test client: {e:#}"));
+        }
+
+        // Exec'd all the way: shell, setpriv, Python, Python again through /proc/self/exe.
+        let (_server, addr) = server()?;
+        let release = kit.fresh_file("release");
+        std::fs::write(&release, b"")?;
+        let mut argv = setpriv.clone();
+        argv.push(kit.python_bin().display().to_string());
+        argv.push(kit.script().display().to_string());
+        argv.push("reexec".into());
+        let connect = kit.connect_args(addr, &release, &marker(), &[]);
+        argv.extend(connect.iter().cloned());
+        let mut cmd = short_lived_login(LOGIN, "exec", &argv);
+        let (pid, out) = run_to_end(&h, &mut cmd)?;
+        let session = said(&out, "sessionid")?;
+        let json = out
+            .lines()
+            .find_map(|l| serde_json::from_str::<Value>(l).ok())
+            .with_context(|| format!("set-up: no JSON line from Python: {out}"))?;
+        ensure!(
+            field_u64(&json, "pid") == Some(u64::from(pid))
+                && field(&json, "uids") == Some(&serde_json::json!([65534, 1, 1])),
+            "set-up: the re-exec'd Python is not the spawned process as daemon: {json}"
+        );
+        // What Python re-exec'd with: [sys.executable, the script, ARGS...].
+        let mut cmdline = vec![
+            kit.python_bin().display().to_string(),
+            kit.script().display().to_string(),
+        ];
+        cmdline.extend(connect.iter().cloned());
+        let python = ProcTruth {
+            exe: kit.python_bin().display().to_string(),
+            cmdline: cmdline.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            uids: [65534, 1, 1, 1],
+            gids: [65534, 1, 1, 1],
+            ..short_lived_shell(pid, &cmd, LOGIN, session)?
+        };
+        let line = connect_line(&mut h, addr.port())?;
+        if let Err(e) = all_of(
+            &line,
+            [
+                check_login(&line, &python),
+                check_process_is(&line, &python),
+                check_session_leader(&line, &python),
+            ],
+        ) {
+            failures.push(format!("the /proc/self/exe re-exec: {e:#}"));
+        }
+        ensure!(failures.is_empty(), "{}", failures.join("\n\n"));
+        h.finish()
+    })
+}
+
+/// Proves: a program's name does not make an entry leader (docs/events.md, "A name is not
+/// enough"). A copy of the shell named `sshd` forks the test client (which connects and
+/// exits); the client's line has entry type `sshd`, with the fake as its parent, only when the
+/// copy is a root-owned file others cannot write and it ran as root (the control: the name
+/// would count). Owned by a user (nobody) and run as root, or root's but run as nobody, or
+/// root's but writable by all: no `sshd` entry, no source address, the fake leads nothing.
+#[test]
+fn a_program_named_sshd_is_no_ssh_login() -> Result<()> {
+    let Some(kit) = kit("fakesshd")? else {
+        return Ok(());
+    };
+    let Some(()) = prerequisite(skip::require_world_executable(Path::new(CLIENT)))? else {
+        return Ok(());
+    };
+    Harness::with_egret("id-fakesshd", &[], |mut h| {
+        use std::os::unix::fs::PermissionsExt;
+        let shell = std::fs::canonicalize(SH)?;
+        // (the copy's owner, its mode, who runs it, whether the line may say sshd)
+        let cases: [(u32, u32, Option<u32>, bool); 4] = [
+            (0, 0o755, None, true),
+            (65534, 0o755, None, false),
+            (0, 0o755, Some(65534), false),
+            (0, 0o777, None, false),
+        ];
+        let mut failures = Vec::new();
+        for (i, (owner, mode, user, sshd)) in cases.into_iter().enumerate() {
+            let dir = kit.dir().join(format!("fake-{i}"));
+            std::fs::create_dir(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+            let fake = dir.join("sshd");
+            std::fs::copy(&shell, &fake)?;
+            std::os::unix::fs::chown(&fake, Some(owner), Some(owner))?;
+            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(mode))?;
+            let (_server, addr) = server()?;
+            // `; true`: the fake forks the client rather than exec'ing it.
+            let script = format!(
+                "{CLIENT} tcp-exchange {} {} --send 0 {}; true",
+                addr.ip(),
+                addr.port(),
+                marker()
+            );
+            let mut cmd = match user {
+                Some(uid) => {
+                    let mut cmd = Command::new(SETPRIV);
+                    cmd.arg(format!("--reuid={uid}"))
+                        .arg(format!("--regid={uid}"))
+                        .arg("--clear-groups")
+                        .arg("--")
+                        .arg(&fake);
+                    cmd
+                }
+                None => Command::new(&fake),
+            };
+            cmd.arg("-c").arg(&script);
+            let (pid, _) = run_to_end(&h, &mut cmd)?;
+            let line = connect_line(&mut h, addr.port())?;
+            let what = format!("case {i}: owner {owner}, mode {mode:o}, run as {user:?}");
+            let kind = field_str(&line, "process.entry_leader.entry_meta.type");
+            let res = if sshd {
+                all_of(
+                    &line,
+                    [
+                        check_field_u64(&line, "process.parent.pid", u64::from(pid)),
+                        check_field_str(&line, "process.parent.name", "sshd"),
+                        check_field_str(&line, "process.entry_leader.entry_meta.type", "sshd"),
+                    ],
+                )
+            } else {
+                all_of(
+                    &line,
+                    [
+                        check_field_u64(&line, "process.parent.pid", u64::from(pid)),
+                        ensure_that(kind != Some("sshd"), "entry type sshd"),
+                        ensure_that(
+                            field_u64(&line, "process.entry_leader.pid") != Some(u64::from(pid)),
+                            "the fake leads an entry",
+                        ),
+                        check_field_absent(&line, "process.entry_leader.entry_meta.source"),
+                    ],
+                )
+            };
+            if let Err(e) = res {
+                failures.push(format!("{what}: {e:#}"));
+            }
+        }
+        ensure!(failures.is_empty(), "{}", failures.join("\n\n"));
+        h.finish()
+    })
+}
+
+fn ensure_that(ok: bool, what: &str) -> Result<()> {
+    ensure!(ok, "{what}");
+    Ok(())
+}
+
 /// Proves: the users of a line are those of the moment of the call, not of the exec. A Python
 /// process started as root connects (line 1: root), then `setresgid`/`setresuid` to real
 /// nobody (65534), effective and saved daemon (1), and connects again: line 2 has

@@ -23,19 +23,35 @@ const PYTHON: &str = "/usr/bin/python3";
 const MARKER: &str = "[REDACTED]";
 
 /// The secrets every client carries (the test client ignores arguments after its marker), and
-/// what egret must make of each argument.
-const SECRETS: [(&str, &str); 4] = [
+/// what egret must make of each argument (in this order: `--token`'s value is the argument
+/// after it).
+const SECRETS: [(&str, &str); 8] = [
     ("--password=Hunter2", "--password=[REDACTED]"),
+    ("--token", "--token"),
+    ("t0kenValue9", "[REDACTED]"),
     ("Authorization: Bearer abc.def", "Authorization: [REDACTED]"),
+    ("Cookie: sid=c00kieVal", "Cookie: [REDACTED]"),
     (
         "https://bob:s3cret@example.com/",
         "https://bob:[REDACTED]@example.com/",
     ),
+    ("AKIAIOSFODNN7EXAMPLE", "[REDACTED]"),
     // For the `--redact` pattern below.
     ("custom-4711", "[REDACTED]"),
 ];
 /// What must appear nowhere once redacted.
-const SECRET_TEXTS: [&str; 4] = ["Hunter2", "abc.def", "s3cret", "custom-4711"];
+const SECRET_TEXTS: [&str; 7] = [
+    "Hunter2",
+    "t0kenValue9",
+    "abc.def",
+    "c00kieVal",
+    "s3cret",
+    "AKIAIOSFODNN7EXAMPLE",
+    "custom-4711",
+];
+/// mysql's password, attached to its `-p` (`-pVALUE`: redacted for mysql only, where `-p`
+/// takes it; `-p` of other programs is a port or another option).
+const MYSQL_SECRET: &str = "My5qlPass";
 /// The custom pattern the tests give egret.
 const CUSTOM: &str = "custom-[0-9]+";
 
@@ -132,7 +148,7 @@ fn check_redacted(v: &Value, want: &[String]) -> Result<()> {
 
 /// No secret anywhere in `text` (`what` names it); the marker must be there when `redacted`.
 fn check_no_secret(what: &str, text: &str) -> Result<()> {
-    for secret in SECRET_TEXTS {
+    for secret in SECRET_TEXTS.into_iter().chain([MYSQL_SECRET]) {
         ensure!(
             !text.contains(secret),
             "{what} shows the secret {secret:?}:\n{text}"
@@ -217,21 +233,46 @@ fn secrets_in_arguments_never_leave_egret() -> Result<()> {
         let v = line_of(&mut h, &m)?;
         check_redacted(&v, &redacted(&args))?;
 
+        // The test client run as `mysql` (a symbolic link: argv[0] is what names the program
+        // for redaction; the line's executable is the client itself).
+        let mysql = scratch.path().join("mysql");
+        std::os::unix::fs::symlink(CLIENT, &mysql)?;
+        let m = marker();
+        let mysql_argv = argv(
+            &mysql.display().to_string(),
+            &[
+                "tcp",
+                "127.0.0.1",
+                &port.to_string(),
+                &m,
+                "-uroot",
+                &format!("-p{MYSQL_SECRET}"),
+                "shop",
+            ],
+        );
+        run_in(&h.cgroup, &mut command_for_argv(&mysql_argv))?;
+        let v = line_of(&mut h, &m)?;
+        let mut want = mysql_argv.clone();
+        if let Some(p) = want.get_mut(6) {
+            *p = format!("-p{MARKER}");
+        }
+        check_redacted(&v, &want).context("the client run as mysql")?;
+
         late.connect(&flag)?;
         let v = line_of(&mut h, &late_marker)?;
         check_redacted(&v, &redacted(&late.argv))?;
 
-        // Counted: at least these two (other processes on the host may have secrets too).
+        // Counted: at least these three (other processes on the host may have secrets too).
         let metric = h
             .egret
             .wait_for(
-                |v| is_metric(v) && field_u64(v, "egret.metrics.args_redacted") >= Some(2),
+                |v| is_metric(v) && field_u64(v, "egret.metrics.args_redacted") >= Some(3),
                 LINE_TIMEOUT,
             )
-            .context("the metric line's args_redacted never reached 2")?;
-        ensure!(field_u64(&metric, "egret.metrics.args_redacted") >= Some(2));
+            .context("the metric line's args_redacted never reached 3")?;
+        ensure!(field_u64(&metric, "egret.metrics.args_redacted") >= Some(3));
         let scraped = prometheus_args_redacted(metrics_addr)?;
-        ensure!(scraped >= 2.0, "egret_args_redacted_total {scraped}");
+        ensure!(scraped >= 3.0, "egret_args_redacted_total {scraped}");
 
         // Nowhere in anything egret wrote: every line, every field.
         let events = h.egret.events_path();

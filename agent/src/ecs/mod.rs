@@ -101,7 +101,7 @@ pub fn process<'a>(
     let related = |a: &'a Ancestor| Related {
         pid: a.pid,
         executable: a.executable.as_deref().map(Cow::Borrowed),
-        name: Some(Cow::Borrowed(a.name.as_str())),
+        name: (!a.name.is_empty()).then_some(Cow::Borrowed(a.name.as_str())),
         args: Some(Cow::Borrowed(a.args.as_slice())),
         start: start(a.start_ns),
         user: None,

@@ -108,6 +108,11 @@ impl<P> Identity<P> {
         self.processes.set_redactor(redactor);
     }
 
+    /// Synthetic records only: see [`ProcessTable::believe_starters_by_name`].
+    pub fn believe_starters_by_name(&mut self) {
+        self.processes.believe_starters_by_name();
+    }
+
     /// Fills the process table from `/proc` (once the programs are attached, so no process
     /// falls between the two). Returns how many processes were read.
     pub fn seed_from_proc(&mut self) -> usize {

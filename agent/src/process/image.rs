@@ -111,18 +111,15 @@ pub struct Named {
 /// resort).
 pub fn name(pid: u32, image: &ExecImage, comm: &str) -> Named {
     let (executable, fileless) = executable(pid, image);
-    let name = match executable.as_deref() {
-        Some(exe) if fileless => exe.to_owned(),
-        Some(exe) => Some(basename(exe))
-            .filter(|s| !s.is_empty())
-            .unwrap_or(comm)
-            .to_owned(),
-        None => comm.to_owned(),
-    };
     let (args, args_from_proc) = if image.args_unread {
         (read_cmdline(pid).unwrap_or_default(), true)
     } else {
         (image.args.clone(), false)
+    };
+    let name = match executable.as_deref() {
+        Some(exe) if fileless => exe.to_owned(),
+        Some(exe) if !basename(exe).is_empty() => basename(exe).to_owned(),
+        _ => name_without_executable(image, &args, comm),
     };
     let script = script(pid, image, &args, &name);
     Named {
@@ -134,6 +131,31 @@ pub fn name(pid: u32, image: &ExecImage, comm: &str) -> Named {
         fileless,
         script,
     }
+}
+
+/// The name of a process whose executable is unknown (the kernel's walk was cut and the
+/// process is gone): the basename of the path the exec named, unless that was a descriptor
+/// link (`/proc/self/exe`, `/proc/self/fd/3`, `/dev/fd/3`: its basename, and the kernel's
+/// `comm` made from it, say nothing of the program), else the basename of `args[0]`, else the
+/// `comm`; empty (the line leaves `process.name` out) rather than a link's basename such as
+/// `exe`.
+fn name_without_executable(image: &ExecImage, args: &[String], comm: &str) -> String {
+    let named = image.filename.as_str();
+    let via_link = named.starts_with("/proc/") || named.starts_with("/dev/fd/");
+    let usable = |name: &&str| !name.is_empty() && *name != "." && *name != "..";
+    if !via_link {
+        if let Some(base) = Some(basename(named)).filter(usable) {
+            return base.to_owned();
+        }
+    }
+    let arg0 = args.first().map(|a| basename(a)).filter(usable);
+    if let Some(base) = arg0.filter(|b| !via_link || *b != basename(named)) {
+        return base.to_owned();
+    }
+    if via_link || (named.is_empty() && comm == "exe") {
+        return String::new();
+    }
+    comm.to_owned()
 }
 
 /// The executable's path and whether it is fileless: the kernel's walk, else what
@@ -331,5 +353,40 @@ mod tests {
         let named = name(GONE, &cut, "curl");
         assert_eq!(named.executable, None);
         assert_eq!(named.name, "curl");
+    }
+
+    /// The kernel's walk was cut (a path of more than 16 components or a long name) and the
+    /// process is gone: the name comes from the path the exec named or from `args[0]`, never
+    /// from the `exe` (or `3`) comm a descriptor link gives.
+    #[test]
+    fn without_the_walk_or_the_process_the_name_is_never_the_links() {
+        let cut = |filename: &str, args: &[&str]| {
+            let mut image = image(filename, &[], args);
+            image.exe_path = None;
+            image
+        };
+        let reexec = cut("/proc/self/exe", &["/opt/deep/tool", "--serve"]);
+        let named = name(GONE, &reexec, "exe");
+        assert_eq!(named.executable, None);
+        assert_eq!(named.name, "tool", "args[0]'s basename");
+        assert_eq!(named.args, ["/opt/deep/tool", "--serve"]);
+        // argv[0] that repeats the link is no better than it.
+        assert_eq!(name(GONE, &cut("/proc/self/exe", &["exe"]), "exe").name, "");
+        assert_eq!(name(GONE, &cut("/proc/self/exe", &[]), "exe").name, "");
+        assert_eq!(name(GONE, &cut("/dev/fd/3", &[]), "3").name, "");
+        assert_eq!(
+            name(GONE, &cut("/proc/self/fd/4", &["run"]), "4").name,
+            "run"
+        );
+        // A relative path (not made absolute: its directory is gone with the process) names
+        // the file; so does an absolute one, beyond the comm's 15 characters.
+        let relative = cut("./a-tool-with-a-long-name", &["x"]);
+        assert_eq!(
+            name(GONE, &relative, "a-tool-with-a-l").name,
+            "a-tool-with-a-long-name"
+        );
+        // Nothing at all: the comm.
+        assert_eq!(name(GONE, &cut("", &[]), "worker").name, "worker");
+        assert_eq!(name(GONE, &cut("", &[]), "exe").name, "");
     }
 }

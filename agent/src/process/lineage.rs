@@ -81,31 +81,81 @@ const CONTAINER_PARENTS: &[&str] = &[
 ];
 const LOGIN: &[&str] = &["login", "agetty", "getty", "mingetty", "mgetty"];
 
+/// What backs a parent's name before egret believes it starts entries: anyone can run a
+/// program of their own named `sshd` or `cron`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    /// Its executable is a file owned by root that no group or other user may write, and it
+    /// ran as root (effective uid 0 at its last exec or fork): sshd, cron, login. A user can
+    /// start neither without root.
+    RootProgram,
+    /// Its executable is such a file, whoever runs it: a container runtime (rootless
+    /// containers run theirs as a user; a user who starts the real one does start a container).
+    RootFile,
+}
+
+/// The owner and mode of a process's executable file, as `stat` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExeFile {
+    pub uid: u32,
+    pub mode: u32,
+}
+
+impl Backing {
+    /// Whether a parent that ran as `euid` from the executable `file` (`None`: unknown, or not
+    /// the file it runs) meets it.
+    pub fn met(self, euid: Option<u32>, file: Option<ExeFile>) -> bool {
+        const GROUP_OR_OTHER_WRITE: u32 = 0o022;
+        let root_file = file.is_some_and(|f| f.uid == 0 && f.mode & GROUP_OR_OTHER_WRITE == 0);
+        match self {
+            Self::RootProgram => root_file && euid == Some(0),
+            Self::RootFile => root_file,
+        }
+    }
+}
+
 /// Does a process that now runs `name` (with terminal `tty`), whose parent is `parent`, begin
 /// an entry? Which kind. A process that does not inherits its parent's entry leader.
-pub fn entry_type(name: &str, parent: &Ancestor, tty: Option<u32>) -> Option<EntryType> {
+///
+/// A parent is known by its name (`process.name`: its executable's basename), and that name
+/// is believed only when `backed` says the parent meets the [`Backing`] asked (asked only of a
+/// parent whose name matches, so it may cost a `stat`). A parent that does not is an ordinary
+/// process. PID 1 needs no backing.
+pub fn entry_type(
+    name: &str,
+    parent: &Ancestor,
+    tty: Option<u32>,
+    backed: impl FnOnce(Backing) -> bool,
+) -> Option<EntryType> {
     let parent_name = parent.name.as_str();
-    if SSHD.contains(&parent_name) {
-        return (!SSHD.contains(&name)).then_some(EntryType::Sshd);
-    }
-    if CRON.contains(&parent_name) {
-        return (!CRON.contains(&name)).then_some(EntryType::Cron);
-    }
-    if CONTAINER_PARENTS.contains(&parent_name) {
+    let (kind, backing) = if SSHD.contains(&parent_name) {
+        // sshd's own processes (privilege separation) are not the entry yet.
+        (
+            (!SSHD.contains(&name)).then_some(EntryType::Sshd),
+            Backing::RootProgram,
+        )
+    } else if CRON.contains(&parent_name) {
+        (
+            (!CRON.contains(&name)).then_some(EntryType::Cron),
+            Backing::RootProgram,
+        )
+    } else if CONTAINER_PARENTS.contains(&parent_name) {
         // The runtime's own helpers (`runc init`, another shim) are not the container yet.
-        return (!CONTAINER_PARENTS.contains(&name)).then_some(EntryType::Container);
-    }
-    if LOGIN.contains(&parent_name) {
-        return Some(if tty.is_some_and(is_console) {
+        (
+            (!CONTAINER_PARENTS.contains(&name)).then_some(EntryType::Container),
+            Backing::RootFile,
+        )
+    } else if LOGIN.contains(&parent_name) {
+        let kind = if tty.is_some_and(is_console) {
             EntryType::Console
         } else {
             EntryType::Terminal
-        });
-    }
-    if parent.pid == 1 {
-        return Some(EntryType::Init);
-    }
-    None
+        };
+        (Some(kind), Backing::RootProgram)
+    } else {
+        return (parent.pid == 1).then_some(EntryType::Init);
+    };
+    kind.filter(|_| backed(backing))
 }
 
 /// The system console or a virtual console (`/dev/console`, `/dev/ttyN`).
@@ -203,33 +253,91 @@ mod tests {
         }
     }
 
+    /// `entry_type` with every parent backed.
+    fn entry(name: &str, parent: &Ancestor, tty: Option<u32>) -> Option<EntryType> {
+        entry_type(name, parent, tty, |_| true)
+    }
+
     #[test]
     fn entries_by_the_parent_that_started_them() {
         let sshd = ancestor(700, "sshd-session");
-        assert_eq!(entry_type("bash", &sshd, None), Some(EntryType::Sshd));
-        assert_eq!(entry_type("sshd-session", &sshd, None), None, "privsep");
+        assert_eq!(entry("bash", &sshd, None), Some(EntryType::Sshd));
+        assert_eq!(entry("sshd-session", &sshd, None), None, "privsep");
         assert_eq!(
-            entry_type("sh", &ancestor(90, "cron"), None),
+            entry("sh", &ancestor(90, "cron"), None),
             Some(EntryType::Cron)
         );
         assert_eq!(
-            entry_type("backup", &ancestor(1, "systemd"), None),
+            entry("backup", &ancestor(1, "systemd"), None),
             Some(EntryType::Init)
         );
         assert_eq!(
-            entry_type("nginx", &ancestor(300, "containerd-shim-runc-v2"), None),
+            entry("nginx", &ancestor(300, "containerd-shim-runc-v2"), None),
             Some(EntryType::Container)
         );
-        assert_eq!(entry_type("runc", &ancestor(300, "runc"), None), None);
+        assert_eq!(entry("runc", &ancestor(300, "runc"), None), None);
         assert_eq!(
-            entry_type("bash", &ancestor(40, "login"), Some(4 << 20 | 1)),
+            entry("bash", &ancestor(40, "login"), Some(4 << 20 | 1)),
             Some(EntryType::Console)
         );
         assert_eq!(
-            entry_type("bash", &ancestor(40, "login"), Some(136 << 20 | 2)),
+            entry("bash", &ancestor(40, "login"), Some(136 << 20 | 2)),
             Some(EntryType::Terminal)
         );
-        assert_eq!(entry_type("curl", &ancestor(41, "bash"), None), None);
+        assert_eq!(entry("curl", &ancestor(41, "bash"), None), None);
+    }
+
+    /// A name alone starts no entry: `/tmp/sshd` run by a user is an ordinary parent, and
+    /// what each kind of parent is asked to show.
+    #[test]
+    fn a_parent_named_like_a_starter_must_be_backed() {
+        let mut asked = Vec::new();
+        for parent in ["sshd", "cron", "atd", "login", "conmon"] {
+            let kind = entry_type("sh", &ancestor(90, parent), None, |backing| {
+                asked.push((parent, backing));
+                false
+            });
+            assert_eq!(kind, None, "{parent} not backed");
+        }
+        assert_eq!(
+            asked,
+            [
+                ("sshd", Backing::RootProgram),
+                ("cron", Backing::RootProgram),
+                ("atd", Backing::RootProgram),
+                ("login", Backing::RootProgram),
+                ("conmon", Backing::RootFile),
+            ]
+        );
+        // Neither PID 1 nor a parent of no starter's name is asked anything.
+        let never = |_: Backing| -> bool { panic!("asked") };
+        assert_eq!(
+            entry_type("svc", &ancestor(1, "systemd"), None, never),
+            Some(EntryType::Init)
+        );
+        assert_eq!(entry_type("curl", &ancestor(41, "bash"), None, never), None);
+    }
+
+    #[test]
+    fn backing_is_a_root_owned_file_others_cannot_write_and_for_programs_root() {
+        let file = |uid, mode| Some(ExeFile { uid, mode });
+        let program = Backing::RootProgram;
+        assert!(program.met(Some(0), file(0, 0o100_755)));
+        assert!(program.met(Some(0), file(0, 0o104_711)), "setuid root");
+        assert!(
+            !program.met(Some(1000), file(0, 0o100_755)),
+            "a user ran it"
+        );
+        assert!(!program.met(None, file(0, 0o100_755)), "no known user");
+        assert!(
+            !program.met(Some(0), file(1000, 0o100_755)),
+            "a user's file"
+        );
+        assert!(!program.met(Some(0), file(0, 0o100_775)), "group-writable");
+        assert!(!program.met(Some(0), file(0, 0o100_757)), "world-writable");
+        assert!(!program.met(Some(0), None), "not the file it runs");
+        assert!(Backing::RootFile.met(Some(1000), file(0, 0o100_755)));
+        assert!(!Backing::RootFile.met(Some(0), file(1000, 0o100_755)));
     }
 
     #[test]

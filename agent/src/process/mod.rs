@@ -229,6 +229,8 @@ pub struct ProcessTable {
     exit_grace_ns: u64,
     pub stats: TableStats,
     redactor: Redactor,
+    /// A parent's name is believed without its [`lineage::Backing`] (synthetic records).
+    starters_by_name: bool,
 }
 
 fn basename(path: &str) -> &str {
@@ -244,7 +246,15 @@ impl ProcessTable {
             exit_grace_ns,
             stats: TableStats::default(),
             redactor: Redactor::off(),
+            starters_by_name: false,
         }
+    }
+
+    /// Believes a parent's name (sshd, cron...) without checking its executable's owner and
+    /// its user: for synthetic records (the replay benchmark), whose processes and files are
+    /// not on this machine. Never for a real kernel's records.
+    pub fn believe_starters_by_name(&mut self) {
+        self.starters_by_name = true;
     }
 
     /// Secrets in the arguments of every process the table learns from now on are redacted.
@@ -384,15 +394,23 @@ impl ProcessTable {
     }
 
     /// The entry leader of `info` (which now runs its program; its parent is `parent`): itself
-    /// when its parent is what starts entries (sshd, cron, init, a container runtime, login),
-    /// else its parent's.
+    /// when its parent is what starts entries (sshd, cron, init, a container runtime, login:
+    /// by name, backed by its executable's owner and its user, [`lineage::Backing`]), else its
+    /// parent's.
     fn entry_leader(
         &self,
         info: &ProcessInfo,
         parent: Option<&ProcessInfo>,
     ) -> Option<Arc<EntryLeader>> {
         let parent = parent?;
-        match lineage::entry_type(&info.name, &parent.ancestor(), info.tty) {
+        let backed = |backing: lineage::Backing| {
+            if self.starters_by_name {
+                return true;
+            }
+            let file = proc::exe_file(parent.pid, parent.executable.as_deref(), parent.exe_id);
+            backing.met(parent.creds.map(|c| c.euid), file)
+        };
+        match lineage::entry_type(&info.name, &parent.ancestor(), info.tty, backed) {
             Some(kind) => Some(Arc::new(EntryLeader {
                 process: info.ancestor(),
                 kind,
@@ -639,14 +657,33 @@ mod tests {
         );
     }
 
+    /// A gone process named `name` that ran as `euid` from `path` (an existing file: its
+    /// identity is the kernel's).
+    fn gone_process(pid: u32, name: &str, path: &str, euid: u32) -> ProcessInfo {
+        use std::os::unix::fs::MetadataExt;
+        let path = fs::canonicalize(path).expect("fixture file");
+        let meta = fs::metadata(&path).expect("stat fixture");
+        ProcessInfo {
+            executable: Some(path.to_string_lossy().into_owned()),
+            name: name.into(),
+            exe_id: Some(ExeId {
+                dev: kernel_dev(meta.dev()),
+                generation: 0,
+                ino: meta.ino(),
+            }),
+            creds: Some(Creds {
+                euid,
+                ..Creds::default()
+            }),
+            ..ProcessInfo::from_comm(pid, name)
+        }
+    }
+
     #[test]
     fn an_ssh_login_shell_is_the_entry_leader_of_what_it_starts() {
         let mut table = ProcessTable::new(100, 1_000);
-        table.insert(Arc::new(ProcessInfo {
-            executable: Some("/usr/lib/openssh/sshd-session".into()),
-            name: "sshd-session".into(),
-            ..ProcessInfo::from_comm(P + 20, "sshd-session")
-        }));
+        // sshd's session process: root, from a root-owned binary (the shell stands in for it).
+        table.insert(Arc::new(gone_process(P + 20, "sshd-session", "/bin/sh", 0)));
         // sshd forks the shell, which calls setsid() and execs bash.
         table.on_fork(P + 20, P + 21, "sshd-session", &identity(0, P + 20), 10);
         table.on_exec(
@@ -677,6 +714,69 @@ mod tests {
             (lineage::EntryType::Sshd, P + 21)
         );
         assert_eq!(entry.process.name, "bash");
+    }
+
+    /// A program a user runs under the name of sshd or cron starts no entry: its children
+    /// keep the entry leader of the user's own session.
+    #[test]
+    fn a_user_program_named_sshd_starts_no_entry() {
+        let dir = std::env::temp_dir().join(format!("egret-fake-sshd-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let fake = dir.join("sshd");
+        fs::copy("/bin/sh", &fake).expect("copy");
+        let fake = fake.to_string_lossy().into_owned();
+        let login = Arc::new(EntryLeader {
+            process: Arc::new(Ancestor {
+                pid: P + 29,
+                executable: Some("/usr/bin/bash".into()),
+                name: "bash".into(),
+                args: vec!["-bash".into()],
+                start_ns: None,
+                euid: Some(1000),
+            }),
+            kind: lineage::EntryType::Sshd,
+            source_ip: None,
+        });
+        // Made the test user's own when it runs as root.
+        if nix::unistd::geteuid().is_root() {
+            nix::unistd::chown(fake.as_str(), Some(nix::unistd::Uid::from_raw(1000)), None)
+                .expect("chown");
+        }
+        // (parent name, its binary, its user, entry type of its child)
+        let root_sh = "/bin/sh";
+        let cases = [
+            ("sshd", fake.as_str(), 0, None),
+            ("cron", fake.as_str(), 1000, None),
+            ("sshd", root_sh, 1000, None),
+            ("cron", root_sh, 1000, None),
+            ("cron", root_sh, 0, Some(lineage::EntryType::Cron)),
+            ("sshd", root_sh, 0, Some(lineage::EntryType::Sshd)),
+        ];
+        for (i, (name, path, euid, want)) in cases.into_iter().enumerate() {
+            let pid = P + 30 + 2 * u32::try_from(i).expect("few");
+            let mut table = ProcessTable::new(100, 1_000);
+            table.insert(Arc::new(ProcessInfo {
+                entry_leader: Some(Arc::clone(&login)),
+                ..gone_process(pid, name, path, euid)
+            }));
+            table.on_fork(pid, pid + 1, name, &identity(euid, pid), 10);
+            table.on_exec(
+                pid + 1,
+                image("/usr/bin/curl", &["curl"], identity(euid, pid)),
+                "curl",
+                11,
+            );
+            let entry = table.get(pid + 1).and_then(|c| c.entry_leader.clone());
+            let kind = entry
+                .as_ref()
+                .filter(|e| e.process.pid != P + 29)
+                .map(|e| e.kind);
+            assert_eq!(kind, want, "{name} from {path} as {euid}");
+            if want.is_none() {
+                assert_eq!(entry.map(|e| e.process.pid), Some(P + 29), "the user's own");
+            }
+        }
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// A table (100 entries, exits kept 1 µs) where pid 1 forked `pid` (`comm`) at 5 ns.

@@ -86,6 +86,26 @@ pub(crate) fn exe_id(pid: u32) -> Option<ExeId> {
     })
 }
 
+/// The owner and mode of the file process `pid` runs: `/proc/PID/exe` (the file itself, even
+/// deleted or replaced since), else, when the process is gone, the file at `executable` when
+/// it is the same file as `exe_id` (a path can be made to point elsewhere since). `None` when
+/// neither can be told, or `/proc/PID/exe` is another file than `exe_id` (the pid was reused).
+pub(crate) fn exe_file(
+    pid: u32,
+    executable: Option<&str>,
+    exe_id: Option<ExeId>,
+) -> Option<super::lineage::ExeFile> {
+    let (meta, own_link) = match fs::metadata(format!("/proc/{pid}/exe")) {
+        Ok(meta) => (meta, true),
+        Err(_) => (fs::metadata(executable?).ok()?, false),
+    };
+    let same = exe_id.map(|id| id.dev == kernel_dev(meta.dev()) && id.ino == meta.ino());
+    same.unwrap_or(own_link).then_some(super::lineage::ExeFile {
+        uid: meta.uid(),
+        mode: meta.mode(),
+    })
+}
+
 /// A userspace `dev_t` (`stat.st_dev`) as the kernel's internal `major << 20 | minor`.
 pub(crate) fn kernel_dev(dev: u64) -> u32 {
     let major = libc::major(dev);
@@ -104,6 +124,35 @@ mod tests {
         // pts/300: minor 300 = 0x12c, high bits of the minor above the major.
         assert_eq!(tty_dev((0x1 << 20) | (136 << 8) | 0x2c), 136 << 20 | 300);
         assert_eq!(tty_dev(0), 0);
+    }
+
+    /// The file a process runs, by its own link, or by its path when that is still the file
+    /// the kernel named; a path now naming another file, or a link to another file than the
+    /// kernel's, is not the process's.
+    #[test]
+    fn the_executable_file_of_a_process() {
+        let me = std::process::id();
+        let exe = std::env::current_exe().expect("own executable");
+        let meta = fs::metadata(&exe).expect("stat own executable");
+        let own = exe_id(me);
+        let file = exe_file(me, None, own).expect("own link");
+        assert_eq!((file.uid, file.mode), (meta.uid(), meta.mode()));
+        assert!(exe_file(me, None, None).is_some(), "own link, no kernel id");
+        let other = ExeId {
+            ino: meta.ino() + 1,
+            ..own.expect("own id")
+        };
+        assert!(exe_file(me, None, Some(other)).is_none(), "reused pid");
+        // A process that is gone: its path, when it is still the same file.
+        const GONE: u32 = u32::MAX - 1;
+        let path = exe.to_str();
+        assert!(exe_file(GONE, path, own).is_some());
+        assert!(exe_file(GONE, path, Some(other)).is_none(), "path replaced");
+        assert!(
+            exe_file(GONE, path, None).is_none(),
+            "nothing to check it by"
+        );
+        assert!(exe_file(GONE, None, own).is_none());
     }
 
     #[test]

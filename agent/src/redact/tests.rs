@@ -702,6 +702,39 @@ fn near_misses_are_left_alone() {
     }
 }
 
+/// The kernel keeps 4,096 bytes of an argument vector: the last argument may end anywhere
+/// (docs/events.md says what is redacted then). Each case is the end of such a vector.
+#[test]
+fn secrets_cut_at_the_capture_boundary() {
+    let r = builtin();
+    // What is left is still recognisable: redacted.
+    check(
+        &r,
+        &["app", "--password=Hun"],
+        &["app", &format!("--password={R}")],
+    );
+    check(&r, &["mysql", "-pHun"], &["mysql", &format!("-p{R}")]);
+    check(
+        &r,
+        &["curl", "-H", "Authorization: Bea"],
+        &["curl", "-H", &format!("Authorization: {R}")],
+    );
+    check(
+        &r,
+        &["x", "-----BEGIN RSA PRIVATE KEY-----\nMIIEow"],
+        &["x", &format!("-----BEGIN RSA PRIVATE KEY-----{R}")],
+    );
+    // The value cut off entirely: nothing of it is there.
+    check(&r, &["app", "--token"], &["app", "--token"]);
+    // What is left is not recognisable: it stays (documented).
+    check(
+        &r,
+        &["curl", "https://bob:s3c"],
+        &["curl", "https://bob:s3c"],
+    );
+    check(&r, &["aws", "AKIAIOSFOD"], &["aws", "AKIAIOSFOD"]);
+}
+
 #[test]
 fn custom_patterns() {
     let r = with(&[

@@ -187,9 +187,12 @@ impl Rig {
         let sink = Sink::open(&output.display().to_string(), &run.output.files(), None)?;
         let telemetry =
             Telemetry::start(None, run.attach.ring_buffer_size, run.attach.drain_interval)?;
+        // The cgroup mount: the workload's cgroups arrive as `cgroup_mkdir` records.
+        let mut identity = Identity::new(&run.processes, config.dir.clone(), containers);
+        // Its sshd is a name: no such process or file on this machine backs it.
+        identity.believe_starters_by_name();
         let pipeline = Pipeline::new(
-            // The cgroup mount: the workload's cgroups arrive as `cgroup_mkdir` records.
-            Identity::new(&run.processes, config.dir.clone(), containers),
+            identity,
             Destination::new(
                 &run.dns,
                 // The kernel's flags say whether an answer is believed; the set is not read.
