@@ -119,6 +119,8 @@ pub fn name(pid: u32, image: &ExecImage, comm: &str) -> Named {
     let name = match executable.as_deref() {
         Some(exe) if fileless => exe.to_owned(),
         Some(exe) if !basename(exe).is_empty() => basename(exe).to_owned(),
+        // Another mount namespace's file: the kernel's name, not a path chosen here.
+        None if image.exe_foreign => comm.to_owned(),
         _ => name_without_executable(image, &args, comm),
     };
     let script = script(pid, image, &args, &name);

@@ -306,7 +306,12 @@ impl ProcessTable {
         let Some(mut info) = proc::read(kept.pid) else {
             return kept;
         };
-        if info.executable == kept.executable && info.exe_id == kept.exe_id {
+        // `/proc` gives no inode generation (the kernel's exec record does): the same file
+        // is the same device and inode.
+        let same_file = |a: Option<ExeId>, b: Option<ExeId>| {
+            a.map(|a| (a.dev, a.ino)) == b.map(|b| (b.dev, b.ino))
+        };
+        if info.executable == kept.executable && same_file(info.exe_id, kept.exe_id) {
             return kept;
         }
         self.stats.stale += 1;
@@ -891,6 +896,27 @@ mod tests {
         let seeded = table.get(me).expect("seeded");
         let kept = table.resolve(me, "renamed-thread");
         assert!(Arc::ptr_eq(&kept, &seeded));
+        assert_eq!((table.stats.stale, table.stats.misses), (0, 0));
+    }
+
+    /// An entry from an exec record carries the file's inode generation, which `/proc` cannot
+    /// give: the same device and inode is the same file, so a renamed thread keeps the entry.
+    #[test]
+    fn an_exec_entrys_generation_does_not_make_it_stale() {
+        let me = std::process::id();
+        let mut table = ProcessTable::new(100, 1_000);
+        assert!(table.seed_from_proc() > 0);
+        let seeded = table.get(me).expect("seeded");
+        let from_exec = Arc::new(ProcessInfo {
+            exe_id: seeded.exe_id.map(|id| ExeId {
+                generation: 0x5eed,
+                ..id
+            }),
+            ..(*seeded).clone()
+        });
+        table.insert(Arc::clone(&from_exec));
+        let kept = table.resolve(me, "renamed-thread");
+        assert!(Arc::ptr_eq(&kept, &from_exec));
         assert_eq!((table.stats.stale, table.stats.misses), (0, 0));
     }
 
