@@ -1074,6 +1074,85 @@ fn shared_address_block_mode_refuses_the_unapproved_name() -> Result<()> {
     })
 }
 
+/// A payload that hides its name from egret's parser but not from a server is refused on a
+/// learned address; none of its bytes reaches the server (issue 12 audit: B1, B2, B4).
+#[test]
+fn shared_address_block_mode_refuses_names_hidden_from_the_parser() -> Result<()> {
+    shared_address("names-shared-hidden", "block", |mut s| {
+        // TCP Fast Open: the client's first write goes out in its SYN, without a cookie; the
+        // server's namespace accepts such data (0x1 client, 0x2 server, 0x200 no cookie).
+        s._ns
+            .exec("sysctl", &["-qw", "net.ipv4.tcp_fastopen=0x203"])
+            .context("enable TCP Fast Open in the server's namespace")?;
+        // A client resolves a.test: the kernel learns the address as approved (through it).
+        s.tls(A, Some(A))?.ensure_ok()?;
+        let connect = s.server.connect_arg();
+        let forbidden = format!("GET / HTTP/1.1\r\nHost: {B}\r\n\r\n");
+        let line_len = "GET / HTTP/1.1\r\n".len().to_string();
+        let crlf_first = format!("\r\n{forbidden}");
+        let cases: [(&str, Vec<&str>); 4] = [
+            (
+                "the request line alone in the first packet, the Host in a second write (TCP_NODELAY)",
+                vec!["--text", &forbidden, "--split", &line_len, "--gap-ms", "300"],
+            ),
+            (
+                "an empty line before the request line (servers skip it)",
+                vec!["--text", &crlf_first],
+            ),
+            (
+                "an HTTP method egret does not know",
+                vec!["--text", "FETCH / HTTP/1.1\r\nHost: b.test\r\n\r\n"],
+            ),
+            (
+                "the request in the SYN (TCP Fast Open)",
+                vec!["--text", &forbidden, "--fastopen"],
+            ),
+        ];
+        let mut findings = Findings::default();
+        for (what, extra) in cases {
+            let mut args = vec!["raw-client", "--connect", &connect];
+            args.extend(extra);
+            let client = s.kit.client(&s.h.cgroup, &args)?;
+            let mut check = || -> Result<()> {
+                check_cut_off(&client, &s.seen(&client)?)
+                    .with_context(|| format!("egret wrote:\n{}", written_for(&s.h, client.pid)))?;
+                let end = end_line_of(&mut s.h, client.pid, s.server.port())?;
+                check_policy(&end, "blocked", "block", None)?;
+                check_name_check(&end, "refused")
+            };
+            findings.check(what, check());
+        }
+        // The same approved request in the SYN still gets through, whole, once held and
+        // checked after the handshake.
+        let approved = format!("GET / HTTP/1.1\r\nHost: {A}\r\n\r\n");
+        let client = s.kit.client(
+            &s.h.cgroup,
+            &[
+                "raw-client",
+                "--connect",
+                &connect,
+                "--text",
+                &approved,
+                "--fastopen",
+                "--half-close",
+            ],
+        )?;
+        let mut check = || -> Result<()> {
+            let seen = s.seen(&client)?;
+            ensure!(
+                client.ok() && field_u64(&seen, "received") == Some(u64::try_from(approved.len())?),
+                "the client should get through and the server receive the whole request: {client}\nthe server recorded {seen}"
+            );
+            let end = end_line_of(&mut s.h, client.pid, s.server.port())?;
+            check_name_check(&end, "passed")?;
+            check_named(&end, A, "dns")
+        };
+        findings.check("an approved request in the SYN (TCP Fast Open)", check());
+        findings.finish()?;
+        s.h.finish()
+    })
+}
+
 #[test]
 fn shared_address_audit_mode_alerts_on_the_unapproved_name() -> Result<()> {
     shared_address("names-shared-audit", "audit", |mut s| {
