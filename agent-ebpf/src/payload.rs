@@ -15,9 +15,16 @@
 //! - [`on_ingress`]: the first segment the server sends (an HTTP status line), once.
 //! - [`open_gate`]: `connect()` of a gated connection puts its pending gate in `GATES`.
 //!
+//!   A gated connection's data in its SYN (TCP Fast Open) is dropped: no sequence base yet
+//!   to copy it against; the kernel sends the SYN alone and the data again after the
+//!   handshake, where the gate holds it.
+//!
 //! Map: `GATES` (hash, socket cookie → `GATE_*`): gated connections still waiting. The kernel
 //! inserts the pending value and removes the entry once it has seen `GATE_PASS`; userspace
-//! writes the decision and removes the entries of connections that ended.
+//! writes the decision and removes the entries of connections that ended. `GATES` is a plain
+//! hash (never evicts), `CONNS` an LRU map: a payload packet of a socket without a `CONNS`
+//! entry is dropped while `GATES` holds a pending or refused gate for it, so an evicted
+//! entry never opens a gate (one more lookup per payload packet of unfollowed sockets).
 //!
 //! Global (set by userspace): `FIRST_BYTES` (`--first-bytes`): zero = copy nothing (gates
 //! still hold and copy what they hold: userspace needs it to decide).
@@ -65,6 +72,13 @@ pub(crate) fn open_gate(cookie: u64, gate: u32) -> bool {
     true
 }
 
+/// Whether the socket has a gate that is not open (pending, or closed by userspace).
+#[inline(always)]
+fn gate_holds(cookie: u64) -> bool {
+    // SAFETY: a plain value, copied out.
+    unsafe { GATES.get(&cookie) }.is_some_and(|&gate| gate != GATE_PASS)
+}
+
 /// Forgets a gate that was opened for a connection that will not be followed.
 #[inline(always)]
 pub(crate) fn close_gate(cookie: u64) {
@@ -109,7 +123,9 @@ pub(crate) fn on_egress(ctx: &SkBuffContext, ip: &IpHeader) -> bool {
     }
     let cookie = socket_cookie(ctx);
     let Some(state) = conn::state_of(cookie) else {
-        return true;
+        // Not followed, or its entry was evicted from the LRU map: a gate still open for the
+        // socket holds its payload all the same (fail closed).
+        return payload_at(ctx, ip).is_none() || !gate_holds(cookie);
     };
     conn::sample_tcp(ctx, state);
     // SAFETY: a live map value; only this socket's packets write these fields.
@@ -119,12 +135,15 @@ pub(crate) fn on_egress(ctx: &SkBuffContext, ip: &IpHeader) -> bool {
     if !gated && !copying {
         return true;
     }
-    if flags & CONN_FLAG_SEQ_BASES == 0 {
-        return true; // the SYN (no payload before the handshake completes)
-    }
     let Some(seg) = segment(ctx, ip) else {
-        return true; // an ACK, a FIN: nothing a server could act on
+        return true; // a SYN, an ACK, a FIN: nothing a server could act on
     };
+    if flags & CONN_FLAG_SEQ_BASES == 0 {
+        // Payload before the handshake completed: data in the SYN (TCP Fast Open). A gated
+        // connection's is dropped: the kernel sees the error, sends the SYN alone, and sends
+        // the data again once connected, where the gate holds it. Not copied (no base yet).
+        return !gated;
+    }
     let mut pass = true;
     if gated {
         // SAFETY: a plain value, copied out.

@@ -235,6 +235,9 @@ pub struct FirstBytesSeen {
     pub http: Option<crate::payload::http::Request>,
     /// The status code of the server's first HTTP response.
     pub status_code: Option<u16>,
+    /// The client's first flight looked like TLS or HTTP but could not be read
+    /// ([`crate::payload::FirstBytes::Unreadable`]).
+    pub unreadable: bool,
     /// Block mode: what became of a first payload held for its name check.
     pub gate: Option<GateOutcome>,
 }
@@ -301,6 +304,28 @@ impl FirstBytesSeen {
             .and_then(|h| h.host.as_deref())
             .filter(|host| host.trim_matches(['[', ']']).parse::<IpAddr>().is_err())
             .map(|host| (host, NameSource::Http))
+    }
+
+    /// Block mode: the first flight carries no name a server could route it by, so a
+    /// connection approved through a learned address may send it. Not so: a ClientHello with
+    /// a `server_name` extension (valid or not), an HTTP request that sent a Host (valid or
+    /// not, unless a valid address literal) or whose header block is not whole in the bytes
+    /// seen (a Host may follow), a flight that looks like TLS or HTTP but could not be read.
+    /// Anything else (SSH, a database protocol) carries none.
+    pub fn carries_no_name(&self) -> bool {
+        if self.unreadable {
+            return false;
+        }
+        if let Some(hello) = &self.tls {
+            return !hello
+                .extensions
+                .contains(&crate::payload::tls::EXT_SERVER_NAME);
+        }
+        if let Some(request) = &self.http {
+            // A valid host that `name` does not take for a name is an address literal.
+            return request.headers_complete && (request.host.is_some() || !request.host_sent);
+        }
+        true
     }
 }
 

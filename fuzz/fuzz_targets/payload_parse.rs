@@ -70,14 +70,16 @@ fuzz_target!(|data: &[u8]| {
     let answer = classify_outbound(bytes);
     assert_eq!(classify_outbound(pieces.contiguous()), answer);
     check_answer(&answer, bytes);
-    // A final TLS answer and an `Other` do not change with more bytes.
+    // A final TLS answer, an `Unreadable` and an `Other` do not change with more bytes.
     for len in prefixes {
         let early = classify_outbound(&bytes[..len]);
         check_answer(&early, &bytes[..len]);
         match &early {
-            FirstBytes::Tls(_) | FirstBytes::Other => assert_eq!(early, answer, "at {len}"),
+            FirstBytes::Tls(_) | FirstBytes::Unreadable | FirstBytes::Other => {
+                assert_eq!(early, answer, "at {len}")
+            }
             FirstBytes::Http(_) => {
-                assert!(matches!(answer, FirstBytes::Http(_) | FirstBytes::Other))
+                assert!(matches!(answer, FirstBytes::Http(_) | FirstBytes::Unreadable | FirstBytes::Other))
             }
             FirstBytes::NeedMore => {}
         }
@@ -128,6 +130,11 @@ fn check_answer(answer: &FirstBytes, bytes: &[u8]) {
         FirstBytes::Tls(hello) => check_hello(hello),
         FirstBytes::Http(request) => check_request(request),
         FirstBytes::Other => {}
+        FirstBytes::Unreadable => {
+            // Only what starts like TLS or like a request line.
+            let skipped = bytes.iter().position(|&b| b != b'\r' && b != b'\n');
+            assert!(bytes.first() == Some(&0x16) || skipped.is_some(), "{bytes:?}");
+        }
         FirstBytes::NeedMore => {
             assert!(
                 bytes.len() < FIRST_BYTES_LIMIT,
@@ -191,6 +198,7 @@ fn check_request(request: &http::Request) {
     }
     if let Some(host) = &request.host {
         check_host(host);
+        assert!(request.host_sent);
     }
     if let Some(agent) = &request.user_agent {
         assert!(agent.len() <= http::MAX_USER_AGENT);

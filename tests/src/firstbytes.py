@@ -11,7 +11,10 @@ Real TLS on both ends (Python's ssl module, the system's OpenSSL), a real HTTP s
                               [--alpn A,B] [--max-tls 1.2] [--timeout S]
                               (TLS 1.2 at least, 1.3 at most unless --max-tls; no certificate check)
     firstbytes.py raw-client  --connect IP:PORT (--hex FILE | --text TEXT) [--truncate N]
-                              [--split N --gap-ms MS] [--half-close] [--timeout S]
+                              [--split N --gap-ms MS] [--half-close] [--fastopen]
+                              [--timeout S]
+                              (--fastopen: TCP Fast Open, the first write in the SYN without
+                              a cookie; the server's namespace must allow it)
 
 A server prints `ready <port>` once it listens, then (tls and raw) one JSON line per connection
 when it is over: `peer_port`, `received` (the bytes that arrived on the TCP connection, counted
@@ -54,6 +57,12 @@ def emit(record):
     sys.stdout.flush()
 
 
+# <netinet/tcp.h>, not all in Python's socket module.
+TCP_FASTOPEN = 23
+TCP_FASTOPEN_CONNECT = 30
+TCP_FASTOPEN_NO_COOKIE = 34
+
+
 def split_addr(text):
     host, _, port = text.rpartition(":")
     return host.strip("[]"), int(port)
@@ -64,6 +73,9 @@ def listener(bind, port):
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((bind, port))
+    # Accept data in a SYN (TCP Fast Open) where the namespace's net.ipv4.tcp_fastopen lets
+    # a server do so (the test that sends it sets that); harmless elsewhere.
+    sock.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN, 16)
     sock.listen(64)
     return sock
 
@@ -235,7 +247,16 @@ def connect(args, result):
     if getattr(args, "resolve", None):
         host = resolve(args.resolve, args.dns)
     result["address"] = host
-    sock = socket.create_connection((host, port), timeout=args.timeout)
+    if getattr(args, "fastopen", False):
+        # connect() returns at once; the first write goes out in the SYN, no cookie needed.
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        sock.settimeout(args.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, TCP_FASTOPEN_NO_COOKIE, 1)
+        sock.connect((host, port))
+    else:
+        sock = socket.create_connection((host, port), timeout=args.timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     result["local_port"] = sock.getsockname()[1]
     return sock
@@ -358,6 +379,7 @@ def main():
             p.add_argument("--split", type=int)
             p.add_argument("--gap-ms", type=int, default=100)
             p.add_argument("--half-close", action="store_true")
+            p.add_argument("--fastopen", action="store_true")
     args = parser.parse_args()
     if args.command.endswith("-server"):
         die_with_parent()

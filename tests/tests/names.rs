@@ -567,6 +567,67 @@ rules:
     }
 }
 
+/// What a second answer to an already answered query claims for [`GOOD`].
+const SECOND_IP: &str = "127.0.0.76";
+
+/// A query is answered once: the trusted resolver answers [`GOOD`]'s query a second time
+/// (same socket, id and question, within the window), with another address; block mode must
+/// not approve that address (the first answer's is), and the second answer's `dns` line is
+/// marked unsolicited.
+#[test]
+fn a_second_answer_to_one_query_is_not_believed() -> Result<()> {
+    Harness::with_cgroup("names-second-answer", |cg| {
+        let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
+        let dns = DnsServer::start(
+            Path::new(DNS),
+            &[
+                "--a",
+                &format!("{GOOD}={TRUE_IP}"),
+                "--twice",
+                &format!("{GOOD}={SECOND_IP}"),
+            ],
+        )?;
+        let (_dir, policy) = PolicyDir::with_policy(
+            "names-second-answer",
+            &format!(
+                "mode: block\nloopback: audit\nresolvers: [\"127.0.0.1\"]\nrules:\n  - name: dns\n    to: [\"127.0.0.1\"]\n    protocols: [udp]\n  - name: good\n    to: [\"{GOOD}\"]\n    ports: [{port}]\n    protocols: [tcp]\n",
+                port = tcp.port()
+            ),
+        )?;
+        let (policy, port) = (policy.display().to_string(), dns.port().to_string());
+        let mut h = Harness::start(cg, &egret_args(&policy, &port, &[]))?;
+        let (server, tport) = (dns.addr(), tcp.port().to_string());
+        // The query's socket stays open 300 ms after the first answer: the second reaches it.
+        let args = [
+            "resolve-connect",
+            "--server",
+            &server,
+            GOOD,
+            "--port",
+            &tport,
+            "--linger-ms",
+            "300",
+            "--probe",
+            SECOND_IP,
+        ];
+        let out = run_in_cgroup(&h.cgroup, DNS, &args)?;
+        let counts =
+            parse_resolve_counts(&out.stdout).with_context(|| format!("stderr: {}", out.stderr))?;
+        ensure!(
+            counts.ok == 1 && counts.probe_eperm == 1,
+            "the first answer's {TRUE_IP} must be reached and the second answer's {SECOND_IP} refused: {counts:?}\n{}\negret wrote:\n{}",
+            out.stderr,
+            written_for(&h, out.pid)
+        );
+        let line = dns_line_claiming(&mut h, "127.0.0.1", SECOND_IP)?;
+        ensure!(
+            field(&line, "egret.dns.trusted") == Some(&Value::Bool(false)),
+            "the second answer must not be believed (egret.dns.trusted: false)\nline: {line}"
+        );
+        h.finish()
+    })
+}
+
 /// Trusted resolver 127.0.0.1, a rogue resolver, forgeries by the client itself; every answer
 /// claims [`GOOD`], which a domain rule approves. Only the trusted resolver's answer names or
 /// approves anything; each other is marked untrusted (with why) and counted.
@@ -1070,6 +1131,85 @@ fn shared_address_block_mode_refuses_the_unapproved_name() -> Result<()> {
             check_name_check(&end, "passed")
         };
         check().context("a nameless plain payload to the learned address")?;
+        s.h.finish()
+    })
+}
+
+/// A payload that hides its name from egret's parser but not from a server is refused on a
+/// learned address; none of its bytes reaches the server (issue 12 audit: B1, B2, B4).
+#[test]
+fn shared_address_block_mode_refuses_names_hidden_from_the_parser() -> Result<()> {
+    shared_address("names-shared-hidden", "block", |mut s| {
+        // TCP Fast Open: the client's first write goes out in its SYN, without a cookie; the
+        // server's namespace accepts such data (0x1 client, 0x2 server, 0x200 no cookie).
+        s._ns
+            .exec("sysctl", &["-qw", "net.ipv4.tcp_fastopen=0x203"])
+            .context("enable TCP Fast Open in the server's namespace")?;
+        // A client resolves a.test: the kernel learns the address as approved (through it).
+        s.tls(A, Some(A))?.ensure_ok()?;
+        let connect = s.server.connect_arg();
+        let forbidden = format!("GET / HTTP/1.1\r\nHost: {B}\r\n\r\n");
+        let line_len = "GET / HTTP/1.1\r\n".len().to_string();
+        let crlf_first = format!("\r\n{forbidden}");
+        let cases: [(&str, Vec<&str>); 4] = [
+            (
+                "the request line alone in the first packet, the Host in a second write (TCP_NODELAY)",
+                vec!["--text", &forbidden, "--split", &line_len, "--gap-ms", "300"],
+            ),
+            (
+                "an empty line before the request line (servers skip it)",
+                vec!["--text", &crlf_first],
+            ),
+            (
+                "an HTTP method egret does not know",
+                vec!["--text", "FETCH / HTTP/1.1\r\nHost: b.test\r\n\r\n"],
+            ),
+            (
+                "the request in the SYN (TCP Fast Open)",
+                vec!["--text", &forbidden, "--fastopen"],
+            ),
+        ];
+        let mut findings = Findings::default();
+        for (what, extra) in cases {
+            let mut args = vec!["raw-client", "--connect", &connect];
+            args.extend(extra);
+            let client = s.kit.client(&s.h.cgroup, &args)?;
+            let mut check = || -> Result<()> {
+                check_cut_off(&client, &s.seen(&client)?)
+                    .with_context(|| format!("egret wrote:\n{}", written_for(&s.h, client.pid)))?;
+                let end = end_line_of(&mut s.h, client.pid, s.server.port())?;
+                check_policy(&end, "blocked", "block", None)?;
+                check_name_check(&end, "refused")
+            };
+            findings.check(what, check());
+        }
+        // The same approved request in the SYN still gets through, whole, once held and
+        // checked after the handshake.
+        let approved = format!("GET / HTTP/1.1\r\nHost: {A}\r\n\r\n");
+        let client = s.kit.client(
+            &s.h.cgroup,
+            &[
+                "raw-client",
+                "--connect",
+                &connect,
+                "--text",
+                &approved,
+                "--fastopen",
+                "--half-close",
+            ],
+        )?;
+        let mut check = || -> Result<()> {
+            let seen = s.seen(&client)?;
+            ensure!(
+                client.ok() && field_u64(&seen, "received") == Some(u64::try_from(approved.len())?),
+                "the client should get through and the server receive the whole request: {client}\nthe server recorded {seen}"
+            );
+            let end = end_line_of(&mut s.h, client.pid, s.server.port())?;
+            check_name_check(&end, "passed")?;
+            check_named(&end, A, "dns")
+        };
+        findings.check("an approved request in the SYN (TCP Fast Open)", check());
+        findings.finish()?;
         s.h.finish()
     })
 }

@@ -367,6 +367,7 @@ impl<'a> FirstBytesFields<'a> {
             tls,
             http,
             status_code,
+            unreadable: _,
             gate: _,
         } = seen;
         let response = status_code.map(|status_code| HttpResponse { status_code });

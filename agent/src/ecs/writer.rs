@@ -648,6 +648,7 @@ mod tests {
             )
             .ok(),
             status_code: Some(403),
+            unreadable: false,
             gate: Some(GateOutcome::Passed),
         }));
         all.push(spoke);

@@ -6,6 +6,10 @@
 //! request line must be whole (or at least [`NEED_MORE_BELOW`] bytes long), and the headers
 //! that follow are read up to the last whole line.
 //!
+//! Read the way a server reads it (the gate in block mode trusts this parse): empty lines
+//! before the request line are skipped (RFC 9112 §2.2), and any token is a method (RFC 9110
+//! §9.1: a method egret does not know is still a request, [`Method::Other`]).
+//!
 //! Everything from the wire is hostile. Strings come out as printable ASCII only: the host
 //! is validated like a DNS name (or an IP literal), the path, query and `User-Agent` have
 //! every other byte written `%XX` and are bounded ([`MAX_PATH`], [`MAX_QUERY`],
@@ -24,7 +28,7 @@ pub const MAX_USER_AGENT: usize = 512;
 /// may never be copied).
 pub const NEED_MORE_BELOW: usize = 2048;
 
-/// The request methods recognised; anything else is not taken for HTTP.
+/// The request method: the registered ones by name, any other token as [`Method::Other`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     Get,
@@ -36,6 +40,8 @@ pub enum Method {
     Patch,
     Connect,
     Trace,
+    /// Any other token (RFC 9110 §5.6.2): still a request line to a server.
+    Other,
 }
 
 impl Method {
@@ -62,6 +68,9 @@ impl Method {
             Self::Patch => "PATCH",
             Self::Connect => "CONNECT",
             Self::Trace => "TRACE",
+            // OpenTelemetry's word for a method outside the known set: the token itself is
+            // the watched process's text, of any length.
+            Self::Other => "_OTHER",
         }
     }
 }
@@ -111,6 +120,9 @@ pub struct Request {
     /// the first `Host` header; the port dropped, lower-cased, a valid DNS name or IP
     /// literal (else `None`). A `Host` line cut by the end of the bytes is not read.
     pub host: Option<String>,
+    /// A host was sent (an authority in the target, or a whole `Host` line), whether or not
+    /// it was valid: `host` is `None` with this set when it was not.
+    pub host_sent: bool,
     /// The first `User-Agent` header, trimmed, bytes outside `0x20..=0x7e` written `%XX`, at
     /// most [`MAX_USER_AGENT`] characters.
     pub user_agent: Option<String>,
@@ -131,14 +143,14 @@ pub enum HttpError {
     /// What is there could start a request; the request line is not whole yet.
     #[error("the request line is not whole yet")]
     Incomplete,
-    /// Not an HTTP/1.x request with a known method.
+    /// Not an HTTP/1.0 or 1.1 request line.
     #[error("not an HTTP/1.x request")]
     NotHttp,
 }
 
 /// Reads the request at the start of `bytes`, the contiguous first bytes a client sent.
 pub fn parse_request(bytes: &[u8]) -> Result<Request, HttpError> {
-    let (method, rest) = method(bytes)?;
+    let (method, rest) = method(skip_empty_lines(bytes)?)?;
     let (line, headers, whole) = match rest.iter().position(|&b| b == b'\n') {
         Some(end) => {
             let (line, after) = rest.split_at(end);
@@ -160,31 +172,70 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, HttpError> {
         query: target.query,
         query_truncated: target.query_truncated,
         version,
+        host_sent: target.host_sent || headers.host_sent,
         host: target.host.or(headers.host),
         user_agent: headers.user_agent,
         headers_complete: headers.complete,
     })
 }
 
+/// `bytes` after the empty lines (CR and LF bytes) a server skips before a request line;
+/// [`HttpError::Incomplete`] when nothing else came yet.
+fn skip_empty_lines(bytes: &[u8]) -> Result<&[u8], HttpError> {
+    let start = bytes.iter().position(|&b| b != b'\r' && b != b'\n').ok_or(
+        if bytes.len() < NEED_MORE_BELOW {
+            HttpError::Incomplete
+        } else {
+            HttpError::NotHttp
+        },
+    )?;
+    Ok(bytes.get(start..).unwrap_or_default())
+}
+
+/// A byte of a token (RFC 9110 §5.6.2), what a method is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// The method and the rest after its space; [`HttpError::Incomplete`] while `bytes` could
-/// still become `METHOD `.
+/// still become `METHOD ` (a token, shorter than [`NEED_MORE_BELOW`]).
 fn method(bytes: &[u8]) -> Result<(Method, &[u8]), HttpError> {
-    let mut could_be = false;
-    for method in Method::ALL {
-        let name = method.as_str().as_bytes();
-        if let Some(rest) = bytes
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix(b" "))
-        {
-            return Ok((method, rest));
-        }
-        could_be |= bytes.len() <= name.len() && name.starts_with(bytes);
+    let end = bytes.iter().position(|&b| !is_tchar(b));
+    let Some(end) = end.filter(|&end| end > 0 && end < NEED_MORE_BELOW) else {
+        return Err(if end.is_none() && bytes.len() < NEED_MORE_BELOW {
+            HttpError::Incomplete
+        } else {
+            HttpError::NotHttp
+        });
+    };
+    let (name, rest) = bytes.split_at(end);
+    let rest = rest.strip_prefix(b" ").ok_or(HttpError::NotHttp)?;
+    let method = Method::ALL
+        .into_iter()
+        .find(|m| m.as_str().as_bytes() == name)
+        .unwrap_or(Method::Other);
+    Ok((method, rest))
+}
+
+/// Whether `bytes`, which [`parse_request`] did not read as a request, still look like one
+/// to a lenient server: a first line (after empty lines) that starts with a token and a
+/// space and holds ` HTTP/` (any case) in its first [`NEED_MORE_BELOW`] bytes. `None` while
+/// that cannot be told yet (the line is not whole and shorter than that).
+pub fn looks_like_request(bytes: &[u8]) -> Option<bool> {
+    let Ok(bytes) = skip_empty_lines(bytes) else {
+        return Some(false);
+    };
+    let token = bytes.iter().position(|&b| !is_tchar(b));
+    if !token.is_some_and(|t| t > 0 && t < NEED_MORE_BELOW && bytes.get(t) == Some(&b' ')) {
+        return Some(false);
     }
-    Err(if could_be {
-        HttpError::Incomplete
-    } else {
-        HttpError::NotHttp
-    })
+    let head = bytes.get(..NEED_MORE_BELOW).unwrap_or(bytes);
+    let line = match head.iter().position(|&b| b == b'\n') {
+        Some(end) => head.get(..end).unwrap_or_default(),
+        None if head.len() < NEED_MORE_BELOW => return None,
+        None => head,
+    };
+    Some(line.windows(6).any(|w| w.eq_ignore_ascii_case(b" HTTP/")))
 }
 
 /// The target and version of a request line (after the method's space). A line that is not
@@ -235,6 +286,8 @@ struct Target {
     query: Option<String>,
     query_truncated: bool,
     host: Option<String>,
+    /// An authority was there, valid or not.
+    host_sent: bool,
 }
 
 /// Reads the target's form (RFC 9112 §3.2): origin (`/p?q`), absolute (`http://h/p?q`),
@@ -248,15 +301,16 @@ fn read_target(method: Method, target: &[u8], cut: bool) -> Target {
             query: None,
             query_truncated: false,
             host: if cut { None } else { host(target) },
+            host_sent: true,
         };
     }
-    let (host_name, path_and_query) = match absolute_form(target) {
+    let (host_name, host_sent, path_and_query) = match absolute_form(target) {
         Some((authority, rest)) => {
             // A cut authority could name another host: it is only read when whole.
             let whole = !cut || !rest.is_empty();
-            (whole.then(|| host(authority)).flatten(), rest)
+            (whole.then(|| host(authority)).flatten(), true, rest)
         }
-        None => (None, target),
+        None => (None, false, target),
     };
     let (path, query) = match path_and_query.iter().position(|&b| b == b'?') {
         Some(mark) => {
@@ -283,6 +337,7 @@ fn read_target(method: Method, target: &[u8], cut: bool) -> Target {
         query,
         query_truncated,
         host: host_name,
+        host_sent,
     }
 }
 
@@ -315,6 +370,8 @@ fn absolute_form(target: &[u8]) -> Option<(&[u8], &[u8])> {
 #[derive(Default)]
 struct Headers {
     host: Option<String>,
+    /// A whole `Host` line was there, valid or not.
+    host_sent: bool,
     user_agent: Option<String>,
     complete: bool,
 }
@@ -339,6 +396,7 @@ fn read_headers(mut rest: &[u8]) -> Headers {
         let value = trim_whitespace(value.get(1..).unwrap_or_default());
         if name.eq_ignore_ascii_case(b"host") && !seen_host {
             seen_host = true;
+            out.host_sent = true;
             out.host = host(value);
         } else if name.eq_ignore_ascii_case(b"user-agent") && out.user_agent.is_none() {
             out.user_agent = Some(escape(value, MAX_USER_AGENT, Keep::VisibleAndSpace).0);
@@ -396,9 +454,32 @@ mod tests {
             assert_eq!(parsed.method, method);
             assert_eq!(parsed.version, Some(Version::Http10));
         }
+        // Any token is a method to a server: egret's unknown ones are `Other`.
+        for (line, method) in [
+            (&b"get / HTTP/1.1\r\n"[..], Method::Other),
+            (b"GETX / HTTP/1.1\r\n", Method::Other),
+            (
+                b"PROPFIND /dav HTTP/1.1\r\nHost: dav.example\r\n\r\n",
+                Method::Other,
+            ),
+            (b"M-SEARCH! * HTTP/1.1\r\n", Method::Other),
+            (b"POST / HTTP/1.0\r\n", Method::Post),
+        ] {
+            let parsed = request(line);
+            assert_eq!(parsed.method, method, "{line:?}");
+            assert_eq!(
+                parsed.method == Method::Other,
+                parsed.method.as_str() == "_OTHER"
+            );
+        }
+        assert_eq!(
+            request(b"PROPFIND /dav HTTP/1.1\r\nHost: dav.example\r\n\r\n")
+                .host
+                .as_deref(),
+            Some("dav.example")
+        );
         for not in [
-            &b"get / HTTP/1.1\r\n"[..],
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
             b"GET / HTTP/2\r\n",
             b"GET / HTTP/1.2\r\n",
             b"GET / HTTP/1.1 \r\n",
@@ -406,7 +487,7 @@ mod tests {
             b"GET /a\x7fb HTTP/1.1\r\n",
             b"GET /a\tb HTTP/1.1\r\n",
             b"GET  / HTTP/1.1\r\n",
-            b"GETX / HTTP/1.1\r\n",
+            b"G\"T / HTTP/1.1\r\n",
             b"SSH-2.0-OpenSSH_9.2\r\n",
             b"\x00\x00\x00\x00",
         ] {
@@ -432,10 +513,19 @@ mod tests {
                 "{bytes:?}"
             );
         }
+        // Any token could still become a method, and empty lines come before a request.
+        for bytes in [&b"X"[..], b"GE ", b"\r\n", b"\r\n\r\nGET /"] {
+            assert_eq!(
+                parse_request(bytes),
+                Err(HttpError::Incomplete),
+                "{bytes:?}"
+            );
+        }
         // What cannot become a request is refused at once.
         for bytes in [
-            &b"X"[..],
-            b"GE ",
+            &b"X\x00"[..],
+            b" GET",
+            b"\r\n\x16",
             b"GET /a\x01",
             b"GET / HTTX",
             b"GET / HTTP/1.1x",
@@ -566,6 +656,69 @@ mod tests {
         let long = format!("GET / HTTP/1.1\r\nUser-Agent: {}\r\n\r\n", "u".repeat(5000));
         let parsed = request(long.as_bytes());
         assert_eq!(parsed.user_agent.map(|ua| ua.len()), Some(MAX_USER_AGENT));
+    }
+
+    #[test]
+    fn empty_lines_before_the_request_line_are_skipped() {
+        // RFC 9112 §2.2: a server skips them, so the request after them is the one read.
+        for bytes in [
+            &b"\r\nGET / HTTP/1.1\r\nHost: b.example\r\n\r\n"[..],
+            b"\n\n\r\n\rGET / HTTP/1.1\nHost: b.example\n\n",
+        ] {
+            let parsed = request(bytes);
+            assert_eq!(parsed.host.as_deref(), Some("b.example"), "{bytes:?}");
+            assert!(parsed.host_sent && parsed.headers_complete);
+        }
+        // Only empty lines, as long as a request line may be: not a request.
+        let mut only = b"\r\n".repeat(NEED_MORE_BELOW / 2);
+        assert_eq!(parse_request(&only), Err(HttpError::NotHttp));
+        only.truncate(NEED_MORE_BELOW - 2);
+        assert_eq!(parse_request(&only), Err(HttpError::Incomplete));
+        // A token as long as a request line may be is not a method.
+        let long = vec![b'A'; NEED_MORE_BELOW];
+        assert_eq!(parse_request(&long), Err(HttpError::NotHttp));
+        let mut spaced = long.clone();
+        spaced.extend_from_slice(b" / HTTP/1.1\r\n");
+        assert_eq!(parse_request(&spaced), Err(HttpError::NotHttp));
+    }
+
+    #[test]
+    fn a_sent_host_is_known_even_when_invalid() {
+        let parsed = request(b"GET / HTTP/1.1\r\nHost: bad_name!\r\n\r\n");
+        assert_eq!((parsed.host, parsed.host_sent), (None, true));
+        let parsed = request(b"GET http://bad_name!/ HTTP/1.1\r\n\r\n");
+        assert_eq!((parsed.host, parsed.host_sent), (None, true));
+        let parsed = request(b"CONNECT bad:port:x HTTP/1.1\r\n\r\n");
+        assert_eq!((parsed.host, parsed.host_sent), (None, true));
+        let parsed = request(b"GET / HTTP/1.1\r\nAccept: */*\r\n\r\n");
+        assert_eq!((parsed.host, parsed.host_sent), (None, false));
+        // A Host line cut by the end of the bytes was not sent, as far as egret can tell.
+        let parsed = request(b"GET / HTTP/1.1\r\nHost: forbidden.exa");
+        assert_eq!((parsed.host_sent, parsed.headers_complete), (false, false));
+    }
+
+    #[test]
+    fn what_a_lenient_server_takes_for_a_request() {
+        for (bytes, looks) in [
+            (&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], Some(true)),
+            (b"GET / HTTP/1.2\r\nHost: b.example\r\n\r\n", Some(true)),
+            (b"GET  / HTTP/1.1\r\n", Some(true)),
+            (b"\r\nGET / http/1.1\r\n", Some(true)),
+            (b"GET / HTTP/1.1", None),
+            (b"get foo\r\n", Some(false)),
+            (b"hello egret\n", Some(false)),
+            (b"SSH-2.0-OpenSSH_9.2\r\n", Some(false)),
+            (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", Some(false)),
+            (b"HELLO", Some(false)),
+        ] {
+            assert_eq!(looks_like_request(bytes), looks, "{bytes:?}");
+        }
+        // Decided from the first NEED_MORE_BELOW bytes of the line at most.
+        let mut long = b"GET /".to_vec();
+        long.resize(NEED_MORE_BELOW + 10, b'a');
+        assert_eq!(looks_like_request(&long), Some(false));
+        long.extend_from_slice(b" HTTP/1.1\r\n");
+        assert_eq!(looks_like_request(&long), Some(false));
     }
 
     #[test]

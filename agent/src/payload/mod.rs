@@ -30,8 +30,13 @@ pub const FIRST_BYTES_LIMIT: usize = tls::MAX_HELLO_BYTES;
 pub enum FirstBytes {
     Tls(tls::ClientHello),
     Http(http::Request),
-    /// Neither TLS nor HTTP (or a malformed or oversized ClientHello).
+    /// Neither TLS nor HTTP.
     Other,
+    /// What a server would take for TLS or HTTP but egret cannot read: a TLS handshake record
+    /// that is not a readable ClientHello (malformed, or too long), a request line egret's
+    /// parser refuses but a lenient server may not (another HTTP version, stray spaces:
+    /// [`http::looks_like_request`]). It may carry a name egret cannot see: a gate refuses it.
+    Unreadable,
     /// Not enough bytes yet to tell or to finish parsing (a ClientHello split across
     /// segments, a request line not yet whole).
     NeedMore,
@@ -51,19 +56,24 @@ impl FirstBytes {
 /// answer depends only on `bytes`, so a caller calls again as the prefix grows and stops at
 /// the first answer other than [`FirstBytes::NeedMore`]. Once the TLS answer is final, more
 /// bytes do not change it (bytes after the hello are not read); an HTTP request read from
-/// more bytes may have more of its headers.
+/// more bytes may have more of its headers. A first byte of 22 that does not start a
+/// readable ClientHello is [`FirstBytes::Unreadable`], never [`FirstBytes::Other`].
 pub fn classify_outbound(bytes: &[u8]) -> FirstBytes {
     match bytes.first() {
         None => FirstBytes::NeedMore,
         Some(&0x16) => match tls::parse_client_hello(bytes) {
             Ok(hello) => FirstBytes::Tls(hello),
             Err(tls::TlsError::Incomplete) => FirstBytes::NeedMore,
-            Err(_) => FirstBytes::Other,
+            Err(_) => FirstBytes::Unreadable,
         },
         Some(_) => match http::parse_request(bytes) {
             Ok(request) => FirstBytes::Http(request),
             Err(http::HttpError::Incomplete) => FirstBytes::NeedMore,
-            Err(http::HttpError::NotHttp) => FirstBytes::Other,
+            Err(http::HttpError::NotHttp) => match http::looks_like_request(bytes) {
+                Some(true) => FirstBytes::Unreadable,
+                Some(false) => FirstBytes::Other,
+                None => FirstBytes::NeedMore,
+            },
         },
     }
 }
@@ -74,4 +84,4 @@ pub fn parse_response(bytes: &[u8]) -> Option<http::Response> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

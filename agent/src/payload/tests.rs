@@ -256,7 +256,7 @@ fn a_hello_spanning_several_records() {
 
 /// A ClientHello record (or records, when longer than one may be) with the given cipher
 /// suites and extensions.
-fn build_hello(ciphers: &[u16], extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+pub(crate) fn build_hello(ciphers: &[u16], extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut body = vec![3, 3];
     body.extend_from_slice(&[0x11; 32]);
     body.push(0);
@@ -285,7 +285,7 @@ fn build_hello(ciphers: &[u16], extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-fn sni(names: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
+pub(crate) fn sni(names: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
     let mut list = Vec::new();
     for (kind, name) in names {
         list.push(*kind);
@@ -321,10 +321,10 @@ fn a_hello_too_long_for_the_limit_in_tiny_records_is_refused() {
     let bytes = padded_hello();
     let framed = reframe(&bytes, 1);
     assert!(framed.len() > FIRST_BYTES_LIMIT);
-    assert_eq!(classify_outbound(&framed), FirstBytes::Other);
+    assert_eq!(classify_outbound(&framed), FirstBytes::Unreadable);
     // Refused as soon as that is certain: once 6 bytes per record plus the rest of the hello
     // in one record would pass the limit, well before the limit itself.
-    assert_eq!(classify_outbound(&framed[..15_000]), FirstBytes::Other);
+    assert_eq!(classify_outbound(&framed[..15_000]), FirstBytes::Unreadable);
     assert_eq!(classify_outbound(&framed[..12_000]), FirstBytes::NeedMore);
 }
 
@@ -410,15 +410,17 @@ fn hostile_records_are_refused() {
     // A handshake length of 16 MiB: refused from the first 9 bytes.
     assert_eq!(
         classify_outbound(&[22, 3, 1, 0x40, 0, 1, 0xff, 0xff, 0xff]),
-        FirstBytes::Other
+        FirstBytes::Unreadable
     );
     assert_eq!(
         classify_outbound(&[22, 3, 1, 0x40, 0, 1, 0, 0x40, 0]),
-        FirstBytes::Other
+        FirstBytes::Unreadable
     );
-    // Not a handshake record, not TLS, not a ClientHello.
-    assert_eq!(refused(&|b| b[1] = 2), FirstBytes::Other);
-    assert_eq!(refused(&|b| b[5] = 2), FirstBytes::Other);
+    // Not a handshake record, not TLS, not a ClientHello: a first byte of 22 that is not a
+    // readable hello is unreadable (a gate refuses it), never "neither TLS nor HTTP". An
+    // SSLv2-format hello (no extensions, so no name) is not TLS to egret.
+    assert_eq!(refused(&|b| b[1] = 2), FirstBytes::Unreadable);
+    assert_eq!(refused(&|b| b[5] = 2), FirstBytes::Unreadable);
     assert_eq!(
         classify_outbound(&[0x80, 0x2e, 0x01, 0x03, 0x01]),
         FirstBytes::Other
@@ -426,23 +428,23 @@ fn hostile_records_are_refused() {
     // An empty record, a record over 2^14 bytes.
     assert_eq!(
         classify_outbound(&[22, 3, 1, 0, 0, 1, 0, 0, 4]),
-        FirstBytes::Other
+        FirstBytes::Unreadable
     );
     assert_eq!(
         classify_outbound(&[22, 3, 1, 0x40, 1, 1, 0, 0, 4]),
-        FirstBytes::Other
+        FirstBytes::Unreadable
     );
     // An alert record in the middle of the hello.
     let mut framed = reframe(&good, 10);
     framed[15] = 21;
-    assert_eq!(classify_outbound(&framed), FirstBytes::Other);
+    assert_eq!(classify_outbound(&framed), FirstBytes::Unreadable);
     // A handshake length shorter than the hello's fields, longer than them (bytes after the
     // extensions), an odd cipher suite list, an overlong session id, an extension running
     // past the block.
     for (at, value) in [(8, 0x20), (45, 3), (43, 33)] {
         assert_eq!(
             refused(&|b| b[at] = value),
-            FirstBytes::Other,
+            FirstBytes::Unreadable,
             "byte {at} = {value}"
         );
     }
@@ -450,13 +452,13 @@ fn hostile_records_are_refused() {
     longer.push(0);
     longer[4] += 1;
     longer[8] += 1;
-    assert_eq!(classify_outbound(&longer), FirstBytes::Other);
+    assert_eq!(classify_outbound(&longer), FirstBytes::Unreadable);
     // The SNI extension (the last) has 16 bytes of data after its 2-byte length.
     let overrun = refused(&|b| {
         let length = b.len() - 16 - 2;
         b[length] = 0xff;
     });
-    assert_eq!(overrun, FirstBytes::Other);
+    assert_eq!(overrun, FirstBytes::Unreadable);
 }
 
 #[test]

@@ -36,7 +36,8 @@ const HANDSHAKE_HEADER: usize = 4;
 /// The longest plaintext record fragment (RFC 8446 §5.1).
 const MAX_FRAGMENT: usize = 1 << 14;
 
-const EXT_SERVER_NAME: u16 = 0x0000;
+/// Extension type of `server_name` (SNI).
+pub const EXT_SERVER_NAME: u16 = 0x0000;
 const EXT_SIGNATURE_ALGORITHMS: u16 = 0x000d;
 const EXT_ALPN: u16 = 0x0010;
 const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;

@@ -121,6 +121,7 @@ impl Flights {
                 match found {
                     FirstBytes::Tls(hello) => seen.tls = Some(hello),
                     FirstBytes::Http(request) => seen.http = Some(request),
+                    FirstBytes::Unreadable => seen.unreadable = true,
                     FirstBytes::Other | FirstBytes::NeedMore => {}
                 }
                 Change::Seen(Box::new(seen.clone()))

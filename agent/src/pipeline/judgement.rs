@@ -253,9 +253,11 @@ impl Judgement {
     }
 
     /// Block mode: a held first payload's name check. `true`: let it through. A connection
-    /// approved only through a learned address passes unless its first bytes name a name no
-    /// rule approves; one on a `name_gate` port passes only when they name an approved one.
-    /// A refused one is marked blocked, and its alert returned.
+    /// approved only through a learned address passes when its first bytes name an approved
+    /// name or carry no name at all ([`crate::record::FirstBytesSeen::carries_no_name`]: not
+    /// an unreadable ClientHello, nor a request whose Host may still follow); one on a
+    /// `name_gate` port passes only when they name an approved one. A refused one is marked
+    /// blocked, and its alert returned.
     pub fn check_held(
         &mut self,
         record: &mut ConnectionRecord,
@@ -275,7 +277,12 @@ impl Judgement {
                 .map(str::to_owned),
             None => None,
         };
-        let pass = whole && (approved.is_some() || (learned && name.is_none()));
+        let nameless = name.is_none()
+            && record
+                .first_bytes
+                .as_ref()
+                .is_some_and(|f| f.carries_no_name());
+        let pass = whole && (approved.is_some() || (learned && nameless));
         let mode = self.policy.policy.mode;
         if pass {
             if let Some(rule) = approved {

@@ -276,6 +276,12 @@ impl Pipeline {
                 });
                 continue;
             };
+            if let Some(seen) = held.seen {
+                // What the held flight said is what it is judged by, even if the record
+                // missed the change that carried it.
+                let gate = record.first_bytes.as_ref().and_then(|f| f.gate);
+                record.first_bytes = Some(Box::new(FirstBytesSeen { gate, ..seen }));
+            }
             let (pass, alert) = judgement.check_held(record, whole);
             let outcome = match (pass, whole) {
                 (true, _) => GateOutcome::Passed,

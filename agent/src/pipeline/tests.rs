@@ -742,6 +742,70 @@ fn block_mode_a_held_first_payload_passes_or_is_refused_by_its_name() {
     );
 }
 
+/// What a learned address's first payload may not hide its name behind (B1, B2): each is
+/// refused, while nameless payloads (a whole header block without Host, SSH, a hello without
+/// SNI) pass.
+#[test]
+fn block_mode_a_learned_address_refuses_a_name_it_cannot_read() {
+    let mut rig = Rig::with(Setup {
+        policy: Some("mode: block\nrules:\n  - name: web\n    to: [example.com]\n"),
+        ..Setup::default()
+    });
+    rig.exec_curl();
+    let hello_bad_sni = crate::payload::tests::build_hello(
+        &[0x1301],
+        &[crate::payload::tests::sni(&[(0, b"bad name!")])],
+    );
+    let hello_no_sni = crate::payload::tests::build_hello(&[0x1301], &[]);
+    let mut broken_hello = hello_no_sni.clone();
+    broken_hello[5] = 2; // not a ClientHello
+    let cases: [(&[u8], GateDecision); 12] = [
+        // The request line alone: a Host may follow in the next packet.
+        (b"GET / HTTP/1.1\r\n", GateDecision::Drop),
+        (b"GET / HTTP/1.1\r\nAccept: */*\r\n", GateDecision::Drop),
+        // Empty lines first, an unknown method: still a request for other.test.
+        (
+            b"\r\nGET / HTTP/1.1\r\nHost: other.test\r\n\r\n",
+            GateDecision::Drop,
+        ),
+        (
+            b"FOO / HTTP/1.1\r\nHost: other.test\r\n\r\n",
+            GateDecision::Drop,
+        ),
+        // What a lenient server reads as HTTP, an invalid Host, an unreadable hello.
+        (
+            b"GET / HTTP/1.2\r\nHost: other.test\r\n\r\n",
+            GateDecision::Drop,
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: other.test!\r\n\r\n",
+            GateDecision::Drop,
+        ),
+        (&broken_hello, GateDecision::Drop),
+        (&hello_bad_sni, GateDecision::Drop),
+        // Nameless: a whole header block without Host, an address literal, SSH, no SNI.
+        (b"GET / HTTP/1.0\r\nAccept: */*\r\n\r\n", GateDecision::Pass),
+        (
+            b"GET / HTTP/1.1\r\nHost: 93.184.215.14\r\n\r\n",
+            GateDecision::Pass,
+        ),
+        (b"SSH-2.0-OpenSSH_9.2\r\n", GateDecision::Pass),
+        (&hello_no_sni, GateDecision::Pass),
+    ];
+    for (n, (bytes, _)) in (10_u64..).zip(&cases) {
+        rig.feed(&connect_with(n, "93.184.215.14", 80, VERDICT_LEARNED));
+        rig.feed(&payload(n, PAYLOAD_OUT, 0, bytes, true));
+    }
+    for (n, (bytes, want)) in (10_u64..).zip(&cases) {
+        assert_eq!(
+            rig.policy.gates.get(&n),
+            Some(want),
+            "{:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
 #[test]
 fn block_mode_a_name_gate_needs_an_approved_name() {
     let mut rig = Rig::with(Setup {
