@@ -30,7 +30,7 @@ pub mod maps {
         // conn
         CONNS, CONNECTING, LAST_SK_ERROR,
         // dns
-        NAME_SCRATCH, DIGEST_SCRATCH, DNS_QUERIES, TRUSTED_RESOLVERS,
+        NAME_SCRATCH, DIGEST_SCRATCH, DNS_QUERIES, DNS_SENDS, TRUSTED_RESOLVERS,
         // payload
         GATES,
         // policy: its state, scratch, and each map once per policy set (`PolicyMaps`)

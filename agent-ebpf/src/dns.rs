@@ -4,7 +4,12 @@
 //! ingress.
 //!
 //! - A query (to the resolver port, `DNS_PORT`) is remembered in `DNS_QUERIES`: the socket,
-//!   the transaction id, the resolver's address and port, and a hash of the question.
+//!   the transaction id, the resolver's address and port, and a hash of the question. The
+//!   resolver is the one the application addressed, not the packet's destination: egress runs
+//!   after the namespace's NAT, which may have sent the query elsewhere (Docker's embedded DNS
+//!   DNATs `127.0.0.11:53` to a port of dockerd's), while the answer reaches the socket with
+//!   the NAT undone. A connected socket's peer says it; for an unconnected UDP socket,
+//!   `sendmsg4/6` (`socket`) noted the destination its datagram was given ([`note_send`]).
 //! - An answer is **believed** only when its source is a trusted resolver (`TRUSTED_RESOLVERS`,
 //!   written by userspace from the policy's `resolvers:` or the `resolv.conf` files) and it
 //!   matches a query this very socket sent to that address and port, with the same id and
@@ -27,6 +32,8 @@
 //!   a second answer to it is not believed. A truncated answer (TC) is believed like any
 //!   other and ends its query too; the client asks again over TCP, a new socket and entry.
 //!   Kernel-only.
+//! - `DNS_SENDS` (LRU hash, socket cookie → address and port): the resolver-port destination
+//!   of an unconnected UDP socket's last `sendmsg`. Kernel-only.
 //! - `TRUSTED_RESOLVERS` (LPM trie, IPv6 or IPv4-mapped prefix → 1): the trusted resolvers,
 //!   written by userspace.
 //!
@@ -36,7 +43,7 @@
 //!
 //! Uses `shared` and `policy` (approved names, learned addresses).
 
-use core::ptr::addr_of_mut;
+use core::ptr::{addr_of, addr_of_mut};
 
 use agent_common::{
     dns::{
@@ -49,7 +56,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::generated::bpf_skb_load_bytes,
+    helpers::generated::{bpf_sk_fullsock, bpf_skb_load_bytes},
     macros::map,
     maps::{
         lpm_trie::{Key, LpmTrie},
@@ -62,8 +69,8 @@ use aya_ebpf::{
 use crate::{
     policy,
     shared::{
-        emit, fail, global, ip_addr, load, netns_cookie, now_ns, opaque, socket_cookie, v4_in_16,
-        End, IpHeader, Origin, IPPROTO_TCP, IPPROTO_UDP,
+        ctx_field, ctx_ip6, emit, fail, global, ip_addr, load, netns_cookie, now_ns, opaque,
+        socket_cookie, v4_in_16, Dest, End, IpHeader, Origin, IPPROTO_TCP, IPPROTO_UDP,
     },
 };
 
@@ -126,7 +133,15 @@ struct Located {
     txid: u16,
 }
 
-fn locate(ctx: &SkBuffContext, ip: &IpHeader, way: Way) -> Option<Located> {
+/// Where the DNS message of `ip` is, when it is one going `way`. The resolver is the packet's
+/// source (an answer) or destination (a query), unless `addressed` gives the one the
+/// application addressed a query to ([`addressed`]).
+fn locate(
+    ctx: &SkBuffContext,
+    ip: &IpHeader,
+    way: Way,
+    addressed: Option<(u16, [u8; 16])>,
+) -> Option<Located> {
     let (end, port_at) = match way {
         Way::Answer => (End::Source, ip.l4),
         Way::Query => (End::Destination, ip.l4 + 2),
@@ -134,11 +149,16 @@ fn locate(ctx: &SkBuffContext, ip: &IpHeader, way: Way) -> Option<Located> {
     if ip.fragment {
         return None; // a fragment: not parsed
     }
-    let port = u16::from_be(load(ctx, port_at)?);
+    let (port, peer) = match addressed {
+        Some(resolver) => resolver,
+        None => (
+            u16::from_be(load(ctx, port_at)?),
+            ip_addr(ctx, ip.family, end)?,
+        ),
+    };
     if port != global(&DNS_PORT) {
         return None;
     }
-    let peer = ip_addr(ctx, ip.family, end)?;
     let total = ctx.len();
     let (off, len, partial): (u32, u32, bool) = match ip.protocol {
         IPPROTO_UDP => {
@@ -176,16 +196,20 @@ fn locate(ctx: &SkBuffContext, ip: &IpHeader, way: Way) -> Option<Located> {
     })
 }
 
-/// Egress: a query to the resolver port is remembered, so its answer can be believed.
+/// Egress: a query to the resolver port is remembered, so its answer can be believed. The
+/// resolver remembered is the one the application addressed ([`addressed`]): this program
+/// runs after the namespace's NAT (`ip_finish_output`), and the answer reaches the socket
+/// with that NAT undone.
 #[inline(never)]
 pub(crate) fn note_query(ctx: &SkBuffContext, ip: &IpHeader) {
-    let Some(at) = locate(ctx, ip, Way::Query) else {
+    let cookie = socket_cookie(ctx);
+    let Some(at) = locate(ctx, ip, Way::Query, addressed(ctx, ip, cookie)) else {
         return;
     };
     let Some(question) = digest(ctx, &at) else {
         return;
     };
-    let key = query_key(socket_cookie(ctx), at.txid);
+    let key = query_key(cookie, at.txid);
     let value = DnsQueryValue {
         addr: at.peer,
         question,
@@ -196,6 +220,114 @@ pub(crate) fn note_query(ctx: &SkBuffContext, ip: &IpHeader) {
     };
     if let Err(error) = DNS_QUERIES.insert(&key, &value, 0) {
         fail(Counter::DnsQueryUpdateFailed, "DNS_QUERIES", error);
+    }
+}
+
+/// The destination the application gave the datagrams of an unconnected UDP socket, when it
+/// was the resolver port (`DNS_SENDS`, written by `sendmsg4/6`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct Addressed {
+    /// As in the events (IPv4 in the first 4 bytes; an IPv4-mapped IPv6 address as IPv4).
+    addr: [u8; 16],
+    family: u16,
+    /// Host byte order.
+    port: u16,
+    _pad: u32,
+}
+
+/// Unconnected UDP sockets whose last `sendmsg` named the resolver port: socket cookie → that
+/// destination. Written by `sendmsg4/6` ([`note_send`]), read by [`note_query`] for the
+/// datagram that `sendmsg` sends. Kernel-only.
+#[map]
+static DNS_SENDS: LruHashMap<u64, Addressed> = LruHashMap::with_max_entries(DNS_QUERIES_MAX, 0);
+
+/// `sendmsg4/6` of an unconnected UDP socket: remembers a destination on the resolver port
+/// (what the application named, before the namespace's NAT), forgets the last one otherwise.
+/// Not inlined: `sendmsg6` has `on_sendmsg`'s deep stack below it already.
+#[inline(never)]
+pub(crate) fn note_send(cookie: u64, dest: &Dest) {
+    if dest.port == global(&DNS_PORT) {
+        let (family, addr) = unmapped(dest.family, dest.addr);
+        let value = Addressed {
+            addr,
+            family,
+            port: dest.port,
+            _pad: 0,
+        };
+        if let Err(error) = DNS_SENDS.insert(&cookie, &value, 0) {
+            fail(Counter::DnsQueryUpdateFailed, "DNS_SENDS", error);
+        }
+    } else if DNS_SENDS.get_ptr(&cookie).is_some() {
+        let _ = DNS_SENDS.remove(&cookie);
+    }
+}
+
+/// The resolver (port, address) the application addressed a query to, before any NAT of the
+/// socket's namespace rewrote the packet (Docker's embedded DNS: `127.0.0.11:53` DNATed to a
+/// port of dockerd's, the answer's source rewritten back): a connected socket's peer, else
+/// (UDP) the destination of the socket's last `sendmsg` to the resolver port (`DNS_SENDS`).
+/// `None` (the packet's destination counts): no full socket, an unconnected socket that did
+/// not name the resolver port, or another family than the packet's.
+#[inline(always)]
+fn addressed(ctx: &SkBuffContext, ip: &IpHeader, cookie: u64) -> Option<(u16, [u8; 16])> {
+    let (family, port, addr) = match socket_peer(ctx) {
+        Some(peer) => peer,
+        None if ip.protocol == IPPROTO_UDP => {
+            // SAFETY: a plain value, copied out.
+            let sent = (unsafe { DNS_SENDS.get(&cookie) }).copied()?;
+            (sent.family, sent.port, sent.addr)
+        }
+        None => return None,
+    };
+    let (family, addr) = unmapped(family, addr);
+    (family == ip.family).then_some((port, addr))
+}
+
+/// The peer (family, port in host byte order, address as in the events) of the skb's socket
+/// when it is a connected full socket.
+#[inline(always)]
+fn socket_peer(ctx: &SkBuffContext) -> Option<(u16, u16, [u8; 16])> {
+    // SAFETY: `sk` of the skb context, narrowed to a full socket (both NULL-checked); its
+    // fields read with the loads the verifier accepts (32-bit words).
+    unsafe {
+        let skb = ctx.skb.skb;
+        let sk = ctx_field(addr_of!((*skb).__bindgen_anon_2.sk));
+        if sk.is_null() {
+            return None;
+        }
+        let full = bpf_sk_fullsock(sk);
+        if full.is_null() {
+            return None;
+        }
+        // A 32-bit load (kernels before 5.16 accept no other); the port, in network byte
+        // order, is its first two bytes.
+        let word: u32 = ctx_field(addr_of!((*full).dst_port).cast::<u32>());
+        let port = u16::from_be(word as u16);
+        if port == 0 {
+            return None; // not connected
+        }
+        let family = ctx_field(addr_of!((*full).family));
+        let addr = if family == u32::from(AF_INET) {
+            v4_in_16(ctx_field(addr_of!((*full).dst_ip4)).to_ne_bytes())
+        } else if family == u32::from(AF_INET6) {
+            ctx_ip6(addr_of!((*full).dst_ip6))
+        } else {
+            return None;
+        };
+        Some((family as u16, port, addr))
+    }
+}
+
+/// An IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) as IPv4, as the packets
+/// that reach it are; any other address as it is.
+#[inline(always)]
+fn unmapped(family: u16, addr: [u8; 16]) -> (u16, [u8; 16]) {
+    match addr {
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a, b, c, d] if family == AF_INET6 => {
+            (AF_INET, v4_in_16([a, b, c, d]))
+        }
+        _ => (family, addr),
     }
 }
 
@@ -212,7 +344,7 @@ fn query_key(cookie: u64, txid: u16) -> DnsQueryKey {
 /// when believed, learned.
 #[inline(never)]
 pub(crate) fn on_answer(ctx: &SkBuffContext, ip: &IpHeader) {
-    let Some(at) = locate(ctx, ip, Way::Answer) else {
+    let Some(at) = locate(ctx, ip, Way::Answer, None) else {
         return;
     };
     let mut checks = 0u8;

@@ -33,7 +33,7 @@
 //! (the ring buffer every event goes to), `COUNTERS`, `UDP_FLOWS` and aya-log's `AYA_LOGS`
 //! (the programs' diagnostics, `debug` level: a failed map update, a refused operation); [`socket`] has
 //! `UDP_SOCKETS`; [`conn`] has `CONNS`, `CONNECTING` and `LAST_SK_ERROR`; [`dns`] has
-//! `NAME_SCRATCH`, `DIGEST_SCRATCH`, `DNS_QUERIES` and `TRUSTED_RESOLVERS`; [`payload`] has
+//! `NAME_SCRATCH`, `DIGEST_SCRATCH`, `DNS_QUERIES`, `DNS_SENDS` and `TRUSTED_RESOLVERS`; [`payload`] has
 //! `GATES`; [`policy`] has `POLICY_STATE`, `PATH_SCRATCH` and, once per policy set (`_0`,
 //! `_1`), `POLICY_V4`, `POLICY_V6`, `SCOPES`, `SCOPE_PATHS`, `SCOPE_UNITS`, `DNS_NAMES`,
 //! `DNS_ALLOW`, `DOMAIN_RULES`, `NAME_GATE_PORTS`, `EXES` and `EXE_PATHS`.

@@ -43,7 +43,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    conn, payload, policy,
+    conn, dns, payload, policy,
     shared::{
         atomic_add, count, ctx_field, ctx_ip6, emit, fail, flow_key, global, log_refusal,
         netns_cookie, now_ns, socket_cookie, v4_in_16, Dest, Origin, Task, IPPROTO_TCP, SOCK_DGRAM,
@@ -78,12 +78,18 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
-    decision(on_sendmsg(socket_cookie(&ctx), &dest4(&ctx)))
+    let dest = dest4(&ctx);
+    let cookie = socket_cookie(&ctx);
+    dns::note_send(cookie, &dest);
+    decision(on_sendmsg(cookie, &dest))
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
-    decision(on_sendmsg(socket_cookie(&ctx), &dest6(&ctx)))
+    let dest = dest6(&ctx);
+    let cookie = socket_cookie(&ctx);
+    dns::note_send(cookie, &dest);
+    decision(on_sendmsg(cookie, &dest))
 }
 
 #[cgroup_sock(sock_release)]

@@ -15,7 +15,8 @@
 //! `CI=true`.
 
 use anyhow::{ensure, Context, Result};
-use egret_e2e::expect::{check_field_absent, check_field_str, is_flow};
+use egret_e2e::dns::is_dns_answer;
+use egret_e2e::expect::{check_field_absent, check_field_str, has_arg, is_flow};
 use egret_e2e::policy::check_verdict;
 use egret_e2e::runtime::containerd::K8S_NAMESPACE;
 use egret_e2e::runtime::{
@@ -522,6 +523,79 @@ fn docker_container_identity() -> Result<()> {
     let ev2 = env.h.egret.wait_for_flow("connect", "tcp", port2)?;
     check_container(&ev2, &run.id, "docker", &name2)?;
     env.rt.remove(&c.id)?;
+    env.finish()
+}
+
+/// Docker's embedded DNS (user-defined networks, docker compose's default network): the
+/// containers' `resolv.conf` says `nameserver 127.0.0.11`, and dockerd's NAT rules inside each
+/// container's namespace send `127.0.0.11:53` to a port of dockerd's and give the answers
+/// their source `127.0.0.11:53` back. The query leaves the client with dockerd's port; egret
+/// must remember the resolver the client addressed, so that the answer is believed and names
+/// the connection (docs/dns.md, "Resolvers behind NAT").
+#[test]
+fn docker_embedded_dns_names_connections() -> Result<()> {
+    let Some(mut env) = DockerEnv::setup("dkr-dns", &["--dns-events"])? else {
+        return Ok(());
+    };
+    let suffix = egret_e2e::unique_suffix();
+    let net = format!("egret-net-{suffix}");
+    env.rt.create_network(&net)?;
+    let server = format!("egret-srv-{suffix}");
+    env.rt.start_container(
+        &RunSpec::new(
+            &server,
+            &["busybox", "httpd", "-f", "-p", "8080", "-h", "/"],
+        )
+        .network(&net),
+    )?;
+    // The client's first process resolves the server and stays connected a few seconds: long
+    // enough for egret to identify the container and read its resolv.conf (127.0.0.11 becomes
+    // a trusted resolver).
+    let client = format!("egret-cli-{suffix}");
+    let first = format!("sleep 8 | nc {server} 8080; sleep 60");
+    env.rt
+        .start_container(&RunSpec::new(&client, &["sh", "-c", &first]).network(&net))?;
+    env.h.egret.wait_for_flow("connect", "tcp", 8080)?;
+    ensure!(
+        wait_until(LINE_TIMEOUT, || Ok(env.h.egret.stderr_text()?.lines().any(
+            |l| l.contains("trusted resolvers (") && l.contains("127.0.0.11/32")
+        )))?,
+        "egret never trusted the container's resolver 127.0.0.11\n--- stderr ---\n{}",
+        env.h.egret.stderr_tail()
+    );
+    // Now a lookup and a connect egret must name from the embedded DNS's answer.
+    let marker = format!("/egret-mark-{suffix}");
+    let url = format!("http://{server}:8080{marker}");
+    let out = env.rt.exec(
+        &client,
+        &["wget", "-q", "-O", "/dev/null", &url],
+        RUN_TIMEOUT,
+    )?;
+    eprintln!("wget: {} {} {}", out.status, out.stdout, out.stderr);
+    let conn = env
+        .h
+        .egret
+        .wait_for_marked_flow("connect", "tcp", 8080, &url)?;
+    check_field_str(&conn, "destination.domain", &server)?;
+    check_field_str(&conn, "egret.destination.name_source", "dns")?;
+    let answer = env.h.egret.wait_for(
+        |v| {
+            is_dns_answer(v, &server)
+                && field_str(v, "dns.question.type") == Some("A")
+                && has_arg(v, &url)
+        },
+        LINE_TIMEOUT,
+    )?;
+    check_field_str(&answer, "source.ip", "127.0.0.11")?;
+    ensure!(
+        field(&answer, "source.port").and_then(Value::as_u64) == Some(53),
+        "the answer should come from port 53 (NAT undone)\nline: {answer}"
+    );
+    ensure!(
+        field(&answer, "egret.dns.trusted").and_then(Value::as_bool) == Some(true)
+            && field(&answer, "egret.dns.untrusted").is_none(),
+        "the embedded DNS's answer to the client's own query should be believed\nline: {answer}"
+    );
     env.finish()
 }
 

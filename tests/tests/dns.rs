@@ -839,6 +839,83 @@ fn malformed_answers_are_counted_and_teach_nothing() -> Result<()> {
     })
 }
 
+/// A resolver behind NAT, as Docker's embedded DNS is (docs/dns.md, "Resolvers behind NAT"):
+/// in a network namespace of the test's, a DNAT rule sends `127.0.0.11:53` to the test
+/// resolver's port, and conntrack gives the answer its source `127.0.0.11:53` back. The client
+/// asks `127.0.0.11:53` from an unconnected UDP socket (`sendto`, as musl does): the query
+/// leaves with the resolver's real port, so egret must take the resolver from what the client
+/// addressed (`sendmsg`) for the answer to be believed and name the connect.
+#[test]
+fn resolver_behind_nat_is_believed() -> Result<()> {
+    egret_e2e::NetNs::with("dns-nat", |ns| {
+        Harness::with_cgroup("dns-nat", |cg| {
+            let mut cmd = ns.command(DNS);
+            cmd.args(["server", "--port", "0", "--a", "nat.test=127.0.0.81"]);
+            let server = egret_e2e::run::ReadyProcess::start(
+                &mut cmd,
+                "egret-dns server in the namespace",
+                egret_e2e::dns::DNS_READY_TIMEOUT,
+            )?;
+            let to = format!("127.0.0.1:{}", server.port());
+            ns.exec(
+                "iptables",
+                &[
+                    "-t",
+                    "nat",
+                    "-A",
+                    "OUTPUT",
+                    "-d",
+                    "127.0.0.11/32",
+                    "-p",
+                    "udp",
+                    "--dport",
+                    "53",
+                    "-j",
+                    "DNAT",
+                    "--to-destination",
+                    &to,
+                ],
+            )?;
+            let (_dir, policy) = PolicyDir::with_policy(
+                "dns-nat",
+                "mode: audit\nresolvers: [\"127.0.0.11\"]\nrules: []\n",
+            )?;
+            let policy = policy.display().to_string();
+            let mut h = Harness::start(cg, &["--policy", &policy, "--dns-events"])?;
+            let listener = ns.tcp_listener(socket_addr("0.0.0.0:0")?)?;
+            let accept = AcceptServer::from_listener(listener)?;
+            let port = accept.port();
+            let out = h.run(ns.command(DNS).args([
+                "resolve-connect",
+                "--server",
+                "127.0.0.11:53",
+                "nat.test",
+                "--port",
+                &port.to_string(),
+            ]))?;
+            let c = parse_resolve_counts(&out.stdout)
+                .with_context(|| format!("stderr: {}", out.stderr))?;
+            ensure!(
+                c.ok == 1,
+                "resolve-connect through the NAT: {c:?}\nstderr: {}",
+                out.stderr
+            );
+            let ev = flow_line_of(&mut h, out.pid, "connect", "tcp", port)?;
+            check_network(&ev, "connect", "tcp", "ipv4", "127.0.0.81", port)?;
+            check_named(&ev, "nat.test", &["nat.test"])?;
+            check_field_str(&ev, "egret.destination.name_source", "dns")?;
+            let v = dns_line_of(&mut h, out.pid, "nat.test")?;
+            check_field_str(&v, "source.ip", "127.0.0.11")?;
+            ensure!(
+                field_u64(&v, "source.port") == Some(53)
+                    && field(&v, "egret.dns.trusted").and_then(Value::as_bool) == Some(true),
+                "the answer from 127.0.0.11:53 (NAT undone) to the client's own query should be believed\nline: {v}"
+            );
+            h.finish()
+        })
+    })
+}
+
 #[test]
 fn dns_over_tcp() -> Result<()> {
     Harness::with_cgroup("dns-tcp", |cg| {

@@ -32,6 +32,7 @@ pub struct Dockerd {
     cgroup_parent: Option<String>,
     started_in: Duration,
     containers: Mutex<Vec<String>>,
+    networks: Mutex<Vec<String>>,
     image_loaded: Mutex<bool>,
     scratch: Scratch,
 }
@@ -146,6 +147,7 @@ impl Dockerd {
             cgroup_parent: cgroup_parent.map(String::from),
             started_in: Duration::ZERO,
             containers: Mutex::new(Vec::new()),
+            networks: Mutex::new(Vec::new()),
             image_loaded: Mutex::new(false),
             scratch,
         };
@@ -263,7 +265,9 @@ impl Dockerd {
             bail!("docker containers cannot join a namespace by pid or be given an id here");
         }
         cmd.args(["--pull", "never", "--name", &spec.name]);
-        if spec.host_network {
+        if let Some(network) = &spec.network {
+            cmd.args(["--network", network]);
+        } else if spec.host_network {
             cmd.args(["--network", "host"]);
         } else {
             cmd.args(["--network", "none"]);
@@ -338,6 +342,46 @@ impl Dockerd {
         })
     }
 
+    /// `docker network create NAME` (bridge driver): a user-defined network, whose containers
+    /// get Docker's embedded DNS (`nameserver 127.0.0.11` in their `resolv.conf`, served by
+    /// dockerd inside each container's network namespace). It adds a bridge (`br-<id>`) on
+    /// the host and, since dockerd runs with `--iptables=false`, no host firewall rule; the
+    /// network is removed when dockerd is dropped.
+    pub fn create_network(&self, name: &str) -> Result<()> {
+        track(&self.networks, name.to_string())?;
+        cli(self
+            .docker_cmd()
+            .args(["network", "create", "--driver", "bridge", name]))
+        .with_context(|| format!("--- dockerd.log ---\n{}", self.log_tail()))?;
+        Ok(())
+    }
+
+    /// `docker network rm`.
+    fn remove_network(&self, name: &str) -> Result<()> {
+        let out = crate::run_with_timeout(
+            self.docker_cmd().args(["network", "rm", name]),
+            Duration::from_secs(30),
+        )?;
+        if !out.status.success() && !out.stderr.contains("not found") {
+            bail!("docker network rm {name}: {}", out.stderr.trim());
+        }
+        Ok(())
+    }
+
+    /// `docker exec CONTAINER ARGS...` (its process joins the container's cgroup and
+    /// namespaces), at most `timeout`.
+    pub fn exec(
+        &self,
+        container: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<crate::RunOutput> {
+        crate::run_with_timeout(
+            self.docker_cmd().arg("exec").arg(container).args(args),
+            timeout,
+        )
+    }
+
     /// `docker rm -f`.
     pub fn remove(&self, name_or_id: &str) -> Result<()> {
         let out = crate::run_with_timeout(
@@ -363,6 +407,11 @@ impl Drop for Dockerd {
             for name in take_tracked(&self.containers).iter().rev() {
                 if let Err(e) = self.remove(name) {
                     eprintln!("egret-e2e: removing container {name}: {e:#}");
+                }
+            }
+            for name in take_tracked(&self.networks).iter().rev() {
+                if let Err(e) = self.remove_network(name) {
+                    eprintln!("egret-e2e: removing network {name}: {e:#}");
                 }
             }
         }

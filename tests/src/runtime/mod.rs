@@ -68,6 +68,9 @@ pub struct RunSpec {
     /// Join the network namespace of this pid instead (containerd: `--with-ns`), the way a
     /// pod's containers join its sandbox's namespace.
     pub join_network_of: Option<u32>,
+    /// A user-defined network to join (docker: `--network NAME`, made with
+    /// [`Dockerd::create_network`]); Docker's embedded DNS then answers its containers' names.
+    pub network: Option<String>,
     /// The container id to use (containerd; default: a fresh 64-hex id).
     pub id: Option<String>,
     /// The command, run by the image's busybox (e.g. `["sh", "-c", "..."]`).
@@ -113,6 +116,13 @@ impl RunSpec {
     /// [`ContainerVeth`] is added).
     pub fn own_network(mut self) -> Self {
         self.host_network = false;
+        self
+    }
+
+    /// Joins the user-defined network `name` (docker only; see [`RunSpec::network`]).
+    pub fn network(mut self, name: &str) -> Self {
+        self.host_network = false;
+        self.network = Some(name.to_string());
         self
     }
 
