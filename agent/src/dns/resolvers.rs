@@ -427,6 +427,13 @@ impl TrustedResolvers {
         }
     }
 
+    /// Whether container `key`'s `resolv.conf` is read through process `pid`'s root.
+    pub fn watches(&self, key: &str, pid: u32) -> bool {
+        self.containers
+            .get(key)
+            .is_some_and(|known| known.pid == pid)
+    }
+
     /// Watches the `resolv.conf` of container `key`, read through process `pid`'s root; a
     /// new pid for a known key replaces the old one (a pid that dies leaves the last good
     /// read in place). With the files as the source it is read at once; the next

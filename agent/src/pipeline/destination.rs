@@ -68,6 +68,11 @@ impl Destination {
         self.resolvers.set_source(ResolverSource::of(resolvers));
     }
 
+    /// Whether container `id`'s `resolv.conf` is read through process `pid` already.
+    pub fn watches_container(&self, id: &str, pid: u32) -> bool {
+        self.resolvers.watches(id, pid)
+    }
+
     /// An identified container: its own `resolv.conf` names resolvers to trust too (unless
     /// the policy lists them).
     pub fn add_container(&mut self, id: &str, pid: u32) {

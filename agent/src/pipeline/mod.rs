@@ -158,7 +158,17 @@ impl Pipeline {
     /// written after its own line.
     fn start(&mut self, mut record: ConnectionRecord, start: Start) {
         if let crate::container::Lookup::Known(info) = &record.container {
-            self.destination.add_container(&info.id, record.process.pid);
+            // The connecting process may be gone (a one-shot container): another of its
+            // cgroup's processes shows the same root. Looked at only for a pid not read yet.
+            let pid = record.process.pid;
+            if !self.destination.watches_container(&info.id, pid) {
+                let pid = live_pid_in(
+                    pid,
+                    self.identity.cgroup_mount(),
+                    record.cgroup.path.as_deref(),
+                );
+                self.destination.add_container(&info.id, pid);
+            }
         }
         let mut alert = self.judgement.judge(&mut record);
         if alert.is_none() && !record.gated() {
@@ -592,3 +602,22 @@ fn recover_start(
 
 #[cfg(test)]
 mod tests;
+
+/// `pid` while it lives, else the first process still in its cgroup (`cgroup.procs` under
+/// `mount`), else `pid` (its root cannot be read; the last good read stays).
+fn live_pid_in(pid: u32, mount: &std::path::Path, cgroup: Option<&str>) -> u32 {
+    if std::path::Path::new(&format!("/proc/{pid}/root")).exists() {
+        return pid;
+    }
+    let Some(rel) = cgroup else { return pid };
+    let procs = mount.join(rel.trim_start_matches('/')).join("cgroup.procs");
+    // A few bytes are enough for the first pid; the file may list thousands.
+    let mut first = [0u8; 32];
+    let read = std::fs::File::open(procs).and_then(|mut f| std::io::Read::read(&mut f, &mut first));
+    read.ok()
+        .and_then(|n| first.get(..n))
+        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+        .and_then(|text| text.lines().next())
+        .and_then(|line| line.trim().parse().ok())
+        .unwrap_or(pid)
+}

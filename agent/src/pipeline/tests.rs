@@ -976,3 +976,22 @@ fn with_a_baseline_connects_that_start_failing_raise_one_spike() {
     );
     assert_eq!(rig.metrics().spike_alerts, 1);
 }
+
+/// A container's `resolv.conf` is read through a live process: the connecting one while it
+/// lives, else the first one still in its cgroup, else (nothing to read through) its own pid.
+#[test]
+fn a_containers_resolv_conf_is_read_through_a_live_process() {
+    let dir = crate::output::tests::TempDir::new("live-pid");
+    let root = dir.join("");
+    let cgroup = dir.join("ctr");
+    std::fs::create_dir_all(&cgroup).expect("cgroup dir");
+    std::fs::write(cgroup.join("cgroup.procs"), "4242\n4343\n").expect("cgroup.procs");
+    let me = std::process::id();
+    const GONE: u32 = u32::MAX - 7;
+    assert_eq!(super::live_pid_in(me, &root, Some("/ctr")), me);
+    assert_eq!(super::live_pid_in(GONE, &root, Some("/ctr")), 4242);
+    assert_eq!(super::live_pid_in(GONE, &root, Some("/none")), GONE);
+    assert_eq!(super::live_pid_in(GONE, &root, None), GONE);
+    std::fs::write(cgroup.join("cgroup.procs"), "").expect("emptied");
+    assert_eq!(super::live_pid_in(GONE, &root, Some("/ctr")), GONE);
+}
