@@ -729,10 +729,13 @@ fn rapid_reloads_never_refuse_what_every_policy_approves() -> Result<()> {
             cb.eperm > 0 && cb.ok > 0,
             "B should have been both refused and approved: {cb:?}"
         );
+        // Two SIGHUPs that arrive before egret's loop takes the first are one pending signal
+        // (the kernel coalesces them): on a loaded machine a few of the 20 merge. Most must
+        // have been reloads.
         h.egret.wait_for(
             |v| {
                 is_metric(v)
-                    && field_u64(v, "egret.metrics.policy_reloads").is_some_and(|n| n >= 20)
+                    && field_u64(v, "egret.metrics.policy_reloads").is_some_and(|n| n >= 10)
             },
             LINE_TIMEOUT,
         )?;
