@@ -79,7 +79,10 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(early, answer, "at {len}")
             }
             FirstBytes::Http(_) => {
-                assert!(matches!(answer, FirstBytes::Http(_) | FirstBytes::Unreadable | FirstBytes::Other))
+                assert!(matches!(
+                    answer,
+                    FirstBytes::Http(_) | FirstBytes::Unreadable | FirstBytes::Other
+                ))
             }
             FirstBytes::NeedMore => {}
         }
@@ -133,7 +136,10 @@ fn check_answer(answer: &FirstBytes, bytes: &[u8]) {
         FirstBytes::Unreadable => {
             // Only what starts like TLS or like a request line.
             let skipped = bytes.iter().position(|&b| b != b'\r' && b != b'\n');
-            assert!(bytes.first() == Some(&0x16) || skipped.is_some(), "{bytes:?}");
+            assert!(
+                bytes.first() == Some(&0x16) || skipped.is_some(),
+                "{bytes:?}"
+            );
         }
         FirstBytes::NeedMore => {
             assert!(
