@@ -229,14 +229,27 @@ impl RunOutput {
     }
 }
 
+/// Spawns `cmd`, again for a while when the program is "text file busy": a test that has
+/// just written an executable may still have it open for writing in a child that another
+/// thread of the test binary forked meanwhile (the descriptor lives until that child execs).
+pub fn spawn_busy_retry(cmd: &mut Command) -> Result<Child> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.with_context(|| format!("spawn {cmd:?}")),
+        }
+    }
+}
+
 /// Spawns `cmd` (stdout/stderr captured), waits at most `timeout`, kills it on timeout.
 pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<RunOutput> {
-    let mut child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawn {cmd:?}"))?;
+        .stderr(Stdio::piped());
+    let mut child = spawn_busy_retry(cmd)?;
     let pid = child.id();
     let readers: Vec<JoinHandle<String>> = [
         child

@@ -1347,7 +1347,7 @@ fn block_mode_processes_rules_approve_a_binary_running_before_the_load() -> Resu
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             cg.command(&mut cmd)?;
-            early.push((Killed(cmd.spawn().context("start the client")?), m));
+            early.push((Killed(egret_e2e::run::spawn_busy_retry(&mut cmd)?), m));
         }
         let mut h = Harness::start(cg, &["--policy", &policy_arg])?;
         std::fs::write(&go, b"")?;
