@@ -5,8 +5,10 @@
 //!                  [--cname ALIAS=TARGET]... [--rotate NAME=CIDR]... [--malformed NAME]... [--tcp]
 //! egret-dns resolve --server IP:PORT NAME [--aaaa] [--tcp]
 //! egret-dns resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa]
-//!                  [--tcp-dns] [--all] [--probe IP] [--probe-port PORT] [--reconnect-after-ms MS]
+//!                  [--tcp-dns] [--all] [--list] [--probe IP] [--probe-port PORT]
+//!                  [--reconnect-after-ms MS]
 //! egret-dns connect IP PORT [--udp] [ignored...]
+//! egret-dns connect-each --port PORT [--marker M] IP...
 //! egret-dns forge --from IP:PORT --a NAME=IP.. [--ask IP:PORT] NAME --port PORT
 //! ```
 //!
@@ -35,11 +37,16 @@
 //! address no answer ever contained. It prints one line
 //! `iterations=N ok=N eperm=N other=N probe_ok=N probe_eperm=N` (`other` includes failed
 //! resolutions; `probe_ok` counts probes the kernel did not refuse, whatever happened next) and
-//! exits 0. With `--reconnect-after-ms MS` it then waits MS and connects once more to the last
+//! exits 0. With `--list` it first prints, for each connect, `connected=IP ok|eperm|other`.
+//! With `--reconnect-after-ms MS` it then waits MS and connects once more to the last
 //! address without asking again, and prints `reconnect=ok|eperm|other`.
 //!
 //! `connect` connects once (TCP, or one datagram with `--udp`); on failure it prints
 //! `errno=<N>` and exits 1.
+//!
+//! `connect-each` connects (TCP) to each IP on PORT in turn and prints `IP ok|eperm|other` for
+//! each, then `ok=N eperm=N other=N`; it exits 0 whatever the connects did. `--marker` is only
+//! there to be found in the process's arguments.
 //!
 //! `forge` is a watched process answering itself: it binds a UDP socket on `--from` (a
 //! resolver's address and port) and, from there, sends an answer for NAME (the `--a` records,
@@ -62,9 +69,10 @@ use std::time::{Duration, SystemTime};
 const USAGE: &str = "usage: egret-dns server --port P [--bind IP] [--ttl N] [--a NAME=IP].. [--aaaa NAME=IP].. \
                      [--cname ALIAS=TARGET].. [--rotate NAME=CIDR].. [--malformed NAME].. [--tcp] | \
                      resolve --server IP:PORT NAME [--aaaa] [--tcp] | \
-                     resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa] [--tcp-dns] [--all] \
+                     resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa] [--tcp-dns] [--all] [--list] \
                      [--probe IP] [--probe-port PORT] [--reconnect-after-ms MS] | \
                      connect IP PORT [--udp] | \
+                     connect-each --port PORT [--marker M] IP.. | \
                      forge --from IP:PORT --a NAME=IP.. [--ask IP:PORT] NAME --port PORT";
 
 const TYPE_A: u16 = 1;
@@ -799,6 +807,15 @@ fn connect_once(to: SocketAddr, udp: bool) -> std::io::Result<()> {
     Ok(())
 }
 
+/// `ok`, `eperm` (the kernel refused) or `other`.
+fn outcome(r: &std::io::Result<()>) -> &'static str {
+    match r {
+        Ok(()) => "ok",
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => "eperm",
+        Err(_) => "other",
+    }
+}
+
 #[derive(Default)]
 struct Counts {
     ok: u64,
@@ -808,10 +825,10 @@ struct Counts {
 
 impl Counts {
     fn add(&mut self, r: &std::io::Result<()>) {
-        match r {
-            Ok(()) => self.ok += 1,
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.eperm += 1,
-            Err(_) => self.other += 1,
+        match outcome(r) {
+            "ok" => self.ok += 1,
+            "eperm" => self.eperm += 1,
+            _ => self.other += 1,
         }
     }
 }
@@ -849,7 +866,7 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
             "--probe-port",
             "--reconnect-after-ms",
         ],
-        &["--udp", "--aaaa", "--tcp-dns", "--all"],
+        &["--udp", "--aaaa", "--tcp-dns", "--all", "--list"],
         false,
     )?;
     let server = server_arg(&args)?;
@@ -865,10 +882,11 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
         Some(_) => Some(args.number("--reconnect-after-ms", None)?),
         None => None,
     };
-    let (udp, tcp_dns, all) = (
+    let (udp, tcp_dns, all, list) = (
         args.flag("--udp"),
         args.flag("--tcp-dns"),
         args.flag("--all"),
+        args.flag("--list"),
     );
     let qtype = if args.flag("--aaaa") {
         TYPE_AAAA
@@ -907,6 +925,9 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
                     reported += 1;
                 }
             }
+            if list {
+                println!("connected={ip} {}", outcome(&r));
+            }
             main.add(&r);
             first.get_or_insert(r.is_ok());
         }
@@ -929,12 +950,7 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
     if let Some(ms) = reconnect {
         std::thread::sleep(Duration::from_millis(ms));
         let to = last.context("nothing resolved, nothing to reconnect to")?;
-        let what = match connect_once(to, udp) {
-            Ok(()) => "ok",
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => "eperm",
-            Err(_) => "other",
-        };
-        println!("reconnect={what}");
+        println!("reconnect={}", outcome(&connect_once(to, udp)));
     }
     std::io::stdout().flush()?;
     Ok(())
@@ -951,6 +967,25 @@ fn cmd_connect(args: &[String]) -> Result<()> {
         }
         return Err(e).with_context(|| format!("connect {to}"));
     }
+    Ok(())
+}
+
+fn cmd_connect_each(args: &[String]) -> Result<()> {
+    let args = Args::parse(args, &["--port", "--marker"], &[], false)?;
+    let port: u16 = args.number("--port", None)?;
+    ensure!(!args.positional.is_empty(), "missing IP\n{USAGE}");
+    let mut counts = Counts::default();
+    for ip in &args.positional {
+        let ip: IpAddr = ip.parse().with_context(|| format!("bad IP {ip:?}"))?;
+        let r = connect_once(SocketAddr::new(ip, port), false);
+        println!("{ip} {}", outcome(&r));
+        counts.add(&r);
+    }
+    println!(
+        "ok={} eperm={} other={}",
+        counts.ok, counts.eperm, counts.other
+    );
+    std::io::stdout().flush()?;
     Ok(())
 }
 
@@ -1045,6 +1080,7 @@ fn main() -> ExitCode {
         Some("resolve") => cmd_resolve(rest),
         Some("resolve-connect") => cmd_resolve_connect(rest),
         Some("connect") => cmd_connect(rest),
+        Some("connect-each") => cmd_connect_each(rest),
         Some("forge") => cmd_forge(rest),
         _ => Err(anyhow!("{USAGE}")),
     };
