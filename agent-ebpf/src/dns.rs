@@ -28,7 +28,10 @@
 //!   next to everything else. Kernel-only.
 //! - `DNS_QUERIES` (LRU hash, [`DnsQueryKey`] → [`DnsQueryValue`]): queries awaiting an
 //!   answer, keyed by socket and transaction id (an A and an AAAA query on one socket, with
-//!   their own ids, are two entries). Kernel-only.
+//!   their own ids, are two entries). The first believed answer removes its query's entry:
+//!   a second answer to it is not believed. A truncated answer (TC) is believed like any
+//!   other and ends its query too; the client asks again over TCP, a new socket and entry.
+//!   Kernel-only.
 //! - `DNS_SENDS` (LRU hash, socket cookie → address and port): the resolver-port destination
 //!   of an unconnected UDP socket's last `sendmsg`. Kernel-only.
 //! - `TRUSTED_RESOLVERS` (LPM trie, IPv6 or IPv4-mapped prefix → 1): the trusted resolvers,
@@ -354,6 +357,12 @@ pub(crate) fn on_answer(ctx: &SkBuffContext, ip: &IpHeader) {
         None => false,
     };
     if !asked {
+        checks |= DNS_FLAG_UNSOLICITED;
+    }
+    // A query is answered once: the first believed answer takes its entry, so a second
+    // answer to the same query (same socket and id) within the window is unsolicited. The
+    // removal is the test: of two answers racing on two CPUs, only one removes the entry.
+    if checks == 0 && DNS_QUERIES.remove(&query_key(cookie, at.txid)).is_err() {
         checks |= DNS_FLAG_UNSOLICITED;
     }
     let believed = checks == 0;

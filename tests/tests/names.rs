@@ -567,6 +567,67 @@ rules:
     }
 }
 
+/// What a second answer to an already answered query claims for [`GOOD`].
+const SECOND_IP: &str = "127.0.0.76";
+
+/// A query is answered once: the trusted resolver answers [`GOOD`]'s query a second time
+/// (same socket, id and question, within the window), with another address; block mode must
+/// not approve that address (the first answer's is), and the second answer's `dns` line is
+/// marked unsolicited.
+#[test]
+fn a_second_answer_to_one_query_is_not_believed() -> Result<()> {
+    Harness::with_cgroup("names-second-answer", |cg| {
+        let tcp = AcceptServer::start(socket_addr("0.0.0.0:0")?)?;
+        let dns = DnsServer::start(
+            Path::new(DNS),
+            &[
+                "--a",
+                &format!("{GOOD}={TRUE_IP}"),
+                "--twice",
+                &format!("{GOOD}={SECOND_IP}"),
+            ],
+        )?;
+        let (_dir, policy) = PolicyDir::with_policy(
+            "names-second-answer",
+            &format!(
+                "mode: block\nloopback: audit\nresolvers: [\"127.0.0.1\"]\nrules:\n  - name: dns\n    to: [\"127.0.0.1\"]\n    protocols: [udp]\n  - name: good\n    to: [\"{GOOD}\"]\n    ports: [{port}]\n    protocols: [tcp]\n",
+                port = tcp.port()
+            ),
+        )?;
+        let (policy, port) = (policy.display().to_string(), dns.port().to_string());
+        let mut h = Harness::start(cg, &egret_args(&policy, &port, &[]))?;
+        let (server, tport) = (dns.addr(), tcp.port().to_string());
+        // The query's socket stays open 300 ms after the first answer: the second reaches it.
+        let args = [
+            "resolve-connect",
+            "--server",
+            &server,
+            GOOD,
+            "--port",
+            &tport,
+            "--linger-ms",
+            "300",
+            "--probe",
+            SECOND_IP,
+        ];
+        let out = run_in_cgroup(&h.cgroup, DNS, &args)?;
+        let counts =
+            parse_resolve_counts(&out.stdout).with_context(|| format!("stderr: {}", out.stderr))?;
+        ensure!(
+            counts.ok == 1 && counts.probe_eperm == 1,
+            "the first answer's {TRUE_IP} must be reached and the second answer's {SECOND_IP} refused: {counts:?}\n{}\negret wrote:\n{}",
+            out.stderr,
+            written_for(&h, out.pid)
+        );
+        let line = dns_line_claiming(&mut h, "127.0.0.1", SECOND_IP)?;
+        ensure!(
+            field(&line, "egret.dns.trusted") == Some(&Value::Bool(false)),
+            "the second answer must not be believed (egret.dns.trusted: false)\nline: {line}"
+        );
+        h.finish()
+    })
+}
+
 /// Trusted resolver 127.0.0.1, a rogue resolver, forgeries by the client itself; every answer
 /// claims [`GOOD`], which a domain rule approves. Only the trusted resolver's answer names or
 /// approves anything; each other is marked untrusted (with why) and counted.

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! egret-dns server --port P [--bind 127.0.0.1] [--ttl N] [--a NAME=IP]... [--aaaa NAME=IP]...
-//!                  [--cname ALIAS=TARGET]... [--rotate NAME=CIDR]... [--malformed NAME]... [--tcp]
+//!                  [--cname ALIAS=TARGET]... [--rotate NAME=CIDR]... [--malformed NAME]...
+//!                  [--twice NAME=IP]... [--tcp]
 //! egret-dns resolve --server IP:PORT NAME [--aaaa] [--tcp]
 //! egret-dns resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa]
 //!                  [--tcp-dns] [--all] [--list] [--probe IP] [--probe-port PORT]
-//!                  [--reconnect-after-ms MS]
+//!                  [--reconnect-after-ms MS] [--linger-ms MS]
 //! egret-dns connect IP PORT [--udp] [ignored...]
 //! egret-dns connect-each --port PORT [--marker M] IP...
 //! egret-dns forge --from IP:PORT --a NAME=IP.. [--ask IP:PORT] NAME --port PORT
@@ -29,6 +30,9 @@
 //! resolves to (following the CNAME chain in the answer), one per line; it exits non-zero on a
 //! timeout, an error response, a malformed answer or no address.
 //!
+//! `server --twice NAME=IP` follows its UDP answer to an A question for NAME with a second
+//! answer to the same query (same id and question) that says NAME is IP.
+//!
 //! `resolve-connect` runs `--count` (default 1) iterations of: resolve NAME (a new UDP socket
 //! per query, or a TCP connection with `--tcp-dns`), then at once connect to the first address
 //! (TCP; with `--udp` one datagram `sendto` from an unconnected socket), or with `--all` to every
@@ -39,7 +43,8 @@
 //! resolutions; `probe_ok` counts probes the kernel did not refuse, whatever happened next) and
 //! exits 0. With `--list` it first prints, for each connect, `connected=IP ok|eperm|other`.
 //! With `--reconnect-after-ms MS` it then waits MS and connects once more to the last
-//! address without asking again, and prints `reconnect=ok|eperm|other`.
+//! address without asking again, and prints `reconnect=ok|eperm|other`. With `--linger-ms MS`
+//! each UDP query's socket stays open MS after its answer (a later answer still reaches it).
 //!
 //! `connect` connects once (TCP, or one datagram with `--udp`); on failure it prints
 //! `errno=<N>` and exits 1.
@@ -67,10 +72,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 const USAGE: &str = "usage: egret-dns server --port P [--bind IP] [--ttl N] [--a NAME=IP].. [--aaaa NAME=IP].. \
-                     [--cname ALIAS=TARGET].. [--rotate NAME=CIDR].. [--malformed NAME].. [--tcp] | \
+                     [--cname ALIAS=TARGET].. [--rotate NAME=CIDR].. [--malformed NAME].. [--twice NAME=IP].. [--tcp] | \
                      resolve --server IP:PORT NAME [--aaaa] [--tcp] | \
                      resolve-connect --server IP:PORT NAME --port PORT [--count N] [--udp] [--aaaa] [--tcp-dns] [--all] [--list] \
-                     [--probe IP] [--probe-port PORT] [--reconnect-after-ms MS] | \
+                     [--probe IP] [--probe-port PORT] [--reconnect-after-ms MS] [--linger-ms MS] | \
                      connect IP PORT [--udp] | \
                      connect-each --port PORT [--marker M] IP.. | \
                      forge --from IP:PORT --a NAME=IP.. [--ask IP:PORT] NAME --port PORT";
@@ -434,6 +439,8 @@ struct Table {
     cname: HashMap<String, String>,
     rotate: HashMap<String, Rotate>,
     malformed: Vec<String>,
+    /// `--twice`: the address a second answer gives for a name.
+    twice: HashMap<String, Ipv4Addr>,
     /// How many malformed answers were sent (picks the next variant).
     malformed_sent: usize,
 }
@@ -464,7 +471,32 @@ impl Table {
             t.rotate.insert(name, Rotate::parse(cidr)?);
         }
         t.malformed = args.all("--malformed").map(normalize).collect();
+        for s in args.all("--twice") {
+            let (name, ip) = split_pair("--twice", s)?;
+            t.twice.insert(
+                name,
+                ip.parse().with_context(|| format!("bad --twice {s:?}"))?,
+            );
+        }
         Ok(t)
+    }
+
+    /// `--twice`: the second answer to `query`, when its name has one.
+    fn second_answer(&mut self, query: &[u8]) -> Result<Option<Vec<u8>>> {
+        let (name, after) = read_name(query, 12)?;
+        let Some(ip) = self.twice.get(&name).copied() else {
+            return Ok(None);
+        };
+        if u16_at(query, after)? != TYPE_A {
+            return Ok(None);
+        }
+        let first = self.a.insert(name.clone(), vec![ip]);
+        let second = self.answer(query);
+        match first {
+            Some(first) => self.a.insert(name, first),
+            None => self.a.remove(&name),
+        };
+        second.map(Some)
     }
 
     fn knows(&self, name: &str) -> bool {
@@ -662,6 +694,7 @@ fn server(args: &[String]) -> Result<()> {
             "--cname",
             "--rotate",
             "--malformed",
+            "--twice",
         ],
         &["--tcp"],
         false,
@@ -708,6 +741,19 @@ fn server(args: &[String]) -> Result<()> {
                 if let Err(e) = udp.send_to(&a, from) {
                     eprintln!("egret-dns server: send to {from}: {e}");
                 }
+                let second = buf
+                    .get(..n)
+                    .context("recv length")
+                    .and_then(|q| lock(&table)?.second_answer(q));
+                match second {
+                    Ok(Some(a)) => {
+                        if let Err(e) = udp.send_to(&a, from) {
+                            eprintln!("egret-dns server: send to {from}: {e}");
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => eprintln!("egret-dns server: second answer to {from}: {e:#}"),
+                }
             }
             Err(e) => eprintln!("egret-dns server: query from {from}: {e:#}"),
         }
@@ -735,7 +781,7 @@ fn query_id(n: u64) -> u16 {
 }
 
 /// Sends `query` from a new UDP socket and returns the matching answer.
-fn exchange_udp(server: SocketAddr, query: &[u8], id: u16) -> Result<Vec<u8>> {
+fn exchange_udp(server: SocketAddr, query: &[u8], id: u16, linger: Duration) -> Result<Vec<u8>> {
     let sock = UdpSocket::bind(unspecified(server)).context("udp socket")?;
     sock.set_read_timeout(Some(ANSWER_TIMEOUT))?;
     let mut buf = [0u8; 1500];
@@ -747,7 +793,9 @@ fn exchange_udp(server: SocketAddr, query: &[u8], id: u16) -> Result<Vec<u8>> {
                 Ok((n, from)) => {
                     let msg = buf.get(..n).context("recv length")?;
                     if from == server && u16_at(msg, 0).ok() == Some(id) {
-                        return Ok(msg.to_vec());
+                        let answer = msg.to_vec();
+                        std::thread::sleep(linger);
+                        return Ok(answer);
                     }
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
@@ -776,13 +824,20 @@ fn exchange_tcp(server: SocketAddr, query: &[u8]) -> Result<Vec<u8>> {
     Ok(answer)
 }
 
-fn resolve(server: SocketAddr, name: &str, qtype: u16, tcp: bool, n: u64) -> Result<Vec<IpAddr>> {
+fn resolve(
+    server: SocketAddr,
+    name: &str,
+    qtype: u16,
+    tcp: bool,
+    n: u64,
+    linger: Duration,
+) -> Result<Vec<IpAddr>> {
     let id = query_id(n);
     let query = build_query(id, name, qtype)?;
     let answer = if tcp {
         exchange_tcp(server, &query)?
     } else {
-        exchange_udp(server, &query, id)?
+        exchange_udp(server, &query, id, linger)?
     };
     let response = parse_response(&answer, id).with_context(|| format!("answer for {name}"))?;
     ensure!(
@@ -849,7 +904,7 @@ fn cmd_resolve(args: &[String]) -> Result<()> {
     } else {
         TYPE_A
     };
-    for ip in resolve(server, name, qtype, args.flag("--tcp"), 0)? {
+    for ip in resolve(server, name, qtype, args.flag("--tcp"), 0, Duration::ZERO)? {
         println!("{ip}");
     }
     Ok(())
@@ -865,6 +920,7 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
             "--probe",
             "--probe-port",
             "--reconnect-after-ms",
+            "--linger-ms",
         ],
         &["--udp", "--aaaa", "--tcp-dns", "--all", "--list"],
         false,
@@ -882,6 +938,7 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
         Some(_) => Some(args.number("--reconnect-after-ms", None)?),
         None => None,
     };
+    let linger = Duration::from_millis(args.number("--linger-ms", Some(0))?);
     let (udp, tcp_dns, all, list) = (
         args.flag("--udp"),
         args.flag("--tcp-dns"),
@@ -898,7 +955,7 @@ fn cmd_resolve_connect(args: &[String]) -> Result<()> {
     let mut last = None;
     let mut reported = 0;
     for i in 0..count {
-        let found = match resolve(server, name, qtype, tcp_dns, i) {
+        let found = match resolve(server, name, qtype, tcp_dns, i, linger) {
             Ok(found) => found,
             Err(e) => {
                 if reported < 5 {
@@ -1108,6 +1165,7 @@ mod tests {
                 "--cname",
                 "--rotate",
                 "--malformed",
+                "--twice",
             ],
             &[],
             false,
