@@ -137,8 +137,9 @@ pub struct AttachConfig {
     pub max_udp_flows: u32,
 
     /// Block mode: most (address, domain rule) pairs the kernel keeps learned from approved DNS
-    /// answers (its `DNS_ALLOW` maps); past it the least recently used is forgotten, and a
-    /// connection to it is refused (`learned_addresses_evicted`).
+    /// answers (its `DNS_ALLOW` maps); past it one of the least recently used is forgotten (the
+    /// kernel's LRU is approximate), and a connection to it is refused
+    /// (`learned_addresses_evicted`).
     #[arg(long = "max-learned-addresses", value_name = "N")]
     #[arg(default_value = "32768", value_parser = map_entries())]
     pub max_learned_addresses: u32,
