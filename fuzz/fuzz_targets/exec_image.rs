@@ -31,19 +31,44 @@ fuzz_target!(|data: &[u8]| {
         .as_ref()
         .is_none_or(|p| !p.is_empty() && p.len() <= 16));
     let named = image::name(GONE, &exec, "comm");
-    assert!(!named.name.is_empty());
     assert_eq!(named.args, exec.args);
+    let base = |path: &str| path.rsplit('/').next().unwrap_or(path).to_owned();
     match named.executable.as_deref() {
-        // A walked path is absolute; a fileless one is its own name.
+        // A walked path is absolute, and names the process unless it ends in `/`.
         Some(exe) if !named.fileless => {
             assert!(exe.starts_with('/'), "{exe:?}");
             assert!(
                 !exe.starts_with("/proc/") || exec.exe_path.is_some(),
                 "{exe:?}"
             );
+            if !base(exe).is_empty() {
+                assert_eq!(named.name, base(exe));
+            }
         }
+        // A fileless one is its own name.
         Some(exe) => assert_eq!(named.name, exe),
-        None => assert_eq!(named.name, "comm"),
+        // Another mount namespace's file: the kernel's name only.
+        None if exec.exe_foreign => assert_eq!(named.name, "comm"),
+        // Unknown: the named path's basename, args[0]'s, the comm, or nothing; never the
+        // basename of a descriptor link (`exe`, a descriptor's number).
+        None => {
+            let filename = exec.filename.as_str();
+            let via_link = filename.starts_with("/proc/") || filename.starts_with("/dev/fd/");
+            assert!(!named.name.contains('/'), "{:?}", named.name);
+            assert!(
+                !via_link || named.name.is_empty() || named.name != base(filename),
+                "{:?} from {filename:?}",
+                named.name
+            );
+            assert!(
+                named.name.is_empty()
+                    || named.name == "comm"
+                    || named.name == base(filename)
+                    || exec.args.first().is_some_and(|a| base(a) == named.name),
+                "{:?}",
+                named.name
+            );
+        }
     }
     if let Some(script) = &named.script {
         // Only the path the exec named, among the interpreter's first arguments.
