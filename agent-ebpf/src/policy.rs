@@ -32,10 +32,10 @@
 //!   question of each answer and its parent domains.
 //! - `DNS_ALLOW_*` (LRU hash, (netns, address, domain rule) → expiry): addresses learned from
 //!   approved answers, written by `dns` (and by userspace on a reload, carried over). Sized at
-//!   load (`--max-learned-addresses`); when full one of the least recently used (the LRU is approximate) is forgotten and a
-//!   connection to it is refused, never allowed. Userspace counts such refusals (the policy
-//!   approves the connection by the name its address was learned for:
-//!   `learned_addresses_evicted`); nothing is counted here.
+//!   load (`--max-learned-addresses`); when full one of the least recently used (the LRU is
+//!   approximate) is forgotten and a connection to it is refused, never allowed. Userspace
+//!   counts such refusals (the policy approves the connection by the name its address was
+//!   learned for: `learned_addresses_evicted`); nothing is counted here.
 //! - `DOMAIN_RULES_*` (array, domain rule → [`PolicyValue`]): each domain rule's ports,
 //!   protocols and scopes.
 //! - `NAME_GATE_PORTS_*` (hash, port → 1): the policy's `name_gate` ports.
